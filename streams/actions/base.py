@@ -1,0 +1,96 @@
+"""What every field action declares: its options, which sources it accepts, how to build it.
+
+An action module defines one :class:`ActionSpec` named ``SPEC``. ``streams.rules``
+validates a field rule against ``SPEC.options`` (unknown options with "did you mean",
+wrong types, bad values: all reported at once, with their location), then calls
+``SPEC.build(options, context)`` once at startup. ``build`` returns a plain
+function ``value -> value`` that the pipeline calls per record: no checking in there.
+
+Values an action receives: for a single ``from`` field, that field's value (``None``
+when the line lacks it); for a list of ``from`` fields, a tuple of their values.
+Values an action returns: ``str``, ``int``, ``float``, ``bool`` or ``None``.
+
+>>> opt = Option("bucket", str, default="5m", doc="bucket width")
+>>> opt.required
+False
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Transform = Callable[[Any], Any]
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One option of an action.
+
+    ``kind`` is the Python type the YAML/TOML value must have (``list`` means a list of
+    strings). ``check`` validates a well-typed value and returns an error message or
+    ``None``; it runs at startup only.
+    """
+
+    name: str
+    kind: type
+    default: Any = REQUIRED
+    doc: str = ""
+    choices: tuple[Any, ...] | None = None
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What an action may need at build time besides its own options.
+
+    ``destination_kind`` is ``"operations"`` or ``"analytics"`` (privacy defaults
+    differ). ``site`` is the configured site name (pseudonym scope, same-site test).
+    ``keyring`` is the pseudonym key source (``streams.keys``), ``None`` if no
+    destination pseudonymizes. ``cache_size`` bounds each per-action memo.
+    """
+
+    destination: str = "ops"
+    destination_kind: str = "operations"
+    site: str = ""
+    keyring: Any = None
+    cache_size: int = 65536
+    unsafe: bool = False
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSpec:
+    """Declaration of one field action.
+
+    ``accepts`` names the source fields the action may read (``None``: any).
+    ``multi`` is True if ``from`` may be a list of fields. ``validate`` gets the typed
+    options and the source list and returns extra error messages (cross-option checks,
+    privacy floors), run at startup.
+    """
+
+    name: str
+    doc: str
+    options: tuple[Option, ...]
+    build: Callable[[Mapping[str, Any], BuildContext], Transform]
+    accepts: frozenset[str] | None = None
+    multi: bool = False
+    validate: Callable[[Mapping[str, Any], BuildContext], list[str]] | None = None
+    examples: tuple[tuple[dict[str, Any], Any, Any], ...] = field(default=())
+    #: Source fields read before the ``from`` fields (pseudonymize: time and host).
+    implicit_sources: tuple[str, ...] = ()
+    #: Maps (options, from-field) to the field actually read (generalize city -> country).
+    retarget: Callable[[Mapping[str, Any], str], str] | None = None

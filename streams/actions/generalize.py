@@ -1,0 +1,106 @@
+"""``generalize``: publish a coarser value than the source holds.
+
+- ``to: status_class``: 404 -> ``"4xx"``.
+- ``to: country | region | continent`` on a geo field: publish that level instead
+  (``{from: geo.city, action: generalize, to: country}``). The finer value is never
+  read, so it cannot leak.
+- ``bins: [100, 1000]`` on a number: ``"<100"``, ``"100-1000"``, ``">=1000"``.
+
+>>> SPEC.build({"to": "status_class", "bins": []}, BuildContext())(404)
+'4xx'
+>>> f = SPEC.build({"to": "bins", "bins": [100, 1000]}, BuildContext())
+>>> f(5), f(100), f(5000), f(None)
+('<100', '100-1000', '>=1000', None)
+>>> SPEC.retarget({"to": "country", "bins": []}, "geo.city")
+'geo.country'
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping
+from typing import Any
+
+from streams.actions.base import ActionSpec, BuildContext, Option, Transform
+
+_GEO_LEVELS = ("continent", "country", "region", "city")
+_GEO_SOURCES = frozenset(f"geo.{level}" for level in _GEO_LEVELS)
+_NUMERIC_SOURCES = frozenset({"response.bytes", "response.duration_ms", "response.status"})
+
+
+def _status_class(status: int | None) -> str | None:
+    return None if status is None else f"{status // 100}xx"
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _labels(edges: list[float]) -> list[str]:
+    def fmt(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() else str(x)
+
+    labels = [f"<{fmt(edges[0])}"]
+    labels += [f"{fmt(a)}-{fmt(b)}" for a, b in zip(edges, edges[1:], strict=False)]
+    labels.append(f">={fmt(edges[-1])}")
+    return labels
+
+
+def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
+    to = options["to"]
+    if to == "status_class":
+        return _status_class
+    if to == "bins":
+        edges = sorted(float(x) for x in options["bins"])
+        labels = _labels(edges)
+        right = bisect.bisect_right
+
+        def binned(value: float | None) -> str | None:
+            return None if value is None else labels[right(edges, value)]
+
+        return binned
+    return _identity  # geo levels: the compiler already reads the coarser field
+
+
+def retarget(options: Mapping[str, Any], source: str) -> str:
+    if options["to"] in _GEO_LEVELS and source in _GEO_SOURCES:
+        return f"geo.{options['to']}"
+    return source
+
+
+def validate(options: Mapping[str, Any], context: BuildContext) -> list[str]:
+    to, sources = options["to"], context.sources
+    errors = []
+    if to == "bins" and not options["bins"]:
+        errors.append("to: bins needs a non-empty 'bins' list")
+    if to in _GEO_LEVELS:
+        bad = [s for s in sources if s not in _GEO_SOURCES]
+        if bad:
+            errors.append(f"to: {to} needs a geo.* source, not {bad[0]}")
+        elif any(_GEO_LEVELS.index(s[4:]) < _GEO_LEVELS.index(to) for s in sources):
+            errors.append(f"to: {to} is finer than the source {sources[0]}: not a generalization")
+    if to in ("bins", "status_class"):
+        bad = [s for s in sources if s not in _NUMERIC_SOURCES]
+        if bad:
+            errors.append(f"to: {to} needs a numeric response.* source, not {bad[0]}")
+    return errors
+
+
+def _check_bins(value: list[Any]) -> str | None:
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in value):
+        return "must be a list of numbers"
+    return None
+
+
+SPEC = ActionSpec(
+    name="generalize",
+    doc="Publish a coarser value: status class, a geo level, or a numeric bin.",
+    options=(
+        Option("to", str, "bins", "status_class, continent, country, region or bins",
+               choices=("status_class", "continent", "country", "region", "bins")),
+        Option("bins", list, [], "bin edges for to: bins", check=_check_bins),
+    ),
+    build=build,
+    validate=validate,
+    retarget=retarget,
+)

@@ -1,0 +1,107 @@
+"""``truncate_ip``: keep the network part of the client address, drop the host part.
+
+IPv4 and IPv6 have separate prefixes. An IPv6 address that carries an IPv4 address in
+the bits a /48 cut keeps (6to4 ``2002:AABB:CCDD::/48``, NAT64 ``64:ff9b::/96``, Teredo
+``2001:0::/32``; IPv4-mapped is already IPv4 after parsing) is truncated as the IPv4 it
+carries: otherwise a "/48" would publish a whole IPv4 address.
+
+Privacy floors (``../shared/privacy-requirements.md`` rule 3): operations keep at most
+/24 and /48, analytics at most /16 and /32. More bits need ``unsafe: true``.
+
+>>> f = SPEC.build({"ipv4_prefix": 24, "ipv6_prefix": 48, "format": "cidr"}, BuildContext())
+>>> f("203.0.113.77")
+'203.0.113.0/24'
+>>> f("2001:db8:1234:5678::1")
+'2001:db8:1234::/48'
+>>> f("2002:cb00:7101::1")  # 6to4 carrying 203.0.113.1
+'203.0.113.0/24'
+>>> f("64:ff9b::cb00:7101")  # NAT64
+'203.0.113.0/24'
+>>> f("2001:0:4136:e378:8000:63bf:34ff:8efe")  # Teredo, client 203.0.113.1
+'203.0.113.0/24'
+>>> f(None) is None
+True
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+from streams.actions.base import ActionSpec, BuildContext, Option, Transform
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+FLOORS = {"operations": (24, 48), "analytics": (16, 32)}
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 transition address carries, if any."""
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address.ipv4_mapped
+
+
+def _check_prefix(bits: int) -> Any:
+    def check(value: int) -> str | None:
+        return None if 0 <= value <= bits else f"must be between 0 and {bits}"
+
+    return check
+
+
+def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
+    v4_bits: int = options["ipv4_prefix"]
+    v6_bits: int = options["ipv6_prefix"]
+    as_cidr = options["format"] == "cidr"
+
+    def truncate(ip: str | None) -> str | None:
+        if ip is None:
+            return None
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return None
+        if address.version == 6:
+            carried = embedded_ipv4(address)  # type: ignore[arg-type]
+            if carried is not None:
+                address = carried
+        bits = v4_bits if address.version == 4 else v6_bits
+        network = ipaddress.ip_network((address, bits), strict=False)
+        return str(network) if as_cidr else str(network.network_address)
+
+    return truncate
+
+
+def validate(options: Mapping[str, Any], context: BuildContext) -> list[str]:
+    v4_floor, v6_floor = FLOORS.get(context.destination_kind, FLOORS["operations"])
+    errors = []
+    if options["ipv4_prefix"] > v4_floor and not context.unsafe:
+        errors.append(
+            f"ipv4_prefix {options['ipv4_prefix']} keeps more than /{v4_floor}, the limit for "
+            f"{context.destination_kind} output (set unsafe: true to override)"
+        )
+    if options["ipv6_prefix"] > v6_floor and not context.unsafe:
+        errors.append(
+            f"ipv6_prefix {options['ipv6_prefix']} keeps more than /{v6_floor}, the limit for "
+            f"{context.destination_kind} output (set unsafe: true to override)"
+        )
+    return errors
+
+
+SPEC = ActionSpec(
+    name="truncate_ip",
+    doc="Keep the network part of an address; embedded IPv4 forms truncated as IPv4.",
+    options=(
+        Option("ipv4_prefix", int, 24, "IPv4 bits kept", check=_check_prefix(32)),
+        Option("ipv6_prefix", int, 48, "IPv6 bits kept", check=_check_prefix(128)),
+        Option("format", str, "cidr", "'cidr' (203.0.113.0/24) or 'address' (203.0.113.0)",
+               choices=("cidr", "address")),
+    ),
+    build=build,
+    accepts=frozenset({"client.ip"}),
+    validate=validate,
+)

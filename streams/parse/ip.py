@@ -1,0 +1,99 @@
+"""Client addresses as logged: bare, ``ip:port``, ``[v6]:port``, X-Forwarded-For chains.
+
+Everything returns the canonical text of one address (``ipaddress`` does the parsing),
+or ``None`` when the text is not an address. IPv4-mapped IPv6 (``::ffff:a.b.c.d``) is
+normalized to the IPv4 it carries: it *is* that client. Other embedded forms (6to4,
+NAT64, Teredo) stay IPv6 here; ``truncate_ip`` truncates them as their IPv4.
+
+>>> canonical_ip("203.0.113.9:51234")
+'203.0.113.9'
+>>> canonical_ip("[2001:DB8::1]:443")
+'2001:db8::1'
+>>> canonical_ip("::ffff:198.51.100.7")
+'198.51.100.7'
+>>> canonical_ip("fe80::1%eth0")
+'fe80::1'
+>>> canonical_ip("example.org") is None
+True
+>>> r = ClientResolver(["10.0.0.0/8"])
+>>> r.resolve("10.1.2.3", "203.0.113.9, 10.0.0.5")
+'203.0.113.9'
+>>> r.resolve("198.51.100.1", "203.0.113.9")  # remote is not a trusted proxy
+'198.51.100.1'
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from functools import lru_cache
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _strip_port(text: str) -> str:
+    if text.startswith("["):  # [v6] or [v6]:port
+        end = text.find("]")
+        return text[1:end] if end > 0 else text
+    if text.count(":") == 1:  # v4:port (a bare v6 has at least two colons)
+        return text.split(":", 1)[0]
+    return text
+
+
+@lru_cache(maxsize=65536)
+def canonical_ip(text: str) -> str | None:
+    """Canonical text of the address in ``text``, or ``None``. Cached: clients repeat."""
+    address = parse_ip(text)
+    return None if address is None else str(address)
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """The address in ``text`` (port, brackets, zone id and mapping removed), or None."""
+    raw = _strip_port(text.strip())
+    zone = raw.find("%")
+    if zone > 0:
+        raw = raw[:zone]
+    try:
+        address = ipaddress.ip_address(raw)
+    except ValueError:
+        return None
+    if address.version == 6 and address.ipv4_mapped is not None:  # type: ignore[union-attr]
+        return address.ipv4_mapped  # type: ignore[union-attr]
+    return address
+
+
+class ClientResolver:
+    """Picks the client address from the peer address and an X-Forwarded-For chain.
+
+    Only hops appended by trusted proxies are believed: walk the chain from the right
+    (nearest hop first) while the hop is a trusted proxy; the first untrusted hop is
+    the client. Without trusted proxies the XFF header is ignored entirely, since any
+    client can write it.
+    """
+
+    def __init__(self, trusted_proxies: Iterable[str] = ()) -> None:
+        self._networks = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
+        self._trusted = lru_cache(maxsize=4096)(self._is_trusted_uncached)
+
+    @property
+    def uses_forwarded_for(self) -> bool:
+        return bool(self._networks)
+
+    def _is_trusted_uncached(self, address: str) -> bool:
+        parsed = ipaddress.ip_address(address)
+        return any(parsed in network for network in self._networks)
+
+    def resolve(self, remote: str, forwarded_for: str | None) -> str | None:
+        client = canonical_ip(remote)
+        if client is None or not self._networks or not forwarded_for:
+            return client
+        if forwarded_for == "-" or not self._trusted(client):
+            return client
+        for hop in reversed(forwarded_for.split(",")):
+            address = canonical_ip(hop)
+            if address is None:
+                return client  # an unparseable hop: stop at the last address we trust
+            client = address
+            if not self._trusted(address):
+                return address
+        return client

@@ -1,0 +1,262 @@
+"""The whole job from raw bytes to output bytes: pure, synchronous, no Kafka.
+
+``Pipeline.process_lines`` takes raw lines and fills an :class:`Output`: per
+destination a list of ``(key, value, timestamp_ms, event)`` and a list of
+:class:`~streams.records.Rejection`. Every line ends up in exactly one of the two
+(``published`` may be several events, one per destination). The file command and the
+Faust agents are thin loops around it; tests run it directly (``Pipeline.test``).
+
+>>> from streams.pipeline import Pipeline
+>>> p = Pipeline.from_config({"destinations": {"ops": {"topic": "logs.ops", "fields": {
+...     "network": {"from": "client.ip", "action": "truncate_ip"},
+...     "status": {"from": "response.status", "action": "keep"}}}}})
+>>> out = p.test([b'203.0.113.9 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 5',
+...               b'garbage'])
+>>> out.events("ops")
+[{'network': '203.0.113.0/24', 'status': 200}]
+>>> [(r.reason, r.line) for r in out.rejections]
+[('parse.no_match', 2)]
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from streams.config import ConfigError, normalize
+from streams.durations import parse_duration
+from streams.parse import build_parser
+from streams.records import (
+    PARSE_EMPTY,
+    PARSE_NOT_UTF8,
+    PARSE_TOO_LONG,
+    RULES_ERROR,
+    RejectedLine,
+    Rejection,
+)
+from streams.rules import Compiled, compile_rules
+
+log = logging.getLogger("logfog.pipeline")
+
+Emitted = tuple[bytes | None, bytes, int, dict[str, Any]]
+
+
+@dataclass(slots=True)
+class Stats:
+    """Running totals; exported as metrics by the worker, printed by the file command."""
+
+    lines: int = 0
+    events: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    leaks: Counter[str] = field(default_factory=Counter)
+    replaced_utf8: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "lines": self.lines,
+            "published": dict(self.events),
+            "rejected": dict(self.rejected),
+            "leaks_removed": dict(self.leaks),
+            "invalid_utf8_replaced": self.replaced_utf8,
+        }
+
+
+class Output:
+    """What one call of ``process_lines`` produced, per destination index."""
+
+    __slots__ = ("_names", "per_destination", "rejections")
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self._names = names
+        self.per_destination: list[list[Emitted]] = [[] for _ in names]
+        self.rejections: list[Rejection] = []
+
+    def events(self, destination: str) -> list[dict[str, Any]]:
+        return [e[3] for e in self.per_destination[self._names.index(destination)]]
+
+    def values(self, destination: str) -> list[bytes]:
+        return [e[1] for e in self.per_destination[self._names.index(destination)]]
+
+    def clear(self) -> None:
+        for events in self.per_destination:
+            events.clear()
+        self.rejections.clear()
+
+
+def dead_letter(rejection: Rejection) -> bytes:
+    """The dead-letter record for a rejection: coordinates and reason, never the line.
+
+    >>> dead_letter(Rejection("parse", "parse.bad_ip", "logs.raw", 0, 41))
+    b'{"stage":"parse","reason":"parse.bad_ip","topic":"logs.raw","partition":0,"offset":41}'
+    """
+    return orjson.dumps(rejection.as_dict())
+
+
+class Pipeline:
+    """A compiled config: parse, enrich, apply rules, serialize."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        compiled: Compiled,
+        *,
+        keyring: Any = None,
+        geo: Any = None,
+        leaks: Counter[str] | None = None,
+    ) -> None:
+        self.config = config
+        self.compiled = compiled
+        self.keyring = keyring
+        self.geo = geo
+        self.destinations = compiled.destinations
+        self.names = tuple(d.name for d in compiled.destinations)
+        self.stats = Stats(leaks=Counter() if leaks is None else leaks)
+        inp = config["input"]
+        self._parse = build_parser(inp["format"], inp["trusted_proxies"], inp["json_fields"])
+        self._max_bytes: int = inp["max_line_bytes"]
+        self._reject_bad_utf8 = inp["invalid_utf8"] == "reject"
+
+    @classmethod
+    def from_config(
+        cls,
+        raw_config: Mapping[str, Any],
+        *,
+        geo: Any = None,
+        keyring: Any = None,
+        warnings: list[str] | None = None,
+    ) -> Pipeline:
+        """Validate (if not yet normalized) and compile. Raises ConfigError, GeoDatabaseError,
+        KeyError_ with readable messages."""
+        errors: list[str] = []
+        config = normalize(raw_config, errors, [] if warnings is None else warnings)
+        if errors:
+            raise ConfigError("config", errors)
+        return cls.from_normalized(config, geo=geo, keyring=keyring)
+
+    @classmethod
+    def from_normalized(
+        cls, config: Mapping[str, Any], *, geo: Any = None, keyring: Any = None
+    ) -> Pipeline:
+        from streams.enrich.agent import AgentParser
+        from streams.enrich.language import primary_language
+        from streams.keys import keyring_from_config
+
+        uses = {r["action"] for d in config["destinations"].values() for r in d["fields"].values()}
+        uses_geo = any(
+            s.startswith("geo.")
+            for d in config["destinations"].values()
+            for r in d["fields"].values()
+            for s in r["from"]
+        )
+        if keyring is None and "pseudonymize" in uses:
+            keys = config["keys"]
+            keyring = keyring_from_config(
+                keys["source"], parse_duration(keys["epoch"]), parse_duration(keys["grace"])
+            )
+        if geo is None and uses_geo:
+            from streams.enrich.geo import GeoLookup
+
+            geo = GeoLookup.from_config(
+                {**config["enrich"]["geo"], "cache_size": config["enrich"]["cache_size"]}
+            )
+        leaks: Counter[str] = Counter()
+        agents = AgentParser(cache_size=config["enrich"]["cache_size"])
+        compiled = compile_rules(
+            config,
+            geo_lookup=geo.lookup if geo is not None else None,
+            agent_parse=agents.parse,
+            language=primary_language,
+            keyring=keyring,
+            leaks=leaks,
+            dumps=orjson.dumps,
+        )
+        for warning in compiled.unsafe_warnings:
+            log.warning("%s", warning)
+        return cls(config, compiled, keyring=keyring, geo=geo, leaks=leaks)
+
+    def new_output(self) -> Output:
+        return Output(self.names)
+
+    def process_lines(
+        self,
+        lines: Iterable[bytes],
+        out: Output,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+        first_line: int = 1,
+    ) -> int:
+        """Process raw lines (no trailing newline) into ``out``; returns lines seen.
+
+        Coordinates in rejections: ``topic/partition/offset`` when given (all lines of
+        one Kafka record share its offset; ``line`` is the line within the record),
+        else ``line`` counts from ``first_line``.
+        """
+        parse = self._parse
+        emit = self.compiled.emit
+        appends = [events.append for events in out.per_destination]
+        reject = out.rejections.append
+        max_bytes = self._max_bytes
+        reject_bad_utf8 = self._reject_bad_utf8
+        rejected = self.stats.rejected
+        number = first_line - 1
+        replaced = 0
+        for raw in lines:
+            number += 1
+            if len(raw) > max_bytes:
+                reject(Rejection("parse", PARSE_TOO_LONG, topic, partition, offset, number, len(raw)))
+                rejected[PARSE_TOO_LONG] += 1
+                continue
+            try:
+                text = raw.decode()
+            except UnicodeDecodeError:
+                if reject_bad_utf8:
+                    reject(Rejection("parse", PARSE_NOT_UTF8, topic, partition, offset, number))
+                    rejected[PARSE_NOT_UTF8] += 1
+                    continue
+                text = raw.decode(errors="replace")
+                replaced += 1
+            try:
+                request = parse(text)
+            except RejectedLine as rejection:
+                reason = PARSE_EMPTY if not text.strip() else rejection.reason
+                reject(Rejection("parse", reason, topic, partition, offset, number))
+                rejected[reason] += 1
+                continue
+            try:
+                emit(request, *appends)
+            except Exception as error:  # a bug in a rule must not stop the stream
+                self._rule_failed(error)
+                reject(Rejection("rules", RULES_ERROR, topic, partition, offset, number))
+                rejected[RULES_ERROR] += 1
+        seen = number - first_line + 1
+        self.stats.lines += seen
+        self.stats.replaced_utf8 += replaced
+        return seen
+
+    def _rule_failed(self, error: BaseException) -> None:
+        # Type and place only: exception messages often quote the value that failed.
+        tb = error.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
+        log.error("rules.error: %s at %s", type(error).__name__, where)
+
+    def count_published(self, out: Output) -> None:
+        for d, events in zip(self.destinations, out.per_destination, strict=True):
+            self.stats.events[d.name] += len(events)
+
+    def test(self, lines: Iterable[bytes | str]) -> Output:
+        """Run lines through the pipeline, no broker: for tests and the REPL."""
+        out = self.new_output()
+        self.process_lines((x.encode() if isinstance(x, str) else x for x in lines), out)
+        self.count_published(out)
+        return out

@@ -1,0 +1,121 @@
+"""The small types that flow through the pipeline.
+
+A :class:`Request` is what a parser makes of one raw line. It holds the full client
+address, user agent and URL: it lives only in memory, inside one call of the pipeline,
+and is never serialized. Everything that leaves the process is built from it by the
+field rules (``streams.rules``).
+
+A :class:`Rejection` says why a line was not published. It carries coordinates
+(topic/partition/offset or a line number), never the payload.
+
+>>> Rejection("parse", "parse.no_match", line=3).as_dict()["reason"]
+'parse.no_match'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+# Reason codes: stable strings, used as metric labels and in dead letters.
+PARSE_NO_MATCH: Final = "parse.no_match"
+PARSE_BAD_TIME: Final = "parse.bad_time"
+PARSE_BAD_IP: Final = "parse.bad_ip"
+PARSE_NOT_UTF8: Final = "parse.not_utf8"
+PARSE_TOO_LONG: Final = "parse.too_long"
+PARSE_EMPTY: Final = "parse.empty"
+PARSE_BAD_JSON: Final = "parse.bad_json"
+RULES_ERROR: Final = "rules.error"
+
+REASONS: Final = (
+    PARSE_NO_MATCH,
+    PARSE_BAD_TIME,
+    PARSE_BAD_IP,
+    PARSE_NOT_UTF8,
+    PARSE_TOO_LONG,
+    PARSE_EMPTY,
+    PARSE_BAD_JSON,
+    RULES_ERROR,
+)
+
+
+class Request:
+    """One parsed access-log line, full fidelity, in memory only.
+
+    Plain ``__slots__`` class rather than a dataclass: parsers create one per line and
+    set only the attributes their format has, so construction must be cheap.
+    ``ip`` is the normalized client address (port, brackets and XFF resolved), as text.
+    ``time`` is the request time in UTC epoch seconds.
+    """
+
+    __slots__ = (
+        "bytes_sent",
+        "cookie",
+        "duration_ms",
+        "host",
+        "ip",
+        "language",
+        "method",
+        "protocol",
+        "referrer",
+        "status",
+        "target",
+        "time",
+        "user",
+        "user_agent",
+    )
+
+    def __init__(self) -> None:
+        self.ip: str = ""
+        self.time: int = 0
+        self.method: str | None = None
+        self.target: str | None = None
+        self.protocol: str | None = None
+        self.status: int | None = None
+        self.bytes_sent: int | None = None
+        self.duration_ms: float | None = None
+        self.referrer: str | None = None
+        self.user_agent: str | None = None
+        self.host: str | None = None
+        self.user: str | None = None
+        self.language: str | None = None
+        self.cookie: str | None = None
+
+    def __repr__(self) -> str:  # never print the payload, even while debugging
+        return f"<Request status={self.status} method={self.method!r}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why one input line was not published. Never holds any part of the line."""
+
+    stage: str
+    reason: str
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    line: int | None = None
+    length: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"stage": self.stage, "reason": self.reason}
+        if self.topic is not None:
+            out["topic"] = self.topic
+            out["partition"] = self.partition
+            out["offset"] = self.offset
+        if self.line is not None:
+            out["line"] = self.line
+        if self.length is not None:
+            out["length"] = self.length
+        return out
+
+
+class RejectedLine(Exception):
+    """Raised by a parser for a line it cannot turn into a :class:`Request`.
+
+    The message is the reason code only: exceptions get logged, lines must not.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

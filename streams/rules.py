@@ -1,0 +1,247 @@
+"""Compile validated field rules into one straight-line function per config.
+
+For each destination the compiler builds every field's transform once (actions'
+``build``), then generates a single Python function that, given a
+:class:`~streams.records.Request`, does the enrichment lookups the rules need and
+returns one dict per destination. The dicts are built as literals from the rules:
+nothing from the input gets in unless a rule names it (default deny, fail closed).
+
+Every transform whose output is text derived from the input (URLs, referrers, kept
+strings, enriched names) is wrapped in :func:`swept`: a bounded memo that runs the leak
+detectors once per distinct value and replaces a hit by ``None``, counting it each time
+it occurs. Transforms whose output is made by logfog from numbers or keys
+(pseudonyms, bucketed times, networks) are exempt.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from streams.actions import REGISTRY
+from streams.actions.base import BuildContext, Transform
+from streams.actions.coarsen_time import FLOORS as TIME_FLOORS
+from streams.actions.coarsen_time import bucket_seconds
+from streams.actions.drop import DROPPED
+from streams.detect import find_leak
+from streams.fields import SOURCES
+
+log = logging.getLogger("logfog.rules")
+
+# Where each source field lives at run time, inside the generated function.
+_REQUEST_ATTRS = {
+    "client.ip": "r.ip",
+    "request.time": "r.time",
+    "request.method": "r.method",
+    "request.target": "r.target",
+    "request.protocol": "r.protocol",
+    "request.host": "r.host",
+    "request.referrer": "r.referrer",
+    "request.cookie": "r.cookie",
+    "user.name": "r.user",
+    "agent.original": "r.user_agent",
+    "response.status": "r.status",
+    "response.bytes": "r.bytes_sent",
+    "response.duration_ms": "r.duration_ms",
+    "request.language": "lang",
+}
+_GEO_INDEX = {"geo.country": 0, "geo.continent": 1, "geo.region": 2, "geo.city": 3,
+              "geo.timezone": 4, "geo.asn": 5}  # fmt: skip
+_AGENT_INDEX = {"agent.browser": 0, "agent.browser_major": 1, "agent.os": 2, "agent.os_major": 3,
+                "agent.device": 4, "agent.is_bot": 5}  # fmt: skip
+# Outputs logfog makes itself from numbers or keys: no input text can be in them.
+_GENERATED = frozenset({"pseudonymize", "coarsen_time", "truncate_ip", "drop"})
+_TEXT_KINDS = frozenset({"str", "ip"})
+# Pure and costly per distinct input (ipaddress parsing): worth a memo.
+_MEMOIZED = frozenset({"truncate_ip"})
+
+
+def _expression(source: str) -> str:
+    if source in _REQUEST_ATTRS:
+        return _REQUEST_ATTRS[source]
+    if source in _GEO_INDEX:
+        return f"geo[{_GEO_INDEX[source]}]"
+    return f"ua[{_AGENT_INDEX[source]}]"
+
+
+def swept(transform: Transform, leaks: Counter[str], size: int) -> Transform:
+    """Memoize ``transform`` and sweep its text output with the leak detectors.
+
+    A hit is replaced by ``None`` and counted every time the input recurs (hits are
+    not memoized, so counts stay exact). The memo is cleared when full: bounded
+    memory at the cost of an occasional cold start.
+
+    >>> leaks = Counter()
+    >>> f = swept(str.lower, leaks, 100)
+    >>> f("/Products"), f("ME@EXAMPLE.COM"), f("me@example.com"), leaks["email"]
+    ('/products', None, None, 2)
+    """
+    memo: dict[Any, Any] = {}
+    get = memo.get
+    missing = object()
+
+    def apply(value: Any) -> Any:
+        out = get(value, missing)
+        if out is not missing:
+            return out
+        out = transform(value)
+        if type(out) is str:
+            hit = find_leak(out)
+            if hit is not None:
+                leaks[hit] += 1
+                return None
+        if len(memo) >= size:
+            memo.clear()
+        memo[value] = out
+        return out
+
+    return apply
+
+
+def memoized(transform: Transform, size: int) -> Transform:
+    """A bounded memo (cleared when full) for pure transforms of repeating values.
+
+    >>> calls = []
+    >>> f = memoized(lambda v: calls.append(v) or v * 2, 10)
+    >>> f(2), f(2), len(calls)
+    (4, 4, 1)
+    """
+    memo: dict[Any, Any] = {}
+    get = memo.get
+    missing = object()
+
+    def apply(value: Any) -> Any:
+        out = get(value, missing)
+        if out is missing:
+            out = transform(value)
+            if len(memo) >= size:
+                memo.clear()
+            memo[value] = out
+        return out
+
+    return apply
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledDestination:
+    name: str
+    index: int
+    topic: str
+    framing: str
+    kind: str
+    key_field: str | None
+    time_bucket: int
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    destinations: tuple[CompiledDestination, ...]
+    emit: Callable[..., None]
+    needs_geo: bool
+    needs_agent: bool
+    needs_language: bool
+    unsafe_warnings: tuple[str, ...]
+
+
+def compile_rules(
+    config: Mapping[str, Any],
+    *,
+    geo_lookup: Callable[[str], tuple[Any, ...]] | None,
+    agent_parse: Callable[[str | None], tuple[Any, ...]] | None,
+    language: Callable[[str | None], str | None] | None,
+    keyring: Any,
+    leaks: Counter[str],
+    dumps: Callable[[Any], bytes],
+) -> Compiled:
+    """Generate ``emit(r, append_0, append_1, ...)`` for a normalized config.
+
+    ``append_i`` receives ``(key, value_bytes, timestamp_ms, event_dict)`` for
+    destination ``i``.
+    """
+    cache_size = config["enrich"]["cache_size"]
+    namespace: dict[str, Any] = {"dumps": dumps, "DROPPED": DROPPED}
+    body: list[str] = []
+    tail: list[str] = []  # appends come last: a failing rule leaves no half-emitted line
+    destinations = []
+    used: set[str] = set()
+    for index, (name, dest) in enumerate(config["destinations"].items()):
+        kind = dest["kind"]
+        entries = []
+        bucket = TIME_FLOORS[kind]
+        for out_name, rule in dest["fields"].items():
+            spec = REGISTRY[rule["action"]]
+            sources = list(rule["from"])
+            if spec.retarget is not None:
+                sources = [spec.retarget(rule["options"], s) for s in sources]
+            sources = [*spec.implicit_sources, *sources]
+            used.update(sources)
+            if rule["action"] == "drop":
+                continue
+            if rule["action"] == "coarsen_time":
+                bucket = bucket_seconds(rule["options"])
+            context = BuildContext(
+                destination=name, destination_kind=kind, site=config["site"], keyring=keyring,
+                cache_size=cache_size, unsafe=rule["unsafe"], sources=tuple(sources),
+            )  # fmt: skip
+            transform = spec.build(rule["options"], context)
+            text_out = rule["action"] not in _GENERATED and any(
+                SOURCES[s].kind in _TEXT_KINDS for s in sources
+            )
+            args = [_expression(s) for s in sources]
+            argument = args[0] if len(args) == 1 else "(" + ", ".join(args) + ")"
+            if rule["action"] == "keep" and not text_out:
+                entries.append(f"{out_name!r}: {argument}")  # a number or bool: no call at all
+                continue
+            fn = f"t{index}_{len(entries)}"
+            if text_out:
+                namespace[fn] = swept(transform, leaks, cache_size)
+            elif rule["action"] in _MEMOIZED:
+                namespace[fn] = memoized(transform, cache_size)
+            else:  # keyed or already cached in the action itself
+                namespace[fn] = transform
+            entries.append(f"{out_name!r}: {fn}({argument})")
+        key_field = dest["key"]
+        key_expr = "None"
+        if key_field is not None:
+            key_expr = f"(None if e[{key_field!r}] is None else str(e[{key_field!r}]).encode())"
+        key_expr = key_expr.replace("e[", f"e{index}[")
+        body.append(f"    e{index} = {{" + ", ".join(entries) + "}")
+        tail.append(f"    append{index}(({key_expr}, dumps(e{index}), (t - t % {bucket}) * 1000, e{index}))")
+        destinations.append(
+            CompiledDestination(
+                name=name, index=index, topic=dest["topic"], framing=dest["framing"], kind=kind,
+                key_field=key_field, time_bucket=bucket, fields=tuple(dest["fields"]),
+            )  # fmt: skip
+        )
+    needs_geo = any(s.startswith("geo.") for s in used)
+    needs_agent = any(s in _AGENT_INDEX for s in used)
+    needs_language = "request.language" in used
+    head = ["    t = r.time"]
+    if needs_geo:
+        if geo_lookup is None:
+            raise ValueError("rules read geo.* fields but no geo database is configured")
+        namespace["geo_lookup"] = geo_lookup
+        head.append("    geo = geo_lookup(r.ip)")
+    if needs_agent:
+        namespace["agent_parse"] = agent_parse
+        head.append("    ua = agent_parse(r.user_agent)")
+    if needs_language:
+        namespace["language"] = language
+        head.append("    lang = language(r.language)")
+    appends = ", ".join(f"append{i}" for i in range(len(destinations)))
+    source = "\n".join([f"def emit(r, {appends}):", *head, *body, *tail])
+    exec(compile(source, "<logfog rules>", "exec"), namespace)  # noqa: S102 - generated from validated rules
+    warnings = tuple(
+        f"destinations.{n}.fields.{f}: UNSAFE rule publishes personal data"
+        for n, d in config["destinations"].items()
+        for f, rule in d["fields"].items()
+        if rule["unsafe"]
+    )
+    return Compiled(
+        destinations=tuple(destinations), emit=namespace["emit"], needs_geo=needs_geo,
+        needs_agent=needs_agent, needs_language=needs_language, unsafe_warnings=warnings,
+    )  # fmt: skip

@@ -1,0 +1,32 @@
+"""Topic specs from config: every topic with its partitions and declared retention.
+
+>>> from streams.config import normalize
+>>> cfg = normalize({"destinations": {"ops": {"topic": "logs.ops", "fields": {
+...     "s": {"from": "response.status", "action": "keep"}}}}}, [], [])
+>>> [(t.name, t.retention_ms // 86400000) for t in topic_specs(cfg)]
+[('logs.raw', 3), ('logs.dead', 7), ('logs.ops', 7)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from streams.admin import TopicSpec
+from streams.durations import parse_duration
+
+
+def _spec(section: Mapping[str, Any]) -> TopicSpec:
+    return TopicSpec(
+        name=section["topic"],
+        partitions=section["partitions"],
+        retention_ms=parse_duration(section["retention"]) * 1000,
+        replication_factor=section["replication"],
+    )
+
+
+def topic_specs(config: Mapping[str, Any]) -> list[TopicSpec]:
+    kafka = config["kafka"]
+    specs = [_spec(kafka["raw"]), _spec(kafka["dead_letter"])]
+    specs += [_spec(d) for d in config["destinations"].values()]
+    return specs

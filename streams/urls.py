@@ -1,0 +1,279 @@
+"""URL helpers shared by ``url_policy`` and ``referrer_policy`` (privacy rules 10, 11).
+
+Decisions:
+
+* Segments are classified on their percent-decoded form (decoded up to three times,
+  so ``%2540`` is seen as ``@``) but a kept segment is output exactly as it came in.
+* A segment that matches anything identifying is replaced *as a whole* by one
+  placeholder, so no residue of a partly matched secret survives
+  (``user-john@x.com`` -> ``{email}``, ``main.3f2a9b1c4d5e6f70.js`` -> ``{token}``).
+  Order: email -> ``{email}``; JWT -> ``{token}``; UUID -> ``{uuid}``; all digits ->
+  ``{id}``; hex run >= 16 -> ``{token}``; digit-heavy (a run of >= 5 digits, or >= 4
+  digits making up at least half the letters+digits: ``ORD-123456``, ``2024-05-17``,
+  card numbers, ``1200x800``) -> ``{id}``; base64-ish run >= 20 that looks random
+  (:func:`streams.detect.looks_random`) -> ``{token}``; anything else
+  :func:`streams.detect.find_leak` flags (IP addresses, ...) -> ``{token}``
+  (``{id}`` for card numbers).
+* Kept: words and slugs (``how-to-cook-pasta``, ``v2``, ``report-2024``), short hex
+  fingerprints below 16 (``app.3f2a.css``), empty segments (``//``, trailing ``/``).
+* Matrix parameters (``;jsessionid=...``) are dropped from every segment: like query
+  keys they are default-deny.
+* Query keys match the allowlist case-insensitively (``UTM_Source`` is
+  ``utm_source``) and are output lower-cased; values are templated like segments,
+  except short numbers (<= 4 digits, ``page=2``) which are kept. Repeated allowed
+  keys are all kept, in order. A key without a value is output as ``key=``.
+* :func:`registrable_domain` returns the ASCII (IDNA, ``xn--``) form, so a referrer
+  written in Unicode and one written in punycode compare equal. It uses the full
+  Public Suffix List, private section included (``alice.github.io`` is its own site,
+  as browsers see it). Any host that is or could be read as an IP address (IPv6
+  literal, dotted or single-number IPv4, numeric last label as in WHATWG URL
+  parsing) gives ``None``.
+
+>>> template_path("/users/12345/orders/550e8400-e29b-41d4-a716-446655440000")
+'/users/{id}/orders/{uuid}'
+>>> template_path("/u/john.doe%40example.com/")
+'/u/{email}/'
+>>> filter_query("utm_source=news&token=abc&UTM_Medium=a%40b.io", compile_allow(["utm_*"]))
+'utm_source=news&utm_medium={email}'
+>>> registrable_domain("User:pw@WWW.Google.co.uk:443")
+'google.co.uk'
+>>> registrable_domain("[2001:db8::1]:8080") is None
+True
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import parse_qsl, quote, unquote
+
+from publicsuffixlist import PublicSuffixList
+
+from streams import detect
+
+__all__ = [
+    "QueryAllow",
+    "compile_allow",
+    "filter_query",
+    "registrable_domain",
+    "template_path",
+    "template_segment",
+    "template_value",
+]
+
+PH_ID: Final = "{id}"
+PH_UUID: Final = "{uuid}"
+PH_TOKEN: Final = "{token}"
+PH_EMAIL: Final = "{email}"
+
+# Segments of letters and simple punctuation only: nothing to template (emails need
+# "@", every id/token rule needs a digit or "%"). The common case, so checked first.
+_PLAIN_RE: Final = re.compile(r"[A-Za-z._~-]*")
+_DIGIT_RUN5_RE: Final = re.compile(r"[0-9]{5}")
+_HEX16_RE: Final = re.compile(r"[0-9A-Fa-f]{16,}")
+_B64_RUN_RE: Final = re.compile(r"[A-Za-z0-9+/_=-]{20,}")
+_EMAIL_RE: Final = re.compile(  # lookbehind: start only at a run's first char (O(n))
+    r"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]+@(?:[^\W_](?:[\w-]*[^\W_])?\.)+(?:[^\W\d_]{2,}|xn--[\w-]+)"
+)
+_DENSITY_RE: Final = re.compile(r"@\d+(?:\.\d+)?x\.")
+_JWT_RE: Final = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{2,}")
+_UUID_RE: Final = re.compile(
+    r"[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}"
+)
+
+_MAX_DECODE: Final = 3
+
+
+def _decode(text: str) -> str:
+    """Percent-decode until stable (at most three levels: catches %2540)."""
+    for _ in range(_MAX_DECODE):
+        if "%" not in text:
+            break
+        decoded = unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
+def _has_email(text: str) -> bool:
+    if "@" not in text:
+        return False
+    return any(not _DENSITY_RE.search(m.group()) for m in _EMAIL_RE.finditer(text))
+
+
+def _classify(text: str) -> str | None:
+    """Placeholder for a decoded segment or value, ``None`` if it may be kept."""
+    if _has_email(text):
+        return PH_EMAIL
+    if "eyJ" in text and _JWT_RE.search(text):
+        return PH_TOKEN
+    if _UUID_RE.search(text):
+        return PH_UUID
+    if text.isdigit():
+        return PH_ID
+    if _HEX16_RE.search(text):
+        return PH_TOKEN
+    digits = sum(c.isdigit() for c in text)
+    if digits >= 4:
+        alnum = sum(c.isalnum() for c in text)
+        if digits * 2 >= alnum or _DIGIT_RUN5_RE.search(text):
+            return PH_ID
+    for m in _B64_RUN_RE.finditer(text):
+        if detect.looks_random(m.group(), min_mixed=12):
+            return PH_TOKEN
+    leak = detect.find_leak(text)
+    if leak is not None:
+        return PH_ID if leak == "card" else PH_EMAIL if leak == "email" else PH_TOKEN
+    return None
+
+
+def template_segment(segment: str) -> str:
+    """Template one raw (still percent-encoded) path segment.
+
+    >>> [template_segment(s) for s in ["how-to-cook", "v2", "a1B2c3D4e5F6g7H8i9J0kL", "42"]]
+    ['how-to-cook', 'v2', '{token}', '{id}']
+    """
+    if _PLAIN_RE.fullmatch(segment):
+        return segment
+    segment = segment.partition(";")[0]
+    placeholder = _classify(_decode(segment))
+    return segment if placeholder is None else placeholder
+
+
+def template_path(path: str) -> str:
+    """Replace identifying path segments with placeholders; see the module docstring."""
+    return "/".join([template_segment(s) for s in path.split("/")])
+
+
+def template_value(value: str) -> str:
+    """Template one decoded query value; short numbers (``page=2``) are kept.
+
+    >>> template_value("2"), template_value("123456"), template_value("a+b@c.de")
+    ('2', '{id}', '{email}')
+    """
+    if len(value) <= 4 and value.isdigit():
+        return value
+    if _PLAIN_RE.fullmatch(value):
+        return value
+    placeholder = _classify(_decode(value))
+    return value if placeholder is None else placeholder
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAllow:
+    """Compiled query-key allowlist: exact keys and ``prefix*`` patterns, lower-cased."""
+
+    exact: frozenset[str]
+    prefixes: tuple[str, ...]
+
+    def __call__(self, key: str) -> bool:
+        key = key.lower()
+        return key in self.exact or (bool(self.prefixes) and key.startswith(self.prefixes))
+
+
+def check_patterns(patterns: Iterable[str]) -> str | None:
+    """Startup check for allowlist patterns: error message or ``None``.
+
+    A bare ``*`` (allow everything) or a ``*`` anywhere but at the end is refused.
+    """
+    for p in patterns:
+        if not isinstance(p, str) or not p or p.strip() != p:
+            return "allow_query entries must be non-empty strings without spaces"
+        if "*" in p[:-1] or p == "*":
+            return "allow_query: '*' is only allowed at the end of a key prefix"
+        if any(c in p for c in "&=#?"):
+            return "allow_query entries must be plain keys"
+    return None
+
+
+def compile_allow(patterns: Iterable[str]) -> QueryAllow:
+    """Compile patterns like ``["utm_*", "page"]`` once, at build time."""
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    for p in patterns:
+        p = p.lower()
+        if p.endswith("*"):
+            prefixes.append(p[:-1])
+        else:
+            exact.add(p)
+    return QueryAllow(frozenset(exact), tuple(prefixes))
+
+
+# Characters left unencoded when re-serializing a kept value: RFC 3986 unreserved plus
+# the braces of placeholders.
+_VALUE_SAFE: Final = "-._~{}"
+
+
+def filter_query(query: str, allow: QueryAllow, template: bool = True) -> str:
+    """Keep only allowlisted ``key=value`` pairs, in order; values templated.
+
+    Returns the query without the leading ``?`` (empty string if nothing is kept).
+
+    >>> filter_query("q=secret&page=2&utm_campaign=spring%20sale", compile_allow(["utm_*", "page"]))
+    'page=2&utm_campaign=spring%20sale'
+    """
+    if not query:
+        return ""
+    out = []
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if not allow(key):
+            continue
+        if template:
+            value = template_value(value)
+        out.append(f"{quote(key.lower(), safe=_VALUE_SAFE)}={quote(value, safe=_VALUE_SAFE)}")
+    return "&".join(out)
+
+
+_PSL: Final = PublicSuffixList()
+_NUMERIC_LABEL_RE: Final = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
+
+
+def _is_ip_like(host: str) -> bool:
+    """True for anything a browser or resolver could read as an IP address."""
+    if ":" in host:  # only IPv6 literals have colons once the port is gone
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return True
+    # WHATWG URL: a host whose last label is a number is parsed as IPv4
+    # ("127.1", "3232235777", "0x7f.0.0.1").
+    last = host.rstrip(".").rpartition(".")[2]
+    return bool(_NUMERIC_LABEL_RE.fullmatch(last))
+
+
+def _strip_host(host: str) -> str | None:
+    """Drop userinfo, port and brackets; ``None`` if the host is an IP literal."""
+    host = host.rpartition("@")[2].strip()
+    if host.startswith("["):
+        return None  # bracketed: always an IPv6 (or IPvFuture) literal
+    host = host.partition(":")[0]
+    return host
+
+
+def registrable_domain(host: str) -> str | None:
+    """Registrable domain (eTLD+1) of ``host``, lower-case ASCII; ``None`` if unusable.
+
+    ``host`` may carry userinfo and a port. IP-literal hosts give ``None``: an IP must
+    never be published.
+    """
+    stripped = _strip_host(host)
+    if not stripped:
+        return None
+    name = _decode(stripped).lower().rstrip(".")
+    if not name or _is_ip_like(name):
+        return None
+    try:
+        ascii_name = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    if _is_ip_like(ascii_name):
+        return None
+    result = _PSL.privatesuffix(ascii_name)
+    return result.lower() if result else None

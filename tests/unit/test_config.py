@@ -1,0 +1,145 @@
+"""Config validation: each mistake gives its own specific message, all at once."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from streams.config import ConfigError, json_schema, load_file, validate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def base() -> dict[str, Any]:
+    return {
+        "destinations": {
+            "ops": {
+                "topic": "logs.ops",
+                "fields": {
+                    "net": {"from": "client.ip", "action": "truncate_ip"},
+                    "route": {"from": "request.target", "action": "url_policy"},
+                },
+            }
+        }
+    }
+
+
+def with_rule(rule: dict[str, Any], kind: str = "operations") -> dict[str, Any]:
+    cfg = base()
+    cfg["destinations"]["ops"]["kind"] = kind
+    cfg["destinations"]["ops"]["fields"]["x"] = rule
+    return cfg
+
+
+CASES = [
+    (with_rule({"from": "request.target", "action": "url_policy", "allow_qery": []}),
+     "destinations.ops.fields.x: unknown option 'allow_qery' (did you mean 'allow_query'?)"),
+    (with_rule({"from": "client.ip", "action": "keep"}),
+     "destinations.ops.fields.x: keep would publish client.ip as it is"),
+    (with_rule({"from": "agent.original", "action": "keep"}),
+     "keep would publish agent.original"),
+    (with_rule({"from": "request.cookie", "action": "keep"}), "keep would publish request.cookie"),
+    (with_rule({"from": "request.referrer", "action": "keep"}), "keep would publish request.referrer"),
+    (with_rule({"from": "client.ip", "action": "truncate_ip", "ipv4_prefix": 32}),
+     "ipv4_prefix 32 keeps more than /24"),
+    (with_rule({"from": "client.ip", "action": "truncate_ip", "ipv4_prefix": 24}, "analytics"),
+     "ipv4_prefix 24 keeps more than /16, the limit for analytics"),
+    (with_rule({"from": "client.ip", "action": "truncate_ip", "ipv4_prefix": 40}),
+     "destinations.ops.fields.x.ipv4_prefix: must be between 0 and 32"),
+    (with_rule({"from": "request.time", "action": "coarsen_time", "bucket": "10s"}),
+     "bucket 10s is finer than 1m"),
+    (with_rule({"from": "request.time", "action": "coarsen_time", "bucket": "soon"}),
+     "fields.x.bucket: 'soon' is not a duration"),
+    (with_rule({"from": "client.addr", "action": "truncate_ip"}),
+     "fields.x.from: unknown field 'client.addr' (did you mean 'client.ip'?)"),
+    (with_rule({"from": "client.ip", "action": "trunc_ip"}),
+     "fields.x: unknown action 'trunc_ip' (did you mean 'truncate_ip'?)"),
+    (with_rule({"from": "client.ip"}), "fields.x: 'action' is required"),
+    (with_rule({"action": "keep"}), "fields.x: 'from' is required"),
+    (with_rule({"from": "request.time", "action": "truncate_ip"}),
+     "truncate_ip cannot read request.time"),
+    (with_rule({"from": ["client.ip", "agent.original"], "action": "truncate_ip"}),
+     "truncate_ip takes one field, not 2"),
+    (with_rule({"from": "request.time", "action": "coarsen_time", "format": "unix"}),
+     "fields.x.format: 'unix' is not one of iso, epoch"),
+    (with_rule({"from": "response.status", "action": "keep", "unsafe": "yes"}),
+     "fields.x.unsafe: must be true/false"),
+    (with_rule("keep"), "fields.x: a rule is a mapping"),
+    ({**base(), "inputt": {}}, "inputt: unknown key (did you mean 'input'?)"),
+    ({**base(), "input": {"format": "combind"}}, "input.format: unknown format 'combind'"),
+    ({**base(), "input": {"format": "apache:%h %Z"}}, "unsupported directive '%Z' at column 3"),
+    ({**base(), "input": {"trusted_proxies": ["10.0.0.0/33"]}}, "'10.0.0.0/33' is not a network"),
+    ({**base(), "input": {"max_line_bytes": "big"}}, "input.max_line_bytes: must be an integer"),
+    ({**base(), "kafka": {"raw": {"retention": "7d"}}}, "kafka.raw.retention: 7d is longer than the raw limit of 3d"),
+    ({"destinations": {}}, "destinations: at least one destination is required"),
+    ({"destinations": {"ops": {"fields": {"s": {"from": "response.status", "action": "keep"}}}}},
+     "destinations.ops.topic: required"),
+    ({"destinations": {"ops": {"topic": "t", "fields": {}}}}, "destinations.ops.fields: at least one"),
+    ({"destinations": {"ops": {"topic": "t", "retention": "90d", "fields": {
+        "s": {"from": "response.status", "action": "keep"}}}}}, "retention: 90d is longer"),
+    ({"destinations": {"a": {"topic": "t", "fields": {"s": {"from": "response.status", "action": "keep"}}},
+                       "b": {"topic": "t", "fields": {"s": {"from": "response.status", "action": "keep"}}}}},
+     "destinations.b.topic: 't' is already used by destinations.a"),
+    ({"destinations": {"a": {"topic": "t", "key": "nope", "fields": {
+        "s": {"from": "response.status", "action": "keep"}}}}}, "destinations.a.key: 'nope' is not"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("config", "message"), CASES)
+def test_each_mistake_has_its_message(config: dict[str, Any], message: str) -> None:
+    errors = validate(config)
+    assert any(message in e for e in errors), errors
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    cfg = copy.deepcopy(base())
+    cfg["inputt"] = {}
+    cfg["destinations"]["ops"]["fields"]["a"] = {"from": "client.ip", "action": "keep"}
+    cfg["destinations"]["ops"]["fields"]["b"] = {"from": "request.time", "action": "coarsen_time", "bucket": "1s"}
+    assert len(validate(cfg)) == 3
+
+
+def test_unsafe_is_allowed_and_warned() -> None:
+    warnings: list[str] = []
+    cfg = with_rule({"from": "client.ip", "action": "keep", "unsafe": True})
+    assert validate(cfg, warnings) == []
+    assert any("UNSAFE" in w and "client.ip" in w for w in warnings)
+
+
+def test_shipped_configs_are_valid() -> None:
+    for path in [ROOT / "config" / "logfog.yaml", *sorted((ROOT / "config" / "examples").glob("*.*"))]:
+        if path.suffix in (".yaml", ".yml", ".toml"):
+            load_file(path)
+
+
+def test_load_file_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("destinations: [unclosed\n")
+    with pytest.raises(ConfigError, match="line 2, column 1: not valid YAML"):
+        load_file(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_file(tmp_path / "missing.yaml")
+
+
+def test_toml_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[destinations.ops]\ntopic = "t"\n[destinations.ops.fields.s]\n'
+                    'from = "response.status"\naction = "keep"\n')  # fmt: skip
+    config, _ = load_file(path)
+    assert config["destinations"]["ops"]["fields"]["s"]["action"] == "keep"
+
+
+def test_published_json_schema_is_current() -> None:
+    published = orjson.loads((ROOT / "config" / "logfog.schema.json").read_bytes())
+    assert published == orjson.loads(orjson.dumps(json_schema())), "run: make schema"
+
+
+def test_default_config_validates_against_json_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    config = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    jsonschema.validate(config, json_schema())

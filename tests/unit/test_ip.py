@@ -1,0 +1,54 @@
+"""Client address normalization: ports, brackets, zones, mapping, XFF chains."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.parse.ip import ClientResolver, canonical_ip
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("203.0.113.9", "203.0.113.9"),
+        ("203.0.113.9:8080", "203.0.113.9"),
+        ("2001:db8::1", "2001:db8::1"),
+        ("2001:DB8:0:0:0:0:0:1", "2001:db8::1"),
+        ("[2001:db8::1]", "2001:db8::1"),
+        ("[2001:db8::1]:443", "2001:db8::1"),
+        ("::ffff:198.51.100.7", "198.51.100.7"),
+        ("[::ffff:198.51.100.7]:80", "198.51.100.7"),
+        ("fe80::1%eth0", "fe80::1"),
+        (" 203.0.113.9 ", "203.0.113.9"),
+    ],
+)
+def test_canonical_forms(text: str, expected: str) -> None:
+    assert canonical_ip(text) == expected
+
+
+@pytest.mark.parametrize("text", ["-", "", "example.org", "999.1.1.1", "1.2.3", "[::1", "unknown"])
+def test_not_an_address(text: str) -> None:
+    assert canonical_ip(text) is None
+
+
+def test_xff_ignored_without_trusted_proxies() -> None:
+    assert ClientResolver().resolve("198.51.100.1", "203.0.113.9") == "198.51.100.1"
+
+
+def test_xff_walks_trusted_hops_from_the_right() -> None:
+    resolver = ClientResolver(["10.0.0.0/8", "2001:db8:ffff::/48"])
+    chain = "192.0.2.1, 203.0.113.9, 10.0.0.7"
+    # 10.0.0.7 is ours, 203.0.113.9 is the first hop we do not control: the client.
+    assert resolver.resolve("10.1.1.1", chain) == "203.0.113.9"
+    assert resolver.resolve("2001:db8:ffff::1", "[2001:db8::5]:1234") == "2001:db8::5"
+
+
+def test_xff_all_trusted_gives_leftmost() -> None:
+    resolver = ClientResolver(["10.0.0.0/8"])
+    assert resolver.resolve("10.0.0.1", "10.0.0.2, 10.0.0.3") == "10.0.0.2"
+
+
+def test_xff_garbage_hop_stops_at_last_trusted_address() -> None:
+    resolver = ClientResolver(["10.0.0.0/8"])
+    assert resolver.resolve("10.0.0.1", "unknown, 10.0.0.3") == "10.0.0.3"
+    assert resolver.resolve("10.0.0.1", "-") == "10.0.0.1"

@@ -1,0 +1,53 @@
+"""JSON-lines input with configurable field mapping."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from streams.parse import build_parser
+from streams.records import RejectedLine
+
+
+def line(**fields: object) -> str:
+    base: dict[str, object] = {"remote_addr": "203.0.113.9", "time_iso8601": "2000-10-10T20:55:36+00:00",
+                               "request": "GET /x?y=1 HTTP/1.1", "status": 200}  # fmt: skip
+    base.update(fields)
+    return orjson.dumps(base).decode()
+
+
+def test_nginx_names_by_default() -> None:
+    r = build_parser("json")(line(http_accept_language="de-CH", host="a.example", body_bytes_sent="7"))
+    assert (r.ip, r.time, r.target, r.status, r.language, r.host, r.bytes_sent) == (
+        "203.0.113.9", 971211336, "/x?y=1", 200, "de-CH", "a.example", 7,
+    )  # fmt: skip
+
+
+def test_custom_mapping_with_nested_keys() -> None:
+    parse = build_parser("json", json_fields={"client": "client.ip", "time": "ts",
+                                              "path": "req.path", "method": "req.method"})  # fmt: skip
+    text = orjson.dumps({"client": {"ip": "[2001:db8::1]:443"}, "ts": 971211336,
+                         "req": {"path": "/a", "method": "GET"}}).decode()  # fmt: skip
+    r = parse(text)
+    assert (r.ip, r.time, r.target, r.method) == ("2001:db8::1", 971211336, "/a", "GET")
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("{not json", "parse.bad_json"),
+        ("[1, 2]", "parse.bad_json"),
+        (line(remote_addr="nope"), "parse.bad_ip"),
+        (line(time_iso8601="later"), "parse.bad_time"),
+        (orjson.dumps({"remote_addr": "203.0.113.9"}).decode(), "parse.bad_time"),
+    ],
+)
+def test_bad_records(text: str, reason: str) -> None:
+    with pytest.raises(RejectedLine) as caught:
+        build_parser("json")(text)
+    assert caught.value.reason == reason
+
+
+def test_wrong_types_do_not_crash() -> None:
+    r = build_parser("json")(line(status="abc", body_bytes_sent=[1], request_time="x"))
+    assert r.status is None and r.bytes_sent is None and r.duration_ms is None

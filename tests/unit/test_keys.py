@@ -1,0 +1,54 @@
+"""Key sources: never from config, at least 256 bits, clear errors without key material."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import pytest
+
+from streams.keys import DerivedKeyRing, EphemeralKeyRing, KeyError_, generate_key, load_secret
+
+
+def test_env_hex_and_base64(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LF_KEY", generate_key())
+    assert len(load_secret("env:LF_KEY")) == 32
+    monkeypatch.setenv("LF_KEY", base64.b64encode(os.urandom(48)).decode())
+    assert len(load_secret("env:LF_KEY")) == 48
+
+
+def test_short_or_missing_keys_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LF_KEY", "00" * 16)
+    with pytest.raises(KeyError_, match="at least 256 bits") as caught:
+        load_secret("env:LF_KEY")
+    assert "00" * 16 not in str(caught.value)
+    monkeypatch.delenv("LF_KEY")
+    with pytest.raises(KeyError_, match="LF_KEY is not set"):
+        load_secret("env:LF_KEY")
+    with pytest.raises(KeyError_, match="key file"):
+        load_secret(f"file:{tmp_path / 'missing'}")
+    with pytest.raises(KeyError_, match="not 'env:NAME'"):
+        load_secret("inline:abc")
+
+
+def test_key_file(tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    path.write_text(generate_key() + "\n")
+    assert len(load_secret(f"file:{path}")) == 32
+
+
+def test_derived_keys_differ_per_epoch() -> None:
+    ring = DerivedKeyRing(b"m" * 32, 86400)
+    assert ring.key_for(1) != ring.key_for(2)
+    assert ring.key_for(1) == DerivedKeyRing(b"m" * 32, 86400).key_for(1)
+
+
+def test_ephemeral_keys_are_random_and_expire() -> None:
+    a, b = EphemeralKeyRing(60, 10), EphemeralKeyRing(60, 10)
+    assert a.key_for(0, now=1) != b.key_for(0, now=1)
+    assert a.key_for(0, now=69) is not None  # within grace
+    assert a.key_for(1, now=70) is not None
+    assert a.key_for(0, now=70) is None and a.live_epochs == [1]
+    # a destroyed epoch is never re-created, even if asked again later
+    assert a.key_for(0, now=70) is None

@@ -1,0 +1,155 @@
+"""The LogFormat / log_format compiler and the named formats built on it."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.parse import build_parser, compile_one
+from streams.parse.logformat import FormatError, compile_apache, compile_nginx
+from streams.records import RejectedLine
+
+T = "[10/Oct/2000:13:55:36 -0700]"
+UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"
+
+
+def test_common() -> None:
+    r = build_parser("common")(f'203.0.113.9 - frank {T} "GET /a.gif HTTP/1.0" 200 2326')
+    assert (r.ip, r.user, r.method, r.target, r.protocol, r.status, r.bytes_sent) == (
+        "203.0.113.9", "frank", "GET", "/a.gif", "HTTP/1.0", 200, 2326,
+    )  # fmt: skip
+    assert r.time == 971211336
+
+
+def test_combined_with_missing_values() -> None:
+    r = build_parser("combined")(f'203.0.113.9 - - {T} "GET / HTTP/1.1" 304 - "-" "-"')
+    assert r.user is None and r.referrer is None and r.user_agent is None
+    assert r.bytes_sent == 0  # %b writes '-' for zero bytes
+
+
+def test_escaped_quotes_in_url_and_agent() -> None:
+    line = (f'203.0.113.9 - - {T} "GET /search?q=\\"x\\" HTTP/1.1" 200 5 '
+            f'"https://example.org/\\"r\\"" "Agent \\"quoted\\" \\\\ v1"')  # fmt: skip
+    r = build_parser("combined")(line)
+    assert r.target == '/search?q="x"'
+    assert r.referrer == 'https://example.org/"r"'
+    assert r.user_agent == 'Agent "quoted" \\ v1'
+
+
+def test_ipv6_and_ports() -> None:
+    parse = build_parser("combined")
+    tail = f' - - {T} "GET / HTTP/1.1" 200 5 "-" "{UA}"'
+    assert parse("2001:db8::1" + tail).ip == "2001:db8::1"
+    assert parse("[2001:db8::1]:5555" + tail).ip == "2001:db8::1"
+    assert parse("198.51.100.7:5555" + tail).ip == "198.51.100.7"
+    assert parse("::ffff:198.51.100.7" + tail).ip == "198.51.100.7"
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    ["-", "\\x16\\x03\\x01\\x02\\x00\\x01\\x00\\x01\\xfc\\x03\\x03", "", "GET", "get / HTTP/1.1"],
+)
+def test_non_http_request_lines_are_kept_without_a_target(request_line: str) -> None:
+    r = build_parser("combined")(f'203.0.113.9 - - {T} "{request_line}" 400 0 "-" "-"')
+    assert (r.method, r.target, r.status) == (None, None, 400)
+
+
+def test_http09_request_line() -> None:
+    r = build_parser("common")(f'203.0.113.9 - - {T} "GET /old" 200 5')
+    assert (r.method, r.target, r.protocol) == ("GET", "/old", None)
+
+
+def test_vhost_combined() -> None:
+    r = build_parser("vhost_combined")(
+        f'www.example.org:443 203.0.113.9 - - {T} "GET / HTTP/2.0" 200 512 "-" "{UA}"'
+    )
+    assert (r.host, r.ip, r.bytes_sent, r.user_agent) == ("www.example.org", "203.0.113.9", 512, UA)
+
+
+def test_custom_logformat_with_duration_language_and_cookie() -> None:
+    parser = compile_apache(
+        '%a %l %u %t "%m %U%q %H" %>s %B "%{Referer}i" "%{User-agent}i" %D '
+        '"%{Accept-Language}i" "%{sid}C" %v'
+    )
+    r = parser.parse(
+        f'203.0.113.9 - - {T} "GET /p?x=1 HTTP/1.1" 200 10 "-" "{UA}" 2500 '
+        '"de-CH,de;q=0.9" "abc123" shop.example.org'
+    )
+    assert (r.method, r.target, r.duration_ms, r.language, r.cookie, r.host) == (
+        "GET", "/p?x=1", 2.5, "de-CH,de;q=0.9", "abc123", "shop.example.org",
+    )  # fmt: skip
+
+
+def test_time_variants() -> None:
+    assert compile_apache("%h %{sec}t %s").parse("203.0.113.9 971211336 200").time == 971211336
+    assert compile_apache("%h %{msec}t %s").parse("203.0.113.9 971211336123 200").time == 971211336
+    assert compile_apache("%h %t %T").parse(f"203.0.113.9 {T} 2").duration_ms == 2000
+    assert compile_apache("%h %t %{ms}T").parse(f"203.0.113.9 {T} 7").duration_ms == 7
+
+
+def test_nginx_main_with_forwarded_for() -> None:
+    parse = build_parser("nginx_main", trusted_proxies=["10.0.0.0/8"])
+    r = parse(f'10.0.0.5 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 5 "-" "{UA}" '
+              '"203.0.113.9, 10.0.0.4"')  # fmt: skip
+    assert r.ip == "203.0.113.9"
+
+
+def test_nginx_custom_variables() -> None:
+    parser = compile_nginx('$remote_addr [$time_iso8601] "$request_method $request_uri" '
+                           '$status $request_time "$http_accept_language" $host')  # fmt: skip
+    r = parser.parse('203.0.113.9 [2000-10-10T20:55:36+00:00] "POST /api?x=1" 201 0.250 "fr" a.example')
+    assert (r.time, r.method, r.target, r.status, r.duration_ms, r.language, r.host) == (
+        971211336, "POST", "/api?x=1", 201, 250.0, "fr", "a.example",
+    )  # fmt: skip
+
+
+def test_nginx_hex_escapes_are_decoded() -> None:
+    r = build_parser("nginx_combined")(
+        f'203.0.113.9 - - [10/Oct/2000:13:55:36 -0700] "GET /a\\x22b HTTP/1.1" 200 5 "-" "x\\x22y"'
+    )
+    assert r.target == '/a"b' and r.user_agent == 'x"y'
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("garbage", "parse.no_match"),
+        (f'not-an-ip - - {T} "GET / HTTP/1.1" 200 5 "-" "-"', "parse.bad_ip"),
+        ('203.0.113.9 - - [10/Foo/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 5 "-" "-"', "parse.bad_time"),
+        (f'203.0.113.9 - - {T} "GET / HTTP/1.1" abc 5 "-" "-"', "parse.no_match"),
+    ],
+)
+def test_rejections_have_reason_codes_and_no_payload(line: str, reason: str) -> None:
+    with pytest.raises(RejectedLine) as caught:
+        build_parser("combined")(line)
+    assert caught.value.reason == reason
+    assert str(caught.value) == reason  # the message is the code, never the line
+
+
+def test_first_matching_format_wins_and_most_specific_reason_is_kept() -> None:
+    parse = build_parser(["combined", "common"])
+    assert parse(f'203.0.113.9 - - {T} "GET / HTTP/1.1" 200 5').status == 200
+    with pytest.raises(RejectedLine) as caught:
+        parse(f'nope - - {T} "GET / HTTP/1.1" 200 5')
+    assert caught.value.reason == "parse.bad_ip"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("apache:%h %Z", "unsupported directive '%Z' at column 3"),
+        ("apache:%h %{foo}t", "unsupported directive '%{foo}t'"),
+        ("apache:%l %t", "no client address"),
+        ("apache:%h %s", "no request time"),
+        ("nginx:$status", "no client address"),
+        ("combind", "unknown format 'combind'"),
+    ],
+)
+def test_format_errors_are_specific(spec: str, message: str) -> None:
+    with pytest.raises(FormatError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        compile_one(spec)
+
+
+def test_unknown_headers_are_matched_but_never_stored() -> None:
+    parser = compile_apache('%h %t "%{X-Secret}i"')
+    r = parser.parse(f'203.0.113.9 {T} "s3cr3t"')
+    assert "s3cr3t" not in repr([getattr(r, a) for a in r.__slots__])

@@ -1,0 +1,124 @@
+"""Framing of log lines into Kafka record values (streams.shipper).
+
+Why these matter: the pipeline counts lines exactly, so framing must be lossless
+(join/split round trip), keep empty lines and invalid UTF-8 untouched, and respect
+the size limits (an oversized line goes alone, never merged and never cut).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.shipper import (
+    Framer,
+    LineSplitter,
+    count_lines,
+    follow_file,
+    frame_lines,
+    strip_eol,
+)
+
+lines_st = st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=60)
+
+
+def test_one_line_per_record_is_identity() -> None:
+    lines = [b"a", b"", b"\xff\xfe bad utf8", b"d"]
+    assert list(frame_lines(lines, 1, 1000)) == lines
+
+
+def test_batches_of_three_exact_records() -> None:
+    lines = [str(i).encode() for i in range(7)]
+    assert list(frame_lines(lines, 3, 1000)) == [b"0\n1\n2", b"3\n4\n5", b"6"]
+
+
+def test_empty_lines_survive_and_are_counted() -> None:
+    recs = list(frame_lines([b"", b"", b""], 2, 1000))
+    assert recs == [b"\n", b""]
+    assert sum(count_lines(r) for r in recs) == 3
+
+
+def test_oversized_line_goes_alone() -> None:
+    big = b"x" * 50
+    recs = list(frame_lines([b"a", b"b", big, b"c"], 100, 10))
+    assert recs == [b"a\nb", big, b"c"]
+
+
+def test_size_limit_splits_before_exceeding() -> None:
+    # 4-byte lines, joined: 4, 9, 14 -> max 10 allows two per record.
+    recs = list(frame_lines([b"aaaa"] * 5, 100, 10))
+    assert recs == [b"aaaa\naaaa"] * 2 + [b"aaaa"]
+
+
+def test_framer_flush_emits_partial_once() -> None:
+    f = Framer(10, 1000)
+    assert f.add(b"a") == []
+    assert f.pending_lines == 1
+    assert f.flush() == [b"a"]
+    assert f.flush() == []
+
+
+@pytest.mark.parametrize(("n", "size"), [(0, 10), (1, 0)])
+def test_framer_rejects_bad_limits(n: int, size: int) -> None:
+    with pytest.raises(ValueError):
+        Framer(n, size)
+
+
+@given(lines=lines_st, per=st.integers(1, 10), max_bytes=st.integers(1, 120))
+def test_framing_round_trip_and_limits(lines: list[bytes], per: int, max_bytes: int) -> None:
+    recs = list(frame_lines(lines, per, max_bytes))
+    back = [line for r in recs for line in r.split(b"\n")]
+    assert back == lines
+    for r in recs:
+        n = count_lines(r)
+        assert n <= per
+        assert len(r) <= max_bytes or n == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        (b"a\n", b"a"),
+        (b"a\r\n", b"a"),
+        (b"a", b"a"),
+        (b"\n", b""),
+        (b"a\r", b"a\r"),
+        (b" \n", b" "),
+    ],
+)
+def test_strip_eol(raw: bytes, want: bytes) -> None:
+    assert strip_eol(raw) == want
+
+
+@given(lines=lines_st, cut=st.integers(1, 7))
+def test_splitter_any_chunking(lines: list[bytes], cut: int) -> None:
+    lines = [line.rstrip(b"\r") for line in lines]
+    data = b"".join(line + b"\r\n" for line in lines)
+    s = LineSplitter()
+    out: list[bytes] = []
+    for i in range(0, len(data), cut):
+        out.extend(s.feed(data[i : i + cut]))
+    assert s.finish() is None
+    assert out == lines
+
+
+def test_splitter_unterminated_last_line() -> None:
+    s = LineSplitter()
+    assert s.feed(b"a\nb") == [b"a"]
+    assert s.finish() == b"b"
+
+
+def test_follow_file_without_follow_reads_all(tmp_path: Path) -> None:
+    p = tmp_path / "access.log"
+    p.write_bytes(b"one\r\n\ntwo\n\xffthree")
+    got = [
+        line
+        for batch in follow_file(p, follow=False, stop=threading.Event(), chunk_size=3)
+        if batch is not None
+        for line in batch
+    ]
+    assert got == [b"one", b"", b"two", b"\xffthree"]

@@ -1,0 +1,75 @@
+"""truncate_ip: prefixes, embedded IPv4 forms, privacy floors."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.actions.base import BuildContext
+from streams.actions.truncate_ip import SPEC
+
+OPS = BuildContext(destination_kind="operations")
+
+
+def build(v4: int = 24, v6: int = 48, fmt: str = "cidr") -> object:
+    return SPEC.build({"ipv4_prefix": v4, "ipv6_prefix": v6, "format": fmt}, OPS)
+
+
+@pytest.mark.parametrize(
+    ("ip", "expected"),
+    [
+        ("203.0.113.77", "203.0.113.0/24"),
+        ("2001:db8:abcd:1234:5678::1", "2001:db8:abcd::/48"),
+        ("2002:cb00:714d::1", "203.0.113.0/24"),  # 6to4 of 203.0.113.77
+        ("64:ff9b::203.0.113.77", "203.0.113.0/24"),  # NAT64 well-known prefix
+        ("2001:0:4136:e378:8000:63bf:34ff:8eb2", "203.0.113.0/24"),  # Teredo, client 203.0.113.77
+        ("::ffff:203.0.113.77", "203.0.113.0/24"),  # mapped (parsers already unwrap it)
+    ],
+)
+def test_default_prefixes(ip: str, expected: str) -> None:
+    assert build()(ip) == expected  # type: ignore[operator]
+
+
+def test_analytics_prefixes_and_address_format() -> None:
+    f = build(16, 32, "address")
+    assert f("203.0.113.77") == "203.0.0.0"  # type: ignore[operator]
+    assert f("2001:db8:abcd::1") == "2001:db8::"  # type: ignore[operator]
+
+
+def test_none_and_garbage() -> None:
+    assert build()(None) is None  # type: ignore[operator]
+    assert build()("not-an-ip") is None  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("kind", "v4", "v6", "fragment"),
+    [("operations", 25, 48, "ipv4_prefix 25"), ("operations", 24, 56, "ipv6_prefix 56"),
+     ("analytics", 24, 32, "ipv4_prefix 24"), ("analytics", 16, 48, "ipv6_prefix 48")],
+)  # fmt: skip
+def test_floors_refuse_more_bits_unless_unsafe(kind: str, v4: int, v6: int, fragment: str) -> None:
+    options = {"ipv4_prefix": v4, "ipv6_prefix": v6, "format": "cidr"}
+    assert SPEC.validate is not None
+    errors = SPEC.validate(options, BuildContext(destination_kind=kind))
+    assert len(errors) == 1 and fragment in errors[0]
+    assert SPEC.validate(options, BuildContext(destination_kind=kind, unsafe=True)) == []
+
+
+@given(st.integers(min_value=0, max_value=2**32 - 1))
+def test_no_ipv4_host_bits_survive(value: int) -> None:
+    ip = str(ipaddress.IPv4Address(value))
+    out = build()(ip)  # type: ignore[operator]
+    assert out == f"{ipaddress.IPv4Address(value & 0xFFFFFF00)}/24"
+
+
+@given(st.integers(min_value=0, max_value=2**32 - 1))
+def test_embedded_ipv4_never_survives_a_48(value: int) -> None:
+    v4 = ipaddress.IPv4Address(value)
+    for carrier in (
+        ipaddress.IPv6Address((0x2002 << 112) | (value << 80) | 1),  # 6to4
+        ipaddress.IPv6Address(int(ipaddress.IPv6Address("64:ff9b::")) | value),  # NAT64
+    ):
+        out = build()(str(carrier))  # type: ignore[operator]
+        assert out == f"{ipaddress.IPv4Address(int(v4) & 0xFFFFFF00)}/24"

@@ -1,0 +1,168 @@
+"""streams.urls: path templating, query filtering, registrable domains."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.detect import find_leak
+from streams.urls import (
+    check_patterns,
+    compile_allow,
+    filter_query,
+    registrable_domain,
+    template_path,
+    template_segment,
+)
+
+PATHS = [
+    ("/", "/"),
+    ("", ""),
+    ("/blog/how-to-cook-pasta", "/blog/how-to-cook-pasta"),
+    ("/v2/api", "/v2/api"),
+    ("/static/app.3f2a.css", "/static/app.3f2a.css"),  # short fingerprint kept
+    ("/static/main.3f2a9b1c4d5e6f70.js", "/static/{token}"),  # hex >= 16
+    ("/users/12345/orders", "/users/{id}/orders"),
+    ("/users/12345/", "/users/{id}/"),  # trailing slash kept
+    ("//a//b/", "//a//b/"),  # empty segments kept
+    ("/o/550e8400-e29b-41d4-a716-446655440000", "/o/{uuid}"),
+    ("/o/550E8400E29B41D4A716446655440000", "/o/{uuid}"),
+    ("/u/john@example.com", "/u/{email}"),
+    ("/u/John.Doe+tag@Example.COM/x", "/u/{email}/x"),
+    ("/u/john%40example.com", "/u/{email}"),
+    ("/u/john%2540example.com", "/u/{email}"),  # double-encoded
+    ("/u/user-john@x.com", "/u/{email}"),
+    ("/img/logo@2x.png", "/img/logo@2x.png"),
+    ("/t/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig", "/t/{token}"),
+    ("/p/4111-1111-1111-1111", "/p/{id}"),
+    ("/p/4111%201111%201111%201111", "/p/{id}"),
+    ("/orders/ORD-123456", "/orders/{id}"),
+    ("/a/aB3dE5fG7hJ9kL1mN3pQ", "/a/{token}"),
+    ("/reset/dGhpcyBpcyBhIHNlY3JldCB0b2tlbg", "/reset/{token}"),
+    ("/report-2024", "/report-2024"),
+    ("/p/iphone-15-pro-max-256gb", "/p/iphone-15-pro-max-256gb"),
+    ("/dl/linux-x86_64.tar.gz", "/dl/linux-x86_64.tar.gz"),
+    ("/caf%C3%A9/%E2%9C%93", "/caf%C3%A9/%E2%9C%93"),  # non-ASCII kept as sent
+    ("/straße/über", "/straße/über"),
+    ("/ping/1.2.3.4", "/ping/{id}"),
+    ("/h/fe80::1", "/h/{token}"),
+    ("/h/%5B2001:db8::1%5D", "/h/{token}"),
+    ("/a;jsessionid=ABC/b", "/a/b"),  # matrix params dropped
+    ("/BLOG/How-To", "/BLOG/How-To"),
+]
+
+
+@pytest.mark.parametrize(("path", "expected"), PATHS)
+def test_template_path(path: str, expected: str) -> None:
+    assert template_path(path) == expected
+
+
+def test_very_long_segments() -> None:
+    assert template_path("/" + "a" * 10_000) == "/" + "a" * 10_000
+    assert template_path("/" + "a1" * 5_000) == "/{id}" or template_path("/" + "a1" * 5_000) == (
+        "/{token}"
+    )
+    assert template_path("/" + "9" * 10_000) == "/{id}"
+
+
+def test_template_segment_fast_path() -> None:
+    assert template_segment("products") == "products"
+    assert template_segment("") == ""
+
+
+ALLOW = compile_allow(["utm_*", "page", "lang"])
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", ""),
+        ("utm_source=x&token=abc", "utm_source=x"),
+        ("UTM_Source=A&Page=2", "utm_source=A&page=2"),  # case-insensitive, lowered
+        ("utm_source=a&utm_source=b", "utm_source=a&utm_source=b"),  # repeated: all kept
+        ("page=2&utm_medium=cpc&lang=de", "page=2&utm_medium=cpc&lang=de"),  # order kept
+        ("utm_source=john%40x.com", "utm_source={email}"),
+        ("utm_source=john%2540x.com", "utm_source={email}"),
+        ("utm_source=a+b%2Bc@x.io", "utm_source={email}"),
+        ("utm_content=123456789", "utm_content={id}"),
+        ("page=123456", "page={id}"),
+        ("utm_campaign=spring+sale", "utm_campaign=spring%20sale"),
+        ("utm_source", "utm_source="),
+        ("utm_source=", "utm_source="),
+        ("&&&utm_source=x&&", "utm_source=x"),
+        ("utm_%73ource=x", "utm_source=x"),  # encoded key decoded once, then matched
+        ("utm%255Fsource=x", ""),  # double-encoded key: default deny
+        ("q=secret&email=a@b.co&gclid=Cj0KCQiA", ""),
+        ("utm_term=%E2%9C%93", "utm_term=%E2%9C%93"),
+    ],
+)
+def test_filter_query(query: str, expected: str) -> None:
+    assert filter_query(query, ALLOW) == expected
+
+
+def test_compile_allow() -> None:
+    allow = compile_allow(["UTM_*", "Page"])
+    assert allow.exact == frozenset({"page"})
+    assert allow.prefixes == ("utm_",)
+    assert allow("utm_x") and allow("PAGE") and not allow("pages") and not allow("utm")
+
+
+@pytest.mark.parametrize("bad", [["*"], ["a*b"], [""], ["a=b"], [" page"]])
+def test_check_patterns_refuses(bad: list[str]) -> None:
+    assert check_patterns(bad) is not None
+
+
+def test_check_patterns_accepts() -> None:
+    assert check_patterns(["utm_*", "page"]) is None
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("www.google.co.uk", "google.co.uk"),
+        ("WWW.Google.CO.UK.", "google.co.uk"),
+        ("user:pw@www.example.com:8443", "example.com"),
+        ("alice.github.io", "alice.github.io"),
+        ("bücher.de", "xn--bcher-kva.de"),
+        ("www.xn--bcher-kva.de", "xn--bcher-kva.de"),
+        ("localhost", None),
+        ("co.uk", None),
+        ("", None),
+        ("1.2.3.4", None),
+        ("1.2.3.4:80", None),
+        ("[2001:db8::1]", None),
+        ("[2001:db8::1]:443", None),
+        ("2001:db8::1", None),
+        ("127.1", None),
+        ("3232235777", None),
+        ("0x7f.0.0.1", None),
+        ("foo.123", None),
+        ("a..b", None),
+        ("%31.2.3.4", None),
+    ],
+)
+def test_registrable_domain(host: str, expected: str | None) -> None:
+    assert registrable_domain(host) == expected
+
+
+_WORDS = st.text(alphabet=string.ascii_lowercase + "-", min_size=1, max_size=15)
+
+
+@settings(max_examples=300)
+@given(st.lists(_WORDS, min_size=1, max_size=8))
+def test_slugs_survive(words: list[str]) -> None:
+    path = "/" + "/".join(words)
+    assert template_path(path) == path
+
+
+@settings(max_examples=300)
+@given(st.emails(), st.sampled_from(["", "%40", "%2540"]), _WORDS)
+def test_emails_never_survive_template(email: str, at: str, word: str) -> None:
+    if at:
+        email = email.replace("@", at)
+    out = template_path(f"/{word}/{email}/x")
+    assert out == f"/{word}/{{email}}/x"
+    assert find_leak(out) is None
