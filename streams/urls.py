@@ -7,11 +7,12 @@ Decisions:
 * A segment that matches anything identifying is replaced *as a whole* by one
   placeholder, so no residue of a partly matched secret survives
   (``user-john@x.com`` -> ``{email}``, ``main.3f2a9b1c4d5e6f70.js`` -> ``{token}``).
-  Order: email -> ``{email}``; JWT -> ``{token}``; UUID -> ``{uuid}``; all digits ->
-  ``{id}``; hex run >= 16 -> ``{token}``; digit-heavy (a run of >= 5 digits, or >= 4
-  digits making up at least half the letters+digits: ``ORD-123456``, ``2024-05-17``,
-  card numbers, ``1200x800``) -> ``{id}``; base64-ish run >= 20 that looks random
-  (:func:`streams.detect.looks_random`) -> ``{token}``; anything else
+  Order: email -> ``{email}``; JWT -> ``{token}``; all digits -> ``{id}``; UUID
+  (dashed or not) -> ``{uuid}``; hex run >= 16 -> ``{token}``; digit-heavy (a run of
+  >= 5 digits, or >= 4 digits making up at least half the letters+digits:
+  ``ORD-123456``, ``2024-05-17``, card numbers, ``1200x800``) -> ``{id}``;
+  base64-ish run >= 20 that looks random (:func:`streams.detect.looks_random`)
+  -> ``{token}``; anything else
   :func:`streams.detect.find_leak` flags (IP addresses, ...) -> ``{token}``
   (``{id}`` for card numbers).
 * Kept: words and slugs (``how-to-cook-pasta``, ``v2``, ``report-2024``), short hex
@@ -111,10 +112,10 @@ def _classify(text: str) -> str | None:
         return PH_EMAIL
     if "eyJ" in text and _JWT_RE.search(text):
         return PH_TOKEN
+    if text.isdigit():  # before UUID: 32+ digits also match the dashless UUID form
+        return PH_ID
     if _UUID_RE.search(text):
         return PH_UUID
-    if text.isdigit():
-        return PH_ID
     if _HEX16_RE.search(text):
         return PH_TOKEN
     digits = sum(c.isdigit() for c in text)

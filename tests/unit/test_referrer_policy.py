@@ -1,0 +1,117 @@
+"""referrer_policy action: cross-site domains, same-site paths, schemes, IP hosts."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.actions.base import BuildContext
+from streams.actions.referrer_policy import SPEC
+from streams.detect import find_leak
+
+CTX = BuildContext()
+SITE = {"site_domains": ["shop.example.com"]}
+
+
+def build(ctx: BuildContext = CTX, **options: object) -> object:
+    return SPEC.build(options, ctx)
+
+
+def test_spec_shape() -> None:
+    assert SPEC.name == "referrer_policy"
+    assert [o.name for o in SPEC.options] == ["site_domains", "same_site", "allow_query", "keep"]
+
+
+@pytest.mark.parametrize(("options", "value", "expected"), SPEC.examples)
+def test_spec_examples(options: dict[str, object], value: object, expected: object) -> None:
+    assert SPEC.build(options, CTX)(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("https://www.google.co.uk/search?q=john%40x.com", "google.co.uk"),
+        ("HTTPS://WWW.BING.COM/", "bing.com"),
+        ("https://user:pw@news.ycombinator.com:443/item?id=1", "ycombinator.com"),
+        ("https://alice.github.io/post", "alice.github.io"),
+        ("https://bücher.de/x", "xn--bcher-kva.de"),
+        ("https://www.example.com/account/12345?utm_source=mail&sid=abc#x",
+         "/account/{id}?utm_source=mail"),
+        ("https://example.com", "/"),
+        ("https://EXAMPLE.com/u/john@x.com/", "/u/{email}/"),
+        ("http://192.0.2.7/admin", None),
+        ("http://192.0.2.7:8080/", None),
+        ("http://[2001:db8::1]/", None),
+        ("http://[::ffff:192.0.2.7]/", None),
+        ("http://3232235777/", None),
+        ("http://127.1/", None),
+        ("http://localhost:3000/", None),
+        ("android-app://com.google.android.gm/", None),
+        ("file:///C:/Users/john/x.html", None),
+        ("data:text/html,hi", None),
+        ("javascript:alert(1)", None),
+        ("about:blank", None),
+        ("www.google.com/search", None),
+        ("//www.google.com/", None),
+        ("-", None),
+        ("", None),
+        (None, None),
+        (42, None),
+        ("http://[::1/", None),
+    ],
+)  # fmt: skip
+def test_referrers(value: object, expected: object) -> None:
+    assert build(**SITE)(value) == expected
+
+
+def test_same_site_domain_mode() -> None:
+    f = build(same_site="domain", **SITE)
+    assert f("https://www.example.com/account/1") == "example.com"
+
+
+def test_keep_none_drops_cross_site_only() -> None:
+    f = build(keep="none", **SITE)
+    assert f("https://www.google.com/") is None
+    assert f("https://example.com/a") == "/a"
+
+
+def test_site_from_context() -> None:
+    f = build(BuildContext(site="www.example.com"))
+    assert f("https://example.com/a") == "/a"
+    g = build(BuildContext(site="shop"))  # a name, not a host: nothing is same-site
+    assert g("https://example.com/a") == "example.com"
+
+
+def test_allow_query_option() -> None:
+    f = build(allow_query=["page"], **SITE)
+    assert f("https://example.com/a?page=2&utm_source=x") == "/a?page=2"
+
+
+def test_site_domains_check() -> None:
+    opt = next(o for o in SPEC.options if o.name == "site_domains")
+    assert opt.check is not None
+    assert opt.check(["1.2.3.4"]) is not None
+    assert opt.check(["example.com"]) is None
+
+
+_LABEL = st.text(alphabet=string.ascii_lowercase + string.digits, min_size=1, max_size=12)
+
+
+@settings(max_examples=300)
+@given(st.ip_addresses(), st.sampled_from(["http", "https"]), st.text(max_size=20))
+def test_ip_hosts_never_published(ip: object, scheme: str, rest: str) -> None:
+    host = f"[{ip}]" if ":" in str(ip) else str(ip)
+    assert build(**SITE)(f"{scheme}://{host}/{rest}") is None
+
+
+@settings(max_examples=300)
+@given(st.lists(_LABEL, min_size=1, max_size=3), st.emails(), st.text(max_size=30))
+def test_outputs_are_clean(labels: list[str], email: str, rest: str) -> None:
+    value = f"https://{'.'.join(labels)}.com/{email}?q={email}&{rest}"
+    out = build(**SITE)(value)
+    if out is not None:
+        assert find_leak(out) is None
+        assert email not in out

@@ -1,0 +1,149 @@
+"""url_policy action: spec, options, target forms, adversarial inputs, caching."""
+
+from __future__ import annotations
+
+import string
+import uuid
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.actions.base import BuildContext
+from streams.actions.url_policy import DEFAULT_ALLOW_QUERY, SPEC
+from streams.detect import find_leak
+
+CTX = BuildContext()
+
+
+def build(**options: object) -> object:
+    return SPEC.build(options, CTX)
+
+
+def test_spec_shape() -> None:
+    assert SPEC.name == "url_policy"
+    names = [o.name for o in SPEC.options]
+    assert names == ["allow_query", "template", "keep_query"]
+    assert "q" not in DEFAULT_ALLOW_QUERY and "ref" not in DEFAULT_ALLOW_QUERY
+    assert all(not o.required for o in SPEC.options)
+
+
+@pytest.mark.parametrize(("options", "value", "expected"), SPEC.examples)
+def test_spec_examples(options: dict[str, object], value: object, expected: object) -> None:
+    assert SPEC.build(options, CTX)(value) == expected
+
+
+CASES = [
+    ("/users/12345/orders?utm_source=x&token=abc#top", "/users/{id}/orders?utm_source=x"),
+    ("/", "/"),
+    ("/?", "/"),
+    ("/path?", "/path"),
+    ("/path#frag", "/path"),
+    ("/path#frag?utm_source=x", "/path"),  # query after '#' is fragment
+    ("/path?#", "/path"),
+    ("/a?page=2&q=secret&lang=de", "/a?page=2&lang=de"),
+    ("/a?UTM_SOURCE=News", "/a?utm_source=News"),
+    ("/a?utm_source=a&utm_source=b", "/a?utm_source=a&utm_source=b"),
+    ("//a//b//", "//a//b//"),  # not a host: origin form keeps every slash
+    ("//evil.com/x", "//evil.com/x"),
+    ("http://shop.example/p/123?utm_medium=cpc", "/p/{id}?utm_medium=cpc"),
+    ("HTTPS://shop.example", "/"),
+    ("http://user:pw@host:8080/x", "/x"),
+    ("/u/john%40example.com/orders", "/u/{email}/orders"),
+    ("/u/john%2540example.com", "/u/{email}"),
+    ("/u/JOHN+x@EXAMPLE.COM", "/u/{email}"),
+    ("/reset?token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.x", "/reset"),
+    ("/a?utm_content=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.x", "/a?utm_content={token}"),
+    ("/caf%C3%A9?lang=fr", "/caf%C3%A9?lang=fr"),
+    ("/search?q=private+words", "/search"),
+    ("/a;jsessionid=0AAB6C8DE415E2E5/b", "/a/b"),
+]
+
+
+@pytest.mark.parametrize(("target", "expected"), CASES)
+def test_targets(target: str, expected: str) -> None:
+    assert build()(target) == expected
+
+
+@pytest.mark.parametrize(
+    "target",
+    [None, "", "-", "*", "example.com:443", "junk", "ftp://x/y", "http://[::1/", 42, b"/x",
+     "/" + "a" * 9000],
+)  # fmt: skip
+def test_unusable_targets(target: object) -> None:
+    assert build()(target) is None
+
+
+def test_keep_query_false() -> None:
+    assert build(keep_query=False)("/a/1?utm_source=x") == "/a/{id}"
+
+
+def test_template_false_keeps_path_but_filters_query() -> None:
+    f = build(template=False)
+    assert f("/users/12345?utm_source=x&sid=1") == "/users/12345?utm_source=x"
+
+
+def test_validate_loosening_needs_unsafe() -> None:
+    assert SPEC.validate is not None
+    assert SPEC.validate({"template": False}, CTX)
+    assert SPEC.validate({"allow_query": ["utm_*", "Q"]}, CTX)
+    assert not SPEC.validate({"allow_query": ["utm_*"]}, CTX)
+    assert not SPEC.validate({"template": False}, BuildContext(unsafe=True))
+
+
+def test_option_check_refuses_wildcard() -> None:
+    opt = next(o for o in SPEC.options if o.name == "allow_query")
+    assert opt.check is not None
+    assert opt.check(["*"]) is not None
+    assert opt.check(["utm_*"]) is None
+
+
+def test_error_messages_carry_no_payload() -> None:
+    assert SPEC.validate is not None
+    for message in SPEC.validate({"template": False, "allow_query": ["email"]}, CTX):
+        assert "@" not in message
+
+
+def test_cached_and_bounded() -> None:
+    f = SPEC.build({}, BuildContext(cache_size=2))
+    f("/a/1")
+    f("/a/1")
+    info = f.cache_info()  # type: ignore[attr-defined]
+    assert info.hits == 1 and info.maxsize == 2
+
+
+_WORD = st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=10)
+_SECRET = st.one_of(
+    st.emails().filter(lambda e: "/" not in e and "?" not in e and "#" not in e),
+    st.uuids().map(str),
+    st.uuids().map(lambda u: u.hex),
+    st.binary(min_size=16, max_size=32).map(bytes.hex),
+    st.integers(10**5, 10**18).map(str),
+    st.just("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpM"),
+)
+
+
+@settings(max_examples=400)
+@given(
+    st.lists(_WORD, max_size=4),
+    _SECRET,
+    st.lists(_WORD, max_size=3),
+    st.sampled_from(["utm_source", "UTM_Campaign", "token", "email", "page"]),
+    st.sampled_from(["", "%40", "%2540"]),
+)
+def test_secrets_never_survive(
+    before: list[str], secret: str, after: list[str], key: str, at: str
+) -> None:
+    if at:
+        secret = secret.replace("@", at)
+    f = build()
+    path = "/".join(["", *before, secret, *after])
+    out = f(f"{path}?{key}={secret}&utm_medium=x#{secret}")
+    assert out is not None
+    assert secret.lower() not in out.lower()
+    assert find_leak(out) is None
+
+
+def test_uuid_in_query_value() -> None:
+    u = str(uuid.uuid4())
+    assert build()(f"/x?utm_content={u}") == "/x?utm_content={uuid}"
