@@ -51,8 +51,10 @@ try:
     def _dumps(obj: dict[str, Any]) -> str:
         return orjson.dumps(obj).decode()
 except ImportError:  # pragma: no cover
+
     def _dumps(obj: dict[str, Any]) -> str:
         return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
 
 FORMATS = ("combined", "common", "vhost_combined", "nginx_main", "json")
 DEFAULT_START = datetime(2024, 3, 4, 8, 0, 0, tzinfo=UTC)
@@ -66,51 +68,121 @@ def _user_agents() -> list[tuple[str, float]]:
     """(user agent, weight): a few hundred distinct strings."""
     uas: list[tuple[str, float]] = []
     win = ["Windows NT 10.0; Win64; x64", "Windows NT 10.0; WOW64", "Windows NT 6.1; Win64; x64"]
-    mac = ["Macintosh; Intel Mac OS X 10_15_7", "Macintosh; Intel Mac OS X 10_15_6",
-           "Macintosh; Intel Mac OS X 14_4_1"]
-    lin = ["X11; Linux x86_64", "X11; Ubuntu; Linux x86_64", "X11; CrOS x86_64 15633.69.0",
-           "X11; Fedora; Linux x86_64"]
+    mac = [
+        "Macintosh; Intel Mac OS X 10_15_7",
+        "Macintosh; Intel Mac OS X 10_15_6",
+        "Macintosh; Intel Mac OS X 14_4_1",
+    ]
+    lin = [
+        "X11; Linux x86_64",
+        "X11; Ubuntu; Linux x86_64",
+        "X11; CrOS x86_64 15633.69.0",
+        "X11; Fedora; Linux x86_64",
+    ]
     for v in range(112, 126):
         w = 1.0 + (v - 112) * 0.6
         for plat in win + mac + lin[:1] + lin[2:3]:
-            uas.append((f"Mozilla/5.0 ({plat}) AppleWebKit/537.36 (KHTML, like Gecko) "
-                        f"Chrome/{v}.0.0.0 Safari/537.36", w * (3 if "Windows" in plat else 1)))
-        uas.append((f"Mozilla/5.0 ({win[0]}) AppleWebKit/537.36 (KHTML, like Gecko) "
-                    f"Chrome/{v}.0.0.0 Safari/537.36 Edg/{v}.0.{2000 + v}.{v % 90}", w))
+            uas.append(
+                (
+                    f"Mozilla/5.0 ({plat}) AppleWebKit/537.36 (KHTML, like Gecko) "
+                    f"Chrome/{v}.0.0.0 Safari/537.36",
+                    w * (3 if "Windows" in plat else 1),
+                )
+            )
+        uas.append(
+            (
+                f"Mozilla/5.0 ({win[0]}) AppleWebKit/537.36 (KHTML, like Gecko) "
+                f"Chrome/{v}.0.0.0 Safari/537.36 Edg/{v}.0.{2000 + v}.{v % 90}",
+                w,
+            )
+        )
         for plat in (win[0], mac[0], lin[0], lin[1], lin[3]):
             uas.append((f"Mozilla/5.0 ({plat}; rv:{v}.0) Gecko/20100101 Firefox/{v}.0", w * 0.4))
-    phones = ["Pixel 8", "Pixel 7a", "SM-S918B", "SM-A546B", "SM-G991B", "K", "2201116SG",
-              "CPH2487", "moto g(60)", "M2101K6G", "RMX3085", "22101316UG", "SM-A135F"]
+    phones = [
+        "Pixel 8",
+        "Pixel 7a",
+        "SM-S918B",
+        "SM-A546B",
+        "SM-G991B",
+        "K",
+        "2201116SG",
+        "CPH2487",
+        "moto g(60)",
+        "M2101K6G",
+        "RMX3085",
+        "22101316UG",
+        "SM-A135F",
+    ]
     tablets = ["SM-X710", "SM-T870", "SM-X200", "Lenovo TB-X606F", "Nokia T20", "KFTRWI"]
     for v in range(118, 126):
         for dev in phones:
             android = 14 if dev.startswith(("Pixel", "SM-S")) else 13 if v % 2 else 12
-            uas.append((f"Mozilla/5.0 (Linux; Android {android}; {dev}) AppleWebKit/537.36 "
-                        f"(KHTML, like Gecko) Chrome/{v}.0.0.0 Mobile Safari/537.36", 2.0))
+            uas.append(
+                (
+                    f"Mozilla/5.0 (Linux; Android {android}; {dev}) AppleWebKit/537.36 "
+                    f"(KHTML, like Gecko) Chrome/{v}.0.0.0 Mobile Safari/537.36",
+                    2.0,
+                )
+            )
         for dev in tablets:
-            uas.append((f"Mozilla/5.0 (Linux; Android 13; {dev}) AppleWebKit/537.36 "
-                        f"(KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36", 0.5))
-        uas.append((f"Mozilla/5.0 (Linux; Android 13; SAMSUNG SM-S918B) AppleWebKit/537.36 "
-                    f"(KHTML, like Gecko) SamsungBrowser/{v - 98}.0 Chrome/{v}.0.0.0 "
-                    f"Mobile Safari/537.36", 1.0))
+            uas.append(
+                (
+                    f"Mozilla/5.0 (Linux; Android 13; {dev}) AppleWebKit/537.36 "
+                    f"(KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36",
+                    0.5,
+                )
+            )
+        uas.append(
+            (
+                f"Mozilla/5.0 (Linux; Android 13; SAMSUNG SM-S918B) AppleWebKit/537.36 "
+                f"(KHTML, like Gecko) SamsungBrowser/{v - 98}.0 Chrome/{v}.0.0.0 "
+                f"Mobile Safari/537.36",
+                1.0,
+            )
+        )
         uas.append((f"Mozilla/5.0 (Android 14; Mobile; rv:{v}.0) Gecko/{v}.0 Firefox/{v}.0", 0.4))
-        uas.append((f"Mozilla/5.0 (Linux; Android 14; Pixel 8 Build/AP1A.240405.002; wv) "
-                    f"AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/{v}.0.6367.82 "
-                    f"Mobile Safari/537.36", 0.6))
+        uas.append(
+            (
+                f"Mozilla/5.0 (Linux; Android 14; Pixel 8 Build/AP1A.240405.002; wv) "
+                f"AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/{v}.0.6367.82 "
+                f"Mobile Safari/537.36",
+                0.6,
+            )
+        )
     for major, minor in itertools.product((15, 16, 17), range(0, 7)):
         ios = f"{major}_{minor}"
         for dev, w in (("iPhone; CPU iPhone OS", 4.0), ("iPad; CPU OS", 0.8)):
-            uas.append((f"Mozilla/5.0 ({dev} {ios} like Mac OS X) AppleWebKit/605.1.15 "
-                        f"(KHTML, like Gecko) Version/{major}.{minor} Mobile/15E148 "
-                        f"Safari/604.1", w))
-        uas.append((f"Mozilla/5.0 (iPhone; CPU iPhone OS {ios} like Mac OS X) "
-                    f"AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/124.0.6367.88 "
-                    f"Mobile/15E148 Safari/604.1", 0.6))
-        uas.append((f"Mozilla/5.0 (iPhone; CPU iPhone OS {ios} like Mac OS X) "
-                    f"AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 "
-                    f"Instagram 325.0.0.35.91", 0.3))
-        uas.append((f"Mozilla/5.0 ({mac[minor % 3]}) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-                    f"Version/{major}.{minor} Safari/605.1.15", 1.0))
+            uas.append(
+                (
+                    f"Mozilla/5.0 ({dev} {ios} like Mac OS X) AppleWebKit/605.1.15 "
+                    f"(KHTML, like Gecko) Version/{major}.{minor} Mobile/15E148 "
+                    f"Safari/604.1",
+                    w,
+                )
+            )
+        uas.append(
+            (
+                f"Mozilla/5.0 (iPhone; CPU iPhone OS {ios} like Mac OS X) "
+                f"AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/124.0.6367.88 "
+                f"Mobile/15E148 Safari/604.1",
+                0.6,
+            )
+        )
+        uas.append(
+            (
+                f"Mozilla/5.0 (iPhone; CPU iPhone OS {ios} like Mac OS X) "
+                f"AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 "
+                f"Instagram 325.0.0.35.91",
+                0.3,
+            )
+        )
+        uas.append(
+            (
+                f"Mozilla/5.0 ({mac[minor % 3]}) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+                f"Version/{major}.{minor} Safari/605.1.15",
+                1.0,
+            )
+        )
     bots = [
         "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
         "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, "
@@ -141,12 +213,28 @@ def _user_agents() -> list[tuple[str, float]]:
         "HeadlessChrome/120.0.6099.109 Safari/537.36",
     ]
     uas += [(b, 1.5) for b in bots]
-    tools = ["curl/7.68.0", "curl/7.81.0", "curl/8.5.0", "curl/8.7.1", "Wget/1.20.3 (linux-gnu)",
-             "Wget/1.21.4", "python-requests/2.28.1", "python-requests/2.31.0",
-             "Python-urllib/3.11", "python-httpx/0.27.0", "Go-http-client/1.1",
-             "Go-http-client/2.0", "okhttp/4.12.0", "Apache-HttpClient/4.5.14 (Java/17.0.8)",
-             "PostmanRuntime/7.37.3", "axios/1.6.8", "node-fetch/1.0 (+https://github.com/bitinn/"
-             "node-fetch)", "Java/17.0.2", "libwww-perl/6.72", "Mozilla/5.0 zgrab/0.x"]
+    tools = [
+        "curl/7.68.0",
+        "curl/7.81.0",
+        "curl/8.5.0",
+        "curl/8.7.1",
+        "Wget/1.20.3 (linux-gnu)",
+        "Wget/1.21.4",
+        "python-requests/2.28.1",
+        "python-requests/2.31.0",
+        "Python-urllib/3.11",
+        "python-httpx/0.27.0",
+        "Go-http-client/1.1",
+        "Go-http-client/2.0",
+        "okhttp/4.12.0",
+        "Apache-HttpClient/4.5.14 (Java/17.0.8)",
+        "PostmanRuntime/7.37.3",
+        "axios/1.6.8",
+        "node-fetch/1.0 (+https://github.com/bitinn/node-fetch)",
+        "Java/17.0.2",
+        "libwww-perl/6.72",
+        "Mozilla/5.0 zgrab/0.x",
+    ]
     uas += [(t, 0.8) for t in tools]
     odd = [
         "Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -166,33 +254,182 @@ def _user_agents() -> list[tuple[str, float]]:
 
 
 LANGUAGES = [
-    ("en-US,en;q=0.9", 30), ("de-DE,de;q=0.9,en-US;q=0.8,en;q=0.7", 14),
-    ("de-CH,de;q=0.9,en;q=0.8", 3), ("fr-FR,fr;q=0.9,en-US;q=0.8,en;q=0.7", 8),
-    ("en-GB,en;q=0.9", 8), ("es-ES,es;q=0.9", 5), ("ja,en-US;q=0.9,en;q=0.8", 4),
-    ("pt-BR,pt;q=0.9,en-US;q=0.8,en;q=0.7", 4), ("nl-NL,nl;q=0.9,en;q=0.8", 3),
-    ("zh-CN,zh;q=0.9", 3), ("it-IT,it;q=0.9", 3), ("pl-PL,pl;q=0.9,en;q=0.8", 2),
-    ("sv-SE,sv;q=0.9", 1), ("*", 1), ("-", 8), ("en", 3), ("gsw-CH,de;q=0.8", 0.2),
+    ("en-US,en;q=0.9", 30),
+    ("de-DE,de;q=0.9,en-US;q=0.8,en;q=0.7", 14),
+    ("de-CH,de;q=0.9,en;q=0.8", 3),
+    ("fr-FR,fr;q=0.9,en-US;q=0.8,en;q=0.7", 8),
+    ("en-GB,en;q=0.9", 8),
+    ("es-ES,es;q=0.9", 5),
+    ("ja,en-US;q=0.9,en;q=0.8", 4),
+    ("pt-BR,pt;q=0.9,en-US;q=0.8,en;q=0.7", 4),
+    ("nl-NL,nl;q=0.9,en;q=0.8", 3),
+    ("zh-CN,zh;q=0.9", 3),
+    ("it-IT,it;q=0.9", 3),
+    ("pl-PL,pl;q=0.9,en;q=0.8", 2),
+    ("sv-SE,sv;q=0.9", 1),
+    ("*", 1),
+    ("-", 8),
+    ("en", 3),
+    ("gsw-CH,de;q=0.8", 0.2),
 ]
 
 # ---------------------------------------------------------------------------------------
 # clients
 
-_V4_FIRST = [2, 5, 24, 31, 37, 46, 62, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89,
-             90, 91, 92, 93, 94, 95, 109, 151, 176, 178, 185, 188, 193, 194, 195, 212, 213,
-             217, 23, 50, 63, 64, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 96, 97, 98, 99,
-             104, 107, 108, 173, 174, 184, 1, 14, 27, 36, 39, 42, 49, 58, 59, 60, 61, 101,
-             110, 111, 112, 113, 114, 115, 116, 117, 118, 119, 120, 121, 122, 123, 124, 125,
-             126, 175, 180, 182, 183, 201, 177, 179, 181, 186, 187, 189, 190, 191, 200, 41,
-             102, 105, 154, 196, 197]
-_V6_PREFIXES = [0x2A00, 0x2A01, 0x2A02, 0x2A03, 0x2A04, 0x2A05, 0x2A06, 0x2A0A, 0x2001,
-                0x2003, 0x2600, 0x2601, 0x2602, 0x2603, 0x2604, 0x2605, 0x2606, 0x2607,
-                0x2400, 0x2401, 0x2402, 0x2403, 0x2404, 0x2405, 0x2406, 0x2407, 0x2408,
-                0x2800, 0x2801, 0x2803, 0x2804, 0x2C0F]
+_V4_FIRST = [
+    2,
+    5,
+    24,
+    31,
+    37,
+    46,
+    62,
+    77,
+    78,
+    79,
+    80,
+    81,
+    82,
+    83,
+    84,
+    85,
+    86,
+    87,
+    88,
+    89,
+    90,
+    91,
+    92,
+    93,
+    94,
+    95,
+    109,
+    151,
+    176,
+    178,
+    185,
+    188,
+    193,
+    194,
+    195,
+    212,
+    213,
+    217,
+    23,
+    50,
+    63,
+    64,
+    66,
+    67,
+    68,
+    69,
+    70,
+    71,
+    72,
+    73,
+    74,
+    75,
+    76,
+    96,
+    97,
+    98,
+    99,
+    104,
+    107,
+    108,
+    173,
+    174,
+    184,
+    1,
+    14,
+    27,
+    36,
+    39,
+    42,
+    49,
+    58,
+    59,
+    60,
+    61,
+    101,
+    110,
+    111,
+    112,
+    113,
+    114,
+    115,
+    116,
+    117,
+    118,
+    119,
+    120,
+    121,
+    122,
+    123,
+    124,
+    125,
+    126,
+    175,
+    180,
+    182,
+    183,
+    201,
+    177,
+    179,
+    181,
+    186,
+    187,
+    189,
+    190,
+    191,
+    200,
+    41,
+    102,
+    105,
+    154,
+    196,
+    197,
+]
+_V6_PREFIXES = [
+    0x2A00,
+    0x2A01,
+    0x2A02,
+    0x2A03,
+    0x2A04,
+    0x2A05,
+    0x2A06,
+    0x2A0A,
+    0x2001,
+    0x2003,
+    0x2600,
+    0x2601,
+    0x2602,
+    0x2603,
+    0x2604,
+    0x2605,
+    0x2606,
+    0x2607,
+    0x2400,
+    0x2401,
+    0x2402,
+    0x2403,
+    0x2404,
+    0x2405,
+    0x2406,
+    0x2407,
+    0x2408,
+    0x2800,
+    0x2801,
+    0x2803,
+    0x2804,
+    0x2C0F,
+]
 
 
 def _v4(rng: random.Random) -> str:
-    return (f"{rng.choice(_V4_FIRST)}.{rng.randrange(256)}.{rng.randrange(256)}."
-            f"{rng.randrange(1, 255)}")
+    return (
+        f"{rng.choice(_V4_FIRST)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+    )
 
 
 def _v6(rng: random.Random) -> str:
@@ -219,8 +456,13 @@ def _client_ip(rng: random.Random, v6_share: float) -> str:
         return str(ipaddress.IPv6Address((0x64FF9B << 96) | int(ipaddress.IPv4Address(v4))))
     if r < 0.053:  # Teredo (server 65.54.227.120, obfuscated client)
         client = int(ipaddress.IPv4Address(v4)) ^ 0xFFFFFFFF
-        value = (0x20010000 << 96) | (0x4136E378 << 64) | (0x8000 << 48) | \
-            (rng.getrandbits(16) << 32) | client
+        value = (
+            (0x20010000 << 96)
+            | (0x4136E378 << 64)
+            | (0x8000 << 48)
+            | (rng.getrandbits(16) << 32)
+            | client
+        )
         return str(ipaddress.IPv6Address(value))
     return v4
 
@@ -235,9 +477,26 @@ class Client:
         self.is_bot = is_bot
 
 
-_BOT_MARKERS = ("bot", "spider", "crawl", "curl", "wget", "python", "go-http", "java",
-                "headless", "http", "uptime", "pingdom", "zgrab", "facebookexternalhit",
-                "perl", "axios", "fetch", "postman")
+_BOT_MARKERS = (
+    "bot",
+    "spider",
+    "crawl",
+    "curl",
+    "wget",
+    "python",
+    "go-http",
+    "java",
+    "headless",
+    "http",
+    "uptime",
+    "pingdom",
+    "zgrab",
+    "facebookexternalhit",
+    "perl",
+    "axios",
+    "fetch",
+    "postman",
+)
 
 
 def _clients(rng: random.Random, n: int, v6_share: float) -> list[Client]:
@@ -259,14 +518,52 @@ def _clients(rng: random.Random, n: int, v6_share: float) -> list[Client]:
 # ---------------------------------------------------------------------------------------
 # routes
 
-WORDS = ["shoes", "red dress", "laptop", "garden chair", "coffee", "münchen", "gift card",
-         "rain jacket", "usb-c cable", "headphones", "desk", "\"quoted\"", "a&b", "50%"]
-FIRST = ["anna", "ben", "chris", "dana", "emil", "fatima", "george", "hana", "ivan", "julia",
-         "kemal", "lena", "mehmet", "nora", "omar", "paula"]
+WORDS = [
+    "shoes",
+    "red dress",
+    "laptop",
+    "garden chair",
+    "coffee",
+    "münchen",
+    "gift card",
+    "rain jacket",
+    "usb-c cable",
+    "headphones",
+    "desk",
+    '"quoted"',
+    "a&b",
+    "50%",
+]
+FIRST = [
+    "anna",
+    "ben",
+    "chris",
+    "dana",
+    "emil",
+    "fatima",
+    "george",
+    "hana",
+    "ivan",
+    "julia",
+    "kemal",
+    "lena",
+    "mehmet",
+    "nora",
+    "omar",
+    "paula",
+]
 LAST = ["schmidt", "miller", "dupont", "rossi", "tanaka", "kowalski", "jansen", "garcia"]
 MAIL = ["example.com", "example.org", "example.net", "mail.example", "test.example"]
-SLUGS = ["spring-sale", "how-to-choose-running-shoes", "release-notes-4-2", "about-us",
-         "privacy-policy", "careers", "store-locator", "gift-guide-2024"]
+SLUGS = [
+    "spring-sale",
+    "how-to-choose-running-shoes",
+    "release-notes-4-2",
+    "about-us",
+    "privacy-policy",
+    "careers",
+    "store-locator",
+    "gift-guide-2024",
+]
 
 
 class Gen:
@@ -302,13 +599,23 @@ class Gen:
 
     def word(self) -> str:
         w = self.r.choice(WORDS)
-        return w.replace(" ", "+").replace("&", "%26").replace("%", "%25") \
-            if '"' not in w else w.replace(" ", "+")
+        return (
+            w.replace(" ", "+").replace("&", "%26").replace("%", "%25")
+            if '"' not in w
+            else w.replace(" ", "+")
+        )
 
     def utm(self) -> str:
         r = self.r
-        src, med = r.choice([("newsletter", "email"), ("google", "cpc"), ("facebook", "social"),
-                             ("partner", "referral"), ("instagram", "story")])
+        src, med = r.choice(
+            [
+                ("newsletter", "email"),
+                ("google", "cpc"),
+                ("facebook", "social"),
+                ("partner", "referral"),
+                ("instagram", "story"),
+            ]
+        )
         camp = r.choice(["spring_sale", "brand", "retargeting", "launch-2024"])
         return f"utm_source={src}&utm_medium={med}&utm_campaign={camp}"
 
@@ -340,8 +647,15 @@ def _routes() -> list[tuple[str, str, float, Callable[[Gen], str]]]:
         ("GET", "page", 0.3, lambda g: f"/u/{g.email()}/profile"),
         ("GET", "page", 0.4, lambda g: f"/cart;jsessionid={g.hex(32).upper()}"),
         ("GET", "page", 0.4, lambda g: f"/oauth/callback?code={g.token()}&state={g.hex(16)}"),
-        ("GET", "download", 0.6, lambda g: f"/download/{g.uuid()}.pdf?X-Amz-Algorithm=AWS4-HMAC"
-                                         f"-SHA256&X-Amz-Expires=3600&X-Amz-Signature={g.hex(64)}"),
+        (
+            "GET",
+            "download",
+            0.6,
+            lambda g: (
+                f"/download/{g.uuid()}.pdf?X-Amz-Algorithm=AWS4-HMAC"
+                f"-SHA256&X-Amz-Expires=3600&X-Amz-Signature={g.hex(64)}"
+            ),
+        ),
         ("HEAD", "page", 0.5, lambda g: "/"),
         ("GET", "health", 2, lambda g: "/healthz"),
         ("GET", "missing", 1, lambda g: f"/products/{g.id()}/reviews/{g.id()}"),
@@ -363,8 +677,11 @@ BOT_ROUTES: list[tuple[str, str, float, Callable[[Gen], str]]] = [
 STATUS: dict[str, tuple[list[int], list[float], int]] = {
     "page": ([200, 304, 301, 302, 404, 500, 503], [82, 90, 92, 95, 98.5, 99.7, 100], 24_000),
     "static": ([200, 304, 404], [70, 99, 100], 48_000),
-    "api": ([200, 201, 204, 400, 401, 403, 404, 429, 500, 502],
-            [80, 84, 88, 91, 94, 95, 97, 98, 99.5, 100], 1_800),
+    "api": (
+        [200, 201, 204, 400, 401, 403, 404, 429, 500, 502],
+        [80, 84, 88, 91, 94, 95, 97, 98, 99.5, 100],
+        1_800,
+    ),
     "login": ([302, 200, 401, 429], [60, 80, 98, 100], 600),
     "download": ([200, 206, 403], [85, 95, 100], 900_000),
     "health": ([200], [100], 15),
@@ -384,25 +701,38 @@ def _referrer(rng: random.Random, g: Gen, path_of: Callable[[], str]) -> str:
     if r < 0.72:
         return SITE + path_of()
     if r < 0.84:
-        return rng.choice([
-            "https://www.google.com/", "https://www.google.de/", "https://www.bing.com/",
-            f"https://www.bing.com/search?q={g.word()}&form=QBLH",
-            "https://duckduckgo.com/", "https://www.ecosia.org/",
-            f"https://www.google.com/search?q={g.word()}&client=firefox-b-d",
-        ])
+        return rng.choice(
+            [
+                "https://www.google.com/",
+                "https://www.google.de/",
+                "https://www.bing.com/",
+                f"https://www.bing.com/search?q={g.word()}&form=QBLH",
+                "https://duckduckgo.com/",
+                "https://www.ecosia.org/",
+                f"https://www.google.com/search?q={g.word()}&client=firefox-b-d",
+            ]
+        )
     if r < 0.94:
-        return rng.choice([
-            "https://t.co/" + g.token()[:10], "https://l.facebook.com/l.php?u=https%3A%2F%2F"
-            f"www.example.com%2F&h={g.token()[:20]}", "https://www.linkedin.com/",
-            "android-app://com.google.android.gm/", "https://www.reddit.com/r/example/",
-            "https://out.reddit.com/t3_" + g.hex(6) + "?url=https%3A%2F%2Fwww.example.com",
-            "https://news.ycombinator.com/",
-        ])
-    return rng.choice([
-        f"https://mail.example.net/mail/u/0/?ik={g.hex(10)}#inbox/{g.hex(16)}",
-        f"https://partner.example.org/click?uid={g.id()}&email={g.email(True)}",
-        "http://localhost:3000/", f"https://staging.example.com/preview?token={g.token()}",
-    ])
+        return rng.choice(
+            [
+                "https://t.co/" + g.token()[:10],
+                "https://l.facebook.com/l.php?u=https%3A%2F%2F"
+                f"www.example.com%2F&h={g.token()[:20]}",
+                "https://www.linkedin.com/",
+                "android-app://com.google.android.gm/",
+                "https://www.reddit.com/r/example/",
+                "https://out.reddit.com/t3_" + g.hex(6) + "?url=https%3A%2F%2Fwww.example.com",
+                "https://news.ycombinator.com/",
+            ]
+        )
+    return rng.choice(
+        [
+            f"https://mail.example.net/mail/u/0/?ik={g.hex(10)}#inbox/{g.hex(16)}",
+            f"https://partner.example.org/click?uid={g.id()}&email={g.email(True)}",
+            "http://localhost:3000/",
+            f"https://staging.example.com/preview?token={g.token()}",
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -464,12 +794,15 @@ def generate(
     g = Gen(rng)
     population = _clients(rng, clients, v6_share)
     # Zipf-like popularity: the k-th client (in random order) has weight 1/k^0.9
-    zipf_cum = list(itertools.accumulate(1.0 / (k ** 0.9) for k in range(1, clients + 1)))
+    zipf_cum = list(itertools.accumulate(1.0 / (k**0.9) for k in range(1, clients + 1)))
     routes = _routes()
     route_cum = list(itertools.accumulate(w for *_, w, _ in routes))
     bot_routes = routes + BOT_ROUTES
-    bot_cum = list(itertools.accumulate(
-        w * (0.4 if i < len(routes) else 4) for i, (*_, w, _) in enumerate(bot_routes)))
+    bot_cum = list(
+        itertools.accumulate(
+            w * (0.4 if i < len(routes) else 4) for i, (*_, w, _) in enumerate(bot_routes)
+        )
+    )
     page_routes = [r for r in routes if r[1] == "page"]
 
     def same_site_path() -> str:
@@ -507,41 +840,52 @@ def generate(
         addr = c.addr
         r = random_()
         if r < 0.015:
-            addr = f"{addr}:{rng.randrange(1024, 65536)}" if ":" not in addr \
+            addr = (
+                f"{addr}:{rng.randrange(1024, 65536)}"
+                if ":" not in addr
                 else f"[{addr}]:{rng.randrange(1024, 65536)}"
+            )
         request = f"{method} {path} {proto}"
         host = HOSTS[0] if random_() < 0.7 else rng.choice(HOSTS)
         if fmt == "combined":
-            yield (f'{addr} - - [{tf.clf}] "{_esc(request)}" {status} {size} '
-                   f'"{_quoted(ref)}" "{_quoted(c.ua)}"')
+            yield (
+                f'{addr} - - [{tf.clf}] "{_esc(request)}" {status} {size} '
+                f'"{_quoted(ref)}" "{_quoted(c.ua)}"'
+            )
         elif fmt == "common":
             user = "-" if random_() > 0.01 else rng.choice(FIRST)
             yield f'{addr} - {user} [{tf.clf}] "{_esc(request)}" {status} {size or "-"}'
         elif fmt == "vhost_combined":
-            yield (f'{host}:443 {addr} - - [{tf.clf}] "{_esc(request)}" {status} {size} '
-                   f'"{_quoted(ref)}" "{_quoted(c.ua)}"')
+            yield (
+                f'{host}:443 {addr} - - [{tf.clf}] "{_esc(request)}" {status} {size} '
+                f'"{_quoted(ref)}" "{_quoted(c.ua)}"'
+            )
         else:
             xff = "-"
             if random_() < 0.3:  # through the load balancer
                 xff = c.addr if random_() < 0.8 else f"{c.addr}, {_v4(rng)}"
                 addr = lb[rng.randrange(len(lb))]
             if fmt == "nginx_main":
-                yield (f'{addr} - - [{tf.clf}] "{_esc(request)}" {status} {size} '
-                       f'"{_quoted(ref)}" "{_quoted(c.ua)}" "{_quoted(xff)}"')
+                yield (
+                    f'{addr} - - [{tf.clf}] "{_esc(request)}" {status} {size} '
+                    f'"{_quoted(ref)}" "{_quoted(c.ua)}" "{_quoted(xff)}"'
+                )
             else:
-                yield _dumps({
-                    "remote_addr": addr,
-                    "time_iso8601": tf.iso,
-                    "request": request,
-                    "status": str(status),
-                    "body_bytes_sent": str(size),
-                    "request_time": f"{rng.lognormvariate(-3.5, 1.0):.3f}",
-                    "http_referer": "" if ref == "-" else ref,
-                    "http_user_agent": "" if c.ua == "-" else c.ua,
-                    "http_accept_language": "" if c.lang == "-" else c.lang,
-                    "http_x_forwarded_for": "" if xff == "-" else xff,
-                    "host": host,
-                })
+                yield _dumps(
+                    {
+                        "remote_addr": addr,
+                        "time_iso8601": tf.iso,
+                        "request": request,
+                        "status": str(status),
+                        "body_bytes_sent": str(size),
+                        "request_time": f"{rng.lognormvariate(-3.5, 1.0):.3f}",
+                        "http_referer": "" if ref == "-" else ref,
+                        "http_user_agent": "" if c.ua == "-" else c.ua,
+                        "http_accept_language": "" if c.lang == "-" else c.lang,
+                        "http_x_forwarded_for": "" if xff == "-" else xff,
+                        "host": host,
+                    }
+                )
 
 
 def _junk(rng: random.Random, addr: str, tf: TimeFmt, fmt: str) -> str:
@@ -549,8 +893,16 @@ def _junk(rng: random.Random, addr: str, tf: TimeFmt, fmt: str) -> str:
     if r < 0.45:  # a TLS handshake or other non-HTTP bytes on the HTTP port: status 400
         req = rng.choice(JUNK_REQUESTS)
         if fmt == "json":
-            return _dumps({"remote_addr": addr, "time_iso8601": tf.iso, "request": req,
-                           "status": "400", "body_bytes_sent": "0", "host": ""})
+            return _dumps(
+                {
+                    "remote_addr": addr,
+                    "time_iso8601": tf.iso,
+                    "request": req,
+                    "status": "400",
+                    "body_bytes_sent": "0",
+                    "host": "",
+                }
+            )
         prefix = "www.example.com:443 " if fmt == "vhost_combined" else ""
         tail = {"common": "", "nginx_main": ' "-" "-" "-"'}.get(fmt, ' "-" "-"')
         return f'{prefix}{addr} - - [{tf.clf}] "{req}" 400 {"-" if fmt == "common" else 0}{tail}'
@@ -589,8 +941,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ipv6-share", type=float, default=0.2)
     ap.add_argument("--rate", type=float, default=1000.0, help="mean requests per second")
     ap.add_argument("--junk-rate", type=float, default=0.0, help="share of junk lines, 0..1")
-    ap.add_argument("--start", default=DEFAULT_START.isoformat(),
-                    help="first timestamp, ISO 8601 (default %(default)s)")
+    ap.add_argument(
+        "--start",
+        default=DEFAULT_START.isoformat(),
+        help="first timestamp, ISO 8601 (default %(default)s)",
+    )
     args = ap.parse_args(argv)
     if not 0 <= args.junk_rate <= 1 or not 0 <= args.ipv6_share <= 1:
         ap.error("--junk-rate and --ipv6-share must be between 0 and 1")
@@ -600,16 +955,23 @@ def main(argv: list[str] | None = None) -> int:
     if start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
     began = time.perf_counter()
-    lines = generate(args.lines, args.format, args.seed, args.clients, args.ipv6_share,
-                     args.rate, args.junk_rate, start)
+    lines = generate(
+        args.lines,
+        args.format,
+        args.seed,
+        args.clients,
+        args.ipv6_share,
+        args.rate,
+        args.junk_rate,
+        start,
+    )
     if args.output == "-":
         count = write(lines, sys.stdout.buffer)
         sys.stdout.buffer.flush()
     else:
         with open(args.output, "wb") as f:
             count = write(lines, f)
-    print(f"{count} lines ({args.format}) in {time.perf_counter() - began:.2f}s",
-          file=sys.stderr)
+    print(f"{count} lines ({args.format}) in {time.perf_counter() - began:.2f}s", file=sys.stderr)
     return 0
 
 

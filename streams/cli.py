@@ -35,7 +35,13 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from streams.keys import KeyError_
     from streams.parse import FormatError
 
-    errors: list[type[BaseException]] = [ConfigError, GeoDatabaseError, KeyError_, FormatError, UserError]
+    errors: list[type[BaseException]] = [
+        ConfigError,
+        GeoDatabaseError,
+        KeyError_,
+        FormatError,
+        UserError,
+    ]
     try:
         from streams.admin import BrokerUnreachable
 
@@ -57,7 +63,7 @@ def _open_input(path: str) -> IO[bytes]:
     if path == "-":
         return sys.stdin.buffer
     try:
-        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+        return open(path, "rb")
     except OSError as error:
         raise UserError(f"{path}: {error.strerror}") from None
 
@@ -127,12 +133,16 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     summary = {**pipeline.stats.as_dict(), "seconds": round(elapsed, 3),
                "lines_per_second": round(pipeline.stats.lines / elapsed) if elapsed else None,
-               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # fmt: skip
+               "peak_rss_mb": _peak_rss_mb()}  # fmt: skip
     if not args.quiet:
         _print_summary(summary)
     if args.summary_json:
         Path(args.summary_json).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     return 0
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _progress(total: int | None, enabled: bool) -> Any:
@@ -167,7 +177,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config, warnings = load_file(args.config)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    dests = ", ".join(f"{n} -> {d['topic']} ({len(d['fields'])} fields)" for n, d in config["destinations"].items())
+    dests = ", ".join(
+        f"{n} -> {d['topic']} ({len(d['fields'])} fields)"
+        for n, d in config["destinations"].items()
+    )
     print(f"{args.config}: OK: {dests}")
     return 0
 
@@ -216,7 +229,9 @@ def cmd_ship(args: argparse.Namespace) -> int:
         args.file, _bootstrap(args, config), topic, lines_per_record=args.lines_per_record,
         follow=args.follow, progress=sys.stderr.isatty(),
     )  # fmt: skip
-    print(f"shipped {result.lines:,} lines in {result.records:,} records to {topic}", file=sys.stderr)
+    print(
+        f"shipped {result.lines:,} lines in {result.records:,} records to {topic}", file=sys.stderr
+    )
     return 0
 
 
@@ -247,10 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("anonymize", help="anonymize a log file (or stdin) to NDJSON",
                        description="Parse, enrich and anonymize FILE by the config's rules. "
                        "Without --out, events of every destination go to stdout wrapped as "
-                       '{"destination": NAME, "event": {...}}; with --only NAME, plain events.')  # fmt: skip
+                       '{"destination": NAME, "event": {...}}; '
+                       "with --only NAME, plain events.")  # fmt: skip
     p.add_argument("file", metavar="FILE", help="log file, or - for stdin")
-    p.add_argument("-c", "--config", default="config/logfog.yaml", help="config file (YAML or TOML)")
-    p.add_argument("-o", "--out", metavar="DIR", help="write DIR/<destination>.ndjson and DIR/rejected.ndjson")
+    p.add_argument(
+        "-c", "--config", default="config/logfog.yaml", help="config file (YAML or TOML)"
+    )
+    p.add_argument(
+        "-o", "--out", metavar="DIR", help="write DIR/<destination>.ndjson and DIR/rejected.ndjson"
+    )
     p.add_argument("--only", metavar="NAME", help="write only this destination's events to stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
@@ -287,7 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topic")
     p.add_argument("--lines-per-record", type=int, default=500,
                    help="lines batched in one record (1: one line per record)")  # fmt: skip
-    p.add_argument("-f", "--follow", action="store_true", help="keep reading as the file grows, across rotation")
+    p.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep reading as the file grows, across rotation",
+    )
     p.set_defaults(func=cmd_ship)
 
     p = sub.add_parser("broker", help="run the embedded local broker (Tansu) in the foreground")

@@ -118,8 +118,12 @@ def _topic(default_topic: str, retention: str, limit_kind: str, partitions: int 
         {
             "topic": Key(str, default_topic, "Kafka topic name"),
             "partitions": Key(int, partitions, "partitions (bounds worker parallelism)"),
-            "retention": Key(str, retention, f"retention, at most {RETENTION_LIMITS[limit_kind] // DAY}d",
-                             check=_duration(RETENTION_LIMITS[limit_kind], limit_kind)),
+            "retention": Key(
+                str,
+                retention,
+                f"retention, at most {RETENTION_LIMITS[limit_kind] // DAY}d",
+                check=_duration(RETENTION_LIMITS[limit_kind], limit_kind),
+            ),
             "replication": Key(int, 1, "replication factor"),
         }
     )
@@ -128,19 +132,34 @@ def _topic(default_topic: str, retention: str, limit_kind: str, partitions: int 
 SCHEMA = Section(
     {
         "version": Key(int, 1, "config format version", choices=(1,)),
-        "site": Key(str, "", "site name: pseudonym scope and same-site test when logs have no vhost"),
+        "site": Key(
+            str, "", "site name: pseudonym scope and same-site test when logs have no vhost"
+        ),
         "input": Section(
             {
-                "format": Key((str, list), ["combined", "common"],
-                              f"{', '.join(NAMED_FORMATS)}, 'apache:<LogFormat>', 'nginx:<log_format>', or a list (first match wins)",
-                              check=_format),
-                "json_fields": Key(dict, {}, "for json: source role -> JSON key (dotted for nesting)",
-                                   check=_json_fields),
-                "trusted_proxies": Key(list, [], "networks whose X-Forwarded-For is believed",
-                                       check=_cidrs),
+                "format": Key(
+                    (str, list),
+                    ["combined", "common"],
+                    f"{', '.join(NAMED_FORMATS)}, 'apache:<LogFormat>', 'nginx:<log_format>', "
+                    "or a list (first match wins)",
+                    check=_format,
+                ),
+                "json_fields": Key(
+                    dict,
+                    {},
+                    "for json: source role -> JSON key (dotted for nesting)",
+                    check=_json_fields,
+                ),
+                "trusted_proxies": Key(
+                    list, [], "networks whose X-Forwarded-For is believed", check=_cidrs
+                ),
                 "max_line_bytes": Key(int, 65536, "longer lines are rejected (parse.too_long)"),
-                "invalid_utf8": Key(str, "replace", "'replace' bad bytes or 'reject' the line",
-                                    choices=("replace", "reject")),
+                "invalid_utf8": Key(
+                    str,
+                    "replace",
+                    "'replace' bad bytes or 'reject' the line",
+                    choices=("replace", "reject"),
+                ),
             },
             "how raw lines are parsed",
         ),
@@ -148,7 +167,11 @@ SCHEMA = Section(
             {
                 "geo": Section(
                     {
-                        "city": Key((str, type(None)), None, "City (or DB-IP City) mmdb path, or builtin:dbip-city-lite"),
+                        "city": Key(
+                            (str, type(None)),
+                            None,
+                            "City (or DB-IP City) mmdb path, or builtin:dbip-city-lite",
+                        ),
                         "country": Key((str, type(None)), None, "Country mmdb path"),
                         "asn": Key((str, type(None)), None, "ASN mmdb path"),
                     }
@@ -159,15 +182,23 @@ SCHEMA = Section(
         ),
         "keys": Section(
             {
-                "source": Key(str, "ephemeral", "'ephemeral', 'env:NAME' or 'file:PATH' (never a key in config)"),
+                "source": Key(
+                    str,
+                    "ephemeral",
+                    "'ephemeral', 'env:NAME' or 'file:PATH' (never a key in config)",
+                ),
                 "epoch": Key(str, "1d", "pseudonym key lifetime", check=_duration()),
-                "grace": Key(str, "1h", "how long an epoch key outlives its epoch", check=_duration()),
+                "grace": Key(
+                    str, "1h", "how long an epoch key outlives its epoch", check=_duration()
+                ),
             },
             "pseudonym keys",
         ),
         "kafka": Section(
             {
-                "bootstrap": Key(str, "127.0.0.1:9092", "bootstrap servers (env LOGFOG_BOOTSTRAP overrides)"),
+                "bootstrap": Key(
+                    str, "127.0.0.1:9092", "bootstrap servers (env LOGFOG_BOOTSTRAP overrides)"
+                ),
                 "group": Key(str, "logfog", "consumer group / Faust app id"),
                 "raw": _topic("logs.raw", "3d", "raw"),
                 "dead_letter": _topic("logs.dead", "7d", "dead_letter", partitions=1),
@@ -177,14 +208,27 @@ SCHEMA = Section(
         "destinations": MapOf(
             Section(
                 {
-                    "kind": Key(str, "operations", "operations or analytics: sets the privacy floors",
-                                choices=("operations", "analytics")),
+                    "kind": Key(
+                        str,
+                        "operations",
+                        "operations or analytics: sets the privacy floors",
+                        choices=("operations", "analytics"),
+                    ),
                     "topic": Key(str, REQUIRED, "Kafka topic"),
                     "partitions": Key(int, 4, "partitions"),
-                    "retention": Key(str, "7d", "retention, at most 30d", check=_duration(30 * DAY, "pseudonymous output")),
+                    "retention": Key(
+                        str,
+                        "7d",
+                        "retention, at most 30d",
+                        check=_duration(30 * DAY, "pseudonymous output"),
+                    ),
                     "replication": Key(int, 1, "replication factor"),
-                    "framing": Key(str, "record", "'record' (one event per Kafka record) or 'ndjson' (batches)",
-                                   choices=("record", "ndjson")),
+                    "framing": Key(
+                        str,
+                        "record",
+                        "'record' (one event per Kafka record) or 'ndjson' (batches)",
+                        choices=("record", "ndjson"),
+                    ),
                     "key": Key((str, type(None)), None, "output field used as the Kafka key"),
                     "fields": MapOf(None, "output field name -> rule"),
                 }
@@ -225,7 +269,9 @@ def _validate_section(
         data = {}
     for name in data:
         if name not in section.keys:
-            errors.append(f"{_join(path, str(name))}: unknown key{_unknown(str(name), list(section.keys))}")
+            errors.append(
+                f"{_join(path, str(name))}: unknown key{_unknown(str(name), list(section.keys))}"
+            )
     for name, spec in section.keys.items():
         where = _join(path, name)
         if isinstance(spec, Section):
@@ -269,7 +315,8 @@ def _validate_rule(
     if action_name not in REGISTRY:
         hint = _unknown(str(action_name), list(REGISTRY)) if action_name else ""
         errors.append(
-            f"{path}: " + (f"unknown action {action_name!r}{hint}" if action_name else "'action' is required")
+            f"{path}: "
+            + (f"unknown action {action_name!r}{hint}" if action_name else "'action' is required")
             + ("" if hint else f"; actions: {', '.join(sorted(REGISTRY))}")
         )
         return None
@@ -293,7 +340,8 @@ def _validate_rule(
                 ok = False
             elif spec.accepts is not None and s not in spec.accepts:
                 errors.append(
-                    f"{path}.from: {action_name} cannot read {s} (it reads: {', '.join(sorted(spec.accepts))})"
+                    f"{path}.from: {action_name} cannot read {s} "
+                    f"(it reads: {', '.join(sorted(spec.accepts))})"
                 )
                 ok = False
     unsafe = rule.get("unsafe", False)
@@ -331,7 +379,9 @@ def _validate_rule(
             return None
         if exposed:
             warnings.append(f"{path}: UNSAFE: publishes {exposed[0]} unchanged (unsafe: true)")
-    context = BuildContext(destination_kind=kind, site=site, unsafe=unsafe, sources=tuple(source_list))
+    context = BuildContext(
+        destination_kind=kind, site=site, unsafe=unsafe, sources=tuple(source_list)
+    )
     if spec.validate is not None:
         problems = spec.validate(options, context)
         if problems and unsafe:
@@ -370,7 +420,9 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
         topic = d.get("topic")
         if isinstance(topic, str):
             if topic in topics:
-                errors.append(f"{where}.topic: {topic!r} is already used by destinations.{topics[topic]}")
+                errors.append(
+                    f"{where}.topic: {topic!r} is already used by destinations.{topics[topic]}"
+                )
             topics[topic] = name
         fields = d.get("fields") or {}
         if not isinstance(fields, dict) or not fields:
@@ -401,15 +453,17 @@ def load_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[str]]:
     except OSError as error:
         raise ConfigError(source, [f"cannot read: {error.strerror}"]) from None
     try:
-        if source.endswith(".toml"):
-            data = tomllib.loads(text)
-        else:
-            data = yaml.safe_load(text)
+        data = tomllib.loads(text) if source.endswith(".toml") else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(source, [f"{where}not valid {'TOML' if source.endswith('.toml') else 'YAML'}: "
-                                   f"{getattr(error, 'problem', None) or error}"]) from None
+        raise ConfigError(
+            source,
+            [
+                f"{where}not valid {'TOML' if source.endswith('.toml') else 'YAML'}: "
+                f"{getattr(error, 'problem', None) or error}"
+            ],
+        ) from None
     errors: list[str] = []
     warnings: list[str] = []
     config = normalize(data or {}, errors, warnings)
@@ -443,7 +497,11 @@ def json_schema() -> dict[str, Any]:
                 props[name] = section_schema(spec)
             elif isinstance(spec, MapOf):
                 item = section_schema(spec.item) if spec.item else {"$ref": "#/$defs/rule"}
-                props[name] = {"type": "object", "description": spec.doc, "additionalProperties": item}
+                props[name] = {
+                    "type": "object",
+                    "description": spec.doc,
+                    "additionalProperties": item,
+                }
             else:
                 props[name] = key_schema(spec)
                 if spec.default is REQUIRED:
@@ -467,8 +525,14 @@ def json_schema() -> dict[str, Any]:
         }  # fmt: skip
         for option in spec.options:
             props[option.name] = key_schema(option)
-        rule_variants.append({"type": "object", "properties": props, "required": ["from", "action"],
-                              "additionalProperties": False})
+        rule_variants.append(
+            {
+                "type": "object",
+                "properties": props,
+                "required": ["from", "action"],
+                "additionalProperties": False,
+            }
+        )
     schema = section_schema(SCHEMA)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "logfog configuration"

@@ -212,7 +212,9 @@ class Pipeline:
         for raw in lines:
             number += 1
             if len(raw) > max_bytes:
-                reject(Rejection("parse", PARSE_TOO_LONG, topic, partition, offset, number, len(raw)))
+                reject(
+                    Rejection("parse", PARSE_TOO_LONG, topic, partition, offset, number, len(raw))
+                )
                 rejected[PARSE_TOO_LONG] += 1
                 continue
             try:

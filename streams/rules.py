@@ -210,12 +210,20 @@ def compile_rules(
             key_expr = f"(None if e[{key_field!r}] is None else str(e[{key_field!r}]).encode())"
         key_expr = key_expr.replace("e[", f"e{index}[")
         body.append(f"    e{index} = {{" + ", ".join(entries) + "}")
-        tail.append(f"    append{index}(({key_expr}, dumps(e{index}), (t - t % {bucket}) * 1000, e{index}))")
+        tail.append(
+            f"    append{index}(({key_expr}, dumps(e{index}), (t - t % {bucket}) * 1000, e{index}))"
+        )
         destinations.append(
             CompiledDestination(
-                name=name, index=index, topic=dest["topic"], framing=dest["framing"], kind=kind,
-                key_field=key_field, time_bucket=bucket, fields=tuple(dest["fields"]),
-            )  # fmt: skip
+                name=name,
+                index=index,
+                topic=dest["topic"],
+                framing=dest["framing"],
+                kind=kind,
+                key_field=key_field,
+                time_bucket=bucket,
+                fields=tuple(dest["fields"]),
+            )
         )
     needs_geo = any(s.startswith("geo.") for s in used)
     needs_agent = any(s in _AGENT_INDEX for s in used)
@@ -234,7 +242,7 @@ def compile_rules(
         head.append("    lang = language(r.language)")
     appends = ", ".join(f"append{i}" for i in range(len(destinations)))
     source = "\n".join([f"def emit(r, {appends}):", *head, *body, *tail])
-    exec(compile(source, "<logfog rules>", "exec"), namespace)  # noqa: S102 - generated from validated rules
+    exec(compile(source, "<logfog rules>", "exec"), namespace)
     warnings = tuple(
         f"destinations.{n}.fields.{f}: UNSAFE rule publishes personal data"
         for n, d in config["destinations"].items()

@@ -48,7 +48,9 @@ def default_config(geo_dbs: dict[str, str]) -> dict[str, Any]:
 def make_pipeline(default_config: dict[str, Any]) -> Callable[..., Pipeline]:
     """``make_pipeline(input={...}, **overrides)`` -> a pipeline on the default rules."""
 
-    def make(input: dict[str, Any] | None = None, keyring: Any = None, **overrides: Any) -> Pipeline:
+    def make(
+        input: dict[str, Any] | None = None, keyring: Any = None, **overrides: Any
+    ) -> Pipeline:
         config = copy.deepcopy(default_config)
         if input is not None:
             config["input"].update(input)

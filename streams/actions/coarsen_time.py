@@ -68,8 +68,13 @@ SPEC = ActionSpec(
     doc="Bucket the request time (UTC-aligned).",
     options=(
         Option("bucket", str, "5m", "bucket width: 1m, 5m, 1h, 1d", check=_check_bucket),
-        Option("format", str, "iso", "'iso' (2000-10-10T20:55:00Z) or 'epoch' seconds",
-               choices=("iso", "epoch")),
+        Option(
+            "format",
+            str,
+            "iso",
+            "'iso' (2000-10-10T20:55:00Z) or 'epoch' seconds",
+            choices=("iso", "epoch"),
+        ),
     ),
     build=build,
     accepts=frozenset({"request.time"}),

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,7 +42,7 @@ def _labels(edges: list[float]) -> list[str]:
         return str(int(x)) if float(x).is_integer() else str(x)
 
     labels = [f"<{fmt(edges[0])}"]
-    labels += [f"{fmt(a)}-{fmt(b)}" for a, b in zip(edges, edges[1:], strict=False)]
+    labels += [f"{fmt(a)}-{fmt(b)}" for a, b in itertools.pairwise(edges)]
     labels.append(f">={fmt(edges[-1])}")
     return labels
 
@@ -96,8 +97,13 @@ SPEC = ActionSpec(
     name="generalize",
     doc="Publish a coarser value: status class, a geo level, or a numeric bin.",
     options=(
-        Option("to", str, "bins", "status_class, continent, country, region or bins",
-               choices=("status_class", "continent", "country", "region", "bins")),
+        Option(
+            "to",
+            str,
+            "bins",
+            "status_class, continent, country, region or bins",
+            choices=("status_class", "continent", "country", "region", "bins"),
+        ),
         Option("bins", list, [], "bin edges for to: bins", check=_check_bins),
     ),
     build=build,

@@ -66,7 +66,7 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
         except ValueError:
             return None
         if address.version == 6:
-            carried = embedded_ipv4(address)  # type: ignore[arg-type]
+            carried = embedded_ipv4(address)
             if carried is not None:
                 address = carried
         bits = v4_bits if address.version == 4 else v6_bits
@@ -98,8 +98,13 @@ SPEC = ActionSpec(
     options=(
         Option("ipv4_prefix", int, 24, "IPv4 bits kept", check=_check_prefix(32)),
         Option("ipv6_prefix", int, 48, "IPv6 bits kept", check=_check_prefix(128)),
-        Option("format", str, "cidr", "'cidr' (203.0.113.0/24) or 'address' (203.0.113.0)",
-               choices=("cidr", "address")),
+        Option(
+            "format",
+            str,
+            "cidr",
+            "'cidr' (203.0.113.0/24) or 'address' (203.0.113.0)",
+            choices=("cidr", "address"),
+        ),
     ),
     build=build,
     accepts=frozenset({"client.ip"}),

@@ -234,9 +234,7 @@ class _State:
     ) -> None:
         self.readers = readers
         self.signatures = signatures
-        self.cached: Callable[[str], Geo] = functools.lru_cache(maxsize=cache_size)(
-            self._lookup
-        )
+        self.cached: Callable[[str], Geo] = functools.lru_cache(maxsize=cache_size)(self._lookup)
 
     def _lookup(self, ip: str) -> Geo:
         if not ip or not isinstance(ip, str):

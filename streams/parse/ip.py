@@ -57,8 +57,8 @@ def parse_ip(text: str) -> IPAddress | None:
         address = ipaddress.ip_address(raw)
     except ValueError:
         return None
-    if address.version == 6 and address.ipv4_mapped is not None:  # type: ignore[union-attr]
-        return address.ipv4_mapped  # type: ignore[union-attr]
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
     return address
 
 

@@ -104,7 +104,11 @@ class JsonParser:
             raise RejectedLine(PARSE_BAD_JSON)
         get = self._get
         client = _text(get(doc, "client"))
-        ip = None if client is None else self._resolver.resolve(client, _text(get(doc, "forwarded_for")))
+        ip = (
+            None
+            if client is None
+            else self._resolver.resolve(client, _text(get(doc, "forwarded_for")))
+        )
         if ip is None:
             raise RejectedLine(PARSE_BAD_IP)
         time = get(doc, "time")

@@ -140,7 +140,9 @@ def compile_apache(
     if pos < len(log_format):
         stray = log_format.find("%", pos)
         if stray >= 0:
-            raise FormatError(f"unsupported directive {log_format[stray:stray + 2]!r} at column {stray}")
+            raise FormatError(
+                f"unsupported directive {log_format[stray : stray + 2]!r} at column {stray}"
+            )
         parts.append(log_format[pos:])
     return LineParser(name, parts, ClientResolver(trusted_proxies))
 
@@ -238,9 +240,7 @@ class LineParser:
             raise FormatError(f"{name}: the format has no client address (%h, %a, $remote_addr)")
         if not any(r.startswith("time") for r in roles):
             raise FormatError(f"{name}: the format has no request time (%t, $time_local, ...)")
-        pattern = "".join(
-            re.escape(p) if isinstance(p, str) else _field_regex(p) for p in parts
-        )
+        pattern = "".join(re.escape(p) if isinstance(p, str) else _field_regex(p) for p in parts)
         self.regex = re.compile(pattern + r"\s*\Z")
         self.fields = tuple(fields)
         self._build = _generate_builder(self.fields, resolver)
@@ -295,7 +295,7 @@ def _generate_builder(
                 if q is not None
                 else ""
             )
-            lines.append(f"    r.target = " + _NULLABLE.format(v=v, u=text + query))
+            lines.append("    r.target = " + _NULLABLE.format(v=v, u=text + query))
         elif role == "status":
             lines.append(f"    r.status = None if {v} == '-' else int({v})")
         elif role == "bytes":
@@ -318,5 +318,5 @@ def _generate_builder(
         "epoch_time": epoch_time, "epoch_millis": epoch_millis, "epoch_micros": epoch_micros,
         "split_request_line": split_request_line, "unescape": unescape,
     }  # fmt: skip
-    exec(compile("\n".join(lines), "<logformat>", "exec"), namespace)  # noqa: S102 - our own code
+    exec(compile("\n".join(lines), "<logformat>", "exec"), namespace)
     return namespace["build"]  # type: ignore[return-value]

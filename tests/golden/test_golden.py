@@ -25,7 +25,9 @@ def render(pipeline: Pipeline, sample: Path) -> dict[str, bytes]:
     if lines and lines[-1] == b"":
         lines.pop()
     out = pipeline.test(lines)
-    files = {f"{name}.ndjson": b"".join(v + b"\n" for v in out.values(name)) for name in pipeline.names}
+    files = {
+        f"{name}.ndjson": b"".join(v + b"\n" for v in out.values(name)) for name in pipeline.names
+    }
     files["rejected.ndjson"] = b"".join(dead_letter(r) + b"\n" for r in out.rejections)
     return files
 

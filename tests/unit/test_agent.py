@@ -32,98 +32,291 @@ def parser() -> AgentParser:
 # (ua, browser, browser_major, os, os_major, device, is_bot)
 CASES = [
     (CHROME_WIN, "Chrome", "124", "Windows", "10", "desktop", False),
-    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/124.0.0.0 Safari/537.36 Edg/124.0.2478.80",
-     "Edge", "124", "Windows", "10", "desktop", False),
-    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0",
-     "Firefox", "125", "Windows", "10", "desktop", False),
-    ("Mozilla/5.0 (Windows NT 5.1) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/49.0.2623.112 Safari/537.36",
-     "Chrome", "49", "Windows", None, "desktop", False),  # "XP" is not a digit version
-    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like "
-     "Gecko) Version/17.4 Safari/605.1.15",
-     "Safari", "17", "Mac OS X", "10", "desktop", False),
-    ("Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
-     "Firefox", "125", "Ubuntu", None, "desktop", False),
-    ("Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/124.0.0.0 Safari/537.36",
-     "Chrome", "124", "Chrome OS", "14541", "desktop", False),
-    ("Mozilla/5.0 (X11; FreeBSD amd64; rv:124.0) Gecko/20100101 Firefox/124.0",
-     "Firefox", "124", "FreeBSD", None, "desktop", False),
-    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
-     "like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
-     "Mobile Safari", "17", "iOS", "17", "mobile", False),
-    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
-     "like Gecko) CriOS/124.0.6367.88 Mobile/15E148 Safari/604.1",
-     "Chrome Mobile iOS", "124", "iOS", "17", "mobile", False),
-    ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/124.0.0.0 Mobile Safari/537.36",
-     "Chrome Mobile", "124", "Android", "14", "mobile", False),
-    ("Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/124.0.0.0 Mobile Safari/537.36",
-     "Chrome Mobile", "124", "Android", "10", "mobile", False),
-    ("Mozilla/5.0 (Linux; Android 13; SAMSUNG SM-S918B) AppleWebKit/537.36 (KHTML, like "
-     "Gecko) SamsungBrowser/24.0 Chrome/117.0.0.0 Mobile Safari/537.36",
-     "Samsung Internet", "24", "Android", "13", "mobile", False),
-    ("Mozilla/5.0 (Android 14; Mobile; rv:125.0) Gecko/125.0 Firefox/125.0",
-     "Firefox Mobile", "125", "Android", "14", "mobile", False),
-    ("Mozilla/5.0 (Linux; Android 11; CUBOT X30) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/124.0.0.0 Mobile Safari/537.36",  # "CUBOT" is a phone brand, not a bot
-     "Chrome Mobile", "124", "Android", "11", "mobile", False),
-    ("Mozilla/5.0 (Windows Phone 10.0; Android 6.0.1; Microsoft; Lumia 950) AppleWebKit/537.36"
-     " (KHTML, like Gecko) Chrome/52.0.2743.116 Mobile Safari/537.36 Edge/15.15063",
-     "Edge Mobile", "15", "Windows Phone", "10", "mobile", False),
-    ("Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko)"
-     " Version/17.4 Mobile/15E148 Safari/604.1",
-     "Mobile Safari", "17", "iOS", "17", "tablet", False),
-    ("Mozilla/5.0 (Linux; Android 14; SM-X710) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/124.0.0.0 Safari/537.36",
-     "Chrome", "124", "Android", "14", "tablet", False),
-    ("Mozilla/5.0 (Linux; Android 13; Lenovo TB-X606F) AppleWebKit/537.36 (KHTML, like Gecko)"
-     " Chrome/124.0.0.0 Safari/537.36",
-     "Chrome", "124", "Android", "13", "tablet", False),
-    ("Mozilla/5.0 (Linux; Android 9; KFTRWI) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Silk/124.3.1 like Chrome/124.0.6367.219 Safari/537.36",
-     "Amazon Silk", "124", "Android", "9", "tablet", False),
-    ("Mozilla/5.0 (Android 14; Tablet; rv:125.0) Gecko/125.0 Firefox/125.0",
-     "Firefox Mobile", "125", "Android", "14", "tablet", False),
-    ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-     "Googlebot", "2", None, None, "bot", True),
-    ("Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, "
-     "like Gecko) Chrome/124.0.6367.91 Mobile Safari/537.36 (compatible; Googlebot/2.1; "
-     "+http://www.google.com/bot.html)",
-     "Googlebot", "2", "Android", "6", "bot", True),
-    ("Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
-     "bingbot", "2", None, None, "bot", True),
-    ("Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; "
-     "+https://openai.com/gptbot)", "GPTBot", "1", None, None, "bot", True),
-    ("facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
-     "FacebookBot", "1", None, None, "bot", True),
-    ("Mozilla/5.0 (compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)",
-     "UptimeRobot", "2", None, None, "bot", True),
+    (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/124.0.0.0 Safari/537.36 Edg/124.0.2478.80",
+        "Edge",
+        "124",
+        "Windows",
+        "10",
+        "desktop",
+        False,
+    ),
+    (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0",
+        "Firefox",
+        "125",
+        "Windows",
+        "10",
+        "desktop",
+        False,
+    ),
+    (
+        "Mozilla/5.0 (Windows NT 5.1) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/49.0.2623.112 Safari/537.36",
+        "Chrome",
+        "49",
+        "Windows",
+        None,
+        "desktop",
+        False,
+    ),  # "XP" is not a digit version
+    (
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like "
+        "Gecko) Version/17.4 Safari/605.1.15",
+        "Safari",
+        "17",
+        "Mac OS X",
+        "10",
+        "desktop",
+        False,
+    ),
+    (
+        "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
+        "Firefox",
+        "125",
+        "Ubuntu",
+        None,
+        "desktop",
+        False,
+    ),
+    (
+        "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/124.0.0.0 Safari/537.36",
+        "Chrome",
+        "124",
+        "Chrome OS",
+        "14541",
+        "desktop",
+        False,
+    ),
+    (
+        "Mozilla/5.0 (X11; FreeBSD amd64; rv:124.0) Gecko/20100101 Firefox/124.0",
+        "Firefox",
+        "124",
+        "FreeBSD",
+        None,
+        "desktop",
+        False,
+    ),
+    (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
+        "like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+        "Mobile Safari",
+        "17",
+        "iOS",
+        "17",
+        "mobile",
+        False,
+    ),
+    (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
+        "like Gecko) CriOS/124.0.6367.88 Mobile/15E148 Safari/604.1",
+        "Chrome Mobile iOS",
+        "124",
+        "iOS",
+        "17",
+        "mobile",
+        False,
+    ),
+    (
+        "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/124.0.0.0 Mobile Safari/537.36",
+        "Chrome Mobile",
+        "124",
+        "Android",
+        "14",
+        "mobile",
+        False,
+    ),
+    (
+        "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/124.0.0.0 Mobile Safari/537.36",
+        "Chrome Mobile",
+        "124",
+        "Android",
+        "10",
+        "mobile",
+        False,
+    ),
+    (
+        "Mozilla/5.0 (Linux; Android 13; SAMSUNG SM-S918B) AppleWebKit/537.36 (KHTML, like "
+        "Gecko) SamsungBrowser/24.0 Chrome/117.0.0.0 Mobile Safari/537.36",
+        "Samsung Internet",
+        "24",
+        "Android",
+        "13",
+        "mobile",
+        False,
+    ),
+    (
+        "Mozilla/5.0 (Android 14; Mobile; rv:125.0) Gecko/125.0 Firefox/125.0",
+        "Firefox Mobile",
+        "125",
+        "Android",
+        "14",
+        "mobile",
+        False,
+    ),
+    (
+        "Mozilla/5.0 (Linux; Android 11; CUBOT X30) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/124.0.0.0 Mobile Safari/537.36",  # "CUBOT" is a phone brand, not a bot
+        "Chrome Mobile",
+        "124",
+        "Android",
+        "11",
+        "mobile",
+        False,
+    ),
+    (
+        "Mozilla/5.0 (Windows Phone 10.0; Android 6.0.1; Microsoft; Lumia 950) AppleWebKit/537.36"
+        " (KHTML, like Gecko) Chrome/52.0.2743.116 Mobile Safari/537.36 Edge/15.15063",
+        "Edge Mobile",
+        "15",
+        "Windows Phone",
+        "10",
+        "mobile",
+        False,
+    ),
+    (
+        "Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko)"
+        " Version/17.4 Mobile/15E148 Safari/604.1",
+        "Mobile Safari",
+        "17",
+        "iOS",
+        "17",
+        "tablet",
+        False,
+    ),
+    (
+        "Mozilla/5.0 (Linux; Android 14; SM-X710) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/124.0.0.0 Safari/537.36",
+        "Chrome",
+        "124",
+        "Android",
+        "14",
+        "tablet",
+        False,
+    ),
+    (
+        "Mozilla/5.0 (Linux; Android 13; Lenovo TB-X606F) AppleWebKit/537.36 (KHTML, like Gecko)"
+        " Chrome/124.0.0.0 Safari/537.36",
+        "Chrome",
+        "124",
+        "Android",
+        "13",
+        "tablet",
+        False,
+    ),
+    (
+        "Mozilla/5.0 (Linux; Android 9; KFTRWI) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Silk/124.3.1 like Chrome/124.0.6367.219 Safari/537.36",
+        "Amazon Silk",
+        "124",
+        "Android",
+        "9",
+        "tablet",
+        False,
+    ),
+    (
+        "Mozilla/5.0 (Android 14; Tablet; rv:125.0) Gecko/125.0 Firefox/125.0",
+        "Firefox Mobile",
+        "125",
+        "Android",
+        "14",
+        "tablet",
+        False,
+    ),
+    (
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        "Googlebot",
+        "2",
+        None,
+        None,
+        "bot",
+        True,
+    ),
+    (
+        "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, "
+        "like Gecko) Chrome/124.0.6367.91 Mobile Safari/537.36 (compatible; Googlebot/2.1; "
+        "+http://www.google.com/bot.html)",
+        "Googlebot",
+        "2",
+        "Android",
+        "6",
+        "bot",
+        True,
+    ),
+    (
+        "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+        "bingbot",
+        "2",
+        None,
+        None,
+        "bot",
+        True,
+    ),
+    (
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; "
+        "+https://openai.com/gptbot)",
+        "GPTBot",
+        "1",
+        None,
+        None,
+        "bot",
+        True,
+    ),
+    (
+        "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+        "FacebookBot",
+        "1",
+        None,
+        None,
+        "bot",
+        True,
+    ),
+    (
+        "Mozilla/5.0 (compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)",
+        "UptimeRobot",
+        "2",
+        None,
+        None,
+        "bot",
+        True,
+    ),
     ("curl/8.5.0", "curl", "8", None, None, "bot", True),
     ("Wget/1.21.4", "Wget", "1", None, None, "bot", True),
     ("python-requests/2.31.0", "Python Requests", "2", None, None, "bot", True),
     ("Go-http-client/1.1", "Go-http-client", "1", None, None, "bot", True),
-    ("Apache-HttpClient/4.5.14 (Java/17.0.8)", "Apache-HttpClient", "4", None, None, "bot",
-     True),
-    ("node-fetch/1.0 (+https://github.com/bitinn/node-fetch)", None, None, None, None, "bot",
-     True),
-    ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "HeadlessChrome/120.0.6099.109 Safari/537.36",
-     "HeadlessChrome", "120", "Linux", None, "bot", True),
+    ("Apache-HttpClient/4.5.14 (Java/17.0.8)", "Apache-HttpClient", "4", None, None, "bot", True),
+    ("node-fetch/1.0 (+https://github.com/bitinn/node-fetch)", None, None, None, None, "bot", True),
+    (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "HeadlessChrome/120.0.6099.109 Safari/537.36",
+        "HeadlessChrome",
+        "120",
+        "Linux",
+        None,
+        "bot",
+        True,
+    ),
     ("okhttp/4.12.0", "okhttp", "4", None, None, "other", False),  # app traffic, people
-    ("Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "SamsungBrowser/4.0 Chrome/76.0.3809.146 TV Safari/537.36",
-     "Samsung Internet", "4", "Tizen", "6", "other", False),
+    (
+        "Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "SamsungBrowser/4.0 Chrome/76.0.3809.146 TV Safari/537.36",
+        "Samsung Internet",
+        "4",
+        "Tizen",
+        "6",
+        "other",
+        False,
+    ),
     ("Mozilla/5.0", None, None, None, None, "other", False),
     ("something entirely made up", None, None, None, None, "other", False),
 ]
 
 
-@pytest.mark.parametrize(
-    ("ua", "browser", "bmajor", "os", "omajor", "device", "is_bot"), CASES
-)
+@pytest.mark.parametrize(("ua", "browser", "bmajor", "os", "omajor", "device", "is_bot"), CASES)
 def test_known_agents(
     parser: AgentParser,
     ua: str,

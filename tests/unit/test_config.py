@@ -100,7 +100,11 @@ def test_all_problems_are_reported_at_once() -> None:
     cfg = copy.deepcopy(base())
     cfg["inputt"] = {}
     cfg["destinations"]["ops"]["fields"]["a"] = {"from": "client.ip", "action": "keep"}
-    cfg["destinations"]["ops"]["fields"]["b"] = {"from": "request.time", "action": "coarsen_time", "bucket": "1s"}
+    cfg["destinations"]["ops"]["fields"]["b"] = {
+        "from": "request.time",
+        "action": "coarsen_time",
+        "bucket": "1s",
+    }
     assert len(validate(cfg)) == 3
 
 
@@ -112,7 +116,10 @@ def test_unsafe_is_allowed_and_warned() -> None:
 
 
 def test_shipped_configs_are_valid() -> None:
-    for path in [ROOT / "config" / "logfog.yaml", *sorted((ROOT / "config" / "examples").glob("*.*"))]:
+    for path in [
+        ROOT / "config" / "logfog.yaml",
+        *sorted((ROOT / "config" / "examples").glob("*.*")),
+    ]:
         if path.suffix in (".yaml", ".yml", ".toml"):
             load_file(path)
 

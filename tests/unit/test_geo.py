@@ -83,9 +83,7 @@ def test_sample_ips(geo: GeoLookup, ip: str, expected: tuple[object, ...]) -> No
 
 
 def test_full_record_ipv4(geo: GeoLookup) -> None:
-    assert geo.lookup("192.0.2.200") == Geo(
-        "DE", "EU", "Bavaria", "Munich", "Europe/Berlin", 64496
-    )
+    assert geo.lookup("192.0.2.200") == Geo("DE", "EU", "Bavaria", "Munich", "Europe/Berlin", 64496)
 
 
 def test_full_record_ipv6(geo: GeoLookup) -> None:
@@ -174,9 +172,7 @@ def _shared(dbs: dict[str, str]) -> GeoLookup:
 
 def test_latitude_longitude_postcode_never_exposed(geo: GeoLookup) -> None:
     assert not {"latitude", "longitude", "location", "postcode", "postal"} & set(Geo._fields)
-    postcodes = {
-        rec["postal"]["code"] for rec in DEFAULT_CITY.values() if "postal" in rec
-    }
+    postcodes = {rec["postal"]["code"] for rec in DEFAULT_CITY.values() if "postal" in rec}
     assert SECRET_LATITUDES and postcodes
     for ip in SAMPLE_IPS:
         g = geo.lookup(ip)
@@ -225,8 +221,9 @@ def test_region_falls_back_to_iso_code(tmp_path: Path) -> None:
 def test_enterprise_style_asn_in_traits(tmp_path: Path) -> None:
     rec = city_record("US", "NA", city="Austin")
     rec["traits"] = {"autonomous_system_number": 64511}
-    path = build_city_db(tmp_path / "e.mmdb", {"198.51.100.0/24": rec},
-                         database_type="GeoIP2-Enterprise")
+    path = build_city_db(
+        tmp_path / "e.mmdb", {"198.51.100.0/24": rec}, database_type="GeoIP2-Enterprise"
+    )
     assert GeoLookup(city=path).lookup("198.51.100.3").asn == 64511
 
 

@@ -17,7 +17,9 @@ def line(**fields: object) -> str:
 
 
 def test_nginx_names_by_default() -> None:
-    r = build_parser("json")(line(http_accept_language="de-CH", host="a.example", body_bytes_sent="7"))
+    r = build_parser("json")(
+        line(http_accept_language="de-CH", host="a.example", body_bytes_sent="7")
+    )
     assert (r.ip, r.time, r.target, r.status, r.language, r.host, r.bytes_sent) == (
         "203.0.113.9", 971211336, "/x?y=1", 200, "de-CH", "a.example", 7,
     )  # fmt: skip

@@ -96,7 +96,9 @@ def test_nginx_main_with_forwarded_for() -> None:
 def test_nginx_custom_variables() -> None:
     parser = compile_nginx('$remote_addr [$time_iso8601] "$request_method $request_uri" '
                            '$status $request_time "$http_accept_language" $host')  # fmt: skip
-    r = parser.parse('203.0.113.9 [2000-10-10T20:55:36+00:00] "POST /api?x=1" 201 0.250 "fr" a.example')
+    r = parser.parse(
+        '203.0.113.9 [2000-10-10T20:55:36+00:00] "POST /api?x=1" 201 0.250 "fr" a.example'
+    )
     assert (r.time, r.method, r.target, r.status, r.duration_ms, r.language, r.host) == (
         971211336, "POST", "/api?x=1", 201, 250.0, "fr", "a.example",
     )  # fmt: skip
@@ -104,7 +106,7 @@ def test_nginx_custom_variables() -> None:
 
 def test_nginx_hex_escapes_are_decoded() -> None:
     r = build_parser("nginx_combined")(
-        f'203.0.113.9 - - [10/Oct/2000:13:55:36 -0700] "GET /a\\x22b HTTP/1.1" 200 5 "-" "x\\x22y"'
+        '203.0.113.9 - - [10/Oct/2000:13:55:36 -0700] "GET /a\\x22b HTTP/1.1" 200 5 "-" "x\\x22y"'
     )
     assert r.target == '/a"b' and r.user_agent == 'x"y'
 
@@ -114,7 +116,10 @@ def test_nginx_hex_escapes_are_decoded() -> None:
     [
         ("garbage", "parse.no_match"),
         (f'not-an-ip - - {T} "GET / HTTP/1.1" 200 5 "-" "-"', "parse.bad_ip"),
-        ('203.0.113.9 - - [10/Foo/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 5 "-" "-"', "parse.bad_time"),
+        (
+            '203.0.113.9 - - [10/Foo/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 5 "-" "-"',
+            "parse.bad_time",
+        ),
         (f'203.0.113.9 - - {T} "GET / HTTP/1.1" abc 5 "-" "-"', "parse.no_match"),
     ],
 )

@@ -24,7 +24,10 @@ def config(**extra_fields: Any) -> dict[str, Any]:
         "method": {"from": "request.method", "action": "keep"},
     }
     fields.update(extra_fields)
-    return {"input": {"format": "combined"}, "destinations": {"ops": {"topic": "o", "fields": fields}}}
+    return {
+        "input": {"format": "combined"},
+        "destinations": {"ops": {"topic": "o", "fields": fields}},
+    }
 
 
 def test_event_is_built_from_rules_only() -> None:
@@ -66,7 +69,7 @@ def test_too_long_and_invalid_utf8() -> None:
 def test_leaks_are_removed_and_counted_every_time() -> None:
     # keep on request.method is allowed; a "method" that is an email must not pass.
     cfg = config()
-    cfg["input"]["format"] = "apache:%h %t \"%m %U %H\" %>s"
+    cfg["input"]["format"] = 'apache:%h %t "%m %U %H" %>s'
     p = Pipeline.from_config(cfg)
     line = f'203.0.113.9 {T} "GET /a HTTP/1.1" 200'
     out = p.test([line, line])
@@ -131,5 +134,7 @@ def test_dead_letters_carry_coordinates_not_payload() -> None:
 
 
 def test_drop_is_absent_and_unknown_fields_never_appear() -> None:
-    out = Pipeline.from_config(config(cookie={"from": "request.cookie", "action": "drop"})).test([GOOD])
+    out = Pipeline.from_config(config(cookie={"from": "request.cookie", "action": "drop"})).test(
+        [GOOD]
+    )
     assert set(out.events("ops")[0]) == {"net", "time", "route", "status", "method"}

@@ -9,7 +9,9 @@ from streams.keys import DerivedKeyRing, EphemeralKeyRing
 DAY = 86400
 
 
-def build(ring: object, scope: str = "site", algorithm: str = "blake2b", length: int = 16) -> object:
+def build(
+    ring: object, scope: str = "site", algorithm: str = "blake2b", length: int = 16
+) -> object:
     return SPEC.build({"scope": scope, "algorithm": algorithm, "length": length},
                       BuildContext(site="www.example.org", keyring=ring))  # fmt: skip
 
