@@ -25,7 +25,6 @@ from streams.actions import REGISTRY
 from streams.actions.base import BuildContext, Transform
 from streams.actions.coarsen_time import FLOORS as TIME_FLOORS
 from streams.actions.coarsen_time import bucket_seconds
-from streams.actions.drop import DROPPED
 from streams.detect import find_leak
 from streams.fields import SOURCES
 
@@ -59,6 +58,9 @@ _TEXT_KINDS = frozenset({"str", "ip"})
 _MEMOIZED = frozenset({"truncate_ip"})
 
 
+_MISS: Any = object()  # memo sentinel: None is a legitimate memoized value
+
+
 def _expression(source: str) -> str:
     if source in _REQUEST_ATTRS:
         return _REQUEST_ATTRS[source]
@@ -81,7 +83,7 @@ def swept(transform: Transform, leaks: Counter[str], size: int) -> Transform:
     """
     memo: dict[Any, Any] = {}
     get = memo.get
-    missing = object()
+    missing = _MISS
 
     def apply(value: Any) -> Any:
         out = get(value, missing)
@@ -98,6 +100,7 @@ def swept(transform: Transform, leaks: Counter[str], size: int) -> Transform:
         memo[value] = out
         return out
 
+    apply.memo = memo  # type: ignore[attr-defined] # the generated code inlines lookups
     return apply
 
 
@@ -111,7 +114,7 @@ def memoized(transform: Transform, size: int) -> Transform:
     """
     memo: dict[Any, Any] = {}
     get = memo.get
-    missing = object()
+    missing = _MISS
 
     def apply(value: Any) -> Any:
         out = get(value, missing)
@@ -122,6 +125,7 @@ def memoized(transform: Transform, size: int) -> Transform:
             memo[value] = out
         return out
 
+    apply.memo = memo  # type: ignore[attr-defined]
     return apply
 
 
@@ -160,14 +164,18 @@ def compile_rules(
     """Generate ``emit(r, append_0, append_1, ...)`` for a normalized config.
 
     ``append_i`` receives ``(key, value_bytes, timestamp_ms, event_dict)`` for
-    destination ``i``.
+    destination ``i``. Identical rules in several destinations (same action, options
+    and sources) are computed once per line; memo lookups are inlined, so a memo hit
+    costs a dict lookup, not a function call.
     """
     cache_size = config["enrich"]["cache_size"]
-    namespace: dict[str, Any] = {"dumps": dumps, "DROPPED": DROPPED}
+    namespace: dict[str, Any] = {"dumps": dumps, "MISS": _MISS}
+    compute: list[str] = []
     body: list[str] = []
     tail: list[str] = []  # appends come last: a failing rule leaves no half-emitted line
     destinations = []
     used: set[str] = set()
+    values: dict[str, str] = {}  # rule signature -> local variable holding its value
     for index, (name, dest) in enumerate(config["destinations"].items()):
         kind = dest["kind"]
         entries = []
@@ -183,11 +191,6 @@ def compile_rules(
                 continue
             if rule["action"] == "coarsen_time":
                 bucket = bucket_seconds(rule["options"])
-            context = BuildContext(
-                destination=name, destination_kind=kind, site=config["site"], keyring=keyring,
-                cache_size=cache_size, unsafe=rule["unsafe"], sources=tuple(sources),
-            )  # fmt: skip
-            transform = spec.build(rule["options"], context)
             text_out = rule["action"] not in _GENERATED and any(
                 SOURCES[s].kind in _TEXT_KINDS for s in sources
             )
@@ -196,19 +199,36 @@ def compile_rules(
             if rule["action"] == "keep" and not text_out:
                 entries.append(f"{out_name!r}: {argument}")  # a number or bool: no call at all
                 continue
-            fn = f"t{index}_{len(entries)}"
-            if text_out:
-                namespace[fn] = swept(transform, leaks, cache_size)
-            elif rule["action"] in _MEMOIZED:
-                namespace[fn] = memoized(transform, cache_size)
-            else:  # keyed or already cached in the action itself
-                namespace[fn] = transform
-            entries.append(f"{out_name!r}: {fn}({argument})")
+            signature = repr((rule["action"], sorted(rule["options"].items()), sources))
+            local = values.get(signature)
+            if local is None:
+                local = values[signature] = f"v{len(values)}"
+                context = BuildContext(
+                    destination=name, destination_kind=kind, site=config["site"],
+                    keyring=keyring, cache_size=cache_size, unsafe=rule["unsafe"],
+                    sources=tuple(sources),
+                )  # fmt: skip
+                transform = spec.build(rule["options"], context)
+                if text_out:
+                    wrapped = swept(transform, leaks, cache_size)
+                elif rule["action"] in _MEMOIZED:
+                    wrapped = memoized(transform, cache_size)
+                else:  # keyed (pseudonyms), or cheap enough to call
+                    wrapped = transform
+                namespace[f"f_{local}"] = wrapped
+                memo = getattr(wrapped, "memo", None)
+                if memo is not None:
+                    namespace[f"get_{local}"] = memo.get
+                    compute.append(f"    {local} = get_{local}({argument}, MISS)")
+                    compute.append(f"    if {local} is MISS: {local} = f_{local}({argument})")
+                else:
+                    compute.append(f"    {local} = f_{local}({argument})")
+            entries.append(f"{out_name!r}: {local}")
         key_field = dest["key"]
         key_expr = "None"
         if key_field is not None:
-            key_expr = f"(None if e[{key_field!r}] is None else str(e[{key_field!r}]).encode())"
-        key_expr = key_expr.replace("e[", f"e{index}[")
+            key = f"e{index}[{key_field!r}]"
+            key_expr = f"(None if {key} is None else str({key}).encode())"
         body.append(f"    e{index} = {{" + ", ".join(entries) + "}")
         tail.append(
             f"    append{index}(({key_expr}, dumps(e{index}), (t - t % {bucket}) * 1000, e{index}))"
@@ -241,8 +261,9 @@ def compile_rules(
         namespace["language"] = language
         head.append("    lang = language(r.language)")
     appends = ", ".join(f"append{i}" for i in range(len(destinations)))
-    source = "\n".join([f"def emit(r, {appends}):", *head, *body, *tail])
+    source = "\n".join([f"def emit(r, {appends}):", *head, *compute, *body, *tail])
     exec(compile(source, "<logfog rules>", "exec"), namespace)
+    log.debug("generated rules code:\n%s", source)
     warnings = tuple(
         f"destinations.{n}.fields.{f}: UNSAFE rule publishes personal data"
         for n, d in config["destinations"].items()

@@ -44,6 +44,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -77,7 +78,9 @@ _DIGIT_RUN5_RE: Final = re.compile(r"[0-9]{5}")
 _HEX16_RE: Final = re.compile(r"[0-9A-Fa-f]{16,}")
 _B64_RUN_RE: Final = re.compile(r"[A-Za-z0-9+/_=-]{20,}")
 _EMAIL_RE: Final = re.compile(  # lookbehind: start only at a run's first char (O(n))
-    r"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]+@(?:[^\W_](?:[\w-]*[^\W_])?\.)+(?:[^\W\d_]{2,}|xn--[\w-]+)"
+    # Local part: anything but separators, control characters included ("%00@x.io").
+    r"(?<![^\s@/\\,;:<>()\[\]\"])[^\s@/\\,;:<>()\[\]\"]+@"
+    r"(?:[^\W_](?:[\w-]*[^\W_])?\.)+(?:[^\W\d_]{2,}|xn--[\w-]+)"
 )
 _DENSITY_RE: Final = re.compile(r"@\d+(?:\.\d+)?x\.")
 _JWT_RE: Final = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{2,}")
@@ -114,18 +117,21 @@ def _classify(text: str) -> str | None:
         return PH_TOKEN
     if text.isdigit():  # before UUID: 32+ digits also match the dashless UUID form
         return PH_ID
-    if _UUID_RE.search(text):
+    # Length guards skip regex scans that cannot match (most segments are short).
+    size = len(text)
+    if size >= 32 and _UUID_RE.search(text):
         return PH_UUID
-    if _HEX16_RE.search(text):
+    if size >= 16 and _HEX16_RE.search(text):
         return PH_TOKEN
-    digits = sum(c.isdigit() for c in text)
+    digits = sum(map(str.isdigit, text))
     if digits >= 4:
-        alnum = sum(c.isalnum() for c in text)
+        alnum = sum(map(str.isalnum, text))
         if digits * 2 >= alnum or _DIGIT_RUN5_RE.search(text):
             return PH_ID
-    for m in _B64_RUN_RE.finditer(text):
-        if detect.looks_random(m.group(), min_mixed=12):
-            return PH_TOKEN
+    if size >= 20:
+        for m in _B64_RUN_RE.finditer(text):
+            if detect.looks_random(m.group(), min_mixed=12):
+                return PH_TOKEN
     leak = detect.find_leak(text)
     if leak is not None:
         return PH_ID if leak == "card" else PH_EMAIL if leak == "email" else PH_TOKEN
@@ -141,13 +147,44 @@ def template_segment(segment: str) -> str:
     if _PLAIN_RE.fullmatch(segment):
         return segment
     segment = segment.partition(";")[0]
-    placeholder = _classify(_decode(segment))
+    # The raw form too: a local part may itself be percent-encoded ("%00@a.ac").
+    placeholder = PH_EMAIL if _has_email(segment) else _classify(_decode(segment))
     return segment if placeholder is None else placeholder
+
+
+# Segments and whole paths repeat across requests and across destinations (ops and
+# product template the same path): one bounded memo each, shared by every policy.
+_segment_memo = functools.lru_cache(maxsize=65536)(template_segment)
+_path_memo: dict[str, str] = {}
+_PATH_MEMO_SIZE: Final = 65536
+# Whole segments that hold anything a placeholder could be for: a digit, "@", "%",
+# ";" (matrix parameters) or a non-ASCII letter. Everything else is kept at C speed.
+_CANDIDATE_SEGMENT_RE: Final = re.compile(
+    r"(?<![^/])(?!\{(?:id|uuid)\}(?:/|$))[^/]*?[0-9@%;\x80-\U0010ffff][^/]*"
+)
+
+
+def _replace_segment(m: re.Match[str]) -> str:
+    return _segment_memo(m.group())
+
+
+# The two commonest identifiers, whole segments, replaced without a Python callback.
+_DIGITS_SEGMENT_RE: Final = re.compile(r"(?<![^/])[0-9]+(?![^/])")
+_UUID_SEGMENT_RE: Final = re.compile(
+    r"(?<![^/])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}(?![^/])"
+)
 
 
 def template_path(path: str) -> str:
     """Replace identifying path segments with placeholders; see the module docstring."""
-    return "/".join([template_segment(s) for s in path.split("/")])
+    out = _path_memo.get(path)
+    if out is None:
+        out = _UUID_SEGMENT_RE.sub(PH_UUID, _DIGITS_SEGMENT_RE.sub(PH_ID, path))
+        out = _CANDIDATE_SEGMENT_RE.sub(_replace_segment, out)
+        if len(_path_memo) >= _PATH_MEMO_SIZE:
+            _path_memo.clear()
+        _path_memo[path] = out
+    return out
 
 
 def template_value(value: str) -> str:
@@ -160,7 +197,7 @@ def template_value(value: str) -> str:
         return value
     if _PLAIN_RE.fullmatch(value):
         return value
-    placeholder = _classify(_decode(value))
+    placeholder = PH_EMAIL if _has_email(value) else _classify(_decode(value))
     return value if placeholder is None else placeholder
 
 
@@ -170,6 +207,15 @@ class QueryAllow:
 
     exact: frozenset[str]
     prefixes: tuple[str, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.exact and not self.prefixes
+
+    def may_match(self, query: str) -> bool:
+        """Cheap prefilter: could any allowed key occur in ``query`` at all?"""
+        lowered = query.lower()
+        return any(k in lowered for k in self.exact) or any(p in lowered for p in self.prefixes)
 
     def __call__(self, key: str) -> bool:
         key = key.lower()
@@ -217,7 +263,7 @@ def filter_query(query: str, allow: QueryAllow, template: bool = True) -> str:
     >>> filter_query("q=secret&page=2&utm_campaign=spring%20sale", compile_allow(["utm_*", "page"]))
     'page=2&utm_campaign=spring%20sale'
     """
-    if not query:
+    if not query or not allow.may_match(query):
         return ""
     out = []
     for key, value in parse_qsl(query, keep_blank_values=True):
@@ -258,11 +304,12 @@ def _strip_host(host: str) -> str | None:
     return host
 
 
+@functools.lru_cache(maxsize=16384)
 def registrable_domain(host: str) -> str | None:
     """Registrable domain (eTLD+1) of ``host``, lower-case ASCII; ``None`` if unusable.
 
     ``host`` may carry userinfo and a port. IP-literal hosts give ``None``: an IP must
-    never be published.
+    never be published. Cached: referrer hosts repeat far more than referrer URLs.
     """
     stripped = _strip_host(host)
     if not stripped:

@@ -32,16 +32,17 @@ True
 
 from __future__ import annotations
 
-import functools
+import re
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from streams import urls
 from streams.actions import url_policy
 from streams.actions.base import ActionSpec, BuildContext, Option, Transform
 
 MAX_REFERRER: Final = 8192
+# scheme://netloc path ?query #fragment, as urlsplit splits an http(s) URL.
+_HTTP_URL: Final = re.compile(r"(?i:https?)://([^/?#]*)([^?#]*)(?:\?([^#]*))?")
 
 
 def _check_domains(value: Any) -> str | None:
@@ -70,27 +71,22 @@ def _build(options: Mapping[str, Any], ctx: BuildContext) -> Transform:
     allow = urls.compile_allow(options.get("allow_query", url_policy.DEFAULT_ALLOW_QUERY))
     path_policy = url_policy.make_target_policy(allow, template=True, keep_query=True)
 
-    @functools.lru_cache(maxsize=ctx.cache_size)
+    # Uncached on purpose: the rules compiler memoizes every text transform once.
     def referrer_policy(value: Any) -> str | None:
         if not isinstance(value, str) or not value or len(value) > MAX_REFERRER:
             return None
-        value = value.strip()
-        if not value[:8].lower().startswith(("http://", "https://")):
+        m = _HTTP_URL.match(value.strip())
+        if m is None:
             return None
-        try:
-            parts = urlsplit(value)
-            host = parts.netloc
-        except ValueError:
-            return None
-        domain = urls.registrable_domain(host)
+        domain = urls.registrable_domain(m.group(1))
         if domain is None:
             return None
         if domain in sites:
             if not same_site_path:
                 return domain
-            target = parts.path or "/"
-            if parts.query:
-                target = f"{target}?{parts.query}"
+            target = m.group(2) or "/"
+            if m.group(3):
+                target = f"{target}?{m.group(3)}"
             return path_policy(target if target.startswith("/") else "/" + target)
         return domain if keep_cross else None
 

@@ -32,7 +32,6 @@ or allowing a bare ``*`` loosens the privacy floor and needs ``unsafe: true``.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -69,21 +68,22 @@ def make_target_policy(
         if not target or len(target) > MAX_TARGET:
             return None
         if target[0] == "/":
-            # Origin form. Parse it behind a dummy authority: urlsplit alone would take
-            # "//a/b" as host "a".
-            target = "http://h" + target
+            # Origin form, the common case: path ? query # fragment, split by hand
+            # (what urlsplit does for it, at a fraction of the cost; "//a/b" stays a path).
+            path, _, query = target.partition("#")[0].partition("?")
         elif not target[:8].lower().startswith(("http://", "https://")):
             return None
-        try:
-            parts = urlsplit(target)
-        except ValueError:
-            return None
-        path = parts.path or "/"
+        else:
+            try:
+                parts = urlsplit(target)
+            except ValueError:
+                return None
+            path, query = parts.path or "/", parts.query
         if template:
             path = urls.template_path(path)
-        if not keep_query or not parts.query:
+        if not keep_query or not query or allow.empty:
             return path
-        query = urls.filter_query(parts.query, allow, template=template)
+        query = urls.filter_query(query, allow, template=template)
         return f"{path}?{query}" if query else path
 
     return apply
@@ -97,7 +97,7 @@ def _options(options: Mapping[str, Any]) -> tuple[urls.QueryAllow, bool, bool]:
 def _build(options: Mapping[str, Any], ctx: BuildContext) -> Transform:
     policy = make_target_policy(*_options(options))
 
-    @functools.lru_cache(maxsize=ctx.cache_size)
+    # Uncached on purpose: the rules compiler memoizes every text transform once.
     def url_policy(value: Any) -> str | None:
         if not isinstance(value, str):
             return None

@@ -219,6 +219,8 @@ def split_request_line(line: str) -> tuple[str | None, str | None, str | None]:
     (None, None, None)
     """
     parts = line.split(" ")
+    if len(parts) == 3 and parts[0] in _COMMON_METHODS and parts[2].startswith("HTTP/"):
+        return parts[0], parts[1], parts[2]
     if len(parts) == 3 and parts[2].startswith("HTTP/") and _METHOD.fullmatch(parts[0]):
         return parts[0], parts[1], parts[2]
     if len(parts) == 2 and _METHOD.fullmatch(parts[0]):  # HTTP/0.9
@@ -227,6 +229,7 @@ def split_request_line(line: str) -> tuple[str | None, str | None, str | None]:
 
 
 _METHOD = re.compile(r"[A-Z][A-Z_-]{0,19}")
+_COMMON_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"})
 
 
 class LineParser:
