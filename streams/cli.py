@@ -236,10 +236,9 @@ def cmd_ship(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from streams.broker import LocalBroker
+    from streams.broker import run_forever
 
-    LocalBroker(port=args.port).run_forever()
-    return 0
+    return run_forever(port=args.port)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -328,6 +327,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # kafka-python narrates every connection at INFO; our own lines say what matters.
+    for noisy in ("kafka", "aiokafka"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return int(args.func(args))
     except _expected_errors() as error:

@@ -1,0 +1,303 @@
+"""The streaming worker: the only module that imports Faust.
+
+One agent reads the raw topic, takes events in batches without acknowledging them,
+runs the pure pipeline over every line of every record, publishes the batch through
+the aiokafka producer (``streams.publish``) and acknowledges the source events only
+after the broker has acknowledged every output record. A crash or ``kill -9`` at any
+point therefore replays at most the unacknowledged batches: at-least-once, duplicates
+bounded by the commit interval plus one batch.
+
+Failure rules:
+- a bad line is a dead letter (reason code, coordinates), never an exception;
+- a failing rule is a ``rules.error`` dead letter (the pipeline catches it);
+- a broker that will not take our records: the batch is retried with backoff and
+  nothing is acknowledged meanwhile; the agent never dies over it;
+- SIGTERM: Faust stops the agent between batches, commits acknowledged offsets, exit 0.
+
+Web endpoints (Faust's web server): ``/healthz``, ``/readyz``, ``/metrics``
+(Prometheus), ``/status`` (a small live page) and ``/status.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("logfog.worker")
+
+BATCH_EVENTS = 2000  # Faust events per batch (each may carry many lines)
+BATCH_WITHIN = 0.05  # seconds to wait for a batch to fill
+RETRY_MAX_SECONDS = 10.0
+
+
+def faust_settings(config: Mapping[str, Any], bootstrap: str, web_port: int) -> dict[str, Any]:
+    """Faust settings tuned for fast group joins (see bench/NOTES-faust.md).
+
+    The short session/rebalance timeouts suit the local broker and tests; on a
+    production cluster set ``LOGFOG_SESSION_TIMEOUT`` higher (e.g. 30) to ride out
+    GC or CPU pauses without spurious rebalances.
+    """
+    session = float(os.environ.get("LOGFOG_SESSION_TIMEOUT", "6"))
+    datadir = os.environ.get("LOGFOG_DATA_DIR") or str(
+        Path(tempfile.gettempdir()) / "logfog" / config["kafka"]["group"]
+    )
+    Path(datadir).mkdir(parents=True, exist_ok=True)
+    return {
+        "broker": [f"kafka://{b.strip()}" for b in bootstrap.split(",")],
+        "value_serializer": "raw",
+        "key_serializer": "raw",
+        "web_enabled": True,
+        "web_port": web_port,
+        "web_bind": os.environ.get("LOGFOG_WEB_BIND", "0.0.0.0"),  # noqa: S104 - probes
+        "web_in_thread": False,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": session,
+        "broker_heartbeat_interval": max(0.5, session / 12),
+        "broker_rebalance_timeout": session,
+        "stream_recovery_delay": 0.0,
+        "broker_commit_every": 10_000,
+        "broker_commit_interval": 1.0,
+        "stream_buffer_maxsize": 16_384,
+        "broker_max_poll_records": 5_000,
+        "producer_linger": 0.005,
+        "producer_max_batch_size": 1 << 20,
+        "producer_max_request_size": 4 << 20,
+        "producer_acks": -1,
+        "stream_wait_empty": False,
+        "topic_allow_declare": False,  # topics are created by logfog itself, explicitly
+        "datadir": datadir,
+        "logging_config": None,
+    }
+
+
+class WorkerState:
+    """What the web views show; updated by the agent once per batch."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.ready = False
+        self.batches = 0
+        self.records_in = 0
+        self.records_out = 0
+        self.last_batch_at: float | None = None
+        self.publish_failures = 0
+        self.rates: list[tuple[float, int]] = []  # (time, lines so far) for the page
+
+    def note(self, lines: int) -> None:
+        now = time.time()
+        self.rates.append((now, lines))
+        cutoff = now - 300
+        while self.rates and self.rates[0][0] < cutoff:
+            self.rates.pop(0)
+
+
+def create_app(
+    config: Mapping[str, Any],
+    pipeline: Any,
+    *,
+    bootstrap: str,
+    web_port: int,
+    topic_partitions: Mapping[str, int],
+) -> Any:
+    """Build the Faust app, its agent and its web views for one compiled pipeline."""
+    import faust
+    from faust import web
+
+    from streams.metrics import Metrics
+    from streams.publish import Publisher
+    from streams.status import STATUS_PAGE, status_snapshot
+
+    kafka = config["kafka"]
+    app = faust.App(kafka["group"], **faust_settings(config, bootstrap, web_port))
+    raw_topic = app.topic(
+        kafka["raw"]["topic"],
+        partitions=kafka["raw"]["partitions"],
+        value_type=bytes,
+        key_type=bytes,
+        value_serializer="raw",
+        key_serializer="raw",
+    )
+    state = WorkerState()
+    metrics = Metrics(pipeline)
+    app.logfog_state = state  # type: ignore[attr-defined]
+    app.logfog_metrics = metrics  # type: ignore[attr-defined]
+    dead_topic = kafka["dead_letter"]["topic"]
+    publisher_box: dict[str, Publisher] = {}
+
+    def publisher() -> Publisher:
+        if "p" not in publisher_box:
+            # The aiokafka producer under Faust's (see publish.py for why).
+            producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
+            publisher_box["p"] = Publisher(
+                producer, pipeline.destinations, dead_topic, dict(topic_partitions)
+            )
+        return publisher_box["p"]
+
+    @app.agent(raw_topic, name="logfog-anonymize")
+    async def anonymize(stream: Any) -> None:
+        out = pipeline.new_output()
+        async for events in stream.noack_take(BATCH_EVENTS, within=BATCH_WITHIN):
+            started = time.perf_counter()
+            out.clear()
+            lines_before = pipeline.stats.lines
+            last_offsets = metrics.last_offsets
+            for event in events:
+                message = event.message
+                last_offsets[(message.topic, message.partition)] = message.offset
+                value = message.value or b""
+                if value.endswith(b"\n"):
+                    value = value[:-1]
+                pipeline.process_lines(
+                    value.split(b"\n"),
+                    out,
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                )
+            await _publish_until_done(publisher(), out, state, metrics)
+            for event in events:  # only now may their offsets be committed
+                await stream.ack(event)
+            pipeline.count_published(out)
+            state.batches += 1
+            state.records_in += len(events)
+            state.last_batch_at = time.time()
+            state.note(pipeline.stats.lines)
+            metrics.observe_batch(
+                len(events), pipeline.stats.lines - lines_before, time.perf_counter() - started
+            )
+
+    @app.task
+    async def on_started() -> None:
+        state.ready = True
+        log.info("worker ready: consuming %s, web on port %d", kafka["raw"]["topic"], web_port)
+
+    @app.page("/healthz")
+    async def healthz(self: web.View, request: web.Request) -> web.Response:
+        return self.json({"status": "ok", "uptime_s": round(time.time() - state.started, 1)})
+
+    @app.page("/readyz")
+    async def readyz(self: web.View, request: web.Request) -> web.Response:
+        assigned = len(app.consumer.assignment()) if app.consumer else 0
+        ready = state.ready and pipeline is not None
+        body = {"ready": ready, "assigned_partitions": assigned}
+        return self.json(body, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    async def metrics_view(self: web.View, request: web.Request) -> web.Response:
+        metrics.update_lag(app)
+        return self.bytes(metrics.render(), content_type=metrics.content_type)
+
+    @app.page("/status.json")
+    async def status_json(self: web.View, request: web.Request) -> web.Response:
+        metrics.update_lag(app)
+        return self.json(status_snapshot(state, pipeline, metrics))
+
+    @app.page("/status")
+    async def status_page(self: web.View, request: web.Request) -> web.Response:
+        return self.html(STATUS_PAGE)
+
+    return app
+
+
+async def _publish_until_done(publisher: Any, out: Any, state: WorkerState, metrics: Any) -> None:
+    """Publish a batch, retrying with backoff until the broker takes it.
+
+    Nothing upstream is acknowledged before this returns, so waiting is always safe;
+    giving up is not (the batch would be acknowledged by nobody and replayed, fine, but
+    an exception escaping the agent makes Faust restart it and re-read uncommitted
+    events in a loop). Errors are logged by type only.
+    """
+    delay = 0.2
+    while True:
+        try:
+            state.records_out += await publisher.publish(out)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the producer's KafkaError family and timeouts
+            state.publish_failures += 1
+            metrics.publish_failures.inc()
+            log.warning(
+                "publish failed (%s); retrying in %.1fs, nothing acknowledged",
+                type(error).__name__,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+
+def wait_for_broker(bootstrap: str, deadline_s: float | None = None) -> None:
+    """Block until the broker answers, logging clearly while it does not."""
+    from streams.admin import BrokerUnreachable, describe_topics
+
+    started = time.monotonic()
+    delay = 0.5
+    while True:
+        try:
+            describe_topics(bootstrap, [], timeout_s=3.0)
+            return
+        except BrokerUnreachable:
+            waited = time.monotonic() - started
+            if deadline_s is not None and waited > deadline_s:
+                raise
+            log.warning("broker %s not reachable yet (%.0fs); retrying", bootstrap, waited)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def prepare(config: Mapping[str, Any], bootstrap: str) -> dict[str, int]:
+    """Create/verify topics (idempotent) and return partition counts by topic."""
+    from streams.admin import describe_topics, ensure_topics
+    from streams.topics import topic_specs
+
+    specs = topic_specs(config)
+    for line in ensure_topics(bootstrap, specs):
+        log.info("%s", line)
+    described = describe_topics(bootstrap, [s.name for s in specs])
+    return {name: info.partitions for name, info in described.items()}
+
+
+def run_worker(
+    config_path: str, *, bootstrap: str | None, web_port: int, loglevel: str = "info"
+) -> int:
+    """``logfog worker``: load and compile everything, wait for the broker, run Faust."""
+    from streams.config import load_file
+    from streams.pipeline import Pipeline
+
+    config, warnings = load_file(config_path)
+    for warning in warnings:
+        log.warning("%s", warning)
+    bootstrap = bootstrap or os.environ.get("LOGFOG_BOOTSTRAP") or config["kafka"]["bootstrap"]
+    assert bootstrap is not None
+    pipeline = Pipeline.from_normalized(config)  # config, geo and key errors surface here
+    wait_for_broker(bootstrap)
+    partitions = prepare(config, bootstrap)
+    try:
+        import mode.loop
+
+        mode.loop.use("uvloop")  # measured 1.6-2.3x on the send paths (NOTES-faust.md)
+    except Exception:  # pragma: no cover - uvloop missing: asyncio's loop works
+        log.info("uvloop unavailable; using asyncio's event loop")
+    app = create_app(config, pipeline, bootstrap=bootstrap, web_port=web_port,
+                     topic_partitions=partitions)  # fmt: skip
+    from faust.worker import Worker
+
+    worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 0
+        log.info("worker stopped: %s", pipeline.stats.as_dict())
+        return code
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_worker(sys.argv[1], bootstrap=None, web_port=6066))

@@ -1,0 +1,124 @@
+"""Prometheus metrics for the worker: counts only, never payloads or identifiers.
+
+Pipeline totals are read from :class:`~streams.pipeline.Stats` at scrape time by a
+custom collector, so the hot path pays nothing for metrics. Labels are closed sets
+(destination names, reason codes, detector names): no label value comes from input.
+
+>>> from streams.pipeline import Pipeline
+>>> p = Pipeline.from_config({"destinations": {"ops": {"topic": "o", "fields": {
+...     "s": {"from": "response.status", "action": "keep"}}}}})
+>>> _ = p.test(["junk"])
+>>> b'logfog_rejected_total{reason="parse.no_match"} 1.0' in Metrics(p).render()
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+
+class _PipelineCollector(Collector):
+    def __init__(self, pipeline: Any) -> None:
+        self._pipeline = pipeline
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._pipeline.stats
+        lines = CounterMetricFamily("logfog_lines", "raw lines read")
+        lines.add_metric([], stats.lines)
+        yield lines
+        events = CounterMetricFamily("logfog_events", "events published", labels=["destination"])
+        for name in self._pipeline.names:
+            events.add_metric([name], stats.events.get(name, 0))
+        yield events
+        rejected = CounterMetricFamily("logfog_rejected", "lines dead-lettered", labels=["reason"])
+        for reason, count in sorted(stats.rejected.items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+        leaks = CounterMetricFamily(
+            "logfog_leaks_removed", "output values removed by the leak detectors", labels=["detector"]
+        )
+        for detector, count in sorted(stats.leaks.items()):
+            leaks.add_metric([detector], count)
+        yield leaks
+        utf8 = CounterMetricFamily("logfog_invalid_utf8_replaced", "lines with bad UTF-8 repaired")
+        utf8.add_metric([], stats.replaced_utf8)
+        yield utf8
+        extra = getattr(self._pipeline, "extra_metrics", None)
+        if extra is not None:
+            yield from extra()
+
+
+class Metrics:
+    """The worker's registry: pipeline totals plus batch timing, lag and failures."""
+
+    # aiohttp sets the charset itself and refuses one inside content_type.
+    content_type = CONTENT_TYPE_LATEST.split("; charset")[0]
+
+    def __init__(self, pipeline: Any) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_PipelineCollector(pipeline))
+        self.records_in = Counter(
+            "logfog_records_in", "Kafka records consumed", registry=self.registry
+        )
+        self.batch_seconds = Histogram(
+            "logfog_batch_seconds",
+            "processing + publishing time per batch (latency added by logfog)",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
+        self.publish_failures = Counter(
+            "logfog_publish_failures", "batches the broker did not take (retried)",
+            registry=self.registry,
+        )  # fmt: skip
+        self.lag = Gauge(
+            "logfog_consumer_lag",
+            "records behind the partition end (wrong on the local Tansu broker: see README)",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self.lag_by_partition: dict[tuple[str, int], int] = {}
+        self.last_offsets: dict[tuple[str, int], int] = {}
+
+    def observe_batch(self, records: int, lines: int, seconds: float) -> None:
+        self.records_in.inc(records)
+        self.batch_seconds.observe(seconds)
+
+    def update_lag(self, app: Any) -> None:
+        """Lag per assigned partition: high watermark minus next offset to process."""
+        consumer = getattr(app, "consumer", None)
+        if consumer is None:
+            return
+        try:
+            assigned = consumer.assignment()
+        except Exception:  # not started yet
+            return
+        for tp in assigned:
+            try:
+                high = consumer.highwater(tp)
+            except Exception:
+                continue
+            if high is None:
+                continue
+            done = self.last_offsets.get((tp.topic, tp.partition), -1) + 1
+            lag = max(0, int(high) - done)
+            self.lag_by_partition[(tp.topic, tp.partition)] = lag
+            self.lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        return self.registry.get_sample_value(name, labels or {})
+
+
+def gauge_family(name: str, doc: str, labels: list[str], rows: list[tuple[list[str], float]]) -> Metric:
+    family = GaugeMetricFamily(name, doc, labels=labels)
+    for label_values, value in rows:
+        family.add_metric(label_values, value)
+    return family

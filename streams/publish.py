@@ -1,0 +1,157 @@
+"""Publishing one processed batch through the aiokafka producer, in few requests.
+
+The pipeline hands over an :class:`~streams.pipeline.Output` per batch of raw records.
+Going through Faust's ``topic.send`` costs an await, a future and an attachment per
+event (``bench/NOTES-faust.md``); here every event is appended to an aiokafka
+``BatchBuilder`` (a plain synchronous call) and each builder is submitted once.
+
+Partitioning, documented because ordering depends on it:
+
+- keyed events (``key:`` in the destination, e.g. the product ``visitor``
+  pseudonym) go to ``int(key[:8], 16) % partitions`` when the key is hex (our
+  pseudonyms are), else to a CRC32 of the key: the same visitor always lands in the
+  same partition, so a visitor's events stay in order. Pseudonyms are uniformly
+  random, so partitions stay balanced without the Java client's murmur2;
+- unkeyed events (ops, NDJSON batches, dead letters) are "sticky": all events made
+  from one input batch go to one partition, and the next batch moves on to the next
+  partition (what Kafka's sticky partitioner does), so order within a batch holds.
+
+Nothing here logs payloads; failures are reported by topic and partition only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from streams.pipeline import Output, dead_letter
+from streams.rules import CompiledDestination
+
+#: A NDJSON record stays below Kafka's default 1 MB message limit.
+MAX_NDJSON_BYTES = 900_000
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """Partition of a keyed event; stable for a key.
+
+    >>> key_partition(b"9f86d081884c7d65", 4), key_partition(b"9f86d081884c7d65", 4)
+    (1, 1)
+    >>> key_partition(b"not-hex", 3) == zlib.crc32(b"not-hex") % 3
+    True
+    """
+    try:
+        return int(key[:8], 16) % partitions
+    except ValueError:
+        return zlib.crc32(key) % partitions
+
+
+def ndjson_records(values: Iterable[bytes], limit: int = MAX_NDJSON_BYTES) -> list[bytes]:
+    """Join event values into newline-delimited records of at most ``limit`` bytes.
+
+    >>> ndjson_records([b'{"a":1}', b'{"a":2}', b'{"a":3}'], limit=16)
+    [b'{"a":1}\\n{"a":2}', b'{"a":3}']
+    """
+    records: list[bytes] = []
+    current: list[bytes] = []
+    size = 0
+    for value in values:
+        if current and size + len(value) + 1 > limit:
+            records.append(b"\n".join(current))
+            current, size = [], 0
+        current.append(value)
+        size += len(value) + 1
+    if current:
+        records.append(b"\n".join(current))
+    return records
+
+
+@dataclass(slots=True)
+class PublishTarget:
+    topic: str
+    partitions: int
+    framing: str = "record"
+    sticky: int = 0  # next partition for unkeyed events
+
+
+class Publisher:
+    """Turns an Output into aiokafka batches and waits until the broker has them all."""
+
+    def __init__(
+        self,
+        producer: Any,
+        destinations: Sequence[CompiledDestination],
+        dead_letter_topic: str,
+        partitions: dict[str, int],
+    ) -> None:
+        self._producer = producer
+        self._targets = [
+            PublishTarget(d.topic, partitions[d.topic], d.framing) for d in destinations
+        ]
+        self._dead = PublishTarget(dead_letter_topic, partitions[dead_letter_topic])
+        self.records_sent = 0
+
+    async def publish(self, out: Output) -> int:
+        """Send everything in ``out``; return when every record is acknowledged.
+
+        Raises the producer's error if the broker does not take the records; the
+        caller then retries the same batch (nothing was acknowledged upstream yet).
+        """
+        batches: list[tuple[Any, str, int]] = []
+        for target, events in zip(self._targets, out.per_destination, strict=True):
+            if not events:
+                continue
+            if target.framing == "ndjson":
+                timestamp = max(e[2] for e in events)
+                records = ndjson_records(e[1] for e in events)
+                self._append_unkeyed(batches, target, ((None, r, timestamp) for r in records))
+            else:
+                self._append(batches, target, events)
+        if out.rejections:
+            letters = ((None, dead_letter(r), None) for r in out.rejections)
+            self._append_unkeyed(batches, self._dead, letters)
+        futures = []
+        for builder, topic, partition in batches:
+            futures.append(await self._producer.send_batch(builder, topic, partition=partition))
+        if futures:
+            await asyncio.gather(*futures)
+        sent = sum(b.record_count() for b, _, _ in batches)
+        self.records_sent += sent
+        return sent
+
+    def _append(
+        self, batches: list[tuple[Any, str, int]], target: PublishTarget, events: Sequence[Any]
+    ) -> None:
+        if events[0][0] is None:  # a destination is keyed for all its events or none
+            self._append_unkeyed(batches, target, ((None, e[1], e[2]) for e in events))
+            return
+        builders: dict[int, Any] = {}
+        count = target.partitions
+        for key, value, timestamp, _event in events:
+            partition = 0 if key is None else key_partition(key, count)
+            builder = builders.get(partition)
+            if builder is None:
+                builder = builders[partition] = self._producer.create_batch()
+            if builder.append(timestamp=timestamp, key=key, value=value) is None:
+                batches.append((builder, target.topic, partition))  # full: submit it
+                builder = builders[partition] = self._producer.create_batch()
+                builder.append(timestamp=timestamp, key=key, value=value)
+        batches.extend((b, target.topic, p) for p, b in builders.items())
+
+    def _append_unkeyed(
+        self,
+        batches: list[tuple[Any, str, int]],
+        target: PublishTarget,
+        records: Iterable[tuple[bytes | None, bytes, int | None]],
+    ) -> None:
+        partition = target.sticky
+        target.sticky = (target.sticky + 1) % target.partitions
+        builder = self._producer.create_batch()
+        for key, value, timestamp in records:
+            if builder.append(timestamp=timestamp, key=key, value=value) is None:
+                batches.append((builder, target.topic, partition))
+                builder = self._producer.create_batch()
+                builder.append(timestamp=timestamp, key=key, value=value)
+        batches.append((builder, target.topic, partition))

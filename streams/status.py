@@ -1,0 +1,128 @@
+"""The worker's live status page: one self-contained HTML file, no external assets.
+
+``/status`` serves :data:`STATUS_PAGE`; its script polls ``/status.json`` (built by
+:func:`status_snapshot` from the same counters ``/metrics`` exports) every two
+seconds and draws bar charts as inline SVG. Everything shown is a count or a
+coarse, already-published value (route templates, country codes): nothing raw.
+
+>>> "<script>" in STATUS_PAGE and "http" not in STATUS_PAGE.split("<script>")[0].lower()
+True
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def status_snapshot(state: Any, pipeline: Any, metrics: Any) -> dict[str, Any]:
+    stats = pipeline.stats
+    rates = list(state.rates)
+    rate = 0.0
+    if len(rates) >= 2:
+        (t0, l0), (t1, l1) = rates[max(0, len(rates) - 10)], rates[-1]
+        rate = (l1 - l0) / (t1 - t0) if t1 > t0 else 0.0
+    aggregates = getattr(pipeline, "aggregate_status", None)
+    return {
+        "uptime_s": round(time.time() - state.started, 1),
+        "ready": state.ready,
+        "lines": stats.lines,
+        "lines_per_second": round(rate, 1),
+        "records_in": state.records_in,
+        "records_out": state.records_out,
+        "batches": state.batches,
+        "published": dict(stats.events),
+        "rejected": dict(stats.rejected),
+        "leaks_removed": dict(stats.leaks),
+        "publish_failures": state.publish_failures,
+        "lag": [
+            {"topic": t, "partition": p, "lag": lag}
+            for (t, p), lag in sorted(metrics.lag_by_partition.items())
+        ],
+        "aggregates": aggregates() if aggregates is not None else None,
+    }
+
+
+STATUS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>logfog worker</title>
+<style>
+ body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
+ header{background:#1d2330;color:#fff;padding:10px 18px;display:flex;gap:18px;align-items:baseline}
+ header h1{font-size:18px;margin:0} header span{opacity:.75}
+ main{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:14px;padding:14px}
+ section{background:#fff;border-radius:8px;padding:12px 14px;box-shadow:0 1px 2px #0002}
+ h2{font-size:13px;text-transform:uppercase;letter-spacing:.05em;color:#5a6275;margin:0 0 8px}
+ .big{font-size:28px;font-weight:600} .muted{color:#7a8194;font-size:12px}
+ table{border-collapse:collapse;width:100%} td{padding:2px 4px;border-bottom:1px solid #eef0f3}
+ td.n{text-align:right;font-variant-numeric:tabular-nums}
+ svg text{font-size:11px;fill:#1d2330}
+</style></head>
+<body>
+<header><h1>logfog</h1><span id="state">connecting…</span><span id="uptime"></span></header>
+<main>
+ <section><h2>Throughput</h2><div class="big" id="rate">–</div>
+  <div class="muted">lines/s (last ~20 s)</div><svg id="spark" width="300" height="50"></svg>
+  <table id="totals"></table></section>
+ <section><h2>Consumer lag per partition</h2><div id="lag"></div></section>
+ <section><h2>Rejections by reason</h2><div id="rejected"></div></section>
+ <section><h2>Leaks removed</h2><div id="leaks"></div></section>
+ <section><h2>Suppressed by minimum group size</h2><div id="suppressed"></div></section>
+ <section><h2>Last closed window: top routes</h2><div class="muted" id="window"></div>
+  <div id="routes"></div></section>
+ <section><h2>Last closed window: countries</h2><div id="countries"></div></section>
+</main>
+<script>
+"use strict";
+const hist = [];
+function esc(s){return String(s).replace(/[&<>"']/g,c=>({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;","'":"&#39;"}[c]));}
+function fmt(n){return Number(n).toLocaleString("en-US");}
+function bars(id, rows){
+  const el=document.getElementById(id);
+  if(!rows.length){el.innerHTML='<div class="muted">none</div>';return;}
+  const max=Math.max(...rows.map(r=>r[1]),1), h=18, w=300;
+  let s=`<svg width="${w}" height="${rows.length*h}" role="img">`;
+  rows.forEach((r,i)=>{const bw=Math.max(1,(w-140)*r[1]/max);
+    s+=`<text x="0" y="${i*h+13}">${esc(r[0]).slice(0,22)}</text>`+
+       `<rect x="130" y="${i*h+3}" width="${bw}" height="12" fill="#4c78a8"></rect>`+
+       `<text x="${134+bw}" y="${i*h+13}" data-value="${r[1]}">${fmt(r[1])}</text>`;});
+  el.innerHTML=s+"</svg>";
+}
+function entries(obj){return Object.entries(obj||{}).sort((a,b)=>b[1]-a[1]);}
+function spark(){
+  const el=document.getElementById("spark"); if(hist.length<2){return;}
+  const max=Math.max(...hist,1);
+  const pts=hist.map((v,i)=>`${i*300/(hist.length-1)},${48-46*v/max}`).join(" ");
+  el.innerHTML=`<polyline fill="none" stroke="#4c78a8" stroke-width="2" points="${pts}"/>`;
+}
+async function tick(){
+  try{
+    const s=await (await fetch("status.json",{cache:"no-store"})).json();
+    document.getElementById("state").textContent=s.ready?"ready":"starting";
+    document.getElementById("uptime").textContent=`up ${Math.round(s.uptime_s)} s`;
+    document.getElementById("rate").textContent=fmt(s.lines_per_second);
+    hist.push(s.lines_per_second); if(hist.length>60){hist.shift();} spark();
+    const tot=[["lines read",s.lines],["records in",s.records_in],["records out",s.records_out],
+      ...Object.entries(s.published).map(([k,v])=>["published: "+k,v]),
+      ["publish retries",s.publish_failures]];
+    document.getElementById("totals").innerHTML=tot.map(([k,v])=>
+      `<tr><td>${esc(k)}</td><td class="n" data-metric="${esc(k)}">${fmt(v)}</td></tr>`).join("");
+    bars("lag", s.lag.map(r=>[r.topic+"/"+r.partition, r.lag]));
+    bars("rejected", entries(s.rejected));
+    bars("leaks", entries(s.leaks_removed));
+    const a=s.aggregates;
+    if(a){
+      bars("suppressed", entries(a.suppressed));
+      document.getElementById("window").textContent=a.window?`${a.window.name} ${a.window.start} (v${a.window.version})`:"no window closed yet";
+      bars("routes", a.top_routes||[]); bars("countries", a.top_countries||[]);
+    } else {
+      ["suppressed","routes","countries"].forEach(id=>bars(id,[]));
+      document.getElementById("window").textContent="aggregation not configured";
+    }
+  }catch(e){document.getElementById("state").textContent="unreachable";}
+}
+tick(); setInterval(tick, 2000);
+</script>
+</body></html>
+"""
