@@ -41,7 +41,9 @@ class _PipelineCollector(Collector):
             rejected.add_metric([reason], count)
         yield rejected
         leaks = CounterMetricFamily(
-            "logfog_leaks_removed", "output values removed by the leak detectors", labels=["detector"]
+            "logfog_leaks_removed",
+            "output values removed by the leak detectors",
+            labels=["detector"],
         )
         for detector, count in sorted(stats.leaks.items()):
             leaks.add_metric([detector], count)
@@ -117,7 +119,9 @@ class Metrics:
         return self.registry.get_sample_value(name, labels or {})
 
 
-def gauge_family(name: str, doc: str, labels: list[str], rows: list[tuple[list[str], float]]) -> Metric:
+def gauge_family(
+    name: str, doc: str, labels: list[str], rows: list[tuple[list[str], float]]
+) -> Metric:
     family = GaugeMetricFamily(name, doc, labels=labels)
     for label_values, value in rows:
         family.add_metric(label_values, value)

@@ -76,7 +76,8 @@ STATUS_PAGE = """<!doctype html>
 <script>
 "use strict";
 const hist = [];
-function esc(s){return String(s).replace(/[&<>"']/g,c=>({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;","'":"&#39;"}[c]));}
+const ESC={"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;","'":"&#39;"};
+function esc(s){return String(s).replace(/[&<>"']/g,c=>ESC[c]);}
 function fmt(n){return Number(n).toLocaleString("en-US");}
 function bars(id, rows){
   const el=document.getElementById(id);
@@ -114,7 +115,9 @@ async function tick(){
     const a=s.aggregates;
     if(a){
       bars("suppressed", entries(a.suppressed));
-      document.getElementById("window").textContent=a.window?`${a.window.name} ${a.window.start} (v${a.window.version})`:"no window closed yet";
+      const w=a.window;
+      document.getElementById("window").textContent=
+        w?`${w.name} ${w.start} (v${w.version})`:"no window closed yet";
       bars("routes", a.top_routes||[]); bars("countries", a.top_countries||[]);
     } else {
       ["suppressed","routes","countries"].forEach(id=>bars(id,[]));

@@ -1,0 +1,195 @@
+"""The streaming worker against the real local broker: completeness, faults, scale-out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.admin import ensure_topics
+from streams.app import BATCH_EVENTS
+from streams.broker import LocalBroker
+from streams.shipper import ship
+from streams.topics import topic_specs
+from tests.integration.workers import (
+    OutputCounter,
+    WorkerProcess,
+    free_port,
+    numbered_lines,
+    worker_config,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def setup(
+    broker: LocalBroker, geo_dbs: dict[str, str], tmp_path: Path
+) -> Iterator[Callable[..., tuple[dict[str, Any], Path]]]:
+    made: list[OutputCounter] = []
+
+    def make(partitions: int = 4) -> tuple[dict[str, Any], Path]:
+        config = worker_config(broker.bootstrap, geo_dbs, partitions)
+        from streams.config import normalize
+
+        ensure_topics(broker.bootstrap, topic_specs(normalize(config, [], [])))
+        return config, write_config(config, tmp_path / "logfog.yaml")
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def topics(config: dict[str, Any]) -> dict[str, str]:
+    return {
+        "raw": config["kafka"]["raw"]["topic"],
+        "dead": config["kafka"]["dead_letter"]["topic"],
+        "ops": config["destinations"]["ops"]["topic"],
+        "product": config["destinations"]["product"]["topic"],
+    }
+
+
+def ship_lines(bootstrap: str, topic: str, lines: list[bytes], path: Path, per_record: int) -> None:
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    result = ship(str(path), bootstrap, topic, lines_per_record=per_record, progress=False)
+    assert result.lines == len(lines), result
+
+
+def test_every_line_is_published_or_dead_lettered(
+    broker: LocalBroker, setup: Any, tmp_path: Path
+) -> None:
+    config, path = setup()
+    t = topics(config)
+    lines, good = numbered_lines(3000, junk_every=50)
+    huge = b"203.0.113.9 - - " + b"x" * (1 << 20)  # 1 MB line
+    lines += [huge, b"", b"\x00\x01\x02\xff" * 10, "caf\xe9".encode("latin-1")]
+    worker = WorkerProcess(path, tmp_path, "w1").start()
+    counter = OutputCounter(broker.bootstrap, [t["ops"], t["product"], t["dead"]])
+    try:
+        worker.wait_ready()
+        ship_lines(broker.bootstrap, t["raw"], lines, tmp_path / "in.log", per_record=100)
+        expected_dead = len(lines) - len(good)
+        counter.wait(lambda c: len(c.values(t["ops"])) >= len(good)
+                     and len(c.values(t["dead"])) >= expected_dead)  # fmt: skip
+        ops = counter.event_ids(t["ops"])
+        assert set(ops) == good and sum(ops.values()) == len(good), "lost or doubled lines"
+        assert len(counter.values(t["product"])) == len(good)
+        dead = [orjson.loads(v) for v in counter.values(t["dead"])]
+        coordinates = {(d["partition"], d["offset"], d["line"]) for d in dead}
+        assert len(dead) == len(coordinates) == expected_dead
+        reasons = {d["reason"] for d in dead}
+        assert {"parse.too_long", "parse.empty", "parse.no_match"} <= reasons
+        everything = b"\n".join(
+            m.value + (m.key or b"") for ms in counter.messages.values() for m in ms
+        )
+        assert b"198.51.100." not in everything.replace(b"198.51.100.0/24", b"")
+        assert b"xxxxxxxx" not in everything and b"Mozilla" not in everything
+        # keys and timestamps: product is keyed by the visitor pseudonym, times are coarse
+        product = counter.messages[t["product"]]
+        assert all(m.key == orjson.loads(m.value)["visitor"].encode() for m in product)
+        assert all(m.timestamp % 3_600_000 == 0 for m in product)
+        status = worker.status()
+        assert status["lines"] == len(lines)
+        _, metrics = worker.get("/metrics")
+        assert f"logfog_lines_total {float(len(lines))}".encode() in metrics
+        assert worker.terminate() == 0, worker.tail()
+    finally:
+        counter.close()
+        if worker.proc and worker.proc.poll() is None:
+            worker.proc.kill()
+
+
+def test_kill_9_mid_stream_loses_nothing(broker: LocalBroker, setup: Any, tmp_path: Path) -> None:
+    config, path = setup()
+    t = topics(config)
+    lines, good = numbered_lines(30000)
+    first = WorkerProcess(path, tmp_path, "w1").start()
+    counter = OutputCounter(broker.bootstrap, [t["ops"]])
+    second: WorkerProcess | None = None
+    try:
+        first.wait_ready()
+        ship_lines(broker.bootstrap, t["raw"], lines, tmp_path / "in.log", per_record=20)
+        counter.wait(lambda c: len(c.values(t["ops"])) >= 3000, timeout_s=60, settle_s=0)
+        first.kill9()
+        seen_at_kill = len(counter.values(t["ops"]))
+        assert seen_at_kill < len(good), "the kill came too late to prove anything"
+        second = WorkerProcess(path, tmp_path, "w2").start()
+        second.wait_ready()
+        counter.wait(lambda c: set(c.event_ids(t["ops"])) >= good, timeout_s=120)
+        ops = counter.event_ids(t["ops"])
+        assert set(ops) == good, f"{len(good - set(ops))} lines lost"
+        duplicates = sum(ops.values()) - len(good)
+        # at-least-once: offsets are committed after every batch, so only the batch in
+        # flight at the kill is replayed (at most BATCH_EVENTS records of 20 lines)
+        assert duplicates <= BATCH_EVENTS * 20, duplicates
+        print(f"kill -9 after {seen_at_kill} events: {duplicates} duplicates")
+        assert second.terminate() == 0
+    finally:
+        counter.close()
+        for w in (first, second):
+            if w is not None and w.proc and w.proc.poll() is None:
+                w.proc.kill()
+
+
+def test_two_workers_split_partitions_and_survive_one_dying(
+    broker: LocalBroker, setup: Any, tmp_path: Path
+) -> None:
+    config, path = setup(partitions=4)
+    t = topics(config)
+    lines, good = numbered_lines(20000)
+    a = WorkerProcess(path, tmp_path, "a").start()
+    b = WorkerProcess(path, tmp_path, "b").start()
+    counter = OutputCounter(broker.bootstrap, [t["ops"]])
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        time.sleep(3)  # let the group settle with both members
+        ship_lines(broker.bootstrap, t["raw"], lines[:10000], tmp_path / "in1.log", per_record=50)
+        counter.wait(lambda c: len(c.values(t["ops"])) >= 10000, timeout_s=90)
+        first_half = counter.event_ids(t["ops"])
+        assert set(first_half) == set(range(10000)) and sum(first_half.values()) == 10000
+        sa, sb = a.status(), b.status()
+        assert sa["lines"] > 0 and sb["lines"] > 0, (sa["lines"], sb["lines"])
+        assert sa["lines"] + sb["lines"] == 10000  # split, not doubled
+        b.kill9()
+        ship_lines(broker.bootstrap, t["raw"], lines[10000:], tmp_path / "in2.log", per_record=50)
+        counter.wait(lambda c: set(c.event_ids(t["ops"])) >= good, timeout_s=120)
+        assert set(counter.event_ids(t["ops"])) == good
+        assert a.terminate() == 0
+    finally:
+        counter.close()
+        for w in (a, b):
+            if w.proc and w.proc.poll() is None:
+                w.proc.kill()
+
+
+def test_worker_waits_for_a_broker_that_is_not_up_yet(
+    geo_dbs: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    config = worker_config(bootstrap, geo_dbs, partitions=1)
+    path = write_config(config, tmp_path / "logfog.yaml")
+    worker = WorkerProcess(path, tmp_path, "early").start()
+    try:
+        time.sleep(4)
+        assert worker.proc is not None and worker.proc.poll() is None, worker.tail()
+        assert "not reachable yet" in worker.log_path.read_text()
+        with LocalBroker(port=port) as late:
+            worker.wait_ready(timeout_s=60)
+            lines, good = numbered_lines(200)
+            t = topics(config)
+            ship_lines(late.bootstrap, t["raw"], lines, tmp_path / "in.log", per_record=10)
+            counter = OutputCounter(late.bootstrap, [t["ops"]])
+            counter.wait(lambda c: len(c.values(t["ops"])) >= len(good), timeout_s=60)
+            assert set(counter.event_ids(t["ops"])) == good
+            counter.close()
+            assert worker.terminate() == 0
+    finally:
+        if worker.proc and worker.proc.poll() is None:
+            worker.proc.kill()
