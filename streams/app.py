@@ -274,15 +274,33 @@ def run_worker(
     """``logfog worker``: load and compile everything, wait for the broker, run Faust."""
     from streams.config import load_file
     from streams.pipeline import Pipeline
+    from streams.topics import pseudonymizes
 
     config, warnings = load_file(config_path)
     for warning in warnings:
         log.warning("%s", warning)
     bootstrap = bootstrap or os.environ.get("LOGFOG_BOOTSTRAP") or config["kafka"]["bootstrap"]
     assert bootstrap is not None
-    pipeline = Pipeline.from_normalized(config)  # config, geo and key errors surface here
+    keys = config["keys"]
+    shared = keys["source"] in ("auto", "shared") and pseudonymizes(config)
+    if shared:
+        from streams.keyshare import MasterKeys
+
+        MasterKeys.from_sources()  # a missing or short LOGFOG_MASTER_KEY fails now, clearly
+    else:
+        Pipeline.from_normalized(config)  # geo and key errors surface before any waiting
     wait_for_broker(bootstrap)
     partitions = prepare(config, bootstrap)
+    keyring = None
+    if shared:
+        from streams.durations import parse_duration
+        from streams.keyshare import shared_keyring
+
+        # Every worker must compute the same pseudonym for the same visitor: random epoch
+        # keys agreed through Kafka (first record wins), destroyed after epoch + grace.
+        epoch, grace = parse_duration(keys["epoch"]), parse_duration(keys["grace"])
+        keyring = shared_keyring(bootstrap, epoch, grace, topic=keys["topic"])
+    pipeline = Pipeline.from_normalized(config, keyring=keyring)
     try:
         import mode.loop
 

@@ -33,12 +33,14 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from streams.config import ConfigError
     from streams.enrich.geo import GeoDatabaseError
     from streams.keys import KeyError_
+    from streams.keyshare import KeyShareError
     from streams.parse import FormatError
 
     errors: list[type[BaseException]] = [
         ConfigError,
         GeoDatabaseError,
         KeyError_,
+        KeyShareError,
         FormatError,
         UserError,
     ]

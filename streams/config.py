@@ -101,6 +101,12 @@ def _format(value: Any) -> str | None:
     return None
 
 
+def _key_source(value: str) -> str | None:
+    if value in ("auto", "shared", "ephemeral") or value.startswith(("env:", "file:")):
+        return None
+    return f"{value!r} is not auto, shared, ephemeral, env:NAME or file:PATH"
+
+
 def _json_fields(value: Mapping[str, Any]) -> str | None:
     for role in value:
         if role not in JSON_ROLES:
@@ -184,9 +190,13 @@ SCHEMA = Section(
             {
                 "source": Key(
                     str,
-                    "ephemeral",
-                    "'ephemeral', 'env:NAME' or 'file:PATH' (never a key in config)",
+                    "auto",
+                    "auto (worker: shared, file command: ephemeral), shared (random epoch keys "
+                    "shared through Kafka, sealed under env LOGFOG_MASTER_KEY), ephemeral, "
+                    "env:NAME or file:PATH (never a key in config)",
+                    check=_key_source,
                 ),
+                "topic": Key(str, "logfog.keys", "Kafka topic of the shared epoch keys"),
                 "epoch": Key(str, "1d", "pseudonym key lifetime", check=_duration()),
                 "grace": Key(
                     str, "1h", "how long an epoch key outlives its epoch", check=_duration()

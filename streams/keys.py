@@ -138,8 +138,11 @@ class EphemeralKeyRing:
 
 
 def keyring_from_config(source: str, epoch_seconds: int, grace_seconds: int) -> KeyRing:
-    if source == "ephemeral":
+    """The key ring for a batch job (``logfog anonymize``); the worker builds shared ones."""
+    if source in ("ephemeral", "auto"):
         return EphemeralKeyRing(epoch_seconds, grace_seconds)
+    if source == "shared":
+        raise KeyError_("keys.source 'shared' needs the streaming worker (logfog worker)")
     return DerivedKeyRing(load_secret(source), epoch_seconds)
 
 

@@ -29,4 +29,19 @@ def topic_specs(config: Mapping[str, Any]) -> list[TopicSpec]:
     kafka = config["kafka"]
     specs = [_spec(kafka["raw"]), _spec(kafka["dead_letter"])]
     specs += [_spec(d) for d in config["destinations"].values()]
+    keys = config["keys"]
+    if keys["source"] in ("auto", "shared") and pseudonymizes(config):
+        from streams.keyshare import topic_spec as keys_topic_spec
+
+        epoch, grace = parse_duration(keys["epoch"]), parse_duration(keys["grace"])
+        specs.append(keys_topic_spec(keys["topic"], epoch, grace))
     return specs
+
+
+def pseudonymizes(config: Mapping[str, Any]) -> bool:
+    """True if any rule pseudonymizes (and so the worker needs shared epoch keys)."""
+    return any(
+        rule["action"] == "pseudonymize"
+        for dest in config["destinations"].values()
+        for rule in dest["fields"].values()
+    )

@@ -46,6 +46,9 @@ def numbered_lines(n: int, seed: int = 7, junk_every: int = 0) -> tuple[list[byt
     With ``junk_every`` k, every k-th line is unparseable junk instead.
     """
     rng = random.Random(seed)
+    # Recent times: shared epoch keys exist only for the current epochs (older ones are
+    # destroyed by design, and their events publish no pseudonym).
+    start = int(time.time()) - 600
     lines: list[bytes] = []
     good: set[int] = set()
     for i in range(n):
@@ -53,7 +56,7 @@ def numbered_lines(n: int, seed: int = 7, junk_every: int = 0) -> tuple[list[byt
             lines.append(rng.choice([b"\x16\x03\x01junk", b"", b"not a log line", b"\xff\xfe"]))
             continue
         ip = f"198.51.100.{rng.randint(1, 254)}" if i % 3 else f"2001:db8::{rng.randint(1, 9999):x}"
-        ts = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(1709546400 + i // 50))
+        ts = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(start + i // 50))
         path = rng.choice(["/", f"/products/{rng.randint(1, 99999)}", "/cart", "/search?q=x"])
         lines.append(
             f'{ip} - - [{ts}] "GET {path} HTTP/1.1" 200 {i} "-" "{rng.choice(UAS)}"'.encode()
@@ -81,7 +84,12 @@ def worker_config(bootstrap: str, geo_dbs: dict[str, str], partitions: int = 4) 
         dest["topic"] = f"it.{name}.{tag}"
         dest["partitions"] = partitions
     config["enrich"]["geo"] = {"city": geo_dbs["city"], "asn": geo_dbs["asn"]}
+    config["keys"]["topic"] = f"it.keys.{tag}"
     return config
+
+
+#: The test cluster's master key (tests only; real ones come from `logfog keygen`).
+TEST_MASTER_KEY = "6c6f67666f672d746573742d6d61737465722d6b65792d3235362d626974732e"
 
 
 @dataclass
@@ -102,6 +110,7 @@ class WorkerProcess:
         env = dict(os.environ)
         env["LOGFOG_DATA_DIR"] = str(self.workdir / f"{self.name}-data")
         env["PYTHONUNBUFFERED"] = "1"
+        env.setdefault("LOGFOG_MASTER_KEY", TEST_MASTER_KEY)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams", "worker", "-c", str(self.config_path),
