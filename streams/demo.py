@@ -1,0 +1,180 @@
+"""``make run``: the whole job end to end on the embedded broker, then a clean shutdown.
+
+Starts the local Tansu broker, creates the topics, starts one ``logfog worker``, ships
+the bundled sample log (timestamps moved to now: shared epoch keys exist only for
+current epochs) plus a generated realistic log, prints events arriving on each
+destination topic and the dead letters, a summary, and stops everything.
+``--keep`` leaves it running so the status page can be looked at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "tests" / "data" / "samples" / "combined.log"
+_CLF_TIME = re.compile(rb"\[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\]")
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def rebase_times(data: bytes) -> bytes:
+    """Move every CLF timestamp to "now" (keeps the lines otherwise as written)."""
+    now = datetime.now(UTC).strftime("[%d/%b/%Y:%H:%M:%S +0000]").encode()
+    return _CLF_TIME.sub(lambda m: now, data)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def consume(bootstrap: str, topics: list[str], expect: int, timeout_s: float) -> dict[str, list[Any]]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    from streams.admin import describe_topics
+
+    described = describe_topics(bootstrap, topics)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        auto_offset_reset="earliest", allow_auto_create_topics=False,
+    )  # fmt: skip
+    tps = [TopicPartition(t, p) for t in topics for p in range(described[t].partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    got: dict[str, list[Any]] = {t: [] for t in topics}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and sum(len(v) for v in got.values()) < expect:
+        for tp, messages in consumer.poll(timeout_ms=300).items():
+            got[tp.topic].extend(messages)
+    consumer.close()
+    return got
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m streams.demo", description=__doc__)
+    parser.add_argument("--lines", type=int, default=20000, help="generated lines to ship")
+    parser.add_argument("--keep", action="store_true", help="keep running until Ctrl-C")
+    args = parser.parse_args(argv)
+
+    from streams.broker import LocalBroker
+    from streams.config import normalize
+    from streams.keys import generate_key
+    from streams.shipper import ship
+    from streams.topics import topic_specs
+
+    work = Path(tempfile.mkdtemp(prefix="logfog-demo-"))
+    config = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    web_port = free_port()
+    with LocalBroker(startup_timeout_s=30) as broker:
+        say(f"1. local broker (Tansu) up at {broker.bootstrap}")
+        config["kafka"]["bootstrap"] = broker.bootstrap
+        config_path = work / "logfog.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        normalized = normalize(config, [], [])
+        env = {**os.environ, "LOGFOG_MASTER_KEY": generate_key(), "LOGFOG_DATA_DIR": str(work)}
+        log_path = work / "worker.log"
+        with open(log_path, "wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "streams", "worker", "-c", str(config_path),
+                 "--web-port", str(web_port)],
+                env=env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            _wait_ready(web_port, worker, log_path)
+            say(f"2. worker ready (topics created); status page: http://127.0.0.1:{web_port}/status")
+            sample = work / "sample.log"
+            sample.write_bytes(rebase_times(SAMPLE.read_bytes()))
+            generated = work / "generated.log"
+            start = datetime.now(UTC).replace(microsecond=0).isoformat()
+            subprocess.run(
+                [sys.executable, str(ROOT / "bench" / "generate.py"), "-n", str(args.lines),
+                 "--seed", "1", "--start", start, "--junk-rate", "0.001", "-o", str(generated)],
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            raw = normalized["kafka"]["raw"]["topic"]
+            shipped = 0
+            for path in (sample, generated):
+                result = ship(str(path), broker.bootstrap, raw, progress=False)
+                shipped += result.lines
+            say(f"3. shipped {shipped:,} lines to {raw} (bundled sample + generated log)")
+            topics = [d["topic"] for d in normalized["destinations"].values()]
+            dead = normalized["kafka"]["dead_letter"]["topic"]
+            status = _wait_processed(web_port, shipped)
+            expected = sum(status["published"].values()) + sum(status["rejected"].values())
+            got = consume(broker.bootstrap, [*topics, dead], expected, timeout_s=60)
+            for topic in topics:
+                messages = got[topic]
+                say(f"\n--- {topic}: {len(messages):,} events; first three:")
+                for m in messages[:3]:
+                    key = f"key={m.key.decode()} " if m.key else ""
+                    say(f"  {key}{m.value.decode()}")
+            say(f"\n--- {dead}: {len(got[dead]):,} dead letters (reason and coordinates only):")
+            for m in got[dead][:4]:
+                say(f"  {m.value.decode()}")
+            status = orjson.loads(_get(web_port, "/status.json"))
+            say("\n4. summary (from the worker's /status.json):")
+            say(f"  lines read {status['lines']:,}; published {status['published']}; "
+                f"rejected {status['rejected']}; leaks removed {status['leaks_removed']}")  # fmt: skip
+            if args.keep:
+                say(f"\nrunning; open http://127.0.0.1:{web_port}/status  (Ctrl-C to stop)")
+                with contextlib.suppress(KeyboardInterrupt):
+                    worker.wait()
+        finally:
+            if worker.poll() is None:
+                worker.terminate()
+                code = worker.wait(30)
+                say(f"5. worker stopped (exit {code}); broker stopping")
+    return 0
+
+
+def _get(port: int, path: str) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as response:  # noqa: S310
+        return bytes(response.read())
+
+
+def _wait_processed(port: int, lines: int, timeout_s: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = orjson.loads(_get(port, "/status.json"))
+        if status["lines"] >= lines:
+            break
+        time.sleep(0.3)
+    return status
+
+
+def _wait_ready(port: int, worker: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            sys.stderr.write(log_path.read_text(errors="replace")[-3000:])
+            raise SystemExit("worker exited during startup")
+        with contextlib.suppress(OSError):
+            _get(port, "/readyz")
+            return
+        time.sleep(0.3)
+    raise SystemExit("worker not ready after 90 s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
