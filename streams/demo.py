@@ -48,7 +48,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def consume(bootstrap: str, topics: list[str], expect: int, timeout_s: float) -> dict[str, list[Any]]:
+def consume(
+    bootstrap: str, topics: list[str], expect: int, timeout_s: float
+) -> dict[str, list[Any]]:
     from kafka import KafkaConsumer, TopicPartition
 
     from streams.admin import describe_topics
@@ -101,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
         try:
             _wait_ready(web_port, worker, log_path)
-            say(f"2. worker ready (topics created); status page: http://127.0.0.1:{web_port}/status")
+            say(
+                f"2. worker ready (topics created); status page: http://127.0.0.1:{web_port}/status"
+            )
             sample = work / "sample.log"
             sample.write_bytes(rebase_times(SAMPLE.read_bytes()))
             generated = work / "generated.log"

@@ -84,6 +84,10 @@ def swept(transform: Transform, leaks: Counter[str], size: int) -> Transform:
     memo: dict[Any, Any] = {}
     get = memo.get
     missing = _MISS
+    # Inputs are often unique (URLs with ids) while outputs repeat ("/products/{id}"):
+    # a second memo keyed by the output runs the detectors once per distinct output.
+    verdicts: dict[str, str | None] = {}
+    verdict = verdicts.get
 
     def apply(value: Any) -> Any:
         out = get(value, missing)
@@ -91,7 +95,12 @@ def swept(transform: Transform, leaks: Counter[str], size: int) -> Transform:
             return out
         out = transform(value)
         if type(out) is str:
-            hit = find_leak(out)
+            hit = verdict(out, missing)
+            if hit is missing:
+                hit = find_leak(out)
+                if len(verdicts) >= size:
+                    verdicts.clear()
+                verdicts[out] = hit
             if hit is not None:
                 leaks[hit] += 1
                 return None

@@ -53,17 +53,44 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
     hmac_new = hmac.new
     sha256 = hashlib.sha256
 
-    def pseudonymize(values: tuple[Any, ...]) -> str | None:
-        when = values[0]
-        key = key_for(when // epoch_seconds, when)
-        if key is None:
-            return None
+    size = context.cache_size
+    # Visitors repeat: memoize per epoch. The memo of an epoch is a way to recompute
+    # its pseudonyms, so it is dropped the moment that epoch's key is gone.
+    memos: dict[int, dict[tuple[Any, ...], str]] = {}
+
+    def compute(key: bytes, values: tuple[Any, ...]) -> str:
         site = (values[1] or default_site) if per_site else ""
         message = "\x1f".join(["" if v is None else str(v) for v in values[2:]])
         data = f"{site}\x1e{message}".encode()
         if use_hmac:
             return hmac_new(key, data, sha256).hexdigest()[: digest_size * 2]
         return blake2b(data, key=key, digest_size=digest_size).hexdigest()
+
+    def forget_destroyed(now: int) -> None:
+        for old in [e for e in memos if key_for(e, now) is None]:
+            del memos[old]
+        while len(memos) > 3:
+            del memos[min(memos)]
+
+    def pseudonymize(values: tuple[Any, ...]) -> str | None:
+        when = values[0]
+        epoch = when // epoch_seconds
+        key = key_for(epoch, when)
+        if key is None:
+            memos.pop(epoch, None)
+            return None
+        memo = memos.get(epoch)
+        if memo is None:
+            memo = memos[epoch] = {}
+            forget_destroyed(when)
+        ident = values[1:]
+        out = memo.get(ident)
+        if out is None:
+            out = compute(key, values)
+            if len(memo) >= size:
+                memo.clear()
+            memo[ident] = out
+        return out
 
     return pseudonymize
 

@@ -1,0 +1,282 @@
+"""``make bench``: logfog's throughput as ratios to bare baselines, all in one run.
+
+These machines are noisy, so every figure is printed next to a baseline measured in the
+same run on the same data, and the ratio is what to compare across runs.
+
+1. Pure pipeline (one core, no Kafka): the default config with geo (DB-IP City Lite)
+   and user-agent enrichment over a generated realistic combined log, vs a bare
+   regex-parse + orjson-dump loop over the same lines. Peak RSS is reported; a
+   second, longer pass shows memory stays bounded.
+2. End to end through the local broker (Tansu), one worker process each:
+   a. one line per record in, one event per record out: logfog vs a bare Faust
+      pass-through agent (take + producer, uvloop: the fastest bare variant measured in
+      bench/NOTES-faust.md) and vs Faust iterating events without producing (ceiling);
+   b. 500 lines per record in, NDJSON batches out: logfog vs the bare pass-through
+      over the same batched records;
+   c. two logfog workers on two cores vs one (batched).
+
+Usage: ``python bench/run.py [--quick] [--only pure|e2e]``; figures go to stdout and
+``bench/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import faust_passthrough  # noqa: E402
+from generate import generate  # noqa: E402
+
+BARE_RE = re.compile(
+    r'(?P<ip>\S+) \S+ (?P<user>\S+) \[(?P<time>[^\]]+)\] "(?P<request>[^"]*)" '
+    r'(?P<status>\d{3}) (?P<size>\S+) "(?P<referrer>[^"]*)" "(?P<agent>[^"]*)"'
+)
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_lines(n: int, seed: int = 1, start: datetime | None = None) -> list[bytes]:
+    kwargs: dict[str, Any] = {"start": start} if start else {}
+    return [
+        line.encode("utf-8", "surrogateescape")
+        for line in generate(n, "combined", seed=seed, **kwargs)
+    ]
+
+
+def bare_loop(lines: list[bytes]) -> float:
+    """The baseline: regex parse + orjson dump per line, nothing else."""
+    match, dumps = BARE_RE.match, orjson.dumps
+    started = time.perf_counter()
+    for raw in lines:
+        m = match(raw.decode("utf-8", "replace"))
+        if m is not None:
+            dumps(m.groupdict())
+    return len(lines) / (time.perf_counter() - started)
+
+
+def pipeline_rate(lines: list[bytes], config_path: Path) -> tuple[float, dict[str, Any]]:
+    from streams.config import load_file
+    from streams.pipeline import Pipeline
+
+    config, _ = load_file(config_path)
+    pipeline = Pipeline.from_normalized(config)
+    out = pipeline.new_output()
+    batch = 2000
+    gc.collect()
+    started = time.perf_counter()
+    for i in range(0, len(lines), batch):
+        pipeline.process_lines(lines[i : i + batch], out)
+        pipeline.count_published(out)
+        out.clear()
+    rate = len(lines) / (time.perf_counter() - started)
+    return rate, pipeline.stats.as_dict()
+
+
+def section_pure(n: int, results: dict[str, Any]) -> None:
+    print(f"\n== 1. pure pipeline, {n:,} generated combined lines, one core ==", flush=True)
+    lines = make_lines(n)
+    bare = max(bare_loop(lines) for _ in range(2))
+    rate, stats = pipeline_rate(lines, ROOT / "config" / "logfog.yaml")
+    rss_after_first = rss_mb()
+    # Memory bound: a second, 3x longer stream through a fresh pipeline must not grow RSS
+    # in proportion (caches are bounded); reported, not asserted.
+    more = make_lines(n, seed=2) + make_lines(n, seed=3) + make_lines(n, seed=4)
+    rate_long, _ = pipeline_rate(more, ROOT / "config" / "logfog.yaml")
+    del more
+    print(f"bare regex + orjson loop   {bare:>10,.0f} lines/s")
+    print(f"logfog default config      {rate:>10,.0f} lines/s   ratio {rate / bare:.2f}x")
+    print(f"  (3x longer stream)       {rate_long:>10,.0f} lines/s")
+    print(f"peak RSS {rss_after_first:.0f} MB after {n:,} lines, {rss_mb():.0f} MB after "
+          f"{4 * n:,} more")  # fmt: skip
+    print(f"published {stats['published']}, rejected {stats['rejected']}")
+    results["pure"] = {
+        "lines": n, "bare_lines_per_s": round(bare), "logfog_lines_per_s": round(rate),
+        "ratio": round(rate / bare, 3), "long_stream_lines_per_s": round(rate_long),
+        "peak_rss_mb": round(rss_mb()), "rss_after_first_mb": round(rss_after_first),
+    }  # fmt: skip
+
+
+# ---------------------------------------------------------------- end to end (broker)
+
+
+def bare_faust(mode: str, records: int, lines_per_record: int) -> dict[str, Any]:
+    # Small takes for big records, so the first-to-last span has many batches in it.
+    take = 1000 if lines_per_record == 1 else 20
+    args = argparse.Namespace(
+        mode=mode, loop="uvloop", settings="fast", records=records,
+        lines_per_record=lines_per_record, take=take, timeout=300.0,
+    )  # fmt: skip
+    return faust_passthrough.drive(args)
+
+
+def logfog_e2e(
+    lines: list[bytes], lines_per_record: int, framing: str, workers: int, partitions: int
+) -> dict[str, Any]:
+    """Pre-load the raw topic, start ``workers`` logfog workers, time first -> last line."""
+    from streams.admin import ensure_topics
+    from streams.broker import LocalBroker
+    from streams.config import normalize
+    from streams.keys import generate_key
+    from streams.shipper import frame_lines
+    from streams.topics import topic_specs
+
+    work = Path(tempfile.mkdtemp(prefix="logfog-bench-"))
+    config = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    with LocalBroker(startup_timeout_s=30) as broker:
+        config["kafka"]["bootstrap"] = broker.bootstrap
+        config["kafka"]["raw"]["partitions"] = partitions
+        for dest in config["destinations"].values():
+            dest["framing"] = framing
+            dest["partitions"] = partitions
+        path = work / "logfog.yaml"
+        path.write_text(yaml.safe_dump(config))
+        normalized = normalize(config, [], [])
+        ensure_topics(broker.bootstrap, topic_specs(normalized))
+        raw = normalized["kafka"]["raw"]["topic"]
+        _load(broker.bootstrap, raw, frame_lines(lines, lines_per_record, 900_000), partitions)
+        env = {**os.environ, "LOGFOG_MASTER_KEY": generate_key()}
+        ports = [faust_passthrough_free_port() for _ in range(workers)]
+        procs = []
+        for i, port in enumerate(ports):
+            env_i = {**env, "LOGFOG_DATA_DIR": str(work / f"w{i}")}
+            log = open(work / f"w{i}.log", "wb")  # noqa: SIM115
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "streams", "worker", "-c", str(path), "--web-port",
+                 str(port), "--loglevel", "warning"],
+                env=env_i, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            ))  # fmt: skip
+        try:
+            first, last, total = _time_processing(ports, len(lines), timeout_s=600)
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    span = last - first
+    return {
+        "lines": len(lines), "lines_processed": total, "workers": workers,
+        "lines_per_record": lines_per_record, "framing": framing,
+        "seconds": round(span, 2), "lines_per_s": round(total / span) if span > 0 else None,
+    }  # fmt: skip
+
+
+def faust_passthrough_free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _load(bootstrap: str, topic: str, records: Any, partitions: int) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20,
+                             max_request_size=8 << 20)  # fmt: skip
+    for i, record in enumerate(records):
+        producer.send(topic, value=record, partition=i % partitions)
+    producer.flush(120)
+    producer.close()
+
+
+def _status(port: int) -> dict[str, Any] | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status.json", timeout=2) as r:  # noqa: S310
+            return dict(orjson.loads(r.read()))
+    except OSError:
+        return None
+
+
+def _time_processing(ports: list[int], n: int, timeout_s: float) -> tuple[float, float, int]:
+    """Poll the workers' line counters: time of first progress and of completion."""
+    deadline = time.monotonic() + timeout_s
+    first: float | None = None
+    total = 0
+    while time.monotonic() < deadline:
+        counts = [s["lines"] for s in map(_status, ports) if s is not None]
+        total = sum(counts)
+        now = time.monotonic()
+        if first is None and total > 0:
+            first = now
+        if total >= n:
+            return (first or now), now, total
+        time.sleep(0.05)
+    raise RuntimeError(f"workers processed {total:,} of {n:,} lines in {timeout_s}s")
+
+
+def section_e2e(quick: bool, results: dict[str, Any]) -> None:
+    single_n = 30_000 if quick else 100_000
+    batched_n = 200_000 if quick else 1_000_000
+    now = datetime.now(UTC).replace(microsecond=0)
+    print(f"\n== 2a. end to end, one line per record in/out ({single_n:,} lines) ==", flush=True)
+    lines = make_lines(single_n, start=now)
+    ceiling = bare_faust("iter", single_n, 1)
+    bare = bare_faust("take_producer", single_n, 1)
+    ours = logfog_e2e(lines, 1, "record", workers=1, partitions=1)
+    print(f"bare Faust, iterate only     {ceiling['records_per_s']:>10,} records/s (ceiling)")
+    print(f"bare Faust pass-through      {bare['records_per_s']:>10,} records/s")
+    print(f"logfog worker                {ours['lines_per_s']:>10,} lines/s   "
+          f"ratio {ours['lines_per_s'] / bare['records_per_s']:.2f}x pass-through, "
+          f"{ours['lines_per_s'] / ceiling['records_per_s']:.2f}x ceiling")  # fmt: skip
+    results["e2e_single"] = {"ceiling": ceiling, "bare": bare, "logfog": ours}
+
+    print(f"\n== 2b. end to end, 500 lines per record in, NDJSON out ({batched_n:,} lines) ==",
+          flush=True)  # fmt: skip
+    lines = make_lines(batched_n, start=now)
+    bare_b = bare_faust("take_producer", batched_n // 500, 500)
+    ours_b = logfog_e2e(lines, 500, "ndjson", workers=1, partitions=2)
+    print(f"bare Faust pass-through      {bare_b['lines_per_s']:>10,} lines/s")
+    print(f"logfog worker                {ours_b['lines_per_s']:>10,} lines/s   "
+          f"ratio {ours_b['lines_per_s'] / bare_b['lines_per_s']:.2f}x")  # fmt: skip
+    results["e2e_batched"] = {"bare": bare_b, "logfog": ours_b}
+
+    print("\n== 2c. two workers vs one (batched, 2 partitions) ==", flush=True)
+    two = logfog_e2e(lines, 500, "ndjson", workers=2, partitions=2)
+    print(f"one worker                   {ours_b['lines_per_s']:>10,} lines/s")
+    print(f"two workers                  {two['lines_per_s']:>10,} lines/s   "
+          f"ratio {two['lines_per_s'] / ours_b['lines_per_s']:.2f}x")  # fmt: skip
+    results["e2e_two_workers"] = two
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller inputs")
+    parser.add_argument("--only", choices=["pure", "e2e"])
+    parser.add_argument("--lines", type=int, default=200_000, help="pure pipeline lines")
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "cpus": os.cpu_count()}
+    if args.only in (None, "pure"):
+        section_pure(50_000 if args.quick else args.lines, results)
+    if args.only in (None, "e2e"):
+        section_e2e(args.quick, results)
+    (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Fixed log-bucket histogram of durations: bounded memory, exactly mergeable.
+
+A duration ``d`` ms lands in bucket ``floor(8 * log2(d)) + 64`` (clamped to 0..255),
+so each bucket is 2^(1/8) ~ 9% wide and a percentile read from the bucket's geometric
+midpoint is within ~4.4% of the true value. Buckets are the same everywhere, so
+partial histograms from many partitions add up exactly: stage 2 keeps one small
+dict per cell, stage 3 sums them. Covers 0.0039 ms .. 2.9e7 ms; values outside
+clamp to the end buckets.
+
+>>> h = {}
+>>> for d in (1.0, 2.0, 3.0, 100.0):
+...     add(h, bucket(d))
+>>> quantile(h, 0.5), quantile(h, 0.99)
+(2.09, 103.0)
+>>> quantile({}, 0.5) is None
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+STEPS_PER_OCTAVE = 8
+OFFSET = 64
+BUCKETS = 256
+_LOG2 = math.log2
+
+
+def bucket(duration_ms: object) -> int | None:
+    """Bucket index of a duration; None when it is not a number (nothing to record)."""
+    if duration_ms.__class__ is bool or not isinstance(duration_ms, int | float):
+        return None
+    if duration_ms <= 0 or duration_ms != duration_ms:  # 0, negatives, NaN: bottom bucket
+        return 0
+    i = math.floor(STEPS_PER_OCTAVE * _LOG2(duration_ms)) + OFFSET
+    return 0 if i < 0 else (BUCKETS - 1 if i >= BUCKETS else i)
+
+
+def add(hist: dict[int, int], index: int | None, n: int = 1) -> None:
+    """Count ``n`` durations in bucket ``index`` (no-op for None)."""
+    if index is not None:
+        hist[index] = hist.get(index, 0) + n
+
+
+def merge(into: dict[int, int], other: Mapping[int, int]) -> None:
+    """Add ``other``'s counts to ``into`` (histograms of disjoint events add exactly)."""
+    for i, n in other.items():
+        into[i] = into.get(i, 0) + n
+
+
+def midpoint(index: int) -> float:
+    """Representative value of a bucket: its geometric midpoint, 3 significant digits."""
+    value = 2.0 ** ((index - OFFSET + 0.5) / STEPS_PER_OCTAVE)
+    return float(f"{value:.3g}")
+
+
+def quantile(hist: Mapping[int, int], q: float) -> float | None:
+    """The ``q`` quantile (nearest rank) of the recorded durations, None when empty."""
+    total = sum(hist.values())
+    if total == 0:
+        return None
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for i in sorted(hist):
+        seen += hist[i]
+        if seen >= rank:
+            return midpoint(i)
+    return midpoint(max(hist))  # pragma: no cover - unreachable, ranks never exceed total
+
+
+def to_pairs(hist: Mapping[int, int]) -> list[list[int]]:
+    """JSON form (object keys must be strings): sorted ``[index, count]`` pairs."""
+    return [[i, hist[i]] for i in sorted(hist)]
+
+
+def from_pairs(pairs: Iterable[Iterable[int]]) -> dict[int, int]:
+    """Inverse of :func:`to_pairs`.
+
+    >>> from_pairs(to_pairs({70: 2, 3: 1}))
+    {3: 1, 70: 2}
+    """
+    return {int(i): int(n) for i, n in pairs}

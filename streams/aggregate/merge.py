@@ -1,0 +1,421 @@
+"""Stage 3 of aggregation: merge partials of a window, gate by k, emit rows.
+
+:class:`WindowMerger` collects the :class:`~streams.aggregate.partial.Partial` of every
+stage-2 instance for a window, sums them (distinct-visitor counts add exactly because
+the input is partitioned by visitor) and returns JSON-ready rows that pass the
+minimum-group-size gate (privacy rules 4, 9, 15).
+
+Completeness: each stage-2 instance emits its partials in window order, always ending
+a ``close_ready`` batch with a partial for its newest closed window (an empty one if
+it had no events there). So a partial from partition p for a window ending at E tells
+the merger that p has closed every window ending <= E. A window is complete when each
+of the P partitions has covered it, i.e. sent its partial for it or a later one (this
+is "all P partials arrived, empty ones count", without forcing idle partitions to send
+one partial per empty window). Partials of one source partition must reach the merger
+in order, which Kafka gives when the partials topic is keyed by source partition; a
+re-sent partial for a pending window *replaces* the earlier copy, one for a window
+already emitted is ignored (``stats["stale"]``), so no window is emitted twice.
+Windows with no events at all produce no rows.
+
+The gate, per (window, output, dimension), with T = the window's distinct visitors:
+
+1. Cells with >= k visitors are candidates; smaller ones (and stage 2's cardinality
+   overflow) are folded into ``__other__``. Its distinct visitors are computed exactly
+   from the partials' tails (a visitor in several small cells counts once).
+2. Subtraction checks, each "difference must be 0 or >= k", in visitors:
+   a. ``T - cell`` for every published cell (the total contains every cell);
+   b. ``T - other`` (the total contains ``__other__``);
+   c. ``other`` itself, i.e. the unpublished mass ``total - published cells``: it
+      must have 0 or >= k visitors (< k -> not publishable on its own).
+   A cell failing (a) is folded into ``__other__``; if (b) or (c) fails the smallest
+   published cell is folded too (secondary suppression), and the checks repeat. Once a
+   cell with >= k visitors has been folded, ``__other__`` certainly has >= k visitors,
+   but its exact distinct count is no longer derivable from partials, so it is
+   published as ``visitors: null`` with ``visitors_min`` (a true lower bound); (b) then
+   does not apply because ``T - other`` cannot be computed from published numbers.
+   If no candidate survives, everything is ``__other__`` (= T). If T < k, nothing of
+   the window is published except a summary marked ``below_k`` (no numbers).
+3. ``place`` adapts precision top-down: countries go through 1-2 like any dimension.
+   A region is published only under a published country and a city only under a
+   published region, each needing >= k visitors; a region or city below k is not
+   published and its visitors stay in (are reported as) the enclosing region or
+   country, whose counts always include all of its sub-places. For every published
+   sub-place D and each published ancestor A (region, country and T):
+   d. ``A - D`` must be 0 or >= k visitors;
+   e. for each published parent, the part not covered by its published children must
+      have 0 requests or at least k visitors, checked with the lower bound
+      ``visitors(parent) - sum(visitors(children))`` (sound: it never overestimates).
+   A child failing (d) is not published; if (e) fails the smallest child is dropped,
+   until both hold (dropping a region drops its cities).
+
+Not checked: differences between sibling cells (they share no events, so neither can
+contain the other), between dimensions, or across windows and outputs (e.g. a day row
+minus the published hour rows); requests are additive and visitor counts are not, so
+sums of several published cells are only bounded, never checked for exact equality.
+
+Rows (``version: 1``): one ``kind: "cell"`` row per published (dimension, value),
+``place`` rows also carry ``level`` (country/region/city) and values like
+``"DE/Bavaria/Munich"``; one ``__other__`` row when the fold is publishable; one
+``kind: "summary"`` row per dimension with the totals, the fold
+(``other: {cells, requests, visitors, secondary}``) and ``suppressed: {cells, requests,
+visitors, below_k}``. Late and capped counts stay in :attr:`WindowMerger.stats`: a
+capped count could describe a single heavy visitor.
+
+>>> from streams.aggregate.partial import PartialAggregator
+>>> from streams.aggregate.spec import AggregateSpec
+>>> spec = AggregateSpec("demo", 3600, ("browser",), k=3, allowed_lateness_seconds=0)
+>>> agg = PartialAggregator([spec], partition=0, partitions=1)
+>>> browsers = ["Firefox"] * 4 + ["Chrome"] * 3 + ["Safari"] * 2 + ["Lynx"]
+>>> events = [{"time": 0, "visitor": f"v{i}", "browser": b} for i, b in enumerate(browsers)]
+>>> events.append({"time": 3600, "visitor": "v0", "browser": "Firefox"})  # closes hour 0
+>>> _ = agg.add(events, offset=0)
+>>> merger = WindowMerger([spec])
+>>> rows = [row for p in agg.close_ready() for row in merger.add(p)]
+>>> [(r["kind"], r["value"], r["visitors"]) for r in rows]
+[('cell', 'Chrome', 3), ('cell', 'Firefox', 4), ('cell', '__other__', 3), ('summary', None, 10)]
+>>> rows[-1]["other"]
+{'cells': 2, 'requests': 3, 'visitors': 3, 'secondary': 0}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from streams.aggregate import histogram
+from streams.aggregate.partial import SEP, Cell, Partial, Tail
+from streams.aggregate.spec import OTHER, PERCENTILES, PLACE, AggregateSpec
+
+ROW_VERSION = 1
+_LEVELS = ("country", "region", "city")
+
+
+def union_visitors(tails: Iterable[Tail], keys: set[str]) -> int:
+    """Distinct visitors having at least one event in any cell of ``keys``.
+
+    Exact when every key is a tail cell in every partition (true for cells with < k
+    visitors overall, and for ``__other__``).
+
+    >>> union_visitors([((("a",), 2), (("a", "b"), 1)), ((("b",), 4),)], {"b"})
+    5
+    """
+    return sum(n for tail in tails for values, n in tail if not keys.isdisjoint(values))
+
+
+@dataclass
+class Gate:
+    """The gate's decision for one dimension's top-level cells."""
+
+    published: list[str]
+    folded: list[str]  # into __other__ (or, when below_k, suppressed)
+    other_visitors: int | None  # exact; None when withheld (then >= other_min)
+    other_min: int = 0
+    secondary: int = 0  # cells with >= k visitors folded to block subtraction
+    below_k: bool = False
+    sub_published: list[str] = field(default_factory=list)  # place: regions and cities
+
+    @property
+    def other_publishable(self) -> bool:
+        return bool(self.folded) and not self.below_k
+
+
+def _smallest(keys: Iterable[str], cells: Mapping[str, Cell]) -> str:
+    return min(keys, key=lambda key: (cells[key].visitors, cells[key].requests, key))
+
+
+def _violates(difference: int, k: int) -> bool:
+    """A published difference of 1..k-1 visitors isolates a small group."""
+    return 0 < difference < k
+
+
+def gate_cells(cells: Mapping[str, Cell], tails: Sequence[Tail], total: int, k: int) -> Gate:
+    """Decide which cells to publish (checks a-c of the module docstring).
+
+    >>> cells = {"DE": Cell(40, 30), "FR": Cell(20, 12), "IS": Cell(1, 1)}
+    >>> tails = [((("IS",), 1),)]
+    >>> g = gate_cells(cells, tails, total=43, k=10)   # IS alone (1 visitor) < k
+    >>> g.published, g.folded, g.other_visitors, g.other_min, g.secondary
+    (['DE'], ['FR', 'IS'], None, 13, 1)
+    >>> gate_cells(cells, tails, total=9, k=10).below_k
+    True
+    """
+    if total < k:
+        return Gate([], sorted(cells), None, below_k=True)
+    published = {key for key, c in cells.items() if key != OTHER and c.visitors >= k}
+    forced: set[str] = set()
+    other_visitors: int | None
+    while True:
+        bad = {key for key in published if _violates(total - cells[key].visitors, k)}
+        if bad:
+            published -= bad
+            forced |= bad
+            continue
+        rest = {key for key in cells if key not in published}
+        if not rest:
+            other_visitors = 0
+        elif not published:
+            other_visitors = total  # every visitor has some event in the fold
+        elif forced:
+            other_visitors = None  # >= k for sure, exact count not derivable
+        else:
+            other_visitors = union_visitors(tails, rest)
+            if _violates(other_visitors, k) or _violates(total - other_visitors, k):
+                key = _smallest(published, cells)
+                published.discard(key)
+                forced.add(key)
+                continue
+        break
+    folded = sorted(key for key in cells if key not in published)
+    lower = max((cells[key].visitors for key in folded), default=0)
+    lower = max(lower, total - sum(cells[key].visitors for key in published))
+    return Gate(
+        sorted(published),
+        folded,
+        other_visitors,
+        other_min=other_visitors if other_visitors is not None else lower,
+        secondary=len(forced),
+    )
+
+
+def gate_place(cells: Mapping[str, Cell], tails: Sequence[Tail], total: int, k: int) -> Gate:
+    """:func:`gate_cells` on countries, then regions and cities (checks d-e).
+
+    >>> S = SEP
+    >>> cells = {"DE": Cell(60, 50), f"DE{S}BY": Cell(30, 25), f"DE{S}BY{S}Munich": Cell(22, 20),
+    ...          f"DE{S}BY{S}Passau": Cell(2, 1), f"DE{S}BE": Cell(30, 25)}
+    >>> g = gate_place(cells, [], total=50, k=10)
+    >>> g.published, [key.replace(S, "/") for key in g.sub_published]
+    (['DE'], ['DE/BE', 'DE/BY'])
+    """
+    countries = {key: c for key, c in cells.items() if SEP not in key}
+    gate = gate_cells(countries, tails, total, k)
+    children: dict[str, list[str]] = {}
+    for key in cells:
+        if SEP in key:
+            children.setdefault(key.rsplit(SEP, 1)[0], []).append(key)
+
+    def descend(parent: str, ancestors: list[int]) -> None:
+        candidates = [c for c in children.get(parent, ()) if cells[c].visitors >= k]
+        chosen = _select_children(cells, parent, candidates, ancestors, k)
+        for child in chosen:
+            gate.sub_published.append(child)
+            descend(child, [*ancestors, cells[child].visitors])
+
+    for country in gate.published:
+        descend(country, [total, cells[country].visitors])
+    gate.sub_published.sort()
+    return gate
+
+
+def _select_children(
+    cells: Mapping[str, Cell], parent: str, candidates: list[str], ancestors: list[int], k: int
+) -> list[str]:
+    chosen = set(candidates)
+    while chosen:
+        bad = {c for c in chosen if any(_violates(a - cells[c].visitors, k) for a in ancestors)}
+        if bad:
+            chosen -= bad
+            continue
+        rest_requests = cells[parent].requests - sum(cells[c].requests for c in chosen)
+        rest_min = cells[parent].visitors - sum(cells[c].visitors for c in chosen)
+        if rest_requests > 0 and rest_min < k:
+            chosen.discard(_smallest(chosen, cells))
+            continue
+        break
+    return sorted(chosen)
+
+
+def iso_utc(epoch: int) -> str:
+    """``2024-03-04T10:00:00Z`` for a window start.
+
+    >>> iso_utc(1709546400)
+    '2024-03-04T10:00:00Z'
+    """
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _measures(spec: AggregateSpec, cell: Cell, visitors: int | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"requests": cell.requests, "visitors": visitors}
+    if "bytes" in spec.measures:
+        row["bytes"] = cell.bytes
+    for name, q in PERCENTILES.items():
+        if name in spec.measures:
+            row[name] = histogram.quantile(cell.hist, q)
+    if "bot_share" in spec.measures:
+        row["bot_share"] = round(cell.bots / cell.requests, 4) if cell.requests else None
+    return row
+
+
+def _sum(cells: Mapping[str, Cell], keys: Iterable[str]) -> Cell:
+    total = Cell()
+    for key in keys:
+        total.add(cells[key])
+    return total
+
+
+def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[str, Any]]:
+    """Final rows of one complete window from its partials (one per source partition)."""
+    total_requests = sum(p.requests for p in partials)
+    if total_requests == 0:
+        return []
+    total = sum(p.visitors for p in partials)
+    start = partials[0].window_start
+    base = {
+        "version": ROW_VERSION,
+        "output": spec.name,
+        "window": spec.window_label,
+        "window_start": iso_utc(start),
+    }
+    rows: list[dict[str, Any]] = []
+    for dim in spec.dimensions:
+        cells: dict[str, Cell] = {}
+        tails: list[Tail] = []
+        for p in partials:
+            part = p.dimensions.get(dim)
+            if part is None:
+                continue
+            tails.append(part.tail)
+            for key, cell in part.cells.items():
+                cells.setdefault(key, Cell()).add(cell)
+        top = [key for key in cells if SEP not in key]
+        gate = (gate_place if dim == PLACE else gate_cells)(cells, tails, total, spec.k)
+        head = {**base, "dimension": dim}
+        totals = _sum(cells, top)
+        if gate.below_k:
+            summary = {**head, "kind": "summary", "value": None}
+            summary.update(dict.fromkeys(_measures(spec, totals, None)))
+            summary.update(
+                published_cells=0,
+                other=None,
+                suppressed={"cells": None, "requests": None, "visitors": None, "below_k": True},
+            )
+            rows.append(summary)
+            continue
+        for key in sorted([*gate.published, *gate.sub_published]):
+            row = {**head, "kind": "cell", "value": key.replace(SEP, "/")}
+            if dim == PLACE:
+                row["level"] = _LEVELS[key.count(SEP)]
+            row.update(_measures(spec, cells[key], cells[key].visitors))
+            rows.append(row)
+        other = _sum(cells, gate.folded)
+        if gate.folded:
+            row = {**head, "kind": "cell", "value": OTHER}
+            if dim == PLACE:
+                row["level"] = "country"
+            row.update(_measures(spec, other, gate.other_visitors))
+            if gate.other_visitors is None:
+                row["visitors_min"] = gate.other_min
+            rows.append(row)
+        summary = {**head, "kind": "summary", "value": None}
+        summary.update(_measures(spec, totals, total))
+        summary.update(
+            published_cells=len(gate.published) + len(gate.sub_published),
+            other={
+                "cells": len(gate.folded),
+                "requests": other.requests,
+                "visitors": gate.other_visitors if gate.folded else 0,
+                "secondary": gate.secondary,
+            }
+            if gate.folded
+            else None,
+            suppressed={"cells": 0, "requests": 0, "visitors": 0, "below_k": False},
+        )
+        rows.append(summary)
+    return rows
+
+
+@dataclass
+class _OutputState:
+    partitions: int | None = None
+    coverage: dict[int, int] = field(default_factory=dict)  # partition -> closed-through
+    pending: dict[int, dict[int, Partial]] = field(default_factory=dict)  # start -> p -> partial
+    finalized_through: int | None = None
+
+
+class WindowMerger:
+    """Stage 3: one instance for all partials of the given specs (or one per spec)."""
+
+    def __init__(self, specs: Sequence[AggregateSpec]) -> None:
+        self.specs = {s.key: s for s in specs}
+        if len(self.specs) != len(specs):
+            raise ValueError("duplicate (name, window) in specs")
+        self._state = {key: _OutputState() for key in self.specs}
+        #: partials received/replaced/ignored, windows emitted, late/capped events.
+        self.stats = dict.fromkeys(
+            ("partials", "replaced", "stale", "windows", "late", "capped"), 0
+        )
+
+    def add(self, partial: Partial) -> list[dict[str, Any]]:
+        """Take one partial; return the rows of every window it completes (else [])."""
+        spec = self.specs.get(partial.key)
+        if spec is None:
+            raise ValueError(f"no spec for output {partial.key}")
+        state = self._state[partial.key]
+        if state.partitions is None:
+            state.partitions = partial.partitions
+        elif state.partitions != partial.partitions:
+            raise ValueError(
+                f"{partial.output}: partial says {partial.partitions} partitions, "
+                f"expected {state.partitions}"
+            )
+        self.stats["partials"] += 1
+        self.stats["late"] += partial.late
+        end = partial.window_end
+        if state.finalized_through is not None and end <= state.finalized_through:
+            self.stats["stale"] += 1
+            return []
+        slot = state.pending.setdefault(partial.window_start, {})
+        if partial.partition in slot:
+            self.stats["replaced"] += 1
+        slot[partial.partition] = partial
+        if end > state.coverage.get(partial.partition, end - 1):
+            state.coverage[partial.partition] = end
+        if len(state.coverage) < state.partitions:
+            return []
+        horizon = min(state.coverage.values())
+        rows: list[dict[str, Any]] = []
+        for start in sorted(s for s in state.pending if s + spec.window_seconds <= horizon):
+            parts = sorted(state.pending.pop(start).values(), key=lambda p: p.partition)
+            self.stats["windows"] += 1
+            self.stats["capped"] += sum(p.capped for p in parts)
+            rows.extend(merge_window(spec, parts))
+        state.finalized_through = max(horizon, state.finalized_through or horizon)
+        return rows
+
+    def pending_windows(self) -> dict[tuple[str, int], list[int]]:
+        """Window starts waiting for partitions, per output (for status/metrics)."""
+        return {key: sorted(s.pending) for key, s in self._state.items() if s.pending}
+
+    def snapshot(self) -> bytes:
+        """Pending partials and horizons (no pseudonyms: partials hold counts only)."""
+        outputs = [
+            {
+                "spec": self.specs[key].to_dict(),
+                "partitions": s.partitions,
+                "coverage": [[p, e] for p, e in sorted(s.coverage.items())],
+                "finalized_through": s.finalized_through,
+                "pending": [p.to_dict() for slot in s.pending.values() for p in slot.values()],
+            }
+            for key, s in self._state.items()
+        ]
+        return orjson.dumps({"version": 1, "outputs": outputs, "stats": self.stats})
+
+    @classmethod
+    def restore(cls, data: bytes) -> WindowMerger:
+        """A merger in the state :meth:`snapshot` captured."""
+        saved = orjson.loads(data)
+        merger = cls([AggregateSpec.from_dict(o["spec"]) for o in saved["outputs"]])
+        merger.stats.update(saved["stats"])
+        for o in saved["outputs"]:
+            state = merger._state[AggregateSpec.from_dict(o["spec"]).key]
+            state.partitions = o["partitions"]
+            state.coverage = {p: e for p, e in o["coverage"]}
+            state.finalized_through = o["finalized_through"]
+            for d in o["pending"]:
+                p = Partial.from_dict(d)
+                state.pending.setdefault(p.window_start, {})[p.partition] = p
+        return merger

@@ -1,0 +1,568 @@
+"""Stage 2 of aggregation: per source partition, windowed partial counts.
+
+One :class:`PartialAggregator` runs per partition of the internal analytics topic.
+That topic is keyed by the visitor pseudonym, so this instance sees *all* events of
+each of its visitors and no other instance sees any of them: per-cell distinct-visitor
+counts from different partitions are over disjoint visitor sets and add up exactly.
+
+Per output spec and tumbling event-time window it keeps, for every value of every
+dimension (a *cell*): requests, the set of visitor pseudonyms, bytes, bot requests and
+a log-bucket histogram of ``duration_ms``. Why each rule:
+
+- **Watermark** = highest event time seen - ``allowed_lateness_seconds``. A window
+  ``[s, s+W)`` is closed by :meth:`PartialAggregator.close_ready` once the watermark is
+  >= ``s+W``. An event whose window end is already <= the watermark (judged when the
+  event is added, so the outcome does not depend on when ``close_ready`` is called) is
+  counted ``late`` and dropped: a closed window is never reopened or double-counted.
+- **Contribution cap**: a visitor's events beyond ``max_events_per_visitor`` per window
+  are counted ``capped`` and ignored, so one heavy visitor cannot dominate a cell.
+- **Cardinality bound**: at most ``max_cells`` distinct values per dimension per window;
+  further values go to the ``__other__`` cell (for ``place``: new countries go to
+  ``__other__``, new regions/cities are not created and stay counted at the coarser
+  level). Memory is bounded by the open windows' size and cardinality; closed
+  windows are dropped, so it never grows with stream length.
+- **Exactly-once by offsets**: ``add`` takes the Kafka offset of the record and skips
+  records at or below the highest applied offset, and :meth:`snapshot` stores that
+  offset with the open windows. Restore from a snapshot, replay the partition from
+  any earlier offset, and the output is identical (nothing lost, nothing doubled).
+
+What leaves the instance (:class:`Partial`) holds counts only, never a pseudonym: per
+cell the distinct-visitor *count*, and per dimension a *tail*: for the cells with fewer
+than k local visitors (and ``__other__``) the multiset of "which of these rare values
+one visitor touched" (value tuples with a visitor count). A globally small cell is
+small in every partition, so the merger can compute the exact number of distinct
+visitors in the union of the small cells it folds into ``__other__`` without any
+visitor identity. Snapshots *do* contain pseudonyms (needed to keep counting distinct
+visitors after a restart) and stay inside the cluster on a compacted internal topic.
+
+>>> from streams.aggregate.spec import AggregateSpec
+>>> spec = AggregateSpec("t", 300, ("route",), k=2, allowed_lateness_seconds=0)
+>>> agg = PartialAggregator([spec], partition=0, partitions=1)
+>>> agg.add([{"time": 0, "visitor": "a1", "route": "/"}], offset=7)
+True
+>>> agg.add([{"time": 0, "visitor": "a1", "route": "/"}], offset=7)  # replayed record
+False
+>>> agg.add([{"time": 300, "visitor": "b2", "route": "/x"}], offset=8)
+True
+>>> [(p.window_start, p.requests, p.visitors) for p in agg.close_ready()]
+[(0, 1, 1)]
+>>> agg.applied_offset, agg.state_size()["windows"]
+(8, 1)
+>>> PartialAggregator.restore(agg.snapshot()).snapshot() == agg.snapshot()
+True
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from streams.aggregate import histogram
+from streams.aggregate.spec import OTHER, PERCENTILES, PLACE, PLACE_FIELDS, UNKNOWN, AggregateSpec
+
+#: Separator of the levels of a ``place`` cell key: ``"DE"``, ``"DE\x1fBavaria"``,
+#: ``"DE\x1fBavaria\x1fMunich"``. A control character, so no real name contains it.
+SEP = "\x1f"
+SNAPSHOT_VERSION = 1
+
+#: ``((value, ...), visitors)`` pairs: how many visitors touched exactly these rare values.
+Tail = tuple[tuple[tuple[str, ...], int], ...]
+
+
+@dataclass(slots=True)
+class Cell:
+    """Counts of one cell; visitors is a distinct count (disjoint across partitions)."""
+
+    requests: int = 0
+    visitors: int = 0
+    bytes: int = 0
+    bots: int = 0
+    hist: dict[int, int] = field(default_factory=dict)
+
+    def add(self, other: Cell) -> None:
+        """Add another partition's (or another folded cell's) counts."""
+        self.requests += other.requests
+        self.visitors += other.visitors
+        self.bytes += other.bytes
+        self.bots += other.bots
+        histogram.merge(self.hist, other.hist)
+
+    def to_list(self) -> list[Any]:
+        return [self.requests, self.visitors, self.bytes, self.bots, histogram.to_pairs(self.hist)]
+
+    @classmethod
+    def from_list(cls, data: Sequence[Any]) -> Cell:
+        return cls(data[0], data[1], data[2], data[3], histogram.from_pairs(data[4]))
+
+
+@dataclass(frozen=True, slots=True)
+class DimensionPartial:
+    """One dimension of a partial: its cells and the tail of small cells."""
+
+    cells: dict[str, Cell]
+    tail: Tail = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """A closed window's counts from one source partition (no pseudonyms).
+
+    ``late`` counts events dropped as late since this output's previous partial from
+    this partition; ``capped`` the events of this window ignored by the contribution
+    cap. Both are operational counters for metrics, not for publication.
+    """
+
+    output: str
+    window_seconds: int
+    window_start: int
+    partition: int
+    partitions: int
+    requests: int
+    visitors: int
+    capped: int
+    late: int
+    dimensions: dict[str, DimensionPartial]
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """(output name, window seconds): the spec this partial belongs to."""
+        return (self.output, self.window_seconds)
+
+    @property
+    def window_end(self) -> int:
+        return self.window_start + self.window_seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for the internal partials topic."""
+        return {
+            "output": self.output,
+            "window_seconds": self.window_seconds,
+            "window_start": self.window_start,
+            "partition": self.partition,
+            "partitions": self.partitions,
+            "requests": self.requests,
+            "visitors": self.visitors,
+            "capped": self.capped,
+            "late": self.late,
+            "dimensions": {
+                name: {
+                    "cells": {k: c.to_list() for k, c in dim.cells.items()},
+                    "tail": [[list(values), n] for values, n in dim.tail],
+                }
+                for name, dim in self.dimensions.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Partial:
+        dims = {
+            name: DimensionPartial(
+                {k: Cell.from_list(c) for k, c in d["cells"].items()},
+                tuple((tuple(values), int(n)) for values, n in d["tail"]),
+            )
+            for name, d in data["dimensions"].items()
+        }
+        scalars = {k: data[k] for k in cls.__dataclass_fields__ if k != "dimensions"}
+        return cls(**scalars, dimensions=dims)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Partial:
+        """Inverse of :meth:`to_bytes`."""
+        return cls.from_dict(orjson.loads(data))
+
+
+def normalize(value: object) -> str:
+    """A dimension value as a cell key: None -> ``__unknown__``, booleans lower-case.
+
+    >>> normalize(None), normalize(True), normalize(404), normalize("DE")
+    ('__unknown__', 'true', '404', 'DE')
+    """
+    if value is None:
+        return UNKNOWN
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    text = str(value)
+    return text.replace(SEP, " ") if SEP in text else text
+
+
+# A stage-2 accumulator: [requests, visitor set, bytes, bots, histogram]. A list, not
+# an object: this is the per-event hot path.
+_Acc = list[Any]
+
+
+def _new_acc() -> _Acc:
+    return [0, set(), 0, 0, {}]
+
+
+class _Window:
+    """One open window. Events are accumulated per *combination* of raw field values
+    (one dict hit per event instead of one per dimension); the per-dimension cells are
+    built when the window closes. Visitors with the same combination share an entry,
+    so this is also more compact than per-dimension sets for per-visitor-constant
+    fields (browser, os, device, country, language)."""
+
+    __slots__ = ("capped", "combos", "requests", "seen", "visitors")
+
+    def __init__(self, nfields: int) -> None:
+        self.visitors: dict[str, int] = {}  # pseudonym -> events counted (for the cap)
+        self.requests = 0
+        self.capped = 0
+        self.combos: dict[tuple[Any, ...], _Acc] = {}
+        self.seen: list[set[Any]] = [set() for _ in range(nfields)]  # cardinality bound
+
+
+def _layout(dimensions: Sequence[str]) -> tuple[tuple[str, ...], list[tuple[str, int]]]:
+    """Raw event fields read per event, and where each dimension's fields start.
+
+    >>> _layout(("route", "place"))
+    (('route', 'country', 'region', 'city'), [('route', 0), ('place', 1)])
+    """
+    fields: list[str] = []
+    positions: list[tuple[str, int]] = []
+    for name in dimensions:
+        positions.append((name, len(fields)))
+        fields.extend(PLACE_FIELDS if name == PLACE else (name,))
+    return tuple(fields), positions
+
+
+def _place_keys(country: Any, region: Any, city: Any) -> list[str]:
+    """Cell keys of one event in the ``place`` dimension, coarsest first.
+
+    >>> [k.replace(SEP, "/") for k in _place_keys("DE", "Bavaria", "Munich")]
+    ['DE', 'DE/Bavaria', 'DE/Bavaria/Munich']
+    >>> _place_keys(None, "x", "y"), _place_keys("FR", None, "Paris")
+    (['__unknown__'], ['FR'])
+    """
+    if country is None or country == OTHER:
+        return [normalize(country)]
+    keys = [normalize(country)]
+    if region is not None:
+        keys.append(keys[0] + SEP + normalize(region))
+        if city is not None:
+            keys.append(keys[1] + SEP + normalize(city))
+    return keys
+
+
+class _Output:
+    """State of one spec: open windows, close horizon, late counter."""
+
+    __slots__ = (
+        "cap", "closed_through", "fields", "late", "lateness", "max_cells", "positions",
+        "spec", "want_hist", "width", "windows",
+    )  # fmt: skip
+
+    def __init__(self, spec: AggregateSpec) -> None:
+        self.spec = spec
+        self.width = spec.window_seconds
+        self.lateness = spec.allowed_lateness_seconds
+        self.cap = spec.max_events_per_visitor
+        self.max_cells = spec.max_cells
+        self.fields, self.positions = _layout(spec.dimensions)
+        self.want_hist = any(m in PERCENTILES for m in spec.measures)
+        self.windows: dict[int, _Window] = {}
+        self.closed_through: int | None = None  # every window ending <= this is closed
+        self.late = 0  # late events since the previous emitted partial
+
+    def add(
+        self,
+        key: tuple[Any, ...],
+        t: int,
+        visitor: str,
+        max_time: int,
+        nbytes: int,
+        bot: bool,
+        hb: int | None,
+    ) -> None:
+        width = self.width
+        start = t - t % width
+        if start + width <= max_time - self.lateness:
+            self.late += 1
+            return
+        win = self.windows.get(start)
+        if win is None:
+            win = self.windows[start] = _Window(len(self.fields))
+        counts = win.visitors
+        n = counts.get(visitor, 0)
+        if n >= self.cap:
+            win.capped += 1
+            return
+        counts[visitor] = n + 1
+        win.requests += 1
+        combos = win.combos
+        try:
+            acc = combos.get(key)
+        except TypeError:  # an unhashable value (not produced by the pipeline)
+            key = tuple(None if v is None else normalize(v) for v in key)
+            acc = combos.get(key)
+        if acc is None:
+            key = self._admit(win, key)
+            acc = combos.get(key)
+            if acc is None:
+                acc = combos[key] = _new_acc()
+        acc[0] += 1
+        acc[1].add(visitor)
+        acc[2] += nbytes
+        if bot:
+            acc[3] += 1
+        if hb is not None and self.want_hist:
+            h = acc[4]
+            h[hb] = h.get(hb, 0) + 1
+
+    def _admit(self, win: _Window, key: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Apply the cardinality bound to a new combination: a value beyond
+        ``max_cells`` distinct ones becomes ``__other__`` (a region or city: None, so
+        the event stays counted at the coarser place level)."""
+        limit = self.max_cells
+        out = list(key)
+        for i, value in enumerate(key):
+            seen = win.seen[i]
+            if value in seen or value is None:
+                continue
+            if len(seen) < limit:
+                seen.add(value)
+            elif self.fields[i] in ("region", "city") and self._is_place(i):
+                out[i] = None
+                if self.fields[i] == "region":
+                    out[i + 1] = None
+            else:
+                out[i] = OTHER
+        return tuple(out)
+
+    def _is_place(self, index: int) -> bool:
+        return any(n == PLACE and p <= index < p + 3 for n, p in self.positions)
+
+    def close(self, max_time: int, partition: int, partitions: int) -> list[Partial]:
+        """Partials of the windows the watermark has passed, oldest first.
+
+        Always ends with a partial for the newest closed window (empty if it saw no
+        events): that is how the merger learns this partition has closed everything up
+        to there, even when the partition is idle.
+        """
+        width = self.width
+        last_end = (max_time - self.lateness) // width * width
+        if self.closed_through is not None and last_end <= self.closed_through:
+            return []
+        out: list[Partial] = []
+        for start in sorted(s for s in self.windows if s + width <= last_end):
+            out.append(self._partial(start, self.windows.pop(start), partition, partitions))
+        if not out or out[-1].window_start != last_end - width:
+            empty = _Window(len(self.fields))
+            out.append(self._partial(last_end - width, empty, partition, partitions))
+        self.closed_through = last_end
+        return out
+
+    def _cells(self, win: _Window) -> list[dict[str, _Acc]]:
+        """Per-dimension cells from the window's combinations (sets are unioned, so a
+        visitor is counted once per cell however many combinations it has)."""
+        dims: list[dict[str, _Acc]] = [{} for _ in self.positions]
+        for key, acc in win.combos.items():
+            for cells, (name, pos) in zip(dims, self.positions, strict=True):
+                if name == PLACE:
+                    keys = _place_keys(key[pos], key[pos + 1], key[pos + 2])
+                else:
+                    keys = [normalize(key[pos])]
+                for ck in keys:
+                    cell = cells.get(ck)
+                    if cell is None:
+                        cell = cells[ck] = _new_acc()
+                    cell[0] += acc[0]
+                    cell[1] |= acc[1]
+                    cell[2] += acc[2]
+                    cell[3] += acc[3]
+                    histogram.merge(cell[4], acc[4])
+        return dims
+
+    def _partial(self, start: int, win: _Window, partition: int, partitions: int) -> Partial:
+        dims = {}
+        for (name, _), cells in zip(self.positions, self._cells(win), strict=True):
+            dims[name] = DimensionPartial(
+                {key: Cell(c[0], len(c[1]), c[2], c[3], c[4]) for key, c in sorted(cells.items())},
+                self._tail(name, cells),
+            )
+        late, self.late = self.late, 0
+        return Partial(
+            self.spec.name, self.width, start, partition, partitions,
+            win.requests, len(win.visitors), win.capped, late, dims,
+        )  # fmt: skip
+
+    def _tail(self, name: str, cells: dict[str, _Acc]) -> Tail:
+        """Which rare values each visitor touched, as counts (see the module docstring)."""
+        k = self.spec.k
+        touched: dict[str, list[str]] = {}
+        for key, cell in cells.items():
+            if name == PLACE and SEP in key:
+                continue  # only countries are folded into __other__; sub-levels roll up
+            if key == OTHER or len(cell[1]) < k:
+                for visitor in cell[1]:
+                    touched.setdefault(visitor, []).append(key)
+        counts = Counter(tuple(sorted(keys)) for keys in touched.values())
+        return tuple(sorted(counts.items()))
+
+
+class PartialAggregator:
+    """Stage 2 for one source partition and any number of output specs.
+
+    ``partition``/``partitions`` identify this instance among the P stage-2 instances
+    (P = partitions of the input topic); they travel in every :class:`Partial` so the
+    merger knows when a window is complete.
+    """
+
+    def __init__(self, specs: Sequence[AggregateSpec], partition: int, partitions: int) -> None:
+        keys = [s.key for s in specs]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"duplicate (name, window) in specs: {keys}")
+        if not 0 <= partition < partitions:
+            raise ValueError(f"partition {partition} not in 0..{partitions - 1}")
+        self.specs = tuple(specs)
+        self.partition = partition
+        self.partitions = partitions
+        self._outputs = [_Output(s) for s in self.specs]
+        # Outputs reading the same fields (product per hour and per day) share one key.
+        groups: dict[tuple[str, ...], list[_Output]] = {}
+        for o in self._outputs:
+            groups.setdefault(o.fields, []).append(o)
+        self._groups = [(fields, tuple(outs)) for fields, outs in groups.items()]
+        self._want_hist = any(o.want_hist for o in self._outputs)
+        self._applied = -1
+        self._max_time: int | None = None
+        #: Events without an int ``time`` or a string ``visitor`` (skipped, counted).
+        self.invalid = 0
+
+    @property
+    def applied_offset(self) -> int:
+        """Highest Kafka offset applied (-1: none). Commit/replay from here."""
+        return self._applied
+
+    @property
+    def watermark_time(self) -> int | None:
+        """Highest event time seen (the watermark of a spec subtracts its lateness)."""
+        return self._max_time
+
+    def add(self, events: Iterable[Mapping[str, Any]], offset: int) -> bool:
+        """Apply the events of the record at ``offset``; False if it was applied before.
+
+        Per event and output: one dict and one set update; nothing is logged.
+        """
+        if offset <= self._applied:
+            return False
+        self._applied = offset
+        groups = self._groups
+        want_hist = self._want_hist
+        bucket = histogram.bucket
+        for event in events:
+            t = event.get("time")
+            visitor = event.get("visitor")
+            if t.__class__ is not int or visitor.__class__ is not str or not visitor:
+                self.invalid += 1
+                continue
+            max_time = self._max_time
+            if max_time is None or t > max_time:
+                max_time = self._max_time = t
+            nbytes = event.get("bytes")
+            if nbytes.__class__ is not int:
+                nbytes = 0
+            bot = event.get("bot") is True
+            hb = bucket(event.get("duration_ms")) if want_hist else None
+            get = event.get
+            for fields, outputs in groups:
+                key = tuple(map(get, fields))
+                for out in outputs:
+                    out.add(key, t, visitor, max_time, nbytes, bot, hb)
+        return True
+
+    def advance_to(self, event_time: int) -> None:
+        """Move event time forward without an event (e.g. from the wall clock when the
+        partition is idle, so its windows still close). Events behind the new
+        watermark then count as late: use a conservative clock.
+        """
+        if self._max_time is None or event_time > self._max_time:
+            self._max_time = event_time
+
+    def close_ready(self) -> list[Partial]:
+        """Partials of every window the watermark has passed, per spec, oldest first."""
+        if self._max_time is None:
+            return []
+        out: list[Partial] = []
+        for o in self._outputs:
+            out.extend(o.close(self._max_time, self.partition, self.partitions))
+        return out
+
+    def state_size(self) -> dict[str, int]:
+        """Open windows, combinations and visitor entries held (metrics and tests)."""
+        windows = combos = entries = 0
+        for o in self._outputs:
+            for win in o.windows.values():
+                windows += 1
+                combos += len(win.combos)
+                entries += len(win.visitors) + sum(len(a[1]) for a in win.combos.values())
+        return {"windows": windows, "combinations": combos, "entries": entries}
+
+    def snapshot(self) -> bytes:
+        """Full state (specs, applied offset, open windows incl. visitor sets) as orjson.
+
+        Contains pseudonyms: keep it on the internal compacted topic, never publish it.
+        """
+        outputs = []
+        for o in self._outputs:
+            windows = [
+                [
+                    start,
+                    win.visitors,
+                    win.requests,
+                    win.capped,
+                    [list(seen) for seen in win.seen],
+                    [
+                        [list(key), a[0], list(a[1]), a[2], a[3], histogram.to_pairs(a[4])]
+                        for key, a in win.combos.items()
+                    ],
+                ]
+                for start, win in o.windows.items()
+            ]
+            outputs.append({"closed_through": o.closed_through, "late": o.late, "windows": windows})
+        return orjson.dumps(
+            {
+                "version": SNAPSHOT_VERSION,
+                "partition": self.partition,
+                "partitions": self.partitions,
+                "specs": [s.to_dict() for s in self.specs],
+                "applied_offset": self._applied,
+                "max_time": self._max_time,
+                "invalid": self.invalid,
+                "outputs": outputs,
+            }
+        )
+
+    @classmethod
+    def restore(cls, data: bytes) -> PartialAggregator:
+        """A new instance in exactly the state :meth:`snapshot` captured."""
+        state = orjson.loads(data)
+        if state.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported snapshot version {state.get('version')!r}")
+        specs = [AggregateSpec.from_dict(s) for s in state["specs"]]
+        agg = cls(specs, state["partition"], state["partitions"])
+        agg._applied = state["applied_offset"]
+        agg._max_time = state["max_time"]
+        agg.invalid = state["invalid"]
+        for o, saved in zip(agg._outputs, state["outputs"], strict=True):
+            o.closed_through = saved["closed_through"]
+            o.late = saved["late"]
+            for start, visitors, requests, capped, seen, combos in saved["windows"]:
+                win = _Window(len(o.fields))
+                win.visitors = visitors
+                win.requests = requests
+                win.capped = capped
+                win.seen = [set(values) for values in seen]
+                for key, req, vis, nbytes, bots, hist in combos:
+                    acc = [req, set(vis), nbytes, bots, histogram.from_pairs(hist)]
+                    win.combos[tuple(key)] = acc
+                o.windows[start] = win
+        return agg

@@ -1,0 +1,111 @@
+"""What to aggregate: one :class:`AggregateSpec` per published output and window size.
+
+A spec names the dimensions (one breakdown each: a row per value), the measures each
+row carries and the privacy knobs: ``k`` (minimum distinct visitors per published cell,
+privacy rule 9), the per-visitor contribution cap and the per-dimension cardinality
+bound that keeps memory proportional to window size rather than stream length.
+
+The special dimension ``place`` is the (country, region, city) hierarchy whose
+precision adapts to ``k`` in the merger (privacy rule 4).
+
+>>> [(s.name, s.window_label) for s in DEFAULT_SPECS]
+[('ops', '5m'), ('product', '1h'), ('product', '1d')]
+>>> AggregateSpec("x", 300, ("route",), ("requests", "median"))
+Traceback (most recent call last):
+...
+ValueError: unknown measures ['median'] (see MEASURES)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from streams.durations import format_duration
+
+#: Measures a spec may ask for. ``requests`` and ``visitors`` are always computed
+#: (the gate needs visitors) and always published.
+MEASURES = ("requests", "visitors", "bytes", "p50_ms", "p95_ms", "p99_ms", "bot_share")
+PERCENTILES = {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}
+
+#: The cross-dimension geo cell: built from the event's country, region and city.
+PLACE = "place"
+PLACE_FIELDS = ("country", "region", "city")
+#: Cell name for folded small cells (merger) and for values beyond ``max_cells`` (stage 2).
+OTHER = "__other__"
+#: Cell name for a missing (None) dimension value.
+UNKNOWN = "__unknown__"
+
+#: Analytics time must be bucketed to at least one hour (privacy rule 8); operations
+#: aggregates may use shorter windows but never below one minute.
+MIN_WINDOW_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class AggregateSpec:
+    """One published aggregate output: a name, a tumbling window and its breakdowns."""
+
+    name: str
+    window_seconds: int
+    dimensions: tuple[str, ...]
+    measures: tuple[str, ...] = ("requests", "visitors")
+    k: int = 10
+    allowed_lateness_seconds: int = 600
+    max_events_per_visitor: int = 100
+    max_cells: int = 10_000
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.measures if m not in MEASURES]
+        if unknown:
+            raise ValueError(f"unknown measures {unknown} (see MEASURES)")
+        if self.window_seconds < MIN_WINDOW_SECONDS:
+            raise ValueError(f"window {self.window_seconds}s is below {MIN_WINDOW_SECONDS}s")
+        if self.k < 2:
+            raise ValueError("k must be at least 2 (k=1 publishes single visitors)")
+        if self.max_events_per_visitor < 1 or self.max_cells < 1:
+            raise ValueError("max_events_per_visitor and max_cells must be positive")
+        if self.allowed_lateness_seconds < 0:
+            raise ValueError("allowed_lateness_seconds must be >= 0")
+        if len(set(self.dimensions)) != len(self.dimensions) or not self.dimensions:
+            raise ValueError("dimensions must be non-empty and distinct")
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Identity of the output in partials and the merger: (name, window seconds)."""
+        return (self.name, self.window_seconds)
+
+    @property
+    def window_label(self) -> str:
+        """``"5m"``, ``"1h"``, ``"1d"``: the ``window`` field of published rows."""
+        return format_duration(self.window_seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (stored inside snapshots so a restore needs no config)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AggregateSpec:
+        """Inverse of :meth:`to_dict`.
+
+        >>> s = DEFAULT_SPECS[0]
+        >>> AggregateSpec.from_dict(s.to_dict()) == s
+        True
+        """
+        data = dict(data)
+        data["dimensions"] = tuple(data["dimensions"])
+        data["measures"] = tuple(data["measures"])
+        return cls(**data)
+
+
+OPS_5M = AggregateSpec(
+    "ops",
+    300,
+    ("status_class", "method", "route", "country"),
+    ("requests", "visitors", "bytes", "p50_ms", "p95_ms", "p99_ms", "bot_share"),
+)
+_PRODUCT_DIMENSIONS = (
+    "route", "country", PLACE, "browser", "os", "device", "referrer", "language",
+)  # fmt: skip
+PRODUCT_1H = AggregateSpec("product", 3600, _PRODUCT_DIMENSIONS, ("requests", "visitors"))
+PRODUCT_1D = AggregateSpec("product", 86400, _PRODUCT_DIMENSIONS, ("requests", "visitors"))
+DEFAULT_SPECS: tuple[AggregateSpec, ...] = (OPS_5M, PRODUCT_1H, PRODUCT_1D)
