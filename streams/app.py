@@ -148,23 +148,18 @@ def create_app(
             out.clear()
             lines_before = pipeline.stats.lines
             last_offsets = metrics.last_offsets
+            records = []
             for event in events:
                 message = event.message
                 last_offsets[(message.topic, message.partition)] = message.offset
-                # Framing: a record is lines joined by "\n", split exactly: a trailing
-                # "\n" is an empty last line (dead-lettered as parse.empty), so every
-                # line a shipper framed is counted, empty ones included.
-                value = message.value or b""
-                pipeline.process_lines(
-                    value.split(b"\n"),
-                    out,
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                )
+                records.append((message.value, message.topic, message.partition, message.offset))
+            # Framing: a record is lines joined by "\n", split exactly: a trailing "\n"
+            # is an empty last line (dead-lettered as parse.empty), so every line a
+            # shipper framed is counted, empty ones included.
+            pipeline.process_records(records, out)
             await _publish_until_done(publisher(), out, state, metrics)
             for event in events:  # only now may their offsets be committed
-                await stream.ack(event)
+                event.ack()  # (Stream.ack adds only monitor bookkeeping, per event)
             # Commit per batch, not per timer: a crash then replays at most the batch in
             # flight (one OffsetCommit per batch is negligible next to the batch itself).
             await app.consumer.commit()

@@ -1,0 +1,143 @@
+"""Stage 3: completeness, duplicates, the k gate and the subtraction checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from streams.aggregate import (
+    OTHER,
+    PLACE,
+    AggregateSpec,
+    Cell,
+    PartialAggregator,
+    WindowMerger,
+    gate_cells,
+    gate_place,
+)
+from streams.aggregate.partial import SEP
+
+T0 = 1709546400
+SPEC = AggregateSpec("t", 3600, ("browser",), k=3, allowed_lateness_seconds=0)
+
+
+def partials(partition: int, partitions: int, events: list[dict[str, Any]], until: int) -> list:
+    agg = PartialAggregator([SPEC], partition, partitions)
+    agg.add(events, offset=0)
+    agg.advance_to(until)
+    return agg.close_ready()
+
+
+def people(n: int, browser: str, prefix: str, t: int = T0) -> list[dict[str, Any]]:
+    return [{"time": t, "visitor": f"{prefix}{i}", "browser": browser} for i in range(n)]
+
+
+def test_window_waits_for_every_partition_and_empty_partials_count() -> None:
+    merger = WindowMerger([SPEC])
+    p0 = partials(0, 3, people(5, "Firefox", "a"), T0 + 3600)
+    p1 = partials(1, 3, people(5, "Firefox", "b"), T0 + 3600)
+    p2 = partials(2, 3, [], T0 + 3600)  # idle partition: an empty heartbeat partial
+    assert p2 and p2[0].requests == 0
+    assert merger.add(p0[0]) == [] and merger.add(p1[0]) == []
+    assert merger.add(p0[0]) == []  # duplicate replaces, does not add
+    rows = merger.add(p2[0])
+    assert [(r["value"], r["visitors"]) for r in rows] == [("Firefox", 10), (None, 10)]
+    assert merger.add(p1[0]) == [] and merger.stats["stale"] == 1  # never emitted twice
+    assert merger.stats["replaced"] == 1
+
+
+def test_later_partial_covers_windows_a_partition_never_saw() -> None:
+    merger = WindowMerger([SPEC])
+    early = partials(0, 2, people(6, "Chrome", "a"), T0 + 3600)
+    late_start = partials(1, 2, people(6, "Chrome", "b", T0 + 7200), T0 + 3 * 3600)
+    assert merger.add(early[0]) == []
+    rows = [r for p in late_start for r in merger.add(p)]
+    assert {(r["window_start"], r["visitors"]) for r in rows if r["kind"] == "summary"} == {
+        ("2024-03-04T10:00:00Z", 6)
+    }
+
+
+def test_merger_snapshot_restore() -> None:
+    merger = WindowMerger([SPEC])
+    merger.add(partials(0, 2, people(5, "Firefox", "a"), T0 + 3600)[0])
+    restored = WindowMerger.restore(merger.snapshot())
+    last = partials(1, 2, people(5, "Firefox", "b"), T0 + 3600)[0]
+    assert restored.add(last) == merger.add(last) != []
+
+
+def test_partition_count_must_match() -> None:
+    merger = WindowMerger([SPEC])
+    merger.add(partials(0, 2, [], T0 + 3600)[0])
+    with pytest.raises(ValueError, match="partitions"):
+        merger.add(partials(0, 3, [], T0 + 3600)[0])
+    with pytest.raises(ValueError, match="no spec"):
+        WindowMerger([]).add(partials(0, 3, [], T0 + 3600)[0])
+
+
+def cells(**counts: int) -> dict[str, Cell]:
+    return {k: Cell(v, v) for k, v in counts.items()}
+
+
+def test_gate_publishes_large_cells_and_an_exact_other() -> None:
+    c = cells(Chrome=50, Firefox=30, Lynx=2, Links=9)
+    tails = [((("Links",), 5), (("Links", "Lynx"), 2)), ((("Links",), 4),)]
+    g = gate_cells(c, tails, total=91, k=10)
+    assert (g.published, g.folded, g.other_visitors, g.secondary) == (
+        ["Chrome", "Firefox"], ["Links", "Lynx"], 11, 0
+    )  # fmt: skip
+
+
+def test_gate_secondary_suppression_when_the_rest_is_below_k() -> None:
+    # The rest (Lynx, 2 visitors) would be isolated by total - published: fold Firefox too.
+    g = gate_cells(cells(Chrome=50, Firefox=30, Lynx=2), [((("Lynx",), 2),)], total=82, k=10)
+    assert g.published == ["Chrome"] and g.folded == ["Firefox", "Lynx"]
+    assert g.other_visitors is None and g.other_min == 32 and g.secondary == 1
+
+
+def test_gate_total_minus_cell_below_k_folds_the_cell() -> None:
+    g = gate_cells(cells(home=95, cart=40), [], total=100, k=10)  # 5 never saw "home"
+    assert g.published == ["cart"] and g.folded == ["home"]
+
+
+def test_gate_everything_folded_and_below_k() -> None:
+    g = gate_cells(cells(a=4, b=4, c=4), [((("a",), 4), (("b",), 4), (("c",), 4))], 12, k=10)
+    assert g.published == [] and g.other_visitors == 12
+    assert gate_cells(cells(a=4), [], 4, k=10).below_k
+
+
+def place(**counts: int) -> dict[str, Cell]:
+    return {k.replace("__", SEP): Cell(v, v) for k, v in counts.items()}
+
+
+def test_place_rolls_small_cities_up_and_blocks_parent_child_subtraction() -> None:
+    c = place(DE=60, DE__BY=40, DE__BY__Munich=34, DE__BY__Passau=6, DE__BE=20, DE__BE__Berlin=20)
+    g = gate_place(c, [], total=60, k=10)
+    # Passau < k rolls up into BY; BY - Munich = 6 < k: Munich is not published.
+    assert [k.replace(SEP, "/") for k in g.sub_published] == ["DE/BE", "DE/BE/Berlin", "DE/BY"]
+
+
+def test_place_parent_rest_below_k_drops_the_smallest_child() -> None:
+    # BY = Munich(15) + Augsburg(12) + Passau(3): children cover all but <= 3 visitors.
+    c = place(DE=80, DE__BY=30, DE__BY__Munich=15, DE__BY__Augsburg=12, DE__BY__Passau=3, DE__NW=50)
+    g = gate_place(c, [], total=80, k=10)
+    subs = [k.replace(SEP, "/") for k in g.sub_published]
+    assert "DE/BY" in subs and "DE/BY/Munich" in subs and "DE/BY/Augsburg" not in subs
+
+
+def test_place_rows_carry_levels() -> None:
+    spec = AggregateSpec("p", 3600, (PLACE,), k=2, allowed_lateness_seconds=0)
+    agg = PartialAggregator([spec], 0, 1)
+    evs = [{"time": T0, "visitor": f"v{i}", "country": "DE", "region": "BY",
+            "city": "Munich" if i < 4 else "Passau"} for i in range(8)]  # fmt: skip
+    evs += [{"time": T0, "visitor": f"w{i}", "country": "FR"} for i in range(3)]
+    agg.add(evs, 0)
+    agg.advance_to(T0 + 3600)
+    merger = WindowMerger([spec])
+    rows = [r for p in agg.close_ready() for r in merger.add(p)]
+    got = {(r["value"], r.get("level"), r["visitors"]) for r in rows if r["kind"] == "cell"}
+    assert got == {
+        ("DE", "country", 8), ("DE/BY", "region", 8), ("DE/BY/Munich", "city", 4),
+        ("DE/BY/Passau", "city", 4), ("FR", "country", 3),
+    }  # fmt: skip
+    assert OTHER not in {r["value"] for r in rows}

@@ -1,0 +1,203 @@
+"""Stage 2: windows, lateness, contribution cap, cardinality bound, exactly-once restarts."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from streams.aggregate import (
+    DEFAULT_SPECS,
+    OTHER,
+    PLACE,
+    AggregateSpec,
+    Partial,
+    PartialAggregator,
+    WindowMerger,
+)
+from tests.properties.test_reidentification import (
+    SPECS,
+    T0,
+    canonical,
+    partition_of,
+    population,
+    run,
+)
+
+SPEC = AggregateSpec("t", 300, ("route", PLACE), ("requests", "visitors", "p50_ms"), k=2)
+
+
+def ev(t: int, visitor: str = "v1", **fields: Any) -> dict[str, Any]:
+    return {"time": t, "visitor": visitor, "route": "/", "country": "DE", **fields}
+
+
+def test_shuffled_within_lateness_equals_sorted() -> None:
+    events = population(5, 120)
+    ordered = sorted(events, key=lambda e: e["time"])
+    rng = random.Random(1)
+    # Each event moves behind others by less than the lateness bound (600 s). A
+    # visitor's own events keep their order (Kafka keys by visitor), which decides
+    # which of a heavy visitor's events the contribution cap keeps.
+    jittered = sorted(ordered, key=lambda e: e["time"] + rng.uniform(0, 599))
+    own: dict[str, list[dict[str, Any]]] = {}
+    for e in ordered:
+        own.setdefault(e["visitor"], []).append(e)
+    shuffled = [own[e["visitor"]].pop(0) for e in jittered]
+    assert shuffled != ordered and sorted(map(id, shuffled)) == sorted(map(id, ordered))
+    a, _, ma = run(SPECS, ordered)
+    b, _, mb = run(SPECS, shuffled, batch=3)
+    assert canonical(a) == canonical(b)
+    assert ma.stats["late"] == mb.stats["late"] == 0
+
+
+def test_events_older_than_lateness_are_late_and_excluded() -> None:
+    agg = PartialAggregator([SPEC], 0, 1)
+    agg.add([ev(T0, "a"), ev(T0 + 900, "b")], offset=0)  # watermark T0+300: window T0 closed
+    agg.add([ev(T0 + 60, "c")], offset=1)  # window T0 already past the watermark: late
+    agg.add([ev(T0 + 600, "d")], offset=2)  # window T0+600 ends T0+900 > watermark: on time
+    partials = agg.close_ready()
+    assert [(p.window_start - T0, p.requests) for p in partials] == [(0, 1)]
+    assert partials[0].late == 1
+    agg.advance_to(T0 + 5000)
+    later = agg.close_ready()
+    assert sum(p.requests for p in later) == 2 and sum(p.late for p in later) == 0
+    merger = WindowMerger([SPEC])
+    for p in partials + later:
+        merger.add(p)
+    assert merger.stats["late"] == 1
+
+
+def test_no_window_is_emitted_twice() -> None:
+    agg = PartialAggregator(DEFAULT_SPECS, 0, 1)
+    starts: list[tuple[str, int, int]] = []
+    for i, e in enumerate(sorted(population(2, 80), key=lambda e: e["time"])):
+        agg.add([e], offset=i)
+        if i % 7 == 0:
+            starts += [(p.output, p.window_seconds, p.window_start) for p in agg.close_ready()]
+    agg.advance_to(T0 + 3 * 86400)
+    starts += [(p.output, p.window_seconds, p.window_start) for p in agg.close_ready()]
+    starts += [(p.output, p.window_seconds, p.window_start) for p in agg.close_ready()]
+    assert len(starts) == len(set(starts))
+    assert agg.state_size()["windows"] == 0
+
+
+def _outputs(specs: list[AggregateSpec], events: list[dict[str, Any]], cut: int | None,
+             rewind: int) -> list[bytes]:  # fmt: skip
+    """Rows of a 3-partition run; with ``cut``, every partition snapshots after record
+    ``cut``, goes on a little (output lost with the crash), restores and replays from
+    ``rewind`` records before the snapshot."""
+    parts = 3
+    streams: list[list[dict[str, Any]]] = [[] for _ in range(parts)]
+    for e in events:
+        streams[partition_of(e["visitor"], parts)].append(e)
+    merger = WindowMerger(specs)
+    rows: list[dict[str, Any]] = []
+    for p, stream in enumerate(streams):
+        agg = PartialAggregator(specs, p, parts)
+        offset = 0
+        while offset < len(stream):
+            agg.add([stream[offset]], offset=offset)
+            offset += 1
+            if offset % 11 == 0:
+                for partial in agg.close_ready():
+                    rows += merger.add(partial)
+            if cut is not None and offset == min(cut, len(stream)):
+                snap = agg.snapshot()
+                for i in range(offset, min(offset + 25, len(stream))):  # work lost in a crash
+                    agg.add([stream[i]], offset=i)
+                agg = PartialAggregator.restore(snap)
+                assert agg.applied_offset == offset - 1
+                offset = max(0, offset - rewind)  # replay includes already-applied records
+                cut = None
+        agg.advance_to(T0 + 5 * 86400)
+        for partial in agg.close_ready():
+            rows += merger.add(Partial.from_bytes(partial.to_bytes()))
+    return canonical(rows)
+
+
+@pytest.mark.parametrize("cut,rewind", [(1, 0), (57, 0), (133, 40), (300, 299), (10**6, 5)])
+def test_restart_from_snapshot_neither_loses_nor_doubles(cut: int, rewind: int) -> None:
+    events = population(21, 150)
+    assert _outputs(SPECS, events, cut, rewind) == _outputs(SPECS, events, None, 0)
+
+
+def test_restore_gives_identical_partials() -> None:
+    events = sorted(population(4, 60), key=lambda e: e["time"])
+    a = PartialAggregator(DEFAULT_SPECS, 0, 1)
+    for i, e in enumerate(events[:200]):
+        a.add([e], offset=i)
+    b = PartialAggregator.restore(a.snapshot())
+    for agg in (a, b):
+        for i, e in enumerate(events[200:], start=200):
+            agg.add([e], offset=i)
+        agg.advance_to(T0 + 5 * 86400)
+    assert [p.to_bytes() for p in a.close_ready()] == [p.to_bytes() for p in b.close_ready()]
+
+
+def test_contribution_cap() -> None:
+    spec = AggregateSpec("t", 3600, ("route",), max_events_per_visitor=3, k=2)
+    agg = PartialAggregator([spec], 0, 1)
+    agg.add([ev(T0, "heavy", route=f"/{i}") for i in range(10)] + [ev(T0, "light")], offset=0)
+    agg.advance_to(T0 + 7200)
+    (p,) = agg.close_ready()
+    assert (p.requests, p.capped, p.visitors) == (4, 7, 2)
+    assert set(p.dimensions["route"].cells) == {"/", "/0", "/1", "/2"}  # the first three
+
+
+def test_cardinality_bound_and_memory_bounded_by_open_windows() -> None:
+    spec = AggregateSpec("t", 300, ("route", PLACE), k=2, max_cells=5, allowed_lateness_seconds=0)
+    agg = PartialAggregator([spec], 0, 1)
+    for w in range(50):
+        batch = [
+            ev(T0 + w * 300, f"v{w}-{i}", route=f"/r{i}", country=f"C{i % 8}", region=f"R{i}",
+               city=f"X{i}")
+            for i in range(40)
+        ]  # fmt: skip
+        agg.add(batch, offset=w)
+        size = agg.state_size()
+        assert size["windows"] <= 2 and size["combinations"] <= 80  # open windows only
+        for p in (p for p in agg.close_ready() if p.requests):
+            routes = p.dimensions["route"].cells
+            assert len(routes) == 6 and routes[OTHER].requests == 35
+            place = p.dimensions[PLACE].cells
+            countries = [k for k in place if "\x1f" not in k]
+            assert len(countries) == 6 and OTHER in countries
+            assert sum(place[c].requests for c in countries) == 40
+            assert sum(1 for k in place if k.count("\x1f") == 1) <= 5
+
+
+def test_invalid_events_are_counted_not_applied() -> None:
+    agg = PartialAggregator([SPEC], 0, 1)
+    agg.add([{"time": "noon", "visitor": "a"}, {"time": T0}, {"time": True, "visitor": "b"}], 0)
+    agg.add([{"time": T0, "visitor": "a", "route": ["unhashable"], "country": None}], 1)
+    assert agg.invalid == 3
+    agg.advance_to(T0 + 3600)
+    (p,) = [p for p in agg.close_ready() if p.requests]
+    assert p.requests == 1 and set(p.dimensions[PLACE].cells) == {"__unknown__"}
+    assert set(p.dimensions["route"].cells) == {"['unhashable']"}
+
+
+def test_partials_carry_no_pseudonyms_and_round_trip() -> None:
+    events = population(9, 40)
+    agg = PartialAggregator(DEFAULT_SPECS, 0, 1)
+    agg.add(events, offset=0)
+    agg.advance_to(T0 + 5 * 86400)
+    partials = agg.close_ready()
+    blob = b"".join(p.to_bytes() for p in partials).decode()
+    assert not any(e["visitor"] in blob for e in events)
+    assert all(Partial.from_bytes(p.to_bytes()) == p for p in partials)
+    fresh = PartialAggregator(DEFAULT_SPECS, 0, 1)
+    fresh.add(events[:1], offset=0)
+    assert events[0]["visitor"] in fresh.snapshot().decode()  # internal state only
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ValueError, match="duplicate"):
+        PartialAggregator([SPEC, SPEC], 0, 1)
+    with pytest.raises(ValueError, match="partition"):
+        PartialAggregator([SPEC], 3, 3)
+    with pytest.raises(ValueError, match="k must"):
+        AggregateSpec("t", 300, ("route",), k=1)
+    with pytest.raises(ValueError, match="window"):
+        AggregateSpec("t", 30, ("route",))
