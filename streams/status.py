@@ -51,7 +51,8 @@ STATUS_PAGE = """<!doctype html>
  body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
  header{background:#1d2330;color:#fff;padding:10px 18px;display:flex;gap:18px;align-items:baseline}
  header h1{font-size:18px;margin:0} header span{opacity:.75}
- main{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:14px;padding:14px}
+ main{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:14px;padding:14px;
+  align-items:start}
  section{background:#fff;border-radius:8px;padding:12px 14px;box-shadow:0 1px 2px #0002}
  h2{font-size:13px;text-transform:uppercase;letter-spacing:.05em;color:#5a6275;margin:0 0 8px}
  .big{font-size:28px;font-weight:600} .muted{color:#7a8194;font-size:12px}
@@ -79,15 +80,18 @@ const hist = [];
 const ESC={"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;","'":"&#39;"};
 function esc(s){return String(s).replace(/[&<>"']/g,c=>ESC[c]);}
 function fmt(n){return Number(n).toLocaleString("en-US");}
+function short(s){s=String(s);return s.length>20?s.slice(0,8)+"…"+s.slice(-11):s;}
 function bars(id, rows){
   const el=document.getElementById(id);
   if(!rows.length){el.innerHTML='<div class="muted">none</div>';return;}
-  const max=Math.max(...rows.map(r=>r[1]),1), h=18, w=300;
+  // label column | bar | value column wide enough for "10,000,000"
+  const max=Math.max(...rows.map(r=>r[1]),1), h=18, w=300, lw=130, vw=76;
   let s=`<svg width="${w}" height="${rows.length*h}" role="img">`;
-  rows.forEach((r,i)=>{const bw=Math.max(1,(w-140)*r[1]/max);
-    s+=`<text x="0" y="${i*h+13}">${esc(r[0]).slice(0,22)}</text>`+
-       `<rect x="130" y="${i*h+3}" width="${bw}" height="12" fill="#4c78a8"></rect>`+
-       `<text x="${134+bw}" y="${i*h+13}" data-value="${r[1]}">${fmt(r[1])}</text>`;});
+  rows.forEach((r,i)=>{const bw=Math.max(1,(w-lw-vw)*r[1]/max);
+    s+=`<text x="0" y="${i*h+13}"><title>${esc(r[0])}</title>${esc(short(r[0]))}</text>`+
+       `<rect x="${lw}" y="${i*h+3}" width="${bw}" height="12" fill="#4c78a8"></rect>`+
+       `<text x="${lw+4+bw}" y="${i*h+13}" data-label="${esc(r[0])}" data-value="${r[1]}">`+
+       `${fmt(r[1])}</text>`;});
   el.innerHTML=s+"</svg>";
 }
 function entries(obj){return Object.entries(obj||{}).sort((a,b)=>b[1]-a[1]);}
