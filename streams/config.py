@@ -215,6 +215,31 @@ SCHEMA = Section(
             },
             "topics for the streaming worker",
         ),
+        "aggregates": Section(
+            {
+                "enabled": Key(bool, False, "compute k-gated windowed aggregates in the worker"),
+                "k": Key(
+                    int,
+                    10,
+                    "minimum distinct visitors per published cell",
+                    check=lambda v: None if v >= 2 else "must be at least 2",
+                ),
+                "allowed_lateness": Key(
+                    str, "10m", "events later than this are counted late", check=_duration()
+                ),
+                "max_events_per_visitor": Key(int, 100, "contribution cap per visitor and window"),
+                "max_cells": Key(int, 10_000, "distinct values per dimension and window"),
+                "snapshot_interval": Key(
+                    str, "5s", "how often window state is checkpointed", check=_duration()
+                ),
+                "output": _topic("logs.aggregates", "760d", "aggregates", partitions=1),
+                "input": _topic("logfog.agg.input", "1d", "operations"),
+                "partials": _topic("logfog.agg.partials", "1d", "operations", partitions=1),
+                "state": _topic("logfog.agg.state", "3d", "operations", partitions=1),
+            },
+            "windowed aggregates with a minimum group size (internal topics hold pseudonyms: "
+            "short retention)",
+        ),
         "destinations": MapOf(
             Section(
                 {
@@ -452,7 +477,73 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
             errors.append(f"{where}.key: {key!r} is not one of this destination's fields")
         normalized[str(name)] = d
     out["destinations"] = normalized
+    if out.get("aggregates", {}).get("enabled") and not errors:
+        # The internal, visitor-keyed stream that feeds aggregation: built by the same
+        # rules machinery (default deny, sweep), never published outside the cluster.
+        geo = out.get("enrich", {}).get("geo", {})
+        has_geo = any(geo.get(kind) for kind in ("city", "country"))
+        internal = aggregate_input_destination(out["aggregates"]["input"], has_geo)
+        sub_errors: list[str] = []
+        d = {}
+        _validate_section(internal, dest_schema.item, AGGREGATE_INPUT, sub_errors, d)
+        d["fields"] = {
+            name: _validate_rule(
+                rule,
+                f"{AGGREGATE_INPUT}.{name}",
+                "operations",
+                out.get("site", ""),
+                sub_errors,
+                warnings,
+            )  # fmt: skip
+            for name, rule in internal["fields"].items()
+        }
+        errors.extend(sub_errors)
+        normalized[AGGREGATE_INPUT] = d
     return out
+
+
+#: Name of the internal destination feeding the aggregator (not a user destination).
+AGGREGATE_INPUT = "_aggregate"
+
+
+def aggregate_input_destination(topic: Mapping[str, Any], has_geo: bool) -> dict[str, Any]:
+    """The fields the aggregator needs, at the coarsest useful precision."""
+    keep = "keep"
+    destination: dict[str, Any] = {
+        "kind": "operations",
+        "topic": topic["topic"],
+        "partitions": topic["partitions"],
+        "retention": topic["retention"],
+        "replication": topic["replication"],
+        "framing": "record",
+        "key": "visitor",
+        "fields": {
+            "time": {"from": "request.time", "action": "coarsen_time", "bucket": "5m",
+                     "format": "epoch"},
+            "visitor": {"from": ["client.ip", "agent.original"], "action": "pseudonymize",
+                        "scope": "site"},
+            "route": {"from": "request.target", "action": "url_policy", "allow_query": []},
+            "status_class": {"from": "response.status", "action": "generalize",
+                             "to": "status_class"},
+            "method": {"from": "request.method", "action": keep},
+            "country": {"from": "geo.country", "action": keep},
+            "region": {"from": "geo.region", "action": keep},
+            "city": {"from": "geo.city", "action": keep},
+            "browser": {"from": "agent.browser", "action": keep},
+            "os": {"from": "agent.os", "action": keep},
+            "device": {"from": "agent.device", "action": keep},
+            "referrer": {"from": "request.referrer", "action": "referrer_policy",
+                         "same_site": "domain"},
+            "language": {"from": "request.language", "action": keep},
+            "bytes": {"from": "response.bytes", "action": keep},
+            "duration_ms": {"from": "response.duration_ms", "action": keep},
+            "bot": {"from": "agent.is_bot", "action": keep},
+        },
+    }  # fmt: skip
+    if not has_geo:
+        for name in ("country", "region", "city"):
+            del destination["fields"][name]
+    return destination
 
 
 def load_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[str]]:

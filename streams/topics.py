@@ -29,6 +29,20 @@ def topic_specs(config: Mapping[str, Any]) -> list[TopicSpec]:
     kafka = config["kafka"]
     specs = [_spec(kafka["raw"]), _spec(kafka["dead_letter"])]
     specs += [_spec(d) for d in config["destinations"].values()]
+    aggregates = config.get("aggregates", {})
+    if aggregates.get("enabled"):
+        specs.append(_spec(aggregates["output"]))
+        specs.append(_spec(aggregates["partials"]))
+        state = _spec(aggregates["state"])
+        # Window state (with pseudonyms) is checkpointed here: latest per key matters,
+        # and a day window's visitor sets can exceed Kafka's 1 MB default.
+        specs.append(
+            TopicSpec(
+                state.name, state.partitions, state.retention_ms, cleanup_policy="compact,delete",
+                replication_factor=state.replication_factor,
+                config={"max.message.bytes": str(64 << 20)},
+            )  # fmt: skip
+        )
     keys = config["keys"]
     if keys["source"] in ("auto", "shared") and pseudonymizes(config):
         from streams.keyshare import topic_spec as keys_topic_spec

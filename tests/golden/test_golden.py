@@ -26,7 +26,9 @@ def render(pipeline: Pipeline, sample: Path) -> dict[str, bytes]:
         lines.pop()
     out = pipeline.test(lines)
     files = {
-        f"{name}.ndjson": b"".join(v + b"\n" for v in out.values(name)) for name in pipeline.names
+        f"{name}.ndjson": b"".join(v + b"\n" for v in out.values(name))
+        for name in pipeline.names
+        if not name.startswith("_")  # internal streams are not outputs
     }
     files["rejected.ndjson"] = b"".join(dead_letter(r) + b"\n" for r in out.rejections)
     return files
