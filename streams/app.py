@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 log = logging.getLogger("logfog.worker")
 
 BATCH_EVENTS = 2000  # Faust events per batch (each may carry many lines)
@@ -89,6 +91,7 @@ class WorkerState:
         self.last_batch_at: float | None = None
         self.publish_failures = 0
         self.rates: list[tuple[float, int]] = []  # (time, lines so far) for the page
+        self.aggregation: Any = None  # AggregationRuntime, when aggregates are enabled
 
     def note(self, lines: int) -> None:
         now = time.time()
@@ -172,6 +175,9 @@ def create_app(
                 len(events), pipeline.stats.lines - lines_before, time.perf_counter() - started
             )
 
+    if config["aggregates"]["enabled"]:
+        _add_aggregation(app, config, bootstrap, topic_partitions, state, metrics)
+
     @app.task
     async def on_started() -> None:
         state.ready = True
@@ -203,6 +209,125 @@ def create_app(
         return self.html(STATUS_PAGE)
 
     return app
+
+
+def _add_aggregation(
+    app: Any,
+    config: Mapping[str, Any],
+    bootstrap: str,
+    topic_partitions: Mapping[str, int],
+    state: WorkerState,
+    metrics: Any,
+) -> None:
+    """Stages 2 and 3 of the aggregation (streams/aggregate) as two more agents.
+
+    Stage 2 reads the internal visitor-keyed stream, one PartialAggregator per assigned
+    partition; closed windows go to the partials topic (keyed by source partition, so
+    per-partition order holds). Exactness: events are acknowledged only after a
+    checkpoint containing them is on the state topic; a restored aggregator skips
+    offsets it already applied. Stage 3 (the single partials partition) merges, applies
+    the minimum group size and publishes the rows: counts only, never pseudonyms.
+    """
+    from streams.aggregate.partial import Partial
+    from streams.aggregate.runtime import MERGER_KEY, AggregationRuntime, specs_from_config
+    from streams.checkpoints import load_latest
+    from streams.durations import parse_duration
+
+    agg = config["aggregates"]
+    input_name, partials_name = agg["input"]["topic"], agg["partials"]["topic"]
+    state_name, output_name = agg["state"]["topic"], agg["output"]["topic"]
+    runtime = AggregationRuntime(
+        specs_from_config(agg),
+        partitions=topic_partitions[input_name],
+        snapshot_interval=float(parse_duration(agg["snapshot_interval"])),
+    )
+    state.aggregation = runtime
+    loop_box: dict[str, Any] = {}
+
+    def topic(name: str) -> Any:
+        return app.topic(name, value_type=bytes, key_type=bytes, value_serializer="raw",
+                         key_serializer="raw", partitions=topic_partitions[name])  # fmt: skip
+
+    def producer() -> Any:
+        return app.producer._ensure_producer()
+
+    async def checkpoints() -> dict[str, bytes]:
+        # Read fresh on every (re)assignment: another worker may have written newer ones.
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, load_latest, bootstrap, state_name)
+
+    async def ensure_aggregators(partitions: set[int]) -> None:
+        missing = partitions - set(runtime.aggregators)
+        if missing:
+            saved = await checkpoints()
+            for p in sorted(missing):
+                runtime.aggregator(p, saved.get)
+
+    async def send_all(records: list[tuple[str, bytes | None, bytes]]) -> None:
+        futures = [await producer().send(t, value, key=key) for t, key, value in records]
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def write_due(force: bool = False) -> bool:
+        due = runtime.due_snapshots(force=force)
+        if due:
+            await send_all([(state_name, k.encode(), v) for k, v in due.items()])
+            runtime.snapshots_written(due)
+        return bool(due)
+
+    async def publish_partials() -> None:
+        closed = runtime.close_ready()
+        if closed:
+            await send_all([(partials_name, str(p).encode(), partial.to_bytes())
+                            for p, partial in closed])  # fmt: skip
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        runtime.revoke(tp.partition for tp in revoked if tp.topic == input_name)
+
+    @app.agent(topic(input_name), name="logfog-aggregate")
+    async def aggregate(stream: Any) -> None:
+        pending: list[Any] = []
+        async for events in stream.noack_take(5000, within=0.2):
+            await ensure_aggregators({e.message.partition for e in events})
+            loads = orjson.loads
+            for event in events:
+                message = event.message
+                runtime.add(message.partition, message.offset, loads(message.value))
+            pending.extend(events)
+            await publish_partials()
+            if await write_due():
+                for event in pending:  # covered by the checkpoints just written
+                    event.ack()
+                pending.clear()
+                await app.consumer.commit()
+
+    @app.timer(2.0)
+    async def advance_idle_partitions() -> None:
+        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == input_name}
+        await ensure_aggregators(assigned)
+        runtime.advance(int(time.time()))
+        await publish_partials()
+        await write_due()
+
+    @app.agent(topic(partials_name), name="logfog-merge")
+    async def merge(stream: Any) -> None:
+        if "restored" not in loop_box:
+            runtime.restore_merger((await checkpoints()).get(MERGER_KEY))
+            loop_box["restored"] = True
+        async for events in stream.noack_take(1000, within=0.5):
+            rows: list[dict[str, Any]] = []
+            for event in events:
+                rows.extend(runtime.merge(Partial.from_bytes(event.message.value)))
+            records: list[tuple[str, bytes | None, bytes]] = [
+                (output_name, f"{r['output']}|{r['window']}|{r['dimension']}".encode(),
+                 orjson.dumps(r)) for r in rows
+            ]  # fmt: skip
+            records.append((state_name, MERGER_KEY.encode(), runtime.merger.snapshot()))
+            await send_all(records)
+            for event in events:
+                event.ack()
+            await app.consumer.commit()
 
 
 async def _publish_until_done(publisher: Any, out: Any, state: WorkerState, metrics: Any) -> None:

@@ -494,7 +494,7 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
                 out.get("site", ""),
                 sub_errors,
                 warnings,
-            )  # fmt: skip
+            )
             for name, rule in internal["fields"].items()
         }
         errors.extend(sub_errors)

@@ -22,7 +22,7 @@ def status_snapshot(state: Any, pipeline: Any, metrics: Any) -> dict[str, Any]:
     if len(rates) >= 2:
         (t0, l0), (t1, l1) = rates[max(0, len(rates) - 10)], rates[-1]
         rate = (l1 - l0) / (t1 - t0) if t1 > t0 else 0.0
-    aggregates = getattr(pipeline, "aggregate_status", None)
+    aggregation = getattr(state, "aggregation", None)
     return {
         "uptime_s": round(time.time() - state.started, 1),
         "ready": state.ready,
@@ -39,7 +39,7 @@ def status_snapshot(state: Any, pipeline: Any, metrics: Any) -> dict[str, Any]:
             {"topic": t, "partition": p, "lag": lag}
             for (t, p), lag in sorted(metrics.lag_by_partition.items())
         ],
-        "aggregates": aggregates() if aggregates is not None else None,
+        "aggregates": aggregation.status() if aggregation is not None else None,
     }
 
 

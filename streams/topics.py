@@ -38,10 +38,13 @@ def topic_specs(config: Mapping[str, Any]) -> list[TopicSpec]:
         # and a day window's visitor sets can exceed Kafka's 1 MB default.
         specs.append(
             TopicSpec(
-                state.name, state.partitions, state.retention_ms, cleanup_policy="compact,delete",
+                state.name,
+                state.partitions,
+                state.retention_ms,
+                cleanup_policy="compact,delete",
                 replication_factor=state.replication_factor,
                 config={"max.message.bytes": str(64 << 20)},
-            )  # fmt: skip
+            )
         )
     keys = config["keys"]
     if keys["source"] in ("auto", "shared") and pseudonymizes(config):

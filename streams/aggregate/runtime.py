@@ -1,0 +1,176 @@
+"""Book-keeping that ties the aggregation stages to Kafka partitions, without Kafka.
+
+The worker (``streams/app.py``) owns one :class:`AggregationRuntime`. It holds one
+:class:`~streams.aggregate.PartialAggregator` per *assigned* partition of the
+visitor-keyed input topic, restores each from its latest checkpoint when the
+partition is (re)assigned, drops it when the partition is revoked, and says when
+checkpoints are due. Exactness across restarts comes from the order the worker keeps:
+events are acknowledged only after a checkpoint that includes them is written, and a
+restored aggregator skips offsets it has already applied.
+
+>>> from streams.aggregate import OPS_5M
+>>> rt = AggregationRuntime([OPS_5M], partitions=2, snapshot_interval=5.0)
+>>> agg = rt.aggregator(1, lambda key: None)
+>>> rt.add(1, 7, {"time": 600, "visitor": "9f86d081884c7d65", "status_class": "2xx"})
+True
+>>> sorted(rt.due_snapshots(force=True))
+['partial/1']
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from streams.aggregate.merge import WindowMerger
+from streams.aggregate.partial import Partial, PartialAggregator
+from streams.aggregate.spec import DEFAULT_SPECS, PLACE, AggregateSpec
+from streams.durations import parse_duration
+
+MERGER_KEY = "merger"
+
+
+def specs_from_config(aggregates: Mapping[str, Any]) -> tuple[AggregateSpec, ...]:
+    """The default outputs with the config's k, lateness, cap and cardinality bound."""
+    return tuple(
+        replace(
+            spec,
+            k=aggregates["k"],
+            allowed_lateness_seconds=parse_duration(aggregates["allowed_lateness"]),
+            max_events_per_visitor=aggregates["max_events_per_visitor"],
+            max_cells=aggregates["max_cells"],
+        )
+        for spec in DEFAULT_SPECS
+    )
+
+
+def partial_key(partition: int) -> str:
+    return f"partial/{partition}"
+
+
+class AggregationRuntime:
+    """Stage-2 aggregators by partition plus the stage-3 merger, and checkpoint timing."""
+
+    def __init__(
+        self, specs: Sequence[AggregateSpec], partitions: int, snapshot_interval: float
+    ) -> None:
+        self.specs = tuple(specs)
+        self.partitions = partitions
+        self.snapshot_interval = snapshot_interval
+        self.aggregators: dict[int, PartialAggregator] = {}
+        self._dirty: set[int] = set()
+        self._last_snapshot: dict[int, float] = {}
+        self.merger = WindowMerger(self.specs)
+        self.last_rows: list[dict[str, Any]] = []
+        self.last_window: dict[str, Any] | None = None
+        self.suppressed: dict[str, int] = {"cells": 0, "requests": 0, "visitors": 0}
+        self.rows_published = 0
+
+    # -- stage 2 ---------------------------------------------------------------------
+
+    def aggregator(self, partition: int, load: Callable[[str], bytes | None]) -> PartialAggregator:
+        """The aggregator of ``partition``, restored from its checkpoint on first use."""
+        agg = self.aggregators.get(partition)
+        if agg is None:
+            data = load(partial_key(partition))
+            agg = (
+                PartialAggregator.restore(data)
+                if data is not None
+                else PartialAggregator(self.specs, partition, self.partitions)
+            )
+            self.aggregators[partition] = agg
+            self._last_snapshot[partition] = time.monotonic()
+        return agg
+
+    def add(self, partition: int, offset: int, event: Mapping[str, Any]) -> bool:
+        agg = self.aggregators[partition]
+        applied = agg.add((event,), offset)
+        if applied:
+            self._dirty.add(partition)
+        return applied
+
+    def revoke(self, partitions: Iterable[int]) -> None:
+        """Forget state for partitions another worker now owns (it restores them)."""
+        for p in partitions:
+            self.aggregators.pop(p, None)
+            self._dirty.discard(p)
+            self._last_snapshot.pop(p, None)
+
+    def advance(self, now: int) -> None:
+        """Let idle partitions close windows by the clock (else the merger would wait)."""
+        for p, agg in self.aggregators.items():
+            before = agg.watermark_time
+            agg.advance_to(now)
+            if agg.watermark_time != before:
+                self._dirty.add(p)
+
+    def close_ready(self) -> list[tuple[int, Partial]]:
+        out: list[tuple[int, Partial]] = []
+        for p, agg in self.aggregators.items():
+            for partial in agg.close_ready():
+                out.append((p, partial))
+                self._dirty.add(p)
+        return out
+
+    def due_snapshots(self, now: float | None = None, force: bool = False) -> dict[str, bytes]:
+        """Checkpoints to write now (dirty partitions whose interval has passed)."""
+        now = time.monotonic() if now is None else now
+        due: dict[str, bytes] = {}
+        for p in sorted(self._dirty):
+            if force or now - self._last_snapshot.get(p, 0.0) >= self.snapshot_interval:
+                due[partial_key(p)] = self.aggregators[p].snapshot()
+        return due
+
+    def snapshots_written(self, keys: Iterable[str], now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        for key in keys:
+            p = int(key.split("/", 1)[1])
+            self._dirty.discard(p)
+            self._last_snapshot[p] = now
+
+    # -- stage 3 ---------------------------------------------------------------------
+
+    def restore_merger(self, data: bytes | None) -> None:
+        if data is not None:
+            self.merger = WindowMerger.restore(data)
+
+    def merge(self, partial: Partial) -> list[dict[str, Any]]:
+        rows = self.merger.add(partial)
+        if rows:
+            self._note_rows(rows)
+        return rows
+
+    def _note_rows(self, rows: list[dict[str, Any]]) -> None:
+        self.rows_published += len(rows)
+        for row in rows:
+            if row.get("kind") == "summary":
+                for name in self.suppressed:
+                    self.suppressed[name] += int((row.get("suppressed") or {}).get(name) or 0)
+        self.last_rows = rows
+        first = rows[0]
+        self.last_window = {
+            "name": f"{first['output']} {first['window']}",
+            "start": first["window_start"],
+            "version": first["version"],
+        }
+
+    def status(self) -> dict[str, Any]:
+        """What the status page shows: suppression totals and the last window's tops."""
+
+        def top(dimension: str) -> list[tuple[str, int]]:
+            cells = [r for r in self.last_rows
+                     if r.get("kind") == "cell" and r.get("dimension") == dimension]  # fmt: skip
+            cells.sort(key=lambda r: -int(r.get("requests") or 0))
+            return [(str(r["value"]), int(r["requests"])) for r in cells[:8]]
+
+        return {
+            "suppressed": dict(self.suppressed),
+            "window": self.last_window,
+            "top_routes": top("route"),
+            "top_countries": top("country") or top(PLACE),
+            "rows_published": self.rows_published,
+            "merger": dict(self.merger.stats),
+            "open_partitions": sorted(self.aggregators),
+        }
