@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench anonymize schema clean install
+.PHONY: run test unit lint typecheck bench anonymize schema clean install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,13 @@ anonymize: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check streams tests bench
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -q -p no:randomly
+	# The status page is tested in real headless Chromium (Debian's package; installed
+	# here when missing and we are root).
+	$(PY) -c "from tests.support.browser import ensure_chromium; ensure_chromium()"
+	$(VENV)/bin/pytest -q
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest -q --ignore=tests/integration
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check streams tests bench

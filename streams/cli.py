@@ -85,16 +85,20 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
 
     pipeline = _load_pipeline(args.config)
     names = pipeline.names
-    if args.only and args.only not in names:
-        raise UserError(f"--only: no destination {args.only!r} (have: {', '.join(names)})")
+    public = [n for n in names if not n.startswith("_")]  # internal streams are not output
+    if args.only and args.only not in public:
+        raise UserError(f"--only: no destination {args.only!r} (have: {', '.join(public)})")
     sinks: dict[str, IO[bytes]] = {}
     rejected_sink: IO[bytes] | None = None
+    aggregates = _FileAggregates(pipeline) if args.out and "_aggregate" in names else None
     if args.out:
         out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
-        for name in names:
+        for name in public:
             sinks[name] = open(out_dir / f"{name}.ndjson", "wb")  # noqa: SIM115 - closed below
         rejected_sink = open(out_dir / "rejected.ndjson", "wb")  # noqa: SIM115
+        if aggregates is not None:
+            sinks["aggregates"] = open(out_dir / "aggregates.ndjson", "wb")  # noqa: SIM115
     stdout = sys.stdout.buffer
     source = _open_input(args.file)
     total = None if args.file == "-" else os.path.getsize(args.file)
@@ -110,7 +114,10 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             pipeline.process_lines(batch, out, first_line=pipeline.stats.lines + 1)
             pipeline.count_published(out)
             for name, events in zip(names, out.per_destination, strict=True):
-                if args.out:
+                if name.startswith("_"):
+                    if aggregates is not None:
+                        sinks["aggregates"].write(aggregates.add(events))
+                elif args.out:
                     sinks[name].write(b"".join([e[1] + b"\n" for e in events]))
                 elif not args.only or args.only == name:
                     if args.only:
@@ -123,6 +130,8 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             if progress is not None:
                 progress.update(sum(len(x) + 1 for x in batch))
             out.clear()
+        if aggregates is not None:
+            sinks["aggregates"].write(aggregates.finish())
     finally:
         if progress is not None:
             progress.close()
@@ -141,6 +150,38 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     if args.summary_json:
         Path(args.summary_json).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     return 0
+
+
+class _FileAggregates:
+    """The worker's aggregation, in process, for a file: one partition, all windows
+    closed at the end of input. Writes the same k-gated rows the worker publishes."""
+
+    def __init__(self, pipeline: Any) -> None:
+        from streams.aggregate.runtime import AggregationRuntime, specs_from_config
+
+        self._runtime = AggregationRuntime(
+            specs_from_config(pipeline.config["aggregates"]), partitions=1, snapshot_interval=1e9
+        )
+        self._aggregator = self._runtime.aggregator(0, lambda key: None)
+        self._offset = 0
+        self._max_time = 0
+
+    def add(self, events: list[Any]) -> bytes:
+        for _key, _value, _ts, event in events:
+            self._offset += 1
+            self._aggregator.add((event,), self._offset)
+            self._max_time = max(self._max_time, int(event.get("time") or 0))
+        return self._rows()
+
+    def finish(self) -> bytes:
+        self._aggregator.advance_to(self._max_time + 10 * 86400)
+        return self._rows()
+
+    def _rows(self) -> bytes:
+        rows = []
+        for _p, partial in self._runtime.close_ready():
+            rows.extend(self._runtime.merge(partial))
+        return b"".join(orjson.dumps(r) + b"\n" for r in rows)
 
 
 def _peak_rss_mb() -> float:
@@ -188,9 +229,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from streams.config import json_schema
+    from streams.config import json_schema, reference_markdown
 
-    sys.stdout.buffer.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2) + b"\n")
+    if args.markdown:
+        sys.stdout.write(reference_markdown())
+    else:
+        sys.stdout.buffer.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2) + b"\n")
     return 0
 
 
@@ -281,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", metavar="PATH")
     p.set_defaults(func=cmd_check_config)
 
-    p = sub.add_parser("schema", help="print the config's JSON Schema")
+    p = sub.add_parser("schema", help="print the config's JSON Schema (or --markdown reference)")
+    p.add_argument("--markdown", action="store_true", help="the reference table for the README")
     p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("keygen", help="print a new 256-bit secret (hex) for env:/file: key sources")

@@ -639,3 +639,52 @@ def json_schema() -> dict[str, Any]:
     schema["title"] = "logfog configuration"
     schema["$defs"] = {"rule": {"oneOf": rule_variants}}
     return schema
+
+
+def reference_markdown() -> str:
+    """The configuration reference for the README, generated from the same declarations.
+
+    >>> "| `input.format` |" in reference_markdown()
+    True
+    """
+
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+
+    def walk(section: Section, prefix: str) -> None:
+        for name, spec in section.keys.items():
+            path = f"{prefix}{name}"
+            if isinstance(spec, Section):
+                walk(spec, path + ".")
+            elif isinstance(spec, MapOf):
+                if spec.item is not None:
+                    walk(spec.item, path + ".NAME.")
+                else:
+                    lines.append(f"| `{path}.FIELD` | rule | | {cell(spec.doc)} |")
+            else:
+                default = "required" if spec.default is REQUIRED else f"`{spec.default!r}`"
+                kinds = _type_name(spec.kind)
+                choices = f" One of: {', '.join(map(str, spec.choices))}." if spec.choices else ""
+                lines.append(f"| `{path}` | {kinds} | {default} | {cell(spec.doc)}{choices} |")
+
+    walk(SCHEMA, "")
+    lines += ["", "Field rules (`destinations.NAME.fields.FIELD`): `from` (a source field, or a",
+              "list for `pseudonymize`), `action`, optional `unsafe: true`, and the action's",
+              "options:", "", "| action | reads | option | type | default | meaning |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for action in sorted(REGISTRY):
+        spec_ = REGISTRY[action]
+        reads = ", ".join(sorted(spec_.accepts)) if spec_.accepts else "any field"
+        lines.append(f"| `{action}` | {reads} | | | | {cell(spec_.doc)} |")
+        for option in spec_.options:
+            default = "required" if option.required else f"`{option.default!r}`"
+            lines.append(f"| | | `{option.name}` | {_type_name(option.kind)} | {default} | "
+                         f"{cell(option.doc)} |")  # fmt: skip
+    lines += ["", "Source fields (`from:`):", "", "| field | kind | sensitive | meaning |",
+              "|---|---|---|---|"]  # fmt: skip
+    for source in SOURCES.values():
+        lines.append(f"| `{source.name}` | {source.kind} | {'yes' if source.sensitive else ''} | "
+                     f"{cell(source.doc)} |")  # fmt: skip
+    return "\n".join(lines) + "\n"

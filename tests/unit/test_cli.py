@@ -1,0 +1,118 @@
+"""The logfog command: outputs, summaries, and one clear line for every expected failure."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from streams.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "tests" / "data" / "samples" / "combined.log"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streams", *args], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=120)  # fmt: skip
+
+
+@pytest.fixture
+def config(tmp_path: Path, geo_dbs: dict[str, str]) -> Path:
+    data = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    data["enrich"]["geo"] = {"city": geo_dbs["city"], "asn": geo_dbs["asn"]}
+    path = tmp_path / "logfog.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_help_lists_every_command() -> None:
+    text = build_parser().format_help()
+    for command in ("anonymize", "check-config", "schema", "keygen", "worker", "topics", "ship",
+                    "broker"):  # fmt: skip
+        assert command in text
+
+
+def test_anonymize_writes_destinations_rejections_and_aggregates(config: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run("anonymize", str(SAMPLE), "-c", str(config), "-o", str(out), "--summary-json",
+                 str(tmp_path / "s.json"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = orjson.loads((tmp_path / "s.json").read_bytes())
+    lines = SAMPLE.read_bytes().count(b"\n")
+    assert summary["lines"] == lines
+    assert summary["published"]["ops"] + sum(summary["rejected"].values()) == lines
+    assert sorted(p.name for p in out.iterdir()) == [
+        "aggregates.ndjson", "ops.ndjson", "product.ndjson", "rejected.ndjson"]
+    assert len((out / "ops.ndjson").read_bytes().splitlines()) == summary["published"]["ops"]
+    assert "lines read" in result.stderr and "rejected" in result.stderr
+    # a small sample: every published cell still holds at least k = 10 visitors
+    rows = [orjson.loads(x) for x in (out / "aggregates.ndjson").read_bytes().splitlines()]
+    assert rows and all((r["visitors"] or r.get("visitors_min", 0)) >= 10
+                        for r in rows if r["kind"] == "cell")  # fmt: skip
+    assert any(r["kind"] == "summary" for r in rows)
+
+
+def test_only_and_stdin(config: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "streams", "anonymize", "-", "-c", str(config),
+                             "--only", "ops", "-q"], input=SAMPLE.read_bytes(),
+                            capture_output=True, cwd=ROOT, timeout=120)  # fmt: skip
+    assert result.returncode == 0
+    events = [orjson.loads(x) for x in result.stdout.splitlines()]
+    assert events and "network" in events[0] and result.stderr == b""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["anonymize", "missing.log"], "missing.log: No such file or directory"),
+        (["anonymize", "-", "-c", "nope.yaml"], "nope.yaml: 1 problem(s)"),
+        (["check-config", "config/examples/missing.yaml"], "cannot read"),
+        (["worker", "-c", "config/logfog.yaml"], "LOGFOG_MASTER_KEY is not set"),
+    ],
+)
+def test_expected_failures_are_one_line_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LOGFOG_MASTER_KEY", raising=False)
+    monkeypatch.chdir(ROOT)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_check_config_lists_every_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"destinations": {"ops": {"topic": "t", "fields": {
+        "ip": {"from": "client.ip", "action": "keep"},
+        "route": {"from": "request.target", "action": "url_policy", "allow_qery": []}}}}}))
+    result = run("check-config", str(bad))
+    assert result.returncode == 2
+    assert "keep would publish client.ip" in result.stderr
+    assert "did you mean 'allow_query'?" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_geo_database_is_one_clear_line(tmp_path: Path) -> None:
+    data = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    data["enrich"]["geo"] = {"city": str(tmp_path / "nope.mmdb")}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = run("anonymize", str(SAMPLE), "-c", str(path), "-q")
+    assert result.returncode == 2 and "nope.mmdb" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_keygen_makes_256_bit_hex() -> None:
+    result = run("keygen")
+    assert len(bytes.fromhex(result.stdout.strip())) == 32
+
+
+def test_readme_reference_is_generated_from_the_schema() -> None:
+    from streams.config import reference_markdown
+
+    assert reference_markdown() in (ROOT / "README.md").read_text(), "regenerate: logfog schema --markdown"
