@@ -70,7 +70,8 @@ def faust_settings(config: Mapping[str, Any], bootstrap: str, web_port: int) -> 
         "broker_max_poll_records": 5_000,
         "producer_linger": 0.005,
         "producer_max_batch_size": 1 << 20,
-        "producer_max_request_size": 4 << 20,
+        # Window checkpoints can be several MB (the state topic allows 64 MB records).
+        "producer_max_request_size": 64 << 20,
         "producer_acks": -1,
         "stream_wait_empty": False,
         "topic_allow_declare": False,  # topics are created by logfog itself, explicitly
@@ -264,9 +265,22 @@ def _add_aggregation(
                 runtime.aggregator(p, saved.get)
 
     async def send_all(records: list[tuple[str, bytes | None, bytes]]) -> None:
-        futures = [await producer().send(t, value, key=key) for t, key, value in records]
-        if futures:
-            await asyncio.gather(*futures)
+        """Send and wait for all, retrying with backoff: nothing is acknowledged before."""
+        delay = 0.2
+        while True:
+            try:
+                futures = [await producer().send(t, value, key=key) for t, key, value in records]
+                if futures:
+                    await asyncio.gather(*futures)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                metrics.publish_failures.inc()
+                log.warning("aggregation publish failed (%s); retrying in %.1fs",
+                            type(error).__name__, delay)  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
 
     async def write_due(force: bool = False) -> bool:
         due = runtime.due_snapshots(force=force)
@@ -290,10 +304,15 @@ def _add_aggregation(
         pending: list[Any] = []
         async for events in stream.noack_take(5000, within=0.2):
             await ensure_aggregators({e.message.partition for e in events})
-            loads = orjson.loads
             for event in events:
                 message = event.message
-                runtime.add(message.partition, message.offset, loads(message.value))
+                try:  # NDJSON: every event of one record belongs to this partition
+                    batch = [orjson.loads(v) for v in (message.value or b"").split(b"\n")]
+                except orjson.JSONDecodeError:
+                    log.error("aggregate input record not JSON (offset %d): skipped",
+                              message.offset)  # fmt: skip
+                    continue
+                runtime.add_many(message.partition, message.offset, batch)
             pending.extend(events)
             await publish_partials()
             if await write_due():
@@ -304,8 +323,13 @@ def _add_aggregation(
 
     @app.timer(2.0)
     async def advance_idle_partitions() -> None:
-        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == input_name}
-        await ensure_aggregators(assigned)
+        try:
+            assigned = {tp.partition for tp in app.consumer.assignment()
+                        if tp.topic == input_name}  # fmt: skip
+            await ensure_aggregators(assigned)
+        except Exception as error:  # checkpoints unreadable now: try again next tick
+            log.warning("aggregation: could not load checkpoints (%s)", type(error).__name__)
+            return
         runtime.advance(int(time.time()))
         await publish_partials()
         await write_due()
@@ -323,7 +347,7 @@ def _add_aggregation(
                 (output_name, f"{r['output']}|{r['window']}|{r['dimension']}".encode(),
                  orjson.dumps(r)) for r in rows
             ]  # fmt: skip
-            records.append((state_name, MERGER_KEY.encode(), runtime.merger.snapshot()))
+            records.append((state_name, MERGER_KEY.encode(), runtime.merger_snapshot()))
             await send_all(records)
             for event in events:
                 event.ack()

@@ -103,7 +103,9 @@ class Publisher:
         for target, events in zip(self._targets, out.per_destination, strict=True):
             if not events:
                 continue
-            if target.framing == "ndjson":
+            if target.framing == "ndjson" and events[0][0] is not None:
+                self._append_keyed_ndjson(batches, target, events)
+            elif target.framing == "ndjson":
                 timestamp = max(e[2] for e in events)
                 records = ndjson_records(e[1] for e in events)
                 self._append_unkeyed(batches, target, ((None, r, timestamp) for r in records))
@@ -139,6 +141,25 @@ class Publisher:
                 builder = builders[partition] = self._producer.create_batch()
                 builder.append(timestamp=timestamp, key=key, value=value)
         batches.extend((b, target.topic, p) for p, b in builders.items())
+
+    def _append_keyed_ndjson(
+        self, batches: list[tuple[Any, str, int]], target: PublishTarget, events: Sequence[Any]
+    ) -> None:
+        """NDJSON records per partition of the key: every event still lands where its
+        key says (per-key order kept), in a few large records instead of one per event."""
+        by_partition: dict[int, list[Any]] = {}
+        count = target.partitions
+        for event in events:
+            by_partition.setdefault(key_partition(event[0], count), []).append(event)
+        for partition, group in by_partition.items():
+            timestamp = max(e[2] for e in group)
+            builder = self._producer.create_batch()
+            for record in ndjson_records(e[1] for e in group):
+                if builder.append(timestamp=timestamp, key=None, value=record) is None:
+                    batches.append((builder, target.topic, partition))
+                    builder = self._producer.create_batch()
+                    builder.append(timestamp=timestamp, key=None, value=record)
+            batches.append((builder, target.topic, partition))
 
     def _append_unkeyed(
         self,

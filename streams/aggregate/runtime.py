@@ -20,6 +20,7 @@ True
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -76,7 +77,7 @@ class AggregationRuntime:
         if agg is None:
             data = load(partial_key(partition))
             agg = (
-                PartialAggregator.restore(data)
+                PartialAggregator.restore(zlib.decompress(data))
                 if data is not None
                 else PartialAggregator(self.specs, partition, self.partitions)
             )
@@ -85,8 +86,11 @@ class AggregationRuntime:
         return agg
 
     def add(self, partition: int, offset: int, event: Mapping[str, Any]) -> bool:
-        agg = self.aggregators[partition]
-        applied = agg.add((event,), offset)
+        return self.add_many(partition, offset, (event,))
+
+    def add_many(self, partition: int, offset: int, events: Iterable[Mapping[str, Any]]) -> bool:
+        """All events of one record (one offset); skipped if the offset was applied."""
+        applied = self.aggregators[partition].add(events, offset)
         if applied:
             self._dirty.add(partition)
         return applied
@@ -120,7 +124,8 @@ class AggregationRuntime:
         due: dict[str, bytes] = {}
         for p in sorted(self._dirty):
             if force or now - self._last_snapshot.get(p, 0.0) >= self.snapshot_interval:
-                due[partial_key(p)] = self.aggregators[p].snapshot()
+                # Visitor sets of a day window are large; hex pseudonyms compress well.
+                due[partial_key(p)] = zlib.compress(self.aggregators[p].snapshot(), 1)
         return due
 
     def snapshots_written(self, keys: Iterable[str], now: float | None = None) -> None:
@@ -134,7 +139,10 @@ class AggregationRuntime:
 
     def restore_merger(self, data: bytes | None) -> None:
         if data is not None:
-            self.merger = WindowMerger.restore(data)
+            self.merger = WindowMerger.restore(zlib.decompress(data))
+
+    def merger_snapshot(self) -> bytes:
+        return zlib.compress(self.merger.snapshot(), 1)
 
     def merge(self, partial: Partial) -> list[dict[str, Any]]:
         rows = self.merger.add(partial)
