@@ -136,7 +136,12 @@ def bare_faust(mode: str, records: int, lines_per_record: int) -> dict[str, Any]
 
 
 def logfog_e2e(
-    lines: list[bytes], lines_per_record: int, framing: str, workers: int, partitions: int
+    lines: list[bytes],
+    lines_per_record: int,
+    framing: str,
+    workers: int,
+    partitions: int,
+    aggregates: bool = True,
 ) -> dict[str, Any]:
     """Pre-load the raw topic, start ``workers`` logfog workers, time first -> last line."""
     from streams.admin import ensure_topics
@@ -151,6 +156,7 @@ def logfog_e2e(
     with LocalBroker(startup_timeout_s=30) as broker:
         config["kafka"]["bootstrap"] = broker.bootstrap
         config["kafka"]["raw"]["partitions"] = partitions
+        config["aggregates"]["enabled"] = aggregates
         for dest in config["destinations"].values():
             dest["framing"] = framing
             dest["partitions"] = partitions
@@ -184,7 +190,7 @@ def logfog_e2e(
     span = last - first
     return {
         "lines": len(lines), "lines_processed": total, "workers": workers,
-        "lines_per_record": lines_per_record, "framing": framing,
+        "lines_per_record": lines_per_record, "framing": framing, "aggregates": aggregates,
         "seconds": round(span, 2), "lines_per_s": round(total / span) if span > 0 else None,
     }  # fmt: skip
 
@@ -265,7 +271,10 @@ def section_e2e(quick: bool, results: dict[str, Any]) -> None:
     print(f"bare Faust pass-through      {bare_b['lines_per_s']:>10,} lines/s")
     print(f"logfog worker                {ours_b['lines_per_s']:>10,} lines/s   "
           f"ratio {ours_b['lines_per_s'] / bare_b['lines_per_s']:.2f}x")  # fmt: skip
-    results["e2e_batched"] = {"bare": bare_b, "logfog": ours_b}
+    no_agg = logfog_e2e(lines, 500, "ndjson", workers=1, partitions=2, aggregates=False)
+    print(f"logfog without aggregation   {no_agg['lines_per_s']:>10,} lines/s   "
+          f"aggregation costs {1 - ours_b['lines_per_s'] / no_agg['lines_per_s']:.0%}")  # fmt: skip
+    results["e2e_batched"] = {"bare": bare_b, "logfog": ours_b, "logfog_no_aggregates": no_agg}
 
     print("\n== 2c. two workers vs one (batched, 2 partitions) ==", flush=True)
     two = logfog_e2e(lines, 500, "ndjson", workers=2, partitions=2)

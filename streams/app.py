@@ -179,6 +179,15 @@ def create_app(
     if config["aggregates"]["enabled"]:
         _add_aggregation(app, config, bootstrap, topic_partitions, state, metrics)
 
+    if pipeline.geo is not None:
+
+        @app.timer(15.0)
+        async def reload_geo_databases() -> None:
+            # Zero-downtime database updates: rename a new file over the old one; the
+            # readers are swapped at the next check (GeoLookup stats at most once a minute).
+            if pipeline.geo.reload_if_changed():
+                log.info("geo databases reloaded: %s", pipeline.geo.database_types)
+
     @app.task
     async def on_started() -> None:
         state.ready = True

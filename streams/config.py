@@ -101,6 +101,15 @@ def _format(value: Any) -> str | None:
     return None
 
 
+def _k_by_output(value: Mapping[str, Any]) -> str | None:
+    for name, k in value.items():
+        if name not in ("ops", "product"):
+            return f"unknown output {name!r} (outputs: ops, product)"
+        if not isinstance(k, int) or isinstance(k, bool) or k < 2:
+            return f"{name}: k must be an integer of at least 2"
+    return None
+
+
 def _key_source(value: str) -> str | None:
     if value in ("auto", "shared", "ephemeral") or value.startswith(("env:", "file:")):
         return None
@@ -223,6 +232,12 @@ SCHEMA = Section(
                     10,
                     "minimum distinct visitors per published cell",
                     check=lambda v: None if v >= 2 else "must be at least 2",
+                ),
+                "k_by_output": Key(
+                    dict,
+                    {},
+                    "per-output k, e.g. {product: 20}; outputs: ops, product",
+                    check=_k_by_output,
                 ),
                 "allowed_lateness": Key(
                     str, "10m", "events later than this are counted late", check=_duration()

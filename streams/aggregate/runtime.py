@@ -35,10 +35,11 @@ MERGER_KEY = "merger"
 
 def specs_from_config(aggregates: Mapping[str, Any]) -> tuple[AggregateSpec, ...]:
     """The default outputs with the config's k, lateness, cap and cardinality bound."""
+    per_output = aggregates.get("k_by_output") or {}
     return tuple(
         replace(
             spec,
-            k=aggregates["k"],
+            k=per_output.get(spec.name, aggregates["k"]),
             allowed_lateness_seconds=parse_duration(aggregates["allowed_lateness"]),
             max_events_per_visitor=aggregates["max_events_per_visitor"],
             max_cells=aggregates["max_cells"],

@@ -193,3 +193,35 @@ def test_worker_waits_for_a_broker_that_is_not_up_yet(
     finally:
         if worker.proc and worker.proc.poll() is None:
             worker.proc.kill()
+
+
+def test_broker_gone_mid_run_no_crash_loop(geo_dbs: dict[str, str], tmp_path: Path) -> None:
+    """The broker disappears under a running worker: the process stays up, answers its
+    health check, retries instead of crash-looping, and still stops on SIGTERM."""
+    port = free_port()
+    broker = LocalBroker(port=port).start()
+    config = worker_config(broker.bootstrap, geo_dbs, partitions=1)
+    from streams.config import normalize
+
+    ensure_topics(broker.bootstrap, topic_specs(normalize(config, [], [])))
+    path = write_config(config, tmp_path / "logfog.yaml")
+    worker = WorkerProcess(path, tmp_path, "orphan").start()
+    try:
+        worker.wait_ready()
+        lines, _ = numbered_lines(100)
+        t = topics(config)
+        ship_lines(broker.bootstrap, t["raw"], lines, tmp_path / "in.log", per_record=10)
+        deadline = time.monotonic() + 30
+        while worker.status()["lines"] < len(lines):
+            assert time.monotonic() < deadline, worker.tail()
+            time.sleep(0.2)
+        broker.stop()
+        time.sleep(10)
+        assert worker.proc is not None and worker.proc.poll() is None, worker.tail()
+        status, _ = worker.get("/healthz")
+        assert status == 200
+        assert worker.terminate(timeout_s=60) is not None
+    finally:
+        if worker.proc and worker.proc.poll() is None:
+            worker.proc.kill()
+        broker.stop()

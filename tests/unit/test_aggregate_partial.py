@@ -201,3 +201,14 @@ def test_config_errors() -> None:
         AggregateSpec("t", 300, ("route",), k=1)
     with pytest.raises(ValueError, match="window"):
         AggregateSpec("t", 30, ("route",))
+
+
+def test_k_per_output_from_config() -> None:
+    from streams.aggregate.runtime import specs_from_config
+    from streams.config import normalize
+
+    config = normalize({"aggregates": {"enabled": False, "k": 12, "k_by_output": {"product": 25}},
+                        "destinations": {"d": {"topic": "t", "fields": {
+                            "s": {"from": "response.status", "action": "keep"}}}}}, [], [])  # fmt: skip
+    assert {(s.name, s.window_label, s.k) for s in specs_from_config(config["aggregates"])} == {
+        ("ops", "5m", 12), ("product", "1h", 25), ("product", "1d", 25)}
