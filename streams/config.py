@@ -245,7 +245,10 @@ SCHEMA = Section(
                 "max_events_per_visitor": Key(int, 100, "contribution cap per visitor and window"),
                 "max_cells": Key(int, 10_000, "distinct values per dimension and window"),
                 "snapshot_interval": Key(
-                    str, "5s", "how often window state is checkpointed", check=_duration()
+                    str,
+                    "10s",
+                    "minimum gap between window checkpoints (grows with state size)",
+                    check=_duration(),
                 ),
                 "output": _topic("logs.aggregates", "760d", "aggregates", partitions=1),
                 "input": _topic("logfog.agg.input", "1d", "operations"),

@@ -521,7 +521,7 @@ class PartialAggregator:
                     win.capped,
                     [list(seen) for seen in win.seen],
                     [
-                        [list(key), a[0], list(a[1]), a[2], a[3], histogram.to_pairs(a[4])]
+                        [list(key), a[0], list(a[1]), a[2], a[3], a[4]]
                         for key, a in win.combos.items()
                     ],
                 ]
@@ -538,7 +538,8 @@ class PartialAggregator:
                 "max_time": self._max_time,
                 "invalid": self.invalid,
                 "outputs": outputs,
-            }
+            },
+            option=orjson.OPT_NON_STR_KEYS,  # histograms as they are: {bucket: count}
         )
 
     @classmethod
@@ -562,7 +563,7 @@ class PartialAggregator:
                 win.capped = capped
                 win.seen = [set(values) for values in seen]
                 for key, req, vis, nbytes, bots, hist in combos:
-                    acc = [req, set(vis), nbytes, bots, histogram.from_pairs(hist)]
+                    acc = [req, set(vis), nbytes, bots, {int(i): n for i, n in hist.items()}]
                     win.combos[tuple(key)] = acc
                 o.windows[start] = win
         return agg
