@@ -65,8 +65,8 @@ class AggregationRuntime:
         self._dirty: set[int] = set()
         self._last_snapshot: dict[int, float] = {}
         # Checkpoint cost grows with window state (a day's visitor sets): the gap
-        # between two checkpoints of a partition is at least 10x the last one's cost
-        # times the partitions held, which bounds checkpointing to ~10% of the worker's
+        # between two checkpoints of a partition is at least 20x the last one's cost
+        # times the partitions held, which bounds checkpointing to ~5% of the worker's
         # time at any state size (replay after a crash grows instead; never loss).
         self._gap: dict[int, float] = {}
         self.merger = WindowMerger(self.specs)
@@ -135,7 +135,7 @@ class AggregationRuntime:
                 # Visitor sets of a day window are large; hex pseudonyms compress well.
                 due[partial_key(p)] = zlib.compress(self.aggregators[p].snapshot(), 1)
                 cost = time.perf_counter() - started
-                self._gap[p] = 10 * cost * max(1, len(self.aggregators))
+                self._gap[p] = 20 * cost * max(1, len(self.aggregators))
         return due
 
     def snapshots_written(self, keys: Iterable[str], now: float | None = None) -> None:
