@@ -318,3 +318,29 @@ def delete_topics(bootstrap: str, names: Sequence[str], timeout_s: float = 10.0)
         present = [n for n in names if n in _describe(client, names)]
         if present:
             client.delete_topics(present, timeout_ms=int(timeout_s * 1000))
+
+
+def reader_from_beginning(bootstrap: str, topics: Sequence[str], **options: Any) -> Any:
+    """A group-less kafka-python consumer on every partition of ``topics``, at offset 0.
+
+    For reading a topic whole (checkpoints, demos, tests): never auto-creates a topic,
+    commits nothing, and leaves finding the end to the caller (the local broker's high
+    watermark cannot be trusted, see ../shared/landscape.md).
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    described = describe_topics(bootstrap, list(topics))
+    settings: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "group_id": None,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "allow_auto_create_topics": False,
+        "fetch_max_wait_ms": 100,
+    }
+    settings.update(options)
+    consumer = KafkaConsumer(**settings)
+    tps = [TopicPartition(t, p) for t in topics for p in range(described[t].partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    return consumer

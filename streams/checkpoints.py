@@ -11,30 +11,17 @@ from __future__ import annotations
 
 import time
 
-from streams.admin import describe_topics
+from streams.admin import reader_from_beginning
 
 
 def load_latest(
     bootstrap: str, topic: str, *, quiet_s: float = 0.5, timeout_s: float = 30.0
 ) -> dict[str, bytes]:
     """Last value per key in ``topic`` (tombstones delete); blocking, use off the loop."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    partitions = describe_topics(bootstrap, [topic])[topic].partitions
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        allow_auto_create_topics=False,
-        fetch_max_wait_ms=100,
-        max_partition_fetch_bytes=64 << 20,
-        fetch_max_bytes=64 << 20,
+    consumer = reader_from_beginning(
+        bootstrap, [topic], max_partition_fetch_bytes=64 << 20, fetch_max_bytes=64 << 20
     )
     try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
         latest: dict[str, bytes] = {}
         deadline = time.monotonic() + timeout_s
         quiet_since = time.monotonic()

@@ -375,8 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     # kafka-python narrates every connection at INFO; our own lines say what matters.
-    for noisy in ("kafka", "aiokafka"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # Never DEBUG, even with -v: client debug logs may dump record contents.
+    for noisy in ("kafka", "aiokafka", "faust.transport"):
+        logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
         return int(args.func(args))
     except _expected_errors() as error:

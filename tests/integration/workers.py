@@ -172,18 +172,9 @@ class OutputCounter:
     """Consume destination and dead-letter topics; trace events back to input lines."""
 
     def __init__(self, bootstrap: str, topics: list[str]) -> None:
-        from kafka import KafkaConsumer, TopicPartition
+        from streams.admin import reader_from_beginning
 
-        from streams.admin import describe_topics
-
-        described = describe_topics(bootstrap, topics)
-        self.consumer: Any = KafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", allow_auto_create_topics=False, fetch_max_wait_ms=100,
-        )  # fmt: skip
-        tps = [TopicPartition(t, p) for t in topics for p in range(described[t].partitions)]
-        self.consumer.assign(tps)
-        self.consumer.seek_to_beginning(*tps)
+        self.consumer: Any = reader_from_beginning(bootstrap, topics)
         self.messages: dict[str, list[Any]] = {t: [] for t in topics}
 
     def poll(self, timeout_ms: int = 200) -> None:
