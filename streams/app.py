@@ -291,12 +291,13 @@ def _add_aggregation(
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
 
-    async def write_due(force: bool = False) -> bool:
+    async def write_due(force: bool = False) -> set[int]:
+        """Write the checkpoints that are due; return the partitions they cover."""
         due = runtime.due_snapshots(force=force)
         if due:
             await send_all([(state_name, k.encode(), v) for k, v in due.items()])
             runtime.snapshots_written(due)
-        return bool(due)
+        return {int(key.split("/", 1)[1]) for key in due if key.startswith("partial/")}
 
     async def publish_partials() -> None:
         closed = runtime.close_ready()
@@ -304,30 +305,40 @@ def _add_aggregation(
             await send_all([(partials_name, str(p).encode(), partial.to_bytes())
                             for p, partial in closed])  # fmt: skip
 
+    pending: dict[int, list[Any]] = {}  # events added to state, not yet checkpointed
+
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        runtime.revoke(tp.partition for tp in revoked if tp.topic == input_name)
+        lost = [tp.partition for tp in revoked if tp.topic == input_name]
+        runtime.revoke(lost)
+        for partition in lost:  # the new owner replays them from the last checkpoint
+            pending.pop(partition, None)
 
     @app.agent(topic(input_name), name="logfog-aggregate")
     async def aggregate(stream: Any) -> None:
-        pending: list[Any] = []
         async for events in stream.noack_take(5000, within=0.2):
             await ensure_aggregators({e.message.partition for e in events})
             for event in events:
                 message = event.message
-                try:  # NDJSON: every event of one record belongs to this partition
-                    batch = [orjson.loads(v) for v in (message.value or b"").split(b"\n")]
+                try:  # NDJSON: every event of one record belongs to this partition.
+                    # One parse per record: orjson escapes newlines inside strings, so
+                    # the lines join into a JSON array exactly.
+                    batch = orjson.loads(b"[" + (message.value or b"").replace(b"\n", b",") + b"]")
                 except orjson.JSONDecodeError:
                     log.error("aggregate input record not JSON (offset %d): skipped",
                               message.offset)  # fmt: skip
                     continue
                 runtime.add_many(message.partition, message.offset, batch)
-            pending.extend(events)
+            for event in events:
+                pending.setdefault(event.message.partition, []).append(event)
             await publish_partials()
-            if await write_due():
-                for event in pending:  # covered by the checkpoints just written
-                    event.ack()
-                pending.clear()
+            written = await write_due()
+            if written:
+                # Acknowledge only what a written checkpoint contains: the partitions
+                # whose checkpoint was not due keep their events unacknowledged.
+                for partition in written:
+                    for event in pending.pop(partition, ()):
+                        event.ack()
                 await app.consumer.commit()
 
     @app.timer(2.0)
