@@ -25,6 +25,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -401,6 +402,25 @@ async def _publish_until_done(publisher: Any, out: Any, state: WorkerState, metr
             delay = min(delay * 2, RETRY_MAX_SECONDS)
 
 
+EXIT_STOP_TIMEOUT = 3
+
+
+def _stop_watchdog() -> None:
+    """Bound the graceful stop. With the broker gone, Faust's final commit and producer
+    flush wait forever; after the deadline the process exits anyway. Nothing is lost:
+    whatever was not committed is replayed by the next owner (at-least-once)."""
+    timeout = float(os.environ.get("LOGFOG_STOP_TIMEOUT", "25"))
+
+    def expire() -> None:
+        time.sleep(timeout)
+        log.error("stop took over %.0fs (broker unreachable?): exiting; uncommitted batches "
+                  "will be replayed", timeout)  # fmt: skip
+        logging.shutdown()
+        os._exit(EXIT_STOP_TIMEOUT)
+
+    threading.Thread(target=expire, name="logfog-stop-watchdog", daemon=True).start()
+
+
 def wait_for_broker(bootstrap: str, deadline_s: float | None = None) -> None:
     """Block until the broker answers, logging clearly while it does not."""
     from streams.admin import BrokerUnreachable, describe_topics
@@ -475,7 +495,18 @@ def run_worker(
                      topic_partitions=partitions)  # fmt: skip
     from faust.worker import Worker
 
-    worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    class BoundedStopWorker(Worker):
+        """SIGTERM/SIGINT stop as usual, within a deadline (LOGFOG_STOP_TIMEOUT)."""
+
+        def _on_sigterm(self) -> None:
+            _stop_watchdog()
+            super()._on_sigterm()
+
+        def _on_sigint(self) -> None:
+            _stop_watchdog()
+            super()._on_sigint()
+
+    worker = BoundedStopWorker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()
     except SystemExit as exit_:

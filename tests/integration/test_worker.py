@@ -220,7 +220,10 @@ def test_broker_gone_mid_run_no_crash_loop(geo_dbs: dict[str, str], tmp_path: Pa
         assert worker.proc is not None and worker.proc.poll() is None, worker.tail()
         status, _ = worker.get("/healthz")
         assert status == 200
-        assert worker.terminate(timeout_s=60) is not None
+        # Faust's final commit cannot reach the broker: the stop deadline ends it (exit 3).
+        started = time.monotonic()
+        assert worker.terminate(timeout_s=60) in (0, 3)
+        assert time.monotonic() - started < 40
     finally:
         if worker.proc and worker.proc.poll() is None:
             worker.proc.kill()
