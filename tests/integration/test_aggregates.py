@@ -82,7 +82,10 @@ def run_case(broker: LocalBroker, geo_dbs: dict[str, str], tmp_path: Path, kill:
     path = write_config(config, tmp_path / "logfog.yaml")
     ensure_topics(broker.bootstrap, topic_specs(normalize(config, [], [])))
     now = int(time.time())
-    window = now - 1800 - (now - 1800) % 300  # a 5-minute window half an hour ago
+    # A 5-minute window half an hour ago, but never in yesterday: that epoch's key is
+    # gone (by design), so its events would carry no visitor pseudonym.
+    earliest = max(now - 1800, now - now % 86400)
+    window = earliest - earliest % 300
     rows = population(600, window, seed=3)
     lines = as_lines(rows)
     # Far-future flush events (distinct visitors, so every input partition sees one)

@@ -48,7 +48,8 @@ def numbered_lines(n: int, seed: int = 7, junk_every: int = 0) -> tuple[list[byt
     rng = random.Random(seed)
     # Recent times: shared epoch keys exist only for the current epochs (older ones are
     # destroyed by design, and their events publish no pseudonym).
-    start = int(time.time()) - 600
+    now = int(time.time())
+    start = max(now - 600, now - now % 86400)  # never in yesterday's (destroyed) epoch
     lines: list[bytes] = []
     good: set[int] = set()
     for i in range(n):
