@@ -34,6 +34,7 @@ from streams.durations import parse_duration
 from streams.parse import build_parser
 from streams.records import (
     PARSE_EMPTY,
+    PARSE_ERROR,
     PARSE_NOT_UTF8,
     PARSE_TOO_LONG,
     RULES_ERROR,
@@ -258,6 +259,11 @@ class Pipeline:
                 reject(Rejection("parse", reason, topic, partition, offset, number))
                 rejected[reason] += 1
                 continue
+            except Exception as error:  # a parser bug: one poison line must not stop us
+                self._rule_failed(error)
+                reject(Rejection("parse", PARSE_ERROR, topic, partition, offset, number))
+                rejected[PARSE_ERROR] += 1
+                continue
             try:
                 emit(request, *appends)
             except Exception as error:  # a bug in a rule must not stop the stream
@@ -270,6 +276,7 @@ class Pipeline:
 
     def _rule_failed(self, error: BaseException) -> None:
         # Type and place only: exception messages often quote the value that failed.
+        # (Used for parser bugs too: the same rule applies.)
         tb = error.__traceback__
         while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next

@@ -25,6 +25,7 @@ PARSE_NOT_UTF8: Final = "parse.not_utf8"
 PARSE_TOO_LONG: Final = "parse.too_long"
 PARSE_EMPTY: Final = "parse.empty"
 PARSE_BAD_JSON: Final = "parse.bad_json"
+PARSE_ERROR: Final = "parse.error"
 RULES_ERROR: Final = "rules.error"
 
 REASONS: Final = (
@@ -35,6 +36,7 @@ REASONS: Final = (
     PARSE_TOO_LONG,
     PARSE_EMPTY,
     PARSE_BAD_JSON,
+    PARSE_ERROR,
     RULES_ERROR,
 )
 

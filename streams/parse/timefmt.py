@@ -62,24 +62,40 @@ def iso_time(text: str) -> int:
     return int(parsed.timestamp())
 
 
+#: Times must fall in years 1970..9999 (what ISO/CLF can spell and gmtime can format).
+MAX_EPOCH = 253402300800
+
+
+def _in_range(seconds: int) -> int:
+    if 0 <= seconds < MAX_EPOCH:
+        return seconds
+    raise RejectedLine(PARSE_BAD_TIME)
+
+
 def epoch_time(text: str) -> int:
-    """Seconds (``$msec``, ``%{sec}t``), possibly with a fraction."""
+    """Seconds (``$msec``, ``%{sec}t``), possibly with a fraction.
+
+    >>> epoch_time("9" * 400)  # float infinity: a reason code, not an OverflowError
+    Traceback (most recent call last):
+    ...
+    streams.records.RejectedLine: parse.bad_time
+    """
     try:
-        return int(float(text))
-    except ValueError:
+        return _in_range(int(float(text)))
+    except (ValueError, OverflowError):
         raise RejectedLine(PARSE_BAD_TIME) from None
 
 
 def epoch_millis(text: str) -> int:
     try:
-        return int(text) // 1000
+        return _in_range(int(text) // 1000)
     except ValueError:
         raise RejectedLine(PARSE_BAD_TIME) from None
 
 
 def epoch_micros(text: str) -> int:
     try:
-        return int(text) // 1_000_000
+        return _in_range(int(text) // 1_000_000)
     except ValueError:
         raise RejectedLine(PARSE_BAD_TIME) from None
 
@@ -89,7 +105,10 @@ def any_time(value: object) -> int:
     if isinstance(value, bool):
         raise RejectedLine(PARSE_BAD_TIME)
     if isinstance(value, int | float):
-        return int(value) if value < 1e11 else int(value) // 1000
+        try:
+            return _in_range(int(value) if value < 1e11 else int(value) // 1000)
+        except (ValueError, OverflowError):  # NaN, infinity
+            raise RejectedLine(PARSE_BAD_TIME) from None
     if isinstance(value, str) and value:
         if value[0].isdigit() and "-" in value[:5]:
             return iso_time(value)

@@ -138,3 +138,29 @@ def test_drop_is_absent_and_unknown_fields_never_appear() -> None:
         [GOOD]
     )
     assert set(out.events("ops")[0]) == {"net", "time", "route", "status", "method"}
+
+
+def test_a_parser_bug_dead_letters_the_line_and_the_stream_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    p = Pipeline.from_config(config())
+
+    def broken(text: str) -> Any:
+        if "boom" in text:
+            raise OverflowError(f"cannot handle {text}")  # quotes the line: must not be logged
+        return original(text)
+
+    original = p._parse
+    p._parse = broken  # type: ignore[method-assign]
+    out = p.test(["boom 203.0.113.9", GOOD])
+    assert [(r.stage, r.reason) for r in out.rejections] == [("parse", "parse.error")]
+    assert len(out.events("ops")) == 1
+    assert "OverflowError" in caplog.text and "203.0.113.9" not in caplog.text
+
+
+@pytest.mark.parametrize("seconds", ["9" * 400, "-5", "1e30"])
+def test_impossible_epoch_times_are_bad_time_not_a_crash(seconds: str) -> None:
+    cfg = config()
+    cfg["input"]["format"] = "apache:%h %{sec}t %>s"
+    out = Pipeline.from_config(cfg).test([f"203.0.113.9 {seconds} 200"])
+    assert [r.reason for r in out.rejections] == ["parse.bad_time"]
