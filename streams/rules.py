@@ -27,6 +27,7 @@ from streams.actions.coarsen_time import FLOORS as TIME_FLOORS
 from streams.actions.coarsen_time import bucket_seconds
 from streams.detect import find_leak
 from streams.fields import SOURCES
+from streams.memo import remember
 
 log = logging.getLogger("logfog.rules")
 
@@ -97,17 +98,11 @@ def swept(transform: Transform, leaks: Counter[str], size: int) -> Transform:
         if type(out) is str:
             hit = verdict(out, missing)
             if hit is missing:
-                hit = find_leak(out)
-                if len(verdicts) >= size:
-                    verdicts.clear()
-                verdicts[out] = hit
+                hit = remember(verdicts, out, find_leak(out), size)
             if hit is not None:
                 leaks[hit] += 1
-                return None
-        if len(memo) >= size:
-            memo.clear()
-        memo[value] = out
-        return out
+                return None  # not memoized: every occurrence is counted
+        return remember(memo, value, out, size)
 
     apply.memo = memo  # type: ignore[attr-defined] # the generated code inlines lookups
     return apply
@@ -128,10 +123,7 @@ def memoized(transform: Transform, size: int) -> Transform:
     def apply(value: Any) -> Any:
         out = get(value, missing)
         if out is missing:
-            out = transform(value)
-            if len(memo) >= size:
-                memo.clear()
-            memo[value] = out
+            out = remember(memo, value, transform(value), size)
         return out
 
     apply.memo = memo  # type: ignore[attr-defined]

@@ -55,6 +55,7 @@ from urllib.parse import parse_qsl, quote, unquote
 from publicsuffixlist import PublicSuffixList
 
 from streams import detect
+from streams.memo import remember
 
 __all__ = [
     "QueryAllow",
@@ -180,10 +181,8 @@ def template_path(path: str) -> str:
     out = _path_memo.get(path)
     if out is None:
         out = _UUID_SEGMENT_RE.sub(PH_UUID, _DIGITS_SEGMENT_RE.sub(PH_ID, path))
-        out = _CANDIDATE_SEGMENT_RE.sub(_replace_segment, out)
-        if len(_path_memo) >= _PATH_MEMO_SIZE:
-            _path_memo.clear()
-        _path_memo[path] = out
+        out = remember(_path_memo, path, _CANDIDATE_SEGMENT_RE.sub(_replace_segment, out),
+                       _PATH_MEMO_SIZE)  # fmt: skip
     return out
 
 

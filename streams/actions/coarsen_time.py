@@ -19,6 +19,7 @@ from typing import Any
 
 from streams.actions.base import ActionSpec, BuildContext, Option, Transform
 from streams.durations import format_duration, parse_duration
+from streams.memo import remember
 
 FLOORS = {"operations": 60, "analytics": 3600}
 
@@ -39,11 +40,9 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
     def coarsen(seconds: int) -> Any:
         start = seconds - seconds % width
         out = cache.get(start)
-        if out is None:
-            out = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)) if as_iso else start
-            if len(cache) > 4096:  # bounded: a long replay must not grow it forever
-                cache.clear()
-            cache[start] = out
+        if out is None:  # bounded: a long replay must not grow it forever
+            text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)) if as_iso else start
+            out = remember(cache, start, text, 4096)
         return out
 
     return coarsen

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from streams.actions.base import ActionSpec, BuildContext, Option, Transform
+from streams.memo import remember
 
 #: Implicit sources prepended to ``from``: the epoch comes from the time, scope from host.
 IMPLICIT_SOURCES = ("request.time", "request.host")
@@ -86,10 +87,7 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
         ident = values[1:]
         out = memo.get(ident)
         if out is None:
-            out = compute(key, values)
-            if len(memo) >= size:
-                memo.clear()
-            memo[ident] = out
+            out = remember(memo, ident, compute(key, values), size)
         return out
 
     return pseudonymize
