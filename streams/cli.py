@@ -85,12 +85,13 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
 
     pipeline = _load_pipeline(args.config)
     names = pipeline.names
-    public = [n for n in names if not n.startswith("_")]  # internal streams are not output
+    public = pipeline.public_names  # the internal aggregation input is not output
     if args.only and args.only not in public:
         raise UserError(f"--only: no destination {args.only!r} (have: {', '.join(public)})")
     sinks: dict[str, IO[bytes]] = {}
     rejected_sink: IO[bytes] | None = None
-    aggregates = _FileAggregates(pipeline) if args.out and "_aggregate" in names else None
+    internal = len(public) < len(names)
+    aggregates = _FileAggregates(pipeline) if args.out and internal else None
     if args.out:
         out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -114,7 +115,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             pipeline.process_lines(batch, out, first_line=pipeline.stats.lines + 1)
             pipeline.count_published(out)
             for name, events in zip(names, out.per_destination, strict=True):
-                if name.startswith("_"):
+                if name not in public:
                     if aggregates is not None:
                         sinks["aggregates"].write(aggregates.add(events))
                 elif args.out:

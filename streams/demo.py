@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from streams.broker import LocalBroker
-    from streams.config import normalize
+    from streams.config import AGGREGATE_INPUT, normalize
     from streams.keys import generate_key
     from streams.shipper import ship
 
@@ -111,11 +111,10 @@ def main(argv: list[str] | None = None) -> int:
                 result = ship(str(path), broker.bootstrap, raw, progress=False)
                 shipped += result.lines
             say(f"3. shipped {shipped:,} lines to {raw} (bundled sample + generated log)")
-            topics = [d["topic"] for name, d in normalized["destinations"].items()
-                      if not name.startswith("_")]  # internal streams stay internal  # fmt: skip
+            public = [n for n in normalized["destinations"] if n != AGGREGATE_INPUT]
+            topics = [normalized["destinations"][n]["topic"] for n in public]
             dead = normalized["kafka"]["dead_letter"]["topic"]
             status = _wait_processed(web_port, shipped)
-            public = [n for n in status["published"] if not n.startswith("_")]
             expected = sum(status["published"][n] for n in public)
             expected += sum(status["rejected"].values())
             got = consume(broker.bootstrap, [*topics, dead], expected, timeout_s=60)

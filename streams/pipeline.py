@@ -118,6 +118,7 @@ class Pipeline:
         self.geo = geo
         self.destinations = compiled.destinations
         self.names = tuple(d.name for d in compiled.destinations)
+        self.public_names = tuple(d.name for d in compiled.destinations if not d.internal)
         self.stats = Stats(leaks=Counter() if leaks is None else leaks)
         inp = config["input"]
         self._parse = build_parser(inp["format"], inp["trusted_proxies"], inp["json_fields"])

@@ -25,6 +25,7 @@ from streams.actions import REGISTRY
 from streams.actions.base import BuildContext, Transform
 from streams.actions.coarsen_time import FLOORS as TIME_FLOORS
 from streams.actions.coarsen_time import bucket_seconds
+from streams.config import AGGREGATE_INPUT
 from streams.detect import find_leak
 from streams.fields import SOURCES
 from streams.memo import remember
@@ -140,6 +141,9 @@ class CompiledDestination:
     key_field: str | None
     time_bucket: int
     fields: tuple[str, ...]
+    #: Feeds the aggregator inside the cluster; never written by the file command or
+    #: shown by the demo.
+    internal: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +248,7 @@ def compile_rules(
                 key_field=key_field,
                 time_bucket=bucket,
                 fields=tuple(dest["fields"]),
+                internal=name == AGGREGATE_INPUT,
             )
         )
     needs_geo = any(s.startswith("geo.") for s in used)

@@ -27,8 +27,7 @@ def render(pipeline: Pipeline, sample: Path) -> dict[str, bytes]:
     out = pipeline.test(lines)
     files = {
         f"{name}.ndjson": b"".join(v + b"\n" for v in out.values(name))
-        for name in pipeline.names
-        if not name.startswith("_")  # internal streams are not outputs
+        for name in pipeline.public_names
     }
     files["rejected.ndjson"] = b"".join(dead_letter(r) + b"\n" for r in out.rejections)
     return files
