@@ -181,9 +181,11 @@ def compile_rules(
     destinations = []
     used: set[str] = set()
     values: dict[str, str] = {}  # rule signature -> local variable holding its value
+    keys: dict[str, str] = {}  # value expression -> local holding it encoded as a Kafka key
     for index, (name, dest) in enumerate(config["destinations"].items()):
         kind = dest["kind"]
         entries = []
+        exprs: dict[str, str] = {}  # output field -> expression holding its value
         bucket = TIME_FLOORS[kind]
         for out_name, rule in dest["fields"].items():
             spec = REGISTRY[rule["action"]]
@@ -203,6 +205,7 @@ def compile_rules(
             argument = args[0] if len(args) == 1 else "(" + ", ".join(args) + ")"
             if rule["action"] == "keep" and not text_out:
                 entries.append(f"{out_name!r}: {argument}")  # a number or bool: no call at all
+                exprs[out_name] = argument
                 continue
             signature = repr((rule["action"], sorted(rule["options"].items()), sources))
             local = values.get(signature)
@@ -229,11 +232,18 @@ def compile_rules(
                 else:
                     compute.append(f"    {local} = f_{local}({argument})")
             entries.append(f"{out_name!r}: {local}")
+            exprs[out_name] = local
         key_field = dest["key"]
         key_expr = "None"
         if key_field is not None:
-            key = f"e{index}[{key_field!r}]"
-            key_expr = f"(None if {key} is None else str({key}).encode())"
+            # The same value keys several destinations (product and the aggregation
+            # input both key by visitor): encode it once per line.
+            source_expr = exprs[key_field]
+            key_expr = keys.get(source_expr, "")
+            if not key_expr:
+                key_expr = keys[source_expr] = f"k{len(keys)}"
+                encoded = f"None if {source_expr} is None else str({source_expr}).encode()"
+                compute.append(f"    {key_expr} = {encoded}")
         body.append(f"    e{index} = {{" + ", ".join(entries) + "}")
         tail.append(
             f"    append{index}(({key_expr}, dumps(e{index}), (t - t % {bucket}) * 1000, e{index}))"
