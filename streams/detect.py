@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final
 from urllib.parse import unquote
 
@@ -291,15 +291,25 @@ def find_leak(text: str) -> str | None:
     if hit is not None:
         return hit
     # Percent-encoded payloads: check each decoding level (double encoding included).
-    for _ in range(3):
-        if "%" not in text:
-            break
-        decoded = unquote(text)
-        if decoded == text:
-            break
-        text = decoded
-        if _maybe_leak(text):
-            hit = _detect(text)
+    for decoded in percent_decodings(text):
+        if _maybe_leak(decoded):
+            hit = _detect(decoded)
             if hit is not None:
                 return hit
     return None
+
+
+def percent_decodings(text: str, levels: int = 3) -> Iterator[str]:
+    """Each successive percent-decoding of ``text``, until it stops changing.
+
+    >>> list(percent_decodings("a%2540b"))
+    ['a%40b', 'a@b']
+    """
+    for _ in range(levels):
+        if "%" not in text:
+            return
+        decoded = unquote(text)
+        if decoded == text:
+            return
+        text = decoded
+        yield text

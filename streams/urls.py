@@ -50,7 +50,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import parse_qsl, quote
 
 from publicsuffixlist import PublicSuffixList
 
@@ -94,14 +94,10 @@ _MAX_DECODE: Final = 3
 
 def _decode(text: str) -> str:
     """Percent-decode until stable (at most three levels: catches %2540)."""
-    for _ in range(_MAX_DECODE):
-        if "%" not in text:
-            break
-        decoded = unquote(text)
-        if decoded == text:
-            break
-        text = decoded
-    return text
+    decoded = text
+    for decoded in detect.percent_decodings(text, _MAX_DECODE):  # noqa: B007 - want the last
+        pass
+    return decoded
 
 
 def _has_email(text: str) -> bool:
