@@ -16,7 +16,10 @@ What it models:
   X-Forwarded-For chain. Each client keeps its user agent and Accept-Language;
 * a few hundred distinct real-world user agents: desktop and mobile browsers, tablets,
   search engine and SEO bots, monitors, curl/wget/python-requests and friends;
-* routes with numeric ids, UUIDs, hex/base64 tokens, emails (also ``%40``-encoded),
+* a shop: product pages and images drawn Zipf-like from a 50,000-item catalog, static
+  assets with content hashes from the few deploys that are live at once (not a new
+  hash per request); routes with numeric ids, UUIDs, hex/base64 tokens, emails (also
+  ``%40``-encoded),
   JWTs, session ids (``;jsessionid=``, ``sid=``), signed-URL signatures, ``utm_*``,
   ``gclid``/``fbclid``/``msclkid``, password-reset and OAuth callback links; scanners
   probing ``/.env`` and ``/wp-login.php``; bots fetching ``robots.txt``;
@@ -566,11 +569,49 @@ SLUGS = [
 ]
 
 
+# A shop's catalog and its front-end build: product pages are popular by a Zipf law
+# over a finite catalog, and static assets carry content hashes that change per deploy
+# (a few deploys are live at once while caches and open tabs catch up), not per request.
+CATALOG_SIZE = 50_000
+LIVE_DEPLOYS = 3
+JS_CHUNKS = 24
+CSS_FILES = 6
+
+
 class Gen:
     """Random pieces of URLs, all drawn from one seeded RNG."""
 
     def __init__(self, rng: random.Random) -> None:
         self.r = rng
+        self._catalog = [str(rng.randrange(1, 2_000_000)) for _ in range(CATALOG_SIZE)]
+        self._catalog_cum = list(
+            itertools.accumulate(1.0 / (k**0.9) for k in range(1, CATALOG_SIZE + 1))
+        )
+        deploys = [
+            {
+                "js": [f"{name}.{rng.getrandbits(32):08x}.js" for name in _chunk_names()],
+                "css": [f"main.{rng.getrandbits(32):08x}.css" for _ in range(CSS_FILES)],
+            }
+            for _ in range(LIVE_DEPLOYS)
+        ]
+        self._deploys = deploys
+
+    def product(self) -> str:
+        """A catalog product id, popular ones far more often (Zipf)."""
+        cum = self._catalog_cum
+        i = bisect.bisect_left(cum, self.r.random() * cum[-1])
+        return self._catalog[min(i, CATALOG_SIZE - 1)]
+
+    def size(self) -> int:
+        return self.r.randrange(36, 46)
+
+    def photo(self) -> int:
+        return self.r.randrange(1, 6)
+
+    def asset(self, kind: str) -> str:
+        """A content-hashed static file of a live deploy (the newest is the commonest)."""
+        deploy = self._deploys[0 if self.r.random() < 0.85 else self.r.randrange(LIVE_DEPLOYS)]
+        return self.r.choice(deploy[kind])
 
     def id(self) -> str:
         return str(self.r.randrange(1, 2_000_000))
@@ -620,21 +661,25 @@ class Gen:
         return f"utm_source={src}&utm_medium={med}&utm_campaign={camp}"
 
 
+def _chunk_names() -> list[str]:
+    return ["app", "vendor", "runtime", *(f"chunk-{i}" for i in range(JS_CHUNKS - 3))]
+
+
 def _routes() -> list[tuple[str, str, float, Callable[[Gen], str]]]:
     """(method, kind, weight, path builder). kind drives status and size."""
     return [
         ("GET", "page", 12, lambda g: "/"),
-        ("GET", "page", 6, lambda g: f"/products/{g.id()}"),
-        ("GET", "page", 3, lambda g: f"/products/{g.id()}?color=red&size={g.r.randrange(36, 46)}"),
+        ("GET", "page", 6, lambda g: f"/products/{g.product()}"),
+        ("GET", "page", 3, lambda g: f"/products/{g.product()}?color=red&size={g.size()}"),
         ("GET", "page", 4, lambda g: f"/search?q={g.word()}&page={g.r.randrange(1, 6)}"),
         ("GET", "page", 3, lambda g: f"/blog/{g.r.choice(SLUGS)}"),
         ("GET", "page", 2.5, lambda g: f"/blog/{g.r.choice(SLUGS)}?{g.utm()}"),
         ("GET", "page", 1.5, lambda g: f"/?gclid={g.token()}"),
         ("GET", "page", 0.8, lambda g: f"/landing/spring?fbclid={g.token()}&{g.utm()}"),
         ("GET", "page", 0.4, lambda g: f"/landing/spring?msclkid={g.hex(32)}"),
-        ("GET", "static", 14, lambda g: f"/static/js/app.{g.hex(8)[:8]}.js"),
-        ("GET", "static", 10, lambda g: f"/static/css/main.{g.hex(8)}.css"),
-        ("GET", "static", 12, lambda g: f"/images/products/{g.id()}-{g.r.randrange(1, 6)}.webp"),
+        ("GET", "static", 14, lambda g: f"/static/js/{g.asset('js')}"),
+        ("GET", "static", 10, lambda g: f"/static/css/{g.asset('css')}"),
+        ("GET", "static", 12, lambda g: f"/images/products/{g.product()}-{g.photo()}.webp"),
         ("GET", "static", 3, lambda g: "/favicon.ico"),
         ("GET", "api", 6, lambda g: f"/api/v1/users/{g.id()}/orders/{g.uuid()}"),
         ("GET", "api", 4, lambda g: f"/api/v1/cart?session_id={g.hex(32)}"),
@@ -658,7 +703,7 @@ def _routes() -> list[tuple[str, str, float, Callable[[Gen], str]]]:
         ),
         ("HEAD", "page", 0.5, lambda g: "/"),
         ("GET", "health", 2, lambda g: "/healthz"),
-        ("GET", "missing", 1, lambda g: f"/products/{g.id()}/reviews/{g.id()}"),
+        ("GET", "missing", 1, lambda g: f"/products/{g.product()}/reviews/{g.id()}"),
         ("GET", "missing", 0.3, lambda g: "/apple-touch-icon.png"),
     ]
 

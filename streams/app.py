@@ -115,6 +115,7 @@ def create_app(
     import faust
     from faust import web
 
+    from streams.gctune import tune_for_throughput
     from streams.metrics import Metrics
     from streams.publish import Publisher
     from streams.status import STATUS_PAGE, status_snapshot
@@ -191,6 +192,7 @@ def create_app(
 
     @app.task
     async def on_started() -> None:
+        tune_for_throughput()
         state.ready = True
         log.info("worker ready: consuming %s, web on port %d", kafka["raw"]["topic"], web_port)
 

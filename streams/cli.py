@@ -81,9 +81,11 @@ def _load_pipeline(config_path: str) -> Any:
 
 
 def cmd_anonymize(args: argparse.Namespace) -> int:
+    from streams.gctune import tune_for_throughput
     from streams.pipeline import dead_letter
 
     pipeline = _load_pipeline(args.config)
+    tune_for_throughput()
     names = pipeline.names
     public = pipeline.public_names  # the internal aggregation input is not output
     if args.only and args.only not in public:
@@ -168,7 +170,9 @@ class _FileAggregates:
         self._max_time = 0
 
     def add(self, events: list[Any]) -> bytes:
-        for _key, _value, _ts, event in events:
+        for _key, value, _ts in events:
+            # Decoded from the bytes, as the worker's aggregation stage reads them.
+            event = orjson.loads(value)
             self._offset += 1
             self._aggregator.add((event,), self._offset)
             self._max_time = max(self._max_time, int(event.get("time") or 0))

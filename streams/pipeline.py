@@ -1,7 +1,7 @@
 """The whole job from raw bytes to output bytes: pure, synchronous, no Kafka.
 
 ``Pipeline.process_lines`` takes raw lines and fills an :class:`Output`: per
-destination a list of ``(key, value, timestamp_ms, event)`` and a list of
+destination a list of ``(key, value, timestamp_ms)`` and a list of
 :class:`~streams.records.Rejection`. Every line ends up in exactly one of the two
 (``published`` may be several events, one per destination). The file command and the
 Faust agents are thin loops around it; tests run it directly (``Pipeline.test``).
@@ -45,7 +45,7 @@ from streams.rules import Compiled, compile_rules
 
 log = logging.getLogger("logfog.pipeline")
 
-Emitted = tuple[bytes | None, bytes, int, dict[str, Any]]
+Emitted = tuple[bytes | None, bytes, int]
 
 
 @dataclass(slots=True)
@@ -80,7 +80,8 @@ class Output:
         self.rejections: list[Rejection] = []
 
     def events(self, destination: str) -> list[dict[str, Any]]:
-        return [e[3] for e in self.per_destination[self._names.index(destination)]]
+        """The events as published (decoded from the serialized values)."""
+        return [orjson.loads(e[1]) for e in self.per_destination[self._names.index(destination)]]
 
     def values(self, destination: str) -> list[bytes]:
         return [e[1] for e in self.per_destination[self._names.index(destination)]]

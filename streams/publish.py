@@ -131,7 +131,7 @@ class Publisher:
             return
         builders: dict[int, Any] = {}
         count = target.partitions
-        for key, value, timestamp, _event in events:
+        for key, value, timestamp in events:
             partition = 0 if key is None else key_partition(key, count)
             builder = builders.get(partition)
             if builder is None:

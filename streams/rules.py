@@ -58,6 +58,15 @@ _GENERATED = frozenset({"pseudonymize", "coarsen_time", "truncate_ip", "drop"})
 _TEXT_KINDS = frozenset({"str", "ip"})
 # Pure and costly per distinct input (ipaddress parsing): worth a memo.
 _MEMOIZED = frozenset({"truncate_ip"})
+# Sources that describe the client rather than the request. A visitor sends many
+# requests with the same address, user agent and languages, so every value computed
+# from these alone (geo, UA families, networks) is computed once per client and
+# memoized as one tuple: a hit replaces the geo, UA and language lookups and a memo
+# lookup per field with one dict lookup.
+_CLIENT_SOURCES = frozenset({"client.ip", "agent.original", "request.language",
+                             *_GEO_INDEX, *_AGENT_INDEX})  # fmt: skip
+# Keyed actions depend on the request time (epoch) too: never per client.
+_PER_REQUEST_ACTIONS = frozenset({"pseudonymize"})
 
 
 _MISS: Any = object()  # memo sentinel: None is a legitimate memoized value
@@ -168,14 +177,20 @@ def compile_rules(
 ) -> Compiled:
     """Generate ``emit(r, append_0, append_1, ...)`` for a normalized config.
 
-    ``append_i`` receives ``(key, value_bytes, timestamp_ms, event_dict)`` for
-    destination ``i``. Identical rules in several destinations (same action, options
+    ``append_i`` receives ``(key, value_bytes, timestamp_ms)`` for destination ``i``.
+    The event dict itself is not kept: it dies right after serialization, while it is
+    still in the CPU cache (held for the whole batch, freeing it was a separate pass
+    over cold memory). Identical rules in several destinations (same action, options
     and sources) are computed once per line; memo lookups are inlined, so a memo hit
     costs a dict lookup, not a function call.
     """
     cache_size = config["enrich"]["cache_size"]
     namespace: dict[str, Any] = {"dumps": dumps, "MISS": _MISS}
     compute: list[str] = []
+    per_client: list[str] = []  # computed once per client (see _CLIENT_SOURCES)
+    client_locals: list[str] = []
+    request_sources: set[str] = set()  # sources read by per-request code
+    client_sources: set[str] = set()  # sources read by per-client code
     body: list[str] = []
     tail: list[str] = []  # appends come last: a failing rule leaves no half-emitted line
     destinations = []
@@ -203,13 +218,22 @@ def compile_rules(
             )
             args = [_expression(s) for s in sources]
             argument = args[0] if len(args) == 1 else "(" + ", ".join(args) + ")"
-            if rule["action"] == "keep" and not text_out:
+            client_level = rule["action"] not in _PER_REQUEST_ACTIONS and all(
+                s in _CLIENT_SOURCES for s in sources
+            )
+            (client_sources if client_level else request_sources).update(sources)
+            if rule["action"] == "keep" and not text_out and not client_level:
                 entries.append(f"{out_name!r}: {argument}")  # a number or bool: no call at all
                 exprs[out_name] = argument
                 continue
             signature = repr((rule["action"], sorted(rule["options"].items()), sources))
             local = values.get(signature)
-            if local is None:
+            if local is None and rule["action"] == "keep" and not text_out:
+                # A client-level number or bool (the bot flag): one slot of the tuple.
+                local = values[signature] = f"v{len(values)}"
+                per_client.append(f"    {local} = {argument}")
+                client_locals.append(local)
+            elif local is None:
                 local = values[signature] = f"v{len(values)}"
                 context = BuildContext(
                     destination=name, destination_kind=kind, site=config["site"],
@@ -225,7 +249,10 @@ def compile_rules(
                     wrapped = transform
                 namespace[f"f_{local}"] = wrapped
                 memo = getattr(wrapped, "memo", None)
-                if memo is not None:
+                if client_level:
+                    per_client.append(f"    {local} = f_{local}({argument})")
+                    client_locals.append(local)
+                elif memo is not None:
                     namespace[f"get_{local}"] = memo.get
                     compute.append(f"    {local} = get_{local}({argument}, MISS)")
                     compute.append(f"    if {local} is MISS: {local} = f_{local}({argument})")
@@ -245,9 +272,7 @@ def compile_rules(
                 encoded = f"None if {source_expr} is None else str({source_expr}).encode()"
                 compute.append(f"    {key_expr} = {encoded}")
         body.append(f"    e{index} = {{" + ", ".join(entries) + "}")
-        tail.append(
-            f"    append{index}(({key_expr}, dumps(e{index}), (t - t % {bucket}) * 1000, e{index}))"
-        )
+        tail.append(f"    append{index}(({key_expr}, dumps(e{index}), (t - t % {bucket}) * 1000))")
         destinations.append(
             CompiledDestination(
                 name=name,
@@ -264,20 +289,60 @@ def compile_rules(
     needs_geo = any(s.startswith("geo.") for s in used)
     needs_agent = any(s in _AGENT_INDEX for s in used)
     needs_language = "request.language" in used
-    head = ["    t = r.time"]
     if needs_geo:
         if geo_lookup is None:
             raise ValueError("rules read geo.* fields but no geo database is configured")
         namespace["geo_lookup"] = geo_lookup
-        head.append("    geo = geo_lookup(r.ip)")
-    if needs_agent:
-        namespace["agent_parse"] = agent_parse
-        head.append("    ua = agent_parse(r.user_agent)")
-    if needs_language:
-        namespace["language"] = language
-        head.append("    lang = language(r.language)")
+    namespace["agent_parse"] = agent_parse
+    namespace["language"] = language
+
+    def lookups(sources: set[str]) -> list[str]:
+        out = []
+        if any(s.startswith("geo.") for s in sources):
+            out.append("    geo = geo_lookup(r.ip)")
+        if any(s in _AGENT_INDEX for s in sources):
+            out.append("    ua = agent_parse(r.user_agent)")
+        if "request.language" in sources:
+            out.append("    lang = language(r.language)")
+        return out
+
+    head = ["    t = r.time", *lookups(request_sources)]
+    functions = []
+    if client_locals:
+        # What the client values are computed from: the memo key.
+        key_attrs = [
+            attr
+            for attr, reads in (
+                ("r.ip", {"client.ip", *_GEO_INDEX}),
+                ("r.user_agent", {"agent.original", *_AGENT_INDEX}),
+                ("r.language", {"request.language"}),
+            )
+            if client_sources & reads
+        ]
+        key = "(" + ", ".join(key_attrs) + ",)"
+        client_memo: dict[Any, tuple[Any, ...]] = {}
+        namespace.update(get_client=client_memo.get, client_memo=client_memo,
+                         remember=remember, leaks=leaks, cache_size=cache_size)  # fmt: skip
+        slots = ", ".join(client_locals) + ","
+        functions = [
+            "def client(r, key):",
+            "    before = leaks.total()",
+            *lookups(client_sources),
+            *per_client,
+            f"    values = ({slots})",
+            # A leak hit is counted each time it occurs: such a client is not memoized.
+            "    if leaks.total() != before: return values",
+            "    return remember(client_memo, key, values, cache_size)",
+            "",
+        ]
+        head += [
+            f"    ck = {key}",
+            "    c = get_client(ck)",
+            "    if c is None: c = client(r, ck)",
+            f"    {slots} = c",
+        ]
     appends = ", ".join(f"append{i}" for i in range(len(destinations)))
-    source = "\n".join([f"def emit(r, {appends}):", *head, *compute, *body, *tail])
+    source = "\n".join([*functions, f"def emit(r, {appends}):", *head, *compute, *body, *tail])
     exec(compile(source, "<logfog rules>", "exec"), namespace)
     log.debug("generated rules code:\n%s", source)
     warnings = tuple(

@@ -116,7 +116,7 @@ def all_outputs(pipeline: Pipeline, lines: list[bytes]) -> tuple[list[bytes], An
     out = pipeline.test(lines)
     blobs = []
     for events in out.per_destination:
-        for key, value, _ts, _event in events:
+        for key, value, _ts in events:
             orjson.loads(value)  # every output is valid JSON
             blobs.append(value)
             if key is not None:
