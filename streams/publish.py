@@ -24,14 +24,19 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
+from streams.memo import remember
 from streams.pipeline import Output, dead_letter
 from streams.rules import CompiledDestination
 
 #: A NDJSON record stays below Kafka's default 1 MB message limit.
 MAX_NDJSON_BYTES = 900_000
+_KEY_CACHE = 65536
+_VALUE = itemgetter(1)
+_TIMESTAMP = itemgetter(2)
 
 
 def key_partition(key: bytes, partitions: int) -> int:
@@ -54,6 +59,9 @@ def ndjson_records(values: Iterable[bytes], limit: int = MAX_NDJSON_BYTES) -> li
     >>> ndjson_records([b'{"a":1}', b'{"a":2}', b'{"a":3}'], limit=16)
     [b'{"a":1}\\n{"a":2}', b'{"a":3}']
     """
+    values = values if isinstance(values, list) else list(values)
+    if sum(map(len, values)) + len(values) <= limit:  # the common case: one record
+        return [b"\n".join(values)] if values else []
     records: list[bytes] = []
     current: list[bytes] = []
     size = 0
@@ -74,6 +82,8 @@ class PublishTarget:
     partitions: int
     framing: str = "record"
     sticky: int = 0  # next partition for unkeyed events
+    #: key -> partition: visitors send many requests, the hex parse is paid once each.
+    partition_of: dict[bytes, int] = field(default_factory=dict)
 
 
 class Publisher:
@@ -106,8 +116,8 @@ class Publisher:
             if target.framing == "ndjson" and events[0][0] is not None:
                 self._append_keyed_ndjson(batches, target, events)
             elif target.framing == "ndjson":
-                timestamp = max(e[2] for e in events)
-                records = ndjson_records(e[1] for e in events)
+                timestamp = max(map(_TIMESTAMP, events))
+                records = ndjson_records(list(map(_VALUE, events)))
                 self._append_unkeyed(batches, target, ((None, r, timestamp) for r in records))
             else:
                 self._append(batches, target, events)
@@ -127,12 +137,16 @@ class Publisher:
         self, batches: list[tuple[Any, str, int]], target: PublishTarget, events: Sequence[Any]
     ) -> None:
         if events[0][0] is None:  # a destination is keyed for all its events or none
-            self._append_unkeyed(batches, target, ((None, e[1], e[2]) for e in events))
+            self._append_unkeyed(batches, target, events)
             return
         builders: dict[int, Any] = {}
         count = target.partitions
+        cached = target.partition_of
         for key, value, timestamp in events:
-            partition = 0 if key is None else key_partition(key, count)
+            partition = cached.get(key)
+            if partition is None:
+                partition = 0 if key is None else key_partition(key, count)
+                remember(cached, key, partition, _KEY_CACHE)
             builder = builders.get(partition)
             if builder is None:
                 builder = builders[partition] = self._producer.create_batch()
@@ -149,12 +163,21 @@ class Publisher:
         key says (per-key order kept), in a few large records instead of one per event."""
         by_partition: dict[int, list[Any]] = {}
         count = target.partitions
+        cached = target.partition_of
+        cached_get = cached.get
         for event in events:
-            by_partition.setdefault(key_partition(event[0], count), []).append(event)
+            key = event[0]
+            partition = cached_get(key)
+            if partition is None:
+                partition = remember(cached, key, key_partition(key, count), _KEY_CACHE)
+            group = by_partition.get(partition)
+            if group is None:
+                group = by_partition[partition] = []
+            group.append(event)
         for partition, group in by_partition.items():
-            timestamp = max(e[2] for e in group)
+            timestamp = max(map(_TIMESTAMP, group))
             builder = self._producer.create_batch()
-            for record in ndjson_records(e[1] for e in group):
+            for record in ndjson_records(list(map(_VALUE, group))):
                 if builder.append(timestamp=timestamp, key=None, value=record) is None:
                     batches.append((builder, target.topic, partition))
                     builder = self._producer.create_batch()

@@ -50,7 +50,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import parse_qsl, quote
+from urllib.parse import quote, unquote
 
 from publicsuffixlist import PublicSuffixList
 
@@ -261,13 +261,31 @@ def filter_query(query: str, allow: QueryAllow, template: bool = True) -> str:
     if not query or not allow.may_match(query):
         return ""
     out = []
-    for key, value in parse_qsl(query, keep_blank_values=True):
+    # parse_qsl(query, keep_blank_values=True), except that values are decoded only
+    # for allowed keys: the others (tokens, signatures) are never looked at.
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        key = _form_decode(key)
         if not allow(key):
             continue
+        value = _form_decode(value)
         if template:
             value = template_value(value)
         out.append(f"{quote(key.lower(), safe=_VALUE_SAFE)}={quote(value, safe=_VALUE_SAFE)}")
     return "&".join(out)
+
+
+def _form_decode(text: str) -> str:
+    """``application/x-www-form-urlencoded`` decoding, as ``parse_qsl`` does it.
+
+    >>> _form_decode("spring+sale%21"), _form_decode("plain")
+    ('spring sale!', 'plain')
+    """
+    if "%" in text or "+" in text:
+        return unquote(text.replace("+", " "))
+    return text
 
 
 _PSL: Final = PublicSuffixList()

@@ -167,3 +167,35 @@ def test_emails_never_survive_template(email: str, at: str, word: str) -> None:
     out = template_path(f"/{word}/{email}/x")
     assert out == f"/{word}/{{email}}/x"
     assert find_leak(out) is None
+
+
+def _reference_filter(query: str, patterns: list[str]) -> str:
+    """filter_query written with the standard library's parser (the old implementation)."""
+    from urllib.parse import parse_qsl, quote
+
+    from streams.urls import template_value
+
+    allow = compile_allow(patterns)
+    if not query or not allow.may_match(query):
+        return ""
+    return "&".join(
+        f"{quote(k.lower(), safe='-._~{}')}={quote(template_value(v), safe='-._~{}')}"
+        for k, v in parse_qsl(query, keep_blank_values=True)
+        if allow(k)
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["utm_source", "UTM_Medium", "page", "p%61ge", "utm+x", "q", "", "sid"]),
+            st.one_of(st.none(), st.text(alphabet="ab12+%=;&@.-_~é", max_size=12)),
+        ),
+        max_size=6,
+    )
+)
+def test_filter_query_decodes_like_parse_qsl(pairs: list[tuple[str, str | None]]) -> None:
+    query = "&".join(k if v is None else f"{k}={v}" for k, v in pairs)
+    patterns = ["utm_*", "page"]
+    assert filter_query(query, compile_allow(patterns)) == _reference_filter(query, patterns)
