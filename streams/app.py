@@ -37,7 +37,31 @@ log = logging.getLogger("logfog.worker")
 
 BATCH_EVENTS = 2000  # Faust events per batch (each may carry many lines)
 BATCH_WITHIN = 0.05  # seconds to wait for a batch to fill
+CHUNK_BYTES = 1 << 20  # raw bytes per pipeline step within a take (about 5,000 lines)
 RETRY_MAX_SECONDS = 10.0
+
+
+def chunk_by_size(events: list[Any], limit: int) -> list[list[Any]]:
+    """Split a take into runs of events whose values add up to about ``limit`` bytes
+    (a run ends at the first event that reaches it; an event is never split).
+
+    >>> from types import SimpleNamespace as E
+    >>> evs = [E(message=E(value=None if n is None else b"x" * n)) for n in (3, 3, 3, None, 9, 1)]
+    >>> [[len(e.message.value or b"") for e in run] for run in chunk_by_size(evs, 5)]
+    [[3, 3], [3, 0, 9], [1]]
+    """
+    runs: list[list[Any]] = []
+    run: list[Any] = []
+    size = 0
+    for event in events:
+        run.append(event)
+        size += len(event.message.value or b"")
+        if size >= limit:
+            runs.append(run)
+            run, size = [], 0
+    if run:
+        runs.append(run)
+    return runs
 
 
 def faust_settings(config: Mapping[str, Any], bootstrap: str, web_port: int) -> dict[str, Any]:
@@ -149,34 +173,42 @@ def create_app(
     @app.agent(raw_topic, name="logfog-anonymize")
     async def anonymize(stream: Any) -> None:
         out = pipeline.new_output()
-        async for events in stream.noack_take(BATCH_EVENTS, within=BATCH_WITHIN):
-            started = time.perf_counter()
+        async for taken in stream.noack_take(BATCH_EVENTS, within=BATCH_WITHIN):
+            # A take of batched records can hold a million lines: work in steps of
+            # about CHUNK_BYTES, so that one step's output stays small (memory, cache,
+            # and the garbage collector's scans all grow with what a step holds).
+            for events in chunk_by_size(taken, CHUNK_BYTES):
+                started = time.perf_counter()
+                out.clear()
+                lines_before = pipeline.stats.lines
+                last_offsets = metrics.last_offsets
+                records = []
+                for event in events:
+                    message = event.message
+                    last_offsets[(message.topic, message.partition)] = message.offset
+                    records.append(
+                        (message.value, message.topic, message.partition, message.offset)
+                    )
+                # Framing: a record is lines joined by "\n", split exactly: a trailing
+                # "\n" is an empty last line (dead-lettered as parse.empty), so every
+                # line a shipper framed is counted, empty ones included.
+                pipeline.process_records(records, out)
+                await _publish_until_done(publisher(), out, state, metrics)
+                for event in events:  # only now may their offsets be committed
+                    event.ack()  # (Stream.ack adds only monitor bookkeeping, per event)
+                pipeline.count_published(out)
+                state.batches += 1
+                state.records_in += len(events)
+                state.last_batch_at = time.time()
+                state.note(pipeline.stats.lines)
+                metrics.observe_batch(
+                    len(events), pipeline.stats.lines - lines_before,
+                    time.perf_counter() - started,
+                )  # fmt: skip
             out.clear()
-            lines_before = pipeline.stats.lines
-            last_offsets = metrics.last_offsets
-            records = []
-            for event in events:
-                message = event.message
-                last_offsets[(message.topic, message.partition)] = message.offset
-                records.append((message.value, message.topic, message.partition, message.offset))
-            # Framing: a record is lines joined by "\n", split exactly: a trailing "\n"
-            # is an empty last line (dead-lettered as parse.empty), so every line a
-            # shipper framed is counted, empty ones included.
-            pipeline.process_records(records, out)
-            await _publish_until_done(publisher(), out, state, metrics)
-            for event in events:  # only now may their offsets be committed
-                event.ack()  # (Stream.ack adds only monitor bookkeeping, per event)
-            # Commit per batch, not per timer: a crash then replays at most the batch in
-            # flight (one OffsetCommit per batch is negligible next to the batch itself).
+            # Commit per take, not per timer: a crash then replays at most the take in
+            # flight (one OffsetCommit per take is negligible next to the take itself).
             await app.consumer.commit()
-            pipeline.count_published(out)
-            state.batches += 1
-            state.records_in += len(events)
-            state.last_batch_at = time.time()
-            state.note(pipeline.stats.lines)
-            metrics.observe_batch(
-                len(events), pipeline.stats.lines - lines_before, time.perf_counter() - started
-            )
 
     if config["aggregates"]["enabled"]:
         _add_aggregation(app, config, bootstrap, topic_partitions, state, metrics)
