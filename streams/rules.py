@@ -189,6 +189,8 @@ def compile_rules(
     compute: list[str] = []
     per_client: list[str] = []  # computed once per client (see _CLIENT_SOURCES)
     client_locals: list[str] = []
+    per_second: list[str] = []  # computed once per request time (coarsened times)
+    second_locals: list[str] = []
     request_sources: set[str] = set()  # sources read by per-request code
     client_sources: set[str] = set()  # sources read by per-client code
     body: list[str] = []
@@ -252,6 +254,10 @@ def compile_rules(
                 if client_level:
                     per_client.append(f"    {local} = f_{local}({argument})")
                     client_locals.append(local)
+                elif sources == ["request.time"] and rule["action"] not in _PER_REQUEST_ACTIONS:
+                    # Thousands of requests share a second: one tuple per distinct time.
+                    per_second.append(f"    {local} = f_{local}(t)")
+                    second_locals.append(local)
                 elif memo is not None:
                     namespace[f"get_{local}"] = memo.get
                     compute.append(f"    {local} = get_{local}({argument}, MISS)")
@@ -340,6 +346,22 @@ def compile_rules(
             "    c = get_client(ck)",
             "    if c is None: c = client(r, ck)",
             f"    {slots} = c",
+        ]
+    if second_locals:
+        second_memo: dict[int, tuple[Any, ...]] = {}
+        namespace.update(get_second=second_memo.get, second_memo=second_memo,
+                         remember=remember, cache_size=cache_size)  # fmt: skip
+        slots = ", ".join(second_locals) + ","
+        functions += [
+            "def second(t):",
+            *per_second,
+            f"    return remember(second_memo, t, ({slots}), cache_size)",
+            "",
+        ]
+        head += [
+            "    w = get_second(t)",
+            "    if w is None: w = second(t)",
+            f"    {slots} = w",
         ]
     appends = ", ".join(f"append{i}" for i in range(len(destinations)))
     source = "\n".join([*functions, f"def emit(r, {appends}):", *head, *compute, *body, *tail])

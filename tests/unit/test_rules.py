@@ -119,3 +119,26 @@ def test_the_client_memo_is_bounded_by_cache_size() -> None:
     assert len(out.events("d")) == 100
     memo = p.compiled.emit.__globals__["client_memo"]
     assert 0 < len(memo) <= 8
+
+
+def test_time_values_are_computed_once_per_second_and_stay_correct() -> None:
+    fields = {
+        "t5": {"from": "request.time", "action": "coarsen_time", "bucket": "5m"},
+        "t1h": {"from": "request.time", "action": "coarsen_time", "bucket": "1h",
+                "format": "epoch"},
+    }  # fmt: skip
+    agents, leaks = CountingAgents(), Counter[str]()
+    compiled = _compile(fields, agents, leaks)
+    events: list[Any] = []
+    times = [1_700_000_000, 1_700_000_000, 1_700_000_099, 1_700_003_600, 1_700_000_000]
+    for t in times:
+        compiled.emit(_request("203.0.113.9", UA_A, "/", t=t), events.append)
+    got = [orjson.loads(e[1]) for e in events]
+    assert got == [
+        {"t5": "2023-11-14T22:10:00Z", "t1h": 1699999200},
+        {"t5": "2023-11-14T22:10:00Z", "t1h": 1699999200},
+        {"t5": "2023-11-14T22:10:00Z", "t1h": 1699999200},
+        {"t5": "2023-11-14T23:10:00Z", "t1h": 1700002800},
+        {"t5": "2023-11-14T22:10:00Z", "t1h": 1699999200},
+    ]
+    assert len(compiled.emit.__globals__["second_memo"]) == 3  # distinct seconds
