@@ -75,6 +75,8 @@ def build_parser(
     parsers = [compile_one(s, trusted_proxies, json_fields) for s in specs]
     if len(parsers) == 1:
         return parsers[0].parse
+    if all(isinstance(p, LineParser) for p in parsers):
+        return _first_match([p for p in parsers if isinstance(p, LineParser)])
     methods = tuple(p.parse for p in parsers)
 
     def parse_any(text: str) -> Request:
@@ -89,3 +91,22 @@ def build_parser(
         raise RejectedLine(reason)
 
     return parse_any
+
+
+def _first_match(parsers: Sequence[LineParser]) -> Parse:
+    """``parse_any`` for regex formats, with each format's match and builder inlined."""
+    steps = tuple((p.regex.match, p.build) for p in parsers)
+
+    def parse_first(text: str) -> Request:
+        reason = PARSE_NO_MATCH
+        for match, build in steps:
+            m = match(text)
+            if m is None:
+                continue
+            try:
+                return build(m.groups())
+            except RejectedLine as rejected:  # a later format may still match
+                reason = rejected.reason
+        raise RejectedLine(reason)
+
+    return parse_first

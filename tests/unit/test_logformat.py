@@ -158,3 +158,20 @@ def test_unknown_headers_are_matched_but_never_stored() -> None:
     parser = compile_apache('%h %t "%{X-Secret}i"')
     r = parser.parse(f'203.0.113.9 {T} "s3cr3t"')
     assert "s3cr3t" not in repr([getattr(r, a) for a in r.__slots__])
+
+
+def test_a_format_list_tries_each_and_reports_the_most_specific_reason() -> None:
+    from streams.parse import build_parser
+    from streams.records import PARSE_BAD_IP, PARSE_NO_MATCH, RejectedLine
+
+    parse = build_parser(["combined", "common"])
+    t = "[10/Oct/2000:13:55:36 -0700]"
+    combined = f'203.0.113.9 - - {t} "GET /a HTTP/1.1" 200 5 "-" "curl/8"'
+    common = f'203.0.113.9 - - {t} "GET /b HTTP/1.1" 200 5'
+    assert parse(combined).target == "/a" and parse(combined).user_agent == "curl/8"
+    assert parse(common).target == "/b" and parse(common).user_agent is None
+    for line, reason in [(f'not-an-ip - - {t} "GET / HTTP/1.1" 200 5', PARSE_BAD_IP),
+                         ("junk", PARSE_NO_MATCH)]:  # fmt: skip
+        with pytest.raises(RejectedLine) as caught:
+            parse(line)
+        assert caught.value.reason == reason
