@@ -211,7 +211,8 @@ def create_app(
             await app.consumer.commit()
 
     if config["aggregates"]["enabled"]:
-        _add_aggregation(app, config, bootstrap, topic_partitions, state, metrics)
+        _add_aggregation(app, config, bootstrap, topic_partitions, state, metrics,
+                         layout=pipeline.aggregate_layout)  # fmt: skip
 
     if pipeline.geo is not None:
 
@@ -263,6 +264,7 @@ def _add_aggregation(
     topic_partitions: Mapping[str, int],
     state: WorkerState,
     metrics: Any,
+    layout: tuple[str, ...] | None,
 ) -> None:
     """Stages 2 and 3 of the aggregation (streams/aggregate) as two more agents.
 
@@ -285,6 +287,7 @@ def _add_aggregation(
         specs_from_config(agg),
         partitions=topic_partitions[input_name],
         snapshot_interval=float(parse_duration(agg["snapshot_interval"])),
+        layout=layout,
     )
     state.aggregation = runtime
     loop_box: dict[str, Any] = {}
@@ -363,7 +366,7 @@ def _add_aggregation(
                     log.error("aggregate input record not JSON (offset %d): skipped",
                               message.offset)  # fmt: skip
                     continue
-                runtime.add_many(message.partition, message.offset, batch)
+                runtime.add_rows(message.partition, message.offset, batch)
             for event in events:
                 pending.setdefault(event.message.partition, []).append(event)
             await publish_partials()

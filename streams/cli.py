@@ -163,19 +163,21 @@ class _FileAggregates:
         from streams.aggregate.runtime import AggregationRuntime, specs_from_config
 
         self._runtime = AggregationRuntime(
-            specs_from_config(pipeline.config["aggregates"]), partitions=1, snapshot_interval=1e9
-        )
+            specs_from_config(pipeline.config["aggregates"]), partitions=1, snapshot_interval=1e9,
+            layout=pipeline.aggregate_layout,
+        )  # fmt: skip
         self._aggregator = self._runtime.aggregator(0, lambda key: None)
         self._offset = 0
         self._max_time = 0
 
     def add(self, events: list[Any]) -> bytes:
+        time_at = self._aggregator.layout.index("time")
         for _key, value, _ts in events:
             # Decoded from the bytes, as the worker's aggregation stage reads them.
-            event = orjson.loads(value)
+            row = orjson.loads(value)
             self._offset += 1
-            self._aggregator.add((event,), self._offset)
-            self._max_time = max(self._max_time, int(event.get("time") or 0))
+            self._aggregator.add_rows((row,), self._offset)
+            self._max_time = max(self._max_time, int(row[time_at] or 0))
         return self._rows()
 
     def finish(self) -> bytes:

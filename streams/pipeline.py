@@ -120,6 +120,10 @@ class Pipeline:
         self.destinations = compiled.destinations
         self.names = tuple(d.name for d in compiled.destinations)
         self.public_names = tuple(d.name for d in compiled.destinations if not d.internal)
+        #: Field order of the aggregation input's rows (None: aggregation is off).
+        self.aggregate_layout: tuple[str, ...] | None = next(
+            (d.fields for d in compiled.destinations if d.internal), None
+        )
         self.stats = Stats(leaks=Counter() if leaks is None else leaks)
         inp = config["input"]
         self._parse = build_parser(inp["format"], inp["trusted_proxies"], inp["json_fields"])

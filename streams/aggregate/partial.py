@@ -55,8 +55,9 @@ True
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -408,6 +409,52 @@ class _Output:
         return tuple(sorted(counts.items()))
 
 
+#: Fields every row must have, read first: event time, visitor, and the measures.
+ROW_BASE = ("time", "visitor", "bytes", "bot", "duration_ms")
+
+_KeyOf = Callable[[Sequence[Any]], tuple[Any, ...]]
+_Readers = tuple[int, _KeyOf, list[tuple[_KeyOf, tuple["_Output", ...]]]]
+
+
+def _row_readers(
+    layout: tuple[str, ...], groups: list[tuple[tuple[str, ...], tuple[_Output, ...]]]
+) -> _Readers:
+    """Compile the row layout once: ``itemgetter``s that pull the base fields and each
+    group's key out of a row at C speed. A dimension the layout lacks (no geo
+    database: no country) reads as None.
+
+    >>> width, base, _ = _row_readers(("visitor", "time", "bytes", "bot", "duration_ms"), [])
+    >>> width, base(["v1", 600, 10, False, None])
+    (5, (600, 'v1', 10, False, None))
+    """
+    index = {name: i for i, name in enumerate(layout)}
+    missing = [name for name in ROW_BASE if name not in index]
+    if missing:
+        raise ValueError(f"aggregation rows lack {missing}")
+    base = itemgetter(*(index[name] for name in ROW_BASE))
+    readers = []
+    for fields, outputs in groups:
+        at = [index.get(name) for name in fields]
+        key_of: _KeyOf
+        if None in at:
+            key_of = _sparse_key(at)
+        elif len(at) == 1:
+            only = at[0]
+            key_of = _single_key(only if only is not None else 0)
+        else:
+            key_of = itemgetter(*[i for i in at if i is not None])
+        readers.append((key_of, outputs))
+    return len(layout), base, readers
+
+
+def _sparse_key(at: list[int | None]) -> _KeyOf:
+    return lambda row: tuple(None if i is None else row[i] for i in at)
+
+
+def _single_key(i: int) -> _KeyOf:
+    return lambda row: (row[i],)
+
+
 class PartialAggregator:
     """Stage 2 for one source partition and any number of output specs.
 
@@ -416,7 +463,13 @@ class PartialAggregator:
     merger knows when a window is complete.
     """
 
-    def __init__(self, specs: Sequence[AggregateSpec], partition: int, partitions: int) -> None:
+    def __init__(
+        self,
+        specs: Sequence[AggregateSpec],
+        partition: int,
+        partitions: int,
+        layout: Sequence[str] | None = None,
+    ) -> None:
         keys = [s.key for s in specs]
         if len(set(keys)) != len(keys):
             raise ValueError(f"duplicate (name, window) in specs: {keys}")
@@ -432,6 +485,10 @@ class PartialAggregator:
             groups.setdefault(o.fields, []).append(o)
         self._groups = [(fields, tuple(outs)) for fields, outs in groups.items()]
         self._want_hist = any(o.want_hist for o in self._outputs)
+        needed = dict.fromkeys([*ROW_BASE, *(f for fields in groups for f in fields)])
+        #: Field names of the rows :meth:`add_rows` takes, in order.
+        self.layout = tuple(layout) if layout is not None else tuple(needed)
+        self._readers = _row_readers(self.layout, self._groups)
         self._applied = -1
         self._max_time: int | None = None
         #: Events without an int ``time`` or a string ``visitor`` (skipped, counted).
@@ -448,33 +505,40 @@ class PartialAggregator:
         return self._max_time
 
     def add(self, events: Iterable[Mapping[str, Any]], offset: int) -> bool:
+        """:meth:`add_rows` for events given as mappings (missing fields are None)."""
+        layout = self.layout
+        return self.add_rows(([e.get(name) for name in layout] for e in events), offset)
+
+    def add_rows(self, rows: Iterable[Sequence[Any]], offset: int) -> bool:
         """Apply the events of the record at ``offset``; False if it was applied before.
 
-        Per event and output: one dict and one set update; nothing is logged.
+        An event is a row: a list of values in :attr:`layout` order (what the worker's
+        internal stream carries, as JSON arrays). Per event and output: one dict and
+        one set update; nothing is logged. Malformed rows are counted in ``invalid``.
         """
         if offset <= self._applied:
             return False
         self._applied = offset
-        groups = self._groups
+        width, base, groups = self._readers
         want_hist = self._want_hist
         bucket = histogram.bucket
-        for event in events:
-            t = event.get("time")
-            visitor = event.get("visitor")
+        for row in rows:
+            if row.__class__ is not list or len(row) != width:
+                self.invalid += 1
+                continue
+            t, visitor, nbytes, bot, duration = base(row)
             if t.__class__ is not int or visitor.__class__ is not str or not visitor:
                 self.invalid += 1
                 continue
             max_time = self._max_time
             if max_time is None or t > max_time:
                 max_time = self._max_time = t
-            nbytes = event.get("bytes")
             if nbytes.__class__ is not int:
                 nbytes = 0
-            bot = event.get("bot") is True
-            hb = bucket(event.get("duration_ms")) if want_hist else None
-            get = event.get
-            for fields, outputs in groups:
-                key = tuple(map(get, fields))
+            bot = bot is True
+            hb = bucket(duration) if want_hist else None
+            for key_of, outputs in groups:
+                key = key_of(row)
                 for out in outputs:
                     out.add(key, t, visitor, max_time, nbytes, bot, hb)
         return True
@@ -543,13 +607,14 @@ class PartialAggregator:
         )
 
     @classmethod
-    def restore(cls, data: bytes) -> PartialAggregator:
-        """A new instance in exactly the state :meth:`snapshot` captured."""
+    def restore(cls, data: bytes, layout: Sequence[str] | None = None) -> PartialAggregator:
+        """A new instance in exactly the state :meth:`snapshot` captured (the row
+        layout is the reader's, not state: pass the current one)."""
         state = orjson.loads(data)
         if state.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported snapshot version {state.get('version')!r}")
         specs = [AggregateSpec.from_dict(s) for s in state["specs"]]
-        agg = cls(specs, state["partition"], state["partitions"])
+        agg = cls(specs, state["partition"], state["partitions"], layout)
         agg._applied = state["applied_offset"]
         agg._max_time = state["max_time"]
         agg.invalid = state["invalid"]

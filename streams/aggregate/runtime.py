@@ -56,9 +56,15 @@ class AggregationRuntime:
     """Stage-2 aggregators by partition plus the stage-3 merger, and checkpoint timing."""
 
     def __init__(
-        self, specs: Sequence[AggregateSpec], partitions: int, snapshot_interval: float
+        self,
+        specs: Sequence[AggregateSpec],
+        partitions: int,
+        snapshot_interval: float,
+        layout: Sequence[str] | None = None,
     ) -> None:
         self.specs = tuple(specs)
+        #: Field order of the rows :meth:`add_rows` takes (the internal destination's).
+        self.layout = None if layout is None else tuple(layout)
         self.partitions = partitions
         self.snapshot_interval = snapshot_interval
         self.aggregators: dict[int, PartialAggregator] = {}
@@ -83,9 +89,9 @@ class AggregationRuntime:
         if agg is None:
             data = load(partial_key(partition))
             agg = (
-                PartialAggregator.restore(zlib.decompress(data))
+                PartialAggregator.restore(zlib.decompress(data), self.layout)
                 if data is not None
-                else PartialAggregator(self.specs, partition, self.partitions)
+                else PartialAggregator(self.specs, partition, self.partitions, self.layout)
             )
             self.aggregators[partition] = agg
             self._last_snapshot[partition] = time.monotonic()
@@ -96,7 +102,13 @@ class AggregationRuntime:
 
     def add_many(self, partition: int, offset: int, events: Iterable[Mapping[str, Any]]) -> bool:
         """All events of one record (one offset); skipped if the offset was applied."""
-        applied = self.aggregators[partition].add(events, offset)
+        return self._applied(partition, self.aggregators[partition].add(events, offset))
+
+    def add_rows(self, partition: int, offset: int, rows: Iterable[Sequence[Any]]) -> bool:
+        """:meth:`add_many` for rows in :attr:`layout` order (the worker's stream)."""
+        return self._applied(partition, self.aggregators[partition].add_rows(rows, offset))
+
+    def _applied(self, partition: int, applied: bool) -> bool:
         if applied:
             self._dirty.add(partition)
         return applied

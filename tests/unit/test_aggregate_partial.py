@@ -212,3 +212,53 @@ def test_k_per_output_from_config() -> None:
                             "s": {"from": "response.status", "action": "keep"}}}}}, [], [])  # fmt: skip
     assert {(s.name, s.window_label, s.k) for s in specs_from_config(config["aggregates"])} == {
         ("ops", "5m", 12), ("product", "1h", 25), ("product", "1d", 25)}
+
+
+def test_rows_in_any_layout_aggregate_exactly_like_mappings() -> None:
+    # The worker's internal stream carries JSON arrays in the internal destination's
+    # field order; the result must not depend on the encoding or on that order.
+    events = population(5, 60)
+    by_mapping = PartialAggregator(DEFAULT_SPECS, 0, 1)
+    layout = [*by_mapping.layout, "extra"]
+    random.Random(3).shuffle(layout)
+    by_row = PartialAggregator(DEFAULT_SPECS, 0, 1, layout)
+    for offset, chunk in enumerate(events[i : i + 50] for i in range(0, len(events), 50)):
+        by_mapping.add(chunk, offset)
+        by_row.add_rows([[e.get(name) for name in layout] for e in chunk], offset)
+    end = max(e["time"] for e in events) + 10 * 86400
+    by_mapping.advance_to(end)
+    by_row.advance_to(end)
+    assert [p.to_bytes() for p in by_row.close_ready()] == [
+        p.to_bytes() for p in by_mapping.close_ready()
+    ]
+
+
+def test_malformed_rows_are_counted_not_fatal() -> None:
+    agg = PartialAggregator([SPEC], 0, 1, ("time", "visitor", "bytes", "bot", "duration_ms",
+                                            "route", "country", "region", "city"))  # fmt: skip
+    good = [T0, "v1", 10, False, 12.0, "/", "DE", None, None]
+    rows: list[Any] = [good, good[:-1], {"time": T0}, "junk", None, [*good, "extra"]]
+    assert agg.add_rows(rows, 0)
+    assert agg.invalid == 5
+    assert agg.state_size()["combinations"] == 1
+
+
+def test_a_layout_without_the_base_fields_is_refused() -> None:
+    with pytest.raises(ValueError, match="lack"):
+        PartialAggregator([SPEC], 0, 1, ("time", "route"))
+
+
+def test_dimensions_missing_from_the_layout_read_as_none() -> None:
+    # Without a geo database the internal rows have no country/region/city columns.
+    events = [{k: v for k, v in e.items() if k not in ("country", "region", "city")}
+              for e in population(3, 30)]  # fmt: skip
+    by_mapping = PartialAggregator(DEFAULT_SPECS, 0, 1)
+    layout = [n for n in by_mapping.layout if n not in ("country", "region", "city")]
+    by_row = PartialAggregator(DEFAULT_SPECS, 0, 1, layout)
+    by_mapping.add(events, 0)
+    by_row.add_rows([[e.get(n) for n in layout] for e in events], 0)
+    end = max(e["time"] for e in events) + 10 * 86400
+    by_mapping.advance_to(end)
+    by_row.advance_to(end)
+    closed = [p.to_bytes() for p in by_row.close_ready()]
+    assert closed and closed == [p.to_bytes() for p in by_mapping.close_ready()]
