@@ -57,21 +57,27 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
     v4_bits: int = options["ipv4_prefix"]
     v6_bits: int = options["ipv6_prefix"]
     as_cidr = options["format"] == "cidr"
+    # Masking the integer: a third of the cost of building an ip_network.
+    v4_mask = ((1 << v4_bits) - 1) << (32 - v4_bits)
+    v6_mask = ((1 << v6_bits) - 1) << (128 - v6_bits)
+    v4_suffix, v6_suffix = f"/{v4_bits}", f"/{v6_bits}"
+    ip_address, v4, v6 = ipaddress.ip_address, ipaddress.IPv4Address, ipaddress.IPv6Address
 
     def truncate(ip: str | None) -> str | None:
         if ip is None:
             return None
         try:
-            address = ipaddress.ip_address(ip)
+            address = ip_address(ip)
         except ValueError:
             return None
         if address.version == 6:
             carried = embedded_ipv4(address)
-            if carried is not None:
-                address = carried
-        bits = v4_bits if address.version == 4 else v6_bits
-        network = ipaddress.ip_network((address, bits), strict=False)
-        return str(network) if as_cidr else str(network.network_address)
+            if carried is None:
+                text = str(v6(int(address) & v6_mask))
+                return text + v6_suffix if as_cidr else text
+            address = carried
+        text = str(v4(int(address) & v4_mask))
+        return text + v4_suffix if as_cidr else text
 
     return truncate
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.actions.base import BuildContext
-from streams.actions.truncate_ip import SPEC
+from streams.actions.truncate_ip import SPEC, embedded_ipv4
 
 OPS = BuildContext(destination_kind="operations")
 
@@ -73,3 +73,22 @@ def test_embedded_ipv4_never_survives_a_48(value: int) -> None:
     ):
         out = build()(str(carrier))  # type: ignore[operator]
         assert out == f"{ipaddress.IPv4Address(int(v4) & 0xFFFFFF00)}/24"
+
+
+@given(
+    st.one_of(st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address),
+              st.integers(0, 2**128 - 1).map(ipaddress.IPv6Address)),
+    st.integers(0, 32), st.integers(0, 128), st.sampled_from(["cidr", "address"]),
+)  # fmt: skip
+def test_same_as_the_standard_library_network(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, v4: int, v6: int, fmt: str
+) -> None:
+    f = SPEC.build({"ipv4_prefix": v4, "ipv6_prefix": v6, "format": fmt}, BuildContext())
+    text = str(address)
+    if address.version == 6:
+        carried = embedded_ipv4(address)
+        if carried is not None:
+            address = carried
+    bits = v4 if address.version == 4 else v6
+    network = ipaddress.ip_network((address, bits), strict=False)
+    assert f(text) == (str(network) if fmt == "cidr" else str(network.network_address))
