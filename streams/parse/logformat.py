@@ -268,7 +268,9 @@ def _generate_builder(
     fields: tuple[Field, ...], resolver: ClientResolver
 ) -> Callable[[tuple[str, ...]], Request]:
     """Generate straight-line code for this format: no per-field dispatch per line."""
-    lines = ["def build(g):", "    r = Request()"]
+    # The object is made without __init__: the builder sets every slot exactly once
+    # (the format's fields from the match, the others to None below).
+    lines = ["def build(g):", "    r = new(Request)"]
     index = {f.role: i for i, f in reversed(list(enumerate(fields)))}
     client = index.get("client", index.get("peer"))
     xff = index.get("forwarded_for")
@@ -318,8 +320,16 @@ def _generate_builder(
         elif role in ("referrer", "user_agent", "language", "cookie", "host", "user"):
             attr = role
             lines.append(f"    r.{attr} = " + _NULLABLE.format(v=v, u=text))
+    assigned = {
+        attr
+        for line in lines
+        if " = " in line
+        for attr in re.findall(r"\br\.(\w+)", line.split(" = ", 1)[0])
+    }
+    lines += [f"    r.{attr} = None" for attr in Request.__slots__ if attr not in assigned]
     lines.append("    return r")
     namespace: dict[str, object] = {
+        "new": object.__new__,
         "Request": Request, "RejectedLine": RejectedLine, "PARSE_BAD_IP": PARSE_BAD_IP,
         "resolve": resolver.resolve, "canonical_ip": canonical_ip, "clf_time": clf_time,
         "iso_time": iso_time, "epoch_time": epoch_time, "epoch_millis": epoch_millis,

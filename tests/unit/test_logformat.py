@@ -175,3 +175,25 @@ def test_a_format_list_tries_each_and_reports_the_most_specific_reason() -> None
         with pytest.raises(RejectedLine) as caught:
             parse(line)
         assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize("fmt", ["combined", "common", "vhost_combined", "nginx_main"])
+def test_every_request_slot_is_set_by_the_generated_builder(fmt: str) -> None:
+    # The builder makes the object without __init__: a slot it forgot would raise
+    # AttributeError in the rules, so every slot must read (None when the format lacks it).
+    from pathlib import Path
+
+    from streams.parse import compile_one
+    from streams.records import Request
+
+    parse = compile_one(fmt, [], None).parse
+    sample = Path(__file__).parent.parent / "data" / "samples" / f"{fmt}.log"
+    parsed = []
+    for line in sample.read_text(errors="replace").splitlines():
+        try:
+            parsed.append(parse(line))
+        except RejectedLine:
+            continue
+    assert parsed
+    for r in parsed:
+        assert all(hasattr(r, slot) for slot in Request.__slots__)
