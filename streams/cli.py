@@ -167,11 +167,12 @@ class _FileAggregates:
             layout=pipeline.aggregate_layout,
         )  # fmt: skip
         self._aggregator = self._runtime.aggregator(0, lambda key: None)
+        self._time_at = self._aggregator.layout.index("time")
         self._offset = 0
         self._max_time = 0
 
     def add(self, events: list[Any]) -> bytes:
-        time_at = self._aggregator.layout.index("time")
+        time_at = self._time_at
         for _key, value, _ts in events:
             # Decoded from the bytes, as the worker's aggregation stage reads them.
             row = orjson.loads(value)

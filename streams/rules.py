@@ -140,6 +140,45 @@ def memoized(transform: Transform, size: int) -> Transform:
     return apply
 
 
+def _memo_group(
+    name: str,
+    key: str,
+    lines: list[str],
+    slots: list[str],
+    namespace: dict[str, Any],
+    leaks: Counter[str],
+    size: int,
+) -> tuple[list[str], list[str]]:
+    """Generated code for values that depend only on ``key`` (an expression over the
+    request ``r``): a function ``name(r, key)`` that runs ``lines`` and returns the
+    ``slots`` as one tuple, memoized per key (``{name}_memo``, bounded by ``size``),
+    and the lines of ``emit`` that look it up and unpack it.
+
+    A key whose values hit the leak sweep is not memoized: every occurrence of a hit
+    is counted.
+    """
+    memo: dict[Any, tuple[Any, ...]] = {}
+    namespace.update({f"get_{name}": memo.get, f"{name}_memo": memo, "remember": remember,
+                      "leaks": leaks, "cache_size": size})  # fmt: skip
+    values = ", ".join(slots) + ","
+    function = [
+        f"def {name}(r, key):",
+        "    before = leaks.total()",
+        *lines,
+        f"    values = ({values})",
+        "    if leaks.total() != before: return values",
+        f"    return remember({name}_memo, key, values, cache_size)",
+        "",
+    ]
+    lookup = [
+        f"    key = {key}",
+        f"    m = get_{name}(key)",
+        f"    if m is None: m = {name}(r, key)",
+        f"    {values} = m",
+    ]
+    return function, lookup
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledDestination:
     name: str
@@ -149,7 +188,8 @@ class CompiledDestination:
     kind: str
     key_field: str | None
     time_bucket: int
-    #: Output field names; for the internal destination, the order of its rows.
+    #: Output field names as emitted (dropped ones excluded); rows of the internal
+    #: destination hold their values in this order.
     fields: tuple[str, ...]
     #: Feeds the aggregator inside the cluster; never written by the file command or
     #: shown by the demo.
@@ -257,7 +297,7 @@ def compile_rules(
                     client_locals.append(local)
                 elif sources == ["request.time"] and rule["action"] not in _PER_REQUEST_ACTIONS:
                     # Thousands of requests share a second: one tuple per distinct time.
-                    per_second.append(f"    {local} = f_{local}(t)")
+                    per_second.append(f"    {local} = f_{local}({argument})")
                     second_locals.append(local)
                 elif memo is not None:
                     namespace[f"get_{local}"] = memo.get
@@ -295,7 +335,7 @@ def compile_rules(
                 kind=kind,
                 key_field=key_field,
                 time_bucket=bucket,
-                fields=tuple(exprs) if internal else tuple(dest["fields"]),
+                fields=tuple(exprs),
                 internal=internal,
             )
         )
@@ -320,7 +360,7 @@ def compile_rules(
         return out
 
     head = ["    t = r.time", *lookups(request_sources)]
-    functions = []
+    functions: list[str] = []
     if client_locals:
         # What the client values are computed from: the memo key.
         key_attrs = [
@@ -332,44 +372,18 @@ def compile_rules(
             )
             if client_sources & reads
         ]
-        key = "(" + ", ".join(key_attrs) + ",)"
-        client_memo: dict[Any, tuple[Any, ...]] = {}
-        namespace.update(get_client=client_memo.get, client_memo=client_memo,
-                         remember=remember, leaks=leaks, cache_size=cache_size)  # fmt: skip
-        slots = ", ".join(client_locals) + ","
-        functions = [
-            "def client(r, key):",
-            "    before = leaks.total()",
-            *lookups(client_sources),
-            *per_client,
-            f"    values = ({slots})",
-            # A leak hit is counted each time it occurs: such a client is not memoized.
-            "    if leaks.total() != before: return values",
-            "    return remember(client_memo, key, values, cache_size)",
-            "",
-        ]
-        head += [
-            f"    ck = {key}",
-            "    c = get_client(ck)",
-            "    if c is None: c = client(r, ck)",
-            f"    {slots} = c",
-        ]
+        function, lines = _memo_group(
+            "client", "(" + ", ".join(key_attrs) + ",)",
+            [*lookups(client_sources), *per_client], client_locals, namespace, leaks, cache_size,
+        )  # fmt: skip
+        functions += function
+        head += lines
     if second_locals:
-        second_memo: dict[int, tuple[Any, ...]] = {}
-        namespace.update(get_second=second_memo.get, second_memo=second_memo,
-                         remember=remember, cache_size=cache_size)  # fmt: skip
-        slots = ", ".join(second_locals) + ","
-        functions += [
-            "def second(t):",
-            *per_second,
-            f"    return remember(second_memo, t, ({slots}), cache_size)",
-            "",
-        ]
-        head += [
-            "    w = get_second(t)",
-            "    if w is None: w = second(t)",
-            f"    {slots} = w",
-        ]
+        function, lines = _memo_group(
+            "second", "t", per_second, second_locals, namespace, leaks, cache_size
+        )
+        functions += function
+        head += lines
     appends = ", ".join(f"append{i}" for i in range(len(destinations)))
     source = "\n".join([*functions, f"def emit(r, {appends}):", *head, *compute, *body, *tail])
     exec(compile(source, "<logfog rules>", "exec"), namespace)

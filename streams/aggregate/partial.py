@@ -423,9 +423,12 @@ def _row_readers(
     group's key out of a row at C speed. A dimension the layout lacks (no geo
     database: no country) reads as None.
 
-    >>> width, base, _ = _row_readers(("visitor", "time", "bytes", "bot", "duration_ms"), [])
-    >>> width, base(["v1", 600, 10, False, None])
-    (5, (600, 'v1', 10, False, None))
+    >>> layout = ("visitor", "time", "bytes", "bot", "duration_ms", "route", "os")
+    >>> width, base, readers = _row_readers(
+    ...     layout, [(("route",), ()), (("os", "route"), ()), (("route", "city"), ())])
+    >>> row = ["v1", 600, 10, False, None, "/", "Linux"]
+    >>> width, base(row), [key_of(row) for key_of, _ in readers]
+    (7, (600, 'v1', 10, False, None), [('/',), ('Linux', '/'), ('/', None)])
     """
     index = {name: i for i, name in enumerate(layout)}
     missing = [name for name in ROW_BASE if name not in index]
@@ -435,14 +438,14 @@ def _row_readers(
     readers = []
     for fields, outputs in groups:
         at = [index.get(name) for name in fields]
+        present = [i for i in at if i is not None]
         key_of: _KeyOf
-        if None in at:
+        if len(present) < len(at):
             key_of = _sparse_key(at)
-        elif len(at) == 1:
-            only = at[0]
-            key_of = _single_key(only if only is not None else 0)
+        elif len(present) == 1:  # itemgetter of one index returns the value, not a tuple
+            key_of = _single_key(present[0])
         else:
-            key_of = itemgetter(*[i for i in at if i is not None])
+            key_of = itemgetter(*present)
         readers.append((key_of, outputs))
     return len(layout), base, readers
 
