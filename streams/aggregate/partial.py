@@ -64,6 +64,7 @@ import orjson
 
 from streams.aggregate import histogram
 from streams.aggregate.spec import OTHER, PERCENTILES, PLACE, PLACE_FIELDS, UNKNOWN, AggregateSpec
+from streams.gctune import collector_paused
 
 #: Separator of the levels of a ``place`` cell key: ``"DE"``, ``"DE\x1fBavaria"``,
 #: ``"DE\x1fBavaria\x1fMunich"``. A control character, so no real name contains it.
@@ -573,6 +574,7 @@ class PartialAggregator:
                 entries += len(win.visitors) + sum(len(a[1]) for a in win.combos.values())
         return {"windows": windows, "combinations": combos, "entries": entries}
 
+    @collector_paused()  # a day of state: no collections while copying it (gctune)
     def snapshot(self) -> bytes:
         """Full state (specs, applied offset, open windows incl. visitor sets) as orjson.
 
@@ -610,6 +612,7 @@ class PartialAggregator:
         )
 
     @classmethod
+    @collector_paused()
     def restore(cls, data: bytes, layout: Sequence[str] | None = None) -> PartialAggregator:
         """A new instance in exactly the state :meth:`snapshot` captured (the row
         layout is the reader's, not state: pass the current one)."""

@@ -94,12 +94,22 @@ def build_parser(
 
 
 def _first_match(parsers: Sequence[LineParser]) -> Parse:
-    """``parse_any`` for regex formats, with each format's match and builder inlined."""
-    steps = tuple((p.regex.match, p.build) for p in parsers)
+    """``parse_any`` for regex formats, with each format's matches and builders inlined
+    (each format's fast path first, as in :meth:`LineParser.parse`)."""
+    steps = tuple((p.fast_regex.match, p.fast_build, p.regex.match, p.build) for p in parsers)
 
     def parse_first(text: str) -> Request:
         reason = PARSE_NO_MATCH
-        for match, build in steps:
+        simple = "\\" not in text
+        for fast_match, fast_build, match, build in steps:
+            if simple:
+                m = fast_match(text)
+                if m is not None:
+                    try:
+                        return fast_build(m.groups())
+                    except RejectedLine as rejected:  # a later format may still match
+                        reason = rejected.reason
+                        continue
             m = match(text)
             if m is None:
                 continue

@@ -37,7 +37,9 @@ def test_help_lists_every_command() -> None:
         assert command in text
 
 
-def test_anonymize_writes_destinations_rejections_and_aggregates(config: Path, tmp_path: Path) -> None:
+def test_anonymize_writes_destinations_rejections_and_aggregates(
+    config: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     result = run("anonymize", str(SAMPLE), "-c", str(config), "-o", str(out), "--summary-json",
                  str(tmp_path / "s.json"))  # fmt: skip
@@ -47,7 +49,11 @@ def test_anonymize_writes_destinations_rejections_and_aggregates(config: Path, t
     assert summary["lines"] == lines
     assert summary["published"]["ops"] + sum(summary["rejected"].values()) == lines
     assert sorted(p.name for p in out.iterdir()) == [
-        "aggregates.ndjson", "ops.ndjson", "product.ndjson", "rejected.ndjson"]
+        "aggregates.ndjson",
+        "ops.ndjson",
+        "product.ndjson",
+        "rejected.ndjson",
+    ]
     assert len((out / "ops.ndjson").read_bytes().splitlines()) == summary["published"]["ops"]
     assert "lines read" in result.stderr and "rejected" in result.stderr
     # a small sample: every published cell still holds at least k = 10 visitors
@@ -76,7 +82,10 @@ def test_only_and_stdin(config: Path) -> None:
     ],
 )
 def test_expected_failures_are_one_line_exit_2(
-    args: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("LOGFOG_MASTER_KEY", raising=False)
     monkeypatch.chdir(ROOT)
@@ -87,9 +96,25 @@ def test_expected_failures_are_one_line_exit_2(
 
 def test_check_config_lists_every_problem(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"destinations": {"ops": {"topic": "t", "fields": {
-        "ip": {"from": "client.ip", "action": "keep"},
-        "route": {"from": "request.target", "action": "url_policy", "allow_qery": []}}}}}))
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "destinations": {
+                    "ops": {
+                        "topic": "t",
+                        "fields": {
+                            "ip": {"from": "client.ip", "action": "keep"},
+                            "route": {
+                                "from": "request.target",
+                                "action": "url_policy",
+                                "allow_qery": [],
+                            },
+                        },
+                    }
+                }
+            }
+        )
+    )
     result = run("check-config", str(bad))
     assert result.returncode == 2
     assert "keep would publish client.ip" in result.stderr
@@ -115,4 +140,6 @@ def test_keygen_makes_256_bit_hex() -> None:
 def test_readme_reference_is_generated_from_the_schema() -> None:
     from streams.config import reference_markdown
 
-    assert reference_markdown() in (ROOT / "README.md").read_text(), "regenerate: logfog schema --markdown"
+    assert reference_markdown() in (ROOT / "README.md").read_text(), (
+        "regenerate: logfog schema --markdown"
+    )

@@ -197,3 +197,86 @@ def test_every_request_slot_is_set_by_the_generated_builder(fmt: str) -> None:
     assert parsed
     for r in parsed:
         assert all(hasattr(r, slot) for slot in Request.__slots__)
+
+
+def _exact(parser: object, text: str) -> object:
+    """The escape-aware path alone (what ``parse`` does when the line has a backslash)."""
+    m = parser.regex.match(text)  # type: ignore[attr-defined]
+    if m is None:
+        raise RejectedLine("parse.no_match")
+    return parser.build(m.groups())  # type: ignore[attr-defined]
+
+
+def _outcome(parse: object, text: str) -> tuple[str, ...] | str:
+    from streams.records import Request
+
+    try:
+        r = parse(text)  # type: ignore[operator]
+    except RejectedLine as rejected:
+        return rejected.reason
+    return tuple(repr(getattr(r, slot)) for slot in Request.__slots__)
+
+
+_PIECES = ["GET", "POST", "get", "M-SEARCH", " ", "  ", '"', '\\"', "\\", "\\\\", "-", "/a?b=1",
+           "HTTP/1.1", "HTTP/", "\x16\x03", "é", "200", "x"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    ["combined", "common", "vhost_combined", "nginx_main",
+     'apache:%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i" "%{X-Junk}i" %D %{c}a'],
+)  # fmt: skip
+def test_the_fast_path_parses_exactly_like_the_escape_aware_path(fmt: str) -> None:
+    # Lines without a backslash skip the escape-aware regex (see LineParser.parse): for
+    # every generated line the result (all slots, or the reason) must be the same.
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    parser = compile_one(fmt, [], None)
+    quoted = st.lists(st.sampled_from(_PIECES), max_size=6).map("".join)
+    request_line = st.tuples(
+        st.sampled_from(["GET", "get", "M-SEARCH", "G3T", "", "A" * 21]),
+        st.sampled_from([" ", "  ", "\t"]),
+        st.sampled_from(["/a?b=1", "", "/a b", "/é", '/"', "/\\x"]),
+        st.sampled_from([" ", "  ", ""]),
+        st.sampled_from(["HTTP/1.1", "HTTP/", "http/1.1", "HTTP/1.1 x", ""]),
+    ).map("".join)
+    request = st.one_of(quoted, request_line)
+    host = st.sampled_from(["203.0.113.9", "[2001:db8::1]:443", "www.example.com:443", "x"])
+
+    @settings(max_examples=300, deadline=None)
+    @given(host, request, quoted, quoted, st.sampled_from(["200", "-", "99"]), st.booleans())
+    def check(
+        client: str, request: str, referrer: str, agent: str, status: str, tail: bool
+    ) -> None:
+        head = f"{client} 203.0.113.9 - -" if fmt == "vhost_combined" else f"{client} - -"
+        text = f'{head} {T} "{request}" {status} 5 "{referrer}" "{agent}"'
+        if fmt.startswith("apache:"):
+            text += ' "junk" 1520 198.51.100.1' if tail else ' "" - 198.51.100.1'
+        elif fmt == "nginx_main":
+            text += ' "-"'
+        elif fmt == "common":
+            text = f'{head} {T} "{request}" {status} 5'
+        assert _outcome(parser.parse, text) == _outcome(lambda t: _exact(parser, t), text)
+
+    check()
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    ["A" * 20 + " /a HTTP/1.1", "A" * 21 + " /a HTTP/1.1", "GET /a HTTP/1.1 x", "GET /a", "GET  /a HTTP/1.1",
+     "get /a HTTP/1.1", "GET /a http/1.1", "GET /a\tb HTTP/1.1", "-", ""],
+)  # fmt: skip
+def test_request_lines_at_the_edges_parse_alike_on_both_paths(request_line: str) -> None:
+    parser = compile_one("combined", [], None)
+    text = f'203.0.113.9 - - {T} "{request_line}" 200 5 "-" "{UA}"'
+    assert _outcome(parser.parse, text) == _outcome(lambda t: _exact(parser, t), text)
+
+
+def test_the_fast_path_is_taken_for_plain_lines_only() -> None:
+    parser = compile_one("combined", [], None)
+    plain = f'203.0.113.9 - - {T} "GET /a HTTP/1.1" 200 5 "-" "{UA}"'
+    assert parser.fast_regex.match(plain) is not None  # type: ignore[union-attr]
+    for other in (plain.replace("GET /a", "-"), plain.replace("/a", '/a\\"b')):
+        assert parser.fast_regex.match(other) is None  # type: ignore[union-attr]
+        assert parser.parse(other).ip == "203.0.113.9"

@@ -189,7 +189,9 @@ def _reference_filter(query: str, patterns: list[str]) -> str:
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["utm_source", "UTM_Medium", "page", "p%61ge", "utm+x", "q", "", "sid"]),
+            st.sampled_from(
+                ["utm_source", "UTM_Medium", "page", "p%61ge", "utm+x", "q", "", "sid"]
+            ),
             st.one_of(st.none(), st.text(alphabet="ab12+%=;&@.-_~é", max_size=12)),
         ),
         max_size=6,
