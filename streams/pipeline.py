@@ -207,9 +207,9 @@ class Pipeline:
         one Kafka record share its offset; ``line`` is the line within the record),
         else ``line`` counts from ``first_line``.
         """
-        return self._run(
-            ((raw, topic, partition, offset, n) for n, raw in enumerate(lines, first_line)), out
-        )
+        if not isinstance(lines, list):
+            lines = list(lines)
+        return self._run(((lines, topic, partition, offset, first_line),), out)
 
     def process_records(
         self, records: Iterable[tuple[bytes | None, str, int, int]], out: Output
@@ -222,16 +222,19 @@ class Pipeline:
         """
         return self._run(
             (
-                (raw, topic, partition, offset, n)
+                ((value or b"").split(b"\n"), topic, partition, offset, 1)
                 for value, topic, partition, offset in records
-                for n, raw in enumerate((value or b"").split(b"\n"), 1)
             ),
             out,
         )
 
     def _run(
-        self, items: Iterable[tuple[bytes, str | None, int | None, int | None, int]], out: Output
+        self,
+        groups: Iterable[tuple[list[bytes], str | None, int | None, int | None, int]],
+        out: Output,
     ) -> int:
+        """``groups``: lines with the coordinates they share (a Kafka record's, or
+        none for a file) and the number of the first; the per-line loop is flat."""
         parse = self._parse
         emit = self.compiled.emit
         appends = [events.append for events in out.per_destination]
@@ -241,41 +244,44 @@ class Pipeline:
         rejected = self.stats.rejected
         seen = 0
         replaced = 0
-        for raw, topic, partition, offset, number in items:
-            seen += 1
-            if len(raw) > max_bytes:
-                reject(
-                    Rejection("parse", PARSE_TOO_LONG, topic, partition, offset, number, len(raw))
-                )
-                rejected[PARSE_TOO_LONG] += 1
-                continue
-            try:
-                text = raw.decode()
-            except UnicodeDecodeError:
-                if reject_bad_utf8:
-                    reject(Rejection("parse", PARSE_NOT_UTF8, topic, partition, offset, number))
-                    rejected[PARSE_NOT_UTF8] += 1
+        for lines, topic, partition, offset, first in groups:
+            seen += len(lines)
+            for number, raw in enumerate(lines, first):
+                if len(raw) > max_bytes:
+                    reject(
+                        Rejection(
+                            "parse", PARSE_TOO_LONG, topic, partition, offset, number, len(raw)
+                        )
+                    )
+                    rejected[PARSE_TOO_LONG] += 1
                     continue
-                text = raw.decode(errors="replace")
-                replaced += 1
-            try:
-                request = parse(text)
-            except RejectedLine as rejection:
-                reason = PARSE_EMPTY if not text.strip() else rejection.reason
-                reject(Rejection("parse", reason, topic, partition, offset, number))
-                rejected[reason] += 1
-                continue
-            except Exception as error:  # a parser bug: one poison line must not stop us
-                self._rule_failed(error)
-                reject(Rejection("parse", PARSE_ERROR, topic, partition, offset, number))
-                rejected[PARSE_ERROR] += 1
-                continue
-            try:
-                emit(request, *appends)
-            except Exception as error:  # a bug in a rule must not stop the stream
-                self._rule_failed(error)
-                reject(Rejection("rules", RULES_ERROR, topic, partition, offset, number))
-                rejected[RULES_ERROR] += 1
+                try:
+                    text = raw.decode()
+                except UnicodeDecodeError:
+                    if reject_bad_utf8:
+                        reject(Rejection("parse", PARSE_NOT_UTF8, topic, partition, offset, number))
+                        rejected[PARSE_NOT_UTF8] += 1
+                        continue
+                    text = raw.decode(errors="replace")
+                    replaced += 1
+                try:
+                    request = parse(text)
+                except RejectedLine as rejection:
+                    reason = PARSE_EMPTY if not text.strip() else rejection.reason
+                    reject(Rejection("parse", reason, topic, partition, offset, number))
+                    rejected[reason] += 1
+                    continue
+                except Exception as error:  # a parser bug: one poison line must not stop us
+                    self._rule_failed(error)
+                    reject(Rejection("parse", PARSE_ERROR, topic, partition, offset, number))
+                    rejected[PARSE_ERROR] += 1
+                    continue
+                try:
+                    emit(request, *appends)
+                except Exception as error:  # a bug in a rule must not stop the stream
+                    self._rule_failed(error)
+                    reject(Rejection("rules", RULES_ERROR, topic, partition, offset, number))
+                    rejected[RULES_ERROR] += 1
         self.stats.lines += seen
         self.stats.replaced_utf8 += replaced
         return seen
