@@ -325,7 +325,12 @@ def compile_rules(
             body.append(f"    e{index} = [" + ", ".join(exprs.values()) + "]")
         else:
             body.append(f"    e{index} = {{" + ", ".join(entries) + "}")
-        tail.append(f"    append{index}(({key_expr}, dumps(e{index}), (t - t % {bucket}) * 1000))")
+        # The record timestamp (ms, the bucket's start) is a per-second value too.
+        stamp = f"ms{bucket}"
+        if stamp not in second_locals:
+            per_second.append(f"    {stamp} = (t - t % {bucket}) * 1000")
+            second_locals.append(stamp)
+        tail.append(f"    append{index}(({key_expr}, dumps(e{index}), {stamp}))")
         destinations.append(
             CompiledDestination(
                 name=name,
@@ -380,7 +385,7 @@ def compile_rules(
         head += lines
     if second_locals:
         function, lines = _memo_group(
-            "second", "t", per_second, second_locals, namespace, leaks, cache_size
+            "second", "t", ["    t = key", *per_second], second_locals, namespace, leaks, cache_size
         )
         functions += function
         head += lines
