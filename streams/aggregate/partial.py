@@ -57,7 +57,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
+from operator import contains, itemgetter
 from typing import Any
 
 import orjson
@@ -219,7 +219,9 @@ class _Window:
         self.requests = 0
         self.capped = 0
         self.combos: dict[tuple[Any, ...], _Acc] = {}
-        self.seen: list[set[Any]] = [set() for _ in range(nfields)]  # cardinality bound
+        # Values admitted per field (the cardinality bound). None is always admitted and
+        # kept in every set, so that "every value known" is one C-level check (_admit).
+        self.seen: list[set[Any]] = [{None} for _ in range(nfields)]
 
 
 def _layout(dimensions: Sequence[str]) -> tuple[tuple[str, ...], list[tuple[str, int]]]:
@@ -323,11 +325,14 @@ class _Output:
         """Apply the cardinality bound to a new combination: a value beyond
         ``max_cells`` distinct ones becomes ``__other__`` (a region or city: None, so
         the event stays counted at the coarser place level)."""
-        limit = self.max_cells
+        seen_sets = win.seen
+        if all(map(contains, seen_sets, key)):  # the common case: no value is new
+            return key
+        limit = self.max_cells + 1  # each set holds None besides the values
         out = list(key)
         for i, value in enumerate(key):
-            seen = win.seen[i]
-            if value in seen or value is None:
+            seen = seen_sets[i]
+            if value in seen:
                 continue
             if len(seen) < limit:
                 seen.add(value)
@@ -632,7 +637,7 @@ class PartialAggregator:
                 win.visitors = visitors
                 win.requests = requests
                 win.capped = capped
-                win.seen = [set(values) for values in seen]
+                win.seen = [{None, *values} for values in seen]
                 for key, req, vis, nbytes, bots, hist in combos:
                     acc = [req, set(vis), nbytes, bots, {int(i): n for i, n in hist.items()}]
                     win.combos[tuple(key)] = acc
