@@ -273,7 +273,7 @@ def _time_processing(
             first = now
         if total >= n:
             return (first or now), now, total
-        time.sleep(0.05)
+        time.sleep(0.2)  # each poll is a web request the worker serves: keep it rare
     raise RuntimeError(f"workers processed {total:,} of {n:,} lines in {timeout_s}s")
 
 
