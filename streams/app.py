@@ -127,6 +127,18 @@ class WorkerState:
             self.rates.pop(0)
 
 
+class NoLines:
+    """The aggregator's stand-in for a pipeline: it reads no raw lines, so its line
+    counters (``/metrics``, ``/status.json``) stay at zero."""
+
+    def __init__(self) -> None:
+        from streams.pipeline import Stats
+
+        self.stats = Stats()
+        self.names: tuple[str, ...] = ()
+        self.geo = None
+
+
 def create_app(
     config: Mapping[str, Any],
     pipeline: Any,
@@ -134,18 +146,95 @@ def create_app(
     bootstrap: str,
     web_port: int,
     topic_partitions: Mapping[str, int],
+    role: str = "worker",
 ) -> Any:
-    """Build the Faust app, its agent and its web views for one compiled pipeline."""
+    """Build the Faust app, its agents and its web views.
+
+    ``role`` "worker": the anonymizing agent, plus the aggregation agents when
+    ``aggregates.run_in`` is "worker". ``role`` "aggregator" (``logfog aggregator``):
+    only the aggregation agents, in a consumer group of their own, with ``NoLines`` as
+    the pipeline.
+    """
     import faust
     from faust import web
 
     from streams.gctune import tune_for_throughput
     from streams.metrics import Metrics
-    from streams.publish import Publisher
+    from streams.pipeline import aggregate_layout
     from streams.status import STATUS_PAGE, status_snapshot
 
     kafka = config["kafka"]
-    app = faust.App(kafka["group"], **faust_settings(config, bootstrap, web_port))
+    group = kafka["group"] if role == "worker" else f"{kafka['group']}.aggregator"
+    app = faust.App(group, **faust_settings(config, bootstrap, web_port))
+    state = WorkerState()
+    metrics = Metrics(pipeline)
+    app.logfog_state = state  # type: ignore[attr-defined]
+    app.logfog_metrics = metrics  # type: ignore[attr-defined]
+
+    if role == "worker":
+        _add_anonymizer(app, config, pipeline, state, metrics, topic_partitions)
+    aggregates = config["aggregates"]
+    if aggregates["enabled"] and aggregates["run_in"] == role:
+        _add_aggregation(app, config, bootstrap, topic_partitions, state, metrics,
+                         layout=aggregate_layout(config))  # fmt: skip
+
+    if pipeline.geo is not None:
+
+        @app.timer(15.0)
+        async def reload_geo_databases() -> None:
+            # Zero-downtime database updates: rename a new file over the old one; the
+            # readers are swapped at the next check (GeoLookup stats at most once a minute).
+            if pipeline.geo.reload_if_changed():
+                log.info("geo databases reloaded: %s", pipeline.geo.database_types)
+
+    consumes = kafka["raw"]["topic"] if role == "worker" else aggregates["input"]["topic"]
+
+    @app.task
+    async def on_started() -> None:
+        tune_for_throughput()
+        state.ready = True
+        log.info("%s ready: consuming %s, web on port %d", role, consumes, web_port)
+
+    @app.page("/healthz")
+    async def healthz(self: web.View, request: web.Request) -> web.Response:
+        return self.json({"status": "ok", "uptime_s": round(time.time() - state.started, 1)})
+
+    @app.page("/readyz")
+    async def readyz(self: web.View, request: web.Request) -> web.Response:
+        assigned = len(app.consumer.assignment()) if app.consumer else 0
+        ready = state.ready and pipeline is not None
+        body = {"ready": ready, "assigned_partitions": assigned}
+        return self.json(body, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    async def metrics_view(self: web.View, request: web.Request) -> web.Response:
+        metrics.update_lag(app)
+        return self.bytes(metrics.render(), content_type=metrics.content_type)
+
+    @app.page("/status.json")
+    async def status_json(self: web.View, request: web.Request) -> web.Response:
+        metrics.update_lag(app)
+        return self.json(status_snapshot(state, pipeline, metrics))
+
+    @app.page("/status")
+    async def status_page(self: web.View, request: web.Request) -> web.Response:
+        return self.html(STATUS_PAGE)
+
+    return app
+
+
+def _add_anonymizer(
+    app: Any,
+    config: Mapping[str, Any],
+    pipeline: Any,
+    state: WorkerState,
+    metrics: Any,
+    topic_partitions: Mapping[str, int],
+) -> None:
+    """The agent that reads raw lines and publishes every destination (see module doc)."""
+    from streams.publish import Publisher
+
+    kafka = config["kafka"]
     raw_topic = app.topic(
         kafka["raw"]["topic"],
         partitions=kafka["raw"]["partitions"],
@@ -154,17 +243,13 @@ def create_app(
         value_serializer="raw",
         key_serializer="raw",
     )
-    state = WorkerState()
-    metrics = Metrics(pipeline)
-    app.logfog_state = state  # type: ignore[attr-defined]
-    app.logfog_metrics = metrics  # type: ignore[attr-defined]
     dead_topic = kafka["dead_letter"]["topic"]
     publisher_box: dict[str, Publisher] = {}
 
     def publisher() -> Publisher:
         if "p" not in publisher_box:
             # The aiokafka producer under Faust's (see publish.py for why).
-            producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
+            producer = app.producer._ensure_producer()
             publisher_box["p"] = Publisher(
                 producer, pipeline.destinations, dead_topic, dict(topic_partitions)
             )
@@ -209,52 +294,6 @@ def create_app(
             # Commit per take, not per timer: a crash then replays at most the take in
             # flight (one OffsetCommit per take is negligible next to the take itself).
             await app.consumer.commit()
-
-    if config["aggregates"]["enabled"]:
-        _add_aggregation(app, config, bootstrap, topic_partitions, state, metrics,
-                         layout=pipeline.aggregate_layout)  # fmt: skip
-
-    if pipeline.geo is not None:
-
-        @app.timer(15.0)
-        async def reload_geo_databases() -> None:
-            # Zero-downtime database updates: rename a new file over the old one; the
-            # readers are swapped at the next check (GeoLookup stats at most once a minute).
-            if pipeline.geo.reload_if_changed():
-                log.info("geo databases reloaded: %s", pipeline.geo.database_types)
-
-    @app.task
-    async def on_started() -> None:
-        tune_for_throughput()
-        state.ready = True
-        log.info("worker ready: consuming %s, web on port %d", kafka["raw"]["topic"], web_port)
-
-    @app.page("/healthz")
-    async def healthz(self: web.View, request: web.Request) -> web.Response:
-        return self.json({"status": "ok", "uptime_s": round(time.time() - state.started, 1)})
-
-    @app.page("/readyz")
-    async def readyz(self: web.View, request: web.Request) -> web.Response:
-        assigned = len(app.consumer.assignment()) if app.consumer else 0
-        ready = state.ready and pipeline is not None
-        body = {"ready": ready, "assigned_partitions": assigned}
-        return self.json(body, status=200 if ready else 503)
-
-    @app.page("/metrics")
-    async def metrics_view(self: web.View, request: web.Request) -> web.Response:
-        metrics.update_lag(app)
-        return self.bytes(metrics.render(), content_type=metrics.content_type)
-
-    @app.page("/status.json")
-    async def status_json(self: web.View, request: web.Request) -> web.Response:
-        metrics.update_lag(app)
-        return self.json(status_snapshot(state, pipeline, metrics))
-
-    @app.page("/status")
-    async def status_page(self: web.View, request: web.Request) -> web.Response:
-        return self.html(STATUS_PAGE)
-
-    return app
 
 
 def _add_aggregation(
@@ -356,8 +395,10 @@ def _add_aggregation(
     async def aggregate(stream: Any) -> None:
         async for events in stream.noack_take(5000, within=0.2):
             await ensure_aggregators({e.message.partition for e in events})
+            last_offsets = metrics.last_offsets
             for event in events:
                 message = event.message
+                last_offsets[(message.topic, message.partition)] = message.offset
                 try:  # NDJSON: every event of one record belongs to this partition.
                     # One parse per record: orjson escapes newlines inside strings, so
                     # the lines join into a JSON array exactly.
@@ -522,14 +563,47 @@ def run_worker(
         epoch, grace = parse_duration(keys["epoch"]), parse_duration(keys["grace"])
         keyring = shared_keyring(bootstrap, epoch, grace, topic=keys["topic"])
     pipeline = Pipeline.from_normalized(config, keyring=keyring)
+    app = create_app(config, pipeline, bootstrap=bootstrap, web_port=web_port,
+                     topic_partitions=partitions)  # fmt: skip
+    return _run_faust(app, pipeline, loglevel)
+
+
+def run_aggregator(
+    config_path: str, *, bootstrap: str | None, web_port: int, loglevel: str = "info"
+) -> int:
+    """``logfog aggregator``: only the aggregation agents (``aggregates.run_in:
+    aggregator``). No rules, geo database or pseudonym keys: it reads the workers'
+    internal rows (pseudonyms, never keys) and publishes k-gated counts."""
+    from streams.config import ConfigError, load_file
+
+    config, warnings = load_file(config_path)
+    for warning in warnings:
+        log.warning("%s", warning)
+    aggregates = config["aggregates"]
+    if not aggregates["enabled"] or aggregates["run_in"] != "aggregator":
+        raise ConfigError(config_path, [
+            "aggregates: logfog aggregator needs enabled: true and run_in: aggregator "
+            "(with run_in: worker the workers aggregate, and an aggregator would count "
+            "every event a second time)"
+        ])  # fmt: skip
+    bootstrap = bootstrap or os.environ.get("LOGFOG_BOOTSTRAP") or config["kafka"]["bootstrap"]
+    assert bootstrap is not None
+    wait_for_broker(bootstrap)
+    partitions = prepare(config, bootstrap)
+    lines = NoLines()
+    app = create_app(config, lines, bootstrap=bootstrap, web_port=web_port,
+                     topic_partitions=partitions, role="aggregator")  # fmt: skip
+    return _run_faust(app, lines, loglevel)
+
+
+def _run_faust(app: Any, pipeline: Any, loglevel: str) -> int:
+    """Run a Faust worker for ``app`` until it is stopped; the exit status."""
     try:
         import mode.loop
 
         mode.loop.use("uvloop")  # measured 1.6-2.3x on the send paths (NOTES-faust.md)
     except Exception:  # pragma: no cover - uvloop missing: asyncio's loop works
         log.info("uvloop unavailable; using asyncio's event loop")
-    app = create_app(config, pipeline, bootstrap=bootstrap, web_port=web_port,
-                     topic_partitions=partitions)  # fmt: skip
     from faust.worker import Worker
 
     class BoundedStopWorker(Worker):
@@ -548,7 +622,7 @@ def run_worker(
         worker.execute_from_commandline()
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 0
-        log.info("worker stopped: %s", pipeline.stats.as_dict())
+        log.info("stopped: %s", pipeline.stats.as_dict())
         return code
     return 0
 

@@ -302,6 +302,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
                       loglevel=args.loglevel)  # fmt: skip
 
 
+def cmd_aggregator(args: argparse.Namespace) -> int:
+    from streams.app import run_aggregator
+
+    return run_aggregator(args.config, bootstrap=args.bootstrap, web_port=args.web_port,
+                          loglevel=args.loglevel)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="logfog",
@@ -347,6 +354,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="metrics/status web port (default 6066)")  # fmt: skip
     p.add_argument("--loglevel", default="info")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser(
+        "aggregator",
+        help="run only the windowed aggregation (config: aggregates.run_in: aggregator)",
+        description="Stages 2 and 3 of the aggregates in their own processes and consumer "
+        "group, so that they scale and restart apart from the workers. Needs no rules, geo "
+        "database or LOGFOG_MASTER_KEY.",
+    )
+    p.add_argument("-c", "--config", default="config/logfog.yaml")
+    p.add_argument("--bootstrap", help="host:port[,...] (default: config, or env LOGFOG_BOOTSTRAP)")
+    p.add_argument("--web-port", type=int, default=int(os.environ.get("LOGFOG_WEB_PORT", "6067")),
+                   help="metrics/status web port (default 6067)")  # fmt: skip
+    p.add_argument("--loglevel", default="info")
+    p.set_defaults(func=cmd_aggregator)
 
     p = sub.add_parser("topics", help="create the config's topics (idempotent)")
     p.add_argument("action", choices=["create"])

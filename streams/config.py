@@ -242,6 +242,14 @@ SCHEMA = Section(
                 "allowed_lateness": Key(
                     str, "10m", "events later than this are counted late", check=_duration()
                 ),
+                "run_in": Key(
+                    str,
+                    "worker",
+                    "'worker': every logfog worker aggregates; 'aggregator': only "
+                    "'logfog aggregator' processes do (scaled and restarted on their own, "
+                    "never holding pseudonym keys)",
+                    choices=("worker", "aggregator"),
+                ),
                 "max_events_per_visitor": Key(int, 100, "contribution cap per visitor and window"),
                 "max_cells": Key(int, 10_000, "distinct values per dimension and window"),
                 "snapshot_interval": Key(

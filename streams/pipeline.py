@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from streams.config import ConfigError, normalize
+from streams.config import AGGREGATE_INPUT, ConfigError, normalize
 from streams.durations import parse_duration
 from streams.parse import build_parser
 from streams.records import (
@@ -90,6 +90,24 @@ class Output:
         for events in self.per_destination:
             events.clear()
         self.rejections.clear()
+
+
+def aggregate_layout(config: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """Field order of the aggregation input's rows, from a normalized config alone (the
+    aggregator process compiles no rules); None when aggregation is off. The rules
+    compiler emits a destination's fields in config order, dropped ones left out.
+
+    >>> from streams.config import normalize
+    >>> ops = {"topic": "logs.ops", "fields": {"status": {"from": "response.status",
+    ...                                                   "action": "keep"}}}
+    >>> aggregate_layout(normalize({"aggregates": {"enabled": True},
+    ...                             "destinations": {"ops": ops}}, [], []))[:4]
+    ('time', 'visitor', 'route', 'status_class')
+    """
+    internal = config["destinations"].get(AGGREGATE_INPUT)
+    if internal is None:
+        return None
+    return tuple(n for n, rule in internal["fields"].items() if rule["action"] != "drop")
 
 
 def dead_letter(rejection: Rejection) -> bytes:

@@ -83,6 +83,8 @@ class AggregationRuntime:
         self.last_window: dict[str, Any] | None = None
         self.suppressed: dict[str, int] = {"cells": 0, "requests": 0, "visitors": 0}
         self.rows_published = 0
+        #: Rows applied by add_rows (replayed records that were applied before excluded).
+        self.events = 0
 
     # -- stage 2 ---------------------------------------------------------------------
 
@@ -107,9 +109,12 @@ class AggregationRuntime:
         """All events of one record (one offset); skipped if the offset was applied."""
         return self._applied(partition, self.aggregators[partition].add(events, offset))
 
-    def add_rows(self, partition: int, offset: int, rows: Iterable[Sequence[Any]]) -> bool:
+    def add_rows(self, partition: int, offset: int, rows: Sequence[Sequence[Any]]) -> bool:
         """:meth:`add_many` for rows in :attr:`layout` order (the worker's stream)."""
-        return self._applied(partition, self.aggregators[partition].add_rows(rows, offset))
+        applied = self.aggregators[partition].add_rows(rows, offset)
+        if applied:
+            self.events += len(rows)
+        return self._applied(partition, applied)
 
     def _applied(self, partition: int, applied: bool) -> bool:
         if applied:
@@ -204,6 +209,7 @@ class AggregationRuntime:
             "top_routes": top("route"),
             "top_countries": top("country") or top(PLACE),
             "rows_published": self.rows_published,
+            "events": self.events,
             "merger": dict(self.merger.stats),
             "open_partitions": sorted(self.aggregators),
         }

@@ -69,7 +69,11 @@ def brute_force(
     return {cell: (requests[cell], len(visitors[cell])) for cell in requests}
 
 
-def run_case(broker: LocalBroker, geo_dbs: dict[str, str], tmp_path: Path, kill: bool) -> None:
+def run_case(
+    broker: LocalBroker, geo_dbs: dict[str, str], tmp_path: Path, kill: bool, separate: bool = False
+) -> None:
+    """``kill``: SIGKILL mid-window and a replacement (the worker, or with ``separate``
+    the aggregator: ``aggregates.run_in: aggregator``, a ``logfog aggregator`` process)."""
     config = worker_config(broker.bootstrap, geo_dbs, partitions=2)
     tag = config["kafka"]["group"]
     config["aggregates"].update({
@@ -79,6 +83,8 @@ def run_case(broker: LocalBroker, geo_dbs: dict[str, str], tmp_path: Path, kill:
         "partials": {"topic": f"it.agg-partials.{tag}", "partitions": 1, "retention": "1d"},
         "state": {"topic": f"it.agg-state.{tag}", "partitions": 1, "retention": "1d"},
     })  # fmt: skip
+    if separate:
+        config["aggregates"]["run_in"] = "aggregator"
     path = write_config(config, tmp_path / "logfog.yaml")
     ensure_topics(broker.bootstrap, topic_specs(normalize(config, [], [])))
     now = int(time.time())
@@ -96,9 +102,15 @@ def run_case(broker: LocalBroker, geo_dbs: dict[str, str], tmp_path: Path, kill:
     out_topic = config["aggregates"]["output"]["topic"]
     first = WorkerProcess(path, tmp_path, "a1").start()
     second: WorkerProcess | None = None
+    aggregators = [WorkerProcess(path, tmp_path, "g1", command="aggregator").start()]
     counter = OutputCounter(broker.bootstrap, [out_topic])
     try:
         first.wait_ready()
+        if separate:
+            aggregators[0].wait_ready()
+        else:  # with run_in: worker an aggregator would count everything twice: it refuses
+            refused = aggregators.pop().proc
+            assert refused is not None and refused.wait(30) == 2
         half = len(lines) // 2
         (tmp_path / "one.log").write_bytes(b"\n".join(lines[:half]))
         ship(str(tmp_path / "one.log"), broker.bootstrap, raw, lines_per_record=10, progress=False)
@@ -106,8 +118,16 @@ def run_case(broker: LocalBroker, geo_dbs: dict[str, str], tmp_path: Path, kill:
         while first.status()["lines"] < half:
             assert time.monotonic() < deadline, first.tail()
             time.sleep(0.2)
+        if separate:  # the aggregator has applied the first half too
+            while (aggregators[0].status()["aggregates"] or {}).get("events", 0) < half:
+                assert time.monotonic() < deadline, aggregators[0].tail()
+                time.sleep(0.2)
         time.sleep(2.5)  # at least one checkpoint of the open window
-        if kill:
+        if kill and separate:
+            aggregators[0].kill9()
+            aggregators.append(WorkerProcess(path, tmp_path, "g2", command="aggregator").start())
+            aggregators[-1].wait_ready()
+        elif kill:
             first.kill9()
             second = WorkerProcess(path, tmp_path, "a2").start()
             second.wait_ready()
@@ -145,7 +165,7 @@ def run_case(broker: LocalBroker, geo_dbs: dict[str, str], tmp_path: Path, kill:
         assert b"198.51.100." not in text and b"203.0.113." not in text
     finally:
         counter.close()
-        for w in (first, second):
+        for w in (first, second, *aggregators):
             if w is not None and w.proc and w.proc.poll() is None:
                 w.proc.kill()
 
@@ -160,3 +180,9 @@ def test_kill_9_mid_window_neither_loses_nor_doubles(
     broker: LocalBroker, geo_dbs: dict[str, str], tmp_path: Path
 ) -> None:
     run_case(broker, geo_dbs, tmp_path, kill=True)
+
+
+def test_a_separate_aggregator_killed_mid_window_neither_loses_nor_doubles(
+    broker: LocalBroker, geo_dbs: dict[str, str], tmp_path: Path
+) -> None:
+    run_case(broker, geo_dbs, tmp_path, kill=True, separate=True)

@@ -95,13 +95,14 @@ TEST_MASTER_KEY = "6c6f67666f672d746573742d6d61737465722d6b65792d3235362d6269747
 
 @dataclass
 class WorkerProcess:
-    """One ``logfog worker`` subprocess with its own web port and data dir."""
+    """One ``logfog worker`` (or ``command``) subprocess with its own web port and data dir."""
 
     config_path: Path
     workdir: Path
     name: str = "w"
     web_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    command: str = "worker"
 
     @property
     def log_path(self) -> Path:
@@ -114,7 +115,7 @@ class WorkerProcess:
         env.setdefault("LOGFOG_MASTER_KEY", TEST_MASTER_KEY)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker", "-c", str(self.config_path),
+            [sys.executable, "-m", "streams", self.command, "-c", str(self.config_path),
              "--web-port", str(self.web_port)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip

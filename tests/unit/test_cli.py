@@ -79,6 +79,8 @@ def test_only_and_stdin(config: Path) -> None:
         (["anonymize", "-", "-c", "nope.yaml"], "nope.yaml: 1 problem(s)"),
         (["check-config", "config/examples/missing.yaml"], "cannot read"),
         (["worker", "-c", "config/logfog.yaml"], "LOGFOG_MASTER_KEY is not set"),
+        # With run_in: worker the workers aggregate; a second aggregator would double count.
+        (["aggregator", "-c", "config/logfog.yaml"], "needs enabled: true and run_in: aggregator"),
     ],
 )
 def test_expected_failures_are_one_line_exit_2(

@@ -163,3 +163,32 @@ def test_impossible_epoch_times_are_bad_time_not_a_crash(seconds: str) -> None:
     cfg["input"]["format"] = "apache:%h %{sec}t %>s"
     out = Pipeline.from_config(cfg).test([f"203.0.113.9 {seconds} 200"])
     assert [r.reason for r in out.rejections] == ["parse.bad_time"]
+
+
+@pytest.mark.parametrize("geo", [True, False])
+def test_the_aggregator_reads_rows_in_the_order_the_workers_write_them(
+    geo: bool, tmp_path: Any
+) -> None:
+    # `logfog aggregator` compiles no rules: it derives the row layout from the config.
+    from pathlib import Path
+
+    import yaml
+
+    from streams.config import normalize
+    from streams.pipeline import aggregate_layout
+    from tests.support.mmdb import default_test_dbs
+
+    raw = yaml.safe_load((Path(__file__).parents[2] / "config" / "logfog.yaml").read_text())
+    if geo:
+        raw["enrich"]["geo"] = default_test_dbs(tmp_path)
+    else:
+        # No geo database: the default rules that read geo.country go too.
+        raw["enrich"]["geo"] = {"city": None}
+        for dest in raw["destinations"].values():
+            dest["fields"] = {n: r for n, r in dest["fields"].items()
+                              if not str(r["from"]).startswith("geo.")}  # fmt: skip
+    config = normalize(raw, errors := [], [])
+    assert not errors, errors
+    layout = aggregate_layout(config)
+    assert layout is not None and ("country" in layout) is geo
+    assert layout == Pipeline.from_normalized(config).aggregate_layout
