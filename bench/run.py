@@ -12,7 +12,9 @@ same run on the same data, and the ratio is what to compare across runs.
       pass-through agent (take + producer, uvloop: the fastest bare variant measured in
       bench/NOTES-faust.md) and vs Faust iterating events without producing (ceiling);
    b. 500 lines per record in, NDJSON batches out: logfog vs the bare pass-through
-      over the same batched records;
+      over the same batched records; logfog without aggregation (its cost); and with
+      the aggregation in a ``logfog aggregator`` process of its own (worker rate, and
+      the rate at which the aggregates are complete);
    c. two logfog workers on two cores vs one (batched).
 
 Usage: ``python bench/run.py [--quick] [--only pure|e2e]``; figures go to stdout and
@@ -172,8 +174,13 @@ def logfog_e2e(
     workers: int,
     partitions: int,
     aggregates: bool = True,
+    aggregators: int = 0,
 ) -> dict[str, Any]:
-    """Pre-load the raw topic, start ``workers`` logfog workers, time first -> last line."""
+    """Pre-load the raw topic, start ``workers`` logfog workers, time first -> last line.
+
+    ``aggregators`` > 0: ``aggregates.run_in: aggregator`` and that many ``logfog
+    aggregator`` processes; then also the time until they have applied every row.
+    """
     from streams.admin import ensure_topics
     from streams.broker import LocalBroker
     from streams.config import normalize
@@ -187,6 +194,8 @@ def logfog_e2e(
         config["kafka"]["bootstrap"] = broker.bootstrap
         config["kafka"]["raw"]["partitions"] = partitions
         config["aggregates"]["enabled"] = aggregates
+        if aggregators:
+            config["aggregates"]["run_in"] = "aggregator"
         for dest in config["destinations"].values():
             dest["framing"] = framing
             dest["partitions"] = partitions
@@ -197,18 +206,25 @@ def logfog_e2e(
         raw = normalized["kafka"]["raw"]["topic"]
         _load(broker.bootstrap, raw, frame_lines(lines, lines_per_record, 900_000), partitions)
         env = {**os.environ, "LOGFOG_MASTER_KEY": generate_key()}
-        ports = [faust_passthrough_free_port() for _ in range(workers)]
+        ports = [faust_passthrough_free_port() for _ in range(workers + aggregators)]
         procs = []
         for i, port in enumerate(ports):
+            command = "worker" if i < workers else "aggregator"
             env_i = {**env, "LOGFOG_DATA_DIR": str(work / f"w{i}")}
             log = open(work / f"w{i}.log", "wb")  # noqa: SIM115
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "streams", "worker", "-c", str(path), "--web-port",
+                [sys.executable, "-m", "streams", command, "-c", str(path), "--web-port",
                  str(port), "--loglevel", "warning"],
                 env=env_i, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
             ))  # fmt: skip
         try:
-            first, last, total = _time_processing(ports, len(lines), 600, procs, work)
+            first, last, total = _time_processing(
+                ports[:workers], len(lines), 600, procs, work, "lines"
+            )
+            if aggregators:  # until the aggregators have applied every row
+                last_agg = _time_processing(
+                    ports[workers:], len(lines), 600, procs, work, "aggregated"
+                )[1]
         finally:
             for p in procs:
                 p.terminate()
@@ -218,11 +234,16 @@ def logfog_e2e(
                 except subprocess.TimeoutExpired:
                     p.kill()
     span = last - first
-    return {
+    result = {
         "lines": len(lines), "lines_processed": total, "workers": workers,
         "lines_per_record": lines_per_record, "framing": framing, "aggregates": aggregates,
         "seconds": round(span, 2), "lines_per_s": round(total / span) if span > 0 else None,
+        "aggregators": aggregators,
     }  # fmt: skip
+    if aggregators:
+        result["aggregated_seconds"] = round(last_agg - first, 2)
+        result["aggregated_lines_per_s"] = round(len(lines) / (last_agg - first))
+    return result
 
 
 def faust_passthrough_free_port() -> int:
@@ -254,10 +275,17 @@ def _status(port: int) -> dict[str, Any] | None:
         return None
 
 
+def _progress(status: dict[str, Any], what: str) -> int:
+    if what == "lines":
+        return int(status["lines"])
+    return int((status.get("aggregates") or {}).get("events", 0))  # rows applied
+
+
 def _time_processing(
-    ports: list[int], n: int, timeout_s: float, procs: list[Any], work: Path
+    ports: list[int], n: int, timeout_s: float, procs: list[Any], work: Path, what: str
 ) -> tuple[float, float, int]:
-    """Poll the workers' line counters: time of first progress and of completion."""
+    """Poll the processes' counters (``what``: lines read, or rows aggregated): time of
+    first progress and of completion."""
     deadline = time.monotonic() + timeout_s
     first: float | None = None
     total = 0
@@ -266,7 +294,7 @@ def _time_processing(
             if p.poll() is not None:
                 tail = (work / f"w{i}.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"worker {i} exited ({p.returncode}):\n{tail}")
-        counts = [s["lines"] for s in map(_status, ports) if s is not None]
+        counts = [_progress(s, what) for s in map(_status, ports) if s is not None]
         total = sum(counts)
         now = time.monotonic()
         if first is None and total > 0:
@@ -305,6 +333,17 @@ def section_e2e(quick: bool, results: dict[str, Any]) -> None:
     print(f"logfog without aggregation   {no_agg['lines_per_s']:>10,} lines/s   "
           f"aggregation costs {1 - ours_b['lines_per_s'] / no_agg['lines_per_s']:.0%}")  # fmt: skip
     results["e2e_batched"] = {"bare": bare_b, "logfog": ours_b, "logfog_no_aggregates": no_agg}
+    # The same, with the aggregation in a process of its own (aggregates.run_in:
+    # aggregator): the worker only emits the rows. On this 2-core machine the
+    # aggregator shares the cores with the worker and the broker.
+    sep = logfog_e2e(lines, 500, "ndjson", workers=1, partitions=2, aggregators=1)
+    print(
+        f"worker + separate aggregator {sep['lines_per_s']:>10,} lines/s   "
+        f"aggregation costs the worker {1 - sep['lines_per_s'] / no_agg['lines_per_s']:.0%}; "
+        f"aggregates complete at {sep['aggregated_lines_per_s']:,} lines/s "
+        f"({1 - sep['aggregated_lines_per_s'] / no_agg['lines_per_s']:.0%} below no aggregation)"
+    )
+    results["e2e_batched"]["logfog_separate_aggregator"] = sep
 
     print("\n== 2c. two workers vs one (batched, 2 partitions) ==", flush=True)
     two = logfog_e2e(lines, 500, "ndjson", workers=2, partitions=2)

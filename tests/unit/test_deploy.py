@@ -100,7 +100,7 @@ def _config_from_configmap() -> str:
 
 
 def _worker_container() -> dict[str, Any]:
-    pod = _one("Deployment")["spec"]["template"]["spec"]
+    pod = _one("Deployment", K8S / "deployment.yaml")["spec"]["template"]["spec"]
     containers = [c for c in pod["containers"] if c["name"] == "worker"]
     assert len(containers) == 1
     return containers[0]
@@ -196,7 +196,12 @@ def test_kustomization_lists_the_manifests() -> None:
     resources = kustomization["resources"]
     for name in resources:
         assert (K8S / name).is_file(), f"kustomization lists missing {name}"
-    optional = {"secret.example.yaml", "job-topics.yaml", "geo-loader.yaml"}  # applied by hand
+    optional = {
+        "secret.example.yaml",
+        "job-topics.yaml",
+        "geo-loader.yaml",
+        "aggregator.yaml",
+    }  # applied by hand (fmt: skip)
     assert "secret.example.yaml" not in resources, "an example secret must not be applied"
     assert {p.name for p in _manifest_files()} - optional == set(resources)
     # No namespace transformer: it would move the KafkaTopics out of Strimzi's namespace.
@@ -408,7 +413,7 @@ def test_resources_are_set() -> None:
 
 
 def test_worker_runs_non_root_with_a_read_only_root_filesystem() -> None:
-    pod = _one("Deployment")["spec"]["template"]["spec"]
+    pod = _one("Deployment", K8S / "deployment.yaml")["spec"]["template"]["spec"]
     container = _worker_container()
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
@@ -461,7 +466,7 @@ def test_example_secret_holds_no_usable_key() -> None:
 
 
 def test_spread_shutdown_and_disruption_budget() -> None:
-    deployment = _one("Deployment")
+    deployment = _one("Deployment", K8S / "deployment.yaml")
     pod = deployment["spec"]["template"]["spec"]
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
@@ -481,7 +486,7 @@ def test_spread_shutdown_and_disruption_budget() -> None:
 
 def test_service_exposes_metrics_for_prometheus() -> None:
     service = _one("Service")
-    selector = _one("Deployment")["spec"]["selector"]["matchLabels"]
+    selector = _one("Deployment", K8S / "deployment.yaml")["spec"]["selector"]["matchLabels"]
     assert service["spec"]["selector"] == selector
     annotations = service["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
@@ -637,3 +642,26 @@ def test_compose_env_example_is_a_placeholder() -> None:
     assert not re.fullmatch(r"[0-9a-fA-F]{64,}", values["LOGFOG_MASTER_KEY"].strip())
     gitignore = (COMPOSE_DIR / ".gitignore").read_text(encoding="utf-8").split()
     assert ".env" in gitignore
+
+
+def test_the_optional_aggregator_deployment_holds_no_key_and_fits_its_partitions() -> None:
+    from streams.cli import build_parser
+
+    deployment = _one("Deployment", K8S / "aggregator.yaml")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = build_parser().parse_args(container["args"])
+    assert args.command == "aggregator" and args.config == "/etc/logfog/logfog.yaml"
+    # Least privilege: no master key, no geo database (it compiles no rules).
+    assert all("secretKeyRef" not in e.get("valueFrom", {}) for e in container.get("env", []))
+    assert {v["name"] for v in pod["volumes"]} == {"config", "data", "tmp"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert {"startupProbe", "livenessProbe", "readinessProbe", "resources"} <= set(container)
+    assert container["ports"][0]["containerPort"] == int(
+        next(e["value"] for e in container["env"] if e["name"] == "LOGFOG_WEB_PORT")
+    )
+    from streams.config import load_file
+
+    config, _ = load_file(ROOT / "config" / "logfog.yaml")
+    assert deployment["spec"]["replicas"] <= config["aggregates"]["input"]["partitions"]
