@@ -318,6 +318,7 @@ def _add_aggregation(
     from streams.aggregate.runtime import MERGER_KEY, AggregationRuntime, specs_from_config
     from streams.checkpoints import load_latest
     from streams.durations import parse_duration
+    from streams.metrics import AggregationCollector
 
     agg = config["aggregates"]
     input_name, partials_name = agg["input"]["topic"], agg["partials"]["topic"]
@@ -329,6 +330,7 @@ def _add_aggregation(
         layout=layout,
     )
     state.aggregation = runtime
+    metrics.registry.register(AggregationCollector(runtime))
     loop_box: dict[str, Any] = {}
 
     def topic(name: str) -> Any:

@@ -56,6 +56,49 @@ class _PipelineCollector(Collector):
             yield from extra()
 
 
+class AggregationCollector(Collector):
+    """Window aggregation totals and state size, read from the runtime at scrape time.
+
+    >>> from streams.aggregate.runtime import AggregationRuntime
+    >>> from streams.aggregate.spec import DEFAULT_SPECS
+    >>> runtime = AggregationRuntime(DEFAULT_SPECS, partitions=1, snapshot_interval=10)
+    >>> m = Metrics(None)
+    >>> m.registry.register(AggregationCollector(runtime))
+    >>> m.value("logfog_aggregate_events_total"), m.value("logfog_aggregate_open_partitions")
+    (0, 0.0)
+    """
+
+    def __init__(self, runtime: Any) -> None:
+        self._runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        runtime = self._runtime
+        events = CounterMetricFamily("logfog_aggregate_events", "rows added to window state")
+        events.add_metric([], runtime.events)
+        yield events
+        rows = CounterMetricFamily("logfog_aggregate_rows_published", "aggregate rows published")
+        rows.add_metric([], runtime.rows_published)
+        yield rows
+        suppressed = CounterMetricFamily(
+            "logfog_aggregate_suppressed", "cells, requests and visitors below k", labels=["what"]
+        )
+        for what, count in sorted(runtime.suppressed.items()):
+            suppressed.add_metric([what], count)
+        yield suppressed
+        yield gauge_family(
+            "logfog_aggregate_open_partitions", "input partitions held", [],
+            [([], float(len(runtime.aggregators)))],
+        )  # fmt: skip
+        held = {"windows": 0, "combinations": 0, "entries": 0}
+        for aggregator in list(runtime.aggregators.values()):
+            for name, n in aggregator.state_size().items():
+                held[name] += n
+        yield gauge_family(
+            "logfog_aggregate_state", "window state held (memory)", ["what"],
+            [([name], float(n)) for name, n in held.items()],
+        )  # fmt: skip
+
+
 class Metrics:
     """The worker's registry: pipeline totals plus batch timing, lag and failures."""
 
@@ -64,7 +107,8 @@ class Metrics:
 
     def __init__(self, pipeline: Any) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_PipelineCollector(pipeline))
+        if pipeline is not None:
+            self.registry.register(_PipelineCollector(pipeline))
         self.records_in = Counter(
             "logfog_records_in", "Kafka records consumed", registry=self.registry
         )

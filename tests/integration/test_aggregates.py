@@ -163,6 +163,10 @@ def run_case(
             assert summary["requests"] == len(rows), summary  # nothing lost or doubled
         text = b"\n".join(counter.values(out_topic))
         assert b"198.51.100." not in text and b"203.0.113." not in text
+        if separate:  # the aggregator's own figures on /metrics
+            _, scraped = aggregators[-1].get("/metrics")
+            assert b"logfog_aggregate_rows_published_total" in scraped
+            assert b'logfog_aggregate_state{what="windows"}' in scraped
     finally:
         counter.close()
         for w in (first, second, *aggregators):
