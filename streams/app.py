@@ -443,7 +443,9 @@ def _add_aggregation(
         async for events in stream.noack_take(1000, within=0.5):
             rows: list[dict[str, Any]] = []
             for event in events:
-                rows.extend(runtime.merge(Partial.from_bytes(event.message.value)))
+                message = event.message
+                metrics.last_offsets[(message.topic, message.partition)] = message.offset
+                rows.extend(runtime.merge(Partial.from_bytes(message.value)))
             records: list[tuple[str, bytes | None, bytes]] = [
                 (output_name, f"{r['output']}|{r['window']}|{r['dimension']}".encode(),
                  orjson.dumps(r)) for r in rows
