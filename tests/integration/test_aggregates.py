@@ -70,10 +70,17 @@ def brute_force(
 
 
 def run_case(
-    broker: LocalBroker, geo_dbs: dict[str, str], tmp_path: Path, kill: bool, separate: bool = False
+    broker: LocalBroker,
+    geo_dbs: dict[str, str],
+    tmp_path: Path,
+    kill: bool,
+    separate: bool = False,
+    switch: bool = False,
 ) -> None:
     """``kill``: SIGKILL mid-window and a replacement (the worker, or with ``separate``
-    the aggregator: ``aggregates.run_in: aggregator``, a ``logfog aggregator`` process)."""
+    the aggregator: ``aggregates.run_in: aggregator``, a ``logfog aggregator`` process).
+    ``switch``: mid-window, the worker (which aggregates) is stopped and the cluster
+    moves to ``run_in: aggregator``: a new worker and an aggregator take over."""
     config = worker_config(broker.bootstrap, geo_dbs, partitions=2)
     tag = config["kafka"]["group"]
     config["aggregates"].update({
@@ -131,6 +138,14 @@ def run_case(
             first.kill9()
             second = WorkerProcess(path, tmp_path, "a2").start()
             second.wait_ready()
+        elif switch:  # as deploy/README.md says: stop, change the config, start both
+            assert first.terminate() == 0
+            config["aggregates"]["run_in"] = "aggregator"
+            path = write_config(config, tmp_path / "logfog-switched.yaml")
+            second = WorkerProcess(path, tmp_path, "a2").start()
+            aggregators.append(WorkerProcess(path, tmp_path, "g2", command="aggregator").start())
+            second.wait_ready()
+            aggregators[-1].wait_ready()
         (tmp_path / "two.log").write_bytes(b"\n".join(lines[half:]))
         ship(str(tmp_path / "two.log"), broker.bootstrap, raw, lines_per_record=10, progress=False)
         worker = second or first
@@ -163,7 +178,7 @@ def run_case(
             assert summary["requests"] == len(rows), summary  # nothing lost or doubled
         text = b"\n".join(counter.values(out_topic))
         assert b"198.51.100." not in text and b"203.0.113." not in text
-        if separate:  # the aggregator's own figures on /metrics
+        if separate or switch:  # the aggregator's own figures on /metrics
             _, scraped = aggregators[-1].get("/metrics")
             assert b"logfog_aggregate_rows_published_total" in scraped
             assert b'logfog_aggregate_state{what="windows"}' in scraped
@@ -190,3 +205,9 @@ def test_a_separate_aggregator_killed_mid_window_neither_loses_nor_doubles(
     broker: LocalBroker, geo_dbs: dict[str, str], tmp_path: Path
 ) -> None:
     run_case(broker, geo_dbs, tmp_path, kill=True, separate=True)
+
+
+def test_moving_the_aggregation_out_of_running_workers_neither_loses_nor_doubles(
+    broker: LocalBroker, geo_dbs: dict[str, str], tmp_path: Path
+) -> None:
+    run_case(broker, geo_dbs, tmp_path, kill=False, switch=True)
