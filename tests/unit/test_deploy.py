@@ -614,6 +614,11 @@ def test_compose_services_order_and_scale() -> None:
         assert worker["depends_on"][dependency]["condition"] == "service_completed_successfully"
     assert "6066" in str(worker["ports"])
     assert "shipper" in services["shipper"]["profiles"]
+    # Optional, behind a profile: with the default run_in: worker it would refuse to start.
+    aggregator = services["aggregator"]
+    assert aggregator["profiles"] == ["aggregator"] and aggregator["command"][0] == "aggregator"
+    assert "LOGFOG_MASTER_KEY" not in aggregator["environment"]
+    assert aggregator["environment"]["LOGFOG_WEB_PORT"] in str(aggregator["ports"])
     shipper_args = services["shipper"]["entrypoint"] + services["shipper"]["command"]
     assert "ship" in shipper_args
     sample = next(a for a in shipper_args if a.startswith("/samples/"))
