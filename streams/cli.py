@@ -309,6 +309,16 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
                           loglevel=args.loglevel)  # fmt: skip
 
 
+def _faust_process_arguments(p: argparse.ArgumentParser, web_port: int) -> None:
+    """The options of the long-running Faust processes (worker, aggregator)."""
+    p.add_argument("-c", "--config", default="config/logfog.yaml")
+    p.add_argument("--bootstrap", help="host:port[,...] (default: config, or env LOGFOG_BOOTSTRAP)")
+    p.add_argument("--web-port", type=int,
+                   default=int(os.environ.get("LOGFOG_WEB_PORT", str(web_port))),
+                   help=f"metrics/status web port (default {web_port})")  # fmt: skip
+    p.add_argument("--loglevel", default="info")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="logfog",
@@ -348,11 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_keygen)
 
     p = sub.add_parser("worker", help="run the streaming worker (Faust)")
-    p.add_argument("-c", "--config", default="config/logfog.yaml")
-    p.add_argument("--bootstrap", help="host:port[,...] (default: config, or env LOGFOG_BOOTSTRAP)")
-    p.add_argument("--web-port", type=int, default=int(os.environ.get("LOGFOG_WEB_PORT", "6066")),
-                   help="metrics/status web port (default 6066)")  # fmt: skip
-    p.add_argument("--loglevel", default="info")
+    _faust_process_arguments(p, web_port=6066)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser(
@@ -362,11 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
         "group, so that they scale and restart apart from the workers. Needs no rules, geo "
         "database or LOGFOG_MASTER_KEY.",
     )
-    p.add_argument("-c", "--config", default="config/logfog.yaml")
-    p.add_argument("--bootstrap", help="host:port[,...] (default: config, or env LOGFOG_BOOTSTRAP)")
-    p.add_argument("--web-port", type=int, default=int(os.environ.get("LOGFOG_WEB_PORT", "6067")),
-                   help="metrics/status web port (default 6067)")  # fmt: skip
-    p.add_argument("--loglevel", default="info")
+    _faust_process_arguments(p, web_port=6067)
     p.set_defaults(func=cmd_aggregator)
 
     p = sub.add_parser("topics", help="create the config's topics (idempotent)")
