@@ -15,7 +15,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
 
 from streams.parse.jsonlines import JsonParser
-from streams.parse.logformat import FormatError, LineParser, compile_apache, compile_nginx
+from streams.parse.logformat import (
+    FormatError,
+    LineParser,
+    compile_apache,
+    compile_nginx,
+    first_match,
+)
 from streams.records import PARSE_NO_MATCH, RejectedLine, Request
 
 #: Named formats, as their servers define them.
@@ -76,7 +82,7 @@ def build_parser(
     if len(parsers) == 1:
         return parsers[0].parse
     if all(isinstance(p, LineParser) for p in parsers):
-        return _first_match([p for p in parsers if isinstance(p, LineParser)])
+        return first_match([p for p in parsers if isinstance(p, LineParser)])
     methods = tuple(p.parse for p in parsers)
 
     def parse_any(text: str) -> Request:
@@ -91,32 +97,3 @@ def build_parser(
         raise RejectedLine(reason)
 
     return parse_any
-
-
-def _first_match(parsers: Sequence[LineParser]) -> Parse:
-    """``parse_any`` for regex formats, with each format's matches and builders inlined
-    (each format's fast path first, as in :meth:`LineParser.parse`)."""
-    steps = tuple((p.fast_regex.match, p.fast_build, p.regex.match, p.build) for p in parsers)
-
-    def parse_first(text: str) -> Request:
-        reason = PARSE_NO_MATCH
-        simple = "\\" not in text
-        for fast_match, fast_build, match, build in steps:
-            if simple:
-                m = fast_match(text)
-                if m is not None:
-                    try:
-                        return fast_build(m.groups())
-                    except RejectedLine as rejected:  # a later format may still match
-                        reason = rejected.reason
-                        continue
-            m = match(text)
-            if m is None:
-                continue
-            try:
-                return build(m.groups())
-            except RejectedLine as rejected:  # a later format may still match
-                reason = rejected.reason
-        raise RejectedLine(reason)
-
-    return parse_first

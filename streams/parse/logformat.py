@@ -30,7 +30,7 @@ streams.parse.logformat.FormatError: unsupported directive '%Z' at column 3
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from streams.parse.ip import ClientResolver, canonical_ip
@@ -248,28 +248,50 @@ class LineParser:
         self.fields = tuple(fields)
         self.build = _generate_builder(self.fields, resolver)
         fast = "".join(re.escape(p) if isinstance(p, str) else _fast_regex(p) for p in parts)
-        #: The fast path, for lines without a backslash (see :meth:`parse`).
+        #: The fast path, for lines without a backslash (see :func:`first_match`).
         self.fast_regex = re.compile(fast + r"\s*\Z")
         self.fast_build = _generate_builder(self.fields, resolver, fast=True)
+        #: ``parse(text) -> Request``, or :class:`RejectedLine` with a reason code.
+        self.parse = first_match((self,))
 
-    def parse(self, text: str) -> Request:
-        """One line to a :class:`Request`.
 
-        Most lines hold no backslash, hence no escaped quote: then a quoted field is
-        simply ``[^"]*``, which CPython's ``re`` scans twice as fast as the escape-aware
-        ``[^"\\]*(?:\\.[^"\\]*)*`` (they match the same strings when there is no
-        backslash), nothing needs unescaping, and an HTTP request line is split by the
-        regex. A line the fast regex does not match (``"-"`` or junk as request line)
-        takes the exact path, so results never differ (tested on generated lines).
-        """
-        if "\\" not in text:
-            m = self.fast_regex.match(text)
-            if m is not None:
-                return self.fast_build(m.groups())
-        m = self.regex.match(text)
-        if m is None:
-            raise RejectedLine(PARSE_NO_MATCH)
-        return self.build(m.groups())
+def first_match(parsers: Sequence[LineParser]) -> Callable[[str], Request]:
+    """One parse function over formats tried in order (the first that matches wins;
+    the most specific rejection reason seen is kept).
+
+    Most lines hold no backslash, hence no escaped quote: then a quoted field is
+    simply ``[^"]*``, which CPython's ``re`` scans twice as fast as the escape-aware
+    ``[^"\\]*(?:\\.[^"\\]*)*`` (they match the same strings when there is no
+    backslash), nothing needs unescaping, and an HTTP request line is split by the
+    regex. Such lines try each format's fast regex first; a line it does not match
+    (``"-"`` or junk as request line) takes that format's exact path, so results
+    never differ (tested on generated lines). Matches and builders are inlined: no
+    Python frame per format.
+    """
+    steps = tuple((p.fast_regex.match, p.fast_build, p.regex.match, p.build) for p in parsers)
+
+    def parse(text: str) -> Request:
+        reason = PARSE_NO_MATCH
+        simple = "\\" not in text
+        for fast_match, fast_build, match, build in steps:
+            if simple:
+                m = fast_match(text)
+                if m is not None:
+                    try:
+                        return fast_build(m.groups())
+                    except RejectedLine as rejected:  # a later format may still match
+                        reason = rejected.reason
+                        continue
+            m = match(text)
+            if m is None:
+                continue
+            try:
+                return build(m.groups())
+            except RejectedLine as rejected:  # a later format may still match
+                reason = rejected.reason
+        raise RejectedLine(reason)
+
+    return parse
 
 
 def _field_regex(field: Field) -> str:
@@ -285,7 +307,7 @@ _FAST_REQUEST_LINE = r"([A-Z][A-Z_-]{0,19}) ([^ \"]*) (HTTP/[^ \"]*)"
 
 
 def _fast_regex(field: Field) -> str:
-    """The field's regex for a line without backslashes (see LineParser.parse)."""
+    """The field's regex for a line without backslashes (see first_match)."""
     if field.quoted and field.role == "request_line":
         return _FAST_REQUEST_LINE
     if field.quoted:

@@ -227,7 +227,7 @@ _PIECES = ["GET", "POST", "get", "M-SEARCH", " ", "  ", '"', '\\"', "\\", "\\\\"
      'apache:%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i" "%{X-Junk}i" %D %{c}a'],
 )  # fmt: skip
 def test_the_fast_path_parses_exactly_like_the_escape_aware_path(fmt: str) -> None:
-    # Lines without a backslash skip the escape-aware regex (see LineParser.parse): for
+    # Lines without a backslash skip the escape-aware regex (see first_match): for
     # every generated line the result (all slots, or the reason) must be the same.
     from hypothesis import given, settings
     from hypothesis import strategies as st
