@@ -41,7 +41,7 @@ from streams.records import (
     RejectedLine,
     Rejection,
 )
-from streams.rules import Compiled, compile_rules
+from streams.rules import Compiled, compile_rules, emitted_fields
 
 log = logging.getLogger("logfog.pipeline")
 
@@ -94,8 +94,7 @@ class Output:
 
 def aggregate_layout(config: Mapping[str, Any]) -> tuple[str, ...] | None:
     """Field order of the aggregation input's rows, from a normalized config alone (the
-    aggregator process compiles no rules); None when aggregation is off. The rules
-    compiler emits a destination's fields in config order, dropped ones left out.
+    aggregator process compiles no rules); None when aggregation is off.
 
     >>> from streams.config import normalize
     >>> ops = {"topic": "logs.ops", "fields": {"status": {"from": "response.status",
@@ -105,9 +104,7 @@ def aggregate_layout(config: Mapping[str, Any]) -> tuple[str, ...] | None:
     ('time', 'visitor', 'route', 'status_class')
     """
     internal = config["destinations"].get(AGGREGATE_INPUT)
-    if internal is None:
-        return None
-    return tuple(n for n, rule in internal["fields"].items() if rule["action"] != "drop")
+    return None if internal is None else emitted_fields(internal)
 
 
 def dead_letter(rejection: Rejection) -> bytes:

@@ -179,6 +179,18 @@ def _memo_group(
     return function, lookup
 
 
+def emitted_fields(destination: Mapping[str, Any]) -> tuple[str, ...]:
+    """A normalized destination's output fields in emitted order: config order, dropped
+    ones left out. The internal destination's rows hold their values in this order,
+    which is how the aggregator (compiling no rules) reads them.
+
+    >>> emitted_fields({"fields": {"a": {"action": "keep"}, "c": {"action": "drop"},
+    ...                            "b": {"action": "keep"}}})
+    ('a', 'b')
+    """
+    return tuple(n for n, rule in destination["fields"].items() if rule["action"] != "drop")
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledDestination:
     name: str
@@ -319,6 +331,7 @@ def compile_rules(
                 encoded = f"None if {source_expr} is None else str({source_expr}).encode()"
                 compute.append(f"    {key_expr} = {encoded}")
         internal = name == AGGREGATE_INPUT
+        assert tuple(exprs) == emitted_fields(dest)  # compile time: rows follow this order
         if internal:
             # A row, not an object: the aggregator reads fields by position (half the
             # bytes through the broker, a third of the encode and decode time).
@@ -340,7 +353,7 @@ def compile_rules(
                 kind=kind,
                 key_field=key_field,
                 time_bucket=bucket,
-                fields=tuple(exprs),
+                fields=emitted_fields(dest),
                 internal=internal,
             )
         )
