@@ -94,10 +94,8 @@ _MAX_DECODE: Final = 3
 
 def _decode(text: str) -> str:
     """Percent-decode until stable (at most three levels: catches %2540)."""
-    decoded = text
-    for decoded in detect.percent_decodings(text, _MAX_DECODE):  # noqa: B007 - want the last
-        pass
-    return decoded
+    levels = list(detect.percent_decodings(text, _MAX_DECODE))
+    return levels[-1] if levels else text
 
 
 def _has_email(text: str) -> bool:
