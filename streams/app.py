@@ -538,15 +538,10 @@ def run_worker(
     config_path: str, *, bootstrap: str | None, web_port: int, loglevel: str = "info"
 ) -> int:
     """``logfog worker``: load and compile everything, wait for the broker, run Faust."""
-    from streams.config import load_file
     from streams.pipeline import Pipeline
     from streams.topics import pseudonymizes
 
-    config, warnings = load_file(config_path)
-    for warning in warnings:
-        log.warning("%s", warning)
-    bootstrap = bootstrap or os.environ.get("LOGFOG_BOOTSTRAP") or config["kafka"]["bootstrap"]
-    assert bootstrap is not None
+    config, bootstrap = _load(config_path, bootstrap)
     keys = config["keys"]
     shared = keys["source"] in ("auto", "shared") and pseudonymizes(config)
     if shared:
@@ -555,8 +550,7 @@ def run_worker(
         MasterKeys.from_sources()  # a missing or short LOGFOG_MASTER_KEY fails now, clearly
     else:
         Pipeline.from_normalized(config)  # geo and key errors surface before any waiting
-    wait_for_broker(bootstrap)
-    partitions = prepare(config, bootstrap)
+    partitions = _when_broker_is_up(config, bootstrap)
     keyring = None
     if shared:
         from streams.durations import parse_duration
@@ -578,11 +572,9 @@ def run_aggregator(
     """``logfog aggregator``: only the aggregation agents (``aggregates.run_in:
     aggregator``). No rules, geo database or pseudonym keys: it reads the workers'
     internal rows (pseudonyms, never keys) and publishes k-gated counts."""
-    from streams.config import ConfigError, load_file
+    from streams.config import ConfigError
 
-    config, warnings = load_file(config_path)
-    for warning in warnings:
-        log.warning("%s", warning)
+    config, bootstrap = _load(config_path, bootstrap)
     aggregates = config["aggregates"]
     if not aggregates["enabled"] or aggregates["run_in"] != "aggregator":
         raise ConfigError(config_path, [
@@ -590,14 +582,29 @@ def run_aggregator(
             "(with run_in: worker the workers aggregate, and an aggregator would count "
             "every event a second time)"
         ])  # fmt: skip
-    bootstrap = bootstrap or os.environ.get("LOGFOG_BOOTSTRAP") or config["kafka"]["bootstrap"]
-    assert bootstrap is not None
-    wait_for_broker(bootstrap)
-    partitions = prepare(config, bootstrap)
+    partitions = _when_broker_is_up(config, bootstrap)
     lines = NoLines()
     app = create_app(config, lines, bootstrap=bootstrap, web_port=web_port,
                      topic_partitions=partitions, role="aggregator")  # fmt: skip
     return _run_faust(app, lines, loglevel)
+
+
+def _load(config_path: str, bootstrap: str | None) -> tuple[dict[str, Any], str]:
+    """The config (its warnings logged) and the bootstrap: the option, else env
+    LOGFOG_BOOTSTRAP, else the config's."""
+    from streams.config import load_file
+
+    config, warnings = load_file(config_path)
+    for warning in warnings:
+        log.warning("%s", warning)
+    chosen = bootstrap or os.environ.get("LOGFOG_BOOTSTRAP") or config["kafka"]["bootstrap"]
+    return config, str(chosen)
+
+
+def _when_broker_is_up(config: Mapping[str, Any], bootstrap: str) -> dict[str, int]:
+    """Wait for the broker, then create/verify the topics: partitions by topic."""
+    wait_for_broker(bootstrap)
+    return prepare(config, bootstrap)
 
 
 def _run_faust(app: Any, pipeline: Any, loglevel: str) -> int:

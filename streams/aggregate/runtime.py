@@ -83,7 +83,8 @@ class AggregationRuntime:
         self.last_window: dict[str, Any] | None = None
         self.suppressed: dict[str, int] = {"cells": 0, "requests": 0, "visitors": 0}
         self.rows_published = 0
-        #: Rows applied by add_rows (replayed records that were applied before excluded).
+        #: Rows in the records add_rows applied (malformed rows included: they are
+        #: counted in the aggregator's ``invalid``); replays of applied records excluded.
         self.events = 0
 
     # -- stage 2 ---------------------------------------------------------------------
