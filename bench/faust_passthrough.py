@@ -24,6 +24,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,8 @@ def run_worker(args: argparse.Namespace) -> None:
         key_serializer="raw",
         web_enabled=False,
         store="memory://",
+        # Faust creates <id>-data in the working directory otherwise: one per run.
+        datadir=tempfile.mkdtemp(prefix="faust-bench-"),
         topic_partitions=1,
         **settings,
     )

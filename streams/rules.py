@@ -58,6 +58,9 @@ _GENERATED = frozenset({"pseudonymize", "coarsen_time", "truncate_ip", "drop"})
 _TEXT_KINDS = frozenset({"str", "ip"})
 # Pure and costly per distinct input (ipaddress parsing): worth a memo.
 _MEMOIZED = frozenset({"truncate_ip"})
+# Sources with a handful of distinct values: a transform of these alone is memoized
+# (status 404 -> "4xx" is then one dict lookup a line instead of a call).
+_FEW_VALUED_SOURCES = frozenset({"response.status", "request.method", "request.protocol"})
 # Sources that describe the client rather than the request. A visitor sends many
 # requests with the same address, user agent and languages, so every value computed
 # from these alone (geo, UA families, networks) is computed once per client and
@@ -298,7 +301,10 @@ def compile_rules(
                 transform = spec.build(rule["options"], context)
                 if text_out:
                     wrapped = swept(transform, leaks, cache_size)
-                elif rule["action"] in _MEMOIZED:
+                elif rule["action"] in _MEMOIZED or (
+                    rule["action"] not in _PER_REQUEST_ACTIONS
+                    and all(s in _FEW_VALUED_SOURCES for s in sources)
+                ):
                     wrapped = memoized(transform, cache_size)
                 else:  # keyed (pseudonyms), or cheap enough to call
                     wrapped = transform

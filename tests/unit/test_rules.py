@@ -142,3 +142,31 @@ def test_time_values_are_computed_once_per_second_and_stay_correct() -> None:
         {"t5": "2023-11-14T22:10:00Z", "t1h": 1699999200},
     ]
     assert len(compiled.emit.__globals__["second_memo"]) == 3  # distinct seconds
+
+
+def test_transforms_of_few_valued_fields_are_memoized_and_stay_correct() -> None:
+    fields = {
+        "status": {"from": "response.status", "action": "generalize", "to": "status_class"},
+        "bytes": {"from": "response.bytes", "action": "generalize", "bins": [100, 1000],
+                  "to": "bins"},
+    }  # fmt: skip
+    compiled = _compile(fields, CountingAgents(), Counter())
+    events: list[Any] = []
+    for status, size in [(200, 5), (404, 50_000), (200, 500), (503, 5), (None, None)]:
+        r = _request("203.0.113.9", UA_A, "/")
+        r.status, r.bytes_sent = status, size
+        compiled.emit(r, events.append)
+    got = [orjson.loads(e[1]) for e in events]
+    assert [(e["status"], e["bytes"]) for e in got] == [
+        ("2xx", "<100"),
+        ("4xx", ">=1000"),
+        ("2xx", "100-1000"),
+        ("5xx", "<100"),
+        (None, None),
+    ]
+    ns = compiled.emit.__globals__
+    memos = {name: ns[f"get_{name[2:]}"].__self__ for name in ns if name.startswith("f_v")
+             if f"get_{name[2:]}" in ns}  # fmt: skip
+    # The status class has a memo holding its four distinct statuses; byte counts
+    # (many distinct values) are binned by a call, not memoized.
+    assert sorted(len(m) for m in memos.values()) == [4]

@@ -92,3 +92,25 @@ def test_same_as_the_standard_library_network(
     bits = v4 if address.version == 4 else v6
     network = ipaddress.ip_network((address, bits), strict=False)
     assert f(text) == (str(network) if fmt == "cidr" else str(network.network_address))
+
+
+@given(
+    st.one_of(
+        st.text(alphabet="0123456789.", max_size=17),
+        st.from_regex(r"\A[0-9]{1,4}(\.[0-9]{1,4}){3}\Z"),  # dotted quads, in range or not
+        st.from_regex(r"\A0[0-9]{1,2}(\.[0-9]{1,3}){3}\Z"),  # leading zeros
+        st.text(alphabet="0123456789.\u0663\uff11 \n:abcdef", max_size=20),  # look-alikes
+    )
+)
+def test_dotted_quad_shortcut_accepts_exactly_what_ipaddress_accepts(text: str) -> None:
+    # IPv4 text skips ipaddress: it must agree with it on every string, junk included.
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        expected = None
+    else:
+        if address.version == 6 and embedded_ipv4(address) is not None:
+            address = embedded_ipv4(address)  # type: ignore[assignment]
+        bits = 24 if address.version == 4 else 48
+        expected = str(ipaddress.ip_network((address, bits), strict=False))
+    assert build()(text) == expected  # type: ignore[operator]
