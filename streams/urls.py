@@ -170,13 +170,22 @@ _UUID_SEGMENT_RE: Final = re.compile(
 )
 
 
+# Paths that differ only in their id and UUID segments ("/products/123",
+# "/products/456") share the rest of the work: a memo keyed by the path after those
+# two substitutions ("/products/{id}").
+_shape_memo: dict[str, str] = {}
+
+
 def template_path(path: str) -> str:
     """Replace identifying path segments with placeholders; see the module docstring."""
     out = _path_memo.get(path)
     if out is None:
-        out = _UUID_SEGMENT_RE.sub(PH_UUID, _DIGITS_SEGMENT_RE.sub(PH_ID, path))
-        out = remember(_path_memo, path, _CANDIDATE_SEGMENT_RE.sub(_replace_segment, out),
-                       _PATH_MEMO_SIZE)  # fmt: skip
+        shape = _UUID_SEGMENT_RE.sub(PH_UUID, _DIGITS_SEGMENT_RE.sub(PH_ID, path))
+        out = _shape_memo.get(shape)
+        if out is None:
+            out = _CANDIDATE_SEGMENT_RE.sub(_replace_segment, shape)
+            remember(_shape_memo, shape, out, _PATH_MEMO_SIZE)
+        remember(_path_memo, path, out, _PATH_MEMO_SIZE)
     return out
 
 

@@ -60,6 +60,26 @@ def test_template_path(path: str, expected: str) -> None:
     assert template_path(path) == expected
 
 
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(["users", "orders", "a@b.io", "x%40y.io", "v2", "", "12ab"]),
+            st.integers(0, 10**9).map(str),
+            st.uuids().map(str),
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_paths_of_one_shape_share_work_but_not_results(segments: list[str]) -> None:
+    # The second memo is keyed by the path with ids and UUIDs already replaced: a path
+    # met first through another of its shape must come out as if it were new.
+    path = "/" + "/".join(segments)
+    twin = "/" + "/".join("7" + s if s.isdigit() else s for s in segments)
+    expected = "/" + "/".join(template_segment(s) for s in path.split("/")[1:])
+    assert template_path(twin) == template_path(path) == expected
+
+
 def test_very_long_segments() -> None:
     assert template_path("/" + "a" * 10_000) == "/" + "a" * 10_000
     assert template_path("/" + "a1" * 5_000) in {"/{id}", "/{uuid}", "/{token}"}
