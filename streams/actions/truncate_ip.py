@@ -33,6 +33,7 @@ from typing import Any
 from streams.actions.base import ActionSpec, BuildContext, Option, Transform
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_HIGH = int(_NAT64.network_address) >> 32
 # Dotted-quad IPv4 exactly as ipaddress accepts it (ASCII digits, 0-255, no leading
 # zeros): such addresses skip building an IPv4Address, a seventh of the cost.
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
@@ -46,8 +47,9 @@ def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | Non
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    value = int(address)
+    if value >> 32 == _NAT64_HIGH:  # in 64:ff9b::/96, without building a network test
+        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
     return address.ipv4_mapped
 
 
@@ -79,7 +81,8 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
             text = f"{n >> 24}.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
             return text + v4_suffix if as_cidr else text
         try:
-            address = ip_address(ip)
+            # With a colon only IPv6 can parse: skip ip_address's failing IPv4 attempt.
+            address = v6(ip) if type(ip) is str and ":" in ip else ip_address(ip)
         except ValueError:
             return None
         if address.version == 6:
