@@ -301,10 +301,7 @@ def compile_rules(
                 transform = spec.build(rule["options"], context)
                 if text_out:
                     wrapped = swept(transform, leaks, cache_size)
-                elif rule["action"] in _MEMOIZED or (
-                    rule["action"] not in _PER_REQUEST_ACTIONS
-                    and all(s in _FEW_VALUED_SOURCES for s in sources)
-                ):
+                elif rule["action"] in _MEMOIZED or _FEW_VALUED_SOURCES.issuperset(sources):
                     wrapped = memoized(transform, cache_size)
                 else:  # keyed (pseudonyms), or cheap enough to call
                     wrapped = transform

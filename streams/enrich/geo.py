@@ -34,6 +34,8 @@ from typing import Any, ClassVar, Final, NamedTuple
 
 import maxminddb
 
+from streams.parse.ip import embedded_ipv4
+
 __all__ = [
     "BUILTIN_DBIP_CITY_LITE",
     "GEO_SOURCES",
@@ -58,7 +60,6 @@ GEO_SOURCES: Final = (
 """The source-field names (see :mod:`streams.fields`) of the :class:`Geo` items, in order."""
 
 _KINDS: Final = ("city", "country", "asn")
-_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 class GeoDatabaseError(Exception):
@@ -179,14 +180,9 @@ def _embedded_v4(ip: str) -> str:
     ('192.0.2.7', '2001:db8::1')
     """
     try:
-        addr = ipaddress.IPv6Address(ip)
+        v4 = embedded_ipv4(ipaddress.IPv6Address(ip))
     except ValueError:
         return ip
-    v4 = addr.ipv4_mapped or addr.sixtofour
-    if v4 is None and addr in _NAT64:
-        v4 = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
-    if v4 is None and addr.teredo is not None:
-        v4 = addr.teredo[1]
     return str(v4) if v4 is not None else ip
 
 

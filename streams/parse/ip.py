@@ -15,6 +15,8 @@ NAT64, Teredo) stay IPv6 here; ``truncate_ip`` truncates them as their IPv4.
 'fe80::1'
 >>> canonical_ip("example.org") is None
 True
+>>> str(embedded_ipv4(ipaddress.IPv6Address("2002:c000:207::1")))  # 6to4
+'192.0.2.7'
 >>> r = ClientResolver(["10.0.0.0/8"])
 >>> r.resolve("10.1.2.3", "203.0.113.9, 10.0.0.5")
 '203.0.113.9'
@@ -29,6 +31,22 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_NAT64_HIGH = int(ipaddress.IPv6Address("64:ff9b::")) >> 32  # 64:ff9b::/96
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 transition address carries (6to4, Teredo, NAT64,
+    IPv4-mapped), if any. Where the client really is, and what its IPv6 form must not
+    be allowed to publish in full. (The four ranges are disjoint: order is free.)"""
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    value = int(address)
+    if value >> 32 == _NAT64_HIGH:  # an integer test, not a network containment
+        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    return address.ipv4_mapped
 
 
 def _strip_port(text: str) -> str:
