@@ -19,7 +19,7 @@ compiled rules) are frozen so that the rare full collections skip them.
 Checkpoints are the other case: serializing or restoring a day of window state makes
 hundreds of thousands of short-lived lists, and each young collection they trigger
 may promote into a full one that walks the whole state. They run with the collector
-paused (:func:`collector_paused`): 1.6 s -> 0.4 s for a checkpoint of 180,000
+paused (:func:`collector_paused`): 1.98 s -> 0.41 s for a checkpoint of 180,000
 combinations, measured on the benchmark's log.
 """
 
