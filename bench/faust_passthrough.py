@@ -13,6 +13,7 @@ verifies the out topic by consuming it, kills everything; all bounded by --timeo
 Modes: iter (no produce), send (``await out.send``), send_soon, take
 (``stream.take`` + ``await out.send``), producer (``await app.producer.send`` per
 record, i.e. enqueue only), take_producer (take + producer enqueue).
+``--fast-delivery``: with logfog's fetcher fast path (``streams/faust_delivery.py``).
 Payloads are synthetic; nothing is logged per record.
 """
 
@@ -83,6 +84,11 @@ def run_worker(args: argparse.Namespace) -> None:
 
         mode.loop.use("uvloop")
     import faust
+
+    if args.fast_delivery:
+        from streams import faust_delivery
+
+        faust_delivery.install()
 
     t_import = time.time()
     settings: dict[str, Any] = {"consumer_auto_offset_reset": "earliest"}
@@ -257,6 +263,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
             str(result),
             "--t-spawn",
             str(time.time()),
+            *(["--fast-delivery"] if args.fast_delivery else []),
         ]
         wlog = Path(f"/tmp/faust-bench-{os.getpid()}.log")
         with open(wlog, "wb") as logf:
@@ -300,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lines-per-record", type=int, default=1)
     p.add_argument("--take", type=int, default=1000)
     p.add_argument("--timeout", type=float, default=240.0)
+    p.add_argument(
+        "--fast-delivery", action="store_true",
+        help="install logfog's fetcher fast path (streams/faust_delivery.py) first",
+    )  # fmt: skip
     p.add_argument("--bootstrap")
     p.add_argument("--result")
     p.add_argument("--t-spawn")

@@ -177,12 +177,15 @@ def section_pure(n: int, results: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- end to end (broker)
 
 
-def bare_faust(mode: str, records: int, lines_per_record: int) -> dict[str, Any]:
+def bare_faust(
+    mode: str, records: int, lines_per_record: int, fast_delivery: bool = False
+) -> dict[str, Any]:
     # Small takes for big records, so the first-to-last span has many batches in it.
     take = 1000 if lines_per_record == 1 else 20
     args = argparse.Namespace(
         mode=mode, loop="uvloop", settings="fast", records=records,
         lines_per_record=lines_per_record, take=take, timeout=300.0,
+        fast_delivery=fast_delivery,
     )  # fmt: skip
     return faust_passthrough.drive(args)
 
@@ -333,13 +336,21 @@ def section_e2e(quick: bool, results: dict[str, Any]) -> None:
     lines = make_lines(single_n, start=now)
     ceiling = bare_faust("iter", single_n, 1)
     bare = bare_faust("take_producer", single_n, 1)
+    # The ceiling of a worker with logfog's fetcher fast path (streams/faust_delivery).
+    fast_ceiling = bare_faust("iter", single_n, 1, fast_delivery=True)
     ours = logfog_e2e(lines, 1, "record", workers=1, partitions=1)
     print(f"bare Faust, iterate only     {ceiling['records_per_s']:>10,} records/s (ceiling)")
     print(f"bare Faust pass-through      {bare['records_per_s']:>10,} records/s")
+    print(f"iterate only, fast delivery  {fast_ceiling['records_per_s']:>10,} records/s "
+          "(logfog's ceiling)")  # fmt: skip
     print(f"logfog worker                {ours['lines_per_s']:>10,} lines/s   "
           f"ratio {ours['lines_per_s'] / bare['records_per_s']:.2f}x pass-through, "
-          f"{ours['lines_per_s'] / ceiling['records_per_s']:.2f}x ceiling")  # fmt: skip
-    results["e2e_single"] = {"ceiling": ceiling, "bare": bare, "logfog": ours}
+          f"{ours['lines_per_s'] / ceiling['records_per_s']:.2f}x ceiling, "
+          f"{ours['lines_per_s'] / fast_ceiling['records_per_s']:.2f}x fast-delivery "
+          "ceiling")  # fmt: skip
+    results["e2e_single"] = {
+        "ceiling": ceiling, "bare": bare, "fast_delivery_ceiling": fast_ceiling, "logfog": ours,
+    }  # fmt: skip
 
     print(f"\n== 2b. end to end, 500 lines per record in, NDJSON out ({batched_n:,} lines) ==",
           flush=True)  # fmt: skip
