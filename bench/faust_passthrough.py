@@ -13,7 +13,7 @@ verifies the out topic by consuming it, kills everything; all bounded by --timeo
 Modes: iter (no produce), send (``await out.send``), send_soon, take
 (``stream.take`` + ``await out.send``), producer (``await app.producer.send`` per
 record, i.e. enqueue only), take_producer (take + producer enqueue).
-``--fast-delivery``: with logfog's fetcher fast path (``streams/faust_delivery.py``).
+``--fast-delivery``: with logfog's fetcher fixes (``streams/faust_fetcher.py``).
 Payloads are synthetic; nothing is logged per record.
 """
 
@@ -86,9 +86,9 @@ def run_worker(args: argparse.Namespace) -> None:
     import faust
 
     if args.fast_delivery:
-        from streams import faust_delivery
+        from streams import faust_fetcher
 
-        faust_delivery.install()
+        faust_fetcher.install()
 
     t_import = time.time()
     settings: dict[str, Any] = {"consumer_auto_offset_reset": "earliest"}
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=240.0)
     p.add_argument(
         "--fast-delivery", action="store_true",
-        help="install logfog's fetcher fast path (streams/faust_delivery.py) first",
+        help="install logfog's fetcher fixes (streams/faust_fetcher.py) first",
     )  # fmt: skip
     p.add_argument("--bootstrap")
     p.add_argument("--result")

@@ -336,7 +336,7 @@ def section_e2e(quick: bool, results: dict[str, Any]) -> None:
     lines = make_lines(single_n, start=now)
     ceiling = bare_faust("iter", single_n, 1)
     bare = bare_faust("take_producer", single_n, 1)
-    # The ceiling of a worker with logfog's fetcher fast path (streams/faust_delivery).
+    # The ceiling of a worker with logfog's fetcher fixes (streams/faust_fetcher).
     fast_ceiling = bare_faust("iter", single_n, 1, fast_delivery=True)
     ours = logfog_e2e(lines, 1, "record", workers=1, partitions=1)
     print(f"bare Faust, iterate only     {ceiling['records_per_s']:>10,} records/s (ceiling)")

@@ -1,5 +1,6 @@
-"""faust_delivery: the fetcher's delivery runs in place when it does not wait, and
-behaves exactly like Service.wait_first when it does."""
+"""faust_fetcher: the fetcher's delivery runs in place when it does not wait, and
+behaves exactly like Service.wait_first when it does; a fetcher whose partitions are
+all stopped for a full buffer wakes when the buffer drains, not a second later."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import mode
 import pytest
 
-from streams import faust_delivery
+from streams import faust_fetcher
 
 
 class Fetcher(mode.Service):
@@ -22,7 +23,7 @@ class Fetcher(mode.Service):
         self.suspend_flow = asyncio.Event()
 
 
-faust_delivery.install(Fetcher)
+faust_fetcher.install_first_to_finish(Fetcher)
 
 
 async def current_task(_: Any = None) -> asyncio.Task[Any] | None:
@@ -143,8 +144,91 @@ def test_other_calls_go_to_the_original() -> None:
 def test_installs_on_the_faust_this_project_pins_once() -> None:
     from faust.transport.consumer import Consumer
 
-    assert faust_delivery.install()
-    patched = Consumer.wait_first
-    assert faust_delivery.install()
-    assert Consumer.wait_first is patched
-    assert getattr(patched, "fast_delivery", False)
+    assert faust_fetcher.install()
+    patched = (Consumer.wait_first, Consumer._wait_next_records, Consumer.on_buffer_drop)
+    assert faust_fetcher.install()
+    assert (Consumer.wait_first, Consumer._wait_next_records, Consumer.on_buffer_drop) == patched
+    assert all(getattr(p, "logfog_fix", False) for p in patched)
+
+
+class Consumer(mode.Service):
+    """What Faust 0.15's consumer does around a full buffer, in miniature: a partition
+    whose buffer is full is not fetched; with none left to fetch, sleep a second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flow_active = True
+        self.app = type("App", (), {"client_only": False})()
+        self.active = {"raw-0"}
+        self._buffered_partitions: set[str] = set()
+        self.fetches = 0
+
+    def _get_active_partitions(self) -> set[str]:
+        return self.active
+
+    def on_buffer_full(self, tp: str) -> None:
+        self.active.discard(tp)
+        self._buffered_partitions.add(tp)
+
+    def on_buffer_drop(self, tp: str) -> None:
+        if tp in self._buffered_partitions:
+            self.active.add(tp)
+            self._buffered_partitions.discard(tp)
+
+    async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
+        if not self.active:
+            await self.sleep(1)
+            return {}, set()
+        self.fetches += 1
+        return {"raw-0": ["record"]}, set(self.active)
+
+
+faust_fetcher.install_wait_for_drain(Consumer)
+
+
+def timed_fetch(consumer: Consumer, timeout: float, then: Any = None) -> tuple[Any, float]:
+    async def main() -> tuple[Any, float]:
+        loop = asyncio.get_running_loop()
+        if then is not None:
+            loop.call_later(0.02, then)
+        started = loop.time()
+        result = await consumer._wait_next_records(timeout)
+        return result, loop.time() - started
+
+    return asyncio.run(main())
+
+
+def test_a_fetcher_with_every_partition_full_wakes_when_the_buffer_drains() -> None:
+    consumer = Consumer()
+    consumer.on_buffer_full("raw-0")
+    (records, active), waited = timed_fetch(consumer, 1.0, lambda: consumer.on_buffer_drop("raw-0"))
+    assert records == {"raw-0": ["record"]} and active == {"raw-0"}
+    assert waited < 0.5  # Faust's own wait: a full second
+
+
+def test_without_a_drain_it_waits_at_most_the_fetch_timeout_and_fetches_nothing() -> None:
+    consumer = Consumer()
+    consumer.on_buffer_full("raw-0")
+    (records, _), waited = timed_fetch(consumer, 0.05)
+    assert records == {} and consumer.fetches == 0
+    assert 0.04 < waited < 0.5
+
+
+def test_a_stop_ends_the_wait() -> None:
+    consumer = Consumer()
+    consumer.on_buffer_full("raw-0")
+    (records, _), waited = timed_fetch(consumer, 5.0, consumer._stopped.set)
+    assert records == {} and waited < 0.5
+
+
+def test_partitions_stopped_for_other_reasons_keep_fausts_behaviour() -> None:
+    consumer = Consumer()
+    consumer.active.clear()  # paused (a rebalance, a recovery), not buffered
+    (records, _), waited = timed_fetch(consumer, 1.0, lambda: consumer.on_buffer_drop("raw-0"))
+    assert records == {} and waited >= 0.9  # the original's fixed sleep
+
+
+def test_a_fetchable_partition_is_fetched_at_once() -> None:
+    consumer = Consumer()
+    (records, _), waited = timed_fetch(consumer, 1.0)
+    assert records and waited < 0.1
