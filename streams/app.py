@@ -1,4 +1,4 @@
-"""The streaming worker: with ``streams.faust_delivery``, the only code that imports Faust.
+"""The streaming worker: with ``streams.faust_fetcher``, the only code that imports Faust.
 
 One agent reads the raw topic, takes events in batches without acknowledging them,
 runs the pure pipeline over every line of every record, publishes the batch through
@@ -617,9 +617,9 @@ def _run_faust(app: Any, pipeline: Any, loglevel: str) -> int:
         log.info("uvloop unavailable; using asyncio's event loop")
     from faust.worker import Worker
 
-    from streams import faust_delivery
+    from streams import faust_fetcher
 
-    faust_delivery.install()  # one line per record: 1.7x (see the module)
+    faust_fetcher.install()  # one line per record: 1.7x (see the module)
 
     class BoundedStopWorker(Worker):
         """SIGTERM/SIGINT stop as usual, within a deadline (LOGFOG_STOP_TIMEOUT)."""
