@@ -179,6 +179,9 @@ class Consumer(mode.Service):
         if not self.active:
             await self.sleep(1)
             return {}, set()
+        if "raw-0" not in self.active:  # only idle partitions: wait for the timeout
+            await self.sleep(timeout)
+            return {}, set(self.active)
         self.fetches += 1
         return {"raw-0": ["record"]}, set(self.active)
 
@@ -219,6 +222,18 @@ def test_a_stop_ends_the_wait() -> None:
     consumer.on_buffer_full("raw-0")
     (records, _), waited = timed_fetch(consumer, 5.0, consumer._stopped.set)
     assert records == {} and waited < 0.5
+
+
+def test_idle_partitions_are_not_waited_on_longer_than_a_drain_poll() -> None:
+    consumer = Consumer()
+    consumer.active.add("internal-0")
+    consumer.on_buffer_full("raw-0")
+    (records, active), waited = timed_fetch(consumer, 1.0)
+    assert records == {} and active == {"internal-0"}
+    assert waited < 0.5  # Faust's own wait: the full second
+    consumer.on_buffer_drop("raw-0")
+    (records, _), _ = timed_fetch(consumer, 1.0)
+    assert records == {"raw-0": ["record"]}
 
 
 def test_partitions_stopped_for_other_reasons_keep_fausts_behaviour() -> None:
