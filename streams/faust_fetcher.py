@@ -1,4 +1,4 @@
-"""Two fixes to Faust's fetcher (faust-streaming 0.15), measured at one line per record.
+"""Three fixes to Faust's fetcher (faust-streaming 0.15), found at one line per record.
 
 **Deliver in place.** The fetcher (``Consumer._drain_messages``) hands every fetched
 message to its stream through ``Service.wait_first(callback(message),
@@ -25,8 +25,18 @@ when nothing else can be fetched, and otherwise fetches the others for at most
 ``DRAIN_POLL_SECONDS``. Faust's flow control (what to stop, when to resume) is
 unchanged.
 
+**Short long-polls.** Faust creates its aiokafka consumer with ``fetch_max_wait_ms=1500``
+(not a setting). aiokafka keeps one fetch in flight per broker and does not fetch a
+partition whose records are still buffered; while the busy partition waited in a
+full stream buffer, a fetch for the idle partitions went out and the broker held it
+for the full 1.5 s, during which the busy partition, drained by then, could not be
+fetched: the timeline showed stalls of 1.0-1.5 s every ~15,000 events. With
+``FETCH_MAX_WAIT_MS`` the worst case is that long; the price is a few more empty
+fetches a second for idle partitions.
+
 Measured with ``bench/run.py``'s end-to-end run, one line per record, no aggregation:
-in place, interleaved pairs 5,825 -> 9,752 and 5,712 -> 10,626 lines/s.
+in place, interleaved pairs 5,825 -> 9,752 and 5,712 -> 10,626 lines/s; the three
+fixes together: see the README's performance section.
 
 >>> import asyncio, mode
 >>> class Fetcher(mode.Service):
@@ -57,31 +67,55 @@ log = logging.getLogger("logfog.worker")
 #: Longest fetch wait while a partition is stopped for a full buffer (see the module).
 DRAIN_POLL_SECONDS = 0.05
 
-#: What these fixes were written against, as Faust's consumer spells it.
-_EXPECTED = {
-    "_drain_messages": "self.wait_first( callback(message), self.suspend_flow.wait()",
-    "_wait_next_records": "else: # We should still release to the event loop await self.sleep(1)",
-}
+#: Longest time the broker may hold a fetch for partitions without data (see the module).
+FETCH_MAX_WAIT_MS = 100
+
+#: What these fixes were written against, as Faust spells it: (method, code).
+_EXPECTED = (
+    ("Consumer._drain_messages",
+     "self.wait_first( callback(message), self.suspend_flow.wait()"),
+    ("Consumer._wait_next_records",
+     "else: # We should still release to the event loop await self.sleep(1)"),
+    ("AIOKafkaConsumerThread._create_worker_consumer", "fetch_max_wait_ms=1500,"),
+)  # fmt: skip
 
 
 def install() -> bool:
-    """Both fixes on Faust's ``Consumer``, if its code is still what they were written
-    against (else it logs why, changes nothing and returns False). Idempotent."""
+    """All three fixes, if Faust's code is still what they were written against (else
+    it logs why, changes nothing and returns False). Idempotent."""
     from faust.transport.consumer import Consumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-    for method, expected in _EXPECTED.items():
-        if getattr(getattr(Consumer, method), "logfog_fix", False):
+    classes = {"Consumer": Consumer, "AIOKafkaConsumerThread": AIOKafkaConsumerThread}
+    for where, expected in _EXPECTED:
+        class_name, method = where.split(".")
+        function = getattr(classes[class_name], method)
+        if getattr(function, "logfog_fix", False):
             continue  # installed already
         try:
-            source = " ".join(inspect.getsource(getattr(Consumer, method)).split())
+            source = " ".join(inspect.getsource(function).split())
         except (OSError, TypeError):
             source = ""
         if expected not in source:
-            log.info("faust's %s differs from 0.15's: fetcher fixes not installed", method)
+            log.info("faust's %s differs from 0.15's: fetcher fixes not installed", where)
             return False
     install_first_to_finish(Consumer)
     install_wait_for_drain(Consumer)
+    install_short_long_polls(AIOKafkaConsumerThread)
     return True
+
+
+def install_short_long_polls(thread_class: type[Any]) -> bool:
+    """Short long-polls (see the module): the aiokafka consumer that
+    ``thread_class._create_worker_consumer`` makes waits at most ``FETCH_MAX_WAIT_MS``."""
+    original = thread_class._create_worker_consumer
+
+    def create_worker_consumer(self: Any, *args: Any, **kwargs: Any) -> Any:
+        consumer = original(self, *args, **kwargs)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by start(): not started yet
+        return consumer
+
+    return _patched(thread_class, "_create_worker_consumer", create_worker_consumer)
 
 
 def _patched(cls: type[Any], name: str, replacement: Callable[..., Any]) -> bool:

@@ -143,12 +143,30 @@ def test_other_calls_go_to_the_original() -> None:
 
 def test_installs_on_the_faust_this_project_pins_once() -> None:
     from faust.transport.consumer import Consumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread as Thread
+
+    def patched() -> tuple[Any, ...]:
+        return (Consumer.wait_first, Consumer._wait_next_records, Consumer.on_buffer_drop,
+                Thread._create_worker_consumer)  # fmt: skip
 
     assert faust_fetcher.install()
-    patched = (Consumer.wait_first, Consumer._wait_next_records, Consumer.on_buffer_drop)
+    first = patched()
     assert faust_fetcher.install()
-    assert (Consumer.wait_first, Consumer._wait_next_records, Consumer.on_buffer_drop) == patched
-    assert all(getattr(p, "logfog_fix", False) for p in patched)
+    assert patched() == first
+    assert all(getattr(p, "logfog_fix", False) for p in first)
+
+
+def test_fausts_worker_consumer_long_polls_briefly() -> None:
+    import faust
+
+    faust_fetcher.install()
+    app = faust.App("logfog-test-fetcher", broker="kafka://127.0.0.1:1")
+
+    async def create() -> Any:  # aiokafka objects are made inside a running loop
+        return app.consumer._thread._create_worker_consumer(app.transport)
+
+    consumer = asyncio.run(create())
+    assert consumer._fetch_max_wait_ms == faust_fetcher.FETCH_MAX_WAIT_MS
 
 
 class Consumer(mode.Service):
