@@ -35,7 +35,10 @@ import orjson
 
 log = logging.getLogger("logfog.worker")
 
-BATCH_EVENTS = 2000  # Faust events per batch (each may carry many lines)
+# Faust events per take (each may carry many lines). 2000 -> 5000: +9%, +9% and +32%
+# at one line per record (interleaved pairs). A take is worked in CHUNK_BYTES steps, and
+# the stream buffer, not the take, bounds what the worker holds.
+BATCH_EVENTS = 5000
 BATCH_WITHIN = 0.05  # seconds to wait for a batch to fill
 CHUNK_BYTES = 1 << 20  # raw bytes per pipeline step within a take (about 5,000 lines)
 RETRY_MAX_SECONDS = 10.0
