@@ -11,7 +11,6 @@ import orjson
 import pytest
 
 from streams.admin import ensure_topics
-from streams.app import BATCH_EVENTS
 from streams.broker import LocalBroker
 from streams.shipper import ship
 from streams.topics import topic_specs
@@ -124,9 +123,12 @@ def test_kill_9_mid_stream_loses_nothing(broker: LocalBroker, setup: Any, tmp_pa
         ops = counter.event_ids(t["ops"])
         assert set(ops) == good, f"{len(good - set(ops))} lines lost"
         duplicates = sum(ops.values()) - len(good)
-        # at-least-once: offsets are committed after every batch, so only the batch in
-        # flight at the kill is replayed (at most BATCH_EVENTS records of 20 lines)
-        assert duplicates <= BATCH_EVENTS * 20, duplicates
+        # at-least-once: the replacement replays only what the dead worker processed
+        # and did not commit, so no line is published more than twice. (The count the
+        # commits bound, one take of streams.app.BATCH_EVENTS records, exceeds this
+        # input; and what the counter has seen at the kill is no bound either: the
+        # local broker hides a batch's tail until the next batch, see landscape.md.)
+        assert max(ops.values()) <= 2, "a line was published three times"
         print(f"kill -9 after {seen_at_kill} events: {duplicates} duplicates")
         assert second.terminate() == 0
     finally:
