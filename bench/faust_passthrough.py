@@ -13,7 +13,7 @@ verifies the out topic by consuming it, kills everything; all bounded by --timeo
 Modes: iter (no produce), send (``await out.send``), send_soon, take
 (``stream.take`` + ``await out.send``), producer (``await app.producer.send`` per
 record, i.e. enqueue only), take_producer (take + producer enqueue).
-``--fast-delivery``: with logfog's fetcher fixes (``streams/faust_fetcher.py``).
+``--fetcher-fixes``: with logfog's fetcher fixes (``streams/faust_fetcher.py``).
 Payloads are synthetic; nothing is logged per record.
 """
 
@@ -85,7 +85,7 @@ def run_worker(args: argparse.Namespace) -> None:
         mode.loop.use("uvloop")
     import faust
 
-    if args.fast_delivery:
+    if args.fetcher_fixes:
         from streams import faust_fetcher
 
         faust_fetcher.install()
@@ -263,7 +263,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
             str(result),
             "--t-spawn",
             str(time.time()),
-            *(["--fast-delivery"] if args.fast_delivery else []),
+            *(["--fetcher-fixes"] if args.fetcher_fixes else []),
         ]
         wlog = Path(f"/tmp/faust-bench-{os.getpid()}.log")
         with open(wlog, "wb") as logf:
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--take", type=int, default=1000)
     p.add_argument("--timeout", type=float, default=240.0)
     p.add_argument(
-        "--fast-delivery", action="store_true",
+        "--fetcher-fixes", action="store_true",
         help="install logfog's fetcher fixes (streams/faust_fetcher.py) first",
     )  # fmt: skip
     p.add_argument("--bootstrap")

@@ -622,7 +622,7 @@ def _run_faust(app: Any, pipeline: Any, loglevel: str) -> int:
 
     from streams import faust_fetcher
 
-    faust_fetcher.install()  # one line per record: 1.7x (see the module)
+    faust_fetcher.install()  # one line per record: 5.8k -> 13-15k lines/s (see the module)
 
     class BoundedStopWorker(Worker):
         """SIGTERM/SIGINT stop as usual, within a deadline (LOGFOG_STOP_TIMEOUT)."""
