@@ -42,6 +42,25 @@ BATCH_EVENTS = 5000
 BATCH_WITHIN = 0.05  # seconds to wait for a batch to fill
 CHUNK_BYTES = 1 << 20  # raw bytes per pipeline step within a take (about 5,000 lines)
 RETRY_MAX_SECONDS = 10.0
+# Raw input the stream buffer may hold. Faust bounds it in events (stream_buffer_maxsize):
+# a few MB at one line per record, but ~1.5 GB of 500-line records, so the agent sizes
+# it from the records it sees. Measured: a 3M-line backlog of 500-line records took
+# the worker to ~1 GB RSS before.
+BUFFER_BYTES = 128 << 20
+
+
+def buffer_events(mean_record_bytes: float, most: int, budget: int = BUFFER_BYTES) -> int:
+    """How many records of ``mean_record_bytes`` the stream buffer may hold: ``budget``
+    bytes' worth, at most ``most`` (Faust's setting), at least 64.
+
+    >>> buffer_events(250, 16384)  # one line per record: Faust's own bound
+    16384
+    >>> buffer_events(120_000, 16384)  # 500 lines per record: ~128 MB
+    1118
+    >>> buffer_events(0, 16384), buffer_events(10**9, 16384)
+    (16384, 64)
+    """
+    return max(64, min(most, int(budget // max(mean_record_bytes, 1.0))))
 
 
 def chunk_by_size(events: list[Any], limit: int) -> list[list[Any]]:
@@ -235,6 +254,7 @@ def _add_anonymizer(
     topic_partitions: Mapping[str, int],
 ) -> None:
     """The agent that reads raw lines and publishes every destination (see module doc)."""
+    from streams import faust_fetcher
     from streams.publish import Publisher
 
     kafka = config["kafka"]
@@ -261,7 +281,11 @@ def _add_anonymizer(
     @app.agent(raw_topic, name="logfog-anonymize")
     async def anonymize(stream: Any) -> None:
         out = pipeline.new_output()
+        buffer = stream.channel.queue
+        most_events = buffer.maxsize
         async for taken in stream.noack_take(BATCH_EVENTS, within=BATCH_WITHIN):
+            mean_bytes = sum(len(e.message.value or b"") for e in taken) / len(taken)
+            faust_fetcher.resize_buffer(buffer, buffer_events(mean_bytes, most_events))
             # A take of batched records can hold a million lines: work in steps of
             # about CHUNK_BYTES, so that one step's output stays small (memory, cache,
             # and the garbage collector's scans all grow with what a step holds).

@@ -223,3 +223,22 @@ def install_wait_for_drain(consumer_class: type[Any]) -> bool:
 
     first = _patched(consumer_class, "on_buffer_drop", on_buffer_drop)
     return _patched(consumer_class, "_wait_next_records", wait_for_drain) or first
+
+
+def resize_buffer(queue: Any, events: int) -> bool:
+    """Make a stream buffer (a mode ``FlowControlQueue``) hold ``events`` events, its
+    flow-control marks (80% stop, 40% resume) moving with it; whether it changed.
+
+    >>> from mode.utils.queues import FlowControlEvent, FlowControlQueue
+    >>> queue = FlowControlQueue(maxsize=16384, flow_control=FlowControlEvent())
+    >>> queue.pressure_high_size
+    13107
+    >>> resize_buffer(queue, 1000), queue.maxsize, queue.pressure_high_size
+    (True, 1000, 800)
+    """
+    if queue.maxsize == events:
+        return False
+    queue._maxsize = events  # asyncio.Queue's own field behind ``maxsize``
+    for mark in ("pressure_high_size", "pressure_drop_size"):  # mode caches both
+        queue.__dict__.pop(mark, None)
+    return True

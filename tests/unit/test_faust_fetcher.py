@@ -265,3 +265,19 @@ def test_a_fetchable_partition_is_fetched_at_once() -> None:
     consumer = Consumer()
     (records, _), waited = timed_fetch(consumer, 1.0)
     assert records and waited < 0.1
+
+
+def test_a_resized_buffer_stops_fetching_at_80_percent_of_its_new_size() -> None:
+    from mode.utils.queues import FlowControlEvent, FlowControlQueue
+
+    queue: Any = FlowControlQueue(maxsize=16384, flow_control=FlowControlEvent())
+    assert queue.pressure_high_size == 13107  # computed, and cached by mode
+    assert faust_fetcher.resize_buffer(queue, 100)
+    assert not faust_fetcher.resize_buffer(queue, 100)
+    stops = []
+    for n in range(100):
+        if queue.put_nowait_enhanced(n, on_pressure_high=lambda: stops.append(queue.qsize()),
+                                     on_pressure_drop=lambda: None):  # fmt: skip
+            break
+    assert stops == [80] and queue.full() is False
+    assert queue.pressure_drop_size == 40
