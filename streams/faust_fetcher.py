@@ -34,6 +34,9 @@ fetched: the timeline showed stalls of 1.0-1.5 s every ~15,000 events. With
 ``FETCH_MAX_WAIT_MS`` the worst case is that long; the price is a few more empty
 fetches a second for idle partitions.
 
+``resize_buffer`` is the one helper here that is not a fix: it lets the worker bound a
+stream buffer by bytes, which Faust counts in events (``streams/app.py``).
+
 Measured with ``bench/run.py``'s end-to-end run, one line per record, no aggregation:
 in place, interleaved pairs 5,825 -> 9,752 and 5,712 -> 10,626 lines/s; the three
 fixes together: see the README's performance section.
