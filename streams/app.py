@@ -282,7 +282,9 @@ def _add_anonymizer(
     async def anonymize(stream: Any) -> None:
         out = pipeline.new_output()
         buffer = stream.channel.queue
-        most_events = buffer.maxsize
+        # Faust's setting, not buffer.maxsize: an agent Faust restarts would find the
+        # buffer already resized and could never grow it back.
+        most_events = app.conf.stream_buffer_maxsize
         async for taken in stream.noack_take(BATCH_EVENTS, within=BATCH_WITHIN):
             mean_bytes = sum(len(e.message.value or b"") for e in taken) / len(taken)
             faust_fetcher.resize_buffer(buffer, buffer_events(mean_bytes, most_events))
