@@ -197,7 +197,6 @@ class Pipeline:
             language=primary_language,
             keyring=keyring,
             leaks=leaks,
-            dumps=orjson.dumps,
         )
         for warning in compiled.unsafe_warnings:
             log.warning("%s", warning)

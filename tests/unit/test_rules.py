@@ -49,7 +49,7 @@ class CountingAgents:
 def _compile(fields: dict[str, Any], agents: CountingAgents, leaks: Counter[str]) -> Any:
     return compile_rules(
         _config(fields), geo_lookup=None, agent_parse=agents.parse, language=primary_language,
-        keyring=DerivedKeyRing(b"k" * 32, epoch_seconds=86400), leaks=leaks, dumps=orjson.dumps,
+        keyring=DerivedKeyRing(b"k" * 32, epoch_seconds=86400), leaks=leaks,
     )  # fmt: skip
 
 
@@ -170,3 +170,16 @@ def test_transforms_of_few_valued_fields_are_memoized_and_stay_correct() -> None
     # The status class has a memo holding its four distinct statuses; byte counts
     # (many distinct values) are binned by a call, not memoized.
     assert sorted(len(m) for m in memos.values()) == [4]
+
+
+def test_values_are_exactly_the_json_document_in_a_buffer_of_its_own_size() -> None:
+    # The generated code serializes with a trailing newline and slices it off (a
+    # right-sized copy: see the comment in compile_rules); the value must still be the
+    # plain document, byte for byte.
+    compiled = _compile(FIELDS, CountingAgents(), Counter())
+    events: list[Any] = []
+    compiled.emit(_request("203.0.113.9", UA_A, "/b/123?x=1"), events.append)
+    ((_, value, _),) = events
+    event = orjson.loads(value)
+    assert value == orjson.dumps(event)
+    assert not value.endswith(b"\n")
