@@ -86,8 +86,13 @@ def chunk_by_size(events: list[Any], limit: int) -> list[list[Any]]:
     return runs
 
 
-def faust_settings(config: Mapping[str, Any], bootstrap: str, web_port: int) -> dict[str, Any]:
+def faust_settings(
+    config: Mapping[str, Any], bootstrap: str, web_port: int, security: Any = None
+) -> dict[str, Any]:
     """Faust settings tuned for fast group joins (see bench/NOTES-faust.md).
+
+    ``security`` (``streams.security.KafkaSecurity``; default: resolved from the
+    config's ``kafka.security``) becomes Faust's ``broker_credentials``.
 
     The short session/rebalance timeouts suit the local broker and tests; on a
     production cluster set ``LOGFOG_SESSION_TIMEOUT`` higher (e.g. 30) to ride out
@@ -100,6 +105,7 @@ def faust_settings(config: Mapping[str, Any], bootstrap: str, web_port: int) -> 
     Path(datadir).mkdir(parents=True, exist_ok=True)
     return {
         "broker": [f"kafka://{b.strip()}" for b in bootstrap.split(",")],
+        "broker_credentials": broker_credentials(security or _security(config)),
         "value_serializer": "raw",
         "key_serializer": "raw",
         "web_enabled": True,
@@ -125,6 +131,25 @@ def faust_settings(config: Mapping[str, Any], bootstrap: str, web_port: int) -> 
         "datadir": datadir,
         "logging_config": None,
     }
+
+
+def broker_credentials(security: Any) -> Any:
+    """Faust's credentials object for ``security`` (None: PLAINTEXT)."""
+    from streams.security import faust_credentials
+
+    described = faust_credentials(security)
+    if described is None:
+        return None
+    import faust.auth
+
+    kind, kwargs = described
+    return getattr(faust.auth, kind)(**kwargs)
+
+
+def _security(config: Mapping[str, Any]) -> Any:
+    from streams.security import from_config
+
+    return from_config(config)
 
 
 class WorkerState:
@@ -169,6 +194,7 @@ def create_app(
     web_port: int,
     topic_partitions: Mapping[str, int],
     role: str = "worker",
+    security: Any = None,
 ) -> Any:
     """Build the Faust app, its agents and its web views.
 
@@ -187,7 +213,8 @@ def create_app(
 
     kafka = config["kafka"]
     group = kafka["group"] if role == "worker" else f"{kafka['group']}.aggregator"
-    app = faust.App(group, **faust_settings(config, bootstrap, web_port))
+    security = security or _security(config)
+    app = faust.App(group, **faust_settings(config, bootstrap, web_port, security))
     state = WorkerState()
     metrics = Metrics(pipeline)
     app.logfog_state = state  # type: ignore[attr-defined]
@@ -198,7 +225,7 @@ def create_app(
     aggregates = config["aggregates"]
     if aggregates["enabled"] and aggregates["run_in"] == role:
         _add_aggregation(app, config, bootstrap, topic_partitions, state, metrics,
-                         layout=aggregate_layout(config))  # fmt: skip
+                         layout=aggregate_layout(config), security=security)  # fmt: skip
 
     if pipeline.geo is not None:
 
@@ -333,6 +360,7 @@ def _add_aggregation(
     state: WorkerState,
     metrics: Any,
     layout: tuple[str, ...] | None,
+    security: Any = None,
 ) -> None:
     """Stages 2 and 3 of the aggregation (streams/aggregate) as two more agents.
 
@@ -372,7 +400,9 @@ def _add_aggregation(
     async def checkpoints() -> dict[str, bytes]:
         # Read fresh on every (re)assignment: another worker may have written newer ones.
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, load_latest, bootstrap, state_name)
+        return await loop.run_in_executor(
+            None, lambda: load_latest(bootstrap, state_name, security=security or _security(config))
+        )
 
     async def ensure_aggregators(partitions: set[int]) -> None:
         missing = partitions - set(runtime.aggregators)
@@ -532,15 +562,16 @@ def _stop_watchdog() -> None:
     threading.Thread(target=expire, name="logfog-stop-watchdog", daemon=True).start()
 
 
-def wait_for_broker(bootstrap: str, deadline_s: float | None = None) -> None:
+def wait_for_broker(bootstrap: str, deadline_s: float | None = None, security: Any = None) -> None:
     """Block until the broker answers, logging clearly while it does not."""
     from streams.admin import BrokerUnreachable, describe_topics
+    from streams.security import PLAINTEXT
 
     started = time.monotonic()
     delay = 0.5
     while True:
         try:
-            describe_topics(bootstrap, [], timeout_s=3.0)
+            describe_topics(bootstrap, [], timeout_s=3.0, security=security or PLAINTEXT)
             return
         except BrokerUnreachable:
             waited = time.monotonic() - started
@@ -551,15 +582,20 @@ def wait_for_broker(bootstrap: str, deadline_s: float | None = None) -> None:
             delay = min(delay * 2, 5.0)
 
 
-def prepare(config: Mapping[str, Any], bootstrap: str) -> dict[str, int]:
-    """Create/verify topics (idempotent) and return partition counts by topic."""
-    from streams.admin import describe_topics, ensure_topics
+def prepare(config: Mapping[str, Any], bootstrap: str, security: Any = None) -> dict[str, int]:
+    """Create (unless ``kafka.create_topics`` is false) and verify the topics; return
+    partition counts by topic. Raises ``streams.admin.TopicPolicyError`` when a topic is
+    missing and may not be created, or would keep records longer than declared."""
+    from streams.admin import describe_topics, require_topics
     from streams.topics import topic_specs
 
+    security = security or _security(config)
     specs = topic_specs(config)
-    for line in ensure_topics(bootstrap, specs):
-        log.info("%s", line)
-    described = describe_topics(bootstrap, [s.name for s in specs])
+    create = config["kafka"].get("create_topics", True)
+    for outcome in require_topics(bootstrap, specs, create=create, security=security):
+        if outcome.status != "differs":  # differences were logged as warnings
+            log.info("%s", outcome.detail)
+    described = describe_topics(bootstrap, [s.name for s in specs], security=security)
     return {name: info.partitions for name, info in described.items()}
 
 
@@ -571,6 +607,7 @@ def run_worker(
     from streams.topics import pseudonymizes
 
     config, bootstrap = _load(config_path, bootstrap)
+    security = _security(config)  # unreadable credentials fail now, before any waiting
     keys = config["keys"]
     shared = keys["source"] in ("auto", "shared") and pseudonymizes(config)
     if shared:
@@ -579,7 +616,7 @@ def run_worker(
         MasterKeys.from_sources()  # a missing or short LOGFOG_MASTER_KEY fails now, clearly
     else:
         Pipeline.from_normalized(config)  # geo and key errors surface before any waiting
-    partitions = _when_broker_is_up(config, bootstrap)
+    partitions = _when_broker_is_up(config, bootstrap, security)
     keyring = None
     if shared:
         from streams.durations import parse_duration
@@ -588,10 +625,10 @@ def run_worker(
         # Every worker must compute the same pseudonym for the same visitor: random epoch
         # keys agreed through Kafka (first record wins), destroyed after epoch + grace.
         epoch, grace = parse_duration(keys["epoch"]), parse_duration(keys["grace"])
-        keyring = shared_keyring(bootstrap, epoch, grace, topic=keys["topic"])
+        keyring = shared_keyring(bootstrap, epoch, grace, topic=keys["topic"], security=security)
     pipeline = Pipeline.from_normalized(config, keyring=keyring)
     app = create_app(config, pipeline, bootstrap=bootstrap, web_port=web_port,
-                     topic_partitions=partitions)  # fmt: skip
+                     topic_partitions=partitions, security=security)  # fmt: skip
     return _run_faust(app, pipeline, loglevel)
 
 
@@ -611,10 +648,12 @@ def run_aggregator(
             "(with run_in: worker the workers aggregate, and an aggregator would count "
             "every event a second time)"
         ])  # fmt: skip
-    partitions = _when_broker_is_up(config, bootstrap)
+    security = _security(config)
+    partitions = _when_broker_is_up(config, bootstrap, security)
     lines = NoLines()
     app = create_app(config, lines, bootstrap=bootstrap, web_port=web_port,
-                     topic_partitions=partitions, role="aggregator")  # fmt: skip
+                     topic_partitions=partitions, role="aggregator",
+                     security=security)  # fmt: skip
     return _run_faust(app, lines, loglevel)
 
 
@@ -630,10 +669,12 @@ def _load(config_path: str, bootstrap: str | None) -> tuple[dict[str, Any], str]
     return config, str(chosen)
 
 
-def _when_broker_is_up(config: Mapping[str, Any], bootstrap: str) -> dict[str, int]:
+def _when_broker_is_up(
+    config: Mapping[str, Any], bootstrap: str, security: Any = None
+) -> dict[str, int]:
     """Wait for the broker, then create/verify the topics: partitions by topic."""
-    wait_for_broker(bootstrap)
-    return prepare(config, bootstrap)
+    wait_for_broker(bootstrap, security=security)
+    return prepare(config, bootstrap, security)
 
 
 def _run_faust(app: Any, pipeline: Any, loglevel: str) -> int:
