@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -411,12 +412,19 @@ def _add_aggregation(
             for p in sorted(missing):
                 runtime.aggregator(p, saved.get)
 
-    async def send_all(records: list[tuple[str, bytes | None, bytes]]) -> None:
-        """Send and wait for all, retrying with backoff: nothing is acknowledged before."""
+    async def send_all(records: list[tuple[str, bytes | None, bytes]],
+                       timestamps: list[int] | None = None) -> None:  # fmt: skip
+        """Send and wait for all, retrying with backoff: nothing is acknowledged before.
+        ``timestamps`` (ms, per record, from the first): record timestamps instead of now."""
         delay = 0.2
+        times = timestamps or []
         while True:
             try:
-                futures = [await producer().send(t, value, key=key) for t, key, value in records]
+                futures = [
+                    await producer().send(t, value, key=key,
+                                          timestamp_ms=times[i] if i < len(times) else None)
+                    for i, (t, key, value) in enumerate(records)
+                ]  # fmt: skip
                 if futures:
                     await asyncio.gather(*futures)
                 return
@@ -440,6 +448,10 @@ def _add_aggregation(
     async def publish_partials() -> None:
         closed = runtime.close_ready()
         if closed:
+            # Partials keep the time they are written: retention deletes by record
+            # timestamp, and a replayed backlog's windows (or a day window, on a 1-day
+            # partials topic) would be deleted before the merger read them. Internal,
+            # counts only: nothing outside the cluster sees these timestamps.
             await send_all([(partials_name, str(p).encode(), partial.to_bytes())
                             for p, partial in closed])  # fmt: skip
 
@@ -510,10 +522,21 @@ def _add_aggregation(
                  orjson.dumps(r)) for r in rows
             ]  # fmt: skip
             records.append((state_name, MERGER_KEY.encode(), runtime.merger_snapshot()))
-            await send_all(records)
+            # A published row's record timestamp is its window start, as coarse as the row:
+            # the time the merger happened to run says nothing a consumer should know.
+            await send_all(records, [window_start_ms(r["window_start"]) for r in rows])
             for event in events:
                 event.ack()
             await app.consumer.commit()
+
+
+def window_start_ms(iso: str) -> int:
+    """Epoch milliseconds of an aggregate row's ``window_start``.
+
+    >>> window_start_ms("2024-03-04T10:00:00Z")
+    1709546400000
+    """
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()) * 1000
 
 
 async def _publish_until_done(publisher: Any, out: Any, state: WorkerState, metrics: Any) -> None:
