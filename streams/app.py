@@ -99,6 +99,8 @@ def faust_settings(
     production cluster set ``LOGFOG_SESSION_TIMEOUT`` higher (e.g. 30) to ride out
     GC or CPU pauses without spurious rebalances.
     """
+    from streams.logjson import faust_logging_config
+
     session = float(os.environ.get("LOGFOG_SESSION_TIMEOUT", "6"))
     datadir = os.environ.get("LOGFOG_DATA_DIR") or str(
         Path(tempfile.gettempdir()) / "logfog" / config["kafka"]["group"]
@@ -130,7 +132,8 @@ def faust_settings(
         "stream_wait_empty": False,
         "topic_allow_declare": False,  # topics are created by logfog itself, explicitly
         "datadir": datadir,
-        "logging_config": None,
+        # JSON lines unless --log-format text (None: Faust's own text format).
+        "logging_config": faust_logging_config(),
     }
 
 
@@ -617,7 +620,8 @@ def prepare(config: Mapping[str, Any], bootstrap: str, security: Any = None) -> 
     create = config["kafka"].get("create_topics", True)
     for outcome in require_topics(bootstrap, specs, create=create, security=security):
         if outcome.status != "differs":  # differences were logged as warnings
-            log.info("%s", outcome.detail)
+            log.info("%s", outcome.detail,
+                     extra={"event": f"topic.{outcome.status}", "topic": outcome.name})  # fmt: skip
     described = describe_topics(bootstrap, [s.name for s in specs], security=security)
     return {name: info.partitions for name, info in described.items()}
 

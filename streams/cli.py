@@ -343,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"logfog {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-format", choices=["json", "text"], default=None,
+                        help="json (one object a line, never payloads; the default when "
+                        "stderr is not a terminal) or text")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("anonymize", help="anonymize a log file (or stdin) to NDJSON",
@@ -426,12 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from streams import logjson
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # The worker and aggregator hand the same format to Faust (app.faust_settings).
+    logjson.configure(args.log_format or logjson.default_format(),
+                      logging.DEBUG if args.verbose else logging.INFO)  # fmt: skip
     # kafka-python narrates every connection at INFO; our own lines say what matters.
     # Never DEBUG, even with -v: client debug logs may dump record contents.
     for noisy in ("kafka", "aiokafka", "faust.transport"):
