@@ -35,9 +35,11 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from streams.keys import KeyError_
     from streams.keyshare import KeyShareError
     from streams.parse import FormatError
+    from streams.security import KafkaSecurityError
 
     errors: list[type[BaseException]] = [
         ConfigError,
+        KafkaSecurityError,
         GeoDatabaseError,
         KeyError_,
         KeyShareError,
@@ -45,9 +47,9 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         UserError,
     ]
     try:
-        from streams.admin import BrokerUnreachable
+        from streams.admin import AdminError  # BrokerUnreachable, TopicPolicyError...
 
-        errors.append(BrokerUnreachable)
+        errors.append(AdminError)
     except ImportError:  # pragma: no cover - kafka extras missing
         pass
     return tuple(errors)
@@ -262,19 +264,32 @@ def _bootstrap(args: argparse.Namespace, config: dict[str, Any] | None) -> str:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from streams.admin import ensure_topics
+    """``create`` (idempotent; ``--fix`` sets retention/segment/cleanup configs of
+    existing topics) or ``verify`` (creates nothing). Exit 2 when a topic is missing
+    (verify) or would keep records longer than the config declares."""
+    from streams.admin import TopicPolicyError, ensure_topics_detailed
     from streams.config import load_file
+    from streams.security import from_config
     from streams.topics import topic_specs
 
     config, _ = load_file(args.config)
     bootstrap = _bootstrap(args, config)
-    for line in ensure_topics(bootstrap, topic_specs(config)):
-        print(line)
+    outcomes = ensure_topics_detailed(
+        bootstrap, topic_specs(config), create=args.action == "create",
+        fix=args.fix, security=from_config(config),
+    )  # fmt: skip
+    for outcome in outcomes:
+        print(outcome.detail)
+    bad = [o.name for o in outcomes if o.status == "violates"]
+    if bad:
+        raise TopicPolicyError([f"{', '.join(bad)} would keep records longer than declared"],
+                               fixable=not args.fix)  # fmt: skip
     return 0
 
 
 def cmd_ship(args: argparse.Namespace) -> int:
     from streams.config import load_file
+    from streams.security import PLAINTEXT, from_config
     from streams.shipper import ship
 
     config = load_file(args.config)[0] if args.config else None
@@ -282,6 +297,7 @@ def cmd_ship(args: argparse.Namespace) -> int:
     result = ship(
         args.file, _bootstrap(args, config), topic, lines_per_record=args.lines_per_record,
         follow=args.follow, progress=sys.stderr.isatty(),
+        security=from_config(config) if config else PLAINTEXT,
     )  # fmt: skip
     print(
         f"shipped {result.lines:,} lines in {result.records:,} records to {topic}", file=sys.stderr
@@ -327,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"logfog {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-format", choices=["json", "text"], default=None,
+                        help="json (one object a line, never payloads; the default when "
+                        "stderr is not a terminal) or text")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("anonymize", help="anonymize a log file (or stdin) to NDJSON",
@@ -371,10 +390,21 @@ def build_parser() -> argparse.ArgumentParser:
     _faust_process_arguments(p, web_port=6067)
     p.set_defaults(func=cmd_aggregator)
 
-    p = sub.add_parser("topics", help="create the config's topics (idempotent)")
-    p.add_argument("action", choices=["create"])
+    p = sub.add_parser(
+        "topics", help="create (idempotent) or verify the config's topics",
+        description="create: create missing topics with partitions, replication, retention "
+        "and segment.ms from the config. verify: create nothing, report missing ones. Both "
+        "exit 2 when an existing topic would keep records longer than the config declares.",
+    )  # fmt: skip
+    p.add_argument("action", choices=["create", "verify"])
     p.add_argument("-c", "--config", default="config/logfog.yaml")
     p.add_argument("--bootstrap")
+    p.add_argument(
+        "--fix",
+        action="store_true",
+        help="set retention.ms, segment.ms and cleanup.policy of existing topics "
+        "that would keep records too long (partitions and replicas never change)",
+    )
     p.set_defaults(func=cmd_topics)
 
     p = sub.add_parser("ship", help="produce a log file (or stdin) into the raw topic")
@@ -399,12 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from streams import logjson
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # The worker and aggregator hand the same format to Faust (app.faust_settings).
+    logjson.configure(args.log_format or logjson.default_format(),
+                      logging.DEBUG if args.verbose else logging.INFO)  # fmt: skip
     # kafka-python narrates every connection at INFO; our own lines say what matters.
     # Never DEBUG, even with -v: client debug logs may dump record contents.
     for noisy in ("kafka", "aiokafka", "faust.transport"):

@@ -139,9 +139,46 @@ def _topic(default_topic: str, retention: str, limit_kind: str, partitions: int 
                 f"retention, at most {RETENTION_LIMITS[limit_kind] // DAY}d",
                 check=_duration(RETENTION_LIMITS[limit_kind], limit_kind),
             ),
-            "replication": Key(int, 1, "replication factor"),
+            "replication": Key(
+                (int, type(None)),
+                None,
+                "replication factor (default: kafka.replication)",
+                check=_replication,
+            ),
         }
     )
+
+
+def _replication(value: int | None) -> str | None:
+    return None if value is None or value >= 1 else "must be at least 1"
+
+
+def _reference(value: str | None) -> str | None:
+    if value is not None and value.startswith(("env:", "file:")) and not value.split(":", 1)[1]:
+        return "env:/file: needs a name"
+    return None
+
+
+KAFKA_SECURITY = Section(
+    {
+        "protocol": Key(str, "PLAINTEXT", "how clients connect; production: SASL_SSL",
+                        choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),
+        "ca_file": Key((str, type(None)), None, "PEM CA bundle for the brokers' certificates "
+                       "(default: the system trust store)"),
+        "cert_file": Key((str, type(None)), None, "PEM client certificate (mutual TLS)"),
+        "key_file": Key((str, type(None)), None, "PEM private key of cert_file"),
+        "check_hostname": Key(bool, True, "verify the broker certificate's host name"),
+        "sasl_mechanism": Key((str, type(None)), None, "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                              check=lambda v: None if v in (None, "PLAIN", "SCRAM-SHA-256",
+                              "SCRAM-SHA-512") else f"{v!r} is not PLAIN, SCRAM-SHA-256 or "
+                              "SCRAM-SHA-512"),
+        "username": Key((str, type(None)), None, "SASL user: env:NAME, file:PATH or the name",
+                        check=_reference),
+        "password": Key((str, type(None)), None, "SASL password: env:NAME or file:PATH only "
+                        "(a literal password is refused)", check=_reference),
+    },
+    "TLS and SASL for every Kafka client (worker, aggregator, topics, shipper, key ring)",
+)  # fmt: skip
 
 
 SCHEMA = Section(
@@ -219,6 +256,21 @@ SCHEMA = Section(
                     str, "127.0.0.1:9092", "bootstrap servers (env LOGFOG_BOOTSTRAP overrides)"
                 ),
                 "group": Key(str, "logfog", "consumer group / Faust app id"),
+                "security": KAFKA_SECURITY,
+                "replication": Key(
+                    int,
+                    1,
+                    "replication factor of every topic whose own 'replication' is not set "
+                    "(logfog.keys and the internal aggregation topics included); 3 in production",
+                    check=_replication,
+                ),
+                "create_topics": Key(
+                    bool,
+                    True,
+                    "true: workers create missing topics at start; false: they only verify "
+                    "(topics managed by an operator, e.g. Strimzi) and refuse to start when "
+                    "one is missing",
+                ),
                 "raw": _topic("logs.raw", "3d", "raw"),
                 "dead_letter": _topic("logs.dead", "7d", "dead_letter", partitions=1),
             },
@@ -283,7 +335,12 @@ SCHEMA = Section(
                         "retention, at most 30d",
                         check=_duration(30 * DAY, "pseudonymous output"),
                     ),
-                    "replication": Key(int, 1, "replication factor"),
+                    "replication": Key(
+                        (int, type(None)),
+                        None,
+                        "replication factor (default: kafka.replication)",
+                        check=_replication,
+                    ),
                     "framing": Key(
                         str,
                         "record",
@@ -464,6 +521,11 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
     """Validate, fill defaults, and return the normalized config (meaningful if no errors)."""
     out: dict[str, Any] = {}
     _validate_section(data, SCHEMA, "", errors, out)
+    if not any(e.startswith("kafka.security") for e in errors):  # cross-key rules
+        from streams import security
+
+        errors.extend(security.problems(out["kafka"]["security"]))
+        warnings.extend(security.warnings(out["kafka"]["security"]))
     destinations = out.get("destinations") or {}
     if not isinstance(destinations, dict):
         errors.append("destinations: must be a mapping of names to destinations")
