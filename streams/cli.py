@@ -94,14 +94,22 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     rejected_sink: IO[bytes] | None = None
     internal = len(public) < len(names)
     aggregates = _FileAggregates(pipeline) if args.out and internal else None
+    if args.summary_json:
+        # Checked before the run, not after all the output was written.
+        _check_writable(Path(args.summary_json), "--summary-json")
     if args.out:
         out_dir = Path(args.out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name in public:
-            sinks[name] = open(out_dir / f"{name}.ndjson", "wb")  # noqa: SIM115 - closed below
-        rejected_sink = open(out_dir / "rejected.ndjson", "wb")  # noqa: SIM115
-        if aggregates is not None:
-            sinks["aggregates"] = open(out_dir / "aggregates.ndjson", "wb")  # noqa: SIM115
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for name in public:
+                sinks[name] = open(out_dir / f"{name}.ndjson", "wb")  # noqa: SIM115 - closed below
+            rejected_sink = open(out_dir / "rejected.ndjson", "wb")  # noqa: SIM115
+            if aggregates is not None:
+                sinks["aggregates"] = open(out_dir / "aggregates.ndjson", "wb")  # noqa: SIM115
+        except OSError as error:
+            for sink in sinks.values():
+                sink.close()
+            raise UserError(f"--out: {_os_error(error)}") from None
     stdout = sys.stdout.buffer
     source = _open_input(args.file)
     total = None if args.file == "-" else os.path.getsize(args.file)
@@ -135,6 +143,10 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             out.clear()
         if aggregates is not None:
             sinks["aggregates"].write(aggregates.finish())
+    except BrokenPipeError:
+        raise
+    except OSError as error:  # a full disk, a file removed under us: not a bug of ours
+        raise UserError(f"anonymize: {_os_error(error)}") from None
     finally:
         if progress is not None:
             progress.close()
@@ -151,8 +163,28 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     if not args.quiet:
         _print_summary(summary)
     if args.summary_json:
-        Path(args.summary_json).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        try:
+            Path(args.summary_json).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        except OSError as error:
+            raise UserError(f"--summary-json: {_os_error(error)}") from None
     return 0
+
+
+def _os_error(error: OSError) -> str:
+    """``path: reason`` of an OSError, without Python's ``[Errno N]`` noise."""
+    reason = error.strerror or type(error).__name__
+    return f"{error.filename}: {reason}" if error.filename is not None else reason
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Fail now, with one line, if ``path`` cannot be written when the run ends."""
+    parent = path.parent
+    if path.is_dir():
+        raise UserError(f"{option}: {path}: is a directory")
+    if not parent.is_dir():
+        raise UserError(f"{option}: {parent}: no such directory")
+    if not os.access(path if path.exists() else parent, os.W_OK):
+        raise UserError(f"{option}: {path}: permission denied")
 
 
 class _FileAggregates:

@@ -145,3 +145,25 @@ def test_readme_reference_is_generated_from_the_schema() -> None:
     assert reference_markdown() in (ROOT / "README.md").read_text(), (
         "regenerate: logfog schema --markdown"
     )
+
+
+@pytest.mark.parametrize(
+    ("option", "target", "message"),
+    [
+        ("-o", "afile", "--out: {tmp}/afile: File exists"),
+        ("-o", "afile/sub", "--out: {tmp}/afile/sub: Not a directory"),
+        ("--summary-json", "nodir/s.json", "--summary-json: {tmp}/nodir: no such directory"),
+        ("--summary-json", ".", "--summary-json: {tmp}: is a directory"),
+    ],
+)
+def test_unusable_output_paths_are_one_line_exit_2_before_any_output(
+    config: Path, tmp_path: Path, option: str, target: str, message: str
+) -> None:
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "out"
+    extra = ["-o", str(out)] if option != "-o" else []
+    result = run("anonymize", str(SAMPLE), "-c", str(config), "-q", *extra,
+                 option, str(tmp_path / target))  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == "logfog: " + message.format(tmp=tmp_path), result.stderr
+    assert not out.exists()  # checked first: no output was written for nothing
