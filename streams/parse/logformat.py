@@ -35,7 +35,17 @@ from dataclasses import dataclass
 
 from streams.parse.ip import ClientResolver, canonical_ip
 from streams.parse.timefmt import clf_time, epoch_micros, epoch_millis, epoch_time, iso_time
-from streams.records import PARSE_BAD_IP, PARSE_NO_MATCH, RejectedLine, Request
+from streams.records import (
+    MAX_BYTES,
+    MAX_DURATION_MS,
+    MAX_STATUS,
+    MIN_STATUS,
+    PARSE_BAD_IP,
+    PARSE_BAD_NUMBER,
+    PARSE_NO_MATCH,
+    RejectedLine,
+    Request,
+)
 
 
 class FormatError(ValueError):
@@ -54,8 +64,8 @@ _SPECIFIC = {
     # %U%q are written back to back: the path stops at '?', the query keeps it.
     "path": r"([^\s?\"]+)",
     "query": r"(\?[^\s\"]*|)",
-    "duration_ms": r"([\d.]+|-)",
-    "duration_s": r"([\d.]+|-)",
+    "duration_ms": r"(\d+(?:\.\d*)?|-)",
+    "duration_s": r"(\d+(?:\.\d*)?|-)",
 }
 
 # Roles a captured field can play; "skip" means matched and discarded.
@@ -316,6 +326,7 @@ def _fast_regex(field: Field) -> str:
 
 
 _NULLABLE = "None if {v} == '-' or not {v} else {u}"
+_BAD = "raise RejectedLine(PARSE_BAD_NUMBER)"
 
 
 def _generate_builder(
@@ -374,16 +385,19 @@ def _generate_builder(
                 else ""
             )
             lines.append("    r.target = " + _NULLABLE.format(v=v, u=text + query))
+        # Numbers are bounded (parse.bad_number): an integer orjson cannot serialize
+        # would fail every rule of the line later, as a rules.error.
         elif role == "status":
-            lines.append(f"    r.status = None if {v} == '-' else int({v})")
+            lines.append(f"    r.status = s = None if {v} == '-' else int({v})")
+            lines.append(f"    if s is not None and not {MIN_STATUS} <= s <= {MAX_STATUS}: {_BAD}")
         elif role == "bytes":
-            lines.append(f"    r.bytes_sent = 0 if {v} == '-' else int({v})")
-        elif role == "duration_us":
-            lines.append(f"    r.duration_ms = None if {v} == '-' else int({v}) / 1000")
-        elif role == "duration_ms":
-            lines.append(f"    r.duration_ms = None if {v} == '-' else float({v})")
-        elif role == "duration_s":
-            lines.append(f"    r.duration_ms = None if {v} == '-' else float({v}) * 1000")
+            lines.append(f"    r.bytes_sent = n = 0 if {v} == '-' else int({v})")
+            lines.append(f"    if not 0 <= n <= {MAX_BYTES}: {_BAD}")
+        elif role in ("duration_us", "duration_ms", "duration_s"):
+            # float(): a huge number becomes inf (rejected below), not an OverflowError.
+            scale = {"duration_us": " / 1000", "duration_ms": "", "duration_s": " * 1000"}[role]
+            lines.append(f"    r.duration_ms = d = None if {v} == '-' else float({v}){scale}")
+            lines.append(f"    if d is not None and not 0 <= d <= {MAX_DURATION_MS!r}: {_BAD}")
         elif role == "target" and "path" not in index:
             lines.append("    r.target = " + _NULLABLE.format(v=v, u=text))
         elif role in ("referrer", "user_agent", "language", "cookie", "host", "user"):
@@ -400,6 +414,7 @@ def _generate_builder(
     namespace: dict[str, object] = {
         "new": object.__new__,
         "Request": Request, "RejectedLine": RejectedLine, "PARSE_BAD_IP": PARSE_BAD_IP,
+        "PARSE_BAD_NUMBER": PARSE_BAD_NUMBER,
         "resolve": resolver.resolve, "canonical_ip": canonical_ip, "clf_time": clf_time,
         "iso_time": iso_time, "epoch_time": epoch_time, "epoch_millis": epoch_millis,
         "epoch_micros": epoch_micros,

@@ -280,3 +280,36 @@ def test_the_fast_path_is_taken_for_plain_lines_only() -> None:
     for other in (plain.replace("GET /a", "-"), plain.replace("/a", '/a\\"b')):
         assert parser.fast_regex.match(other) is None  # type: ignore[union-attr]
         assert parser.parse(other).ip == "203.0.113.9"
+
+
+_NUMBERS = 'apache:%h %t "%r" %>s %b %D %{ms}T'
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ("200 " + "9" * 26 + " 1 1", "parse.bad_number"),  # was a rules.error (orjson)
+        ("200 9007199254740992 1 1", "parse.bad_number"),  # 2**53
+        ("099 5 1 1", "parse.bad_number"),
+        ("200 5 " + "9" * 400 + " 1", "parse.bad_number"),  # microseconds: inf, not Overflow
+        ("200 5 1 " + "9" * 400, "parse.bad_number"),
+        ("200 5 1 1.2.3", "parse.no_match"),  # was a parse.error (float ValueError)
+    ],
+)
+def test_numbers_out_of_bounds_are_rejected(fields: str, reason: str) -> None:
+    parse = build_parser(_NUMBERS)
+    for path in ("", "\\"):  # the fast path, and the escape-aware one
+        with pytest.raises(RejectedLine) as caught:
+            parse(f'203.0.113.9 {T} "GET /{path} HTTP/1.1" {fields}')
+        assert caught.value.reason == reason
+
+
+def test_numbers_at_the_bounds_are_kept() -> None:
+    r = build_parser(_NUMBERS)(f'203.0.113.9 {T} "GET / HTTP/1.1" 999 9007199254740991 1500 2.5')
+    assert (r.status, r.bytes_sent, r.duration_ms) == (
+        999,
+        2**53 - 1,
+        1.5,
+    )  # the first duration wins
+    r = build_parser(_NUMBERS)(f'203.0.113.9 {T} "GET / HTTP/1.1" 100 - - -')
+    assert (r.status, r.bytes_sent, r.duration_ms) == (100, 0, None)
