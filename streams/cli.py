@@ -23,6 +23,9 @@ from streams import __version__
 
 EXIT_USAGE = 2
 BATCH_LINES = 2048
+#: The rejection records' name on stdout and in --out (config refuses it as a destination).
+REJECTED = "rejected"  # in streams.config.RESERVED_DESTINATIONS
+_REJECTED_PREFIX = b'{"destination":"rejected","event":'
 
 
 class UserError(Exception):
@@ -88,8 +91,10 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     tune_for_throughput()
     names = pipeline.names
     public = pipeline.public_names  # the internal aggregation input is not output
-    if args.only and args.only not in public:
-        raise UserError(f"--only: no destination {args.only!r} (have: {', '.join(public)})")
+    if args.only and args.only not in (*public, REJECTED):
+        raise UserError(
+            f"--only: no destination {args.only!r} (have: {', '.join((*public, REJECTED))})"
+        )
     sinks: dict[str, IO[bytes]] = {}
     rejected_sink: IO[bytes] | None = None
     internal = len(public) < len(names)
@@ -138,6 +143,11 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
                         stdout.write(b"".join([prefix + e[1] + b"}\n" for e in events]))
             if rejected_sink is not None:
                 rejected_sink.write(b"".join(dead_letter(r) + b"\n" for r in out.rejections))
+            elif args.only == REJECTED:
+                stdout.write(b"".join(dead_letter(r) + b"\n" for r in out.rejections))
+            elif not args.only:
+                stdout.write(b"".join(_REJECTED_PREFIX + dead_letter(r) + b"}\n"
+                                      for r in out.rejections))  # fmt: skip
             if progress is not None:
                 progress.update(sum(len(x) + 1 for x in batch))
             out.clear()
@@ -364,8 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("anonymize", help="anonymize a log file (or stdin) to NDJSON",
                        description="Parse, enrich and anonymize FILE by the config's rules. "
                        "Without --out, events of every destination go to stdout wrapped as "
-                       '{"destination": NAME, "event": {...}}; '
-                       "with --only NAME, plain events.")  # fmt: skip
+                       '{"destination": NAME, "event": {...}}, and so do the rejection records '
+                       '(destination "rejected": stage, reason and line number, never the '
+                       "line); with --only NAME, plain events of NAME (or plain rejection "
+                       "records: --only rejected). Aggregates: with --out only.")  # fmt: skip
     p.add_argument("file", metavar="FILE", help="log file, or - for stdin")
     p.add_argument(
         "-c", "--config", default="config/logfog.yaml", help="config file (YAML or TOML)"
@@ -373,7 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--out", metavar="DIR", help="write DIR/<destination>.ndjson and DIR/rejected.ndjson"
     )
-    p.add_argument("--only", metavar="NAME", help="write only this destination's events to stdout")
+    p.add_argument(
+        "--only",
+        metavar="NAME",
+        help="write only this destination's events (or 'rejected') to stdout",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
     p.set_defaults(func=cmd_anonymize)

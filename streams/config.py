@@ -499,6 +499,11 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
     topics: dict[str, str] = {}
     for name, dest in destinations.items():
         where = f"destinations.{name}"
+        if str(name) in RESERVED_DESTINATIONS or str(name).startswith("_"):
+            errors.append(
+                f"{where}: the name is reserved for logfog's own outputs "
+                f"({', '.join(RESERVED_DESTINATIONS)}, and names starting with '_')"
+            )
         d: dict[str, Any] = {}
         _validate_section(dest, dest_schema.item, where, errors, d)
         topic = d.get("topic")
@@ -577,6 +582,10 @@ def _geo_problems(rules: Mapping[str, Any], geo: Mapping[str, Any], where: str) 
                 )
     return problems
 
+
+#: Output names of ``logfog anonymize`` besides the destinations (files with --out,
+#: the "destination" of stdout lines).
+RESERVED_DESTINATIONS = ("rejected", "aggregates")
 
 #: Name of the internal destination feeding the aggregator (not a user destination).
 AGGREGATE_INPUT = "_aggregate"

@@ -167,3 +167,33 @@ def test_unusable_output_paths_are_one_line_exit_2_before_any_output(
     assert result.returncode == 2
     assert result.stderr.strip() == "logfog: " + message.format(tmp=tmp_path), result.stderr
     assert not out.exists()  # checked first: no output was written for nothing
+
+
+def _anonymize_stdin(config: Path, data: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "streams", "anonymize", "-", "-c", str(config),
+                           *args], input=data, capture_output=True, cwd=ROOT, timeout=120)  # fmt: skip
+
+
+SECRET_LINE = b"198.51.100.77 garbage secret-token-abc\n"
+
+
+def test_stdout_mode_writes_rejection_records_never_the_line(config: Path) -> None:
+    data = SAMPLE.read_bytes() + SECRET_LINE
+    result = _anonymize_stdin(config, data, "-q")
+    assert result.returncode == 0, result.stderr
+    records = [orjson.loads(x) for x in result.stdout.splitlines()]
+    rejected = [r["event"] for r in records if r["destination"] == "rejected"]
+    assert {"stage": "parse", "reason": "parse.no_match", "line": data.count(b"\n")} in rejected
+    published = sum(1 for r in records if r["destination"] == "ops")
+    assert published + len(rejected) == data.count(b"\n")
+    assert b"198.51.100.77" not in result.stdout and b"secret-token" not in result.stdout
+
+    only = _anonymize_stdin(config, data, "-q", "--only", "rejected")
+    assert [orjson.loads(x) for x in only.stdout.splitlines()] == rejected
+
+
+def test_help_says_where_rejections_go() -> None:
+    anonymize = build_parser()._subparsers._group_actions[0].choices["anonymize"]  # type: ignore[union-attr]
+    text = " ".join(anonymize.format_help().split())
+    assert 'destination "rejected"' in text and "--only rejected" in text
+
