@@ -167,7 +167,10 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
         if source is not sys.stdin.buffer:
             source.close()
     elapsed = time.perf_counter() - started
-    summary = {**pipeline.stats.as_dict(), "seconds": round(elapsed, 3),
+    stats = pipeline.stats.as_dict()
+    # The aggregation input is internal: its rows are not output (aggregates.ndjson is).
+    stats["published"] = {n: c for n, c in stats["published"].items() if n in public}
+    summary = {**stats, "seconds": round(elapsed, 3),
                "lines_per_second": round(pipeline.stats.lines / elapsed) if elapsed else None,
                "peak_rss_mb": _peak_rss_mb()}  # fmt: skip
     if not args.quiet:

@@ -197,3 +197,11 @@ def test_help_says_where_rejections_go() -> None:
     text = " ".join(anonymize.format_help().split())
     assert 'destination "rejected"' in text and "--only rejected" in text
 
+
+def test_summary_hides_the_internal_aggregation_input(config: Path, tmp_path: Path) -> None:
+    result = run("anonymize", str(SAMPLE), "-c", str(config), "-o", str(tmp_path / "out"),
+                 "--summary-json", str(tmp_path / "s.json"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = orjson.loads((tmp_path / "s.json").read_bytes())
+    assert set(summary["published"]) == {"ops", "product"}
+    assert "_aggregate" not in result.stderr
