@@ -18,6 +18,8 @@ streams.records.RejectedLine: parse.bad_time
 from __future__ import annotations
 
 import calendar
+import re
+from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
 
@@ -96,6 +98,11 @@ def iso_time(text: str) -> int:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise RejectedLine(PARSE_BAD_TIME) from None
+    return _seconds(parsed)
+
+
+def _seconds(parsed: datetime) -> int:
+    """UTC epoch seconds of a parsed time (naive: UTC), zone and range checked."""
     offset = parsed.utcoffset()
     if offset is None:
         return _in_range(calendar.timegm(parsed.timetuple()))
@@ -105,6 +112,71 @@ def iso_time(text: str) -> int:
     return _in_range(
         calendar.timegm(parsed.replace(tzinfo=None).timetuple()) - int(offset.total_seconds())
     )
+
+
+# strftime conversions an Apache %{FORMAT}t may use: the regex matching what it writes
+# (C locale), and the equivalent for datetime.strptime.
+_STRFTIME: dict[str, tuple[str, str]] = {
+    "Y": (r"\d{4}", "%Y"), "m": (r"\d{2}", "%m"), "d": (r"\d{2}", "%d"),
+    "b": (r"[A-Z][a-z]{2}", "%b"), "h": (r"[A-Z][a-z]{2}", "%b"),
+    "a": (r"[A-Z][a-z]{2}", "%a"), "H": (r"\d{2}", "%H"), "M": (r"\d{2}", "%M"),
+    "S": (r"\d{2}", "%S"), "z": (r"[+-]\d{4}", "%z"),
+    "T": (r"\d{2}:\d{2}:\d{2}", "%H:%M:%S"), "F": (r"\d{4}-\d{2}-\d{2}", "%Y-%m-%d"),
+    "%": ("%", "%%"),
+}  # fmt: skip
+
+
+def strftime_regex(text: str) -> tuple[str, str]:
+    """A regex (one group) matching what strftime ``text`` writes, and the equivalent
+    ``datetime.strptime`` format. Raises ``ValueError`` naming a conversion it cannot read.
+
+    >>> regex, python = strftime_regex("%d/%b/%Y %T")
+    >>> python, re.fullmatch(regex, "10/Oct/2000 13:55:36") is not None
+    ('%d/%b/%Y %H:%M:%S', True)
+    """
+    regex, python = [], []
+    i = 0
+    while i < len(text):
+        if text[i] != "%":
+            regex.append(re.escape(text[i]))
+            python.append(text[i].replace("%", "%%"))
+            i += 1
+            continue
+        conversion = text[i + 1 : i + 2]
+        if conversion not in _STRFTIME:
+            known = " ".join(f"%{c}" for c in _STRFTIME)
+            raise ValueError(f"cannot read strftime %{conversion} (supported: {known})")
+        regex.append(_STRFTIME[conversion][0])
+        python.append(_STRFTIME[conversion][1])
+        i += 2
+    return "(" + "".join(regex) + ")", "".join(python)
+
+
+def strftime_parser(python_format: str) -> Callable[[str], int]:
+    """Parser of times written in ``python_format`` (from :func:`strftime_regex`),
+    memoized per distinct text like :func:`clf_time`. The format must name a zone
+    (``%z``): a local time without one would be published shifted by the server's
+    offset.
+
+    >>> strftime_parser("%d/%b/%Y:%H:%M:%S %z")("10/Oct/2000:13:55:36 -0700")
+    971211336
+    >>> strftime_parser("%d/%b/%Y %H:%M")
+    Traceback (most recent call last):
+    ...
+    ValueError: has no %z (the time zone would be unknown)
+    """
+    if "%z" not in python_format.replace("%%", ""):
+        raise ValueError("has no %z (the time zone would be unknown)")
+
+    @lru_cache(maxsize=4096)
+    def parse(value: str) -> int:
+        try:
+            parsed = datetime.strptime(value, python_format)
+        except ValueError:  # 31/Feb, hour 25, zone +9999 ...
+            raise RejectedLine(PARSE_BAD_TIME) from None
+        return _seconds(parsed)
+
+    return parse
 
 
 def epoch_time(text: str) -> int:

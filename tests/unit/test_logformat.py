@@ -143,6 +143,10 @@ def test_first_matching_format_wins_and_most_specific_reason_is_kept() -> None:
     [
         ("apache:%h %Z", "unsupported directive '%Z' at column 3"),
         ("apache:%h %{foo}t", "unsupported directive '%{foo}t'"),
+        ("apache:%h %{begin:foo}t", "unsupported directive '%{begin:foo}t' at column 3"),
+        ("apache:%h %{msec_frac}t", "no request time"),
+        ("apache:%h %{%d/%b/%Y:%H:%M:%S}t", "%{...}t at column 3: has no %z"),
+        ("apache:%h %{%s}t", "%{%s}t at column 3: cannot read strftime %s"),
         ("apache:%l %t", "no client address"),
         ("apache:%h %s", "no request time"),
         ("nginx:$status", "no client address"),
@@ -313,3 +317,38 @@ def test_numbers_at_the_bounds_are_kept() -> None:
     )  # the first duration wins
     r = build_parser(_NUMBERS)(f'203.0.113.9 {T} "GET / HTTP/1.1" 100 - - -')
     assert (r.status, r.bytes_sent, r.duration_ms) == (100, 0, None)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text"),
+    [
+        ("%h %{begin:sec}t %s", "971211336"),
+        ("%h %{end:sec}t %s", "971211336"),
+        ("%h %{begin:msec}t %s", "971211336123"),
+        ("%h %{end:msec}t %s", "971211336999"),
+        ("%h %{end:usec}t %s", "971211336123456"),
+        ("%h %{sec}t.%{msec_frac}t %s", "971211336.123"),
+        ("%h %{sec}t%{usec_frac}t %s", "971211336123456"),
+        ("%h [%{%d/%b/%Y:%H:%M:%S %z}t] %s", "[10/Oct/2000:13:55:36 -0700]"),
+        ("%h [%{begin:%d/%b/%Y:%H:%M:%S %z}t] %s", "[10/Oct/2000:13:55:36 -0700]"),
+        ("%h %{end:%FT%T%z}t %s", "2000-10-10T13:55:36-0700"),
+        ("%h %{%a, %d %h %Y %T %z}t %s", "Tue, 10 Oct 2000 13:55:36 -0700"),
+        # Apache's own example: one time in three fields, the zone in the last.
+        ("%h [%{%d/%b/%Y %T}t.%{msec_frac}t %{%z}t] %s", "[10/Oct/2000 13:55:36.123 -0700]"),
+    ],
+)
+def test_time_directives(fmt: str, text: str) -> None:
+    parser = compile_apache(fmt + ' "%{User-agent}i"')
+    assert parser.parse(f'203.0.113.9 {text} 200 "a"').time == 971211336
+    assert parser.parse(f'203.0.113.9 {text} 200 "a\\"b"').time == 971211336  # escape-aware
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[31/Feb/2024:13:55:36 -0700]", "[10/Oct/2000:25:55:36 -0700]",
+     "[10/Oct/2000:13:55:36 -1500]", "[01/Jan/1969:13:55:36 +0000]"],
+)  # fmt: skip
+def test_strftime_times_are_checked_like_clf(text: str) -> None:
+    with pytest.raises(RejectedLine) as caught:
+        compile_apache("%h [%{%d/%b/%Y:%H:%M:%S %z}t] %s").parse(f"203.0.113.9 {text} 200")
+    assert caught.value.reason == "parse.bad_time"
