@@ -99,24 +99,28 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     rejected_sink: IO[bytes] | None = None
     internal = len(public) < len(names)
     aggregates = _FileAggregates(pipeline) if args.out and internal else None
-    if args.summary_json:
-        # Checked before the run, not after all the output was written.
-        _check_writable(Path(args.summary_json), "--summary-json")
-    if args.out:
-        out_dir = Path(args.out)
+    source = _open_input(args.file)  # a missing input leaves no empty outputs behind
+    out_dir = Path(args.out) if args.out else None
+    if out_dir is not None:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"--out: {_os_error(error)}") from None
+    if args.summary_json:
+        # Checked before the run (it may be in --out), not after all output was written.
+        _check_writable(Path(args.summary_json), "--summary-json")
+    if out_dir is not None:
+        try:
             for name in public:
                 sinks[name] = open(out_dir / f"{name}.ndjson", "wb")  # noqa: SIM115 - closed below
             rejected_sink = open(out_dir / "rejected.ndjson", "wb")  # noqa: SIM115
             if aggregates is not None:
                 sinks["aggregates"] = open(out_dir / "aggregates.ndjson", "wb")  # noqa: SIM115
         except OSError as error:
-            for sink in sinks.values():
+            for sink in [*sinks.values(), *([rejected_sink] if rejected_sink else [])]:
                 sink.close()
             raise UserError(f"--out: {_os_error(error)}") from None
     stdout = sys.stdout.buffer
-    source = _open_input(args.file)
     total = None if args.file == "-" else os.path.getsize(args.file)
     progress = _progress(total, enabled=sys.stderr.isatty() and not args.quiet)
     started = time.perf_counter()
