@@ -23,6 +23,9 @@ from streams import __version__
 
 EXIT_USAGE = 2
 BATCH_LINES = 2048
+#: The rejection records' name on stdout and in --out (config refuses it as a destination).
+REJECTED = "rejected"  # in streams.config.RESERVED_DESTINATIONS
+_REJECTED_PREFIX = b'{"destination":"rejected","event":'
 
 
 class UserError(Exception):
@@ -90,22 +93,36 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     tune_for_throughput()
     names = pipeline.names
     public = pipeline.public_names  # the internal aggregation input is not output
-    if args.only and args.only not in public:
-        raise UserError(f"--only: no destination {args.only!r} (have: {', '.join(public)})")
+    if args.only and args.only not in (*public, REJECTED):
+        raise UserError(
+            f"--only: no destination {args.only!r} (have: {', '.join((*public, REJECTED))})"
+        )
     sinks: dict[str, IO[bytes]] = {}
     rejected_sink: IO[bytes] | None = None
     internal = len(public) < len(names)
     aggregates = _FileAggregates(pipeline) if args.out and internal else None
-    if args.out:
-        out_dir = Path(args.out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name in public:
-            sinks[name] = open(out_dir / f"{name}.ndjson", "wb")  # noqa: SIM115 - closed below
-        rejected_sink = open(out_dir / "rejected.ndjson", "wb")  # noqa: SIM115
-        if aggregates is not None:
-            sinks["aggregates"] = open(out_dir / "aggregates.ndjson", "wb")  # noqa: SIM115
+    source = _open_input(args.file)  # a missing input leaves no empty outputs behind
+    out_dir = Path(args.out) if args.out else None
+    if out_dir is not None:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"--out: {_os_error(error)}") from None
+    if args.summary_json:
+        # Checked before the run (it may be in --out), not after all output was written.
+        _check_writable(Path(args.summary_json), "--summary-json")
+    if out_dir is not None:
+        try:
+            for name in public:
+                sinks[name] = open(out_dir / f"{name}.ndjson", "wb")  # noqa: SIM115 - closed below
+            rejected_sink = open(out_dir / "rejected.ndjson", "wb")  # noqa: SIM115
+            if aggregates is not None:
+                sinks["aggregates"] = open(out_dir / "aggregates.ndjson", "wb")  # noqa: SIM115
+        except OSError as error:
+            for sink in [*sinks.values(), *([rejected_sink] if rejected_sink else [])]:
+                sink.close()
+            raise UserError(f"--out: {_os_error(error)}") from None
     stdout = sys.stdout.buffer
-    source = _open_input(args.file)
     total = None if args.file == "-" else os.path.getsize(args.file)
     progress = _progress(total, enabled=sys.stderr.isatty() and not args.quiet)
     started = time.perf_counter()
@@ -132,11 +149,20 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
                         stdout.write(b"".join([prefix + e[1] + b"}\n" for e in events]))
             if rejected_sink is not None:
                 rejected_sink.write(b"".join(dead_letter(r) + b"\n" for r in out.rejections))
+            elif args.only == REJECTED:
+                stdout.write(b"".join(dead_letter(r) + b"\n" for r in out.rejections))
+            elif not args.only:
+                stdout.write(b"".join(_REJECTED_PREFIX + dead_letter(r) + b"}\n"
+                                      for r in out.rejections))  # fmt: skip
             if progress is not None:
                 progress.update(sum(len(x) + 1 for x in batch))
             out.clear()
         if aggregates is not None:
             sinks["aggregates"].write(aggregates.finish())
+    except BrokenPipeError:
+        raise
+    except OSError as error:  # a full disk, a file removed under us: not a bug of ours
+        raise UserError(f"anonymize: {_os_error(error)}") from None
     finally:
         if progress is not None:
             progress.close()
@@ -147,14 +173,37 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
         if source is not sys.stdin.buffer:
             source.close()
     elapsed = time.perf_counter() - started
-    summary = {**pipeline.stats.as_dict(), "seconds": round(elapsed, 3),
+    stats = pipeline.stats.as_dict()
+    # The aggregation input is internal: its rows are not output (aggregates.ndjson is).
+    stats["published"] = {n: c for n, c in stats["published"].items() if n in public}
+    summary = {**stats, "seconds": round(elapsed, 3),
                "lines_per_second": round(pipeline.stats.lines / elapsed) if elapsed else None,
                "peak_rss_mb": _peak_rss_mb()}  # fmt: skip
     if not args.quiet:
         _print_summary(summary)
     if args.summary_json:
-        Path(args.summary_json).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        try:
+            Path(args.summary_json).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        except OSError as error:
+            raise UserError(f"--summary-json: {_os_error(error)}") from None
     return 0
+
+
+def _os_error(error: OSError) -> str:
+    """``path: reason`` of an OSError, without Python's ``[Errno N]`` noise."""
+    reason = error.strerror or type(error).__name__
+    return f"{error.filename}: {reason}" if error.filename is not None else reason
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Fail now, with one line, if ``path`` cannot be written when the run ends."""
+    parent = path.parent
+    if path.is_dir():
+        raise UserError(f"{option}: {path}: is a directory")
+    if not parent.is_dir():
+        raise UserError(f"{option}: {parent}: no such directory")
+    if not os.access(path if path.exists() else parent, os.W_OK):
+        raise UserError(f"{option}: {path}: permission denied")
 
 
 class _FileAggregates:
@@ -351,8 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("anonymize", help="anonymize a log file (or stdin) to NDJSON",
                        description="Parse, enrich and anonymize FILE by the config's rules. "
                        "Without --out, events of every destination go to stdout wrapped as "
-                       '{"destination": NAME, "event": {...}}; '
-                       "with --only NAME, plain events.")  # fmt: skip
+                       '{"destination": NAME, "event": {...}}, and so do the rejection records '
+                       '(destination "rejected": stage, reason and line number, never the '
+                       "line); with --only NAME, plain events of NAME (or plain rejection "
+                       "records: --only rejected). Aggregates: with --out only.")  # fmt: skip
     p.add_argument("file", metavar="FILE", help="log file, or - for stdin")
     p.add_argument(
         "-c", "--config", default="config/logfog.yaml", help="config file (YAML or TOML)"
@@ -360,7 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--out", metavar="DIR", help="write DIR/<destination>.ndjson and DIR/rejected.ndjson"
     )
-    p.add_argument("--only", metavar="NAME", help="write only this destination's events to stdout")
+    p.add_argument(
+        "--only",
+        metavar="NAME",
+        help="write only this destination's events (or 'rejected') to stdout",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
     p.set_defaults(func=cmd_anonymize)
