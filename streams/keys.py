@@ -18,6 +18,10 @@ falls in (``actions/pseudonymize.py``). Three key rings:
 (32, True, True)
 >>> ring.key_for(0, now=86400 + 3601) is None  # epoch 0 and its grace are over: destroyed
 True
+
+Whatever memoizes pseudonyms of an epoch (``actions/pseudonymize.py``) registers with
+:meth:`KeyRing.on_destroy`: the ring tells it the moment it drops an epoch's key, so
+no memo can recompute that epoch's pseudonyms after the key is gone (rule 5).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import hashlib
 import os
 import secrets
 import threading
+import weakref
 from pathlib import Path
 from typing import Protocol
 
@@ -38,11 +43,50 @@ class KeyError_(ValueError):
     """A key source is missing or unusable; the message never contains key material."""
 
 
+class EpochListener(Protocol):
+    def forget(self, epoch: int) -> None:
+        """The key of ``epoch`` is destroyed: drop everything derived from it."""
+
+
 class KeyRing(Protocol):
     epoch_seconds: int
 
     def key_for(self, epoch: int, now: float | None = None) -> bytes | None:
         """The key of ``epoch`` or ``None`` if it no longer (or never will) exist."""
+
+    def on_destroy(self, listener: EpochListener) -> None:
+        """Call ``listener.forget(epoch)`` whenever this ring drops an epoch's key."""
+
+
+class DestroyListeners:
+    """Listeners told when a ring drops an epoch's key (held weakly: a pipeline that is
+    thrown away takes its memos with it). ``notify`` may run on any thread.
+
+    >>> class Memo(dict):
+    ...     def forget(self, epoch): self.pop(epoch, None)
+    >>> listeners, memo = DestroyListeners(), Memo({1: "x", 2: "y"})
+    >>> listeners.add(memo); listeners.notify([1]); memo
+    {2: 'y'}
+    """
+
+    def __init__(self) -> None:
+        # Weak references by identity (a WeakSet would compare two empty memos equal).
+        self._refs: list[weakref.ReferenceType[EpochListener]] = []
+        self._lock = threading.Lock()
+
+    def add(self, listener: EpochListener) -> None:
+        with self._lock:
+            self._refs = [r for r in self._refs if r() is not None] + [weakref.ref(listener)]
+
+    def notify(self, epochs: list[int]) -> None:
+        if not epochs:
+            return
+        with self._lock:
+            listeners = [r() for r in self._refs]
+        for listener in listeners:
+            if listener is not None:
+                for epoch in epochs:
+                    listener.forget(epoch)
 
 
 def _decode_secret(raw: bytes, where: str) -> bytes:
@@ -87,6 +131,9 @@ class DerivedKeyRing:
         self._master = master
         self._cache: dict[int, bytes] = {}
 
+    def on_destroy(self, listener: EpochListener) -> None:
+        """Derived keys are never destroyed (the secret recomputes them): nothing to tell."""
+
     def key_for(self, epoch: int, now: float | None = None) -> bytes | None:
         key = self._cache.get(epoch)
         if key is None:
@@ -112,6 +159,10 @@ class EphemeralKeyRing:
         self._keys: dict[int, bytes] = {}
         self._newest = float("-inf")
         self._lock = threading.Lock()
+        self._listeners = DestroyListeners()
+
+    def on_destroy(self, listener: EpochListener) -> None:
+        self._listeners.add(listener)
 
     def key_for(self, epoch: int, now: float | None = None) -> bytes | None:
         if now is None:
@@ -129,8 +180,10 @@ class EphemeralKeyRing:
 
     def _expire(self) -> None:
         limit = self._newest - self.grace_seconds
-        for epoch in [e for e in self._keys if (e + 1) * self.epoch_seconds <= limit]:
+        expired = [e for e in self._keys if (e + 1) * self.epoch_seconds <= limit]
+        for epoch in expired:
             del self._keys[epoch]
+        self._listeners.notify(expired)
 
     @property
     def live_epochs(self) -> list[int]:

@@ -90,7 +90,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from streams.admin import TopicSpec
-from streams.keys import MIN_KEY_BYTES, load_secret
+from streams.keys import MIN_KEY_BYTES, DestroyListeners, EpochListener, load_secret
 
 log = logging.getLogger(__name__)
 
@@ -526,6 +526,7 @@ class SharedKeyRing:
         self._book = EpochBook(epoch_seconds, grace_seconds, max_ahead_seconds, masters.current_id)
         self._cond = threading.Condition()
         self._live: dict[int, tuple[bytes, float]] = {}  # hot path: epoch -> (key, limit)
+        self._listeners = DestroyListeners()
         self._pending: dict[int, int | None] = {}  # epoch -> own candidate offset (None: sending)
         self._consumed = -1  # highest offset processed by the consumer thread
         self._caught_up = False
@@ -631,10 +632,12 @@ class SharedKeyRing:
                 self._producer.close(timeout=timeout_s)
         self._consumer = self._producer = None
         with self._cond:
+            forgotten = sorted(self._live)
             self._live = {}
             self._book.states.clear()
             self._pending.clear()
             self._cond.notify_all()
+        self._listeners.notify(forgotten)
 
     def __enter__(self) -> SharedKeyRing:
         return self.start()
@@ -648,6 +651,11 @@ class SharedKeyRing:
         self.close()
 
     # -- KeyRing ------------------------------------------------------------------
+    def on_destroy(self, listener: EpochListener) -> None:
+        """``listener.forget(epoch)`` runs (on the consumer thread, or the caller's) as
+        soon as an epoch's key leaves this ring: by the clock, a tombstone or close."""
+        self._listeners.add(listener)
+
     def key_for(self, epoch: int, now: float | None = None) -> bytes | None:
         """The agreed key of ``epoch`` (``now`` is ignored; the wall clock decides)."""
         entry = self._live.get(epoch)
@@ -788,8 +796,14 @@ class SharedKeyRing:
         self._refresh_live(now)
 
     def _refresh_live(self, now: float) -> None:
-        """Publish the hot-path view (a new dict: readers never see a half update)."""
+        """Publish the hot-path view (a new dict: readers never see a half update).
+
+        Epochs that left the view are announced to the listeners (pseudonym memos)
+        after the new view is in place, so a listener that asks again gets ``None``.
+        """
+        old = self._live
         self._live = {e: (k, self._book.limit(e)) for e, k in self._book.live(now).items()}
+        self._listeners.notify([e for e in old if e not in self._live])
 
     def _maintain(self) -> None:
         """Destroy expired epochs (tombstones), prepare the next key, copy on rotation."""
