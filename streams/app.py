@@ -567,11 +567,18 @@ def run_worker(
     config_path: str, *, bootstrap: str | None, web_port: int, loglevel: str = "info"
 ) -> int:
     """``logfog worker``: load and compile everything, wait for the broker, run Faust."""
+    from streams.config import ConfigError, worker_key_problems
     from streams.pipeline import Pipeline
     from streams.topics import pseudonymizes
 
     config, bootstrap = _load(config_path, bootstrap)
     keys = config["keys"]
+    warnings: list[str] = []
+    problems = worker_key_problems(config, warnings)
+    if problems:
+        raise ConfigError(config_path, problems)
+    for warning in warnings:
+        log.warning("%s", warning)
     shared = keys["source"] in ("auto", "shared") and pseudonymizes(config)
     if shared:
         from streams.keyshare import MasterKeys

@@ -210,6 +210,14 @@ SCHEMA = Section(
                 "grace": Key(
                     str, "1h", "how long an epoch key outlives its epoch", check=_duration()
                 ),
+                "unsafe": Key(
+                    bool,
+                    False,
+                    "allow what breaks rule 5 or the visitor counts (logged at startup): "
+                    "logfog worker with ephemeral (per worker), env: or file: (never "
+                    "destroyed) keys; an epoch that is not a multiple of the aggregate "
+                    "windows",
+                ),
             },
             "pseudonym keys",
         ),
@@ -503,6 +511,7 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
             errors.append(f"{where}.key: {key!r} is not one of this destination's fields")
         normalized[str(name)] = d
     out["destinations"] = normalized
+    _check_keys(out, errors, warnings)
     if out.get("aggregates", {}).get("enabled") and not errors:
         # The internal, visitor-keyed stream that feeds aggregation: built by the same
         # rules machinery (default deny, sweep), never published outside the cluster.
@@ -530,6 +539,76 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
 
 #: Name of the internal destination feeding the aggregator (not a user destination).
 AGGREGATE_INPUT = "_aggregate"
+
+
+def _check_keys(config: Mapping[str, Any], errors: list[str], warnings: list[str]) -> None:
+    """The key epoch against the aggregate windows (visitor counts)."""
+    from streams.aggregate.spec import DEFAULT_SPECS
+    from streams.durations import format_duration
+
+    keys = config.get("keys") or {}
+    if not config.get("aggregates", {}).get("enabled") or not isinstance(keys.get("epoch"), str):
+        return
+    try:
+        epoch = parse_duration(keys["epoch"])
+    except ValueError:
+        return  # reported by the schema check
+    window = max(spec.window_seconds for spec in DEFAULT_SPECS)
+    if epoch <= 0 or epoch % window == 0:
+        return
+    # Aggregates count distinct visitors by pseudonym: a window that spans two key
+    # epochs counts a returning visitor once per epoch.
+    times = -(-window // epoch) + (0 if window % epoch == 0 else 1)
+    problem = (
+        f"keys.epoch: {keys['epoch']} with aggregates enabled: the "
+        f"{format_duration(window)} windows count distinct visitors by pseudonym, and a "
+        f"new key every {keys['epoch']} counts one visitor up to {times} times in a "
+        f"window; use a multiple of {format_duration(window)}"
+    )
+    if keys.get("unsafe") is True:
+        warnings.append(f"UNSAFE (keys.unsafe: true): {problem}")
+    else:
+        errors.append(f"{problem} (or keys.unsafe: true)")
+
+
+def worker_key_problems(config: Mapping[str, Any], warnings: list[str]) -> list[str]:
+    """What ``logfog worker`` refuses in a normalized config's keys (rule 5).
+
+    Workers of one cluster must compute the same pseudonym for the same visitor, and
+    keys must be destroyed after epoch + grace: only shared keys do both. ``ephemeral``
+    makes keys per worker (a visitor gets one pseudonym per worker), ``env:``/``file:``
+    derive them from a secret (recomputable forever). ``keys.unsafe: true`` allows them
+    (development), with a warning.
+
+    >>> cfg = {"keys": {"source": "ephemeral", "unsafe": False}, "destinations": {"p": {
+    ...     "fields": {"v": {"action": "pseudonymize"}}}}}
+    >>> print(worker_key_problems(cfg, [])[0])  # doctest: +ELLIPSIS
+    keys.source: 'ephemeral' in logfog worker: every worker makes its own keys...
+    """
+    keys = config["keys"]
+    source = keys["source"]
+    pseudonymizes = any(
+        rule["action"] == "pseudonymize"
+        for dest in config["destinations"].values()
+        for rule in dest["fields"].values()
+    )
+    if source in ("auto", "shared") or not pseudonymizes:
+        return []
+    if source == "ephemeral":
+        why = (
+            "every worker makes its own keys, so one visitor gets a different pseudonym "
+            "on each worker"
+        )
+    else:
+        why = (
+            "keys derived from a secret are never destroyed: whoever holds it can "
+            "recompute every pseudonym, forever (rule 5)"
+        )
+    problem = f"keys.source: {source!r} in logfog worker: {why}; use auto or shared"
+    if keys.get("unsafe") is True:
+        warnings.append(f"UNSAFE (keys.unsafe: true): {problem}")
+        return []
+    return [f"{problem} (or keys.unsafe: true, for development only)"]
 
 
 def aggregate_input_destination(topic: Mapping[str, Any], has_geo: bool) -> dict[str, Any]:
