@@ -32,7 +32,9 @@ import hashlib
 import os
 import secrets
 import threading
+import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -146,16 +148,39 @@ class DerivedKeyRing:
         return key
 
 
+#: How far past the wall clock an event time may be and still count as "now" (clock
+#: skew between log servers and this machine).
+FUTURE_TOLERANCE_SECONDS = 300
+
+
 class EphemeralKeyRing:
     """Random per-epoch keys, in memory only, destroyed after epoch end + grace.
 
     "Now" is the newest event time seen (or the caller's clock): replaying an old log
     file ages keys by the log's own time, so the grace period means the same thing.
+    An event time beyond the wall clock + ``future_tolerance_seconds`` is not believed:
+    it gets no key and does not move "now" (one line dated 2099 would otherwise destroy
+    every earlier epoch's key, and every later line's pseudonym with it).
+
+    >>> ring = EphemeralKeyRing(86400, 3600, clock=lambda: 10 * 86400.0)
+    >>> ring.key_for(20, now=20 * 86400 + 5) is None  # ten days ahead: no key
+    True
+    >>> ring.key_for(9, now=9 * 86400 + 5) is None  # and today's key still exists
+    False
     """
 
-    def __init__(self, epoch_seconds: int, grace_seconds: int = 3600) -> None:
+    def __init__(
+        self,
+        epoch_seconds: int,
+        grace_seconds: int = 3600,
+        *,
+        clock: Callable[[], float] = time.time,
+        future_tolerance_seconds: float = FUTURE_TOLERANCE_SECONDS,
+    ) -> None:
         self.epoch_seconds = epoch_seconds
         self.grace_seconds = grace_seconds
+        self._clock = clock
+        self._future_tolerance = future_tolerance_seconds
         self._keys: dict[int, bytes] = {}
         self._newest = float("-inf")
         self._lock = threading.Lock()
@@ -168,6 +193,8 @@ class EphemeralKeyRing:
         if now is None:
             now = (epoch + 1) * self.epoch_seconds - 1
         if now > self._newest:
+            if max(now, epoch * self.epoch_seconds) > self._clock() + self._future_tolerance:
+                return None  # from the future: no key, and "now" stays where it was
             self._newest = now
             self._expire()
         if (epoch + 1) * self.epoch_seconds + self.grace_seconds <= self._newest:

@@ -4,7 +4,8 @@ The key is the epoch key of the request time (``streams/keys.py``); there is no
 static salt. ``scope: site`` mixes in the site (virtual host, else the configured
 site name) so the same visitor on two sites gets unlinkable pseudonyms; two epochs
 use two independent keys, so the same visitor on two days is unlinkable too. When
-the epoch key is gone (destroyed after the grace period) the field is ``None``.
+the epoch key is gone (destroyed after the grace period) or refused (a time too far in
+the future) the field is ``None``, counted in ``counters["pseudonym.empty"]``.
 
 The output is 16 hex digits (64 bits) by default: plenty to count distinct visitors,
 short of what the leak detector treats as a token.
@@ -61,6 +62,7 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
     memos = _EpochMemos()
     ring.on_destroy(memos)
     memo_of = memos.get
+    counters = context.counters
 
     def compute(key: bytes, values: tuple[Any, ...]) -> str:
         site = (values[1] or default_site) if per_site else ""
@@ -89,11 +91,15 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
         key = key_for(epoch, when)
         if key is None:
             memos.pop(epoch, None)
+            if counters is not None:
+                counters["pseudonym.empty"] += 1
             return None
         memo = memo_of(epoch)
         if memo is None:
             memo = new_memo(epoch, when)
             if memo is None:
+                if counters is not None:
+                    counters["pseudonym.empty"] += 1
                 return None
         ident = values[1:]
         out = memo.get(ident)
