@@ -26,7 +26,7 @@ import yaml
 from streams.actions import REGISTRY
 from streams.actions.base import REQUIRED, BuildContext, Option
 from streams.durations import parse_duration
-from streams.fields import SENSITIVE, SOURCES
+from streams.fields import BUCKETED, BUCKETED_ACTIONS, NOT_IN_ANALYTICS, SENSITIVE, SOURCES
 from streams.parse import NAMED_FORMATS, FormatError, compile_one
 from streams.parse.jsonlines import ROLES as JSON_ROLES
 
@@ -448,6 +448,11 @@ def _validate_rule(
             return None
         if exposed:
             warnings.append(f"{path}: UNSAFE: publishes {exposed[0]} unchanged (unsafe: true)")
+    problems = _source_problems(action_name, options, source_list, kind)
+    if problems and not unsafe:
+        errors.extend(f"{path}: {p} (or set unsafe: true to override)" for p in problems)
+        return None
+    warnings.extend(f"{path}: UNSAFE: {p}" for p in problems)
     context = BuildContext(
         destination_kind=kind, site=site, unsafe=unsafe, sources=tuple(source_list)
     )
@@ -459,6 +464,48 @@ def _validate_rule(
             errors.extend(f"{path}: {p}" for p in problems)
             return None
     return {"action": action_name, "from": source_list, "unsafe": unsafe, "options": options}
+
+
+def _source_problems(
+    action: str, options: Mapping[str, Any], sources: list[str], kind: str
+) -> list[str]:
+    """Sources this action would publish below a privacy floor (rules 4 and 8)."""
+    problems = []
+    if action not in BUCKETED_ACTIONS:
+        for source in sources:
+            if source in BUCKETED:
+                floor = "1h" if kind == "analytics" else "1m"
+                problems.append(
+                    f"{action} would publish {source} to the second, finer than {floor}, "
+                    f"the limit for {kind} output (rule 8); use coarsen_time"
+                )
+    if kind == "analytics" and action != "drop":
+        geo_level = action == "generalize" and options.get("to") in (
+            "continent",
+            "country",
+            "region",
+        )
+        for source in sources:
+            reason = NOT_IN_ANALYTICS.get(source)
+            if reason is not None and not (geo_level and source == "geo.city"):
+                hint = "generalize it to region or country" if source == "geo.city" else "drop it"
+                problems.append(
+                    f"{action} would publish {source} in an analytics destination: {reason}; {hint}"
+                )
+    return problems
+
+
+def _key_problem(rule: Mapping[str, Any]) -> str | None:
+    """Why a field may not be a destination's Kafka key (rule 2: keys carry no raw IP or
+    identifier; keys are not swept or shown like values, and outlive nothing less)."""
+    if rule["action"] == "drop":
+        return "is dropped: there is no value to key by"
+    if rule["unsafe"]:
+        return (
+            "comes from a rule with unsafe: true; a Kafka key must never carry a raw IP or "
+            "identifier (rule 2): key by a pseudonymized field"
+        )
+    return None
 
 
 def validate(data: Any, warnings: list[str] | None = None) -> list[str]:
@@ -509,6 +556,10 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
         key = d.get("key")
         if key is not None and key not in fields:
             errors.append(f"{where}.key: {key!r} is not one of this destination's fields")
+        elif key is not None and key in rules:
+            problem = _key_problem(rules[key])
+            if problem:
+                errors.append(f"{where}.key: {key!r} {problem}")
         normalized[str(name)] = d
     out["destinations"] = normalized
     _check_keys(out, errors, warnings)

@@ -117,6 +117,16 @@ class _EpochMemos(dict[int, dict[tuple[Any, ...], str]]):
         self.pop(epoch, None)
 
 
+def validate(options: Mapping[str, Any], context: BuildContext) -> list[str]:
+    """``scope: global`` links one visitor across sites: rule 5 wants them unlinkable."""
+    if options["scope"] == "global":
+        return [
+            "scope: global gives a visitor the same pseudonym on every site, linking them "
+            "across sites (rule 5); use scope: site (or set unsafe: true to override)"
+        ]
+    return []
+
+
 SPEC = ActionSpec(
     name="pseudonymize",
     doc="Keyed hash (BLAKE2b or HMAC-SHA256) of site + values under the epoch key.",
@@ -138,6 +148,7 @@ SPEC = ActionSpec(
         Option("length", int, 16, "hex digits in the output", check=_check_length),
     ),
     build=build,
+    validate=validate,
     multi=True,
     implicit_sources=IMPLICIT_SOURCES,
 )

@@ -104,3 +104,97 @@ def test_worker_with_ephemeral_keys_exits_2_before_any_broker(
     assert main(["worker", "-c", str(path), "--bootstrap", "127.0.0.1:1"]) == 2
     err = capsys.readouterr().err
     assert "keys.source: 'ephemeral' in logfog worker" in err and "Traceback" not in err
+
+
+# -- rules that would publish below a floor (rules 2, 4, 5, 8) -----------------------------
+
+
+def with_rule(
+    rule: dict[str, Any], kind: str = "analytics", key: str | None = None
+) -> dict[str, Any]:
+    cfg = config()
+    dest = cfg["destinations"]["product"]
+    dest["kind"] = kind
+    dest["fields"]["x"] = rule
+    if key is not None:
+        dest["key"] = key
+    return cfg
+
+
+WHERE = "destinations.product.fields.x: "
+OVERRIDE = " (or set unsafe: true to override)"
+RULE_CASES = [
+    (with_rule({"from": "request.time", "action": "keep"}),
+     WHERE + "keep would publish request.time to the second, finer than 1h, the limit for "
+     "analytics output (rule 8); use coarsen_time" + OVERRIDE),
+    (with_rule({"from": "request.time", "action": "keep"}, "operations"),
+     WHERE + "keep would publish request.time to the second, finer than 1m, the limit for "
+     "operations output (rule 8); use coarsen_time" + OVERRIDE),
+    (with_rule({"from": "geo.asn", "action": "keep"}),
+     WHERE + "keep would publish geo.asn in an analytics destination: never the ASN in "
+     "analytics (rule 4); drop it" + OVERRIDE),
+    (with_rule({"from": "geo.asn", "action": "pseudonymize"}),
+     WHERE + "pseudonymize would publish geo.asn in an analytics destination"),
+    (with_rule({"from": "geo.city", "action": "keep"}),
+     WHERE + "keep would publish geo.city in an analytics destination: the city only through "
+     "the k-gated aggregates, where every cell holds at least k visitors (rule 4); generalize "
+     "it to region or country" + OVERRIDE),
+    (with_rule({"from": ["client.ip", "agent.original"], "action": "pseudonymize",
+                "scope": "global"}),
+     WHERE + "scope: global gives a visitor the same pseudonym on every site, linking them "
+     "across sites (rule 5); use scope: site (or set unsafe: true to override)"),
+    (with_rule({"from": "client.ip", "action": "keep", "unsafe": True}, "operations", key="x"),
+     "destinations.product.key: 'x' comes from a rule with unsafe: true; a Kafka key must "
+     "never carry a raw IP or identifier (rule 2): key by a pseudonymized field"),
+    (with_rule({"from": "client.ip", "action": "truncate_ip", "ipv4_prefix": 32,
+                "unsafe": True}, "operations", key="x"),
+     "destinations.product.key: 'x' comes from a rule with unsafe: true"),
+    (with_rule({"from": "request.cookie", "action": "drop"}, key="x"),
+     "destinations.product.key: 'x' is dropped: there is no value to key by"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("cfg", "message"), RULE_CASES)
+def test_rule_below_a_floor_is_refused_with_its_message(cfg: dict[str, Any], message: str) -> None:
+    errors = validate(cfg)
+    assert any(e.startswith(message) for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"from": "request.time", "action": "keep"},
+        {"from": "geo.asn", "action": "keep"},
+        {"from": "geo.city", "action": "keep"},
+        {"from": ["client.ip"], "action": "pseudonymize", "scope": "global"},
+    ],
+)
+def test_unsafe_true_lets_each_through_with_a_warning(rule: dict[str, Any]) -> None:
+    warnings: list[str] = []
+    assert validate(with_rule({**rule, "unsafe": True}), warnings) == []
+    assert any(w.startswith(WHERE + "UNSAFE: ") for w in warnings), warnings
+
+
+@pytest.mark.parametrize(
+    ("rule", "kind", "key"),
+    [
+        ({"from": "request.time", "action": "coarsen_time", "bucket": "1h"}, "analytics", None),
+        ({"from": "request.time", "action": "drop"}, "analytics", None),
+        ({"from": "geo.city", "action": "generalize", "to": "region"}, "analytics", None),
+        ({"from": "geo.city", "action": "drop"}, "analytics", None),
+        ({"from": "geo.asn", "action": "keep"}, "operations", None),
+        ({"from": "geo.city", "action": "keep"}, "operations", None),
+        ({"from": "request.method", "action": "keep"}, "operations", "x"),
+        ({"from": ["client.ip", "agent.original"], "action": "pseudonymize"}, "analytics", "x"),
+    ],
+)
+def test_safe_neighbours_pass(rule: dict[str, Any], kind: str, key: str | None) -> None:
+    assert validate(with_rule(rule, kind, key)) == []
+
+
+def test_aggregation_input_may_hold_the_city() -> None:
+    """The internal stream keeps the city for the k-gated aggregates (an operations-kind
+    destination): aggregation with a city database stays valid."""
+    cfg = with_aggregates(config())
+    cfg["enrich"] = {"geo": {"city": "builtin:dbip-city-lite"}}
+    assert validate(cfg) == []
