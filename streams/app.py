@@ -104,7 +104,9 @@ def faust_settings(config: Mapping[str, Any], bootstrap: str, web_port: int) -> 
         "key_serializer": "raw",
         "web_enabled": True,
         "web_port": web_port,
-        "web_bind": os.environ.get("LOGFOG_WEB_BIND", "0.0.0.0"),
+        # The status page has no authentication: loopback unless told otherwise (the
+        # container image sets 0.0.0.0 for probes and scraping; see streams/status.py).
+        "web_bind": os.environ.get("LOGFOG_WEB_BIND", "127.0.0.1"),
         "web_in_thread": False,
         "consumer_auto_offset_reset": "earliest",
         "broker_session_timeout": session,
