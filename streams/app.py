@@ -113,7 +113,9 @@ def faust_settings(
         "key_serializer": "raw",
         "web_enabled": True,
         "web_port": web_port,
-        "web_bind": os.environ.get("LOGFOG_WEB_BIND", "0.0.0.0"),
+        # The status page has no authentication: loopback unless told otherwise (the
+        # container image sets 0.0.0.0 for probes and scraping; see streams/status.py).
+        "web_bind": os.environ.get("LOGFOG_WEB_BIND", "127.0.0.1"),
         "web_in_thread": False,
         "consumer_auto_offset_reset": "earliest",
         "broker_session_timeout": session,
@@ -630,12 +632,19 @@ def run_worker(
     config_path: str, *, bootstrap: str | None, web_port: int, loglevel: str = "info"
 ) -> int:
     """``logfog worker``: load and compile everything, wait for the broker, run Faust."""
+    from streams.config import ConfigError, worker_key_problems
     from streams.pipeline import Pipeline
     from streams.topics import pseudonymizes
 
     config, bootstrap = _load(config_path, bootstrap)
     security = _security(config)  # unreadable credentials fail now, before any waiting
     keys = config["keys"]
+    warnings: list[str] = []
+    problems = worker_key_problems(config, warnings)
+    if problems:
+        raise ConfigError(config_path, problems)
+    for warning in warnings:
+        log.warning("%s", warning)
     shared = keys["source"] in ("auto", "shared") and pseudonymizes(config)
     if shared:
         from streams.keyshare import MasterKeys

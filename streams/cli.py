@@ -266,6 +266,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"  {reason:<20}{count:>8,}", file=err)
     leaks = summary["leaks_removed"]
     print(f"leaks removed  {sum(leaks.values()):>12,}" + (f"  {leaks}" if leaks else ""), file=err)
+    if summary["pseudonyms_empty"]:
+        # Key destroyed (line older than its epoch + grace) or time in the future.
+        print(f"no pseudonym   {summary['pseudonyms_empty']:>12,}  (published as null: "
+              "key destroyed, or time in the future)", file=err)  # fmt: skip
     if summary["invalid_utf8_replaced"]:
         print(f"bad UTF-8 fixed{summary['invalid_utf8_replaced']:>12,}", file=err)
     rate = summary["lines_per_second"]

@@ -26,7 +26,7 @@ import yaml
 from streams.actions import REGISTRY
 from streams.actions.base import REQUIRED, BuildContext, Option
 from streams.durations import parse_duration
-from streams.fields import SENSITIVE, SOURCES
+from streams.fields import BUCKETED, BUCKETED_ACTIONS, NOT_IN_ANALYTICS, SENSITIVE, SOURCES
 from streams.parse import NAMED_FORMATS, FormatError, compile_one
 from streams.parse.jsonlines import ROLES as JSON_ROLES
 
@@ -256,6 +256,14 @@ SCHEMA = Section(
                 "epoch": Key(str, "1d", "pseudonym key lifetime", check=_duration(positive=True)),
                 "grace": Key(
                     str, "1h", "how long an epoch key outlives its epoch", check=_duration()
+                ),
+                "unsafe": Key(
+                    bool,
+                    False,
+                    "allow what breaks rule 5 or the visitor counts (logged at startup): "
+                    "logfog worker with ephemeral (per worker), env: or file: (never "
+                    "destroyed) keys; an epoch that is not a multiple of the aggregate "
+                    "windows",
                 ),
             },
             "pseudonym keys",
@@ -520,6 +528,11 @@ def _validate_rule(
             return None
         if exposed:
             warnings.append(f"{path}: UNSAFE: publishes {exposed[0]} unchanged (unsafe: true)")
+    problems = _source_problems(spec.name, options, source_list, kind)
+    if problems and not unsafe:
+        errors.extend(f"{path}: {p} (or set unsafe: true to override)" for p in problems)
+        return None
+    warnings.extend(f"{path}: UNSAFE: {p}" for p in problems)
     context = BuildContext(
         destination_kind=kind, site=site, unsafe=unsafe, sources=tuple(source_list)
     )
@@ -531,6 +544,48 @@ def _validate_rule(
             errors.extend(f"{path}: {p}" for p in problems)
             return None
     return {"action": action_name, "from": source_list, "unsafe": unsafe, "options": options}
+
+
+def _source_problems(
+    action: str, options: Mapping[str, Any], sources: list[str], kind: str
+) -> list[str]:
+    """Sources this action would publish below a privacy floor (rules 4 and 8)."""
+    problems = []
+    if action not in BUCKETED_ACTIONS:
+        for source in sources:
+            if source in BUCKETED:
+                floor = "1h" if kind == "analytics" else "1m"
+                problems.append(
+                    f"{action} would publish {source} to the second, finer than {floor}, "
+                    f"the limit for {kind} output (rule 8); use coarsen_time"
+                )
+    if kind == "analytics" and action != "drop":
+        geo_level = action == "generalize" and options.get("to") in (
+            "continent",
+            "country",
+            "region",
+        )
+        for source in sources:
+            reason = NOT_IN_ANALYTICS.get(source)
+            if reason is not None and not (geo_level and source == "geo.city"):
+                hint = "generalize it to region or country" if source == "geo.city" else "drop it"
+                problems.append(
+                    f"{action} would publish {source} in an analytics destination: {reason}; {hint}"
+                )
+    return problems
+
+
+def _key_problem(rule: Mapping[str, Any]) -> str | None:
+    """Why a field may not be a destination's Kafka key (rule 2: keys carry no raw IP or
+    identifier; keys are not swept or shown like values, and outlive nothing less)."""
+    if rule["action"] == "drop":
+        return "is dropped, so there is no value to key by"
+    if rule["unsafe"]:
+        return (
+            "comes from a rule with unsafe: true; a Kafka key must never carry a raw IP or "
+            "identifier (rule 2): key by a pseudonymized field"
+        )
+    return None
 
 
 def validate(data: Any, warnings: list[str] | None = None) -> list[str]:
@@ -591,11 +646,14 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
         key = d.get("key")
         if isinstance(key, str) and key not in fields:
             errors.append(f"{where}.key: {key!r} is not one of this destination's fields")
-        elif isinstance(key, str) and key in rules and rules[key]["action"] == "drop":
-            errors.append(f"{where}.key: {key!r} is dropped, so there is no value to key by")
+        elif key is not None and key in rules:
+            problem = _key_problem(rules[key])
+            if problem:
+                errors.append(f"{where}.key: {key!r} {problem}")
         errors.extend(_geo_problems(rules, out.get("enrich", {}).get("geo", {}), where))
         normalized[str(name)] = d
     out["destinations"] = normalized
+    _check_keys(out, errors, warnings)
     if out.get("aggregates", {}).get("enabled") and not errors:
         # The internal, visitor-keyed stream that feeds aggregation: built by the same
         # rules machinery (default deny, sweep), never published outside the cluster.
@@ -651,6 +709,76 @@ RESERVED_DESTINATIONS = ("rejected", "aggregates")
 
 #: Name of the internal destination feeding the aggregator (not a user destination).
 AGGREGATE_INPUT = "_aggregate"
+
+
+def _check_keys(config: Mapping[str, Any], errors: list[str], warnings: list[str]) -> None:
+    """The key epoch against the aggregate windows (visitor counts)."""
+    from streams.aggregate.spec import DEFAULT_SPECS
+    from streams.durations import format_duration
+
+    keys = config.get("keys") or {}
+    if not config.get("aggregates", {}).get("enabled") or not isinstance(keys.get("epoch"), str):
+        return
+    try:
+        epoch = parse_duration(keys["epoch"])
+    except ValueError:
+        return  # reported by the schema check
+    window = max(spec.window_seconds for spec in DEFAULT_SPECS)
+    if epoch <= 0 or epoch % window == 0:
+        return
+    # Aggregates count distinct visitors by pseudonym: a window that spans two key
+    # epochs counts a returning visitor once per epoch.
+    times = -(-window // epoch) + (0 if window % epoch == 0 else 1)
+    problem = (
+        f"keys.epoch: {keys['epoch']} with aggregates enabled: the "
+        f"{format_duration(window)} windows count distinct visitors by pseudonym, and a "
+        f"new key every {keys['epoch']} counts one visitor up to {times} times in a "
+        f"window; use a multiple of {format_duration(window)}"
+    )
+    if keys.get("unsafe") is True:
+        warnings.append(f"UNSAFE (keys.unsafe: true): {problem}")
+    else:
+        errors.append(f"{problem} (or keys.unsafe: true)")
+
+
+def worker_key_problems(config: Mapping[str, Any], warnings: list[str]) -> list[str]:
+    """What ``logfog worker`` refuses in a normalized config's keys (rule 5).
+
+    Workers of one cluster must compute the same pseudonym for the same visitor, and
+    keys must be destroyed after epoch + grace: only shared keys do both. ``ephemeral``
+    makes keys per worker (a visitor gets one pseudonym per worker), ``env:``/``file:``
+    derive them from a secret (recomputable forever). ``keys.unsafe: true`` allows them
+    (development), with a warning.
+
+    >>> cfg = {"keys": {"source": "ephemeral", "unsafe": False}, "destinations": {"p": {
+    ...     "fields": {"v": {"action": "pseudonymize"}}}}}
+    >>> print(worker_key_problems(cfg, [])[0])  # doctest: +ELLIPSIS
+    keys.source: 'ephemeral' in logfog worker: every worker makes its own keys...
+    """
+    keys = config["keys"]
+    source = keys["source"]
+    pseudonymizes = any(
+        rule["action"] == "pseudonymize"
+        for dest in config["destinations"].values()
+        for rule in dest["fields"].values()
+    )
+    if source in ("auto", "shared") or not pseudonymizes:
+        return []
+    if source == "ephemeral":
+        why = (
+            "every worker makes its own keys, so one visitor gets a different pseudonym "
+            "on each worker"
+        )
+    else:
+        why = (
+            "keys derived from a secret are never destroyed: whoever holds it can "
+            "recompute every pseudonym, forever (rule 5)"
+        )
+    problem = f"keys.source: {source!r} in logfog worker: {why}; use auto or shared"
+    if keys.get("unsafe") is True:
+        warnings.append(f"UNSAFE (keys.unsafe: true): {problem}")
+        return []
+    return [f"{problem} (or keys.unsafe: true, for development only)"]
 
 
 def aggregate_input_destination(topic: Mapping[str, Any], has_geo: bool) -> dict[str, Any]:

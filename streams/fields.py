@@ -59,3 +59,16 @@ _ALL: Final = (
 
 SOURCES: Final = {s.name: s for s in _ALL}
 SENSITIVE: Final = frozenset(s.name for s in _ALL if s.sensitive)
+
+#: Published only in buckets (rule 8): ``coarsen_time`` enforces the floors; ``drop``
+#: and ``pseudonymize`` (a keyed hash, no time value) publish none of it.
+BUCKETED: Final = frozenset({"request.time"})
+BUCKETED_ACTIONS: Final = frozenset({"coarsen_time", "drop", "pseudonymize"})
+
+#: Kept out of analytics destinations (rule 4), with the reason. The city may reach
+#: analytics only through the k-gated aggregates, or generalized to a coarser level.
+NOT_IN_ANALYTICS: Final = {
+    "geo.asn": "never the ASN in analytics (rule 4)",
+    "geo.city": "the city only through the k-gated aggregates, where every cell holds at "
+    "least k visitors (rule 4)",
+}

@@ -18,6 +18,10 @@ falls in (``actions/pseudonymize.py``). Three key rings:
 (32, True, True)
 >>> ring.key_for(0, now=86400 + 3601) is None  # epoch 0 and its grace are over: destroyed
 True
+
+Whatever memoizes pseudonyms of an epoch (``actions/pseudonymize.py``) registers with
+:meth:`KeyRing.on_destroy`: the ring tells it the moment it drops an epoch's key, so
+no memo can recompute that epoch's pseudonyms after the key is gone (rule 5).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ import hashlib
 import os
 import secrets
 import threading
+import time
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -38,11 +45,50 @@ class KeyError_(ValueError):
     """A key source is missing or unusable; the message never contains key material."""
 
 
+class EpochListener(Protocol):
+    def forget(self, epoch: int) -> None:
+        """The key of ``epoch`` is destroyed: drop everything derived from it."""
+
+
 class KeyRing(Protocol):
     epoch_seconds: int
 
     def key_for(self, epoch: int, now: float | None = None) -> bytes | None:
         """The key of ``epoch`` or ``None`` if it no longer (or never will) exist."""
+
+    def on_destroy(self, listener: EpochListener) -> None:
+        """Call ``listener.forget(epoch)`` whenever this ring drops an epoch's key."""
+
+
+class DestroyListeners:
+    """Listeners told when a ring drops an epoch's key (held weakly: a pipeline that is
+    thrown away takes its memos with it). ``notify`` may run on any thread.
+
+    >>> class Memo(dict):
+    ...     def forget(self, epoch): self.pop(epoch, None)
+    >>> listeners, memo = DestroyListeners(), Memo({1: "x", 2: "y"})
+    >>> listeners.add(memo); listeners.notify([1]); memo
+    {2: 'y'}
+    """
+
+    def __init__(self) -> None:
+        # Weak references by identity (a WeakSet would compare two empty memos equal).
+        self._refs: list[weakref.ReferenceType[EpochListener]] = []
+        self._lock = threading.Lock()
+
+    def add(self, listener: EpochListener) -> None:
+        with self._lock:
+            self._refs = [r for r in self._refs if r() is not None] + [weakref.ref(listener)]
+
+    def notify(self, epochs: list[int]) -> None:
+        if not epochs:
+            return
+        with self._lock:
+            listeners = [r() for r in self._refs]
+        for listener in listeners:
+            if listener is not None:
+                for epoch in epochs:
+                    listener.forget(epoch)
 
 
 def _decode_secret(raw: bytes, where: str) -> bytes:
@@ -87,6 +133,9 @@ class DerivedKeyRing:
         self._master = master
         self._cache: dict[int, bytes] = {}
 
+    def on_destroy(self, listener: EpochListener) -> None:
+        """Derived keys are never destroyed (the secret recomputes them): nothing to tell."""
+
     def key_for(self, epoch: int, now: float | None = None) -> bytes | None:
         key = self._cache.get(epoch)
         if key is None:
@@ -99,24 +148,53 @@ class DerivedKeyRing:
         return key
 
 
+#: How far past the wall clock an event time may be and still count as "now" (clock
+#: skew between log servers and this machine).
+FUTURE_TOLERANCE_SECONDS = 300
+
+
 class EphemeralKeyRing:
     """Random per-epoch keys, in memory only, destroyed after epoch end + grace.
 
     "Now" is the newest event time seen (or the caller's clock): replaying an old log
     file ages keys by the log's own time, so the grace period means the same thing.
+    An event time beyond the wall clock + ``future_tolerance_seconds`` is not believed:
+    it gets no key and does not move "now" (one line dated 2099 would otherwise destroy
+    every earlier epoch's key, and every later line's pseudonym with it).
+
+    >>> ring = EphemeralKeyRing(86400, 3600, clock=lambda: 10 * 86400.0)
+    >>> ring.key_for(20, now=20 * 86400 + 5) is None  # ten days ahead: no key
+    True
+    >>> ring.key_for(9, now=9 * 86400 + 5) is None  # and today's key still exists
+    False
     """
 
-    def __init__(self, epoch_seconds: int, grace_seconds: int = 3600) -> None:
+    def __init__(
+        self,
+        epoch_seconds: int,
+        grace_seconds: int = 3600,
+        *,
+        clock: Callable[[], float] = time.time,
+        future_tolerance_seconds: float = FUTURE_TOLERANCE_SECONDS,
+    ) -> None:
         self.epoch_seconds = epoch_seconds
         self.grace_seconds = grace_seconds
+        self._clock = clock
+        self._future_tolerance = future_tolerance_seconds
         self._keys: dict[int, bytes] = {}
         self._newest = float("-inf")
         self._lock = threading.Lock()
+        self._listeners = DestroyListeners()
+
+    def on_destroy(self, listener: EpochListener) -> None:
+        self._listeners.add(listener)
 
     def key_for(self, epoch: int, now: float | None = None) -> bytes | None:
         if now is None:
             now = (epoch + 1) * self.epoch_seconds - 1
         if now > self._newest:
+            if max(now, epoch * self.epoch_seconds) > self._clock() + self._future_tolerance:
+                return None  # from the future: no key, and "now" stays where it was
             self._newest = now
             self._expire()
         if (epoch + 1) * self.epoch_seconds + self.grace_seconds <= self._newest:
@@ -129,8 +207,10 @@ class EphemeralKeyRing:
 
     def _expire(self) -> None:
         limit = self._newest - self.grace_seconds
-        for epoch in [e for e in self._keys if (e + 1) * self.epoch_seconds <= limit]:
+        expired = [e for e in self._keys if (e + 1) * self.epoch_seconds <= limit]
+        for epoch in expired:
             del self._keys[epoch]
+        self._listeners.notify(expired)
 
     @property
     def live_epochs(self) -> list[int]:

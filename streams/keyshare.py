@@ -45,9 +45,17 @@ epoch_seconds + grace_seconds`` the worker that notices publishes a tombstone
 that epoch again; others drop it on the tombstone or by their own clock. Replays of
 old logs through a shared ring therefore get ``None`` for epochs whose grace is over
 (those keys are destroyed, by design); reproducible batch replays use the
-``ephemeral`` ring, which ages keys by event time. Keys are created at most
-``max_ahead_seconds`` (default: one epoch) before their epoch starts, and the next
-epoch's key is prepared ``lead_seconds`` before it starts.
+``ephemeral`` ring, which ages keys by event time. The next epoch's key is prepared
+``lead_seconds`` (default: 5 min, at most a tenth of the epoch) before it starts, and
+no key is ever created earlier than that (``max_ahead_seconds`` may not exceed it):
+the topic's retention counts on it (:func:`topic_spec`).
+
+On the topic, a destroyed key lives on only until Kafka deletes its record: every key
+record of an epoch is time-stamped ``lead`` before the epoch starts (copies made later
+during a master key rotation too), and the topic's retention is ``lead + epoch + grace
++ margin`` from that time stamp, so whoever holds ``LOGFOG_MASTER_KEY`` and can read
+the topic can decrypt a destroyed key for at most ``margin + segment.ms`` (plus the
+broker's retention check interval, 5 min by default) after its destruction.
 
 Master key rotation (key-id in every record):
 
@@ -90,7 +98,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from streams.admin import TopicSpec
-from streams.keys import MIN_KEY_BYTES, load_secret
+from streams.keys import MIN_KEY_BYTES, DestroyListeners, EpochListener, load_secret
 from streams.security import PLAINTEXT, KafkaSecurity, kafka_python_settings
 
 log = logging.getLogger(__name__)
@@ -442,37 +450,69 @@ class EpochBook:
 # -- topic ------------------------------------------------------------------------------
 
 
+def default_lead_seconds(epoch_seconds: float) -> float:
+    """How long before its epoch a key is prepared (and at most created): 5 min, or a
+    tenth of a short epoch.
+
+    >>> default_lead_seconds(86400), default_lead_seconds(60)
+    (300.0, 6.0)
+    """
+    return min(300.0, epoch_seconds / 10)
+
+
+def record_time(epoch: int, epoch_seconds: int, lead_seconds: float) -> float:
+    """The time stamp of every key record of ``epoch``: ``lead`` before it starts.
+
+    Retention counts from record time stamps, so a copy re-sealed late in the epoch
+    (master key rotation) is deleted with the original, not an epoch later.
+
+    >>> record_time(3, 10, 2.5)
+    27.5
+    """
+    return epoch * epoch_seconds - lead_seconds
+
+
 def topic_spec(
     name: str = DEFAULT_TOPIC,
     epoch_seconds: int = 86400,
     grace_seconds: int = 3600,
     margin_seconds: int = 600,
     replication_factor: int = 1,
+    lead_seconds: float | None = None,
 ) -> TopicSpec:
     """The keys topic: 1 partition (log order decides), ``compact,delete``.
 
-    A key record can be written up to one epoch before its epoch starts and is live
-    until epoch end + grace, so it is at most ``2 * epoch + grace`` old while in use:
+    Every key record of an epoch is time-stamped ``lead`` before the epoch starts
+    (:func:`record_time`; no key is created earlier) and its key is live until epoch
+    end + grace: ``lead + epoch + grace`` after that time stamp.
     ``min.compaction.lag.ms`` keeps the winner uncompacted that long (compaction keeps
-    the LATEST record per key, which would change who "came first" for a new reader),
-    retention deletes everything a margin later, small segments let that happen on
-    time, and tombstones are kept ``margin`` long for workers catching up.
+    the LATEST record per key, which would change who "came first" for a new reader);
+    retention deletes the records ``margin`` later. Kafka deletes whole segments, the
+    newest record of a segment decides, and it checks every
+    ``log.retention.check.interval.ms`` (broker setting, 5 min by default): with
+    ``segment.ms`` = ``margin`` (at most 1 h), a destroyed key's record is gone at most
+    ``2 * margin`` + that interval after the destruction (25 min with the defaults).
+    Tombstones are kept ``margin`` long for workers catching up.
 
-    >>> spec = topic_spec(epoch_seconds=2, grace_seconds=1, margin_seconds=2)
-    >>> spec.partitions, spec.cleanup_policy, spec.retention_ms, spec.config["segment.ms"]
-    (1, 'compact,delete', 7000, '1000')
+    >>> spec = topic_spec(epoch_seconds=86400, grace_seconds=3600, margin_seconds=600)
+    >>> spec.retention_ms // 60000, int(spec.config["min.compaction.lag.ms"]) // 60000
+    (1515, 1505)
+    >>> spec.config["segment.ms"]
+    '600000'
     """
-    live_ms = (2 * epoch_seconds + grace_seconds) * 1000
+    lead = default_lead_seconds(epoch_seconds) if lead_seconds is None else lead_seconds
+    live_ms = int((lead + epoch_seconds + grace_seconds) * 1000)
+    margin_ms = max(1000, margin_seconds * 1000)
     return TopicSpec(
         name,
         1,
-        live_ms + margin_seconds * 1000,
+        live_ms + margin_ms,
         cleanup_policy="compact,delete",
         replication_factor=replication_factor,
         config={
             "min.compaction.lag.ms": str(live_ms),
-            "delete.retention.ms": str(max(1000, margin_seconds * 1000)),
-            "segment.ms": str(min(3_600_000, max(1000, epoch_seconds * 1000 // 4))),
+            "delete.retention.ms": str(margin_ms),
+            "segment.ms": str(min(3_600_000, margin_ms)),
         },
     )
 
@@ -489,7 +529,8 @@ class SharedKeyRing:
             key = ring.key_for(epoch)   # dict lookup once known
 
     ``key_for`` returns the agreed key, ``None`` when the epoch is destroyed (or its
-    agreed key is unreadable here, or it is more than ``max_ahead_seconds`` away), and
+    agreed key is unreadable here, or it starts more than ``max_ahead_seconds``, by
+    default ``lead_seconds``, from now), and
     raises :class:`KeyShareUnavailable` when no agreement was reached within
     ``wait_s`` (then it fails fast for ``retry_after_s`` so a dead broker does not
     stall every line). The ``now`` argument (event time) is ignored: see the module
@@ -520,7 +561,16 @@ class SharedKeyRing:
         self.grace_seconds = grace_seconds
         self.bootstrap = bootstrap
         self.topic = topic
-        self.lead_seconds = min(300.0, epoch_seconds / 10) if lead_seconds is None else lead_seconds
+        self.lead_seconds = (
+            default_lead_seconds(epoch_seconds) if lead_seconds is None else lead_seconds
+        )
+        if max_ahead_seconds is None:
+            max_ahead_seconds = self.lead_seconds
+        elif max_ahead_seconds > self.lead_seconds:
+            # The topic deletes key records lead + epoch + grace + margin after their
+            # time stamp (topic_spec): a key made earlier could vanish while still live,
+            # and a worker starting then would make a second key for the same epoch.
+            raise ValueError("max_ahead_seconds must not exceed lead_seconds")
         self.wait_s = wait_s
         self.retry_after_s = retry_after_s
         self.start_timeout_s = start_timeout_s
@@ -531,6 +581,7 @@ class SharedKeyRing:
         self._book = EpochBook(epoch_seconds, grace_seconds, max_ahead_seconds, masters.current_id)
         self._cond = threading.Condition()
         self._live: dict[int, tuple[bytes, float]] = {}  # hot path: epoch -> (key, limit)
+        self._listeners = DestroyListeners()
         self._pending: dict[int, int | None] = {}  # epoch -> own candidate offset (None: sending)
         self._consumed = -1  # highest offset processed by the consumer thread
         self._caught_up = False
@@ -638,10 +689,12 @@ class SharedKeyRing:
                 self._producer.close(timeout=timeout_s)
         self._consumer = self._producer = None
         with self._cond:
+            forgotten = sorted(self._live)
             self._live = {}
             self._book.states.clear()
             self._pending.clear()
             self._cond.notify_all()
+        self._listeners.notify(forgotten)
 
     def __enter__(self) -> SharedKeyRing:
         return self.start()
@@ -655,6 +708,11 @@ class SharedKeyRing:
         self.close()
 
     # -- KeyRing ------------------------------------------------------------------
+    def on_destroy(self, listener: EpochListener) -> None:
+        """``listener.forget(epoch)`` runs (on the consumer thread, or the caller's) as
+        soon as an epoch's key leaves this ring: by the clock, a tombstone or close."""
+        self._listeners.add(listener)
+
     def key_for(self, epoch: int, now: float | None = None) -> bytes | None:
         """The agreed key of ``epoch`` (``now`` is ignored; the wall clock decides)."""
         entry = self._live.get(epoch)
@@ -741,12 +799,23 @@ class SharedKeyRing:
 
     # -- Kafka side ---------------------------------------------------------------
     def _produce(self, key: bytes, value: bytes | None) -> int:
-        """One record per request, flushed, so the broker sees single-record batches."""
+        """One record per request, flushed, so the broker sees single-record batches.
+
+        Key records carry their epoch's :func:`record_time` (retention counts from it);
+        tombstones carry the current time (kept ``margin`` for readers catching up).
+        """
+        stamp = None
+        epoch = parse_record_key(key)
+        if value is not None and epoch is not None:
+            when = min(self._clock(), record_time(epoch, self.epoch_seconds, self.lead_seconds))
+            stamp = int(when * 1000)
         with self._send_lock:
             producer = self._producer
             if producer is None:
                 raise KeyShareError("the shared key ring is closed")
-            future = producer.send(self.topic, key=key, value=value, partition=0)
+            future = producer.send(
+                self.topic, key=key, value=value, partition=0, timestamp_ms=stamp
+            )
             producer.flush(timeout=self.wait_s)
             return int(future.get(timeout=self.wait_s).offset)
 
@@ -795,8 +864,14 @@ class SharedKeyRing:
         self._refresh_live(now)
 
     def _refresh_live(self, now: float) -> None:
-        """Publish the hot-path view (a new dict: readers never see a half update)."""
+        """Publish the hot-path view (a new dict: readers never see a half update).
+
+        Epochs that left the view are announced to the listeners (pseudonym memos)
+        after the new view is in place, so a listener that asks again gets ``None``.
+        """
+        old = self._live
         self._live = {e: (k, self._book.limit(e)) for e, k in self._book.live(now).items()}
+        self._listeners.notify([e for e in old if e not in self._live])
 
     def _maintain(self) -> None:
         """Destroy expired epochs (tombstones), prepare the next key, copy on rotation."""

@@ -56,6 +56,8 @@ class Stats:
     events: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
     leaks: Counter[str] = field(default_factory=Counter)
+    #: Rule-level counts (``pseudonym.empty``: a pseudonym published as null).
+    counters: Counter[str] = field(default_factory=Counter)
     replaced_utf8: int = 0
     started: float = field(default_factory=time.perf_counter)
 
@@ -66,6 +68,7 @@ class Stats:
             "rejected": dict(self.rejected),
             "leaks_removed": dict(self.leaks),
             "invalid_utf8_replaced": self.replaced_utf8,
+            "pseudonyms_empty": self.counters["pseudonym.empty"],
         }
 
 
@@ -127,6 +130,7 @@ class Pipeline:
         keyring: Any = None,
         geo: Any = None,
         leaks: Counter[str] | None = None,
+        counters: Counter[str] | None = None,
     ) -> None:
         self.config = config
         self.compiled = compiled
@@ -139,7 +143,10 @@ class Pipeline:
         self.aggregate_layout: tuple[str, ...] | None = next(
             (d.fields for d in compiled.destinations if d.internal), None
         )
-        self.stats = Stats(leaks=Counter() if leaks is None else leaks)
+        self.stats = Stats(
+            leaks=Counter() if leaks is None else leaks,
+            counters=Counter() if counters is None else counters,
+        )
         inp = config["input"]
         self._parse = build_parser(inp["format"], inp["trusted_proxies"], inp["json_fields"])
         self._max_bytes: int = inp["max_line_bytes"]
@@ -189,6 +196,7 @@ class Pipeline:
                 {**config["enrich"]["geo"], "cache_size": config["enrich"]["cache_size"]}
             )
         leaks: Counter[str] = Counter()
+        counters: Counter[str] = Counter()
         agents = AgentParser(cache_size=config["enrich"]["cache_size"])
         compiled = compile_rules(
             config,
@@ -197,10 +205,11 @@ class Pipeline:
             language=primary_language,
             keyring=keyring,
             leaks=leaks,
+            counters=counters,
         )
         for warning in compiled.unsafe_warnings:
             log.warning("%s", warning)
-        return cls(config, compiled, keyring=keyring, geo=geo, leaks=leaks)
+        return cls(config, compiled, keyring=keyring, geo=geo, leaks=leaks, counters=counters)
 
     def new_output(self) -> Output:
         return Output(self.names)

@@ -231,6 +231,7 @@ def compile_rules(
     language: Callable[[str | None], str | None] | None,
     keyring: Any,
     leaks: Counter[str],
+    counters: Counter[str] | None = None,
 ) -> Compiled:
     """Generate ``emit(r, append_0, append_1, ...)`` for a normalized config.
 
@@ -307,7 +308,7 @@ def compile_rules(
                 context = BuildContext(
                     destination=name, destination_kind=kind, site=config["site"],
                     keyring=keyring, cache_size=cache_size, unsafe=rule["unsafe"],
-                    sources=tuple(sources),
+                    sources=tuple(sources), counters=counters,
                 )  # fmt: skip
                 transform = spec.build(rule["options"], context)
                 if text_out:

@@ -5,6 +5,12 @@
 seconds and draws bar charts as inline SVG. Everything shown is a count or a
 coarse, already-published value (route templates, country codes): nothing raw.
 
+The page has no authentication, so it shows only what is safe for anyone who can reach
+it: totals and k-gated values. The merger's ``capped`` and ``late`` counts are left
+out: per window they can describe a single heavy or late visitor. The web server binds
+to ``LOGFOG_WEB_BIND`` (default 127.0.0.1; the container image sets 0.0.0.0 for probes
+and scraping: restrict it with a NetworkPolicy or the published port).
+
 >>> "<script>" in STATUS_PAGE and "http" not in STATUS_PAGE.split("<script>")[0].lower()
 True
 """
@@ -14,6 +20,32 @@ from __future__ import annotations
 import time
 from typing import Any
 
+#: What the page may show of the aggregation (``AggregationRuntime.status()``): totals
+#: over all windows and published (k-gated) values.
+AGGREGATE_FIELDS = ("suppressed", "window", "top_routes", "top_countries", "rows_published",
+                    "events", "open_partitions")  # fmt: skip
+#: Merger counts the page may show: partials and windows. Not ``capped`` (events over
+#: the per-visitor cap) or ``late``: in a quiet window those are one visitor's doings.
+MERGER_FIELDS = ("partials", "replaced", "stale", "windows")
+
+
+def aggregate_status(aggregation: Any) -> dict[str, Any] | None:
+    """The aggregation's status with only aggregate-safe figures (an allowlist).
+
+    >>> class Runtime:
+    ...     def status(self):
+    ...         return {"events": 9, "merger": {"windows": 2, "capped": 7, "late": 1}}
+    >>> aggregate_status(Runtime())
+    {'events': 9, 'merger': {'windows': 2}}
+    """
+    if aggregation is None:
+        return None
+    full = aggregation.status()
+    shown = {name: full[name] for name in AGGREGATE_FIELDS if name in full}
+    merger = full.get("merger") or {}
+    shown["merger"] = {name: merger[name] for name in MERGER_FIELDS if name in merger}
+    return shown
+
 
 def status_snapshot(state: Any, pipeline: Any, metrics: Any) -> dict[str, Any]:
     stats = pipeline.stats
@@ -22,7 +54,6 @@ def status_snapshot(state: Any, pipeline: Any, metrics: Any) -> dict[str, Any]:
     if len(rates) >= 2:
         (t0, l0), (t1, l1) = rates[max(0, len(rates) - 10)], rates[-1]
         rate = (l1 - l0) / (t1 - t0) if t1 > t0 else 0.0
-    aggregation = getattr(state, "aggregation", None)
     return {
         "uptime_s": round(time.time() - state.started, 1),
         "ready": state.ready,
@@ -39,7 +70,7 @@ def status_snapshot(state: Any, pipeline: Any, metrics: Any) -> dict[str, Any]:
             {"topic": t, "partition": p, "lag": lag}
             for (t, p), lag in sorted(metrics.lag_by_partition.items())
         ],
-        "aggregates": aggregation.status() if aggregation is not None else None,
+        "aggregates": aggregate_status(getattr(state, "aggregation", None)),
     }
 
 

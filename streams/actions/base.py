@@ -17,6 +17,7 @@ False
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,8 @@ class BuildContext:
     differ). ``site`` is the configured site name (pseudonym scope, same-site test).
     ``keyring`` is the pseudonym key source (``streams.keys``), ``None`` if no
     destination pseudonymizes. ``cache_size`` bounds each per-action memo.
+    ``counters`` collects per-value events worth a summary line (pseudonyms left
+    empty), ``None`` when nobody reads them.
     """
 
     destination: str = "ops"
@@ -70,6 +73,7 @@ class BuildContext:
     cache_size: int = 65536
     unsafe: bool = False
     sources: tuple[str, ...] = ()
+    counters: Counter[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

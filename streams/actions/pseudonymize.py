@@ -4,7 +4,8 @@ The key is the epoch key of the request time (``streams/keys.py``); there is no
 static salt. ``scope: site`` mixes in the site (virtual host, else the configured
 site name) so the same visitor on two sites gets unlinkable pseudonyms; two epochs
 use two independent keys, so the same visitor on two days is unlinkable too. When
-the epoch key is gone (destroyed after the grace period) the field is ``None``.
+the epoch key is gone (destroyed after the grace period) or refused (a time too far in
+the future) the field is ``None``, counted in ``counters["pseudonym.empty"]``.
 
 The output is 16 hex digits (64 bits) by default: plenty to count distinct visitors,
 short of what the leak detector treats as a token.
@@ -55,9 +56,13 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
     sha256 = hashlib.sha256
 
     size = context.cache_size
-    # Visitors repeat: memoize per epoch. The memo of an epoch is a way to recompute
-    # its pseudonyms, so it is dropped the moment that epoch's key is gone.
-    memos: dict[int, dict[tuple[Any, ...], str]] = {}
+    # Visitors repeat: memoize per epoch. The memo of an epoch maps raw values to its
+    # pseudonyms, so it must not outlive the key: the ring tells ``memos`` (from its own
+    # thread, for the shared ring) the moment it drops a key (rule 5).
+    memos = _EpochMemos()
+    ring.on_destroy(memos)
+    memo_of = memos.get
+    counters = context.counters
 
     def compute(key: bytes, values: tuple[Any, ...]) -> str:
         site = (values[1] or default_site) if per_site else ""
@@ -67,11 +72,18 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
             return hmac_new(key, data, sha256).hexdigest()[: digest_size * 2]
         return blake2b(data, key=key, digest_size=digest_size).hexdigest()
 
-    def forget_destroyed(now: int) -> None:
-        for old in [e for e in memos if key_for(e, now) is None]:
-            del memos[old]
-        while len(memos) > 3:
-            del memos[min(memos)]
+    def new_memo(epoch: int, when: int) -> dict[tuple[Any, ...], str] | None:
+        memo: dict[tuple[Any, ...], str] = {}
+        memos[epoch] = memo
+        # The key may have been dropped between key_for and the line above (another
+        # thread): asking again after the memo is in place closes that window.
+        if key_for(epoch, when) is None:
+            memos.pop(epoch, None)
+            return None
+        # Keys that are never destroyed (derived rings): bound the memos by count.
+        for old in sorted(memos)[:-3]:
+            memos.pop(old, None)
+        return memo
 
     def pseudonymize(values: tuple[Any, ...]) -> str | None:
         when = values[0]
@@ -79,11 +91,16 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
         key = key_for(epoch, when)
         if key is None:
             memos.pop(epoch, None)
+            if counters is not None:
+                counters["pseudonym.empty"] += 1
             return None
-        memo = memos.get(epoch)
+        memo = memo_of(epoch)
         if memo is None:
-            memo = memos[epoch] = {}
-            forget_destroyed(when)
+            memo = new_memo(epoch, when)
+            if memo is None:
+                if counters is not None:
+                    counters["pseudonym.empty"] += 1
+                return None
         ident = values[1:]
         out = memo.get(ident)
         if out is None:
@@ -91,6 +108,23 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
         return out
 
     return pseudonymize
+
+
+class _EpochMemos(dict[int, dict[tuple[Any, ...], str]]):
+    """Per-epoch memos that a key ring can empty (a ``streams.keys.EpochListener``)."""
+
+    def forget(self, epoch: int) -> None:
+        self.pop(epoch, None)
+
+
+def validate(options: Mapping[str, Any], context: BuildContext) -> list[str]:
+    """``scope: global`` links one visitor across sites: rule 5 wants them unlinkable."""
+    if options["scope"] == "global":
+        return [
+            "scope: global gives a visitor the same pseudonym on every site, linking them "
+            "across sites (rule 5); use scope: site (or set unsafe: true to override)"
+        ]
+    return []
 
 
 SPEC = ActionSpec(
@@ -114,6 +148,7 @@ SPEC = ActionSpec(
         Option("length", int, 16, "hex digits in the output", check=_check_length),
     ),
     build=build,
+    validate=validate,
     multi=True,
     implicit_sources=IMPLICIT_SOURCES,
 )

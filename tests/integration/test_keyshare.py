@@ -41,6 +41,16 @@ def _records(
     timeout_s: float = 5.0,
 ) -> list[tuple[int, int | None, bytes | None]]:
     """All records of the topic as (offset, epoch, value), read from the beginning."""
+    return [r[:3] for r in _timed_records(bootstrap, topic, until, timeout_s)]
+
+
+def _timed_records(
+    bootstrap: str,
+    topic: str,
+    until: Callable[[list[Any]], bool] | None = None,
+    timeout_s: float = 5.0,
+) -> list[tuple[int, int | None, bytes | None, int]]:
+    """All records as (offset, epoch, value, timestamp ms), read from the beginning."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(
@@ -53,14 +63,14 @@ def _records(
     tp = TopicPartition(topic, 0)
     consumer.assign([tp])
     consumer.seek_to_beginning(tp)
-    out: list[tuple[int, int | None, bytes | None]] = []
+    out: list[tuple[int, int | None, bytes | None, int]] = []
     deadline = time.monotonic() + timeout_s
     idle = 0
     try:
         while time.monotonic() < deadline:
             batch = consumer.poll(timeout_ms=200)
             got = [m for ms in batch.values() for m in ms]
-            out.extend((m.offset, parse_record_key(m.key), m.value) for m in got)
+            out.extend((m.offset, parse_record_key(m.key), m.value, m.timestamp) for m in got)
             idle = 0 if got else idle + 1
             if idle >= 3 and (until is None or until(out)):
                 break
@@ -183,10 +193,11 @@ def test_first_record_wins_even_if_unseen_candidates_exist(
 def test_pseudonyms_identical_across_workers_and_unlinkable_across_epochs_and_sites(
     ring_factory: RingFactory,
 ) -> None:
-    a, b = ring_factory(), ring_factory()
+    # The next epoch's key may exist only within the lead (no earlier: retention).
+    a, b = ring_factory(lead_seconds=HOUR), ring_factory(lead_seconds=HOUR)
     fa, fb = _pseudonymizer(a), _pseudonymizer(b)
     now = int(time.time())
-    next_epoch = (now // HOUR + 1) * HOUR + 10  # within max_ahead: allowed to exist already
+    next_epoch = (now // HOUR + 1) * HOUR + 10  # within the lead: allowed to exist already
     visitor = ("203.0.113.9", "Mozilla/5.0")
     same = [fa((now, None, *visitor)), fb((now, None, *visitor)), fb((now + 1, None, *visitor))]
     assert same[0] is not None and len(set(same)) == 1
@@ -213,6 +224,15 @@ def test_destruction_tombstone_and_no_resurrection(
     epoch = int(time.time() // epoch_s)
     key = a.key_for(epoch)
     assert key is not None and b.key_for(epoch) == key
+    pseudonymize = _pseudonymizer(a)
+    visitor = (epoch * epoch_s, None, "203.0.113.9", "Mozilla/5.0")
+    pseudonym = pseudonymize(visitor)
+    memos = [
+        c.cell_contents
+        for c in pseudonymize.__closure__ or ()
+        if hasattr(c.cell_contents, "forget")
+    ]  # type: ignore[attr-defined]
+    assert pseudonym is not None and any(pseudonym in m.get(epoch, {}).values() for m in memos)
     assert key.hex() not in repr(a) and repr(key) not in repr(a)
     limit = (epoch + 1) * epoch_s + grace_s
     time.sleep(max(0.0, limit - time.time()))
@@ -225,9 +245,14 @@ def test_destruction_tombstone_and_no_resurrection(
         time.sleep(0.1)
     assert a.counters["tombstones_seen"] >= 1 and b.counters["tombstones_seen"] >= 1
     assert epoch not in a.describe()["live_epochs"] and a.describe()["destroyed"] >= 1
-    recs = _records(broker.bootstrap, keys_topic)
-    mine = [r for r in recs if r[1] == epoch]
-    assert any(v is None for _, _, v in mine), "no tombstone on the topic"
+    # Nothing in this worker maps the visitor to the destroyed epoch's pseudonym.
+    assert memos and all(epoch not in m for m in memos)
+    timed = [r for r in _timed_records(broker.bootstrap, keys_topic) if r[1] == epoch]
+    assert any(r[2] is None for r in timed), "no tombstone on the topic"
+    # Key records are stamped lead before their epoch (lead 0 here): retention counts
+    # from there (topic_spec), whenever the record was written.
+    sealed = [r for r in timed if r[2] is not None]
+    assert sealed and all(r[3] == epoch * epoch_s * 1000 for r in sealed), sealed
     # A fresh worker reading from the beginning can neither adopt nor recreate it.
     c = ring_factory(epoch_s, grace_s)
     assert c.key_for(epoch) is None

@@ -213,3 +213,22 @@ def test_summary_hides_the_internal_aggregation_input(config: Path, tmp_path: Pa
     summary = orjson.loads((tmp_path / "s.json").read_bytes())
     assert set(summary["published"]) == {"ops", "product"}
     assert "_aggregate" not in result.stderr
+
+
+def test_summary_counts_lines_left_without_a_pseudonym(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = SAMPLE.read_bytes().splitlines()[:3]
+    future = lines[0].replace(b"/2024:", b"/2099:")
+    assert future != lines[0]
+    log = tmp_path / "access.log"
+    log.write_bytes(b"\n".join([*lines, future, *lines]) + b"\n")
+    summary_path = tmp_path / "s.json"
+    assert main(["anonymize", str(log), "-c", str(config), "-o", str(tmp_path / "out"),
+                 "--summary-json", str(summary_path)]) == 0  # fmt: skip
+    products = [
+        orjson.loads(x) for x in (tmp_path / "out" / "product.ndjson").read_bytes().splitlines()
+    ]
+    assert sum(p["visitor"] is None for p in products) == 1
+    assert orjson.loads(summary_path.read_bytes())["pseudonyms_empty"] == 1
+    assert "no pseudonym" in capsys.readouterr().err

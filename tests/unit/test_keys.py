@@ -52,3 +52,18 @@ def test_ephemeral_keys_are_random_and_expire() -> None:
     assert a.key_for(0, now=70) is None and a.live_epochs == [1]
     # a destroyed epoch is never re-created, even if asked again later
     assert a.key_for(0, now=70) is None
+
+
+def test_a_line_from_the_future_neither_gets_a_key_nor_destroys_others() -> None:
+    """One line dated 2099 used to become "now": every earlier epoch's key destroyed."""
+    wall = 1_800_000_000.0
+    ring = EphemeralKeyRing(86400, 3600, clock=lambda: wall)
+    today = int(wall // 86400)
+    key = ring.key_for(today, now=wall)
+    assert key is not None
+    year_2099 = 4_070_908_800
+    assert ring.key_for(year_2099 // 86400, now=year_2099) is None
+    assert ring.key_for(today, now=wall + 1) == key and ring.live_epochs == [today]
+    # Within the tolerance (clock skew), a time just ahead of the wall clock is believed.
+    assert ring.key_for(today, now=wall + 299) == key
+    assert ring.key_for(today + 1, now=(today + 1) * 86400.0) is None  # hours ahead: no

@@ -18,9 +18,11 @@ from streams.keyshare import (
     RecordCodec,
     RecordError,
     SharedKeyRing,
+    default_lead_seconds,
     key_id_of,
     parse_record_key,
     record_key,
+    record_time,
     topic_spec,
 )
 
@@ -249,6 +251,7 @@ def test_ring_hot_path_and_clock_based_destruction(caplog: pytest.LogCaptureFixt
     text = caplog.text + repr(ring) + repr(ring.describe()) + repr(ring._book.states)
     for secret in (A, B, OLD):
         assert secret.hex() not in text and repr(secret) not in text
+    clock[0] = 49.5  # epoch 5 starts within the lead (1 s): it could be made
     with pytest.raises(KeyShareError, match="not running"):
         ring.key_for(5)
 
@@ -257,6 +260,43 @@ def test_topic_spec() -> None:
     spec = topic_spec("logfog.keys", epoch_seconds=86400, grace_seconds=3600, margin_seconds=600)
     cfg = spec.topic_configs()
     assert spec.partitions == 1 and cfg["cleanup.policy"] == "compact,delete"
-    live_ms = (2 * 86400 + 3600) * 1000
+    live_ms = (300 + 86400 + 3600) * 1000  # lead + epoch + grace
     assert cfg["min.compaction.lag.ms"] == str(live_ms)
-    assert spec.retention_ms == live_ms + 600_000 and cfg["segment.ms"] == "3600000"
+    assert spec.retention_ms == live_ms + 600_000 and cfg["segment.ms"] == "600000"
+
+
+@pytest.mark.parametrize(
+    ("epoch_s", "grace_s", "margin_s"), [(86400, 3600, 600), (3600, 60, 600), (2, 1, 2)]
+)
+def test_topic_deletes_a_destroyed_key_soon_after_destruction(
+    epoch_s: int, grace_s: int, margin_s: int
+) -> None:
+    """The audit's case: a key written 5 min before its epoch, destroyed at epoch start
+    + 25 h, was deleted only ~49 h after. Retention counts from the record's time stamp;
+    Kafka deletes a segment when its NEWEST record is past retention, and a segment
+    spans at most segment.ms of records."""
+    spec = topic_spec("k", epoch_seconds=epoch_s, grace_seconds=grace_s, margin_seconds=margin_s)
+    cfg = spec.topic_configs()
+    lag_s, segment_s = int(cfg["min.compaction.lag.ms"]) / 1000, int(cfg["segment.ms"]) / 1000
+    retention_s = spec.retention_ms / 1000
+    lead = default_lead_seconds(epoch_s)
+    epoch = 20245
+    stamp = record_time(epoch, epoch_s, lead)
+    destroyed = (epoch + 1) * epoch_s + grace_s
+    assert stamp + lag_s >= destroyed  # the winner is never compacted away while live
+    assert stamp + retention_s > destroyed  # nor deleted (a late starter must find it)
+    deleted_by = stamp + segment_s + retention_s
+    assert deleted_by <= destroyed + 2 * margin_s
+    if epoch_s == 86400:
+        assert deleted_by - epoch * epoch_s <= 25 * 3600 + 20 * 60
+
+
+def test_no_key_is_made_before_the_lead() -> None:
+    """Retention assumes no key record older than its epoch's record time."""
+    ring = SharedKeyRing("127.0.0.1:1", MasterKeys(OLD), epoch_seconds=100, grace_seconds=5,
+                         lead_seconds=10, clock=lambda: 150.0)  # fmt: skip
+    assert not ring._book.may_create(2, now=150.0 + 39)  # 11 s before epoch 2
+    assert ring._book.may_create(2, now=150.0 + 41)
+    with pytest.raises(ValueError, match="max_ahead_seconds"):
+        SharedKeyRing("127.0.0.1:1", MasterKeys(OLD), 100, 5, lead_seconds=10,
+                      max_ahead_seconds=100)  # fmt: skip

@@ -192,3 +192,17 @@ def test_the_aggregator_reads_rows_in_the_order_the_workers_write_them(
     layout = aggregate_layout(config)
     assert layout is not None and ("country" in layout) is geo
     assert layout == Pipeline.from_normalized(config).aggregate_layout
+
+
+def test_a_future_dated_line_gets_no_pseudonym_and_is_counted() -> None:
+    """File command (ephemeral keys): a line dated 2099 must not end the other lines'
+    pseudonyms; its own pseudonym is null and counted for the summary."""
+    from streams.keys import EphemeralKeyRing
+
+    cfg = config(visitor={"from": ["client.ip", "agent.original"], "action": "pseudonymize"})
+    p = Pipeline.from_config(cfg, keyring=EphemeralKeyRing(86400, 3600))
+    future = GOOD.replace(T, "[10/Oct/2099:13:55:36 -0700]")
+    events = p.test([GOOD, future, GOOD]).events("ops")
+    assert [e["visitor"] is None for e in events] == [False, True, False]
+    assert events[0]["visitor"] == events[2]["visitor"]
+    assert p.stats.as_dict()["pseudonyms_empty"] == 1

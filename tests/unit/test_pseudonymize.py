@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import secrets
+import types
+from typing import Any
+
 from streams.actions.base import BuildContext
 from streams.actions.pseudonymize import SPEC
 from streams.keys import DerivedKeyRing, EphemeralKeyRing
+from streams.keyshare import MasterKeys, RecordCodec, SharedKeyRing, record_key
 
 DAY = 86400
 
@@ -53,3 +59,73 @@ def test_destroyed_key_yields_none_not_a_fallback() -> None:
     assert f((2 * DAY, None, "203.0.113.9")) is not None  # type: ignore[operator] # time moves on
     assert ring.live_epochs == [2]
     assert f((10, None, "203.0.113.9")) is None  # type: ignore[operator] # epoch 0 is gone
+
+
+# -- no memo outlives its key (rule 5) ---------------------------------------------------
+
+
+def _dicts_reachable_from(*roots: object) -> list[dict[Any, Any]]:
+    """Every dict reachable from ``roots`` (closures and function globals included;
+    modules and classes are not followed, so this stays within what the roots own)."""
+    seen: set[int] = set()
+    stack = list(roots)
+    found: list[dict[Any, Any]] = []
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (type, types.ModuleType, str, bytes, int)):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, dict):
+            found.append(obj)
+        stack.extend(gc.get_referents(obj))
+    return found
+
+
+def _maps_to(pseudonym: str, *roots: object) -> bool:
+    return any(pseudonym in list(d.values()) for d in _dicts_reachable_from(*roots))
+
+
+def test_ephemeral_memo_of_an_epoch_goes_with_its_key() -> None:
+    """The audit's case: epoch 1's memo exists before key 0 dies, and no event of
+    epoch 0 comes afterwards: the memo of epoch 0 must still be gone."""
+    ring = EphemeralKeyRing(DAY, grace_seconds=3600)
+    f = build(ring)
+    p0 = f((100, None, "203.0.113.9", "UA"))  # type: ignore[operator]
+    assert isinstance(p0, str) and _maps_to(p0, f, ring)  # the probe can see a memo
+    f((DAY + 5, None, "198.51.100.1", "UA"))  # type: ignore[operator] # epoch 0 in grace
+    assert _maps_to(p0, f, ring)  # still live: memoized, as it should be
+    f((DAY + 7200, None, "198.51.100.2", "UA"))  # type: ignore[operator] # key 0 destroyed
+    assert ring.key_for(0, DAY + 7200) is None
+    assert not _maps_to(p0, f, ring)
+
+
+def test_shared_memo_goes_with_its_key_on_tombstone_and_by_clock() -> None:
+    clock = [10.0]
+    masters = MasterKeys(secrets.token_bytes(32))
+    ring = SharedKeyRing("127.0.0.1:1", masters, epoch_seconds=DAY, grace_seconds=3600,
+                         clock=lambda: clock[0])  # fmt: skip
+    codec = RecordCodec(masters, ring.topic, DAY)
+    ring._apply(0, record_key(0), codec.seal(0, secrets.token_bytes(32)), clock[0])
+    ring._apply(1, record_key(1), codec.seal(1, secrets.token_bytes(32)), clock[0])
+    f, g = build(ring), build(ring)  # two rules, two memos: both must be told
+    p0, q0 = f((100, None, "203.0.113.9", "UA")), g((100, None, "192.0.2.1", "UA"))  # type: ignore[operator]
+    clock[0] = DAY + 5.0
+    p1 = f((DAY + 5, None, "203.0.113.9", "UA"))  # type: ignore[operator]
+    assert isinstance(p0, str) and isinstance(q0, str) and p1 is not None
+    assert _maps_to(p0, f) and _maps_to(q0, g)
+    ring._apply(2, record_key(0), None, clock[0])  # another worker destroyed epoch 0
+    assert not _maps_to(p0, f) and not _maps_to(q0, g) and _maps_to(p1, f)
+    # By the clock alone (no tombstone read yet): the ring's own refresh tells the memos.
+    clock[0] = 2 * DAY + 3600.0
+    ring._refresh_live(clock[0])
+    assert not _maps_to(p1, f)
+
+
+def test_memos_of_derived_keys_stay_bounded() -> None:
+    f = build(DerivedKeyRing(b"a" * 32, DAY))
+    for day in range(10):
+        f((day * DAY, None, "203.0.113.9"))  # type: ignore[operator]
+    memos = [
+        d for d in _dicts_reachable_from(f) if d and all(isinstance(v, dict) for v in d.values())
+    ]
+    assert memos and all(len(m) <= 4 for m in memos)

@@ -1,0 +1,202 @@
+"""Config checks that protect privacy or the visitor counts: keys, time, geo, Kafka keys.
+
+Each unsafe setting is refused with its own message and place, or accepted with a
+logged warning when the rule (or ``keys``) says ``unsafe: true``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from streams.cli import main
+from streams.config import normalize, validate, worker_key_problems
+
+ROOT = Path(__file__).resolve().parents[2]
+VISITOR = {"from": ["client.ip", "agent.original"], "action": "pseudonymize"}
+
+
+def config(**keys: Any) -> dict[str, Any]:
+    return {
+        "keys": keys,
+        # Declared, not opened: validation checks that a geo.* rule has a database.
+        "enrich": {"geo": {"city": "/nonexistent/City.mmdb", "asn": "/nonexistent/ASN.mmdb"}},
+        "destinations": {
+            "product": {
+                "kind": "analytics",
+                "topic": "logs.product",
+                "fields": {
+                    "visitor": dict(VISITOR),
+                    "time": {"from": "request.time", "action": "coarsen_time", "bucket": "1h"},
+                },
+            }
+        },
+    }
+
+
+def with_aggregates(cfg: dict[str, Any]) -> dict[str, Any]:
+    cfg = copy.deepcopy(cfg)
+    cfg["aggregates"] = {"enabled": True}
+    return cfg
+
+
+# -- keys.epoch against the aggregate windows ---------------------------------------------
+
+
+@pytest.mark.parametrize(("epoch", "times"), [("1h", 24), ("12h", 2), ("36h", 2), ("7h", 5)])
+def test_epoch_shorter_than_or_across_the_day_windows_is_refused(epoch: str, times: int) -> None:
+    errors = validate(with_aggregates(config(epoch=epoch)))
+    assert errors == [
+        f"keys.epoch: {epoch} with aggregates enabled: the 1d windows count distinct "
+        f"visitors by pseudonym, and a new key every {epoch} counts one visitor up to "
+        f"{times} times in a window; use a multiple of 1d (or keys.unsafe: true)"
+    ]
+
+
+@pytest.mark.parametrize("epoch", ["1d", "2d", "7d"])
+def test_epoch_multiple_of_the_day_is_accepted(epoch: str) -> None:
+    assert validate(with_aggregates(config(epoch=epoch))) == []
+
+
+def test_short_epoch_without_aggregates_or_with_unsafe() -> None:
+    assert validate(config(epoch="1h")) == []  # no visitor counts to inflate
+    warnings: list[str] = []
+    assert validate(with_aggregates(config(epoch="1h", unsafe=True)), warnings) == []
+    assert any(w.startswith("UNSAFE (keys.unsafe: true): keys.epoch: 1h") for w in warnings)
+
+
+# -- logfog worker needs shared keys -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "why"),
+    [
+        ("ephemeral", "every worker makes its own keys"),
+        ("env:LOGFOG_SECRET", "never destroyed"),
+        ("file:/etc/logfog.key", "never destroyed"),
+    ],
+)
+def test_worker_refuses_unshared_keys(source: str, why: str) -> None:
+    normalized = normalize(config(source=source), [], [])
+    problems = worker_key_problems(normalized, [])
+    assert len(problems) == 1
+    assert problems[0].startswith(f"keys.source: {source!r} in logfog worker: ")
+    assert why in problems[0] and "use auto or shared" in problems[0]
+    warnings: list[str] = []
+    unsafe = normalize(config(source=source, unsafe=True), [], [])
+    assert worker_key_problems(unsafe, warnings) == [] and "UNSAFE" in warnings[0]
+
+
+@pytest.mark.parametrize("source", ["auto", "shared"])
+def test_worker_accepts_shared_keys_and_the_shipped_config(source: str) -> None:
+    assert worker_key_problems(normalize(config(source=source), [], []), []) == []
+    shipped = normalize(yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text()), [], [])
+    assert worker_key_problems(shipped, []) == []
+
+
+def test_worker_with_ephemeral_keys_exits_2_before_any_broker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config(source="ephemeral")))
+    assert main(["worker", "-c", str(path), "--bootstrap", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "keys.source: 'ephemeral' in logfog worker" in err and "Traceback" not in err
+
+
+# -- rules that would publish below a floor (rules 2, 4, 5, 8) -----------------------------
+
+
+def with_rule(
+    rule: dict[str, Any], kind: str = "analytics", key: str | None = None
+) -> dict[str, Any]:
+    cfg = config()
+    dest = cfg["destinations"]["product"]
+    dest["kind"] = kind
+    dest["fields"]["x"] = rule
+    if key is not None:
+        dest["key"] = key
+    return cfg
+
+
+WHERE = "destinations.product.fields.x: "
+OVERRIDE = " (or set unsafe: true to override)"
+RULE_CASES = [
+    (with_rule({"from": "request.time", "action": "keep"}),
+     WHERE + "keep would publish request.time to the second, finer than 1h, the limit for "
+     "analytics output (rule 8); use coarsen_time" + OVERRIDE),
+    (with_rule({"from": "request.time", "action": "keep"}, "operations"),
+     WHERE + "keep would publish request.time to the second, finer than 1m, the limit for "
+     "operations output (rule 8); use coarsen_time" + OVERRIDE),
+    (with_rule({"from": "geo.asn", "action": "keep"}),
+     WHERE + "keep would publish geo.asn in an analytics destination: never the ASN in "
+     "analytics (rule 4); drop it" + OVERRIDE),
+    (with_rule({"from": "geo.asn", "action": "pseudonymize"}),
+     WHERE + "pseudonymize would publish geo.asn in an analytics destination"),
+    (with_rule({"from": "geo.city", "action": "keep"}),
+     WHERE + "keep would publish geo.city in an analytics destination: the city only through "
+     "the k-gated aggregates, where every cell holds at least k visitors (rule 4); generalize "
+     "it to region or country" + OVERRIDE),
+    (with_rule({"from": ["client.ip", "agent.original"], "action": "pseudonymize",
+                "scope": "global"}),
+     WHERE + "scope: global gives a visitor the same pseudonym on every site, linking them "
+     "across sites (rule 5); use scope: site (or set unsafe: true to override)"),
+    (with_rule({"from": "client.ip", "action": "keep", "unsafe": True}, "operations", key="x"),
+     "destinations.product.key: 'x' comes from a rule with unsafe: true; a Kafka key must "
+     "never carry a raw IP or identifier (rule 2): key by a pseudonymized field"),
+    (with_rule({"from": "client.ip", "action": "truncate_ip", "ipv4_prefix": 32,
+                "unsafe": True}, "operations", key="x"),
+     "destinations.product.key: 'x' comes from a rule with unsafe: true"),
+    (with_rule({"from": "request.cookie", "action": "drop"}, key="x"),
+     "destinations.product.key: 'x' is dropped, so there is no value to key by"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("cfg", "message"), RULE_CASES)
+def test_rule_below_a_floor_is_refused_with_its_message(cfg: dict[str, Any], message: str) -> None:
+    errors = validate(cfg)
+    assert any(e.startswith(message) for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"from": "request.time", "action": "keep"},
+        {"from": "geo.asn", "action": "keep"},
+        {"from": "geo.city", "action": "keep"},
+        {"from": ["client.ip"], "action": "pseudonymize", "scope": "global"},
+    ],
+)
+def test_unsafe_true_lets_each_through_with_a_warning(rule: dict[str, Any]) -> None:
+    warnings: list[str] = []
+    assert validate(with_rule({**rule, "unsafe": True}), warnings) == []
+    assert any(w.startswith(WHERE + "UNSAFE: ") for w in warnings), warnings
+
+
+@pytest.mark.parametrize(
+    ("rule", "kind", "key"),
+    [
+        ({"from": "request.time", "action": "coarsen_time", "bucket": "1h"}, "analytics", None),
+        ({"from": "request.time", "action": "drop"}, "analytics", None),
+        ({"from": "geo.city", "action": "generalize", "to": "region"}, "analytics", None),
+        ({"from": "geo.city", "action": "drop"}, "analytics", None),
+        ({"from": "geo.asn", "action": "keep"}, "operations", None),
+        ({"from": "geo.city", "action": "keep"}, "operations", None),
+        ({"from": "request.method", "action": "keep"}, "operations", "x"),
+        ({"from": ["client.ip", "agent.original"], "action": "pseudonymize"}, "analytics", "x"),
+    ],
+)
+def test_safe_neighbours_pass(rule: dict[str, Any], kind: str, key: str | None) -> None:
+    assert validate(with_rule(rule, kind, key)) == []
+
+
+def test_aggregation_input_may_hold_the_city() -> None:
+    """The internal stream keeps the city for the k-gated aggregates (an operations-kind
+    destination): aggregation with a city database stays valid."""
+    cfg = with_aggregates(config())
+    cfg["enrich"] = {"geo": {"city": "builtin:dbip-city-lite"}}
+    assert validate(cfg) == []
