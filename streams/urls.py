@@ -80,7 +80,9 @@ _HEX16_RE: Final = re.compile(r"[0-9A-Fa-f]{16,}")
 _B64_RUN_RE: Final = re.compile(r"[A-Za-z0-9+/_=-]{20,}")
 _EMAIL_RE: Final = re.compile(  # lookbehind: start only at a run's first char (O(n))
     # Local part: anything but separators, control characters included ("%00@x.io").
-    r"(?<![^\s@/\\,;:<>()\[\]\"])[^\s@/\\,;:<>()\[\]\"]+@"
+    # It may be empty: "@gmail.com" after a separator (a decoded "j%09%40gmail.com")
+    # still names a mailbox's domain next to what is left of its local part.
+    r"(?<![^\s@/\\,;:<>()\[\]\"])[^\s@/\\,;:<>()\[\]\"]*@"
     r"(?:[^\W_](?:[\w-]*[^\W_])?\.)+(?:[^\W\d_]{2,}|xn--[\w-]+)"
 )
 _DENSITY_RE: Final = re.compile(r"@\d+(?:\.\d+)?x\.")
