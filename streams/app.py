@@ -7,11 +7,16 @@ after the broker has acknowledged every output record. A crash or ``kill -9`` at
 point therefore replays at most the unacknowledged batches: at-least-once, duplicates
 bounded by the commit interval plus one batch.
 
-Failure rules:
+Failure rules (``work_chunk``):
 - a bad line is a dead letter (reason code, coordinates), never an exception;
 - a failing rule is a ``rules.error`` dead letter (the pipeline catches it);
+- no epoch key can be agreed (key topic or broker down): no fault of the lines, so
+  the batch is held, unacknowledged, and run again with backoff until keys are back;
 - a broker that will not take our records: the batch is retried with backoff and
   nothing is acknowledged meanwhile; the agent never dies over it;
+- a publish error that retrying cannot fix (a record the broker refuses for good, a
+  bug of ours): the batch is published record by record, and the lines of a record
+  that still fails are ``publish.error`` dead letters; never a retry loop;
 - SIGTERM: Faust stops the agent between batches, commits acknowledged offsets, exit 0.
 
 Web endpoints (Faust's web server): ``/healthz``, ``/readyz``, ``/metrics``
@@ -306,11 +311,9 @@ def _add_anonymizer(
                 # Framing: a record is lines joined by "\n", split exactly: a trailing
                 # "\n" is an empty last line (dead-lettered as parse.empty), so every
                 # line a shipper framed is counted, empty ones included.
-                pipeline.process_records(records, out)
-                await _publish_until_done(publisher(), out, state, metrics)
+                await work_chunk(pipeline, publisher(), records, out, state, metrics)
                 for event in events:  # only now may their offsets be committed
                     event.ack()  # (Stream.ack adds only monitor bookkeeping, per event)
-                pipeline.count_published(out)
                 state.batches += 1
                 state.records_in += len(events)
                 state.last_batch_at = time.time()
@@ -486,13 +489,113 @@ def _add_aggregation(
             await app.consumer.commit()
 
 
-async def _publish_until_done(publisher: Any, out: Any, state: WorkerState, metrics: Any) -> None:
+async def work_chunk(
+    pipeline: Any,
+    publisher: Any,
+    records: list[tuple[bytes | None, str, int, int]],
+    out: Any,
+    state: WorkerState,
+    metrics: Any,
+) -> None:
+    """Process and publish one chunk of raw records; return when every line of it is
+    published or dead-lettered, so that the caller may acknowledge the records.
+
+    - No epoch key can be agreed (key topic or broker down): the chunk is held, nothing
+      published or acknowledged, and run again after a backoff (``_process_held``).
+    - The broker does not take the output now: retried with backoff until it does.
+    - Publishing fails in a way retrying cannot fix (a record the broker refuses for
+      good, a bug of ours): ``_publish_each``. Never a retry loop: that stalled the
+      worker on the chunk forever.
+    """
+    await _process_held(pipeline.process_records, records, out)
+    try:
+        await _publish_until_done(publisher, out, state, metrics)
+    except Exception as error:
+        _log_permanent(error, f"{len(records)} records, now published one by one")
+        await _publish_each(pipeline, publisher, records, out, state, metrics)
+        return
+    pipeline.count_published(out)
+
+
+async def _process_held(
+    run: Any, records: list[tuple[bytes | None, str, int, int]], out: Any
+) -> None:
+    """``run(records, out)``, again and again with backoff while the pipeline reports
+    that no epoch key can be agreed (``streams.pipeline.is_unavailable``). Those lines
+    are no one's fault: dead-lettering them, as before, lost every event of an outage
+    of the key topic. Nothing is published or acknowledged while we wait; a stop in the
+    meantime ends the wait (the records are replayed, nothing is lost)."""
+    from streams.pipeline import is_unavailable
+
+    delay = 0.2
+    while True:
+        try:
+            run(records, out)
+            return
+        except Exception as error:
+            if not is_unavailable(error):
+                raise
+            out.clear()
+            log.warning(
+                "epoch keys unavailable (%s): holding %d records, nothing acknowledged; "
+                "retrying in %.1fs", type(error).__name__, len(records), delay,
+            )  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+
+def _permanent_errors() -> tuple[type[BaseException], ...]:
+    from aiokafka import errors
+
+    # The broker refuses the request itself: the same bytes fail every time.
+    return (
+        errors.MessageSizeTooLargeError,
+        errors.RecordTooLargeError,
+        errors.RecordListTooLargeError,
+        errors.InvalidMessageError,
+        errors.CorruptRecordException,
+        errors.InvalidTimestampError,
+        errors.UnsupportedForMessageFormatError,
+    )
+
+
+def retryable(error: BaseException) -> bool:
+    """Whether waiting can fix a publish error: the broker's errors (unreachable, no
+    leader, timeouts, even authorization: an operator fixes those) and the network's,
+    but not a record the broker refuses for good, nor any other exception (a bug of
+    ours fails again on the same batch).
+
+    >>> from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+    >>> retryable(KafkaTimeoutError()), retryable(ConnectionResetError()), retryable(TimeoutError())
+    (True, True, True)
+    >>> retryable(MessageSizeTooLargeError()), retryable(TypeError()), retryable(ValueError())
+    (False, False, False)
+    """
+    from aiokafka.errors import KafkaError
+
+    if isinstance(error, _permanent_errors()):
+        return False
+    return isinstance(error, KafkaError | TimeoutError | OSError)
+
+
+def _log_permanent(error: BaseException, what: str) -> None:
+    # Type and place only, like rules errors: messages can quote what failed.
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
+    log.error("publish failed for good (%s at %s): %s", type(error).__name__, where, what)
+
+
+async def _publish_until_done(
+    publisher: Any, out: Any, state: WorkerState, metrics: Any, *, retry_all: bool = False
+) -> None:
     """Publish a batch, retrying with backoff until the broker takes it.
 
     Nothing upstream is acknowledged before this returns, so waiting is always safe;
-    giving up is not (the batch would be acknowledged by nobody and replayed, fine, but
-    an exception escaping the agent makes Faust restart it and re-read uncommitted
-    events in a loop). Errors are logged by type only.
+    but only errors that waiting can fix (``retryable``) are retried: any other is
+    raised at once (with ``retry_all``, every error is retried: the last resort, when
+    nothing else would keep the lines). Errors are logged by type only.
     """
     delay = 0.2
     while True:
@@ -501,9 +604,11 @@ async def _publish_until_done(publisher: Any, out: Any, state: WorkerState, metr
             return
         except asyncio.CancelledError:
             raise
-        except Exception as error:  # the producer's KafkaError family and timeouts
+        except Exception as error:
             state.publish_failures += 1
             metrics.publish_failures.inc()
+            if not (retry_all or retryable(error)):
+                raise
             log.warning(
                 "publish failed (%s); retrying in %.1fs, nothing acknowledged",
                 type(error).__name__,
@@ -511,6 +616,34 @@ async def _publish_until_done(publisher: Any, out: Any, state: WorkerState, metr
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+
+async def _publish_each(
+    pipeline: Any,
+    publisher: Any,
+    records: list[tuple[bytes | None, str, int, int]],
+    out: Any,
+    state: WorkerState,
+    metrics: Any,
+) -> None:
+    """A chunk whose output cannot be published: run and publish its records one at a
+    time, so that a poison record costs only its own lines. The lines of a record whose
+    output still fails are dead-lettered as ``publish.error`` (coordinates, never the
+    line); if even those dead letters cannot be published, they are retried until they
+    are (nothing else keeps the lines). Events of the chunk that reached the broker
+    before the failure are published again: duplicates, as after a crash."""
+    for record in records:
+        out.clear()
+        await _process_held(pipeline.rerun_records, [record], out)
+        try:
+            await _publish_until_done(publisher, out, state, metrics)
+        except Exception as error:
+            where = f"{record[1]}/{record[2]}/{record[3]}"
+            _log_permanent(error, f"record {where}: its lines dead-lettered (publish.error)")
+            pipeline.fail_record(record, out)
+            await _publish_until_done(publisher, out, state, metrics, retry_all=True)
+        pipeline.count_published(out)
+    out.clear()
 
 
 EXIT_STOP_TIMEOUT = 3

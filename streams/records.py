@@ -27,6 +27,9 @@ PARSE_EMPTY: Final = "parse.empty"
 PARSE_BAD_JSON: Final = "parse.bad_json"
 PARSE_ERROR: Final = "parse.error"
 RULES_ERROR: Final = "rules.error"
+#: The worker could not publish a record's output (the broker refused it for good, or
+#: a bug in publishing): its lines are dead-lettered rather than retried forever.
+PUBLISH_ERROR: Final = "publish.error"
 
 REASONS: Final = (
     PARSE_NO_MATCH,
@@ -38,6 +41,7 @@ REASONS: Final = (
     PARSE_BAD_JSON,
     PARSE_ERROR,
     RULES_ERROR,
+    PUBLISH_ERROR,
 )
 
 

@@ -1,8 +1,7 @@
 """Publishing an Output: where every event goes (partitions, framing), no broker.
 
-The producer is a recording stand-in for aiokafka's: it hands out aiokafka's real
-``BatchBuilder`` and keeps what ``send_batch`` was given, so the records read back
-here are the bytes a broker would get.
+The producer is a recording stand-in for aiokafka's (``tests/support/producer.py``):
+aiokafka's real ``BatchBuilder``, so the records read back are the bytes a broker gets.
 """
 
 from __future__ import annotations
@@ -11,11 +10,8 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
 
 import orjson
-from aiokafka.producer.message_accumulator import BatchBuilder
-from aiokafka.record.default_records import DefaultRecordBatch
 
 from streams.config import AGGREGATE_INPUT
 from streams.keys import DerivedKeyRing
@@ -23,31 +19,10 @@ from streams.pipeline import Output, Pipeline
 from streams.publish import Publisher, key_partition
 from streams.rules import CompiledDestination
 from tests.conftest import TEST_KEY
+from tests.support.producer import RecordingProducer
 
 DEAD = "logs.dead"
 UA = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
-
-
-class RecordingProducer:
-    """Real batch builders; ``send_batch`` records instead of sending."""
-
-    def __init__(self, batch_size: int = 1 << 20) -> None:
-        self.batch_size = batch_size
-        self.sent: list[tuple[str, int, list[tuple[bytes | None, bytes]]]] = []
-
-    def create_batch(self) -> BatchBuilder:
-        return BatchBuilder(self.batch_size, 0)
-
-    async def send_batch(self, builder: BatchBuilder, topic: str, *, partition: int) -> Any:
-        records = [(r.key, r.value) for r in DefaultRecordBatch(bytes(builder._build()))]
-        self.sent.append((topic, partition, records))
-        done = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-    def records(self, topic: str) -> list[tuple[int, bytes | None, bytes]]:
-        """(partition, key, value) of every record sent to ``topic``."""
-        return [(p, k, v) for t, p, rs in self.sent if t == topic for k, v in rs]
 
 
 class StaleEpochsGone:
