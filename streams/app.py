@@ -17,7 +17,9 @@ Failure rules (``work_chunk``):
 - a publish error that retrying cannot fix (a record the broker refuses for good, a
   bug of ours): the batch is published record by record, and the lines of a record
   that still fails are ``publish.error`` dead letters; never a retry loop;
-- SIGTERM: Faust stops the agent between batches, commits acknowledged offsets, exit 0.
+- SIGTERM: the agent takes nothing new, finishes the chunk in flight (publish, ack)
+  and commits before Faust stops the consumer (``InFlight``); exit 0. The rest of
+  the take was never published: the next owner reads it, no duplicates.
 
 Web endpoints (Faust's web server): ``/healthz``, ``/readyz``, ``/metrics``
 (Prometheus), ``/status`` (a small live page) and ``/status.json``.
@@ -125,6 +127,9 @@ def faust_settings(config: Mapping[str, Any], bootstrap: str, web_port: int) -> 
         # Window checkpoints can be several MB (the state topic allows 64 MB records).
         "producer_max_request_size": 64 << 20,
         "producer_acks": -1,
+        # The anonymize agent's stop is InFlight's (one chunk, then commit). Faust's
+        # wait_empty would also wait for the aggregation's events, acknowledged only
+        # with a checkpoint, that is, until the stop watchdog.
         "stream_wait_empty": False,
         "topic_allow_declare": False,  # topics are created by logfog itself, explicitly
         "datadir": datadir,
@@ -152,6 +157,38 @@ class WorkerState:
         cutoff = now - 300
         while self.rates and self.rates[0][0] < cutoff:
             self.rates.pop(0)
+
+
+class InFlight:
+    """The anonymize agent's work in flight, so that a stop (SIGTERM) can finish it.
+
+    The agent calls ``begin`` before a take and ``end`` after it; ``stop`` (from the
+    app's ``on_stop``, before Faust stops the consumer and cancels the agents) refuses
+    new takes, lets the agent finish the chunk it is in (process, publish, ack) and
+    commit, then returns. What is left of the take is not acknowledged: the next owner
+    reads it, and since it was never published, that is no duplicate. A chunk that
+    cannot finish (broker or keys gone) is ended by the stop watchdog.
+    """
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def begin(self) -> bool:
+        if self.stopping:
+            return False
+        self._idle.clear()
+        return True
+
+    def end(self) -> None:
+        self._idle.set()
+
+    async def stop(self) -> None:
+        self.stopping = True
+        if not self._idle.is_set():
+            log.info("stopping: finishing the chunk in flight")
+        await self._idle.wait()
 
 
 class NoLines:
@@ -192,14 +229,23 @@ def create_app(
 
     kafka = config["kafka"]
     group = kafka["group"] if role == "worker" else f"{kafka['group']}.aggregator"
-    app = faust.App(group, **faust_settings(config, bootstrap, web_port))
+    in_flight = InFlight()
+
+    class App(faust.App):
+        async def on_stop(self) -> None:
+            # Before Faust stops the consumer and cancels the agents (its on_stop, then
+            # its children): let the anonymize agent finish and commit its chunk.
+            await in_flight.stop()
+            await super().on_stop()
+
+    app = App(group, **faust_settings(config, bootstrap, web_port))
     state = WorkerState()
     metrics = Metrics(pipeline)
     app.logfog_state = state  # type: ignore[attr-defined]
     app.logfog_metrics = metrics  # type: ignore[attr-defined]
 
     if role == "worker":
-        _add_anonymizer(app, config, pipeline, state, metrics, topic_partitions)
+        _add_anonymizer(app, config, pipeline, state, metrics, topic_partitions, in_flight)
     aggregates = config["aggregates"]
     if aggregates["enabled"] and aggregates["run_in"] == role:
         _add_aggregation(app, config, bootstrap, topic_partitions, state, metrics,
@@ -257,6 +303,7 @@ def _add_anonymizer(
     state: WorkerState,
     metrics: Any,
     topic_partitions: Mapping[str, int],
+    in_flight: InFlight,
 ) -> None:
     """The agent that reads raw lines and publishes every destination (see module doc)."""
     from streams import faust_fetcher
@@ -290,13 +337,16 @@ def _add_anonymizer(
         # Faust's setting, not buffer.maxsize: an agent Faust restarts would find the
         # buffer already resized and could never grow it back.
         most_events = app.conf.stream_buffer_maxsize
-        async for taken in stream.noack_take(BATCH_EVENTS, within=BATCH_WITHIN):
+
+        async def work_take(taken: list[Any]) -> None:
             mean_bytes = sum(len(e.message.value or b"") for e in taken) / len(taken)
             faust_fetcher.resize_buffer(buffer, buffer_events(mean_bytes, most_events))
             # A take of batched records can hold a million lines: work in steps of
             # about CHUNK_BYTES, so that one step's output stays small (memory, cache,
             # and the garbage collector's scans all grow with what a step holds).
             for events in chunk_by_size(taken, CHUNK_BYTES):
+                if in_flight.stopping:
+                    break  # a stop waits for one chunk, not a take of a million lines
                 started = time.perf_counter()
                 out.clear()
                 lines_before = pipeline.stats.lines
@@ -323,9 +373,17 @@ def _add_anonymizer(
                     time.perf_counter() - started,
                 )  # fmt: skip
             out.clear()
-            # Commit per take, not per timer: a crash then replays at most the take in
-            # flight (one OffsetCommit per take is negligible next to the take itself).
-            await app.consumer.commit()
+
+        async for taken in stream.noack_take(BATCH_EVENTS, within=BATCH_WITHIN):
+            if not in_flight.begin():
+                continue  # stopping: left unacknowledged, the next owner reads it
+            try:
+                await work_take(taken)
+                # Commit per take, not per timer: a crash then replays at most the take
+                # in flight (one OffsetCommit per take is negligible next to the take).
+                await app.consumer.commit()
+            finally:
+                in_flight.end()
 
 
 def _add_aggregation(

@@ -156,3 +156,26 @@ def test_unavailable_keys_hold_the_chunk_until_keys_are_back(
     assert 2 <= len(held) <= 3  # once per backoff step (0.2 s, 0.4 s, ...)
     assert "KeyShareUnavailable" in held[0].getMessage()
     assert w.pipeline.stats.lines == 2 and not w.pipeline.stats.rejected
+
+
+def test_a_stop_waits_for_the_work_in_flight_and_refuses_new_work() -> None:
+    from streams.app import InFlight
+
+    async def scenario() -> list[str]:
+        gate, seen = InFlight(), []
+        assert gate.begin()
+
+        async def finish() -> None:
+            await asyncio.sleep(0.2)
+            seen.append("chunk done")
+            gate.end()
+
+        worker = asyncio.create_task(finish())
+        await gate.stop()
+        seen.append("stopped")
+        await worker
+        assert gate.stopping and not gate.begin()
+        await asyncio.wait_for(gate.stop(), 1)  # idle: returns at once
+        return seen
+
+    assert asyncio.run(scenario()) == ["chunk done", "stopped"]
