@@ -404,7 +404,6 @@ def _add_aggregation(
     offsets it already applied. Stage 3 (the single partials partition) merges, applies
     the minimum group size and publishes the rows: counts only, never pseudonyms.
     """
-    from streams.aggregate.partial import Partial
     from streams.aggregate.runtime import MERGER_KEY, AggregationRuntime, specs_from_config
     from streams.checkpoints import load_latest
     from streams.durations import parse_duration
@@ -491,15 +490,7 @@ def _add_aggregation(
             for event in events:
                 message = event.message
                 last_offsets[(message.topic, message.partition)] = message.offset
-                try:  # NDJSON: every event of one record belongs to this partition.
-                    # One parse per record: orjson escapes newlines inside strings, so
-                    # the lines join into a JSON array exactly.
-                    batch = orjson.loads(b"[" + (message.value or b"").replace(b"\n", b",") + b"]")
-                except orjson.JSONDecodeError:
-                    log.error("aggregate input record not JSON (offset %d): skipped",
-                              message.offset)  # fmt: skip
-                    continue
-                runtime.add_rows(message.partition, message.offset, batch)
+                add_input_record(runtime, message, metrics)
             for event in events:
                 pending.setdefault(event.message.partition, []).append(event)
             await publish_partials()
@@ -535,7 +526,7 @@ def _add_aggregation(
             for event in events:
                 message = event.message
                 metrics.last_offsets[(message.topic, message.partition)] = message.offset
-                rows.extend(runtime.merge(Partial.from_bytes(message.value)))
+                rows.extend(merge_record(runtime, message, metrics))
             records: list[tuple[str, bytes | None, bytes]] = [
                 (output_name, f"{r['output']}|{r['window']}|{r['dimension']}".encode(),
                  orjson.dumps(r)) for r in rows
@@ -545,6 +536,46 @@ def _add_aggregation(
             for event in events:
                 event.ack()
             await app.consumer.commit()
+
+
+def add_input_record(runtime: Any, message: Any, metrics: Any) -> None:
+    """Apply one record of the aggregation input (NDJSON rows of one partition).
+
+    A record that cannot be read or applied is skipped: logged by coordinates and
+    exception type, counted in ``logfog_records_skipped_total``, and acknowledged with
+    the rest. Raising would make Faust restart the agent, which would read the same
+    record again, forever.
+    """
+    try:
+        # One parse per record: orjson escapes newlines inside strings, so the lines
+        # join into a JSON array exactly.
+        rows = orjson.loads(b"[" + (message.value or b"").replace(b"\n", b",") + b"]")
+    except Exception as error:
+        _skipped(message, error, metrics)
+        rows = []  # still applied: the partition must count as caught up
+    try:
+        runtime.add_rows(message.partition, message.offset, rows)
+    except Exception as error:
+        _skipped(message, error, metrics)
+
+
+def merge_record(runtime: Any, message: Any, metrics: Any) -> list[dict[str, Any]]:
+    """The rows one partial completes; a record that is no partial, or one the merger
+    refuses, is skipped like an unreadable input record (``add_input_record``)."""
+    from streams.aggregate.partial import Partial
+
+    try:
+        return list(runtime.merge(Partial.from_bytes(message.value or b"")))
+    except Exception as error:
+        _skipped(message, error, metrics)
+        return []
+
+
+def _skipped(message: Any, error: BaseException, metrics: Any) -> None:
+    # Coordinates and the type only: the record and the message can hold pseudonyms.
+    log.error("%s/%d@%d: unreadable record skipped (%s)", message.topic, message.partition,
+              message.offset, type(error).__name__)  # fmt: skip
+    metrics.records_skipped.labels(message.topic).inc()
 
 
 async def work_chunk(

@@ -179,3 +179,52 @@ def test_a_stop_waits_for_the_work_in_flight_and_refuses_new_work() -> None:
         return seen
 
     assert asyncio.run(scenario()) == ["chunk done", "stopped"]
+
+
+def aggregation(make_pipeline: Callable[..., Pipeline]) -> Any:
+    from streams.aggregate.runtime import AggregationRuntime, specs_from_config
+
+    pipeline = make_pipeline()
+    runtime = AggregationRuntime(
+        specs_from_config(pipeline.config["aggregates"]), partitions=1, snapshot_interval=10.0,
+        layout=pipeline.aggregate_layout,
+    )  # fmt: skip
+    runtime.aggregator(0, lambda key: None)
+    return pipeline, runtime
+
+
+def message(topic: str, offset: int, value: bytes | None) -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(topic=topic, partition=0, offset=offset, value=value)
+
+
+def test_unreadable_aggregation_records_are_skipped_logged_and_counted(
+    make_pipeline: Callable[..., Pipeline], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Valid JSON of the wrong shape crashed the merge agent; Faust restarted it and it
+    read the same record again, forever. Now: skipped, by coordinates, counted."""
+    from streams.app import add_input_record, merge_record
+
+    pipeline, runtime = aggregation(make_pipeline)
+    metrics = Metrics(pipeline)
+    rows = b"\n".join(pipeline.test([line(1), line(2)]).values("_aggregate"))
+    add_input_record(runtime, message("agg.input", 7, b'{"not": json'), metrics)
+    add_input_record(runtime, message("agg.input", 8, rows), metrics)
+    assert runtime.events == 2  # the good record after the bad one is applied
+    for offset, value in enumerate([b'{"a":1}', b"[1,2]", b"null", b"\x00", None]):
+        assert merge_record(runtime, message("agg.partials", offset, value), metrics) == []
+    skipped = metrics.value("logfog_records_skipped_total", {"topic": "agg.partials"})
+    assert skipped == 5
+    assert metrics.value("logfog_records_skipped_total", {"topic": "agg.input"}) == 1
+    assert "agg.input/0@7: unreadable record skipped (JSONDecodeError)" in caplog.text
+    assert "agg.partials/0@0: unreadable record skipped (KeyError)" in caplog.text
+    assert '{"not"' not in caplog.text and '{"a"' not in caplog.text  # no payload
+    # and a real partial still merges
+    runtime.advance(int(time.time()) + 3 * 86400)
+    closed = runtime.close_ready()
+    assert closed
+    merged = [r for p, partial in closed for r in merge_record(
+        runtime, message("agg.partials", 9, partial.to_bytes()), metrics)]  # fmt: skip
+    assert merged
+    assert metrics.value("logfog_records_skipped_total", {"topic": "agg.partials"}) == 5
