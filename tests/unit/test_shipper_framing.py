@@ -2,7 +2,8 @@
 
 Why these matter: the pipeline counts lines exactly, so framing must be lossless
 (join/split round trip), keep empty lines and invalid UTF-8 untouched, and respect
-the size limits (an oversized line goes alone, never merged and never cut).
+the size limits (an oversized line goes alone, never merged; cut only to the worker's
+max_line_bytes + 1, so that the worker still dead-letters it as too long).
 """
 
 from __future__ import annotations
@@ -77,6 +78,28 @@ def test_framing_round_trip_and_limits(lines: list[bytes], per: int, max_bytes: 
         n = count_lines(r)
         assert n <= per
         assert len(r) <= max_bytes or n == 1
+
+
+def test_lines_over_max_line_bytes_are_cut_to_one_byte_more_and_counted() -> None:
+    """Shipped whole, a line over ~1 MiB made a record Kafka refuses: lost, no dead
+    letter. Cut to max_line_bytes + 1, the worker dead-letters it as parse.too_long."""
+    f = Framer(10, 1 << 20, max_line_bytes=5)
+    assert f.add(b"abc") == [] and f.add(b"x" * (2 << 20)) == [] and f.add(b"abcdef") == []
+    assert f.add(b"12345") == []
+    assert f.flush() == [b"abc\nxxxxxx\nabcdef\n12345"] and f.cut_lines == 2
+
+
+@given(lines=lines_st, per=st.integers(1, 10), max_line=st.integers(0, 30))
+def test_cutting_keeps_every_line_and_only_shortens_long_ones(
+    lines: list[bytes], per: int, max_line: int
+) -> None:
+    framer = Framer(per, 120, max_line_bytes=max_line)
+    recs = [r for line in lines for r in framer.add(line)] + framer.flush()
+    back = [line for r in recs for line in r.split(b"\n")]
+    assert len(back) == len(lines)
+    for sent, line in zip(back, lines, strict=True):
+        assert sent == (line if len(line) <= max_line else line[: max_line + 1])
+    assert framer.cut_lines == sum(len(line) > max_line for line in lines)
 
 
 @pytest.mark.parametrize(
