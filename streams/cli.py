@@ -44,11 +44,13 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         KeyShareError,
         FormatError,
         UserError,
+        FileNotFoundError,  # e.g. logfog ship FILE without --follow
     ]
     try:
-        from streams.admin import BrokerUnreachable
+        # BrokerUnreachable, TopicNotFound (ship), topics that cannot be created...
+        from streams.admin import AdminError
 
-        errors.append(BrokerUnreachable)
+        errors.append(AdminError)
     except ImportError:  # pragma: no cover - kafka extras missing
         pass
     return tuple(errors)
@@ -443,7 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except _expected_errors() as error:
-        print(f"logfog: {error}", file=sys.stderr)
+        if isinstance(error, FileNotFoundError) and error.filename is not None:
+            print(f"logfog: {error.filename}: {error.strerror}", file=sys.stderr)
+        else:
+            print(f"logfog: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -250,9 +250,25 @@ def follow_file(
     ``follow`` it polls like ``tail -F``: rename rotation (the path now names a
     different inode) drains the old file, ships its unterminated tail, and switches
     to the new file from its start; copytruncate (size < read position) restarts
-    at offset 0. A missing path is waited for.
+    at offset 0. A missing path is waited for in follow mode (idle ticks meanwhile; a
+    file that appears later is read from its start), else FileNotFoundError.
     """
-    f = open(path, "rb", buffering=0)  # noqa: SIM115 - reassigned on rotation
+    try:
+        f = open(path, "rb", buffering=0)  # noqa: SIM115 - reassigned on rotation
+    except FileNotFoundError:
+        if not follow:
+            raise
+        log.info("shipper: %s does not exist yet; waiting for it", path.name)
+        while True:
+            yield None
+            if stop.wait(poll_interval_s):
+                return
+            try:
+                f = open(path, "rb", buffering=0)  # noqa: SIM115
+                break
+            except FileNotFoundError:
+                continue
+        from_end = False  # written after we started: all of it is new
     try:
         ident = _file_id(os.fstat(f.fileno()))
         if from_end:
@@ -436,6 +452,8 @@ def ship(
     from kafka.errors import KafkaError
 
     started = time.monotonic()
+    if str(source) != "-" and not follow:
+        os.stat(source)  # a missing file: FileNotFoundError now, before any connection
     if topic not in describe_topics(bootstrap, [topic], timeout_s=timeout_s):
         raise TopicNotFound(topic, bootstrap)
     codec = available_compression() if compression == "auto" else compression

@@ -197,6 +197,25 @@ def test_ship_command_prints_failures_and_exits_non_zero(
     assert "Traceback" not in done.stderr and "xxxx" not in done.stderr
 
 
+def test_ship_command_to_a_missing_topic_is_one_line_exit_2(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
+    """TopicNotFound is an AdminError, which the command used to print as a traceback."""
+    import subprocess
+    import sys
+
+    (tmp_path / "a.log").write_bytes(b"a\n")
+    name = f"it.missing.{uuid.uuid4().hex[:8]}"
+    done = subprocess.run(
+        [sys.executable, "-m", "streams", "ship", str(tmp_path / "a.log"), "--topic", name,
+         "--bootstrap", broker.bootstrap],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"logfog: topic '{name}' does not exist" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_follow_survives_rename_and_copytruncate(
     topic_factory: TopicFactory, collect: Collect, tmp_path: Path, broker: LocalBroker
 ) -> None:

@@ -145,3 +145,34 @@ def test_follow_file_without_follow_reads_all(tmp_path: Path) -> None:
         for line in batch
     ]
     assert got == [b"one", b"", b"two", b"\xffthree"]
+
+
+def test_follow_waits_for_a_missing_file_and_reads_it_from_its_start(tmp_path: Path) -> None:
+    """The docstring promised this; the first open() raised FileNotFoundError."""
+    p = tmp_path / "later.log"
+    stop = threading.Event()
+    got: list[bytes] = []
+    idle = 0
+    for batch in follow_file(p, follow=True, stop=stop, from_end=True, poll_interval_s=0.01):
+        if batch is None:
+            idle += 1
+            if idle == 5:
+                p.write_bytes(b"first\nsecond\n")
+            if len(got) == 2 or idle > 500:
+                stop.set()
+            continue
+        got.extend(batch)
+    assert got == [b"first", b"second"]  # from its start, although from_end was asked
+
+
+def test_follow_ends_while_waiting_for_a_missing_file(tmp_path: Path) -> None:
+    stop = threading.Event()
+    batches = follow_file(tmp_path / "never.log", follow=True, stop=stop, poll_interval_s=0.01)
+    assert next(batches) is None
+    stop.set()
+    assert list(batches) == []
+
+
+def test_without_follow_a_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        next(follow_file(tmp_path / "none.log", follow=False, stop=threading.Event()))
