@@ -35,11 +35,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from streams.security import PLAINTEXT, KafkaSecurity, kafka_python_settings
+
 log = logging.getLogger(__name__)
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _CLEANUP = {"delete", "compact", "compact,delete", "delete,compact"}
 DAY_MS = 24 * 3600 * 1000
+# A record outlives its retention by up to one segment: 1/24 keeps that to ~4%.
+SEGMENTS_PER_RETENTION = 24
+MAX_SEGMENT_MS = 7 * DAY_MS  # Kafka's own default segment.ms
 
 
 class AdminError(RuntimeError):
@@ -71,8 +76,13 @@ class TopicSpec:
 
     Validated eagerly so that a typo fails at config load, not at deploy time.
 
+    Segments roll at ``retention / 24`` (at most Kafka's default week), unless the spec
+    sets ``segment.ms`` itself: Kafka deletes whole closed segments only, so a record
+    lives up to retention + segment age + the broker's retention check interval (5 min
+    by default). With a week-long default segment, 3-day raw lines could live 10 days.
+
     >>> TopicSpec("raw.access", 3, 3 * DAY_MS).topic_configs()
-    {'cleanup.policy': 'delete', 'retention.ms': '259200000'}
+    {'cleanup.policy': 'delete', 'retention.ms': '259200000', 'segment.ms': '10800000'}
     >>> TopicSpec("bad name", 1, None)
     Traceback (most recent call last):
     ...
@@ -103,11 +113,26 @@ class TopicSpec:
             if key in self.config:
                 raise ValueError(f"topic {self.name}: set {key} via the dedicated field")
 
+    @property
+    def segment_ms(self) -> int | None:
+        """Segment roll time for a topic with time retention (None: broker default).
+
+        >>> TopicSpec("t", 1, 760 * DAY_MS).segment_ms == 7 * DAY_MS  # capped at a week
+        True
+        """
+        if "segment.ms" in self.config:
+            return int(self.config["segment.ms"])
+        if self.retention_ms is None or self.retention_ms <= 0:
+            return None
+        return min(MAX_SEGMENT_MS, max(1000, self.retention_ms // SEGMENTS_PER_RETENTION))
+
     def topic_configs(self) -> dict[str, str]:
         """Kafka topic configs (strings) sent at creation."""
         cfg = {"cleanup.policy": self.cleanup_policy}
         if self.retention_ms is not None:
             cfg["retention.ms"] = str(self.retention_ms)
+        if self.segment_ms is not None:
+            cfg["segment.ms"] = str(self.segment_ms)
         cfg.update(self.config)
         return dict(sorted(cfg.items()))
 
@@ -119,15 +144,26 @@ class TopicInfo:
     name: str
     partitions: int
     config: Mapping[str, str]
+    replication: int = 0  # replicas of partition 0; 0 when not reported
 
     @property
     def retention_ms(self) -> int | None:
         """``retention.ms`` as int, or None when the broker did not report it."""
-        value = self.config.get("retention.ms")
+        return self._int("retention.ms")
+
+    @property
+    def segment_ms(self) -> int | None:
+        """``segment.ms`` as int, or None when the broker did not report it."""
+        return self._int("segment.ms")
+
+    def _int(self, key: str) -> int | None:
+        value = self.config.get(key)
         return int(value) if value not in (None, "") else None
 
 
-Status = Literal["created", "exists", "differs"]
+#: created / exists (as wanted) / differs (harmless: a warning) / violates (records
+#: would outlive the declared retention: the worker refuses to start).
+Status = Literal["created", "exists", "differs", "violates"]
 
 
 @dataclass(frozen=True)
@@ -149,7 +185,9 @@ def _is_timeout(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def admin_client(bootstrap: str, timeout_s: float = 5.0) -> Iterator[Any]:
+def admin_client(
+    bootstrap: str, timeout_s: float = 5.0, security: KafkaSecurity = PLAINTEXT
+) -> Iterator[Any]:
     """Yield a connected ``KafkaAdminClient``; raise :class:`BrokerUnreachable` fast.
 
     ``timeout_s`` bounds both bootstrap and each request, so an absent broker is
@@ -164,6 +202,7 @@ def admin_client(bootstrap: str, timeout_s: float = 5.0) -> Iterator[Any]:
             client_id="logfog-admin",
             bootstrap_timeout_ms=ms,
             request_timeout_ms=ms,
+            **kafka_python_settings(security),
         )
     except Exception as exc:
         if _is_timeout(exc) or isinstance(exc, OSError):
@@ -180,6 +219,10 @@ def admin_client(bootstrap: str, timeout_s: float = 5.0) -> Iterator[Any]:
             client.close()
 
 
+def _partition_id(partition: Mapping[str, Any]) -> int:
+    return int(partition.get("partition", 0))
+
+
 def _describe(client: Any, names: Sequence[str] | None) -> dict[str, TopicInfo]:
     from kafka.admin import ConfigResource, ConfigResourceType
 
@@ -188,6 +231,11 @@ def _describe(client: Any, names: Sequence[str] | None) -> dict[str, TopicInfo]:
         t["name"]: len(t["partitions"])
         for t in meta
         if t.get("error_code", 0) == 0 and not t.get("is_internal", False)
+    }
+    replicas = {
+        t["name"]: len(min(t["partitions"], key=_partition_id).get("replicas", ()))
+        for t in meta
+        if t["name"] in found and t["partitions"]
     }
     configs: dict[str, dict[str, str]] = {n: {} for n in found}
     if found:
@@ -203,44 +251,141 @@ def _describe(client: Any, names: Sequence[str] | None) -> dict[str, TopicInfo]:
             if _is_timeout(exc):
                 raise
             log.warning("could not describe topic configs: %s", type(exc).__name__)
-    return {n: TopicInfo(n, found[n], configs[n]) for n in sorted(found)}
+    return {n: TopicInfo(n, found[n], configs[n], replicas.get(n, 0)) for n in sorted(found)}
 
 
 def describe_topics(
-    bootstrap: str, names: Sequence[str] | None = None, timeout_s: float = 5.0
+    bootstrap: str,
+    names: Sequence[str] | None = None,
+    timeout_s: float = 5.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> dict[str, TopicInfo]:
     """Describe ``names`` (or all non-internal topics). Missing topics are omitted.
 
     Never auto-creates anything (admin metadata requests disable auto-creation).
     """
-    with admin_client(bootstrap, timeout_s) as client:
+    with admin_client(bootstrap, timeout_s, security) as client:
         return _describe(client, names)
 
 
-def _compare(spec: TopicSpec, info: TopicInfo) -> list[str]:
+def compare(spec: TopicSpec, info: TopicInfo) -> tuple[list[str], list[str]]:
+    """``(violations, differences)`` of an existing topic against its spec.
+
+    Violations let records outlive the declared retention (privacy rule 14): retention
+    longer than declared or infinite, segments rolling later than the spec's, a
+    compact-only policy on a time-retention topic. Differences are harmless or cannot
+    be fixed in place: partitions, fewer replicas, a shorter retention.
+
+    >>> spec = TopicSpec("logs.raw", 4, 3 * DAY_MS)
+    >>> week = {"retention.ms": str(7 * DAY_MS), "segment.ms": str(7 * DAY_MS),
+    ...         "cleanup.policy": "delete"}
+    >>> bad, _ = compare(spec, TopicInfo("logs.raw", 4, week))
+    >>> print("\\n".join(bad))
+    retention.ms 604800000 (7.0 d) exceeds the declared 259200000 (3.0 d)
+    segment.ms 604800000 (7.0 d) exceeds 10800000 (0.1 d): records outlive retention by a segment
+    >>> compare(spec, TopicInfo("logs.raw", 4, {**week, "retention.ms": str(DAY_MS),
+    ...                                         "segment.ms": "3600000"}))
+    ([], ['retention.ms 86400000 (1.0 d) is shorter than the declared 259200000 (3.0 d)'])
+    """
+    bad: list[str] = []
     diffs: list[str] = []
     if info.partitions != spec.partitions:
         diffs.append(f"partitions {info.partitions} (wanted {spec.partitions})")
-    if spec.retention_ms is not None and info.config:
+    if 0 < info.replication < spec.replication_factor:
+        diffs.append(f"replication factor {info.replication} (wanted {spec.replication_factor})")
+    if not info.config:
+        if spec.retention_ms is not None:
+            diffs.append("configs not reported by the broker: retention unverified")
+        return bad, diffs
+    have_cp = info.config.get("cleanup.policy")
+    if have_cp is not None and have_cp != spec.cleanup_policy:
+        timed = "delete" in spec.cleanup_policy and "delete" not in have_cp
+        (bad if timed else diffs).append(
+            f"cleanup.policy {have_cp} (wanted {spec.cleanup_policy})"
+            + (": records would never expire" if timed else "")
+        )
+    want = spec.retention_ms
+    if want is not None and want > 0:
         have = info.retention_ms
-        if have != spec.retention_ms:
-            diffs.append(f"retention.ms {have} (wanted {spec.retention_ms})")
-    if info.config:
-        have_cp = info.config.get("cleanup.policy")
-        if have_cp is not None and have_cp != spec.cleanup_policy:
-            diffs.append(f"cleanup.policy {have_cp} (wanted {spec.cleanup_policy})")
-    return diffs
+        if have is None or have < 0:
+            bad.append(f"retention.ms {have} (infinite or unknown), declared {want} "
+                       f"({_days(want)})")  # fmt: skip
+        elif have > want:
+            bad.append(f"retention.ms {have} ({_days(have)}) exceeds the declared {want} "
+                       f"({_days(want)})")  # fmt: skip
+        elif have < want:
+            diffs.append(f"retention.ms {have} ({_days(have)}) is shorter than the declared "
+                         f"{want} ({_days(want)})")  # fmt: skip
+    want_seg = spec.segment_ms
+    have_seg = info.segment_ms
+    if want_seg is not None and have_seg is not None and have_seg > want_seg:
+        bad.append(f"segment.ms {have_seg} ({_days(have_seg)}) exceeds {want_seg} "
+                   f"({_days(want_seg)}): records outlive retention by a segment")  # fmt: skip
+    for key, value in spec.config.items():
+        if key != "segment.ms" and key in info.config and info.config[key] != value:
+            diffs.append(f"{key} {info.config[key]} (wanted {value})")
+    return bad, diffs
+
+
+def _days(ms: int) -> str:
+    return f"{ms / DAY_MS:.1f} d"
+
+
+class TopicPolicyError(AdminError):
+    """Topics are missing (and may not be created) or break the declared retention."""
+
+    def __init__(self, problems: Sequence[str], *, fixable: bool) -> None:
+        self.problems = list(problems)
+        hint = (
+            "; fix with: logfog topics create --fix -c CONFIG (sets retention.ms, segment.ms "
+            "and cleanup.policy in place), or in your topic operator"
+            if fixable
+            else ""
+        )
+        super().__init__("topics do not match the config: " + "; ".join(problems) + hint)
+
+
+def _alter(client: Any, specs: Sequence[TopicSpec], infos: Mapping[str, TopicInfo]) -> None:
+    """Set the spec's configs on existing topics (IncrementalAlterConfigs: other configs
+    of the topic are left alone). Partitions and replicas are never changed here."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    resources = []
+    for spec in specs:
+        have = infos[spec.name].config
+        changes = {k: v for k, v in spec.topic_configs().items() if have.get(k) != v}
+        if changes:
+            resources.append(ConfigResource(ConfigResourceType.TOPIC, spec.name, changes))
+    if not resources:
+        return
+    try:
+        client.alter_configs(resources, raise_on_unknown=False)
+    except Exception as exc:
+        if _is_timeout(exc):
+            raise
+        raise AdminError(f"cannot alter topic configs: {type(exc).__name__}: {exc}") from None
+    for resource in resources:
+        log.info("altered topic %s: %s", resource.name, ", ".join(sorted(resource.configs)))
 
 
 def ensure_topics_detailed(
-    bootstrap: str, specs: Sequence[TopicSpec], timeout_s: float = 10.0
+    bootstrap: str,
+    specs: Sequence[TopicSpec],
+    timeout_s: float = 10.0,
+    *,
+    create: bool = True,
+    fix: bool = False,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[TopicOutcome]:
-    """Create missing topics; leave existing ones alone and report differences.
+    """Create missing topics (unless ``create`` is false); check existing ones.
 
-    Existing topics are never altered (changing partitions breaks key->partition
-    mapping and Faust changelogs; shrinking retention deletes data): a mismatch is
-    returned as status ``"differs"`` and logged as a warning. A concurrent creator
-    (TopicAlreadyExists) counts as ``"exists"``.
+    Partitions and replicas of existing topics are never changed (that breaks the
+    key->partition mapping and Faust changelogs). A topic whose records would outlive
+    the declared retention is ``"violates"``; with ``fix`` its retention, segment and
+    cleanup configs are set to the spec's first (idempotent) and it is then
+    ``"exists"``. Callers that must not run on a violation use :func:`require_topics`.
+    With ``create`` false, a missing topic raises :class:`TopicPolicyError`.
+    A concurrent creator (TopicAlreadyExists) counts as ``"exists"``.
     """
     from kafka.admin import NewTopic
 
@@ -248,9 +393,16 @@ def ensure_topics_detailed(
     if len(set(names)) != len(names):
         raise ValueError("duplicate topic names in specs")
     outcomes: dict[str, TopicOutcome] = {}
-    with admin_client(bootstrap, timeout_s) as client:
+    with admin_client(bootstrap, timeout_s, security) as client:
         existing = _describe(client, names)
         missing = [s for s in specs if s.name not in existing]
+        if missing and not create:
+            raise TopicPolicyError(
+                [f"topic {s.name} is missing ({_spec_summary(s)})" for s in missing]
+                + ["kafka.create_topics is false: create them with `logfog topics create` "
+                   "or your topic operator"],
+                fixable=False,
+            )  # fmt: skip
         if missing:
             new = [
                 NewTopic(
@@ -277,14 +429,24 @@ def ensure_topics_detailed(
             raced = [s.name for s in missing if s.name not in outcomes]
             if raced:
                 existing.update(_describe(client, raced))
+        if fix:
+            broken = [s for s in specs if s.name not in outcomes and s.name in existing
+                      and compare(s, existing[s.name])[0]]  # fmt: skip
+            if broken:
+                _alter(client, broken, existing)
+                existing.update(_describe(client, [s.name for s in broken]))
     for s in specs:
         if s.name in outcomes:
             continue
         info = existing.get(s.name)
         if info is None:
             raise AdminError(f"topic {s.name} neither exists nor could be created")
-        diffs = _compare(s, info)
-        if diffs:
+        bad, diffs = compare(s, info)
+        if bad:
+            detail = f"exists {s.name}, VIOLATES declared retention: " + "; ".join(bad + diffs)
+            log.error("topic %s", detail)
+            outcomes[s.name] = TopicOutcome(s.name, "violates", detail)
+        elif diffs:
             detail = f"exists {s.name}, differs: " + "; ".join(diffs)
             log.warning("topic %s", detail)
             outcomes[s.name] = TopicOutcome(s.name, "differs", detail)
@@ -293,34 +455,73 @@ def ensure_topics_detailed(
     return [outcomes[s.name] for s in specs]
 
 
-def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout_s: float = 10.0) -> list[str]:
+def require_topics(
+    bootstrap: str,
+    specs: Sequence[TopicSpec],
+    timeout_s: float = 10.0,
+    *,
+    create: bool = True,
+    security: KafkaSecurity = PLAINTEXT,
+) -> list[TopicOutcome]:
+    """:func:`ensure_topics_detailed`, raising :class:`TopicPolicyError` when a topic
+    violates its declared retention (a worker must not feed such a topic)."""
+    outcomes = ensure_topics_detailed(bootstrap, specs, timeout_s, create=create,
+                                      security=security)  # fmt: skip
+    bad = [o.detail for o in outcomes if o.status == "violates"]
+    if bad:
+        raise TopicPolicyError(bad, fixable=True)
+    return outcomes
+
+
+def ensure_topics(
+    bootstrap: str,
+    specs: Sequence[TopicSpec],
+    timeout_s: float = 10.0,
+    security: KafkaSecurity = PLAINTEXT,
+) -> list[str]:
     """Idempotently create ``specs``; return one report line per topic.
 
-    Each line starts with ``created``, ``exists`` or ``exists ..., differs:``.
-    See :func:`ensure_topics_detailed` for the structured form.
+    Each line starts with ``created``, ``exists`` or ``exists ..., differs:`` (or
+    ``VIOLATES``). See :func:`ensure_topics_detailed` for the structured form.
     """
-    return [o.detail for o in ensure_topics_detailed(bootstrap, specs, timeout_s)]
+    return [o.detail for o in ensure_topics_detailed(bootstrap, specs, timeout_s,
+                                                     security=security)]  # fmt: skip
 
 
 def _spec_summary(s: TopicSpec) -> str:
     """Short description of a spec for reports.
 
     >>> _spec_summary(TopicSpec("t", 2, None))
-    'partitions=2, retention.ms=broker default, cleanup.policy=delete'
+    'partitions=2, replication=1, retention.ms=broker default, cleanup.policy=delete'
+    >>> _spec_summary(TopicSpec("t", 2, DAY_MS, replication_factor=3))
+    'partitions=2, replication=3, retention.ms=86400000, segment.ms=3600000, cleanup.policy=delete'
     """
     ret = "broker default" if s.retention_ms is None else str(s.retention_ms)
-    return f"partitions={s.partitions}, retention.ms={ret}, cleanup.policy={s.cleanup_policy}"
+    seg = "" if s.segment_ms is None else f", segment.ms={s.segment_ms}"
+    return (f"partitions={s.partitions}, replication={s.replication_factor}, retention.ms={ret}"
+            f"{seg}, cleanup.policy={s.cleanup_policy}")  # fmt: skip
 
 
-def delete_topics(bootstrap: str, names: Sequence[str], timeout_s: float = 10.0) -> None:
+def delete_topics(
+    bootstrap: str,
+    names: Sequence[str],
+    timeout_s: float = 10.0,
+    security: KafkaSecurity = PLAINTEXT,
+) -> None:
     """Delete topics (best effort for missing ones); used by tests and benchmarks."""
-    with admin_client(bootstrap, timeout_s) as client:
+    with admin_client(bootstrap, timeout_s, security) as client:
         present = [n for n in names if n in _describe(client, names)]
         if present:
             client.delete_topics(present, timeout_ms=int(timeout_s * 1000))
 
 
-def reader_from_beginning(bootstrap: str, topics: Sequence[str], **options: Any) -> Any:
+def reader_from_beginning(
+    bootstrap: str,
+    topics: Sequence[str],
+    *,
+    security: KafkaSecurity = PLAINTEXT,
+    **options: Any,
+) -> Any:
     """A group-less kafka-python consumer on every partition of ``topics``, at offset 0.
 
     For reading a topic whole (checkpoints, demos, tests): never auto-creates a topic,
@@ -329,8 +530,9 @@ def reader_from_beginning(bootstrap: str, topics: Sequence[str], **options: Any)
     """
     from kafka import KafkaConsumer, TopicPartition
 
-    described = describe_topics(bootstrap, list(topics))
+    described = describe_topics(bootstrap, list(topics), security=security)
     settings: dict[str, Any] = {
+        **kafka_python_settings(security),
         "bootstrap_servers": bootstrap,
         "group_id": None,
         "enable_auto_commit": False,

@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,13 +94,20 @@ def chunk_by_size(events: list[Any], limit: int) -> list[list[Any]]:
     return runs
 
 
-def faust_settings(config: Mapping[str, Any], bootstrap: str, web_port: int) -> dict[str, Any]:
+def faust_settings(
+    config: Mapping[str, Any], bootstrap: str, web_port: int, security: Any = None
+) -> dict[str, Any]:
     """Faust settings tuned for fast group joins (see bench/NOTES-faust.md).
+
+    ``security`` (``streams.security.KafkaSecurity``; default: resolved from the
+    config's ``kafka.security``) becomes Faust's ``broker_credentials``.
 
     The short session/rebalance timeouts suit the local broker and tests; on a
     production cluster set ``LOGFOG_SESSION_TIMEOUT`` higher (e.g. 30) to ride out
     GC or CPU pauses without spurious rebalances.
     """
+    from streams.logjson import faust_logging_config
+
     session = float(os.environ.get("LOGFOG_SESSION_TIMEOUT", "6"))
     datadir = os.environ.get("LOGFOG_DATA_DIR") or str(
         Path(tempfile.gettempdir()) / "logfog" / config["kafka"]["group"]
@@ -107,6 +115,7 @@ def faust_settings(config: Mapping[str, Any], bootstrap: str, web_port: int) -> 
     Path(datadir).mkdir(parents=True, exist_ok=True)
     return {
         "broker": [f"kafka://{b.strip()}" for b in bootstrap.split(",")],
+        "broker_credentials": broker_credentials(security or _security(config)),
         "value_serializer": "raw",
         "key_serializer": "raw",
         "web_enabled": True,
@@ -133,8 +142,28 @@ def faust_settings(config: Mapping[str, Any], bootstrap: str, web_port: int) -> 
         "stream_wait_empty": False,
         "topic_allow_declare": False,  # topics are created by logfog itself, explicitly
         "datadir": datadir,
-        "logging_config": None,
+        # JSON lines unless --log-format text (None: Faust's own text format).
+        "logging_config": faust_logging_config(),
     }
+
+
+def broker_credentials(security: Any) -> Any:
+    """Faust's credentials object for ``security`` (None: PLAINTEXT)."""
+    from streams.security import faust_credentials
+
+    described = faust_credentials(security)
+    if described is None:
+        return None
+    import faust.auth
+
+    kind, kwargs = described
+    return getattr(faust.auth, kind)(**kwargs)
+
+
+def _security(config: Mapping[str, Any]) -> Any:
+    from streams.security import from_config
+
+    return from_config(config)
 
 
 class WorkerState:
@@ -211,6 +240,7 @@ def create_app(
     web_port: int,
     topic_partitions: Mapping[str, int],
     role: str = "worker",
+    security: Any = None,
 ) -> Any:
     """Build the Faust app, its agents and its web views.
 
@@ -238,7 +268,8 @@ def create_app(
             await in_flight.stop()
             await super().on_stop()
 
-    app = App(group, **faust_settings(config, bootstrap, web_port))
+    security = security or _security(config)
+    app = App(group, **faust_settings(config, bootstrap, web_port, security))
     state = WorkerState()
     metrics = Metrics(pipeline)
     app.logfog_state = state  # type: ignore[attr-defined]
@@ -249,7 +280,7 @@ def create_app(
     aggregates = config["aggregates"]
     if aggregates["enabled"] and aggregates["run_in"] == role:
         _add_aggregation(app, config, bootstrap, topic_partitions, state, metrics,
-                         layout=aggregate_layout(config))  # fmt: skip
+                         layout=aggregate_layout(config), security=security)  # fmt: skip
 
     if pipeline.geo is not None:
 
@@ -394,6 +425,7 @@ def _add_aggregation(
     state: WorkerState,
     metrics: Any,
     layout: tuple[str, ...] | None,
+    security: Any = None,
 ) -> None:
     """Stages 2 and 3 of the aggregation (streams/aggregate) as two more agents.
 
@@ -432,7 +464,9 @@ def _add_aggregation(
     async def checkpoints() -> dict[str, bytes]:
         # Read fresh on every (re)assignment: another worker may have written newer ones.
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, load_latest, bootstrap, state_name)
+        return await loop.run_in_executor(
+            None, lambda: load_latest(bootstrap, state_name, security=security or _security(config))
+        )
 
     async def ensure_aggregators(partitions: set[int]) -> None:
         missing = partitions - set(runtime.aggregators)
@@ -441,12 +475,19 @@ def _add_aggregation(
             for p in sorted(missing):
                 runtime.aggregator(p, saved.get)
 
-    async def send_all(records: list[tuple[str, bytes | None, bytes]]) -> None:
-        """Send and wait for all, retrying with backoff: nothing is acknowledged before."""
+    async def send_all(records: list[tuple[str, bytes | None, bytes]],
+                       timestamps: list[int] | None = None) -> None:  # fmt: skip
+        """Send and wait for all, retrying with backoff: nothing is acknowledged before.
+        ``timestamps`` (ms, per record, from the first): record timestamps instead of now."""
         delay = 0.2
+        times = timestamps or []
         while True:
             try:
-                futures = [await producer().send(t, value, key=key) for t, key, value in records]
+                futures = [
+                    await producer().send(t, value, key=key,
+                                          timestamp_ms=times[i] if i < len(times) else None)
+                    for i, (t, key, value) in enumerate(records)
+                ]  # fmt: skip
                 if futures:
                     await asyncio.gather(*futures)
                 return
@@ -470,6 +511,10 @@ def _add_aggregation(
     async def publish_partials() -> None:
         closed = runtime.close_ready()
         if closed:
+            # Partials keep the time they are written: retention deletes by record
+            # timestamp, and a replayed backlog's windows (or a day window, on a 1-day
+            # partials topic) would be deleted before the merger read them. Internal,
+            # counts only: nothing outside the cluster sees these timestamps.
             await send_all([(partials_name, str(p).encode(), partial.to_bytes())
                             for p, partial in closed])  # fmt: skip
 
@@ -532,10 +577,21 @@ def _add_aggregation(
                  orjson.dumps(r)) for r in rows
             ]  # fmt: skip
             records.append((state_name, MERGER_KEY.encode(), runtime.merger_snapshot()))
-            await send_all(records)
+            # A published row's record timestamp is its window start, as coarse as the row:
+            # the time the merger happened to run says nothing a consumer should know.
+            await send_all(records, [window_start_ms(r["window_start"]) for r in rows])
             for event in events:
                 event.ack()
             await app.consumer.commit()
+
+
+def window_start_ms(iso: str) -> int:
+    """Epoch milliseconds of an aggregate row's ``window_start``.
+
+    >>> window_start_ms("2024-03-04T10:00:00Z")
+    1709546400000
+    """
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()) * 1000
 
 
 def add_input_record(runtime: Any, message: Any, metrics: Any) -> None:
@@ -754,15 +810,16 @@ def _stop_watchdog() -> None:
     threading.Thread(target=expire, name="logfog-stop-watchdog", daemon=True).start()
 
 
-def wait_for_broker(bootstrap: str, deadline_s: float | None = None) -> None:
+def wait_for_broker(bootstrap: str, deadline_s: float | None = None, security: Any = None) -> None:
     """Block until the broker answers, logging clearly while it does not."""
     from streams.admin import BrokerUnreachable, describe_topics
+    from streams.security import PLAINTEXT
 
     started = time.monotonic()
     delay = 0.5
     while True:
         try:
-            describe_topics(bootstrap, [], timeout_s=3.0)
+            describe_topics(bootstrap, [], timeout_s=3.0, security=security or PLAINTEXT)
             return
         except BrokerUnreachable:
             waited = time.monotonic() - started
@@ -773,15 +830,21 @@ def wait_for_broker(bootstrap: str, deadline_s: float | None = None) -> None:
             delay = min(delay * 2, 5.0)
 
 
-def prepare(config: Mapping[str, Any], bootstrap: str) -> dict[str, int]:
-    """Create/verify topics (idempotent) and return partition counts by topic."""
-    from streams.admin import describe_topics, ensure_topics
+def prepare(config: Mapping[str, Any], bootstrap: str, security: Any = None) -> dict[str, int]:
+    """Create (unless ``kafka.create_topics`` is false) and verify the topics; return
+    partition counts by topic. Raises ``streams.admin.TopicPolicyError`` when a topic is
+    missing and may not be created, or would keep records longer than declared."""
+    from streams.admin import describe_topics, require_topics
     from streams.topics import topic_specs
 
+    security = security or _security(config)
     specs = topic_specs(config)
-    for line in ensure_topics(bootstrap, specs):
-        log.info("%s", line)
-    described = describe_topics(bootstrap, [s.name for s in specs])
+    create = config["kafka"].get("create_topics", True)
+    for outcome in require_topics(bootstrap, specs, create=create, security=security):
+        if outcome.status != "differs":  # differences were logged as warnings
+            log.info("%s", outcome.detail,
+                     extra={"event": f"topic.{outcome.status}", "topic": outcome.name})  # fmt: skip
+    described = describe_topics(bootstrap, [s.name for s in specs], security=security)
     return {name: info.partitions for name, info in described.items()}
 
 
@@ -793,6 +856,7 @@ def run_worker(
     from streams.topics import pseudonymizes
 
     config, bootstrap = _load(config_path, bootstrap)
+    security = _security(config)  # unreadable credentials fail now, before any waiting
     keys = config["keys"]
     shared = keys["source"] in ("auto", "shared") and pseudonymizes(config)
     if shared:
@@ -801,7 +865,7 @@ def run_worker(
         MasterKeys.from_sources()  # a missing or short LOGFOG_MASTER_KEY fails now, clearly
     else:
         Pipeline.from_normalized(config)  # geo and key errors surface before any waiting
-    partitions = _when_broker_is_up(config, bootstrap)
+    partitions = _when_broker_is_up(config, bootstrap, security)
     keyring = None
     if shared:
         from streams.durations import parse_duration
@@ -810,10 +874,10 @@ def run_worker(
         # Every worker must compute the same pseudonym for the same visitor: random epoch
         # keys agreed through Kafka (first record wins), destroyed after epoch + grace.
         epoch, grace = parse_duration(keys["epoch"]), parse_duration(keys["grace"])
-        keyring = shared_keyring(bootstrap, epoch, grace, topic=keys["topic"])
+        keyring = shared_keyring(bootstrap, epoch, grace, topic=keys["topic"], security=security)
     pipeline = Pipeline.from_normalized(config, keyring=keyring)
     app = create_app(config, pipeline, bootstrap=bootstrap, web_port=web_port,
-                     topic_partitions=partitions)  # fmt: skip
+                     topic_partitions=partitions, security=security)  # fmt: skip
     return _run_faust(app, pipeline, loglevel)
 
 
@@ -833,10 +897,12 @@ def run_aggregator(
             "(with run_in: worker the workers aggregate, and an aggregator would count "
             "every event a second time)"
         ])  # fmt: skip
-    partitions = _when_broker_is_up(config, bootstrap)
+    security = _security(config)
+    partitions = _when_broker_is_up(config, bootstrap, security)
     lines = NoLines()
     app = create_app(config, lines, bootstrap=bootstrap, web_port=web_port,
-                     topic_partitions=partitions, role="aggregator")  # fmt: skip
+                     topic_partitions=partitions, role="aggregator",
+                     security=security)  # fmt: skip
     return _run_faust(app, lines, loglevel)
 
 
@@ -852,10 +918,12 @@ def _load(config_path: str, bootstrap: str | None) -> tuple[dict[str, Any], str]
     return config, str(chosen)
 
 
-def _when_broker_is_up(config: Mapping[str, Any], bootstrap: str) -> dict[str, int]:
+def _when_broker_is_up(
+    config: Mapping[str, Any], bootstrap: str, security: Any = None
+) -> dict[str, int]:
     """Wait for the broker, then create/verify the topics: partitions by topic."""
-    wait_for_broker(bootstrap)
-    return prepare(config, bootstrap)
+    wait_for_broker(bootstrap, security=security)
+    return prepare(config, bootstrap, security)
 
 
 def _run_faust(app: Any, pipeline: Any, loglevel: str) -> int:

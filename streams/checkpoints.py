@@ -12,15 +12,22 @@ from __future__ import annotations
 import time
 
 from streams.admin import reader_from_beginning
+from streams.security import PLAINTEXT, KafkaSecurity
 
 
 def load_latest(
-    bootstrap: str, topic: str, *, quiet_s: float = 0.5, timeout_s: float = 30.0
+    bootstrap: str,
+    topic: str,
+    *,
+    quiet_s: float = 0.5,
+    timeout_s: float = 30.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> dict[str, bytes]:
     """Last value per key in ``topic`` (tombstones delete); blocking, use off the loop."""
     consumer = reader_from_beginning(
-        bootstrap, [topic], max_partition_fetch_bytes=64 << 20, fetch_max_bytes=64 << 20
-    )
+        bootstrap, [topic], security=security, max_partition_fetch_bytes=64 << 20,
+        fetch_max_bytes=64 << 20,
+    )  # fmt: skip
     try:
         latest: dict[str, bytes] = {}
         deadline = time.monotonic() + timeout_s

@@ -24,6 +24,9 @@ from streams import __version__
 EXIT_USAGE = 2
 EXIT_NOT_SHIPPED = 3  # logfog ship: the broker did not acknowledge every record
 BATCH_LINES = 2048
+#: The rejection records' name on stdout and in --out (config refuses it as a destination).
+REJECTED = "rejected"  # in streams.config.RESERVED_DESTINATIONS
+_REJECTED_PREFIX = b'{"destination":"rejected","event":'
 
 
 class UserError(Exception):
@@ -36,9 +39,11 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from streams.keys import KeyError_
     from streams.keyshare import KeyShareError
     from streams.parse import FormatError
+    from streams.security import KafkaSecurityError
 
     errors: list[type[BaseException]] = [
         ConfigError,
+        KafkaSecurityError,
         GeoDatabaseError,
         KeyError_,
         KeyShareError,
@@ -47,7 +52,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         FileNotFoundError,  # e.g. logfog ship FILE without --follow
     ]
     try:
-        # BrokerUnreachable, TopicNotFound (ship), topics that cannot be created...
+        # BrokerUnreachable, TopicNotFound (ship), TopicPolicyError, create failures...
         from streams.admin import AdminError
 
         errors.append(AdminError)
@@ -91,22 +96,36 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     tune_for_throughput()
     names = pipeline.names
     public = pipeline.public_names  # the internal aggregation input is not output
-    if args.only and args.only not in public:
-        raise UserError(f"--only: no destination {args.only!r} (have: {', '.join(public)})")
+    if args.only and args.only not in (*public, REJECTED):
+        raise UserError(
+            f"--only: no destination {args.only!r} (have: {', '.join((*public, REJECTED))})"
+        )
     sinks: dict[str, IO[bytes]] = {}
     rejected_sink: IO[bytes] | None = None
     internal = len(public) < len(names)
     aggregates = _FileAggregates(pipeline) if args.out and internal else None
-    if args.out:
-        out_dir = Path(args.out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name in public:
-            sinks[name] = open(out_dir / f"{name}.ndjson", "wb")  # noqa: SIM115 - closed below
-        rejected_sink = open(out_dir / "rejected.ndjson", "wb")  # noqa: SIM115
-        if aggregates is not None:
-            sinks["aggregates"] = open(out_dir / "aggregates.ndjson", "wb")  # noqa: SIM115
+    source = _open_input(args.file)  # a missing input leaves no empty outputs behind
+    out_dir = Path(args.out) if args.out else None
+    if out_dir is not None:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"--out: {_os_error(error)}") from None
+    if args.summary_json:
+        # Checked before the run (it may be in --out), not after all output was written.
+        _check_writable(Path(args.summary_json), "--summary-json")
+    if out_dir is not None:
+        try:
+            for name in public:
+                sinks[name] = open(out_dir / f"{name}.ndjson", "wb")  # noqa: SIM115 - closed below
+            rejected_sink = open(out_dir / "rejected.ndjson", "wb")  # noqa: SIM115
+            if aggregates is not None:
+                sinks["aggregates"] = open(out_dir / "aggregates.ndjson", "wb")  # noqa: SIM115
+        except OSError as error:
+            for sink in [*sinks.values(), *([rejected_sink] if rejected_sink else [])]:
+                sink.close()
+            raise UserError(f"--out: {_os_error(error)}") from None
     stdout = sys.stdout.buffer
-    source = _open_input(args.file)
     total = None if args.file == "-" else os.path.getsize(args.file)
     progress = _progress(total, enabled=sys.stderr.isatty() and not args.quiet)
     started = time.perf_counter()
@@ -133,11 +152,20 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
                         stdout.write(b"".join([prefix + e[1] + b"}\n" for e in events]))
             if rejected_sink is not None:
                 rejected_sink.write(b"".join(dead_letter(r) + b"\n" for r in out.rejections))
+            elif args.only == REJECTED:
+                stdout.write(b"".join(dead_letter(r) + b"\n" for r in out.rejections))
+            elif not args.only:
+                stdout.write(b"".join(_REJECTED_PREFIX + dead_letter(r) + b"}\n"
+                                      for r in out.rejections))  # fmt: skip
             if progress is not None:
                 progress.update(sum(len(x) + 1 for x in batch))
             out.clear()
         if aggregates is not None:
             sinks["aggregates"].write(aggregates.finish())
+    except BrokenPipeError:
+        raise
+    except OSError as error:  # a full disk, a file removed under us: not a bug of ours
+        raise UserError(f"anonymize: {_os_error(error)}") from None
     finally:
         if progress is not None:
             progress.close()
@@ -148,14 +176,37 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
         if source is not sys.stdin.buffer:
             source.close()
     elapsed = time.perf_counter() - started
-    summary = {**pipeline.stats.as_dict(), "seconds": round(elapsed, 3),
+    stats = pipeline.stats.as_dict()
+    # The aggregation input is internal: its rows are not output (aggregates.ndjson is).
+    stats["published"] = {n: c for n, c in stats["published"].items() if n in public}
+    summary = {**stats, "seconds": round(elapsed, 3),
                "lines_per_second": round(pipeline.stats.lines / elapsed) if elapsed else None,
                "peak_rss_mb": _peak_rss_mb()}  # fmt: skip
     if not args.quiet:
         _print_summary(summary)
     if args.summary_json:
-        Path(args.summary_json).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        try:
+            Path(args.summary_json).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        except OSError as error:
+            raise UserError(f"--summary-json: {_os_error(error)}") from None
     return 0
+
+
+def _os_error(error: OSError) -> str:
+    """``path: reason`` of an OSError, without Python's ``[Errno N]`` noise."""
+    reason = error.strerror or type(error).__name__
+    return f"{error.filename}: {reason}" if error.filename is not None else reason
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Fail now, with one line, if ``path`` cannot be written when the run ends."""
+    parent = path.parent
+    if path.is_dir():
+        raise UserError(f"{option}: {path}: is a directory")
+    if not parent.is_dir():
+        raise UserError(f"{option}: {parent}: no such directory")
+    if not os.access(path if path.exists() else parent, os.W_OK):
+        raise UserError(f"{option}: {path}: permission denied")
 
 
 class _FileAggregates:
@@ -265,19 +316,32 @@ def _bootstrap(args: argparse.Namespace, config: dict[str, Any] | None) -> str:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from streams.admin import ensure_topics
+    """``create`` (idempotent; ``--fix`` sets retention/segment/cleanup configs of
+    existing topics) or ``verify`` (creates nothing). Exit 2 when a topic is missing
+    (verify) or would keep records longer than the config declares."""
+    from streams.admin import TopicPolicyError, ensure_topics_detailed
     from streams.config import load_file
+    from streams.security import from_config
     from streams.topics import topic_specs
 
     config, _ = load_file(args.config)
     bootstrap = _bootstrap(args, config)
-    for line in ensure_topics(bootstrap, topic_specs(config)):
-        print(line)
+    outcomes = ensure_topics_detailed(
+        bootstrap, topic_specs(config), create=args.action == "create",
+        fix=args.fix, security=from_config(config),
+    )  # fmt: skip
+    for outcome in outcomes:
+        print(outcome.detail)
+    bad = [o.name for o in outcomes if o.status == "violates"]
+    if bad:
+        raise TopicPolicyError([f"{', '.join(bad)} would keep records longer than declared"],
+                               fixable=not args.fix)  # fmt: skip
     return 0
 
 
 def cmd_ship(args: argparse.Namespace) -> int:
     from streams.config import load_file
+    from streams.security import PLAINTEXT, from_config
     from streams.shipper import DEFAULT_MAX_LINE_BYTES, ship
 
     config = load_file(args.config)[0] if args.config else None
@@ -286,6 +350,7 @@ def cmd_ship(args: argparse.Namespace) -> int:
     result = ship(
         args.file, _bootstrap(args, config), topic, lines_per_record=args.lines_per_record,
         follow=args.follow, progress=sys.stderr.isatty(), max_line_bytes=max_line,
+        security=from_config(config) if config else PLAINTEXT,
     )  # fmt: skip
     print(ship_summary(result, topic, max_line), file=sys.stderr)
     return EXIT_NOT_SHIPPED if result.failed_records else 0
@@ -358,13 +423,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"logfog {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-format", choices=["json", "text"], default=None,
+                        help="json (one object a line, never payloads; the default when "
+                        "stderr is not a terminal) or text")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("anonymize", help="anonymize a log file (or stdin) to NDJSON",
                        description="Parse, enrich and anonymize FILE by the config's rules. "
                        "Without --out, events of every destination go to stdout wrapped as "
-                       '{"destination": NAME, "event": {...}}; '
-                       "with --only NAME, plain events.")  # fmt: skip
+                       '{"destination": NAME, "event": {...}}, and so do the rejection records '
+                       '(destination "rejected": stage, reason and line number, never the '
+                       "line); with --only NAME, plain events of NAME (or plain rejection "
+                       "records: --only rejected). Aggregates: with --out only.")  # fmt: skip
     p.add_argument("file", metavar="FILE", help="log file, or - for stdin")
     p.add_argument(
         "-c", "--config", default="config/logfog.yaml", help="config file (YAML or TOML)"
@@ -372,7 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--out", metavar="DIR", help="write DIR/<destination>.ndjson and DIR/rejected.ndjson"
     )
-    p.add_argument("--only", metavar="NAME", help="write only this destination's events to stdout")
+    p.add_argument(
+        "--only",
+        metavar="NAME",
+        help="write only this destination's events (or 'rejected') to stdout",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
     p.set_defaults(func=cmd_anonymize)
@@ -402,10 +476,21 @@ def build_parser() -> argparse.ArgumentParser:
     _faust_process_arguments(p, web_port=6067)
     p.set_defaults(func=cmd_aggregator)
 
-    p = sub.add_parser("topics", help="create the config's topics (idempotent)")
-    p.add_argument("action", choices=["create"])
+    p = sub.add_parser(
+        "topics", help="create (idempotent) or verify the config's topics",
+        description="create: create missing topics with partitions, replication, retention "
+        "and segment.ms from the config. verify: create nothing, report missing ones. Both "
+        "exit 2 when an existing topic would keep records longer than the config declares.",
+    )  # fmt: skip
+    p.add_argument("action", choices=["create", "verify"])
     p.add_argument("-c", "--config", default="config/logfog.yaml")
     p.add_argument("--bootstrap")
+    p.add_argument(
+        "--fix",
+        action="store_true",
+        help="set retention.ms, segment.ms and cleanup.policy of existing topics "
+        "that would keep records too long (partitions and replicas never change)",
+    )
     p.set_defaults(func=cmd_topics)
 
     p = sub.add_parser("ship", help="produce a log file (or stdin) into the raw topic")
@@ -432,12 +517,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from streams import logjson
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # The worker and aggregator hand the same format to Faust (app.faust_settings).
+    logjson.configure(args.log_format or logjson.default_format(),
+                      logging.DEBUG if args.verbose else logging.INFO)  # fmt: skip
     # kafka-python narrates every connection at INFO; our own lines say what matters.
     # Never DEBUG, even with -v: client debug logs may dump record contents.
     for noisy in ("kafka", "aiokafka", "faust.transport"):
@@ -445,10 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except _expected_errors() as error:
-        if isinstance(error, FileNotFoundError) and error.filename is not None:
-            print(f"logfog: {error.filename}: {error.strerror}", file=sys.stderr)
-        else:
-            print(f"logfog: {error}", file=sys.stderr)
+        text = _os_error(error) if isinstance(error, OSError) else str(error)
+        print(f"logfog: {text}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

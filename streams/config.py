@@ -49,6 +49,8 @@ class Key:
     doc: str = ""
     choices: tuple[Any, ...] | None = None
     check: Any = None  # Callable[[Any], str | None]
+    #: Smallest allowed integer: counts and sizes the runtime cannot take below it.
+    minimum: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +67,14 @@ class MapOf:
     doc: str = ""
 
 
-def _duration(limit: int | None = None, what: str = "") -> Any:
+def _duration(limit: int | None = None, what: str = "", positive: bool = False) -> Any:
     def check(value: Any) -> str | None:
         try:
             seconds = parse_duration(value)
         except ValueError as error:
             return str(error)
+        if positive and seconds <= 0:
+            return "must be longer than 0s"
         if limit is not None and seconds > limit:
             return f"{value} is longer than the {what} limit of {limit // 86400}d"
         return None
@@ -117,9 +121,11 @@ def _key_source(value: str) -> str | None:
 
 
 def _json_fields(value: Mapping[str, Any]) -> str | None:
-    for role in value:
+    for role, key in value.items():
         if role not in JSON_ROLES:
             return f"unknown role {role!r} (known: {', '.join(sorted(JSON_ROLES))})"
+        if not isinstance(key, str) or not all(key.split(".")):
+            return f"{role}: must be a JSON key (dotted for nesting), not {key!r}"
     return None
 
 
@@ -132,16 +138,53 @@ def _topic(default_topic: str, retention: str, limit_kind: str, partitions: int 
     return Section(
         {
             "topic": Key(str, default_topic, "Kafka topic name"),
-            "partitions": Key(int, partitions, "partitions (bounds worker parallelism)"),
+            "partitions": Key(int, partitions, "partitions (bounds worker parallelism)", minimum=1),
             "retention": Key(
                 str,
                 retention,
                 f"retention, at most {RETENTION_LIMITS[limit_kind] // DAY}d",
                 check=_duration(RETENTION_LIMITS[limit_kind], limit_kind),
             ),
-            "replication": Key(int, 1, "replication factor"),
+            "replication": Key(
+                (int, type(None)),
+                None,
+                "replication factor (default: kafka.replication)",
+                check=_replication,
+            ),
         }
     )
+
+
+def _replication(value: int | None) -> str | None:
+    return None if value is None or value >= 1 else "must be at least 1"
+
+
+def _reference(value: str | None) -> str | None:
+    if value is not None and value.startswith(("env:", "file:")) and not value.split(":", 1)[1]:
+        return "env:/file: needs a name"
+    return None
+
+
+KAFKA_SECURITY = Section(
+    {
+        "protocol": Key(str, "PLAINTEXT", "how clients connect; production: SASL_SSL",
+                        choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),
+        "ca_file": Key((str, type(None)), None, "PEM CA bundle for the brokers' certificates "
+                       "(default: the system trust store)"),
+        "cert_file": Key((str, type(None)), None, "PEM client certificate (mutual TLS)"),
+        "key_file": Key((str, type(None)), None, "PEM private key of cert_file"),
+        "check_hostname": Key(bool, True, "verify the broker certificate's host name"),
+        "sasl_mechanism": Key((str, type(None)), None, "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                              check=lambda v: None if v in (None, "PLAIN", "SCRAM-SHA-256",
+                              "SCRAM-SHA-512") else f"{v!r} is not PLAIN, SCRAM-SHA-256 or "
+                              "SCRAM-SHA-512"),
+        "username": Key((str, type(None)), None, "SASL user: env:NAME, file:PATH or the name",
+                        check=_reference),
+        "password": Key((str, type(None)), None, "SASL password: env:NAME or file:PATH only "
+                        "(a literal password is refused)", check=_reference),
+    },
+    "TLS and SASL for every Kafka client (worker, aggregator, topics, shipper, key ring)",
+)  # fmt: skip
 
 
 SCHEMA = Section(
@@ -168,7 +211,9 @@ SCHEMA = Section(
                 "trusted_proxies": Key(
                     list, [], "networks whose X-Forwarded-For is believed", check=_cidrs
                 ),
-                "max_line_bytes": Key(int, 65536, "longer lines are rejected (parse.too_long)"),
+                "max_line_bytes": Key(
+                    int, 65536, "longer lines are rejected (parse.too_long)", minimum=1
+                ),
                 "invalid_utf8": Key(
                     str,
                     "replace",
@@ -191,7 +236,9 @@ SCHEMA = Section(
                         "asn": Key((str, type(None)), None, "ASN mmdb path"),
                     }
                 ),
-                "cache_size": Key(int, 65536, "entries per lookup cache (bounded memory)"),
+                "cache_size": Key(
+                    int, 65536, "entries per lookup cache (bounded memory; 0: none)", minimum=0
+                ),
             },
             "in-memory lookups from the full IP and user agent",
         ),
@@ -206,7 +253,7 @@ SCHEMA = Section(
                     check=_key_source,
                 ),
                 "topic": Key(str, "logfog.keys", "Kafka topic of the shared epoch keys"),
-                "epoch": Key(str, "1d", "pseudonym key lifetime", check=_duration()),
+                "epoch": Key(str, "1d", "pseudonym key lifetime", check=_duration(positive=True)),
                 "grace": Key(
                     str, "1h", "how long an epoch key outlives its epoch", check=_duration()
                 ),
@@ -219,6 +266,21 @@ SCHEMA = Section(
                     str, "127.0.0.1:9092", "bootstrap servers (env LOGFOG_BOOTSTRAP overrides)"
                 ),
                 "group": Key(str, "logfog", "consumer group / Faust app id"),
+                "security": KAFKA_SECURITY,
+                "replication": Key(
+                    int,
+                    1,
+                    "replication factor of every topic whose own 'replication' is not set "
+                    "(logfog.keys and the internal aggregation topics included); 3 in production",
+                    check=_replication,
+                ),
+                "create_topics": Key(
+                    bool,
+                    True,
+                    "true: workers create missing topics at start; false: they only verify "
+                    "(topics managed by an operator, e.g. Strimzi) and refuse to start when "
+                    "one is missing",
+                ),
                 "raw": _topic("logs.raw", "3d", "raw"),
                 "dead_letter": _topic("logs.dead", "7d", "dead_letter", partitions=1),
             },
@@ -250,8 +312,12 @@ SCHEMA = Section(
                     "never holding pseudonym keys)",
                     choices=("worker", "aggregator"),
                 ),
-                "max_events_per_visitor": Key(int, 100, "contribution cap per visitor and window"),
-                "max_cells": Key(int, 10_000, "distinct values per dimension and window"),
+                "max_events_per_visitor": Key(
+                    int, 100, "contribution cap per visitor and window", minimum=1
+                ),
+                "max_cells": Key(
+                    int, 10_000, "distinct values per dimension and window", minimum=1
+                ),
                 "snapshot_interval": Key(
                     str,
                     "10s",
@@ -276,14 +342,19 @@ SCHEMA = Section(
                         choices=("operations", "analytics"),
                     ),
                     "topic": Key(str, REQUIRED, "Kafka topic"),
-                    "partitions": Key(int, 4, "partitions"),
+                    "partitions": Key(int, 4, "partitions", minimum=1),
                     "retention": Key(
                         str,
                         "7d",
                         "retention, at most 30d",
                         check=_duration(30 * DAY, "pseudonymous output"),
                     ),
-                    "replication": Key(int, 1, "replication factor"),
+                    "replication": Key(
+                        (int, type(None)),
+                        None,
+                        "replication factor (default: kafka.replication)",
+                        check=_replication,
+                    ),
                     "framing": Key(
                         str,
                         "record",
@@ -353,8 +424,11 @@ def _check_value(value: Any, spec: Key | Option, where: str, errors: list[str]) 
     if not _type_ok(value, spec.kind):
         errors.append(f"{where}: must be {_type_name(spec.kind)}, not {value!r}")
         return value
+    minimum = getattr(spec, "minimum", None)
     if spec.choices is not None and value not in spec.choices:
         errors.append(f"{where}: {value!r} is not one of {', '.join(map(str, spec.choices))}")
+    elif minimum is not None and value < minimum:
+        errors.append(f"{where}: must be at least {minimum}, not {value!r}")
     elif spec.check is not None:
         problem = spec.check(value)
         if problem:
@@ -373,38 +447,44 @@ def _validate_rule(
         errors.append(f"{path}: a rule is a mapping like {{from: ..., action: ...}}")
         return None
     action_name = rule.get("action")
-    if action_name not in REGISTRY:
+    spec = REGISTRY.get(action_name) if isinstance(action_name, str) else None
+    ok = True
+    if spec is None:
+        # Still check the rest of the rule below: one mistake must not hide another.
         hint = _unknown(str(action_name), list(REGISTRY)) if action_name else ""
         errors.append(
             f"{path}: "
             + (f"unknown action {action_name!r}{hint}" if action_name else "'action' is required")
             + ("" if hint else f"; actions: {', '.join(sorted(REGISTRY))}")
         )
-        return None
-    spec = REGISTRY[action_name]
+        ok = False
     sources = rule.get("from")
     source_list = [sources] if isinstance(sources, str) else sources
-    ok = True
     if sources is None:
         errors.append(f"{path}: 'from' is required")
         ok = False
     elif not isinstance(source_list, list) or not all(isinstance(s, str) for s in source_list):
         errors.append(f"{path}.from: must be a field name or a list of them")
         ok = False
+    elif not source_list:
+        errors.append(f"{path}.from: names no field (give a field name or a list of them)")
+        ok = False
     else:
-        if len(source_list) > 1 and not spec.multi:
+        if spec is not None and len(source_list) > 1 and not spec.multi:
             errors.append(f"{path}.from: {action_name} takes one field, not {len(source_list)}")
             ok = False
         for s in source_list:
             if s not in SOURCES:
                 errors.append(f"{path}.from: unknown field {s!r}{_unknown(s, list(SOURCES))}")
                 ok = False
-            elif spec.accepts is not None and s not in spec.accepts:
+            elif spec is not None and spec.accepts is not None and s not in spec.accepts:
                 errors.append(
                     f"{path}.from: {action_name} cannot read {s} "
                     f"(it reads: {', '.join(sorted(spec.accepts))})"
                 )
                 ok = False
+    if spec is None:
+        return None
     unsafe = rule.get("unsafe", False)
     if not isinstance(unsafe, bool):
         errors.append(f"{path}.unsafe: must be true/false")
@@ -464,6 +544,11 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
     """Validate, fill defaults, and return the normalized config (meaningful if no errors)."""
     out: dict[str, Any] = {}
     _validate_section(data, SCHEMA, "", errors, out)
+    if not any(e.startswith("kafka.security") for e in errors):  # cross-key rules
+        from streams import security
+
+        errors.extend(security.problems(out["kafka"]["security"]))
+        warnings.extend(security.warnings(out["kafka"]["security"]))
     destinations = out.get("destinations") or {}
     if not isinstance(destinations, dict):
         errors.append("destinations: must be a mapping of names to destinations")
@@ -476,6 +561,11 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
     topics: dict[str, str] = {}
     for name, dest in destinations.items():
         where = f"destinations.{name}"
+        if str(name) in RESERVED_DESTINATIONS or str(name).startswith("_"):
+            errors.append(
+                f"{where}: the name is reserved for logfog's own outputs "
+                f"({', '.join(RESERVED_DESTINATIONS)}, and names starting with '_')"
+            )
         d: dict[str, Any] = {}
         _validate_section(dest, dest_schema.item, where, errors, d)
         topic = d.get("topic")
@@ -499,8 +589,11 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
                 rules[str(field_name)] = checked
         d["fields"] = rules
         key = d.get("key")
-        if key is not None and key not in fields:
+        if isinstance(key, str) and key not in fields:
             errors.append(f"{where}.key: {key!r} is not one of this destination's fields")
+        elif isinstance(key, str) and key in rules and rules[key]["action"] == "drop":
+            errors.append(f"{where}.key: {key!r} is dropped, so there is no value to key by")
+        errors.extend(_geo_problems(rules, out.get("enrich", {}).get("geo", {}), where))
         normalized[str(name)] = d
     out["destinations"] = normalized
     if out.get("aggregates", {}).get("enabled") and not errors:
@@ -527,6 +620,34 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
         normalized[AGGREGATE_INPUT] = d
     return out
 
+
+#: Which geo databases yield each geo source field (any one of them will do).
+GEO_DATABASES = {"geo.country": ("city", "country"), "geo.continent": ("city", "country"),
+                 "geo.region": ("city",), "geo.city": ("city",), "geo.timezone": ("city",),
+                 "geo.asn": ("asn", "city")}  # fmt: skip
+
+
+def _geo_problems(rules: Mapping[str, Any], geo: Mapping[str, Any], where: str) -> list[str]:
+    """Rules reading geo fields that no configured database can fill (always null)."""
+    problems = []
+    for field_name, rule in rules.items():
+        if rule["action"] == "drop":
+            continue
+        retarget = REGISTRY[rule["action"]].retarget
+        for source in rule["from"]:
+            read = retarget(rule["options"], source) if retarget is not None else source
+            kinds = GEO_DATABASES.get(read, ())
+            if kinds and not any(geo.get(kind) for kind in kinds):
+                need = " or ".join(f"enrich.geo.{kind}" for kind in kinds)
+                problems.append(
+                    f"{where}.fields.{field_name}.from: {read} needs {need} (always null without)"
+                )
+    return problems
+
+
+#: Output names of ``logfog anonymize`` besides the destinations (files with --out,
+#: the "destination" of stdout lines).
+RESERVED_DESTINATIONS = ("rejected", "aggregates")
 
 #: Name of the internal destination feeding the aggregator (not a user destination).
 AGGREGATE_INPUT = "_aggregate"
@@ -616,6 +737,8 @@ def json_schema() -> dict[str, Any]:
             schema["default"] = key.default
         if key.choices is not None:
             schema["enum"] = list(key.choices)
+        if getattr(key, "minimum", None) is not None:
+            schema["minimum"] = getattr(key, "minimum", None)
         return schema
 
     def section_schema(section: Section) -> dict[str, Any]:
@@ -695,6 +818,8 @@ def reference_markdown() -> str:
                 default = "required" if spec.default is REQUIRED else f"`{spec.default!r}`"
                 kinds = _type_name(spec.kind)
                 choices = f" One of: {', '.join(map(str, spec.choices))}." if spec.choices else ""
+                if spec.minimum is not None:
+                    choices += f" At least {spec.minimum}."
                 lines.append(f"| `{path}` | {kinds} | {default} | {cell(spec.doc)}{choices} |")
 
     walk(SCHEMA, "")

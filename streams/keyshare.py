@@ -91,6 +91,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from streams.admin import TopicSpec
 from streams.keys import MIN_KEY_BYTES, load_secret
+from streams.security import PLAINTEXT, KafkaSecurity, kafka_python_settings
 
 log = logging.getLogger(__name__)
 
@@ -447,6 +448,7 @@ def topic_spec(
     epoch_seconds: int = 86400,
     grace_seconds: int = 3600,
     margin_seconds: int = 600,
+    replication_factor: int = 1,
 ) -> TopicSpec:
     """The keys topic: 1 partition (log order decides), ``compact,delete``.
 
@@ -467,6 +469,7 @@ def topic_spec(
         1,
         live_ms + margin_seconds * 1000,
         cleanup_policy="compact,delete",
+        replication_factor=replication_factor,
         config={
             "min.compaction.lag.ms": str(live_ms),
             "delete.retention.ms": str(max(1000, margin_seconds * 1000)),
@@ -511,7 +514,9 @@ class SharedKeyRing:
         poll_ms: int = 100,
         clock: Callable[[], float] = time.time,
         check_master_key: bool = True,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
+        self.security = security
         self.epoch_seconds = epoch_seconds
         self.grace_seconds = grace_seconds
         self.bootstrap = bootstrap
@@ -562,7 +567,7 @@ class SharedKeyRing:
 
         from streams.admin import describe_topics
 
-        info = describe_topics(self.bootstrap, [self.topic]).get(self.topic)
+        info = describe_topics(self.bootstrap, [self.topic], security=self.security).get(self.topic)
         if info is None:
             raise KeyShareError(
                 f"key topic {self.topic} does not exist; create it first "
@@ -573,6 +578,7 @@ class SharedKeyRing:
                 f"key topic {self.topic} has {info.partitions} partitions; agreement needs 1"
             )
         self._producer = KafkaProducer(
+            **kafka_python_settings(self.security),
             bootstrap_servers=self.bootstrap,
             client_id="logfog-keyshare",
             acks="all",
@@ -582,6 +588,7 @@ class SharedKeyRing:
             request_timeout_ms=max(1000, int(self.wait_s * 1000)),
         )
         self._consumer = KafkaConsumer(
+            **kafka_python_settings(self.security),
             bootstrap_servers=self.bootstrap,
             client_id="logfog-keyshare",
             group_id=None,
@@ -882,6 +889,7 @@ def shared_keyring(
     master: str = MASTER_KEY_SOURCE,
     accepted: Sequence[str] | None = None,
     options: Mapping[str, Any] | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> SharedKeyRing:
     """A started ring with master keys from the environment (for the worker and CLI)."""
     ring = SharedKeyRing(
@@ -890,6 +898,7 @@ def shared_keyring(
         epoch_seconds,
         grace_seconds,
         topic=topic,
+        security=security,
         **dict(options or {}),
     )
     return ring.start()

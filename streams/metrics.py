@@ -14,7 +14,8 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -141,31 +142,69 @@ class Metrics:
         self.batch_seconds.observe(seconds)
 
     def update_lag(self, app: Any) -> None:
-        """Lag per assigned partition: high watermark minus next offset to process."""
+        """Lag per assigned partition (see :func:`partition_lag`). Partitions this worker
+        no longer holds lose their gauge: after a rebalance their new owner reports them,
+        and two series for one partition would double the summed lag."""
         consumer = getattr(app, "consumer", None)
         if consumer is None:
             return
         try:
-            assigned = consumer.assignment()
+            assigned = list(consumer.assignment())
         except Exception:  # not started yet
             return
+        highwaters: dict[tuple[str, int], int | None] = {}
         for tp in assigned:
             try:
-                high = consumer.highwater(tp)
+                highwaters[(tp.topic, tp.partition)] = consumer.highwater(tp)
             except Exception:
-                continue
-            if high is None:
-                continue
-            done = self.last_offsets.get((tp.topic, tp.partition), -1) + 1
-            lag = max(0, int(high) - done)
-            self.lag_by_partition[(tp.topic, tp.partition)] = lag
-            self.lag.labels(tp.topic, str(tp.partition)).set(lag)
+                highwaters[(tp.topic, tp.partition)] = None
+        # Faust's record of the group's committed offsets (next offset to read), loaded
+        # when a partition is assigned: before this worker's first batch on a partition
+        # the lag is measured from there, not from offset 0.
+        committed_by_tp = getattr(consumer, "_committed_offset", None) or {}
+        committed = {(tp.topic, tp.partition): off for tp, off in list(committed_by_tp.items())
+                     if isinstance(off, int)}  # fmt: skip
+        held = set(highwaters)
+        for key in [k for k in self.last_offsets if k not in held]:
+            del self.last_offsets[key]  # processed by another worker since: stale
+        lags = partition_lag(highwaters, self.last_offsets, committed)
+        for topic, partition in [k for k in self.lag_by_partition if k not in lags]:
+            del self.lag_by_partition[(topic, partition)]
+            with contextlib.suppress(KeyError):
+                self.lag.remove(topic, str(partition))
+        for (topic, partition), lag in lags.items():
+            self.lag_by_partition[(topic, partition)] = lag
+            self.lag.labels(topic, str(partition)).set(lag)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
         return self.registry.get_sample_value(name, labels or {})
+
+
+def partition_lag(
+    highwaters: Mapping[tuple[str, int], int | None],
+    processed: Mapping[tuple[str, int], int],
+    committed: Mapping[tuple[str, int], int],
+) -> dict[tuple[str, int], int]:
+    """Records behind the end, per held partition: high watermark minus the next offset
+    to process, which is the last processed offset + 1 or the group's committed offset,
+    whichever is further. Partitions without a known high watermark are left out.
+
+    >>> tp = ("logs.raw", 0)
+    >>> partition_lag({tp: 1000}, {}, {tp: 990})  # assigned, nothing processed yet
+    {('logs.raw', 0): 10}
+    >>> partition_lag({tp: 1000}, {tp: 994}, {tp: 990}), partition_lag({tp: None}, {}, {})
+    ({('logs.raw', 0): 5}, {})
+    """
+    out: dict[tuple[str, int], int] = {}
+    for key, high in highwaters.items():
+        if high is None:
+            continue
+        done = max(processed.get(key, -1) + 1, committed.get(key, 0))
+        out[key] = max(0, int(high) - done)
+    return out
 
 
 def gauge_family(

@@ -10,8 +10,10 @@ Partitioning, documented because ordering depends on it:
 - keyed events (``key:`` in the destination, e.g. the product ``visitor``
   pseudonym) go to ``int(key[:8], 16) % partitions`` when the key is hex (our
   pseudonyms are), else to a CRC32 of the key: the same visitor always lands in the
-  same partition, so a visitor's events stay in order. Pseudonyms are uniformly
-  random, so partitions stay balanced without the Java client's murmur2. The
+  same partition (one consumer sees all of them). Not in request order: raw records
+  are unkeyed, so one visitor's lines are spread over raw partitions and workers, and
+  the partition gets them in publishing order (README, "Partitioning and ordering").
+  Pseudonyms are uniformly random, so partitions stay balanced without murmur2. The
   aggregation merger depends on this: it adds up distinct visitors across the
   partitions of its input, which is exact only if each visitor is in one of them;
 - unkeyed events (ops, NDJSON batches, dead letters) are "sticky": all events made

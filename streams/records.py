@@ -25,6 +25,8 @@ PARSE_NOT_UTF8: Final = "parse.not_utf8"
 PARSE_TOO_LONG: Final = "parse.too_long"
 PARSE_EMPTY: Final = "parse.empty"
 PARSE_BAD_JSON: Final = "parse.bad_json"
+#: A status, byte count or duration outside the bounds below (e.g. a 26-digit %b).
+PARSE_BAD_NUMBER: Final = "parse.bad_number"
 PARSE_ERROR: Final = "parse.error"
 RULES_ERROR: Final = "rules.error"
 #: The worker could not publish a record's output (the broker refused it for good, or
@@ -39,10 +41,20 @@ REASONS: Final = (
     PARSE_TOO_LONG,
     PARSE_EMPTY,
     PARSE_BAD_JSON,
+    PARSE_BAD_NUMBER,
     PARSE_ERROR,
     RULES_ERROR,
     PUBLISH_ERROR,
 )
+
+
+# Bounds of the numbers a parser accepts: HTTP's three-digit status codes; counts and
+# durations that every JSON reader takes exactly (2**53 - 1, JavaScript's safe integer)
+# and that orjson can serialize (it refuses integers beyond 64 bits: a rules.error).
+MIN_STATUS: Final = 100
+MAX_STATUS: Final = 999
+MAX_BYTES: Final = 2**53 - 1
+MAX_DURATION_MS: Final = float(2**53 - 1)
 
 
 class Request:

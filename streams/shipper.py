@@ -41,6 +41,7 @@ from types import FrameType
 from typing import Any
 
 from streams.admin import AdminError, describe_topics
+from streams.security import PLAINTEXT, KafkaSecurity, kafka_python_settings
 
 log = logging.getLogger(__name__)
 
@@ -436,6 +437,7 @@ def ship(
     timeout_s: float = 10.0,
     linger_ms: int = 20,
     on_progress: Callable[[ShipResult], None] | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> ShipResult:
     """Ship lines from ``source`` (a path, or ``"-"`` for stdin) to ``topic``.
 
@@ -454,7 +456,7 @@ def ship(
     started = time.monotonic()
     if str(source) != "-" and not follow:
         os.stat(source)  # a missing file: FileNotFoundError now, before any connection
-    if topic not in describe_topics(bootstrap, [topic], timeout_s=timeout_s):
+    if topic not in describe_topics(bootstrap, [topic], timeout_s=timeout_s, security=security):
         raise TopicNotFound(topic, bootstrap)
     codec = available_compression() if compression == "auto" else compression
     stop = stop or threading.Event()
@@ -481,6 +483,7 @@ def ship(
         return eb
 
     producer = KafkaProducer(
+        **kafka_python_settings(security),
         bootstrap_servers=bootstrap,
         client_id="logfog-shipper",
         acks="all",

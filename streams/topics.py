@@ -1,10 +1,18 @@
-"""Topic specs from config: every topic with its partitions and declared retention.
+"""Topic specs from config: every topic with its partitions, replication and retention.
+
+Replication: a topic's own ``replication``, else ``kafka.replication`` (the keys topic
+and the internal aggregation topics included, so no topic is created with one replica
+on a production cluster by mistake).
 
 >>> from streams.config import normalize
 >>> cfg = normalize({"destinations": {"ops": {"topic": "logs.ops", "fields": {
 ...     "s": {"from": "response.status", "action": "keep"}}}}}, [], [])
 >>> [(t.name, t.retention_ms // 86400000) for t in topic_specs(cfg)]
 [('logs.raw', 3), ('logs.dead', 7), ('logs.ops', 7)]
+>>> cfg["kafka"]["replication"] = 3
+>>> cfg["kafka"]["raw"]["replication"] = 2
+>>> [t.replication_factor for t in topic_specs(cfg)]
+[2, 3, 3]
 """
 
 from __future__ import annotations
@@ -16,17 +24,18 @@ from streams.admin import TopicSpec
 from streams.durations import parse_duration
 
 
-def _spec(section: Mapping[str, Any]) -> TopicSpec:
-    return TopicSpec(
-        name=section["topic"],
-        partitions=section["partitions"],
-        retention_ms=parse_duration(section["retention"]) * 1000,
-        replication_factor=section["replication"],
-    )
-
-
 def topic_specs(config: Mapping[str, Any]) -> list[TopicSpec]:
     kafka = config["kafka"]
+    default_replication = kafka.get("replication", 1)
+
+    def _spec(section: Mapping[str, Any]) -> TopicSpec:
+        return TopicSpec(
+            name=section["topic"],
+            partitions=section["partitions"],
+            retention_ms=parse_duration(section["retention"]) * 1000,
+            replication_factor=section.get("replication") or default_replication,
+        )
+
     specs = [_spec(kafka["raw"]), _spec(kafka["dead_letter"])]
     specs += [_spec(d) for d in config["destinations"].values()]
     aggregates = config.get("aggregates", {})
@@ -51,7 +60,8 @@ def topic_specs(config: Mapping[str, Any]) -> list[TopicSpec]:
         from streams.keyshare import topic_spec as keys_topic_spec
 
         epoch, grace = parse_duration(keys["epoch"]), parse_duration(keys["grace"])
-        specs.append(keys_topic_spec(keys["topic"], epoch, grace))
+        specs.append(keys_topic_spec(keys["topic"], epoch, grace,
+                                     replication_factor=default_replication))  # fmt: skip
     return specs
 
 

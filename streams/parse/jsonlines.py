@@ -26,7 +26,18 @@ import orjson
 from streams.parse.ip import ClientResolver
 from streams.parse.logformat import split_request_line
 from streams.parse.timefmt import any_time
-from streams.records import PARSE_BAD_IP, PARSE_BAD_JSON, PARSE_BAD_TIME, RejectedLine, Request
+from streams.records import (
+    MAX_BYTES,
+    MAX_DURATION_MS,
+    MAX_STATUS,
+    MIN_STATUS,
+    PARSE_BAD_IP,
+    PARSE_BAD_JSON,
+    PARSE_BAD_NUMBER,
+    PARSE_BAD_TIME,
+    RejectedLine,
+    Request,
+)
 
 #: role -> key, nginx naming. ``duration_s`` is seconds; ``duration_ms`` milliseconds.
 DEFAULT_FIELDS: Final[Mapping[str, str]] = {
@@ -55,17 +66,24 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
-def _int(value: Any) -> int | None:
-    if value is None or value == "" or value == "-":
+def _int(value: Any, low: int, high: int) -> int | None:
+    """An integer in ``low..high``; None when absent or not a number (JSON logs often
+    hold "-" or free text there); parse.bad_number when out of bounds."""
+    if value is None or value == "" or value == "-" or isinstance(value, bool):
         return None
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError):
         return None
+    except OverflowError:  # float infinity
+        raise RejectedLine(PARSE_BAD_NUMBER) from None
+    if not low <= number <= high:
+        raise RejectedLine(PARSE_BAD_NUMBER)
+    return number
 
 
 def _float(value: Any) -> float | None:
-    if value is None or value == "" or value == "-":
+    if value is None or value == "" or value == "-" or isinstance(value, bool):
         return None
     try:
         return float(value)
@@ -124,10 +142,14 @@ class JsonParser:
             r.method = _text(get(doc, "method"))
             r.target = _text(get(doc, "path"))
             r.protocol = _text(get(doc, "protocol"))
-        r.status = _int(get(doc, "status"))
-        r.bytes_sent = _int(get(doc, "bytes"))
+        r.status = _int(get(doc, "status"), MIN_STATUS, MAX_STATUS)
+        r.bytes_sent = _int(get(doc, "bytes"), 0, MAX_BYTES)
         seconds = _float(get(doc, "duration_s"))
-        r.duration_ms = seconds * 1000 if seconds is not None else _float(get(doc, "duration_ms"))
+        r.duration_ms = ms = (
+            seconds * 1000 if seconds is not None else _float(get(doc, "duration_ms"))
+        )
+        if ms is not None and not 0 <= ms <= MAX_DURATION_MS:  # also NaN, infinity
+            raise RejectedLine(PARSE_BAD_NUMBER)
         r.referrer = _text(get(doc, "referrer"))
         r.user_agent = _text(get(doc, "user_agent"))
         r.language = _text(get(doc, "language"))

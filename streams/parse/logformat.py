@@ -4,7 +4,9 @@ A format string becomes one anchored regex plus one generated function that turn
 match groups into a :class:`~streams.records.Request`. Both are built once at startup;
 per line there is one ``match`` and straight-line attribute assignments.
 
-Apache directives: ``%h %a %{c}a %l %u %t %{sec|msec|usec|begin:...}t %r %m %U %q %H
+Apache directives: ``%h %a %{c}a %l %u %t %{sec|msec|usec|msec_frac|usec_frac}t
+%{STRFTIME}t`` (``%Y %m %d %b %h %a %H %M %S %T %F %z %%``, with ``%z``), each of these
+``%{...}t`` also with a ``begin:`` or ``end:`` prefix, ``%r %m %U %q %H
 %s %>s %<s %b %B %O %I %S %D %T %{s|ms|us}T %v %V %p %{...}p %P %k %L %X %R %f %e %{X}i
 %{X}C %{X}e %{X}n %{X}o %%`` with ``<``/``>`` and status-condition modifiers.
 nginx variables: ``$remote_addr $realip_remote_addr $remote_user $time_local
@@ -32,10 +34,29 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from streams.parse.ip import ClientResolver, canonical_ip
-from streams.parse.timefmt import clf_time, epoch_micros, epoch_millis, epoch_time, iso_time
-from streams.records import PARSE_BAD_IP, PARSE_NO_MATCH, RejectedLine, Request
+from streams.parse.timefmt import (
+    clf_time,
+    epoch_micros,
+    epoch_millis,
+    epoch_time,
+    iso_time,
+    strftime_parser,
+    strftime_regex,
+)
+from streams.records import (
+    MAX_BYTES,
+    MAX_DURATION_MS,
+    MAX_STATUS,
+    MIN_STATUS,
+    PARSE_BAD_IP,
+    PARSE_BAD_NUMBER,
+    PARSE_NO_MATCH,
+    RejectedLine,
+    Request,
+)
 
 
 class FormatError(ValueError):
@@ -54,15 +75,15 @@ _SPECIFIC = {
     # %U%q are written back to back: the path stops at '?', the query keeps it.
     "path": r"([^\s?\"]+)",
     "query": r"(\?[^\s\"]*|)",
-    "duration_ms": r"([\d.]+|-)",
-    "duration_s": r"([\d.]+|-)",
+    "duration_ms": r"(\d+(?:\.\d*)?|-)",
+    "duration_s": r"(\d+(?:\.\d*)?|-)",
 }
 
 # Roles a captured field can play; "skip" means matched and discarded.
 ROLES = frozenset(
     {
         "client", "peer", "forwarded_for", "user", "time_clf", "time_clf_bracketed",
-        "time_iso", "time_sec", "time_msec", "time_usec", "request_line", "method",
+        "time_iso", "time_sec", "time_msec", "time_usec", "time_strftime", "request_line", "method",
         "target", "path", "query", "protocol", "status", "bytes", "duration_us", "duration_ms",
         "duration_s", "referrer", "user_agent", "language", "cookie", "host", "skip",
     }
@@ -84,6 +105,36 @@ class Field:
     role: str
     quoted: bool
     column: int
+    #: The field's own regex (one group), when its role's is not enough.
+    pattern: str | None = None
+    #: time_strftime: the datetime.strptime format of the field's text.
+    strptime: str | None = None
+
+
+def _apache_field(directive: str, argument: str | None, column: int, quoted: bool) -> Field:
+    if directive == "t" and argument is not None:
+        return _apache_time(argument, column, quoted)
+    return Field(_apache_role(directive, argument, column), quoted, column)
+
+
+def _apache_time(argument: str, column: int, quoted: bool) -> Field:
+    """``%{FORMAT}t``: ``sec``, ``msec``, ``usec``, ``msec_frac``, ``usec_frac`` or a
+    strftime format, each optionally prefixed ``begin:`` (request start, the default)
+    or ``end:`` (when the log entry was written); either is taken as the request time."""
+    form = argument.split(":", 1)[1] if argument.startswith(("begin:", "end:")) else argument
+    epoch = {"sec": "time_sec", "msec": "time_msec", "usec": "time_usec"}
+    if form.lower() in epoch:
+        return Field(epoch[form.lower()], quoted, column)
+    if form.lower() in ("msec_frac", "usec_frac"):  # sub-second digits; times are seconds
+        digits = 3 if form.lower() == "msec_frac" else 6
+        return Field("skip", quoted, column, rf"(\d{{{digits}}})")
+    if "%" in form:
+        try:
+            regex, strptime = strftime_regex(form)
+        except ValueError as error:
+            raise FormatError(f"%{{{argument}}}t at column {column}: {error}") from None
+        return Field("time_strftime", quoted, column, regex, strptime)
+    _unsupported(f"%{{{argument}}}t", column)
 
 
 def _apache_role(directive: str, argument: str | None, column: int) -> str:
@@ -97,10 +148,7 @@ def _apache_role(directive: str, argument: str | None, column: int) -> str:
         "o": "skip", "A": "skip",
     }  # fmt: skip
     if directive == "t":
-        if argument is None:
-            return "time_clf_bracketed"
-        roles = {"sec": "time_sec", "msec": "time_msec", "usec": "time_usec"}
-        return roles[arg] if arg in roles else _unsupported(f"%{{{argument}}}t", column)
+        return "time_clf_bracketed"
     if directive == "T":
         units = {"": "duration_s", "s": "duration_s", "ms": "duration_ms", "us": "duration_us"}
         return units[arg] if arg in units else _unsupported(f"%{{{argument}}}T", column)
@@ -113,7 +161,7 @@ def _apache_role(directive: str, argument: str | None, column: int) -> str:
     return _unsupported("%" + directive, column)
 
 
-def _unsupported(what: str, column: int) -> str:
+def _unsupported(what: str, column: int) -> NoReturn:
     raise FormatError(f"unsupported directive {what!r} at column {column}")
 
 
@@ -134,8 +182,8 @@ def compile_apache(
         if directive == "%":
             parts.append("%")
         else:
-            role = _apache_role(directive, argument, m.start())
-            parts.append(Field(role, _is_quoted(log_format, m.start(), m.end()), m.start()))
+            quoted = _is_quoted(log_format, m.start(), m.end())
+            parts.append(_apache_field(directive, argument, m.start(), quoted))
         pos = m.end()
     if pos < len(log_format):
         stray = log_format.find("%", pos)
@@ -243,6 +291,12 @@ class LineParser:
             raise FormatError(f"{name}: the format has no client address (%h, %a, $remote_addr)")
         if not any(r.startswith("time") for r in roles):
             raise FormatError(f"{name}: the format has no request time (%t, $time_local, ...)")
+        strftime = [f for f in fields if f.role == "time_strftime"]
+        if strftime and not any("%z" in (f.strptime or "").replace("%%", "") for f in strftime):
+            raise FormatError(
+                f"{name}: %{{...}}t at column {strftime[0].column}: has no %z "
+                "(the time zone would be unknown)"
+            )
         pattern = "".join(re.escape(p) if isinstance(p, str) else _field_regex(p) for p in parts)
         self.regex = re.compile(pattern + r"\s*\Z")
         self.fields = tuple(fields)
@@ -295,7 +349,7 @@ def first_match(parsers: Sequence[LineParser]) -> Callable[[str], Request]:
 
 
 def _field_regex(field: Field) -> str:
-    pattern = QUOTED if field.quoted else _SPECIFIC.get(field.role, TOKEN)
+    pattern = QUOTED if field.quoted else field.pattern or _SPECIFIC.get(field.role, TOKEN)
     if field.role == "skip":  # matched, never captured: no string is made for it
         return "(?:" + pattern[1:]
     return pattern
@@ -316,6 +370,7 @@ def _fast_regex(field: Field) -> str:
 
 
 _NULLABLE = "None if {v} == '-' or not {v} else {u}"
+_BAD = "raise RejectedLine(PARSE_BAD_NUMBER)"
 
 
 def _generate_builder(
@@ -356,6 +411,10 @@ def _generate_builder(
         text = f"unescape({v})" if i in quoted else v
         if role == "time_clf_bracketed" or role == "time_clf":
             lines.append(f"    r.time = clf_time({v})")
+        elif role == "time_strftime":
+            parts = [f"g[{groups[n]}]" for n, f in enumerate(fields) if f.role == role]
+            joined = " + ' ' + ".join(parts)
+            lines.append(f"    r.time = strftime_time({joined})")
         elif role in ("time_iso", "time_sec", "time_msec", "time_usec"):
             fn = {"time_iso": "iso_time", "time_sec": "epoch_time", "time_msec": "epoch_millis",
                   "time_usec": "epoch_micros"}[role]  # fmt: skip
@@ -374,16 +433,19 @@ def _generate_builder(
                 else ""
             )
             lines.append("    r.target = " + _NULLABLE.format(v=v, u=text + query))
+        # Numbers are bounded (parse.bad_number): an integer orjson cannot serialize
+        # would fail every rule of the line later, as a rules.error.
         elif role == "status":
-            lines.append(f"    r.status = None if {v} == '-' else int({v})")
+            lines.append(f"    r.status = s = None if {v} == '-' else int({v})")
+            lines.append(f"    if s is not None and not {MIN_STATUS} <= s <= {MAX_STATUS}: {_BAD}")
         elif role == "bytes":
-            lines.append(f"    r.bytes_sent = 0 if {v} == '-' else int({v})")
-        elif role == "duration_us":
-            lines.append(f"    r.duration_ms = None if {v} == '-' else int({v}) / 1000")
-        elif role == "duration_ms":
-            lines.append(f"    r.duration_ms = None if {v} == '-' else float({v})")
-        elif role == "duration_s":
-            lines.append(f"    r.duration_ms = None if {v} == '-' else float({v}) * 1000")
+            lines.append(f"    r.bytes_sent = n = 0 if {v} == '-' else int({v})")
+            lines.append(f"    if not 0 <= n <= {MAX_BYTES}: {_BAD}")
+        elif role in ("duration_us", "duration_ms", "duration_s"):
+            # float(): a huge number becomes inf (rejected below), not an OverflowError.
+            scale = {"duration_us": " / 1000", "duration_ms": "", "duration_s": " * 1000"}[role]
+            lines.append(f"    r.duration_ms = d = None if {v} == '-' else float({v}){scale}")
+            lines.append(f"    if d is not None and not 0 <= d <= {MAX_DURATION_MS!r}: {_BAD}")
         elif role == "target" and "path" not in index:
             lines.append("    r.target = " + _NULLABLE.format(v=v, u=text))
         elif role in ("referrer", "user_agent", "language", "cookie", "host", "user"):
@@ -400,10 +462,14 @@ def _generate_builder(
     namespace: dict[str, object] = {
         "new": object.__new__,
         "Request": Request, "RejectedLine": RejectedLine, "PARSE_BAD_IP": PARSE_BAD_IP,
+        "PARSE_BAD_NUMBER": PARSE_BAD_NUMBER,
         "resolve": resolver.resolve, "canonical_ip": canonical_ip, "clf_time": clf_time,
         "iso_time": iso_time, "epoch_time": epoch_time, "epoch_millis": epoch_millis,
         "epoch_micros": epoch_micros,
         "split_request_line": split_request_line, "unescape": unescape,
     }  # fmt: skip
+    if "time_strftime" in first:
+        formats = [f.strptime or "" for f in fields if f.role == "time_strftime"]
+        namespace["strftime_time"] = strftime_parser(" ".join(formats))
     exec(compile("\n".join(lines), "<logformat>", "exec"), namespace)
     return namespace["build"]  # type: ignore[return-value]

@@ -18,6 +18,8 @@ streams.records.RejectedLine: parse.bad_time
 from __future__ import annotations
 
 import calendar
+import re
+from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
 
@@ -31,36 +33,10 @@ _MONTHS = {
 }
 
 
-@lru_cache(maxsize=4096)
-def clf_time(text: str) -> int:
-    """Apache/nginx ``%t``/``$time_local``: ``10/Oct/2000:13:55:36 -0700`` (brackets off)."""
-    try:
-        day, month, rest = text.split("/", 2)
-        year, hh, mm, tail = rest.split(":", 3)
-        ss, zone = tail.split(" ", 1) if " " in tail else (tail, "+0000")
-        seconds = calendar.timegm(
-            (int(year), _MONTHS[month], int(day), int(hh), int(mm), int(ss[:2]), 0, 0, 0)
-        )
-        if not (1 <= int(day) <= 31 and int(hh) < 24 and int(mm) < 60 and int(ss[:2]) < 61):
-            raise ValueError
-        sign = -1 if zone[0] == "-" else 1
-        offset = sign * (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60)
-    except (ValueError, KeyError, IndexError):
-        raise RejectedLine(PARSE_BAD_TIME) from None
-    return seconds - offset
-
-
-@lru_cache(maxsize=4096)
-def iso_time(text: str) -> int:
-    """ISO 8601 (nginx ``$time_iso8601``, JSON logs). Naive times are taken as UTC."""
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise RejectedLine(PARSE_BAD_TIME) from None
-    if parsed.tzinfo is None:
-        return calendar.timegm(parsed.timetuple())
-    return int(parsed.timestamp())
-
+#: Largest UTC offset accepted, in seconds. Real zones span -12:00 to +14:00 (Kiribati);
+#: RFC 3339 itself only bounds the digits (23:59). A wider offset is a broken clock or a
+#: broken line, and would shift the published time by up to a day: rejected.
+MAX_OFFSET = 14 * 3600
 
 #: Times must fall in years 1970..9999 (what ISO/CLF can spell and gmtime can format).
 MAX_EPOCH = 253402300800
@@ -70,6 +46,137 @@ def _in_range(seconds: int) -> int:
     if 0 <= seconds < MAX_EPOCH:
         return seconds
     raise RejectedLine(PARSE_BAD_TIME)
+
+
+# The checks below run once per distinct time text (the cache holds successes only).
+@lru_cache(maxsize=4096)
+def clf_time(text: str) -> int:
+    """Apache/nginx ``%t``/``$time_local``: ``10/Oct/2000:13:55:36 -0700`` (brackets off).
+
+    The date must exist, the zone must be ``+HHMM``/``-HHMM`` within 14:00, and the time
+    within 1970..9999 UTC:
+
+    >>> clf_time("31/Feb/2024:10:00:00 +0000")
+    Traceback (most recent call last):
+    ...
+    streams.records.RejectedLine: parse.bad_time
+    >>> clf_time("10/Oct/2000:13:55:36 +9999")
+    Traceback (most recent call last):
+    ...
+    streams.records.RejectedLine: parse.bad_time
+    """
+    try:
+        day, month, rest = text.split("/", 2)
+        year, hh, mm, tail = rest.split(":", 3)
+        ss, zone = tail.split(" ", 1) if " " in tail else (tail, "+0000")
+        y, mo, d, h, mi, sec = int(year), _MONTHS[month], int(day), int(hh), int(mm), int(ss[:2])
+        if not (1 <= d <= calendar.monthrange(y, mo)[1] and h < 24 and mi < 60 and sec < 61):
+            raise ValueError
+        if len(zone) != 5 or zone[0] not in "+-" or not zone[1:].isdigit():
+            raise ValueError
+        offset = int(zone[1:3]) * 3600 + int(zone[3:5]) * 60
+        if zone[3:5] >= "60" or offset > MAX_OFFSET:
+            raise ValueError
+        seconds = calendar.timegm((y, mo, d, h, mi, sec, 0, 0, 0))
+    except (ValueError, KeyError, IndexError, calendar.IllegalMonthError):
+        raise RejectedLine(PARSE_BAD_TIME) from None
+    return _in_range(seconds - offset if zone[0] == "+" else seconds + offset)
+
+
+@lru_cache(maxsize=4096)
+def iso_time(text: str) -> int:
+    """ISO 8601 (nginx ``$time_iso8601``, JSON logs). Naive times are taken as UTC.
+
+    The same zone and year limits as :func:`clf_time`:
+
+    >>> iso_time("0001-01-01T00:00:00+10:00")
+    Traceback (most recent call last):
+    ...
+    streams.records.RejectedLine: parse.bad_time
+    """
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise RejectedLine(PARSE_BAD_TIME) from None
+    return _seconds(parsed)
+
+
+def _seconds(parsed: datetime) -> int:
+    """UTC epoch seconds of a parsed time (naive: UTC), zone and range checked."""
+    offset = parsed.utcoffset()
+    if offset is None:
+        return _in_range(calendar.timegm(parsed.timetuple()))
+    if abs(offset.total_seconds()) > MAX_OFFSET:
+        raise RejectedLine(PARSE_BAD_TIME)
+    # Not parsed.timestamp(): it fails (OverflowError) for times near year 1 or 9999.
+    return _in_range(
+        calendar.timegm(parsed.replace(tzinfo=None).timetuple()) - int(offset.total_seconds())
+    )
+
+
+# strftime conversions an Apache %{FORMAT}t may use: the regex matching what it writes
+# (C locale), and the equivalent for datetime.strptime.
+_STRFTIME: dict[str, tuple[str, str]] = {
+    "Y": (r"\d{4}", "%Y"), "m": (r"\d{2}", "%m"), "d": (r"\d{2}", "%d"),
+    "b": (r"[A-Z][a-z]{2}", "%b"), "h": (r"[A-Z][a-z]{2}", "%b"),
+    "a": (r"[A-Z][a-z]{2}", "%a"), "H": (r"\d{2}", "%H"), "M": (r"\d{2}", "%M"),
+    "S": (r"\d{2}", "%S"), "z": (r"[+-]\d{4}", "%z"),
+    "T": (r"\d{2}:\d{2}:\d{2}", "%H:%M:%S"), "F": (r"\d{4}-\d{2}-\d{2}", "%Y-%m-%d"),
+    "%": ("%", "%%"),
+}  # fmt: skip
+
+
+def strftime_regex(text: str) -> tuple[str, str]:
+    """A regex (one group) matching what strftime ``text`` writes, and the equivalent
+    ``datetime.strptime`` format. Raises ``ValueError`` naming a conversion it cannot read.
+
+    >>> regex, python = strftime_regex("%d/%b/%Y %T")
+    >>> python, re.fullmatch(regex, "10/Oct/2000 13:55:36") is not None
+    ('%d/%b/%Y %H:%M:%S', True)
+    """
+    regex, python = [], []
+    i = 0
+    while i < len(text):
+        if text[i] != "%":
+            regex.append(re.escape(text[i]))
+            python.append(text[i].replace("%", "%%"))
+            i += 1
+            continue
+        conversion = text[i + 1 : i + 2]
+        if conversion not in _STRFTIME:
+            known = " ".join(f"%{c}" for c in _STRFTIME)
+            raise ValueError(f"cannot read strftime %{conversion} (supported: {known})")
+        regex.append(_STRFTIME[conversion][0])
+        python.append(_STRFTIME[conversion][1])
+        i += 2
+    return "(" + "".join(regex) + ")", "".join(python)
+
+
+def strftime_parser(python_format: str) -> Callable[[str], int]:
+    """Parser of times written in ``python_format`` (from :func:`strftime_regex`),
+    memoized per distinct text like :func:`clf_time`. The format must name a zone
+    (``%z``): a local time without one would be published shifted by the server's
+    offset.
+
+    >>> strftime_parser("%d/%b/%Y:%H:%M:%S %z")("10/Oct/2000:13:55:36 -0700")
+    971211336
+    >>> strftime_parser("%d/%b/%Y %H:%M")
+    Traceback (most recent call last):
+    ...
+    ValueError: has no %z (the time zone would be unknown)
+    """
+    if "%z" not in python_format.replace("%%", ""):
+        raise ValueError("has no %z (the time zone would be unknown)")
+
+    @lru_cache(maxsize=4096)
+    def parse(value: str) -> int:
+        try:
+            parsed = datetime.strptime(value, python_format)
+        except ValueError:  # 31/Feb, hour 25, zone +9999 ...
+            raise RejectedLine(PARSE_BAD_TIME) from None
+        return _seconds(parsed)
+
+    return parse
 
 
 def epoch_time(text: str) -> int:

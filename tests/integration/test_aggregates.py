@@ -176,6 +176,13 @@ def run_case(
             assert (r["requests"], r["visitors"]) == expected[(r["dimension"], r["value"])], r
         for summary in (r for r in published if r["kind"] == "summary"):
             assert summary["requests"] == len(rows), summary  # nothing lost or doubled
+        # Record timestamps are the window start, not when the merger ran.
+        stamps = {
+            m.timestamp
+            for m in counter.messages[out_topic]
+            if orjson.loads(m.value)["window_start"] == published[0]["window_start"]
+        }
+        assert stamps == {window * 1000}, stamps
         text = b"\n".join(counter.values(out_topic))
         assert b"198.51.100." not in text and b"203.0.113." not in text
         if separate or switch:  # the aggregator's own figures on /metrics

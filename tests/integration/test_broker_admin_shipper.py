@@ -19,10 +19,12 @@ import pytest
 
 from streams.admin import (
     BrokerUnreachable,
+    TopicPolicyError,
     TopicSpec,
     describe_topics,
     ensure_topics,
     ensure_topics_detailed,
+    require_topics,
 )
 from streams.broker import LocalBroker, free_port, metadata_ok, self_test
 from streams.shipper import ShipResult, TopicNotFound, ship
@@ -77,12 +79,29 @@ def test_ensure_topics_is_idempotent(broker: LocalBroker) -> None:
     assert info[f"it.raw.{tag}"].retention_ms == 3 * 86_400_000
     assert info[f"it.ops.{tag}"].partitions == 2
 
+    assert info[f"it.raw.{tag}"].segment_ms == 3 * 86_400_000 // 24
+
+    # The config now declares 1 day: the existing topic would keep raw lines 3 days.
     changed = [TopicSpec(f"it.raw.{tag}", 4, 86_400_000)]
     (outcome,) = ensure_topics_detailed(broker.bootstrap, changed)
-    assert outcome.status == "differs"
+    assert outcome.status == "violates"
     assert "partitions 3 (wanted 4)" in outcome.detail
-    assert "retention.ms 259200000 (wanted 86400000)" in outcome.detail
-    assert describe_topics(broker.bootstrap, [f"it.raw.{tag}"])[f"it.raw.{tag}"].partitions == 3
+    assert "retention.ms 259200000 (3.0 d) exceeds the declared 86400000 (1.0 d)" in outcome.detail
+    with pytest.raises(TopicPolicyError, match="logfog topics create --fix"):
+        require_topics(broker.bootstrap, changed)
+    (fixed,) = ensure_topics_detailed(broker.bootstrap, changed, fix=True)
+    assert fixed.status == "differs", fixed.detail  # partitions are never changed
+    after = describe_topics(broker.bootstrap, [f"it.raw.{tag}"])[f"it.raw.{tag}"]
+    assert (after.partitions, after.retention_ms, after.segment_ms) == (3, 86_400_000, 3_600_000)
+    (again,) = ensure_topics_detailed(broker.bootstrap, changed, fix=True)  # idempotent
+    assert again == fixed
+
+
+def test_verify_only_refuses_missing_topics(broker: LocalBroker) -> None:
+    name = f"it.missing.{uuid.uuid4().hex[:8]}"
+    with pytest.raises(TopicPolicyError, match=f"topic {name} is missing"):
+        require_topics(broker.bootstrap, [TopicSpec(name, 1, 86_400_000)], create=False)
+    assert describe_topics(broker.bootstrap, [name]) == {}
 
 
 def test_describe_does_not_auto_create(broker: LocalBroker) -> None:

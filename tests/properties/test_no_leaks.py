@@ -1,10 +1,12 @@
 """Properties: nothing identifying gets out, and every line is accounted for.
 
 Generated lines carry random client addresses in every textual form a log can hold
-(plain, ip:port, [v6]:port, IPv4-mapped, 6to4, NAT64, via X-Forwarded-For), and random
+(plain, ip:port, [v6]:port, IPv4-mapped, 6to4, NAT64, Teredo; directly, or in
+X-Forwarded-For behind trusted proxies, after hops the client may forge), and random
 emails, tokens, JWTs, UUIDs, session ids and cookie values in the path, query,
 referrer, user agent, user and cookie fields. No such value may appear in any output
-event, Kafka key or dead letter, in any destination; every line is published to every
+event, Kafka key or dead letter, in any destination (an embedded IPv4 in hex, as a
+6to4 /48 such as ``2002:c000:20a::/48`` would show it, included); every line is published to every
 destination or rejected, exactly once.
 """
 
@@ -41,16 +43,38 @@ def ipv6(draw: st.DrawFn) -> ipaddress.IPv6Address:
     return ipaddress.IPv6Address(high | draw(st.integers(1, 2**112 - 1)) | 1)
 
 
+def _hextets(value: int) -> str:
+    """A 32-bit value as IPv6 text writes it: two hextets, no leading zeros."""
+    return f"{value >> 16:x}:{value & 0xFFFF:x}"
+
+
 @st.composite
 def client(draw: st.DrawFn) -> tuple[str, list[str]]:
     """(text as logged, forms that must never appear in output)."""
     if draw(st.booleans()):
         v4 = draw(ipv4())
-        forms = [str(v4)]
+        six_to_four = ipaddress.IPv6Address((0x2002 << 112) | (int(v4) << 80) | 1)
+        nat64 = ipaddress.IPv6Address(int(ipaddress.IPv6Address("64:ff9b::")) | int(v4))
+        server = draw(ipv4())  # a Teredo relay's address: not the client's, may appear
+        teredo = ipaddress.IPv6Address(
+            (0x20010000 << 96) | (int(server) << 64) | (draw(st.integers(0, 0xFFFF)) << 48)
+            | (draw(st.integers(0, 0xFFFF)) << 32) | (int(v4) ^ 0xFFFFFFFF)
+        )  # fmt: skip
+        assert teredo.teredo is not None and teredo.teredo[1] == v4
+        forms = [
+            str(v4),
+            # The embedded IPv4 in hex: a 6to4 /48 such as 2002:c000:20a::/48 reveals it
+            # as much as the dotted form, as do NAT64 and mapped forms ending in it and
+            # Teredo's inverted client bits.
+            f"2002:{_hextets(int(v4))}:", f"::{_hextets(int(v4))}",
+            f":{_hextets(int(v4) ^ 0xFFFFFFFF)}",
+            str(six_to_four), six_to_four.exploded, str(nat64), nat64.exploded,
+            str(teredo), teredo.exploded,
+        ]  # fmt: skip
         text = draw(st.sampled_from([
             str(v4), f"{v4}:{draw(st.integers(1, 65535))}", f"::ffff:{v4}",
-            str(ipaddress.IPv6Address((0x2002 << 112) | (int(v4) << 80) | 1)),
-            str(ipaddress.IPv6Address(int(ipaddress.IPv6Address("64:ff9b::")) | int(v4))),
+            f"::ffff:{_hextets(int(v4))}", str(six_to_four), str(nat64), str(teredo),
+            f"[{teredo}]:{draw(st.integers(1, 65535))}",
         ]))  # fmt: skip
         return text, forms
     v6 = draw(ipv6())
@@ -108,7 +132,24 @@ def log_line(draw: st.DrawFn) -> tuple[str, list[str]]:
     return line, [*forbidden, *secrets]
 
 
+@st.composite
+def proxied_line(draw: st.DrawFn) -> tuple[str, list[str]]:
+    """A line from a trusted proxy: the client only in X-Forwarded-For, perhaps behind
+    more trusted proxies, perhaps after hops the client claims (also never to appear)."""
+    line, forbidden = draw(log_line())
+    peer, rest = line.split(" ", 1)
+    claimed, claimed_forbidden = draw(client())
+    chain = [peer, *draw(st.lists(st.sampled_from(PROXIES), max_size=2))]
+    if draw(st.booleans()):
+        chain.insert(0, claimed)
+        forbidden = [*forbidden, *claimed_forbidden]
+    return f'{draw(st.sampled_from(PROXIES))} {rest} "{", ".join(chain)}"', forbidden
+
+
 FORMAT = 'apache:%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i" "%{Cookie}i"'
+XFF_FORMAT = FORMAT + ' "%{X-Forwarded-For}i"'
+TRUSTED = ["10.0.0.0/8", "fd00::/8"]
+PROXIES = ["10.0.0.7", "10.20.30.40", "fd00::5"]
 
 
 def all_outputs(pipeline: Pipeline, lines: list[bytes]) -> tuple[list[bytes], Any]:
@@ -128,6 +169,11 @@ def all_outputs(pipeline: Pipeline, lines: list[bytes]) -> tuple[list[bytes], An
 @pytest.fixture(scope="module")
 def custom_pipeline(default_config: dict[str, Any], geo_dbs: dict[str, str]) -> Pipeline:
     return _pipeline(default_config, {"format": FORMAT})
+
+
+@pytest.fixture(scope="module")
+def xff_pipeline(default_config: dict[str, Any], geo_dbs: dict[str, str]) -> Pipeline:
+    return _pipeline(default_config, {"format": XFF_FORMAT, "trusted_proxies": TRUSTED})
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +206,22 @@ def test_no_identifier_in_any_output_and_every_line_accounted(
     published = [len(events) for events in out.per_destination]
     assert len(set(published)) == 1, "each accepted line reaches every destination"
     assert published[0] + len(out.rejections) == len(lines)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(proxied_line(), min_size=1, max_size=5))
+def test_addresses_via_x_forwarded_for_leak_nothing(
+    xff_pipeline: Pipeline, generated: list[tuple[str, list[str]]]
+) -> None:
+    lines = [line.encode() for line, _ in generated]
+    blobs, out = all_outputs(xff_pipeline, lines)
+    text = b"\n".join(blobs).decode().lower()
+    for _, forbidden in generated:
+        for value in forbidden:
+            assert value.lower() not in text, f"leaked a {len(value)}-char value"
+    assert len(out.per_destination[0]) + len(out.rejections) == len(lines)
+    # The client was resolved through the proxies: no event shows a proxy's network.
+    assert not any(f'"{net}' in text for net in ("10.0.0.0/", "10.20.30.0/", "fd00::/"))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -170,3 +170,71 @@ def test_every_admin_error_is_expected() -> None:
         FileNotFoundError(2, "No such file", "x"),
     ):
         assert isinstance(error, expected), type(error).__name__
+
+
+@pytest.mark.parametrize(
+    ("option", "target", "message"),
+    [
+        ("-o", "afile", "--out: {tmp}/afile: File exists"),
+        ("-o", "afile/sub", "--out: {tmp}/afile/sub: Not a directory"),
+        ("--summary-json", "nodir/s.json", "--summary-json: {tmp}/nodir: no such directory"),
+        ("--summary-json", ".", "--summary-json: {tmp}: is a directory"),
+    ],
+)
+def test_unusable_output_paths_are_one_line_exit_2_before_any_output(
+    config: Path, tmp_path: Path, option: str, target: str, message: str
+) -> None:
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "out"
+    extra = ["-o", str(out)] if option != "-o" else []
+    result = run("anonymize", str(SAMPLE), "-c", str(config), "-q", *extra,
+                 option, str(tmp_path / target))  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == "logfog: " + message.format(tmp=tmp_path), result.stderr
+    assert not out.exists() or not any(out.iterdir())  # checked first: no output for nothing
+
+
+def test_the_summary_may_go_into_the_output_directory(config: Path, tmp_path: Path) -> None:
+    out = tmp_path / "new" / "out"
+    result = run("anonymize", str(SAMPLE), "-c", str(config), "-q", "-o", str(out),
+                 "--summary-json", str(out / "summary.json"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert orjson.loads((out / "summary.json").read_bytes())["lines"] > 0
+
+
+def _anonymize_stdin(config: Path, data: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "streams", "anonymize", "-", "-c", str(config),
+                           *args], input=data, capture_output=True, cwd=ROOT, timeout=120)  # fmt: skip
+
+
+SECRET_LINE = b"198.51.100.77 garbage secret-token-abc\n"
+
+
+def test_stdout_mode_writes_rejection_records_never_the_line(config: Path) -> None:
+    data = SAMPLE.read_bytes() + SECRET_LINE
+    result = _anonymize_stdin(config, data, "-q")
+    assert result.returncode == 0, result.stderr
+    records = [orjson.loads(x) for x in result.stdout.splitlines()]
+    rejected = [r["event"] for r in records if r["destination"] == "rejected"]
+    assert {"stage": "parse", "reason": "parse.no_match", "line": data.count(b"\n")} in rejected
+    published = sum(1 for r in records if r["destination"] == "ops")
+    assert published + len(rejected) == data.count(b"\n")
+    assert b"198.51.100.77" not in result.stdout and b"secret-token" not in result.stdout
+
+    only = _anonymize_stdin(config, data, "-q", "--only", "rejected")
+    assert [orjson.loads(x) for x in only.stdout.splitlines()] == rejected
+
+
+def test_help_says_where_rejections_go() -> None:
+    anonymize = build_parser()._subparsers._group_actions[0].choices["anonymize"]  # type: ignore[union-attr]
+    text = " ".join(anonymize.format_help().split())
+    assert 'destination "rejected"' in text and "--only rejected" in text
+
+
+def test_summary_hides_the_internal_aggregation_input(config: Path, tmp_path: Path) -> None:
+    result = run("anonymize", str(SAMPLE), "-c", str(config), "-o", str(tmp_path / "out"),
+                 "--summary-json", str(tmp_path / "s.json"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = orjson.loads((tmp_path / "s.json").read_bytes())
+    assert set(summary["published"]) == {"ops", "product"}
+    assert "_aggregate" not in result.stderr

@@ -90,7 +90,42 @@ CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("config", "message"), CASES)
+#: Values of the right type that the runtime cannot use: each passed check-config once,
+#: then crashed ``logfog anonymize`` or made every line fail.
+RANGE_CASES = [
+    ({**base(), "enrich": {"cache_size": -1}}, "enrich.cache_size: must be at least 0, not -1"),
+    ({**base(), "input": {"max_line_bytes": -5}}, "input.max_line_bytes: must be at least 1, not -5"),
+    ({**base(), "input": {"max_line_bytes": 0}}, "input.max_line_bytes: must be at least 1, not 0"),
+    ({**base(), "input": {"format": "json", "json_fields": {"client": 5}}},
+     "input.json_fields: client: must be a JSON key (dotted for nesting), not 5"),
+    ({**base(), "input": {"format": "json", "json_fields": {"client": "a..b"}}},
+     "input.json_fields: client: must be a JSON key"),
+    ({**base(), "keys": {"epoch": "0s"}}, "keys.epoch: must be longer than 0s"),
+    ({**base(), "kafka": {"raw": {"partitions": 0}}}, "kafka.raw.partitions: must be at least 1, not 0"),
+    ({**base(), "aggregates": {"max_cells": 0}}, "aggregates.max_cells: must be at least 1, not 0"),
+    (with_rule({"from": [], "action": "pseudonymize"}),
+     "destinations.ops.fields.x.from: names no field"),
+    ({"destinations": {"a": {"topic": "t", "key": "c", "fields": {
+        "c": {"from": "request.cookie", "action": "drop"},
+        "s": {"from": "response.status", "action": "keep"}}}}},
+     "destinations.a.key: 'c' is dropped, so there is no value to key by"),
+    ({"destinations": {"rejected": {"topic": "t", "fields": {"s": {"from": "response.status", "action": "keep"}}}}},
+     "destinations.rejected: the name is reserved for logfog's own outputs"),
+    ({"destinations": {"_aggregate": {"topic": "t", "fields": {"s": {"from": "response.status", "action": "keep"}}}}},
+     "destinations._aggregate: the name is reserved"),
+    (with_rule({"from": "geo.country", "action": "keep"}),
+     "destinations.ops.fields.x.from: geo.country needs enrich.geo.city or enrich.geo.country"),
+    ({**with_rule({"from": "geo.city", "action": "keep"}), "enrich": {"geo": {"country": "c.mmdb"}}},
+     "destinations.ops.fields.x.from: geo.city needs enrich.geo.city"),
+    ({**with_rule({"from": "geo.city", "action": "generalize", "to": "country"}),
+      "enrich": {"geo": {"asn": "a.mmdb"}}},
+     "fields.x.from: geo.country needs enrich.geo.city or enrich.geo.country"),
+    ({**with_rule({"from": "geo.asn", "action": "keep"}), "enrich": {"geo": {"country": "c.mmdb"}}},
+     "fields.x.from: geo.asn needs enrich.geo.asn or enrich.geo.city"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("config", "message"), CASES + RANGE_CASES)
 def test_each_mistake_has_its_message(config: dict[str, Any], message: str) -> None:
     errors = validate(config)
     assert any(message in e for e in errors), errors
@@ -150,3 +185,35 @@ def test_default_config_validates_against_json_schema() -> None:
     jsonschema = pytest.importorskip("jsonschema")
     config = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
     jsonschema.validate(config, json_schema())
+
+
+def test_range_mistakes_are_reported_together() -> None:
+    cfg = with_rule({"from": [], "action": "pseudonymize"})
+    cfg["enrich"] = {"cache_size": -1}
+    cfg["keys"] = {"epoch": "0s"}
+    cfg["input"] = {"max_line_bytes": -5}
+    errors = validate(cfg)
+    assert [e.split(":")[0] for e in errors] == [
+        "input.max_line_bytes", "enrich.cache_size", "keys.epoch", "destinations.ops.fields.x.from"
+    ], errors  # fmt: skip
+
+
+def test_an_unknown_action_does_not_hide_the_rest_of_the_rule() -> None:
+    errors = validate(with_rule({"from": "nope", "action": "kep"}))
+    assert errors == [
+        "destinations.ops.fields.x: unknown action 'kep' (did you mean 'keep'?)",
+        "destinations.ops.fields.x.from: unknown field 'nope'",
+    ]
+
+
+def test_geo_needs_cover_every_geo_source() -> None:
+    from streams.config import GEO_DATABASES
+    from streams.enrich.geo import GEO_SOURCES
+
+    assert set(GEO_DATABASES) == set(GEO_SOURCES)
+
+
+def test_a_geo_rule_with_its_database_is_accepted() -> None:
+    cfg = with_rule({"from": "geo.region", "action": "keep"})
+    cfg["enrich"] = {"geo": {"city": "city.mmdb"}}
+    assert validate(cfg) == []

@@ -185,7 +185,7 @@ def test_every_manifest_is_namespaced_and_labelled() -> None:
         assert meta.get("labels", {}).get("app.kubernetes.io/name") == "logfog", path.name
         if doc["kind"] == "Namespace":
             continue
-        expected = "kafka" if doc["kind"] == "KafkaTopic" else "logfog"
+        expected = "kafka" if doc["kind"] in ("KafkaTopic", "KafkaUser") else "logfog"
         assert meta.get("namespace") == expected, f"{path.name}: {doc['kind']} namespace"
 
 
@@ -240,13 +240,14 @@ def test_configmap_keeps_the_rules_of_config_logfog_yaml(tmp_path: Path) -> None
     for key in sorted(set(reference) | set(deployed)):
         if key not in ("kafka", "enrich"):
             assert deployed.get(key) == reference.get(key), key
-    assert {k: v for k, v in deployed["kafka"].items() if k != "bootstrap"} == {
-        k: v for k, v in reference["kafka"].items() if k != "bootstrap"
+    production = {"bootstrap", "replication", "create_topics", "security"}
+    assert {k: v for k, v in deployed["kafka"].items() if k not in production} == {
+        k: v for k, v in reference["kafka"].items() if k not in production
     }
     assert deployed["enrich"]["cache_size"] == reference["enrich"]["cache_size"]
-    # In-cluster bootstrap, geo database on the mounted volume.
+    # In-cluster TLS bootstrap, geo database on the mounted volume.
     assert not deployed["kafka"]["bootstrap"].startswith(("127.", "localhost"))
-    assert deployed["kafka"]["bootstrap"].endswith(".svc:9092")
+    assert deployed["kafka"]["bootstrap"].endswith(".svc:9093")
     geo_mount = _mount_path("geo")
     for kind, value in deployed["enrich"]["geo"].items():
         if value is not None:
@@ -273,6 +274,49 @@ def test_configmap_is_rendered_from_the_current_config() -> None:
 def _mount_path(volume: str) -> str:
     mounts = {m["name"]: m for m in _worker_container()["volumeMounts"]}
     return str(mounts[volume]["mountPath"])
+
+
+# ------------------------------------------------------------------------ Kafka security
+
+
+def _deployed_config(tmp_path: Path) -> dict[str, Any]:
+    path = tmp_path / "logfog.yaml"
+    path.write_text(_config_from_configmap(), encoding="utf-8")
+    return load_file(path)[0]
+
+
+def test_deployed_kafka_is_sasl_ssl_with_files_from_secrets(tmp_path: Path) -> None:
+    security = _deployed_config(tmp_path)["kafka"]["security"]
+    assert security["protocol"] == "SASL_SSL"
+    assert security["sasl_mechanism"].startswith("SCRAM-")
+    assert security["password"].startswith("file:"), "never a literal password"
+    files = {security["ca_file"], security["password"].removeprefix("file:")}
+    user = next(d for _, d in _all_manifests() if d["kind"] == "KafkaUser")
+    assert user["metadata"]["name"] == security["username"]
+    assert user["spec"]["authentication"]["type"] == security["sasl_mechanism"].lower()
+    for path in (K8S / "deployment.yaml", K8S / "aggregator.yaml", K8S / "job-topics.yaml"):
+        (doc,) = _docs(path)
+        pod = doc["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "kafka-auth")
+        assert mount["readOnly"] is True
+        volume = next(v for v in pod["volumes"] if v["name"] == "kafka-auth")
+        provided = {
+            f"{mount['mountPath']}/{item['path']}"
+            for source in volume["projected"]["sources"]
+            for item in source["secret"]["items"]
+        }
+        assert files <= provided, path.name
+        assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+
+
+def test_deployed_topics_are_replicated_and_owned_by_strimzi(tmp_path: Path) -> None:
+    config = _deployed_config(tmp_path)
+    assert config["kafka"]["create_topics"] is False
+    topics = _strimzi_topics()
+    for spec in topic_specs(config):
+        assert spec.replication_factor == 3, spec.name
+        assert topics[spec.name]["spec"]["replicas"] == spec.replication_factor, spec.name
 
 
 # ------------------------------------------------------------------------ topics
@@ -369,20 +413,18 @@ def test_segments_roll_so_that_retention_is_enforced_on_time() -> None:
         assert int(config["segment.ms"]) <= int(config["retention.ms"]) // 24, name
 
 
-def test_compose_internal_topics_match_strimzi() -> None:
-    """The compose one-shot creates logfog.keys like topics.yaml (with segment.ms, which
-    `logfog topics create` leaves to the broker); every other topic comes from the config."""
-    script = _compose()["services"]["topics-internal"]["command"][0]
+def test_topics_create_makes_every_topic_strimzi_has() -> None:
+    """`logfog topics create` (compose's and job-topics.yaml's one-shot) creates every
+    topic, logfog.keys and the internal ones included, with the Strimzi settings."""
+    config, _ = load_file(CONFIG)
     topics = _strimzi_topics()
-    for name in ("logfog.keys",):
-        match = re.search(rf"--topic {re.escape(name)} (.*?)(?:\n\s*\$\$t |\Z)", script, re.S)
-        assert match, f"compose does not create {name}"
-        args = match.group(1).replace("\\\n", " ")
-        expected = topics[name]["spec"]
-        assert f"--partitions {expected['partitions']}" in args, name
-        for key, value in expected["config"].items():
-            if key != "min.insync.replicas":  # one broker in compose
-                assert f"--config {key}={value}" in args, (name, key)
+    specs = {s.name: s for s in topic_specs(config)}
+    assert set(topics) <= set(specs), set(topics) - set(specs)
+    for name, topic in topics.items():
+        wanted = specs[name].topic_configs()
+        deployed = {k: str(v) for k, v in topic["spec"]["config"].items()
+                    if k != "min.insync.replicas"}  # fmt: skip
+        assert deployed == wanted, name
 
 
 # -------------------------------------------------------------------- Deployment
@@ -610,8 +652,7 @@ def test_compose_services_order_and_scale() -> None:
     assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
     worker = services["worker"]
     assert worker["deploy"]["replicas"] >= 2
-    for dependency in ("topics", "topics-internal"):
-        assert worker["depends_on"][dependency]["condition"] == "service_completed_successfully"
+    assert worker["depends_on"]["topics"]["condition"] == "service_completed_successfully"
     assert "6066" in str(worker["ports"])
     assert "shipper" in services["shipper"]["profiles"]
     # Optional, behind a profile: with the default run_in: worker it would refuse to start.
@@ -624,6 +665,49 @@ def test_compose_services_order_and_scale() -> None:
     sample = next(a for a in shipper_args if a.startswith("/samples/"))
     mounts = {v["target"]: v["source"] for v in services["shipper"]["volumes"]}
     assert (_compose_path(mounts["/samples"]) / sample.removeprefix("/samples/")).is_file()
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """Compose's merge tags (!override, !reset) as plain values."""
+
+
+for _tag in ("!override", "!reset"):
+    _ComposeLoader.add_constructor(
+        _tag,
+        lambda loader, node: (
+            loader.construct_sequence(node)
+            if isinstance(node, yaml.SequenceNode)
+            else loader.construct_mapping(node)
+        ),
+    )
+
+
+def test_compose_production_overlay_uses_sasl_ssl_with_mounted_files(tmp_path: Path) -> None:
+    overlay = yaml.load(
+        (COMPOSE_DIR / "compose.production.yaml").read_text(encoding="utf-8"), _ComposeLoader
+    )
+    spec = importlib.util.spec_from_file_location("render_configmap", K8S / "render_configmap.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    production = COMPOSE_DIR / "logfog.production.yaml"
+    assert production.read_text(encoding="utf-8") == module.render_compose(
+        CONFIG.read_text(encoding="utf-8")
+    ), "stale: run .venv/bin/python deploy/k8s/render_configmap.py"
+    config, _ = load_file(production)
+    security = config["kafka"]["security"]
+    assert security["protocol"] == "SASL_SSL" and security["password"].startswith("file:")
+    assert config["kafka"]["create_topics"] is False and config["kafka"]["replication"] == 3
+    needed = {security["ca_file"], security["password"].removeprefix("file:")}
+    for name in ("topics", "worker", "aggregator", "shipper"):
+        service = overlay["services"][name]
+        mounts = {v["target"]: v for v in service["volumes"]}
+        assert _compose_path(mounts["/etc/logfog/logfog.yaml"]["source"]) == production
+        assert needed <= set(mounts), name
+        assert all(v["read_only"] is True for v in mounts.values()), name
+        assert "LOGFOG_BOOTSTRAP" in service["environment"], name
+        assert not any("PASSWORD" in key for key in service["environment"]), name
+    assert "secrets/" in (COMPOSE_DIR / ".gitignore").read_text(encoding="utf-8")
 
 
 def test_compose_env_vars_are_read_by_logfog_and_the_key_is_not_inline() -> None:
@@ -659,7 +743,7 @@ def test_the_optional_aggregator_deployment_holds_no_key_and_fits_its_partitions
     assert args.command == "aggregator" and args.config == "/etc/logfog/logfog.yaml"
     # Least privilege: no master key, no geo database (it compiles no rules).
     assert all("secretKeyRef" not in e.get("valueFrom", {}) for e in container.get("env", []))
-    assert {v["name"] for v in pod["volumes"]} == {"config", "data", "tmp"}
+    assert {v["name"] for v in pod["volumes"]} == {"config", "data", "tmp", "kafka-auth"}
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert {"startupProbe", "livenessProbe", "readinessProbe", "resources"} <= set(container)

@@ -53,3 +53,22 @@ def test_bad_records(text: str, reason: str) -> None:
 def test_wrong_types_do_not_crash() -> None:
     r = build_parser("json")(line(status="abc", body_bytes_sent=[1], request_time="x"))
     assert r.status is None and r.bytes_sent is None and r.duration_ms is None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"body_bytes_sent": 2**63 - 1},
+        {"body_bytes_sent": "9" * 26},  # orjson could not serialize it: was a rules.error
+        {"body_bytes_sent": -1},
+        {"body_bytes_sent": 1e300},
+        {"status": 42},
+        {"status": 1000},
+        {"request_time": 1e300},  # milliseconds: inf
+        {"request_time": -0.5},
+    ],
+)
+def test_numbers_out_of_bounds_are_rejected(fields: dict[str, object]) -> None:
+    with pytest.raises(RejectedLine) as caught:
+        build_parser("json")(line(**fields))
+    assert caught.value.reason == "parse.bad_number"

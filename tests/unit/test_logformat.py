@@ -143,6 +143,10 @@ def test_first_matching_format_wins_and_most_specific_reason_is_kept() -> None:
     [
         ("apache:%h %Z", "unsupported directive '%Z' at column 3"),
         ("apache:%h %{foo}t", "unsupported directive '%{foo}t'"),
+        ("apache:%h %{begin:foo}t", "unsupported directive '%{begin:foo}t' at column 3"),
+        ("apache:%h %{msec_frac}t", "no request time"),
+        ("apache:%h %{%d/%b/%Y:%H:%M:%S}t", "%{...}t at column 3: has no %z"),
+        ("apache:%h %{%s}t", "%{%s}t at column 3: cannot read strftime %s"),
         ("apache:%l %t", "no client address"),
         ("apache:%h %s", "no request time"),
         ("nginx:$status", "no client address"),
@@ -280,3 +284,71 @@ def test_the_fast_path_is_taken_for_plain_lines_only() -> None:
     for other in (plain.replace("GET /a", "-"), plain.replace("/a", '/a\\"b')):
         assert parser.fast_regex.match(other) is None  # type: ignore[union-attr]
         assert parser.parse(other).ip == "203.0.113.9"
+
+
+_NUMBERS = 'apache:%h %t "%r" %>s %b %D %{ms}T'
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ("200 " + "9" * 26 + " 1 1", "parse.bad_number"),  # was a rules.error (orjson)
+        ("200 9007199254740992 1 1", "parse.bad_number"),  # 2**53
+        ("099 5 1 1", "parse.bad_number"),
+        ("200 5 " + "9" * 400 + " 1", "parse.bad_number"),  # microseconds: inf, not Overflow
+        ("200 5 1 " + "9" * 400, "parse.bad_number"),
+        ("200 5 1 1.2.3", "parse.no_match"),  # was a parse.error (float ValueError)
+    ],
+)
+def test_numbers_out_of_bounds_are_rejected(fields: str, reason: str) -> None:
+    parse = build_parser(_NUMBERS)
+    for path in ("", "\\"):  # the fast path, and the escape-aware one
+        with pytest.raises(RejectedLine) as caught:
+            parse(f'203.0.113.9 {T} "GET /{path} HTTP/1.1" {fields}')
+        assert caught.value.reason == reason
+
+
+def test_numbers_at_the_bounds_are_kept() -> None:
+    r = build_parser(_NUMBERS)(f'203.0.113.9 {T} "GET / HTTP/1.1" 999 9007199254740991 1500 2.5')
+    assert (r.status, r.bytes_sent, r.duration_ms) == (
+        999,
+        2**53 - 1,
+        1.5,
+    )  # the first duration wins
+    r = build_parser(_NUMBERS)(f'203.0.113.9 {T} "GET / HTTP/1.1" 100 - - -')
+    assert (r.status, r.bytes_sent, r.duration_ms) == (100, 0, None)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text"),
+    [
+        ("%h %{begin:sec}t %s", "971211336"),
+        ("%h %{end:sec}t %s", "971211336"),
+        ("%h %{begin:msec}t %s", "971211336123"),
+        ("%h %{end:msec}t %s", "971211336999"),
+        ("%h %{end:usec}t %s", "971211336123456"),
+        ("%h %{sec}t.%{msec_frac}t %s", "971211336.123"),
+        ("%h %{sec}t%{usec_frac}t %s", "971211336123456"),
+        ("%h [%{%d/%b/%Y:%H:%M:%S %z}t] %s", "[10/Oct/2000:13:55:36 -0700]"),
+        ("%h [%{begin:%d/%b/%Y:%H:%M:%S %z}t] %s", "[10/Oct/2000:13:55:36 -0700]"),
+        ("%h %{end:%FT%T%z}t %s", "2000-10-10T13:55:36-0700"),
+        ("%h %{%a, %d %h %Y %T %z}t %s", "Tue, 10 Oct 2000 13:55:36 -0700"),
+        # Apache's own example: one time in three fields, the zone in the last.
+        ("%h [%{%d/%b/%Y %T}t.%{msec_frac}t %{%z}t] %s", "[10/Oct/2000 13:55:36.123 -0700]"),
+    ],
+)
+def test_time_directives(fmt: str, text: str) -> None:
+    parser = compile_apache(fmt + ' "%{User-agent}i"')
+    assert parser.parse(f'203.0.113.9 {text} 200 "a"').time == 971211336
+    assert parser.parse(f'203.0.113.9 {text} 200 "a\\"b"').time == 971211336  # escape-aware
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[31/Feb/2024:13:55:36 -0700]", "[10/Oct/2000:25:55:36 -0700]",
+     "[10/Oct/2000:13:55:36 -1500]", "[01/Jan/1969:13:55:36 +0000]"],
+)  # fmt: skip
+def test_strftime_times_are_checked_like_clf(text: str) -> None:
+    with pytest.raises(RejectedLine) as caught:
+        compile_apache("%h [%{%d/%b/%Y:%H:%M:%S %z}t] %s").parse(f"203.0.113.9 {text} 200")
+    assert caught.value.reason == "parse.bad_time"

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-import pytest
+import calendar
+from datetime import UTC, datetime, timedelta, timezone
 
-from streams.parse.timefmt import any_time, clf_time, epoch_micros, epoch_millis, iso_time
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.parse.timefmt import (
+    MAX_EPOCH,
+    MAX_OFFSET,
+    any_time,
+    clf_time,
+    epoch_micros,
+    epoch_millis,
+    iso_time,
+)
 from streams.records import RejectedLine
 
 
@@ -45,3 +58,85 @@ def test_any_time_rejects_bool_and_none() -> None:
     for value in (True, None, "", []):
         with pytest.raises(RejectedLine):
             any_time(value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "31/Feb/2024:10:00:00 +0000",  # was published as 2024-03-02
+        "29/Feb/2023:10:00:00 +0000",  # not a leap year
+        "31/Apr/2024:10:00:00 +0000",
+        "01/Jan/0001:10:00:00 +1000",  # before 1970: was "0-12-31T10:00:00Z"
+        "31/Dec/1969:23:59:59 +0000",
+        "31/Dec/9999:23:59:59 -2359",  # after 9999: was year 10000
+        "10/Oct/2000:13:55:36 +9999",  # was accepted
+        "10/Oct/2000:13:55:36 +1401",
+        "10/Oct/2000:13:55:36 -1500",
+        "10/Oct/2000:13:55:36 +0560",
+        "10/Oct/2000:13:55:36 +05",
+        "10/Oct/2000:13:55:36 0530x",
+    ],
+)
+def test_impossible_clf_dates_zones_and_years_are_rejected(text: str) -> None:
+    with pytest.raises(RejectedLine, match=r"parse\.bad_time"):
+        clf_time(text)
+    with pytest.raises(RejectedLine, match=r"parse\.bad_time"):
+        any_time(f"[{text}]")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["0001-01-01T10:00:00+10:00", "9999-12-31T23:59:59-23:59", "1969-12-31T23:59:59Z",
+     "2024-02-30T00:00:00Z", "2000-10-10T20:55:36+15:00", "2000-10-10T20:55:36-14:01"],
+)  # fmt: skip
+def test_impossible_iso_times_are_rejected(text: str) -> None:
+    with pytest.raises(RejectedLine, match=r"parse\.bad_time"):
+        iso_time(text)
+
+
+def test_the_edges_are_accepted() -> None:
+    assert clf_time("29/Feb/2024:10:00:00 +0000") == 1709200800
+    assert clf_time("01/Jan/1970:00:00:00 +0000") == 0
+    assert clf_time("31/Dec/9999:23:59:59 +0000") == MAX_EPOCH - 1
+    assert clf_time("10/Oct/2000:13:55:36 +1400") == 971211336 - 21 * 3600
+    assert iso_time("9999-12-31T23:59:59Z") == MAX_EPOCH - 1
+    assert iso_time("2000-10-10T20:55:36-14:00") == 971211336 + 14 * 3600
+
+
+_MONTH_NAMES = dict(enumerate(calendar.month_abbr))
+
+
+@given(
+    st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(9998, 12, 31)),
+    st.integers(-MAX_OFFSET // 60, MAX_OFFSET // 60),
+)
+def test_clf_and_iso_agree_with_datetime(moment: datetime, offset_minutes: int) -> None:
+    zone = timezone(timedelta(minutes=offset_minutes))
+    local = moment.replace(microsecond=0, tzinfo=zone)
+    expected = int(local.astimezone(UTC).timestamp())
+    sign = "-" if offset_minutes < 0 else "+"
+    hours, minutes = divmod(abs(offset_minutes), 60)
+    clf = (f"{local.day:02d}/{_MONTH_NAMES[local.month]}/{local.year:04d}:"
+           f"{local:%H:%M:%S} {sign}{hours:02d}{minutes:02d}")  # fmt: skip
+    assert clf_time(clf) == expected
+    assert iso_time(local.isoformat()) == expected
+
+
+@given(
+    st.integers(1, 9999), st.sampled_from(calendar.month_abbr[1:]), st.integers(1, 31),
+    st.integers(0, 23), st.integers(-2359, 9999),
+)  # fmt: skip
+def test_clf_results_are_real_dates_in_range(
+    year: int, month: str, day: int, hour: int, zone: int
+) -> None:
+    text = (
+        f"{day:02d}/{month}/{year:04d}:{hour:02d}:00:00 {'-' if zone < 0 else '+'}{abs(zone):04d}"
+    )
+    try:
+        seconds = clf_time(text)
+    except RejectedLine:
+        return
+    assert 0 <= seconds < MAX_EPOCH
+    month_number = list(calendar.month_abbr).index(month)
+    assert day <= calendar.monthrange(year, month_number)[1]
+    assert abs(zone) // 100 * 3600 + abs(zone) % 100 * 60 <= MAX_OFFSET and abs(zone) % 100 < 60

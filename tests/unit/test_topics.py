@@ -1,0 +1,121 @@
+"""Topic specs from config: replication for every topic, segments that let retention
+act on time, and the verdict on existing topics (privacy rule 14)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from streams.admin import DAY_MS, TopicInfo, TopicSpec, compare
+from streams.config import normalize
+from streams.topics import topic_specs
+
+
+@pytest.fixture(scope="module")
+def default_config() -> dict[str, Any]:
+    errors: list[str] = []
+    raw = {
+        "aggregates": {"enabled": True},
+        "destinations": {
+            "product": {
+                "topic": "logs.product",
+                "key": "visitor",
+                "fields": {
+                    "visitor": {"from": ["client.ip", "agent.original"], "action": "pseudonymize"}
+                },
+            }
+        },
+    }
+    config = normalize(raw, errors, [])
+    assert errors == []
+    return config
+
+
+def test_every_topic_is_listed_with_the_internal_ones(default_config: dict[str, Any]) -> None:
+    names = [s.name for s in topic_specs(default_config)]
+    assert set(names) >= {"logs.raw", "logs.dead", "logs.product", "logfog.agg.input",
+                          "logs.aggregates", "logfog.agg.partials", "logfog.agg.state",
+                          "logfog.keys"}  # fmt: skip
+
+
+def test_kafka_replication_applies_to_every_topic(default_config: dict[str, Any]) -> None:
+    assert {s.replication_factor for s in topic_specs(default_config)} == {1}
+    config = copy.deepcopy(default_config)
+    config["kafka"]["replication"] = 3
+    config["aggregates"]["state"]["replication"] = 5  # a topic's own setting wins
+    by_name = {s.name: s.replication_factor for s in topic_specs(config)}
+    assert by_name.pop("logfog.agg.state") == 5
+    assert set(by_name.values()) == {3}, by_name
+
+
+def test_replication_below_one_is_a_config_error() -> None:
+    from streams.config import validate
+
+    errors = validate({"kafka": {"replication": 0, "raw": {"replication": 0}},
+                       "destinations": {"o": {"topic": "o", "fields": {
+                           "s": {"from": "response.status", "action": "keep"}}}}})  # fmt: skip
+    assert errors == ["kafka.replication: must be at least 1",
+                      "kafka.raw.replication: must be at least 1"]  # fmt: skip
+
+
+def test_segments_roll_within_a_24th_of_retention(default_config: dict[str, Any]) -> None:
+    for spec in topic_specs(default_config):
+        configs = spec.topic_configs()
+        assert spec.retention_ms is not None and "segment.ms" in configs, spec.name
+        segment = int(configs["segment.ms"])
+        assert segment <= spec.retention_ms / 24 or spec.name == "logfog.keys", spec.name
+        assert segment <= 7 * DAY_MS
+    state = next(s for s in topic_specs(default_config) if s.name == "logfog.agg.state")
+    assert state.topic_configs()["segment.ms"] == str(3 * DAY_MS // 24)
+
+
+def test_a_spec_may_set_its_own_segment() -> None:
+    spec = TopicSpec("k", 1, 10 * DAY_MS, config={"segment.ms": "1000"})
+    assert spec.segment_ms == 1000 and spec.topic_configs()["segment.ms"] == "1000"
+    assert TopicSpec("n", 1, None).segment_ms is None
+    assert "segment.ms" not in TopicSpec("n", 1, None).topic_configs()
+
+
+RAW = TopicSpec("logs.raw", 4, 3 * DAY_MS)
+GOOD = {"retention.ms": str(3 * DAY_MS), "segment.ms": str(3 * DAY_MS // 24),
+        "cleanup.policy": "delete"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("configs", "violation"),
+    [
+        ({"retention.ms": str(7 * DAY_MS)}, "retention.ms 604800000 (7.0 d) exceeds the declared"),
+        ({"retention.ms": "-1"}, "retention.ms -1 (infinite or unknown)"),
+        ({"segment.ms": str(7 * DAY_MS)}, "segment.ms 604800000 (7.0 d) exceeds 10800000"),
+        ({"cleanup.policy": "compact"}, "cleanup.policy compact (wanted delete): records would "
+                                        "never expire"),
+    ],
+)  # fmt: skip
+def test_records_outliving_the_declared_retention_are_violations(
+    configs: dict[str, str], violation: str
+) -> None:
+    bad, diffs = compare(RAW, TopicInfo("logs.raw", 4, {**GOOD, **configs}))
+    assert len(bad) == 1 and bad[0].startswith(violation), bad
+    assert diffs == []
+
+
+def test_harmless_differences_are_not_violations() -> None:
+    info = TopicInfo("logs.raw", 2, {**GOOD, "retention.ms": str(DAY_MS),
+                                     "segment.ms": "60000"}, replication=1)  # fmt: skip
+    spec = TopicSpec("logs.raw", 4, 3 * DAY_MS, replication_factor=3)
+    bad, diffs = compare(spec, info)
+    assert bad == []
+    assert diffs == ["partitions 2 (wanted 4)", "replication factor 1 (wanted 3)",
+                     "retention.ms 86400000 (1.0 d) is shorter than the declared 259200000 "
+                     "(3.0 d)"]  # fmt: skip
+    assert compare(RAW, TopicInfo("logs.raw", 4, GOOD)) == ([], [])
+
+
+def test_compact_delete_topics_may_not_lose_delete() -> None:
+    state = TopicSpec("s", 1, 3 * DAY_MS, cleanup_policy="compact,delete")
+    bad, _ = compare(state, TopicInfo("s", 1, {**GOOD, "cleanup.policy": "compact"}))
+    assert bad and "never expire" in bad[0]
+    assert compare(state, TopicInfo("s", 1, {**GOOD, "cleanup.policy": "compact,delete"})) == (
+        [], [])  # fmt: skip
