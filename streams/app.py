@@ -7,12 +7,19 @@ after the broker has acknowledged every output record. A crash or ``kill -9`` at
 point therefore replays at most the unacknowledged batches: at-least-once, duplicates
 bounded by the commit interval plus one batch.
 
-Failure rules:
+Failure rules (``work_chunk``):
 - a bad line is a dead letter (reason code, coordinates), never an exception;
 - a failing rule is a ``rules.error`` dead letter (the pipeline catches it);
+- no epoch key can be agreed (key topic or broker down): no fault of the lines, so
+  the batch is held, unacknowledged, and run again with backoff until keys are back;
 - a broker that will not take our records: the batch is retried with backoff and
   nothing is acknowledged meanwhile; the agent never dies over it;
-- SIGTERM: Faust stops the agent between batches, commits acknowledged offsets, exit 0.
+- a publish error that retrying cannot fix (a record the broker refuses for good, a
+  bug of ours): the batch is published record by record, and the lines of a record
+  that still fails are ``publish.error`` dead letters; never a retry loop;
+- SIGTERM: the agent takes nothing new, finishes the chunk in flight (publish, ack)
+  and commits before Faust stops the consumer (``InFlight``); exit 0. The rest of
+  the take was never published: the next owner reads it, no duplicates.
 
 Web endpoints (Faust's web server): ``/healthz``, ``/readyz``, ``/metrics``
 (Prometheus), ``/status`` (a small live page) and ``/status.json``.
@@ -131,6 +138,9 @@ def faust_settings(
         # Window checkpoints can be several MB (the state topic allows 64 MB records).
         "producer_max_request_size": 64 << 20,
         "producer_acks": -1,
+        # The anonymize agent's stop is InFlight's (one chunk, then commit). Faust's
+        # wait_empty would also wait for the aggregation's events, acknowledged only
+        # with a checkpoint, that is, until the stop watchdog.
         "stream_wait_empty": False,
         "topic_allow_declare": False,  # topics are created by logfog itself, explicitly
         "datadir": datadir,
@@ -180,6 +190,38 @@ class WorkerState:
             self.rates.pop(0)
 
 
+class InFlight:
+    """The anonymize agent's work in flight, so that a stop (SIGTERM) can finish it.
+
+    The agent calls ``begin`` before a take and ``end`` after it; ``stop`` (from the
+    app's ``on_stop``, before Faust stops the consumer and cancels the agents) refuses
+    new takes, lets the agent finish the chunk it is in (process, publish, ack) and
+    commit, then returns. What is left of the take is not acknowledged: the next owner
+    reads it, and since it was never published, that is no duplicate. A chunk that
+    cannot finish (broker or keys gone) is ended by the stop watchdog.
+    """
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def begin(self) -> bool:
+        if self.stopping:
+            return False
+        self._idle.clear()
+        return True
+
+    def end(self) -> None:
+        self._idle.set()
+
+    async def stop(self) -> None:
+        self.stopping = True
+        if not self._idle.is_set():
+            log.info("stopping: finishing the chunk in flight")
+        await self._idle.wait()
+
+
 class NoLines:
     """The aggregator's stand-in for a pipeline: it reads no raw lines, so its line
     counters (``/metrics``, ``/status.json``) stay at zero."""
@@ -219,15 +261,24 @@ def create_app(
 
     kafka = config["kafka"]
     group = kafka["group"] if role == "worker" else f"{kafka['group']}.aggregator"
+    in_flight = InFlight()
+
+    class App(faust.App):
+        async def on_stop(self) -> None:
+            # Before Faust stops the consumer and cancels the agents (its on_stop, then
+            # its children): let the anonymize agent finish and commit its chunk.
+            await in_flight.stop()
+            await super().on_stop()
+
     security = security or _security(config)
-    app = faust.App(group, **faust_settings(config, bootstrap, web_port, security))
+    app = App(group, **faust_settings(config, bootstrap, web_port, security))
     state = WorkerState()
     metrics = Metrics(pipeline)
     app.logfog_state = state  # type: ignore[attr-defined]
     app.logfog_metrics = metrics  # type: ignore[attr-defined]
 
     if role == "worker":
-        _add_anonymizer(app, config, pipeline, state, metrics, topic_partitions)
+        _add_anonymizer(app, config, pipeline, state, metrics, topic_partitions, in_flight)
     aggregates = config["aggregates"]
     if aggregates["enabled"] and aggregates["run_in"] == role:
         _add_aggregation(app, config, bootstrap, topic_partitions, state, metrics,
@@ -285,6 +336,7 @@ def _add_anonymizer(
     state: WorkerState,
     metrics: Any,
     topic_partitions: Mapping[str, int],
+    in_flight: InFlight,
 ) -> None:
     """The agent that reads raw lines and publishes every destination (see module doc)."""
     from streams import faust_fetcher
@@ -318,13 +370,16 @@ def _add_anonymizer(
         # Faust's setting, not buffer.maxsize: an agent Faust restarts would find the
         # buffer already resized and could never grow it back.
         most_events = app.conf.stream_buffer_maxsize
-        async for taken in stream.noack_take(BATCH_EVENTS, within=BATCH_WITHIN):
+
+        async def work_take(taken: list[Any]) -> None:
             mean_bytes = sum(len(e.message.value or b"") for e in taken) / len(taken)
             faust_fetcher.resize_buffer(buffer, buffer_events(mean_bytes, most_events))
             # A take of batched records can hold a million lines: work in steps of
             # about CHUNK_BYTES, so that one step's output stays small (memory, cache,
             # and the garbage collector's scans all grow with what a step holds).
             for events in chunk_by_size(taken, CHUNK_BYTES):
+                if in_flight.stopping:
+                    break  # a stop waits for one chunk, not a take of a million lines
                 started = time.perf_counter()
                 out.clear()
                 lines_before = pipeline.stats.lines
@@ -339,11 +394,9 @@ def _add_anonymizer(
                 # Framing: a record is lines joined by "\n", split exactly: a trailing
                 # "\n" is an empty last line (dead-lettered as parse.empty), so every
                 # line a shipper framed is counted, empty ones included.
-                pipeline.process_records(records, out)
-                await _publish_until_done(publisher(), out, state, metrics)
+                await work_chunk(pipeline, publisher(), records, out, state, metrics)
                 for event in events:  # only now may their offsets be committed
                     event.ack()  # (Stream.ack adds only monitor bookkeeping, per event)
-                pipeline.count_published(out)
                 state.batches += 1
                 state.records_in += len(events)
                 state.last_batch_at = time.time()
@@ -353,9 +406,17 @@ def _add_anonymizer(
                     time.perf_counter() - started,
                 )  # fmt: skip
             out.clear()
-            # Commit per take, not per timer: a crash then replays at most the take in
-            # flight (one OffsetCommit per take is negligible next to the take itself).
-            await app.consumer.commit()
+
+        async for taken in stream.noack_take(BATCH_EVENTS, within=BATCH_WITHIN):
+            if not in_flight.begin():
+                continue  # stopping: left unacknowledged, the next owner reads it
+            try:
+                await work_take(taken)
+                # Commit per take, not per timer: a crash then replays at most the take
+                # in flight (one OffsetCommit per take is negligible next to the take).
+                await app.consumer.commit()
+            finally:
+                in_flight.end()
 
 
 def _add_aggregation(
@@ -377,7 +438,6 @@ def _add_aggregation(
     offsets it already applied. Stage 3 (the single partials partition) merges, applies
     the minimum group size and publishes the rows: counts only, never pseudonyms.
     """
-    from streams.aggregate.partial import Partial
     from streams.aggregate.runtime import MERGER_KEY, AggregationRuntime, specs_from_config
     from streams.checkpoints import load_latest
     from streams.durations import parse_duration
@@ -477,15 +537,7 @@ def _add_aggregation(
             for event in events:
                 message = event.message
                 last_offsets[(message.topic, message.partition)] = message.offset
-                try:  # NDJSON: every event of one record belongs to this partition.
-                    # One parse per record: orjson escapes newlines inside strings, so
-                    # the lines join into a JSON array exactly.
-                    batch = orjson.loads(b"[" + (message.value or b"").replace(b"\n", b",") + b"]")
-                except orjson.JSONDecodeError:
-                    log.error("aggregate input record not JSON (offset %d): skipped",
-                              message.offset)  # fmt: skip
-                    continue
-                runtime.add_rows(message.partition, message.offset, batch)
+                add_input_record(runtime, message, metrics)
             for event in events:
                 pending.setdefault(event.message.partition, []).append(event)
             await publish_partials()
@@ -521,7 +573,7 @@ def _add_aggregation(
             for event in events:
                 message = event.message
                 metrics.last_offsets[(message.topic, message.partition)] = message.offset
-                rows.extend(runtime.merge(Partial.from_bytes(message.value)))
+                rows.extend(merge_record(runtime, message, metrics))
             records: list[tuple[str, bytes | None, bytes]] = [
                 (output_name, f"{r['output']}|{r['window']}|{r['dimension']}".encode(),
                  orjson.dumps(r)) for r in rows
@@ -544,13 +596,153 @@ def window_start_ms(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()) * 1000
 
 
-async def _publish_until_done(publisher: Any, out: Any, state: WorkerState, metrics: Any) -> None:
+def add_input_record(runtime: Any, message: Any, metrics: Any) -> None:
+    """Apply one record of the aggregation input (NDJSON rows of one partition).
+
+    A record that cannot be read or applied is skipped: logged by coordinates and
+    exception type, counted in ``logfog_records_skipped_total``, and acknowledged with
+    the rest. Raising would make Faust restart the agent, which would read the same
+    record again, forever.
+    """
+    try:
+        # One parse per record: orjson escapes newlines inside strings, so the lines
+        # join into a JSON array exactly.
+        rows = orjson.loads(b"[" + (message.value or b"").replace(b"\n", b",") + b"]")
+    except Exception as error:
+        _skipped(message, error, metrics)
+        rows = []  # still applied: the partition must count as caught up
+    try:
+        runtime.add_rows(message.partition, message.offset, rows)
+    except Exception as error:
+        _skipped(message, error, metrics)
+
+
+def merge_record(runtime: Any, message: Any, metrics: Any) -> list[dict[str, Any]]:
+    """The rows one partial completes; a record that is no partial, or one the merger
+    refuses, is skipped like an unreadable input record (``add_input_record``)."""
+    from streams.aggregate.partial import Partial
+
+    try:
+        return list(runtime.merge(Partial.from_bytes(message.value or b"")))
+    except Exception as error:
+        _skipped(message, error, metrics)
+        return []
+
+
+def _skipped(message: Any, error: BaseException, metrics: Any) -> None:
+    # Coordinates and the type only: the record and the message can hold pseudonyms.
+    log.error("%s/%d@%d: unreadable record skipped (%s)", message.topic, message.partition,
+              message.offset, type(error).__name__)  # fmt: skip
+    metrics.records_skipped.labels(message.topic).inc()
+
+
+async def work_chunk(
+    pipeline: Any,
+    publisher: Any,
+    records: list[tuple[bytes | None, str, int, int]],
+    out: Any,
+    state: WorkerState,
+    metrics: Any,
+) -> None:
+    """Process and publish one chunk of raw records; return when every line of it is
+    published or dead-lettered, so that the caller may acknowledge the records.
+
+    - No epoch key can be agreed (key topic or broker down): the chunk is held, nothing
+      published or acknowledged, and run again after a backoff (``_process_held``).
+    - The broker does not take the output now: retried with backoff until it does.
+    - Publishing fails in a way retrying cannot fix (a record the broker refuses for
+      good, a bug of ours): ``_publish_each``. Never a retry loop: that stalled the
+      worker on the chunk forever.
+    """
+    await _process_held(pipeline.process_records, records, out)
+    try:
+        await _publish_until_done(publisher, out, state, metrics)
+    except Exception as error:
+        _log_permanent(error, f"{len(records)} records, now published one by one")
+        await _publish_each(pipeline, publisher, records, out, state, metrics)
+        return
+    pipeline.count_published(out)
+
+
+async def _process_held(
+    run: Any, records: list[tuple[bytes | None, str, int, int]], out: Any
+) -> None:
+    """``run(records, out)``, again and again with backoff while the pipeline reports
+    that no epoch key can be agreed (``streams.pipeline.is_unavailable``). Those lines
+    are no one's fault: dead-lettering them, as before, lost every event of an outage
+    of the key topic. Nothing is published or acknowledged while we wait; a stop in the
+    meantime ends the wait (the records are replayed, nothing is lost)."""
+    from streams.pipeline import is_unavailable
+
+    delay = 0.2
+    while True:
+        try:
+            run(records, out)
+            return
+        except Exception as error:
+            if not is_unavailable(error):
+                raise
+            out.clear()
+            log.warning(
+                "epoch keys unavailable (%s): holding %d records, nothing acknowledged; "
+                "retrying in %.1fs", type(error).__name__, len(records), delay,
+            )  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+
+def _permanent_errors() -> tuple[type[BaseException], ...]:
+    from aiokafka import errors
+
+    # The broker refuses the request itself: the same bytes fail every time.
+    return (
+        errors.MessageSizeTooLargeError,
+        errors.RecordTooLargeError,
+        errors.RecordListTooLargeError,
+        errors.InvalidMessageError,
+        errors.CorruptRecordException,
+        errors.InvalidTimestampError,
+        errors.UnsupportedForMessageFormatError,
+    )
+
+
+def retryable(error: BaseException) -> bool:
+    """Whether waiting can fix a publish error: the broker's errors (unreachable, no
+    leader, timeouts, even authorization: an operator fixes those) and the network's,
+    but not a record the broker refuses for good, nor any other exception (a bug of
+    ours fails again on the same batch).
+
+    >>> from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+    >>> retryable(KafkaTimeoutError()), retryable(ConnectionResetError()), retryable(TimeoutError())
+    (True, True, True)
+    >>> retryable(MessageSizeTooLargeError()), retryable(TypeError()), retryable(ValueError())
+    (False, False, False)
+    """
+    from aiokafka.errors import KafkaError
+
+    if isinstance(error, _permanent_errors()):
+        return False
+    return isinstance(error, KafkaError | TimeoutError | OSError)
+
+
+def _log_permanent(error: BaseException, what: str) -> None:
+    # Type and place only, like rules errors: messages can quote what failed.
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
+    log.error("publish failed for good (%s at %s): %s", type(error).__name__, where, what)
+
+
+async def _publish_until_done(
+    publisher: Any, out: Any, state: WorkerState, metrics: Any, *, retry_all: bool = False
+) -> None:
     """Publish a batch, retrying with backoff until the broker takes it.
 
     Nothing upstream is acknowledged before this returns, so waiting is always safe;
-    giving up is not (the batch would be acknowledged by nobody and replayed, fine, but
-    an exception escaping the agent makes Faust restart it and re-read uncommitted
-    events in a loop). Errors are logged by type only.
+    but only errors that waiting can fix (``retryable``) are retried: any other is
+    raised at once (with ``retry_all``, every error is retried: the last resort, when
+    nothing else would keep the lines). Errors are logged by type only.
     """
     delay = 0.2
     while True:
@@ -559,9 +751,11 @@ async def _publish_until_done(publisher: Any, out: Any, state: WorkerState, metr
             return
         except asyncio.CancelledError:
             raise
-        except Exception as error:  # the producer's KafkaError family and timeouts
+        except Exception as error:
             state.publish_failures += 1
             metrics.publish_failures.inc()
+            if not (retry_all or retryable(error)):
+                raise
             log.warning(
                 "publish failed (%s); retrying in %.1fs, nothing acknowledged",
                 type(error).__name__,
@@ -569,6 +763,34 @@ async def _publish_until_done(publisher: Any, out: Any, state: WorkerState, metr
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+
+async def _publish_each(
+    pipeline: Any,
+    publisher: Any,
+    records: list[tuple[bytes | None, str, int, int]],
+    out: Any,
+    state: WorkerState,
+    metrics: Any,
+) -> None:
+    """A chunk whose output cannot be published: run and publish its records one at a
+    time, so that a poison record costs only its own lines. The lines of a record whose
+    output still fails are dead-lettered as ``publish.error`` (coordinates, never the
+    line); if even those dead letters cannot be published, they are retried until they
+    are (nothing else keeps the lines). Events of the chunk that reached the broker
+    before the failure are published again: duplicates, as after a crash."""
+    for record in records:
+        out.clear()
+        await _process_held(pipeline.rerun_records, [record], out)
+        try:
+            await _publish_until_done(publisher, out, state, metrics)
+        except Exception as error:
+            where = f"{record[1]}/{record[2]}/{record[3]}"
+            _log_permanent(error, f"record {where}: its lines dead-lettered (publish.error)")
+            pipeline.fail_record(record, out)
+            await _publish_until_done(publisher, out, state, metrics, retry_all=True)
+        pipeline.count_published(out)
+    out.clear()
 
 
 EXIT_STOP_TIMEOUT = 3

@@ -22,6 +22,7 @@ import orjson
 from streams import __version__
 
 EXIT_USAGE = 2
+EXIT_NOT_SHIPPED = 3  # logfog ship: the broker did not acknowledge every record
 BATCH_LINES = 2048
 #: The rejection records' name on stdout and in --out (config refuses it as a destination).
 REJECTED = "rejected"  # in streams.config.RESERVED_DESTINATIONS
@@ -48,9 +49,11 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         KeyShareError,
         FormatError,
         UserError,
+        FileNotFoundError,  # e.g. logfog ship FILE without --follow
     ]
     try:
-        from streams.admin import AdminError  # BrokerUnreachable, TopicPolicyError...
+        # BrokerUnreachable, TopicNotFound (ship), TopicPolicyError, create failures...
+        from streams.admin import AdminError
 
         errors.append(AdminError)
     except ImportError:  # pragma: no cover - kafka extras missing
@@ -343,19 +346,46 @@ def cmd_topics(args: argparse.Namespace) -> int:
 def cmd_ship(args: argparse.Namespace) -> int:
     from streams.config import load_file
     from streams.security import PLAINTEXT, from_config
-    from streams.shipper import ship
+    from streams.shipper import DEFAULT_MAX_LINE_BYTES, ship
 
     config = load_file(args.config)[0] if args.config else None
     topic = args.topic or (config["kafka"]["raw"]["topic"] if config else "logs.raw")
+    max_line = config["input"]["max_line_bytes"] if config else DEFAULT_MAX_LINE_BYTES
     result = ship(
         args.file, _bootstrap(args, config), topic, lines_per_record=args.lines_per_record,
-        follow=args.follow, progress=sys.stderr.isatty(),
+        follow=args.follow, progress=sys.stderr.isatty(), max_line_bytes=max_line,
         security=from_config(config) if config else PLAINTEXT,
     )  # fmt: skip
-    print(
-        f"shipped {result.lines:,} lines in {result.records:,} records to {topic}", file=sys.stderr
-    )
-    return 0
+    print(ship_summary(result, topic, max_line), file=sys.stderr)
+    return EXIT_NOT_SHIPPED if result.failed_records else 0
+
+
+def ship_summary(result: Any, topic: str, max_line_bytes: int) -> str:
+    """What ``logfog ship`` prints: what the broker acknowledged, lines shipped cut,
+    and what it did not acknowledge.
+
+    >>> from streams.shipper import ShipResult
+    >>> print(ship_summary(ShipResult(lines=9, records=2, cut_lines=1, failed_records=1,
+    ...                               failed_lines=4), "logs.raw", 65536))
+    shipped 9 lines in 2 records to logs.raw
+    1 line over 65,536 bytes shipped cut (the worker dead-letters it as parse.too_long)
+    error: 1 record (4 lines) not acknowledged by the broker: not shipped
+    """
+    lines = [f"shipped {result.lines:,} lines in {result.records:,} records to {topic}"]
+    if result.cut_lines:
+        one = result.cut_lines == 1
+        lines.append(
+            f"{result.cut_lines:,} {'line' if one else 'lines'} over {max_line_bytes:,} bytes "
+            f"shipped cut (the worker dead-letters {'it' if one else 'them'} as parse.too_long)"
+        )
+    if result.failed_records:
+        records = "record" if result.failed_records == 1 else "records"
+        failed = "line" if result.failed_lines == 1 else "lines"
+        lines.append(
+            f"error: {result.failed_records:,} {records} ({result.failed_lines:,} {failed}) "
+            "not acknowledged by the broker: not shipped"
+        )
+    return "\n".join(lines)
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -392,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="logfog",
         description="Turn raw web access logs into non-identifying events.",
-        epilog="Exit status: 0 ok, 1 internal error, 2 bad input (config, files, keys, broker).",
+        epilog="Exit status: 0 ok, 1 internal error, 2 bad input (config, files, keys, broker), "
+        "3 records the broker did not acknowledge (ship).",
     )
     parser.add_argument("--version", action="version", version=f"logfog {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -468,7 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ship", help="produce a log file (or stdin) into the raw topic")
     p.add_argument("file", metavar="FILE", help="log file, or - for stdin")
-    p.add_argument("-c", "--config", help="config (for bootstrap and raw topic)")
+    p.add_argument("-c", "--config", help="config (for bootstrap, raw topic and "
+                   "input.max_line_bytes: longer lines are shipped cut, dead-lettered as "
+                   "parse.too_long by the worker)")  # fmt: skip
     p.add_argument("--bootstrap")
     p.add_argument("--topic")
     p.add_argument("--lines-per-record", type=int, default=500,
@@ -501,7 +534,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except _expected_errors() as error:
-        print(f"logfog: {error}", file=sys.stderr)
+        text = _os_error(error) if isinstance(error, OSError) else str(error)
+        print(f"logfog: {text}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

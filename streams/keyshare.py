@@ -127,7 +127,8 @@ class KeyShareUnavailable(KeyShareError):
     """No agreed key for an epoch within the timeout (transient: broker slow or down).
 
     Raised by ``key_for`` instead of returning ``None`` because ``None`` means
-    "destroyed"; the pipeline counts the line as a rules error and goes on.
+    "destroyed". The pipeline lets it through (``streams.pipeline.is_unavailable``) and
+    the worker holds the batch until keys are available: no line is dead-lettered.
     """
 
 

@@ -123,6 +123,11 @@ class Metrics:
             "logfog_publish_failures", "batches the broker did not take (retried)",
             registry=self.registry,
         )  # fmt: skip
+        self.records_skipped = Counter(
+            "logfog_records_skipped",
+            "internal records that could not be read (logged by coordinates), skipped",
+            ["topic"], registry=self.registry,
+        )  # fmt: skip
         self.lag = Gauge(
             "logfog_consumer_lag",
             "records behind the partition end (wrong on the local Tansu broker: see README)",

@@ -37,6 +37,7 @@ from streams.records import (
     PARSE_ERROR,
     PARSE_NOT_UTF8,
     PARSE_TOO_LONG,
+    PUBLISH_ERROR,
     RULES_ERROR,
     RejectedLine,
     Rejection,
@@ -117,6 +118,23 @@ def dead_letter(rejection: Rejection) -> bytes:
     b'{"stage":"parse","reason":"parse.bad_ip","topic":"logs.raw","partition":0,"offset":41}'
     """
     return orjson.dumps(rejection.as_dict())
+
+
+def _restore(counter: Counter[str], saved: Counter[str]) -> None:
+    # In place: the compiled rules hold the leak counter itself.
+    counter.clear()
+    counter.update(saved)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True for infrastructure errors that retrying later fixes, never a line's fault:
+    the shared key ring cannot agree an epoch key (``streams.keyshare.KeyShareError``,
+    ``KeyShareUnavailable`` among them). Called on error paths only.
+    """
+    # Imported here: the file command never loads the Kafka key ring.
+    from streams.keyshare import KeyShareError
+
+    return isinstance(error, KeyShareError)
 
 
 class Pipeline:
@@ -251,20 +269,80 @@ class Pipeline:
             out,
         )
 
+    def rerun_records(
+        self, records: Iterable[tuple[bytes | None, str, int, int]], out: Output
+    ) -> int:
+        """``process_records`` for records a previous call already counted (their output
+        was not published): the same output, every counter left as it was."""
+        stats = self.stats
+        lines, replaced = stats.lines, stats.replaced_utf8
+        rejected, leaks = stats.rejected.copy(), stats.leaks.copy()
+        try:
+            return self.process_records(records, out)
+        finally:
+            stats.lines, stats.replaced_utf8 = lines, replaced
+            _restore(stats.rejected, rejected)
+            _restore(stats.leaks, leaks)
+
+    def fail_record(self, record: tuple[bytes | None, str, int, int], out: Output) -> None:
+        """``out`` holds the output of ``record`` alone, which cannot be published: keep
+        its dead letters, and dead-letter every other line (each made events) as
+        ``publish.error``, so that every line of the record still has one outcome."""
+        value, topic, partition, offset = record
+        rejected_lines = {r.line for r in out.rejections}
+        for events in out.per_destination:
+            events.clear()
+        count = 0
+        for number in range(1, (value or b"").count(b"\n") + 2):
+            if number not in rejected_lines:
+                out.rejections.append(
+                    Rejection("publish", PUBLISH_ERROR, topic, partition, offset, number)
+                )
+                count += 1
+        self.stats.rejected[PUBLISH_ERROR] += count
+
     def _run(
         self,
         groups: Iterable[tuple[list[bytes], str | None, int | None, int | None, int]],
         out: Output,
     ) -> int:
         """``groups``: lines with the coordinates they share (a Kafka record's, or
-        none for a file) and the number of the first; the per-line loop is flat."""
+        none for a file) and the number of the first; the per-line loop is flat.
+
+        Raises what :func:`is_unavailable` accepts (no epoch key can be agreed: key
+        topic or broker down) instead of dead-lettering: that is no fault of the line,
+        and would turn an outage into lost events. ``out`` is then incomplete and the
+        counters are as before the call: run the same input again later.
+        """
+        rejected = self.stats.rejected
+        leaks = self.stats.leaks
+        # Restored if the run is abandoned (keys unavailable): the caller runs the same
+        # records again, and must not count them twice. A few dict entries per call.
+        rejected_before, leaks_before = rejected.copy(), leaks.copy()
+        try:
+            seen, replaced = self._run_groups(groups, out, rejected)
+        except Exception as error:
+            if not is_unavailable(error):
+                raise
+            _restore(rejected, rejected_before)
+            _restore(leaks, leaks_before)
+            raise
+        self.stats.lines += seen
+        self.stats.replaced_utf8 += replaced
+        return seen
+
+    def _run_groups(
+        self,
+        groups: Iterable[tuple[list[bytes], str | None, int | None, int | None, int]],
+        out: Output,
+        rejected: Counter[str],
+    ) -> tuple[int, int]:
         parse = self._parse
         emit = self.compiled.emit
         appends = [events.append for events in out.per_destination]
         reject = out.rejections.append
         max_bytes = self._max_bytes
         reject_bad_utf8 = self._reject_bad_utf8
-        rejected = self.stats.rejected
         seen = 0
         replaced = 0
         for lines, topic, partition, offset, first in groups:
@@ -302,12 +380,12 @@ class Pipeline:
                 try:
                     emit(request, *appends)
                 except Exception as error:  # a bug in a rule must not stop the stream
+                    if is_unavailable(error):
+                        raise
                     self._rule_failed(error)
                     reject(Rejection("rules", RULES_ERROR, topic, partition, offset, number))
                     rejected[RULES_ERROR] += 1
-        self.stats.lines += seen
-        self.stats.replaced_utf8 += replaced
-        return seen
+        return seen, replaced
 
     def _rule_failed(self, error: BaseException) -> None:
         # Type and place only: exception messages often quote the value that failed.

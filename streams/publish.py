@@ -13,10 +13,16 @@ Partitioning, documented because ordering depends on it:
   same partition (one consumer sees all of them). Not in request order: raw records
   are unkeyed, so one visitor's lines are spread over raw partitions and workers, and
   the partition gets them in publishing order (README, "Partitioning and ordering").
-  Pseudonyms are uniformly random, so partitions stay balanced without murmur2;
+  Pseudonyms are uniformly random, so partitions stay balanced without murmur2. The
+  aggregation merger depends on this: it adds up distinct visitors across the
+  partitions of its input, which is exact only if each visitor is in one of them;
 - unkeyed events (ops, NDJSON batches, dead letters) are "sticky": all events made
   from one input batch go to one partition, and the next batch moves on to the next
-  partition (what Kafka's sticky partitioner does), so order within a batch holds.
+  partition (what Kafka's sticky partitioner does), so order within a batch holds;
+- a keyed destination is decided by its config, never by its events: an event whose
+  key is None (no pseudonym: a stale or future-dated line, a destroyed epoch) is
+  sticky like an unkeyed one, and the keyed events around it still go where their
+  key says. The partition is chosen per event, in both framings.
 
 Nothing here logs payloads; failures are reported by topic and partition only.
 """
@@ -83,9 +89,18 @@ class PublishTarget:
     topic: str
     partitions: int
     framing: str = "record"
+    #: The destination has a ``key:``; its events may still have None keys.
+    keyed: bool = False
     sticky: int = 0  # next partition for unkeyed events
     #: key -> partition: visitors send many requests, the hex parse is paid once each.
     partition_of: dict[bytes, int] = field(default_factory=dict)
+
+
+def _next_sticky(target: PublishTarget) -> int:
+    """The partition for this batch's unkeyed events; the next batch gets the next one."""
+    partition = target.sticky
+    target.sticky = (partition + 1) % target.partitions
+    return partition
 
 
 class Publisher:
@@ -100,7 +115,8 @@ class Publisher:
     ) -> None:
         self._producer = producer
         self._targets = [
-            PublishTarget(d.topic, partitions[d.topic], d.framing) for d in destinations
+            PublishTarget(d.topic, partitions[d.topic], d.framing, d.key_field is not None)
+            for d in destinations
         ]
         self._dead = PublishTarget(dead_letter_topic, partitions[dead_letter_topic])
         self.records_sent = 0
@@ -115,14 +131,17 @@ class Publisher:
         for target, events in zip(self._targets, out.per_destination, strict=True):
             if not events:
                 continue
-            if target.framing == "ndjson" and events[0][0] is not None:
-                self._append_keyed_ndjson(batches, target, events)
+            if target.keyed:
+                if target.framing == "ndjson":
+                    self._append_keyed_ndjson(batches, target, events)
+                else:
+                    self._append_keyed(batches, target, events)
             elif target.framing == "ndjson":
                 timestamp = max(map(_TIMESTAMP, events))
                 records = ndjson_records(list(map(_VALUE, events)))
                 self._append_unkeyed(batches, target, ((None, r, timestamp) for r in records))
             else:
-                self._append(batches, target, events)
+                self._append_unkeyed(batches, target, events)
         if out.rejections:
             letters = ((None, dead_letter(r), None) for r in out.rejections)
             self._append_unkeyed(batches, self._dead, letters)
@@ -135,20 +154,22 @@ class Publisher:
         self.records_sent += sent
         return sent
 
-    def _append(
+    def _append_keyed(
         self, batches: list[tuple[Any, str, int]], target: PublishTarget, events: Sequence[Any]
     ) -> None:
-        if events[0][0] is None:  # a destination is keyed for all its events or none
-            self._append_unkeyed(batches, target, events)
-            return
         builders: dict[int, Any] = {}
         count = target.partitions
         cached = target.partition_of
+        keyless = -1  # one sticky partition for this batch's events without a key
         for key, value, timestamp in events:
             partition = cached.get(key)
             if partition is None:
-                partition = 0 if key is None else key_partition(key, count)
-                remember(cached, key, partition, _KEY_CACHE)
+                if key is None:  # never cached: None is not a key
+                    if keyless < 0:
+                        keyless = _next_sticky(target)
+                    partition = keyless
+                else:
+                    partition = remember(cached, key, key_partition(key, count), _KEY_CACHE)
             builder = builders.get(partition)
             if builder is None:
                 builder = builders[partition] = self._producer.create_batch()
@@ -162,16 +183,23 @@ class Publisher:
         self, batches: list[tuple[Any, str, int]], target: PublishTarget, events: Sequence[Any]
     ) -> None:
         """NDJSON records per partition of the key: every event still lands where its
-        key says (per-key order kept), in a few large records instead of one per event."""
+        key says (per-key order kept), in a few large records instead of one per event.
+        Events without a key share one sticky partition."""
         by_partition: dict[int, list[Any]] = {}
         count = target.partitions
         cached = target.partition_of
         cached_get = cached.get
+        keyless = -1
         for event in events:
             key = event[0]
             partition = cached_get(key)
             if partition is None:
-                partition = remember(cached, key, key_partition(key, count), _KEY_CACHE)
+                if key is None:
+                    if keyless < 0:
+                        keyless = _next_sticky(target)
+                    partition = keyless
+                else:
+                    partition = remember(cached, key, key_partition(key, count), _KEY_CACHE)
             group = by_partition.get(partition)
             if group is None:
                 group = by_partition[partition] = []
@@ -192,8 +220,7 @@ class Publisher:
         target: PublishTarget,
         records: Iterable[tuple[bytes | None, bytes, int | None]],
     ) -> None:
-        partition = target.sticky
-        target.sticky = (target.sticky + 1) % target.partitions
+        partition = _next_sticky(target)
         builder = self._producer.create_batch()
         for key, value, timestamp in records:
             if builder.append(timestamp=timestamp, key=key, value=value) is None:

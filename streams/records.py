@@ -29,6 +29,9 @@ PARSE_BAD_JSON: Final = "parse.bad_json"
 PARSE_BAD_NUMBER: Final = "parse.bad_number"
 PARSE_ERROR: Final = "parse.error"
 RULES_ERROR: Final = "rules.error"
+#: The worker could not publish a record's output (the broker refused it for good, or
+#: a bug in publishing): its lines are dead-lettered rather than retried forever.
+PUBLISH_ERROR: Final = "publish.error"
 
 REASONS: Final = (
     PARSE_NO_MATCH,
@@ -41,6 +44,7 @@ REASONS: Final = (
     PARSE_BAD_NUMBER,
     PARSE_ERROR,
     RULES_ERROR,
+    PUBLISH_ERROR,
 )
 
 

@@ -10,6 +10,12 @@ Lines are bytes and are never decoded (access logs contain invalid UTF-8); only 
 line terminator (``\\n`` or ``\\r\\n``) is stripped. Empty lines are shipped as lines,
 because the pipeline counts them. Logs of this module carry counts, never payloads.
 
+Oversize lines: a line longer than the worker's ``input.max_line_bytes`` is shipped
+cut to one byte more than that, which the worker dead-letters as ``parse.too_long``
+(what it would do with the whole line), and counted in :class:`ShipResult`. Shipped
+whole, a line over ~1 MiB is a record Apache Kafka refuses (``message.max.bytes``):
+the line would be lost to the pipeline, with no dead letter.
+
 Follow mode behaves like ``tail -F``: it survives rename rotation (old file is
 drained, then the new file at the path is read from its start) and copytruncate
 (a size below the read position means "truncated": read again from 0). Bytes
@@ -42,6 +48,8 @@ log = logging.getLogger(__name__)
 DEFAULT_LINES_PER_RECORD = 500
 # Apache Kafka's default message.max.bytes is 1 MiB (+ overhead); stay below it.
 DEFAULT_MAX_RECORD_BYTES = 900_000
+#: The worker's default ``input.max_line_bytes``: longer lines are shipped cut.
+DEFAULT_MAX_LINE_BYTES = 65536
 READ_CHUNK = 1 << 20
 
 
@@ -80,20 +88,40 @@ class Framer:
     ``max_record_bytes`` goes alone into its own record. Used directly by the
     shipper so that a partial record can be flushed when input goes idle.
 
+    With ``max_line_bytes``, a longer line is cut to ``max_line_bytes + 1`` bytes (the
+    worker then rejects it as too long, as it would the whole line), counted in
+    ``cut_lines``.
+
     >>> f = Framer(2, 100)
     >>> f.add(b"a"), f.add(b""), f.add(b"c"), f.flush(), f.flush()
     ([], [b'a\n'], [], [b'c'], [])
+    >>> f = Framer(5, 100, max_line_bytes=3)
+    >>> f.add(b"abcdef"), f.add(b"abc"), f.flush(), f.cut_lines
+    ([], [], [b'abcd\nabc'], 1)
     """
 
-    __slots__ = ("_lines", "_size", "lines_per_record", "max_record_bytes")
+    __slots__ = (
+        "_lines",
+        "_size",
+        "cut_lines",
+        "lines_per_record",
+        "max_line_bytes",
+        "max_record_bytes",
+    )
 
-    def __init__(self, lines_per_record: int, max_record_bytes: int) -> None:
+    def __init__(
+        self, lines_per_record: int, max_record_bytes: int, max_line_bytes: int | None = None
+    ) -> None:
         if lines_per_record < 1:
             raise ValueError("lines_per_record must be >= 1")
         if max_record_bytes < 1:
             raise ValueError("max_record_bytes must be >= 1")
+        if max_line_bytes is not None and max_line_bytes < 0:
+            raise ValueError("max_line_bytes must be >= 0")
         self.lines_per_record = lines_per_record
         self.max_record_bytes = max_record_bytes
+        self.max_line_bytes = max_line_bytes
+        self.cut_lines = 0
         self._lines: list[bytes] = []
         self._size = 0  # joined size of self._lines
 
@@ -106,6 +134,10 @@ class Framer:
         """Add one line (without terminator); return records completed by it."""
         out: list[bytes] = []
         n = len(line)
+        if self.max_line_bytes is not None and n > self.max_line_bytes:
+            line = line[: self.max_line_bytes + 1]
+            n = len(line)
+            self.cut_lines += 1
         if self._lines and self._size + 1 + n > self.max_record_bytes:
             out.append(b"\n".join(self._lines))
             self._lines, self._size = [], 0
@@ -219,9 +251,25 @@ def follow_file(
     ``follow`` it polls like ``tail -F``: rename rotation (the path now names a
     different inode) drains the old file, ships its unterminated tail, and switches
     to the new file from its start; copytruncate (size < read position) restarts
-    at offset 0. A missing path is waited for.
+    at offset 0. A missing path is waited for in follow mode (idle ticks meanwhile; a
+    file that appears later is read from its start), else FileNotFoundError.
     """
-    f = open(path, "rb", buffering=0)  # noqa: SIM115 - reassigned on rotation
+    try:
+        f = open(path, "rb", buffering=0)  # noqa: SIM115 - reassigned on rotation
+    except FileNotFoundError:
+        if not follow:
+            raise
+        log.info("shipper: %s does not exist yet; waiting for it", path.name)
+        while True:
+            yield None
+            if stop.wait(poll_interval_s):
+                return
+            try:
+                f = open(path, "rb", buffering=0)  # noqa: SIM115
+                break
+            except FileNotFoundError:
+                continue
+        from_end = False  # written after we started: all of it is new
     try:
         ident = _file_id(os.fstat(f.fileno()))
         if from_end:
@@ -315,6 +363,8 @@ class ShipResult:
     failed_records: int = 0
     failed_lines: int = 0
     seconds: float = 0.0
+    #: Lines longer than ``max_line_bytes``, shipped cut (the worker dead-letters them).
+    cut_lines: int = 0
 
     @property
     def ok(self) -> bool:
@@ -377,6 +427,7 @@ def ship(
     *,
     lines_per_record: int = DEFAULT_LINES_PER_RECORD,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
     compression: str | None = "auto",
     follow: bool = False,
     progress: bool = True,
@@ -392,14 +443,19 @@ def ship(
 
     Returns the acknowledged counts after a final flush. ``compression`` is
     ``"auto"`` (see :func:`available_compression`), a codec name, or None.
+    ``max_line_bytes`` is the worker's ``input.max_line_bytes``: longer lines are
+    shipped cut (see the module; None ships them whole).
     ``stop`` ends shipping from another thread; in the main thread SIGINT/SIGTERM
     do the same. The topic must exist (:class:`TopicNotFound` otherwise) because
     kafka-python's producer would auto-create it with the broker's defaults.
     Raises :class:`streams.admin.BrokerUnreachable` if the broker does not answer.
     """
     from kafka import KafkaProducer
+    from kafka.errors import KafkaError
 
     started = time.monotonic()
+    if str(source) != "-" and not follow:
+        os.stat(source)  # a missing file: FileNotFoundError now, before any connection
     if topic not in describe_topics(bootstrap, [topic], timeout_s=timeout_s, security=security):
         raise TopicNotFound(topic, bootstrap)
     codec = available_compression() if compression == "auto" else compression
@@ -440,16 +496,20 @@ def ship(
         bootstrap_timeout_ms=int(timeout_s * 1000),
     )
     bar = _make_bar(progress)
-    framer = Framer(lines_per_record, max_record_bytes)
+    framer = Framer(lines_per_record, max_record_bytes, max_line_bytes)
 
     def send(records: list[bytes]) -> None:
         for rec in records:
             n = count_lines(rec)
-            fut = producer.send(topic, value=rec)
-            fut.add_callback(on_ok(n, len(rec)))
-            fut.add_errback(on_err(n))
             sent["records"] += 1
             sent["lines"] += n
+            try:
+                fut = producer.send(topic, value=rec)
+            except KafkaError as exc:  # refused before sending, e.g. over max_request_size
+                on_err(n)(exc)
+                continue
+            fut.add_callback(on_ok(n, len(rec)))
+            fut.add_errback(on_err(n))
 
     try:
         with _stop_on_signals(stop):
@@ -488,12 +548,14 @@ def ship(
             result.failed_records += missing_records
             result.failed_lines += missing_lines
     result.seconds = time.monotonic() - started
+    result.cut_lines = framer.cut_lines
     log.info(
-        "shipper: %d lines in %d records (%d bytes) to %s; %d records failed",
+        "shipper: %d lines in %d records (%d bytes) to %s; %d lines cut; %d records failed",
         result.lines,
         result.records,
         result.bytes,
         topic,
+        result.cut_lines,
         result.failed_records,
     )
     return result

@@ -174,6 +174,67 @@ def test_ship_file_counts_exactly(
         assert sorted(got) == sorted(lines)
 
 
+def test_a_line_over_the_workers_limit_is_shipped_cut_and_counted(
+    topic_factory: TopicFactory, collect: Collect, tmp_path: Path, broker: LocalBroker
+) -> None:
+    """Whole, a 2 MiB line is a record Apache Kafka refuses (message.max.bytes)."""
+    topic = topic_factory("oversize")
+    huge = b"203.0.113.9 - - " + b"x" * (2 << 20)
+    p = tmp_path / "big.log"
+    p.write_bytes(b"a\n" + huge + b"\nb\n")
+    res = ship(p, broker.bootstrap, topic, progress=False)
+    assert (res.lines, res.cut_lines, res.failed_records) == (3, 1, 0)
+    got = collect(topic).wait_for(3)
+    assert got == [b"a", huge[:65537], b"b"]  # one byte over the worker's max_line_bytes
+
+
+def test_ship_command_prints_failures_and_exits_non_zero(
+    topic_factory: TopicFactory, tmp_path: Path, broker: LocalBroker
+) -> None:
+    """A record the producer refuses (here: larger than its max request size, with a
+    worker config that accepts 16 MB lines) used to end in a traceback, and records the
+    broker did not acknowledge still printed a success and exit status 0."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    config = yaml.safe_load((root / "config" / "logfog.yaml").read_text())
+    config["input"]["max_line_bytes"] = 16 << 20
+    config["kafka"]["raw"]["topic"] = topic = topic_factory("refused")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "a.log").write_bytes(b"a\n" + b"x" * (9 << 20) + b"\nb\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "streams", "ship", str(tmp_path / "a.log"), "-c",
+         str(tmp_path / "c.yaml"), "--bootstrap", broker.bootstrap, "--lines-per-record", "1"],
+        capture_output=True, text=True, cwd=root, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert "shipped 2 lines in 2 records to " + topic in done.stderr
+    assert "error: 1 record (1 line) not acknowledged by the broker" in done.stderr
+    assert "Traceback" not in done.stderr and "xxxx" not in done.stderr
+
+
+def test_ship_command_to_a_missing_topic_is_one_line_exit_2(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
+    """TopicNotFound is an AdminError, which the command used to print as a traceback."""
+    import subprocess
+    import sys
+
+    (tmp_path / "a.log").write_bytes(b"a\n")
+    name = f"it.missing.{uuid.uuid4().hex[:8]}"
+    done = subprocess.run(
+        [sys.executable, "-m", "streams", "ship", str(tmp_path / "a.log"), "--topic", name,
+         "--bootstrap", broker.bootstrap],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"logfog: topic '{name}' does not exist" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_follow_survives_rename_and_copytruncate(
     topic_factory: TopicFactory, collect: Collect, tmp_path: Path, broker: LocalBroker
 ) -> None:

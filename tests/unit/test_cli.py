@@ -147,6 +147,31 @@ def test_readme_reference_is_generated_from_the_schema() -> None:
     )
 
 
+def test_ship_of_a_missing_file_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was a FileNotFoundError traceback (and only after connecting to the broker)."""
+    missing = tmp_path / "missing.log"
+    assert main(["ship", str(missing), "--bootstrap", "127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert f"logfog: {missing}: No such file or directory" in err and "Traceback" not in err
+
+
+def test_every_admin_error_is_expected() -> None:
+    from streams.admin import AdminError, BrokerUnreachable
+    from streams.cli import _expected_errors
+    from streams.shipper import TopicNotFound
+
+    expected = _expected_errors()
+    for error in (
+        TopicNotFound("t", "b:1"),
+        AdminError("cannot create topic t: error 37"),
+        BrokerUnreachable("b:1", 1.0),
+        FileNotFoundError(2, "No such file", "x"),
+    ):
+        assert isinstance(error, expected), type(error).__name__
+
+
 @pytest.mark.parametrize(
     ("option", "target", "message"),
     [

@@ -206,3 +206,70 @@ def test_a_future_dated_line_gets_no_pseudonym_and_is_counted() -> None:
     assert [e["visitor"] is None for e in events] == [False, True, False]
     assert events[0]["visitor"] == events[2]["visitor"]
     assert p.stats.as_dict()["pseudonyms_empty"] == 1
+
+
+class KeysDown:
+    """A key ring during a key-topic or broker outage: no epoch key can be agreed
+    (what ``SharedKeyRing.key_for`` raises then), until ``up`` is set."""
+
+    epoch_seconds = 86400
+
+    def on_destroy(self, listener: object) -> None:
+        """Never destroys a key (derived, as in tests): nothing to tell."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self._ring = DerivedKeyRing(b"k" * 32, 86400)
+
+    def key_for(self, epoch: int, now: float | None = None) -> bytes | None:
+        from streams.keyshare import KeyShareUnavailable
+
+        if not self.up:
+            raise KeyShareUnavailable(f"no agreed key for epoch {epoch} (backing off)")
+        return self._ring.key_for(epoch)
+
+
+def test_unavailable_keys_raise_instead_of_dead_lettering_and_a_rerun_counts_once() -> None:
+    """An outage of the key topic is no fault of the lines: dead-lettering them as
+    rules.error (published, committed) lost every event while it lasted."""
+    from streams.keyshare import KeyShareUnavailable
+
+    cfg = config(
+        visitor={"from": ["client.ip", "agent.original"], "action": "pseudonymize"},
+        host={"from": "request.host", "action": "keep"},
+    )
+    cfg["input"] = {"format": "vhost_combined", "max_line_bytes": 300}
+    ring = KeysDown()
+    p = Pipeline.from_config(cfg, keyring=ring)
+    good = f'www.example.com:80 203.0.113.9 - - {T} "GET / HTTP/1.1" 200 5 "-" "-"'
+    leaky = good.replace("www.example.com", "me@example.org")  # counted by the sweep
+    lines = ["junk", leaky, "x" * 400, good]
+    records = [("\n".join(lines).encode(), "logs.raw", 0, 5)]
+    out = p.new_output()
+    with pytest.raises(KeyShareUnavailable):
+        p.process_records(records, out)
+    assert p.stats.lines == 0 and not p.stats.rejected and not p.stats.leaks
+    ring.up = True
+    out = p.new_output()
+    assert p.process_records(records, out) == 4
+    assert [(r.reason, r.line) for r in out.rejections] == [("parse.no_match", 1),
+                                                            ("parse.too_long", 3)]  # fmt: skip
+    assert len(out.events("ops")) == 2
+    assert p.stats.lines == 4 and dict(p.stats.rejected) == {"parse.no_match": 1,
+                                                             "parse.too_long": 1}  # fmt: skip
+    assert dict(p.stats.leaks) == {"email": 1}
+
+
+def test_other_key_ring_failures_are_still_rules_errors() -> None:
+    class Broken:
+        epoch_seconds = 86400
+
+        def on_destroy(self, listener: object) -> None:
+            """Never destroys a key (derived, as in tests): nothing to tell."""
+
+        def key_for(self, epoch: int, now: float | None = None) -> bytes | None:
+            raise RuntimeError("a bug, not an outage")
+
+    cfg = config(visitor={"from": ["client.ip", "agent.original"], "action": "pseudonymize"})
+    out = Pipeline.from_config(cfg, keyring=Broken()).test([GOOD])
+    assert [(r.stage, r.reason) for r in out.rejections] == [("rules", "rules.error")]

@@ -2,7 +2,8 @@
 
 Why these matter: the pipeline counts lines exactly, so framing must be lossless
 (join/split round trip), keep empty lines and invalid UTF-8 untouched, and respect
-the size limits (an oversized line goes alone, never merged and never cut).
+the size limits (an oversized line goes alone, never merged; cut only to the worker's
+max_line_bytes + 1, so that the worker still dead-letters it as too long).
 """
 
 from __future__ import annotations
@@ -79,6 +80,28 @@ def test_framing_round_trip_and_limits(lines: list[bytes], per: int, max_bytes: 
         assert len(r) <= max_bytes or n == 1
 
 
+def test_lines_over_max_line_bytes_are_cut_to_one_byte_more_and_counted() -> None:
+    """Shipped whole, a line over ~1 MiB made a record Kafka refuses: lost, no dead
+    letter. Cut to max_line_bytes + 1, the worker dead-letters it as parse.too_long."""
+    f = Framer(10, 1 << 20, max_line_bytes=5)
+    assert f.add(b"abc") == [] and f.add(b"x" * (2 << 20)) == [] and f.add(b"abcdef") == []
+    assert f.add(b"12345") == []
+    assert f.flush() == [b"abc\nxxxxxx\nabcdef\n12345"] and f.cut_lines == 2
+
+
+@given(lines=lines_st, per=st.integers(1, 10), max_line=st.integers(0, 30))
+def test_cutting_keeps_every_line_and_only_shortens_long_ones(
+    lines: list[bytes], per: int, max_line: int
+) -> None:
+    framer = Framer(per, 120, max_line_bytes=max_line)
+    recs = [r for line in lines for r in framer.add(line)] + framer.flush()
+    back = [line for r in recs for line in r.split(b"\n")]
+    assert len(back) == len(lines)
+    for sent, line in zip(back, lines, strict=True):
+        assert sent == (line if len(line) <= max_line else line[: max_line + 1])
+    assert framer.cut_lines == sum(len(line) > max_line for line in lines)
+
+
 @pytest.mark.parametrize(
     ("raw", "want"),
     [
@@ -122,3 +145,34 @@ def test_follow_file_without_follow_reads_all(tmp_path: Path) -> None:
         for line in batch
     ]
     assert got == [b"one", b"", b"two", b"\xffthree"]
+
+
+def test_follow_waits_for_a_missing_file_and_reads_it_from_its_start(tmp_path: Path) -> None:
+    """The docstring promised this; the first open() raised FileNotFoundError."""
+    p = tmp_path / "later.log"
+    stop = threading.Event()
+    got: list[bytes] = []
+    idle = 0
+    for batch in follow_file(p, follow=True, stop=stop, from_end=True, poll_interval_s=0.01):
+        if batch is None:
+            idle += 1
+            if idle == 5:
+                p.write_bytes(b"first\nsecond\n")
+            if len(got) == 2 or idle > 500:
+                stop.set()
+            continue
+        got.extend(batch)
+    assert got == [b"first", b"second"]  # from its start, although from_end was asked
+
+
+def test_follow_ends_while_waiting_for_a_missing_file(tmp_path: Path) -> None:
+    stop = threading.Event()
+    batches = follow_file(tmp_path / "never.log", follow=True, stop=stop, poll_interval_s=0.01)
+    assert next(batches) is None
+    stop.set()
+    assert list(batches) == []
+
+
+def test_without_follow_a_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        next(follow_file(tmp_path / "none.log", follow=False, stop=threading.Event()))

@@ -1,0 +1,233 @@
+"""The worker's per-chunk work (streams.app.work_chunk) without a broker: a real
+pipeline, the real publisher, a recording producer that fails on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+
+from streams.app import WorkerState, work_chunk
+from streams.keys import DerivedKeyRing
+from streams.keyshare import KeyShareUnavailable
+from streams.metrics import Metrics
+from streams.pipeline import Pipeline
+from streams.publish import Publisher
+from tests.conftest import TEST_KEY
+from tests.support.producer import RecordingProducer
+
+RAW, DEAD = "logs.raw", "logs.dead"
+UA = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
+
+
+def line(n: int) -> bytes:
+    """A combined-log line whose response size (ops ``bytes``) is ``n``: traceable."""
+    stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
+    return f'198.51.100.{n % 250 + 1} - - [{stamp}] "GET /p HTTP/1.1" 200 {n} "-" "{UA}"'.encode()
+
+
+def record(offset: int, *ids: int, junk: bool = False) -> tuple[bytes, str, int, int]:
+    lines = [line(n) for n in ids] + ([b"junk"] if junk else [])
+    return b"\n".join(lines), RAW, 0, offset
+
+
+class Worker:
+    """What the anonymize agent holds, minus Faust."""
+
+    def __init__(self, pipeline: Pipeline, producer: RecordingProducer) -> None:
+        self.pipeline = pipeline
+        self.producer = producer
+        counts = {d.topic: 2 for d in pipeline.destinations} | {DEAD: 1}
+        self.publisher = Publisher(producer, pipeline.destinations, DEAD, counts)
+        self.state = WorkerState()
+        self.metrics = Metrics(pipeline)
+        self.out = pipeline.new_output()
+
+    def run(self, records: list[Any], timeout: float = 10.0) -> None:
+        chunk = work_chunk(self.pipeline, self.publisher, records, self.out, self.state,
+                           self.metrics)  # fmt: skip
+        asyncio.run(asyncio.wait_for(chunk, timeout))
+
+    def ops_ids(self) -> list[int]:
+        return sorted(orjson.loads(e)["bytes"] for e in self.producer.lines(self.topic("ops")))
+
+    def dead(self) -> list[tuple[str, int, int]]:
+        letters = [orjson.loads(v) for v in self.producer.lines(DEAD)]
+        return sorted((d["reason"], d["offset"], d["line"]) for d in letters)
+
+    def topic(self, name: str) -> str:
+        return next(d.topic for d in self.pipeline.destinations if d.name == name)
+
+
+def test_a_chunk_is_published_and_counted(make_pipeline: Callable[..., Pipeline]) -> None:
+    w = Worker(make_pipeline(), RecordingProducer())
+    w.run([record(0, 1, 2), record(1, 3, junk=True)])
+    assert w.ops_ids() == [1, 2, 3]
+    assert w.dead() == [("parse.no_match", 1, 2)]
+    assert w.pipeline.stats.events["ops"] == 3 and w.pipeline.stats.lines == 4
+
+
+def test_broker_errors_are_retried_until_the_broker_takes_the_chunk(
+    make_pipeline: Callable[..., Pipeline],
+) -> None:
+    down = {"n": 2}
+
+    def flaky(topic: str, partition: int, records: Any) -> BaseException | None:
+        if down["n"]:
+            down["n"] -= 1
+            return KafkaTimeoutError()
+        return None
+
+    w = Worker(make_pipeline(), RecordingProducer(fail=flaky))
+    w.run([record(0, 1, 2)])
+    assert w.ops_ids() == [1, 2]
+    assert w.state.publish_failures == 2 and w.metrics.value("logfog_publish_failures_total") == 2
+
+
+@pytest.mark.parametrize("error", [MessageSizeTooLargeError(), TypeError("a bug of ours")])
+def test_an_error_retrying_cannot_fix_costs_only_the_poison_records_lines(
+    make_pipeline: Callable[..., Pipeline], error: BaseException, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Used to be retried forever: the worker stalled on the chunk. Now the chunk is
+    published record by record and the poison record's lines are dead-lettered."""
+
+    def poison(topic: str, partition: int, records: Any) -> BaseException | None:
+        if any(b'"bytes":666,' in value for _, value in records):
+            return error
+        return None
+
+    w = Worker(make_pipeline(), RecordingProducer(fail=poison))
+    w.run([record(10, 1, 2), record(11, 3, 666, junk=True), record(12, 4)])
+    # Events published before the failure are published again (at-least-once): each
+    # good line at least once, the poison record's lines as dead letters only.
+    assert set(w.ops_ids()) == {1, 2, 4} and 666 not in w.ops_ids()
+    assert w.dead() == [("parse.no_match", 11, 3), ("publish.error", 11, 1),
+                        ("publish.error", 11, 2)]  # fmt: skip
+    stats = w.pipeline.stats
+    assert stats.lines == 6 and stats.events["ops"] == 3
+    assert dict(stats.rejected) == {"parse.no_match": 1, "publish.error": 2}
+    assert type(error).__name__ in caplog.text and "198.51.100" not in caplog.text
+
+
+class KeysDown:
+    """A shared key ring during a key-topic outage: ``KeyShareUnavailable`` until
+    ``up`` is set."""
+
+    epoch_seconds = 86400
+
+    def on_destroy(self, listener: object) -> None:
+        """Never destroys a key (derived, as in tests): nothing to tell."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self._ring = DerivedKeyRing(TEST_KEY, self.epoch_seconds)
+
+    def key_for(self, epoch: int, now: float | None = None) -> bytes | None:
+        if not self.up:
+            raise KeyShareUnavailable(f"no agreed key for epoch {epoch} (backing off)")
+        return self._ring.key_for(epoch)
+
+
+def test_unavailable_keys_hold_the_chunk_until_keys_are_back(
+    make_pipeline: Callable[..., Pipeline], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Used to dead-letter every line as rules.error, publish and commit: an outage of
+    the key topic lost every ops and product event while it lasted."""
+    ring = KeysDown()
+    w = Worker(make_pipeline(keyring=ring), RecordingProducer())
+
+    async def scenario() -> None:
+        chunk = asyncio.create_task(work_chunk(
+            w.pipeline, w.publisher, [record(0, 1, 2)], w.out, w.state, w.metrics
+        ))  # fmt: skip
+        await asyncio.sleep(0.5)
+        assert not chunk.done() and not w.producer.sent  # held: nothing published
+        ring.up = True
+        await asyncio.wait_for(chunk, 5)
+
+    with caplog.at_level(logging.WARNING, logger="logfog.worker"):
+        asyncio.run(scenario())
+    assert w.ops_ids() == [1, 2] and not w.dead()
+    assert len(w.producer.lines(w.topic("product"))) == 2
+    held = [r for r in caplog.records if "epoch keys unavailable" in r.getMessage()]
+    assert 2 <= len(held) <= 3  # once per backoff step (0.2 s, 0.4 s, ...)
+    assert "KeyShareUnavailable" in held[0].getMessage()
+    assert w.pipeline.stats.lines == 2 and not w.pipeline.stats.rejected
+
+
+def test_a_stop_waits_for_the_work_in_flight_and_refuses_new_work() -> None:
+    from streams.app import InFlight
+
+    async def scenario() -> list[str]:
+        gate, seen = InFlight(), []
+        assert gate.begin()
+
+        async def finish() -> None:
+            await asyncio.sleep(0.2)
+            seen.append("chunk done")
+            gate.end()
+
+        worker = asyncio.create_task(finish())
+        await gate.stop()
+        seen.append("stopped")
+        await worker
+        assert gate.stopping and not gate.begin()
+        await asyncio.wait_for(gate.stop(), 1)  # idle: returns at once
+        return seen
+
+    assert asyncio.run(scenario()) == ["chunk done", "stopped"]
+
+
+def aggregation(make_pipeline: Callable[..., Pipeline]) -> Any:
+    from streams.aggregate.runtime import AggregationRuntime, specs_from_config
+
+    pipeline = make_pipeline()
+    runtime = AggregationRuntime(
+        specs_from_config(pipeline.config["aggregates"]), partitions=1, snapshot_interval=10.0,
+        layout=pipeline.aggregate_layout,
+    )  # fmt: skip
+    runtime.aggregator(0, lambda key: None)
+    return pipeline, runtime
+
+
+def message(topic: str, offset: int, value: bytes | None) -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(topic=topic, partition=0, offset=offset, value=value)
+
+
+def test_unreadable_aggregation_records_are_skipped_logged_and_counted(
+    make_pipeline: Callable[..., Pipeline], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Valid JSON of the wrong shape crashed the merge agent; Faust restarted it and it
+    read the same record again, forever. Now: skipped, by coordinates, counted."""
+    from streams.app import add_input_record, merge_record
+
+    pipeline, runtime = aggregation(make_pipeline)
+    metrics = Metrics(pipeline)
+    rows = b"\n".join(pipeline.test([line(1), line(2)]).values("_aggregate"))
+    add_input_record(runtime, message("agg.input", 7, b'{"not": json'), metrics)
+    add_input_record(runtime, message("agg.input", 8, rows), metrics)
+    assert runtime.events == 2  # the good record after the bad one is applied
+    for offset, value in enumerate([b'{"a":1}', b"[1,2]", b"null", b"\x00", None]):
+        assert merge_record(runtime, message("agg.partials", offset, value), metrics) == []
+    skipped = metrics.value("logfog_records_skipped_total", {"topic": "agg.partials"})
+    assert skipped == 5
+    assert metrics.value("logfog_records_skipped_total", {"topic": "agg.input"}) == 1
+    assert "agg.input/0@7: unreadable record skipped (JSONDecodeError)" in caplog.text
+    assert "agg.partials/0@0: unreadable record skipped (KeyError)" in caplog.text
+    assert '{"not"' not in caplog.text and '{"a"' not in caplog.text  # no payload
+    # and a real partial still merges
+    runtime.advance(int(time.time()) + 3 * 86400)
+    closed = runtime.close_ready()
+    assert closed
+    merged = [r for p, partial in closed for r in merge_record(
+        runtime, message("agg.partials", 9, partial.to_bytes()), metrics)]  # fmt: skip
+    assert merged
+    assert metrics.value("logfog_records_skipped_total", {"topic": "agg.partials"}) == 5

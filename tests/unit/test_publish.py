@@ -1,0 +1,172 @@
+"""Publishing an Output: where every event goes (partitions, framing), no broker.
+
+The producer is a recording stand-in for aiokafka's (``tests/support/producer.py``):
+aiokafka's real ``BatchBuilder``, so the records read back are the bytes a broker gets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import orjson
+
+from streams.config import AGGREGATE_INPUT
+from streams.keys import DerivedKeyRing
+from streams.pipeline import Output, Pipeline
+from streams.publish import Publisher, key_partition
+from streams.rules import CompiledDestination
+from tests.conftest import TEST_KEY
+from tests.support.producer import RecordingProducer
+
+DEAD = "logs.dead"
+UA = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
+
+
+class StaleEpochsGone:
+    """Keys for recent epochs only, as the shared ring in a worker: a line from a
+    destroyed (or not yet creatable) epoch gets no pseudonym, hence no Kafka key."""
+
+    epoch_seconds = 86400
+
+    def on_destroy(self, listener: object) -> None:
+        """Never destroys a key (derived, as in tests): nothing to tell."""
+
+    def __init__(self) -> None:
+        self._ring = DerivedKeyRing(TEST_KEY, self.epoch_seconds)
+        self._oldest = int(time.time()) // self.epoch_seconds - 1
+
+    def key_for(self, epoch: int, now: float | None = None) -> bytes | None:
+        return self._ring.key_for(epoch) if epoch >= self._oldest else None
+
+
+def line(client: int, when: float) -> bytes:
+    stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(when))
+    return (
+        f'198.51.100.{client} - - [{stamp}] "GET /p/{client} HTTP/1.1" 200 {client} "-" "{UA}"'
+    ).encode()
+
+
+def publish(publisher: Publisher, out: Output) -> int:
+    return asyncio.run(publisher.publish(out))
+
+
+def publisher_for(
+    pipeline: Pipeline, producer: RecordingProducer, partitions: int = 4
+) -> Publisher:
+    counts = {d.topic: partitions for d in pipeline.destinations} | {DEAD: 1}
+    return Publisher(producer, pipeline.destinations, DEAD, counts)
+
+
+def visitors_by_partition(
+    producer: RecordingProducer, topic: str, ndjson: bool
+) -> dict[str | None, set[int]]:
+    """visitor -> the partitions its events went to (None: events without one)."""
+    where: dict[str | None, set[int]] = defaultdict(set)
+    for partition, _, value in producer.records(topic):
+        for event in value.split(b"\n") if ndjson else [value]:
+            decoded = orjson.loads(event)
+            visitor = decoded[1] if isinstance(decoded, list) else decoded["visitor"]
+            where[visitor].add(partition)
+    return where
+
+
+def topic_of(pipeline: Pipeline, name: str) -> str:
+    return next(d.topic for d in pipeline.destinations if d.name == name)
+
+
+def test_a_keyless_event_after_keyed_ones_is_published(
+    make_pipeline: Callable[..., Pipeline],
+) -> None:
+    """The default config (aggregates on): product and the aggregation input are keyed
+    by visitor; a stale line's visitor is None. It used to raise TypeError from
+    key_partition(None), and the worker retried that batch forever."""
+    pipeline = make_pipeline(keyring=StaleEpochsGone())
+    now = time.time()
+    out = pipeline.test([line(1, now), line(2, now - 30 * 86400), line(3, now)])
+    assert [e["visitor"] is None for e in out.events("product")] == [False, True, False]
+    producer = RecordingProducer()
+    publish(publisher_for(pipeline, producer), out)
+    for name in ("ops", "product"):
+        sent = [v for _, _, v in producer.records(topic_of(pipeline, name))]
+        assert sorted(sent) == sorted(out.values(name))
+    rows = [r for _, _, v in producer.records(topic_of(pipeline, AGGREGATE_INPUT))
+            for r in v.split(b"\n")]  # fmt: skip
+    assert sorted(rows) == sorted(out.values(AGGREGATE_INPUT))
+
+
+def test_every_keyed_event_goes_to_its_keys_partition_even_after_a_keyless_first(
+    make_pipeline: Callable[..., Pipeline],
+) -> None:
+    """A chunk starting with a keyless event used to send all its keyed events to one
+    sticky partition: a visitor split over two partitions of the aggregation input is
+    counted twice by the merger (the k-gate could pass with fewer than k people)."""
+    pipeline = make_pipeline(keyring=StaleEpochsGone())
+    publisher = publisher_for(pipeline, producer := RecordingProducer())
+    now = time.time()
+    stale = now - 30 * 86400
+    for batch in range(4):  # each batch starts with a keyless event
+        clients = [(c * 7 + batch) % 40 + 1 for c in range(30)]
+        out = pipeline.test([line(99, stale)] + [line(c, now) for c in clients])
+        publish(publisher, out)
+    for name, ndjson in (("product", False), (AGGREGATE_INPUT, True)):
+        topic = topic_of(pipeline, name)
+        where = visitors_by_partition(producer, topic, ndjson)
+        keyed = {v: ps for v, ps in where.items() if v is not None}
+        assert len(keyed) == 40
+        for visitor, partitions in keyed.items():
+            assert partitions == {key_partition(visitor.encode(), 4)}, (name, visitor)
+        assert len({p for ps in keyed.values() for p in ps}) > 1  # not one sticky partition
+        for partition, key, _ in producer.records(topic):
+            if not ndjson:  # record framing keeps the event's key (None stays None)
+                assert key is None or key_partition(key, 4) == partition
+
+
+def test_keyless_events_of_one_batch_share_a_partition_and_batches_rotate() -> None:
+    dest = CompiledDestination("ops", 0, "o", "record", "operations", None, 300, ("x",))
+    keyed = CompiledDestination("k", 1, "k", "ndjson", "operations", "x", 300, ("x",))
+    producer = RecordingProducer()
+    publisher = Publisher(producer, [dest, keyed], DEAD, {"o": 3, "k": 3, DEAD: 1})
+    out = Output(("ops", "k"))
+    for _ in range(3):
+        out.clear()
+        out.per_destination[0].extend((None, b'{"x":%d}' % i, 0) for i in range(5))
+        out.per_destination[1].extend((None, b'{"x":%d}' % i, 0) for i in range(5))
+        publish(publisher, out)
+    ops = producer.records("o")
+    assert [p for p, _, _ in ops] == [0] * 5 + [1] * 5 + [2] * 5
+    assert [(p, v.count(b"\n") + 1) for p, _, v in producer.records("k")] == [
+        (0, 5),
+        (1, 5),
+        (2, 5),
+    ]
+
+
+def test_a_full_builder_is_submitted_and_a_new_one_started() -> None:
+    dest = CompiledDestination("p", 0, "p", "record", "analytics", "v", 3600, ("v",))
+    producer = RecordingProducer(batch_size=200)  # a handful of records per builder
+    publisher = Publisher(producer, [dest], DEAD, {"p": 2, DEAD: 1})
+    out = Output(("p",))
+    keys = [b"%016x" % (i * 0x1111) for i in range(40)]
+    out.per_destination[0].extend((k, b'{"v":"%s"}' % k, 0) for k in keys)
+    out.per_destination[0].append((None, b'{"v":null}', 0))
+    assert publish(publisher, out) == 41
+    records = producer.records("p")
+    assert len([s for s in producer.sent if s[0] == "p"]) > 2
+    assert sorted(v for _, _, v in records) == sorted(e[1] for e in out.per_destination[0])
+    for partition, key, _ in records:
+        assert key is None or partition == key_partition(key, 2)
+
+
+def test_dead_letters_carry_coordinates_only(make_pipeline: Callable[..., Pipeline]) -> None:
+    pipeline = make_pipeline()
+    producer = RecordingProducer()
+    out = pipeline.new_output()
+    pipeline.process_records([(b"junk\n" + line(1, time.time()), "logs.raw", 2, 41)], out)
+    publish(publisher_for(pipeline, producer), out)
+    assert [orjson.loads(v) for _, _, v in producer.records(DEAD)] == [
+        {"stage": "parse", "reason": "parse.no_match", "topic": "logs.raw", "partition": 2,
+         "offset": 41, "line": 1}
+    ]  # fmt: skip
