@@ -14,6 +14,10 @@ a log-bucket histogram of ``duration_ms``. Why each rule:
   >= ``s+W``. An event whose window end is already <= the watermark (judged when the
   event is added, so the outcome does not depend on when ``close_ready`` is called) is
   counted ``late`` and dropped: a closed window is never reopened or double-counted.
+- **Future events**: an event dated more than ``FUTURE_SKEW_SECONDS`` after the wall
+  clock (read once per record) is counted ``future`` and dropped. It does not move the
+  watermark: one line from a broken clock (or a forged date) would otherwise close
+  every open window and make the partition's next events late.
 - **Contribution cap**: a visitor's events beyond ``max_events_per_visitor`` per window
   are counted ``capped`` and ignored, so one heavy visitor cannot dominate a cell.
 - **Cardinality bound**: at most ``max_cells`` distinct values per dimension per window;
@@ -54,6 +58,7 @@ True
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +75,9 @@ from streams.gctune import collector_paused
 #: ``"DE\x1fBavaria\x1fMunich"``. A control character, so no real name contains it.
 SEP = "\x1f"
 SNAPSHOT_VERSION = 1
+#: How far past the wall clock an event may be dated and still count (servers' clock
+#: skew); later events are counted ``future`` and dropped.
+FUTURE_SKEW_SECONDS = 300
 
 #: ``((value, ...), visitors)`` pairs: how many visitors touched exactly these rare values.
 Tail = tuple[tuple[tuple[str, ...], int], ...]
@@ -478,6 +486,7 @@ class PartialAggregator:
         partition: int,
         partitions: int,
         layout: Sequence[str] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         keys = [s.key for s in specs]
         if len(set(keys)) != len(keys):
@@ -500,8 +509,11 @@ class PartialAggregator:
         self._readers = _row_readers(self.layout, self._groups)
         self._applied = -1
         self._max_time: int | None = None
+        self._clock = clock
         #: Events without an int ``time`` or a string ``visitor`` (skipped, counted).
         self.invalid = 0
+        #: Events dated over FUTURE_SKEW_SECONDS past the wall clock (skipped, counted).
+        self.future = 0
 
     @property
     def applied_offset(self) -> int:
@@ -523,7 +535,8 @@ class PartialAggregator:
 
         An event is a row: a list of values in :attr:`layout` order (what the worker's
         internal stream carries, as JSON arrays). Per event and output: one dict and
-        one set update; nothing is logged. Malformed rows are counted in ``invalid``.
+        one set update; nothing is logged. Malformed rows are counted in ``invalid``,
+        rows dated too far ahead of the wall clock in ``future``.
         """
         if offset <= self._applied:
             return False
@@ -531,6 +544,7 @@ class PartialAggregator:
         width, base, groups = self._readers
         want_hist = self._want_hist
         bucket = histogram.bucket
+        horizon = int(self._clock()) + FUTURE_SKEW_SECONDS
         for row in rows:
             if row.__class__ is not list or len(row) != width:
                 self.invalid += 1
@@ -538,6 +552,9 @@ class PartialAggregator:
             t, visitor, nbytes, bot, duration = base(row)
             if t.__class__ is not int or visitor.__class__ is not str or not visitor:
                 self.invalid += 1
+                continue
+            if t > horizon:
+                self.future += 1
                 continue
             max_time = self._max_time
             if max_time is None or t > max_time:
@@ -611,6 +628,7 @@ class PartialAggregator:
                 "applied_offset": self._applied,
                 "max_time": self._max_time,
                 "invalid": self.invalid,
+                "future": self.future,
                 "outputs": outputs,
             },
             option=orjson.OPT_NON_STR_KEYS,  # histograms as they are: {bucket: count}
@@ -618,17 +636,23 @@ class PartialAggregator:
 
     @classmethod
     @collector_paused()
-    def restore(cls, data: bytes, layout: Sequence[str] | None = None) -> PartialAggregator:
+    def restore(
+        cls,
+        data: bytes,
+        layout: Sequence[str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> PartialAggregator:
         """A new instance in exactly the state :meth:`snapshot` captured (the row
         layout is the reader's, not state: pass the current one)."""
         state = orjson.loads(data)
         if state.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported snapshot version {state.get('version')!r}")
         specs = [AggregateSpec.from_dict(s) for s in state["specs"]]
-        agg = cls(specs, state["partition"], state["partitions"], layout)
+        agg = cls(specs, state["partition"], state["partitions"], layout, clock)
         agg._applied = state["applied_offset"]
         agg._max_time = state["max_time"]
         agg.invalid = state["invalid"]
+        agg.future = state.get("future", 0)  # absent from older snapshots
         for o, saved in zip(agg._outputs, state["outputs"], strict=True):
             o.closed_through = saved["closed_through"]
             o.late = saved["late"]

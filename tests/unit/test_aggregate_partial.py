@@ -16,6 +16,7 @@ from streams.aggregate import (
     PartialAggregator,
     WindowMerger,
 )
+from streams.aggregate.partial import FUTURE_SKEW_SECONDS
 from tests.properties.test_reidentification import (
     SPECS,
     T0,
@@ -49,6 +50,27 @@ def test_shuffled_within_lateness_equals_sorted() -> None:
     b, _, mb = run(SPECS, shuffled, batch=3)
     assert canonical(a) == canonical(b)
     assert ma.stats["late"] == mb.stats["late"] == 0
+
+
+def test_a_row_dated_far_ahead_is_future_and_leaves_the_watermark_alone() -> None:
+    # A line dated a day ahead (a broken server clock) must not close the open windows:
+    # before, it moved the watermark and the partition's next 50 events were late.
+    clock = [float(T0 + 120)]
+    agg = PartialAggregator([SPEC], 0, 1, clock=lambda: clock[0])
+    agg.add([ev(T0, "a")], offset=0)
+    agg.add([ev(T0 + 86_000, "x")], offset=1)
+    for i in range(50):
+        agg.add([ev(T0 + 60, f"n{i}")], offset=2 + i)
+    assert agg.future == 1 and agg.watermark_time == T0 + 60
+    agg.advance_to(T0 + 5000)
+    partials = agg.close_ready()
+    assert sum(p.requests for p in partials) == 51 and sum(p.late for p in partials) == 0
+    # Within the skew an event still counts (and moves the watermark).
+    clock[0] = T0 + 6000
+    agg.add([ev(T0 + 6000 + FUTURE_SKEW_SECONDS, "y")], offset=60)
+    assert agg.future == 1 and agg.watermark_time == T0 + 6000 + FUTURE_SKEW_SECONDS
+    restored = PartialAggregator.restore(agg.snapshot())
+    assert restored.future == 1
 
 
 def test_events_older_than_lateness_are_late_and_excluded() -> None:
