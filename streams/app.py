@@ -437,7 +437,7 @@ def _add_aggregation(
                 except orjson.JSONDecodeError:
                     log.error("aggregate input record not JSON (offset %d): skipped",
                               message.offset)  # fmt: skip
-                    continue
+                    batch = []  # still applied: the partition must count as caught up
                 runtime.add_rows(message.partition, message.offset, batch)
             for event in events:
                 pending.setdefault(event.message.partition, []).append(event)
@@ -454,13 +454,16 @@ def _add_aggregation(
     @app.timer(2.0)
     async def advance_idle_partitions() -> None:
         try:
-            assigned = {tp.partition for tp in app.consumer.assignment()
-                        if tp.topic == input_name}  # fmt: skip
-            await ensure_aggregators(assigned)
-        except Exception as error:  # checkpoints unreadable now: try again next tick
-            log.warning("aggregation: could not load checkpoints (%s)", type(error).__name__)
+            assigned = [tp for tp in app.consumer.assignment() if tp.topic == input_name]
+            await ensure_aggregators({tp.partition for tp in assigned})
+            # Fresh end offsets, not the fetcher's cached ones (unknown before a fetch):
+            # a partition with records still to apply must not close windows by clock.
+            ends = await app.consumer.highwaters(*assigned) if assigned else {}
+        except Exception as error:  # broker or checkpoints unreachable now: next tick
+            log.warning("aggregation: could not load checkpoints or end offsets (%s)",
+                        type(error).__name__)  # fmt: skip
             return
-        runtime.advance(int(time.time()))
+        runtime.advance(int(time.time()), {tp.partition: end for tp, end in ends.items()})
         await publish_partials()
         await write_due()
 

@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from streams.admin import ensure_topics
+from streams.aggregate.partial import FUTURE_SKEW_SECONDS
 from streams.broker import LocalBroker
 from streams.config import normalize
 from streams.shipper import ship
@@ -27,6 +28,7 @@ from tests.integration.workers import OutputCounter, WorkerProcess, worker_confi
 pytestmark = pytest.mark.integration
 
 K = 3
+OPEN_FOR = 240  # seconds the window stays open by the wall clock after the test starts
 UAS = ["Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0", "curl/8.5.0",
        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/124.0.0.0 Safari/537.36"]  # fmt: skip
 ROUTES = ["/", "/cart", "/products/17", "/checkout"]
@@ -81,10 +83,21 @@ def run_case(
     the aggregator: ``aggregates.run_in: aggregator``, a ``logfog aggregator`` process).
     ``switch``: mid-window, the worker (which aggregates) is stopped and the cluster
     moves to ``run_in: aggregator``: a new worker and an aggregator take over."""
+    # The window: the 5 minutes before the current ones (never in yesterday: that
+    # epoch's key is gone, by design, so its events would carry no pseudonym).
+    now = int(time.time())
+    if now % 86400 < 300:
+        time.sleep(300 - now % 86400 + 1)
+        now = int(time.time())
+    window = now - now % 300 - 300
+    # The lateness is what keeps it open by the wall clock until START + OPEN_FOR (the
+    # worker advances idle, caught-up partitions to the clock); the flush events,
+    # dated within the tolerated clock skew, close it as soon as all lines are in.
+    lateness = now + OPEN_FOR - (window + 300)
     config = worker_config(broker.bootstrap, geo_dbs, partitions=2)
     tag = config["kafka"]["group"]
     config["aggregates"].update({
-        "enabled": True, "k": K, "allowed_lateness": "1h", "snapshot_interval": "1s",
+        "enabled": True, "k": K, "allowed_lateness": f"{lateness}s", "snapshot_interval": "1s",
         "output": {"topic": f"it.agg.{tag}", "partitions": 1, "retention": "1d"},
         "input": {"topic": f"it.agg-in.{tag}", "partitions": 2, "retention": "1d"},
         "partials": {"topic": f"it.agg-partials.{tag}", "partitions": 1, "retention": "1d"},
@@ -94,17 +107,8 @@ def run_case(
         config["aggregates"]["run_in"] = "aggregator"
     path = write_config(config, tmp_path / "logfog.yaml")
     ensure_topics(broker.bootstrap, topic_specs(normalize(config, [], [])))
-    now = int(time.time())
-    # A 5-minute window half an hour ago, but never in yesterday: that epoch's key is
-    # gone (by design), so its events would carry no visitor pseudonym.
-    earliest = max(now - 1800, now - now % 86400)
-    window = earliest - earliest % 300
     rows = population(600, window, seed=3)
     lines = as_lines(rows)
-    # Far-future flush events (distinct visitors, so every input partition sees one)
-    # move the watermark past the window: it closes without waiting an hour.
-    flush = [f'192.0.2.{i + 1} - - [{clf(now + 7200)}] "GET / HTTP/1.1" 200 1 "-" "x"'.encode()
-             for i in range(40)]  # fmt: skip
     raw = config["kafka"]["raw"]["topic"]
     out_topic = config["aggregates"]["output"]["topic"]
     first = WorkerProcess(path, tmp_path, "a1").start()
@@ -156,6 +160,13 @@ def run_case(
         time.sleep(1.0)  # the internal stream is consumed by the aggregate agent too
         # Only now the flush: shipped earlier, its far-future time could overtake lines
         # still in flight on other partitions and make them (correctly) late.
+        # Flush events (distinct visitors, so every input partition sees one), dated
+        # ahead of the clock but within FUTURE_SKEW_SECONDS, move the watermark past
+        # the window's end + lateness (START + OPEN_FOR).
+        flushed_at = int(time.time()) + FUTURE_SKEW_SECONDS - 10
+        assert flushed_at >= now + OPEN_FOR
+        flush = [f'192.0.2.{i + 1} - - [{clf(flushed_at)}] "GET / HTTP/1.1" 200 1 "-" "x"'
+                 .encode() for i in range(40)]  # fmt: skip
         (tmp_path / "flush.log").write_bytes(b"\n".join(flush))
         ship(str(tmp_path / "flush.log"), broker.bootstrap, raw, lines_per_record=1, progress=False)
 
