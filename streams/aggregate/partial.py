@@ -29,6 +29,15 @@ a log-bucket histogram of ``duration_ms``. Why each rule:
   records at or below the highest applied offset, and :meth:`snapshot` stores that
   offset with the open windows. Restore from a snapshot, replay the partition from
   any earlier offset, and the output is identical (nothing lost, nothing doubled).
+- **Exactly-once across the anonymizer's replays**: the anonymizer is at-least-once;
+  a crash (or a raw-topic rebalance) after it published rows but before it committed
+  re-publishes them at *new* offsets. So the worker's rows end with their raw line's
+  coordinates (``streams.rules.SOURCE_FIELDS``: raw partition, offset, line), and per
+  raw partition the highest (offset, line) applied is kept (and snapshotted); a row
+  at or below it is counted ``duplicates`` and skipped. Sound because rows of one raw
+  partition reach a given input partition in raw order: one worker at a time owns a
+  raw partition, publishes in order and waits for the broker before its next batch,
+  and a replay repeats the same lines with the same coordinates.
 
 What leaves the instance (:class:`Partial`) holds counts only, never a pseudonym: per
 cell the distinct-visitor *count*, and per dimension a *tail*: for the cells with fewer
@@ -70,6 +79,7 @@ import orjson
 from streams.aggregate import histogram
 from streams.aggregate.spec import OTHER, PERCENTILES, PLACE, PLACE_FIELDS, UNKNOWN, AggregateSpec
 from streams.gctune import collector_paused
+from streams.rules import SOURCE_FIELDS
 
 #: Separator of the levels of a ``place`` cell key: ``"DE"``, ``"DE\x1fBavaria"``,
 #: ``"DE\x1fBavaria\x1fMunich"``. A control character, so no real name contains it.
@@ -507,6 +517,12 @@ class PartialAggregator:
         #: Field names of the rows :meth:`add_rows` takes, in order.
         self.layout = tuple(layout) if layout is not None else tuple(needed)
         self._readers = _row_readers(self.layout, self._groups)
+        # Rows carrying their raw line's coordinates (the worker's): deduplicated.
+        self._source: Callable[[Sequence[Any]], tuple[Any, Any, Any]] | None = None
+        if all(name in self.layout for name in SOURCE_FIELDS):
+            self._source = itemgetter(*(self.layout.index(name) for name in SOURCE_FIELDS))
+        #: Per raw partition, the highest (offset, line) applied (see add_rows).
+        self.sources: dict[int, tuple[int, int]] = {}
         self._applied = -1
         self._max_time: int | None = None
         self._clock = clock
@@ -514,6 +530,8 @@ class PartialAggregator:
         self.invalid = 0
         #: Events dated over FUTURE_SKEW_SECONDS past the wall clock (skipped, counted).
         self.future = 0
+        #: Rows re-published by the anonymizer, already applied (skipped, counted).
+        self.duplicates = 0
 
     @property
     def applied_offset(self) -> int:
@@ -545,10 +563,24 @@ class PartialAggregator:
         want_hist = self._want_hist
         bucket = histogram.bucket
         horizon = int(self._clock()) + FUTURE_SKEW_SECONDS
+        source = self._source
+        sources = self.sources
         for row in rows:
             if row.__class__ is not list or len(row) != width:
-                self.invalid += 1
-                continue
+                # A row without coordinates (a worker older than this reader) counts,
+                # undeduplicated: the fields before them are where the layout says.
+                if source is None or row.__class__ is not list or len(row) != width - 3:
+                    self.invalid += 1
+                    continue
+            elif source is not None:
+                raw_partition, raw_offset, line = source(row)
+                if raw_offset is not None:  # None: from a file, nothing to replay
+                    position = (raw_offset, line)
+                    mark = sources.get(raw_partition)
+                    if mark is not None and position <= mark:
+                        self.duplicates += 1
+                        continue
+                    sources[raw_partition] = position
             t, visitor, nbytes, bot, duration = base(row)
             if t.__class__ is not int or visitor.__class__ is not str or not visitor:
                 self.invalid += 1
@@ -629,6 +661,8 @@ class PartialAggregator:
                 "max_time": self._max_time,
                 "invalid": self.invalid,
                 "future": self.future,
+                "duplicates": self.duplicates,
+                "sources": [[p, o, n] for p, (o, n) in self.sources.items()],
                 "outputs": outputs,
             },
             option=orjson.OPT_NON_STR_KEYS,  # histograms as they are: {bucket: count}
@@ -652,7 +686,9 @@ class PartialAggregator:
         agg._applied = state["applied_offset"]
         agg._max_time = state["max_time"]
         agg.invalid = state["invalid"]
-        agg.future = state.get("future", 0)  # absent from older snapshots
+        agg.future = state.get("future", 0)  # these three are absent from older snapshots
+        agg.duplicates = state.get("duplicates", 0)
+        agg.sources = {p: (o, n) for p, o, n in state.get("sources", ())}
         for o, saved in zip(agg._outputs, state["outputs"], strict=True):
             o.closed_through = saved["closed_through"]
             o.late = saved["late"]

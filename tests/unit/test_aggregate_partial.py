@@ -17,6 +17,7 @@ from streams.aggregate import (
     WindowMerger,
 )
 from streams.aggregate.partial import FUTURE_SKEW_SECONDS
+from streams.rules import SOURCE_FIELDS
 from tests.properties.test_reidentification import (
     SPECS,
     T0,
@@ -324,3 +325,31 @@ def test_dimensions_missing_from_the_layout_read_as_none() -> None:
     by_row.advance_to(end)
     closed = [p.to_bytes() for p in by_row.close_ready()]
     assert closed and closed == [p.to_bytes() for p in by_mapping.close_ready()]
+
+
+def test_rows_republished_by_the_anonymizer_count_once() -> None:
+    # The anonymizer is at-least-once: after a crash before its commit, a new owner of
+    # the raw partition publishes the same lines again, at new input offsets.
+    layout = ("time", "visitor", "bytes", "bot", "duration_ms", "route", *SOURCE_FIELDS)
+    spec = AggregateSpec("t", 300, ("route",), ("requests", "visitors", "p50_ms"), k=2)
+
+    def row(visitor: str, raw_partition: int, raw_offset: int, line: int) -> list[Any]:
+        return [T0 + line, visitor, 10, False, 5, "/", raw_partition, raw_offset, line]
+
+    first = [row("a", 0, 40, 1), row("b", 0, 40, 2), row("c", 1, 7, 1)]
+    agg = PartialAggregator([spec], 0, 1, layout)
+    assert agg.add_rows(first, offset=0)
+    restored = PartialAggregator.restore(agg.snapshot(), layout)  # the marks survive
+    # Replayed from raw offset 40 (and partition 1's line again), then new lines.
+    replay = [row("a", 0, 40, 1), row("b", 0, 40, 2), row("d", 0, 41, 1), row("c", 1, 7, 1)]
+    assert restored.add_rows(replay, offset=1)
+    assert restored.add_rows([row("e", 1, 7, 2)], offset=2)
+    assert restored.duplicates == 3 and restored.sources == {0: (41, 1), 1: (7, 2)}
+    restored.advance_to(T0 + 3600)
+    partial = restored.close_ready()[0]
+    assert (partial.window_start, partial.requests, partial.visitors) == (T0, 5, 5)
+    # Rows from a file carry no raw offset: never deduplicated. Rows without
+    # coordinates (a worker older than this reader) still count.
+    assert restored.add_rows([row("f", None, None, 1)] * 2, offset=3)  # type: ignore[list-item]
+    assert restored.add_rows([row("g", 0, 42, 1)[:-3]], offset=4)
+    assert restored.duplicates == 3 and restored.invalid == 0
