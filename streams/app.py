@@ -418,6 +418,12 @@ def _add_aggregation(
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         lost = [tp.partition for tp in revoked if tp.topic == input_name]
+        if any(tp.topic == partials_name for tp in revoked):
+            # Whoever gets the partials partition (maybe this worker again) restores
+            # the merger from the latest checkpoint before merging: never from ours.
+            runtime.drop_merger()
+            loop_box.pop("restored", None)
+            loop_box["revocations"] = loop_box.get("revocations", 0) + 1
         runtime.revoke(lost)
         for partition in lost:  # the new owner replays them from the last checkpoint
             pending.pop(partition, None)
@@ -467,23 +473,46 @@ def _add_aggregation(
         await publish_partials()
         await write_due()
 
+    def output_records(rows: list[dict[str, Any]]) -> list[tuple[str, bytes | None, bytes]]:
+        return [(output_name, f"{r['output']}|{r['window']}|{r['dimension']}".encode(),
+                 orjson.dumps(r)) for r in rows]  # fmt: skip
+
+    async def publish_rows(merger: Any, rows: list[dict[str, Any]]) -> bool:
+        """Checkpoint ``merger`` with the rows in its outbox, publish them, checkpoint it
+        without: a new owner republishes a left-over outbox (revision + 1). False (and
+        nothing more written) once the partials partition was revoked meanwhile: a
+        checkpoint of a dropped merger must not overwrite the new owner's."""
+        if rows:
+            merger.outbox = rows
+            await send_all([(state_name, MERGER_KEY.encode(), runtime.merger_snapshot(merger))])
+            if runtime.merger is not merger:
+                return False
+        merger.outbox = []
+        records = output_records(rows)
+        records.append((state_name, MERGER_KEY.encode(), runtime.merger_snapshot(merger)))
+        await send_all(records)
+        return runtime.merger is merger
+
     @app.agent(topic(partials_name), name="logfog-merge")
     async def merge(stream: Any) -> None:
-        if "restored" not in loop_box:
-            runtime.restore_merger((await checkpoints()).get(MERGER_KEY))
-            loop_box["restored"] = True
         async for events in stream.noack_take(1000, within=0.5):
+            if "restored" not in loop_box:  # the first batch since an assignment
+                revocations = loop_box.get("revocations", 0)
+                saved = (await checkpoints()).get(MERGER_KEY)
+                if loop_box.get("revocations", 0) != revocations:
+                    continue  # revoked while reading: read again if assigned again
+                left_over = runtime.restore_merger(saved)
+                if not await publish_rows(runtime.merger, left_over):
+                    continue
+                loop_box["restored"] = True
+            merger = runtime.merger
             rows: list[dict[str, Any]] = []
             for event in events:
                 message = event.message
                 metrics.last_offsets[(message.topic, message.partition)] = message.offset
                 rows.extend(runtime.merge(Partial.from_bytes(message.value)))
-            records: list[tuple[str, bytes | None, bytes]] = [
-                (output_name, f"{r['output']}|{r['window']}|{r['dimension']}".encode(),
-                 orjson.dumps(r)) for r in rows
-            ]  # fmt: skip
-            records.append((state_name, MERGER_KEY.encode(), runtime.merger_snapshot()))
-            await send_all(records)
+            if not await publish_rows(merger, rows):
+                continue  # revoked: the new owner replays these partials
             for event in events:
                 event.ack()
             await app.consumer.commit()

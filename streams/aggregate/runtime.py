@@ -188,12 +188,26 @@ class AggregationRuntime:
 
     # -- stage 3 ---------------------------------------------------------------------
 
-    def restore_merger(self, data: bytes | None) -> None:
-        if data is not None:
-            self.merger = WindowMerger.restore(zlib.decompress(data))
+    def restore_merger(self, data: bytes | None) -> list[dict[str, Any]]:
+        """Take over the merger from its latest checkpoint (None: start empty); return
+        the rows its previous owner checkpointed but may not have published, one
+        revision higher: publish them before merging anything else."""
+        self.merger = (
+            WindowMerger(self.specs)
+            if data is None
+            else WindowMerger.restore(zlib.decompress(data))
+        )
+        rows = self.merger.republish()
+        if rows:
+            self._note_rows(rows)
+        return rows
 
-    def merger_snapshot(self) -> bytes:
-        return zlib.compress(self.merger.snapshot(), 1)
+    def drop_merger(self) -> None:
+        """Forget the merger's state: another worker owns the partials partition now."""
+        self.merger = WindowMerger(self.specs)
+
+    def merger_snapshot(self, merger: WindowMerger | None = None) -> bytes:
+        return zlib.compress((merger or self.merger).snapshot(), 1)
 
     def merge(self, partial: Partial) -> list[dict[str, Any]]:
         rows = self.merger.add(partial)
@@ -213,6 +227,7 @@ class AggregationRuntime:
             "name": f"{first['output']} {first['window']}",
             "start": first["window_start"],
             "version": first["version"],
+            "revision": first["revision"],
         }
 
     def status(self) -> dict[str, Any]:

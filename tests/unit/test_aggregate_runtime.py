@@ -47,3 +47,42 @@ def test_only_idle_caught_up_partitions_advance() -> None:
     assert rt.advance(50_000, {0: 0, 1: 5, 2: None}) == [0]
     assert rt.aggregators[1].watermark_time == 100
     assert rt.aggregators[2].watermark_time is None
+
+
+def _window_partials(rt: AggregationRuntime) -> list[Any]:
+    for p in range(rt.partitions):
+        rt.aggregator(p, lambda key: None)
+        rt.add(p, 0, ev(100, f"a{p}"))
+        rt.add(p, 1, ev(200, f"b{p}"))
+        rt.aggregators[p].advance_to(7200)
+    return [partial for _, partial in rt.close_ready()]
+
+
+def test_rows_checkpointed_but_maybe_unpublished_come_back_one_revision_higher() -> None:
+    owner = AggregationRuntime([SPEC], partitions=2, snapshot_interval=0)
+    rows = [row for partial in _window_partials(owner) for row in owner.merge(partial)]
+    assert rows and {row["revision"] for row in rows} == {1}
+    # The merge agent's order: checkpoint with the outbox, publish, checkpoint without.
+    owner.merger.outbox = rows
+    with_outbox = owner.merger_snapshot()
+    owner.merger.outbox = []
+    without = owner.merger_snapshot()
+    # The owner dies before its second checkpoint; the next owner publishes again.
+    heir = AggregationRuntime([SPEC], partitions=2, snapshot_interval=0)
+    again = heir.restore_merger(with_outbox)
+    assert [{**row, "revision": 1} for row in again] == rows
+    assert {row["revision"] for row in again} == {2}
+    assert heir.restore_merger(without) == []
+    # Either way the window is done: a replayed partial does not publish it again.
+    for partial in _window_partials(AggregationRuntime([SPEC], 2, 0)):
+        assert heir.merge(partial) == []
+    assert heir.merger.stats["stale"] == 2
+
+
+def test_a_dropped_merger_keeps_nothing_of_the_previous_assignment() -> None:
+    rt = AggregationRuntime([SPEC], partitions=2, snapshot_interval=0)
+    first, *_ = _window_partials(rt)
+    assert rt.merge(first) == [] and rt.merger.pending_windows()
+    rt.drop_merger()
+    assert rt.merger.pending_windows() == {} and rt.merger.stats["partials"] == 0
+    assert rt.restore_merger(None) == [] and rt.merger.pending_windows() == {}
