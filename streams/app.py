@@ -369,15 +369,28 @@ def _add_aggregation(
     def producer() -> Any:
         return app.producer._ensure_producer()
 
-    async def checkpoints() -> dict[str, bytes]:
-        # Read fresh on every (re)assignment: another worker may have written newer ones.
+    async def checkpoints(retry: bool = True) -> dict[str, bytes]:
+        """All latest checkpoints, read fresh on every (re)assignment (another worker
+        may have written newer ones); an incomplete read is retried, never used."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, load_latest, bootstrap, state_name)
+        delay = 0.5
+        while True:
+            try:
+                return await loop.run_in_executor(None, load_latest, bootstrap, state_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if not retry:
+                    raise
+                log.warning("aggregation: checkpoints not read (%s); retrying in %.1fs",
+                            type(error).__name__, delay)  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
 
-    async def ensure_aggregators(partitions: set[int]) -> None:
+    async def ensure_aggregators(partitions: set[int], retry: bool = True) -> None:
         missing = partitions - set(runtime.aggregators)
         if missing:
-            saved = await checkpoints()
+            saved = await checkpoints(retry)
             for p in sorted(missing):
                 runtime.aggregator(p, saved.get)
 
@@ -461,7 +474,7 @@ def _add_aggregation(
     async def advance_idle_partitions() -> None:
         try:
             assigned = [tp for tp in app.consumer.assignment() if tp.topic == input_name]
-            await ensure_aggregators({tp.partition for tp in assigned})
+            await ensure_aggregators({tp.partition for tp in assigned}, retry=False)
             # Fresh end offsets, not the fetcher's cached ones (unknown before a fetch):
             # a partition with records still to apply must not close windows by clock.
             ends = await app.consumer.highwaters(*assigned) if assigned else {}
