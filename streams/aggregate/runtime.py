@@ -247,5 +247,10 @@ class AggregationRuntime:
             "rows_published": self.rows_published,
             "events": self.events,
             "merger": dict(self.merger.stats),
+            "pending_windows": {
+                f"{name} {width}s": starts
+                for (name, width), starts in self.merger.pending_windows().items()
+            },
+            "watermarks": {p: agg.watermark_time for p, agg in sorted(self.aggregators.items())},
             "open_partitions": sorted(self.aggregators),
         }
