@@ -14,7 +14,8 @@ is "all P partials arrived, empty ones count", without forcing idle partitions t
 one partial per empty window). Partials of one source partition must reach the merger
 in order, which Kafka gives when the partials topic is keyed by source partition; a
 re-sent partial for a pending window *replaces* the earlier copy, one for a window
-already emitted is ignored (``stats["stale"]``), so no window is emitted twice.
+already emitted is ignored (``stats["stale"]``), so no window is emitted twice (but
+see "Publication" below for the one way its rows are published again).
 Windows with no events at all produce no rows.
 
 The gate, per (window, output, dimension), with T = the window's distinct visitors:
