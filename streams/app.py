@@ -463,17 +463,33 @@ def _add_aggregation(
     def producer() -> Any:
         return app.producer._ensure_producer()
 
-    async def checkpoints() -> dict[str, bytes]:
-        # Read fresh on every (re)assignment: another worker may have written newer ones.
+    async def checkpoints(retry: bool = True) -> dict[str, bytes]:
+        """All latest checkpoints, read fresh on every (re)assignment (another worker
+        may have written newer ones); an incomplete read is retried, never used."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            None, lambda: load_latest(bootstrap, state_name, security=security or _security(config))
-        )
+        delay = 0.5
+        while True:
+            try:
+                return await loop.run_in_executor(
+                    None,
+                    lambda: load_latest(
+                        bootstrap, state_name, security=security or _security(config)
+                    ),
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if not retry:
+                    raise
+                log.warning("aggregation: checkpoints not read (%s); retrying in %.1fs",
+                            type(error).__name__, delay)  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
 
-    async def ensure_aggregators(partitions: set[int]) -> None:
+    async def ensure_aggregators(partitions: set[int], retry: bool = True) -> None:
         missing = partitions - set(runtime.aggregators)
         if missing:
-            saved = await checkpoints()
+            saved = await checkpoints(retry)
             for p in sorted(missing):
                 runtime.aggregator(p, saved.get)
 
@@ -525,6 +541,12 @@ def _add_aggregation(
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         lost = [tp.partition for tp in revoked if tp.topic == input_name]
+        if any(tp.topic == partials_name for tp in revoked):
+            # Whoever gets the partials partition (maybe this worker again) restores
+            # the merger from the latest checkpoint before merging: never from ours.
+            runtime.drop_merger()
+            loop_box.pop("restored", None)
+            loop_box["revocations"] = loop_box.get("revocations", 0) + 1
         runtime.revoke(lost)
         for partition in lost:  # the new owner replays them from the last checkpoint
             pending.pop(partition, None)
@@ -553,35 +575,61 @@ def _add_aggregation(
     @app.timer(2.0)
     async def advance_idle_partitions() -> None:
         try:
-            assigned = {tp.partition for tp in app.consumer.assignment()
-                        if tp.topic == input_name}  # fmt: skip
-            await ensure_aggregators(assigned)
-        except Exception as error:  # checkpoints unreadable now: try again next tick
-            log.warning("aggregation: could not load checkpoints (%s)", type(error).__name__)
+            assigned = [tp for tp in app.consumer.assignment() if tp.topic == input_name]
+            await ensure_aggregators({tp.partition for tp in assigned}, retry=False)
+            # Fresh end offsets, not the fetcher's cached ones (unknown before a fetch):
+            # a partition with records still to apply must not close windows by clock.
+            ends = await app.consumer.highwaters(*assigned) if assigned else {}
+        except Exception as error:  # broker or checkpoints unreachable now: next tick
+            log.warning("aggregation: could not load checkpoints or end offsets (%s)",
+                        type(error).__name__)  # fmt: skip
             return
-        runtime.advance(int(time.time()))
+        runtime.advance(int(time.time()), {tp.partition: end for tp, end in ends.items()})
         await publish_partials()
         await write_due()
 
+    def output_records(rows: list[dict[str, Any]]) -> list[tuple[str, bytes | None, bytes]]:
+        return [(output_name, f"{r['output']}|{r['window']}|{r['dimension']}".encode(),
+                 orjson.dumps(r)) for r in rows]  # fmt: skip
+
+    async def publish_rows(merger: Any, rows: list[dict[str, Any]]) -> bool:
+        """Checkpoint ``merger`` with the rows in its outbox, publish them, checkpoint it
+        without: a new owner republishes a left-over outbox (revision + 1). False (and
+        nothing more written) once the partials partition was revoked meanwhile: a
+        checkpoint of a dropped merger must not overwrite the new owner's."""
+        if rows:
+            merger.outbox = rows
+            await send_all([(state_name, MERGER_KEY.encode(), runtime.merger_snapshot(merger))])
+            if runtime.merger is not merger:
+                return False
+        merger.outbox = []
+        records = output_records(rows)
+        records.append((state_name, MERGER_KEY.encode(), runtime.merger_snapshot(merger)))
+        # A published row's record timestamp is its window start, as coarse as the row:
+        # the time the merger happened to run says nothing a consumer should know.
+        await send_all(records, [window_start_ms(r["window_start"]) for r in rows])
+        return runtime.merger is merger
+
     @app.agent(topic(partials_name), name="logfog-merge")
     async def merge(stream: Any) -> None:
-        if "restored" not in loop_box:
-            runtime.restore_merger((await checkpoints()).get(MERGER_KEY))
-            loop_box["restored"] = True
         async for events in stream.noack_take(1000, within=0.5):
+            if "restored" not in loop_box:  # the first batch since an assignment
+                revocations = loop_box.get("revocations", 0)
+                saved = (await checkpoints()).get(MERGER_KEY)
+                if loop_box.get("revocations", 0) != revocations:
+                    continue  # revoked while reading: read again if assigned again
+                left_over = runtime.restore_merger(saved)
+                if not await publish_rows(runtime.merger, left_over):
+                    continue
+                loop_box["restored"] = True
+            merger = runtime.merger
             rows: list[dict[str, Any]] = []
             for event in events:
                 message = event.message
                 metrics.last_offsets[(message.topic, message.partition)] = message.offset
                 rows.extend(merge_record(runtime, message, metrics))
-            records: list[tuple[str, bytes | None, bytes]] = [
-                (output_name, f"{r['output']}|{r['window']}|{r['dimension']}".encode(),
-                 orjson.dumps(r)) for r in rows
-            ]  # fmt: skip
-            records.append((state_name, MERGER_KEY.encode(), runtime.merger_snapshot()))
-            # A published row's record timestamp is its window start, as coarse as the row:
-            # the time the merger happened to run says nothing a consumer should know.
-            await send_all(records, [window_start_ms(r["window_start"]) for r in rows])
+            if not await publish_rows(merger, rows):
+                continue  # revoked: the new owner replays these partials
             for event in events:
                 event.ack()
             await app.consumer.commit()

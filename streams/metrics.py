@@ -91,9 +91,18 @@ class AggregationCollector(Collector):
             [([], float(len(runtime.aggregators)))],
         )  # fmt: skip
         held = {"windows": 0, "combinations": 0, "entries": 0}
+        skipped = {"invalid": 0, "future": 0, "duplicate": 0}
         for aggregator in list(runtime.aggregators.values()):
             for name, n in aggregator.state_size().items():
                 held[name] += n
+            skipped["invalid"] += aggregator.invalid
+            skipped["future"] += aggregator.future
+            skipped["duplicate"] += aggregator.duplicates
+        # Per held partition, restored with its checkpoint: a gauge, not a counter.
+        yield gauge_family(
+            "logfog_aggregate_skipped_rows", "rows skipped by the partitions held", ["reason"],
+            [([name], float(n)) for name, n in skipped.items()],
+        )  # fmt: skip
         yield gauge_family(
             "logfog_aggregate_state", "window state held (memory)", ["what"],
             [([name], float(n)) for name, n in held.items()],

@@ -42,7 +42,7 @@ from streams.records import (
     RejectedLine,
     Rejection,
 )
-from streams.rules import Compiled, compile_rules, emitted_fields
+from streams.rules import Compiled, aggregate_row_fields, compile_rules
 
 log = logging.getLogger("logfog.pipeline")
 
@@ -108,7 +108,7 @@ def aggregate_layout(config: Mapping[str, Any]) -> tuple[str, ...] | None:
     ('time', 'visitor', 'route', 'status_class')
     """
     internal = config["destinations"].get(AGGREGATE_INPUT)
-    return None if internal is None else emitted_fields(internal)
+    return None if internal is None else aggregate_row_fields(internal)
 
 
 def dead_letter(rejection: Rejection) -> bytes:
@@ -378,7 +378,7 @@ class Pipeline:
                     rejected[PARSE_ERROR] += 1
                     continue
                 try:
-                    emit(request, *appends)
+                    emit(request, *appends, partition, offset, number)
                 except Exception as error:  # a bug in a rule must not stop the stream
                     if is_unavailable(error):
                         raise

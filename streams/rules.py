@@ -196,6 +196,25 @@ def emitted_fields(destination: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(n for n, rule in destination["fields"].items() if rule["action"] != "drop")
 
 
+_SOURCE_ARGS = ("src_partition", "src_offset", "src_line")
+
+#: Where the line of an aggregation-input row came from: raw-topic partition, offset
+#: and line number within the record (None, None, n for a file). The last fields of
+#: every row: stage 2 skips rows at or below the highest coordinates it applied per
+#: raw partition, so rows re-published by an at-least-once replay count once.
+SOURCE_FIELDS = ("source_partition", "source_offset", "source_line")
+
+
+def aggregate_row_fields(destination: Mapping[str, Any]) -> tuple[str, ...]:
+    """Field names of the internal destination's rows: its emitted fields, then
+    :data:`SOURCE_FIELDS` (appended by ``emit`` from its arguments, not by a rule).
+
+    >>> aggregate_row_fields({"fields": {"time": {"action": "keep"}}})
+    ('time', 'source_partition', 'source_offset', 'source_line')
+    """
+    return emitted_fields(destination) + SOURCE_FIELDS
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledDestination:
     name: str
@@ -233,9 +252,11 @@ def compile_rules(
     leaks: Counter[str],
     counters: Counter[str] | None = None,
 ) -> Compiled:
-    """Generate ``emit(r, append_0, append_1, ...)`` for a normalized config.
+    """Generate ``emit(r, append_0, append_1, ..., src_partition, src_offset,
+    src_line)`` for a normalized config.
 
     ``append_i`` receives ``(key, value_bytes, timestamp_ms)`` for destination ``i``.
+    The line's coordinates end the internal destination's rows (:data:`SOURCE_FIELDS`).
     The event dict itself is not kept: it dies right after serialization, while it is
     still in the CPU cache (held for the whole batch, freeing it was a separate pass
     over cold memory). Identical rules in several destinations (same action, options
@@ -350,7 +371,7 @@ def compile_rules(
         if internal:
             # A row, not an object: the aggregator reads fields by position (half the
             # bytes through the broker, a third of the encode and decode time).
-            body.append(f"    e{index} = [" + ", ".join(exprs.values()) + "]")
+            body.append(f"    e{index} = [" + ", ".join([*exprs.values(), *_SOURCE_ARGS]) + "]")
         else:
             body.append(f"    e{index} = {{" + ", ".join(entries) + "}")
         # The record timestamp (ms, the bucket's start) is a per-second value too.
@@ -368,7 +389,7 @@ def compile_rules(
                 kind=kind,
                 key_field=key_field,
                 time_bucket=bucket,
-                fields=emitted_fields(dest),
+                fields=aggregate_row_fields(dest) if internal else emitted_fields(dest),
                 internal=internal,
             )
         )
@@ -418,7 +439,9 @@ def compile_rules(
         functions += function
         head += lines
     appends = ", ".join(f"append{i}" for i in range(len(destinations)))
-    source = "\n".join([*functions, f"def emit(r, {appends}):", *head, *compute, *body, *tail])
+    # The line's coordinates come last, with defaults: only the internal rows use them.
+    signature = f"r, {appends}, " + ", ".join(f"{a}=None" for a in _SOURCE_ARGS)
+    source = "\n".join([*functions, f"def emit({signature}):", *head, *compute, *body, *tail])
     exec(compile(source, "<logfog rules>", "exec"), namespace)
     log.debug("generated rules code:\n%s", source)
     warnings = tuple(

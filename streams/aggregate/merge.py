@@ -14,7 +14,8 @@ is "all P partials arrived, empty ones count", without forcing idle partitions t
 one partial per empty window). Partials of one source partition must reach the merger
 in order, which Kafka gives when the partials topic is keyed by source partition; a
 re-sent partial for a pending window *replaces* the earlier copy, one for a window
-already emitted is ignored (``stats["stale"]``), so no window is emitted twice.
+already emitted is ignored (``stats["stale"]``), so no window is emitted twice (but
+see "Publication" below for the one way its rows are published again).
 Windows with no events at all produce no rows.
 
 The gate, per (window, output, dimension), with T = the window's distinct visitors:
@@ -48,18 +49,37 @@ The gate, per (window, output, dimension), with T = the window's distinct visito
    A child failing (d) is not published; if (e) fails the smallest child is dropped,
    until both hold (dropping a region drops its cities).
 
-Not checked: differences between sibling cells (they share no events, so neither can
-contain the other), between dimensions, or across windows and outputs (e.g. a day row
-minus the published hour rows); requests are additive and visitor counts are not, so
-sums of several published cells are only bounded, never checked for exact equality.
+What the subtraction checks cover: the containments the merger knows from the
+numbers it holds, within one window and dimension: the total contains every cell and
+the fold (a, b, c), a place contains its sub-places (d, e). Known limits, not checked:
 
-Rows (``version: 1``): one ``kind: "cell"`` row per published (dimension, value),
+- Siblings. A visitor can touch several values of one dimension (routes, status
+  classes; even browsers or countries over a window), so the visitor sets of two
+  published sibling cells may overlap, and one may even contain the other: then
+  ``bigger - smaller`` is a set of visitors, possibly fewer than k. Whether it is
+  cannot be known from counts (stage 2 keeps no cross-cell identities beyond the
+  tails of small cells), so it is not checked.
+- Across dimensions, windows and outputs, e.g. a day row minus the published hour
+  rows of that day, or an ops row minus a product row.
+- Sums: requests are additive, visitor counts are not, so sums of several published
+  cells are only bounded, never checked for exact equality.
+
+Rows (``version``: the row schema, 1; ``revision``: 1 when a window is first
+published, higher when it is published again): one ``kind: "cell"`` row per
+published (dimension, value),
 ``place`` rows also carry ``level`` (country/region/city) and values like
 ``"DE/Bavaria/Munich"``; one ``__other__`` row when the fold is publishable; one
 ``kind: "summary"`` row per dimension with the totals, the fold
 (``other: {cells, requests, visitors, secondary}``) and ``suppressed: {cells, requests,
 visitors, below_k}``. Late and capped counts stay in :attr:`WindowMerger.stats`: a
 capped count could describe a single heavy visitor.
+
+Publication: the worker checkpoints the merger *with* the rows it is about to publish
+(:attr:`WindowMerger.outbox`), publishes them, then checkpoints again without them. A
+new owner of the partials partition restores the latest checkpoint (on every
+assignment) and publishes a left-over outbox again with ``revision`` + 1. So a window
+is never published twice with different numbers without a higher revision: readers
+keep, per (output, window, window_start, dimension), the rows of the highest revision.
 
 >>> from streams.aggregate.partial import PartialAggregator
 >>> from streams.aggregate.spec import AggregateSpec
@@ -266,6 +286,7 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
     start = partials[0].window_start
     base = {
         "version": ROW_VERSION,
+        "revision": 1,
         "output": spec.name,
         "window": spec.window_label,
         "window_start": iso_utc(start),
@@ -346,8 +367,11 @@ class WindowMerger:
         self._state = {key: _OutputState() for key in self.specs}
         #: partials received/replaced/ignored, windows emitted, late/capped events.
         self.stats = dict.fromkeys(
-            ("partials", "replaced", "stale", "windows", "late", "capped"), 0
+            ("partials", "replaced", "stale", "windows", "late", "capped", "republished"), 0
         )
+        #: Rows computed but not yet known to be on the output topic (see app.py's
+        #: merge agent: checkpointed with them before they are published).
+        self.outbox: list[dict[str, Any]] = []
 
     def add(self, partial: Partial) -> list[dict[str, Any]]:
         """Take one partial; return the rows of every window it completes (else [])."""
@@ -386,6 +410,14 @@ class WindowMerger:
         state.finalized_through = max(horizon, state.finalized_through or horizon)
         return rows
 
+    def republish(self) -> list[dict[str, Any]]:
+        """The outbox of a restored merger, one revision higher: its previous owner
+        checkpointed these rows, then may or may not have published them. Published
+        again, with numbers that cannot differ (the same partials made them)."""
+        self.outbox = [{**row, "revision": row["revision"] + 1} for row in self.outbox]
+        self.stats["republished"] += len(self.outbox)
+        return self.outbox
+
     def pending_windows(self) -> dict[tuple[str, int], list[int]]:
         """Window starts waiting for partitions, per output (for status/metrics)."""
         return {key: sorted(s.pending) for key, s in self._state.items() if s.pending}
@@ -402,7 +434,9 @@ class WindowMerger:
             }
             for key, s in self._state.items()
         ]
-        return orjson.dumps({"version": 1, "outputs": outputs, "stats": self.stats})
+        return orjson.dumps(
+            {"version": 1, "outputs": outputs, "stats": self.stats, "outbox": self.outbox}
+        )
 
     @classmethod
     def restore(cls, data: bytes) -> WindowMerger:
@@ -410,6 +444,7 @@ class WindowMerger:
         saved = orjson.loads(data)
         merger = cls([AggregateSpec.from_dict(o["spec"]) for o in saved["outputs"]])
         merger.stats.update(saved["stats"])
+        merger.outbox = saved.get("outbox", [])  # absent from older checkpoints
         for o in saved["outputs"]:
             state = merger._state[AggregateSpec.from_dict(o["spec"]).key]
             state.partitions = o["partitions"]

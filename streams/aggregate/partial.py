@@ -14,6 +14,10 @@ a log-bucket histogram of ``duration_ms``. Why each rule:
   >= ``s+W``. An event whose window end is already <= the watermark (judged when the
   event is added, so the outcome does not depend on when ``close_ready`` is called) is
   counted ``late`` and dropped: a closed window is never reopened or double-counted.
+- **Future events**: an event dated more than ``FUTURE_SKEW_SECONDS`` after the wall
+  clock (read once per record) is counted ``future`` and dropped. It does not move the
+  watermark: one line from a broken clock (or a forged date) would otherwise close
+  every open window and make the partition's next events late.
 - **Contribution cap**: a visitor's events beyond ``max_events_per_visitor`` per window
   are counted ``capped`` and ignored, so one heavy visitor cannot dominate a cell.
 - **Cardinality bound**: at most ``max_cells`` distinct values per dimension per window;
@@ -25,6 +29,15 @@ a log-bucket histogram of ``duration_ms``. Why each rule:
   records at or below the highest applied offset, and :meth:`snapshot` stores that
   offset with the open windows. Restore from a snapshot, replay the partition from
   any earlier offset, and the output is identical (nothing lost, nothing doubled).
+- **Exactly-once across the anonymizer's replays**: the anonymizer is at-least-once;
+  a crash (or a raw-topic rebalance) after it published rows but before it committed
+  re-publishes them at *new* offsets. So the worker's rows end with their raw line's
+  coordinates (``streams.rules.SOURCE_FIELDS``: raw partition, offset, line), and per
+  raw partition the highest (offset, line) applied is kept (and snapshotted); a row
+  at or below it is counted ``duplicates`` and skipped. Sound because rows of one raw
+  partition reach a given input partition in raw order: one worker at a time owns a
+  raw partition, publishes in order and waits for the broker before its next batch,
+  and a replay repeats the same lines with the same coordinates.
 
 What leaves the instance (:class:`Partial`) holds counts only, never a pseudonym: per
 cell the distinct-visitor *count*, and per dimension a *tail*: for the cells with fewer
@@ -54,6 +67,7 @@ True
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,11 +79,15 @@ import orjson
 from streams.aggregate import histogram
 from streams.aggregate.spec import OTHER, PERCENTILES, PLACE, PLACE_FIELDS, UNKNOWN, AggregateSpec
 from streams.gctune import collector_paused
+from streams.rules import SOURCE_FIELDS
 
 #: Separator of the levels of a ``place`` cell key: ``"DE"``, ``"DE\x1fBavaria"``,
 #: ``"DE\x1fBavaria\x1fMunich"``. A control character, so no real name contains it.
 SEP = "\x1f"
 SNAPSHOT_VERSION = 1
+#: How far past the wall clock an event may be dated and still count (servers' clock
+#: skew); later events are counted ``future`` and dropped.
+FUTURE_SKEW_SECONDS = 300
 
 #: ``((value, ...), visitors)`` pairs: how many visitors touched exactly these rare values.
 Tail = tuple[tuple[tuple[str, ...], int], ...]
@@ -478,6 +496,7 @@ class PartialAggregator:
         partition: int,
         partitions: int,
         layout: Sequence[str] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         keys = [s.key for s in specs]
         if len(set(keys)) != len(keys):
@@ -498,10 +517,21 @@ class PartialAggregator:
         #: Field names of the rows :meth:`add_rows` takes, in order.
         self.layout = tuple(layout) if layout is not None else tuple(needed)
         self._readers = _row_readers(self.layout, self._groups)
+        # Rows carrying their raw line's coordinates (the worker's): deduplicated.
+        self._source: Callable[[Sequence[Any]], tuple[Any, Any, Any]] | None = None
+        if all(name in self.layout for name in SOURCE_FIELDS):
+            self._source = itemgetter(*(self.layout.index(name) for name in SOURCE_FIELDS))
+        #: Per raw partition, the highest (offset, line) applied (see add_rows).
+        self.sources: dict[int, tuple[int, int]] = {}
         self._applied = -1
         self._max_time: int | None = None
+        self._clock = clock
         #: Events without an int ``time`` or a string ``visitor`` (skipped, counted).
         self.invalid = 0
+        #: Events dated over FUTURE_SKEW_SECONDS past the wall clock (skipped, counted).
+        self.future = 0
+        #: Rows re-published by the anonymizer, already applied (skipped, counted).
+        self.duplicates = 0
 
     @property
     def applied_offset(self) -> int:
@@ -523,7 +553,8 @@ class PartialAggregator:
 
         An event is a row: a list of values in :attr:`layout` order (what the worker's
         internal stream carries, as JSON arrays). Per event and output: one dict and
-        one set update; nothing is logged. Malformed rows are counted in ``invalid``.
+        one set update; nothing is logged. Malformed rows are counted in ``invalid``,
+        rows dated too far ahead of the wall clock in ``future``.
         """
         if offset <= self._applied:
             return False
@@ -531,13 +562,31 @@ class PartialAggregator:
         width, base, groups = self._readers
         want_hist = self._want_hist
         bucket = histogram.bucket
+        horizon = int(self._clock()) + FUTURE_SKEW_SECONDS
+        source = self._source
+        sources = self.sources
         for row in rows:
             if row.__class__ is not list or len(row) != width:
-                self.invalid += 1
-                continue
+                # A row without coordinates (a worker older than this reader) counts,
+                # undeduplicated: the fields before them are where the layout says.
+                if source is None or row.__class__ is not list or len(row) != width - 3:
+                    self.invalid += 1
+                    continue
+            elif source is not None:
+                raw_partition, raw_offset, line = source(row)
+                if raw_offset is not None:  # None: from a file, nothing to replay
+                    position = (raw_offset, line)
+                    mark = sources.get(raw_partition)
+                    if mark is not None and position <= mark:
+                        self.duplicates += 1
+                        continue
+                    sources[raw_partition] = position
             t, visitor, nbytes, bot, duration = base(row)
             if t.__class__ is not int or visitor.__class__ is not str or not visitor:
                 self.invalid += 1
+                continue
+            if t > horizon:
+                self.future += 1
                 continue
             max_time = self._max_time
             if max_time is None or t > max_time:
@@ -611,6 +660,9 @@ class PartialAggregator:
                 "applied_offset": self._applied,
                 "max_time": self._max_time,
                 "invalid": self.invalid,
+                "future": self.future,
+                "duplicates": self.duplicates,
+                "sources": [[p, o, n] for p, (o, n) in self.sources.items()],
                 "outputs": outputs,
             },
             option=orjson.OPT_NON_STR_KEYS,  # histograms as they are: {bucket: count}
@@ -618,17 +670,25 @@ class PartialAggregator:
 
     @classmethod
     @collector_paused()
-    def restore(cls, data: bytes, layout: Sequence[str] | None = None) -> PartialAggregator:
+    def restore(
+        cls,
+        data: bytes,
+        layout: Sequence[str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> PartialAggregator:
         """A new instance in exactly the state :meth:`snapshot` captured (the row
         layout is the reader's, not state: pass the current one)."""
         state = orjson.loads(data)
         if state.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported snapshot version {state.get('version')!r}")
         specs = [AggregateSpec.from_dict(s) for s in state["specs"]]
-        agg = cls(specs, state["partition"], state["partitions"], layout)
+        agg = cls(specs, state["partition"], state["partitions"], layout, clock)
         agg._applied = state["applied_offset"]
         agg._max_time = state["max_time"]
         agg.invalid = state["invalid"]
+        agg.future = state.get("future", 0)  # these three are absent from older snapshots
+        agg.duplicates = state.get("duplicates", 0)
+        agg.sources = {p: (o, n) for p, o, n in state.get("sources", ())}
         for o, saved in zip(agg._outputs, state["outputs"], strict=True):
             o.closed_through = saved["closed_through"]
             o.late = saved["late"]

@@ -70,6 +70,8 @@ class AggregationRuntime:
         self.snapshot_interval = snapshot_interval
         self.aggregators: dict[int, PartialAggregator] = {}
         self._dirty: set[int] = set()
+        # Partitions that applied a record since the previous advance(): not idle.
+        self._active: set[int] = set()
         self._last_snapshot: dict[int, float] = {}
         # Checkpoint cost grows with window state (a day's visitor sets): the gap
         # between two checkpoints of a partition is at least CHECKPOINT_COST_FACTOR
@@ -118,6 +120,7 @@ class AggregationRuntime:
         return self._applied(partition, applied)
 
     def _applied(self, partition: int, applied: bool) -> bool:
+        self._active.add(partition)  # a replayed record too: the partition is busy
         if applied:
             self._dirty.add(partition)
         return applied
@@ -127,15 +130,32 @@ class AggregationRuntime:
         for p in partitions:
             self.aggregators.pop(p, None)
             self._dirty.discard(p)
+            self._active.discard(p)
             self._last_snapshot.pop(p, None)
 
-    def advance(self, now: int) -> None:
-        """Let idle partitions close windows by the clock (else the merger would wait)."""
+    def advance(self, now: int, end_offsets: Mapping[int, int | None]) -> list[int]:
+        """Let idle, caught-up partitions close windows by the clock (else the merger
+        would wait for an idle partition forever); return the partitions advanced.
+
+        ``end_offsets``: per partition, the offset the next record written to it will
+        get (None: not known yet, e.g. nothing fetched since the assignment). A
+        partition advances only if every record before that end is applied and it
+        applied none since the previous call. A partition replaying a backlog (after a
+        restart, or behind by more than the allowed lateness) never does: its events
+        would be judged against the wall clock and dropped as late.
+        """
+        advanced = []
         for p, agg in self.aggregators.items():
+            end = end_offsets.get(p)
+            if end is None or agg.applied_offset + 1 < end or p in self._active:
+                continue
             before = agg.watermark_time
             agg.advance_to(now)
             if agg.watermark_time != before:
                 self._dirty.add(p)
+                advanced.append(p)
+        self._active.clear()
+        return advanced
 
     def close_ready(self) -> list[tuple[int, Partial]]:
         out: list[tuple[int, Partial]] = []
@@ -168,12 +188,26 @@ class AggregationRuntime:
 
     # -- stage 3 ---------------------------------------------------------------------
 
-    def restore_merger(self, data: bytes | None) -> None:
-        if data is not None:
-            self.merger = WindowMerger.restore(zlib.decompress(data))
+    def restore_merger(self, data: bytes | None) -> list[dict[str, Any]]:
+        """Take over the merger from its latest checkpoint (None: start empty); return
+        the rows its previous owner checkpointed but may not have published, one
+        revision higher: publish them before merging anything else."""
+        self.merger = (
+            WindowMerger(self.specs)
+            if data is None
+            else WindowMerger.restore(zlib.decompress(data))
+        )
+        rows = self.merger.republish()
+        if rows:
+            self._note_rows(rows)
+        return rows
 
-    def merger_snapshot(self) -> bytes:
-        return zlib.compress(self.merger.snapshot(), 1)
+    def drop_merger(self) -> None:
+        """Forget the merger's state: another worker owns the partials partition now."""
+        self.merger = WindowMerger(self.specs)
+
+    def merger_snapshot(self, merger: WindowMerger | None = None) -> bytes:
+        return zlib.compress((merger or self.merger).snapshot(), 1)
 
     def merge(self, partial: Partial) -> list[dict[str, Any]]:
         rows = self.merger.add(partial)
@@ -193,6 +227,7 @@ class AggregationRuntime:
             "name": f"{first['output']} {first['window']}",
             "start": first["window_start"],
             "version": first["version"],
+            "revision": first["revision"],
         }
 
     def status(self) -> dict[str, Any]:
@@ -212,5 +247,10 @@ class AggregationRuntime:
             "rows_published": self.rows_published,
             "events": self.events,
             "merger": dict(self.merger.stats),
+            "pending_windows": {
+                f"{name} {width}s": starts
+                for (name, width), starts in self.merger.pending_windows().items()
+            },
+            "watermarks": {p: agg.watermark_time for p, agg in sorted(self.aggregators.items())},
             "open_partitions": sorted(self.aggregators),
         }

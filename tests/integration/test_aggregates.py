@@ -8,7 +8,9 @@ the brute force (nothing lost, nothing doubled).
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -18,6 +20,7 @@ import orjson
 import pytest
 
 from streams.admin import ensure_topics
+from streams.aggregate.partial import FUTURE_SKEW_SECONDS
 from streams.broker import LocalBroker
 from streams.config import normalize
 from streams.shipper import ship
@@ -27,6 +30,8 @@ from tests.integration.workers import OutputCounter, WorkerProcess, worker_confi
 pytestmark = pytest.mark.integration
 
 K = 3
+BUSY_LINES = 30_000  # enough for the worker to be mid-stream when it is killed
+OPEN_FOR = 120  # seconds the window stays open by the wall clock, at least
 UAS = ["Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0", "curl/8.5.0",
        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/124.0.0.0 Safari/537.36"]  # fmt: skip
 ROUTES = ["/", "/cart", "/products/17", "/checkout"]
@@ -69,6 +74,42 @@ def brute_force(
     return {cell: (requests[cell], len(visitors[cell])) for cell in requests}
 
 
+def kill_while_publishing(worker: WorkerProcess, lines: list[bytes], broker: LocalBroker) -> None:
+    """SIGKILL ``worker`` once it has anonymized a third of ``lines`` (shipped before it
+    was ready: a backlog, so it is busy taking, publishing and committing batches).
+
+    The broker is paused (SIGSTOP) around the kill: the worker's batch in flight is
+    sent but neither acknowledged nor committed. Resumed, the broker stores those
+    records (they were in its socket buffers), so the replacement, replaying from the
+    last commit, publishes the same lines' rows again: what stage 2 must count once."""
+    assert broker.pid is not None
+    deadline = time.monotonic() + 60
+    while worker.status()["lines"] < len(lines) // 3:
+        assert time.monotonic() < deadline, worker.tail()
+        time.sleep(0.01)
+    os.kill(broker.pid, signal.SIGSTOP)
+    try:
+        time.sleep(1.0)  # the worker finishes its batch and sends it: no answer
+        worker.kill9()
+    finally:
+        os.kill(broker.pid, signal.SIGCONT)
+
+
+def wait_until_still(worker: WorkerProcess, quiet_s: float = 3.0) -> None:
+    """Until the worker's line and aggregated-row counts stop moving (it replays from
+    the dead worker's last commit, so how many it will see is not known)."""
+    deadline = time.monotonic() + 90
+    seen: tuple[int, int] | None = None
+    since = time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        assert time.monotonic() < deadline, worker.tail()
+        status = worker.status()
+        now = (status["lines"], (status["aggregates"] or {}).get("events", 0))
+        if now != seen or now[0] == 0:
+            seen, since = now, time.monotonic()
+        time.sleep(0.2)
+
+
 def run_case(
     broker: LocalBroker,
     geo_dbs: dict[str, str],
@@ -76,15 +117,34 @@ def run_case(
     kill: bool,
     separate: bool = False,
     switch: bool = False,
+    busy: bool = False,
 ) -> None:
     """``kill``: SIGKILL mid-window and a replacement (the worker, or with ``separate``
     the aggregator: ``aggregates.run_in: aggregator``, a ``logfog aggregator`` process).
     ``switch``: mid-window, the worker (which aggregates) is stopped and the cluster
-    moves to ``run_in: aggregator``: a new worker and an aggregator take over."""
+    moves to ``run_in: aggregator``: a new worker and an aggregator take over.
+    ``busy`` (with ``kill``): the worker is killed while it is anonymizing and
+    publishing a stream, not while idle: rows it published but did not commit are
+    published again by its replacement, and must count once."""
+    # The window: the 5 minutes before the current ones (never in yesterday: that
+    # epoch's key is gone, by design, so its events would carry no pseudonym).
+    now = int(time.time())
+    if now % 86400 < 300:
+        time.sleep(300 - now % 86400 + 1)
+        now = int(time.time())
+    window = now - now % 300 - 300
+    # The lateness keeps it open by the wall clock (the worker advances idle, caught-up
+    # partitions to the clock) until `closes`, the first 5-minute boundary OPEN_FOR
+    # from now: the internal rows' times are 5-minute buckets, so the watermark moves
+    # in 5-minute steps. Flush events, dated ahead but within the tolerated clock
+    # skew, close it as soon as all lines are in.
+    closes = (now + OPEN_FOR) // 300 * 300 + 300
+    lateness = closes - (window + 300)
     config = worker_config(broker.bootstrap, geo_dbs, partitions=2)
     tag = config["kafka"]["group"]
     config["aggregates"].update({
-        "enabled": True, "k": K, "allowed_lateness": "1h", "snapshot_interval": "1s",
+        "enabled": True, "k": K, "allowed_lateness": f"{lateness}s", "snapshot_interval": "1s",
+        "max_events_per_visitor": 1_000_000,  # the brute force applies no cap
         "output": {"topic": f"it.agg.{tag}", "partitions": 1, "retention": "1d"},
         "input": {"topic": f"it.agg-in.{tag}", "partitions": 2, "retention": "1d"},
         "partials": {"topic": f"it.agg-partials.{tag}", "partitions": 1, "retention": "1d"},
@@ -94,19 +154,13 @@ def run_case(
         config["aggregates"]["run_in"] = "aggregator"
     path = write_config(config, tmp_path / "logfog.yaml")
     ensure_topics(broker.bootstrap, topic_specs(normalize(config, [], [])))
-    now = int(time.time())
-    # A 5-minute window half an hour ago, but never in yesterday: that epoch's key is
-    # gone (by design), so its events would carry no visitor pseudonym.
-    earliest = max(now - 1800, now - now % 86400)
-    window = earliest - earliest % 300
-    rows = population(600, window, seed=3)
+    rows = population(BUSY_LINES if busy else 600, window, seed=3)
     lines = as_lines(rows)
-    # Far-future flush events (distinct visitors, so every input partition sees one)
-    # move the watermark past the window: it closes without waiting an hour.
-    flush = [f'192.0.2.{i + 1} - - [{clf(now + 7200)}] "GET / HTTP/1.1" 200 1 "-" "x"'.encode()
-             for i in range(40)]  # fmt: skip
     raw = config["kafka"]["raw"]["topic"]
     out_topic = config["aggregates"]["output"]["topic"]
+    if busy:
+        (tmp_path / "all.log").write_bytes(b"\n".join(lines))
+        ship(str(tmp_path / "all.log"), broker.bootstrap, raw, lines_per_record=10, progress=False)
     first = WorkerProcess(path, tmp_path, "a1").start()
     second: WorkerProcess | None = None
     aggregators = [WorkerProcess(path, tmp_path, "g1", command="aggregator").start()]
@@ -119,43 +173,73 @@ def run_case(
             refused = aggregators.pop().proc
             assert refused is not None and refused.wait(30) == 2
         half = len(lines) // 2
-        (tmp_path / "one.log").write_bytes(b"\n".join(lines[:half]))
-        ship(str(tmp_path / "one.log"), broker.bootstrap, raw, lines_per_record=10, progress=False)
-        deadline = time.monotonic() + 60
-        while first.status()["lines"] < half:
-            assert time.monotonic() < deadline, first.tail()
-            time.sleep(0.2)
-        if separate:  # the aggregator has applied the first half too
-            while (aggregators[0].status()["aggregates"] or {}).get("events", 0) < half:
-                assert time.monotonic() < deadline, aggregators[0].tail()
+        if busy:
+            kill_while_publishing(first, lines, broker)
+            second = WorkerProcess(path, tmp_path, "a2").start()
+            second.wait_ready()
+            wait_until_still(second)
+        else:
+            (tmp_path / "one.log").write_bytes(b"\n".join(lines[:half]))
+            ship(
+                str(tmp_path / "one.log"),
+                broker.bootstrap,
+                raw,
+                lines_per_record=10,
+                progress=False,
+            )
+            deadline = time.monotonic() + 60
+            while first.status()["lines"] < half:
+                assert time.monotonic() < deadline, first.tail()
                 time.sleep(0.2)
-        time.sleep(2.5)  # at least one checkpoint of the open window
-        if kill and separate:
-            aggregators[0].kill9()
-            aggregators.append(WorkerProcess(path, tmp_path, "g2", command="aggregator").start())
-            aggregators[-1].wait_ready()
-        elif kill:
-            first.kill9()
-            second = WorkerProcess(path, tmp_path, "a2").start()
-            second.wait_ready()
-        elif switch:  # as deploy/README.md says: stop, change the config, start both
-            assert first.terminate() == 0
-            config["aggregates"]["run_in"] = "aggregator"
-            path = write_config(config, tmp_path / "logfog-switched.yaml")
-            second = WorkerProcess(path, tmp_path, "a2").start()
-            aggregators.append(WorkerProcess(path, tmp_path, "g2", command="aggregator").start())
-            second.wait_ready()
-            aggregators[-1].wait_ready()
-        (tmp_path / "two.log").write_bytes(b"\n".join(lines[half:]))
-        ship(str(tmp_path / "two.log"), broker.bootstrap, raw, lines_per_record=10, progress=False)
-        worker = second or first
-        deadline = time.monotonic() + 60
-        while worker.status()["lines"] < len(lines) - (0 if second is None else half):
-            assert time.monotonic() < deadline, worker.tail()
-            time.sleep(0.2)
+            if separate:  # the aggregator has applied the first half too
+                while (aggregators[0].status()["aggregates"] or {}).get("events", 0) < half:
+                    assert time.monotonic() < deadline, aggregators[0].tail()
+                    time.sleep(0.2)
+            time.sleep(2.5)  # at least one checkpoint of the open window
+            if kill and separate:
+                aggregators[0].kill9()
+                aggregators.append(
+                    WorkerProcess(path, tmp_path, "g2", command="aggregator").start()
+                )
+                aggregators[-1].wait_ready()
+            elif kill:
+                first.kill9()
+                second = WorkerProcess(path, tmp_path, "a2").start()
+                second.wait_ready()
+            elif switch:  # as deploy/README.md says: stop, change the config, start both
+                assert first.terminate() == 0
+                config["aggregates"]["run_in"] = "aggregator"
+                path = write_config(config, tmp_path / "logfog-switched.yaml")
+                second = WorkerProcess(path, tmp_path, "a2").start()
+                aggregators.append(
+                    WorkerProcess(path, tmp_path, "g2", command="aggregator").start()
+                )
+                second.wait_ready()
+                aggregators[-1].wait_ready()
+            (tmp_path / "two.log").write_bytes(b"\n".join(lines[half:]))
+            ship(
+                str(tmp_path / "two.log"),
+                broker.bootstrap,
+                raw,
+                lines_per_record=10,
+                progress=False,
+            )
+            worker = second or first
+            deadline = time.monotonic() + 60
+            while worker.status()["lines"] < len(lines) - (0 if second is None else half):
+                assert time.monotonic() < deadline, worker.tail()
+                time.sleep(0.2)
         time.sleep(1.0)  # the internal stream is consumed by the aggregate agent too
-        # Only now the flush: shipped earlier, its far-future time could overtake lines
-        # still in flight on other partitions and make them (correctly) late.
+        # Only now the flush: shipped earlier, it could overtake lines still in flight on
+        # other partitions and make them (correctly) late. Flush events (distinct
+        # visitors, so every input partition sees one), dated ahead of the clock but
+        # within FUTURE_SKEW_SECONDS, move the watermark to `closes`: at most OPEN_FOR
+        # seconds of waiting until they can.
+        while int(time.time()) + FUTURE_SKEW_SECONDS - 10 < closes:
+            time.sleep(1.0)
+        flushed_at = int(time.time()) + FUTURE_SKEW_SECONDS - 10
+        flush = [f'192.0.2.{i + 1} - - [{clf(flushed_at)}] "GET / HTTP/1.1" 200 1 "-" "x"'
+                 .encode() for i in range(40)]  # fmt: skip
         (tmp_path / "flush.log").write_bytes(b"\n".join(flush))
         ship(str(tmp_path / "flush.log"), broker.bootstrap, raw, lines_per_record=1, progress=False)
 
@@ -167,7 +251,7 @@ def run_case(
         counter.wait(lambda c: any(r["kind"] == "summary" and r["dimension"] == "route"
                                    for r in ops_rows(c)), timeout_s=90)  # fmt: skip
         published = ops_rows(counter)
-        assert published, "no ops window was published"
+        assert published, f"no ops window: {(second or first).status()['aggregates']}"
         expected = brute_force(rows)
         cells = [r for r in published if r["kind"] == "cell" and r["value"] != "__other__"]
         assert cells
@@ -183,6 +267,11 @@ def run_case(
             if orjson.loads(m.value)["window_start"] == published[0]["window_start"]
         }
         assert stamps == {window * 1000}, stamps
+        if busy:  # the replacement did see rows published twice, and skipped them
+            _, scraped = (second or first).get("/metrics")
+            (skipped,) = [line for line in scraped.decode().splitlines()
+                          if line.startswith('logfog_aggregate_skipped_rows{reason="duplicate"}')]  # fmt: skip
+            assert float(skipped.split()[-1]) > 0, skipped
         text = b"\n".join(counter.values(out_topic))
         assert b"198.51.100." not in text and b"203.0.113." not in text
         if separate or switch:  # the aggregator's own figures on /metrics
@@ -218,3 +307,9 @@ def test_moving_the_aggregation_out_of_running_workers_neither_loses_nor_doubles
     broker: LocalBroker, geo_dbs: dict[str, str], tmp_path: Path
 ) -> None:
     run_case(broker, geo_dbs, tmp_path, kill=False, switch=True)
+
+
+def test_kill_9_while_publishing_neither_loses_nor_doubles(
+    broker: LocalBroker, geo_dbs: dict[str, str], tmp_path: Path
+) -> None:
+    run_case(broker, geo_dbs, tmp_path, kill=True, busy=True)

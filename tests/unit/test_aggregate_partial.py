@@ -16,6 +16,8 @@ from streams.aggregate import (
     PartialAggregator,
     WindowMerger,
 )
+from streams.aggregate.partial import FUTURE_SKEW_SECONDS
+from streams.rules import SOURCE_FIELDS
 from tests.properties.test_reidentification import (
     SPECS,
     T0,
@@ -49,6 +51,27 @@ def test_shuffled_within_lateness_equals_sorted() -> None:
     b, _, mb = run(SPECS, shuffled, batch=3)
     assert canonical(a) == canonical(b)
     assert ma.stats["late"] == mb.stats["late"] == 0
+
+
+def test_a_row_dated_far_ahead_is_future_and_leaves_the_watermark_alone() -> None:
+    # A line dated a day ahead (a broken server clock) must not close the open windows:
+    # before, it moved the watermark and the partition's next 50 events were late.
+    clock = [float(T0 + 120)]
+    agg = PartialAggregator([SPEC], 0, 1, clock=lambda: clock[0])
+    agg.add([ev(T0, "a")], offset=0)
+    agg.add([ev(T0 + 86_000, "x")], offset=1)
+    for i in range(50):
+        agg.add([ev(T0 + 60, f"n{i}")], offset=2 + i)
+    assert agg.future == 1 and agg.watermark_time == T0 + 60
+    agg.advance_to(T0 + 5000)
+    partials = agg.close_ready()
+    assert sum(p.requests for p in partials) == 51 and sum(p.late for p in partials) == 0
+    # Within the skew an event still counts (and moves the watermark).
+    clock[0] = T0 + 6000
+    agg.add([ev(T0 + 6000 + FUTURE_SKEW_SECONDS, "y")], offset=60)
+    assert agg.future == 1 and agg.watermark_time == T0 + 6000 + FUTURE_SKEW_SECONDS
+    restored = PartialAggregator.restore(agg.snapshot())
+    assert restored.future == 1
 
 
 def test_events_older_than_lateness_are_late_and_excluded() -> None:
@@ -302,3 +325,31 @@ def test_dimensions_missing_from_the_layout_read_as_none() -> None:
     by_row.advance_to(end)
     closed = [p.to_bytes() for p in by_row.close_ready()]
     assert closed and closed == [p.to_bytes() for p in by_mapping.close_ready()]
+
+
+def test_rows_republished_by_the_anonymizer_count_once() -> None:
+    # The anonymizer is at-least-once: after a crash before its commit, a new owner of
+    # the raw partition publishes the same lines again, at new input offsets.
+    layout = ("time", "visitor", "bytes", "bot", "duration_ms", "route", *SOURCE_FIELDS)
+    spec = AggregateSpec("t", 300, ("route",), ("requests", "visitors", "p50_ms"), k=2)
+
+    def row(visitor: str, raw_partition: int, raw_offset: int, line: int) -> list[Any]:
+        return [T0 + line, visitor, 10, False, 5, "/", raw_partition, raw_offset, line]
+
+    first = [row("a", 0, 40, 1), row("b", 0, 40, 2), row("c", 1, 7, 1)]
+    agg = PartialAggregator([spec], 0, 1, layout)
+    assert agg.add_rows(first, offset=0)
+    restored = PartialAggregator.restore(agg.snapshot(), layout)  # the marks survive
+    # Replayed from raw offset 40 (and partition 1's line again), then new lines.
+    replay = [row("a", 0, 40, 1), row("b", 0, 40, 2), row("d", 0, 41, 1), row("c", 1, 7, 1)]
+    assert restored.add_rows(replay, offset=1)
+    assert restored.add_rows([row("e", 1, 7, 2)], offset=2)
+    assert restored.duplicates == 3 and restored.sources == {0: (41, 1), 1: (7, 2)}
+    restored.advance_to(T0 + 3600)
+    partial = restored.close_ready()[0]
+    assert (partial.window_start, partial.requests, partial.visitors) == (T0, 5, 5)
+    # Rows from a file carry no raw offset: never deduplicated. Rows without
+    # coordinates (a worker older than this reader) still count.
+    assert restored.add_rows([row("f", None, None, 1)] * 2, offset=3)  # type: ignore[list-item]
+    assert restored.add_rows([row("g", 0, 42, 1)[:-3]], offset=4)
+    assert restored.duplicates == 3 and restored.invalid == 0

@@ -224,7 +224,8 @@ def test_unreadable_aggregation_records_are_skipped_logged_and_counted(
     assert "agg.partials/0@0: unreadable record skipped (KeyError)" in caplog.text
     assert '{"not"' not in caplog.text and '{"a"' not in caplog.text  # no payload
     # and a real partial still merges
-    runtime.advance(int(time.time()) + 3 * 86400)
+    for _ in range(2):  # idle and caught up (offsets 7 and 8 applied): the clock closes
+        runtime.advance(int(time.time()) + 3 * 86400, {0: 9})
     closed = runtime.close_ready()
     assert closed
     merged = [r for p, partial in closed for r in merge_record(

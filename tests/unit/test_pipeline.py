@@ -9,6 +9,7 @@ import pytest
 
 from streams.keys import DerivedKeyRing
 from streams.pipeline import Pipeline, dead_letter
+from streams.rules import SOURCE_FIELDS
 
 T = "[10/Oct/2000:13:55:36 -0700]"
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0.0.0 Safari/537.36"
@@ -273,3 +274,21 @@ def test_other_key_ring_failures_are_still_rules_errors() -> None:
     cfg = config(visitor={"from": ["client.ip", "agent.original"], "action": "pseudonymize"})
     out = Pipeline.from_config(cfg, keyring=Broken()).test([GOOD])
     assert [(r.stage, r.reason) for r in out.rejections] == [("rules", "rules.error")]
+
+
+def test_aggregation_rows_end_with_their_raw_lines_coordinates() -> None:
+    # Stage 2 deduplicates the anonymizer's at-least-once replays by these.
+    cfg = config()
+    cfg["aggregates"] = {"enabled": True}
+    pipeline = Pipeline.from_config(cfg)
+    index = [d.internal for d in pipeline.destinations].index(True)
+    assert pipeline.aggregate_layout is not None
+    assert pipeline.aggregate_layout[-3:] == SOURCE_FIELDS
+    line = b'203.0.113.9 - - [04/Mar/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "curl/8"'
+    out = pipeline.new_output()
+    pipeline.process_records([(line + b"\n" + line, "logs.raw", 3, 41)], out)
+    rows = [orjson.loads(value) for _, value, _ in out.per_destination[index]]
+    assert [row[-3:] for row in rows] == [[3, 41, 1], [3, 41, 2]]
+    assert len(rows[0]) == len(pipeline.aggregate_layout)
+    file_rows = pipeline.test([line]).per_destination[index]
+    assert orjson.loads(file_rows[0][1])[-3:] == [None, None, 1]

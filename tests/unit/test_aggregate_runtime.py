@@ -1,0 +1,88 @@
+"""Runtime: which partitions the wall clock may advance, merger restores and revisions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from streams.aggregate import PRODUCT_1H
+from streams.aggregate.runtime import AggregationRuntime
+
+SPEC = replace(PRODUCT_1H, dimensions=("route",), k=2)
+
+
+def ev(t: int, visitor: str) -> dict[str, Any]:
+    return {"time": t, "visitor": visitor, "route": "/"}
+
+
+def test_a_restart_replaying_a_backlog_loses_no_event_to_the_wall_clock() -> None:
+    # Events of hour [0, 3600) arrive; a checkpoint after offset 0; a crash after 2.
+    before = AggregationRuntime([SPEC], partitions=1, snapshot_interval=0)
+    before.aggregator(0, lambda key: None)
+    before.add(0, 0, ev(3000, "a"))
+    saved = before.due_snapshots(force=True)
+    before.add(0, 1, ev(3500, "b"))
+    before.add(0, 2, ev(3550, "c"))
+    # Restarted 15 minutes after the hour: the clock ticks before the replay starts
+    # (end offset 3: offsets 1 and 2 are still to be applied) and during it.
+    after = AggregationRuntime([SPEC], partitions=1, snapshot_interval=0)
+    after.aggregator(0, saved.get)
+    assert after.advance(3600 + 900, {0: 3}) == []
+    after.add(0, 1, ev(3500, "b"))
+    assert after.advance(3600 + 902, {0: 3}) == []  # applied a record since: busy
+    after.add(0, 2, ev(3550, "c"))
+    assert after.advance(3600 + 904, {0: 3}) == []  # caught up, but busy this tick
+    assert after.advance(3600 + 906, {0: 3}) == [0]  # idle and caught up
+    closed = after.close_ready()
+    assert [(p.window_start, p.requests, p.late) for _, p in closed] == [(0, 3, 0)]
+
+
+def test_only_idle_caught_up_partitions_advance() -> None:
+    rt = AggregationRuntime([SPEC], partitions=3, snapshot_interval=0)
+    for p in range(3):
+        rt.aggregator(p, lambda key: None)
+    rt.add(1, 0, ev(100, "a"))
+    rt.advance(50_000, {})  # clears the tick's activity
+    # 0: nothing ever written, caught up; 1: behind (end 5); 2: end offset unknown.
+    assert rt.advance(50_000, {0: 0, 1: 5, 2: None}) == [0]
+    assert rt.aggregators[1].watermark_time == 100
+    assert rt.aggregators[2].watermark_time is None
+
+
+def _window_partials(rt: AggregationRuntime) -> list[Any]:
+    for p in range(rt.partitions):
+        rt.aggregator(p, lambda key: None)
+        rt.add(p, 0, ev(100, f"a{p}"))
+        rt.add(p, 1, ev(200, f"b{p}"))
+        rt.aggregators[p].advance_to(7200)
+    return [partial for _, partial in rt.close_ready()]
+
+
+def test_rows_checkpointed_but_maybe_unpublished_come_back_one_revision_higher() -> None:
+    owner = AggregationRuntime([SPEC], partitions=2, snapshot_interval=0)
+    rows = [row for partial in _window_partials(owner) for row in owner.merge(partial)]
+    assert rows and {row["revision"] for row in rows} == {1}
+    # The merge agent's order: checkpoint with the outbox, publish, checkpoint without.
+    owner.merger.outbox = rows
+    with_outbox = owner.merger_snapshot()
+    owner.merger.outbox = []
+    without = owner.merger_snapshot()
+    # The owner dies before its second checkpoint; the next owner publishes again.
+    heir = AggregationRuntime([SPEC], partitions=2, snapshot_interval=0)
+    again = heir.restore_merger(with_outbox)
+    assert [{**row, "revision": 1} for row in again] == rows
+    assert {row["revision"] for row in again} == {2}
+    assert heir.restore_merger(without) == []
+    # Either way the window is done: a replayed partial does not publish it again.
+    for partial in _window_partials(AggregationRuntime([SPEC], 2, 0)):
+        assert heir.merge(partial) == []
+    assert heir.merger.stats["stale"] == 2
+
+
+def test_a_dropped_merger_keeps_nothing_of_the_previous_assignment() -> None:
+    rt = AggregationRuntime([SPEC], partitions=2, snapshot_interval=0)
+    first, *_ = _window_partials(rt)
+    assert rt.merge(first) == [] and rt.merger.pending_windows()
+    rt.drop_merger()
+    assert rt.merger.pending_windows() == {} and rt.merger.stats["partials"] == 0
+    assert rt.restore_merger(None) == [] and rt.merger.pending_windows() == {}
