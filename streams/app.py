@@ -1008,7 +1008,16 @@ def _run_faust(app: Any, pipeline: Any, loglevel: str) -> int:
             _stop_watchdog()
             super()._on_sigint()
 
-    worker = BoundedStopWorker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    from streams.logjson import faust_logging_config
+
+    worker = BoundedStopWorker(
+        app,
+        loglevel=loglevel,
+        # Given here, not only in the app's settings: it carries --loglevel.
+        logging_config=faust_logging_config(loglevel),
+        quiet=True,
+        redirect_stdouts=False,
+    )
     try:
         worker.execute_from_commandline()
     except SystemExit as exit_:

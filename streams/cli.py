@@ -527,10 +527,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The worker and aggregator hand the same format to Faust (app.faust_settings).
     logjson.configure(args.log_format or logjson.default_format(),
                       logging.DEBUG if args.verbose else logging.INFO)  # fmt: skip
-    # kafka-python narrates every connection at INFO; our own lines say what matters.
-    # Never DEBUG, even with -v: client debug logs may dump record contents.
-    for noisy in ("kafka", "aiokafka", "faust.transport"):
-        logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
         return int(args.func(args))
     except _expected_errors() as error:

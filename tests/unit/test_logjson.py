@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.logjson import JsonFormatter, configure, faust_logging_config
+from streams.logjson import JsonFormatter, TextFormatter, configure, faust_logging_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "203.0.113.77"
@@ -63,7 +63,40 @@ def test_faust_gets_a_dict_config_that_logs_json() -> None:
         assert isinstance(handler.formatter, JsonFormatter)
     finally:
         configure("text", logging.INFO)
-    assert faust_logging_config() is None
+    logging.config.dictConfig(faust_logging_config())
+    assert isinstance(logging.getLogger().handlers[0].formatter, TextFormatter)
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_exceptions_in_faust_style_arguments_are_logged_by_type_only(
+    fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # mode/Faust log a crashed service as log.exception("Crashed reason=%r", exc); the
+    # exception's message can quote the data that caused it.
+    configure(fmt, logging.INFO)
+    try:
+        try:
+            raise ValueError("bad line from 203.0.113.9")
+        except ValueError as exc:
+            logging.getLogger("mode.services").exception("Crashed reason=%r", exc)
+    finally:
+        configure("text", logging.INFO)
+    err = capsys.readouterr().err
+    assert "ValueError" in err and "Crashed reason=" in err
+    assert "203.0.113.9" not in err and "bad line" not in err
+
+
+def test_kafka_client_loggers_never_log_debug() -> None:
+    # kafka-python's admin client logs its configuration (SASL password) at DEBUG.
+    configure("json", logging.DEBUG)
+    try:
+        assert logging.getLogger("kafka.admin.client").getEffectiveLevel() == logging.INFO
+        config = faust_logging_config("debug")
+        logging.config.dictConfig(config)
+        assert logging.getLogger("kafka.admin.client").getEffectiveLevel() == logging.INFO
+        assert logging.getLogger().level == logging.DEBUG  # --loglevel reaches Faust's setup
+    finally:
+        configure("text", logging.INFO)
 
 
 def test_the_cli_logs_json_when_not_on_a_terminal(tmp_path: Path) -> None:
