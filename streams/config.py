@@ -51,6 +51,8 @@ class Key:
     check: Any = None  # Callable[[Any], str | None]
     #: Smallest allowed integer: counts and sizes the runtime cannot take below it.
     minimum: int | None = None
+    #: Never quote the value in a message (a password given the wrong type).
+    secret: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +183,7 @@ KAFKA_SECURITY = Section(
         "username": Key((str, type(None)), None, "SASL user: env:NAME, file:PATH or the name",
                         check=_reference),
         "password": Key((str, type(None)), None, "SASL password: env:NAME or file:PATH only "
-                        "(a literal password is refused)", check=_reference),
+                        "(a literal password is refused)", check=_reference, secret=True),
     },
     "TLS and SASL for every Kafka client (worker, aggregator, topics, shipper, key ring)",
 )  # fmt: skip
@@ -430,7 +432,8 @@ def _validate_section(
 
 def _check_value(value: Any, spec: Key | Option, where: str, errors: list[str]) -> Any:
     if not _type_ok(value, spec.kind):
-        errors.append(f"{where}: must be {_type_name(spec.kind)}, not {value!r}")
+        shown = type(value).__name__ if getattr(spec, "secret", False) else repr(value)
+        errors.append(f"{where}: must be {_type_name(spec.kind)}, not {shown}")
         return value
     minimum = getattr(spec, "minimum", None)
     if spec.choices is not None and value not in spec.choices:

@@ -43,6 +43,11 @@ def test_a_literal_password_is_refused_with_its_place() -> None:
     assert "hunter2" not in errors[0]
 
 
+def test_a_password_of_the_wrong_type_is_not_quoted() -> None:
+    errors = validate(config({**SASL_SSL, "password": 73815294}))
+    assert errors == ["kafka.security.password: must be a string or null, not int"]
+
+
 @pytest.mark.parametrize(
     ("security", "expected"),
     [
