@@ -23,7 +23,7 @@ from typing import Any
 #: What the page may show of the aggregation (``AggregationRuntime.status()``): totals
 #: over all windows and published (k-gated) values.
 AGGREGATE_FIELDS = ("suppressed", "window", "top_routes", "top_countries", "rows_published",
-                    "events", "open_partitions")  # fmt: skip
+                    "events", "open_partitions", "pending_windows", "watermarks")  # fmt: skip
 #: Merger counts the page may show: partials and windows. Not ``capped`` (events over
 #: the per-visitor cap) or ``late``: in a quiet window those are one visitor's doings.
 MERGER_FIELDS = ("partials", "replaced", "stale", "windows")

@@ -251,6 +251,8 @@ class AggregationRuntime:
                 f"{name} {width}s": starts
                 for (name, width), starts in self.merger.pending_windows().items()
             },
-            "watermarks": {p: agg.watermark_time for p, agg in sorted(self.aggregators.items())},
+            "watermarks": {
+                str(p): agg.watermark_time for p, agg in sorted(self.aggregators.items())
+            },
             "open_partitions": sorted(self.aggregators),
         }

@@ -47,6 +47,9 @@ def test_status_json_leaves_out_per_visitor_figures() -> None:
     # What stays: totals and the published (k-gated) values.
     published = orjson.loads(text)["aggregates"]
     assert published["rows_published"] >= 1 and published["top_routes"] == [["/", 7]]
+    # and the event-time watermark per partition (how an operator sees a stuck window)
+    assert published["watermarks"] == {"0": runtime.aggregators[0].watermark_time}
+    assert "pending_windows" in published
 
 
 def test_web_server_binds_to_loopback_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
