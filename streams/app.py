@@ -719,7 +719,8 @@ async def _process_held(
     that no epoch key can be agreed (``streams.pipeline.is_unavailable``). Those lines
     are no one's fault: dead-lettering them, as before, lost every event of an outage
     of the key topic. Nothing is published or acknowledged while we wait; a stop in the
-    meantime ends the wait (the records are replayed, nothing is lost)."""
+    meantime is ended by the stop watchdog (``LOGFOG_STOP_TIMEOUT``, exit 3), and the
+    next owner replays the records: nothing is lost."""
     from streams.pipeline import is_unavailable
 
     delay = 0.2

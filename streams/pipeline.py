@@ -276,13 +276,13 @@ class Pipeline:
         was not published): the same output, every counter left as it was."""
         stats = self.stats
         lines, replaced = stats.lines, stats.replaced_utf8
-        rejected, leaks = stats.rejected.copy(), stats.leaks.copy()
+        saved = [(c, c.copy()) for c in (stats.rejected, stats.leaks, stats.counters)]
         try:
             return self.process_records(records, out)
         finally:
             stats.lines, stats.replaced_utf8 = lines, replaced
-            _restore(stats.rejected, rejected)
-            _restore(stats.leaks, leaks)
+            for counter, before in saved:
+                _restore(counter, before)
 
     def fail_record(self, record: tuple[bytes | None, str, int, int], out: Output) -> None:
         """``out`` holds the output of ``record`` alone, which cannot be published: keep
@@ -314,18 +314,18 @@ class Pipeline:
         and would turn an outage into lost events. ``out`` is then incomplete and the
         counters are as before the call: run the same input again later.
         """
-        rejected = self.stats.rejected
-        leaks = self.stats.leaks
+        stats = self.stats
+        rejected = stats.rejected
         # Restored if the run is abandoned (keys unavailable): the caller runs the same
         # records again, and must not count them twice. A few dict entries per call.
-        rejected_before, leaks_before = rejected.copy(), leaks.copy()
+        saved = [(c, c.copy()) for c in (rejected, stats.leaks, stats.counters)]
         try:
             seen, replaced = self._run_groups(groups, out, rejected)
         except Exception as error:
             if not is_unavailable(error):
                 raise
-            _restore(rejected, rejected_before)
-            _restore(leaks, leaks_before)
+            for counter, before in saved:
+                _restore(counter, before)
             raise
         self.stats.lines += seen
         self.stats.replaced_utf8 += replaced

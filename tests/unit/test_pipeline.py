@@ -222,9 +222,14 @@ class KeysDown:
         self.up = False
         self._ring = DerivedKeyRing(b"k" * 32, 86400)
 
+    #: Epochs before this one are destroyed: their lines get no pseudonym.
+    oldest = 11240  # 10 Oct 2000, the day of ``T``
+
     def key_for(self, epoch: int, now: float | None = None) -> bytes | None:
         from streams.keyshare import KeyShareUnavailable
 
+        if epoch < self.oldest:
+            return None
         if not self.up:
             raise KeyShareUnavailable(f"no agreed key for epoch {epoch} (backing off)")
         return self._ring.key_for(epoch)
@@ -244,21 +249,24 @@ def test_unavailable_keys_raise_instead_of_dead_lettering_and_a_rerun_counts_onc
     p = Pipeline.from_config(cfg, keyring=ring)
     good = f'www.example.com:80 203.0.113.9 - - {T} "GET / HTTP/1.1" 200 5 "-" "-"'
     leaky = good.replace("www.example.com", "me@example.org")  # counted by the sweep
-    lines = ["junk", leaky, "x" * 400, good]
+    stale = good.replace("/2000:", "/1999:")  # its epoch's key is gone: no pseudonym
+    lines = ["junk", stale, leaky, "x" * 400, good]
     records = [("\n".join(lines).encode(), "logs.raw", 0, 5)]
     out = p.new_output()
     with pytest.raises(KeyShareUnavailable):
         p.process_records(records, out)
     assert p.stats.lines == 0 and not p.stats.rejected and not p.stats.leaks
+    assert not p.stats.counters
     ring.up = True
     out = p.new_output()
-    assert p.process_records(records, out) == 4
+    assert p.process_records(records, out) == 5
     assert [(r.reason, r.line) for r in out.rejections] == [("parse.no_match", 1),
-                                                            ("parse.too_long", 3)]  # fmt: skip
-    assert len(out.events("ops")) == 2
-    assert p.stats.lines == 4 and dict(p.stats.rejected) == {"parse.no_match": 1,
+                                                            ("parse.too_long", 4)]  # fmt: skip
+    assert len(out.events("ops")) == 3
+    assert p.stats.lines == 5 and dict(p.stats.rejected) == {"parse.no_match": 1,
                                                              "parse.too_long": 1}  # fmt: skip
     assert dict(p.stats.leaks) == {"email": 1}
+    assert p.stats.as_dict()["pseudonyms_empty"] == 1
 
 
 def test_other_key_ring_failures_are_still_rules_errors() -> None:
