@@ -38,6 +38,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from streams.records import FUTURE_SKEW_SECONDS
+
 MIN_KEY_BYTES = 32
 
 
@@ -148,9 +150,8 @@ class DerivedKeyRing:
         return key
 
 
-#: How far past the wall clock an event time may be and still count as "now" (clock
-#: skew between log servers and this machine).
-FUTURE_TOLERANCE_SECONDS = 300
+#: How far past the wall clock an event time may be and still count as "now".
+FUTURE_TOLERANCE_SECONDS = FUTURE_SKEW_SECONDS
 
 
 class EphemeralKeyRing:

@@ -33,6 +33,11 @@ RULES_ERROR: Final = "rules.error"
 #: a bug in publishing): its lines are dead-lettered rather than retried forever.
 PUBLISH_ERROR: Final = "publish.error"
 
+#: How far past the wall clock an event may be dated and still count as "now" (clock
+#: skew between log servers and this machine), everywhere one rule is needed: the file
+#: command's key ring and the aggregation's watermark.
+FUTURE_SKEW_SECONDS: Final = 300
+
 REASONS: Final = (
     PARSE_NO_MATCH,
     PARSE_BAD_TIME,

@@ -79,15 +79,15 @@ import orjson
 from streams.aggregate import histogram
 from streams.aggregate.spec import OTHER, PERCENTILES, PLACE, PLACE_FIELDS, UNKNOWN, AggregateSpec
 from streams.gctune import collector_paused
+from streams.records import FUTURE_SKEW_SECONDS
 from streams.rules import SOURCE_FIELDS
 
 #: Separator of the levels of a ``place`` cell key: ``"DE"``, ``"DE\x1fBavaria"``,
 #: ``"DE\x1fBavaria\x1fMunich"``. A control character, so no real name contains it.
 SEP = "\x1f"
 SNAPSHOT_VERSION = 1
-#: How far past the wall clock an event may be dated and still count (servers' clock
-#: skew); later events are counted ``future`` and dropped.
-FUTURE_SKEW_SECONDS = 300
+#: How far past the wall clock an event may be dated and still count (``FUTURE_SKEW_SECONDS``
+#: from streams.records); later events are counted ``future`` and dropped.
 
 #: ``((value, ...), visitors)`` pairs: how many visitors touched exactly these rare values.
 Tail = tuple[tuple[tuple[str, ...], int], ...]

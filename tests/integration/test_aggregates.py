@@ -20,9 +20,9 @@ import orjson
 import pytest
 
 from streams.admin import ensure_topics
-from streams.aggregate.partial import FUTURE_SKEW_SECONDS
 from streams.broker import LocalBroker
 from streams.config import normalize
+from streams.records import FUTURE_SKEW_SECONDS
 from streams.shipper import ship
 from streams.topics import topic_specs
 from tests.integration.workers import OutputCounter, WorkerProcess, worker_config, write_config

@@ -16,7 +16,7 @@ from streams.aggregate import (
     PartialAggregator,
     WindowMerger,
 )
-from streams.aggregate.partial import FUTURE_SKEW_SECONDS
+from streams.records import FUTURE_SKEW_SECONDS
 from streams.rules import SOURCE_FIELDS
 from tests.properties.test_reidentification import (
     SPECS,
