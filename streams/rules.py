@@ -201,7 +201,9 @@ _SOURCE_ARGS = ("src_partition", "src_offset", "src_line")
 #: Where the line of an aggregation-input row came from: raw-topic partition, offset
 #: and line number within the record (None, None, n for a file). The last fields of
 #: every row: stage 2 skips rows at or below the highest coordinates it applied per
-#: raw partition, so rows re-published by an at-least-once replay count once.
+#: raw partition, so rows re-published by an at-least-once replay count once. With
+#: them the internal topic joins a pseudonym to its raw line: it is as sensitive as the
+#: raw topic (deploy/README.md).
 SOURCE_FIELDS = ("source_partition", "source_offset", "source_line")
 
 
