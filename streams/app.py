@@ -775,12 +775,11 @@ def retryable(error: BaseException) -> bool:
 
 
 def _log_permanent(error: BaseException, what: str) -> None:
+    from streams.pipeline import raised_at
+
     # Type and place only, like rules errors: messages can quote what failed.
-    tb = error.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
-    log.error("publish failed for good (%s at %s): %s", type(error).__name__, where, what)
+    log.error("publish failed for good (%s at %s): %s", type(error).__name__,
+              raised_at(error), what)  # fmt: skip
 
 
 async def _publish_until_done(

@@ -126,6 +126,22 @@ def _restore(counter: Counter[str], saved: Counter[str]) -> None:
     counter.update(saved)
 
 
+def raised_at(error: BaseException) -> str:
+    """``file:line`` where ``error`` was raised: with its type, all that is logged of an
+    error, because exception messages often quote the value that failed.
+
+    >>> try:
+    ...     int("203.0.113.9")
+    ... except ValueError as e:
+    ...     raised_at(e).startswith("<doctest")
+    True
+    """
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
+
+
 def is_unavailable(error: BaseException) -> bool:
     """True for infrastructure errors that retrying later fixes, never a line's fault:
     the shared key ring cannot agree an epoch key (``streams.keyshare.KeyShareError``,
@@ -388,13 +404,8 @@ class Pipeline:
         return seen, replaced
 
     def _rule_failed(self, error: BaseException) -> None:
-        # Type and place only: exception messages often quote the value that failed.
         # (Used for parser bugs too: the same rule applies.)
-        tb = error.__traceback__
-        while tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-        where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
-        log.error("rules.error: %s at %s", type(error).__name__, where)
+        log.error("rules.error: %s at %s", type(error).__name__, raised_at(error))
 
     def count_published(self, out: Output) -> None:
         for d, events in zip(self.destinations, out.per_destination, strict=True):
