@@ -29,6 +29,7 @@ from streams.durations import parse_duration
 from streams.fields import BUCKETED, BUCKETED_ACTIONS, NOT_IN_ANALYTICS, SENSITIVE, SOURCES
 from streams.parse import NAMED_FORMATS, FormatError, compile_one
 from streams.parse.jsonlines import ROLES as JSON_ROLES
+from streams.security import MECHANISMS, PROTOCOLS
 
 
 class ConfigError(Exception):
@@ -170,16 +171,15 @@ def _reference(value: str | None) -> str | None:
 KAFKA_SECURITY = Section(
     {
         "protocol": Key(str, "PLAINTEXT", "how clients connect; production: SASL_SSL",
-                        choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),
+                        choices=PROTOCOLS),
         "ca_file": Key((str, type(None)), None, "PEM CA bundle for the brokers' certificates "
                        "(default: the system trust store)"),
         "cert_file": Key((str, type(None)), None, "PEM client certificate (mutual TLS)"),
         "key_file": Key((str, type(None)), None, "PEM private key of cert_file"),
         "check_hostname": Key(bool, True, "verify the broker certificate's host name"),
         "sasl_mechanism": Key((str, type(None)), None, "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
-                              check=lambda v: None if v in (None, "PLAIN", "SCRAM-SHA-256",
-                              "SCRAM-SHA-512") else f"{v!r} is not PLAIN, SCRAM-SHA-256 or "
-                              "SCRAM-SHA-512"),
+                              check=lambda v: None if v is None or v in MECHANISMS else
+                              f"{v!r} is not {', '.join(MECHANISMS[:-1])} or {MECHANISMS[-1]}"),
         "username": Key((str, type(None)), None, "SASL user: env:NAME, file:PATH or the name",
                         check=_reference),
         "password": Key((str, type(None)), None, "SASL password: env:NAME or file:PATH only "
@@ -744,6 +744,15 @@ def _check_keys(config: Mapping[str, Any], errors: list[str], warnings: list[str
         errors.append(f"{problem} (or keys.unsafe: true)")
 
 
+def pseudonymizes(config: Mapping[str, Any]) -> bool:
+    """True if any rule pseudonymizes (and so the worker needs shared epoch keys)."""
+    return any(
+        rule["action"] == "pseudonymize"
+        for dest in config["destinations"].values()
+        for rule in dest["fields"].values()
+    )
+
+
 def worker_key_problems(config: Mapping[str, Any], warnings: list[str]) -> list[str]:
     """What ``logfog worker`` refuses in a normalized config's keys (rule 5).
 
@@ -760,12 +769,7 @@ def worker_key_problems(config: Mapping[str, Any], warnings: list[str]) -> list[
     """
     keys = config["keys"]
     source = keys["source"]
-    pseudonymizes = any(
-        rule["action"] == "pseudonymize"
-        for dest in config["destinations"].values()
-        for rule in dest["fields"].values()
-    )
-    if source in ("auto", "shared") or not pseudonymizes:
+    if source in ("auto", "shared") or not pseudonymizes(config):
         return []
     if source == "ephemeral":
         why = (

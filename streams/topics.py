@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from streams.admin import TopicSpec
+from streams.config import pseudonymizes
 from streams.durations import parse_duration
 
 
@@ -63,12 +64,3 @@ def topic_specs(config: Mapping[str, Any]) -> list[TopicSpec]:
         specs.append(keys_topic_spec(keys["topic"], epoch, grace,
                                      replication_factor=default_replication))  # fmt: skip
     return specs
-
-
-def pseudonymizes(config: Mapping[str, Any]) -> bool:
-    """True if any rule pseudonymizes (and so the worker needs shared epoch keys)."""
-    return any(
-        rule["action"] == "pseudonymize"
-        for dest in config["destinations"].values()
-        for rule in dest["fields"].values()
-    )

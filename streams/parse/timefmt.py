@@ -139,7 +139,7 @@ def strftime_regex(text: str) -> tuple[str, str]:
     while i < len(text):
         if text[i] != "%":
             regex.append(re.escape(text[i]))
-            python.append(text[i].replace("%", "%%"))
+            python.append(text[i])
             i += 1
             continue
         conversion = text[i + 1 : i + 2]
