@@ -12,11 +12,14 @@ same run on the same data, and the ratio is what to compare across runs.
    a. one line per record in, one event per record out: logfog vs a bare Faust
       pass-through agent (take + producer, uvloop: the fastest bare variant measured in
       bench/NOTES-faust.md) and vs Faust iterating events without producing (ceiling);
-   b. 500 lines per record in, NDJSON batches out: logfog vs the bare pass-through
-      over the same batched records; logfog without aggregation (its cost); and with
-      the aggregation in a ``logfog aggregator`` process of its own (worker rate, and
-      the rate at which the aggregates are complete);
-   c. two logfog workers on two cores vs one (batched).
+   b. 500 lines per record in, NDJSON batches out: logfog (default: each worker runs
+      an aggregator child, ``aggregates.run_in: process``) vs the bare pass-through over
+      the same batched records; logfog without aggregation (the aggregation's cost, for
+      the worker's rate and for the rate at which the aggregates are complete); with
+      the aggregation in the worker's own process (``run_in: worker``) and in a
+      ``logfog aggregator`` started apart (``run_in: aggregator``);
+   c. two logfog workers on two cores vs one (batched, ``run_in: worker``: one process
+      per worker).
 
 Usage: ``python bench/run.py [--quick] [--only pure|e2e]``; figures go to stdout and
 ``bench/results.json``.
@@ -198,11 +201,14 @@ def logfog_e2e(
     partitions: int,
     aggregates: bool = True,
     aggregators: int = 0,
+    run_in: str | None = None,
 ) -> dict[str, Any]:
     """Pre-load the raw topic, start ``workers`` logfog workers, time first -> last line.
 
-    ``aggregators`` > 0: ``aggregates.run_in: aggregator`` and that many ``logfog
-    aggregator`` processes; then also the time until they have applied every row.
+    ``run_in``: ``aggregates.run_in`` (default: the config's, "process": each worker runs
+    an aggregator child). ``aggregators`` > 0: ``run_in: aggregator`` and that many
+    ``logfog aggregator`` processes. With aggregation in other processes (children or
+    aggregators), also the time until they have applied every row.
     """
     from streams.admin import ensure_topics
     from streams.broker import LocalBroker
@@ -217,8 +223,11 @@ def logfog_e2e(
         config["kafka"]["bootstrap"] = broker.bootstrap
         config["kafka"]["raw"]["partitions"] = partitions
         config["aggregates"]["enabled"] = aggregates
+        if run_in:
+            config["aggregates"]["run_in"] = run_in
         if aggregators:
             config["aggregates"]["run_in"] = "aggregator"
+        children = aggregates and config["aggregates"]["run_in"] == "process"
         for dest in config["destinations"].values():
             dest["framing"] = framing
             dest["partitions"] = partitions
@@ -230,24 +239,25 @@ def logfog_e2e(
         _load(broker.bootstrap, raw, frame_lines(lines, lines_per_record, 900_000), partitions)
         env = {**os.environ, "LOGFOG_MASTER_KEY": generate_key()}
         ports = [faust_passthrough_free_port() for _ in range(workers + aggregators)]
+        child_ports = [faust_passthrough_free_port() for _ in range(workers if children else 0)]
         procs = []
         for i, port in enumerate(ports):
             command = "worker" if i < workers else "aggregator"
             env_i = {**env, "LOGFOG_DATA_DIR": str(work / f"w{i}")}
             log = open(work / f"w{i}.log", "wb")  # noqa: SIM115
+            child = ["--aggregator-web-port", str(child_ports[i])] if i < len(child_ports) else []
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "streams", command, "-c", str(path), "--web-port",
-                 str(port), "--loglevel", "warning"],
+                 str(port), "--loglevel", "warning", *child],
                 env=env_i, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
             ))  # fmt: skip
+        counting = ports[workers:] + child_ports  # processes that aggregate, apart
         try:
             first, last, total = _time_processing(
                 ports[:workers], len(lines), 600, procs, work, "lines"
             )
-            if aggregators:  # until the aggregators have applied every row
-                last_agg = _time_processing(
-                    ports[workers:], len(lines), 600, procs, work, "aggregated"
-                )[1]
+            if counting:  # until the aggregation has applied every row
+                last_agg = _time_processing(counting, len(lines), 600, procs, work, "aggregated")[1]
         finally:
             for p in procs:
                 p.terminate()
@@ -261,9 +271,9 @@ def logfog_e2e(
         "lines": len(lines), "lines_processed": total, "workers": workers,
         "lines_per_record": lines_per_record, "framing": framing, "aggregates": aggregates,
         "seconds": round(span, 2), "lines_per_s": round(total / span) if span > 0 else None,
-        "aggregators": aggregators,
+        "aggregators": aggregators, "run_in": config["aggregates"]["run_in"],
     }  # fmt: skip
-    if aggregators:
+    if counting:
         result["aggregated_seconds"] = round(last_agg - first, 2)
         result["aggregated_lines_per_s"] = round(len(lines) / (last_agg - first))
     return result
@@ -357,30 +367,40 @@ def section_e2e(quick: bool, results: dict[str, Any]) -> None:
     lines = make_lines(batched_n, start=now)
     bare_b = bare_faust("take_producer", batched_n // 500, 500)
     ours_b = logfog_e2e(lines, 500, "ndjson", workers=1, partitions=2)
-    print(f"bare Faust pass-through      {bare_b['lines_per_s']:>10,} lines/s")
-    print(f"logfog worker                {ours_b['lines_per_s']:>10,} lines/s   "
-          f"ratio {ours_b['lines_per_s'] / bare_b['lines_per_s']:.2f}x")  # fmt: skip
     no_agg = logfog_e2e(lines, 500, "ndjson", workers=1, partitions=2, aggregates=False)
-    print(f"logfog without aggregation   {no_agg['lines_per_s']:>10,} lines/s   "
-          f"aggregation costs {1 - ours_b['lines_per_s'] / no_agg['lines_per_s']:.0%}")  # fmt: skip
-    results["e2e_batched"] = {"bare": bare_b, "logfog": ours_b, "logfog_no_aggregates": no_agg}
-    # The same, with the aggregation in a process of its own (aggregates.run_in:
-    # aggregator): the worker only emits the rows. On this 2-core machine the
-    # aggregator shares the cores with the worker and the broker.
+    in_worker = logfog_e2e(lines, 500, "ndjson", workers=1, partitions=2, run_in="worker")
+    # The aggregation in a `logfog aggregator` process started apart (run_in: aggregator,
+    # as in deploy/k8s/aggregator.yaml): the same work as the default's child process.
     sep = logfog_e2e(lines, 500, "ndjson", workers=1, partitions=2, aggregators=1)
-    print(
-        f"worker + separate aggregator {sep['lines_per_s']:>10,} lines/s   "
-        f"aggregation costs the worker {1 - sep['lines_per_s'] / no_agg['lines_per_s']:.0%}; "
-        f"aggregates complete at {sep['aggregated_lines_per_s']:,} lines/s "
-        f"({1 - sep['aggregated_lines_per_s'] / no_agg['lines_per_s']:.0%} below no aggregation)"
-    )
-    results["e2e_batched"]["logfog_separate_aggregator"] = sep
+    base = no_agg["lines_per_s"]
+    print(f"bare Faust pass-through      {bare_b['lines_per_s']:>10,} lines/s")
+    print(f"logfog worker (default: aggregator child, run_in: process)\n"
+          f"                             {ours_b['lines_per_s']:>10,} lines/s   "
+          f"ratio {ours_b['lines_per_s'] / bare_b['lines_per_s']:.2f}x; aggregates complete "
+          f"at {ours_b['aggregated_lines_per_s']:,} lines/s")  # fmt: skip
+    print(f"logfog without aggregation   {base:>10,} lines/s")
+    for label, run in (("default (child process)", ours_b), ("separate aggregator", sep)):
+        print(
+            f"aggregation cost, {label:24s} worker {1 - run['lines_per_s'] / base:.0%}, "
+            f"aggregates complete {1 - run['aggregated_lines_per_s'] / base:.0%} below "
+            "no aggregation"
+        )
+    in_worker_cost = 1 - in_worker["lines_per_s"] / base
+    print(f"aggregation in the worker's own process (run_in: worker) "
+          f"{in_worker['lines_per_s']:,} lines/s: costs {in_worker_cost:.0%}")  # fmt: skip
+    results["e2e_batched"] = {
+        "bare": bare_b, "logfog": ours_b, "logfog_no_aggregates": no_agg,
+        "logfog_aggregation_in_worker": in_worker, "logfog_separate_aggregator": sep,
+    }  # fmt: skip
 
-    print("\n== 2c. two workers vs one (batched, 2 partitions) ==", flush=True)
-    two = logfog_e2e(lines, 500, "ndjson", workers=2, partitions=2)
-    print(f"one worker                   {ours_b['lines_per_s']:>10,} lines/s")
+    # One core per worker: on this 2-core machine a worker with its aggregator child
+    # already uses both cores, so scale-out is measured with the aggregation in the
+    # workers' own processes (run_in: worker), one process per worker.
+    print("\n== 2c. two workers vs one (batched, 2 partitions, run_in: worker) ==", flush=True)
+    two = logfog_e2e(lines, 500, "ndjson", workers=2, partitions=2, run_in="worker")
+    print(f"one worker                   {in_worker['lines_per_s']:>10,} lines/s")
     print(f"two workers                  {two['lines_per_s']:>10,} lines/s   "
-          f"ratio {two['lines_per_s'] / ours_b['lines_per_s']:.2f}x")  # fmt: skip
+          f"ratio {two['lines_per_s'] / in_worker['lines_per_s']:.2f}x")  # fmt: skip
     results["e2e_two_workers"] = two
 
 

@@ -50,6 +50,9 @@ BATCH_EVENTS = 5000
 BATCH_WITHIN = 0.05  # seconds to wait for a batch to fill
 CHUNK_BYTES = 1 << 20  # raw bytes per pipeline step within a take (about 5,000 lines)
 RETRY_MAX_SECONDS = 10.0
+#: The ``aggregates.run_in`` values under which ``logfog aggregator`` processes count:
+#: started by hand ("aggregator") or by every worker as its child ("process").
+AGGREGATOR_RUNS_IN = ("aggregator", "process")
 # Raw input the stream buffer may hold. Faust bounds it in events (stream_buffer_maxsize):
 # a few MB at one line per record, but ~1.5 GB of 500-line records, so the agent sizes
 # it from the records it sees. Measured: a 3M-line backlog of 500-line records took
@@ -181,6 +184,7 @@ class WorkerState:
         self.publish_failures = 0
         self.rates: list[tuple[float, int]] = []  # (time, lines so far) for the page
         self.aggregation: Any = None  # AggregationRuntime, when aggregates are enabled
+        self.aggregator: Any = None  # the aggregator child's Supervisor (run_in: process)
 
     def note(self, lines: int) -> None:
         now = time.time()
@@ -247,9 +251,9 @@ def create_app(
     """Build the Faust app, its agents and its web views.
 
     ``role`` "worker": the anonymizing agent, plus the aggregation agents when
-    ``aggregates.run_in`` is "worker". ``role`` "aggregator" (``logfog aggregator``):
-    only the aggregation agents, in a consumer group of their own, with ``NoLines`` as
-    the pipeline.
+    ``aggregates.run_in`` is "worker". ``role`` "aggregator" (``logfog aggregator``, run
+    by hand with "aggregator" or by each worker with "process"): only the aggregation
+    agents, in a consumer group of their own, with ``NoLines`` as the pipeline.
     """
     import faust
     from faust import web
@@ -280,7 +284,8 @@ def create_app(
     if role == "worker":
         _add_anonymizer(app, config, pipeline, state, metrics, topic_partitions, in_flight)
     aggregates = config["aggregates"]
-    if aggregates["enabled"] and aggregates["run_in"] == role:
+    runs_in = ("worker",) if role == "worker" else AGGREGATOR_RUNS_IN
+    if aggregates["enabled"] and aggregates["run_in"] in runs_in:
         _add_aggregation(app, config, bootstrap, topic_partitions, state, metrics,
                          layout=aggregate_layout(config), security=security)  # fmt: skip
 
@@ -899,9 +904,18 @@ def prepare(config: Mapping[str, Any], bootstrap: str, security: Any = None) -> 
 
 
 def run_worker(
-    config_path: str, *, bootstrap: str | None, web_port: int, loglevel: str = "info"
+    config_path: str,
+    *,
+    bootstrap: str | None,
+    web_port: int,
+    loglevel: str = "info",
+    aggregator_web_port: int | None = None,
 ) -> int:
-    """``logfog worker``: load and compile everything, wait for the broker, run Faust."""
+    """``logfog worker``: load and compile everything, wait for the broker, run Faust.
+
+    With ``aggregates.run_in: process`` (the default) the worker also starts a ``logfog
+    aggregator`` child on ``aggregator_web_port`` (default: ``web_port`` + 1), restarts
+    it when it dies, and stops it when it stops (streams/supervise.py)."""
     from streams.config import ConfigError, worker_key_problems
     from streams.pipeline import Pipeline
     from streams.topics import pseudonymizes
@@ -935,7 +949,37 @@ def run_worker(
     pipeline = Pipeline.from_normalized(config, keyring=keyring)
     app = create_app(config, pipeline, bootstrap=bootstrap, web_port=web_port,
                      topic_partitions=partitions, security=security)  # fmt: skip
-    return _run_faust(app, pipeline, loglevel)
+    child = None
+    if config["aggregates"]["enabled"] and config["aggregates"]["run_in"] == "process":
+        port = web_port + 1 if aggregator_web_port is None else aggregator_web_port
+        child = aggregator_child(config, config_path, bootstrap, port, loglevel).start()
+        app.logfog_state.aggregator = child
+    try:
+        return _run_faust(app, pipeline, loglevel, on_stop_signal=child and child.terminate)
+    finally:
+        if child is not None:
+            child.stop(timeout=float(os.environ.get("LOGFOG_STOP_TIMEOUT", "25")) + 5)
+
+
+def aggregator_child(
+    config: Mapping[str, Any], config_path: str, bootstrap: str, web_port: int, loglevel: str
+) -> Any:
+    """The ``logfog aggregator`` a worker runs with ``aggregates.run_in: process``.
+
+    Its environment lacks the pseudonym key secrets (it needs none): a process that
+    holds pseudonyms never holds what recomputes them.
+    """
+    from streams import logjson
+    from streams.keyshare import ACCEPTED_MASTER_KEY_SOURCE, MASTER_KEY_SOURCE
+    from streams.supervise import Supervisor
+
+    secrets = {MASTER_KEY_SOURCE, ACCEPTED_MASTER_KEY_SOURCE, config["keys"]["source"]}
+    hidden = {s.removeprefix("env:") for s in secrets if s.startswith("env:")}
+    env = {name: value for name, value in os.environ.items() if name not in hidden}
+    argv = [sys.executable, "-m", "streams", "--log-format", logjson.current_format(),
+            "aggregator", "-c", os.path.abspath(config_path), "--bootstrap", bootstrap,
+            "--web-port", str(web_port), "--loglevel", loglevel]  # fmt: skip
+    return Supervisor("aggregator", argv, env)
 
 
 def run_aggregator(
@@ -945,15 +989,17 @@ def run_aggregator(
     aggregator``). No rules, geo database or pseudonym keys: it reads the workers'
     internal rows (pseudonyms, never keys) and publishes k-gated counts."""
     from streams.config import ConfigError
+    from streams.supervise import watch_parent
 
     config, bootstrap = _load(config_path, bootstrap)
     aggregates = config["aggregates"]
-    if not aggregates["enabled"] or aggregates["run_in"] != "aggregator":
+    if not aggregates["enabled"] or aggregates["run_in"] not in AGGREGATOR_RUNS_IN:
         raise ConfigError(config_path, [
             "aggregates: logfog aggregator needs enabled: true and run_in: aggregator "
-            "(with run_in: worker the workers aggregate, and an aggregator would count "
-            "every event a second time)"
+            "or process (with run_in: worker the workers aggregate, and an aggregator "
+            "would count every event a second time)"
         ])  # fmt: skip
+    watch_parent()  # started by a worker (run_in: process): stop when it is gone
     security = _security(config)
     partitions = _when_broker_is_up(config, bootstrap, security)
     lines = NoLines()
@@ -983,8 +1029,10 @@ def _when_broker_is_up(
     return prepare(config, bootstrap, security)
 
 
-def _run_faust(app: Any, pipeline: Any, loglevel: str) -> int:
-    """Run a Faust worker for ``app`` until it is stopped; the exit status."""
+def _run_faust(app: Any, pipeline: Any, loglevel: str, on_stop_signal: Any = None) -> int:
+    """Run a Faust worker for ``app`` until it is stopped; the exit status.
+    ``on_stop_signal``: called first on SIGTERM/SIGINT (the child's stop then runs
+    alongside ours, not after it)."""
     try:
         import mode.loop
 
@@ -1002,10 +1050,14 @@ def _run_faust(app: Any, pipeline: Any, loglevel: str) -> int:
 
         def _on_sigterm(self) -> None:
             _stop_watchdog()
+            if on_stop_signal is not None:
+                on_stop_signal()
             super()._on_sigterm()
 
         def _on_sigint(self) -> None:
             _stop_watchdog()
+            if on_stop_signal is not None:
+                on_stop_signal()
             super()._on_sigint()
 
     from streams.logjson import faust_logging_config

@@ -398,7 +398,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from streams.app import run_worker
 
     return run_worker(args.config, bootstrap=args.bootstrap, web_port=args.web_port,
-                      loglevel=args.loglevel)  # fmt: skip
+                      loglevel=args.loglevel,
+                      aggregator_web_port=args.aggregator_web_port)  # fmt: skip
 
 
 def cmd_aggregator(args: argparse.Namespace) -> int:
@@ -466,13 +467,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("keygen", help="print a new 256-bit secret (hex) for env:/file: key sources")
     p.set_defaults(func=cmd_keygen)
 
-    p = sub.add_parser("worker", help="run the streaming worker (Faust)")
+    p = sub.add_parser(
+        "worker", help="run the streaming worker (Faust)",
+        description="Anonymize the raw topic into every destination. With "
+        "aggregates.run_in: process (the default) the worker also runs a 'logfog aggregator' "
+        "child process, restarts it when it dies and stops it when it stops.",
+    )  # fmt: skip
     _faust_process_arguments(p, web_port=6066)
+    env_port = os.environ.get("LOGFOG_AGGREGATOR_WEB_PORT")
+    p.add_argument("--aggregator-web-port", type=int,
+                   default=int(env_port) if env_port else None,
+                   help="web port of the aggregator child (run_in: process; default: "
+                   "--web-port + 1, or env LOGFOG_AGGREGATOR_WEB_PORT)")  # fmt: skip
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser(
         "aggregator",
-        help="run only the windowed aggregation (config: aggregates.run_in: aggregator)",
+        help="run only the windowed aggregation (aggregates.run_in: aggregator; with "
+        "run_in: process every worker runs one itself)",
         description="Stages 2 and 3 of the aggregates in their own processes and consumer "
         "group, so that they scale and restart apart from the workers. Needs no rules, geo "
         "database or LOGFOG_MASTER_KEY.",

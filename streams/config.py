@@ -316,11 +316,13 @@ SCHEMA = Section(
                 ),
                 "run_in": Key(
                     str,
-                    "worker",
-                    "'worker': every logfog worker aggregates; 'aggregator': only "
-                    "'logfog aggregator' processes do (scaled and restarted on their own, "
-                    "never holding pseudonym keys)",
-                    choices=("worker", "aggregator"),
+                    "process",
+                    "'process': every logfog worker runs a 'logfog aggregator' child "
+                    "process (another core; restarted and stopped with the worker); "
+                    "'worker': in the worker's own process (one core for everything); "
+                    "'aggregator': only 'logfog aggregator' processes you run yourself "
+                    "(scaled and restarted on their own, never holding pseudonym keys)",
+                    choices=("process", "worker", "aggregator"),
                 ),
                 "max_events_per_visitor": Key(
                     int, 100, "contribution cap per visitor and window", minimum=1

@@ -125,6 +125,11 @@ def default_format() -> str:
     return "text" if sys.stderr.isatty() else "json"
 
 
+def current_format() -> str:
+    """The format :func:`configure` set (a worker hands it to its aggregator child)."""
+    return _state.format
+
+
 def configure(fmt: str, level: int) -> None:
     """Root logging for every command; remembered for the Faust worker's own setup."""
     _state.format, _state.level = fmt, level

@@ -71,7 +71,14 @@ def status_snapshot(state: Any, pipeline: Any, metrics: Any) -> dict[str, Any]:
             for (t, p), lag in sorted(metrics.lag_by_partition.items())
         ],
         "aggregates": aggregate_status(getattr(state, "aggregation", None)),
+        "aggregator_process": _child_status(getattr(state, "aggregator", None)),
     }
+
+
+def _child_status(supervisor: Any) -> dict[str, Any] | None:
+    """The aggregator child (``aggregates.run_in: process``): process id, running,
+    restarts, last exit status. Its counts are on its own status page."""
+    return None if supervisor is None else dict(supervisor.status())
 
 
 STATUS_PAGE = """<!doctype html>
@@ -156,7 +163,10 @@ async function tick(){
       bars("routes", a.top_routes||[]); bars("countries", a.top_countries||[]);
     } else {
       ["suppressed","routes","countries"].forEach(id=>bars(id,[]));
-      document.getElementById("window").textContent="aggregation not configured";
+      const c=s.aggregator_process;
+      document.getElementById("window").textContent=c?
+        `in the aggregator child (pid ${c.pid}, ${c.running?"running":"not running"}, `+
+        `${c.restarts} restarts): see its own status page`:"aggregation not in this process";
     }
   }catch(e){document.getElementById("state").textContent="unreachable";}
 }

@@ -25,7 +25,13 @@ from streams.config import normalize
 from streams.records import FUTURE_SKEW_SECONDS
 from streams.shipper import ship
 from streams.topics import topic_specs
-from tests.integration.workers import OutputCounter, WorkerProcess, worker_config, write_config
+from tests.integration.workers import (
+    OutputCounter,
+    WorkerProcess,
+    process_gone,
+    worker_config,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -118,9 +124,13 @@ def run_case(
     separate: bool = False,
     switch: bool = False,
     busy: bool = False,
+    child: bool = False,
 ) -> None:
     """``kill``: SIGKILL mid-window and a replacement (the worker, or with ``separate``
     the aggregator: ``aggregates.run_in: aggregator``, a ``logfog aggregator`` process).
+    ``child``: ``run_in: process``, the default: each worker's aggregator child counts;
+    with ``kill`` the worker is killed, its child must stop by itself, and the new
+    worker's child takes over.
     ``switch``: mid-window, the worker (which aggregates) is stopped and the cluster
     moves to ``run_in: aggregator``: a new worker and an aggregator take over.
     ``busy`` (with ``kill``): the worker is killed while it is anonymizing and
@@ -152,6 +162,8 @@ def run_case(
     })  # fmt: skip
     if separate:
         config["aggregates"]["run_in"] = "aggregator"
+    if child:
+        config["aggregates"]["run_in"] = "process"
     path = write_config(config, tmp_path / "logfog.yaml")
     ensure_topics(broker.bootstrap, topic_specs(normalize(config, [], [])))
     rows = population(BUSY_LINES if busy else 600, window, seed=3)
@@ -163,12 +175,16 @@ def run_case(
         ship(str(tmp_path / "all.log"), broker.bootstrap, raw, lines_per_record=10, progress=False)
     first = WorkerProcess(path, tmp_path, "a1").start()
     second: WorkerProcess | None = None
-    aggregators = [WorkerProcess(path, tmp_path, "g1", command="aggregator").start()]
+    aggregators = [] if child else [
+        WorkerProcess(path, tmp_path, "g1", command="aggregator").start()
+    ]  # fmt: skip
     counter = OutputCounter(broker.bootstrap, [out_topic])
     try:
         first.wait_ready()
         if separate:
             aggregators[0].wait_ready()
+        elif child:
+            first.wait_child_ready()
         else:  # with run_in: worker an aggregator would count everything twice: it refuses
             refused = aggregators.pop().proc
             assert refused is not None and refused.wait(30) == 2
@@ -195,8 +211,22 @@ def run_case(
                 while (aggregators[0].status()["aggregates"] or {}).get("events", 0) < half:
                     assert time.monotonic() < deadline, aggregators[0].tail()
                     time.sleep(0.2)
+            if child:
+                while (first.child_status()["aggregates"] or {}).get("events", 0) < half:
+                    assert time.monotonic() < deadline, first.tail()
+                    time.sleep(0.2)
             time.sleep(2.5)  # at least one checkpoint of the open window
-            if kill and separate:
+            if kill and child:
+                orphan = first.status()["aggregator_process"]["pid"]
+                first.kill9()
+                deadline = time.monotonic() + 30
+                while not process_gone(orphan):  # it notices, and stops by itself
+                    assert time.monotonic() < deadline, first.tail()
+                    time.sleep(0.2)
+                second = WorkerProcess(path, tmp_path, "a2").start()
+                second.wait_ready()
+                second.wait_child_ready()
+            elif kill and separate:
                 aggregators[0].kill9()
                 aggregators.append(
                     WorkerProcess(path, tmp_path, "g2", command="aggregator").start()
@@ -274,8 +304,13 @@ def run_case(
             assert float(skipped.split()[-1]) > 0, skipped
         text = b"\n".join(counter.values(out_topic))
         assert b"198.51.100." not in text and b"203.0.113." not in text
-        if separate or switch:  # the aggregator's own figures on /metrics
-            _, scraped = aggregators[-1].get("/metrics")
+        if separate or switch or child:  # the aggregator's own figures on /metrics
+            last = second or first
+            _, scraped = (
+                last.get("/metrics", port=last.aggregator_web_port)
+                if child
+                else aggregators[-1].get("/metrics")
+            )
             assert b"logfog_aggregate_rows_published_total" in scraped
             assert b'logfog_aggregate_state{what="windows"}' in scraped
     finally:
@@ -313,3 +348,10 @@ def test_kill_9_while_publishing_neither_loses_nor_doubles(
     broker: LocalBroker, geo_dbs: dict[str, str], tmp_path: Path
 ) -> None:
     run_case(broker, geo_dbs, tmp_path, kill=True, busy=True)
+
+
+def test_each_workers_aggregator_child_survives_a_worker_kill_9(
+    broker: LocalBroker, geo_dbs: dict[str, str], tmp_path: Path
+) -> None:
+    """The default, aggregates.run_in: process."""
+    run_case(broker, geo_dbs, tmp_path, kill=True, child=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from tests.integration.workers import (
     WorkerProcess,
     free_port,
     numbered_lines,
+    process_gone,
     worker_config,
     write_config,
 )
@@ -274,3 +277,37 @@ def test_broker_gone_mid_run_no_crash_loop(geo_dbs: dict[str, str], tmp_path: Pa
         if worker.proc and worker.proc.poll() is None:
             worker.proc.kill()
         broker.stop()
+
+
+def test_the_aggregator_child_is_restarted_and_stops_with_the_worker(
+    broker: LocalBroker, setup: Any, tmp_path: Path
+) -> None:
+    """aggregates.run_in: process (the default): the worker runs a ``logfog aggregator``
+    child. Killed, the child is replaced and counts on; the worker's SIGTERM stops it
+    too, and the worker exits 0."""
+    config, _ = setup(partitions=1)
+    config["aggregates"]["run_in"] = "process"
+    path = write_config(config, tmp_path / "process.yaml")
+    worker = WorkerProcess(path, tmp_path, "w").start()
+    try:
+        worker.wait_ready()
+        worker.wait_child_ready()
+        child = worker.status()["aggregator_process"]
+        assert child["running"] and child["restarts"] == 0, child
+        os.kill(child["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not (now := worker.status()["aggregator_process"])["restarts"] or not now["running"]:
+            assert time.monotonic() < deadline, worker.tail()
+            time.sleep(0.2)
+        assert now["pid"] != child["pid"] and now["last_exit"] == -signal.SIGKILL, now
+        worker.wait_child_ready()
+        lines, good = numbered_lines(300)
+        ship_lines(broker.bootstrap, topics(config)["raw"], lines, tmp_path / "in.log", 10)
+        while (worker.child_status()["aggregates"] or {}).get("events", 0) < len(good):
+            assert time.monotonic() < deadline, worker.tail()
+            time.sleep(0.2)
+        assert worker.terminate(timeout_s=40) == 0, worker.tail()
+        assert process_gone(now["pid"]), "the aggregator child outlived the worker"
+    finally:
+        if worker.proc and worker.proc.poll() is None:
+            worker.proc.kill()

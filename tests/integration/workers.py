@@ -86,6 +86,10 @@ def worker_config(bootstrap: str, geo_dbs: dict[str, str], partitions: int = 4) 
         dest["partitions"] = partitions
     config["enrich"]["geo"] = {"city": geo_dbs["city"], "asn": geo_dbs["asn"]}
     config["keys"]["topic"] = f"it.keys.{tag}"
+    # The anonymizer's tests count in the worker: on 2 cores a child per worker would
+    # only slow them. The default (run_in: process) has its own tests (test_aggregates,
+    # test_worker's aggregator child test).
+    config["aggregates"]["run_in"] = "worker"
     return config
 
 
@@ -103,6 +107,8 @@ class WorkerProcess:
     web_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     command: str = "worker"
+    #: The web port of a worker's aggregator child (aggregates.run_in: process).
+    aggregator_web_port: int = field(default_factory=free_port)
 
     @property
     def log_path(self) -> Path:
@@ -116,13 +122,15 @@ class WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams", self.command, "-c", str(self.config_path),
-             "--web-port", str(self.web_port)],
+             "--web-port", str(self.web_port),
+             *(["--aggregator-web-port", str(self.aggregator_web_port)]
+               if self.command == "worker" else [])],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         return self
 
-    def get(self, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
-        url = f"http://127.0.0.1:{self.web_port}{path}"
+    def get(self, path: str, timeout: float = 2.0, port: int | None = None) -> tuple[int, bytes]:
+        url = f"http://127.0.0.1:{port or self.web_port}{path}"
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 return int(response.status), response.read()
@@ -146,6 +154,20 @@ class WorkerProcess:
         _, body = self.get("/status.json")
         return dict(orjson.loads(body))
 
+    def child_status(self) -> dict[str, Any]:
+        """The status page of this worker's aggregator child (run_in: process)."""
+        _, body = self.get("/status.json", port=self.aggregator_web_port)
+        return dict(orjson.loads(body))
+
+    def wait_child_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with contextlib.suppress(OSError):
+                if self.get("/readyz", port=self.aggregator_web_port)[0] == 200:
+                    return
+            assert time.monotonic() < deadline, self.tail()
+            time.sleep(0.3)
+
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
@@ -168,6 +190,15 @@ class WorkerProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return "(no log)"
+
+
+def process_gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody has reaped yet (not ours to reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 class OutputCounter:

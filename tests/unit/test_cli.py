@@ -79,8 +79,6 @@ def test_only_and_stdin(config: Path) -> None:
         (["anonymize", "-", "-c", "nope.yaml"], "nope.yaml: 1 problem(s)"),
         (["check-config", "config/examples/missing.yaml"], "cannot read"),
         (["worker", "-c", "config/logfog.yaml"], "LOGFOG_MASTER_KEY is not set"),
-        # With run_in: worker the workers aggregate; a second aggregator would double count.
-        (["aggregator", "-c", "config/logfog.yaml"], "needs enabled: true and run_in: aggregator"),
     ],
 )
 def test_expected_failures_are_one_line_exit_2(
@@ -94,6 +92,20 @@ def test_expected_failures_are_one_line_exit_2(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_an_aggregator_refuses_while_the_workers_aggregate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With run_in: worker the workers count; an aggregator would count every event twice."""
+    config = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    config["aggregates"]["run_in"] = "worker"
+    path = tmp_path / "in-worker.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["aggregator", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "needs enabled: true and run_in: aggregator or process" in err
+    assert "Traceback" not in err
 
 
 def test_check_config_lists_every_problem(tmp_path: Path) -> None:

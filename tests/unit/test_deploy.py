@@ -442,10 +442,23 @@ def test_probes_use_the_named_web_port_and_health_paths() -> None:
         assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "web"}
 
 
-def test_resources_are_set() -> None:
+def test_the_aggregator_child_port_is_declared_where_logfog_reads_it() -> None:
+    container = _worker_container()
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert ports["aggregator"] == int(env["LOGFOG_AGGREGATOR_WEB_PORT"]) != ports["web"]
+    compose_worker = _compose()["services"]["worker"]
+    assert compose_worker["environment"]["LOGFOG_AGGREGATOR_WEB_PORT"] in str(
+        compose_worker["ports"]
+    )
+
+
+def test_resources_are_set(tmp_path: Path) -> None:
     resources = _worker_container()["resources"]
     requests, limits = resources["requests"], resources["limits"]
     assert _cpu_millis(requests["cpu"]) >= 1000, "one worker saturates one core"
+    if _deployed_config(tmp_path)["aggregates"]["run_in"] == "process":
+        assert _cpu_millis(requests["cpu"]) >= 2000, "and its aggregator child another"
     assert _quantity_bytes(requests["memory"]) >= 512 * 2**20
     assert _quantity_bytes(limits["memory"]) >= _quantity_bytes(requests["memory"])
     # Deliberately no CPU limit (CFS throttling of the event loop); if one is ever
@@ -655,7 +668,7 @@ def test_compose_services_order_and_scale() -> None:
     assert worker["depends_on"]["topics"]["condition"] == "service_completed_successfully"
     assert "6066" in str(worker["ports"])
     assert "shipper" in services["shipper"]["profiles"]
-    # Optional, behind a profile: with the default run_in: worker it would refuse to start.
+    # Optional, behind a profile: for run_in: aggregator (with run_in: worker it refuses).
     aggregator = services["aggregator"]
     assert aggregator["profiles"] == ["aggregator"] and aggregator["command"][0] == "aggregator"
     assert "LOGFOG_MASTER_KEY" not in aggregator["environment"]

@@ -52,6 +52,24 @@ def test_status_json_leaves_out_per_visitor_figures() -> None:
     assert "pending_windows" in published
 
 
+def test_status_json_shows_the_aggregator_child_as_a_process_only() -> None:
+    import sys
+
+    from streams.supervise import Supervisor
+
+    state = WorkerState()
+    assert status_snapshot(state, NoLines(), Metrics(None))["aggregator_process"] is None
+    child = Supervisor("aggregator", [sys.executable, "-c", "import time; time.sleep(30)"],
+                       {"LOGFOG_MASTER_KEY": "secret-in-env"})  # fmt: skip
+    state.aggregator = child.start()
+    try:
+        shown = status_snapshot(state, NoLines(), Metrics(None))["aggregator_process"]
+        assert shown == {"pid": child.pid, "running": True, "restarts": 0, "last_exit": None}
+    finally:
+        child.stop(timeout=5)
+    assert "secret" not in orjson.dumps(status_snapshot(state, NoLines(), Metrics(None))).decode()
+
+
 def test_web_server_binds_to_loopback_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
     config = normalize({"destinations": {"o": {"topic": "t", "fields": {
         "s": {"from": "response.status", "action": "keep"}}}}}, [], [])  # fmt: skip
