@@ -232,3 +232,83 @@ def test_filter_query_decodes_like_parse_qsl(pairs: list[tuple[str, str | None]]
     query = "&".join(k if v is None else f"{k}={v}" for k, v in pairs)
     patterns = ["utm_*", "page"]
     assert filter_query(query, compile_allow(patterns)) == _reference_filter(query, patterns)
+
+
+def _reference_filter_query(query: str, patterns: list[str], template: bool) -> str:
+    """filter_query, may_match and the key check as they were before their memos (kept
+    verbatim here so the memoized version can be compared with them byte for byte)."""
+    from urllib.parse import quote, unquote
+
+    from streams.urls import template_value
+
+    def form_decode(text: str) -> str:
+        if "%" in text or "+" in text:
+            return unquote(text.replace("+", " "))
+        return text
+
+    allow = compile_allow(patterns)
+    lowered = query.lower()
+    if not query or not (
+        any(k in lowered for k in allow.exact) or any(p in lowered for p in allow.prefixes)
+    ):
+        return ""
+    out = []
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        key = form_decode(key)
+        lowered_key = key.lower()
+        if not (
+            lowered_key in allow.exact
+            or (bool(allow.prefixes) and lowered_key.startswith(allow.prefixes))
+        ):
+            continue
+        value = form_decode(value)
+        if template:
+            value = template_value(value)
+        out.append(f"{quote(key.lower(), safe='-._~{}')}={quote(value, safe='-._~{}')}")
+    return "&".join(out)
+
+
+# Query text with everything the parser and the quoting treat specially: separators,
+# escapes (valid, truncated, double), "+", upper case (keys match case-insensitively),
+# non-ASCII (quoted as UTF-8; "İ" and "K" change length or script when lower-cased), an
+# email and digits (templated values), braces (kept unquoted).
+_QUERY_CHARS = "aAuUtTmM_sSpPgGeE12+%=&;@.-~{}é✓İK/ 5F4"
+_QUERY_KEYS = ["utm_source", "UTM_Medium", "utm_%73ource", "utm%5Fx", "page", "PAGE",
+               "p%61ge", "utm+x", "lang", "q", "", "sid", "utm_", "pagé"]  # fmt: skip
+_QUERY_VALUES = ["", "x", "spring+sale", "a%40b.io", "a%2540b.io", "123456", "2",
+                 "%E2%9C%93", "%zz", "{id}", "é"]  # fmt: skip
+_PAIRS = st.lists(
+    st.tuples(
+        st.one_of(st.sampled_from(_QUERY_KEYS), st.text(alphabet=_QUERY_CHARS, max_size=8)),
+        st.one_of(
+            st.none(),
+            st.sampled_from(_QUERY_VALUES),
+            st.text(alphabet=_QUERY_CHARS, max_size=12),
+            st.text(max_size=6),  # any Unicode, surrogates included
+        ),
+    ),
+    max_size=6,
+)
+_PATTERNS = st.sampled_from(
+    [["utm_*", "page"], ["utm_source", "lang"], ["UTM_*"], ["p*", "lang"], ["a"], []]
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@example(pairs=[("utm_source", "a%40b.io"), ("UTM_SOURCE", "a%40b.io")], raw="", patterns=["utm_*"])
+@example(pairs=[("İutm_x", "1")], raw="", patterns=["utm_*"])
+@example(pairs=[("page", "123456")], raw="page=123456", patterns=["page"])
+@given(_PAIRS, st.text(alphabet=_QUERY_CHARS, max_size=30), _PATTERNS)
+def test_filter_query_is_byte_identical_to_the_unmemoized_one(
+    pairs: list[tuple[str, str | None]], raw: str, patterns: list[str]
+) -> None:
+    # The memos live on the allowlist: calls with memos warm (the same query again,
+    # with either template flag) must give the same bytes as the first, cold one.
+    allow = compile_allow(patterns)
+    for query in ("&".join(k if v is None else f"{k}={v}" for k, v in pairs), raw):
+        for template in (True, False, True, False):
+            expected = _reference_filter_query(query, patterns, template)
+            assert filter_query(query, allow, template) == expected
