@@ -75,6 +75,7 @@ PH_EMAIL: Final = "{email}"
 # Segments of letters and simple punctuation only: nothing to template (emails need
 # "@", every id/token rule needs a digit or "%"). The common case, so checked first.
 _PLAIN_RE: Final = re.compile(r"[A-Za-z._~-]*")
+_NON_DIGITS_RE: Final = re.compile(r"[^0-9]+")
 _DIGIT_RUN5_RE: Final = re.compile(r"[0-9]{5}")
 _HEX16_RE: Final = re.compile(r"[0-9A-Fa-f]{16,}")
 _B64_RUN_RE: Final = re.compile(r"[A-Za-z0-9+/_=-]{20,}")
@@ -111,6 +112,26 @@ def _classify(text: str) -> str | None:
     """Placeholder for a decoded segment or value, ``None`` if it may be kept."""
     if _has_email(text):
         return PH_EMAIL
+    return _classify_not_email(text)
+
+
+def _template_raw(text: str) -> str | None:
+    """Placeholder for a raw (percent-encoded) segment or value, ``None`` to keep it.
+
+    Checks the raw form for an email too: a local part may itself be percent-encoded
+    ("%00@a.ac").
+    """
+    if _has_email(text):
+        return PH_EMAIL
+    if "%" not in text:
+        # Nothing to decode (_decode would return text itself) and the email check
+        # just ran on the same text: skip both (most segments and values get here).
+        return _classify_not_email(text)
+    return _classify(_decode(text))
+
+
+def _classify_not_email(text: str) -> str | None:
+    """:func:`_classify` after its email check."""
     if "eyJ" in text and _JWT_RE.search(text):
         return PH_TOKEN
     if text.isdigit():  # before UUID: 32+ digits also match the dashless UUID form
@@ -121,7 +142,8 @@ def _classify(text: str) -> str | None:
         return PH_UUID
     if size >= 16 and _HEX16_RE.search(text):
         return PH_TOKEN
-    digits = sum(map(str.isdigit, text))
+    # For ASCII text str.isdigit() is [0-9]: one regex pass instead of a call per char.
+    digits = len(_NON_DIGITS_RE.sub("", text)) if text.isascii() else sum(map(str.isdigit, text))
     if digits >= 4:
         alnum = sum(map(str.isalnum, text))
         if digits * 2 >= alnum or _DIGIT_RUN5_RE.search(text):
@@ -145,8 +167,7 @@ def template_segment(segment: str) -> str:
     if _PLAIN_RE.fullmatch(segment):
         return segment
     segment = segment.partition(";")[0]
-    # The raw form too: a local part may itself be percent-encoded ("%00@a.ac").
-    placeholder = PH_EMAIL if _has_email(segment) else _classify(_decode(segment))
+    placeholder = _template_raw(segment)
     return segment if placeholder is None else placeholder
 
 
@@ -167,10 +188,27 @@ def _replace_segment(m: re.Match[str]) -> str:
 
 
 # The two commonest identifiers, whole segments, replaced without a Python callback.
-_DIGITS_SEGMENT_RE: Final = re.compile(r"(?<![^/])[0-9]+(?![^/])")
+# Each match takes the "/" before its segment: a pattern that starts with a literal
+# lets the regex engine skip ahead to the next "/" instead of trying a lookbehind at
+# every character (a path that does not start with "/" gets one for the call).
+_DIGITS_SEGMENT_RE: Final = re.compile(r"/[0-9]+(?![^/])")
 _UUID_SEGMENT_RE: Final = re.compile(
-    r"(?<![^/])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}(?![^/])"
+    r"/[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}(?![^/])"
 )
+_SLASH_ID: Final = "/" + PH_ID
+_SLASH_UUID: Final = "/" + PH_UUID
+
+
+def _shape(path: str) -> str:
+    """``path`` with its all-digit segments as ``{id}`` and its UUID segments as ``{uuid}``.
+
+    >>> _shape("/p/123/o/550e8400-e29b-41d4-a716-446655440000/1a"), _shape("42/x")
+    ('/p/{id}/o/{uuid}/1a', '{id}/x')
+    """
+    if path[:1] != "/":
+        return _shape("/" + path)[1:]
+    shape = _DIGITS_SEGMENT_RE.sub(_SLASH_ID, path)
+    return _UUID_SEGMENT_RE.sub(_SLASH_UUID, shape) if "-" in shape else shape
 
 
 # Paths that differ only in their id and UUID segments ("/products/123",
@@ -183,7 +221,7 @@ def template_path(path: str) -> str:
     """Replace identifying path segments with placeholders; see the module docstring."""
     out = _path_memo.get(path)
     if out is None:
-        shape = _UUID_SEGMENT_RE.sub(PH_UUID, _DIGITS_SEGMENT_RE.sub(PH_ID, path))
+        shape = _shape(path)
         out = _shape_memo.get(shape)
         if out is None:
             out = _CANDIDATE_SEGMENT_RE.sub(_replace_segment, shape)
@@ -202,7 +240,7 @@ def template_value(value: str) -> str:
         return value
     if _PLAIN_RE.fullmatch(value):
         return value
-    placeholder = PH_EMAIL if _has_email(value) else _classify(_decode(value))
+    placeholder = _template_raw(value)
     return value if placeholder is None else placeholder
 
 

@@ -16,6 +16,7 @@ from streams.urls import (
     registrable_domain,
     template_path,
     template_segment,
+    template_value,
 )
 
 PATHS = [
@@ -312,3 +313,104 @@ def test_filter_query_is_byte_identical_to_the_unmemoized_one(
         for template in (True, False, True, False):
             expected = _reference_filter_query(query, patterns, template)
             assert filter_query(query, allow, template) == expected
+
+
+def _reference_classify(text: str) -> str | None:
+    """streams.urls._classify as it was before its fast paths (verbatim)."""
+    from streams import detect, urls
+
+    if urls._has_email(text):
+        return "{email}"
+    if "eyJ" in text and urls._JWT_RE.search(text):
+        return "{token}"
+    if text.isdigit():
+        return "{id}"
+    size = len(text)
+    if size >= 32 and urls._UUID_RE.search(text):
+        return "{uuid}"
+    if size >= 16 and urls._HEX16_RE.search(text):
+        return "{token}"
+    digits = sum(map(str.isdigit, text))
+    if digits >= 4:
+        alnum = sum(map(str.isalnum, text))
+        if digits * 2 >= alnum or urls._DIGIT_RUN5_RE.search(text):
+            return "{id}"
+    if size >= 20:
+        for m in urls._B64_RUN_RE.finditer(text):
+            if detect.looks_random(m.group(), min_mixed=12):
+                return "{token}"
+    leak = detect.find_leak(text)
+    if leak is not None:
+        return "{id}" if leak == "card" else "{email}" if leak == "email" else "{token}"
+    return None
+
+
+def _reference_template_raw(text: str) -> str | None:
+    from streams import urls
+
+    return "{email}" if urls._has_email(text) else _reference_classify(urls._decode(text))
+
+
+def _reference_template_path(path: str) -> str:
+    """template_path as it was before its fast paths, without its memos (verbatim)."""
+    import re
+
+    from streams import urls
+
+    def segment(m: re.Match[str]) -> str:
+        seg = m.group()
+        if urls._PLAIN_RE.fullmatch(seg):
+            return seg
+        seg = seg.partition(";")[0]
+        placeholder = _reference_template_raw(seg)
+        return seg if placeholder is None else placeholder
+
+    digits = re.compile(r"(?<![^/])[0-9]+(?![^/])")
+    uuid = re.compile(
+        r"(?<![^/])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}(?![^/])"
+    )
+    shape = uuid.sub("{uuid}", digits.sub("{id}", path))
+    return urls._CANDIDATE_SEGMENT_RE.sub(segment, shape)
+
+
+def _reference_template_value(value: str) -> str:
+    if len(value) <= 4 and value.isdigit():
+        return value
+    from streams import urls
+
+    if urls._PLAIN_RE.fullmatch(value):
+        return value
+    placeholder = _reference_template_raw(value)
+    return value if placeholder is None else placeholder
+
+
+# Path and value text that reaches every branch of the classification: digits (ASCII
+# and not: "²", "٣"), hex and UUID runs, "-" and "/", escapes (valid, double, broken),
+# "@" and a domain, JWT and base64-ish runs, ";" (matrix parameters), non-ASCII.
+_SEGMENT_TEXTS = ["/", "//", "-", ".", "_", ";x=1", "%", "%40", "%2540", "%2F", "%zz", "@",
+                  "@x.io", "a.b@ex.com", "0", "12", "12345", "2024-05-17", "4111-1111-1111-1111",
+                  "550e8400-e29b-41d4-a716-446655440000", "550E8400E29B41D4A716446655440000",
+                  "3f2a9b1c4d5e6f70", "eyJhbGciOi.eyJzdWIi", "aB3dE5fG7hJ9kL1mN3pQ", "{id}",
+                  "{uuid}", "webp", "x", "Ab", "²", "٣", "é", "1.2.3.4", "fe80::1"]  # fmt: skip
+_SEGMENT_PARTS = st.sampled_from(_SEGMENT_TEXTS)
+_PATHS = st.one_of(
+    st.lists(_SEGMENT_PARTS, max_size=10).map("".join),
+    st.text(alphabet="/0123456789abcdefABCDEF-.%@;x²٣é", max_size=40),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@example(path="12/34")
+@example(path="/1/2//3/")
+@example(path="550e8400-e29b-41d4-a716-446655440000/12")
+@given(_PATHS)
+def test_template_path_is_byte_identical_to_the_previous_one(path: str) -> None:
+    expected = _reference_template_path(path)
+    assert template_path(path) == expected
+    assert template_path(path) == expected  # memos warm
+
+
+@settings(max_examples=600, deadline=None)
+@given(_PATHS)
+def test_template_value_is_byte_identical_to_the_previous_one(value: str) -> None:
+    assert template_value(value) == _reference_template_value(value)
