@@ -16,6 +16,7 @@ from streams.urls import (
     registrable_domain,
     template_path,
     template_segment,
+    template_value,
 )
 
 PATHS = [
@@ -232,3 +233,184 @@ def test_filter_query_decodes_like_parse_qsl(pairs: list[tuple[str, str | None]]
     query = "&".join(k if v is None else f"{k}={v}" for k, v in pairs)
     patterns = ["utm_*", "page"]
     assert filter_query(query, compile_allow(patterns)) == _reference_filter(query, patterns)
+
+
+def _reference_filter_query(query: str, patterns: list[str], template: bool) -> str:
+    """filter_query, may_match and the key check as they were before their memos (kept
+    verbatim here so the memoized version can be compared with them byte for byte)."""
+    from urllib.parse import quote, unquote
+
+    from streams.urls import template_value
+
+    def form_decode(text: str) -> str:
+        if "%" in text or "+" in text:
+            return unquote(text.replace("+", " "))
+        return text
+
+    allow = compile_allow(patterns)
+    lowered = query.lower()
+    if not query or not (
+        any(k in lowered for k in allow.exact) or any(p in lowered for p in allow.prefixes)
+    ):
+        return ""
+    out = []
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        key = form_decode(key)
+        lowered_key = key.lower()
+        if not (
+            lowered_key in allow.exact
+            or (bool(allow.prefixes) and lowered_key.startswith(allow.prefixes))
+        ):
+            continue
+        value = form_decode(value)
+        if template:
+            value = template_value(value)
+        out.append(f"{quote(key.lower(), safe='-._~{}')}={quote(value, safe='-._~{}')}")
+    return "&".join(out)
+
+
+# Query text with everything the parser and the quoting treat specially: separators,
+# escapes (valid, truncated, double), "+", upper case (keys match case-insensitively),
+# non-ASCII (quoted as UTF-8; "İ" and "K" change length or script when lower-cased), an
+# email and digits (templated values), braces (kept unquoted).
+_QUERY_CHARS = "aAuUtTmM_sSpPgGeE12+%=&;@.-~{}é✓İK/ 5F4"
+_QUERY_KEYS = ["utm_source", "UTM_Medium", "utm_%73ource", "utm%5Fx", "page", "PAGE",
+               "p%61ge", "utm+x", "lang", "q", "", "sid", "utm_", "pagé"]  # fmt: skip
+_QUERY_VALUES = ["", "x", "spring+sale", "a%40b.io", "a%2540b.io", "123456", "2",
+                 "%E2%9C%93", "%zz", "{id}", "é"]  # fmt: skip
+_PAIRS = st.lists(
+    st.tuples(
+        st.one_of(st.sampled_from(_QUERY_KEYS), st.text(alphabet=_QUERY_CHARS, max_size=8)),
+        st.one_of(
+            st.none(),
+            st.sampled_from(_QUERY_VALUES),
+            st.text(alphabet=_QUERY_CHARS, max_size=12),
+            st.text(max_size=6),  # any Unicode, surrogates included
+        ),
+    ),
+    max_size=6,
+)
+_PATTERNS = st.sampled_from(
+    [["utm_*", "page"], ["utm_source", "lang"], ["UTM_*"], ["p*", "lang"], ["a"], []]
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@example(pairs=[("utm_source", "a%40b.io"), ("UTM_SOURCE", "a%40b.io")], raw="", patterns=["utm_*"])
+@example(pairs=[("İutm_x", "1")], raw="", patterns=["utm_*"])
+@example(pairs=[("page", "123456")], raw="page=123456", patterns=["page"])
+@given(_PAIRS, st.text(alphabet=_QUERY_CHARS, max_size=30), _PATTERNS)
+def test_filter_query_is_byte_identical_to_the_unmemoized_one(
+    pairs: list[tuple[str, str | None]], raw: str, patterns: list[str]
+) -> None:
+    # The memos live on the allowlist: calls with memos warm (the same query again,
+    # with either template flag) must give the same bytes as the first, cold one.
+    allow = compile_allow(patterns)
+    for query in ("&".join(k if v is None else f"{k}={v}" for k, v in pairs), raw):
+        for template in (True, False, True, False):
+            expected = _reference_filter_query(query, patterns, template)
+            assert filter_query(query, allow, template) == expected
+
+
+def _reference_classify(text: str) -> str | None:
+    """streams.urls._classify as it was before its fast paths (verbatim)."""
+    from streams import detect, urls
+
+    if urls._has_email(text):
+        return "{email}"
+    if "eyJ" in text and urls._JWT_RE.search(text):
+        return "{token}"
+    if text.isdigit():
+        return "{id}"
+    size = len(text)
+    if size >= 32 and urls._UUID_RE.search(text):
+        return "{uuid}"
+    if size >= 16 and urls._HEX16_RE.search(text):
+        return "{token}"
+    digits = sum(map(str.isdigit, text))
+    if digits >= 4:
+        alnum = sum(map(str.isalnum, text))
+        if digits * 2 >= alnum or urls._DIGIT_RUN5_RE.search(text):
+            return "{id}"
+    if size >= 20:
+        for m in urls._B64_RUN_RE.finditer(text):
+            if detect.looks_random(m.group(), min_mixed=12):
+                return "{token}"
+    leak = detect.find_leak(text)
+    if leak is not None:
+        return "{id}" if leak == "card" else "{email}" if leak == "email" else "{token}"
+    return None
+
+
+def _reference_template_raw(text: str) -> str | None:
+    from streams import urls
+
+    return "{email}" if urls._has_email(text) else _reference_classify(urls._decode(text))
+
+
+def _reference_template_path(path: str) -> str:
+    """template_path as it was before its fast paths, without its memos (verbatim)."""
+    import re
+
+    from streams import urls
+
+    def segment(m: re.Match[str]) -> str:
+        seg = m.group()
+        if urls._PLAIN_RE.fullmatch(seg):
+            return seg
+        seg = seg.partition(";")[0]
+        placeholder = _reference_template_raw(seg)
+        return seg if placeholder is None else placeholder
+
+    digits = re.compile(r"(?<![^/])[0-9]+(?![^/])")
+    uuid = re.compile(
+        r"(?<![^/])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}(?![^/])"
+    )
+    shape = uuid.sub("{uuid}", digits.sub("{id}", path))
+    return urls._CANDIDATE_SEGMENT_RE.sub(segment, shape)
+
+
+def _reference_template_value(value: str) -> str:
+    if len(value) <= 4 and value.isdigit():
+        return value
+    from streams import urls
+
+    if urls._PLAIN_RE.fullmatch(value):
+        return value
+    placeholder = _reference_template_raw(value)
+    return value if placeholder is None else placeholder
+
+
+# Path and value text that reaches every branch of the classification: digits (ASCII
+# and not: "²", "٣"), hex and UUID runs, "-" and "/", escapes (valid, double, broken),
+# "@" and a domain, JWT and base64-ish runs, ";" (matrix parameters), non-ASCII.
+_SEGMENT_TEXTS = ["/", "//", "-", ".", "_", ";x=1", "%", "%40", "%2540", "%2F", "%zz", "@",
+                  "@x.io", "a.b@ex.com", "0", "12", "12345", "2024-05-17", "4111-1111-1111-1111",
+                  "550e8400-e29b-41d4-a716-446655440000", "550E8400E29B41D4A716446655440000",
+                  "3f2a9b1c4d5e6f70", "eyJhbGciOi.eyJzdWIi", "aB3dE5fG7hJ9kL1mN3pQ", "{id}",
+                  "{uuid}", "webp", "x", "Ab", "²", "٣", "é", "1.2.3.4", "fe80::1"]  # fmt: skip
+_SEGMENT_PARTS = st.sampled_from(_SEGMENT_TEXTS)
+_PATHS = st.one_of(
+    st.lists(_SEGMENT_PARTS, max_size=10).map("".join),
+    st.text(alphabet="/0123456789abcdefABCDEF-.%@;x²٣é", max_size=40),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@example(path="12/34")
+@example(path="/1/2//3/")
+@example(path="550e8400-e29b-41d4-a716-446655440000/12")
+@given(_PATHS)
+def test_template_path_is_byte_identical_to_the_previous_one(path: str) -> None:
+    expected = _reference_template_path(path)
+    assert template_path(path) == expected
+    assert template_path(path) == expected  # memos warm
+
+
+@settings(max_examples=600, deadline=None)
+@given(_PATHS)
+def test_template_value_is_byte_identical_to_the_previous_one(value: str) -> None:
+    assert template_value(value) == _reference_template_value(value)
