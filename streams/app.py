@@ -936,25 +936,32 @@ def run_worker(
         MasterKeys.from_sources()  # a missing or short LOGFOG_MASTER_KEY fails now, clearly
     else:
         Pipeline.from_normalized(config)  # geo and key errors surface before any waiting
-    partitions = _when_broker_is_up(config, bootstrap, security)
-    keyring = None
-    if shared:
-        from streams.durations import parse_duration
-        from streams.keyshare import shared_keyring
-
-        # Every worker must compute the same pseudonym for the same visitor: random epoch
-        # keys agreed through Kafka (first record wins), destroyed after epoch + grace.
-        epoch, grace = parse_duration(keys["epoch"]), parse_duration(keys["grace"])
-        keyring = shared_keyring(bootstrap, epoch, grace, topic=keys["topic"], security=security)
-    pipeline = Pipeline.from_normalized(config, keyring=keyring)
-    app = create_app(config, pipeline, bootstrap=bootstrap, web_port=web_port,
-                     topic_partitions=partitions, security=security)  # fmt: skip
     child = None
     if config["aggregates"]["enabled"] and config["aggregates"]["run_in"] == "process":
+        # Started before the waiting and compiling below: the two start up side by side.
         port = web_port + 1 if aggregator_web_port is None else aggregator_web_port
         child = aggregator_child(config, config_path, bootstrap, port, loglevel).start()
-        app.logfog_state.aggregator = child
     try:
+        partitions = _when_broker_is_up(config, bootstrap, security)
+        keyring = None
+        if shared:
+            from streams.durations import parse_duration
+            from streams.keyshare import shared_keyring
+
+            # Every worker must compute the same pseudonym for the same visitor: random
+            # epoch keys agreed through Kafka (first record wins), destroyed after epoch
+            # + grace.
+            epoch, grace = parse_duration(keys["epoch"]), parse_duration(keys["grace"])
+            keyring = shared_keyring(bootstrap, epoch, grace, topic=keys["topic"],
+                                     security=security)  # fmt: skip
+        pipeline = Pipeline.from_normalized(config, keyring=keyring)
+        app = create_app(config, pipeline, bootstrap=bootstrap, web_port=web_port,
+                         topic_partitions=partitions, security=security)  # fmt: skip
+        if child is not None:
+            from streams.metrics import ChildCollector
+
+            app.logfog_state.aggregator = child
+            app.logfog_metrics.registry.register(ChildCollector(child))
         return _run_faust(app, pipeline, loglevel, on_stop_signal=child and child.terminate)
     finally:
         if child is not None:

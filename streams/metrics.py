@@ -109,6 +109,33 @@ class AggregationCollector(Collector):
         )  # fmt: skip
 
 
+class ChildCollector(Collector):
+    """The aggregator child a worker supervises (``aggregates.run_in: process``): up and
+    restarts, on the worker's own ``/metrics``, so that one scrape can alert on a child
+    that keeps dying. Its counts are on its own port.
+
+    >>> class Child:
+    ...     def status(self): return {"pid": 7, "running": True, "restarts": 2, "last_exit": -9}
+    >>> m = Metrics(None)
+    >>> m.registry.register(ChildCollector(Child()))
+    >>> m.value("logfog_aggregator_child_up"), m.value("logfog_aggregator_child_restarts_total")
+    (1.0, 2)
+    """
+
+    def __init__(self, supervisor: Any) -> None:
+        self._supervisor = supervisor
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._supervisor.status()
+        yield gauge_family("logfog_aggregator_child_up", "1 while the aggregator child runs",
+                           [], [([], 1.0 if status["running"] else 0.0)])  # fmt: skip
+        restarts = CounterMetricFamily(
+            "logfog_aggregator_child_restarts", "aggregator child processes started again"
+        )
+        restarts.add_metric([], status["restarts"])
+        yield restarts
+
+
 class Metrics:
     """The worker's registry: pipeline totals plus batch timing, lag and failures."""
 

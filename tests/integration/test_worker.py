@@ -300,6 +300,9 @@ def test_the_aggregator_child_is_restarted_and_stops_with_the_worker(
             assert time.monotonic() < deadline, worker.tail()
             time.sleep(0.2)
         assert now["pid"] != child["pid"] and now["last_exit"] == -signal.SIGKILL, now
+        scraped = worker.get("/metrics")[1].decode().splitlines()
+        assert "logfog_aggregator_child_restarts_total 1.0" in scraped
+        assert "logfog_aggregator_child_up 1.0" in scraped
         worker.wait_child_ready()
         lines, good = numbered_lines(300)
         ship_lines(broker.bootstrap, topics(config)["raw"], lines, tmp_path / "in.log", 10)
