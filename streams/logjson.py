@@ -1,6 +1,7 @@
 """Structured logs: one JSON object per line, for the worker, the aggregator and the CLI.
 
-Each line has ``ts`` (UTC), ``level``, ``logger``, ``event`` (the call's message
+Each line has ``ts`` (UTC), ``level``, ``logger``, ``pid`` (a worker and its aggregator
+child write to one stream), ``event`` (the call's message
 template, or ``extra={"event": ...}``: stable, greppable, free of data), ``message``
 (the template with its arguments) and any ``extra`` fields. logfog's own calls pass
 only type names, counts, topic names and reason codes as arguments.
@@ -35,7 +36,7 @@ from typing import Any
 import orjson
 
 FORMATS = ("json", "text")
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
 # LogRecord's own attributes: everything else on a record came from ``extra``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -103,6 +104,7 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.created * 1000) % 1000:03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,
             "event": str(record.msg),
             "message": record.getMessage(),
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,12 @@ def test_kafka_client_loggers_never_log_debug() -> None:
         configure("text", logging.INFO)
 
 
+def run_pid(lines: list[dict[str, object]]) -> int:
+    pid = lines[0]["pid"]
+    assert isinstance(pid, int) and pid > 0
+    return pid
+
+
 def test_the_cli_logs_json_when_not_on_a_terminal(tmp_path: Path) -> None:
     config = tmp_path / "unsafe.yaml"
     config.write_text("destinations: {ops: {topic: o, fields: {u: {from: user.name, "
@@ -111,8 +118,10 @@ def test_the_cli_logs_json_when_not_on_a_terminal(tmp_path: Path) -> None:
     lines = [orjson.loads(x) for x in run.stderr.splitlines()]  # every line is JSON
     assert lines and all(x["level"] == "warning" and "UNSAFE" in x["message"] for x in lines)
     assert all({"ts", "logger", "event"} <= set(x) for x in lines)
+    assert {x["pid"] for x in lines} == {run_pid(lines)}  # one process: one pid
     text = subprocess.run(
         [sys.executable, "-m", "streams", "--log-format", "text", "anonymize", "-", "-q",
          "-c", str(config)], capture_output=True, text=True, cwd=ROOT, timeout=60, input="",
     )  # fmt: skip
-    assert " WARNING logfog: " in text.stderr and not text.stderr.startswith("{")
+    assert " WARNING logfog[" in text.stderr and not text.stderr.startswith("{")
+    assert re.search(r" WARNING logfog\[\d+\]: ", text.stderr), text.stderr
