@@ -962,7 +962,8 @@ def run_worker(
 
             app.logfog_state.aggregator = child
             app.logfog_metrics.registry.register(ChildCollector(child))
-        return _run_faust(app, pipeline, loglevel, on_stop_signal=child and child.terminate)
+        on_stop = child.terminate if child else None
+        return _run_faust(app, pipeline, loglevel, on_stop_signal=on_stop)
     finally:
         if child is not None:
             child.stop(timeout=float(os.environ.get("LOGFOG_STOP_TIMEOUT", "25")) + 5)

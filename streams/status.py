@@ -78,7 +78,7 @@ def status_snapshot(state: Any, pipeline: Any, metrics: Any) -> dict[str, Any]:
 def _child_status(supervisor: Any) -> dict[str, Any] | None:
     """The aggregator child (``aggregates.run_in: process``): process id, running,
     restarts, last exit status. Its counts are on its own status page."""
-    return None if supervisor is None else dict(supervisor.status())
+    return None if supervisor is None else supervisor.status()
 
 
 STATUS_PAGE = """<!doctype html>

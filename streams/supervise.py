@@ -141,20 +141,26 @@ class Supervisor:
                 backoff = self.first_backoff
             log.error("%s (pid %d) exited with status %d after %.0fs; restarting in %.1fs",
                       self.name, proc.pid, code, lived, backoff)  # fmt: skip
-            if self._stopping.wait(backoff):
-                return
-            with self._lock:
+            while not self._respawn(backoff):
                 if self._stopping.is_set():
                     return
-                try:
-                    self._proc = self._spawn()
-                except OSError as error:  # e.g. out of processes: try again later
-                    log.error("%s could not be started (%s)", self.name, type(error).__name__)
-                    self._proc = proc
-                    backoff = min(backoff * 2, self.max_backoff)
-                    continue
-                self.restarts += 1
+                backoff = min(backoff * 2, self.max_backoff)
             backoff = min(backoff * 2, self.max_backoff)
+
+    def _respawn(self, after: float) -> bool:
+        """After ``after`` s, start the child again; False if that failed or we stop."""
+        if self._stopping.wait(after):
+            return False
+        with self._lock:
+            if self._stopping.is_set():
+                return False
+            try:
+                self._proc = self._spawn()
+            except OSError as error:  # e.g. out of processes: try again later
+                log.error("%s could not be started (%s)", self.name, type(error).__name__)
+                return False
+            self.restarts += 1
+            return True
 
 
 def watch_parent(

@@ -61,6 +61,30 @@ def test_stop_during_the_backoff_starts_nothing() -> None:
     assert child.restarts == 0 and not child.running
 
 
+def test_a_restart_that_cannot_start_is_tried_again_later(caplog: object) -> None:
+    child = Supervisor("sleeper", SLEEP, first_backoff=0.05, max_backoff=0.1).start()
+    spawn, failures = child._spawn, []
+
+    def flaky() -> object:
+        if len(failures) < 2:
+            failures.append(1)
+            raise BlockingIOError("fork: resource temporarily unavailable")
+        return spawn()
+
+    child._spawn = flaky  # type: ignore[method-assign]
+    try:
+        first = child.pid
+        assert first is not None
+        os.kill(first, 9)
+        wait_for(lambda: child.restarts == 1 and child.running)
+        assert len(failures) == 2 and child.pid != first
+        messages = [r.getMessage() for r in caplog.records]  # type: ignore[attr-defined]
+        assert sum("exited with status" in m for m in messages) == 1, messages
+        assert sum("could not be started (BlockingIOError)" in m for m in messages) == 2
+    finally:
+        child.stop(timeout=5)
+
+
 def test_a_child_that_ignores_sigterm_is_killed_after_the_deadline() -> None:
     import subprocess
 
