@@ -120,12 +120,7 @@ def swept(transform: Transform, leaks: Counter[str], size: int) -> Transform:
             if hit is not None:
                 leaks[hit] += 1
                 return None  # not memoized: every occurrence is counted
-        # remember(memo, value, out, size), inlined: this runs on every memo miss, and
-        # misses (unique URLs and referrers) are most of the pipeline's rule time.
-        if len(memo) >= size:
-            memo.clear()
-        memo[value] = out
-        return out
+        return remember(memo, value, out, size)
 
     apply.memo = memo  # type: ignore[attr-defined] # the generated code inlines lookups
     return apply
