@@ -456,6 +456,7 @@ def _add_aggregation(
         partitions=topic_partitions[input_name],
         snapshot_interval=float(parse_duration(agg["snapshot_interval"])),
         layout=layout,
+        raw_partitions=topic_partitions.get(config["kafka"]["raw"]["topic"], 0),
     )
     state.aggregation = runtime
     metrics.registry.register(AggregationCollector(runtime))

@@ -67,6 +67,8 @@ class AggregationCollector(Collector):
     >>> m.registry.register(AggregationCollector(runtime))
     >>> m.value("logfog_aggregate_events_total"), m.value("logfog_aggregate_open_partitions")
     (0, 0.0)
+    >>> m.value("logfog_aggregate_late_events_total")
+    0
     """
 
     def __init__(self, runtime: Any) -> None:
@@ -86,6 +88,13 @@ class AggregationCollector(Collector):
         for what, count in sorted(runtime.suppressed.items()):
             suppressed.add_metric([what], count)
         yield suppressed
+        # Where the merger runs: from the partials of every input partition.
+        late = CounterMetricFamily(
+            "logfog_aggregate_late_events",
+            "events left out of an output's window as later than the allowed lateness",
+        )
+        late.add_metric([], runtime.merger.stats["late"])
+        yield late
         yield gauge_family(
             "logfog_aggregate_open_partitions", "input partitions held", [],
             [([], float(len(runtime.aggregators)))],

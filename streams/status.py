@@ -7,7 +7,9 @@ coarse, already-published value (route templates, country codes): nothing raw.
 
 The page has no authentication, so it shows only what is safe for anyone who can reach
 it: totals and k-gated values. The merger's ``capped`` and ``late`` counts are left
-out: per window they can describe a single heavy or late visitor. The web server binds
+out: per window they can describe a single heavy or late visitor. (``/metrics`` has the
+all-time late total, which says only that some lines came late, like its line counters:
+an operator must see what the aggregates left out.) The web server binds
 to ``LOGFOG_WEB_BIND`` (default 127.0.0.1; the container image sets 0.0.0.0 for probes
 and scraping: restrict it with a NetworkPolicy or the published port).
 

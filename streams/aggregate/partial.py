@@ -9,10 +9,17 @@ Per output spec and tumbling event-time window it keeps, for every value of ever
 dimension (a *cell*): requests, the set of visitor pseudonyms, bytes, bot requests and
 a log-bucket histogram of ``duration_ms``. Why each rule:
 
-- **Watermark** = highest event time seen - ``allowed_lateness_seconds``. A window
-  ``[s, s+W)`` is closed by :meth:`PartialAggregator.close_ready` once the watermark is
-  >= ``s+W``. An event whose window end is already <= the watermark (judged when the
-  event is added, so the outcome does not depend on when ``close_ready`` is called) is
+- **Watermark** = event time - ``allowed_lateness_seconds``, where the event time is
+  the *lowest* of the highest event times seen per raw partition (the rows carry their
+  raw partition). The worker reads its raw partitions at their own pace: after a
+  restart, or on a shipped backlog, one raw partition can be many minutes of event time
+  ahead of another, and the highest time seen overall would judge the slower one's
+  events late. A raw partition that has sent no row for ``SOURCE_IDLE_SECONDS`` of wall
+  clock is left out until it sends again (a quiet or dead source must not hold every
+  window open); the event time never moves back. A window ``[s, s+W)`` is closed by
+  :meth:`PartialAggregator.close_ready` once the watermark is >= ``s+W``. An event whose
+  window end is already <= the watermark (judged against the event time at the start of
+  its record, so the outcome does not depend on when ``close_ready`` is called) is
   counted ``late`` and dropped: a closed window is never reopened or double-counted.
 - **Future events**: an event dated more than ``FUTURE_SKEW_SECONDS`` after the wall
   clock (read once per record) is counted ``future`` and dropped. It does not move the
@@ -86,6 +93,14 @@ from streams.rules import SOURCE_FIELDS
 #: ``"DE\x1fBavaria\x1fMunich"``. A control character, so no real name contains it.
 SEP = "\x1f"
 SNAPSHOT_VERSION = 1
+#: Wall-clock seconds without a row after which a raw partition no longer holds back
+#: the event time (see the module docstring). Longer than a worker's failover (session
+#: timeout and rebalance, ~10 s here) so that the partitions of a worker that died keep
+#: their windows open until their new owner resumes them; short enough that a source
+#: that went quiet delays the windows by half a minute at most.
+SOURCE_IDLE_SECONDS = 30.0
+#: Event time before any row: nothing is late in a partition's first record.
+_NO_TIME = -(1 << 62)
 #: How far past the wall clock an event may be dated and still count (``FUTURE_SKEW_SECONDS``
 #: from streams.records); later events are counted ``future`` and dropped.
 
@@ -497,7 +512,12 @@ class PartialAggregator:
         partitions: int,
         layout: Sequence[str] | None = None,
         clock: Callable[[], float] = time.time,
+        sources: Iterable[int] = (),
     ) -> None:
+        """``sources``: the raw partitions expected to send rows. Until each has sent
+        one or been silent for ``SOURCE_IDLE_SECONDS``, the event time stays: a first
+        record holding one raw partition's backlog would otherwise make the rows of
+        the others late."""
         keys = [s.key for s in specs]
         if len(set(keys)) != len(keys):
             raise ValueError(f"duplicate (name, window) in specs: {keys}")
@@ -523,6 +543,10 @@ class PartialAggregator:
             self._source = itemgetter(*(self.layout.index(name) for name in SOURCE_FIELDS))
         #: Per raw partition, the highest (offset, line) applied (see add_rows).
         self.sources: dict[int, tuple[int, int]] = {}
+        #: Per raw partition (None: rows without coordinates), the highest event time,
+        #: and the wall-clock time of its latest row (not snapshotted).
+        self.source_times: dict[int | None, int] = {}
+        self._source_seen: dict[int | None, float] = dict.fromkeys(sources, clock())
         self._applied = -1
         self._max_time: int | None = None
         self._clock = clock
@@ -540,7 +564,8 @@ class PartialAggregator:
 
     @property
     def watermark_time(self) -> int | None:
-        """Highest event time seen (the watermark of a spec subtracts its lateness)."""
+        """Event time: the lowest of the active raw partitions' highest event times,
+        never moving back (the watermark of a spec subtracts its lateness)."""
         return self._max_time
 
     def add(self, events: Iterable[Mapping[str, Any]], offset: int) -> bool:
@@ -562,10 +587,17 @@ class PartialAggregator:
         width, base, groups = self._readers
         want_hist = self._want_hist
         bucket = histogram.bucket
-        horizon = int(self._clock()) + FUTURE_SKEW_SECONDS
+        now = self._clock()
+        horizon = int(now) + FUTURE_SKEW_SECONDS
         source = self._source
         sources = self.sources
+        times = self.source_times
+        seen = self._source_seen
+        # Judged against the event time before this record: rows of the same record
+        # from a faster raw partition must not make a slower one's rows late.
+        max_time = _NO_TIME if self._max_time is None else self._max_time
         for row in rows:
+            raw_partition = None
             if row.__class__ is not list or len(row) != width:
                 # A row without coordinates (a worker older than this reader) counts,
                 # undeduplicated: the fields before them are where the layout says.
@@ -588,9 +620,10 @@ class PartialAggregator:
             if t > horizon:
                 self.future += 1
                 continue
-            max_time = self._max_time
-            if max_time is None or t > max_time:
-                max_time = self._max_time = t
+            latest = times.get(raw_partition)
+            if latest is None or t > latest:
+                times[raw_partition] = t
+            seen[raw_partition] = now
             if nbytes.__class__ is not int:
                 nbytes = 0
             bot = bot is True
@@ -599,7 +632,23 @@ class PartialAggregator:
                 key = key_of(row)
                 for out in outputs:
                     out.add(key, t, visitor, max_time, nbytes, bot, hb)
+        self._advance_from_sources(now)
         return True
+
+    def _advance_from_sources(self, now: float) -> None:
+        cutoff = now - SOURCE_IDLE_SECONDS
+        times = self.source_times
+        lowest = None
+        for p, seen_at in self._source_seen.items():
+            if seen_at < cutoff:
+                continue  # idle: left out until it sends again
+            t = times.get(p)
+            if t is None:
+                return  # expected, not heard from yet, not idle yet: wait for it
+            if lowest is None or t < lowest:
+                lowest = t
+        if lowest is not None:
+            self.advance_to(lowest)
 
     def advance_to(self, event_time: int) -> None:
         """Move event time forward without an event (e.g. from the wall clock when the
@@ -608,6 +657,16 @@ class PartialAggregator:
         """
         if self._max_time is None or event_time > self._max_time:
             self._max_time = event_time
+
+    def advance_idle(self, now: float) -> None:
+        """Move event time to the wall clock ``now`` (the caller saw this input partition
+        caught up and idle) once every raw partition has been silent for
+        ``SOURCE_IDLE_SECONDS``: its windows must close without new rows. A shorter
+        pause (a worker restarting, a rebalance) leaves it, or the rest of a backlog,
+        dated earlier, would all be late."""
+        cutoff = now - SOURCE_IDLE_SECONDS
+        if all(seen_at < cutoff for seen_at in self._source_seen.values()):
+            self.advance_to(int(now))
 
     def close_ready(self) -> list[Partial]:
         """Partials of every window the watermark has passed, per spec, oldest first."""
@@ -663,6 +722,7 @@ class PartialAggregator:
                 "future": self.future,
                 "duplicates": self.duplicates,
                 "sources": [[p, o, n] for p, (o, n) in self.sources.items()],
+                "source_times": [[p, t] for p, t in self.source_times.items()],
                 "outputs": outputs,
             },
             option=orjson.OPT_NON_STR_KEYS,  # histograms as they are: {bucket: count}
@@ -675,20 +735,25 @@ class PartialAggregator:
         data: bytes,
         layout: Sequence[str] | None = None,
         clock: Callable[[], float] = time.time,
+        sources: Iterable[int] = (),
     ) -> PartialAggregator:
         """A new instance in exactly the state :meth:`snapshot` captured (the row
-        layout is the reader's, not state: pass the current one)."""
+        layout and the expected raw partitions are the reader's, not state: pass the
+        current ones)."""
         state = orjson.loads(data)
         if state.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported snapshot version {state.get('version')!r}")
         specs = [AggregateSpec.from_dict(s) for s in state["specs"]]
-        agg = cls(specs, state["partition"], state["partitions"], layout, clock)
+        agg = cls(specs, state["partition"], state["partitions"], layout, clock, sources)
         agg._applied = state["applied_offset"]
         agg._max_time = state["max_time"]
         agg.invalid = state["invalid"]
         agg.future = state.get("future", 0)  # these three are absent from older snapshots
         agg.duplicates = state.get("duplicates", 0)
         agg.sources = {p: (o, n) for p, o, n in state.get("sources", ())}
+        agg.source_times = {p: t for p, t in state.get("source_times", ())}
+        # Restored sources count as just seen: their owners resume them now.
+        agg._source_seen.update(dict.fromkeys(agg.source_times, agg._clock()))
         for o, saved in zip(agg._outputs, state["outputs"], strict=True):
             o.closed_through = saved["closed_through"]
             o.late = saved["late"]

@@ -62,8 +62,16 @@ class AggregationRuntime:
         partitions: int,
         snapshot_interval: float,
         layout: Sequence[str] | None = None,
+        raw_partitions: int = 0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``raw_partitions``: of the raw topic, whose partitions the rows come from
+        (each stage-2 aggregator waits for them all before time moves on; see
+        :class:`PartialAggregator`); 0: none expected (a file). ``clock``: the wall
+        clock of the stage-2 aggregators (future rows, idle raw partitions)."""
         self.specs = tuple(specs)
+        self.raw_partitions = raw_partitions
+        self._clock = clock
         #: Field order of the rows :meth:`add_rows` takes (the internal destination's).
         self.layout = None if layout is None else tuple(layout)
         self.partitions = partitions
@@ -96,10 +104,13 @@ class AggregationRuntime:
         agg = self.aggregators.get(partition)
         if agg is None:
             data = load(partial_key(partition))
+            sources, clock = range(self.raw_partitions), self._clock
             agg = (
-                PartialAggregator.restore(zlib.decompress(data), self.layout)
+                PartialAggregator.restore(zlib.decompress(data), self.layout, clock, sources)
                 if data is not None
-                else PartialAggregator(self.specs, partition, self.partitions, self.layout)
+                else PartialAggregator(
+                    self.specs, partition, self.partitions, self.layout, clock, sources
+                )
             )
             self.aggregators[partition] = agg
             self._last_snapshot[partition] = time.monotonic()
@@ -140,9 +151,11 @@ class AggregationRuntime:
         ``end_offsets``: per partition, the offset the next record written to it will
         get (None: not known yet, e.g. nothing fetched since the assignment). A
         partition advances only if every record before that end is applied and it
-        applied none since the previous call. A partition replaying a backlog (after a
-        restart, or behind by more than the allowed lateness) never does: its events
-        would be judged against the wall clock and dropped as late.
+        applied none since the previous call, and only once every raw partition has
+        been silent for ``SOURCE_IDLE_SECONDS`` (:meth:`PartialAggregator.advance_idle`).
+        A partition replaying a backlog (after a restart, or behind by more than the
+        allowed lateness) never does: its events would be judged against the wall clock
+        and dropped as late.
         """
         advanced = []
         for p, agg in self.aggregators.items():
@@ -150,7 +163,7 @@ class AggregationRuntime:
             if end is None or agg.applied_offset + 1 < end or p in self._active:
                 continue
             before = agg.watermark_time
-            agg.advance_to(now)
+            agg.advance_idle(now)
             if agg.watermark_time != before:
                 self._dirty.add(p)
                 advanced.append(p)

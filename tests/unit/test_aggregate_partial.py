@@ -353,3 +353,102 @@ def test_rows_republished_by_the_anonymizer_count_once() -> None:
     assert restored.add_rows([row("f", None, None, 1)] * 2, offset=3)  # type: ignore[list-item]
     assert restored.add_rows([row("g", 0, 42, 1)[:-3]], offset=4)
     assert restored.duplicates == 3 and restored.invalid == 0
+
+
+SOURCED = ("time", "visitor", "bytes", "bot", "duration_ms", "route", *SOURCE_FIELDS)
+LATE_10M = AggregateSpec("t", 300, ("route",), ("requests", "visitors"), k=2,
+                         allowed_lateness_seconds=600)  # fmt: skip
+
+
+def sourced(t: int, visitor: str, raw_partition: int, raw_offset: int) -> list[Any]:
+    return [t, visitor, 10, False, None, "/", raw_partition, raw_offset, 1]
+
+
+def counted(partials: list[Partial]) -> list[tuple[int, int]]:
+    """(window start - T0, requests) of the partials that counted anything (a partition
+    also sends an empty partial for its newest closed window)."""
+    return [(p.window_start - T0, p.requests) for p in partials if p.requests or p.late]
+
+
+def test_a_raw_partition_behind_another_is_not_late() -> None:
+    # The worker reads raw partitions at their own pace (a backlog after a restart, a
+    # shipped file): here partition 1 is an hour of event time behind partition 0.
+    # Judged by the highest time seen overall, all of partition 1's rows were late.
+    clock = [float(T0 + 4000)]
+    agg = PartialAggregator([LATE_10M], 0, 1, SOURCED, clock=lambda: clock[0])
+    agg.add_rows([sourced(T0, "a", 0, 0), sourced(T0, "b", 1, 0)], offset=0)
+    ahead = [sourced(T0 + 60 * i, f"p0-{i}", 0, i) for i in range(1, 61)]
+    behind = [sourced(T0 + 60 * i, f"p1-{i}", 1, i) for i in range(1, 61)]
+    agg.add_rows(ahead, offset=1)
+    assert agg.watermark_time == T0 and counted(agg.close_ready()) == []  # held by p1
+    agg.add_rows(behind[:30], offset=2)
+    closed = agg.close_ready()
+    assert agg.watermark_time == T0 + 1800
+    assert counted(closed) == [(0, 2 + 4 + 4), (300, 10), (600, 10), (900, 10)]
+    agg.add_rows(behind[30:], offset=3)
+    agg.advance_to(T0 + 9000)
+    closed += agg.close_ready()
+    assert sum(p.late for p in closed) == 0
+    assert sum(p.requests for p in closed) == 2 + 60 + 60
+
+
+def test_a_quiet_raw_partition_stops_holding_windows_open_after_the_idle_time() -> None:
+    from streams.aggregate.partial import SOURCE_IDLE_SECONDS
+
+    clock = [float(T0 + 4000)]
+    agg = PartialAggregator([LATE_10M], 0, 1, SOURCED, clock=lambda: clock[0])
+    agg.add_rows([sourced(T0, "a", 0, 0), sourced(T0, "b", 1, 0)], offset=0)
+    clock[0] += SOURCE_IDLE_SECONDS - 1
+    agg.add_rows([sourced(T0 + 1200, "c", 0, 1)], offset=1)
+    assert agg.watermark_time == T0 and counted(agg.close_ready()) == []  # p1 may send
+    clock[0] += 2  # partition 1 silent for longer than the idle time: left out
+    agg.add_rows([sourced(T0 + 1260, "d", 0, 2)], offset=2)
+    assert agg.watermark_time == T0 + 1260
+    assert counted(agg.close_ready()) == [(0, 2)]
+    # It sends again: its row for the closed window is late, the event time stays.
+    agg.add_rows([sourced(T0 + 30, "e", 1, 1)], offset=3)
+    assert agg.watermark_time == T0 + 1260
+    agg.advance_to(T0 + 9000)
+    later = agg.close_ready()
+    assert sum(p.late for p in later) == 1 and sum(p.requests for p in later) == 2
+
+
+def test_the_per_partition_event_times_survive_a_restore() -> None:
+    clock = [float(T0 + 4000)]
+    agg = PartialAggregator([LATE_10M], 0, 1, SOURCED, clock=lambda: clock[0])
+    agg.add_rows([sourced(T0, "a", 0, 0), sourced(T0, "b", 1, 0)], offset=0)
+    agg.add_rows([sourced(T0 + 1800, "c", 0, 1)], offset=1)
+    restored = PartialAggregator.restore(agg.snapshot(), SOURCED, clock=lambda: clock[0])
+    assert restored.source_times == {0: T0 + 1800, 1: T0}
+    # The restored partition 1 counts as just seen: it still holds the windows open.
+    restored.add_rows([sourced(T0 + 1860, "d", 0, 2)], offset=2)
+    assert restored.watermark_time == T0 and counted(restored.close_ready()) == []
+    restored.add_rows([sourced(T0 + 60, "e", 1, 1)], offset=3)
+    restored.advance_to(T0 + 9000)
+    partials = restored.close_ready()
+    assert sum(p.late for p in partials) == 0 and sum(p.requests for p in partials) == 5
+
+
+def test_expected_raw_partitions_are_waited_for_until_they_send_or_go_idle() -> None:
+    # A fresh start on a backlog: the first record may hold one raw partition's rows
+    # only; the others' rows, dated earlier, must not be late when they come.
+    from streams.aggregate.partial import SOURCE_IDLE_SECONDS
+    from streams.aggregate.runtime import AggregationRuntime
+
+    clock = [float(T0 + 4000)]
+    agg = PartialAggregator([LATE_10M], 0, 1, SOURCED, clock=lambda: clock[0], sources=range(3))
+    agg.add_rows([sourced(T0 + 60 * i, f"a{i}", 0, i) for i in range(30)], offset=0)
+    assert agg.watermark_time is None and counted(agg.close_ready()) == []
+    agg.add_rows([sourced(T0 + 60 * i, f"b{i}", 1, i) for i in range(30)], offset=1)
+    assert agg.watermark_time is None  # partition 2 not heard from yet
+    clock[0] += SOURCE_IDLE_SECONDS + 1  # ... and idle now: left out
+    agg.add_rows([sourced(T0 + 1800, "c", 0, 30), sourced(T0 + 1790, "d", 1, 30)], offset=2)
+    assert agg.watermark_time == T0 + 1790
+    agg.advance_to(T0 + 9000)
+    partials = agg.close_ready()
+    assert sum(p.late for p in partials) == 0 and sum(p.requests for p in partials) == 62
+    # The runtime expects every partition of the raw topic, restored or new.
+    runtime = AggregationRuntime([LATE_10M], partitions=1, snapshot_interval=10,
+                                 layout=SOURCED, raw_partitions=4)  # fmt: skip
+    fresh = runtime.aggregator(0, lambda key: None)
+    assert sorted(fresh._source_seen) == [0, 1, 2, 3]

@@ -6,13 +6,21 @@ from dataclasses import replace
 from typing import Any
 
 from streams.aggregate import PRODUCT_1H
+from streams.aggregate.partial import SOURCE_IDLE_SECONDS
 from streams.aggregate.runtime import AggregationRuntime
+from streams.rules import SOURCE_FIELDS
 
 SPEC = replace(PRODUCT_1H, dimensions=("route",), k=2)
+ROWS = ("time", "visitor", "bytes", "bot", "duration_ms", "route", *SOURCE_FIELDS)
 
 
 def ev(t: int, visitor: str) -> dict[str, Any]:
     return {"time": t, "visitor": visitor, "route": "/"}
+
+
+def row(t: int, visitor: str, raw_partition: int, raw_offset: int) -> list[Any]:
+    """A worker's row (raw line coordinates last)."""
+    return [t, visitor, 0, False, None, "/", raw_partition, raw_offset, 1]
 
 
 def test_a_restart_replaying_a_backlog_loses_no_event_to_the_wall_clock() -> None:
@@ -23,18 +31,46 @@ def test_a_restart_replaying_a_backlog_loses_no_event_to_the_wall_clock() -> Non
     saved = before.due_snapshots(force=True)
     before.add(0, 1, ev(3500, "b"))
     before.add(0, 2, ev(3550, "c"))
-    # Restarted 15 minutes after the hour: the clock ticks before the replay starts
-    # (end offset 3: offsets 1 and 2 are still to be applied) and during it.
-    after = AggregationRuntime([SPEC], partitions=1, snapshot_interval=0)
+    # Restarted 15 minutes after the hour: the clock ticks (every 2 s) before the
+    # replay starts (end offset 3: offsets 1 and 2 are still to be applied) and during it.
+    now = [3600.0 + 900]
+    after = AggregationRuntime([SPEC], partitions=1, snapshot_interval=0, clock=lambda: now[0])
     after.aggregator(0, saved.get)
-    assert after.advance(3600 + 900, {0: 3}) == []
+
+    def tick(end: int) -> list[int]:
+        now[0] += 2
+        return after.advance(int(now[0]), {0: end})
+
+    assert tick(3) == []
     after.add(0, 1, ev(3500, "b"))
-    assert after.advance(3600 + 902, {0: 3}) == []  # applied a record since: busy
+    assert tick(3) == []  # applied a record since: busy
     after.add(0, 2, ev(3550, "c"))
-    assert after.advance(3600 + 904, {0: 3}) == []  # caught up, but busy this tick
-    assert after.advance(3600 + 906, {0: 3}) == [0]  # idle and caught up
+    assert tick(3) == []  # caught up, but busy this tick
+    # Idle and caught up, but its rows' source was heard from less than
+    # SOURCE_IDLE_SECONDS ago (a worker may be restarting mid-backlog): not yet.
+    assert tick(3) == []
+    now[0] += SOURCE_IDLE_SECONDS
+    assert tick(3) == [0]  # silent for longer: windows close by the clock
     closed = after.close_ready()
     assert [(p.window_start, p.requests, p.late) for _, p in closed] == [(0, 3, 0)]
+
+
+def test_a_pause_in_a_backlog_does_not_let_the_clock_make_it_late() -> None:
+    # The worker replaying an hour-old backlog stops for 10 s (killed and replaced, a
+    # rebalance): this input partition is caught up and idle meanwhile. Moving its
+    # event time to the clock would make the rest of the backlog late.
+    now = [10_000.0]
+    rt = AggregationRuntime([SPEC], partitions=1, snapshot_interval=0, clock=lambda: now[0],
+                            layout=ROWS, raw_partitions=2)  # fmt: skip
+    rt.aggregator(0, lambda key: None)
+    rt.add_rows(0, 0, [row(100, "a", 0, 0), row(110, "b", 1, 0)])
+    for _ in range(5):  # 10 s without rows
+        now[0] += 2
+        assert rt.advance(int(now[0]), {0: 1}) == []
+    rt.add_rows(0, 1, [row(200, "c", 0, 1), row(210, "d", 1, 1)])
+    rt.aggregators[0].advance_to(7200)
+    closed = [partial for _, partial in rt.close_ready()]
+    assert sum(p.late for p in closed) == 0 and sum(p.requests for p in closed) == 4
 
 
 def test_only_idle_caught_up_partitions_advance() -> None:

@@ -17,7 +17,9 @@ from streams.status import status_snapshot
 
 def _runtime_with_one_heavy_visitor() -> AggregationRuntime:
     spec = replace(PRODUCT_1H, dimensions=("route",), k=2, max_events_per_visitor=3)
-    runtime = AggregationRuntime([spec], partitions=1, snapshot_interval=0)
+    # Rows counted at 01:00 by the wall clock; the ticks below come two hours later.
+    runtime = AggregationRuntime([spec], partitions=1, snapshot_interval=0,
+                                 clock=lambda: 3600.0)  # fmt: skip
     runtime.aggregator(0, lambda key: None)
     events = [{"time": 60 + i, "visitor": f"v{i}", "route": "/"} for i in range(4)]
     events += [{"time": 100 + i, "visitor": "heavy", "route": "/"} for i in range(40)]
