@@ -1,10 +1,16 @@
 """``make run``: the whole job end to end on the embedded broker, then a clean shutdown.
 
 Starts the local Tansu broker, creates the topics, starts one ``logfog worker``, ships
-the bundled sample log (timestamps moved to now: shared epoch keys exist only for
-current epochs) plus a generated realistic log, prints events arriving on each
-destination topic and the dead letters, a summary, and stops everything.
-``--keep`` leaves it running so the status page can be looked at.
+a generated realistic log covering the last hour or so, then the bundled sample log
+(timestamps moved to now), prints events arriving on each destination topic, the dead
+letters and the k-gated aggregates of the windows that closed, a summary, and stops
+everything. ``--keep`` leaves it running so the status page can be looked at.
+
+The generated log starts at most :data:`SPAN` ago, and never before the current UTC
+day: shared epoch keys exist only for current epochs, so older events would have no
+pseudonym and count no visitors. Event time, not the clock, closes windows: the
+older part of the log closes five-minute windows (and the previous hour's, from ten
+past the hour) once the newer part has been counted.
 """
 
 from __future__ import annotations
@@ -18,16 +24,25 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import yaml
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from streams.aggregate.spec import AggregateSpec
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "tests" / "data" / "samples" / "combined.log"
 _CLF_TIME = re.compile(rb"\[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\]")
+#: How far back the generated log starts (see the module docstring).
+SPAN = timedelta(minutes=75)
+#: Windows the demo waits for: closed by the log's event time minus this.
+CLOSE_MARGIN = timedelta(minutes=5)
 
 
 def say(text: str) -> None:
@@ -46,6 +61,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def generated_span(now: datetime, span: timedelta = SPAN) -> tuple[datetime, float]:
+    """Start of the generated log and its length in seconds: ``span`` back from
+    ``now``, but not before the UTC day began (the current key epoch).
+
+    >>> generated_span(datetime(2026, 11, 29, 22, 20, tzinfo=UTC))
+    (datetime.datetime(2026, 11, 29, 21, 5, tzinfo=datetime.timezone.utc), 4500.0)
+    >>> generated_span(datetime(2026, 11, 30, 0, 30, tzinfo=UTC))[1]
+    1800.0
+    """
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    start = max(now - span, day)
+    return start, max((now - start).total_seconds(), 1.0)
 
 
 def consume(
@@ -96,19 +125,25 @@ def main(argv: list[str] | None = None) -> int:
             say(
                 f"2. worker ready (topics created); status page: http://127.0.0.1:{web_port}/status"
             )
-            sample = work / "sample.log"
-            sample.write_bytes(rebase_times(SAMPLE.read_bytes()))
             generated = work / "generated.log"
-            start = datetime.now(UTC).replace(microsecond=0).isoformat()
+            end = datetime.now(UTC).replace(microsecond=0)
+            start, seconds = generated_span(end)
             subprocess.run(
                 [sys.executable, str(ROOT / "bench" / "generate.py"), "-n", str(args.lines),
-                 "--seed", "1", "--start", start, "--junk-rate", "0.001", "-o", str(generated)],
+                 "--seed", "1", "--start", start.isoformat(), "--rate",
+                 str(max(args.lines, 1) / seconds), "--junk-rate", "0.001", "-o", str(generated)],
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
+            sample = work / "sample.log"
+            sample.write_bytes(rebase_times(SAMPLE.read_bytes()))
             raw = normalized["kafka"]["raw"]["topic"]
             shipped = 0
-            for path in (sample, generated):
-                result = ship(str(path), broker.bootstrap, raw, progress=False)
+            # Oldest first: the aggregator drops what is older than its allowed lateness.
+            for path in (generated, sample):
+                # Small records spread each stretch of the log over every raw
+                # partition: windows close at the pace of the one that is furthest behind.
+                result = ship(str(path), broker.bootstrap, raw, progress=False,
+                              lines_per_record=50)  # fmt: skip
                 shipped += result.lines
             say(f"3. shipped {shipped:,} lines to {raw} (bundled sample + generated log)")
             public = [n for n in normalized["destinations"] if n != AGGREGATE_INPUT]
@@ -127,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"\n--- {dead}: {len(got[dead]):,} dead letters (reason and coordinates only):")
             for m in got[dead][:4]:
                 say(f"  {m.value.decode()}")
+            if normalized["aggregates"]["enabled"]:
+                show_aggregates(broker.bootstrap, normalized["aggregates"], start, end)
             status = orjson.loads(_get(web_port, "/status.json"))
             say("\n4. summary (from the worker's /status.json):")
             say(f"  lines read {status['lines']:,}; published {status['published']};")
@@ -144,18 +181,137 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def expected_windows(
+    specs: Iterable[AggregateSpec], start: datetime, end: datetime
+) -> set[tuple[str, str, str]]:
+    """(output, window, start) of every window that events from ``start`` to ``end``
+    fill and the newest of them close: its end plus the allowed lateness is <= ``end``.
+
+    >>> from streams.aggregate.spec import DEFAULT_SPECS
+    >>> at = lambda h, m: datetime(2026, 11, 29, h, m, tzinfo=UTC)
+    >>> closed = expected_windows(DEFAULT_SPECS, at(20, 43), at(22, 15))  # lateness 10m
+    >>> sorted(start[11:16] for output, _, start in closed if output == "ops")[::6]
+    ['20:40', '21:10', '21:40']
+    >>> len([w for w in closed if w[0] == "ops"]), sorted(w for w in closed if w[0] != "ops")
+    (17, [('product', '1h', '2026-11-29T20:00:00Z'), ('product', '1h', '2026-11-29T21:00:00Z')])
+    """
+    first, last = int(start.timestamp()), int(end.timestamp())
+    out = set()
+    for spec in specs:
+        width = spec.window_seconds
+        for window in range(first - first % width, last, width):
+            if window + width + spec.allowed_lateness_seconds <= last:
+                stamp = datetime.fromtimestamp(window, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                out.add((spec.name, spec.window_label, stamp))
+    return out
+
+
+def show_aggregates(
+    bootstrap: str, aggregates: dict[str, Any], start: datetime, end: datetime,
+    timeout_s: float = 30,
+) -> None:  # fmt: skip
+    """Print what reached the aggregates topic from the windows the shipped log closed
+    (see :func:`expected_windows`): a cell and its summary for each output, and per
+    output the smallest visitor count of a published cell next to k."""
+    from streams.aggregate.runtime import specs_from_config
+
+    specs = specs_from_config(aggregates)
+    # Windows close when every raw partition's event time has passed them, and the
+    # partition that received the log's last record furthest from its end lags by a few
+    # records: the newest windows may take until the raw partitions count as idle.
+    expected = expected_windows(specs, start, end - CLOSE_MARGIN)
+    topic = aggregates["output"]["topic"]
+    rows = _rows_of(bootstrap, topic, expected, timeout_s) if expected else []
+    windows = sorted({(r["output"], r["window"], r["window_start"]) for r in rows})
+    kinds = ", ".join(sorted({f"{o} {w}" for o, w, _ in windows})) or "none"
+    say(f"\n--- {topic}: {len(rows):,} rows from {len(windows)} closed windows ({kinds}):")
+    if not rows:
+        say("  (a window is published once event time passes its end plus the allowed "
+            "lateness; the log covers too little time today for that)")  # fmt: skip
+        return
+    missing = expected - set(windows)
+    if missing:
+        say(f"  ({len(missing)} windows did not arrive within {timeout_s:.0f} s)")
+    for output in ("ops", "product"):
+        # The output's newest closed window: one published cell and its dimension's summary.
+        newest = max((w for w in windows if w[0] == output), default=None)
+        in_window = [r for r in rows if (r["output"], r["window"], r["window_start"]) == newest]
+        cell = next((r for r in in_window if r["kind"] == "cell" and r["value"] != "__other__"),
+                    None)  # fmt: skip
+        if cell is not None:
+            dimension = cell["dimension"]
+            summary = next(r for r in in_window
+                           if r["kind"] == "summary" and r["dimension"] == dimension)  # fmt: skip
+            say(f"  {orjson.dumps(cell).decode()}")
+            say(f"  {orjson.dumps(summary).decode()}")
+    for spec in specs:
+        mine = [r for r in rows if (r["output"], r["window"]) == (spec.name, spec.window_label)]
+        if not mine:
+            continue
+        counted = [r["visitors"] for r in mine if r["kind"] == "cell" and r["visitors"] is not None]
+        folded = sum(r["other"]["cells"] for r in mine if r["kind"] == "summary" and r["other"])
+        suppressed = sum(r["suppressed"]["cells"] for r in mine if r["kind"] == "summary")
+        say(f"  {spec.name} {spec.window_label}: k = {spec.k}; {len(counted):,} cells "
+            f"published, the smallest counting {min(counted, default=0):,} visitors; "
+            f"{folded:,} small cells folded into __other__, {suppressed:,} suppressed")  # fmt: skip
+
+
+def _rows_of(
+    bootstrap: str, topic: str, windows: set[tuple[str, str, str]], timeout_s: float
+) -> list[dict[str, Any]]:
+    """The topic's rows, read until every window in ``windows`` has some and no more
+    came for a second (a window's rows are published together), or ``timeout_s``."""
+    from streams.admin import reader_from_beginning
+
+    consumer = reader_from_beginning(bootstrap, [topic])
+    rows: list[dict[str, Any]] = []
+    arrived: set[tuple[str, str, str]] = set()
+    deadline = time.monotonic() + timeout_s
+    quiet_since = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batch = [m for ms in consumer.poll(timeout_ms=300).values() for m in ms]
+            for m in batch:
+                row = orjson.loads(m.value)
+                rows.append(row)
+                arrived.add((row["output"], row["window"], row["window_start"]))
+            if batch:
+                quiet_since = time.monotonic()
+            elif windows <= arrived and time.monotonic() - quiet_since >= 1:
+                break
+    finally:
+        consumer.close()
+    return rows
+
+
 def _aggregation_summary(port: int, child: dict[str, Any] | None) -> str:
-    """One line on the aggregator child (aggregates.run_in: process): what it holds.
-    Windows are published when they close (5 minutes and more): not during a demo."""
+    """One line on the aggregator child (aggregates.run_in: process): what it counted."""
     if child is None:
         return "  aggregation: not in a child process (aggregates.run_in)"
     try:
         aggregates = orjson.loads(_get(port, "/status.json")).get("aggregates") or {}
+        late = _metric(_get(port, "/metrics"), "logfog_aggregate_late_events_total")
     except OSError:
         return f"  aggregation: child pid {child['pid']} not answering yet"
     return (f"  aggregation (child pid {child['pid']}, http://127.0.0.1:{port}/status): "
-            f"{aggregates.get('events', 0):,} rows counted in open windows; k-gated rows "
-            "reach logs.aggregates when a window closes")  # fmt: skip
+            f"{aggregates.get('events', 0):,} rows counted, {late:,.0f} late; windows still "
+            "open are published when event time passes their end plus the allowed "
+            "lateness")  # fmt: skip
+
+
+def _metric(exposition: bytes, name: str) -> float:
+    """A sample without labels from Prometheus text (0 when absent).
+
+    >>> _metric(b"# TYPE x counter\\nx_total 3.0\\n", "x_total")
+    3.0
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(exposition.decode()):
+        for sample in family.samples:
+            if sample.name == name and not sample.labels:
+                return float(sample.value)
+    return 0.0
 
 
 def _get(port: int, path: str) -> bytes:
