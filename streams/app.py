@@ -457,6 +457,7 @@ def _add_aggregation(
         snapshot_interval=float(parse_duration(agg["snapshot_interval"])),
         layout=layout,
         raw_partitions=topic_partitions.get(config["kafka"]["raw"]["topic"], 0),
+        source_idle=float(parse_duration(agg["source_idle"])),
     )
     state.aggregation = runtime
     metrics.registry.register(AggregationCollector(runtime))

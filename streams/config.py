@@ -336,6 +336,14 @@ SCHEMA = Section(
                     "minimum gap between window checkpoints (grows with state size)",
                     check=_duration(),
                 ),
+                "source_idle": Key(
+                    str,
+                    "60s",
+                    "a raw partition that sent no row for this long stops holding windows "
+                    "open (event time follows the slowest raw partition); make it longer "
+                    "than a worker's failover (LOGFOG_SESSION_TIMEOUT plus a restart)",
+                    check=_duration(positive=True),
+                ),
                 "output": _topic("logs.aggregates", "760d", "aggregates", partitions=1),
                 "input": _topic("logfog.agg.input", "1d", "operations"),
                 "partials": _topic("logfog.agg.partials", "1d", "operations", partitions=1),

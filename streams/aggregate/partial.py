@@ -14,10 +14,11 @@ a log-bucket histogram of ``duration_ms``. Why each rule:
   raw partition). The worker reads its raw partitions at their own pace: after a
   restart, or on a shipped backlog, one raw partition can be many minutes of event time
   ahead of another, and the highest time seen overall would judge the slower one's
-  events late. A raw partition that has sent no row for ``SOURCE_IDLE_SECONDS`` of wall
-  clock is left out until it sends again (a quiet or dead source must not hold every
-  window open); the event time never moves back. A window ``[s, s+W)`` is closed by
-  :meth:`PartialAggregator.close_ready` once the watermark is >= ``s+W``. An event whose
+  events late. A raw partition that has sent no row for ``source_idle`` seconds of wall
+  clock (``SOURCE_IDLE_SECONDS`` by default) is left out until it sends again (a quiet
+  or dead source must not hold every window open); the event time never moves back.
+  A window ``[s, s+W)`` is closed by :meth:`PartialAggregator.close_ready` once the
+  watermark is >= ``s+W``. An event whose
   window end is already <= the watermark (judged against the event time at the start of
   its record, so the outcome does not depend on when ``close_ready`` is called) is
   counted ``late`` and dropped: a closed window is never reopened or double-counted.
@@ -93,12 +94,14 @@ from streams.rules import SOURCE_FIELDS
 #: ``"DE\x1fBavaria\x1fMunich"``. A control character, so no real name contains it.
 SEP = "\x1f"
 SNAPSHOT_VERSION = 1
-#: Wall-clock seconds without a row after which a raw partition no longer holds back
-#: the event time (see the module docstring). Longer than a worker's failover (session
-#: timeout and rebalance, ~10 s here) so that the partitions of a worker that died keep
-#: their windows open until their new owner resumes them; short enough that a source
-#: that went quiet delays the windows by half a minute at most.
-SOURCE_IDLE_SECONDS = 30.0
+#: Default wall-clock seconds without a row after which a raw partition no longer holds
+#: back the event time (``aggregates.source_idle``; see the module docstring). Longer
+#: than a worker's failover (session timeout, rebalance and restart: ~10 s on the local
+#: broker, 30-45 s with the production session timeout of 30 s) so that the partitions
+#: of a worker that died keep their windows open until their new owner resumes them;
+#: short enough that a source that went quiet delays windows of 5 minutes and more
+#: (plus their lateness) by a minute at most.
+SOURCE_IDLE_SECONDS = 60.0
 #: Event time before any row: nothing is late in a partition's first record.
 _NO_TIME = -(1 << 62)
 #: How far past the wall clock an event may be dated and still count (``FUTURE_SKEW_SECONDS``
@@ -513,9 +516,10 @@ class PartialAggregator:
         layout: Sequence[str] | None = None,
         clock: Callable[[], float] = time.time,
         sources: Iterable[int] = (),
+        source_idle: float = SOURCE_IDLE_SECONDS,
     ) -> None:
         """``sources``: the raw partitions expected to send rows. Until each has sent
-        one or been silent for ``SOURCE_IDLE_SECONDS``, the event time stays: a first
+        one or been silent for ``source_idle`` seconds, the event time stays: a first
         record holding one raw partition's backlog would otherwise make the rows of
         the others late."""
         keys = [s.key for s in specs]
@@ -547,6 +551,7 @@ class PartialAggregator:
         #: and the wall-clock time of its latest row (not snapshotted).
         self.source_times: dict[int | None, int] = {}
         self._source_seen: dict[int | None, float] = dict.fromkeys(sources, clock())
+        self._source_idle = source_idle
         self._applied = -1
         self._max_time: int | None = None
         self._clock = clock
@@ -636,7 +641,7 @@ class PartialAggregator:
         return True
 
     def _advance_from_sources(self, now: float) -> None:
-        cutoff = now - SOURCE_IDLE_SECONDS
+        cutoff = now - self._source_idle
         times = self.source_times
         lowest = None
         for p, seen_at in self._source_seen.items():
@@ -660,11 +665,11 @@ class PartialAggregator:
 
     def advance_idle(self, now: float) -> None:
         """Move event time to the wall clock ``now`` (the caller saw this input partition
-        caught up and idle) once every raw partition has been silent for
-        ``SOURCE_IDLE_SECONDS``: its windows must close without new rows. A shorter
-        pause (a worker restarting, a rebalance) leaves it, or the rest of a backlog,
-        dated earlier, would all be late."""
-        cutoff = now - SOURCE_IDLE_SECONDS
+        caught up and idle) once every raw partition has been silent for the idle
+        time: its windows must close without new rows. A shorter pause (a worker
+        restarting, a rebalance) leaves it, or the rest of a backlog, dated earlier,
+        would all be late."""
+        cutoff = now - self._source_idle
         if all(seen_at < cutoff for seen_at in self._source_seen.values()):
             self.advance_to(int(now))
 
@@ -736,6 +741,7 @@ class PartialAggregator:
         layout: Sequence[str] | None = None,
         clock: Callable[[], float] = time.time,
         sources: Iterable[int] = (),
+        source_idle: float = SOURCE_IDLE_SECONDS,
     ) -> PartialAggregator:
         """A new instance in exactly the state :meth:`snapshot` captured (the row
         layout and the expected raw partitions are the reader's, not state: pass the
@@ -744,7 +750,8 @@ class PartialAggregator:
         if state.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported snapshot version {state.get('version')!r}")
         specs = [AggregateSpec.from_dict(s) for s in state["specs"]]
-        agg = cls(specs, state["partition"], state["partitions"], layout, clock, sources)
+        agg = cls(specs, state["partition"], state["partitions"], layout, clock, sources,
+                  source_idle)  # fmt: skip
         agg._applied = state["applied_offset"]
         agg._max_time = state["max_time"]
         agg.invalid = state["invalid"]

@@ -26,7 +26,7 @@ from dataclasses import replace
 from typing import Any
 
 from streams.aggregate.merge import WindowMerger
-from streams.aggregate.partial import Partial, PartialAggregator
+from streams.aggregate.partial import SOURCE_IDLE_SECONDS, Partial, PartialAggregator
 from streams.aggregate.spec import DEFAULT_SPECS, PLACE, AggregateSpec
 from streams.durations import parse_duration
 
@@ -64,14 +64,17 @@ class AggregationRuntime:
         layout: Sequence[str] | None = None,
         raw_partitions: int = 0,
         clock: Callable[[], float] = time.time,
+        source_idle: float = SOURCE_IDLE_SECONDS,
     ) -> None:
         """``raw_partitions``: of the raw topic, whose partitions the rows come from
         (each stage-2 aggregator waits for them all before time moves on; see
-        :class:`PartialAggregator`); 0: none expected (a file). ``clock``: the wall
-        clock of the stage-2 aggregators (future rows, idle raw partitions)."""
+        :class:`PartialAggregator`, also for ``source_idle``); 0: none expected (a
+        file). ``clock``: the wall clock of the stage-2 aggregators (future rows, idle
+        raw partitions)."""
         self.specs = tuple(specs)
         self.raw_partitions = raw_partitions
         self._clock = clock
+        self._source_idle = source_idle
         #: Field order of the rows :meth:`add_rows` takes (the internal destination's).
         self.layout = None if layout is None else tuple(layout)
         self.partitions = partitions
@@ -104,12 +107,12 @@ class AggregationRuntime:
         agg = self.aggregators.get(partition)
         if agg is None:
             data = load(partial_key(partition))
-            sources, clock = range(self.raw_partitions), self._clock
+            sources, clock, idle = range(self.raw_partitions), self._clock, self._source_idle
             agg = (
-                PartialAggregator.restore(zlib.decompress(data), self.layout, clock, sources)
+                PartialAggregator.restore(zlib.decompress(data), self.layout, clock, sources, idle)
                 if data is not None
                 else PartialAggregator(
-                    self.specs, partition, self.partitions, self.layout, clock, sources
+                    self.specs, partition, self.partitions, self.layout, clock, sources, idle
                 )
             )
             self.aggregators[partition] = agg
@@ -152,7 +155,7 @@ class AggregationRuntime:
         get (None: not known yet, e.g. nothing fetched since the assignment). A
         partition advances only if every record before that end is applied and it
         applied none since the previous call, and only once every raw partition has
-        been silent for ``SOURCE_IDLE_SECONDS`` (:meth:`PartialAggregator.advance_idle`).
+        been silent for ``source_idle`` (:meth:`PartialAggregator.advance_idle`).
         A partition replaying a backlog (after a restart, or behind by more than the
         allowed lateness) never does: its events would be judged against the wall clock
         and dropped as late.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import zlib
 from typing import Any
 
 import pytest
@@ -447,8 +448,24 @@ def test_expected_raw_partitions_are_waited_for_until_they_send_or_go_idle() -> 
     agg.advance_to(T0 + 9000)
     partials = agg.close_ready()
     assert sum(p.late for p in partials) == 0 and sum(p.requests for p in partials) == 62
-    # The runtime expects every partition of the raw topic, restored or new.
+    # The runtime expects every partition of the raw topic, restored or new, and passes
+    # the idle time on (aggregates.source_idle).
     runtime = AggregationRuntime([LATE_10M], partitions=1, snapshot_interval=10,
-                                 layout=SOURCED, raw_partitions=4)  # fmt: skip
+                                 layout=SOURCED, raw_partitions=4, clock=lambda: clock[0],
+                                 source_idle=5)  # fmt: skip
     fresh = runtime.aggregator(0, lambda key: None)
     assert sorted(fresh._source_seen) == [0, 1, 2, 3]
+    fresh.add_rows([sourced(T0, "a", 0, 0)], offset=0)
+    assert fresh.watermark_time is None  # 1, 2, 3 not heard from
+    clock[0] += 6
+    fresh.add_rows([sourced(T0 + 1, "b", 0, 1)], offset=1)
+    assert fresh.watermark_time == T0 + 1  # ... idle after 5 s
+    fresh.add_rows([sourced(T0, "c", 1, 0)], offset=2)
+    runtime.aggregators.clear()  # restored from its checkpoint: the same expectations
+    restored = runtime.aggregator(0, lambda key: zlib.compress(fresh.snapshot()))
+    assert restored.source_times == {0: T0 + 1, 1: T0} and sorted(restored._source_seen) == [
+        0,
+        1,
+        2,
+        3,
+    ]

@@ -103,6 +103,7 @@ RANGE_CASES = [
     ({**base(), "keys": {"epoch": "0s"}}, "keys.epoch: must be longer than 0s"),
     ({**base(), "kafka": {"raw": {"partitions": 0}}}, "kafka.raw.partitions: must be at least 1, not 0"),
     ({**base(), "aggregates": {"max_cells": 0}}, "aggregates.max_cells: must be at least 1, not 0"),
+    ({**base(), "aggregates": {"source_idle": "0s"}}, "aggregates.source_idle: must be longer than 0s"),
     (with_rule({"from": [], "action": "pseudonymize"}),
      "destinations.ops.fields.x.from: names no field"),
     ({"destinations": {"a": {"topic": "t", "key": "c", "fields": {
