@@ -18,10 +18,10 @@ a log-bucket histogram of ``duration_ms``. Why each rule:
   clock (``SOURCE_IDLE_SECONDS`` by default) is left out until it sends again (a quiet
   or dead source must not hold every window open); the event time never moves back.
   A window ``[s, s+W)`` is closed by :meth:`PartialAggregator.close_ready` once the
-  watermark is >= ``s+W``. An event whose
-  window end is already <= the watermark (judged against the event time at the start of
-  its record, so the outcome does not depend on when ``close_ready`` is called) is
-  counted ``late`` and dropped: a closed window is never reopened or double-counted.
+  watermark is >= ``s+W``. An event whose window end is already <= the watermark
+  (judged against the event time at the start of its record, so the outcome does not
+  depend on when ``close_ready`` is called) is counted ``late`` and dropped: a closed
+  window is never reopened or double-counted.
 - **Future events**: an event dated more than ``FUTURE_SKEW_SECONDS`` after the wall
   clock (read once per record) is counted ``future`` and dropped. It does not move the
   watermark: one line from a broken clock (or a forged date) would otherwise close
