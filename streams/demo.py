@@ -6,11 +6,11 @@ a generated realistic log covering the last hour or so, then the bundled sample 
 letters and the k-gated aggregates of the windows that closed, a summary, and stops
 everything. ``--keep`` leaves it running so the status page can be looked at.
 
-The generated log starts at most :data:`SPAN` ago, and never before the current UTC
-day: shared epoch keys exist only for current epochs, so older events would have no
-pseudonym and count no visitors. Event time, not the clock, closes windows: the
-older part of the log closes five-minute windows (and the previous hour's, from ten
-past the hour) once the newer part has been counted.
+The generated log starts at most :data:`SPAN` ago, and never before the current key
+epoch (a UTC day by default): shared epoch keys exist only for current epochs, so
+older events would have no pseudonym and count no visitors. Event time, not the
+clock, closes windows: the older part of the log closes five-minute windows (and the
+previous hour's, from ten past the hour) once the newer part has been counted.
 """
 
 from __future__ import annotations
@@ -63,17 +63,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def generated_span(now: datetime, span: timedelta = SPAN) -> tuple[datetime, float]:
+def generated_span(
+    now: datetime, epoch_s: int = 86400, span: timedelta = SPAN
+) -> tuple[datetime, float]:
     """Start of the generated log and its length in seconds: ``span`` back from
-    ``now``, but not before the UTC day began (the current key epoch).
+    ``now``, but not before the current key epoch began (``keys.epoch``, from 00:00 UTC).
 
     >>> generated_span(datetime(2026, 11, 29, 22, 20, tzinfo=UTC))
     (datetime.datetime(2026, 11, 29, 21, 5, tzinfo=datetime.timezone.utc), 4500.0)
     >>> generated_span(datetime(2026, 11, 30, 0, 30, tzinfo=UTC))[1]
     1800.0
+    >>> generated_span(datetime(2026, 11, 30, 6, 40, tzinfo=UTC), epoch_s=6 * 3600)[1]
+    2400.0
     """
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    start = max(now - span, day)
+    stamp = int(now.timestamp())
+    epoch_start = datetime.fromtimestamp(stamp - stamp % epoch_s, UTC)
+    start = max(now - span, epoch_start)
     return start, max((now - start).total_seconds(), 1.0)
 
 
@@ -100,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from streams.broker import LocalBroker
     from streams.config import AGGREGATE_INPUT, normalize
+    from streams.durations import parse_duration
     from streams.keys import generate_key
     from streams.shipper import ship
 
@@ -127,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             generated = work / "generated.log"
             end = datetime.now(UTC).replace(microsecond=0)
-            start, seconds = generated_span(end)
+            start, seconds = generated_span(end, parse_duration(normalized["keys"]["epoch"]))
             subprocess.run(
                 [sys.executable, str(ROOT / "bench" / "generate.py"), "-n", str(args.lines),
                  "--seed", "1", "--start", start.isoformat(), "--rate",
