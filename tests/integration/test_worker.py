@@ -201,8 +201,11 @@ def test_two_workers_split_partitions_and_survive_one_dying(
         ship_lines(broker.bootstrap, t["raw"], lines[:10000], tmp_path / "in1.log", per_record=50)
         counter.wait(lambda c: len(c.values(t["ops"])) >= 10000, timeout_s=90)
         first_half = counter.event_ids(t["ops"])
-        assert set(first_half) == set(range(10000)) and sum(first_half.values()) == 10000
         sa, sb = a.status(), b.status()
+        assert set(first_half) == set(range(10000)) and sum(first_half.values()) == 10000, (
+            f"{counter.describe(t['ops'], range(10000))}; "
+            f"published a={sa['published']} b={sb['published']}"
+        )
         assert sa["lines"] > 0 and sb["lines"] > 0, (sa["lines"], sb["lines"])
         assert sa["lines"] + sb["lines"] == 10000  # split, not doubled
         b.kill9()

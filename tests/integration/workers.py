@@ -21,7 +21,9 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +232,22 @@ class OutputCounter:
 
     def event_ids(self, topic: str) -> Counter[int]:
         return Counter(int(orjson.loads(v)["bytes"]) for v in self.values(topic))
+
+    def describe(self, topic: str, expected: Iterable[int]) -> str:
+        """For an assertion message: the expected ids not seen (as ranges) and, per
+        partition, the records read and the last offset (a consumer stuck on one
+        partition and a worker that never published look different here)."""
+        missing = sorted(set(expected) - set(self.event_ids(topic)))
+        # Consecutive ids share n - index: one group per run.
+        runs = [
+            [n for _, n in run] for _, run in groupby(enumerate(missing), lambda x: x[1] - x[0])
+        ]
+        ranges = [f"{run[0]}-{run[-1]}" for run in runs]
+        read: dict[int, tuple[int, int]] = {}
+        for m in self.messages[topic]:
+            count, _ = read.get(m.partition, (0, -1))
+            read[m.partition] = (count + 1, m.offset)
+        return f"missing ids {ranges[:20]}; read per partition (records, last offset): {read}"
 
     def close(self) -> None:
         self.consumer.close()
