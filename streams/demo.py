@@ -32,7 +32,7 @@ import orjson
 import yaml
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from streams.aggregate.spec import AggregateSpec
 
@@ -83,17 +83,31 @@ def generated_span(
 
 
 def consume(
-    bootstrap: str, topics: list[str], expect: int, timeout_s: float
+    bootstrap: str,
+    topics: list[str],
+    done: Callable[[dict[str, list[Any]]], bool],
+    timeout_s: float,
+    quiet_s: float = 0.0,
 ) -> dict[str, list[Any]]:
+    """The messages of ``topics`` from their beginning, by topic: read until
+    ``done(messages)`` holds and nothing more came for ``quiet_s``, or ``timeout_s``."""
     from streams.admin import reader_from_beginning
 
     consumer = reader_from_beginning(bootstrap, topics)
     got: dict[str, list[Any]] = {t: [] for t in topics}
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and sum(len(v) for v in got.values()) < expect:
-        for tp, messages in consumer.poll(timeout_ms=300).items():
-            got[tp.topic].extend(messages)
-    consumer.close()
+    quiet_since = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            polled = consumer.poll(timeout_ms=300)
+            for tp, messages in polled.items():
+                got[tp.topic].extend(messages)
+            if polled:
+                quiet_since = time.monotonic()
+            elif done(got) and time.monotonic() - quiet_since >= quiet_s:
+                break
+    finally:
+        consumer.close()
     return got
 
 
@@ -158,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
             status = _wait_processed(web_port, shipped)
             expected = sum(status["published"][n] for n in public)
             expected += sum(status["rejected"].values())
-            got = consume(broker.bootstrap, [*topics, dead], expected, timeout_s=60)
+
+            def all_in(got: dict[str, list[Any]]) -> bool:
+                return sum(map(len, got.values())) >= expected
+
+            got = consume(broker.bootstrap, [*topics, dead], all_in, timeout_s=60)
             for topic in topics:
                 messages = got[topic]
                 say(f"\n--- {topic}: {len(messages):,} events; first three:")
@@ -227,8 +245,16 @@ def show_aggregates(
     # records: the newest windows may take until the raw partitions count as idle.
     expected = expected_windows(specs, start, end - CLOSE_MARGIN)
     topic = aggregates["output"]["topic"]
-    rows = _rows_of(bootstrap, topic, expected, timeout_s) if expected else []
-    windows = sorted({(r["output"], r["window"], r["window_start"]) for r in rows})
+    rows: list[dict[str, Any]] = []
+    if expected:
+        # A window's rows are published together: a quiet second after the last
+        # expected window arrived means its rows are all in.
+        def arrived(got: dict[str, list[Any]]) -> bool:
+            return expected <= {_window_of(orjson.loads(m.value)) for m in got[topic]}
+
+        messages = consume(bootstrap, [topic], arrived, timeout_s, quiet_s=1.0)[topic]
+        rows = [orjson.loads(m.value) for m in messages]
+    windows = sorted(set(map(_window_of, rows)))
     kinds = ", ".join(sorted({f"{o} {w}" for o, w, _ in windows})) or "none"
     say(f"\n--- {topic}: {len(rows):,} rows from {len(windows)} closed windows ({kinds}):")
     if not rows:
@@ -241,7 +267,7 @@ def show_aggregates(
     for output in ("ops", "product"):
         # The output's newest closed window: one published cell and its dimension's summary.
         newest = max((w for w in windows if w[0] == output), default=None)
-        in_window = [r for r in rows if (r["output"], r["window"], r["window_start"]) == newest]
+        in_window = [r for r in rows if _window_of(r) == newest]
         cell = next((r for r in in_window if r["kind"] == "cell" and r["value"] != "__other__"),
                     None)  # fmt: skip
         if cell is not None:
@@ -262,32 +288,8 @@ def show_aggregates(
             f"{folded:,} small cells folded into __other__, {suppressed:,} suppressed")  # fmt: skip
 
 
-def _rows_of(
-    bootstrap: str, topic: str, windows: set[tuple[str, str, str]], timeout_s: float
-) -> list[dict[str, Any]]:
-    """The topic's rows, read until every window in ``windows`` has some and no more
-    came for a second (a window's rows are published together), or ``timeout_s``."""
-    from streams.admin import reader_from_beginning
-
-    consumer = reader_from_beginning(bootstrap, [topic])
-    rows: list[dict[str, Any]] = []
-    arrived: set[tuple[str, str, str]] = set()
-    deadline = time.monotonic() + timeout_s
-    quiet_since = time.monotonic()
-    try:
-        while time.monotonic() < deadline:
-            batch = [m for ms in consumer.poll(timeout_ms=300).values() for m in ms]
-            for m in batch:
-                row = orjson.loads(m.value)
-                rows.append(row)
-                arrived.add((row["output"], row["window"], row["window_start"]))
-            if batch:
-                quiet_since = time.monotonic()
-            elif windows <= arrived and time.monotonic() - quiet_since >= 1:
-                break
-    finally:
-        consumer.close()
-    return rows
+def _window_of(row: dict[str, Any]) -> tuple[str, str, str]:
+    return row["output"], row["window"], row["window_start"]
 
 
 def _aggregation_summary(port: int, child: dict[str, Any] | None) -> str:
