@@ -259,7 +259,7 @@ def show_aggregates(
     say(f"\n--- {topic}: {len(rows):,} rows from {len(windows)} closed windows ({kinds}):")
     if not rows:
         say("  (a window is published once event time passes its end plus the allowed "
-            "lateness; the log covers too little time today for that)")  # fmt: skip
+            "lateness; the log covers too little of the current key epoch for that)")  # fmt: skip
         return
     missing = expected - set(windows)
     if missing:
