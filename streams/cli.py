@@ -354,6 +354,7 @@ def cmd_ship(args: argparse.Namespace) -> int:
     result = ship(
         args.file, _bootstrap(args, config), topic, lines_per_record=args.lines_per_record,
         follow=args.follow, progress=sys.stderr.isatty(), max_line_bytes=max_line,
+        compression=None if args.compression == "none" else args.compression,
         security=from_config(config) if config else PLAINTEXT,
     )  # fmt: skip
     print(ship_summary(result, topic, max_line), file=sys.stderr)
@@ -518,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topic")
     p.add_argument("--lines-per-record", type=int, default=500,
                    help="lines batched in one record (1: one line per record)")  # fmt: skip
+    p.add_argument("--compression", choices=("auto", "lz4", "gzip", "none"), default="auto",
+                   help="producer compression; auto: lz4 when this installation can "
+                   "write it, else gzip")  # fmt: skip
     p.add_argument(
         "-f",
         "--follow",

@@ -106,6 +106,71 @@ def test_every_line_is_published_or_dead_lettered(
             worker.proc.kill()
 
 
+#: Every codec a Kafka producer may use. Log shippers compress (Filebeat gzip by default,
+#: Vector, Fluent Bit and librdkafka clients often lz4, snappy or zstd).
+CODECS = ("lz4", "gzip", "snappy", "zstd")
+
+
+def produce_compressed(bootstrap: str, topic: str, records: list[bytes], codec: str) -> None:
+    """``records`` in ``codec``: gzip and lz4 through kafka-python (``logfog ship``'s
+    client; lz4 from the ``lz4`` package), snappy and zstd through aiokafka."""
+    if codec in ("gzip", "lz4"):
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=bootstrap, compression_type=codec,
+                                 linger_ms=50)  # fmt: skip
+        for record in records:
+            producer.send(topic, record)
+        producer.flush(30)
+        producer.close()
+        return
+
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, compression_type=codec,
+                                    linger_ms=50)  # fmt: skip
+        await producer.start()
+        try:
+            for record in records:
+                await producer.send(topic, record)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+
+def test_raw_records_in_any_kafka_codec_are_read(
+    broker: LocalBroker, setup: Any, tmp_path: Path
+) -> None:
+    """Raw records compressed with snappy, lz4 or zstd used to stop the worker: aiokafka
+    reads those codecs only with cramjam installed, and its fetcher's
+    UnsupportedCodecError ended the process (seen with lz4 from kafka-python)."""
+    config, path = setup(partitions=2)
+    t = topics(config)
+    lines, good = numbered_lines(400)
+    worker = WorkerProcess(path, tmp_path, "codecs").start()
+    counter = OutputCounter(broker.bootstrap, [t["ops"]])
+    try:
+        worker.wait_ready()
+        per_codec = len(lines) // len(CODECS)
+        for i, codec in enumerate(CODECS):
+            part = lines[i * per_codec : (i + 1) * per_codec]
+            records = [b"\n".join(part[j : j + 20]) for j in range(0, len(part), 20)]
+            produce_compressed(broker.bootstrap, t["raw"], records, codec)
+        counter.wait(lambda c: len(c.values(t["ops"])) >= len(good), timeout_s=60)
+        assert set(counter.event_ids(t["ops"])) == good, counter.describe(t["ops"], good)
+        assert worker.proc is not None and worker.proc.poll() is None, worker.tail()
+        assert worker.terminate() == 0, worker.tail()
+    finally:
+        counter.close()
+        if worker.proc and worker.proc.poll() is None:
+            worker.proc.kill()
+
+
 def test_kill_9_mid_stream_loses_nothing(broker: LocalBroker, setup: Any, tmp_path: Path) -> None:
     config, path = setup()
     t = topics(config)
