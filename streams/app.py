@@ -141,6 +141,7 @@ def faust_settings(
         # Window checkpoints can be several MB (the state topic allows 64 MB records).
         "producer_max_request_size": 64 << 20,
         "producer_acks": -1,
+        "producer_compression_type": _compression(config["kafka"]["compression"]),
         # The anonymize agent's stop is InFlight's (one chunk, then commit). Faust's
         # wait_empty would also wait for the aggregation's events, acknowledged only
         # with a checkpoint, that is, until the stop watchdog.
@@ -150,6 +151,15 @@ def faust_settings(
         # JSON lines unless --log-format text (None: Faust's own text format).
         "logging_config": faust_logging_config(),
     }
+
+
+def _compression(codec: str) -> str | None:
+    """aiokafka's ``compression_type`` for ``kafka.compression``.
+
+    >>> _compression("none"), _compression("lz4")
+    (None, 'lz4')
+    """
+    return None if codec == "none" else codec
 
 
 def broker_credentials(security: Any) -> Any:

@@ -291,6 +291,16 @@ SCHEMA = Section(
                     "(topics managed by an operator, e.g. Strimzi) and refuse to start when "
                     "one is missing",
                 ),
+                "compression": Key(
+                    str,
+                    "none",
+                    "codec of every record the worker and aggregator write (events, "
+                    "aggregates, internal and state topics): lz4 saves network and broker "
+                    "disk on a real cluster, on one machine none is faster. Only codecs "
+                    "both of logfog's clients read (kafka-python reads the checkpoints back). "
+                    "Raw records are read in any codec",
+                    choices=("none", "gzip", "lz4"),
+                ),
                 "raw": _topic("logs.raw", "3d", "raw"),
                 "dead_letter": _topic("logs.dead", "7d", "dead_letter", partitions=1),
             },

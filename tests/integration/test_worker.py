@@ -144,12 +144,24 @@ def produce_compressed(bootstrap: str, topic: str, records: list[bytes], codec: 
 
 
 def test_raw_records_in_any_kafka_codec_are_read(
-    broker: LocalBroker, setup: Any, tmp_path: Path
+    broker: LocalBroker, setup: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Raw records compressed with snappy, lz4 or zstd used to stop the worker: aiokafka
     reads those codecs only with cramjam installed, and its fetcher's
-    UnsupportedCodecError ended the process (seen with lz4 from kafka-python)."""
+    UnsupportedCodecError ended the process (seen with lz4 from kafka-python).
+    The worker writes its own records in ``kafka.compression`` (lz4 in these tests)."""
+    from kafka.record.default_records import DefaultRecordBatch
+
+    codecs_read: list[int] = []  # of the batches this process's consumer decoded
+    uncompress = DefaultRecordBatch._maybe_uncompress
+
+    def spy(batch: DefaultRecordBatch) -> None:
+        codecs_read.append(batch.compression_type)
+        uncompress(batch)
+
+    monkeypatch.setattr(DefaultRecordBatch, "_maybe_uncompress", spy)
     config, path = setup(partitions=2)
+    assert config["kafka"]["compression"] == "lz4"
     t = topics(config)
     lines, good = numbered_lines(400)
     worker = WorkerProcess(path, tmp_path, "codecs").start()
@@ -164,6 +176,7 @@ def test_raw_records_in_any_kafka_codec_are_read(
         counter.wait(lambda c: len(c.values(t["ops"])) >= len(good), timeout_s=60)
         assert set(counter.event_ids(t["ops"])) == good, counter.describe(t["ops"], good)
         assert worker.proc is not None and worker.proc.poll() is None, worker.tail()
+        assert codecs_read and set(codecs_read) == {DefaultRecordBatch.CODEC_LZ4}
         assert worker.terminate() == 0, worker.tail()
     finally:
         counter.close()

@@ -92,6 +92,9 @@ def worker_config(bootstrap: str, geo_dbs: dict[str, str], partitions: int = 4) 
     # only slow them. The default (run_in: process) has its own tests (test_aggregates,
     # test_worker's aggregator child test).
     config["aggregates"]["run_in"] = "worker"
+    # As in production (deploy/): every record logfog writes is lz4, so every test reads
+    # compressed events and checkpoints back through both Kafka clients.
+    config["kafka"]["compression"] = "lz4"
     return config
 
 

@@ -102,6 +102,9 @@ RANGE_CASES = [
      "input.json_fields: client: must be a JSON key"),
     ({**base(), "keys": {"epoch": "0s"}}, "keys.epoch: must be longer than 0s"),
     ({**base(), "kafka": {"raw": {"partitions": 0}}}, "kafka.raw.partitions: must be at least 1, not 0"),
+    # zstd and snappy: kafka-python, which reads the checkpoints back, has neither
+    ({**base(), "kafka": {"compression": "zstd"}},
+     "kafka.compression: 'zstd' is not one of none, gzip, lz4"),
     ({**base(), "aggregates": {"max_cells": 0}}, "aggregates.max_cells: must be at least 1, not 0"),
     ({**base(), "aggregates": {"source_idle": "0s"}}, "aggregates.source_idle: must be longer than 0s"),
     (with_rule({"from": [], "action": "pseudonymize"}),

@@ -240,7 +240,8 @@ def test_configmap_keeps_the_rules_of_config_logfog_yaml(tmp_path: Path) -> None
     for key in sorted(set(reference) | set(deployed)):
         if key not in ("kafka", "enrich"):
             assert deployed.get(key) == reference.get(key), key
-    production = {"bootstrap", "replication", "create_topics", "security"}
+    production = {"bootstrap", "replication", "create_topics", "security", "compression"}
+    assert deployed["kafka"]["compression"] == "lz4"  # bytes cross a network there
     assert {k: v for k, v in deployed["kafka"].items() if k not in production} == {
         k: v for k, v in reference["kafka"].items() if k not in production
     }
