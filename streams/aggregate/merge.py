@@ -32,8 +32,10 @@ The gate, per (window, output, dimension), with T = the window's distinct visito
    published cell is folded too (secondary suppression), and the checks repeat. Once a
    cell with >= k visitors has been folded, ``__other__`` certainly has >= k visitors,
    but its exact distinct count is no longer derivable from partials, so it is
-   published as ``visitors: null`` with ``visitors_min`` (a true lower bound); (b) then
-   does not apply because ``T - other`` cannot be computed from published numbers.
+   published as ``visitors: null`` with ``visitors_min``, a true lower bound that
+   passes (b) itself: ``T - visitors_min`` >= k (``null`` when no bound >= k does);
+   (b) on the exact count does not apply, as ``T - other`` cannot be computed from
+   published numbers.
    If no candidate survives, everything is ``__other__`` (= T). If T < k, nothing of
    the window is published except a summary marked ``below_k`` (no numbers).
 3. ``place`` adapts precision top-down: countries go through 1-2 like any dimension.
@@ -133,7 +135,9 @@ class Gate:
     published: list[str]
     folded: list[str]  # into __other__ (or, when below_k, suppressed)
     other_visitors: int | None  # exact; None when withheld (then >= other_min)
-    other_min: int = 0
+    #: A lower bound safe to publish beside T (None: withheld too; the fold still has
+    #: >= k visitors).
+    other_min: int | None = 0
     secondary: int = 0  # cells with >= k visitors folded to block subtraction
     below_k: bool = False
     sub_published: list[str] = field(default_factory=list)  # place: regions and cities
@@ -192,11 +196,21 @@ def gate_cells(cells: Mapping[str, Cell], tails: Sequence[Tail], total: int, k: 
     folded = sorted(key for key in cells if key not in published)
     lower = max((cells[key].visitors for key in folded), default=0)
     lower = max(lower, total - sum(cells[key].visitors for key in published))
+    if other_visitors is None:
+        # The bound is published next to T: T - bound must not isolate fewer than k
+        # visitors either. The largest folded cell is often the one check (a) withheld
+        # for exactly that, so its count would undo the check. T - k is still a true
+        # lower bound there (a withheld cell has more than T - k visitors) and reveals
+        # nothing new. Below k (T < 2k) no bound is both safe and worth saying: none.
+        lower = min(lower, total - k)
+        other_min: int | None = lower if lower >= k else None
+    else:
+        other_min = other_visitors
     return Gate(
         sorted(published),
         folded,
         other_visitors,
-        other_min=other_visitors if other_visitors is not None else lower,
+        other_min=other_min,
         secondary=len(forced),
     )
 

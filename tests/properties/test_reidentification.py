@@ -256,7 +256,11 @@ def check_rows(
             assert summary["other"]["requests"] == rest_requests
             assert len(rest_visitors) >= k
             if other["visitors"] is None:
-                assert k <= other["visitors_min"] <= len(rest_visitors)
+                bound = other["visitors_min"]
+                if bound is not None:
+                    assert k <= bound <= len(rest_visitors)
+                    # a bound that reveals no withheld count: T - bound isolates no one
+                    assert not 0 < total - bound < k
             else:
                 assert other["visitors"] == len(rest_visitors)
                 assert not 0 < total - len(rest_visitors) < k

@@ -98,6 +98,16 @@ def test_gate_secondary_suppression_when_the_rest_is_below_k() -> None:
 def test_gate_total_minus_cell_below_k_folds_the_cell() -> None:
     g = gate_cells(cells(home=95, cart=40), [], total=100, k=10)  # 5 never saw "home"
     assert g.published == ["cart"] and g.folded == ["home"]
+    # The fold's lower bound is published next to T: "home"'s 95 there would be the
+    # subtraction check (a) just prevented (found by an audit).
+    assert g.other_visitors is None and g.other_min == 90
+
+
+def test_the_folds_lower_bound_never_undoes_check_a() -> None:
+    """43 visitors, 40 of them saw "/" (withheld: 3 never did), 12 saw "/p"."""
+    g = gate_cells(cells(**{"/": 40, "/p": 12}), [], total=43, k=10)
+    assert g.published == ["/p"] and g.other_visitors is None
+    assert g.other_min == 33 and 43 - g.other_min >= 10
 
 
 def test_gate_everything_folded_and_below_k() -> None:
