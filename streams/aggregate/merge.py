@@ -110,7 +110,7 @@ import orjson
 
 from streams.aggregate import histogram
 from streams.aggregate.partial import SEP, Cell, Partial, Tail
-from streams.aggregate.spec import OTHER, PERCENTILES, PLACE, AggregateSpec
+from streams.aggregate.spec import OTHER, PERCENTILES, PLACE, AggregateSpec, reconcile
 
 ROW_VERSION = 1
 _LEVELS = ("country", "region", "city")
@@ -453,14 +453,22 @@ class WindowMerger:
         )
 
     @classmethod
-    def restore(cls, data: bytes) -> WindowMerger:
-        """A merger in the state :meth:`snapshot` captured."""
+    def restore(cls, data: bytes, specs: Sequence[AggregateSpec] | None = None) -> WindowMerger:
+        """A merger in the state :meth:`snapshot` captured. ``specs``: the config's
+        outputs, gating with the config's k (see
+        :func:`~streams.aggregate.spec.reconcile`); None: the saved specs."""
         saved = orjson.loads(data)
-        merger = cls([AggregateSpec.from_dict(o["spec"]) for o in saved["outputs"]])
+        saved_specs = [AggregateSpec.from_dict(o["spec"]) for o in saved["outputs"]]
+        specs, from_saved = reconcile(specs, saved_specs)
+        merger = cls(specs)
         merger.stats.update(saved["stats"])
         merger.outbox = saved.get("outbox", [])  # absent from older checkpoints
-        for o in saved["outputs"]:
-            state = merger._state[AggregateSpec.from_dict(o["spec"]).key]
+        by_key = {spec.key: o for spec, o in zip(saved_specs, saved["outputs"], strict=True)}
+        for spec, old_spec in zip(specs, from_saved, strict=True):
+            if old_spec is None:
+                continue  # new, or a changed window or breakdowns: starts empty
+            o = by_key[old_spec.key]
+            state = merger._state[spec.key]
             state.partitions = o["partitions"]
             state.coverage = {p: e for p, e in o["coverage"]}
             state.finalized_through = o["finalized_through"]

@@ -85,7 +85,15 @@ from typing import Any
 import orjson
 
 from streams.aggregate import histogram
-from streams.aggregate.spec import OTHER, PERCENTILES, PLACE, PLACE_FIELDS, UNKNOWN, AggregateSpec
+from streams.aggregate.spec import (
+    OTHER,
+    PERCENTILES,
+    PLACE,
+    PLACE_FIELDS,
+    UNKNOWN,
+    AggregateSpec,
+    reconcile,
+)
 from streams.gctune import collector_paused
 from streams.records import FUTURE_SKEW_SECONDS
 from streams.rules import SOURCE_FIELDS
@@ -742,14 +750,18 @@ class PartialAggregator:
         clock: Callable[[], float] = time.time,
         sources: Iterable[int] = (),
         source_idle: float = SOURCE_IDLE_SECONDS,
+        specs: Sequence[AggregateSpec] | None = None,
     ) -> PartialAggregator:
         """A new instance in exactly the state :meth:`snapshot` captured (the row
         layout and the expected raw partitions are the reader's, not state: pass the
-        current ones)."""
+        current ones). ``specs``: the config's outputs, which take over the saved state
+        of the same window and breakdowns with the config's k, lateness and caps (see
+        :func:`~streams.aggregate.spec.reconcile`); None: the saved specs."""
         state = orjson.loads(data)
         if state.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported snapshot version {state.get('version')!r}")
-        specs = [AggregateSpec.from_dict(s) for s in state["specs"]]
+        saved_specs = [AggregateSpec.from_dict(s) for s in state["specs"]]
+        specs, from_saved = reconcile(specs, saved_specs)
         agg = cls(specs, state["partition"], state["partitions"], layout, clock, sources,
                   source_idle)  # fmt: skip
         agg._applied = state["applied_offset"]
@@ -761,7 +773,11 @@ class PartialAggregator:
         agg.source_times = {p: t for p, t in state.get("source_times", ())}
         # Restored sources count as just seen: their owners resume them now.
         agg._source_seen.update(dict.fromkeys(agg.source_times, agg._clock()))
-        for o, saved in zip(agg._outputs, state["outputs"], strict=True):
+        saved_outputs = dict(zip([s.key for s in saved_specs], state["outputs"], strict=True))
+        for o, old_spec in zip(agg._outputs, from_saved, strict=True):
+            if old_spec is None:
+                continue  # new, or a changed window or breakdowns: starts empty
+            saved = saved_outputs[old_spec.key]
             o.closed_through = saved["closed_through"]
             o.late = saved["late"]
             for start, visitors, requests, capped, seen, combos in saved["windows"]:

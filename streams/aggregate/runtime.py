@@ -109,7 +109,9 @@ class AggregationRuntime:
             data = load(partial_key(partition))
             sources, clock, idle = range(self.raw_partitions), self._clock, self._source_idle
             agg = (
-                PartialAggregator.restore(zlib.decompress(data), self.layout, clock, sources, idle)
+                PartialAggregator.restore(
+                    zlib.decompress(data), self.layout, clock, sources, idle, self.specs
+                )
                 if data is not None
                 else PartialAggregator(
                     self.specs, partition, self.partitions, self.layout, clock, sources, idle
@@ -211,7 +213,7 @@ class AggregationRuntime:
         self.merger = (
             WindowMerger(self.specs)
             if data is None
-            else WindowMerger.restore(zlib.decompress(data))
+            else WindowMerger.restore(zlib.decompress(data), self.specs)
         )
         rows = self.merger.republish()
         if rows:

@@ -18,6 +18,7 @@ ValueError: unknown measures ['median'] (see MEASURES)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -95,6 +96,41 @@ class AggregateSpec:
         data["dimensions"] = tuple(data["dimensions"])
         data["measures"] = tuple(data["measures"])
         return cls(**data)
+
+    def same_state(self, other: AggregateSpec) -> bool:
+        """Whether window state kept under ``other`` is valid state of this output: the
+        same window and breakdowns. The rest (k, lateness, the caps) is policy, which
+        the current config decides.
+
+        >>> from dataclasses import replace
+        >>> OPS_5M.same_state(replace(OPS_5M, k=20)), OPS_5M.same_state(PRODUCT_1H)
+        (True, False)
+        """
+        return (self.key, self.dimensions, self.measures) == (
+            other.key, other.dimensions, other.measures
+        )  # fmt: skip
+
+
+def reconcile(
+    current: Sequence[AggregateSpec] | None, saved: Sequence[AggregateSpec]
+) -> tuple[list[AggregateSpec], list[AggregateSpec | None]]:
+    """The outputs a restored checkpoint continues: the current config's (``current``;
+    None: the checkpoint's own), each paired with the saved spec whose state it takes
+    over, or None (a new output, or one whose window or breakdowns changed: it starts
+    empty). Saved outputs the config no longer has are dropped. Without this, a
+    restored checkpoint kept its old k and breakdowns for good, whatever the config
+    said after a restart.
+
+    >>> from dataclasses import replace
+    >>> specs, states = reconcile([replace(OPS_5M, k=20), PRODUCT_1D], [OPS_5M, PRODUCT_1H])
+    >>> [s.k for s in specs], [s and s.window_seconds for s in states]
+    ([20, 10], [300, None])
+    """
+    if current is None:
+        return list(saved), list(saved)
+    return list(current), [
+        next((old for old in saved if spec.same_state(old)), None) for spec in current
+    ]
 
 
 OPS_5M = AggregateSpec(

@@ -122,3 +122,45 @@ def test_a_dropped_merger_keeps_nothing_of_the_previous_assignment() -> None:
     rt.drop_merger()
     assert rt.merger.pending_windows() == {} and rt.merger.stats["partials"] == 0
     assert rt.restore_merger(None) == [] and rt.merger.pending_windows() == {}
+
+
+def test_a_restart_applies_the_configs_k_and_outputs_to_restored_state() -> None:
+    """Checkpoints carry the specs they were written under, and restoring used to keep
+    them: k raised from 10 to 20 and a restart still published cells of 12 (found by
+    an audit). Now the config's outputs take over the saved state of the same window
+    and breakdowns with the config's k; a changed or new output starts empty and a
+    removed one is dropped."""
+    old = replace(PRODUCT_1H, dimensions=("route",), k=10, allowed_lateness_seconds=0)
+    gone = replace(old, name="ops", window_seconds=300)
+    before = AggregationRuntime([old, gone], partitions=1, snapshot_interval=0)
+    before.aggregator(0, lambda key: None)
+    before.add(0, 0, ev(0, "a"))
+    saved = before.due_snapshots(force=True)
+    saved["merger"] = before.merger_snapshot()
+
+    events = [{"time": 10, "visitor": f"v{i}", "route": "/x"} for i in range(12)]
+    events += [{"time": 20, "visitor": f"w{i}", "route": "/"} for i in range(30)]
+
+    def restart(specs: list[Any]) -> list[dict[str, Any]]:
+        after = AggregationRuntime(specs, partitions=1, snapshot_interval=0)
+        after.aggregator(0, saved.get)
+        after.restore_merger(saved["merger"])
+        after.add_many(0, 1, events)
+        after.aggregators[0].advance_to(3 * 86400)
+        return [r for _, p in after.close_ready() for r in after.merge(p)]
+
+    def hour_cells(rows: list[dict[str, Any]]) -> dict[str, int]:
+        return {r["value"]: r["visitors"] for r in rows
+                if r["window"] == "1h" and r["kind"] == "cell"}  # fmt: skip
+
+    # 43 visitors, 31 on "/" (with "a", restored) and 12 on "/x": both pass k = 10 ...
+    assert hour_cells(restart([old, gone])) == {"/": 31, "/x": 12}
+    # ... and neither passes the raised k (43 - 31 < 20 withholds "/" too).
+    reshaped = replace(old, window_seconds=86400, dimensions=("route", "country"))
+    rows = restart([replace(old, k=20), reshaped])
+    assert hour_cells(rows) == {"__other__": 43}
+    # The reshaped day output counts only what came after the restart ("a" is not
+    # there), and the removed ops output publishes nothing.
+    day = [r for r in rows if r["window"] == "1d" and r["kind"] == "summary"]
+    assert [r["visitors"] for r in day if r["dimension"] == "route"] == [42]
+    assert not [r for r in rows if r["output"] == "ops"]
