@@ -507,7 +507,12 @@ def _add_aggregation(
         missing = partitions - set(runtime.aggregators)
         if missing:
             saved = await checkpoints(retry)
-            for p in sorted(missing):
+            # Only what is still assigned: a partition revoked while the checkpoints
+            # were read would keep an aggregator restored from what is now stale, and
+            # would use it instead of its new owner's checkpoint when it came back.
+            assigned = {tp.partition for tp in app.consumer.assignment()
+                        if tp.topic == input_name}  # fmt: skip
+            for p in sorted(missing & assigned - set(runtime.aggregators)):
                 runtime.aggregator(p, saved.get)
 
     async def send_all(records: list[tuple[str, bytes | None, bytes]],
@@ -554,6 +559,11 @@ def _add_aggregation(
                             for p, partial in closed])  # fmt: skip
 
     pending: dict[int, list[Any]] = {}  # events added to state, not yet checkpointed
+    # The agent and the timer each close windows, send partials and write checkpoints.
+    # One at a time: a checkpoint written while closed windows' partials are still on
+    # their way would hold neither (lost if the process died before they arrived), and
+    # a partition's partials must reach the merger in window order.
+    state_lock = asyncio.Lock()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
@@ -570,17 +580,20 @@ def _add_aggregation(
 
     @app.agent(topic(input_name), name="logfog-aggregate")
     async def aggregate(stream: Any) -> None:
-        async for events in stream.noack_take(5000, within=0.2):
-            await ensure_aggregators({e.message.partition for e in events})
-            last_offsets = metrics.last_offsets
-            for event in events:
-                message = event.message
-                last_offsets[(message.topic, message.partition)] = message.offset
-                add_input_record(runtime, message, metrics)
-            for event in events:
-                pending.setdefault(event.message.partition, []).append(event)
-            await publish_partials()
-            written = await write_due()
+        async for taken in stream.noack_take(5000, within=0.2):
+            async with state_lock:
+                await ensure_aggregators({e.message.partition for e in taken})
+                # Events of a partition revoked meanwhile: its new owner replays them.
+                events = [e for e in taken if e.message.partition in runtime.aggregators]
+                last_offsets = metrics.last_offsets
+                for event in events:
+                    message = event.message
+                    last_offsets[(message.topic, message.partition)] = message.offset
+                    add_input_record(runtime, message, metrics)
+                for event in events:
+                    pending.setdefault(event.message.partition, []).append(event)
+                await publish_partials()
+                written = await write_due()
             if written:
                 # Acknowledge only what a written checkpoint contains: the partitions
                 # whose checkpoint was not due keep their events unacknowledged.
@@ -591,6 +604,10 @@ def _add_aggregation(
 
     @app.timer(2.0)
     async def advance_idle_partitions() -> None:
+        async with state_lock:
+            await _advance_idle_partitions()
+
+    async def _advance_idle_partitions() -> None:
         try:
             assigned = [tp for tp in app.consumer.assignment() if tp.topic == input_name]
             await ensure_aggregators({tp.partition for tp in assigned}, retry=False)
@@ -619,12 +636,17 @@ def _add_aggregation(
             await send_all([(state_name, MERGER_KEY.encode(), runtime.merger_snapshot(merger))])
             if runtime.merger is not merger:
                 return False
-        merger.outbox = []
-        records = output_records(rows)
-        records.append((state_name, MERGER_KEY.encode(), runtime.merger_snapshot(merger)))
         # A published row's record timestamp is its window start, as coarse as the row:
         # the time the merger happened to run says nothing a consumer should know.
-        await send_all(records, [window_start_ms(r["window_start"]) for r in rows])
+        if rows:
+            await send_all(output_records(rows), [window_start_ms(r["window_start"]) for r in rows])
+            if runtime.merger is not merger:
+                return False  # the new owner republishes the outbox we checkpointed
+        # Only once every row is in: sent with them, the outbox-free checkpoint could
+        # land while the output topic still refused the rows, and a restart in the
+        # meantime would have lost them.
+        merger.outbox = []
+        await send_all([(state_name, MERGER_KEY.encode(), runtime.merger_snapshot(merger))])
         return runtime.merger is merger
 
     @app.agent(topic(partials_name), name="logfog-merge")

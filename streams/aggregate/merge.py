@@ -401,14 +401,17 @@ class WindowMerger:
                 f"expected {state.partitions}"
             )
         self.stats["partials"] += 1
-        self.stats["late"] += partial.late
         end = partial.window_end
         if state.finalized_through is not None and end <= state.finalized_through:
+            # A replay's copy (a stage 2 restored from an older checkpoint): its late
+            # events were counted with the original.
             self.stats["stale"] += 1
             return []
         slot = state.pending.setdefault(partial.window_start, {})
         if partial.partition in slot:
             self.stats["replaced"] += 1
+            self.stats["late"] -= slot[partial.partition].late  # the copy counts them
+        self.stats["late"] += partial.late
         slot[partial.partition] = partial
         if end > state.coverage.get(partial.partition, end - 1):
             state.coverage[partial.partition] = end

@@ -151,3 +151,27 @@ def test_place_rows_carry_levels() -> None:
         ("DE/BY/Passau", "city", 4), ("FR", "country", 3),
     }  # fmt: skip
     assert OTHER not in {r["value"] for r in rows}
+
+
+def test_late_events_are_counted_once_across_a_stage2_restart() -> None:
+    """A crash between sending partials and the next checkpoint: the restored stage 2
+    replays the same records and sends the same windows again (stale in the merger).
+    Their late events used to be added to the late total a second time (an audit)."""
+    spec = AggregateSpec("t", 300, ("route",), k=2, allowed_lateness_seconds=0)
+    clock = lambda: 10_000.0
+    agg = PartialAggregator([spec], 0, 1, clock=clock)
+    agg.add([{"time": 0, "visitor": "a", "route": "/"}], offset=0)
+    saved = agg.snapshot()  # checkpoint after offset 0
+    replay = [(600, "b"), (10, "c"), (1200, "d")]  # "c" is late (window 0 closed at 600)
+    for offset, (t, v) in enumerate(replay, start=1):
+        agg.add([{"time": t, "visitor": v, "route": "/"}], offset=offset)
+    merger = WindowMerger([spec])
+    for p in agg.close_ready():
+        merger.add(p)
+    assert merger.stats["late"] == 1
+    again = PartialAggregator.restore(saved, clock=clock)  # the crash
+    for offset, (t, v) in enumerate(replay, start=1):
+        again.add([{"time": t, "visitor": v, "route": "/"}], offset=offset)
+    for p in again.close_ready():
+        merger.add(p)
+    assert merger.stats["stale"] > 0 and merger.stats["late"] == 1
