@@ -88,6 +88,12 @@ def worker_config(bootstrap: str, geo_dbs: dict[str, str], partitions: int = 4) 
         dest["partitions"] = partitions
     config["enrich"]["geo"] = {"city": geo_dbs["city"], "asn": geo_dbs["asn"]}
     config["keys"]["topic"] = f"it.keys.{tag}"
+    # Aggregation topics too: shared, every new group read all earlier tests' rows and
+    # checkpoints from the start (load on 2 cores, and state that was not its own).
+    aggregates = config["aggregates"]
+    for part, name in (("input", "agg-in"), ("partials", "agg-partials"),
+                       ("state", "agg-state"), ("output", "agg")):  # fmt: skip
+        aggregates[part] = {**aggregates.get(part, {}), "topic": f"it.{name}.{tag}"}
     # The anonymizer's tests count in the worker: on 2 cores a child per worker would
     # only slow them. The default (run_in: process) has its own tests (test_aggregates,
     # test_worker's aggregator child test).
