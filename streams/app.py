@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -515,13 +515,26 @@ def _add_aggregation(
             for p in sorted(missing & assigned - set(runtime.aggregators)):
                 runtime.aggregator(p, saved.get)
 
-    async def send_all(records: list[tuple[str, bytes | None, bytes]],
-                       timestamps: list[int] | None = None) -> None:  # fmt: skip
+    async def send_all(
+        records: list[tuple[str, bytes | None, bytes]],
+        timestamps: list[int] | None = None,
+        ours: Callable[[str, bytes | None], bool] | None = None,
+    ) -> None:
         """Send and wait for all, retrying with backoff: nothing is acknowledged before.
-        ``timestamps`` (ms, per record, from the first): record timestamps instead of now."""
+        ``timestamps`` (ms, per record, from the first): record timestamps instead of now.
+        ``ours(topic, key)``: whether a record may still be written, asked before every
+        attempt: a worker that retries through a broker outage while its partitions move
+        must not write its stale checkpoint or partial over the new owner's."""
         delay = 0.2
         times = timestamps or []
         while True:
+            if ours is not None:
+                kept = [i for i, (t, key, _) in enumerate(records) if ours(t, key)]
+                if len(kept) < len(records):
+                    records = [records[i] for i in kept]
+                    times = [times[i] for i in kept if i < len(times)]
+                    if not records:
+                        return
             try:
                 futures = [
                     await producer().send(t, value, key=key,
@@ -540,13 +553,20 @@ def _add_aggregation(
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
 
+    def stage2_ours(topic: str, key: bytes | None) -> bool:
+        """A stage-2 checkpoint ("partial/P") or partial (key "P") of a partition this
+        worker still holds."""
+        return key is not None and int(key.rsplit(b"/", 1)[-1]) in runtime.aggregators
+
     async def write_due(force: bool = False) -> set[int]:
         """Write the checkpoints that are due; return the partitions they cover."""
         due = runtime.due_snapshots(force=force)
         if due:
-            await send_all([(state_name, k.encode(), v) for k, v in due.items()])
+            await send_all([(state_name, k.encode(), v) for k, v in due.items()],
+                           ours=stage2_ours)  # fmt: skip
             runtime.snapshots_written(due)
-        return {int(key.split("/", 1)[1]) for key in due if key.startswith("partial/")}
+        written = {int(key.split("/", 1)[1]) for key in due if key.startswith("partial/")}
+        return written & set(runtime.aggregators)
 
     async def publish_partials() -> None:
         closed = runtime.close_ready()
@@ -556,7 +576,7 @@ def _add_aggregation(
             # partials topic) would be deleted before the merger read them. Internal,
             # counts only: nothing outside the cluster sees these timestamps.
             await send_all([(partials_name, str(p).encode(), partial.to_bytes())
-                            for p, partial in closed])  # fmt: skip
+                            for p, partial in closed], ours=stage2_ours)  # fmt: skip
 
     pending: dict[int, list[Any]] = {}  # events added to state, not yet checkpointed
     # The agent and the timer each close windows, send partials and write checkpoints.
@@ -631,22 +651,29 @@ def _add_aggregation(
         without: a new owner republishes a left-over outbox (revision + 1). False (and
         nothing more written) once the partials partition was revoked meanwhile: a
         checkpoint of a dropped merger must not overwrite the new owner's."""
+
+        def ours(topic: str, key: bytes | None) -> bool:
+            return runtime.merger is merger
+
         if rows:
             merger.outbox = rows
-            await send_all([(state_name, MERGER_KEY.encode(), runtime.merger_snapshot(merger))])
+            await send_all([(state_name, MERGER_KEY.encode(), runtime.merger_snapshot(merger))],
+                           ours=ours)  # fmt: skip
             if runtime.merger is not merger:
                 return False
         # A published row's record timestamp is its window start, as coarse as the row:
         # the time the merger happened to run says nothing a consumer should know.
         if rows:
-            await send_all(output_records(rows), [window_start_ms(r["window_start"]) for r in rows])
+            await send_all(output_records(rows),
+                           [window_start_ms(r["window_start"]) for r in rows], ours)  # fmt: skip
             if runtime.merger is not merger:
                 return False  # the new owner republishes the outbox we checkpointed
         # Only once every row is in: sent with them, the outbox-free checkpoint could
         # land while the output topic still refused the rows, and a restart in the
         # meantime would have lost them.
         merger.outbox = []
-        await send_all([(state_name, MERGER_KEY.encode(), runtime.merger_snapshot(merger))])
+        await send_all([(state_name, MERGER_KEY.encode(), runtime.merger_snapshot(merger))],
+                       ours=ours)  # fmt: skip
         return runtime.merger is merger
 
     @app.agent(topic(partials_name), name="logfog-merge")

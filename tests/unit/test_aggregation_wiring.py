@@ -295,3 +295,36 @@ def test_a_partition_revoked_while_checkpoints_are_read_is_restored_when_it_come
     assert requests[("ops", 300)] == 2, (
         f"partition 1 counts {requests}: the other worker's event lost"
     )
+
+
+def test_a_worker_retrying_through_a_rebalance_never_writes_over_the_new_owner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The state topic refuses a checkpoint; the worker retries with backoff; partition 0
+    is revoked meanwhile and its new owner writes a newer checkpoint. The old owner's
+    retry, once the broker takes it, used to land on top: the next restore would start
+    from stale state at offsets the group had already committed past (counts lost)."""
+    cfg, parts = config(1)
+    producer = Producer()
+    producer.mode[STATE] = "fail"
+    app, _ = build(monkeypatch, producer, cfg, parts, {TP(INPUT, 0)})
+    layout = aggregate_layout(cfg)
+    now = int(time.time())
+    value = rows_value(layout, [row(now - 60, "a", 0)])
+
+    async def scenario() -> None:
+        stream = Stream()
+        task = asyncio.create_task(app.agents["logfog-aggregate"](stream))
+        await stream.queue.put([event(INPUT, 0, 0, value)])
+        await until(lambda: producer.failures >= 1)  # the checkpoint is being retried
+        await app.revoked[0](None, {TP(INPUT, 0)})
+        app.consumer.assigned = set()
+        producer.durable.append((STATE, b"partial/0", b"the new owner's"))
+        producer.mode[STATE] = "ok"  # the broker is back
+        await asyncio.sleep(1.0)  # longer than the next retry
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert producer.latest_state()["partial/0"] == b"the new owner's"
