@@ -160,6 +160,17 @@ async def until(cond: Any, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+def stage2_on_one_partition(
+    monkeypatch: pytest.MonkeyPatch, mode: dict[str, str]
+) -> tuple[Producer, App, tuple[str, ...]]:
+    """A worker holding input partition 0, its producer's topics in ``mode``."""
+    cfg, parts = config(1)
+    producer = Producer()
+    producer.mode.update(mode)
+    app, _ = build(monkeypatch, producer, cfg, parts, {TP(INPUT, 0)})
+    return producer, app, aggregate_layout(cfg)
+
+
 def test_merger_rows_survive_a_crash_while_the_output_topic_refuses_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -209,11 +220,7 @@ def test_a_checkpoint_never_drops_a_window_whose_partial_is_still_in_flight(
     timer used to write the partition's checkpoint meanwhile, which no longer held the
     window. Had the process died before the partial was delivered, the window's counts
     were gone: the restored state said it was closed."""
-    cfg, parts = config(1)
-    producer = Producer()
-    producer.mode[PARTIALS] = "hang"
-    app, _ = build(monkeypatch, producer, cfg, parts, {TP(INPUT, 0)})
-    layout = aggregate_layout(cfg)
+    producer, app, layout = stage2_on_one_partition(monkeypatch, {PARTIALS: "hang"})
     now = int(time.time())
     old = now - 2 * 3600
     value = rows_value(layout, [row(old, "a", 0), row(now - 60, "b", 1)])
@@ -304,11 +311,7 @@ def test_a_worker_retrying_through_a_rebalance_never_writes_over_the_new_owner(
     is revoked meanwhile and its new owner writes a newer checkpoint. The old owner's
     retry, once the broker takes it, used to land on top: the next restore would start
     from stale state at offsets the group had already committed past (counts lost)."""
-    cfg, parts = config(1)
-    producer = Producer()
-    producer.mode[STATE] = "fail"
-    app, _ = build(monkeypatch, producer, cfg, parts, {TP(INPUT, 0)})
-    layout = aggregate_layout(cfg)
+    producer, app, layout = stage2_on_one_partition(monkeypatch, {STATE: "fail"})
     now = int(time.time())
     value = rows_value(layout, [row(now - 60, "a", 0)])
 
