@@ -93,21 +93,47 @@ class DestroyListeners:
                     listener.forget(epoch)
 
 
+#: Distinct byte values a 32-byte random key has at least (it has about 30 on average;
+#: fewer than 16 has a probability below 1e-12). Fewer: typed, repeated or padded text.
+MIN_DISTINCT_KEY_BYTES = 16
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
 def _decode_secret(raw: bytes, where: str) -> bytes:
+    """A key from hex (only if every character is a hex digit: a short hex key is not
+    read again as base64, which would make it look longer), strict base64, or raw
+    binary bytes; at least 256 bits that look random.
+
+    >>> len(_decode_secret(b"00112233445566778899aabbccddeeff" * 2, "k"))
+    32
+    >>> def why(text):
+    ...     try:
+    ...         _decode_secret(text, "k")
+    ...     except KeyError_ as error:
+    ...         return str(error).split(" (")[0]
+    >>> why(b"ab" * 22)
+    'k: the key must hold at least 256 bits, hex or base64 encoded'
+    >>> why(b"password" * 6)
+    'k: the key does not look random'
+    """
     text = raw.strip()
-    for decode in (binascii.unhexlify, base64.b64decode):
+    decoded: bytes | None = None
+    if text and set(text) <= _HEX_DIGITS:
+        decoded = binascii.unhexlify(text) if len(text) % 2 == 0 else None
+    else:
         try:
-            decoded = decode(text)
+            decoded = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
-            continue
-        if len(decoded) >= MIN_KEY_BYTES:
-            return decoded
-    if len(raw) >= MIN_KEY_BYTES and not raw.isascii():
-        return raw  # a raw binary key file
-    raise KeyError_(
-        f"{where}: the key must hold at least {MIN_KEY_BYTES * 8} bits, hex or base64 "
-        "encoded (make one with: logfog keygen)"
-    )
+            if len(raw) >= MIN_KEY_BYTES and not raw.isascii():
+                decoded = raw  # a raw binary key file
+    if decoded is None or len(decoded) < MIN_KEY_BYTES:
+        raise KeyError_(
+            f"{where}: the key must hold at least {MIN_KEY_BYTES * 8} bits, hex or base64 "
+            "encoded (make one with: logfog keygen)"
+        )
+    if len(set(decoded)) < MIN_DISTINCT_KEY_BYTES:
+        raise KeyError_(f"{where}: the key does not look random (make one with: logfog keygen)")
+    return decoded
 
 
 def load_secret(source: str) -> bytes:

@@ -67,3 +67,34 @@ def test_a_line_from_the_future_neither_gets_a_key_nor_destroys_others() -> None
     # Within the tolerance (clock skew), a time just ahead of the wall clock is believed.
     assert ring.key_for(today, now=wall + 299) == key
     assert ring.key_for(today + 1, now=(today + 1) * 86400.0) is None  # hours ahead: no
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "ab" * 22,  # 44 hex digits, 176 bits: it used to be read again as base64 (33 bytes)
+        "0123456789abcdef" * 3,  # 48 hex digits, 192 bits
+        "password" * 6,  # letters only: valid base64 of 36 bytes, but nothing random
+        "correct horse battery staple and then some more word",  # spaces were dropped
+    ],
+)
+def test_a_secret_under_256_random_bits_is_refused(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An audit found these accepted, by load_secret and by the worker's start check."""
+    from streams.keyshare import MasterKeys
+
+    monkeypatch.setenv("LOGFOG_MASTER_KEY", value)
+    monkeypatch.delenv("LOGFOG_MASTER_KEY_ACCEPTED", raising=False)
+    with pytest.raises(KeyError_):
+        load_secret("env:LOGFOG_MASTER_KEY")
+    with pytest.raises(KeyError_):
+        MasterKeys.from_sources()
+
+
+def test_keygens_keys_and_random_base64_ones_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    import secrets
+
+    for value in (generate_key(), base64.b64encode(secrets.token_bytes(32)).decode()):
+        monkeypatch.setenv("K", value)
+        assert len(load_secret("env:K")) == 32
