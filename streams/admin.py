@@ -95,6 +95,9 @@ class TopicSpec:
     cleanup_policy: str = "delete"
     replication_factor: int = 1
     config: Mapping[str, str] = field(default_factory=dict)
+    #: Configs (``retention.ms`` among them) that may not be lower than declared: on the
+    #: keys topic, less deletes or compacts records that are still needed.
+    at_least: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not _TOPIC_RE.match(self.name) or self.name in (".", ".."):
@@ -314,8 +317,11 @@ def compare(spec: TopicSpec, info: TopicInfo) -> tuple[list[str], list[str]]:
             bad.append(f"retention.ms {have} ({_days(have)}) exceeds the declared {want} "
                        f"({_days(want)})")  # fmt: skip
         elif have < want:
-            diffs.append(f"retention.ms {have} ({_days(have)}) is shorter than the declared "
-                         f"{want} ({_days(want)})")  # fmt: skip
+            short = "retention.ms" in spec.at_least
+            (bad if short else diffs).append(
+                f"retention.ms {have} ({_days(have)}) is shorter than the declared {want} "
+                f"({_days(want)})" + (": records still needed would be deleted" if short else "")
+            )
     want_seg = spec.segment_ms
     have_seg = info.segment_ms
     if want_seg is not None and have_seg is not None and have_seg > want_seg:
@@ -323,8 +329,19 @@ def compare(spec: TopicSpec, info: TopicInfo) -> tuple[list[str], list[str]]:
                    f"({_days(want_seg)}): records outlive retention by a segment")  # fmt: skip
     for key, value in spec.config.items():
         if key != "segment.ms" and key in info.config and info.config[key] != value:
-            diffs.append(f"{key} {info.config[key]} (wanted {value})")
+            low = key in spec.at_least and _number(info.config[key]) < _number(value)
+            (bad if low else diffs).append(
+                f"{key} {info.config[key]} (wanted {value})"
+                + (": records still needed would be compacted or deleted" if low else "")
+            )
     return bad, diffs
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("-inf")  # unreadable: treat as too low
 
 
 def _days(ms: int) -> str:

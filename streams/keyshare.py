@@ -515,6 +515,9 @@ def topic_spec(
             "delete.retention.ms": str(margin_ms),
             "segment.ms": str(min(3_600_000, margin_ms)),
         },
+        # Less of either removes a live epoch's winning record: a worker starting then
+        # agrees on another key than the running ones (two pseudonyms for one visitor).
+        at_least=frozenset({"retention.ms", "min.compaction.lag.ms"}),
     )
 
 
@@ -648,7 +651,7 @@ class SharedKeyRing:
             allow_auto_create_topics=False,
             fetch_max_wait_ms=self._poll_ms,
         )
-        tp = TopicPartition(self.topic, 0)
+        tp = self._tp = TopicPartition(self.topic, 0)
         self._consumer.assign([tp])
         self._consumer.seek_to_beginning(tp)
         # A lower bound only (single-record batches make it right, but don't rely on it).
@@ -663,7 +666,9 @@ class SharedKeyRing:
                 lambda: self._caught_up or self._thread_error is not None, self.start_timeout_s
             )
             ready = self._caught_up
-            readable = self.counters["records"] - self.counters["unreadable"]
+            # Key records only: a tombstone (kept about a day) holds no key to read.
+            counts = self.counters
+            readable = counts["records"] - counts["tombstones_seen"] - counts["unreadable"]
             bad_key = self.check_master_key and self.counters["unreadable"] and readable <= 0
         if not ready or bad_key:
             self.close()
@@ -831,7 +836,12 @@ class SharedKeyRing:
                     now = self._clock()
                     for m in records:
                         self._apply(m.offset, m.key, m.value, now)
-                    if not records and self._consumed + 1 >= floor:
+                    # The position, not only the last record read: retention may have
+                    # deleted every record (all workers down for an epoch and more), and
+                    # then there is no record at floor - 1 to read.
+                    if not records and (
+                        self._consumed + 1 >= floor or self._consumer.position(self._tp) >= floor
+                    ):
                         self._caught_up = True
                     self._cond.notify_all()
                 if self._caught_up and not records:
