@@ -999,6 +999,12 @@ def run_worker(
         Pipeline.from_normalized(config)  # geo and key errors surface before any waiting
     child = None
     if config["aggregates"]["enabled"] and config["aggregates"]["run_in"] == "process":
+        from streams.supervise import refuse_inspection
+
+        # The child must not read the secrets out of this process (see the function).
+        if not refuse_inspection():
+            log.warning("could not make the worker non-dumpable: its aggregator child can "
+                        "read the worker's environment (/proc)")  # fmt: skip
         # Started before the waiting and compiling below: the two start up side by side.
         port = web_port + 1 if aggregator_web_port is None else aggregator_web_port
         child = aggregator_child(config, config_path, bootstrap, port, loglevel).start()
@@ -1036,7 +1042,9 @@ def aggregator_child(
     """The ``logfog aggregator`` a worker runs with ``aggregates.run_in: process``.
 
     Its environment lacks the pseudonym key secrets (it needs none): a process that
-    holds pseudonyms never holds what recomputes them.
+    holds pseudonyms never holds what recomputes them. Nor can it read them from the
+    worker's ``/proc`` entries: the worker makes itself non-dumpable first
+    (:func:`streams.supervise.refuse_inspection`; a child running as root still could).
     """
     from streams import logjson
     from streams.keyshare import ACCEPTED_MASTER_KEY_SOURCE, MASTER_KEY_SOURCE

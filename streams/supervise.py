@@ -46,6 +46,32 @@ log = logging.getLogger("logfog.supervise")
 PARENT_ENV = "LOGFOG_PARENT_PID"
 
 
+def refuse_inspection() -> bool:
+    """Make this process non-dumpable (Linux ``prctl(PR_SET_DUMPABLE, 0)``); whether it
+    is now.
+
+    Why: the aggregator child's environment lacks the key secrets, but it runs as the
+    same user and knows its parent's pid, and ``/proc/<pid>/environ`` (the environment
+    the worker started with, master key included) and ``/proc/<pid>/mem`` of a dumpable
+    process are readable by any process of that user. A non-dumpable process's are
+    not (root's still are), and it writes no core dump with keys in it. The price:
+    attaching a profiler (py-spy) to it takes root.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    pr_set_dumpable, pr_get_dumpable = 4, 3
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(pr_set_dumpable, 0, 0, 0, 0)
+        return int(libc.prctl(pr_get_dumpable, 0, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 class Supervisor:
     """Start ``argv`` as a child; restart it when it exits, until :meth:`stop`."""
 
