@@ -9,7 +9,8 @@ per call, measured). Without ``ua-parser-rs`` the best resolver ``ua_parser`` ha
 Only coarse values leave this module; the original string never does:
 
 * ``browser`` / ``os``: family names as uap-core spells them (``"Chrome Mobile"``,
-  ``"Mac OS X"``); ``None`` when uap-core says ``"Other"``;
+  ``"Mac OS X"``); ``None`` when uap-core says ``"Other"``, or when its rule copied
+  the name from the User-Agent itself (:mod:`streams.enrich.families`);
 * ``browser_major`` / ``os_major``: ASCII digits only, else ``None`` (``"XP"`` -> None);
 * ``device``: ``desktop | mobile | tablet | bot | other`` (see :func:`device_class`);
 * ``is_bot``: uap-core's device family ``"Spider"`` (search engines, crawlers, monitors,
@@ -299,6 +300,47 @@ def _family(value: str | None) -> str | None:
     return value[:_MAX_FAMILY]
 
 
+#: Clients that uap-core names only through its generic rules, which copy the name
+#: from the User-Agent; well known, so published (with the scripted tools above).
+_GENERIC_RULE_NAMES: Final = frozenset(
+    {
+        "AhrefsBot", "Amazonbot", "Applebot", "BLEXBot", "Bytespider", "CCBot",
+        "ClaudeBot", "DataForSeoBot", "DotBot", "GPTBot", "MJ12bot", "PetalBot",
+        "SemrushBot", "SeznamBot", "UptimeRobot", "YandexBot", "bingbot",
+    }
+)  # fmt: skip
+
+
+@functools.cache
+def _known_families() -> tuple[dict[str, str], dict[str, str]]:
+    """Browser and OS names uap-core's rules can name (not copy from the User-Agent):
+    see :mod:`streams.enrich.families`."""
+    from ua_parser import load_lazy_builtins
+
+    from streams.enrich.families import known_families
+
+    ua_m, os_m, _ = load_lazy_builtins()
+    rules = attrgetter("regex", "family")
+    browsers = known_families(map(rules, ua_m))
+    for name in _TOOL_FAMILIES | _GENERIC_RULE_NAMES:
+        browsers.setdefault(name.casefold(), name)
+    return browsers, known_families(map(rules, os_m))
+
+
+def _published(family: str | None, known: dict[str, str]) -> str | None:
+    """``family`` as uap-core's rules spell it, or None when it was copied from the
+    User-Agent (free text) or is ``"Other"``.
+
+    >>> browsers, _ = _known_families()
+    >>> _published("Firefox", browsers), _published("jdoe-home-monitor-spider", browsers)
+    ('Firefox', None)
+    """
+    if not family:
+        return None
+    name = known.get(family.casefold())
+    return None if name is None or name == "Other" else name[:_MAX_FAMILY]
+
+
 def device_class(
     ua: str,
     os_family: str | None,
@@ -374,6 +416,7 @@ class AgentParser:
             raise ValueError("cache_size must be >= 0")
         self.cache_size = cache_size
         self._extract: Callable[[str], tuple[Any, Any, Any]] = _build_extractor()
+        self._known = _known_families()
         self._cached: Callable[[str], Agent] = functools.lru_cache(maxsize=cache_size)(
             self.parse_uncached
         )
@@ -400,12 +443,16 @@ class AgentParser:
         dev_family = dem.family if dem is not None else None
         dev_brand = dem.brand if dem is not None else None
         is_bot = dev_family == "Spider" or _is_tool(ua, browser)
+        device = device_class(ua, os_family, dev_family, dev_brand, is_bot)
+        # Decided on the raw results; published only as names the rules can give.
+        browsers, systems = self._known
+        browser, os_family = _published(browser, browsers), _published(os_family, systems)
         return Agent(
             browser,
             _digits(uam.major) if browser is not None else None,
             os_family,
             _digits(osm.major) if os_family is not None else None,
-            device_class(ua, os_family, dev_family, dev_brand, is_bot),
+            device,
             is_bot,
         )
 

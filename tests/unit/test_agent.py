@@ -408,3 +408,33 @@ def test_device_class_rules() -> None:
     assert device_class("x", None, "PlayStation 5", "Sony", False) == "other"
     assert device_class("x", None, None, None, False) == "other"
     assert device_class("x Mobile", None, None, None, False) == "mobile"
+
+
+def test_a_family_copied_from_the_user_agent_is_not_published() -> None:
+    """uap-core's generic bot rules take the family from the UA text: a client sending
+    a short bot-shaped UA was published as browser = its whole UA, and a browser UA
+    with a free-text tail published the tail (an audit). Now such names are None and
+    the bot flag still comes from the raw result."""
+    parser = AgentParser(cache_size=0)
+    whole = parser.parse("jdoe-home-server-monitor-spider")
+    assert whole.browser is None and whole.is_bot and whole.device == "bot"
+    tailed = parser.parse(
+        "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/125.0 xyzzyplugh-frob Scrape"
+    )
+    assert tailed.browser is None and tailed.os == "Linux"
+    # Well-known clients that only the generic rules name are still named.
+    assert (
+        parser.parse("Mozilla/5.0 (compatible; MJ12bot/v1.4.8; http://mj12bot.com/)").browser
+        == "MJ12bot"
+    )
+
+
+def test_every_published_family_is_one_the_rules_can_name() -> None:
+    from streams.enrich.agent import _known_families
+
+    browsers, systems = _known_families()
+    assert {"Chrome", "Chrome Mobile", "Firefox", "Safari", "Edge", "curl"} <= set(
+        browsers.values()
+    )
+    assert {"Windows", "Mac OS X", "iOS", "Android", "Linux"} <= set(systems.values())
+    assert "jdoe-home-server-monitor-spider" not in browsers
