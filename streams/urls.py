@@ -72,9 +72,10 @@ PH_UUID: Final = "{uuid}"
 PH_TOKEN: Final = "{token}"
 PH_EMAIL: Final = "{email}"
 
-# Segments of letters and simple punctuation only: nothing to template (emails need
-# "@", every id/token rule needs a digit or "%"). The common case, so checked first.
-_PLAIN_RE: Final = re.compile(r"[A-Za-z._~-]*")
+# Short segments of letters and simple punctuation only: nothing to template (emails
+# need "@", the id rules a digit; a token of letters only is 20 or more long: those
+# are checked). The common case, so checked first.
+_PLAIN_RE: Final = re.compile(r"[A-Za-z._~-]{0,19}")
 _NON_DIGITS_RE: Final = re.compile(r"[^0-9]+")
 _DIGIT_RUN5_RE: Final = re.compile(r"[0-9]{5}")
 _HEX16_RE: Final = re.compile(r"[0-9A-Fa-f]{16,}")
@@ -177,9 +178,10 @@ _segment_memo = functools.lru_cache(maxsize=65536)(template_segment)
 _path_memo: dict[str, str] = {}
 _PATH_MEMO_SIZE: Final = 65536
 # Whole segments that hold anything a placeholder could be for: a digit, "@", "%",
-# ";" (matrix parameters) or a non-ASCII letter. Everything else is kept at C speed.
+# ";" (matrix parameters), a non-ASCII letter, or a run of 20 letters and "_-" (a
+# token of letters only: an audit found them kept). Everything else is kept at C speed.
 _CANDIDATE_SEGMENT_RE: Final = re.compile(
-    r"(?<![^/])(?!\{(?:id|uuid)\}(?:/|$))[^/]*?[0-9@%;\x80-\U0010ffff][^/]*"
+    r"(?<![^/])(?!\{(?:id|uuid)\}(?:/|$))[^/]*?(?:[0-9@%;\x80-\U0010ffff]|[A-Za-z_-]{20})[^/]*"
 )
 
 

@@ -82,7 +82,10 @@ def test_paths_of_one_shape_share_work_but_not_results(segments: list[str]) -> N
 
 
 def test_very_long_segments() -> None:
-    assert template_path("/" + "a" * 10_000) == "/" + "a" * 10_000
+    # 20 letters or more are classified (tokens of letters only); 32 hex letters in a
+    # row have the UUID's shape. Either way: no placeholder-less copy, and no hang.
+    assert template_path("/" + "a" * 10_000) == "/{uuid}"
+    assert template_path("/" + "k" * 10_000) == "/" + "k" * 10_000  # not random
     assert template_path("/" + "a1" * 5_000) in {"/{id}", "/{uuid}", "/{token}"}
     assert template_path("/" + "9" * 10_000) == "/{id}"
 
@@ -414,3 +417,26 @@ def test_template_path_is_byte_identical_to_the_previous_one(path: str) -> None:
 @given(_PATHS)
 def test_template_value_is_byte_identical_to_the_previous_one(value: str) -> None:
     assert template_value(value) == _reference_template_value(value)
+
+
+def test_a_token_of_letters_only_is_templated_in_paths_and_values() -> None:
+    """The fast paths kept every segment or value without a digit, "@", "%" or ";":
+    about 2.6% of ``secrets.token_urlsafe(16)`` (reset and magic-link tokens) have no
+    digit, and were published as they came (an audit)."""
+    token = "qZxWvKpRtYhGfDsLmNbVcX"  # 22 letters, random-looking
+    assert template_path(f"/reset/{token}/confirm") == "/reset/{token}/confirm"
+    assert template_segment(token) == "{token}" == template_value(token)
+    # Long words and slugs are not tokens.
+    slug = "/blog/how-to-cook-a-perfect-steak-tonight/internationalization"
+    assert template_path(slug) == slug
+
+
+def test_random_tokens_without_digits_are_almost_always_templated() -> None:
+    import random
+
+    rng = random.Random(7)
+    tokens = ["".join(rng.choice(string.ascii_letters) for _ in range(22))
+              for _ in range(2000)]  # fmt: skip
+    kept = sum(template_path(f"/r/{t}") != "/r/{token}" for t in tokens)
+    # What is left is the looks-random heuristic's misses (about 0.75%; all before).
+    assert kept / len(tokens) < 0.02
