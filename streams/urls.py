@@ -104,6 +104,8 @@ def _decode(text: str) -> str:
 
 
 def _has_email(text: str) -> bool:
+    if not text.isascii():
+        text = detect.fold_lookalikes(text)  # "＠" and "。" (see there)
     if "@" not in text:
         return False
     return any(not _DENSITY_RE.search(m.group()) for m in _EMAIL_RE.finditer(text))
@@ -394,9 +396,25 @@ _PSL: Final = PublicSuffixList()
 _NUMERIC_LABEL_RE: Final = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
 
 
+# An IPv4 address inside a host name, dotted or dashed: tunnels and dynamic DNS
+# ("1a2b-203-0-113-7.ngrok.io", "home-203-0-113-7.duckdns.org", "203.0.113.7.nip.io")
+# and cloud host names ("ec2-203-0-113-7.compute-1.amazonaws.com") carry one, often a
+# home connection's. Their registrable domain (PSL private section) is the whole name.
+_EMBEDDED_V4_RE: Final = re.compile(
+    r"(?<![0-9])(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(?:[-.](?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}(?![0-9])"
+)
+
+
 def _is_ip_like(host: str) -> bool:
-    """True for anything a browser or resolver could read as an IP address."""
+    """True for anything a browser or resolver could read as an IP address, and for
+    host names that carry one.
+
+    >>> _is_ip_like("203-0-113-7.example.net"), _is_ip_like("web-2024.example.net")
+    (True, False)
+    """
     if ":" in host:  # only IPv6 literals have colons once the port is gone
+        return True
+    if _EMBEDDED_V4_RE.search(host):
         return True
     try:
         ipaddress.ip_address(host)

@@ -1,0 +1,53 @@
+"""A referrer host that spells an IPv4 address (with dashes or dots) is not published.
+
+``registrable_domain`` uses the PSL's private section, where tunnel and dynamic-DNS
+suffixes (``ngrok.io``, ``duckdns.org``, ``*.compute.amazonaws.com``) make the full
+host name the "registrable domain", and ngrok's free URLs (``<hex>-a-b-c-d.ngrok.io``)
+and home dynamic-DNS names carry the owner's public address. Only dotted IP literals
+were refused (an audit). Documentation addresses; nothing raw is printed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.cli import _FileAggregates
+
+DASHED = "203-0-113-9"  # 203.0.113.9
+HOSTS = {"ngrok": f"1a2b-{DASHED}.ngrok.io", "duckdns": f"home-{DASHED}.duckdns.org"}
+UA = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
+
+
+def _line(referrer: str, client: str = "198.51.100.7", minute: int = 55) -> str:
+    return (f'{client} - - [10/Oct/2000:13:{minute:02d}:36 -0700] "GET / HTTP/1.1" 200 5 '
+            f'"{referrer}" "{UA}"')  # fmt: skip
+
+
+@pytest.mark.parametrize("suffix", list(HOSTS))
+def test_dashed_ipv4_referrer_host_never_published(make_pipeline: Any, suffix: str) -> None:
+    pipeline = make_pipeline()
+    out = pipeline.test([_line(f"https://{HOSTS[suffix]}/demo")])
+    assert not out.rejections
+    product = orjson.loads(out.per_destination[pipeline.names.index("product")][0][1])
+    in_product = DASHED in (product["referrer"] or "")
+    rows = out.per_destination[pipeline.names.index("_aggregate")]
+    in_rows = sum(DASHED in value.decode() for _key, value, _ in rows)
+    assert not in_product, "an IPv4 address in product.referrer"
+    assert in_rows == 0, "an IPv4 address in the aggregation input"
+
+
+def test_dashed_ipv4_referrer_host_never_in_published_aggregates(make_pipeline: Any) -> None:
+    pipeline = make_pipeline()
+    lines = [_line(f"https://{HOSTS['ngrok']}/demo", client=f"198.51.{i}.7", minute=10 + i)
+             for i in range(12)]  # fmt: skip
+    out = pipeline.test(lines)
+    aggregates = _FileAggregates(pipeline)
+    rows = aggregates.add(out.per_destination[pipeline.names.index("_aggregate")])
+    rows += aggregates.finish()
+    cells = [orjson.loads(r) for r in rows.splitlines()]
+    assert cells, "no aggregate rows"
+    leaked = sum(DASHED in str(c.get("value")) for c in cells)
+    assert leaked == 0, "an IPv4 address in aggregates"
