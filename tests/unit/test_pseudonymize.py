@@ -36,6 +36,16 @@ def test_unlinkable_across_epochs_sites_and_keys() -> None:
     assert base != g((10, None, "203.0.113.9", "UA"))  # type: ignore[operator]
 
 
+def test_one_site_however_its_host_header_is_spelled() -> None:
+    """The raw Host header was the site: "Example.org" and "example.org:443" gave one
+    visitor two pseudonyms, and two visitors in the unique counts (an audit)."""
+    f = build(DerivedKeyRing(b"a" * 32, DAY))
+    spellings = ["www.example.org", "WWW.Example.ORG", "www.example.org:443", "www.example.org."]
+    assert len({f((10, host, "203.0.113.9", "UA")) for host in spellings}) == 1  # type: ignore[operator]
+    # No Host at all is the configured site (www.example.org here).
+    assert f((10, None, "203.0.113.9", "UA")) == f((10, "www.example.org", "203.0.113.9", "UA"))  # type: ignore[operator]
+
+
 def test_global_scope_links_sites_on_purpose() -> None:
     f = build(DerivedKeyRing(b"a" * 32, DAY), scope="global")
     assert f((10, "a.example", "x")) == f((10, "b.example", "x"))  # type: ignore[operator]
