@@ -24,7 +24,7 @@ from typing import Any, Final
 import orjson
 
 from streams.parse.ip import ClientResolver
-from streams.parse.logformat import split_request_line
+from streams.parse.logformat import method_name, split_request_line
 from streams.parse.timefmt import any_time
 from streams.records import (
     MAX_BYTES,
@@ -139,7 +139,7 @@ class JsonParser:
         if line is not None:
             r.method, r.target, r.protocol = split_request_line(line)
         else:
-            r.method = _text(get(doc, "method"))
+            r.method = method_name(_text(get(doc, "method")))
             r.target = _text(get(doc, "path"))
             r.protocol = _text(get(doc, "protocol"))
         r.status = _int(get(doc, "status"), MIN_STATUS, MAX_STATUS)

@@ -270,14 +270,37 @@ def split_request_line(line: str) -> tuple[str | None, str | None, str | None]:
     if len(parts) == 3 and parts[0] in _COMMON_METHODS and parts[2].startswith("HTTP/"):
         return parts[0], parts[1], parts[2]
     if len(parts) == 3 and parts[2].startswith("HTTP/") and _METHOD.fullmatch(parts[0]):
-        return parts[0], parts[1], parts[2]
+        return METHODS.get(parts[0], OTHER_METHOD), parts[1], parts[2]
     if len(parts) == 2 and _METHOD.fullmatch(parts[0]):  # HTTP/0.9
-        return parts[0], parts[1], None
+        return METHODS.get(parts[0], OTHER_METHOD), parts[1], None
     return None, None, None
+
+
+def method_name(value: str | None) -> str | None:
+    """A registered HTTP method as it is, any other token as ``"OTHER"``: the method is
+    text the client chooses ("JOHNDOE / HTTP/1.1" is a valid request line), and a
+    ``keep`` rule must not publish free text (found by an audit).
+
+    >>> method_name("PROPFIND"), method_name("JOHNDOE"), method_name(None), method_name("-")
+    ('PROPFIND', 'OTHER', None, None)
+    """
+    if not value or value == "-":
+        return None
+    return METHODS.get(value, OTHER_METHOD)
 
 
 _METHOD = re.compile(r"[A-Z][A-Z_-]{0,19}")
 _COMMON_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"})
+OTHER_METHOD = "OTHER"
+#: The IANA HTTP Method Registry, plus PURGE (caches). Each maps to itself.
+METHODS: dict[str, str] = {m: m for m in [
+    "ACL", "BASELINE-CONTROL", "BIND", "CHECKIN", "CHECKOUT", "CONNECT", "COPY", "DELETE",
+    "GET", "HEAD", "LABEL", "LINK", "LOCK", "MERGE", "MKACTIVITY", "MKCALENDAR", "MKCOL",
+    "MKREDIRECTREF", "MKWORKSPACE", "MOVE", "OPTIONS", "ORDERPATCH", "PATCH", "POST", "PRI",
+    "PROPFIND", "PROPPATCH", "PURGE", "PUT", "QUERY", "REBIND", "REPORT", "SEARCH", "TRACE",
+    "UNBIND", "UNCHECKOUT", "UNLINK", "UNLOCK", "UPDATE", "UPDATEREDIRECTREF",
+    "VERSION-CONTROL",
+]}  # fmt: skip
 
 
 class LineParser:
@@ -420,10 +443,13 @@ def _generate_builder(
                   "time_usec": "epoch_micros"}[role]  # fmt: skip
             lines.append(f"    r.time = {fn}({v})")
         elif role == "request_line" and fast and first[role].quoted:
-            lines.append(f"    r.method, r.target, r.protocol = g[{i}], g[{i + 1}], g[{i + 2}]")
+            lines.append(f"    r.method = methods.get(g[{i}], OTHER_METHOD)")
+            lines.append(f"    r.target, r.protocol = g[{i + 1}], g[{i + 2}]")
         elif role == "request_line":
             lines.append(f"    r.method, r.target, r.protocol = split_request_line({text})")
-        elif role in ("method", "protocol"):
+        elif role == "method":
+            lines.append(f"    r.method = method_name({v})")
+        elif role == "protocol":
             lines.append(f"    r.{role} = " + _NULLABLE.format(v=v, u=v))
         elif role == "path":
             q = index.get("query")
@@ -467,6 +493,7 @@ def _generate_builder(
         "iso_time": iso_time, "epoch_time": epoch_time, "epoch_millis": epoch_millis,
         "epoch_micros": epoch_micros,
         "split_request_line": split_request_line, "unescape": unescape,
+        "methods": METHODS, "OTHER_METHOD": OTHER_METHOD, "method_name": method_name,
     }  # fmt: skip
     if "time_strftime" in first:
         formats = [f.strptime or "" for f in fields if f.role == "time_strftime"]

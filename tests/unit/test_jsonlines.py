@@ -72,3 +72,11 @@ def test_numbers_out_of_bounds_are_rejected(fields: dict[str, object]) -> None:
     with pytest.raises(RejectedLine) as caught:
         build_parser("json")(line(**fields))
     assert caught.value.reason == "parse.bad_number"
+
+
+def test_an_unregistered_method_is_other() -> None:
+    parse = build_parser("json", json_fields={"method": "m", "path": "p"})
+    r = parse(line(request=None, m="JOHNDOESECRET", p="/x"))
+    assert r.method == "OTHER"
+    assert parse(line(request="FROBNICATE /x HTTP/1.1")).method == "OTHER"
+    assert parse(line(request=None, m="DELETE", p="/x")).method == "DELETE"

@@ -352,3 +352,22 @@ def test_strftime_times_are_checked_like_clf(text: str) -> None:
     with pytest.raises(RejectedLine) as caught:
         compile_apache("%h [%{%d/%b/%Y:%H:%M:%S %z}t] %s").parse(f"203.0.113.9 {text} 200")
     assert caught.value.reason == "parse.bad_time"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "line"),
+    [
+        (
+            "combined",
+            '203.0.113.9 - - [10/Oct/2000:13:55:36 -0700] "{m} /x HTTP/1.1" 200 5 "-" "-"',
+        ),
+        ("apache:%h %t %m %U %>s", "203.0.113.9 [10/Oct/2000:13:55:36 -0700] {m} /x 200"),
+    ],
+)
+def test_an_unregistered_method_is_other(fmt: str, line: str) -> None:
+    """The method is text the client chooses, and ops keeps it: a name sent as the
+    method was published (an audit). Registered methods pass, others are OTHER."""
+    parse = compile_one(fmt, [], None).parse
+    assert parse(line.format(m="JOHNDOESECRET")).method == "OTHER"
+    assert parse(line.format(m="PROPFIND")).method == "PROPFIND"
+    assert parse(line.format(m="GET")).method == "GET"
