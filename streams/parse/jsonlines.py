@@ -61,7 +61,13 @@ ROLES: Final = frozenset((*DEFAULT_FIELDS, "duration_ms", "protocol"))
 
 
 def _text(value: Any) -> str | None:
-    if value is None or value == "" or value == "-":
+    """A text field's value; None when absent, or when it is an object or array: its
+    text form would carry whatever the object holds, mapped or not (an audit).
+
+    >>> _text("GET"), _text(7), _text("-"), _text({"session": "x"}), _text(["a"])
+    ('GET', '7', None, None, None)
+    """
+    if value is None or value == "" or value == "-" or isinstance(value, (dict, list)):
         return None
     return value if isinstance(value, str) else str(value)
 

@@ -80,3 +80,11 @@ def test_an_unregistered_method_is_other() -> None:
     assert r.method == "OTHER"
     assert parse(line(request="FROBNICATE /x HTTP/1.1")).method == "OTHER"
     assert parse(line(request=None, m="DELETE", p="/x")).method == "DELETE"
+
+
+def test_an_object_where_text_is_mapped_is_not_turned_into_text() -> None:
+    """A nested object in a text field became its Python text form, so everything in it
+    (mapped or not, a cookie included) could reach a rule: now the field is absent."""
+    parse = build_parser("json", json_fields={"path": "p", "user_agent": "ua"})
+    r = parse(line(request=None, p={"session": "s3cr3t", "to": "/x"}, ua=["Mozilla", "x"]))
+    assert r.target is None and r.user_agent is None
