@@ -98,6 +98,8 @@ class TopicSpec:
     #: Configs (``retention.ms`` among them) that may not be lower than declared: on the
     #: keys topic, less deletes or compacts records that are still needed.
     at_least: frozenset[str] = frozenset()
+    #: Configs that must be exactly as declared (else a violation, not a difference).
+    exact: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not _TOPIC_RE.match(self.name) or self.name in (".", ".."):
@@ -330,7 +332,8 @@ def compare(spec: TopicSpec, info: TopicInfo) -> tuple[list[str], list[str]]:
     for key, value in spec.config.items():
         if key != "segment.ms" and key in info.config and info.config[key] != value:
             low = key in spec.at_least and _number(info.config[key]) < _number(value)
-            (bad if low else diffs).append(
+            wrong = low or key in spec.exact
+            (bad if wrong else diffs).append(
                 f"{key} {info.config[key]} (wanted {value})"
                 + (": records still needed would be compacted or deleted" if low else "")
             )

@@ -514,10 +514,14 @@ def topic_spec(
             "min.compaction.lag.ms": str(live_ms),
             "delete.retention.ms": str(margin_ms),
             "segment.ms": str(min(3_600_000, margin_ms)),
+            # Retention counts from the record's own (planned) time stamp; the broker's
+            # append time would keep a key copied late an epoch past its destruction.
+            "message.timestamp.type": "CreateTime",
         },
         # Less of either removes a live epoch's winning record: a worker starting then
         # agrees on another key than the running ones (two pseudonyms for one visitor).
         at_least=frozenset({"retention.ms", "min.compaction.lag.ms"}),
+        exact=frozenset({"message.timestamp.type"}),
     )
 
 

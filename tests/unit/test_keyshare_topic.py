@@ -193,3 +193,17 @@ def test_a_keys_topic_that_deletes_or_compacts_live_key_records_is_refused() -> 
         assert bad and "still needed" in bad[0], changed
     longer = {**want, "min.compaction.lag.ms": str(int(want["min.compaction.lag.ms"]) + 1)}
     assert compare(spec, TopicInfo(TOPIC, 1, longer))[0] == []
+
+
+def test_a_keys_topic_stamped_with_the_brokers_append_time_is_refused() -> None:
+    """Retention counts from each key record's planned time stamp (``record_time``).
+    With LogAppendTime a key created late, or copied under a new master key, would stay
+    readable on the topic about an epoch after it was destroyed (an audit)."""
+    from streams.admin import compare
+    from streams.keyshare import topic_spec
+
+    spec = topic_spec(TOPIC, 86400, 3600, 600)
+    want = spec.topic_configs()
+    bad, _ = compare(spec, TopicInfo(TOPIC, 1, {**want, "message.timestamp.type": "LogAppendTime"}))
+    assert bad and "message.timestamp.type" in bad[0]
+    assert compare(spec, TopicInfo(TOPIC, 1, want))[0] == []
