@@ -600,7 +600,14 @@ def _add_aggregation(
 
     @app.agent(topic(input_name), name="logfog-aggregate")
     async def aggregate(stream: Any) -> None:
+        from streams import faust_fetcher
+
+        buffer, most_events = stream.channel.queue, app.conf.stream_buffer_maxsize
         async for taken in stream.noack_take(5000, within=0.2):
+            # Rows come in NDJSON records of up to ~1 MB: bound the buffer by bytes, as
+            # the anonymize agent does (in events, a backlog filled it with gigabytes).
+            mean_bytes = sum(len(e.message.value or b"") for e in taken) / len(taken)
+            faust_fetcher.resize_buffer(buffer, buffer_events(mean_bytes, most_events))
             async with state_lock:
                 await ensure_aggregators({e.message.partition for e in taken})
                 # Events of a partition revoked meanwhile: its new owner replays them.

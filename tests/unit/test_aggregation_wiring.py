@@ -85,7 +85,13 @@ class Consumer:
 
 class Stream:
     def __init__(self) -> None:
+        from mode.utils.queues import FlowControlEvent, FlowControlQueue
+
         self.queue: asyncio.Queue[list[Any]] = asyncio.Queue()
+        # Faust's stream buffer, which the agent sizes by bytes.
+        self.channel = SimpleNamespace(
+            queue=FlowControlQueue(maxsize=16384, flow_control=FlowControlEvent())
+        )
 
     async def noack_take(self, n: int, within: float) -> Any:
         while True:
@@ -100,6 +106,7 @@ class App:
         self.producer = SimpleNamespace(_ensure_producer=lambda: producer)
         self.consumer = Consumer(assigned)
         self.on_partitions_revoked = SimpleNamespace(connect=self._connect)
+        self.conf = SimpleNamespace(stream_buffer_maxsize=16384)
 
     def _connect(self, fn: Any) -> Any:
         self.revoked.append(fn)
@@ -331,3 +338,27 @@ def test_a_worker_retrying_through_a_rebalance_never_writes_over_the_new_owner(
 
     asyncio.run(scenario())
     assert producer.latest_state()["partial/0"] == b"the new owner's"
+
+
+def test_the_aggregate_agents_buffer_is_bounded_by_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows come in NDJSON records of up to ~1 MB, and Faust bounds a stream buffer in
+    records (16,384): a backlog could fill it with gigabytes. The agent resizes it to
+    about 128 MB of the records it takes, as the anonymize agent does."""
+    _, app, layout = stage2_on_one_partition(monkeypatch, {})
+    now = int(time.time())
+    value = rows_value(layout, [row(now - 60, f"v{i}", i) for i in range(2000)])
+    assert len(value) > 100_000
+
+    async def scenario() -> int:
+        stream = Stream()
+        task = asyncio.create_task(app.agents["logfog-aggregate"](stream))
+        await stream.queue.put([event(INPUT, 0, 0, value)])
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return int(stream.channel.queue.maxsize)
+
+    size = asyncio.run(scenario())
+    assert size * len(value) <= (128 << 20) + len(value)
+    assert size < 16384
