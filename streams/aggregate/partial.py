@@ -31,8 +31,13 @@ a log-bucket histogram of ``duration_ms``. Why each rule:
 - **Cardinality bound**: at most ``max_cells`` distinct values per dimension per window;
   further values go to the ``__other__`` cell (for ``place``: new countries go to
   ``__other__``, new regions/cities are not created and stay counted at the coarser
-  level). Memory is bounded by the open windows' size and cardinality; closed
-  windows are dropped, so it never grows with stream length.
+  level). Closed windows are dropped, so memory does not grow with stream length,
+  but an open window keeps one entry per distinct combination of its dimensions'
+  values, and the cardinality bound is per dimension: the combinations are bounded
+  only by the events in the window. A day window of a busy site can hold millions
+  (measured: 343,000 combinations per product window and about 1 GB after one
+  million bench rows in one window, ``/tmp/statemem.py``). Not bounded by a setting
+  yet.
 - **Exactly-once by offsets**: ``add`` takes the Kafka offset of the record and skips
   records at or below the highest applied offset, and :meth:`snapshot` stores that
   offset with the open windows. Restore from a snapshot, replay the partition from
