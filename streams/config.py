@@ -340,6 +340,14 @@ SCHEMA = Section(
                 "max_cells": Key(
                     int, 10_000, "distinct values per dimension and window", minimum=1
                 ),
+                "max_combinations": Key(
+                    int,
+                    250_000,
+                    "distinct combinations of all dimensions' values per open window and "
+                    "output, about 1.3 KB each: the state's memory bound; events of "
+                    "further combinations are counted in every dimension's __other__",
+                    minimum=1,
+                ),
                 "snapshot_interval": Key(
                     str,
                     "10s",

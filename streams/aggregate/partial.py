@@ -31,13 +31,14 @@ a log-bucket histogram of ``duration_ms``. Why each rule:
 - **Cardinality bound**: at most ``max_cells`` distinct values per dimension per window;
   further values go to the ``__other__`` cell (for ``place``: new countries go to
   ``__other__``, new regions/cities are not created and stay counted at the coarser
-  level). Closed windows are dropped, so memory does not grow with stream length,
-  but an open window keeps one entry per distinct combination of its dimensions'
-  values, and the cardinality bound is per dimension: the combinations are bounded
-  only by the events in the window. A day window of a busy site can hold millions
-  (measured: 343,000 combinations per product window and about 1 GB after one
-  million bench rows in one window, ``/tmp/statemem.py``). Not bounded by a setting
-  yet.
+  level). Closed windows are dropped, so memory does not grow with stream length.
+- **Memory bound**: an open window keeps one entry per distinct combination of its
+  dimensions' values, and ``max_cells`` is per dimension, so combinations multiply:
+  without a bound they grew with the window's events (343,000 per product window and
+  about 1 GB after one million bench rows in one window, ``/tmp/statemem.py``). At
+  ``max_combinations`` per window, the events of further combinations go to one
+  combination that is ``__other__`` in every dimension: the summary's totals stay
+  exact, the cells undercount and ``__other__`` holds the rest.
 - **Exactly-once by offsets**: ``add`` takes the Kafka offset of the record and skips
   records at or below the highest applied offset, and :meth:`snapshot` stores that
   offset with the open windows. Restore from a snapshot, replay the partition from
@@ -309,8 +310,8 @@ class _Output:
     """State of one spec: open windows, close horizon, late counter."""
 
     __slots__ = (
-        "cap", "closed_through", "fields", "late", "lateness", "max_cells", "positions",
-        "spec", "want_hist", "width", "windows",
+        "cap", "closed_through", "fields", "late", "lateness", "max_cells", "max_combos",
+        "overflow", "positions", "spec", "want_hist", "width", "windows",
     )  # fmt: skip
 
     def __init__(self, spec: AggregateSpec) -> None:
@@ -319,7 +320,14 @@ class _Output:
         self.lateness = spec.allowed_lateness_seconds
         self.cap = spec.max_events_per_visitor
         self.max_cells = spec.max_cells
+        self.max_combos = spec.max_combinations
         self.fields, self.positions = _layout(spec.dimensions)
+        # The one combination events beyond max_combinations go to: __other__ in every
+        # dimension (a place's region and city: None, counted at the country level).
+        self.overflow = tuple(
+            None if self._is_place(i) and self.fields[i] in ("region", "city") else OTHER
+            for i in range(len(self.fields))
+        )
         self.want_hist = any(m in PERCENTILES for m in spec.measures)
         self.windows: dict[int, _Window] = {}
         self.closed_through: int | None = None  # every window ending <= this is closed
@@ -360,7 +368,11 @@ class _Output:
             key = self._admit(win, key)
             acc = combos.get(key)
             if acc is None:
-                acc = combos[key] = _new_acc()
+                if len(combos) >= self.max_combos:
+                    key = self.overflow
+                    acc = combos.get(key)
+                if acc is None:
+                    acc = combos[key] = _new_acc()
         acc[0] += 1
         acc[1].add(visitor)
         acc[2] += nbytes

@@ -44,6 +44,7 @@ def specs_from_config(aggregates: Mapping[str, Any]) -> tuple[AggregateSpec, ...
             allowed_lateness_seconds=parse_duration(aggregates["allowed_lateness"]),
             max_events_per_visitor=aggregates["max_events_per_visitor"],
             max_cells=aggregates["max_cells"],
+            max_combinations=aggregates["max_combinations"],
         )
         for spec in DEFAULT_SPECS
     )

@@ -54,6 +54,9 @@ class AggregateSpec:
     allowed_lateness_seconds: int = 600
     max_events_per_visitor: int = 100
     max_cells: int = 10_000
+    #: Distinct combinations of all dimensions' values per open window (the memory
+    #: bound: ``max_cells`` is per dimension, and combinations multiply).
+    max_combinations: int = 250_000
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.measures if m not in MEASURES]
@@ -63,8 +66,10 @@ class AggregateSpec:
             raise ValueError(f"window {self.window_seconds}s is below {MIN_WINDOW_SECONDS}s")
         if self.k < 2:
             raise ValueError("k must be at least 2 (k=1 publishes single visitors)")
-        if self.max_events_per_visitor < 1 or self.max_cells < 1:
-            raise ValueError("max_events_per_visitor and max_cells must be positive")
+        if self.max_events_per_visitor < 1 or self.max_cells < 1 or self.max_combinations < 1:
+            raise ValueError(
+                "max_events_per_visitor, max_cells and max_combinations must be positive"
+            )
         if self.allowed_lateness_seconds < 0:
             raise ValueError("allowed_lateness_seconds must be >= 0")
         if len(set(self.dimensions)) != len(self.dimensions) or not self.dimensions:

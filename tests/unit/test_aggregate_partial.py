@@ -228,6 +228,31 @@ def test_cardinality_bound_and_memory_bounded_by_open_windows() -> None:
             assert sum(1 for k in place if k.count("\x1f") == 1) <= 5
 
 
+def test_combinations_beyond_the_bound_count_as_other_in_every_dimension() -> None:
+    """max_cells is per dimension, and a window keeps one entry per combination of all
+    of them: without a bound the state grew with the window's events (1 GB after a
+    million bench rows in one window). Beyond max_combinations, events go to one
+    combination that is __other__ everywhere: totals stay exact, memory bounded."""
+    spec = AggregateSpec("t", 3600, ("route", "browser", PLACE), k=2, max_combinations=10,
+                         allowed_lateness_seconds=0)  # fmt: skip
+    agg = PartialAggregator([spec], 0, 1)
+    events = [ev(T0, f"v{i}", route=f"/r{i % 4}", browser=f"B{i % 7}", country="DE",
+                 region="BY", city="Munich") for i in range(200)]  # fmt: skip
+    agg.add(events, offset=0)
+    assert agg.state_size()["combinations"] <= 11  # the bound, plus the overflow
+    # A checkpoint holds the overflow like any combination.
+    agg = PartialAggregator.restore(agg.snapshot())
+    agg.advance_to(T0 + 7200)
+    (p,) = [p for p in agg.close_ready() if p.requests]
+    assert (p.requests, p.visitors) == (200, 200)  # exact
+    for dimension in ("route", "browser"):
+        cells = p.dimensions[dimension].cells
+        assert sum(c.requests for c in cells.values()) == 200
+        assert cells[OTHER].requests > 0
+    place = p.dimensions[PLACE].cells
+    assert sum(c.requests for k, c in place.items() if "\x1f" not in k) == 200
+
+
 def test_invalid_events_are_counted_not_applied() -> None:
     agg = PartialAggregator([SPEC], 0, 1)
     agg.add([{"time": "noon", "visitor": "a"}, {"time": T0}, {"time": True, "visitor": "b"}], 0)
