@@ -74,6 +74,17 @@ def buffer_events(mean_record_bytes: float, most: int, budget: int = BUFFER_BYTE
     return max(64, min(most, int(budget // max(mean_record_bytes, 1.0))))
 
 
+def fit_buffer(stream: Any, taken: list[Any], most: int) -> None:
+    """Bound ``stream``'s buffer by bytes, from the mean size of the records just taken
+    (Faust bounds it in records: of ~1 MB records, a backlog filled it with gigabytes).
+    ``most``: Faust's setting, not the buffer's current size: an agent Faust restarts
+    would find the buffer already resized and could never grow it back."""
+    from streams import faust_fetcher
+
+    mean_bytes = sum(len(e.message.value or b"") for e in taken) / len(taken)
+    faust_fetcher.resize_buffer(stream.channel.queue, buffer_events(mean_bytes, most))
+
+
 def chunk_by_size(events: list[Any], limit: int) -> list[list[Any]]:
     """Split a take into runs of events whose values add up to about ``limit`` bytes
     (a run ends at the first event that reaches it; an event is never split).
@@ -354,7 +365,6 @@ def _add_anonymizer(
     in_flight: InFlight,
 ) -> None:
     """The agent that reads raw lines and publishes every destination (see module doc)."""
-    from streams import faust_fetcher
     from streams.publish import Publisher
 
     kafka = config["kafka"]
@@ -381,14 +391,10 @@ def _add_anonymizer(
     @app.agent(raw_topic, name="logfog-anonymize")
     async def anonymize(stream: Any) -> None:
         out = pipeline.new_output()
-        buffer = stream.channel.queue
-        # Faust's setting, not buffer.maxsize: an agent Faust restarts would find the
-        # buffer already resized and could never grow it back.
         most_events = app.conf.stream_buffer_maxsize
 
         async def work_take(taken: list[Any]) -> None:
-            mean_bytes = sum(len(e.message.value or b"") for e in taken) / len(taken)
-            faust_fetcher.resize_buffer(buffer, buffer_events(mean_bytes, most_events))
+            fit_buffer(stream, taken, most_events)
             # A take of batched records can hold a million lines: work in steps of
             # about CHUNK_BYTES, so that one step's output stays small (memory, cache,
             # and the garbage collector's scans all grow with what a step holds).
@@ -600,14 +606,9 @@ def _add_aggregation(
 
     @app.agent(topic(input_name), name="logfog-aggregate")
     async def aggregate(stream: Any) -> None:
-        from streams import faust_fetcher
-
-        buffer, most_events = stream.channel.queue, app.conf.stream_buffer_maxsize
+        most_events = app.conf.stream_buffer_maxsize
         async for taken in stream.noack_take(5000, within=0.2):
-            # Rows come in NDJSON records of up to ~1 MB: bound the buffer by bytes, as
-            # the anonymize agent does (in events, a backlog filled it with gigabytes).
-            mean_bytes = sum(len(e.message.value or b"") for e in taken) / len(taken)
-            faust_fetcher.resize_buffer(buffer, buffer_events(mean_bytes, most_events))
+            fit_buffer(stream, taken, most_events)  # rows come in NDJSON records
             async with state_lock:
                 await ensure_aggregators({e.message.partition for e in taken})
                 # Events of a partition revoked meanwhile: its new owner replays them.

@@ -67,9 +67,9 @@ def _text(value: Any) -> str | None:
     >>> _text("GET"), _text(7), _text("-"), _text({"session": "x"}), _text(["a"])
     ('GET', '7', None, None, None)
     """
-    if value is None or value == "" or value == "-" or isinstance(value, (dict, list)):
-        return None
-    return value if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        return None if value in ("", "-") else value
+    return None if value is None or isinstance(value, (dict, list)) else str(value)
 
 
 def _int(value: Any, low: int, high: int) -> int | None:

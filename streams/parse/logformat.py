@@ -267,10 +267,11 @@ def split_request_line(line: str) -> tuple[str | None, str | None, str | None]:
     (None, None, None)
     """
     parts = line.split(" ")
-    if len(parts) == 3 and parts[0] in _COMMON_METHODS and parts[2].startswith("HTTP/"):
-        return parts[0], parts[1], parts[2]
-    if len(parts) == 3 and parts[2].startswith("HTTP/") and _METHOD.fullmatch(parts[0]):
-        return METHODS.get(parts[0], OTHER_METHOD), parts[1], parts[2]
+    if len(parts) == 3 and parts[2].startswith("HTTP/"):
+        if parts[0] in METHODS:
+            return parts[0], parts[1], parts[2]
+        if _METHOD.fullmatch(parts[0]):
+            return OTHER_METHOD, parts[1], parts[2]
     if len(parts) == 2 and _METHOD.fullmatch(parts[0]):  # HTTP/0.9
         return METHODS.get(parts[0], OTHER_METHOD), parts[1], None
     return None, None, None
@@ -290,7 +291,6 @@ def method_name(value: str | None) -> str | None:
 
 
 _METHOD = re.compile(r"[A-Z][A-Z_-]{0,19}")
-_COMMON_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"})
 OTHER_METHOD = "OTHER"
 #: The IANA HTTP Method Registry, plus PURGE (caches). Each maps to itself.
 METHODS: dict[str, str] = {m: m for m in [
