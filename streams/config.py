@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -28,6 +28,7 @@ from streams.actions.base import REQUIRED, BuildContext, Option
 from streams.durations import parse_duration
 from streams.fields import BUCKETED, BUCKETED_ACTIONS, NOT_IN_ANALYTICS, SENSITIVE, SOURCES
 from streams.parse import NAMED_FORMATS, FormatError, compile_one
+from streams.parse.jsonlines import DEFAULT_FIELDS as JSON_DEFAULT_FIELDS
 from streams.parse.jsonlines import ROLES as JSON_ROLES
 from streams.security import MECHANISMS, PROTOCOLS
 
@@ -129,7 +130,17 @@ def _json_fields(value: Mapping[str, Any]) -> str | None:
             return f"unknown role {role!r} (known: {', '.join(sorted(JSON_ROLES))})"
         if not isinstance(key, str) or not all(key.split(".")):
             return f"{role}: must be a JSON key (dotted for nesting), not {key!r}"
+    # host and protocol are published as text (only leak-swept), so they must not read
+    # another field's key: {host: http_cookie} would publish the cookie (an audit).
+    keys = {**JSON_DEFAULT_FIELDS, **value}
+    for role in _JSON_TEXT_ROLES:
+        others = sorted(r for r, k in keys.items() if k == keys.get(role) and r != role)
+        if others:
+            return f"{role}: reads {keys[role]!r}, the key of {', '.join(others)}"
     return None
+
+
+_JSON_TEXT_ROLES: Final = ("host", "protocol")
 
 
 DAY = 86400

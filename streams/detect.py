@@ -65,7 +65,7 @@ from collections.abc import Callable, Iterator
 from typing import Final
 from urllib.parse import unquote
 
-__all__ = ["DETECTORS", "find_leak", "is_card", "looks_random"]
+__all__ = ["DETECTORS", "find_leak", "is_card", "looks_random", "whatwg_ipv4"]
 
 # --- exact detector patterns -------------------------------------------------------
 
@@ -82,6 +82,16 @@ _JWT_RE: Final = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-
 _IPV4_RE: Final = re.compile(
     r"(?<!\d)(?<!\d\.)(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:/(\d{1,3}))?(?!\d|\.\d)"
 )
+
+# IPv4 in hexadecimal, as inet_aton and WHATWG URL parsing read it (an audit found
+# "/debug/0xcb007109" kept): one number, or up to four dotted parts at least one of
+# which is hex ("0xcb.0.0x71.9"). Dotted decimal is _IPV4_RE's; whatwg_ipv4 confirms.
+_HEX_V4_RE: Final = re.compile(
+    r"(?<![0-9A-Za-z.])((?:0[xX][0-9A-Fa-f]*|[0-9]+)(?:\.(?:0[xX][0-9A-Fa-f]*|[0-9]+)){0,3})"
+    r"\.?(?![0-9A-Za-z.])"
+)
+
+_V4_PART_RE: Final = re.compile(r"0[xX][0-9A-Fa-f]*|0[0-7]*|[1-9][0-9]*")
 
 # Candidate text for an IPv6 address: hex groups and colons with at least two colons,
 # an optional dotted IPv4 tail, zone and prefix. ipaddress confirms; the regex only
@@ -111,7 +121,7 @@ _CARD_RE: Final = re.compile(r"(?<![0-9])[2-6](?:[ +-]?[0-9]){12,18}(?![0-9])")
 # exact detectors. Measured on CPython 3.11: one regex alternation of all triggers
 # costs 0.5-6 us per clean string (sre tries every branch at every position); these
 # gates cost 0.1-0.3 us on short strings. Each gate is a necessary condition:
-#   email needs "@"; encoded payloads need "%"; jwt needs "eyJ";
+#   email needs "@"; encoded payloads need "%"; jwt needs "eyJ"; hex ipv4 needs "0x";
 #   ipv6 needs "::" or >= 6 colons (8 groups: 7 colons; with IPv4 tail: 6);
 #   ipv4 needs >= 3 dots and _V4_PRE; card needs >= 13 chars and _CARD_PRE;
 #   token needs >= 32 chars and _RUN_PRE (runs are found from their first char only).
@@ -122,7 +132,7 @@ _RUN_PRE: Final = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{32}")
 
 def _maybe_leak(text: str) -> bool:
     """Necessary conditions for any detector; False means certainly clean."""
-    if "@" in text or "%" in text or "eyJ" in text:
+    if "@" in text or "%" in text or "eyJ" in text or "0x" in text or "0X" in text:
         return True
     if ":" in text and ("::" in text or text.count(":") >= 6):
         return True
@@ -207,6 +217,46 @@ def _has_ipv4(text: str) -> bool:
     return False
 
 
+def _has_hex_ipv4(text: str) -> bool:
+    if "0x" not in text and "0X" not in text:
+        return False
+    for m in _HEX_V4_RE.finditer(text):
+        span = m.group(1)
+        if ("0x" in span or "0X" in span) and (whatwg_ipv4(span) or 0) >= 1 << 24:
+            return True  # below 1.0.0.0: "this network", never a client's address
+    return False
+
+
+def whatwg_ipv4(text: str) -> int | None:
+    """The address a browser or ``inet_aton`` reads in ``text`` (1-4 dotted parts,
+    each decimal, ``0x`` hex or ``0`` octal), as an integer; ``None`` if it is none.
+
+    >>> whatwg_ipv4("0xcb.0.0x71.9") == whatwg_ipv4("3405803785") == 0xCB007109
+    True
+    >>> whatwg_ipv4("0x1.2.3.4.5"), whatwg_ipv4("08.1"), whatwg_ipv4("1.0x1000000")
+    (None, None, None)
+    """
+    parts = text.split(".")
+    if len(parts) > 1 and not parts[-1]:
+        parts.pop()  # a trailing dot
+    if not 1 <= len(parts) <= 4:
+        return None
+    numbers = []
+    for part in parts:
+        if _V4_PART_RE.fullmatch(part) is None:
+            return None
+        if part[:2] in ("0x", "0X"):
+            numbers.append(int(part[2:] or "0", 16))
+        else:
+            numbers.append(int(part, 8 if part[0] == "0" else 10))
+    if any(n > 255 for n in numbers[:-1]) or numbers[-1] >= 256 ** (5 - len(numbers)):
+        return None
+    value = numbers[-1]
+    for i, n in enumerate(numbers[:-1]):
+        value += n << (8 * (3 - i))
+    return value
+
+
 def _allowed_network(addr: str, prefix: int, max_prefix: int) -> bool:
     """A truncated network (host bits zero, prefix short enough) is not a leak."""
     if prefix > max_prefix:
@@ -232,6 +282,16 @@ def _ipv6_candidates(span: str) -> list[str]:
     return out + trimmed
 
 
+def _max_v6_prefix(address: str) -> int:
+    """The longest IPv6 prefix that is a truncated network, not an address.
+
+    A 6to4 network (2002::/16) holds an IPv4 address in its next 32 bits: a /48 is a
+    whole address (an audit found ``2002:cb00:7109::/48`` passed), so the IPv4 floor
+    (/24) applies to those bits. ``truncate_ip`` writes 6to4 clients as IPv4 anyway.
+    """
+    return 40 if address[:5].lower() == "2002:" else 48
+
+
 def _has_ipv6(text: str) -> bool:
     if ":" not in text:
         return False
@@ -245,7 +305,7 @@ def _has_ipv6(text: str) -> bool:
             if (
                 prefix is not None
                 and cand == m.group(1)
-                and _allowed_network(cand, int(prefix), 48)
+                and _allowed_network(cand, int(prefix), _max_v6_prefix(cand))
             ):
                 break
             return True
@@ -264,6 +324,7 @@ DETECTORS: Final[tuple[tuple[str, Callable[[str], bool]], ...]] = (
     ("card", is_card),
     ("ipv6", _has_ipv6),
     ("ipv4", _has_ipv4),
+    ("ipv4", _has_hex_ipv4),
     ("token", _has_token),
 )
 
@@ -301,6 +362,8 @@ def find_leak(text: str) -> str | None:
         "@" in text
         or "%" in text
         or "eyJ" in text
+        or "0x" in text
+        or "0X" in text
         or (":" in text and ("::" in text or text.count(":") >= 6))
         or (text.count(".") >= 3 and _V4_PRE.search(text) is not None)
         or (len(text) >= 13 and _CARD_PRE.search(text) is not None)

@@ -71,4 +71,6 @@ NOT_IN_ANALYTICS: Final = {
     "geo.asn": "never the ASN in analytics (rule 4)",
     "geo.city": "the city only through the k-gated aggregates, where every cell holds at "
     "least k visitors (rule 4)",
+    # Some IANA zones name one town (Europe/Busingen, America/North_Dakota/Beulah).
+    "geo.timezone": "some time zones name one town, as fine as the city (rule 4)",
 }

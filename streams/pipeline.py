@@ -243,6 +243,8 @@ class Pipeline:
         )
         for warning in compiled.unsafe_warnings:
             log.warning("%s", warning)
+        if geo is not None and compiled.needs_geo:
+            geo.on_reload(compiled.forget_clients)
         return cls(config, compiled, keyring=keyring, geo=geo, leaks=leaks, counters=counters)
 
     def new_output(self) -> Output:

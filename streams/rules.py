@@ -245,6 +245,10 @@ class Compiled:
     needs_agent: bool
     needs_language: bool
     unsafe_warnings: tuple[str, ...]
+    #: Empties the per-client memo (geo and user-agent values by address, agent and
+    #: language): called when the geo databases are reloaded, or it would keep
+    #: publishing the old database's answers for every client already seen.
+    forget_clients: Callable[[], None] = lambda: None
 
 
 def compile_rules(
@@ -455,7 +459,9 @@ def compile_rules(
         for f, rule in d["fields"].items()
         if rule["unsafe"]
     )
+    client_memo = namespace.get("client_memo")
     return Compiled(
         destinations=tuple(destinations), emit=namespace["emit"], needs_geo=needs_geo,
         needs_agent=needs_agent, needs_language=needs_language, unsafe_warnings=warnings,
+        forget_clients=client_memo.clear if client_memo is not None else lambda: None,
     )  # fmt: skip

@@ -23,8 +23,9 @@ Decisions:
   ``utm_source``) and are output lower-cased; values are templated like segments,
   except short numbers (<= 4 digits, ``page=2``) which are kept. Repeated allowed
   keys are all kept, in order. A key without a value is output as ``key=``.
-* :func:`registrable_domain` returns the ASCII (IDNA, ``xn--``) form, so a referrer
-  written in Unicode and one written in punycode compare equal. It uses the full
+* :func:`registrable_domain` returns the ASCII (IDNA 2008, ``xn--``) form, so a referrer
+  written in Unicode and one written in punycode compare equal, and only host-name
+  characters. It uses the full
   Public Suffix List, private section included (``alice.github.io`` is its own site,
   as browsers see it). Any host that is or could be read as an IP address (IPv6
   literal, dotted or single-number IPv4, numeric last label as in WHATWG URL
@@ -52,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote, unquote
 
+import idna
 from publicsuffixlist import PublicSuffixList
 
 from streams import detect
@@ -76,6 +78,8 @@ PH_EMAIL: Final = "{email}"
 # need "@", the id rules a digit; a token of letters only is 20 or more long: those
 # are checked). The common case, so checked first.
 _PLAIN_RE: Final = re.compile(r"[A-Za-z._~-]{0,19}")
+# What may follow a ``prefix*`` pattern in a kept query key (see QueryAllow).
+_KEY_REST_RE: Final = re.compile(r"[a-z_.~-]{0,19}")
 _NON_DIGITS_RE: Final = re.compile(r"[^0-9]+")
 _DIGIT_RUN5_RE: Final = re.compile(r"[0-9]{5}")
 _HEX16_RE: Final = re.compile(r"[0-9A-Fa-f]{16,}")
@@ -288,9 +292,24 @@ class QueryAllow:
                 return True
         return False
 
-    def __call__(self, key: str) -> bool:
+    def __call__(self, key: str) -> str | None:
+        """``key`` as published (lower case), ``None`` if it may not pass.
+
+        Past a ``prefix*`` pattern the key is client text: only a short run of letters
+        and ``_.~-`` may follow (an audit found ``utm_<client IP as a number>=1`` and
+        ``utm_<token>`` published as keys; values are templated, keys are not).
+
+        >>> allow = compile_allow(["utm_*", "page"])
+        >>> allow("UTM_Source"), allow("Page"), allow("utm_3405803785"), allow("q")
+        ('utm_source', 'page', None, None)
+        """
         key = key.lower()
-        return key in self.exact or (bool(self.prefixes) and key.startswith(self.prefixes))
+        if key in self.exact:
+            return key
+        for prefix in self.prefixes:
+            if key.startswith(prefix) and _KEY_REST_RE.fullmatch(key, len(prefix)):
+                return key
+        return None
 
 
 def check_patterns(patterns: Iterable[str]) -> str | None:
@@ -369,7 +388,8 @@ def filter_query(query: str, allow: QueryAllow, template: bool = True) -> str:
             key = keys.get(raw_key, _MISS)
             if key is _MISS:
                 decoded = _form_decode(raw_key)
-                key = _quote(decoded.lower()) if allow(decoded) else None
+                allowed = allow(decoded)
+                key = None if allowed is None else _quote(allowed)
                 remember(keys, raw_key, key, _KEY_MEMO_SIZE)
             if key is None:
                 continue
@@ -393,6 +413,7 @@ def _form_decode(text: str) -> str:
 
 
 _PSL: Final = PublicSuffixList()
+_HOST_NAME_RE: Final = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 _NUMERIC_LABEL_RE: Final = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
 
 
@@ -450,11 +471,20 @@ def registrable_domain(host: str) -> str | None:
     name = _decode(stripped).lower().rstrip(".")
     if not name or _is_ip_like(name):
         return None
-    try:
-        ascii_name = name.encode("idna").decode("ascii")
-    except UnicodeError:
-        return None
-    if _is_ip_like(ascii_name):
+    if name.isascii():
+        ascii_name = name
+    else:
+        # UTS 46 non-transitional (IDNA 2008), as browsers encode host names: Python's
+        # "idna" codec is IDNA 2003 and maps straße.de to strasse.de, another domain.
+        try:
+            ascii_name = idna.encode(name, uts46=True, transitional=False).decode("ascii")
+        except UnicodeError:  # idna.IDNAError included
+            return None
+        if _is_ip_like(ascii_name):
+            return None
+    # Only host-name characters may be published (an audit found "google.com jane doe"
+    # from "www.google.com%20jane%20doe"); "_" occurs in real DNS names.
+    if _HOST_NAME_RE.fullmatch(ascii_name) is None:
         return None
     result = _PSL.privatesuffix(ascii_name)
     return result.lower() if result else None

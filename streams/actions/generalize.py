@@ -80,10 +80,15 @@ def validate(options: Mapping[str, Any], context: BuildContext) -> list[str]:
             errors.append(f"to: {to} needs a geo.* source, not {bad[0]}")
         elif any(_GEO_LEVELS.index(s[4:]) < _GEO_LEVELS.index(to) for s in sources):
             errors.append(f"to: {to} is finer than the source {sources[0]}: not a generalization")
-    if to in ("bins", "status_class"):
+    if to == "bins":
         bad = [s for s in sources if s not in _NUMERIC_SOURCES]
         if bad:
             errors.append(f"to: {to} needs a numeric response.* source, not {bad[0]}")
+    if to == "status_class":
+        # Of bytes or durations it would keep all but the last two digits (an audit).
+        bad = [s for s in sources if s != "response.status"]
+        if bad:
+            errors.append(f"to: status_class needs response.status, not {bad[0]}")
     return errors
 
 

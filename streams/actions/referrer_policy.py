@@ -42,7 +42,9 @@ from streams.actions.base import ActionSpec, BuildContext, Option, Transform
 
 MAX_REFERRER: Final = 8192
 # scheme://netloc path ?query #fragment, as urlsplit splits an http(s) URL.
-_HTTP_URL: Final = re.compile(r"(?i:https?)://([^/?#]*)([^?#]*)(?:\?([^#]*))?")
+# "\\" ends the host as "/" does: browsers read it so in http(s) URLs (an audit found
+# "https://www.google.com\\jane.doe" cut to "google.com\\jane.doe").
+_HTTP_URL: Final = re.compile(r"(?i:https?)://([^/\\?#]*)([^?#]*)(?:\?([^#]*))?")
 
 
 def _check_domains(value: Any) -> str | None:
@@ -84,7 +86,7 @@ def _build(options: Mapping[str, Any], ctx: BuildContext) -> Transform:
         if domain in sites:
             if not same_site_path:
                 return domain
-            target = m.group(2) or "/"
+            target = m.group(2).replace("\\", "/") or "/"
             if m.group(3):
                 target = f"{target}?{m.group(3)}"
             return path_policy(target if target.startswith("/") else "/" + target)

@@ -55,6 +55,18 @@ RISKY_KEYS: Final = frozenset(
 MAX_TARGET: Final = 8192
 
 
+def risky_keys_of(pattern: str) -> list[str]:
+    """The sensitive query keys an ``allow_query`` pattern lets through.
+
+    >>> risky_keys_of("q"), risky_keys_of("s*"), risky_keys_of("utm_*")
+    (['q'], ['search', 'session', 'sessionid', 'sid', 'sig', 'signature', 'state'], [])
+    """
+    lowered = pattern.lower()
+    if lowered.endswith("*"):
+        return sorted(k for k in RISKY_KEYS if k.startswith(lowered[:-1]))
+    return [lowered] if lowered in RISKY_KEYS else []
+
+
 def _check_allow(value: Any) -> str | None:
     return urls.check_patterns(value)
 
@@ -113,11 +125,13 @@ def validate_loosening(options: Mapping[str, Any], ctx: BuildContext) -> list[st
     errors = []
     if options.get("template", True) is False:
         errors.append("template: false publishes raw path segments; needs unsafe: true")
-    risky = sorted(
-        p for p in options.get("allow_query", DEFAULT_ALLOW_QUERY) if p.lower() in RISKY_KEYS
-    )
-    if risky:
-        errors.append(f"allow_query names sensitive keys {risky}; needs unsafe: true")
+    for pattern in options.get("allow_query", DEFAULT_ALLOW_QUERY):
+        risky = risky_keys_of(pattern)
+        if risky:
+            errors.append(
+                f"allow_query {pattern!r} lets sensitive keys through ({', '.join(risky)}); "
+                "needs unsafe: true"
+            )
     return errors
 
 

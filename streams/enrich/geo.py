@@ -325,6 +325,7 @@ class GeoLookup:
         self.cache_size = cache_size
         self.check_interval = check_interval
         self._reload_lock = threading.Lock()
+        self._on_reload: list[Callable[[], None]] = []
         self._last_check = time.monotonic()
         signatures = {k: _signature(p) for k, p in paths.items()}
         readers = {k: _open(k, p) for k, p in paths.items()}
@@ -413,8 +414,14 @@ class GeoLookup:
                 log.warning("geo reload failed, keeping the current databases: %s", exc)
                 return False
             self._state = _State(readers, signatures, self.cache_size)
+            for forget in self._on_reload:
+                forget()
             log.info("geo databases reloaded: %s", ", ".join(changed))
             return True
+
+    def on_reload(self, forget: Callable[[], None]) -> None:
+        """Call ``forget`` after each reload: for memos of values looked up here."""
+        self._on_reload.append(forget)
 
     def close(self) -> None:
         """Close all readers; later lookups return :data:`Geo.EMPTY`."""

@@ -85,7 +85,13 @@ def client(draw: st.DrawFn) -> tuple[str, list[str]]:
 
 @st.composite
 def secret(draw: st.DrawFn) -> str:
-    kind = draw(st.sampled_from(["email", "hex", "b64", "jwt", "uuid", "session"]))
+    kind = draw(st.sampled_from(["email", "hex", "b64", "jwt", "uuid", "session", "v4hex"]))
+    if kind == "v4hex":  # an IPv4 address as browsers and inet_aton also read it
+        packed = draw(ipv4()).packed
+        if packed[0] == 0:
+            packed = b"\x01" + packed[1:]
+        dotted = ".".join(f"0x{b:02x}" for b in packed)
+        return draw(st.sampled_from([f"0x{int.from_bytes(packed, 'big'):08x}", dotted]))
     if kind == "email":
         return f"{draw(word)}.{draw(word)}@{draw(word)}.com"
     if kind == "hex":

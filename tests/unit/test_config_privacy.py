@@ -200,3 +200,45 @@ def test_aggregation_input_may_hold_the_city() -> None:
     cfg = with_aggregates(config())
     cfg["enrich"] = {"geo": {"city": "builtin:dbip-city-lite"}}
     assert validate(cfg) == []
+
+
+# --- session 10 audit ------------------------------------------------------------------
+
+
+def _one_destination(
+    fields: dict[str, Any], kind: str = "operations", **input_: Any
+) -> dict[str, Any]:
+    return {
+        "input": input_ or {"format": "combined"},
+        "enrich": {"geo": {"city": "/nonexistent/City.mmdb"}},  # validate opens no file
+        "destinations": {"d": {"topic": "t", "kind": kind, "fields": fields}},
+    }
+
+
+def test_the_time_zone_is_kept_out_of_analytics_like_the_city() -> None:
+    # IANA zones such as Europe/Busingen or America/North_Dakota/Beulah name one town.
+    for source in ("geo.city", "geo.timezone"):
+        rule = {"tz": {"from": source, "action": "keep"}}
+        errors = validate(_one_destination(rule, kind="analytics"))
+        assert any(source in e and "analytics" in e for e in errors), errors
+        assert validate(_one_destination(rule, kind="operations")) == []
+
+
+@pytest.mark.parametrize("role", ["host", "protocol"])
+@pytest.mark.parametrize("key", ["http_cookie", "remote_addr", "http_user_agent", "request"])
+def test_a_published_text_field_may_not_read_another_fields_json_key(role: str, key: str) -> None:
+    # {host: http_cookie} + keep request.host would publish the cookie.
+    config = _one_destination(
+        {"h": {"from": "request.host", "action": "keep"}}, format="json", json_fields={role: key}
+    )
+    errors = validate(config)
+    assert any(f"json_fields: {role}: reads {key!r}" in e for e in errors), errors
+
+
+def test_json_host_and_protocol_may_read_keys_of_their_own() -> None:
+    config = _one_destination(
+        {"h": {"from": "request.host", "action": "keep"}},
+        format="json",
+        json_fields={"host": "server_name", "protocol": "server_protocol"},
+    )
+    assert validate(config) == []

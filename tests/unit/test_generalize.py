@@ -25,3 +25,16 @@ def test_validation() -> None:
 def test_bins_with_floats() -> None:
     f = SPEC.build({"to": "bins", "bins": [0.5, 2]}, BuildContext())
     assert [f(0.1), f(0.5), f(1), f(3)] == ["<0.5", "0.5-2", "0.5-2", ">=2"]
+
+
+def test_status_class_only_of_the_status() -> None:
+    # Of bytes or durations it would keep all but the last two digits ("1234xx").
+    from streams.config import validate
+
+    def config(source: str) -> dict[str, object]:
+        rule = {"g": {"from": source, "action": "generalize", "to": "status_class"}}
+        return {"destinations": {"d": {"topic": "t", "fields": rule}}}
+
+    assert validate(config("response.status")) == []
+    for source in ("response.bytes", "response.duration_ms"):
+        assert any("status_class needs response.status" in e for e in validate(config(source)))

@@ -456,3 +456,26 @@ def test_file_rewritten_in_place_gives_empty_not_errors(
         assert g.lookup("192.0.2.2") is Geo.EMPTY
     assert "192.0.2" not in caplog.text
     assert caplog.text.count("rewritten in place") <= 1
+
+
+def test_published_geo_values_follow_a_database_reload(tmp_path: Path) -> None:
+    # The rules memoize each client's values (geo included): a reload must empty that
+    # memo, or every client already seen keeps the old database's answer (an audit).
+    from streams.pipeline import Pipeline
+
+    path = tmp_path / "city.mmdb"
+    build_city_db(path, {"192.0.2.0/24": city_record("DE", "EU")})
+    geo = GeoLookup(city=str(path), check_interval=0)
+    config = {
+        "enrich": {"geo": {"city": str(path)}},
+        "destinations": {"d": {"topic": "t", "fields": {"country": {"from": "geo.country",
+                                                                    "action": "keep"}}}},
+    }  # fmt: skip
+    pipeline = Pipeline.from_config(config, geo=geo)
+    line = '192.0.2.7 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 5 "-" "-"'
+    assert pipeline.test([line]).events("d")[0]["country"] == "DE"
+    replacement = tmp_path / "new.mmdb"
+    build_city_db(replacement, {"192.0.2.0/24": city_record("FR", "EU")})
+    os.replace(replacement, path)
+    assert geo.reload_if_changed(force=True)
+    assert pipeline.test([line]).events("d")[0]["country"] == "FR"

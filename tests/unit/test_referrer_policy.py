@@ -115,3 +115,35 @@ def test_outputs_are_clean(labels: list[str], email: str, rest: str) -> None:
     if out is not None:
         assert find_leak(out) is None
         assert email not in out
+
+
+# --- host names as browsers send them (session 10 audit) ------------------------------
+
+
+def test_idn_domains_are_encoded_as_browsers_do() -> None:
+    # UTS 46 non-transitional (IDNA 2008): straße.de is xn--strae-oqa.de, not strasse.de.
+    from streams.urls import registrable_domain
+
+    assert registrable_domain("www.straße.de") == registrable_domain("xn--strae-oqa.de")
+    assert registrable_domain("straße.de") == "xn--strae-oqa.de"
+    f = SPEC.build({"site_domains": ["straße.de"]}, BuildContext())
+    assert f("https://www.xn--strae-oqa.de/a?x=1") == "/a"
+
+
+@pytest.mark.parametrize(
+    ("referrer", "expected"),
+    [
+        ("https://www.google.com\\jane.doe", "google.com"),  # "\" ends the host
+        ("https://www.google.com%20jane%20doe/", None),
+        ("https://www.google.com%0ajane/", None),
+        ("https://my_host.example.com/", "example.com"),  # "_" occurs in DNS names
+    ],
+)
+def test_only_host_names_are_published(referrer: str, expected: str | None) -> None:
+    f = SPEC.build({"site_domains": ["www.example.org"]}, BuildContext())
+    assert f(referrer) == expected
+
+
+def test_a_backslash_in_a_same_site_referrer_is_a_path_separator() -> None:
+    f = SPEC.build({"site_domains": ["www.example.org"]}, BuildContext())
+    assert f("https://www.example.org\\u\\12345") == "/u/{id}"

@@ -145,3 +145,36 @@ def test_secrets_never_survive(
 def test_uuid_in_query_value() -> None:
     u = str(uuid.uuid4())
     assert build()(f"/x?utm_content={u}") == "/x?utm_content={uuid}"
+
+
+# --- query keys past a prefix pattern (session 10 audit) ------------------------------
+
+
+def test_a_key_allowed_by_a_prefix_is_published_only_when_plain() -> None:
+    # Values are templated, keys are not: past "utm_" only a short run of letters.
+    policy = SPEC.build({"allow_query": ["utm_*"]}, BuildContext())
+    token = "Xk9mQ2vL8nR4tP7wZ3aB"
+    assert (
+        policy(f"/x?utm_source={token}&utm_Medium=mail") == "/x?utm_source={token}&utm_medium=mail"
+    )
+    assert policy(f"/x?utm_{token}=1") == "/x"
+    assert policy("/x?utm_3405803785=1") == "/x"  # 203.0.113.9 as one number
+
+
+@pytest.mark.parametrize(
+    ("pattern", "covered"),
+    [("q*", "q"), ("sid*", "sid"), ("s*", "session"), ("email*", "email"),
+     ("token*", "token"), ("ref*", "ref"), ("Q", "q")],
+)  # fmt: skip
+@pytest.mark.parametrize("action", ["url_policy", "referrer_policy"])
+def test_patterns_covering_a_sensitive_key_need_unsafe(
+    action: str, pattern: str, covered: str
+) -> None:
+    from streams.actions import REGISTRY
+
+    spec = REGISTRY[action]
+    assert spec.validate is not None
+    errors = spec.validate({"allow_query": [pattern]}, BuildContext())
+    assert len(errors) == 1 and covered in errors[0] and "unsafe" in errors[0]
+    assert spec.validate({"allow_query": [pattern]}, BuildContext(unsafe=True)) == []
+    assert spec.validate({"allow_query": ["utm_*", "page"]}, BuildContext()) == []

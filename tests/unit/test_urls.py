@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 
 import pytest
@@ -263,9 +264,14 @@ def _reference_filter_query(query: str, patterns: list[str], template: bool) -> 
         key, _, value = pair.partition("=")
         key = form_decode(key)
         lowered_key = key.lower()
+        # Past a prefix pattern only a short run of letters and "_.~-" (session 10).
         if not (
             lowered_key in allow.exact
-            or (bool(allow.prefixes) and lowered_key.startswith(allow.prefixes))
+            or any(
+                lowered_key.startswith(p)
+                and re.fullmatch(r"[a-z_.~-]{0,19}", lowered_key[len(p) :])
+                for p in allow.prefixes
+            )
         ):
             continue
         value = form_decode(value)
