@@ -132,6 +132,16 @@ _TOOL_TOKENS: Final = (
     "nikto",
     "sqlmap",
 )
+# Crawlers, fetchers, health checks and scanners that uap-core misses, also when they
+# dress as a browser ("... Mobile Safari/537.36 (compatible; Bytespider; ...)"): checked
+# before the browser family (an audit found these counted as people).
+_CRAWLER_TOKENS: Final = (
+    "bytespider", "tiktokspider", "googleother", "feedfetcher-google",
+    "mediapartners-google", "google-inspectiontool", "googlehc/", "claude-user",
+    "claude-searchbot", "perplexity-user", "microsoft-preview", "kube-probe",
+    "elb-healthchecker", "uptimerobot", "pingdom", "statuscake", "censysinspect",
+    "internetmeasurement",
+)  # fmt: skip
 _TOOL_FAMILIES: Final = frozenset(
     {
         "curl",
@@ -187,18 +197,21 @@ _BROWSER_FAMILIES: Final = frozenset(
 
 
 def _is_tool(ua: str, browser: str | None) -> bool:
-    """Scripted HTTP client or automated browser?
+    """Scripted HTTP client, automated browser, crawler or probe that uap-core does not
+    call "Spider"?
 
     >>> _is_tool("curl/8.5.0", "curl"), _is_tool("node-fetch/1.0", None)
     (True, True)
-    >>> _is_tool("okhttp/4.12.0", "okhttp")
-    False
+    >>> _is_tool("okhttp/4.12.0", "okhttp"), _is_tool("kube-probe/1.29", None)
+    (False, True)
     """
     if browser in _TOOL_FAMILIES:
         return True
+    low = ua.lower()
+    if any(token in low for token in _CRAWLER_TOKENS):
+        return True
     if browser in _BROWSER_FAMILIES:  # automation shows as its own family (HeadlessChrome)
         return False
-    low = ua.lower()
     return any(token in low for token in _TOOL_TOKENS)
 
 
@@ -275,6 +288,12 @@ _TABLET_DEVICE_RE: Final = re.compile(
     r"|MediaPad|MatePad|Lenovo TB",
     re.IGNORECASE,
 )
+# The same kinds of device named only in the UA text, where uap-core gives no device
+# family: their Windows, Linux or FreeBSD made them desktops (an audit).
+_OTHER_UA_TOKENS: Final = (
+    "Xbox", "SmartTV", "SMART-TV", "Smart-TV", "HbbTV", "NetCast", "VIDAA", "Viera/",
+    "Tesla/", "CrKey/", "Web0S", "AppleTV",
+)  # fmt: skip
 _TABLET_UA_TOKENS: Final = ("iPad", "Tablet", "Kindle", "Silk/", "PlayBook")
 _MOBILE_UA_TOKENS: Final = ("Mobile", "iPhone", "iPod", "Opera Mini", "IEMobile")
 
@@ -378,6 +397,8 @@ def device_class(
     brand = device_brand or ""
     if dev and dev != "Other" and (_OTHER_DEVICE_RE.search(dev) or "TV" in brand):
         return "other"
+    if _has(ua, _OTHER_UA_TOKENS):
+        return "other"
     if (
         "Tablet" in brand
         or (dev and _TABLET_DEVICE_RE.search(dev))
@@ -386,7 +407,10 @@ def device_class(
     ):
         return "tablet"
     if os_family == "Android":
-        # Android's convention: phones send "Mobile", tablets do not.
+        # The browsers' convention: phones send "Mobile", tablets do not. Apps' own HTTP
+        # stacks (Dalvik, okhttp) never send it, phones included: mostly phones.
+        if not ua.startswith("Mozilla/"):
+            return "mobile"
         return "mobile" if _has(ua, _MOBILE_UA_TOKENS) else "tablet"
     if os_family in _MOBILE_OS or dev in ("iPhone", "iPod") or "Smartphone" in dev:
         return "mobile"
@@ -425,6 +449,10 @@ class AgentParser:
         """Parse one User-Agent; never raises. ``None``, ``""`` and ``"-"`` -> UNKNOWN."""
         if not ua or ua == "-":
             return Agent.UNKNOWN
+        if len(ua) > MAX_UA_LENGTH:
+            # Cut before the cache: its keys would otherwise hold whole client strings
+            # (an audit: 65,536 entries of 64 KB UAs, 4 GB). Only this much is parsed.
+            ua = ua[:MAX_UA_LENGTH]
         return self._cached(ua)
 
     def parse_uncached(self, ua: str) -> Agent:

@@ -34,19 +34,29 @@ _PRIMARY_RE: Final = re.compile(r"[A-Za-z]{2,3}")
 _Q_RE: Final = re.compile(r"\s*q\s*=\s*(0(?:\.\d{0,3})?|1(?:\.0{0,3})?)\s*", re.IGNORECASE)
 
 
-@functools.lru_cache(maxsize=4096)
 def primary_language(accept_language: str | None) -> str | None:
     """The primary subtag (lowercase, 2-3 ASCII letters) of the highest-q language.
 
     Entries that are ``*``, malformed, or have ``q=0`` (or an unparsable q) are
     ignored; among equal q-values the first entry wins. ``None`` when nothing valid is
     left. ``_`` is accepted as a subtag separator (``en_US``, sent by some clients).
+    Only the first ``MAX_HEADER_LENGTH`` characters are read, and the entry the cut
+    falls in is left out: cut before its ";q=0.1", it would win with the implicit q=1.
     """
     if not accept_language:
         return None
+    if len(accept_language) > MAX_HEADER_LENGTH:
+        # Cut before the cache: its keys would otherwise hold whole headers (an audit:
+        # 4,096 entries of 64 KB each).
+        accept_language = accept_language[: MAX_HEADER_LENGTH + 1].rpartition(",")[0]
+    return _primary_language(accept_language)
+
+
+@functools.lru_cache(maxsize=4096)
+def _primary_language(accept_language: str) -> str | None:
     best: str | None = None
     best_q = 0.0
-    for entry in accept_language[:MAX_HEADER_LENGTH].split(","):
+    for entry in accept_language.split(","):
         tag, _, params = entry.partition(";")
         primary = tag.strip().replace("_", "-").partition("-")[0]
         if not _PRIMARY_RE.fullmatch(primary):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import re
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -398,8 +400,11 @@ def test_device_class_rules() -> None:
     assert device_class("x", "iOS", "iPad", "Apple", False) == "tablet"
     assert device_class("x Mobile", "iOS", "iPhone", "Apple", False) == "mobile"
     assert device_class("x", "Android", "Nexus 7", "Asus", False) == "tablet"
-    assert device_class("Android 14; Mobile", "Android", None, None, False) == "mobile"
-    assert device_class("Android 14", "Android", None, None, False) == "tablet"
+    assert (
+        device_class("Mozilla/5.0 (Linux; Android 14; Mobile", "Android", None, None, False)
+        == "mobile"
+    )
+    assert device_class("Mozilla/5.0 (Linux; Android 14", "Android", None, None, False) == "tablet"
     assert device_class("x", "Mac OS X", "Mac", "Apple", False) == "desktop"
     assert device_class("x", "Windows", None, None, False) == "desktop"
     assert device_class("x", "Linux", None, None, False) == "desktop"
@@ -438,3 +443,114 @@ def test_every_published_family_is_one_the_rules_can_name() -> None:
     )
     assert {"Windows", "Mac OS X", "iOS", "Android", "Linux"} <= set(systems.values())
     assert "jdoe-home-server-monitor-spider" not in browsers
+
+
+# --- session 10 audit ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ua",
+    [
+        # Every Android app using HttpURLConnection sends this; phones included.
+        "Dalvik/2.1.0 (Linux; U; Android 13; Pixel 7 Build/TQ3A.230901.001)",
+        "Dalvik/2.1.0 (Linux; U; Android 14; SM-S918B Build/UP1A.231005.007)",
+    ],
+)
+def test_dalvik_user_agent_of_a_phone_is_not_a_tablet(parser: AgentParser, ua: str) -> None:
+    """device_class applies the browsers' convention (Android without "Mobile" is a
+    tablet) to every Android UA; Dalvik (app HTTP stack) never sends "Mobile", so every
+    Android app request, from a Pixel 7 or a Galaxy S23, is counted as a tablet."""
+    assert parser.parse(ua).device == "mobile"
+
+
+@pytest.mark.parametrize(
+    "ua",
+    [
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; Xbox; Xbox One) AppleWebKit/537.36 "
+        "(KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36 Edge/44.18363.8131",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; Xbox; Xbox Series X) AppleWebKit/537.36 "
+        "(KHTML, like Gecko) Chrome/48.0.2564.82 Safari/537.36 Edge/20.02",
+        "Mozilla/5.0 (X11; GNU/Linux) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chromium/79.0.3945.130 Chrome/79.0.3945.130 Safari/537.36 Tesla/2020.16.2.1-e99c70fff409",
+        "Mozilla/5.0 (Linux; NetCast; U) AppleWebKit/537.31 (KHTML, like Gecko) "
+        "Chrome/26.0.1410.33 Safari/537.31 SmartTV/5.0",
+        "Mozilla/5.0 (Linux; VIDAA 6.0) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/83.0.4103.101 Safari/537.36 Hisense",
+        "Mozilla/5.0 (X11; FreeBSD; U; Viera; de-DE) AppleWebKit/537.11 (KHTML, like Gecko) "
+        "Viera/3.10.14 Chrome/23.0.1271.97 Safari/537.11",
+    ],
+)
+def test_consoles_tvs_and_cars_are_other_not_desktop(parser: AgentParser, ua: str) -> None:
+    """ "TVs, consoles, watches -> other": _OTHER_DEVICE_RE (which even lists Xbox and
+    Tesla) is only tried on uap-core's device family, which is empty for these UAs;
+    their Windows/Linux/FreeBSD OS then makes them desktop."""
+    agent = parser.parse(ua)
+    assert not agent.is_bot
+    assert agent.device == "other"
+
+
+# --- agent: bot flag -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ua",
+    [
+        # crawlers (Bytespider is even in _GENERIC_RULE_NAMES; its common mobile form:)
+        "Mozilla/5.0 (Linux; Android 5.0) AppleWebKit/537.36 (KHTML, like Gecko) Mobile "
+        "Safari/537.36 (compatible; Bytespider; spider-feedback@bytedance.com)",
+        "Mozilla/5.0 (Linux; Android 5.0) AppleWebKit/537.36 (KHTML, like Gecko) Mobile "
+        "Safari/537.36 (compatible; TikTokSpider; ttspider-feedback@tiktok.com)",
+        "Mozilla/5.0 (compatible; GoogleOther)",
+        "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML,"
+        " like Gecko) Chrome/124.0.6367.201 Mobile Safari/537.36 (compatible; GoogleOther)",
+        "FeedFetcher-Google; (+http://www.google.com/feedfetcher.html)",
+        "Mozilla/5.0 (Windows NT 6.1; WOW64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/45.0.2454.85 Safari/537.36 (Mediapartners-Google)",
+        # AI fetchers: ChatGPT-User is a bot here, Claude-User is not
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; Claude-User/1.0; "
+        "+Claude-User@anthropic.com)",
+        # link preview fetchers
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/120.0.0.0 Safari/537.36 Edg/120.0.0.0 (compatible; Microsoft-Preview)",
+        # health checks, monitors, scanners: a large share of many access logs
+        "kube-probe/1.29",
+        "ELB-HealthChecker/2.0",
+        "Mozilla/5.0 (compatible; CensysInspect/1.1; +https://about.censys.io/)",
+    ],
+)
+def test_well_known_crawlers_fetchers_and_probes_are_bots(parser: AgentParser, ua: str) -> None:
+    agent = parser.parse(ua)
+    assert agent.is_bot
+    assert agent.device == "bot"
+
+
+_BIG = 60_000  # a UA or Accept-Language under input.max_line_bytes (65,536)
+_CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36 "
+)
+
+
+def _retained(run: object) -> int:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        run()  # type: ignore[operator]
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_agent_cache_does_not_keep_whole_huge_user_agents() -> None:
+    """Only MAX_UA_LENGTH (1,024) characters are parsed, but the LRU is keyed by the
+    whole string: 65,536 entries of ~64 KB UAs is ~4 GB held by one worker."""
+    p = AgentParser(cache_size=65536)
+    n = 50
+
+    def run() -> None:
+        for i in range(n):
+            p.parse(f"{_CHROME}{i:06d}" + "x" * _BIG)
+
+    assert _retained(run) < n * 4096  # today: ~n * 60 KB

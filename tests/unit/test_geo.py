@@ -479,3 +479,40 @@ def test_published_geo_values_follow_a_database_reload(tmp_path: Path) -> None:
     os.replace(replacement, path)
     assert geo.reload_if_changed(force=True)
     assert pipeline.test([line]).events("d")[0]["country"] == "FR"
+
+
+def test_dbip_city_names_carry_districts_finer_than_the_city(tmp_path: Path) -> None:
+    """DB-IP City (Lite, and the builtin:dbip-city-lite default) spells a city as
+    "City (District)": 664 of 3,000 random located IPv4 addresses in the builtin file,
+    e.g. "Hamburg (Saint Pauli)", "Seattle (SoDo)", "Berlin (Bezirk Tempelhof-
+    Schöneberg)". geo.city then publishes a neighbourhood (finer than the city rule 4
+    allows), and one city splits into many smaller cells."""
+    district_a = city_record("DE", "EU", region="Hamburg", city="Hamburg (Saint Pauli)",
+                             style="dbip")  # fmt: skip
+    district_b = city_record("DE", "EU", region="Hamburg", city="Hamburg (Altona)",
+                             style="dbip")  # fmt: skip
+    path = build_city_db(
+        tmp_path / "dbip-city-lite.mmdb",
+        {"192.0.2.0/25": district_a, "192.0.2.128/25": district_b},
+        database_type="DBIP-City-Lite",
+    )
+    g = GeoLookup(city=path)
+    assert g.lookup("192.0.2.1").city == "Hamburg"
+    assert g.lookup("192.0.2.200").city == "Hamburg"
+
+
+def test_dbip_location_isp_enterprise_database_is_accepted_as_city(tmp_path: Path) -> None:
+    """DB-IP's commercial City+ISP file says database_type
+    "DBIP-Location-ISP (compat=Enterprise)" (geoip2-golang maps it to Enterprise, like
+    GeoIP2-Enterprise, which logfog accepts as a city db). _db_kind tests "isp" before
+    "location"/"enterprise", calls it an ASN db, and GeoLookup(city=...) refuses it."""
+    rec = city_record("DE", "EU", region="Berlin", city="Berlin", style="dbip")
+    rec["traits"] = {"autonomous_system_number": 64496, "isp": "Example"}
+    path = build_city_db(
+        tmp_path / "dbip-location-isp.mmdb",
+        {"192.0.2.0/24": rec},
+        database_type="DBIP-Location-ISP (compat=Enterprise)",
+    )
+    g = GeoLookup(city=path)  # raises GeoDatabaseError today
+    got = g.lookup("192.0.2.1")
+    assert (got.country, got.city, got.asn) == ("DE", "Berlin", 64496)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import re
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.enrich.language import MAX_HEADER_LENGTH, primary_language
+from streams.enrich.language import MAX_HEADER_LENGTH, _primary_language, primary_language
 
 
 @pytest.mark.parametrize(
@@ -57,11 +59,35 @@ def test_long_header_is_cut() -> None:
 
 
 def test_cached() -> None:
-    primary_language.cache_clear()
+    _primary_language.cache_clear()
     primary_language("nl-BE,nl;q=0.9")
     primary_language("nl-BE,nl;q=0.9")
-    info = primary_language.cache_info()
+    info = _primary_language.cache_info()
     assert (info.hits, info.misses, info.maxsize) == (1, 1, 4096)
+
+
+def test_the_cache_holds_headers_only_as_long_as_what_is_read() -> None:
+    # Keyed by whole headers, its 4,096 entries could hold 64 KB each (an audit).
+    _primary_language.cache_clear()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(50):
+            assert primary_language(f"de,{i:06d}" + "x" * 60_000) == "de"
+        gc.collect()
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        _primary_language.cache_clear()
+    assert retained < 50 * 4096  # whole headers: about 50 * 60 KB
+
+
+def test_the_entry_cut_by_the_length_limit_is_left_out() -> None:
+    # Cut before its ";q=0.1", ",fr-FR;q=0.1" would become ",fr" with the implicit q=1.
+    header = "de;q=0.9" + ",en;q=0.1" * 9 + ",es;q=0.11" * 42
+    assert len(header) == MAX_HEADER_LENGTH - 3
+    assert primary_language(header + ",fr-FR;q=0.1") == "de"
 
 
 _VALID = re.compile(r"[a-z]{2,3}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from typing import Any
 
 import orjson
@@ -300,3 +302,47 @@ def test_aggregation_rows_end_with_their_raw_lines_coordinates() -> None:
     assert len(rows[0]) == len(pipeline.aggregate_layout)
     file_rows = pipeline.test([line]).per_destination[index]
     assert orjson.loads(file_rows[0][1])[-3:] == [None, None, 1]
+
+
+def _retained(run: object) -> int:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        run()  # type: ignore[operator]
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+_BIG = 60_000  # a UA under input.max_line_bytes (65,536)
+_CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36 "
+)
+
+
+def test_per_client_memo_does_not_keep_whole_huge_user_agents() -> None:
+    """The rules' per-client memo (rules.py) is keyed by (r.user_agent,) too, bounded
+    in entries (enrich.cache_size, 65,536) but not in bytes."""
+    from streams.pipeline import Pipeline
+
+    config = {
+        "input": {"format": "combined"},
+        "destinations": {"d": {"topic": "t", "fields": {
+            "browser": {"from": "agent.browser", "action": "keep"},
+            "device": {"from": "agent.device", "action": "keep"}}}},
+    }  # fmt: skip
+    pipeline = Pipeline.from_config(config)
+    template = '192.0.2.7 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 5 "-" "{ua}"'
+    pipeline.test([template.format(ua=_CHROME)])  # warm up the other memos
+    n = 30
+    lines = [template.format(ua=f"{_CHROME}{i:06d}" + "x" * _BIG) for i in range(n)]
+
+    def run() -> None:
+        out = pipeline.test(lines)
+        assert len(out.events("d")) == n
+        del out
+
+    assert _retained(run) < n * 4096  # today: ~n * 60 KB
