@@ -1,0 +1,255 @@
+"""Audit of the streaming wiring and the command-line tools: each test fails on the
+code it was written against and passes once the finding is fixed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from streams.pipeline import Pipeline
+from streams.publish import Publisher
+from streams.records import FUTURE_SKEW_SECONDS
+
+ROOT = Path(__file__).resolve().parents[2]
+UA = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
+DEAD = "logs.dead"
+
+MINIMAL = {
+    "input": {"format": "combined"},
+    "keys": {"source": "ephemeral"},
+    "destinations": {
+        "ops": {"topic": "logs.ops", "fields": {
+            "network": {"from": "client.ip", "action": "truncate_ip"},
+            "status": {"from": "response.status", "action": "keep"}}},
+    },
+}  # fmt: skip
+
+
+def combined(client: int, stamp: str, status: int = 200) -> bytes:
+    return (f'198.51.100.{client} - - [{stamp}] "GET /p HTTP/1.1" {status} 5 "-" "{UA}"').encode()
+
+
+def now_stamp() -> str:
+    return time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
+
+
+# --------------------------------------------------------------------------- timestamps
+
+
+class TimestampProducer:
+    """aiokafka's real BatchBuilder; send_batch records (topic, timestamp_ms) of every
+    record, as the broker would store them."""
+
+    def __init__(self) -> None:
+        self.stamps: list[tuple[str, int]] = []
+
+    def create_batch(self) -> Any:
+        from aiokafka.producer.message_accumulator import BatchBuilder
+
+        return BatchBuilder(1 << 20, 0)
+
+    async def send_batch(self, builder: Any, topic: str, *, partition: int) -> Any:
+        from aiokafka.record.default_records import DefaultRecordBatch
+
+        for record in DefaultRecordBatch(bytes(builder._build())):
+            self.stamps.append((topic, record.timestamp))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+@pytest.mark.parametrize("framing", ["record", "ndjson"])
+def test_record_timestamps_never_lie_in_the_future(framing: str) -> None:
+    """Kafka deletes a segment by time only once its *largest* record timestamp is older
+    than retention.ms. The publisher stamps each record with the (coarsened) request
+    time the log line claims, unbounded up to year 9999: one line dated 2999 makes its
+    segment (every visitor's events of up to retention/24) outlive the declared
+    retention for ~1000 years (privacy rule 14). In NDJSON framing the record takes the
+    max over its events, so the other lines' events ride along. (A broker that bounds
+    message.timestamp.after.max.ms instead refuses the record for good: every other line
+    of the raw record becomes a publish.error dead letter.)"""
+    config = {**MINIMAL, "destinations": {"ops": {**MINIMAL["destinations"]["ops"],
+                                                   "framing": framing}}}  # fmt: skip
+    pipeline = Pipeline.from_config(config)
+    out = pipeline.new_output()
+    pipeline.process_records(
+        [(b"\n".join([combined(1, now_stamp()), combined(2, "10/Oct/2999:13:55:36 +0000")]),
+          "logs.raw", 0, 7)], out,
+    )  # fmt: skip
+    assert not out.rejections  # the far-future line is accepted and published
+    producer = TimestampProducer()
+    publisher = Publisher(producer, pipeline.destinations, DEAD, {"logs.ops": 1, DEAD: 1})
+    asyncio.run(publisher.publish(out))
+    latest_allowed = (time.time() + FUTURE_SKEW_SECONDS + 3600) * 1000
+    future = [(t, s) for t, s in producer.stamps if s > latest_allowed]
+    assert not future, f"records stamped in the future: {[(t, time.gmtime(s / 1000).tm_year) for t, s in future]}"
+
+
+# --------------------------------------------------------------------------- anonymize
+
+
+def write_config(tmp_path: Path, config: dict[str, Any], name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "streams", *args], input=stdin,
+                          capture_output=True, cwd=ROOT, timeout=120)  # fmt: skip
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_when_outputs_are_closed_is_one_line_exit_2(tmp_path: Path) -> None:
+    """A full disk is an expected failure (cli.py: "a full disk ... not a bug of ours":
+    one line, exit 2). But a small run's output sits in the file buffers until the
+    ``finally`` closes them, and an ENOSPC from close() is raised outside the ``except
+    OSError``: a Python traceback and exit 1 (the remaining sinks are not even closed)."""
+    log = tmp_path / "in.log"
+    log.write_bytes(b"\n".join(combined(n, now_stamp()) for n in range(1, 4)) + b"\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ops.ndjson").symlink_to("/dev/full")  # what a full disk does to write/flush
+    result = run_cli("anonymize", str(log), "-c", str(write_config(tmp_path, MINIMAL)),
+                     "-o", str(out), "-q")  # fmt: skip
+    err = result.stderr.decode()
+    assert "Traceback" not in err, err
+    assert result.returncode == 2 and "No space left on device" in err
+
+
+# --------------------------------------------------------------------------- ship
+
+
+class NeverAcked:
+    """kafka-python's producer while the broker takes nothing: ``send`` queues a record
+    whose future never completes, and ``flush(timeout)`` raises KafkaTimeoutError, as
+    kafka-python 3's RecordAccumulator.await_flush_completion does."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.sent = 0
+
+    def send(self, topic: str, value: bytes) -> Any:
+        self.sent += 1
+
+        class Future:
+            def add_callback(self, fn: Callable[..., Any]) -> None: ...
+            def add_errback(self, fn: Callable[..., Any]) -> None: ...
+
+        return Future()
+
+    def flush(self, timeout: float | None = None) -> None:
+        from kafka.errors import KafkaTimeoutError
+
+        raise KafkaTimeoutError("Timeout waiting for future")
+
+    def close(self, timeout: float | None = None) -> None: ...
+
+
+def test_ship_whose_records_are_not_acknowledged_in_time_exits_3_with_its_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`logfog ship` promises exit 3 and a summary when the broker did not acknowledge
+    every record; shipper.ship even counts records "never acknowledged within the
+    timeout". But producer.flush(timeout) raises KafkaTimeoutError for exactly that
+    case, which escapes ship() and main(): a traceback, exit 1, no summary."""
+    import logging
+
+    import kafka
+
+    import streams.shipper as shipper
+    from streams.cli import EXIT_NOT_SHIPPED, main
+
+    monkeypatch.setattr(kafka, "KafkaProducer", NeverAcked)
+    monkeypatch.setattr(shipper, "describe_topics", lambda *a, **k: {"logs.raw": object()})
+    log = tmp_path / "access.log"
+    log.write_bytes(b"\n".join(combined(n, now_stamp()) for n in range(1, 6)) + b"\n")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        code = main(["ship", str(log), "--bootstrap", "127.0.0.1:9", "--topic", "logs.raw"])
+    finally:
+        root.handlers[:], root.level = handlers, level
+    err = capsys.readouterr().err
+    assert code == EXIT_NOT_SHIPPED
+    assert "not acknowledged" in err and "Traceback" not in err
+
+
+def test_follow_keeps_lines_written_to_the_rotated_file_after_the_new_one_appears(
+    tmp_path: Path,
+) -> None:
+    """Rename rotation (logrotate's default `create`): the log is renamed, a new file is
+    created, and only then is the writer told to reopen (postrotate). Until it does, it
+    appends to the renamed file. follow_file switches as soon as the path names a new
+    inode: it drains the old file once, ships its unterminated tail as a whole line, and
+    never reads the old file again. The half line written at that moment is shipped cut
+    in two (the first part as a line, the rest never), and every line the writer adds to
+    the old file before reopening is lost without a trace."""
+    from streams.shipper import follow_file
+
+    path = tmp_path / "access.log"
+    writer = open(path, "ab", buffering=0)  # noqa: SIM115 - the web server's descriptor
+    writer.write(b"one\ntw")  # mid-line when logrotate runs
+    stop = threading.Event()
+    got: list[bytes] = []
+    lines = follow_file(path, follow=True, stop=stop, poll_interval_s=0.01)
+    try:
+        assert next(lines) == [b"one"]
+        assert next(lines) is None  # idle at the end of the file
+        path.rename(tmp_path / "access.log.1")  # logrotate: rename, then create
+        path.write_bytes(b"")
+        idle = 0
+        for batch in lines:
+            if batch is None:
+                idle += 1
+                if idle == 1:
+                    writer.write(b"o\nthree\n")  # still the old descriptor (no reopen yet)
+                    writer.close()
+                    writer = open(path, "ab", buffering=0)  # noqa: SIM115 - reopened
+                    writer.write(b"four\n")
+                if idle >= 20:
+                    stop.set()
+                continue
+            got.extend(batch)
+    finally:
+        writer.close()
+    assert [b"one", *got] == [b"one", b"two", b"three", b"four"]
+
+
+# --------------------------------------------------------------------------- topics
+
+
+@pytest.mark.parametrize("taken", ["logs.raw", "logs.dead"])
+def test_a_destination_on_one_of_logfogs_own_topics_is_a_config_error(
+    tmp_path: Path, taken: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check-config compares destinations' topics only with each other: a destination
+    on the raw topic (the worker would read its own events back as raw lines) or on
+    the dead-letter topic passes ("OK"). topic_specs then holds the topic twice with
+    different retentions (raw 3 d vs 7 d), and `logfog topics create` (like the worker's
+    start) dies with ValueError("duplicate topic names in specs"): a traceback, exit 1."""
+    import logging
+
+    from streams.cli import main
+
+    config = {**MINIMAL, "destinations": {"ops": {**MINIMAL["destinations"]["ops"],
+                                                   "topic": taken}}}  # fmt: skip
+    path = write_config(tmp_path, config)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        checked = main(["check-config", str(path)])
+        created = main(["topics", "create", "-c", str(path), "--bootstrap", "127.0.0.1:9"])
+    finally:
+        root.handlers[:], root.level = handlers, level
+    err = capsys.readouterr().err
+    assert checked == 2 and created == 2 and "Traceback" not in err
