@@ -253,3 +253,121 @@ def test_a_destination_on_one_of_logfogs_own_topics_is_a_config_error(
         root.handlers[:], root.level = handlers, level
     err = capsys.readouterr().err
     assert checked == 2 and created == 2 and "Traceback" not in err
+
+
+class OutageThenUp:
+    """kafka-python's producer through a broker outage: the records sent while the
+    broker is down expire (delivery_timeout_ms) and fail with KafkaTimeoutError, as a
+    real producer's do; afterwards every record is acknowledged."""
+
+    instances: list[OutageThenUp] = []
+
+    def __init__(self, **settings: Any) -> None:
+        self.down_for = 3  # records
+        self.acked: list[bytes] = []
+        OutageThenUp.instances.append(self)
+
+    def send(self, topic: str, value: bytes) -> Any:
+        from kafka.errors import KafkaTimeoutError
+
+        down = self.down_for > 0
+        self.down_for -= 1
+        acked = self.acked
+
+        class Future:
+            def add_callback(self, fn: Callable[..., Any]) -> None:
+                if not down:
+                    acked.append(value)
+                    fn(None)
+
+            def add_errback(self, fn: Callable[..., Any]) -> None:
+                if down:
+                    fn(KafkaTimeoutError("Batch for TopicPartition expired"))
+
+        return Future()
+
+    def flush(self, timeout: float | None = None) -> None: ...
+
+    def close(self, timeout: float | None = None) -> None: ...
+
+
+def test_a_following_shipper_does_not_drop_lines_during_a_broker_outage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker holds its batch through an outage ("no line is dead-lettered for an
+    outage"); `logfog ship --follow` does not: a record the producer could not deliver
+    (the broker was away longer than the delivery timeout) is counted as failed and
+    shipping goes on with the next lines. The lines are on disk, yet a long-running
+    follower loses every line of the outage for good (the exit status 3 it would report
+    comes only when it stops, and re-shipping the file duplicates everything else)."""
+    import kafka
+
+    import streams.shipper as shipper
+
+    monkeypatch.setattr(kafka, "KafkaProducer", OutageThenUp)
+    monkeypatch.setattr(shipper, "describe_topics", lambda *a, **k: {"logs.raw": object()})
+    log = tmp_path / "access.log"
+    lines = [f"line {n}".encode() for n in range(1, 7)]
+    log.write_bytes(b"".join(x + b"\n" for x in lines))
+    stop = threading.Event()
+    ticks = {"n": 0}
+
+    def progress(result: Any) -> None:
+        ticks["n"] += 1
+        if ticks["n"] >= 10:
+            stop.set()
+
+    result = shipper.ship(log, "127.0.0.1:9", "logs.raw", lines_per_record=1, follow=True,
+                          progress=False, poll_interval_s=0.01, stop=stop,
+                          on_progress=progress)  # fmt: skip
+    producer = OutageThenUp.instances[-1]
+    assert sorted(producer.acked) == sorted(lines), f"lost: {sorted(set(lines) - set(producer.acked))}"
+    assert result.failed_lines == 0
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_rate_falls_to_zero_when_no_lines_arrive() -> None:
+    """/status.json "lines_per_second" (the page: "lines/s (last ~20 s)") is computed
+    between the last ten *batches*, not up to now: once traffic stops, no batch is
+    noted and the page shows the last busy rate for as long as the worker stays idle."""
+    from streams.app import NoLines, WorkerState
+    from streams.metrics import Metrics
+    from streams.status import status_snapshot
+
+    state = WorkerState()
+    now = time.time()
+    # Busy 10 minutes ago (40,000 lines/s), nothing since.
+    state.rates = [(now - 600 + i * 0.1, i * 4000) for i in range(10)]
+    snapshot = status_snapshot(state, NoLines(), Metrics(None))
+    assert snapshot["lines_per_second"] == 0, snapshot["lines_per_second"]
+
+
+# --------------------------------------------------------------------------- usage
+
+
+def test_ship_with_lines_per_record_zero_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--lines-per-record 0 (or negative) is accepted by argparse, reaches Framer only
+    after the broker was asked and the producer created (and never closed): a ValueError
+    traceback, exit 1, instead of one line and exit 2."""
+    import logging
+
+    import kafka
+
+    import streams.shipper as shipper
+    from streams.cli import main
+
+    monkeypatch.setattr(kafka, "KafkaProducer", OutageThenUp)
+    monkeypatch.setattr(shipper, "describe_topics", lambda *a, **k: {"logs.raw": object()})
+    log = tmp_path / "access.log"
+    log.write_bytes(b"a\n")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        code = main(["ship", str(log), "--bootstrap", "127.0.0.1:9", "--lines-per-record", "0"])
+    finally:
+        root.handlers[:], root.level = handlers, level
+    assert code == 2 and "Traceback" not in capsys.readouterr().err
