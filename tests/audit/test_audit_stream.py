@@ -371,3 +371,40 @@ def test_ship_with_lines_per_record_zero_is_a_usage_error(
     finally:
         root.handlers[:], root.level = handlers, level
     assert code == 2 and "Traceback" not in capsys.readouterr().err
+
+
+def test_the_progress_bar_reaches_the_files_size_on_crlf_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bar's total is the file's size in bytes, and each batch adds len(line) + 1
+    per line; read_lines has already cut "\\r\\n" (two bytes), so a CRLF log (IIS, or
+    any log edited on Windows) ends short of its total (and an unterminated last line
+    one byte over)."""
+    import logging
+
+    import streams.cli as cli
+
+    seen: dict[str, int] = {"done": 0}
+
+    class Bar:
+        def update(self, n: int) -> None:
+            seen["done"] += n
+
+        def close(self) -> None: ...
+
+    def progress(total: int | None, enabled: bool) -> Bar:
+        seen["total"] = total or 0
+        return Bar()
+
+    monkeypatch.setattr(cli, "_progress", progress)
+    log = tmp_path / "iis.log"
+    log.write_bytes(b"".join(combined(n, now_stamp()) + b"\r\n" for n in range(1, 201)))
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        code = cli.main(["anonymize", str(log), "-c", str(write_config(tmp_path, MINIMAL)),
+                         "-o", str(tmp_path / "out"), "-q"])  # fmt: skip
+    finally:
+        root.handlers[:], root.level = handlers, level
+    assert code == 0
+    assert seen["done"] == seen["total"] == log.stat().st_size
