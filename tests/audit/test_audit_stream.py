@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -92,7 +92,9 @@ def test_record_timestamps_never_lie_in_the_future(framing: str) -> None:
     asyncio.run(publisher.publish(out))
     latest_allowed = (time.time() + FUTURE_SKEW_SECONDS + 3600) * 1000
     future = [(t, s) for t, s in producer.stamps if s > latest_allowed]
-    assert not future, f"records stamped in the future: {[(t, time.gmtime(s / 1000).tm_year) for t, s in future]}"
+    assert not future, (
+        f"records stamped in the future: {[(t, time.gmtime(s / 1000).tm_year) for t, s in future]}"
+    )
 
 
 # --------------------------------------------------------------------------- anonymize
@@ -260,7 +262,7 @@ class OutageThenUp:
     broker is down expire (delivery_timeout_ms) and fail with KafkaTimeoutError, as a
     real producer's do; afterwards every record is acknowledged."""
 
-    instances: list[OutageThenUp] = []
+    instances: ClassVar[list[OutageThenUp]] = []
 
     def __init__(self, **settings: Any) -> None:
         self.down_for = 3  # records
@@ -321,7 +323,9 @@ def test_a_following_shipper_does_not_drop_lines_during_a_broker_outage(
                           progress=False, poll_interval_s=0.01, stop=stop,
                           on_progress=progress)  # fmt: skip
     producer = OutageThenUp.instances[-1]
-    assert sorted(producer.acked) == sorted(lines), f"lost: {sorted(set(lines) - set(producer.acked))}"
+    assert sorted(producer.acked) == sorted(lines), (
+        f"lost: {sorted(set(lines) - set(producer.acked))}"
+    )
     assert result.failed_lines == 0
 
 
