@@ -346,7 +346,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 def cmd_ship(args: argparse.Namespace) -> int:
     from streams.config import load_file
     from streams.security import PLAINTEXT, from_config
-    from streams.shipper import DEFAULT_MAX_LINE_BYTES, ship
+    from streams.shipper import DEFAULT_MAX_LINE_BYTES, DEFAULT_ROTATE_WAIT_S, ship
 
     config = load_file(args.config)[0] if args.config else None
     topic = args.topic or (config["kafka"]["raw"]["topic"] if config else "logs.raw")
@@ -356,6 +356,7 @@ def cmd_ship(args: argparse.Namespace) -> int:
         follow=args.follow, progress=sys.stderr.isatty(), max_line_bytes=max_line,
         compression=None if args.compression == "none" else args.compression,
         security=from_config(config) if config else PLAINTEXT,
+        rotate_wait_s=DEFAULT_ROTATE_WAIT_S if args.rotate_wait is None else args.rotate_wait,
     )  # fmt: skip
     print(ship_summary(result, topic, max_line), file=sys.stderr)
     return EXIT_NOT_SHIPPED if result.failed_records else 0
@@ -378,6 +379,13 @@ def ship_summary(result: Any, topic: str, max_line_bytes: int) -> str:
         lines.append(
             f"{result.cut_lines:,} {'line' if one else 'lines'} over {max_line_bytes:,} bytes "
             f"shipped cut (the worker dead-letters {'it' if one else 'them'} as parse.too_long)"
+        )
+    if result.unfinished_lines:
+        one = result.unfinished_lines == 1
+        lines.append(
+            f"{result.unfinished_lines:,} unterminated {'line' if one else 'lines'} "
+            f"({result.unfinished_bytes:,} bytes) at the stop not shipped (the writer may "
+            f"have been in the middle of {'it' if one else 'them'})"
         )
     if result.failed_records:
         records = "record" if result.failed_records == 1 else "records"
@@ -418,6 +426,17 @@ def _faust_process_arguments(p: argparse.ArgumentParser, web_port: int) -> None:
                    default=int(os.environ.get("LOGFOG_WEB_PORT", str(web_port))),
                    help=f"metrics/status web port (default {web_port})")  # fmt: skip
     p.add_argument("--loglevel", default="info")
+
+
+def _non_negative_seconds(text: str) -> float:
+    """argparse type: a duration in seconds, 0 or more (a usage error otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds: {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -526,8 +545,14 @@ def build_parser() -> argparse.ArgumentParser:
         "-f",
         "--follow",
         action="store_true",
-        help="keep reading as the file grows, across rotation",
+        help="keep reading as the file grows, across rotation (rename or copytruncate); "
+        "a line is shipped once its newline is read: on stop, an unterminated last line "
+        "is not shipped (the summary counts it)",
     )
+    p.add_argument("--rotate-wait", type=_non_negative_seconds, metavar="SECONDS",
+                   help="with --follow: read a file renamed away by rotation until it has "
+                   "been silent this long, for the lines its writer adds before reopening "
+                   "the log (default 5)")  # fmt: skip
     p.set_defaults(func=cmd_ship)
 
     p = sub.add_parser("broker", help="run the embedded local broker (Tansu) in the foreground")

@@ -127,47 +127,6 @@ def test_ship_whose_records_are_not_acknowledged_in_time_exits_3_with_its_summar
     assert "not acknowledged" in err and "Traceback" not in err
 
 
-def test_follow_keeps_lines_written_to_the_rotated_file_after_the_new_one_appears(
-    tmp_path: Path,
-) -> None:
-    """Rename rotation (logrotate's default `create`): the log is renamed, a new file is
-    created, and only then is the writer told to reopen (postrotate). Until it does, it
-    appends to the renamed file. follow_file switches as soon as the path names a new
-    inode: it drains the old file once, ships its unterminated tail as a whole line, and
-    never reads the old file again. The half line written at that moment is shipped cut
-    in two (the first part as a line, the rest never), and every line the writer adds to
-    the old file before reopening is lost without a trace."""
-    from streams.shipper import follow_file
-
-    path = tmp_path / "access.log"
-    writer = open(path, "ab", buffering=0)  # noqa: SIM115 - the web server's descriptor
-    writer.write(b"one\ntw")  # mid-line when logrotate runs
-    stop = threading.Event()
-    got: list[bytes] = []
-    lines = follow_file(path, follow=True, stop=stop, poll_interval_s=0.01)
-    try:
-        assert next(lines) == [b"one"]
-        assert next(lines) is None  # idle at the end of the file
-        path.rename(tmp_path / "access.log.1")  # logrotate: rename, then create
-        path.write_bytes(b"")
-        idle = 0
-        for batch in lines:
-            if batch is None:
-                idle += 1
-                if idle == 1:
-                    writer.write(b"o\nthree\n")  # still the old descriptor (no reopen yet)
-                    writer.close()
-                    writer = open(path, "ab", buffering=0)  # noqa: SIM115 - reopened
-                    writer.write(b"four\n")
-                if idle >= 20:
-                    stop.set()
-                continue
-            got.extend(batch)
-    finally:
-        writer.close()
-    assert [b"one", *got] == [b"one", b"two", b"three", b"four"]
-
-
 # --------------------------------------------------------------------------- topics
 
 

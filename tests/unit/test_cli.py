@@ -269,3 +269,30 @@ def test_summary_counts_lines_left_without_a_pseudonym(
     assert sum(p["visitor"] is None for p in products) == 1
     assert orjson.loads(summary_path.read_bytes())["pseudonyms_empty"] == 1
     assert "no pseudonym" in capsys.readouterr().err
+
+
+def test_ship_summary_counts_a_line_left_unterminated_at_the_stop() -> None:
+    from streams.cli import ship_summary
+    from streams.shipper import ShipResult
+
+    text = ship_summary(ShipResult(lines=2, records=1, unfinished_lines=1, unfinished_bytes=12),
+                        "logs.raw", 65536)  # fmt: skip
+    assert "1 unterminated line (12 bytes) at the stop not shipped" in text
+    assert "error" not in text  # not a failure: the writer had not finished it
+
+
+@pytest.mark.parametrize("wait", ["-1", "nan", "soon"])
+def test_ship_rotate_wait_must_be_seconds(wait: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit:
+        build_parser().parse_args(["ship", "a.log", "--follow", "--rotate-wait", wait])
+    assert exit.value.code == 2 and "--rotate-wait" in capsys.readouterr().err
+
+
+def test_ship_help_gives_the_rotate_wait_default(capsys: pytest.CaptureFixture[str]) -> None:
+    from streams.shipper import DEFAULT_ROTATE_WAIT_S
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["ship", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"(default {DEFAULT_ROTATE_WAIT_S:g})" in help_text
+    assert "an unterminated last line is not shipped" in help_text
