@@ -359,7 +359,7 @@ def cmd_ship(args: argparse.Namespace) -> int:
         rotate_wait_s=DEFAULT_ROTATE_WAIT_S if args.rotate_wait is None else args.rotate_wait,
     )  # fmt: skip
     print(ship_summary(result, topic, max_line), file=sys.stderr)
-    return EXIT_NOT_SHIPPED if result.failed_records else 0
+    return EXIT_NOT_SHIPPED if result.failed_records or result.gave_up else 0
 
 
 def ship_summary(result: Any, topic: str, max_line_bytes: int) -> str:
@@ -387,12 +387,19 @@ def ship_summary(result: Any, topic: str, max_line_bytes: int) -> str:
             f"({result.unfinished_bytes:,} bytes) at the stop not shipped (the writer may "
             f"have been in the middle of {'it' if one else 'them'})"
         )
+    if result.resent_records:
+        lines.append(f"{result.resent_records:,} sent again: the broker did not take them at first")
     if result.failed_records:
         records = "record" if result.failed_records == 1 else "records"
         failed = "line" if result.failed_lines == 1 else "lines"
         lines.append(
             f"error: {result.failed_records:,} {records} ({result.failed_lines:,} {failed}) "
             "not acknowledged by the broker: not shipped"
+        )
+    if result.gave_up:
+        lines.append(
+            "error: the broker took no record through every retry: shipping stopped before "
+            "the end of the input"
         )
     return "\n".join(lines)
 

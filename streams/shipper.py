@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import logging
 import os
 import select
@@ -39,7 +40,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -56,6 +57,11 @@ DEFAULT_MAX_RECORD_BYTES = 900_000
 #: The worker's default ``input.max_line_bytes``: longer lines are shipped cut.
 DEFAULT_MAX_LINE_BYTES = 65536
 READ_CHUNK = 1 << 20
+#: First back-off before records the broker did not take are sent again (doubling).
+RETRY_BACKOFF_S = 1.0
+MAX_RETRY_BACKOFF_S = 30.0
+#: Without --follow, rounds of resending before the shipper gives up (exit 3).
+FILE_RETRIES = 5
 #: How long a file renamed away by rotation is still read after its last growth: the
 #: writer appends to it until it reopens the path (Fluent Bit's Rotate_Wait).
 DEFAULT_ROTATE_WAIT_S = 5.0
@@ -237,7 +243,7 @@ class LineSplitter:
 
 # --------------------------------------------------------------------------- sources
 
-LineBatches = Iterator[list[bytes] | None]  # None = idle tick (flush opportunity)
+LineBatches = Generator[list[bytes] | None, None, None]  # None = idle tick (flush opportunity)
 
 
 def _file_id(st: os.stat_result) -> tuple[int, int]:
@@ -431,6 +437,11 @@ class ShipResult:
     #: have been in the middle of them.
     unfinished_lines: int = 0
     unfinished_bytes: int = 0
+    #: Records sent again after the broker did not take them (an outage).
+    resent_records: int = 0
+    #: Shipping stopped before the end of the input: the broker took nothing through
+    #: every retry (without --follow; a follower waits for it).
+    gave_up: bool = False
 
     @property
     def ok(self) -> bool:
@@ -505,10 +516,18 @@ def ship(
     on_progress: Callable[[ShipResult], None] | None = None,
     security: KafkaSecurity = PLAINTEXT,
     rotate_wait_s: float = DEFAULT_ROTATE_WAIT_S,
+    retry_backoff_s: float = RETRY_BACKOFF_S,
 ) -> ShipResult:
     """Ship lines from ``source`` (a path, or ``"-"`` for stdin) to ``topic``.
 
-    Returns the acknowledged counts after a final flush. ``compression`` is
+    Returns the acknowledged counts after a final flush. A record the broker did not
+    take for a reason that passes (an outage longer than the producer's own retries)
+    is sent again after a back-off from ``retry_backoff_s`` (doubling, at most
+    MAX_RETRY_BACKOFF_S), in order, and nothing new is read meanwhile: following, until
+    it is taken or ``stop``; else for at most FILE_RETRIES rounds, and no longer once
+    what was sent is unacknowledged after ``timeout_s``: shipping then stops
+    (``gave_up``). Records still unacknowledged at the end count as failed (the
+    command exits 3); so do records refused for good (too large). ``compression`` is
     ``"auto"`` (see :func:`available_compression`), a codec name, or None.
     ``max_line_bytes`` is the worker's ``input.max_line_bytes``: longer lines are
     shipped cut (see the module; None ships them whole). ``rotate_wait_s``: how long
@@ -519,36 +538,106 @@ def ship(
     Raises :class:`streams.admin.BrokerUnreachable` if the broker does not answer.
     """
     from kafka import KafkaProducer
-    from kafka.errors import KafkaError
+    from kafka.errors import KafkaError, KafkaTimeoutError
 
     started = time.monotonic()
     if str(source) != "-" and not follow:
         os.stat(source)  # a missing file: FileNotFoundError now, before any connection
+    framer = Framer(lines_per_record, max_record_bytes, max_line_bytes)  # bad limits: now
     if topic not in describe_topics(bootstrap, [topic], timeout_s=timeout_s, security=security):
         raise TopicNotFound(topic, bootstrap)
     codec = available_compression() if compression == "auto" else compression
     stop = stop or threading.Event()
     result = ShipResult()
+    # The producer's callbacks run on its I/O thread: everything below under ``lock``.
     lock = threading.Lock()
-    sent = {"records": 0, "lines": 0}
+    #: Records handed to the producer, by sequence number: (value, lines). An entry
+    #: leaves on its acknowledgement or failure; what is left at the end was not
+    #: acknowledged in time.
+    in_flight: dict[int, tuple[bytes, int]] = {}
+    #: Records that failed for a reason that passes (the broker away longer than the
+    #: producer's own retries): sent again, in order, before anything new is read.
+    to_resend: dict[int, tuple[bytes, int]] = {}
+    numbers = itertools.count()
 
-    def on_ok(n_lines: int, n_bytes: int) -> Callable[[Any], None]:
+    def acked(number: int) -> Callable[[Any], None]:
         def cb(_meta: Any) -> None:
             with lock:
-                result.lines += n_lines
-                result.records += 1
-                result.bytes += n_bytes
+                entry = in_flight.pop(number, None)
+                if entry is not None:
+                    result.lines += entry[1]
+                    result.records += 1
+                    result.bytes += len(entry[0])
 
         return cb
 
-    def on_err(n_lines: int) -> Callable[[Exception], None]:
+    def failed(number: int) -> Callable[[Exception], None]:
         def eb(exc: Exception) -> None:
             with lock:
+                entry = in_flight.pop(number, None)
+                if entry is None:
+                    return
+                if isinstance(exc, KafkaError) and exc.retriable:
+                    to_resend[number] = entry
+                    return
+                # Refused for good (e.g. too large): resending cannot help.
                 result.failed_records += 1
-                result.failed_lines += n_lines
-            log.error("shipper: a record of %d lines failed: %s", n_lines, type(exc).__name__)
+                result.failed_lines += entry[1]
+            log.error("shipper: a record of %d lines failed: %s", entry[1], type(exc).__name__)
 
         return eb
+
+    def produce(number: int, record: bytes, n_lines: int) -> None:
+        with lock:
+            in_flight[number] = (record, n_lines)
+        try:
+            future = producer.send(topic, value=record)
+        except KafkaError as exc:  # refused before sending (too large), or blocked too long
+            failed(number)(exc)
+            return
+        future.add_callback(acked(number))
+        future.add_errback(failed(number))
+
+    def send(records: list[bytes]) -> None:
+        for record in records:
+            produce(next(numbers), record, count_lines(record))
+
+    def deliver() -> bool:
+        """Wait until the broker has every record sent so far; resend, in order and
+        after a back-off, those that failed for a reason that passes. Reading waits
+        meanwhile, so an outage costs a follower no line. Following, it waits until
+        ``stop``; else it gives up after FILE_RETRIES rounds, or as soon as records
+        are still unacknowledged after the timeout. True: nothing left to wait for."""
+        delay = retry_backoff_s
+        rounds = 0
+        while True:
+            with contextlib.suppress(KafkaTimeoutError):  # still in flight: looked at below
+                producer.flush(timeout=timeout_s)
+            with lock:
+                again = sorted(to_resend.items())
+                to_resend.clear()
+                waiting = bool(in_flight)
+            if not again and not waiting:
+                return True
+            out_of_rounds = not follow and (not again or rounds >= FILE_RETRIES)
+            if stop.is_set() or out_of_rounds:
+                with lock:
+                    to_resend.update(again)  # counted as failed at the end
+                return False
+            if not again:  # the producer is still retrying them itself
+                stop.wait(poll_interval_s)
+                continue
+            rounds += 1
+            log.warning("shipper: the broker did not take %d records; resending them in "
+                        "%.1f s (reading paused)", len(again), delay)  # fmt: skip
+            if stop.wait(delay):
+                with lock:
+                    to_resend.update(again)
+                return False
+            delay = min(2 * delay, MAX_RETRY_BACKOFF_S)
+            for number, (record, n_lines) in again:
+                produce(number, record, n_lines)
+            result.resent_records += len(again)
 
     producer = KafkaProducer(
         **kafka_python_settings(security),
@@ -564,20 +653,6 @@ def ship(
         bootstrap_timeout_ms=int(timeout_s * 1000),
     )
     bar = _make_bar(progress)
-    framer = Framer(lines_per_record, max_record_bytes, max_line_bytes)
-
-    def send(records: list[bytes]) -> None:
-        for rec in records:
-            n = count_lines(rec)
-            sent["records"] += 1
-            sent["lines"] += n
-            try:
-                fut = producer.send(topic, value=rec)
-            except KafkaError as exc:  # refused before sending, e.g. over max_request_size
-                on_err(n)(exc)
-                continue
-            fut.add_callback(on_ok(n, len(rec)))
-            fut.add_errback(on_err(n))
 
     def unfinished(size: int) -> None:
         result.unfinished_lines += 1
@@ -599,29 +674,40 @@ def ship(
                     rotate_wait_s=rotate_wait_s,
                     on_unfinished=unfinished,
                 )
-            for lines in batches:
-                if lines is None:  # idle: don't let a partial record wait forever
-                    send(framer.flush())
-                    if on_progress is not None:
-                        on_progress(result)
-                    continue
-                for line in lines:
-                    send(framer.add(line))
-                if bar is not None:
-                    bar.update(len(lines))
-            send(framer.flush())
-            producer.flush(timeout=timeout_s)
+            with contextlib.closing(batches):
+                for lines in batches:
+                    if lines is None:  # idle: don't let a partial record wait forever
+                        send(framer.flush())
+                        if on_progress is not None:
+                            on_progress(result)
+                    else:
+                        for line in lines:
+                            send(framer.add(line))
+                        if bar is not None:
+                            bar.update(len(lines))
+                    if to_resend and not deliver():
+                        # Stopped during an outage, or (no --follow) out of retries: the
+                        # rest of the input is not read.
+                        result.gave_up = not stop.is_set()
+                        break
+            if result.gave_up:
+                for record in framer.flush():  # read, never sent: not shipped
+                    result.failed_records += 1
+                    result.failed_lines += count_lines(record)
+            else:
+                send(framer.flush())
+                deliver()
     finally:
         with contextlib.suppress(Exception):
             producer.close(timeout=timeout_s)
         if bar is not None:
             bar.close()
-    with lock:
-        missing_records = sent["records"] - result.records - result.failed_records
-        missing_lines = sent["lines"] - result.lines - result.failed_lines
-        if missing_records > 0:  # never acknowledged within the timeout
-            result.failed_records += missing_records
-            result.failed_lines += missing_lines
+    with lock:  # never acknowledged (in time), or never resent: not shipped
+        for _record, n_lines in [*in_flight.values(), *to_resend.values()]:
+            result.failed_records += 1
+            result.failed_lines += n_lines
+        in_flight.clear()
+        to_resend.clear()
     result.seconds = time.monotonic() - started
     result.cut_lines = framer.cut_lines
     log.info(

