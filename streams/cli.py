@@ -435,6 +435,17 @@ def _faust_process_arguments(p: argparse.ArgumentParser, web_port: int) -> None:
     p.add_argument("--loglevel", default="info")
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1, checked before anything connects."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
 def _non_negative_seconds(text: str) -> float:
     """argparse type: a duration in seconds, 0 or more (a usage error otherwise)."""
     try:
@@ -543,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "parse.too_long by the worker)")  # fmt: skip
     p.add_argument("--bootstrap")
     p.add_argument("--topic")
-    p.add_argument("--lines-per-record", type=int, default=500,
+    p.add_argument("--lines-per-record", type=_positive_int, default=500,
                    help="lines batched in one record (1: one line per record)")  # fmt: skip
     p.add_argument("--compression", choices=("auto", "lz4", "gzip", "none"), default="auto",
                    help="producer compression; auto: lz4 when this installation can "
@@ -571,7 +582,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from streams import logjson
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # a usage error (one line, exit 2), --help, --version
+        if exit_.code is None:
+            return 0
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     # The worker and aggregator hand the same format to Faust (app.faust_settings).
     logjson.configure(args.log_format or logjson.default_format(),
                       logging.DEBUG if args.verbose else logging.INFO)  # fmt: skip

@@ -7,9 +7,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import yaml
@@ -102,42 +101,6 @@ def test_a_destination_on_one_of_logfogs_own_topics_is_a_config_error(
     assert checked == 2 and created == 2 and "Traceback" not in err
 
 
-class OutageThenUp:
-    """kafka-python's producer through a broker outage: the records sent while the
-    broker is down expire (delivery_timeout_ms) and fail with KafkaTimeoutError, as a
-    real producer's do; afterwards every record is acknowledged."""
-
-    instances: ClassVar[list[OutageThenUp]] = []
-
-    def __init__(self, **settings: Any) -> None:
-        self.down_for = 3  # records
-        self.acked: list[bytes] = []
-        OutageThenUp.instances.append(self)
-
-    def send(self, topic: str, value: bytes) -> Any:
-        from kafka.errors import KafkaTimeoutError
-
-        down = self.down_for > 0
-        self.down_for -= 1
-        acked = self.acked
-
-        class Future:
-            def add_callback(self, fn: Callable[..., Any]) -> None:
-                if not down:
-                    acked.append(value)
-                    fn(None)
-
-            def add_errback(self, fn: Callable[..., Any]) -> None:
-                if down:
-                    fn(KafkaTimeoutError("Batch for TopicPartition expired"))
-
-        return Future()
-
-    def flush(self, timeout: float | None = None) -> None: ...
-
-    def close(self, timeout: float | None = None) -> None: ...
-
-
 # --------------------------------------------------------------------------- status
 
 
@@ -158,32 +121,6 @@ def test_status_rate_falls_to_zero_when_no_lines_arrive() -> None:
 
 
 # --------------------------------------------------------------------------- usage
-
-
-def test_ship_with_lines_per_record_zero_is_a_usage_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """--lines-per-record 0 (or negative) is accepted by argparse, reaches Framer only
-    after the broker was asked and the producer created (and never closed): a ValueError
-    traceback, exit 1, instead of one line and exit 2."""
-    import logging
-
-    import kafka
-
-    import streams.shipper as shipper
-    from streams.cli import main
-
-    monkeypatch.setattr(kafka, "KafkaProducer", OutageThenUp)
-    monkeypatch.setattr(shipper, "describe_topics", lambda *a, **k: {"logs.raw": object()})
-    log = tmp_path / "access.log"
-    log.write_bytes(b"a\n")
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        code = main(["ship", str(log), "--bootstrap", "127.0.0.1:9", "--lines-per-record", "0"])
-    finally:
-        root.handlers[:], root.level = handlers, level
-    assert code == 2 and "Traceback" not in capsys.readouterr().err
 
 
 def test_the_progress_bar_reaches_the_files_size_on_crlf_logs(

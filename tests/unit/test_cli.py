@@ -334,3 +334,28 @@ def test_ship_summary_says_when_shipping_gave_up() -> None:
                                    resent_records=10, gave_up=True), "logs.raw", 65536)  # fmt: skip
     assert "10 sent again: the broker did not take them at first" in text
     assert "shipping stopped before the end of the input" in text
+
+
+@pytest.mark.parametrize("count", ["0", "-3", "many"])
+def test_ship_with_lines_per_record_below_one_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], count: str
+) -> None:
+    """--lines-per-record 0 (or negative) was accepted by argparse and reached Framer only
+    after the broker was asked and the producer created (and never closed): a ValueError
+    traceback, exit 1, instead of one line and exit 2."""
+    use_producer(monkeypatch, ScriptedProducer)
+    before = len(ScriptedProducer.instances)
+    log = tmp_path / "access.log"
+    log.write_bytes(b"a\n")
+    code = main(["ship", str(log), "--bootstrap", "127.0.0.1:9", "--lines-per-record", count])
+    err = capsys.readouterr().err
+    assert code == 2 and "--lines-per-record" in err and "Traceback" not in err
+    assert len(ScriptedProducer.instances) == before  # nothing connected
+
+
+def test_main_returns_the_status_of_help_and_usage_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--help"]) == 0
+    assert main(["no-such-command"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
