@@ -12,7 +12,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any
@@ -61,12 +61,17 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def read_lines(stream: IO[bytes]) -> Iterator[bytes]:
-    """Lines without their line ending; bytes as they are (decoding is the parser's job)."""
-    for line in stream:
-        if line.endswith(b"\n"):
-            line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
-        yield line
+def strip_line_ends(raw: list[bytes]) -> list[bytes]:
+    r"""Lines without their line ending (``\n`` or ``\r\n``); bytes as they are (decoding
+    is the parser's job).
+
+    >>> strip_line_ends([b"a\r\n", b"b\n", b"\r\n", b"c\r"])
+    [b'a', b'b', b'', b'c\r']
+    """
+    return [
+        line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
+        for line in raw
+    ]
 
 
 def _open_input(path: str) -> IO[bytes]:
@@ -130,12 +135,12 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     progress = _progress(total, enabled=sys.stderr.isatty() and not args.quiet)
     started = time.perf_counter()
     out = pipeline.new_output()
-    lines = read_lines(source)
     try:
         while True:
-            batch = list(islice(lines, BATCH_LINES))
-            if not batch:
+            raw = list(islice(source, BATCH_LINES))
+            if not raw:
                 break
+            batch = strip_line_ends(raw)
             pipeline.process_lines(batch, out, first_line=pipeline.stats.lines + 1)
             pipeline.count_published(out)
             for name, events in zip(names, out.per_destination, strict=True):
@@ -157,8 +162,8 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             elif not args.only:
                 stdout.write(b"".join(_REJECTED_PREFIX + dead_letter(r) + b"}\n"
                                       for r in out.rejections))  # fmt: skip
-            if progress is not None:
-                progress.update(sum(len(x) + 1 for x in batch))
+            if progress is not None:  # the bytes read, line ends as they were (CRLF: 2)
+                progress.update(sum(map(len, raw)))
             out.clear()
         if aggregates is not None:
             sinks["aggregates"].write(aggregates.finish())

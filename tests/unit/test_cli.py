@@ -359,3 +359,37 @@ def test_main_returns_the_status_of_help_and_usage_errors(
     assert main(["--help"]) == 0
     assert main(["no-such-command"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_the_progress_bar_reaches_the_files_size_on_crlf_logs(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bar's total is the file's size in bytes, and each batch added len(line) + 1
+    per line after "\\r\\n" (two bytes) was cut, so a CRLF log (IIS, or any log edited on
+    Windows) ended short of its total (and an unterminated last line one byte over)."""
+    import streams.cli as cli
+
+    seen: dict[str, int] = {"done": 0}
+
+    class Bar:
+        def update(self, n: int) -> None:
+            seen["done"] += n
+
+        def close(self) -> None: ...
+
+    def progress(total: int | None, enabled: bool) -> Bar:
+        seen["total"] = total or 0
+        return Bar()
+
+    monkeypatch.setattr(cli, "_progress", progress)
+    lines = SAMPLE.read_bytes().splitlines()
+    log = tmp_path / "iis.log"
+    # CRLF, some LF, and a last line without its end: every byte counts once.
+    log.write_bytes(b"".join(x + (b"\n" if i % 5 == 0 else b"\r\n") for i, x in enumerate(lines))
+                    + lines[0])  # fmt: skip
+    summary = tmp_path / "s.json"
+    code = cli.main(["anonymize", str(log), "-c", str(config), "-o", str(tmp_path / "out"), "-q",
+                     "--summary-json", str(summary)])  # fmt: skip
+    assert code == 0
+    assert seen["done"] == seen["total"] == log.stat().st_size
+    assert orjson.loads(summary.read_bytes())["lines"] == len(lines) + 1
