@@ -7,9 +7,11 @@ Subcommands that need Kafka import their modules lazily, so ``logfog anonymize``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import resource
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -119,16 +121,16 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     if args.summary_json:
         # Checked before the run (it may be in --out), not after all output was written.
         _check_writable(Path(args.summary_json), "--summary-json")
+    outputs = _AtomicOutputs()
     if out_dir is not None:
         try:
             for name in public:
-                sinks[name] = open(out_dir / f"{name}.ndjson", "wb")  # noqa: SIM115 - closed below
-            rejected_sink = open(out_dir / "rejected.ndjson", "wb")  # noqa: SIM115
+                sinks[name] = outputs.open(out_dir / f"{name}.ndjson")
+            rejected_sink = outputs.open(out_dir / "rejected.ndjson")
             if aggregates is not None:
-                sinks["aggregates"] = open(out_dir / "aggregates.ndjson", "wb")  # noqa: SIM115
+                sinks["aggregates"] = outputs.open(out_dir / "aggregates.ndjson")
         except OSError as error:
-            for sink in [*sinks.values(), *([rejected_sink] if rejected_sink else [])]:
-                sink.close()
+            outputs.discard()
             raise UserError(f"--out: {_os_error(error)}") from None
     stdout = sys.stdout.buffer
     total = None if args.file == "-" else os.path.getsize(args.file)
@@ -167,17 +169,17 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             out.clear()
         if aggregates is not None:
             sinks["aggregates"].write(aggregates.finish())
+        # Closing writes what is still buffered (a small run: everything), so a full
+        # disk may show only here: inside the try, like any other write.
+        outputs.commit()
     except BrokenPipeError:
         raise
     except OSError as error:  # a full disk, a file removed under us: not a bug of ours
         raise UserError(f"anonymize: {_os_error(error)}") from None
     finally:
+        outputs.discard()  # after an error: no partial file under a final name
         if progress is not None:
             progress.close()
-        for sink in sinks.values():
-            sink.close()
-        if rejected_sink is not None:
-            rejected_sink.close()
         if source is not sys.stdin.buffer:
             source.close()
     elapsed = time.perf_counter() - started
@@ -190,11 +192,54 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     if not args.quiet:
         _print_summary(summary)
     if args.summary_json:
+        summary_file = _AtomicOutputs()
         try:
-            Path(args.summary_json).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+            summary_file.open(Path(args.summary_json)).write(
+                orjson.dumps(summary, option=orjson.OPT_INDENT_2)
+            )
+            summary_file.commit()
         except OSError as error:
             raise UserError(f"--summary-json: {_os_error(error)}") from None
+        finally:
+            summary_file.discard()
     return 0
+
+
+class _AtomicOutputs:
+    """Output files written under temporary names in their own directory and renamed
+    to their names only once every one of them was written and closed: an error (a
+    full disk, Ctrl-C) leaves no partial file under a final name, and the files of an
+    earlier run as they were. The temporary files honour the umask, like open()."""
+
+    def __init__(self) -> None:
+        self._files: list[tuple[Path, Path, IO[bytes]]] = []  # (final, temporary, file)
+
+    def open(self, final: Path) -> IO[bytes]:
+        temporary = final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        try:
+            file = open(temporary, "xb")  # noqa: SIM115 - closed by commit or discard
+        except OSError as error:  # name the file the user asked for, not ours
+            raise OSError(error.errno, error.strerror, str(final)) from None
+        self._files.append((final, temporary, file))
+        return file
+
+    def commit(self) -> None:
+        """Close every file (a full disk may show only now), then rename each."""
+        for _final, _temporary, file in self._files:
+            file.close()
+        while self._files:
+            final, temporary, _file = self._files[0]
+            os.replace(temporary, final)
+            self._files.pop(0)
+
+    def discard(self) -> None:
+        """Close and remove every file not committed; quietly (an error is reported)."""
+        for _final, temporary, file in self._files:
+            with contextlib.suppress(OSError):
+                file.close()
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+        self._files.clear()
 
 
 def _os_error(error: OSError) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -393,3 +394,57 @@ def test_the_progress_bar_reaches_the_files_size_on_crlf_logs(
     assert code == 0
     assert seen["done"] == seen["total"] == log.stat().st_size
     assert orjson.loads(summary.read_bytes())["lines"] == len(lines) + 1
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_when_outputs_are_closed_is_one_line_exit_2(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A full disk is an expected failure (one line, exit 2). But a small run's output
+    sat in the file buffers until the ``finally`` closed them, and an ENOSPC from
+    close() was raised outside the ``except OSError``: a traceback and exit 1, the
+    remaining outputs not even closed, and partial files under the final names. The
+    outputs are now written under temporary names, closed inside the try, and renamed
+    only on success; an earlier run's files stay as they were."""
+    import streams.cli as cli
+
+    def open_on_a_full_disk(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if mode in ("wb", "xb") and Path(path).name.startswith((".ops.ndjson", "ops.ndjson")):
+            Path(path).touch()  # the file exists, its bytes go nowhere
+            return open("/dev/full", "wb")
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(cli, "open", open_on_a_full_disk, raising=False)
+    log = tmp_path / "small.log"  # all of its output fits in the buffers until close
+    log.write_bytes(b"".join(SAMPLE.read_bytes().splitlines(keepends=True)[:3]))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ops.ndjson").write_bytes(b"an earlier run\n")
+    code = cli.main(["anonymize", str(log), "-c", str(config), "-o", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip() == "logfog: anonymize: No space left on device"
+    assert [p.name for p in out.iterdir()] == ["ops.ndjson"]  # no partial or temporary file
+    assert (out / "ops.ndjson").read_bytes() == b"an earlier run\n"
+
+
+def test_outputs_over_the_file_size_limit_are_one_line_exit_2_and_leave_nothing(
+    config: Path, tmp_path: Path
+) -> None:
+    """The same through the operating system: writes past RLIMIT_FSIZE fail (EFBIG;
+    Python ignores SIGXFSZ), here all of them, when the buffers are flushed at close."""
+    import resource
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))
+
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "anonymize", str(SAMPLE), "-c", str(config), "-o",
+         str(out), "-q"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+        preexec_fn=limit_file_size,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "logfog: anonymize: File too large"
+    assert list(out.iterdir()) == []
