@@ -80,25 +80,3 @@ def test_a_destination_on_one_of_logfogs_own_topics_is_a_config_error(
         root.handlers[:], root.level = handlers, level
     err = capsys.readouterr().err
     assert checked == 2 and created == 2 and "Traceback" not in err
-
-
-# --------------------------------------------------------------------------- status
-
-
-def test_status_rate_falls_to_zero_when_no_lines_arrive() -> None:
-    """/status.json "lines_per_second" (the page: "lines/s (last ~20 s)") is computed
-    between the last ten *batches*, not up to now: once traffic stops, no batch is
-    noted and the page shows the last busy rate for as long as the worker stays idle."""
-    from streams.app import NoLines, WorkerState
-    from streams.metrics import Metrics
-    from streams.status import status_snapshot
-
-    state = WorkerState()
-    now = time.time()
-    # Busy 10 minutes ago (40,000 lines/s), nothing since.
-    state.rates = [(now - 600 + i * 0.1, i * 4000) for i in range(10)]
-    snapshot = status_snapshot(state, NoLines(), Metrics(None))
-    assert snapshot["lines_per_second"] == 0, snapshot["lines_per_second"]
-
-
-# --------------------------------------------------------------------------- usage
