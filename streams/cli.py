@@ -7,12 +7,14 @@ Subcommands that need Kafka import their modules lazily, so ``logfog anonymize``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import resource
+import secrets
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any
@@ -61,12 +63,17 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def read_lines(stream: IO[bytes]) -> Iterator[bytes]:
-    """Lines without their line ending; bytes as they are (decoding is the parser's job)."""
-    for line in stream:
-        if line.endswith(b"\n"):
-            line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
-        yield line
+def strip_line_ends(raw: list[bytes]) -> list[bytes]:
+    r"""Lines without their line ending (``\n`` or ``\r\n``); bytes as they are (decoding
+    is the parser's job).
+
+    >>> strip_line_ends([b"a\r\n", b"b\n", b"\r\n", b"c\r"])
+    [b'a', b'b', b'', b'c\r']
+    """
+    return [
+        line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
+        for line in raw
+    ]
 
 
 def _open_input(path: str) -> IO[bytes]:
@@ -114,28 +121,28 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     if args.summary_json:
         # Checked before the run (it may be in --out), not after all output was written.
         _check_writable(Path(args.summary_json), "--summary-json")
+    outputs = _AtomicOutputs()
     if out_dir is not None:
         try:
             for name in public:
-                sinks[name] = open(out_dir / f"{name}.ndjson", "wb")  # noqa: SIM115 - closed below
-            rejected_sink = open(out_dir / "rejected.ndjson", "wb")  # noqa: SIM115
+                sinks[name] = outputs.open(out_dir / f"{name}.ndjson")
+            rejected_sink = outputs.open(out_dir / "rejected.ndjson")
             if aggregates is not None:
-                sinks["aggregates"] = open(out_dir / "aggregates.ndjson", "wb")  # noqa: SIM115
+                sinks["aggregates"] = outputs.open(out_dir / "aggregates.ndjson")
         except OSError as error:
-            for sink in [*sinks.values(), *([rejected_sink] if rejected_sink else [])]:
-                sink.close()
+            outputs.discard()
             raise UserError(f"--out: {_os_error(error)}") from None
     stdout = sys.stdout.buffer
     total = None if args.file == "-" else os.path.getsize(args.file)
     progress = _progress(total, enabled=sys.stderr.isatty() and not args.quiet)
     started = time.perf_counter()
     out = pipeline.new_output()
-    lines = read_lines(source)
     try:
         while True:
-            batch = list(islice(lines, BATCH_LINES))
-            if not batch:
+            raw = list(islice(source, BATCH_LINES))
+            if not raw:
                 break
+            batch = strip_line_ends(raw)
             pipeline.process_lines(batch, out, first_line=pipeline.stats.lines + 1)
             pipeline.count_published(out)
             for name, events in zip(names, out.per_destination, strict=True):
@@ -157,22 +164,22 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             elif not args.only:
                 stdout.write(b"".join(_REJECTED_PREFIX + dead_letter(r) + b"}\n"
                                       for r in out.rejections))  # fmt: skip
-            if progress is not None:
-                progress.update(sum(len(x) + 1 for x in batch))
+            if progress is not None:  # the bytes read, line ends as they were (CRLF: 2)
+                progress.update(sum(map(len, raw)))
             out.clear()
         if aggregates is not None:
             sinks["aggregates"].write(aggregates.finish())
+        # Closing writes what is still buffered (a small run: everything), so a full
+        # disk may show only here: inside the try, like any other write.
+        outputs.commit()
     except BrokenPipeError:
         raise
     except OSError as error:  # a full disk, a file removed under us: not a bug of ours
         raise UserError(f"anonymize: {_os_error(error)}") from None
     finally:
+        outputs.discard()  # after an error: no partial file under a final name
         if progress is not None:
             progress.close()
-        for sink in sinks.values():
-            sink.close()
-        if rejected_sink is not None:
-            rejected_sink.close()
         if source is not sys.stdin.buffer:
             source.close()
     elapsed = time.perf_counter() - started
@@ -185,11 +192,54 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     if not args.quiet:
         _print_summary(summary)
     if args.summary_json:
+        summary_file = _AtomicOutputs()
         try:
-            Path(args.summary_json).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+            summary_file.open(Path(args.summary_json)).write(
+                orjson.dumps(summary, option=orjson.OPT_INDENT_2)
+            )
+            summary_file.commit()
         except OSError as error:
             raise UserError(f"--summary-json: {_os_error(error)}") from None
+        finally:
+            summary_file.discard()
     return 0
+
+
+class _AtomicOutputs:
+    """Output files written under temporary names in their own directory and renamed
+    to their names only once every one of them was written and closed: an error (a
+    full disk, Ctrl-C) leaves no partial file under a final name, and the files of an
+    earlier run as they were. The temporary files honour the umask, like open()."""
+
+    def __init__(self) -> None:
+        self._files: list[tuple[Path, Path, IO[bytes]]] = []  # (final, temporary, file)
+
+    def open(self, final: Path) -> IO[bytes]:
+        temporary = final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        try:
+            file = open(temporary, "xb")  # noqa: SIM115 - closed by commit or discard
+        except OSError as error:  # name the file the user asked for, not ours
+            raise OSError(error.errno, error.strerror, str(final)) from None
+        self._files.append((final, temporary, file))
+        return file
+
+    def commit(self) -> None:
+        """Close every file (a full disk may show only now), then rename each."""
+        for _final, _temporary, file in self._files:
+            file.close()
+        while self._files:
+            final, temporary, _file = self._files[0]
+            os.replace(temporary, final)
+            self._files.pop(0)
+
+    def discard(self) -> None:
+        """Close and remove every file not committed; quietly (an error is reported)."""
+        for _final, temporary, file in self._files:
+            with contextlib.suppress(OSError):
+                file.close()
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+        self._files.clear()
 
 
 def _os_error(error: OSError) -> str:
@@ -346,7 +396,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 def cmd_ship(args: argparse.Namespace) -> int:
     from streams.config import load_file
     from streams.security import PLAINTEXT, from_config
-    from streams.shipper import DEFAULT_MAX_LINE_BYTES, ship
+    from streams.shipper import DEFAULT_MAX_LINE_BYTES, DEFAULT_ROTATE_WAIT_S, ship
 
     config = load_file(args.config)[0] if args.config else None
     topic = args.topic or (config["kafka"]["raw"]["topic"] if config else "logs.raw")
@@ -356,9 +406,10 @@ def cmd_ship(args: argparse.Namespace) -> int:
         follow=args.follow, progress=sys.stderr.isatty(), max_line_bytes=max_line,
         compression=None if args.compression == "none" else args.compression,
         security=from_config(config) if config else PLAINTEXT,
+        rotate_wait_s=DEFAULT_ROTATE_WAIT_S if args.rotate_wait is None else args.rotate_wait,
     )  # fmt: skip
     print(ship_summary(result, topic, max_line), file=sys.stderr)
-    return EXIT_NOT_SHIPPED if result.failed_records else 0
+    return EXIT_NOT_SHIPPED if result.failed_records or result.gave_up else 0
 
 
 def ship_summary(result: Any, topic: str, max_line_bytes: int) -> str:
@@ -379,12 +430,26 @@ def ship_summary(result: Any, topic: str, max_line_bytes: int) -> str:
             f"{result.cut_lines:,} {'line' if one else 'lines'} over {max_line_bytes:,} bytes "
             f"shipped cut (the worker dead-letters {'it' if one else 'them'} as parse.too_long)"
         )
+    if result.unfinished_lines:
+        one = result.unfinished_lines == 1
+        lines.append(
+            f"{result.unfinished_lines:,} unterminated {'line' if one else 'lines'} "
+            f"({result.unfinished_bytes:,} bytes) at the stop not shipped (the writer may "
+            f"have been in the middle of {'it' if one else 'them'})"
+        )
+    if result.resent_records:
+        lines.append(f"{result.resent_records:,} sent again: the broker did not take them at first")
     if result.failed_records:
         records = "record" if result.failed_records == 1 else "records"
         failed = "line" if result.failed_lines == 1 else "lines"
         lines.append(
             f"error: {result.failed_records:,} {records} ({result.failed_lines:,} {failed}) "
             "not acknowledged by the broker: not shipped"
+        )
+    if result.gave_up:
+        lines.append(
+            "error: the broker took no record through every retry: shipping stopped before "
+            "the end of the input"
         )
     return "\n".join(lines)
 
@@ -418,6 +483,28 @@ def _faust_process_arguments(p: argparse.ArgumentParser, web_port: int) -> None:
                    default=int(os.environ.get("LOGFOG_WEB_PORT", str(web_port))),
                    help=f"metrics/status web port (default {web_port})")  # fmt: skip
     p.add_argument("--loglevel", default="info")
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1, checked before anything connects."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _non_negative_seconds(text: str) -> float:
+    """argparse type: a duration in seconds, 0 or more (a usage error otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds: {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -517,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "parse.too_long by the worker)")  # fmt: skip
     p.add_argument("--bootstrap")
     p.add_argument("--topic")
-    p.add_argument("--lines-per-record", type=int, default=500,
+    p.add_argument("--lines-per-record", type=_positive_int, default=500,
                    help="lines batched in one record (1: one line per record)")  # fmt: skip
     p.add_argument("--compression", choices=("auto", "lz4", "gzip", "none"), default="auto",
                    help="producer compression; auto: lz4 when this installation can "
@@ -526,8 +613,14 @@ def build_parser() -> argparse.ArgumentParser:
         "-f",
         "--follow",
         action="store_true",
-        help="keep reading as the file grows, across rotation",
+        help="keep reading as the file grows, across rotation (rename or copytruncate); "
+        "a line is shipped once its newline is read: on stop, an unterminated last line "
+        "is not shipped (the summary counts it)",
     )
+    p.add_argument("--rotate-wait", type=_non_negative_seconds, metavar="SECONDS",
+                   help="with --follow: read a file renamed away by rotation until it has "
+                   "been silent this long, for the lines its writer adds before reopening "
+                   "the log (default 5)")  # fmt: skip
     p.set_defaults(func=cmd_ship)
 
     p = sub.add_parser("broker", help="run the embedded local broker (Tansu) in the foreground")
@@ -539,7 +632,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from streams import logjson
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # a usage error (one line, exit 2), --help, --version
+        if exit_.code is None:
+            return 0
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     # The worker and aggregator hand the same format to Faust (app.faust_settings).
     logjson.configure(args.log_format or logjson.default_format(),
                       logging.DEBUG if args.verbose else logging.INFO)  # fmt: skip

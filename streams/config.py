@@ -630,6 +630,38 @@ def _key_problem(rule: Mapping[str, Any]) -> str | None:
     return None
 
 
+#: logfog's own topics, by their place in the config.
+OWN_TOPICS = ("kafka.raw", "kafka.dead_letter", "keys", "aggregates.output", "aggregates.input",
+              "aggregates.partials", "aggregates.state")  # fmt: skip
+
+
+def _own_topics(config: Mapping[str, Any], errors: list[str]) -> dict[str, str]:
+    """topic -> its place (``kafka.raw.topic``...) for logfog's own topics, whether or
+    not aggregation is on; two places naming one topic are an error. A destination on
+    one of them would mix its events into raw lines, dead letters, keys or aggregation
+    state, and ``topics create`` (like the worker's start) refuses a topic twice.
+
+    >>> errors = []
+    >>> own = _own_topics({"kafka": {"raw": {"topic": "a"}, "dead_letter": {"topic": "a"}}},
+    ...                   errors)
+    >>> own, errors
+    ({'a': 'kafka.raw.topic'}, ["kafka.dead_letter.topic: 'a' is already kafka.raw.topic"])
+    """
+    own: dict[str, str] = {}
+    for place in OWN_TOPICS:
+        section: Any = config
+        for part in place.split("."):
+            section = section.get(part) if isinstance(section, Mapping) else None
+        topic = section.get("topic") if isinstance(section, Mapping) else None
+        if not isinstance(topic, str):
+            continue  # absent or mistyped: the schema check says so
+        if topic in own:
+            errors.append(f"{place}.topic: {topic!r} is already {own[topic]}")
+        else:
+            own[topic] = f"{place}.topic"
+    return own
+
+
 def validate(data: Any, warnings: list[str] | None = None) -> list[str]:
     """All problems in ``data`` (a parsed config), as ``place: message`` strings."""
     errors: list[str] = []
@@ -656,6 +688,7 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
     assert isinstance(dest_schema, MapOf) and dest_schema.item is not None
     normalized: dict[str, Any] = {}
     topics: dict[str, str] = {}
+    own = _own_topics(out, errors)
     for name, dest in destinations.items():
         where = f"destinations.{name}"
         if str(name) in RESERVED_DESTINATIONS or str(name).startswith("_"):
@@ -671,6 +704,9 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
                 errors.append(
                     f"{where}.topic: {topic!r} is already used by destinations.{topics[topic]}"
                 )
+            elif topic in own:
+                errors.append(f"{where}.topic: {topic!r} is logfog's own {own[topic]}; a "
+                              "destination needs a topic of its own")  # fmt: skip
             topics[topic] = name
         fields = d.get("fields") or {}
         if not isinstance(fields, dict) or not fields:

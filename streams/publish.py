@@ -24,12 +24,19 @@ Partitioning, documented because ordering depends on it:
   sticky like an unkeyed one, and the keyed events around it still go where their
   key says. The partition is chosen per event, in both framings.
 
+Record timestamps are the coarsened request time, but never later than the wall clock
+plus ``FUTURE_SKEW_SECONDS``: Kafka deletes a segment by time only once its *largest*
+timestamp is older than ``retention.ms``, so one line dated in year 2999 would keep its
+whole segment (everybody's events) for centuries (privacy rule 14). The event body
+keeps the coarsened time; only the Kafka timestamp is capped.
+
 Nothing here logs payloads; failures are reported by topic and partition only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +44,8 @@ from operator import itemgetter
 from typing import Any
 
 from streams.memo import remember
-from streams.pipeline import Output, dead_letter
+from streams.pipeline import Emitted, Output, dead_letter
+from streams.records import FUTURE_SKEW_SECONDS
 from streams.rules import CompiledDestination
 
 #: A NDJSON record stays below Kafka's default 1 MB message limit.
@@ -45,6 +53,28 @@ MAX_NDJSON_BYTES = 900_000
 _KEY_CACHE = 65536
 _VALUE = itemgetter(1)
 _TIMESTAMP = itemgetter(2)
+
+
+def latest_timestamp_ms(now: float | None = None) -> int:
+    """The latest record timestamp (ms) the publisher gives Kafka: the wall clock plus
+    the skew every other part of the pipeline allows log servers' clocks.
+
+    >>> latest_timestamp_ms(1_000) == (1_000 + FUTURE_SKEW_SECONDS) * 1000
+    True
+    """
+    return int((time.time() if now is None else now) + FUTURE_SKEW_SECONDS) * 1000
+
+
+def cap_timestamps(events: list[Emitted], latest: int) -> list[Emitted]:
+    """``events`` with no timestamp past ``latest``; the same list when none is (the
+    common case: one C-level pass, no copy, the hot loops below stay as they are).
+
+    >>> cap_timestamps([(None, b"a", 5), (None, b"b", 9)], 7)
+    [(None, b'a', 5), (None, b'b', 7)]
+    """
+    if not events or max(map(_TIMESTAMP, events)) <= latest:
+        return events
+    return [(k, v, t if t <= latest else latest) for k, v, t in events]
 
 
 def key_partition(key: bytes, partitions: int) -> int:
@@ -128,9 +158,11 @@ class Publisher:
         caller then retries the same batch (nothing was acknowledged upstream yet).
         """
         batches: list[tuple[Any, str, int]] = []
+        latest = latest_timestamp_ms()  # once per batch: the clock is not read per event
         for target, events in zip(self._targets, out.per_destination, strict=True):
             if not events:
                 continue
+            events = cap_timestamps(events, latest)
             if target.keyed:
                 if target.framing == "ndjson":
                     self._append_keyed_ndjson(batches, target, events)

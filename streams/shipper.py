@@ -16,17 +16,23 @@ cut to one byte more than that, which the worker dead-letters as ``parse.too_lon
 whole, a line over ~1 MiB is a record Apache Kafka refuses (``message.max.bytes``):
 the line would be lost to the pipeline, with no dead letter.
 
-Follow mode behaves like ``tail -F``: it survives rename rotation (old file is
-drained, then the new file at the path is read from its start) and copytruncate
-(a size below the read position means "truncated": read again from 0). Bytes
-written between a copytruncate's copy and its truncate are lost; that is inherent to
-copytruncate. SIGINT/SIGTERM (or the ``stop`` event) end shipping with a final
-flush; :class:`ShipResult` then holds what the broker acknowledged.
+Follow mode behaves like ``tail -F``: it survives rename rotation (the new file at
+the path is read from its start, and the old one is read on until it has been silent
+for ``rotate_wait_s``, since the writer appends to it until it reopens the path) and
+copytruncate (a size below the read position means "truncated": read again from 0).
+Bytes written between a copytruncate's copy and its truncate are lost; that is
+inherent to copytruncate. A line is shipped only once its newline is read, or once its
+file has ended (EOF without follow, a rotated file after the rotate wait).
+SIGINT/SIGTERM (or the ``stop`` event) end shipping with a final flush;
+:class:`ShipResult` then holds what the broker acknowledged, and counts an unterminated
+last line, not shipped, in ``unfinished_lines`` (its writer may be in the middle of it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import itertools
 import logging
 import os
 import select
@@ -34,7 +40,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -51,6 +57,14 @@ DEFAULT_MAX_RECORD_BYTES = 900_000
 #: The worker's default ``input.max_line_bytes``: longer lines are shipped cut.
 DEFAULT_MAX_LINE_BYTES = 65536
 READ_CHUNK = 1 << 20
+#: First back-off before records the broker did not take are sent again (doubling).
+RETRY_BACKOFF_S = 1.0
+MAX_RETRY_BACKOFF_S = 30.0
+#: Without --follow, rounds of resending before the shipper gives up (exit 3).
+FILE_RETRIES = 5
+#: How long a file renamed away by rotation is still read after its last growth: the
+#: writer appends to it until it reopens the path (Fluent Bit's Rotate_Wait).
+DEFAULT_ROTATE_WAIT_S = 5.0
 
 
 class TopicNotFound(AdminError):
@@ -229,11 +243,21 @@ class LineSplitter:
 
 # --------------------------------------------------------------------------- sources
 
-LineBatches = Iterator[list[bytes] | None]  # None = idle tick (flush opportunity)
+LineBatches = Generator[list[bytes] | None, None, None]  # None = idle tick (flush opportunity)
 
 
 def _file_id(st: os.stat_result) -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
+
+
+@dataclass(slots=True)
+class _Rotated:
+    """A file renamed away by rotation, still read until its writer has been done with
+    it (silent) for the rotate wait."""
+
+    file: io.FileIO
+    splitter: LineSplitter
+    last_growth: float  # time.monotonic() of the last bytes read from it
 
 
 def follow_file(
@@ -244,15 +268,29 @@ def follow_file(
     from_end: bool = False,
     poll_interval_s: float = 0.2,
     chunk_size: int = READ_CHUNK,
+    rotate_wait_s: float = DEFAULT_ROTATE_WAIT_S,
+    on_unfinished: Callable[[int], None] | None = None,
 ) -> LineBatches:
     """Yield lists of lines read from ``path``; ``None`` when idle (follow mode).
 
-    Without ``follow`` it ends at EOF (an unterminated last line is a line). With
-    ``follow`` it polls like ``tail -F``: rename rotation (the path now names a
-    different inode) drains the old file, ships its unterminated tail, and switches
-    to the new file from its start; copytruncate (size < read position) restarts
-    at offset 0. A missing path is waited for in follow mode (idle ticks meanwhile; a
-    file that appears later is read from its start), else FileNotFoundError.
+    Without ``follow`` it ends at EOF, where an unterminated last line is a line (the
+    file has ended). With ``follow`` it polls like ``tail -F``:
+
+    - rename rotation (the path now names a different inode): the new file is read
+      from its start, and the old one is still read until nothing was added to it for
+      ``rotate_wait_s``: the writer appends to it until it reopens the path (logrotate's
+      postrotate runs after the new file is created). Each poll reads it before the new
+      file. An unterminated line in it stays pending until its newline arrives; when
+      the wait ends, the writer is done with the file, and the line is shipped as it is;
+    - copytruncate (size < read position): reading restarts at offset 0. A pending
+      unterminated line is kept: the writer (O_APPEND) writes the rest of it at the
+      start of the truncated file;
+    - a missing path is waited for (idle ticks meanwhile; a file that appears later is
+      read from its start), else FileNotFoundError.
+
+    ``stop`` ends following: an unterminated line then is not shipped (its writer may
+    be in the middle of it; cut, it would be a different line), and ``on_unfinished``
+    gets its length in bytes.
     """
     try:
         f = open(path, "rb", buffering=0)  # noqa: SIM115 - reassigned on rotation
@@ -270,12 +308,29 @@ def follow_file(
             except FileNotFoundError:
                 continue
         from_end = False  # written after we started: all of it is new
+    rotated: list[_Rotated] = []
+    splitter = LineSplitter()
+    ended = False  # the input really ended (no follow): its unterminated tail is a line
     try:
         ident = _file_id(os.fstat(f.fileno()))
         if from_end:
             f.seek(0, os.SEEK_END)
-        splitter = LineSplitter()
         while not stop.is_set():
+            grew = False
+            for old in list(rotated):  # first: its lines were written before the new file's
+                while chunk := old.file.read(chunk_size):
+                    grew = True
+                    old.last_growth = time.monotonic()
+                    lines = old.splitter.feed(chunk)
+                    if lines:
+                        yield lines
+                if time.monotonic() - old.last_growth >= rotate_wait_s:
+                    tail = old.splitter.finish()  # the writer has moved on: it is complete
+                    if tail is not None:
+                        yield [tail]
+                    old.file.close()
+                    rotated.remove(old)
+                    log.info("shipper: done with the rotated %s", path.name)
             chunk = f.read(chunk_size)
             if chunk:
                 lines = splitter.feed(chunk)
@@ -283,54 +338,63 @@ def follow_file(
                     yield lines
                 continue
             if not follow:
+                ended = True
                 break
             # At EOF: look for truncation, then rotation, else idle.
             if os.fstat(f.fileno()).st_size < f.tell():
                 log.info("shipper: %s was truncated; reading from its start", path.name)
-                tail = splitter.finish()
-                if tail is not None:
-                    yield [tail]
                 f.seek(0)
                 continue
             try:
                 new_ident: tuple[int, int] | None = _file_id(os.stat(path))
             except FileNotFoundError:
-                new_ident = None
+                new_ident = None  # renamed, not created yet: the old file is still the log
             if new_ident is not None and new_ident != ident:
-                while chunk := f.read(chunk_size):  # drain what the writer added last
-                    lines = splitter.feed(chunk)
-                    if lines:
-                        yield lines
-                tail = splitter.finish()
-                if tail is not None:
-                    yield [tail]
                 try:
                     new_f = open(path, "rb", buffering=0)  # noqa: SIM115
                 except FileNotFoundError:
                     continue
-                f.close()
-                f = new_f
+                rotated.append(_Rotated(f, splitter, time.monotonic()))
+                f, splitter = new_f, LineSplitter()
                 ident = _file_id(os.fstat(f.fileno()))
                 log.info("shipper: %s was rotated; following the new file", path.name)
                 continue
+            if grew:
+                continue
             yield None
             stop.wait(poll_interval_s)
-        tail = splitter.finish()
-        if tail is not None:
-            yield [tail]
+        if ended:
+            tail = splitter.finish()
+            if tail is not None:
+                yield [tail]
+        else:
+            for unfinished in (*(old.splitter for old in rotated), splitter):
+                tail = unfinished.finish()
+                if tail is not None and on_unfinished is not None:
+                    on_unfinished(len(tail))
     finally:
         f.close()
+        for old in rotated:
+            old.file.close()
 
 
 def read_fd(
-    fd: int, *, stop: threading.Event, poll_interval_s: float = 0.2, chunk_size: int = READ_CHUNK
+    fd: int,
+    *,
+    stop: threading.Event,
+    poll_interval_s: float = 0.2,
+    chunk_size: int = READ_CHUNK,
+    on_unfinished: Callable[[int], None] | None = None,
 ) -> LineBatches:
     """Yield lines from a pipe/tty/file descriptor (stdin) until EOF or ``stop``.
 
     Uses ``select`` with a timeout so a stop request is noticed even while the
-    writer is silent, and so partial records can be flushed when input is idle.
+    writer is silent, and so partial records can be flushed when input is idle. An
+    unterminated last line is a line at EOF; at ``stop`` it is not shipped, and
+    ``on_unfinished`` gets its length (as in :func:`follow_file`).
     """
     splitter = LineSplitter()
+    ended = False
     while not stop.is_set():
         try:
             ready, _, _ = select.select([fd], [], [], poll_interval_s)
@@ -341,13 +405,17 @@ def read_fd(
             continue
         chunk = os.read(fd, chunk_size)
         if not chunk:
+            ended = True
             break
         lines = splitter.feed(chunk)
         if lines:
             yield lines
     tail = splitter.finish()
     if tail is not None:
-        yield [tail]
+        if ended:  # EOF: the writer is done, its last line is complete
+            yield [tail]
+        elif on_unfinished is not None:  # stopped: the writer may be in the middle of it
+            on_unfinished(len(tail))
 
 
 # --------------------------------------------------------------------------- shipping
@@ -365,6 +433,15 @@ class ShipResult:
     seconds: float = 0.0
     #: Lines longer than ``max_line_bytes``, shipped cut (the worker dead-letters them).
     cut_lines: int = 0
+    #: Unterminated lines left at a stop (follow, stdin), not shipped: the writer may
+    #: have been in the middle of them.
+    unfinished_lines: int = 0
+    unfinished_bytes: int = 0
+    #: Records sent again after the broker did not take them (an outage).
+    resent_records: int = 0
+    #: Shipping stopped before the end of the input: the broker took nothing through
+    #: every retry (without --follow; a follower waits for it).
+    gave_up: bool = False
 
     @property
     def ok(self) -> bool:
@@ -438,49 +515,129 @@ def ship(
     linger_ms: int = 20,
     on_progress: Callable[[ShipResult], None] | None = None,
     security: KafkaSecurity = PLAINTEXT,
+    rotate_wait_s: float = DEFAULT_ROTATE_WAIT_S,
+    retry_backoff_s: float = RETRY_BACKOFF_S,
 ) -> ShipResult:
     """Ship lines from ``source`` (a path, or ``"-"`` for stdin) to ``topic``.
 
-    Returns the acknowledged counts after a final flush. ``compression`` is
+    Returns the acknowledged counts after a final flush. A record the broker did not
+    take for a reason that passes (an outage longer than the producer's own retries)
+    is sent again after a back-off from ``retry_backoff_s`` (doubling, at most
+    MAX_RETRY_BACKOFF_S), in order, and nothing new is read meanwhile: following, until
+    it is taken or ``stop``; else for at most FILE_RETRIES rounds, and no longer once
+    what was sent is unacknowledged after ``timeout_s``: shipping then stops
+    (``gave_up``). Records still unacknowledged at the end count as failed (the
+    command exits 3); so do records refused for good (too large). ``compression`` is
     ``"auto"`` (see :func:`available_compression`), a codec name, or None.
     ``max_line_bytes`` is the worker's ``input.max_line_bytes``: longer lines are
-    shipped cut (see the module; None ships them whole).
+    shipped cut (see the module; None ships them whole). ``rotate_wait_s``: how long
+    a file renamed away by rotation is still read after it last grew (follow mode).
     ``stop`` ends shipping from another thread; in the main thread SIGINT/SIGTERM
     do the same. The topic must exist (:class:`TopicNotFound` otherwise) because
     kafka-python's producer would auto-create it with the broker's defaults.
     Raises :class:`streams.admin.BrokerUnreachable` if the broker does not answer.
     """
     from kafka import KafkaProducer
-    from kafka.errors import KafkaError
+    from kafka.errors import KafkaError, KafkaTimeoutError
 
     started = time.monotonic()
     if str(source) != "-" and not follow:
         os.stat(source)  # a missing file: FileNotFoundError now, before any connection
+    framer = Framer(lines_per_record, max_record_bytes, max_line_bytes)  # bad limits: now
     if topic not in describe_topics(bootstrap, [topic], timeout_s=timeout_s, security=security):
         raise TopicNotFound(topic, bootstrap)
     codec = available_compression() if compression == "auto" else compression
     stop = stop or threading.Event()
     result = ShipResult()
+    # The producer's callbacks run on its I/O thread: everything below under ``lock``.
     lock = threading.Lock()
-    sent = {"records": 0, "lines": 0}
+    #: Records handed to the producer, by sequence number: (value, lines). An entry
+    #: leaves on its acknowledgement or failure; what is left at the end was not
+    #: acknowledged in time.
+    in_flight: dict[int, tuple[bytes, int]] = {}
+    #: Records that failed for a reason that passes (the broker away longer than the
+    #: producer's own retries): sent again, in order, before anything new is read.
+    to_resend: dict[int, tuple[bytes, int]] = {}
+    numbers = itertools.count()
 
-    def on_ok(n_lines: int, n_bytes: int) -> Callable[[Any], None]:
+    def acked(number: int) -> Callable[[Any], None]:
         def cb(_meta: Any) -> None:
             with lock:
-                result.lines += n_lines
-                result.records += 1
-                result.bytes += n_bytes
+                entry = in_flight.pop(number, None)
+                if entry is not None:
+                    result.lines += entry[1]
+                    result.records += 1
+                    result.bytes += len(entry[0])
 
         return cb
 
-    def on_err(n_lines: int) -> Callable[[Exception], None]:
+    def failed(number: int) -> Callable[[Exception], None]:
         def eb(exc: Exception) -> None:
             with lock:
+                entry = in_flight.pop(number, None)
+                if entry is None:
+                    return
+                if isinstance(exc, KafkaError) and exc.retriable:
+                    to_resend[number] = entry
+                    return
+                # Refused for good (e.g. too large): resending cannot help.
                 result.failed_records += 1
-                result.failed_lines += n_lines
-            log.error("shipper: a record of %d lines failed: %s", n_lines, type(exc).__name__)
+                result.failed_lines += entry[1]
+            log.error("shipper: a record of %d lines failed: %s", entry[1], type(exc).__name__)
 
         return eb
+
+    def produce(number: int, record: bytes, n_lines: int) -> None:
+        with lock:
+            in_flight[number] = (record, n_lines)
+        try:
+            future = producer.send(topic, value=record)
+        except KafkaError as exc:  # refused before sending (too large), or blocked too long
+            failed(number)(exc)
+            return
+        future.add_callback(acked(number))
+        future.add_errback(failed(number))
+
+    def send(records: list[bytes]) -> None:
+        for record in records:
+            produce(next(numbers), record, count_lines(record))
+
+    def deliver() -> bool:
+        """Wait until the broker has every record sent so far; resend, in order and
+        after a back-off, those that failed for a reason that passes. Reading waits
+        meanwhile, so an outage costs a follower no line. Following, it waits until
+        ``stop``; else it gives up after FILE_RETRIES rounds, or as soon as records
+        are still unacknowledged after the timeout. True: nothing left to wait for."""
+        delay = retry_backoff_s
+        rounds = 0
+        while True:
+            with contextlib.suppress(KafkaTimeoutError):  # still in flight: looked at below
+                producer.flush(timeout=timeout_s)
+            with lock:
+                again = sorted(to_resend.items())
+                to_resend.clear()
+                waiting = bool(in_flight)
+            if not again and not waiting:
+                return True
+            out_of_rounds = not follow and (not again or rounds >= FILE_RETRIES)
+            if stop.is_set() or out_of_rounds:
+                with lock:
+                    to_resend.update(again)  # counted as failed at the end
+                return False
+            if not again:  # the producer is still retrying them itself
+                stop.wait(poll_interval_s)
+                continue
+            rounds += 1
+            log.warning("shipper: the broker did not take %d records; resending them in "
+                        "%.1f s (reading paused)", len(again), delay)  # fmt: skip
+            if stop.wait(delay):
+                with lock:
+                    to_resend.update(again)
+                return False
+            delay = min(2 * delay, MAX_RETRY_BACKOFF_S)
+            for number, (record, n_lines) in again:
+                produce(number, record, n_lines)
+            result.resent_records += len(again)
 
     producer = KafkaProducer(
         **kafka_python_settings(security),
@@ -496,26 +653,17 @@ def ship(
         bootstrap_timeout_ms=int(timeout_s * 1000),
     )
     bar = _make_bar(progress)
-    framer = Framer(lines_per_record, max_record_bytes, max_line_bytes)
 
-    def send(records: list[bytes]) -> None:
-        for rec in records:
-            n = count_lines(rec)
-            sent["records"] += 1
-            sent["lines"] += n
-            try:
-                fut = producer.send(topic, value=rec)
-            except KafkaError as exc:  # refused before sending, e.g. over max_request_size
-                on_err(n)(exc)
-                continue
-            fut.add_callback(on_ok(n, len(rec)))
-            fut.add_errback(on_err(n))
+    def unfinished(size: int) -> None:
+        result.unfinished_lines += 1
+        result.unfinished_bytes += size
 
     try:
         with _stop_on_signals(stop):
             batches: LineBatches
             if str(source) == "-":
-                batches = read_fd(sys.stdin.fileno(), stop=stop, poll_interval_s=poll_interval_s)
+                batches = read_fd(sys.stdin.fileno(), stop=stop, poll_interval_s=poll_interval_s,
+                                  on_unfinished=unfinished)  # fmt: skip
             else:
                 batches = follow_file(
                     Path(source),
@@ -523,30 +671,43 @@ def ship(
                     stop=stop,
                     from_end=from_end,
                     poll_interval_s=poll_interval_s,
+                    rotate_wait_s=rotate_wait_s,
+                    on_unfinished=unfinished,
                 )
-            for lines in batches:
-                if lines is None:  # idle: don't let a partial record wait forever
-                    send(framer.flush())
-                    if on_progress is not None:
-                        on_progress(result)
-                    continue
-                for line in lines:
-                    send(framer.add(line))
-                if bar is not None:
-                    bar.update(len(lines))
-            send(framer.flush())
-            producer.flush(timeout=timeout_s)
+            with contextlib.closing(batches):
+                for lines in batches:
+                    if lines is None:  # idle: don't let a partial record wait forever
+                        send(framer.flush())
+                        if on_progress is not None:
+                            on_progress(result)
+                    else:
+                        for line in lines:
+                            send(framer.add(line))
+                        if bar is not None:
+                            bar.update(len(lines))
+                    if to_resend and not deliver():
+                        # Stopped during an outage, or (no --follow) out of retries: the
+                        # rest of the input is not read.
+                        result.gave_up = not stop.is_set()
+                        break
+            if result.gave_up:
+                for record in framer.flush():  # read, never sent: not shipped
+                    result.failed_records += 1
+                    result.failed_lines += count_lines(record)
+            else:
+                send(framer.flush())
+                deliver()
     finally:
         with contextlib.suppress(Exception):
             producer.close(timeout=timeout_s)
         if bar is not None:
             bar.close()
-    with lock:
-        missing_records = sent["records"] - result.records - result.failed_records
-        missing_lines = sent["lines"] - result.lines - result.failed_lines
-        if missing_records > 0:  # never acknowledged within the timeout
-            result.failed_records += missing_records
-            result.failed_lines += missing_lines
+    with lock:  # never acknowledged (in time), or never resent: not shipped
+        for _record, n_lines in [*in_flight.values(), *to_resend.values()]:
+            result.failed_records += 1
+            result.failed_lines += n_lines
+        in_flight.clear()
+        to_resend.clear()
     result.seconds = time.monotonic() - started
     result.cut_lines = framer.cut_lines
     log.info(

@@ -20,6 +20,9 @@ True
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
+from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 #: What the page may show of the aggregation (``AggregationRuntime.status()``): totals
@@ -29,6 +32,8 @@ AGGREGATE_FIELDS = ("suppressed", "window", "top_routes", "top_countries", "rows
 #: Merger counts the page may show: partials and windows. Not ``capped`` (events over
 #: the per-visitor cap) or ``late``: in a quiet window those are one visitor's doings.
 MERGER_FIELDS = ("partials", "replaced", "stale", "windows")
+#: The page's "lines/s (last ~20 s)".
+RATE_WINDOW_S = 20.0
 
 
 def aggregate_status(aggregation: Any) -> dict[str, Any] | None:
@@ -49,13 +54,33 @@ def aggregate_status(aggregation: Any) -> dict[str, Any] | None:
     return shown
 
 
+def lines_per_second(
+    rates: Sequence[tuple[float, int]], now: float, window_s: float = RATE_WINDOW_S
+) -> float:
+    """Lines per second over the ``window_s`` up to ``now``, from ``(time, lines so far)``
+    samples noted per batch. Up to now, not up to the last batch: once lines stop, no
+    batch is noted, and the rate between the last batches would stay on the page.
+
+    >>> lines_per_second([(0.0, 0), (10.0, 500), (20.0, 1000)], now=20.0)
+    50.0
+    >>> lines_per_second([(0.0, 0), (10.0, 500), (20.0, 1000)], now=30.0)  # idle for 10 s
+    25.0
+    >>> lines_per_second([(0.0, 0), (10.0, 500), (20.0, 1000)], now=600.0)
+    0.0
+    """
+    if not rates:
+        return 0.0
+    # The base: the newest sample at or before the window's start (the lines counted up
+    # to then), or the oldest one when the whole history is younger than the window.
+    first_inside = bisect_right(rates, now - window_s, key=itemgetter(0))
+    t0, l0 = rates[max(first_inside - 1, 0)]
+    lines = rates[-1][1] - l0
+    return lines / (now - t0) if lines > 0 and now > t0 else 0.0
+
+
 def status_snapshot(state: Any, pipeline: Any, metrics: Any) -> dict[str, Any]:
     stats = pipeline.stats
-    rates = list(state.rates)
-    rate = 0.0
-    if len(rates) >= 2:
-        (t0, l0), (t1, l1) = rates[max(0, len(rates) - 10)], rates[-1]
-        rate = (l1 - l0) / (t1 - t0) if t1 > t0 else 0.0
+    rate = lines_per_second(list(state.rates), time.time())
     return {
         "uptime_s": round(time.time() - state.started, 1),
         "ready": state.ready,

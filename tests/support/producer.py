@@ -27,18 +27,22 @@ class RecordingProducer:
         self.batch_size = batch_size
         self.fail = fail
         self.sent: list[Sent] = []
+        #: (topic, record timestamp in ms) of every record sent, as the broker stores it.
+        self.timestamps: list[tuple[str, int]] = []
         self.failures = 0
 
     def create_batch(self) -> BatchBuilder:
         return BatchBuilder(self.batch_size, 0)
 
     async def send_batch(self, builder: BatchBuilder, topic: str, *, partition: int) -> Any:
-        records = [(r.key, r.value) for r in DefaultRecordBatch(bytes(builder._build()))]
+        batch = list(DefaultRecordBatch(bytes(builder._build())))
+        records = [(r.key, r.value) for r in batch]
         error = self.fail(topic, partition, records) if self.fail else None
         if error is not None:
             self.failures += 1
             raise error
         self.sent.append((topic, partition, records))
+        self.timestamps.extend((topic, r.timestamp) for r in batch)
         done = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done

@@ -5,12 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 import yaml
 
 from streams.cli import build_parser, main
+from tests.support.kafka_python import SILENT, ScriptedProducer, use_producer
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "tests" / "data" / "samples" / "combined.log"
@@ -269,3 +271,180 @@ def test_summary_counts_lines_left_without_a_pseudonym(
     assert sum(p["visitor"] is None for p in products) == 1
     assert orjson.loads(summary_path.read_bytes())["pseudonyms_empty"] == 1
     assert "no pseudonym" in capsys.readouterr().err
+
+
+def test_ship_summary_counts_a_line_left_unterminated_at_the_stop() -> None:
+    from streams.cli import ship_summary
+    from streams.shipper import ShipResult
+
+    text = ship_summary(ShipResult(lines=2, records=1, unfinished_lines=1, unfinished_bytes=12),
+                        "logs.raw", 65536)  # fmt: skip
+    assert "1 unterminated line (12 bytes) at the stop not shipped" in text
+    assert "error" not in text  # not a failure: the writer had not finished it
+
+
+@pytest.mark.parametrize("wait", ["-1", "nan", "soon"])
+def test_ship_rotate_wait_must_be_seconds(wait: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit:
+        build_parser().parse_args(["ship", "a.log", "--follow", "--rotate-wait", wait])
+    assert exit.value.code == 2 and "--rotate-wait" in capsys.readouterr().err
+
+
+def test_ship_help_gives_the_rotate_wait_default(capsys: pytest.CaptureFixture[str]) -> None:
+    from streams.shipper import DEFAULT_ROTATE_WAIT_S
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["ship", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"(default {DEFAULT_ROTATE_WAIT_S:g})" in help_text
+    assert "an unterminated last line is not shipped" in help_text
+
+
+class NeverAcked(ScriptedProducer):
+    """kafka-python's producer while the broker takes nothing: ``send`` queues a record
+    whose future never completes, and ``flush(timeout)`` raises KafkaTimeoutError."""
+
+    def outcome(self, n: int, value: bytes) -> str:
+        return SILENT
+
+
+def test_ship_whose_records_are_not_acknowledged_in_time_exits_3_with_its_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`logfog ship` promises exit 3 and a summary when the broker did not acknowledge
+    every record; shipper.ship even counted records "never acknowledged within the
+    timeout". But producer.flush(timeout) raises KafkaTimeoutError for exactly that
+    case, which escaped ship() and main(): a traceback, exit 1, no summary."""
+    from streams.cli import EXIT_NOT_SHIPPED
+
+    use_producer(monkeypatch, NeverAcked)
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(b"line %d\n" % n for n in range(1, 6)))
+    code = main(["ship", str(log), "--bootstrap", "127.0.0.1:9", "--topic", "logs.raw"])
+    err = capsys.readouterr().err
+    assert code == EXIT_NOT_SHIPPED
+    assert "error: 1 record (5 lines) not acknowledged by the broker" in err
+    assert "Traceback" not in err
+
+
+def test_ship_summary_says_when_shipping_gave_up() -> None:
+    from streams.cli import ship_summary
+    from streams.shipper import ShipResult
+
+    text = ship_summary(ShipResult(lines=3, records=3, failed_records=2, failed_lines=2,
+                                   resent_records=10, gave_up=True), "logs.raw", 65536)  # fmt: skip
+    assert "10 sent again: the broker did not take them at first" in text
+    assert "shipping stopped before the end of the input" in text
+
+
+@pytest.mark.parametrize("count", ["0", "-3", "many"])
+def test_ship_with_lines_per_record_below_one_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], count: str
+) -> None:
+    """--lines-per-record 0 (or negative) was accepted by argparse and reached Framer only
+    after the broker was asked and the producer created (and never closed): a ValueError
+    traceback, exit 1, instead of one line and exit 2."""
+    use_producer(monkeypatch, ScriptedProducer)
+    before = len(ScriptedProducer.instances)
+    log = tmp_path / "access.log"
+    log.write_bytes(b"a\n")
+    code = main(["ship", str(log), "--bootstrap", "127.0.0.1:9", "--lines-per-record", count])
+    err = capsys.readouterr().err
+    assert code == 2 and "--lines-per-record" in err and "Traceback" not in err
+    assert len(ScriptedProducer.instances) == before  # nothing connected
+
+
+def test_main_returns_the_status_of_help_and_usage_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--help"]) == 0
+    assert main(["no-such-command"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_the_progress_bar_reaches_the_files_size_on_crlf_logs(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bar's total is the file's size in bytes, and each batch added len(line) + 1
+    per line after "\\r\\n" (two bytes) was cut, so a CRLF log (IIS, or any log edited on
+    Windows) ended short of its total (and an unterminated last line one byte over)."""
+    import streams.cli as cli
+
+    seen: dict[str, int] = {"done": 0}
+
+    class Bar:
+        def update(self, n: int) -> None:
+            seen["done"] += n
+
+        def close(self) -> None: ...
+
+    def progress(total: int | None, enabled: bool) -> Bar:
+        seen["total"] = total or 0
+        return Bar()
+
+    monkeypatch.setattr(cli, "_progress", progress)
+    lines = SAMPLE.read_bytes().splitlines()
+    log = tmp_path / "iis.log"
+    # CRLF, some LF, and a last line without its end: every byte counts once.
+    log.write_bytes(b"".join(x + (b"\n" if i % 5 == 0 else b"\r\n") for i, x in enumerate(lines))
+                    + lines[0])  # fmt: skip
+    summary = tmp_path / "s.json"
+    code = cli.main(["anonymize", str(log), "-c", str(config), "-o", str(tmp_path / "out"), "-q",
+                     "--summary-json", str(summary)])  # fmt: skip
+    assert code == 0
+    assert seen["done"] == seen["total"] == log.stat().st_size
+    assert orjson.loads(summary.read_bytes())["lines"] == len(lines) + 1
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_when_outputs_are_closed_is_one_line_exit_2(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A full disk is an expected failure (one line, exit 2). But a small run's output
+    sat in the file buffers until the ``finally`` closed them, and an ENOSPC from
+    close() was raised outside the ``except OSError``: a traceback and exit 1, the
+    remaining outputs not even closed, and partial files under the final names. The
+    outputs are now written under temporary names, closed inside the try, and renamed
+    only on success; an earlier run's files stay as they were."""
+    import streams.cli as cli
+
+    def open_on_a_full_disk(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if mode in ("wb", "xb") and Path(path).name.startswith((".ops.ndjson", "ops.ndjson")):
+            Path(path).touch()  # the file exists, its bytes go nowhere
+            return open("/dev/full", "wb")
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(cli, "open", open_on_a_full_disk, raising=False)
+    log = tmp_path / "small.log"  # all of its output fits in the buffers until close
+    log.write_bytes(b"".join(SAMPLE.read_bytes().splitlines(keepends=True)[:3]))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ops.ndjson").write_bytes(b"an earlier run\n")
+    code = cli.main(["anonymize", str(log), "-c", str(config), "-o", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip() == "logfog: anonymize: No space left on device"
+    assert [p.name for p in out.iterdir()] == ["ops.ndjson"]  # no partial or temporary file
+    assert (out / "ops.ndjson").read_bytes() == b"an earlier run\n"
+
+
+def test_outputs_over_the_file_size_limit_are_one_line_exit_2_and_leave_nothing(
+    config: Path, tmp_path: Path
+) -> None:
+    """The same through the operating system: writes past RLIMIT_FSIZE fail (EFBIG;
+    Python ignores SIGXFSZ), here all of them, when the buffers are flushed at close."""
+    import resource
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))
+
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "anonymize", str(SAMPLE), "-c", str(config), "-o",
+         str(out), "-q"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+        preexec_fn=limit_file_size,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "logfog: anonymize: File too large"
+    assert list(out.iterdir()) == []

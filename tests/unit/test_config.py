@@ -221,3 +221,54 @@ def test_a_geo_rule_with_its_database_is_accepted() -> None:
     cfg = with_rule({"from": "geo.region", "action": "keep"})
     cfg["enrich"] = {"geo": {"city": "city.mmdb"}}
     assert validate(cfg) == []
+
+
+OWN_TOPICS = {"logs.raw": "kafka.raw.topic", "logs.dead": "kafka.dead_letter.topic",
+              "logfog.keys": "keys.topic", "logs.aggregates": "aggregates.output.topic",
+              "logfog.agg.input": "aggregates.input.topic",
+              "logfog.agg.partials": "aggregates.partials.topic",
+              "logfog.agg.state": "aggregates.state.topic"}  # fmt: skip
+
+
+@pytest.mark.parametrize("taken", sorted(OWN_TOPICS))
+def test_a_destination_on_one_of_logfogs_own_topics_is_a_config_error(
+    tmp_path: Path, taken: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check-config compared destinations' topics only with each other: a destination
+    on the raw topic (the worker would read its own events back as raw lines), the
+    dead-letter, keys or aggregation topics passed ("OK"). topic_specs then held the
+    topic twice, and `logfog topics create` (like the worker's start) died with
+    ValueError("duplicate topic names in specs"): a traceback, exit 1. Whether or not
+    aggregation is on (turning it on later must not change what a topic holds)."""
+    import logging
+
+    from streams.cli import main
+
+    config = base()
+    config["destinations"]["ops"]["topic"] = taken
+    errors = validate(config)
+    assert errors == [
+        f"destinations.ops.topic: {taken!r} is logfog's own {OWN_TOPICS[taken]}; a destination "
+        "needs a topic of its own"
+    ]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        checked = main(["check-config", str(path)])
+        created = main(["topics", "create", "-c", str(path), "--bootstrap", "127.0.0.1:9"])
+    finally:
+        root.handlers[:], root.level = handlers, level
+    err = capsys.readouterr().err
+    assert checked == 2 and created == 2 and "Traceback" not in err
+    assert f"destinations.ops.topic: {taken!r} is logfog's own" in err
+
+
+def test_two_of_logfogs_own_topics_may_not_be_one() -> None:
+    config = {**base(), "kafka": {"dead_letter": {"topic": "logs.raw"}},
+              "aggregates": {"state": {"topic": "logfog.keys"}}}  # fmt: skip
+    assert validate(config) == [
+        "kafka.dead_letter.topic: 'logs.raw' is already kafka.raw.topic",
+        "aggregates.state.topic: 'logfog.keys' is already keys.topic",
+    ]

@@ -7,16 +7,22 @@ aiokafka's real ``BatchBuilder``, so the records read back are the bytes a broke
 from __future__ import annotations
 
 import asyncio
+import calendar
+import copy
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import orjson
+import pytest
 
 from streams.config import AGGREGATE_INPUT
+from streams.enrich.geo import GeoLookup
 from streams.keys import DerivedKeyRing
 from streams.pipeline import Output, Pipeline
 from streams.publish import Publisher, key_partition
+from streams.records import FUTURE_SKEW_SECONDS
 from streams.rules import CompiledDestination
 from tests.conftest import TEST_KEY
 from tests.support.producer import RecordingProducer
@@ -170,3 +176,34 @@ def test_dead_letters_carry_coordinates_only(make_pipeline: Callable[..., Pipeli
         {"stage": "parse", "reason": "parse.no_match", "topic": "logs.raw", "partition": 2,
          "offset": 41, "line": 1}
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("framing", ["record", "ndjson"])
+def test_record_timestamps_never_lie_in_the_future(
+    default_config: dict[str, Any], framing: str
+) -> None:
+    """Kafka deletes a segment by time only once its *largest* record timestamp is
+    older than retention.ms. A line dated 2999 used to stamp its record (and in NDJSON
+    framing its whole batch's record) 2999: the segment, every visitor's events in it,
+    outlived the declared retention by centuries (rule 14). Timestamps are capped at
+    now + FUTURE_SKEW_SECONDS; the event body keeps the coarsened time; a present-day
+    record keeps its own timestamp. Keyed (product) and unkeyed (ops) destinations."""
+    config = copy.deepcopy(default_config)
+    for name in ("ops", "product"):
+        config["destinations"][name]["framing"] = framing
+    geo = GeoLookup.from_config(config["enrich"]["geo"])
+    pipeline = Pipeline.from_normalized(config, keyring=DerivedKeyRing(TEST_KEY, 86400), geo=geo)
+    now = time.time()
+    out = pipeline.new_output()
+    far = calendar.timegm((2999, 10, 10, 13, 55, 36))
+    pipeline.process_records([(line(1, now) + b"\n" + line(2, far), "logs.raw", 0, 7)], out)
+    assert not out.rejections  # the far-future line is accepted and published
+    producer = RecordingProducer()
+    publish(publisher_for(pipeline, producer), out)
+    latest = (time.time() + FUTURE_SKEW_SECONDS) * 1000
+    ops = topic_of(pipeline, "ops")
+    stamps = [s for t, s in producer.timestamps if t in (ops, topic_of(pipeline, "product"))]
+    assert stamps and max(stamps) <= latest
+    assert any(e.startswith(b'{"time":"2999-') for e in producer.lines(ops))  # body as it was
+    if framing == "record":  # the present-day line's record keeps its 5-minute bucket
+        assert min(s for t, s in producer.timestamps if t == ops) == (now - now % 300) * 1000

@@ -79,3 +79,28 @@ def test_web_server_binds_to_loopback_unless_told(monkeypatch: pytest.MonkeyPatc
     assert faust_settings(config, "127.0.0.1:9092", 6066)["web_bind"] == "127.0.0.1"
     monkeypatch.setenv("LOGFOG_WEB_BIND", "0.0.0.0")
     assert faust_settings(config, "127.0.0.1:9092", 6066)["web_bind"] == "0.0.0.0"
+
+
+def test_status_rate_falls_to_zero_when_no_lines_arrive() -> None:
+    """/status.json "lines_per_second" (the page: "lines/s (last ~20 s)") was computed
+    between the last ten *batches*, not up to now: once traffic stopped, no batch was
+    noted and the page showed the last busy rate for as long as the worker stayed idle."""
+    import time
+
+    state = WorkerState()
+    now = time.time()
+    # Busy 10 minutes ago (40,000 lines/s), nothing since.
+    state.rates = [(now - 600 + i * 0.1, i * 4000) for i in range(10)]
+    snapshot = status_snapshot(state, NoLines(), Metrics(None))
+    assert snapshot["lines_per_second"] == 0, snapshot["lines_per_second"]
+
+
+def test_status_rate_is_the_lines_of_the_last_20_seconds() -> None:
+    import time
+
+    state = WorkerState()
+    now = time.time()
+    # 100 lines a second for a minute, a batch a second; then 10 s without a batch.
+    state.rates = [(now - 70 + i, 100 * i) for i in range(61)]
+    rate = status_snapshot(state, NoLines(), Metrics(None))["lines_per_second"]
+    assert rate == pytest.approx(100 * 10 / 20, rel=0.01)  # 10 busy seconds of the 20

@@ -1,0 +1,272 @@
+"""Following a log (streams.shipper.follow_file, read_fd): rotation, truncation, stop.
+
+What matters: every line the writer finishes is shipped once and whole, in order; a
+line the writer may still be writing is never shipped cut.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import streams.shipper as shipper
+from streams.shipper import FILE_RETRIES, follow_file, read_fd
+from tests.support.kafka_python import DOWN, OK, REFUSED, ScriptedProducer, use_producer
+
+Step = Callable[[int], None]
+
+
+def follow(
+    path: Path, step: Step, *, ticks: int = 20, rotate_wait_s: float = 5.0
+) -> tuple[list[bytes], list[int]]:
+    """Lines ``follow_file`` yields while ``step(idle_tick)`` acts on each idle tick;
+    stops after ``ticks`` idle ticks. Returns (lines, unfinished sizes)."""
+    stop = threading.Event()
+    got: list[bytes] = []
+    unfinished: list[int] = []
+    idle = 0
+    for batch in follow_file(path, follow=True, stop=stop, poll_interval_s=0.01,
+                             rotate_wait_s=rotate_wait_s, on_unfinished=unfinished.append):  # fmt: skip
+        if batch is None:
+            idle += 1
+            step(idle)
+            if idle >= ticks:
+                stop.set()
+            continue
+        got.extend(batch)
+    return got, unfinished
+
+
+def test_follow_keeps_lines_written_to_the_rotated_file_after_the_new_one_appears(
+    tmp_path: Path,
+) -> None:
+    """Rename rotation (logrotate's default `create`): the log is renamed, a new file is
+    created, and only then is the writer told to reopen (postrotate). Until it does, it
+    appends to the renamed file. follow_file used to switch as soon as the path named a
+    new inode: it drained the old file once, shipped its unterminated tail as a whole
+    line, and never read the old file again. The half line written at that moment was
+    shipped cut in two (the first part as a line, the rest never), and every line the
+    writer added to the old file before reopening was lost without a trace."""
+    path = tmp_path / "access.log"
+    writer = open(path, "ab", buffering=0)  # noqa: SIM115 - the web server's descriptor
+    writer.write(b"one\ntw")  # mid-line when logrotate runs
+    stop = threading.Event()
+    got: list[bytes] = []
+    lines = follow_file(path, follow=True, stop=stop, poll_interval_s=0.01)
+    try:
+        assert next(lines) == [b"one"]
+        assert next(lines) is None  # idle at the end of the file
+        path.rename(tmp_path / "access.log.1")  # logrotate: rename, then create
+        path.write_bytes(b"")
+        idle = 0
+        for batch in lines:
+            if batch is None:
+                idle += 1
+                if idle == 1:
+                    writer.write(b"o\nthree\n")  # still the old descriptor (no reopen yet)
+                    writer.close()
+                    writer = open(path, "ab", buffering=0)  # noqa: SIM115 - reopened
+                    writer.write(b"four\n")
+                if idle >= 20:
+                    stop.set()
+                continue
+            got.extend(batch)
+    finally:
+        writer.close()
+    assert [b"one", *got] == [b"one", b"two", b"three", b"four"]
+
+
+def test_a_rotated_files_unterminated_tail_is_shipped_once_its_writer_is_done(
+    tmp_path: Path,
+) -> None:
+    """After the rotate wait the writer has moved on: the rotated file has ended, and
+    its unterminated last line is a line (as at the end of a file without --follow)."""
+    path = tmp_path / "access.log"
+    path.write_bytes(b"a\nhalf")
+
+    def rotate(idle: int) -> None:
+        if idle == 1:
+            path.rename(tmp_path / "access.log.1")
+            path.write_bytes(b"b\n")
+
+    got, unfinished = follow(path, rotate, ticks=60, rotate_wait_s=0.1)
+    # The new file is not held back for the wait (raw records are unordered anyway).
+    assert got == [b"a", b"b", b"half"] and unfinished == []
+
+
+def test_stop_does_not_ship_a_line_without_its_newline(tmp_path: Path) -> None:
+    """A stop used to ship the unterminated last line as a whole line: cut in two if
+    the writer was in the middle of it. It is left out and its size reported."""
+    path = tmp_path / "access.log"
+    path.write_bytes(b"a\nb\nstill being writ")
+    got, unfinished = follow(path, lambda idle: None, ticks=3)
+    assert got == [b"a", b"b"] and unfinished == [len(b"still being writ")]
+
+
+def test_copytruncate_joins_a_half_line_with_its_rest(tmp_path: Path) -> None:
+    """The writer (O_APPEND) writes the rest of its line at the start of the truncated
+    file: the pending half is kept, not shipped as a line of its own."""
+    path = tmp_path / "access.log"
+    path.write_bytes(b"a\nhal")
+
+    def truncate(idle: int) -> None:
+        if idle == 1:
+            with open(path, "r+b") as f:
+                f.truncate(0)
+        if idle == 3:
+            with open(path, "ab") as f:
+                f.write(b"f\nc\n")
+
+    got, unfinished = follow(path, truncate, ticks=10)
+    assert got == [b"a", b"half", b"c"] and unfinished == []
+
+
+def test_stdin_ships_its_last_line_at_eof_but_not_at_a_stop() -> None:
+    read, write = os.pipe()
+    try:
+        os.write(write, b"x\ny")
+        stop = threading.Event()
+        unfinished: list[int] = []
+        got: list[bytes] = []
+        for batch in read_fd(read, stop=stop, poll_interval_s=0.01,
+                             on_unfinished=unfinished.append):  # fmt: skip
+            if batch is None:
+                stop.set()
+                continue
+            got.extend(batch)
+        assert got == [b"x"] and unfinished == [1]
+        os.write(write, b"\nz")
+        os.close(write)
+        write = -1
+        got = [x for b in read_fd(read, stop=threading.Event()) if b is not None for x in b]
+        assert got == [b"", b"z"]  # the rest of the y line, then z: the input ended
+    finally:
+        os.close(read)
+        if write >= 0:
+            os.close(write)
+
+
+def stop_after(ticks: int) -> tuple[threading.Event, Callable[[Any], None]]:
+    """A stop event and an ``on_progress`` that sets it after ``ticks`` idle ticks."""
+    stop = threading.Event()
+    seen = {"n": 0}
+
+    def progress(result: Any) -> None:
+        seen["n"] += 1
+        if seen["n"] >= ticks:
+            stop.set()
+
+    return stop, progress
+
+
+def test_ship_counts_the_unterminated_line_left_at_a_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_producer(monkeypatch, ScriptedProducer)
+    log = tmp_path / "access.log"
+    log.write_bytes(b"a\nb\nhal")
+    stop, progress = stop_after(3)
+    result = shipper.ship(log, "127.0.0.1:9", "logs.raw", follow=True, progress=False,
+                          poll_interval_s=0.01, stop=stop, on_progress=progress)  # fmt: skip
+    assert ScriptedProducer.instances[-1].acked == [b"a\nb"]
+    assert (result.lines, result.unfinished_lines, result.unfinished_bytes) == (2, 1, 3)
+    assert result.ok
+
+
+# --------------------------------------------------------------------------- outages
+
+
+class OutageThenUp(ScriptedProducer):
+    """The first three records expire (the broker was away longer than the delivery
+    timeout), as a real producer's do; afterwards every record is acknowledged."""
+
+    def outcome(self, n: int, value: bytes) -> str:
+        return DOWN if n < 3 else OK
+
+
+def test_a_following_shipper_does_not_drop_lines_during_a_broker_outage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker holds its batch through an outage ("no line is dead-lettered for an
+    outage"); `logfog ship --follow` did not: a record the producer could not deliver
+    (the broker was away longer than the delivery timeout) was counted as failed and
+    shipping went on with the next lines. The lines are on disk, yet a long-running
+    follower lost every line of the outage for good (the exit status 3 it would report
+    came only when it stopped, and re-shipping the file duplicates everything else)."""
+    use_producer(monkeypatch, OutageThenUp)
+    log = tmp_path / "access.log"
+    lines = [f"line {n}".encode() for n in range(1, 7)]
+    log.write_bytes(b"".join(x + b"\n" for x in lines))
+    stop, progress = stop_after(10)
+    result = shipper.ship(log, "127.0.0.1:9", "logs.raw", lines_per_record=1, follow=True,
+                          progress=False, poll_interval_s=0.01, stop=stop,
+                          on_progress=progress)  # fmt: skip
+    producer = ScriptedProducer.instances[-1]
+    assert sorted(producer.acked) == sorted(lines), (
+        f"lost: {sorted(set(lines) - set(producer.acked))}"
+    )
+    assert result.failed_lines == 0
+    assert producer.acked[3:] == lines[:3]  # resent in order
+    assert (result.lines, result.resent_records, result.ok) == (6, 3, True)
+
+
+class DownFromTheFourth(ScriptedProducer):
+    """Up for three records, then away for good."""
+
+    def outcome(self, n: int, value: bytes) -> str:
+        return OK if n < 3 else DOWN
+
+
+def test_a_follower_stopped_during_an_outage_reads_no_further_and_counts_what_is_unsent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading pauses while the broker is away; the stop ends the retrying, and the
+    records never taken are the failed ones (exit 3), nothing else."""
+    use_producer(monkeypatch, DownFromTheFourth)
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(b"%d\n" % n for n in range(5)))
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    result = shipper.ship(log, "127.0.0.1:9", "logs.raw", lines_per_record=1, follow=True,
+                          progress=False, poll_interval_s=0.01, stop=stop,
+                          retry_backoff_s=0.01)  # fmt: skip
+    producer = ScriptedProducer.instances[-1]
+    assert producer.acked == [b"0", b"1", b"2"] and producer.sends > 5  # retried meanwhile
+    assert (result.lines, result.failed_records, result.failed_lines) == (3, 2, 2)
+    assert not result.gave_up  # stopped, not given up
+
+
+def test_without_follow_the_shipper_gives_up_after_its_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bounded retry, then shipping stops: the summary and exit 3 say so."""
+    use_producer(monkeypatch, DownFromTheFourth)
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(b"%d\n" % n for n in range(5)))
+    result = shipper.ship(log, "127.0.0.1:9", "logs.raw", lines_per_record=1, progress=False,
+                          retry_backoff_s=0.01)  # fmt: skip
+    producer = ScriptedProducer.instances[-1]
+    assert producer.sends == 5 + 2 * FILE_RETRIES
+    assert (result.lines, result.failed_records, result.failed_lines) == (3, 2, 2)
+    assert result.gave_up and result.resent_records == 2 * FILE_RETRIES
+
+
+class RefusesTheSecond(ScriptedProducer):
+    def outcome(self, n: int, value: bytes) -> str:
+        return REFUSED if value == b"1" else OK
+
+
+def test_a_record_refused_for_good_is_failed_at_once_and_shipping_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_producer(monkeypatch, RefusesTheSecond)
+    log = tmp_path / "access.log"
+    log.write_bytes(b"0\n1\n2\n")
+    result = shipper.ship(log, "127.0.0.1:9", "logs.raw", lines_per_record=1, progress=False)
+    assert ScriptedProducer.instances[-1].acked == [b"0", b"2"]
+    assert (result.failed_records, result.resent_records, result.gave_up) == (1, 0, False)
