@@ -118,9 +118,18 @@ def _k_by_output(value: Mapping[str, Any]) -> str | None:
 
 
 def _key_source(value: str) -> str | None:
-    if value in ("auto", "shared", "ephemeral") or value.startswith(("env:", "file:")):
+    """Never quotes the value: the likeliest mistake here is the master key itself, which
+    check-config would print and the worker log."""
+    from streams.keys import env_name_problem
+
+    kind, colon, rest = value.partition(":")
+    if value in ("auto", "shared", "ephemeral"):
         return None
-    return f"{value!r} is not auto, shared, ephemeral, env:NAME or file:PATH"
+    if colon and kind == "env":
+        return env_name_problem(rest)
+    if colon and kind == "file":
+        return None if rest else "file: needs a path (file:PATH)"
+    return "must be auto, shared, ephemeral, env:NAME or file:PATH (the value is not shown)"
 
 
 def _json_fields(value: Mapping[str, Any]) -> str | None:
@@ -253,6 +262,7 @@ SCHEMA = Section(
                     "shared through Kafka, sealed under env LOGFOG_MASTER_KEY), ephemeral, "
                     "env:NAME or file:PATH (never a key in config)",
                     check=_key_source,
+                    secret=True,
                 ),
                 "topic": Key(str, "logfog.keys", "Kafka topic of the shared epoch keys"),
                 "epoch": Key(str, "1d", "pseudonym key lifetime", check=_duration(positive=True)),

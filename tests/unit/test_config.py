@@ -126,6 +126,10 @@ RANGE_CASES = [
      "fields.x.from: geo.country needs enrich.geo.city or enrich.geo.country"),
     ({**with_rule({"from": "geo.asn", "action": "keep"}), "enrich": {"geo": {"country": "c.mmdb"}}},
      "fields.x.from: geo.asn needs enrich.geo.asn or enrich.geo.city"),
+    # Once accepted, then "environment variable  is not set" at start.
+    ({**base(), "keys": {"source": "env:"}}, "keys.source: env: needs a variable name"),
+    ({**base(), "keys": {"source": "file:"}}, "keys.source: file: needs a path"),
+    ({**base(), "keys": {"source": "env:LOGFOG KEY"}}, "keys.source: env: must be followed by"),
 ]  # fmt: skip
 
 

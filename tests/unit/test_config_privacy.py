@@ -69,6 +69,22 @@ def test_short_epoch_without_aggregates_or_with_unsafe() -> None:
     assert any(w.startswith("UNSAFE (keys.unsafe: true): keys.epoch: 1h") for w in warnings)
 
 
+# -- keys.source never quoted -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["{key}", "{key}:x", "env:{key}", "plain:{key}"])
+def test_a_key_pasted_into_keys_source_is_refused_and_not_echoed(source: str) -> None:
+    """The README says "never a key in config", so a key pasted into keys.source is the
+    mistake to expect: its error used to quote it (check-config prints it, the worker
+    logs it)."""
+    from streams.keys import generate_key
+
+    key = generate_key()
+    errors = validate(config(source=source.format(key=key)))
+    assert [e.split(":")[0] for e in errors] == ["keys.source"], errors
+    assert not any(key[:16] in e or key[-16:] in e for e in errors), errors
+
+
 # -- logfog worker needs shared keys -------------------------------------------------------
 
 
