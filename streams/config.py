@@ -142,6 +142,14 @@ def _json_fields(value: Mapping[str, Any]) -> str | None:
 
 
 DAY = 86400
+
+#: The privacy defaults of ../shared/privacy-requirements.md that a setting of the
+#: aggregates or keys sections can loosen. Tightening is free; loosening needs the
+#: section's ``unsafe: true`` and is then logged at startup (the rules' "explicit,
+#: logged opt-in").
+MIN_K = 10  # rule 9: every published cell counts at least k = 10 distinct visitors
+MAX_EPOCH = DAY  # rule 5: epoch keys, daily by default (a key links a visitor's requests)
+MAX_GRACE = 3600  # rule 5: destroyed after the epoch plus a *short* grace (default 1h)
 RETENTION_LIMITS = {"raw": 3 * DAY, "operations": 30 * DAY, "analytics": 30 * DAY,
                     "dead_letter": 30 * DAY, "aggregates": 25 * 31 * DAY}  # fmt: skip
 
@@ -274,8 +282,8 @@ SCHEMA = Section(
                     False,
                     "allow what breaks rule 5 or the visitor counts (logged at startup): "
                     "logfog worker with ephemeral (per worker), env: or file: (never "
-                    "destroyed) keys; an epoch that is not a multiple of the aggregate "
-                    "windows",
+                    "destroyed) keys; an epoch longer than 1d or a grace longer than 1h; "
+                    "an epoch that is not a multiple of the aggregate windows",
                 ),
             },
             "pseudonym keys",
@@ -319,6 +327,12 @@ SCHEMA = Section(
         "aggregates": Section(
             {
                 "enabled": Key(bool, False, "compute k-gated windowed aggregates in the worker"),
+                "unsafe": Key(
+                    bool,
+                    False,
+                    "allow k or k_by_output below 10, the minimum group size of privacy "
+                    "rule 9 (logged at startup)",
+                ),
                 "k": Key(
                     int,
                     10,
@@ -695,6 +709,7 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
         normalized[str(name)] = d
     out["destinations"] = normalized
     _check_keys(out, errors, warnings)
+    _check_privacy_defaults(out, errors, warnings)
     if out.get("aggregates", {}).get("enabled") and not errors:
         # The internal, visitor-keyed stream that feeds aggregation: built by the same
         # rules machinery (default deny, sweep), never published outside the cluster.
@@ -780,6 +795,58 @@ def _check_keys(config: Mapping[str, Any], errors: list[str], warnings: list[str
         warnings.append(f"UNSAFE (keys.unsafe: true): {problem}")
     else:
         errors.append(f"{problem} (or keys.unsafe: true)")
+
+
+def _check_privacy_defaults(
+    config: Mapping[str, Any], errors: list[str], warnings: list[str]
+) -> None:
+    """Settings past a privacy default (MIN_K, MAX_EPOCH, MAX_GRACE): an error, or with
+    the section's ``unsafe: true`` a warning, which every command logs at startup.
+    Values the schema refused are left to its message."""
+    from streams.durations import format_duration
+
+    aggregates = config.get("aggregates") or {}
+    small: list[tuple[str, Any]] = [("aggregates.k", aggregates.get("k"))]
+    k_by_output = aggregates.get("k_by_output")
+    if isinstance(k_by_output, dict):
+        small += [(f"aggregates.k_by_output.{name}", k) for name, k in k_by_output.items()]
+    problems = [
+        f"{place}: {k} is below {MIN_K}, the minimum group size of privacy rule 9 (smaller "
+        "cells single out visitors)"
+        for place, k in small
+        if isinstance(k, int) and not isinstance(k, bool) and 2 <= k < MIN_K
+    ]
+    _opt_in(problems, "aggregates", aggregates, errors, warnings)
+    keys = config.get("keys") or {}
+    problems = []
+    for name, limit, why in (
+        ("epoch", MAX_EPOCH, "the daily keys of privacy rule 5 (one key links a visitor's "
+                             "requests for its whole epoch)"),
+        ("grace", MAX_GRACE, "the short grace of privacy rule 5 (keys outlive their epoch "
+                             "by it)"),
+    ):  # fmt: skip
+        try:
+            seconds = parse_duration(keys[name]) if isinstance(keys.get(name), str) else 0
+        except ValueError:
+            continue  # reported by the schema check
+        if seconds > limit:
+            problems.append(
+                f"keys.{name}: {keys[name]} is longer than {format_duration(limit)}, {why}"
+            )
+    _opt_in(problems, "keys", keys, errors, warnings)
+
+
+def _opt_in(
+    problems: list[str],
+    section: str,
+    values: Mapping[str, Any],
+    errors: list[str],
+    warnings: list[str],
+) -> None:
+    if values.get("unsafe") is True:
+        warnings.extend(f"UNSAFE ({section}.unsafe: true): {p}" for p in problems)
+    else:
+        errors.extend(f"{p} (or {section}.unsafe: true)" for p in problems)
 
 
 def pseudonymizes(config: Mapping[str, Any]) -> bool:
