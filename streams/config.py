@@ -175,6 +175,19 @@ def _topic(default_topic: str, retention: str, limit_kind: str, partitions: int 
     )
 
 
+def _one_partition(value: int) -> str | None:
+    # The merge agent publishes a window once it holds the partials of every input
+    # partition (merge.py WindowMerger.add), and every merger checkpoints under one key
+    # (runtime.MERGER_KEY): partials spread over several partitions reach different
+    # mergers, and no window is ever published.
+    if value == 1:
+        return None
+    return (
+        f"must be 1, not {value}: one merge agent must receive the partials of every input "
+        "partition (with more, no window is ever published)"
+    )
+
+
 def _replication(value: int | None) -> str | None:
     return None if value is None or value >= 1 else "must be at least 1"
 
@@ -388,7 +401,18 @@ SCHEMA = Section(
                 ),
                 "output": _topic("logs.aggregates", "760d", "aggregates", partitions=1),
                 "input": _topic("logfog.agg.input", "1d", "operations"),
-                "partials": _topic("logfog.agg.partials", "1d", "operations", partitions=1),
+                "partials": Section(
+                    {
+                        **_topic("logfog.agg.partials", "1d", "operations").keys,
+                        "partitions": Key(
+                            int,
+                            1,
+                            "partitions: must be 1 (one merge agent sees every "
+                            "input partition's partials)",
+                            check=_one_partition,
+                        ),
+                    }
+                ),
                 "state": _topic("logfog.agg.state", "3d", "operations", partitions=1),
             },
             "windowed aggregates with a minimum group size (internal topics hold pseudonyms: "

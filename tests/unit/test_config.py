@@ -130,6 +130,10 @@ RANGE_CASES = [
     ({**base(), "keys": {"source": "env:"}}, "keys.source: env: needs a variable name"),
     ({**base(), "keys": {"source": "file:"}}, "keys.source: file: needs a path"),
     ({**base(), "keys": {"source": "env:LOGFOG KEY"}}, "keys.source: env: must be followed by"),
+    # Accepted once: partials keyed by input partition reached several mergers, each
+    # waiting for all of them, so no window was ever published.
+    ({**base(), "aggregates": {"partials": {"partitions": 4}}},
+     "aggregates.partials.partitions: must be 1, not 4: one merge agent must receive"),
 ]  # fmt: skip
 
 
