@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -154,16 +155,31 @@ RETENTION_LIMITS = {"raw": 3 * DAY, "operations": 30 * DAY, "analytics": 30 * DA
                     "dead_letter": 30 * DAY, "aggregates": 25 * 31 * DAY}  # fmt: skip
 
 
+#: Kafka's rule for topic names. A name it refuses must be a config error with its place:
+#: it used to pass check-config and then crash ``topics create`` and the worker's start
+#: (streams.admin.TopicSpec, whose own check is the same rule).
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+
+def _topic_name(value: str) -> str | None:
+    if _TOPIC_NAME.fullmatch(value) and value not in (".", ".."):
+        return None
+    return (
+        f"{value!r} is not a Kafka topic name (1 to 249 of a-z, A-Z, 0-9, '.', '_' and '-'; "
+        "not '.' or '..')"
+    )
+
+
 def _topic(default_topic: str, retention: str, limit_kind: str, partitions: int = 4) -> Section:
     return Section(
         {
-            "topic": Key(str, default_topic, "Kafka topic name"),
+            "topic": Key(str, default_topic, "Kafka topic name", check=_topic_name),
             "partitions": Key(int, partitions, "partitions (bounds worker parallelism)", minimum=1),
             "retention": Key(
                 str,
                 retention,
                 f"retention, at most {RETENTION_LIMITS[limit_kind] // DAY}d",
-                check=_duration(RETENTION_LIMITS[limit_kind], limit_kind),
+                check=_duration(RETENTION_LIMITS[limit_kind], limit_kind, positive=True),
             ),
             "replication": Key(
                 (int, type(None)),
@@ -285,7 +301,9 @@ SCHEMA = Section(
                     check=_key_source,
                     secret=True,
                 ),
-                "topic": Key(str, "logfog.keys", "Kafka topic of the shared epoch keys"),
+                "topic": Key(
+                    str, "logfog.keys", "Kafka topic of the shared epoch keys", check=_topic_name
+                ),
                 "epoch": Key(str, "1d", "pseudonym key lifetime", check=_duration(positive=True)),
                 "grace": Key(
                     str, "1h", "how long an epoch key outlives its epoch", check=_duration()
@@ -427,13 +445,13 @@ SCHEMA = Section(
                         "operations or analytics: sets the privacy floors",
                         choices=("operations", "analytics"),
                     ),
-                    "topic": Key(str, REQUIRED, "Kafka topic"),
+                    "topic": Key(str, REQUIRED, "Kafka topic", check=_topic_name),
                     "partitions": Key(int, 4, "partitions", minimum=1),
                     "retention": Key(
                         str,
                         "7d",
                         "retention, at most 30d",
-                        check=_duration(30 * DAY, "pseudonymous output"),
+                        check=_duration(30 * DAY, "pseudonymous output", positive=True),
                     ),
                     "replication": Key(
                         (int, type(None)),

@@ -146,6 +146,21 @@ def test_missing_geo_database_is_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(("key", "value"), [("topic", "logs ops"), ("retention", "0s")])
+def test_topics_create_refuses_a_bad_topic_in_one_line_before_connecting(
+    key: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both passed check-config; `topics create` then died with a ValueError traceback
+    from TopicSpec (exit 1)."""
+    data = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    data["destinations"]["ops"][key] = value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    code = main(["topics", "create", "-c", str(path), "--bootstrap", "127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"destinations.ops.{key}: " in err and "Traceback" not in err, err
+
+
 def test_keygen_makes_256_bit_hex() -> None:
     result = run("keygen")
     assert len(bytes.fromhex(result.stdout.strip())) == 32

@@ -134,6 +134,19 @@ RANGE_CASES = [
     # waiting for all of them, so no window was ever published.
     ({**base(), "aggregates": {"partials": {"partitions": 4}}},
      "aggregates.partials.partitions: must be 1, not 4: one merge agent must receive"),
+    # Accepted once, then a ValueError traceback from TopicSpec in `topics create`.
+    ({"destinations": {"ops": {"topic": "logs ops", "fields": {"s": {"from": "response.status", "action": "keep"}}}}},
+     "destinations.ops.topic: 'logs ops' is not a Kafka topic name"),
+    ({"destinations": {"ops": {"topic": "", "fields": {"s": {"from": "response.status", "action": "keep"}}}}},
+     "destinations.ops.topic: '' is not a Kafka topic name"),
+    ({**base(), "kafka": {"raw": {"topic": ".."}}}, "kafka.raw.topic: '..' is not a Kafka topic name"),
+    ({**base(), "kafka": {"dead_letter": {"topic": "x" * 250}}}, "kafka.dead_letter.topic: 'xxx"),
+    ({**base(), "keys": {"topic": "logfog/keys"}}, "keys.topic: 'logfog/keys' is not a Kafka topic"),
+    ({**base(), "aggregates": {"state": {"topic": "état"}}}, "aggregates.state.topic: 'état' is not"),
+    ({"destinations": {"ops": {"topic": "logs.ops", "retention": "0s", "fields": {
+        "s": {"from": "response.status", "action": "keep"}}}}},
+     "destinations.ops.retention: must be longer than 0s"),
+    ({**base(), "kafka": {"raw": {"retention": "0d"}}}, "kafka.raw.retention: must be longer than 0s"),
 ]  # fmt: skip
 
 
