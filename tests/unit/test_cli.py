@@ -161,6 +161,41 @@ def test_topics_create_refuses_a_bad_topic_in_one_line_before_connecting(
     assert code == 2 and f"destinations.ops.{key}: " in err and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("name", ["LOGFOG_WEB_PORT", "LOGFOG_AGGREGATOR_WEB_PORT"])
+def test_a_bad_port_variable_is_one_line_only_for_the_commands_that_use_it(
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both variables were parsed with int() while the parser was built: with a typo in
+    either, every command (keygen, check-config, --help) died with a traceback."""
+    import streams.app
+
+    monkeypatch.delenv("LOGFOG_WEB_PORT", raising=False)
+    monkeypatch.delenv("LOGFOG_AGGREGATOR_WEB_PORT", raising=False)
+    monkeypatch.setenv(name, "6066x")
+    assert main(["keygen"]) == 0
+    assert len(capsys.readouterr().out.strip()) == 64
+    assert main(["check-config", str(ROOT / "config" / "logfog.yaml")]) == 0
+    capsys.readouterr()
+    assert main(["worker", "-c", str(ROOT / "config" / "logfog.yaml")]) == 2
+    assert capsys.readouterr().err == f"logfog: {name}: '6066x' is not a port (1-65535)\n"
+    # Read lazily, the variables keep their place: after the flag, before the default.
+    seen: list[tuple[int, int | None]] = []
+
+    def run_worker(config: str, *, web_port: int, aggregator_web_port: int | None,
+                   **kwargs: object) -> int:  # fmt: skip
+        seen.append((web_port, aggregator_web_port))
+        return 0
+
+    monkeypatch.setattr(streams.app, "run_worker", run_worker)
+    monkeypatch.setenv(name, "7000")
+    main(["worker"])
+    main(["worker", "--web-port", "8000", "--aggregator-web-port", "8001"])
+    monkeypatch.delenv(name)
+    main(["worker"])
+    expected = (7000, None) if name == "LOGFOG_WEB_PORT" else (6066, 7000)
+    assert seen == [expected, (8000, 8001), (6066, None)]
+
+
 def test_keygen_makes_256_bit_hex() -> None:
     result = run("keygen")
     assert len(bytes.fromhex(result.stdout.strip())) == 32
