@@ -981,9 +981,17 @@ def load_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[str]]:
     """Read, validate and normalize a config file. Raises :class:`ConfigError`."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as error:
         raise ConfigError(source, [f"cannot read: {error.strerror}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:  # e.g. saved as Latin-1: was a traceback
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ConfigError(
+            source,
+            [f"line {line}: not UTF-8 text (byte 0x{raw[error.start]:02x}); save it as UTF-8"],
+        ) from None
     try:
         data = tomllib.loads(text) if source.endswith(".toml") else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as error:

@@ -196,6 +196,18 @@ def test_a_bad_port_variable_is_one_line_only_for_the_commands_that_use_it(
     assert seen == [expected, (8000, 8001), (6066, None)]
 
 
+def test_a_config_that_is_not_utf8_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """load_file caught OSError only: a Latin-1 config was a UnicodeDecodeError traceback."""
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("version: 1\nsite: caf\u00e9\n".encode("latin-1"))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: 1 problem(s)" in err and "Traceback" not in err
+    assert "line 2: not UTF-8 text (byte 0xe9); save it as UTF-8" in err
+
+
 def test_keygen_makes_256_bit_hex() -> None:
     result = run("keygen")
     assert len(bytes.fromhex(result.stdout.strip())) == 32
