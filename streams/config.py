@@ -993,7 +993,7 @@ def load_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[str]]:
             [f"line {line}: not UTF-8 text (byte 0x{raw[error.start]:02x}); save it as UTF-8"],
         ) from None
     try:
-        data = tomllib.loads(text) if source.endswith(".toml") else yaml.safe_load(text)
+        data = tomllib.loads(text) if source.endswith(".toml") else _load_yaml(source, text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -1010,6 +1010,45 @@ def load_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[str]]:
     if errors:
         raise ConfigError(source, errors)
     return config, warnings
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, noting every key given twice in one mapping. PyYAML keeps the
+    last of them, so a second ``kafka:`` section or a second field of the same name
+    silently replaced the first; tomllib refuses them, and so does logfog for YAML."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[tuple[int, int, str]] = []  # line, column, problem
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *anchor": keys given beside a merge override it, by design
+            key = self.construct_object(key_node, deep=True)
+            mark = key_node.start_mark
+            try:
+                if key in first:
+                    self.duplicates.append((mark.line, mark.column,
+                        f"line {mark.line + 1}, column {mark.column + 1}: duplicate key "
+                        f"{key!r} (first on line {first[key]})"))  # fmt: skip
+                else:
+                    first[key] = mark.line + 1
+            except TypeError:
+                continue  # an unhashable key: PyYAML's own error follows
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(source: str, text: str) -> Any:
+    loader = _YamlLoader(text)
+    try:
+        data = loader.get_single_data()
+    finally:
+        loader.dispose()
+    if loader.duplicates:  # in file order (outer mappings are built before inner ones)
+        raise ConfigError(source, [problem for *_, problem in sorted(loader.duplicates)])
+    return data
 
 
 def json_schema() -> dict[str, Any]:

@@ -193,6 +193,46 @@ def test_load_file_errors(tmp_path: Path) -> None:
         load_file(tmp_path / "missing.yaml")
 
 
+def test_yaml_duplicate_keys_are_errors_as_in_toml(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys, tomllib refuses them: a second `kafka:`
+    section silently dropped the first (here the raw retention), a second field of the
+    same name silently replaced the first rule."""
+    path = tmp_path / "dup.yaml"
+    path.write_text(
+        "destinations:\n  ops:\n    topic: logs.ops\n    fields:\n"
+        "      network: {from: client.ip, action: truncate_ip}\n"
+        "      status: {from: response.status, action: keep, action: drop}\n"
+        "      network: {from: client.ip, action: drop}\n"
+        "kafka:\n  raw: {topic: logs.raw, retention: 1d}\n"
+        "kafka:\n  dead_letter: {topic: logs.dead}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_file(path)
+    assert caught.value.problems == [
+        "line 6, column 53: duplicate key 'action' (first on line 6)",
+        "line 7, column 7: duplicate key 'network' (first on line 5)",
+        "line 10, column 1: duplicate key 'kafka' (first on line 8)",
+    ]
+    toml = tmp_path / "dup.toml"
+    toml.write_text('[destinations.ops]\ntopic = "logs.ops"\n[destinations.ops.fields]\n'
+                    'network = { from = "client.ip", action = "truncate_ip" }\n'
+                    'network = { from = "client.ip", action = "drop" }\n')  # fmt: skip
+    with pytest.raises(ConfigError):
+        load_file(toml)
+    # A key given beside a merge ("<<") overrides the merged one: not a duplicate.
+    path = tmp_path / "merge.yaml"
+    path.write_text(
+        "x-keep: &keep {from: response.status, action: keep}\n"
+        "destinations:\n  ops:\n    topic: logs.ops\n    fields:\n"
+        "      status: {<<: *keep, from: response.bytes}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:  # x-keep is an unknown key, nothing else
+        load_file(path)
+    assert caught.value.problems == ["x-keep: unknown key"]
+
+
 def test_toml_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[destinations.ops]\ntopic = "t"\n[destinations.ops.fields.s]\n'
