@@ -986,7 +986,7 @@ def run_worker(
     aggregator`` child on ``aggregator_web_port`` (default: ``web_port`` + 1), restarts
     it when it dies, and stops it when it stops (streams/supervise.py)."""
     from streams.config import ConfigError, worker_key_problems
-    from streams.pipeline import Pipeline
+    from streams.pipeline import Pipeline, open_geo
     from streams.topics import pseudonymizes
 
     config, bootstrap = _load(config_path, bootstrap)
@@ -998,13 +998,16 @@ def run_worker(
         raise ConfigError(config_path, problems)
     for warning in warnings:
         log.warning("%s", warning)
+    # A missing or wrong geo database fails now, on both key paths: with the broker down
+    # too, the worker would otherwise wait for it and never say what else is wrong.
+    geo = open_geo(config)
     shared = keys["source"] in ("auto", "shared") and pseudonymizes(config)
     if shared:
         from streams.keyshare import MasterKeys
 
         MasterKeys.from_sources()  # a missing or short LOGFOG_MASTER_KEY fails now, clearly
     else:
-        Pipeline.from_normalized(config)  # geo and key errors surface before any waiting
+        Pipeline.from_normalized(config, geo=geo)  # key errors surface before any waiting
     child = None
     if config["aggregates"]["enabled"] and config["aggregates"]["run_in"] == "process":
         from streams.supervise import refuse_inspection
@@ -1029,7 +1032,7 @@ def run_worker(
             epoch, grace = parse_duration(keys["epoch"]), parse_duration(keys["grace"])
             keyring = shared_keyring(bootstrap, epoch, grace, topic=keys["topic"],
                                      security=security)  # fmt: skip
-        pipeline = Pipeline.from_normalized(config, keyring=keyring)
+        pipeline = Pipeline.from_normalized(config, keyring=keyring, geo=geo)
         app = create_app(config, pipeline, bootstrap=bootstrap, web_port=web_port,
                          topic_partitions=partitions, security=security)  # fmt: skip
         if child is not None:
