@@ -696,11 +696,7 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
     """Validate, fill defaults, and return the normalized config (meaningful if no errors)."""
     out: dict[str, Any] = {}
     _validate_section(data, SCHEMA, "", errors, out)
-    if not any(e.startswith("kafka.security") for e in errors):  # cross-key rules
-        from streams import security
-
-        errors.extend(security.problems(out["kafka"]["security"]))
-        warnings.extend(security.warnings(out["kafka"]["security"]))
+    _check_kafka_security(out["kafka"]["security"], errors, warnings)
     destinations = out.get("destinations") or {}
     if not isinstance(destinations, dict):
         errors.append("destinations: must be a mapping of names to destinations")
@@ -775,6 +771,23 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
         errors.extend(sub_errors)
         normalized[AGGREGATE_INPUT] = d
     return out
+
+
+def _check_kafka_security(
+    section: Mapping[str, Any], errors: list[str], warnings: list[str]
+) -> None:
+    """The cross-key rules of kafka.security over its well-typed keys. They used to be
+    skipped whenever any key had an error, so a typo in check_hostname hid that
+    SASL_SSL lacked its mechanism, user and password until the next round."""
+    from streams import security
+
+    prefix = "kafka.security."
+    bad = {e.split(":", 1)[0].removeprefix(prefix) for e in errors if e.startswith(prefix)}
+    # A bad key counts as unset (a bad protocol as unknown: security.problems then skips
+    # the rules that depend on it), and a rule about a bad key says nothing new.
+    usable = {name: None if name in bad else value for name, value in section.items()}
+    errors.extend(p for p in security.problems(usable) if not any(n in p for n in bad))
+    warnings.extend(security.warnings(usable))
 
 
 #: Which geo databases yield each geo source field (any one of them will do).
