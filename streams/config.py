@@ -724,9 +724,12 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
                 )
             topics[topic] = name
         fields = d.get("fields") or {}
-        if not isinstance(fields, dict) or not fields:
-            errors.append(f"{where}.fields: at least one field rule is required")
+        if not isinstance(fields, dict):  # e.g. a list of rules: they need their names
+            errors.append(f"{where}.fields: must be a mapping of output field names to rules, "
+                          f"not {_type_name(type(fields))}")  # fmt: skip
             fields = {}
+        elif not fields:
+            errors.append(f"{where}.fields: at least one field rule is required")
         rules: dict[str, Any] = {}
         for field_name, rule in fields.items():
             checked = _validate_rule(

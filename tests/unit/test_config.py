@@ -80,6 +80,9 @@ CASES = [
     ({"destinations": {"ops": {"fields": {"s": {"from": "response.status", "action": "keep"}}}}},
      "destinations.ops.topic: required"),
     ({"destinations": {"ops": {"topic": "t", "fields": {}}}}, "destinations.ops.fields: at least one"),
+    # A list of rules (it holds one) was told "at least one field rule is required".
+    ({"destinations": {"ops": {"topic": "t", "fields": [{"from": "response.status", "action": "keep"}]}}},
+     "destinations.ops.fields: must be a mapping of output field names to rules, not a list"),
     ({"destinations": {"ops": {"topic": "t", "retention": "90d", "fields": {
         "s": {"from": "response.status", "action": "keep"}}}}}, "retention: 90d is longer"),
     ({"destinations": {"a": {"topic": "t", "fields": {"s": {"from": "response.status", "action": "keep"}}},
