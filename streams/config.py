@@ -133,6 +133,19 @@ def _key_source(value: str) -> str | None:
     return "must be auto, shared, ephemeral, env:NAME or file:PATH (the value is not shown)"
 
 
+def _geo_database(kind: str) -> Any:
+    def check(value: str | None) -> str | None:
+        # A builtin: name that does not exist, or of the wrong kind, used to pass
+        # check-config and fail only when a command opened the databases.
+        if value is None or not value.startswith("builtin:"):
+            return None
+        from streams.enrich.geo import builtin_problem
+
+        return builtin_problem(kind, value)
+
+    return check
+
+
 def _json_fields(value: Mapping[str, Any]) -> str | None:
     for role, key in value.items():
         if role not in JSON_ROLES:
@@ -279,9 +292,17 @@ SCHEMA = Section(
                             (str, type(None)),
                             None,
                             "City (or DB-IP City) mmdb path, or builtin:dbip-city-lite",
+                            check=_geo_database("city"),
                         ),
-                        "country": Key((str, type(None)), None, "Country mmdb path"),
-                        "asn": Key((str, type(None)), None, "ASN mmdb path"),
+                        "country": Key(
+                            (str, type(None)),
+                            None,
+                            "Country mmdb path",
+                            check=_geo_database("country"),
+                        ),
+                        "asn": Key(
+                            (str, type(None)), None, "ASN mmdb path", check=_geo_database("asn")
+                        ),
                     }
                 ),
                 "cache_size": Key(

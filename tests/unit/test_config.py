@@ -129,6 +129,11 @@ RANGE_CASES = [
      "fields.x.from: geo.country needs enrich.geo.city or enrich.geo.country"),
     ({**with_rule({"from": "geo.asn", "action": "keep"}), "enrich": {"geo": {"country": "c.mmdb"}}},
      "fields.x.from: geo.asn needs enrich.geo.asn or enrich.geo.city"),
+    # Accepted once, then a GeoDatabaseError when a command opened the databases.
+    ({**base(), "enrich": {"geo": {"asn": "builtin:dbip-city-lite"}}},
+     "enrich.geo.asn: builtin:dbip-city-lite is a city database, not an ASN database"),
+    ({**base(), "enrich": {"geo": {"city": "builtin:dbip-city"}}},
+     "enrich.geo.city: unknown builtin database 'builtin:dbip-city' (known: builtin:dbip-city-lite)"),
     # Once accepted, then "environment variable  is not set" at start.
     ({**base(), "keys": {"source": "env:"}}, "keys.source: env: needs a variable name"),
     ({**base(), "keys": {"source": "file:"}}, "keys.source: file: needs a path"),
