@@ -158,6 +158,10 @@ def faust_settings(
         # with a checkpoint, that is, until the stop watchdog.
         "stream_wait_empty": False,
         "topic_allow_declare": False,  # topics are created by logfog itself, explicitly
+        # No "<group>-__assignor-__leader" topic: Faust's LeaderAssignor subscribes every
+        # app to it, though logfog elects no leader (no on_leader tasks), and it is a
+        # topic that `topics create` and deploy/ never make and the ACLs do not cover.
+        "topic_disable_leader": True,
         "datadir": datadir,
         # JSON lines unless --log-format text (None: Faust's own text format).
         "logging_config": faust_logging_config(),

@@ -266,3 +266,33 @@ def test_the_worker_reports_a_missing_geo_database_before_waiting_for_the_broker
         assert main(args) == 2, keys
         err = capsys.readouterr().err
         assert "city database: file not found" in err and "missing.mmdb" in err, err
+
+
+@pytest.mark.parametrize("role", ["worker", "aggregator"])
+def test_the_apps_subscribe_only_to_topics_logfog_creates(
+    role: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deploy/README: "there are no changelog or assignor topics besides the ones
+    above". Faust's LeaderAssignor still subscribed every app to
+    "<group>-__assignor-__leader": a topic that topics.yaml and `topics create` never
+    make, that only the local broker auto-creates, and that the KafkaUser ACLs
+    (prefixes "logs." and "logfog.") do not cover for the worker."""
+    from streams.app import NoLines, create_app
+    from streams.config import load_file
+    from streams.topics import topic_specs
+
+    monkeypatch.setenv("LOGFOG_DATA_DIR", str(tmp_path / "data"))
+    config, _ = load_file(Path(__file__).resolve().parents[2] / "config" / "logfog.yaml")
+    partitions = {s.name: s.partitions for s in topic_specs(config)}
+    lines: Any = NoLines() if role == "aggregator" else Pipeline.from_normalized(config)
+    app = create_app(config, lines, bootstrap="127.0.0.1:1", web_port=16098,
+                     topic_partitions=partitions, role=role)  # fmt: skip
+    assignor = app._leader_assignor
+    subscribed: list[str] = []
+
+    async def enable_leader_topic() -> None:  # Faust's would declare it on the broker
+        subscribed.append(assignor._leader_topic_name)
+
+    monkeypatch.setattr(assignor, "_enable_leader_topic", enable_leader_topic)
+    asyncio.run(assignor.on_start())  # what the app's start runs
+    assert not set(subscribed) - set(partitions), f"subscribed to {subscribed}"
