@@ -602,6 +602,21 @@ def test_dockerfile_bakes_in_no_secret() -> None:
             assert not re.search(r"\.env\b|secret|\.key\b|\.pem\b", rest), rest
 
 
+def test_the_build_backend_floor_can_build_the_project() -> None:
+    """pyproject.toml's license = "Apache-2.0" (a PEP 639 string) needs setuptools >= 77,
+    but the build system allowed setuptools>=68: the audit built with 76.1.0 (no build
+    isolation, as in an offline image build) and metadata generation failed
+    ("`project.license` must be valid exactly by one definition"). Checked statically:
+    a real build needs the network and time."""
+    import tomllib
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert isinstance(data["project"]["license"], str)
+    (requirement,) = [r for r in data["build-system"]["requires"] if r.startswith("setuptools")]
+    floor = re.fullmatch(r"setuptools\s*>=\s*(\d+)(\.\d+)*", requirement)
+    assert floor and int(floor.group(1)) >= 77, requirement
+
+
 def test_docker_ignore_keeps_the_context_small() -> None:
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()
     rules = [line.strip() for line in ignore if line.strip() and not line.startswith("#")]
