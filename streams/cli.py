@@ -569,6 +569,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands that reach Kafka through kafka-python, which logs every failed connection
+#: attempt (about 20 lines before an unreachable broker's timeout). They report the
+#: outcome themselves, in one line: kafka-python is heard only with -v.
+_KAFKA_PYTHON_COMMANDS = ("topics", "ship")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from streams import logjson
 
@@ -576,6 +582,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The worker and aggregator hand the same format to Faust (app.faust_settings).
     logjson.configure(args.log_format or logjson.default_format(),
                       logging.DEBUG if args.verbose else logging.INFO)  # fmt: skip
+    if args.command in _KAFKA_PYTHON_COMMANDS and not args.verbose:
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args))
     except _expected_errors() as error:

@@ -208,6 +208,35 @@ def test_a_config_that_is_not_utf8_is_a_config_error(
     assert "line 2: not UTF-8 text (byte 0xe9); save it as UTF-8" in err
 
 
+#: Runs ``logfog`` with the broker timeouts cut to 1 s (the commands wait 10 s).
+_SHORT_TIMEOUTS = """
+import functools, sys
+import streams.admin as admin, streams.shipper as shipper
+admin.ensure_topics_detailed = functools.partial(admin.ensure_topics_detailed, timeout_s=1.0)
+shipper.ship = functools.partial(shipper.ship, timeout_s=1.0)
+from streams.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["topics", "verify", "-c", str(ROOT / "config" / "logfog.yaml")], ["ship", str(SAMPLE)]],
+)
+def test_an_unreachable_broker_is_one_line(command: list[str]) -> None:
+    """README: "Expected failures get one line ... an unreachable broker". kafka-python
+    logged every failed connection attempt first (about 20 lines in 10 s)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _SHORT_TIMEOUTS, "--log-format", "json", *command,
+         "--bootstrap", "127.0.0.1:1"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2
+    assert len(lines) == 1, f"{len(lines)} lines: {lines[:3]}"
+    assert lines[0].startswith("logfog: Kafka broker at 127.0.0.1:1 is unreachable"), lines
+
+
 def test_keygen_makes_256_bit_hex() -> None:
     result = run("keygen")
     assert len(bytes.fromhex(result.stdout.strip())) == 32
