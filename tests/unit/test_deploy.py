@@ -562,6 +562,23 @@ def test_topics_job_uses_the_same_config() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
+def test_the_readme_states_the_manifests_resources() -> None:
+    """deploy/README.md gave the worker `cpu: 1`, `512Mi` and a `1Gi` limit, while its
+    manifest requests two cores (worker and aggregator child), 1536Mi and a 5Gi limit."""
+    text = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### Resources") : text.index("## Scaling")]
+    bullets = [" ".join(b.split()) for b in re.split(r"^- ", section, flags=re.M)[1:]]
+    for name in ("deployment.yaml", "aggregator.yaml"):
+        pod = _one("Deployment", K8S / name)["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+        stated = (f'requests `cpu: "{requests["cpu"]}"`, `memory: {requests["memory"]}`; '
+                  f'limits: `memory: {limits["memory"]}`')  # fmt: skip
+        (bullet,) = [b for b in bullets if f"(`deploy/k8s/{name}`" in b]
+        assert stated in bullet, (name, stated, bullet)
+        assert "cpu" not in limits and "no CPU limit" in bullet, name
+
+
 # -------------------------------------------------------------------- Dockerfile
 
 
