@@ -158,6 +158,10 @@ def faust_settings(
         # with a checkpoint, that is, until the stop watchdog.
         "stream_wait_empty": False,
         "topic_allow_declare": False,  # topics are created by logfog itself, explicitly
+        # No "<group>-__assignor-__leader" topic: Faust's LeaderAssignor subscribes every
+        # app to it, though logfog elects no leader (no on_leader tasks), and it is a
+        # topic that `topics create` and deploy/ never make and the ACLs do not cover.
+        "topic_disable_leader": True,
         "datadir": datadir,
         # JSON lines unless --log-format text (None: Faust's own text format).
         "logging_config": faust_logging_config(),
@@ -986,7 +990,7 @@ def run_worker(
     aggregator`` child on ``aggregator_web_port`` (default: ``web_port`` + 1), restarts
     it when it dies, and stops it when it stops (streams/supervise.py)."""
     from streams.config import ConfigError, worker_key_problems
-    from streams.pipeline import Pipeline
+    from streams.pipeline import Pipeline, open_geo
     from streams.topics import pseudonymizes
 
     config, bootstrap = _load(config_path, bootstrap)
@@ -998,13 +1002,16 @@ def run_worker(
         raise ConfigError(config_path, problems)
     for warning in warnings:
         log.warning("%s", warning)
+    # A missing or wrong geo database fails now, on both key paths: with the broker down
+    # too, the worker would otherwise wait for it and never say what else is wrong.
+    geo = open_geo(config)
     shared = keys["source"] in ("auto", "shared") and pseudonymizes(config)
     if shared:
         from streams.keyshare import MasterKeys
 
         MasterKeys.from_sources()  # a missing or short LOGFOG_MASTER_KEY fails now, clearly
     else:
-        Pipeline.from_normalized(config)  # geo and key errors surface before any waiting
+        Pipeline.from_normalized(config, geo=geo)  # key errors surface before any waiting
     child = None
     if config["aggregates"]["enabled"] and config["aggregates"]["run_in"] == "process":
         from streams.supervise import refuse_inspection
@@ -1029,7 +1036,7 @@ def run_worker(
             epoch, grace = parse_duration(keys["epoch"]), parse_duration(keys["grace"])
             keyring = shared_keyring(bootstrap, epoch, grace, topic=keys["topic"],
                                      security=security)  # fmt: skip
-        pipeline = Pipeline.from_normalized(config, keyring=keyring)
+        pipeline = Pipeline.from_normalized(config, keyring=keyring, geo=geo)
         app = create_app(config, pipeline, bootstrap=bootstrap, web_port=web_port,
                          topic_partitions=partitions, security=security)  # fmt: skip
         if child is not None:

@@ -463,25 +463,60 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from streams.app import run_worker
 
-    return run_worker(args.config, bootstrap=args.bootstrap, web_port=args.web_port,
-                      loglevel=args.loglevel,
-                      aggregator_web_port=args.aggregator_web_port)  # fmt: skip
+    child_port = args.aggregator_web_port
+    if child_port is None:
+        child_port = _env_port("LOGFOG_AGGREGATOR_WEB_PORT", None)
+    return run_worker(args.config, bootstrap=args.bootstrap, web_port=_web_port(args),
+                      loglevel=args.loglevel, aggregator_web_port=child_port)  # fmt: skip
 
 
 def cmd_aggregator(args: argparse.Namespace) -> int:
     from streams.app import run_aggregator
 
-    return run_aggregator(args.config, bootstrap=args.bootstrap, web_port=args.web_port,
+    return run_aggregator(args.config, bootstrap=args.bootstrap, web_port=_web_port(args),
                           loglevel=args.loglevel)  # fmt: skip
+
+
+def _port(text: str) -> int:
+    """argparse type of a TCP port."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1-65535)")
+    return value
+
+
+def _env_port(name: str, default: int | None) -> int | None:
+    """A port from the environment, read only by the commands that use it: a typo in
+    the variable used to stop every command (keygen, --help) with a traceback."""
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        return _port(text)
+    except argparse.ArgumentTypeError as error:
+        raise UserError(f"{name}: {error}") from None
+
+
+def _web_port(args: argparse.Namespace) -> int:
+    """--web-port, else env LOGFOG_WEB_PORT, else the command's default."""
+    if args.web_port is not None:
+        return int(args.web_port)
+    port = _env_port("LOGFOG_WEB_PORT", args.default_web_port)
+    assert port is not None
+    return port
 
 
 def _faust_process_arguments(p: argparse.ArgumentParser, web_port: int) -> None:
     """The options of the long-running Faust processes (worker, aggregator)."""
     p.add_argument("-c", "--config", default="config/logfog.yaml")
     p.add_argument("--bootstrap", help="host:port[,...] (default: config, or env LOGFOG_BOOTSTRAP)")
-    p.add_argument("--web-port", type=int,
-                   default=int(os.environ.get("LOGFOG_WEB_PORT", str(web_port))),
-                   help=f"metrics/status web port (default {web_port})")  # fmt: skip
+    p.add_argument("--web-port", type=_port,
+                   help=f"metrics/status web port (default: env LOGFOG_WEB_PORT, "
+                   f"else {web_port})")  # fmt: skip
+    p.set_defaults(default_web_port=web_port)
     p.add_argument("--loglevel", default="info")
 
 
@@ -562,9 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
         "child process, restarts it when it dies and stops it when it stops.",
     )  # fmt: skip
     _faust_process_arguments(p, web_port=6066)
-    env_port = os.environ.get("LOGFOG_AGGREGATOR_WEB_PORT")
-    p.add_argument("--aggregator-web-port", type=int,
-                   default=int(env_port) if env_port else None,
+    p.add_argument("--aggregator-web-port", type=_port,
                    help="web port of the aggregator child (run_in: process; default: "
                    "--web-port + 1, or env LOGFOG_AGGREGATOR_WEB_PORT)")  # fmt: skip
     p.set_defaults(func=cmd_worker)
@@ -629,6 +662,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands that reach Kafka through kafka-python, which logs every failed connection
+#: attempt (about 20 lines before an unreachable broker's timeout). They report the
+#: outcome themselves, in one line: kafka-python is heard only with -v.
+_KAFKA_PYTHON_COMMANDS = ("topics", "ship")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from streams import logjson
 
@@ -641,6 +680,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The worker and aggregator hand the same format to Faust (app.faust_settings).
     logjson.configure(args.log_format or logjson.default_format(),
                       logging.DEBUG if args.verbose else logging.INFO)  # fmt: skip
+    if args.command in _KAFKA_PYTHON_COMMANDS and not args.verbose:
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args))
     except _expected_errors() as error:

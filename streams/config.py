@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -119,9 +120,31 @@ def _k_by_output(value: Mapping[str, Any]) -> str | None:
 
 
 def _key_source(value: str) -> str | None:
-    if value in ("auto", "shared", "ephemeral") or value.startswith(("env:", "file:")):
+    """Never quotes the value: the likeliest mistake here is the master key itself, which
+    check-config would print and the worker log."""
+    from streams.keys import env_name_problem
+
+    kind, colon, rest = value.partition(":")
+    if value in ("auto", "shared", "ephemeral"):
         return None
-    return f"{value!r} is not auto, shared, ephemeral, env:NAME or file:PATH"
+    if colon and kind == "env":
+        return env_name_problem(rest)
+    if colon and kind == "file":
+        return None if rest else "file: needs a path (file:PATH)"
+    return "must be auto, shared, ephemeral, env:NAME or file:PATH (the value is not shown)"
+
+
+def _geo_database(kind: str) -> Any:
+    def check(value: str | None) -> str | None:
+        # A builtin: name that does not exist, or of the wrong kind, used to pass
+        # check-config and fail only when a command opened the databases.
+        if value is None or not value.startswith("builtin:"):
+            return None
+        from streams.enrich.geo import builtin_problem
+
+        return builtin_problem(kind, value)
+
+    return check
 
 
 def _json_fields(value: Mapping[str, Any]) -> str | None:
@@ -144,20 +167,43 @@ _JSON_TEXT_ROLES: Final = ("host", "protocol")
 
 
 DAY = 86400
+
+#: The privacy defaults of ../shared/privacy-requirements.md that a setting of the
+#: aggregates or keys sections can loosen. Tightening is free; loosening needs the
+#: section's ``unsafe: true`` and is then logged at startup (the rules' "explicit,
+#: logged opt-in").
+MIN_K = 10  # rule 9: every published cell counts at least k = 10 distinct visitors
+MAX_EPOCH = DAY  # rule 5: epoch keys, daily by default (a key links a visitor's requests)
+MAX_GRACE = 3600  # rule 5: destroyed after the epoch plus a *short* grace (default 1h)
 RETENTION_LIMITS = {"raw": 3 * DAY, "operations": 30 * DAY, "analytics": 30 * DAY,
                     "dead_letter": 30 * DAY, "aggregates": 25 * 31 * DAY}  # fmt: skip
+
+
+#: Kafka's rule for topic names. A name it refuses must be a config error with its place:
+#: it used to pass check-config and then crash ``topics create`` and the worker's start
+#: (streams.admin.TopicSpec, whose own check is the same rule).
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+
+def _topic_name(value: str) -> str | None:
+    if _TOPIC_NAME.fullmatch(value) and value not in (".", ".."):
+        return None
+    return (
+        f"{value!r} is not a Kafka topic name (1 to 249 of a-z, A-Z, 0-9, '.', '_' and '-'; "
+        "not '.' or '..')"
+    )
 
 
 def _topic(default_topic: str, retention: str, limit_kind: str, partitions: int = 4) -> Section:
     return Section(
         {
-            "topic": Key(str, default_topic, "Kafka topic name"),
+            "topic": Key(str, default_topic, "Kafka topic name", check=_topic_name),
             "partitions": Key(int, partitions, "partitions (bounds worker parallelism)", minimum=1),
             "retention": Key(
                 str,
                 retention,
                 f"retention, at most {RETENTION_LIMITS[limit_kind] // DAY}d",
-                check=_duration(RETENTION_LIMITS[limit_kind], limit_kind),
+                check=_duration(RETENTION_LIMITS[limit_kind], limit_kind, positive=True),
             ),
             "replication": Key(
                 (int, type(None)),
@@ -166,6 +212,19 @@ def _topic(default_topic: str, retention: str, limit_kind: str, partitions: int 
                 check=_replication,
             ),
         }
+    )
+
+
+def _one_partition(value: int) -> str | None:
+    # The merge agent publishes a window once it holds the partials of every input
+    # partition (merge.py WindowMerger.add), and every merger checkpoints under one key
+    # (runtime.MERGER_KEY): partials spread over several partitions reach different
+    # mergers, and no window is ever published.
+    if value == 1:
+        return None
+    return (
+        f"must be 1, not {value}: one merge agent must receive the partials of every input "
+        "partition (with more, no window is ever published)"
     )
 
 
@@ -244,9 +303,17 @@ SCHEMA = Section(
                             (str, type(None)),
                             None,
                             "City (or DB-IP City) mmdb path, or builtin:dbip-city-lite",
+                            check=_geo_database("city"),
                         ),
-                        "country": Key((str, type(None)), None, "Country mmdb path"),
-                        "asn": Key((str, type(None)), None, "ASN mmdb path"),
+                        "country": Key(
+                            (str, type(None)),
+                            None,
+                            "Country mmdb path",
+                            check=_geo_database("country"),
+                        ),
+                        "asn": Key(
+                            (str, type(None)), None, "ASN mmdb path", check=_geo_database("asn")
+                        ),
                     }
                 ),
                 "cache_size": Key(
@@ -264,8 +331,11 @@ SCHEMA = Section(
                     "shared through Kafka, sealed under env LOGFOG_MASTER_KEY), ephemeral, "
                     "env:NAME or file:PATH (never a key in config)",
                     check=_key_source,
+                    secret=True,
                 ),
-                "topic": Key(str, "logfog.keys", "Kafka topic of the shared epoch keys"),
+                "topic": Key(
+                    str, "logfog.keys", "Kafka topic of the shared epoch keys", check=_topic_name
+                ),
                 "epoch": Key(str, "1d", "pseudonym key lifetime", check=_duration(positive=True)),
                 "grace": Key(
                     str, "1h", "how long an epoch key outlives its epoch", check=_duration()
@@ -275,8 +345,8 @@ SCHEMA = Section(
                     False,
                     "allow what breaks rule 5 or the visitor counts (logged at startup): "
                     "logfog worker with ephemeral (per worker), env: or file: (never "
-                    "destroyed) keys; an epoch that is not a multiple of the aggregate "
-                    "windows",
+                    "destroyed) keys; an epoch longer than 1d or a grace longer than 1h; "
+                    "an epoch that is not a multiple of the aggregate windows",
                 ),
             },
             "pseudonym keys",
@@ -320,6 +390,12 @@ SCHEMA = Section(
         "aggregates": Section(
             {
                 "enabled": Key(bool, False, "compute k-gated windowed aggregates in the worker"),
+                "unsafe": Key(
+                    bool,
+                    False,
+                    "allow k or k_by_output below 10, the minimum group size of privacy "
+                    "rule 9 (logged at startup)",
+                ),
                 "k": Key(
                     int,
                     10,
@@ -375,7 +451,18 @@ SCHEMA = Section(
                 ),
                 "output": _topic("logs.aggregates", "760d", "aggregates", partitions=1),
                 "input": _topic("logfog.agg.input", "1d", "operations"),
-                "partials": _topic("logfog.agg.partials", "1d", "operations", partitions=1),
+                "partials": Section(
+                    {
+                        **_topic("logfog.agg.partials", "1d", "operations").keys,
+                        "partitions": Key(
+                            int,
+                            1,
+                            "partitions: must be 1 (one merge agent sees every "
+                            "input partition's partials)",
+                            check=_one_partition,
+                        ),
+                    }
+                ),
                 "state": _topic("logfog.agg.state", "3d", "operations", partitions=1),
             },
             "windowed aggregates with a minimum group size (internal topics hold pseudonyms: "
@@ -390,13 +477,13 @@ SCHEMA = Section(
                         "operations or analytics: sets the privacy floors",
                         choices=("operations", "analytics"),
                     ),
-                    "topic": Key(str, REQUIRED, "Kafka topic"),
+                    "topic": Key(str, REQUIRED, "Kafka topic", check=_topic_name),
                     "partitions": Key(int, 4, "partitions", minimum=1),
                     "retention": Key(
                         str,
                         "7d",
                         "retention, at most 30d",
-                        check=_duration(30 * DAY, "pseudonymous output"),
+                        check=_duration(30 * DAY, "pseudonymous output", positive=True),
                     ),
                     "replication": Key(
                         (int, type(None)),
@@ -673,11 +760,7 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
     """Validate, fill defaults, and return the normalized config (meaningful if no errors)."""
     out: dict[str, Any] = {}
     _validate_section(data, SCHEMA, "", errors, out)
-    if not any(e.startswith("kafka.security") for e in errors):  # cross-key rules
-        from streams import security
-
-        errors.extend(security.problems(out["kafka"]["security"]))
-        warnings.extend(security.warnings(out["kafka"]["security"]))
+    _check_kafka_security(out["kafka"]["security"], errors, warnings)
     destinations = out.get("destinations") or {}
     if not isinstance(destinations, dict):
         errors.append("destinations: must be a mapping of names to destinations")
@@ -709,9 +792,12 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
                               "destination needs a topic of its own")  # fmt: skip
             topics[topic] = name
         fields = d.get("fields") or {}
-        if not isinstance(fields, dict) or not fields:
-            errors.append(f"{where}.fields: at least one field rule is required")
+        if not isinstance(fields, dict):  # e.g. a list of rules: they need their names
+            errors.append(f"{where}.fields: must be a mapping of output field names to rules, "
+                          f"not {_type_name(type(fields))}")  # fmt: skip
             fields = {}
+        elif not fields:
+            errors.append(f"{where}.fields: at least one field rule is required")
         rules: dict[str, Any] = {}
         for field_name, rule in fields.items():
             checked = _validate_rule(
@@ -732,6 +818,7 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
         normalized[str(name)] = d
     out["destinations"] = normalized
     _check_keys(out, errors, warnings)
+    _check_privacy_defaults(out, errors, warnings)
     if out.get("aggregates", {}).get("enabled") and not errors:
         # The internal, visitor-keyed stream that feeds aggregation: built by the same
         # rules machinery (default deny, sweep), never published outside the cluster.
@@ -755,6 +842,23 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
         errors.extend(sub_errors)
         normalized[AGGREGATE_INPUT] = d
     return out
+
+
+def _check_kafka_security(
+    section: Mapping[str, Any], errors: list[str], warnings: list[str]
+) -> None:
+    """The cross-key rules of kafka.security over its well-typed keys. They used to be
+    skipped whenever any key had an error, so a typo in check_hostname hid that
+    SASL_SSL lacked its mechanism, user and password until the next round."""
+    from streams import security
+
+    prefix = "kafka.security."
+    bad = {e.split(":", 1)[0].removeprefix(prefix) for e in errors if e.startswith(prefix)}
+    # A bad key counts as unset (a bad protocol as unknown: security.problems then skips
+    # the rules that depend on it), and a rule about a bad key says nothing new.
+    usable = {name: None if name in bad else value for name, value in section.items()}
+    errors.extend(p for p in security.problems(usable) if not any(n in p for n in bad))
+    warnings.extend(security.warnings(usable))
 
 
 #: Which geo databases yield each geo source field (any one of them will do).
@@ -817,6 +921,58 @@ def _check_keys(config: Mapping[str, Any], errors: list[str], warnings: list[str
         warnings.append(f"UNSAFE (keys.unsafe: true): {problem}")
     else:
         errors.append(f"{problem} (or keys.unsafe: true)")
+
+
+def _check_privacy_defaults(
+    config: Mapping[str, Any], errors: list[str], warnings: list[str]
+) -> None:
+    """Settings past a privacy default (MIN_K, MAX_EPOCH, MAX_GRACE): an error, or with
+    the section's ``unsafe: true`` a warning, which every command logs at startup.
+    Values the schema refused are left to its message."""
+    from streams.durations import format_duration
+
+    aggregates = config.get("aggregates") or {}
+    small: list[tuple[str, Any]] = [("aggregates.k", aggregates.get("k"))]
+    k_by_output = aggregates.get("k_by_output")
+    if isinstance(k_by_output, dict):
+        small += [(f"aggregates.k_by_output.{name}", k) for name, k in k_by_output.items()]
+    problems = [
+        f"{place}: {k} is below {MIN_K}, the minimum group size of privacy rule 9 (smaller "
+        "cells single out visitors)"
+        for place, k in small
+        if isinstance(k, int) and not isinstance(k, bool) and 2 <= k < MIN_K
+    ]
+    _opt_in(problems, "aggregates", aggregates, errors, warnings)
+    keys = config.get("keys") or {}
+    problems = []
+    for name, limit, why in (
+        ("epoch", MAX_EPOCH, "the daily keys of privacy rule 5 (one key links a visitor's "
+                             "requests for its whole epoch)"),
+        ("grace", MAX_GRACE, "the short grace of privacy rule 5 (keys outlive their epoch "
+                             "by it)"),
+    ):  # fmt: skip
+        try:
+            seconds = parse_duration(keys[name]) if isinstance(keys.get(name), str) else 0
+        except ValueError:
+            continue  # reported by the schema check
+        if seconds > limit:
+            problems.append(
+                f"keys.{name}: {keys[name]} is longer than {format_duration(limit)}, {why}"
+            )
+    _opt_in(problems, "keys", keys, errors, warnings)
+
+
+def _opt_in(
+    problems: list[str],
+    section: str,
+    values: Mapping[str, Any],
+    errors: list[str],
+    warnings: list[str],
+) -> None:
+    if values.get("unsafe") is True:
+        warnings.extend(f"UNSAFE ({section}.unsafe: true): {p}" for p in problems)
+    else:
+        errors.extend(f"{p} (or {section}.unsafe: true)" for p in problems)
 
 
 def pseudonymizes(config: Mapping[str, Any]) -> bool:
@@ -909,11 +1065,19 @@ def load_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[str]]:
     """Read, validate and normalize a config file. Raises :class:`ConfigError`."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as error:
         raise ConfigError(source, [f"cannot read: {error.strerror}"]) from None
     try:
-        data = tomllib.loads(text) if source.endswith(".toml") else yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:  # e.g. saved as Latin-1: was a traceback
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ConfigError(
+            source,
+            [f"line {line}: not UTF-8 text (byte 0x{raw[error.start]:02x}); save it as UTF-8"],
+        ) from None
+    try:
+        data = tomllib.loads(text) if source.endswith(".toml") else _load_yaml(source, text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -930,6 +1094,45 @@ def load_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[str]]:
     if errors:
         raise ConfigError(source, errors)
     return config, warnings
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, noting every key given twice in one mapping. PyYAML keeps the
+    last of them, so a second ``kafka:`` section or a second field of the same name
+    silently replaced the first; tomllib refuses them, and so does logfog for YAML."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[tuple[int, int, str]] = []  # line, column, problem
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *anchor": keys given beside a merge override it, by design
+            key = self.construct_object(key_node, deep=True)
+            mark = key_node.start_mark
+            try:
+                if key in first:
+                    self.duplicates.append((mark.line, mark.column,
+                        f"line {mark.line + 1}, column {mark.column + 1}: duplicate key "
+                        f"{key!r} (first on line {first[key]})"))  # fmt: skip
+                else:
+                    first[key] = mark.line + 1
+            except TypeError:
+                continue  # an unhashable key: PyYAML's own error follows
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(source: str, text: str) -> Any:
+    loader = _YamlLoader(text)
+    try:
+        data = loader.get_single_data()
+    finally:
+        loader.dispose()
+    if loader.duplicates:  # in file order (outer mappings are built before inner ones)
+        raise ConfigError(source, [problem for *_, problem in sorted(loader.duplicates)])
+    return data
 
 
 def json_schema() -> dict[str, Any]:

@@ -30,6 +30,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 import secrets
 import threading
 import time
@@ -136,10 +137,47 @@ def _decode_secret(raw: bytes, where: str) -> bytes:
     return decoded
 
 
+#: What may follow ``env:``: a shell-style variable name. Anything else is a mistake, and
+#: the likeliest one is the key itself pasted in, so messages never quote it.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def env_name_problem(name: str) -> str | None:
+    """Why ``name`` (what follows ``env:``) is not a variable name, or None. The message
+    never contains ``name``: a hex key that starts with a letter is a valid name too, so a
+    name that would decode as a key is refused as well.
+
+    >>> env_name_problem("LOGFOG_MASTER_KEY") is None
+    True
+    >>> key = generate_key()
+    >>> [key in (env_name_problem(n) or "") for n in (key, "a" + key[1:], "")]
+    [False, False, False]
+    >>> env_name_problem("f" + key[1:])  # doctest: +ELLIPSIS
+    'env: must be followed by an environment variable name ...'
+    """
+    if not name:
+        return "env: needs a variable name (env:NAME)"
+    looks_like_key = True
+    try:
+        _decode_secret(name.encode(), "env")
+    except KeyError_:
+        looks_like_key = False
+    if looks_like_key or not _ENV_NAME.fullmatch(name):
+        return (
+            "env: must be followed by an environment variable name ([A-Za-z_][A-Za-z0-9_]*), "
+            "not a key (what follows it is not shown)"
+        )
+    return None
+
+
 def load_secret(source: str) -> bytes:
-    """Read a secret named ``env:NAME`` or ``file:PATH``."""
+    """Read a secret named ``env:NAME`` or ``file:PATH``. Messages never quote ``source``
+    beyond a valid variable name or a path: it may be a key given in the wrong place."""
     kind, _, name = source.partition(":")
     if kind == "env":
+        problem = env_name_problem(name)
+        if problem:
+            raise KeyError_(f"key source: {problem}")
         value = os.environ.get(name)
         if not value:
             raise KeyError_(f"environment variable {name} is not set (make a key: logfog keygen)")
@@ -150,7 +188,9 @@ def load_secret(source: str) -> bytes:
         except OSError as error:
             raise KeyError_(f"key file {name}: {error.strerror}") from None
         return _decode_secret(data, f"key file {name}")
-    raise KeyError_(f"key source {kind!r} is not 'env:NAME', 'file:PATH' or 'ephemeral'")
+    raise KeyError_(
+        "key source: not 'env:NAME', 'file:PATH' or 'ephemeral' (not shown: it may be a key)"
+    )
 
 
 class DerivedKeyRing:

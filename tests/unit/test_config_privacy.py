@@ -50,16 +50,27 @@ def with_aggregates(cfg: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(("epoch", "times"), [("1h", 24), ("12h", 2), ("36h", 2), ("7h", 5)])
 def test_epoch_shorter_than_or_across_the_day_windows_is_refused(epoch: str, times: int) -> None:
     errors = validate(with_aggregates(config(epoch=epoch)))
-    assert errors == [
+    assert errors[0] == (
         f"keys.epoch: {epoch} with aggregates enabled: the 1d windows count distinct "
         f"visitors by pseudonym, and a new key every {epoch} counts one visitor up to "
         f"{times} times in a window; use a multiple of 1d (or keys.unsafe: true)"
+    )
+    # 36h is also longer than rule 5's daily keys: its own message.
+    assert all(e.startswith(f"keys.epoch: {epoch} ") for e in errors), errors
+
+
+def test_epoch_multiple_of_the_day_is_accepted() -> None:
+    assert validate(with_aggregates(config(epoch="1d"))) == []
+
+
+@pytest.mark.parametrize("epoch", ["2d", "7d"])
+def test_epoch_multiple_of_the_day_but_longer_needs_unsafe(epoch: str) -> None:
+    warnings: list[str] = []
+    assert validate(with_aggregates(config(epoch=epoch, unsafe=True)), warnings) == []
+    assert warnings == [
+        f"UNSAFE (keys.unsafe: true): keys.epoch: {epoch} is longer than 1d, the daily keys "
+        "of privacy rule 5 (one key links a visitor's requests for its whole epoch)"
     ]
-
-
-@pytest.mark.parametrize("epoch", ["1d", "2d", "7d"])
-def test_epoch_multiple_of_the_day_is_accepted(epoch: str) -> None:
-    assert validate(with_aggregates(config(epoch=epoch))) == []
 
 
 def test_short_epoch_without_aggregates_or_with_unsafe() -> None:
@@ -67,6 +78,81 @@ def test_short_epoch_without_aggregates_or_with_unsafe() -> None:
     warnings: list[str] = []
     assert validate(with_aggregates(config(epoch="1h", unsafe=True)), warnings) == []
     assert any(w.startswith("UNSAFE (keys.unsafe: true): keys.epoch: 1h") for w in warnings)
+
+
+# -- loosening a privacy default needs unsafe: true, and is logged ------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "patch", "message"),
+    [
+        ("aggregates", {"k": 9}, "aggregates.k: 9 is below 10, the minimum group size of "
+                                 "privacy rule 9"),
+        ("aggregates", {"k_by_output": {"product": 2}}, "aggregates.k_by_output.product: 2 is "
+                                                        "below 10"),
+        ("keys", {"epoch": "520w"}, "keys.epoch: 520w is longer than 1d, the daily keys of "
+                                    "privacy rule 5"),
+        ("keys", {"grace": "365d"}, "keys.grace: 365d is longer than 1h, the short grace of "
+                                    "privacy rule 5"),
+        ("keys", {"grace": "61m"}, "keys.grace: 61m is longer than 1h"),
+    ],
+)  # fmt: skip
+def test_loosening_a_privacy_default_needs_unsafe_and_is_logged(
+    section: str, patch: dict[str, Any], message: str
+) -> None:
+    """privacy-requirements.md: "config may tighten, loosening needs an explicit, logged
+    opt-in". k below 10 (rule 9), a ten-year key epoch or a year of grace (rule 5: daily
+    keys, destroyed after a *short* grace) used to pass without an error or a warning."""
+    shipped = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    shipped[section].update(patch)
+    errors = validate(shipped)
+    assert len(errors) == 1 and errors[0].startswith(message), errors
+    assert errors[0].endswith(f" (or {section}.unsafe: true)")
+    shipped[section]["unsafe"] = True
+    warnings: list[str] = []
+    assert validate(shipped, warnings) == []
+    assert [w for w in warnings if message in w] == [
+        f"UNSAFE ({section}.unsafe: true): {errors[0].removesuffix(f' (or {section}.unsafe: true)')}"
+    ]
+
+
+def test_tightening_a_privacy_default_needs_nothing() -> None:
+    shipped = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    shipped["aggregates"].update({"k": 25, "k_by_output": {"product": 50}})
+    shipped["keys"].update({"epoch": "1d", "grace": "10m"})
+    warnings: list[str] = []
+    assert validate(shipped, warnings) == [] and warnings == []
+
+
+def test_the_worker_logs_an_unsafe_aggregates_k_at_startup(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streams.app import _load
+
+    shipped = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    shipped["aggregates"].update({"k": 5, "unsafe": True})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(shipped))
+    with caplog.at_level("WARNING"):
+        _load(str(path), None)
+    assert any("UNSAFE (aggregates.unsafe: true): aggregates.k: 5" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+
+
+# -- keys.source never quoted -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["{key}", "{key}:x", "env:{key}", "plain:{key}"])
+def test_a_key_pasted_into_keys_source_is_refused_and_not_echoed(source: str) -> None:
+    """The README says "never a key in config", so a key pasted into keys.source is the
+    mistake to expect: its error used to quote it (check-config prints it, the worker
+    logs it)."""
+    from streams.keys import generate_key
+
+    key = generate_key()
+    errors = validate(config(source=source.format(key=key)))
+    assert [e.split(":")[0] for e in errors] == ["keys.source"], errors
+    assert not any(key[:16] in e or key[-16:] in e for e in errors), errors
 
 
 # -- logfog worker needs shared keys -------------------------------------------------------

@@ -562,6 +562,23 @@ def test_topics_job_uses_the_same_config() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
+def test_the_readme_states_the_manifests_resources() -> None:
+    """deploy/README.md gave the worker `cpu: 1`, `512Mi` and a `1Gi` limit, while its
+    manifest requests two cores (worker and aggregator child), 1536Mi and a 5Gi limit."""
+    text = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### Resources") : text.index("## Scaling")]
+    bullets = [" ".join(b.split()) for b in re.split(r"^- ", section, flags=re.M)[1:]]
+    for name in ("deployment.yaml", "aggregator.yaml"):
+        pod = _one("Deployment", K8S / name)["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+        stated = (f'requests `cpu: "{requests["cpu"]}"`, `memory: {requests["memory"]}`; '
+                  f'limits: `memory: {limits["memory"]}`')  # fmt: skip
+        (bullet,) = [b for b in bullets if f"(`deploy/k8s/{name}`" in b]
+        assert stated in bullet, (name, stated, bullet)
+        assert "cpu" not in limits and "no CPU limit" in bullet, name
+
+
 # -------------------------------------------------------------------- Dockerfile
 
 
@@ -600,6 +617,21 @@ def test_dockerfile_bakes_in_no_secret() -> None:
             assert not secretish.search(rest), f"{word} {rest}"
         if word == "COPY":
             assert not re.search(r"\.env\b|secret|\.key\b|\.pem\b", rest), rest
+
+
+def test_the_build_backend_floor_can_build_the_project() -> None:
+    """pyproject.toml's license = "Apache-2.0" (a PEP 639 string) needs setuptools >= 77,
+    but the build system allowed setuptools>=68: the audit built with 76.1.0 (no build
+    isolation, as in an offline image build) and metadata generation failed
+    ("`project.license` must be valid exactly by one definition"). Checked statically:
+    a real build needs the network and time."""
+    import tomllib
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert isinstance(data["project"]["license"], str)
+    (requirement,) = [r for r in data["build-system"]["requires"] if r.startswith("setuptools")]
+    floor = re.fullmatch(r"setuptools\s*>=\s*(\d+)(\.\d+)*", requirement)
+    assert floor and int(floor.group(1)) >= 77, requirement
 
 
 def test_docker_ignore_keeps_the_context_small() -> None:

