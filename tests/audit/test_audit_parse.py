@@ -1,0 +1,304 @@
+"""Audit of the input parsers (streams/parse/, and parse failures in the pipeline).
+
+Every test here fails on the code as audited and passes once the finding it names is
+fixed. Lines are what real Apache httpd / nginx write (sources cited per test).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from streams.parse import build_parser, compile_one
+from streams.parse.ip import ClientResolver
+from streams.parse.logformat import FormatError, compile_apache, compile_nginx, unescape
+from streams.parse.timefmt import any_time, clf_time, iso_time, strftime_parser
+from streams.pipeline import Pipeline
+from streams.records import RejectedLine
+
+T = "[10/Oct/2000:13:55:36 -0700]"
+TIME = 971211336
+
+
+def _apache_escape(text: str) -> str:
+    r"""What Apache's ap_escape_logitem and nginx's escape=default write for ``text``:
+    every byte >= 0x7f (so every byte of a non-ASCII UTF-8 character) as ``\xhh``."""
+    return "".join(c if ord(c) < 0x7F else "".join(f"\\x{b:02x}" for b in c.encode()) for c in text)
+
+
+# --- 1. privacy: escaped UTF-8 is decoded byte by byte (Latin-1 mojibake) -----------
+
+
+def test_escaped_utf8_bytes_are_decoded_as_utf8() -> None:
+    """logformat.py:255 turns each ``\\xhh`` into chr(hh): "é" logged as \\xc3\\xa9
+    becomes "Ã©"."""
+    assert unescape(r"/caf\xc3\xa9") == "/café"
+    assert unescape(r"Mozilla/5.0 \xe6\x97\xa5\xe6\x9c\xac") == "Mozilla/5.0 日本"
+
+
+def test_lookalike_email_escaped_by_the_server_is_still_templated(
+    make_pipeline: Callable[..., Pipeline],
+) -> None:
+    """The same request, logged raw or as Apache/nginx log it (\\xhh per byte): raw, the
+    fullwidth "＠" and ideographic "。" are folded and the email becomes {email}; escaped,
+    the mojibake "janeï¼\\xa0gmailã\\x80\\x82com" passes the URL policy and the sweep,
+    and the person's address is published in ops.route and product.page."""
+    pipeline = make_pipeline()
+    path = "/u/jane＠gmail。com/orders"
+    line = f'203.0.113.9 - - {T} "GET {_apache_escape(path)} HTTP/1.1" 200 5 "-" "curl/8.5.0"'
+    out = pipeline.test([line])
+    assert not out.rejections
+    (ops,) = out.events("ops")
+    (product,) = out.events("product")
+    for value in (ops["route"], product["page"]):
+        assert "jane" not in value and "gmail" not in value, value
+
+
+# --- 2. privacy / wrong value: unquoted fields are never unescaped --------------------
+
+
+def test_unquoted_fields_are_unescaped_too(make_pipeline: Callable[..., Pipeline]) -> None:
+    """Only fields directly between quotes are unescaped (logformat.py:419). In
+    ``"%m %U%q %H"`` (Apache's %U is ap_escape_logitem(r->uri), the decoded path)
+    the path keeps literal ``\\xef\\xbc\\xa0`` text, which no detector reads as "@"."""
+    fmt = 'apache:%h %l %u %t "%m %U%q %H" %>s %b'
+    pipeline = make_pipeline(input={"format": fmt})
+    path = _apache_escape("/u/jane＠gmail.com")
+    out = pipeline.test([f'203.0.113.9 - - {T} "GET {path} HTTP/1.1" 200 5'])
+    (ops,) = out.events("ops")
+    (product,) = out.events("product")
+    for value in (ops["route"], product["page"]):  # was "/u/jane\\xef\\xbc\\xa0gmail.com"
+        assert "jane" not in value, value
+    r = compile_one(fmt).parse(f'203.0.113.9 - - {T} "GET /caf\\xc3\\xa9 HTTP/1.1" 200 5')
+    assert r.target == "/café"
+
+
+# --- 3. data loss: %U / $uri hold the decoded path, spaces included -------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "line"),
+    [
+        # GET /my%20file.pdf: Apache logs %U = r->uri (decoded), a space is not escaped.
+        ('apache:%h %l %u %t "%m %U%q %H" %>s %b',
+         f'203.0.113.9 - - {T} "GET /my file.pdf HTTP/1.1" 200 5'),
+        ('nginx:$remote_addr [$time_local] "$request_method $uri $server_protocol" $status',
+         f'203.0.113.9 {T} "GET /my file.pdf HTTP/1.1" 200'),
+    ],
+)  # fmt: skip
+def test_a_decoded_path_with_a_space_is_parsed(fmt: str, line: str) -> None:
+    r = compile_one(fmt).parse(line)
+    assert (r.method, r.target, r.status) == ("GET", "/my file.pdf", 200)
+
+
+# --- 4. performance: quadratic backtracking in vhost_combined's "%v:%p" --------------
+
+
+def test_a_64k_line_of_colons_is_rejected_quickly() -> None:
+    """``(\\S+):(?:\\S+) `` backtracks over every colon of the first token: a 64 KB
+    token of colons took ~9.5 s with the default format list (0.005 s without colons);
+    compact JSON lines sent to an Apache-format input cost ~0.8 s each."""
+    parse = build_parser("vhost_combined")
+    line = ("a:" * 32767)[:65530] + " x"
+    started = time.perf_counter()
+    with pytest.raises(RejectedLine):
+        parse(line)
+    assert time.perf_counter() - started < 1.0
+
+
+# --- 5. crash: %{begin:...}t and %{end:...}t in one format -----------------------------
+
+
+def test_begin_and_end_strftime_times_in_one_format() -> None:
+    """All %{...}t strftime fields are joined into one strptime format; a conversion
+    used twice (%d in begin: and end:) makes every line raise re.error (parse.error)."""
+    fmt = "%h [%{begin:%d/%b/%Y:%H:%M:%S %z}t] [%{end:%d/%b/%Y:%H:%M:%S %z}t] %>s"
+    try:
+        parser = compile_apache(fmt)
+    except FormatError:
+        return  # refusing the format at startup is a fix too
+    line = "203.0.113.9 [10/Oct/2000:13:55:36 -0700] [10/Oct/2000:13:55:37 -0700] 200"
+    assert parser.parse(line).time == TIME
+
+
+# --- 6. crash: quoted numbers that are not numbers -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields", ['"x" "5" "0.1"', '"200" "x" "0.1"', '"200" "5" "1.2.3"', '"200" "5" "a\\"b"']
+)
+def test_quoted_numbers_that_are_not_numbers_are_a_reason_code(fields: str) -> None:
+    """A quoted status/bytes/duration field is matched by the quoted-string regex, then
+    int()/float() raises ValueError (with the field's text in its message) instead of
+    RejectedLine; in a format list the later formats are then never tried."""
+    parser = compile_nginx('$remote_addr [$time_local] "$request" "$status" '
+                           '"$body_bytes_sent" "$request_time"')  # fmt: skip
+    with pytest.raises(RejectedLine) as caught:
+        parser.parse(f'203.0.113.9 {T} "GET / HTTP/1.1" {fields}')
+    assert caught.value.reason in ("parse.bad_number", "parse.no_match")
+
+
+# --- 7. crash / wrong value: clf_time on what no server writes ------------------------
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: clf_time("10/Oct/99999999999999999999:13:55:36 +0000"),
+        lambda: any_time("[10/Oct/99999999999999999999:13:55:36 +0000]"),
+        lambda: build_parser("combined")(
+            '203.0.113.9 - - [10/Oct/99999999999999999999:13:55:36 -0700] "GET / HTTP/1.1" '
+            '200 5 "-" "-"'
+        ),
+    ],
+)
+def test_a_huge_year_is_bad_time_not_overflow_error(call: Callable[[], Any]) -> None:
+    with pytest.raises(RejectedLine) as caught:
+        call()
+    assert caught.value.reason == "parse.bad_time"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["10/Oct/2000:-1:55:36 +0000", "10/Oct/2000:13:-5:36 +0000", "10/Oct/2000:13:55:-1 +0000",
+     "1_0/Oct/2000:13:55:36 +0000", "10/Oct/2000:+1:55:36 +0000"],
+)  # fmt: skip
+def test_clf_time_rejects_signed_and_underscored_fields(text: str) -> None:
+    """int() accepts "-1", "+1" and "1_0"; only upper bounds are checked, so a negative
+    hour is published as the previous day."""
+    with pytest.raises(RejectedLine):
+        clf_time(text)
+
+
+# --- 8. data loss: nginx's status 000 and 009 ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_line", "status"), [("GET / HTTP/1.1", "000"), ("GET /old", "009")]
+)
+def test_nginx_status_000_and_009_are_not_rejected(request_line: str, status: str) -> None:
+    """ngx_http_log_status writes "%03ui" of 0 (no status yet, e.g. the client went
+    away) or 9 (HTTP/0.9): a whole request dropped as parse.bad_number."""
+    r = compile_one("nginx_combined").parse(
+        f'203.0.113.9 - - {T} "{request_line}" {status} 0 "-" "curl/8"'
+    )
+    assert r.ip == "203.0.113.9" and r.status in (None, 0, 9)
+
+
+# --- 9. data loss, client-controlled: a Basic-auth user name with a space ------------
+
+
+@pytest.mark.parametrize("fmt", ["nginx_combined", "nginx_main", "combined"])
+def test_a_user_name_with_a_space_is_parsed(fmt: str) -> None:
+    """nginx's $remote_user is decoded from any request's Authorization: Basic header
+    (no auth_basic needed) and a space is not escaped; Apache's %u likewise (401s).
+    Any client can make its own lines unparseable (parse.no_match)."""
+    line = f'203.0.113.9 - john doe {T} "GET /admin HTTP/1.1" 401 0 "-" "curl/8"'
+    if fmt == "nginx_main":
+        line += ' "-"'
+    r = compile_one(fmt).parse(line)
+    assert (r.ip, r.target, r.status) == ("203.0.113.9", "/admin", 401)
+
+
+# --- 10. data loss: unquoted nginx variables that are empty or lists ------------------
+
+
+def test_an_empty_unquoted_nginx_variable_is_matched() -> None:
+    """$request_completion, $https, $http2, $is_args are "" when not set, and skipped
+    fields are ``\\S+`` (at least one character)."""
+    parser = compile_nginx(
+        '$remote_addr [$time_local] "$request" $status $request_completion $request_time'
+    )
+    r = parser.parse(f'203.0.113.9 {T} "GET / HTTP/1.1" 200  0.005')
+    assert (r.status, r.duration_ms) == (200, 5.0)
+
+
+def test_unquoted_upstream_lists_are_matched() -> None:
+    """With several upstreams tried, nginx writes "$upstream_addr" as
+    "10.0.0.1:80, 10.0.0.2:80" and $upstream_response_time as "0.001, 0.002"."""
+    parser = compile_nginx(
+        '$remote_addr [$time_local] "$request" $status $upstream_addr $upstream_response_time'
+    )
+    r = parser.parse(f'203.0.113.9 {T} "GET / HTTP/1.1" 502 10.0.0.1:80, 10.0.0.2:80 0.001, 0.002')
+    assert (r.ip, r.status) == ("203.0.113.9", 502)
+
+
+# --- 11. wrong value: Apache's \r \b \v escapes -------------------------------------
+
+
+def test_apache_control_character_escapes() -> None:
+    r"""ap_escape_logitem writes \b \n \r \t \v; only \n and \t are undone, so
+    "\r" becomes the letter "r"."""
+    assert unescape(r"a\rb\vc\bd") == "a\rb\vc\bd"
+
+
+# --- 12. minor: leap seconds --------------------------------------------------------
+
+
+def test_a_leap_second_is_read_alike_in_every_time_format() -> None:
+    """clf_time accepts :60 (sec < 61); iso_time and %{...}t reject the same second."""
+    expected = clf_time("31/Dec/2016:23:59:60 +0000")
+    assert iso_time("2016-12-31T23:59:60+00:00") == expected
+    assert strftime_parser("%d/%b/%Y:%H:%M:%S %z")("31/Dec/2016:23:59:60 +0000") == expected
+
+
+# --- 13. wrong value: a trusted proxy network written as IPv4-mapped IPv6 -------------
+
+
+def test_a_mapped_trusted_proxy_network_is_trusted() -> None:
+    """A dual-stack server logs IPv4 peers as ::ffff:a.b.c.d; peers are canonicalized
+    to IPv4, but a trusted network "::ffff:10.0.0.0/104" stays IPv6 and never
+    contains them: XFF is ignored and every client gets the proxy's address."""
+    resolver = ClientResolver(["::ffff:10.0.0.0/104"])
+    assert resolver.resolve("::ffff:10.0.0.1", "203.0.113.9") == "203.0.113.9"
+
+
+# --- 14. data loss: JSON epoch milliseconds as a string --------------------------------
+
+
+def test_json_epoch_milliseconds_as_text_are_read_like_numbers() -> None:
+    assert any_time(1700000000000) == 1700000000
+    assert any_time("1700000000000") == 1700000000
+
+
+# --- 15. wrong reason code: a JSON format after text formats -------------------------
+
+
+def test_a_text_line_keeps_its_reason_when_json_is_also_listed() -> None:
+    """parse_any lets the last specific reason win, and json rejects every text line
+    as parse.bad_json: ["nginx_main", "json"] reports a bad time or IP as bad_json."""
+    parse = build_parser(["nginx_main", "json"])
+    for line, reason in [
+        ('203.0.113.9 - - [10/Foo/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 5 "-" "-" "-"',
+         "parse.bad_time"),
+        (f'nope - - {T} "GET / HTTP/1.1" 200 5 "-" "-" "-"', "parse.bad_ip"),
+    ]:  # fmt: skip
+        with pytest.raises(RejectedLine) as caught:
+            parse(line)
+        assert caught.value.reason == reason
+
+
+# --- 16. format refused: Apache's stock ssl_request_log ------------------------------
+
+
+def test_apache_ssl_request_log_format_compiles() -> None:
+    """The CustomLog of Apache's stock ssl.conf uses mod_ssl's %{VAR}x: refused
+    ("unsupported directive '%x'"), though it can be matched and thrown away."""
+    parser = compile_one('apache:%t %h %{SSL_PROTOCOL}x %{SSL_CIPHER}x "%r" %b')
+    r = parser.parse(f'{T} 203.0.113.9 TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256 "GET /a HTTP/1.1" 5')
+    assert (r.ip, r.time, r.target, r.bytes_sent) == ("203.0.113.9", TIME, "/a", 5)
+
+
+# --- 17. wrong value: a request line with a space in the URI -----------------------
+
+
+def test_a_request_line_with_a_space_in_the_uri_keeps_method_and_target() -> None:
+    """nginx serves "GET /a b HTTP/1.1" (space_in_uri) and logs it as is; splitting on
+    every space drops method, target and protocol."""
+    r = compile_one("nginx_combined").parse(
+        f'203.0.113.9 - - {T} "GET /a b HTTP/1.1" 200 5 "-" "curl/8"'
+    )
+    assert (r.method, r.target, r.protocol) == ("GET", "/a b", "HTTP/1.1")
