@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from streams.parse import build_parser, compile_one
-from streams.parse.logformat import FormatError, compile_apache, compile_nginx
+from streams.parse.logformat import FormatError, compile_apache, compile_nginx, unescape
+from streams.pipeline import Pipeline
 from streams.records import RejectedLine
 
 T = "[10/Oct/2000:13:55:36 -0700]"
@@ -371,3 +374,44 @@ def test_an_unregistered_method_is_other(fmt: str, line: str) -> None:
     assert parse(line.format(m="JOHNDOESECRET")).method == "OTHER"
     assert parse(line.format(m="PROPFIND")).method == "PROPFIND"
     assert parse(line.format(m="GET")).method == "GET"
+
+
+def _apache_escape(text: str) -> str:
+    r"""What Apache's ap_escape_logitem and nginx's escape=default write for ``text``:
+    every byte >= 0x7f (so every byte of a non-ASCII UTF-8 character) as ``\xhh``."""
+    return "".join(c if ord(c) < 0x7F else "".join(f"\\x{b:02x}" for b in c.encode()) for c in text)
+
+
+def test_escaped_utf8_bytes_are_decoded_as_utf8() -> None:
+    """Each ``\\xhh`` was chr(hh): "é" logged as \\xc3\\xa9 became "Ã©" (an audit)."""
+    assert unescape(r"/caf\xc3\xa9") == "/café"
+    assert unescape(r"Mozilla/5.0 \xe6\x97\xa5\xe6\x9c\xac") == "Mozilla/5.0 日本"
+    assert unescape(r"\x22a\x5cb\x22") == '"a\\b"'  # nginx's escaped quote and backslash
+    assert unescape(r"a\xffb\xc3") == "a\ufffdb\ufffd"  # not UTF-8: replaced, not Latin-1
+    r = build_parser("combined")(f'203.0.113.9 - - {T} "GET /caf\\xc3\\xa9 HTTP/1.1" 200 5 "-" "-"')
+    assert r.target == "/café"
+
+
+def test_lookalike_email_escaped_by_the_server_is_still_templated(
+    make_pipeline: Callable[..., Pipeline],
+) -> None:
+    """The same request, logged raw or as Apache/nginx log it (\\xhh per byte): raw, the
+    fullwidth "＠" and ideographic "。" are folded and the email becomes {email}; escaped,
+    the mojibake "janeï¼\\xa0gmailã\\x80\\x82com" passed the URL policy and the sweep,
+    and the person's address was published in ops.route and product.page."""
+    pipeline = make_pipeline()
+    path = "/u/jane＠gmail。com/orders"
+    line = f'203.0.113.9 - - {T} "GET {_apache_escape(path)} HTTP/1.1" 200 5 "-" "curl/8.5.0"'
+    out = pipeline.test([line])
+    assert not out.rejections
+    (ops,) = out.events("ops")
+    (product,) = out.events("product")
+    for value in (ops["route"], product["page"]):
+        assert "jane" not in value and "gmail" not in value, value
+
+
+def test_apache_control_character_escapes() -> None:
+    r"""ap_escape_logitem writes \b \n \r \t \v; only \n and \t were undone, so "\r"
+    became the letter "r"."""
+    assert unescape(r"a\rb\vc\bd\ne\tf") == "a\rb\vc\bd\ne\tf"
+    assert unescape(r"a\\rb") == "a\\rb"  # an escaped backslash, then the letter r
