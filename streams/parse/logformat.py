@@ -431,7 +431,6 @@ def _generate_builder(
     # The first field of each role wins.
     first = {f.role: f for f in reversed(fields)}
     index = {f.role: groups[n] for n, f in reversed(list(enumerate(fields))) if n in groups}
-    quoted = {groups[n] for n, f in enumerate(fields) if n in groups and f.quoted and not fast}
     client = index.get("client", index.get("peer"))
     xff = index.get("forwarded_for")
     xff_expr = f"g[{xff}]" if xff is not None and resolver.uses_forwarded_for else "None"
@@ -446,7 +445,9 @@ def _generate_builder(
     ]
     for role, i in index.items():
         v = f"g[{i}]"
-        text = f"unescape({v})" if i in quoted else v
+        # Apache and nginx escape every text field they write, quoted or not (%U in
+        # "%m %U%q %H" too); a line without a backslash (the fast path) has no escape.
+        text = v if fast else f"unescape({v})"
         if role == "time_clf_bracketed" or role == "time_clf":
             lines.append(f"    r.time = clf_time({v})")
         elif role == "time_strftime":
@@ -463,16 +464,15 @@ def _generate_builder(
         elif role == "request_line":
             lines.append(f"    r.method, r.target, r.protocol = split_request_line({text})")
         elif role == "method":
-            lines.append(f"    r.method = method_name({v})")
+            lines.append(f"    r.method = method_name({text})")
         elif role == "protocol":
-            lines.append(f"    r.{role} = " + _NULLABLE.format(v=v, u=v))
+            lines.append(f"    r.{role} = " + _NULLABLE.format(v=v, u=text))
         elif role == "path":
             q = index.get("query")
-            query = (
-                f" + ('' if g[{q}] in ('', '-') else g[{q}] if g[{q}][0] == '?' else '?' + g[{q}])"
-                if q is not None
-                else ""
-            )
+            query = ""
+            if q is not None:
+                lines.append(f"    q = g[{q}]" if fast else f"    q = unescape(g[{q}])")
+                query = " + ('' if q in ('', '-') else q if q[0] == '?' else '?' + q)"
             lines.append("    r.target = " + _NULLABLE.format(v=v, u=text + query))
         # Numbers are bounded (parse.bad_number): an integer orjson cannot serialize
         # would fail every rule of the line later, as a rules.error.

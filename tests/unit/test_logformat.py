@@ -415,3 +415,25 @@ def test_apache_control_character_escapes() -> None:
     became the letter "r"."""
     assert unescape(r"a\rb\vc\bd\ne\tf") == "a\rb\vc\bd\ne\tf"
     assert unescape(r"a\\rb") == "a\\rb"  # an escaped backslash, then the letter r
+
+
+def test_unquoted_fields_are_unescaped_too(make_pipeline: Callable[..., Pipeline]) -> None:
+    """Only fields directly between quotes were unescaped. In ``"%m %U%q %H"`` (Apache's
+    %U is ap_escape_logitem(r->uri), the decoded path) the path kept literal
+    ``\\xef\\xbc\\xa0`` text, which no detector reads as "@" (an audit)."""
+    fmt = 'apache:%h %l %u %t "%m %U%q %H" %>s %b'
+    pipeline = make_pipeline(input={"format": fmt})
+    path = _apache_escape("/u/jane＠gmail.com")
+    out = pipeline.test([f'203.0.113.9 - - {T} "GET {path} HTTP/1.1" 200 5'])
+    (ops,) = out.events("ops")
+    (product,) = out.events("product")
+    for value in (ops["route"], product["page"]):  # was "/u/jane\\xef\\xbc\\xa0gmail.com"
+        assert "jane" not in value, value
+    r = compile_one(fmt).parse(f'203.0.113.9 - - {T} "GET /caf\\xc3\\xa9?q=\\x22 HTTP/1.1" 200 5')
+    assert r.target == '/café?q="'
+    r = build_parser("combined")(f'203.0.113.9 - jos\\xc3\\xa9 {T} "GET / HTTP/1.1" 200 5 "-" "-"')
+    assert r.user == "josé"
+    r = compile_nginx("$remote_addr [$time_local] $request_method $uri $host").parse(
+        f"203.0.113.9 {T} GET /caf\\xC3\\xA9 b\\xC3\\xBCcher.example"
+    )
+    assert (r.target, r.host) == ("/café", "bücher.example")
