@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from streams.parse.ip import ClientResolver, canonical_ip
@@ -109,6 +109,8 @@ class Field:
     pattern: str | None = None
     #: time_strftime: the datetime.strptime format of the field's text.
     strptime: str | None = None
+    #: The fast path's regex, when it differs from ``pattern`` (see :func:`_fast_regex`).
+    fast_pattern: str | None = None
 
 
 def _apache_field(directive: str, argument: str | None, column: int, quoted: bool) -> Field:
@@ -323,6 +325,7 @@ class LineParser:
 
     def __init__(self, name: str, parts: list[str | Field], resolver: ClientResolver) -> None:
         self.name = name
+        parts = _in_context(parts)
         fields = [p for p in parts if isinstance(p, Field)]
         roles = [f.role for f in fields]
         if "client" not in roles and "peer" not in roles:
@@ -386,6 +389,34 @@ def first_match(parsers: Sequence[LineParser]) -> Callable[[str], Request]:
     return parse
 
 
+# %U and $uri write the decoded path, spaces included. Between quotes ("%m %U%q %H")
+# a space cannot end it; the escape-aware form reads \" as part of it. The path stops at
+# "?" only when %q follows (back to back, the query keeps its "?").
+_QUOTED_PATH = {
+    "?": (r'((?=[^?"])[^?"\\]*(?:\\.[^?"\\]*)*)', r'([^?"]+)'),
+    "": (r'((?=[^"])[^"\\]*(?:\\.[^"\\]*)*)', r'([^"]+)'),
+}
+
+
+def _in_context(parts: list[str | Field]) -> list[str | Field]:
+    """The fields whose regex depends on the format text around them."""
+    out: list[str | Field] = []
+    quotes = 0  # literal quotes so far: odd inside a quoted string
+    for k, part in enumerate(parts):
+        if isinstance(part, str):
+            quotes += part.count('"')
+        elif part.role == "path" and not part.quoted and part.pattern is None:
+            following = parts[k + 1] if k + 1 < len(parts) else ""
+            stop = "?" if isinstance(following, Field) and following.role == "query" else ""
+            if quotes % 2:
+                exact, fast = _QUOTED_PATH[stop]
+                part = replace(part, pattern=exact, fast_pattern=fast)
+            elif not stop:
+                part = replace(part, pattern=r'([^\s"]+)')
+        out.append(part)
+    return out
+
+
 def _field_regex(field: Field) -> str:
     pattern = QUOTED if field.quoted else field.pattern or _SPECIFIC.get(field.role, TOKEN)
     if field.role == "skip":  # matched, never captured: no string is made for it
@@ -402,6 +433,8 @@ def _fast_regex(field: Field) -> str:
     """The field's regex for a line without backslashes (see first_match)."""
     if field.quoted and field.role == "request_line":
         return _FAST_REQUEST_LINE
+    if field.fast_pattern is not None:
+        return field.fast_pattern
     if field.quoted:
         return r'(?:[^"]*)' if field.role == "skip" else r'([^"]*)'
     return _field_regex(field)

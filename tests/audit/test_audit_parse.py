@@ -28,24 +28,6 @@ def _apache_escape(text: str) -> str:
     return "".join(c if ord(c) < 0x7F else "".join(f"\\x{b:02x}" for b in c.encode()) for c in text)
 
 
-# --- 3. data loss: %U / $uri hold the decoded path, spaces included -------------------
-
-
-@pytest.mark.parametrize(
-    ("fmt", "line"),
-    [
-        # GET /my%20file.pdf: Apache logs %U = r->uri (decoded), a space is not escaped.
-        ('apache:%h %l %u %t "%m %U%q %H" %>s %b',
-         f'203.0.113.9 - - {T} "GET /my file.pdf HTTP/1.1" 200 5'),
-        ('nginx:$remote_addr [$time_local] "$request_method $uri $server_protocol" $status',
-         f'203.0.113.9 {T} "GET /my file.pdf HTTP/1.1" 200'),
-    ],
-)  # fmt: skip
-def test_a_decoded_path_with_a_space_is_parsed(fmt: str, line: str) -> None:
-    r = compile_one(fmt).parse(line)
-    assert (r.method, r.target, r.status) == ("GET", "/my file.pdf", 200)
-
-
 # --- 4. performance: quadratic backtracking in vhost_combined's "%v:%p" --------------
 
 

@@ -437,3 +437,36 @@ def test_unquoted_fields_are_unescaped_too(make_pipeline: Callable[..., Pipeline
         f"203.0.113.9 {T} GET /caf\\xC3\\xA9 b\\xC3\\xBCcher.example"
     )
     assert (r.target, r.host) == ("/café", "bücher.example")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "line"),
+    [
+        # GET /my%20file.pdf: Apache logs %U = r->uri (decoded), a space is not escaped.
+        ('apache:%h %l %u %t "%m %U%q %H" %>s %b',
+         f'203.0.113.9 - - {T} "GET /my file.pdf HTTP/1.1" 200 5'),
+        ('nginx:$remote_addr [$time_local] "$request_method $uri $server_protocol" $status',
+         f'203.0.113.9 {T} "GET /my file.pdf HTTP/1.1" 200'),
+    ],
+)  # fmt: skip
+def test_a_decoded_path_with_a_space_is_parsed(fmt: str, line: str) -> None:
+    """A decoded path with a space made the line parse.no_match (an audit)."""
+    parse = compile_one(fmt).parse
+    r = parse(line)
+    assert (r.method, r.target, r.status) == ("GET", "/my file.pdf", 200)
+    r = parse(line.replace("/my file", '/my \\"file\\"'))  # the escape-aware path
+    assert (r.method, r.target, r.status) == ("GET", '/my "file".pdf', 200)
+
+
+def test_a_decoded_question_mark_in_a_path_without_query_is_parsed() -> None:
+    """%U and $uri decode %3F to "?": the path stops at "?" only when %q follows."""
+    r = compile_one('apache:%h %t "%m %U %H" %>s').parse(
+        f'203.0.113.9 {T} "GET /a?.pdf HTTP/1.1" 200'
+    )
+    assert r.target == "/a?.pdf"
+    r = compile_one("apache:%h %t %m %U %H %>s").parse(f"203.0.113.9 {T} GET /a?.pdf HTTP/1.1 200")
+    assert r.target == "/a?.pdf"
+    r = compile_one('apache:%h %t "%m %U%q %H" %>s').parse(
+        f'203.0.113.9 {T} "GET /a b?x=1 HTTP/1.1" 200'
+    )
+    assert r.target == "/a b?x=1"
