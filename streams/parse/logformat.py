@@ -338,13 +338,11 @@ class LineParser:
                 f"{name}: %{{...}}t at column {strftime[0].column}: has no %z "
                 "(the time zone would be unknown)"
             )
-        pattern = "".join(re.escape(p) if isinstance(p, str) else _field_regex(p) for p in parts)
-        self.regex = re.compile(pattern + r"\s*\Z")
+        self.regex = re.compile(_assemble(parts, _field_regex) + r"\s*\Z")
         self.fields = tuple(fields)
         self.build = _generate_builder(self.fields, resolver)
-        fast = "".join(re.escape(p) if isinstance(p, str) else _fast_regex(p) for p in parts)
         #: The fast path, for lines without a backslash (see :func:`first_match`).
-        self.fast_regex = re.compile(fast + r"\s*\Z")
+        self.fast_regex = re.compile(_assemble(parts, _fast_regex) + r"\s*\Z")
         self.fast_build = _generate_builder(self.fields, resolver, fast=True)
         #: ``parse(text) -> Request``, or :class:`RejectedLine` with a reason code.
         self.parse = first_match((self,))
@@ -415,6 +413,68 @@ def _in_context(parts: list[str | Field]) -> list[str | Field]:
                 part = replace(part, pattern=r'([^\s"]+)')
         out.append(part)
     return out
+
+
+# Field regexes that never match whitespace (see _assemble).
+_NO_SPACE = frozenset(
+    {TOKEN, r'([^\s"]+)', r"(\d{3})", r"(\d{6})"}
+    | {_SPECIFIC[r] for r in ("status", "bytes", "duration_us", "duration_ms", "duration_s")}
+    | {_SPECIFIC["path"], _SPECIFIC["query"]}
+)
+
+
+def _matches_no_space(field: Field) -> bool:
+    if field.quoted:
+        return False
+    if field.role == "time_strftime":
+        return not any(c.isspace() for c in field.strptime or " ")
+    return (field.pattern or _SPECIFIC.get(field.role, TOKEN)) in _NO_SPACE
+
+
+def _assemble(parts: list[str | Field], regex: Callable[[Field], str]) -> str:
+    r"""The format's regex, fields by ``regex``.
+
+    Two or more fields that match no whitespace, joined by literal text without
+    whitespace (a "word", as vhost_combined's ``%v:%p``), are one atomic group ending at
+    whitespace or the line's end. Backtracking would try every split of the word
+    against the rest of the line: ``(\S+):(?:\S+) `` took 9.5 s to reject 64 KB of
+    colons, and ~1 s for a compact JSON line (an audit). The result is the same: every
+    split of a word ends at the same place, so the rest of the line cannot match after
+    one split and not after another, and the first split is the one greedy matching
+    returns.
+    """
+    out: list[str] = []
+    word: list[str] = []
+    fields = 0
+
+    def close(atomic: bool) -> None:
+        nonlocal fields
+        if atomic and fields > 1:
+            out.append("(?>" + "".join(word) + r"(?=\s|\Z))")
+        else:
+            out.extend(word)
+        word.clear()
+        fields = 0
+
+    for part in parts:
+        if isinstance(part, Field):
+            if _matches_no_space(part):
+                word.append(regex(part))
+                fields += 1
+            else:
+                close(False)
+                out.append(regex(part))
+            continue
+        spaces = [i for i, c in enumerate(part) if c.isspace()]
+        if not spaces:
+            word.append(re.escape(part))
+            continue
+        word.append(re.escape(part[: spaces[0]]))
+        close(True)
+        out.append(re.escape(part[spaces[0] : spaces[-1] + 1]))
+        word.append(re.escape(part[spaces[-1] + 1 :]))
+    close(True)
+    return "".join(out)
 
 
 def _field_regex(field: Field) -> str:

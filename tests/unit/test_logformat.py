@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable
 
+import orjson
 import pytest
 
 from streams.parse import build_parser, compile_one
@@ -470,3 +473,61 @@ def test_a_decoded_question_mark_in_a_path_without_query_is_parsed() -> None:
         f'203.0.113.9 {T} "GET /a b?x=1 HTTP/1.1" 200'
     )
     assert r.target == "/a b?x=1"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        ("a:" * 32767)[:65530] + " x",
+        ("a:" * 32767)[:65530],
+        # A compact JSON line sent to a text-format input: ~1 s each.
+        orjson.dumps({"remote_addr": "203.0.113.9", "e": [{"a": 1}] * 10000}).decode()[:65536],
+    ],
+)
+def test_a_64k_line_of_colons_is_rejected_quickly(line: str) -> None:
+    """``(\\S+):(?:\\S+) `` (vhost_combined's ``%v:%p``) backtracked over every colon of
+    the first token: a 64 KB token of colons took ~9.5 s with the default format list
+    (an audit)."""
+    parse = build_parser(["combined", "vhost_combined", "common"])
+    started = time.perf_counter()
+    with pytest.raises(RejectedLine):
+        parse(line)
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    ("fmt", "tail"),
+    [
+        ("vhost_combined", f' 203.0.113.9 - - {T} "GET / HTTP/1.1" 200 5 "-" "-"'),
+        ("apache:%v:%p:%{c}a %h %t %>s", f" 203.0.113.9 {T} 200"),
+        ("apache:%h %{sec}t.%{msec_frac}t:%D %>s", " 200"),
+    ],
+)
+def test_atomic_words_match_like_backtracking(fmt: str, tail: str) -> None:
+    """Words such as ``%v:%p`` are atomic groups (no backtracking into them): the
+    match and its groups must be those of the plain regex, whatever the word holds."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    parser = compile_one(fmt)
+    for compiled in (parser.regex, parser.fast_regex):  # type: ignore[union-attr]
+        assert "(?>" in compiled.pattern
+    plain = [
+        re.compile(c.pattern.replace("(?>", "(?:").replace(r"(?=\s|\Z))", ")"))
+        for c in (parser.regex, parser.fast_regex)  # type: ignore[union-attr]
+    ]
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(alphabet="a1:.-[ ", max_size=14), st.sampled_from(["", " ", "x"]))
+    def check(word: str, end: str) -> None:
+        head = "203.0.113.9 " if fmt.startswith("apache:%h") else ""
+        text = head + word + tail + end
+        for atomic, backtracking in zip(
+            (parser.regex, parser.fast_regex),  # type: ignore[union-attr]
+            plain,
+            strict=True,
+        ):
+            m, expected = atomic.match(text), backtracking.match(text)
+            assert (m and m.groups()) == (expected and expected.groups())
+
+    check()
