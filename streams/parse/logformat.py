@@ -111,6 +111,8 @@ class Field:
     strptime: str | None = None
     #: The fast path's regex, when it differs from ``pattern`` (see :func:`_fast_regex`).
     fast_pattern: str | None = None
+    #: A ``%{end:...}t`` time (when the log entry was written), not the request's start.
+    end: bool = False
 
 
 def _apache_field(directive: str, argument: str | None, column: int, quoted: bool) -> Field:
@@ -135,7 +137,7 @@ def _apache_time(argument: str, column: int, quoted: bool) -> Field:
             regex, strptime = strftime_regex(form)
         except ValueError as error:
             raise FormatError(f"%{{{argument}}}t at column {column}: {error}") from None
-        return Field("time_strftime", quoted, column, regex, strptime)
+        return Field("time_strftime", quoted, column, regex, strptime, end=argument[:4] == "end:")
     _unsupported(f"%{{{argument}}}t", column)
 
 
@@ -332,20 +334,36 @@ class LineParser:
             raise FormatError(f"{name}: the format has no client address (%h, %a, $remote_addr)")
         if not any(r.startswith("time") for r in roles):
             raise FormatError(f"{name}: the format has no request time (%t, $time_local, ...)")
-        strftime = [f for f in fields if f.role == "time_strftime"]
-        if strftime and not any("%z" in (f.strptime or "").replace("%%", "") for f in strftime):
-            raise FormatError(
-                f"{name}: %{{...}}t at column {strftime[0].column}: has no %z "
-                "(the time zone would be unknown)"
-            )
+        strftime = _strftime_fields(fields)
+        strftime_time = None
+        if strftime:
+            try:
+                strftime_time = strftime_parser(" ".join(f.strptime or "" for f in strftime))
+            except ValueError as error:
+                raise FormatError(
+                    f"{name}: %{{...}}t at column {strftime[0].column}: {error}"
+                ) from None
         self.regex = re.compile(_assemble(parts, _field_regex) + r"\s*\Z")
         self.fields = tuple(fields)
-        self.build = _generate_builder(self.fields, resolver)
+        self.build = _generate_builder(self.fields, resolver, strftime_time)
         #: The fast path, for lines without a backslash (see :func:`first_match`).
         self.fast_regex = re.compile(_assemble(parts, _fast_regex) + r"\s*\Z")
-        self.fast_build = _generate_builder(self.fields, resolver, fast=True)
+        self.fast_build = _generate_builder(self.fields, resolver, strftime_time, fast=True)
         #: ``parse(text) -> Request``, or :class:`RejectedLine` with a reason code.
         self.parse = first_match((self,))
+
+
+def _strftime_fields(fields: Sequence[Field]) -> list[Field]:
+    """The %{...}t fields that spell the request time: those of the first one's instant.
+
+    One time may be split over several fields (Apache's own example:
+    ``[%{%d/%b/%Y %T}t.%{msec_frac}t %{%z}t]``); they are read together. A format may
+    also log when the request began and when it ended (``begin:``, ``end:``): joined,
+    every conversion appeared twice and each line failed (an audit). The first
+    instant is the request time, as with other time fields.
+    """
+    strftime = [f for f in fields if f.role == "time_strftime"]
+    return [f for f in strftime if f.end == strftime[0].end]
 
 
 def first_match(parsers: Sequence[LineParser]) -> Callable[[str], Request]:
@@ -505,7 +523,11 @@ _BAD = "raise RejectedLine(PARSE_BAD_NUMBER)"
 
 
 def _generate_builder(
-    fields: tuple[Field, ...], resolver: ClientResolver, *, fast: bool = False
+    fields: tuple[Field, ...],
+    resolver: ClientResolver,
+    strftime_time: Callable[[str], int] | None = None,
+    *,
+    fast: bool = False,
 ) -> Callable[[tuple[str, ...]], Request]:
     """Generate straight-line code for this format: no per-field dispatch per line.
 
@@ -544,7 +566,8 @@ def _generate_builder(
         if role == "time_clf_bracketed" or role == "time_clf":
             lines.append(f"    r.time = clf_time({v})")
         elif role == "time_strftime":
-            parts = [f"g[{groups[n]}]" for n, f in enumerate(fields) if f.role == role]
+            time_fields = _strftime_fields(fields)
+            parts = [f"g[{groups[n]}]" for n, f in enumerate(fields) if f in time_fields]
             joined = " + ' ' + ".join(parts)
             lines.append(f"    r.time = strftime_time({joined})")
         elif role in ("time_iso", "time_sec", "time_msec", "time_usec"):
@@ -603,8 +626,7 @@ def _generate_builder(
         "split_request_line": split_request_line, "unescape": unescape,
         "methods": METHODS, "OTHER_METHOD": OTHER_METHOD, "method_name": method_name,
     }  # fmt: skip
-    if "time_strftime" in first:
-        formats = [f.strptime or "" for f in fields if f.role == "time_strftime"]
-        namespace["strftime_time"] = strftime_parser(" ".join(formats))
+    if strftime_time is not None:
+        namespace["strftime_time"] = strftime_time
     exec(compile("\n".join(lines), "<logformat>", "exec"), namespace)
     return namespace["build"]  # type: ignore[return-value]

@@ -164,9 +164,20 @@ def strftime_parser(python_format: str) -> Callable[[str], int]:
     Traceback (most recent call last):
     ...
     ValueError: has no %z (the time zone would be unknown)
+
+    A conversion may appear once (strptime would fail on every line):
+
+    >>> strftime_parser("%Y-%m-%d %H:%M:%S %z %d")
+    Traceback (most recent call last):
+    ...
+    ValueError: repeats %d (a time is read once)
     """
-    if "%z" not in python_format.replace("%%", ""):
+    conversions = re.findall(r"%(.)", python_format.replace("%%", ""))
+    if "z" not in conversions:
         raise ValueError("has no %z (the time zone would be unknown)")
+    repeated = [c for c in conversions if conversions.count(c) > 1]
+    if repeated:
+        raise ValueError(f"repeats %{repeated[0]} (a time is read once)")
 
     @lru_cache(maxsize=4096)
     def parse(value: str) -> int:

