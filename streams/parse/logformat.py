@@ -495,8 +495,17 @@ def _assemble(parts: list[str | Field], regex: Callable[[Field], str]) -> str:
     return "".join(out)
 
 
+# Numbers keep their own regex between quotes ("$status" "$request_time" in JSON-like
+# nginx formats): as any quoted text, "x" reached int() and raised ValueError, a
+# parse.error instead of a reason code, and later formats were never tried (an audit).
+_NUMBERS = frozenset({"status", "bytes", "duration_us", "duration_ms", "duration_s"})
+
+
 def _field_regex(field: Field) -> str:
-    pattern = QUOTED if field.quoted else field.pattern or _SPECIFIC.get(field.role, TOKEN)
+    if field.quoted and field.role not in _NUMBERS:
+        pattern = QUOTED
+    else:
+        pattern = field.pattern or _SPECIFIC.get(field.role, TOKEN)
     if field.role == "skip":  # matched, never captured: no string is made for it
         return "(?:" + pattern[1:]
     return pattern
@@ -513,7 +522,7 @@ def _fast_regex(field: Field) -> str:
         return _FAST_REQUEST_LINE
     if field.fast_pattern is not None:
         return field.fast_pattern
-    if field.quoted:
+    if field.quoted and field.role not in _NUMBERS:
         return r'(?:[^"]*)' if field.role == "skip" else r'([^"]*)'
     return _field_regex(field)
 

@@ -546,3 +546,26 @@ def test_begin_and_end_strftime_times_in_one_format() -> None:
     assert compile_apache(split).parse(line).time == 971211336
     with pytest.raises(FormatError, match=r"column 4: repeats %d"):
         compile_apache("%h [%{%d/%b/%Y:%H:%M:%S %z}t] [%{%d}t] %>s")
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [('"x" "5" "0.1"', "parse.no_match"), ('"200" "x" "0.1"', "parse.no_match"),
+     ('"200" "5" "1.2.3"', "parse.no_match"), ('"200" "5" "a\\"b"', "parse.no_match"),
+     ('"200" "5" "' + "9" * 400 + '"', "parse.bad_number")],
+)  # fmt: skip
+def test_quoted_numbers_that_are_not_numbers_are_a_reason_code(fields: str, reason: str) -> None:
+    """A quoted status/bytes/duration field was matched by the quoted-string regex, then
+    int()/float() raised ValueError (with the field's text in its message) instead of
+    RejectedLine; in a format list the later formats were never tried (an audit)."""
+    fmt = '$remote_addr [$time_local] "$request" "$status" "$body_bytes_sent" "$request_time"'
+    parser = compile_nginx(fmt)
+    with pytest.raises(RejectedLine) as caught:
+        parser.parse(f'203.0.113.9 {T} "GET / HTTP/1.1" {fields}')
+    assert caught.value.reason == reason
+    r = parser.parse(f'203.0.113.9 {T} "GET / HTTP/1.1" "200" "5" "0.004"')
+    assert (r.status, r.bytes_sent, r.duration_ms) == (200, 5, 4.0)
+    r = parser.parse(f'203.0.113.9 {T} "GET /\\" HTTP/1.1" "-" "-" "-"')  # escape-aware
+    assert (r.status, r.bytes_sent, r.duration_ms) == (None, 0, None)
+    parse = build_parser([f"nginx:{fmt}", "nginx:$remote_addr [$time_local] $request_uri"])
+    assert parse(f'203.0.113.9 {T} /a"').target == '/a"'  # a later format is tried
