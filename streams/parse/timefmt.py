@@ -64,8 +64,18 @@ def clf_time(text: str) -> int:
     Traceback (most recent call last):
     ...
     streams.records.RejectedLine: parse.bad_time
+
+    Numbers are ASCII digits of the widths servers write (int() alone took "-1" as an
+    hour, "1_0" as a day, and a 20-digit year to an OverflowError):
+
+    >>> clf_time("10/Oct/2000:-1:55:36 +0000")
+    Traceback (most recent call last):
+    ...
+    streams.records.RejectedLine: parse.bad_time
     """
     try:
+        if not _CLF_NUMBERS.match(text):
+            raise ValueError
         day, month, rest = text.split("/", 2)
         year, hh, mm, tail = rest.split(":", 3)
         ss, zone = tail.split(" ", 1) if " " in tail else (tail, "+0000")
@@ -78,9 +88,13 @@ def clf_time(text: str) -> int:
         if zone[3:5] >= "60" or offset > MAX_OFFSET:
             raise ValueError
         seconds = calendar.timegm((y, mo, d, h, mi, sec, 0, 0, 0))
-    except (ValueError, KeyError, IndexError, calendar.IllegalMonthError):
+    except (ValueError, KeyError, IndexError, OverflowError, calendar.IllegalMonthError):
         raise RejectedLine(PARSE_BAD_TIME) from None
     return _in_range(seconds - offset if zone[0] == "+" else seconds + offset)
+
+
+# The numeric fields of a CLF time ([0-9]: \d and int() take any Unicode digit).
+_CLF_NUMBERS = re.compile(r"[0-9]{1,2}/[^/]*/[0-9]{4}:[0-9]{2}:[0-9]{2}:[0-9]{2}")
 
 
 @lru_cache(maxsize=4096)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import calendar
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streams.parse import build_parser
 from streams.parse.timefmt import (
     MAX_EPOCH,
     MAX_OFFSET,
@@ -140,3 +143,34 @@ def test_clf_results_are_real_dates_in_range(
     month_number = list(calendar.month_abbr).index(month)
     assert day <= calendar.monthrange(year, month_number)[1]
     assert abs(zone) // 100 * 3600 + abs(zone) % 100 * 60 <= MAX_OFFSET and abs(zone) % 100 < 60
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: clf_time("10/Oct/99999999999999999999:13:55:36 +0000"),
+        lambda: any_time("[10/Oct/99999999999999999999:13:55:36 +0000]"),
+        lambda: build_parser("combined")(
+            '203.0.113.9 - - [10/Oct/99999999999999999999:13:55:36 -0700] "GET / HTTP/1.1" '
+            '200 5 "-" "-"'
+        ),
+    ],
+)
+def test_a_huge_year_is_bad_time_not_overflow_error(call: Callable[[], Any]) -> None:
+    """A 20-digit year raised OverflowError (a parse.error) (an audit)."""
+    with pytest.raises(RejectedLine) as caught:
+        call()
+    assert caught.value.reason == "parse.bad_time"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["10/Oct/2000:-1:55:36 +0000", "10/Oct/2000:13:-5:36 +0000", "10/Oct/2000:13:55:-1 +0000",
+     "1_0/Oct/2000:13:55:36 +0000", "10/Oct/2000:+1:55:36 +0000", "10/Oct/2000: 1:55:36 +0000",
+     "１０/Oct/2000:13:55:36 +0000", "10/Oct/02000:13:55:36 +0000", "10/Oct/2000:013:55:36 +0000"],
+)  # fmt: skip
+def test_clf_time_rejects_signed_and_underscored_fields(text: str) -> None:
+    """int() accepts "-1", "+1", " 1", "1_0" and fullwidth digits; only upper bounds
+    were checked, so a negative hour was published as the previous day (an audit)."""
+    with pytest.raises(RejectedLine):
+        clf_time(text)
