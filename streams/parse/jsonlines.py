@@ -31,6 +31,7 @@ from streams.records import (
     MAX_DURATION_MS,
     MAX_STATUS,
     MIN_STATUS,
+    NO_STATUS,
     PARSE_BAD_IP,
     PARSE_BAD_JSON,
     PARSE_BAD_NUMBER,
@@ -86,6 +87,20 @@ def _int(value: Any, low: int, high: int) -> int | None:
     if not low <= number <= high:
         raise RejectedLine(PARSE_BAD_NUMBER)
     return number
+
+
+def _status(value: Any) -> int | None:
+    """A status code; nginx's "000" and "009" (no status) are None.
+
+    >>> _status("200"), _status("000"), _status(9), _status("-")
+    (200, None, None, None)
+    """
+    status = _int(value, 0, MAX_STATUS)
+    if status is None or status >= MIN_STATUS:
+        return status
+    if status in NO_STATUS:
+        return None
+    raise RejectedLine(PARSE_BAD_NUMBER)
 
 
 def _float(value: Any) -> float | None:
@@ -148,7 +163,7 @@ class JsonParser:
             r.method = method_name(_text(get(doc, "method")))
             r.target = _text(get(doc, "path"))
             r.protocol = _text(get(doc, "protocol"))
-        r.status = _int(get(doc, "status"), MIN_STATUS, MAX_STATUS)
+        r.status = _status(get(doc, "status"))
         r.bytes_sent = _int(get(doc, "bytes"), 0, MAX_BYTES)
         seconds = _float(get(doc, "duration_s"))
         r.duration_ms = ms = (

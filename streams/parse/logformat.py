@@ -51,6 +51,7 @@ from streams.records import (
     MAX_DURATION_MS,
     MAX_STATUS,
     MIN_STATUS,
+    NO_STATUS,
     PARSE_BAD_IP,
     PARSE_BAD_NUMBER,
     PARSE_NO_MATCH,
@@ -603,7 +604,9 @@ def _generate_builder(
         # would fail every rule of the line later, as a rules.error.
         elif role == "status":
             lines.append(f"    r.status = s = None if {v} == '-' else int({v})")
-            lines.append(f"    if s is not None and not {MIN_STATUS} <= s <= {MAX_STATUS}: {_BAD}")
+            lines.append(f"    if s is not None and not {MIN_STATUS} <= s <= {MAX_STATUS}:")
+            lines.append(f"        if s not in {NO_STATUS!r}: {_BAD}")
+            lines.append("        r.status = None")
         elif role == "bytes":
             lines.append(f"    r.bytes_sent = n = 0 if {v} == '-' else int({v})")
             lines.append(f"    if not 0 <= n <= {MAX_BYTES}: {_BAD}")

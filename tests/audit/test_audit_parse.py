@@ -24,21 +24,6 @@ def _apache_escape(text: str) -> str:
     return "".join(c if ord(c) < 0x7F else "".join(f"\\x{b:02x}" for b in c.encode()) for c in text)
 
 
-# --- 8. data loss: nginx's status 000 and 009 ---------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("request_line", "status"), [("GET / HTTP/1.1", "000"), ("GET /old", "009")]
-)
-def test_nginx_status_000_and_009_are_not_rejected(request_line: str, status: str) -> None:
-    """ngx_http_log_status writes "%03ui" of 0 (no status yet, e.g. the client went
-    away) or 9 (HTTP/0.9): a whole request dropped as parse.bad_number."""
-    r = compile_one("nginx_combined").parse(
-        f'203.0.113.9 - - {T} "{request_line}" {status} 0 "-" "curl/8"'
-    )
-    assert r.ip == "203.0.113.9" and r.status in (None, 0, 9)
-
-
 # --- 9. data loss, client-controlled: a Basic-auth user name with a space ------------
 
 

@@ -88,3 +88,10 @@ def test_an_object_where_text_is_mapped_is_not_turned_into_text() -> None:
     parse = build_parser("json", json_fields={"path": "p", "user_agent": "ua"})
     r = parse(line(request=None, p={"session": "s3cr3t", "to": "/x"}, ua=["Mozilla", "x"]))
     assert r.target is None and r.user_agent is None
+
+
+@pytest.mark.parametrize("status", ["000", "009", 0, 9])
+def test_nginx_status_000_and_009_are_no_status(status: object) -> None:
+    """nginx's escape=json logs "000" (no response) and "009" (HTTP/0.9): they were
+    parse.bad_number (an audit)."""
+    assert build_parser("json")(line(status=status)).status is None

@@ -569,3 +569,19 @@ def test_quoted_numbers_that_are_not_numbers_are_a_reason_code(fields: str, reas
     assert (r.status, r.bytes_sent, r.duration_ms) == (None, 0, None)
     parse = build_parser([f"nginx:{fmt}", "nginx:$remote_addr [$time_local] $request_uri"])
     assert parse(f'203.0.113.9 {T} /a"').target == '/a"'  # a later format is tried
+
+
+@pytest.mark.parametrize(
+    ("request_line", "status"), [("GET / HTTP/1.1", "000"), ("GET /old", "009")]
+)
+def test_nginx_status_000_and_009_are_not_rejected(request_line: str, status: str) -> None:
+    """ngx_http_log_status writes "%03ui" of 0 (no status yet, e.g. the client went
+    away) or 9 (HTTP/0.9): the whole request was dropped as parse.bad_number (an
+    audit). Other statuses below 100 still are."""
+    parse = compile_one("nginx_combined").parse
+    for agent in ("curl/8", 'curl/8 \\"x\\"'):  # the fast path, and the escape-aware one
+        line = f'203.0.113.9 - - {T} "{request_line}" {status} 0 "-" "{agent}"'
+        r = parse(line)
+        assert (r.ip, r.status) == ("203.0.113.9", None)
+        with pytest.raises(RejectedLine, match=r"parse\.bad_number"):
+            parse(line.replace(f" {status} ", " 099 "))
