@@ -24,21 +24,6 @@ def _apache_escape(text: str) -> str:
     return "".join(c if ord(c) < 0x7F else "".join(f"\\x{b:02x}" for b in c.encode()) for c in text)
 
 
-# --- 9. data loss, client-controlled: a Basic-auth user name with a space ------------
-
-
-@pytest.mark.parametrize("fmt", ["nginx_combined", "nginx_main", "combined"])
-def test_a_user_name_with_a_space_is_parsed(fmt: str) -> None:
-    """nginx's $remote_user is decoded from any request's Authorization: Basic header
-    (no auth_basic needed) and a space is not escaped; Apache's %u likewise (401s).
-    Any client can make its own lines unparseable (parse.no_match)."""
-    line = f'203.0.113.9 - john doe {T} "GET /admin HTTP/1.1" 401 0 "-" "curl/8"'
-    if fmt == "nginx_main":
-        line += ' "-"'
-    r = compile_one(fmt).parse(line)
-    assert (r.ip, r.target, r.status) == ("203.0.113.9", "/admin", 401)
-
-
 # --- 10. data loss: unquoted nginx variables that are empty or lists ------------------
 
 

@@ -585,3 +585,33 @@ def test_nginx_status_000_and_009_are_not_rejected(request_line: str, status: st
         assert (r.ip, r.status) == ("203.0.113.9", None)
         with pytest.raises(RejectedLine, match=r"parse\.bad_number"):
             parse(line.replace(f" {status} ", " 099 "))
+
+
+@pytest.mark.parametrize("fmt", ["nginx_combined", "nginx_main", "combined"])
+def test_a_user_name_with_a_space_is_parsed(fmt: str) -> None:
+    """nginx's $remote_user is decoded from any request's Authorization: Basic header
+    (no auth_basic needed) and a space is not escaped; Apache's %u likewise (401s).
+    Any client could make its own lines unparseable (parse.no_match) (an audit)."""
+    parse = compile_one(fmt).parse
+    tail = ' "-"' if fmt == "nginx_main" else ""
+    for user, agent, expected in [
+        ("john doe", "curl/8", "john doe"),
+        ("john doe", 'curl/8 \\"x\\"', "john doe"),  # the escape-aware path
+        ("a[b] c", "curl/8", "a[b] c"),
+        ("", "curl/8", None),  # Basic auth with an empty name
+    ]:
+        line = f'203.0.113.9 - {user} {T} "GET /admin HTTP/1.1" 401 0 "-" "{agent}"{tail}'
+        r = parse(line)
+        assert (r.ip, r.user, r.target, r.status, r.time) == (
+            "203.0.113.9", expected, "/admin", 401, 971211336,
+        )  # fmt: skip
+
+
+def test_a_long_line_of_brackets_is_rejected_quickly() -> None:
+    """The user name runs to the first " [": no backtracking over later ones."""
+    parse = build_parser(["combined", "nginx_main", "common"])
+    line = "203.0.113.9 - x" + " [" * 32000
+    started = time.perf_counter()
+    with pytest.raises(RejectedLine):
+        parse(line)
+    assert time.perf_counter() - started < 1.0
