@@ -219,6 +219,14 @@ def _nginx_role(variable: str) -> str:
     return "skip"
 
 
+# nginx writes an unset variable as "-", but many are set and empty ($https,
+# $request_completion, $http2, $is_args); with several upstreams tried, $upstream_*
+# are lists: "10.0.0.1:80, 10.0.0.2:80 : 10.0.0.3:80" (" : " after an internal
+# redirect). Skipped fields are matched as such (they made the line parse.no_match).
+_NGINX_ANY = r"(\S*)"
+_NGINX_LIST = r"([^\s,]*(?:(?:, | : )[^\s,]*)*)"
+
+
 def compile_nginx(
     log_format: str, trusted_proxies: Iterable[str] = (), name: str = "nginx"
 ) -> LineParser:
@@ -228,8 +236,13 @@ def compile_nginx(
     for m in _NGINX_VAR.finditer(log_format):
         if m.start() > pos:
             parts.append(log_format[pos : m.start()])
-        role = _nginx_role(m.group(1) or m.group(2))
-        parts.append(Field(role, _is_quoted(log_format, m.start(), m.end()), m.start()))
+        variable = m.group(1) or m.group(2)
+        role = _nginx_role(variable)
+        quoted = _is_quoted(log_format, m.start(), m.end())
+        pattern = None
+        if role == "skip" and not quoted:
+            pattern = _NGINX_LIST if variable.startswith("upstream_") else _NGINX_ANY
+        parts.append(Field(role, quoted, m.start(), pattern))
         pos = m.end()
     if pos < len(log_format):
         parts.append(log_format[pos:])
@@ -458,7 +471,7 @@ def _in_context(parts: list[str | Field]) -> list[str | Field]:
 
 # Field regexes that never match whitespace (see _assemble).
 _NO_SPACE = frozenset(
-    {TOKEN, r'([^\s"]+)', r"(\d{3})", r"(\d{6})"}
+    {TOKEN, r"(\S*)", r'([^\s"]+)', r"(\d{3})", r"(\d{6})"}
     | {_SPECIFIC[r] for r in ("status", "bytes", "duration_us", "duration_ms", "duration_s")}
     | {_SPECIFIC["path"], _SPECIFIC["query"]}
 )

@@ -10,7 +10,6 @@ import pytest
 
 from streams.parse import build_parser, compile_one
 from streams.parse.ip import ClientResolver
-from streams.parse.logformat import compile_nginx
 from streams.parse.timefmt import any_time
 from streams.records import RejectedLine
 
@@ -22,29 +21,6 @@ def _apache_escape(text: str) -> str:
     r"""What Apache's ap_escape_logitem and nginx's escape=default write for ``text``:
     every byte >= 0x7f (so every byte of a non-ASCII UTF-8 character) as ``\xhh``."""
     return "".join(c if ord(c) < 0x7F else "".join(f"\\x{b:02x}" for b in c.encode()) for c in text)
-
-
-# --- 10. data loss: unquoted nginx variables that are empty or lists ------------------
-
-
-def test_an_empty_unquoted_nginx_variable_is_matched() -> None:
-    """$request_completion, $https, $http2, $is_args are "" when not set, and skipped
-    fields are ``\\S+`` (at least one character)."""
-    parser = compile_nginx(
-        '$remote_addr [$time_local] "$request" $status $request_completion $request_time'
-    )
-    r = parser.parse(f'203.0.113.9 {T} "GET / HTTP/1.1" 200  0.005')
-    assert (r.status, r.duration_ms) == (200, 5.0)
-
-
-def test_unquoted_upstream_lists_are_matched() -> None:
-    """With several upstreams tried, nginx writes "$upstream_addr" as
-    "10.0.0.1:80, 10.0.0.2:80" and $upstream_response_time as "0.001, 0.002"."""
-    parser = compile_nginx(
-        '$remote_addr [$time_local] "$request" $status $upstream_addr $upstream_response_time'
-    )
-    r = parser.parse(f'203.0.113.9 {T} "GET / HTTP/1.1" 502 10.0.0.1:80, 10.0.0.2:80 0.001, 0.002')
-    assert (r.ip, r.status) == ("203.0.113.9", 502)
 
 
 # --- 13. wrong value: a trusted proxy network written as IPv4-mapped IPv6 -------------

@@ -615,3 +615,32 @@ def test_a_long_line_of_brackets_is_rejected_quickly() -> None:
     with pytest.raises(RejectedLine):
         parse(line)
     assert time.perf_counter() - started < 1.0
+
+
+def test_an_empty_unquoted_nginx_variable_is_matched() -> None:
+    """$request_completion, $https, $http2, $is_args are "" when not set, and skipped
+    fields were ``\\S+`` (at least one character) (an audit)."""
+    parser = compile_nginx(
+        '$remote_addr [$time_local] "$request" $status $request_completion $request_time'
+    )
+    r = parser.parse(f'203.0.113.9 {T} "GET / HTTP/1.1" 200  0.005')
+    assert (r.status, r.duration_ms) == (200, 5.0)
+    r = parser.parse(f'203.0.113.9 {T} "GET / HTTP/1.1" 200 OK 0.005')
+    assert (r.status, r.duration_ms) == (200, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("addresses", "times"),
+    [("10.0.0.1:80, 10.0.0.2:80", "0.001, 0.002"), ("10.0.0.1:80", "0.001"), ("-", "-"),
+     ("10.0.0.1:80, unix:/tmp/s : 10.0.0.3:80", "0.001, 0.002 : 0.003")],
+)  # fmt: skip
+def test_unquoted_upstream_lists_are_matched(addresses: str, times: str) -> None:
+    """With several upstreams tried, nginx writes "$upstream_addr" as
+    "10.0.0.1:80, 10.0.0.2:80" and $upstream_response_time as "0.001, 0.002" (an
+    audit)."""
+    parser = compile_nginx(
+        '$remote_addr [$time_local] "$request" $status $upstream_addr $upstream_response_time '
+        "$request_time"
+    )
+    r = parser.parse(f'203.0.113.9 {T} "GET / HTTP/1.1" 502 {addresses} {times} 0.004')
+    assert (r.ip, r.status, r.duration_ms) == ("203.0.113.9", 502, 4.0)
