@@ -265,14 +265,17 @@ def epoch_micros(text: str) -> int:
 
 
 def any_time(value: object) -> int:
-    """A JSON log's time field: epoch number, ISO 8601 text or CLF text."""
+    """A JSON log's time field: epoch number, ISO 8601 text or CLF text.
+
+    An epoch from 1e11 on is milliseconds (1e11 seconds is the year 5138), whether
+    the log writes it as a number or as text (text was read as seconds and rejected
+    as out of range; an audit):
+
+    >>> any_time(1700000000123), any_time("1700000000123"), any_time("1700000000.5")
+    (1700000000, 1700000000, 1700000000)
+    """
     if isinstance(value, bool):
         raise RejectedLine(PARSE_BAD_TIME)
-    if isinstance(value, int | float):
-        try:
-            return _in_range(int(value) if value < 1e11 else int(value) // 1000)
-        except (ValueError, OverflowError):  # NaN, infinity
-            raise RejectedLine(PARSE_BAD_TIME) from None
     if isinstance(value, str) and value:
         if value[0].isdigit() and "-" in value[:5]:
             return iso_time(value)
@@ -280,5 +283,13 @@ def any_time(value: object) -> int:
             return clf_time(value[1:-1])
         if "/" in value[:7]:
             return clf_time(value)
-        return epoch_time(value)
+        try:
+            value = float(value)
+        except ValueError:
+            raise RejectedLine(PARSE_BAD_TIME) from None
+    if isinstance(value, int | float):
+        try:
+            return _in_range(int(value) if value < 1e11 else int(value) // 1000)
+        except (ValueError, OverflowError):  # NaN, infinity
+            raise RejectedLine(PARSE_BAD_TIME) from None
     raise RejectedLine(PARSE_BAD_TIME)

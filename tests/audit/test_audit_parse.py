@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 
 from streams.parse import build_parser, compile_one
-from streams.parse.timefmt import any_time
 from streams.records import RejectedLine
 
 T = "[10/Oct/2000:13:55:36 -0700]"
@@ -20,14 +19,6 @@ def _apache_escape(text: str) -> str:
     r"""What Apache's ap_escape_logitem and nginx's escape=default write for ``text``:
     every byte >= 0x7f (so every byte of a non-ASCII UTF-8 character) as ``\xhh``."""
     return "".join(c if ord(c) < 0x7F else "".join(f"\\x{b:02x}" for b in c.encode()) for c in text)
-
-
-# --- 14. data loss: JSON epoch milliseconds as a string --------------------------------
-
-
-def test_json_epoch_milliseconds_as_text_are_read_like_numbers() -> None:
-    assert any_time(1700000000000) == 1700000000
-    assert any_time("1700000000000") == 1700000000
 
 
 # --- 15. wrong reason code: a JSON format after text formats -------------------------

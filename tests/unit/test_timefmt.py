@@ -196,3 +196,15 @@ def test_a_leap_second_is_read_alike_in_every_time_format() -> None:
             clf_time(bad)
     with pytest.raises(RejectedLine):
         iso_time("2016-12-31T23:59:61Z")
+
+
+def test_json_epoch_milliseconds_as_text_are_read_like_numbers() -> None:
+    """A numeric string was read as seconds: "1700000000000" was out of range (an
+    audit)."""
+    assert any_time(1700000000000) == 1700000000
+    assert any_time("1700000000000") == 1700000000
+    assert any_time("1700000000999.5") == 1700000000
+    assert any_time("1700000000") == 1700000000
+    for bad in ("nan", "inf", "1e400", "x1"):
+        with pytest.raises(RejectedLine):
+            any_time(bad)
