@@ -36,6 +36,7 @@ from streams.records import (
     PARSE_BAD_JSON,
     PARSE_BAD_NUMBER,
     PARSE_BAD_TIME,
+    PARSE_NO_MATCH,
     RejectedLine,
     Request,
 )
@@ -135,6 +136,22 @@ class JsonParser:
         return value
 
     def parse(self, text: str) -> Request:
+        """One line: a JSON object -> Request; a line that is no object is
+        parse.no_match, so that in a format list the reason a text format gave it
+        stands (it was parse.bad_json, which hid a text line's bad time or address;
+        an audit). A broken object is parse.bad_json.
+
+        >>> JsonParser().parse('198.51.100.7 - - [10/Oct/2000:13:55:36 +0000] "GET / HTTP/1.0"')
+        Traceback (most recent call last):
+        ...
+        streams.records.RejectedLine: parse.no_match
+        >>> JsonParser().parse('{"remote_addr": "198.51.100.7", "time')
+        Traceback (most recent call last):
+        ...
+        streams.records.RejectedLine: parse.bad_json
+        """
+        if text[:1] != "{" and not text.lstrip().startswith("{"):
+            raise RejectedLine(PARSE_NO_MATCH)
         try:
             doc = orjson.loads(text)
         except orjson.JSONDecodeError:
