@@ -8,7 +8,7 @@ Apache directives: ``%h %a %{c}a %l %u %t %{sec|msec|usec|msec_frac|usec_frac}t
 %{STRFTIME}t`` (``%Y %m %d %b %h %a %H %M %S %T %F %z %%``, with ``%z``), each of these
 ``%{...}t`` also with a ``begin:`` or ``end:`` prefix, ``%r %m %U %q %H
 %s %>s %<s %b %B %O %I %S %D %T %{s|ms|us}T %v %V %p %{...}p %P %k %L %X %R %f %e %{X}i
-%{X}C %{X}e %{X}n %{X}o %%`` with ``<``/``>`` and status-condition modifiers.
+%{X}C %{X}e %{X}n %{X}o %{X}x %{X}c %%`` with ``<``/``>`` and status-condition modifiers.
 nginx variables: ``$remote_addr $realip_remote_addr $remote_user $time_local
 $time_iso8601 $msec $request $request_method $request_uri $uri $args $server_protocol
 $status $body_bytes_sent $bytes_sent $request_time $http_NAME $cookie_NAME $host
@@ -161,6 +161,10 @@ def _apache_role(directive: str, argument: str | None, column: int) -> str:
         return _HEADER_ROLES.get(arg, "skip")
     if directive == "C":
         return "cookie"
+    if directive in "xc" and argument is not None:
+        # mod_ssl's %{VAR}x and %{...}c (the stock ssl.conf's ssl_request_log uses
+        # %{SSL_PROTOCOL}x %{SSL_CIPHER}x): TLS details, matched and thrown away.
+        return "skip"
     if directive in simple:
         return simple[directive]
     return _unsupported("%" + directive, column)

@@ -18,17 +18,6 @@ def _apache_escape(text: str) -> str:
     return "".join(c if ord(c) < 0x7F else "".join(f"\\x{b:02x}" for b in c.encode()) for c in text)
 
 
-# --- 16. format refused: Apache's stock ssl_request_log ------------------------------
-
-
-def test_apache_ssl_request_log_format_compiles() -> None:
-    """The CustomLog of Apache's stock ssl.conf uses mod_ssl's %{VAR}x: refused
-    ("unsupported directive '%x'"), though it can be matched and thrown away."""
-    parser = compile_one('apache:%t %h %{SSL_PROTOCOL}x %{SSL_CIPHER}x "%r" %b')
-    r = parser.parse(f'{T} 203.0.113.9 TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256 "GET /a HTTP/1.1" 5')
-    assert (r.ip, r.time, r.target, r.bytes_sent) == ("203.0.113.9", TIME, "/a", 5)
-
-
 # --- 17. wrong value: a request line with a space in the URI -----------------------
 
 

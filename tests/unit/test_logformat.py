@@ -644,3 +644,18 @@ def test_unquoted_upstream_lists_are_matched(addresses: str, times: str) -> None
     )
     r = parser.parse(f'203.0.113.9 {T} "GET / HTTP/1.1" 502 {addresses} {times} 0.004')
     assert (r.ip, r.status, r.duration_ms) == ("203.0.113.9", 502, 4.0)
+
+
+def test_apache_ssl_request_log_format_compiles() -> None:
+    """The CustomLog of Apache's stock ssl.conf uses mod_ssl's %{VAR}x: it was refused
+    ("unsupported directive '%x'"), though it can be matched and thrown away (an
+    audit)."""
+    parser = compile_one('apache:%t %h %{SSL_PROTOCOL}x %{SSL_CIPHER}x "%r" %b')
+    r = parser.parse(f'{T} 203.0.113.9 TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256 "GET /a HTTP/1.1" 5')
+    assert (r.ip, r.time, r.target, r.bytes_sent) == ("203.0.113.9", 971211336, "/a", 5)
+    assert "TLS" not in repr([getattr(r, a) for a in r.__slots__])
+    r = compile_one("apache:%h %t %{version}c %>s").parse(f"203.0.113.9 {T} TLSv1.3 200")
+    assert r.status == 200
+    for spec in ("apache:%h %t %x", "apache:%h %t %c"):  # mod_ssl's need a variable
+        with pytest.raises(FormatError, match="unsupported directive"):
+            compile_one(spec)
