@@ -296,21 +296,32 @@ def _unescape_one(m: re.Match[str]) -> str:
 def split_request_line(line: str) -> tuple[str | None, str | None, str | None]:
     """``GET /x HTTP/1.1`` -> parts; anything that is not a request line -> Nones.
 
+    The method runs to the first space and the protocol from the last one: nginx
+    serves a target with a space in it (``space_in_uri``) and logs the line as it came
+    (split on every space, such lines lost all three parts; an audit).
+
     >>> split_request_line("GET /x HTTP/1.1")
     ('GET', '/x', 'HTTP/1.1')
+    >>> split_request_line("GET /a b HTTP/1.1")
+    ('GET', '/a b', 'HTTP/1.1')
+    >>> split_request_line("GET /old")
+    ('GET', '/old', None)
     >>> split_request_line("-")
     (None, None, None)
     >>> split_request_line("\\x16\\x03\\x01\\x00")
     (None, None, None)
     """
-    parts = line.split(" ")
-    if len(parts) == 3 and parts[2].startswith("HTTP/"):
-        if parts[0] in METHODS:
-            return parts[0], parts[1], parts[2]
-        if _METHOD.fullmatch(parts[0]):
-            return OTHER_METHOD, parts[1], parts[2]
-    if len(parts) == 2 and _METHOD.fullmatch(parts[0]):  # HTTP/0.9
-        return METHODS.get(parts[0], OTHER_METHOD), parts[1], None
+    method, space, rest = line.partition(" ")
+    if not space:
+        return None, None, None
+    target, space, protocol = rest.rpartition(" ")
+    if space and protocol.startswith("HTTP/"):
+        if method in METHODS:
+            return method, target, protocol
+        if _METHOD.fullmatch(method):
+            return OTHER_METHOD, target, protocol
+    elif not space and _METHOD.fullmatch(method):  # HTTP/0.9: no protocol
+        return METHODS.get(method, OTHER_METHOD), rest, None
     return None, None, None
 
 
@@ -393,9 +404,9 @@ def first_match(parsers: Sequence[LineParser]) -> Callable[[str], Request]:
     ``[^"\\]*(?:\\.[^"\\]*)*`` (they match the same strings when there is no
     backslash), nothing needs unescaping, and an HTTP request line is split by the
     regex. Such lines try each format's fast regex first; a line it does not match
-    (``"-"`` or junk as request line) takes that format's exact path, so results
-    never differ (tested on generated lines). Matches and builders are inlined: no
-    Python frame per format.
+    (``"-"`` or junk as request line, a space in a target or user name) takes that
+    format's exact path, so results never differ (tested on generated lines). Matches
+    and builders are inlined: no Python frame per format.
     """
     steps = tuple((p.fast_regex.match, p.fast_build, p.regex.match, p.build) for p in parsers)
 

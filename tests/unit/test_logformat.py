@@ -659,3 +659,25 @@ def test_apache_ssl_request_log_format_compiles() -> None:
     for spec in ("apache:%h %t %x", "apache:%h %t %c"):  # mod_ssl's need a variable
         with pytest.raises(FormatError, match="unsupported directive"):
             compile_one(spec)
+
+
+@pytest.mark.parametrize(
+    ("request_line", "expected"),
+    [
+        ("GET /a b HTTP/1.1", ("GET", "/a b", "HTTP/1.1")),
+        ("GET /a  b c HTTP/1.0", ("GET", "/a  b c", "HTTP/1.0")),
+        ("FROB /a b HTTP/1.1", ("OTHER", "/a b", "HTTP/1.1")),
+        ('GET /a \\"b\\" HTTP/1.1', ("GET", '/a "b"', "HTTP/1.1")),  # escape-aware path
+        ("GET /a b", (None, None, None)),  # no protocol, and not HTTP/0.9's two parts
+        ("GET /a HTTP/1.1 x", (None, None, None)),
+    ],
+)
+def test_a_request_line_with_a_space_in_the_uri_keeps_method_and_target(
+    request_line: str, expected: tuple[str | None, ...]
+) -> None:
+    """nginx serves "GET /a b HTTP/1.1" (space_in_uri) and logs it as is; splitting on
+    every space dropped method, target and protocol (an audit)."""
+    r = compile_one("nginx_combined").parse(
+        f'203.0.113.9 - - {T} "{request_line}" 200 5 "-" "curl/8"'
+    )
+    assert (r.method, r.target, r.protocol) == expected
