@@ -228,13 +228,17 @@ def _outcome(parse: object, text: str) -> tuple[str, ...] | str:
 
 
 _PIECES = ["GET", "POST", "get", "M-SEARCH", " ", "  ", '"', '\\"', "\\", "\\\\", "-", "/a?b=1",
-           "HTTP/1.1", "HTTP/", "\x16\x03", "é", "200", "x"]  # fmt: skip
+           "HTTP/1.1", "HTTP/", "\x16\x03", "é", "200", "x", "\\xc3\\xa9", "\\xff", "\\r", "?"]  # fmt: skip
 
 
 @pytest.mark.parametrize(
     "fmt",
     ["combined", "common", "vhost_combined", "nginx_main",
-     'apache:%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i" "%{X-Junk}i" %D %{c}a'],
+     'apache:%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i" "%{X-Junk}i" %D %{c}a',
+     # Decoded paths (spaces, "?"), fields between quotes but not quoted.
+     'apache:%h %l %u %t "%m %U%q %H" %>s %b "%{Referer}i" "%{User-agent}i"',
+     'nginx:$remote_addr - $remote_user [$time_local] "$request_method $uri $server_protocol" '
+     '$status $body_bytes_sent "$http_referer" "$http_user_agent"'],
 )  # fmt: skip
 def test_the_fast_path_parses_exactly_like_the_escape_aware_path(fmt: str) -> None:
     # Lines without a backslash skip the escape-aware regex (see first_match): for
@@ -247,21 +251,24 @@ def test_the_fast_path_parses_exactly_like_the_escape_aware_path(fmt: str) -> No
     request_line = st.tuples(
         st.sampled_from(["GET", "get", "M-SEARCH", "G3T", "", "A" * 21]),
         st.sampled_from([" ", "  ", "\t"]),
-        st.sampled_from(["/a?b=1", "", "/a b", "/é", '/"', "/\\x"]),
+        st.sampled_from(["/a?b=1", "", "/a b", "/a  b?c d", "/é", '/"', "/\\x", "/\\xc3\\xa9"]),
         st.sampled_from([" ", "  ", ""]),
         st.sampled_from(["HTTP/1.1", "HTTP/", "http/1.1", "HTTP/1.1 x", ""]),
     ).map("".join)
     request = st.one_of(quoted, request_line)
     host = st.sampled_from(["203.0.113.9", "[2001:db8::1]:443", "www.example.com:443", "x"])
+    # User names with spaces fail the fast regex (\S+) and take the exact path.
+    user = st.sampled_from(["-", "frank", "john doe", "", "a[b", "x [y", "j\\xc3\\xa9 d"])
+    status = st.sampled_from(["200", "-", "99", "000"])
 
     @settings(max_examples=300, deadline=None)
-    @given(host, request, quoted, quoted, st.sampled_from(["200", "-", "99"]), st.booleans())
+    @given(host, user, request, quoted, quoted, status, st.booleans())
     def check(
-        client: str, request: str, referrer: str, agent: str, status: str, tail: bool
+        client: str, user: str, request: str, referrer: str, agent: str, status: str, tail: bool
     ) -> None:
-        head = f"{client} 203.0.113.9 - -" if fmt == "vhost_combined" else f"{client} - -"
+        head = f"{client} 203.0.113.9 - {user}" if fmt == "vhost_combined" else f"{client} - {user}"
         text = f'{head} {T} "{request}" {status} 5 "{referrer}" "{agent}"'
-        if fmt.startswith("apache:"):
+        if "%{X-Junk}i" in fmt:
             text += ' "junk" 1520 198.51.100.1' if tail else ' "" - 198.51.100.1'
         elif fmt == "nginx_main":
             text += ' "-"'
