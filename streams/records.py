@@ -60,6 +60,10 @@ MIN_STATUS: Final = 100
 MAX_STATUS: Final = 999
 MAX_BYTES: Final = 2**53 - 1
 MAX_DURATION_MS: Final = float(2**53 - 1)
+#: What nginx writes as the status of a request without one: 0 ("000": the connection
+#: ended before a response, e.g. the client went away) and 9 ("009": an HTTP/0.9
+#: request). Parsed as no status; they were parse.bad_number, the request lost.
+NO_STATUS: Final = (0, 9)
 
 
 class Request:

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _NAT64_HIGH = int(ipaddress.IPv6Address("64:ff9b::")) >> 32  # 64:ff9b::/96
 
@@ -80,6 +81,24 @@ def parse_ip(text: str) -> IPAddress | None:
     return address
 
 
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _unmapped(network: IPNetwork) -> IPNetwork:
+    """An IPv4-mapped network as the IPv4 network it maps: addresses are compared in
+    canonical form, where a mapped peer is IPv4, so ``::ffff:10.0.0.0/104`` never held
+    one (a dual-stack server's proxies were not trusted; an audit).
+
+    >>> _unmapped(ipaddress.ip_network("::ffff:10.0.0.0/104"))
+    IPv4Network('10.0.0.0/8')
+    """
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED):
+        return ipaddress.IPv4Network(
+            (int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96)
+        )
+    return network
+
+
 class ClientResolver:
     """Picks the client address from the peer address and an X-Forwarded-For chain.
 
@@ -90,7 +109,9 @@ class ClientResolver:
     """
 
     def __init__(self, trusted_proxies: Iterable[str] = ()) -> None:
-        self._networks = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
+        self._networks = tuple(
+            _unmapped(ipaddress.ip_network(n, strict=False)) for n in trusted_proxies
+        )
         self._trusted = lru_cache(maxsize=4096)(self._is_trusted_uncached)
 
     @property

@@ -31,10 +31,12 @@ from streams.records import (
     MAX_DURATION_MS,
     MAX_STATUS,
     MIN_STATUS,
+    NO_STATUS,
     PARSE_BAD_IP,
     PARSE_BAD_JSON,
     PARSE_BAD_NUMBER,
     PARSE_BAD_TIME,
+    PARSE_NO_MATCH,
     RejectedLine,
     Request,
 )
@@ -88,6 +90,20 @@ def _int(value: Any, low: int, high: int) -> int | None:
     return number
 
 
+def _status(value: Any) -> int | None:
+    """A status code; nginx's "000" and "009" (no status) are None.
+
+    >>> _status("200"), _status("000"), _status(9), _status("-")
+    (200, None, None, None)
+    """
+    status = _int(value, 0, MAX_STATUS)
+    if status is None or status >= MIN_STATUS:
+        return status
+    if status in NO_STATUS:
+        return None
+    raise RejectedLine(PARSE_BAD_NUMBER)
+
+
 def _float(value: Any) -> float | None:
     if value is None or value == "" or value == "-" or isinstance(value, bool):
         return None
@@ -120,6 +136,22 @@ class JsonParser:
         return value
 
     def parse(self, text: str) -> Request:
+        """One line: a JSON object -> Request; a line that is no object is
+        parse.no_match, so that in a format list the reason a text format gave it
+        stands (it was parse.bad_json, which hid a text line's bad time or address;
+        an audit). A broken object is parse.bad_json.
+
+        >>> JsonParser().parse('198.51.100.7 - - [10/Oct/2000:13:55:36 +0000] "GET / HTTP/1.0"')
+        Traceback (most recent call last):
+        ...
+        streams.records.RejectedLine: parse.no_match
+        >>> JsonParser().parse('{"remote_addr": "198.51.100.7", "time')
+        Traceback (most recent call last):
+        ...
+        streams.records.RejectedLine: parse.bad_json
+        """
+        if text[:1] != "{" and not text.lstrip().startswith("{"):
+            raise RejectedLine(PARSE_NO_MATCH)
         try:
             doc = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -148,7 +180,7 @@ class JsonParser:
             r.method = method_name(_text(get(doc, "method")))
             r.target = _text(get(doc, "path"))
             r.protocol = _text(get(doc, "protocol"))
-        r.status = _int(get(doc, "status"), MIN_STATUS, MAX_STATUS)
+        r.status = _status(get(doc, "status"))
         r.bytes_sent = _int(get(doc, "bytes"), 0, MAX_BYTES)
         seconds = _float(get(doc, "duration_s"))
         r.duration_ms = ms = (

@@ -8,7 +8,7 @@ Apache directives: ``%h %a %{c}a %l %u %t %{sec|msec|usec|msec_frac|usec_frac}t
 %{STRFTIME}t`` (``%Y %m %d %b %h %a %H %M %S %T %F %z %%``, with ``%z``), each of these
 ``%{...}t`` also with a ``begin:`` or ``end:`` prefix, ``%r %m %U %q %H
 %s %>s %<s %b %B %O %I %S %D %T %{s|ms|us}T %v %V %p %{...}p %P %k %L %X %R %f %e %{X}i
-%{X}C %{X}e %{X}n %{X}o %%`` with ``<``/``>`` and status-condition modifiers.
+%{X}C %{X}e %{X}n %{X}o %{X}x %{X}c %%`` with ``<``/``>`` and status-condition modifiers.
 nginx variables: ``$remote_addr $realip_remote_addr $remote_user $time_local
 $time_iso8601 $msec $request $request_method $request_uri $uri $args $server_protocol
 $status $body_bytes_sent $bytes_sent $request_time $http_NAME $cookie_NAME $host
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from streams.parse.ip import ClientResolver, canonical_ip
@@ -51,6 +51,7 @@ from streams.records import (
     MAX_DURATION_MS,
     MAX_STATUS,
     MIN_STATUS,
+    NO_STATUS,
     PARSE_BAD_IP,
     PARSE_BAD_NUMBER,
     PARSE_NO_MATCH,
@@ -109,6 +110,10 @@ class Field:
     pattern: str | None = None
     #: time_strftime: the datetime.strptime format of the field's text.
     strptime: str | None = None
+    #: The fast path's regex, when it differs from ``pattern`` (see :func:`_fast_regex`).
+    fast_pattern: str | None = None
+    #: A ``%{end:...}t`` time (when the log entry was written), not the request's start.
+    end: bool = False
 
 
 def _apache_field(directive: str, argument: str | None, column: int, quoted: bool) -> Field:
@@ -133,7 +138,7 @@ def _apache_time(argument: str, column: int, quoted: bool) -> Field:
             regex, strptime = strftime_regex(form)
         except ValueError as error:
             raise FormatError(f"%{{{argument}}}t at column {column}: {error}") from None
-        return Field("time_strftime", quoted, column, regex, strptime)
+        return Field("time_strftime", quoted, column, regex, strptime, end=argument[:4] == "end:")
     _unsupported(f"%{{{argument}}}t", column)
 
 
@@ -156,6 +161,10 @@ def _apache_role(directive: str, argument: str | None, column: int) -> str:
         return _HEADER_ROLES.get(arg, "skip")
     if directive == "C":
         return "cookie"
+    if directive in "xc" and argument is not None:
+        # mod_ssl's %{VAR}x and %{...}c (the stock ssl.conf's ssl_request_log uses
+        # %{SSL_PROTOCOL}x %{SSL_CIPHER}x): TLS details, matched and thrown away.
+        return "skip"
     if directive in simple:
         return simple[directive]
     return _unsupported("%" + directive, column)
@@ -214,6 +223,14 @@ def _nginx_role(variable: str) -> str:
     return "skip"
 
 
+# nginx writes an unset variable as "-", but many are set and empty ($https,
+# $request_completion, $http2, $is_args); with several upstreams tried, $upstream_*
+# are lists: "10.0.0.1:80, 10.0.0.2:80 : 10.0.0.3:80" (" : " after an internal
+# redirect). Skipped fields are matched as such (they made the line parse.no_match).
+_NGINX_ANY = r"(\S*)"
+_NGINX_LIST = r"([^\s,]*(?:(?:, | : )[^\s,]*)*)"
+
+
 def compile_nginx(
     log_format: str, trusted_proxies: Iterable[str] = (), name: str = "nginx"
 ) -> LineParser:
@@ -223,8 +240,13 @@ def compile_nginx(
     for m in _NGINX_VAR.finditer(log_format):
         if m.start() > pos:
             parts.append(log_format[pos : m.start()])
-        role = _nginx_role(m.group(1) or m.group(2))
-        parts.append(Field(role, _is_quoted(log_format, m.start(), m.end()), m.start()))
+        variable = m.group(1) or m.group(2)
+        role = _nginx_role(variable)
+        quoted = _is_quoted(log_format, m.start(), m.end())
+        pattern = None
+        if role == "skip" and not quoted:
+            pattern = _NGINX_LIST if variable.startswith("upstream_") else _NGINX_ANY
+        parts.append(Field(role, quoted, m.start(), pattern))
         pos = m.end()
     if pos < len(log_format):
         parts.append(log_format[pos:])
@@ -236,44 +258,70 @@ def _is_quoted(text: str, start: int, end: int) -> bool:
 
 
 def unescape(value: str) -> str:
-    r"""Undo Apache/nginx escaping of ``\"``, ``\\`` and ``\xHH`` (kept as the byte's char).
+    r"""Undo Apache/nginx escaping: ``\"``, ``\\``, Apache's ``\b \n \r \t \v``, and
+    ``\xHH``. Both servers write every byte >= 0x7f as ``\xHH``, so a non-ASCII
+    character is a run of escapes: a run is decoded as UTF-8 (invalid bytes become
+    U+FFFD). Byte by byte, "é" became "Ã©" and a fullwidth "＠" became "ï¼\xa0", which
+    the leak detectors do not read as "@" (an audit).
 
     >>> unescape(r'a \"quoted\" \x22b\x22 c\\d')
     'a "quoted" "b" c\\d'
+    >>> unescape(r"/caf\xc3\xa9 jane\xef\xbc\xa0mail")
+    '/café jane＠mail'
+    >>> unescape(r"\xff") == "\N{REPLACEMENT CHARACTER}"
+    True
+    >>> unescape(r"a\rb\tc")
+    'a\rb\tc'
     """
     if "\\" not in value:
         return value
     return _ESCAPE.sub(_unescape_one, value)
 
 
-_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|.)")
+# A run of \xHH escapes (one character's UTF-8 bytes), or one other escape. The leading
+# literal backslash lets re skip to the next one (a pattern starting with an
+# alternation or group made unescaping 3x slower).
+_ESCAPE = re.compile(r"\\(?:(x[0-9a-fA-F]{2}(?:\\x[0-9a-fA-F]{2})*)|(.))")
+# What ap_escape_logitem writes for control characters it does not write as \xHH.
+_CONTROL = {"b": "\b", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 
 
 def _unescape_one(m: re.Match[str]) -> str:
-    s = m.group(1)
-    if len(s) == 3:
-        return chr(int(s[1:], 16))
-    return {"n": "\n", "t": "\t"}.get(s, s)
+    hex_run, s = m.groups()
+    if hex_run is not None:
+        return bytes.fromhex(hex_run[1:].replace("\\x", "")).decode("utf-8", "replace")
+    return _CONTROL.get(s, s)
 
 
 def split_request_line(line: str) -> tuple[str | None, str | None, str | None]:
     """``GET /x HTTP/1.1`` -> parts; anything that is not a request line -> Nones.
 
+    The method runs to the first space and the protocol from the last one: nginx
+    serves a target with a space in it (``space_in_uri``) and logs the line as it came
+    (split on every space, such lines lost all three parts; an audit).
+
     >>> split_request_line("GET /x HTTP/1.1")
     ('GET', '/x', 'HTTP/1.1')
+    >>> split_request_line("GET /a b HTTP/1.1")
+    ('GET', '/a b', 'HTTP/1.1')
+    >>> split_request_line("GET /old")
+    ('GET', '/old', None)
     >>> split_request_line("-")
     (None, None, None)
     >>> split_request_line("\\x16\\x03\\x01\\x00")
     (None, None, None)
     """
-    parts = line.split(" ")
-    if len(parts) == 3 and parts[2].startswith("HTTP/"):
-        if parts[0] in METHODS:
-            return parts[0], parts[1], parts[2]
-        if _METHOD.fullmatch(parts[0]):
-            return OTHER_METHOD, parts[1], parts[2]
-    if len(parts) == 2 and _METHOD.fullmatch(parts[0]):  # HTTP/0.9
-        return METHODS.get(parts[0], OTHER_METHOD), parts[1], None
+    method, space, rest = line.partition(" ")
+    if not space:
+        return None, None, None
+    target, space, protocol = rest.rpartition(" ")
+    if space and protocol.startswith("HTTP/"):
+        if method in METHODS:
+            return method, target, protocol
+        if _METHOD.fullmatch(method):
+            return OTHER_METHOD, target, protocol
+    elif not space and _METHOD.fullmatch(method):  # HTTP/0.9: no protocol
+        return METHODS.get(method, OTHER_METHOD), rest, None
     return None, None, None
 
 
@@ -308,28 +356,43 @@ class LineParser:
 
     def __init__(self, name: str, parts: list[str | Field], resolver: ClientResolver) -> None:
         self.name = name
+        parts = _in_context(parts)
         fields = [p for p in parts if isinstance(p, Field)]
         roles = [f.role for f in fields]
         if "client" not in roles and "peer" not in roles:
             raise FormatError(f"{name}: the format has no client address (%h, %a, $remote_addr)")
         if not any(r.startswith("time") for r in roles):
             raise FormatError(f"{name}: the format has no request time (%t, $time_local, ...)")
-        strftime = [f for f in fields if f.role == "time_strftime"]
-        if strftime and not any("%z" in (f.strptime or "").replace("%%", "") for f in strftime):
-            raise FormatError(
-                f"{name}: %{{...}}t at column {strftime[0].column}: has no %z "
-                "(the time zone would be unknown)"
-            )
-        pattern = "".join(re.escape(p) if isinstance(p, str) else _field_regex(p) for p in parts)
-        self.regex = re.compile(pattern + r"\s*\Z")
+        strftime = _strftime_fields(fields)
+        strftime_time = None
+        if strftime:
+            try:
+                strftime_time = strftime_parser(" ".join(f.strptime or "" for f in strftime))
+            except ValueError as error:
+                raise FormatError(
+                    f"{name}: %{{...}}t at column {strftime[0].column}: {error}"
+                ) from None
+        self.regex = re.compile(_assemble(parts, _field_regex) + r"\s*\Z")
         self.fields = tuple(fields)
-        self.build = _generate_builder(self.fields, resolver)
-        fast = "".join(re.escape(p) if isinstance(p, str) else _fast_regex(p) for p in parts)
+        self.build = _generate_builder(self.fields, resolver, strftime_time)
         #: The fast path, for lines without a backslash (see :func:`first_match`).
-        self.fast_regex = re.compile(fast + r"\s*\Z")
-        self.fast_build = _generate_builder(self.fields, resolver, fast=True)
+        self.fast_regex = re.compile(_assemble(parts, _fast_regex) + r"\s*\Z")
+        self.fast_build = _generate_builder(self.fields, resolver, strftime_time, fast=True)
         #: ``parse(text) -> Request``, or :class:`RejectedLine` with a reason code.
         self.parse = first_match((self,))
+
+
+def _strftime_fields(fields: Sequence[Field]) -> list[Field]:
+    """The %{...}t fields that spell the request time: those of the first one's instant.
+
+    One time may be split over several fields (Apache's own example:
+    ``[%{%d/%b/%Y %T}t.%{msec_frac}t %{%z}t]``); they are read together. A format may
+    also log when the request began and when it ended (``begin:``, ``end:``): joined,
+    every conversion appeared twice and each line failed (an audit). The first
+    instant is the request time, as with other time fields.
+    """
+    strftime = [f for f in fields if f.role == "time_strftime"]
+    return [f for f in strftime if f.end == strftime[0].end]
 
 
 def first_match(parsers: Sequence[LineParser]) -> Callable[[str], Request]:
@@ -341,9 +404,9 @@ def first_match(parsers: Sequence[LineParser]) -> Callable[[str], Request]:
     ``[^"\\]*(?:\\.[^"\\]*)*`` (they match the same strings when there is no
     backslash), nothing needs unescaping, and an HTTP request line is split by the
     regex. Such lines try each format's fast regex first; a line it does not match
-    (``"-"`` or junk as request line) takes that format's exact path, so results
-    never differ (tested on generated lines). Matches and builders are inlined: no
-    Python frame per format.
+    (``"-"`` or junk as request line, a space in a target or user name) takes that
+    format's exact path, so results never differ (tested on generated lines). Matches
+    and builders are inlined: no Python frame per format.
     """
     steps = tuple((p.fast_regex.match, p.fast_build, p.regex.match, p.build) for p in parsers)
 
@@ -371,8 +434,129 @@ def first_match(parsers: Sequence[LineParser]) -> Callable[[str], Request]:
     return parse
 
 
+# %U and $uri write the decoded path, spaces included. Between quotes ("%m %U%q %H")
+# a space cannot end it; the escape-aware form reads \" as part of it. The path stops at
+# "?" only when %q follows (back to back, the query keeps its "?").
+_QUOTED_PATH = {
+    "?": (r'((?=[^?"])[^?"\\]*(?:\\.[^?"\\]*)*)', r'([^?"]+)'),
+    "": (r'((?=[^"])[^"\\]*(?:\\.[^"\\]*)*)', r'([^"]+)'),
+}
+
+
+# %u and $remote_user are decoded from any request's Basic auth header, and a space is
+# not escaped: with \S+ any client could make its lines parse.no_match (an audit). A
+# user name runs up to the " [" of the time. No earlier space is followed by "[", so no
+# backtracking can end it anywhere else: linear however long the line. The fast regex
+# keeps \S+ (this pattern cost 3% a line): a name with a space, or empty, fails it and
+# takes the exact path, which reads the same name whenever \S+ matches.
+_USER = r"([^ ]*(?: (?!\[)[^ ]*)*)"
+
+
+def _time_follows(parts: list[str | Field], k: int) -> bool:
+    """Whether ``parts[k:]`` begins with " [" (nginx's ``[$time_local]``) or with " " and
+    Apache's bracketed ``%t``."""
+    text = parts[k] if k < len(parts) else None
+    following = parts[k + 1] if k + 1 < len(parts) else None
+    if not isinstance(text, str):
+        return False
+    bracketed = isinstance(following, Field) and following.role == "time_clf_bracketed"
+    return text.startswith(" [") or (text == " " and bracketed)
+
+
+def _in_context(parts: list[str | Field]) -> list[str | Field]:
+    """The fields whose regex depends on the format text around them."""
+    out: list[str | Field] = []
+    quotes = 0  # literal quotes so far: odd inside a quoted string
+    for k, part in enumerate(parts):
+        if isinstance(part, str):
+            quotes += part.count('"')
+        elif part.role == "path" and not part.quoted and part.pattern is None:
+            following = parts[k + 1] if k + 1 < len(parts) else ""
+            stop = "?" if isinstance(following, Field) and following.role == "query" else ""
+            if quotes % 2:
+                exact, fast = _QUOTED_PATH[stop]
+                part = replace(part, pattern=exact, fast_pattern=fast)
+            elif not stop:
+                part = replace(part, pattern=r'([^\s"]+)')
+        elif part.role == "user" and not part.quoted and _time_follows(parts, k + 1):
+            part = replace(part, pattern=_USER, fast_pattern=TOKEN)
+        out.append(part)
+    return out
+
+
+# Field regexes that never match whitespace (see _assemble).
+_NO_SPACE = frozenset(
+    {TOKEN, r"(\S*)", r'([^\s"]+)', r"(\d{3})", r"(\d{6})"}
+    | {_SPECIFIC[r] for r in ("status", "bytes", "duration_us", "duration_ms", "duration_s")}
+    | {_SPECIFIC["path"], _SPECIFIC["query"]}
+)
+
+
+def _matches_no_space(field: Field) -> bool:
+    if field.quoted:
+        return False
+    if field.role == "time_strftime":
+        return not any(c.isspace() for c in field.strptime or " ")
+    return (field.pattern or _SPECIFIC.get(field.role, TOKEN)) in _NO_SPACE
+
+
+def _assemble(parts: list[str | Field], regex: Callable[[Field], str]) -> str:
+    r"""The format's regex, fields by ``regex``.
+
+    Two or more fields that match no whitespace, joined by literal text without
+    whitespace (a "word", as vhost_combined's ``%v:%p``), are one atomic group ending at
+    whitespace or the line's end. Backtracking would try every split of the word
+    against the rest of the line: ``(\S+):(?:\S+) `` took 9.5 s to reject 64 KB of
+    colons, and ~1 s for a compact JSON line (an audit). The result is the same: every
+    split of a word ends at the same place, so the rest of the line cannot match after
+    one split and not after another, and the first split is the one greedy matching
+    returns.
+    """
+    out: list[str] = []
+    word: list[str] = []
+    fields = 0
+
+    def close(atomic: bool) -> None:
+        nonlocal fields
+        if atomic and fields > 1:
+            out.append("(?>" + "".join(word) + r"(?=\s|\Z))")
+        else:
+            out.extend(word)
+        word.clear()
+        fields = 0
+
+    for part in parts:
+        if isinstance(part, Field):
+            if _matches_no_space(part):
+                word.append(regex(part))
+                fields += 1
+            else:
+                close(False)
+                out.append(regex(part))
+            continue
+        spaces = [i for i, c in enumerate(part) if c.isspace()]
+        if not spaces:
+            word.append(re.escape(part))
+            continue
+        word.append(re.escape(part[: spaces[0]]))
+        close(True)
+        out.append(re.escape(part[spaces[0] : spaces[-1] + 1]))
+        word.append(re.escape(part[spaces[-1] + 1 :]))
+    close(True)
+    return "".join(out)
+
+
+# Numbers keep their own regex between quotes ("$status" "$request_time" in JSON-like
+# nginx formats): as any quoted text, "x" reached int() and raised ValueError, a
+# parse.error instead of a reason code, and later formats were never tried (an audit).
+_NUMBERS = frozenset({"status", "bytes", "duration_us", "duration_ms", "duration_s"})
+
+
 def _field_regex(field: Field) -> str:
-    pattern = QUOTED if field.quoted else field.pattern or _SPECIFIC.get(field.role, TOKEN)
+    if field.quoted and field.role not in _NUMBERS:
+        pattern = QUOTED
+    else:
+        pattern = field.pattern or _SPECIFIC.get(field.role, TOKEN)
     if field.role == "skip":  # matched, never captured: no string is made for it
         return "(?:" + pattern[1:]
     return pattern
@@ -387,7 +571,9 @@ def _fast_regex(field: Field) -> str:
     """The field's regex for a line without backslashes (see first_match)."""
     if field.quoted and field.role == "request_line":
         return _FAST_REQUEST_LINE
-    if field.quoted:
+    if field.fast_pattern is not None:
+        return field.fast_pattern
+    if field.quoted and field.role not in _NUMBERS:
         return r'(?:[^"]*)' if field.role == "skip" else r'([^"]*)'
     return _field_regex(field)
 
@@ -397,7 +583,11 @@ _BAD = "raise RejectedLine(PARSE_BAD_NUMBER)"
 
 
 def _generate_builder(
-    fields: tuple[Field, ...], resolver: ClientResolver, *, fast: bool = False
+    fields: tuple[Field, ...],
+    resolver: ClientResolver,
+    strftime_time: Callable[[str], int] | None = None,
+    *,
+    fast: bool = False,
 ) -> Callable[[tuple[str, ...]], Request]:
     """Generate straight-line code for this format: no per-field dispatch per line.
 
@@ -416,7 +606,6 @@ def _generate_builder(
     # The first field of each role wins.
     first = {f.role: f for f in reversed(fields)}
     index = {f.role: groups[n] for n, f in reversed(list(enumerate(fields))) if n in groups}
-    quoted = {groups[n] for n, f in enumerate(fields) if n in groups and f.quoted and not fast}
     client = index.get("client", index.get("peer"))
     xff = index.get("forwarded_for")
     xff_expr = f"g[{xff}]" if xff is not None and resolver.uses_forwarded_for else "None"
@@ -431,11 +620,14 @@ def _generate_builder(
     ]
     for role, i in index.items():
         v = f"g[{i}]"
-        text = f"unescape({v})" if i in quoted else v
+        # Apache and nginx escape every text field they write, quoted or not (%U in
+        # "%m %U%q %H" too); a line without a backslash (the fast path) has no escape.
+        text = v if fast else f"unescape({v})"
         if role == "time_clf_bracketed" or role == "time_clf":
             lines.append(f"    r.time = clf_time({v})")
         elif role == "time_strftime":
-            parts = [f"g[{groups[n]}]" for n, f in enumerate(fields) if f.role == role]
+            time_fields = _strftime_fields(fields)
+            parts = [f"g[{groups[n]}]" for n, f in enumerate(fields) if f in time_fields]
             joined = " + ' ' + ".join(parts)
             lines.append(f"    r.time = strftime_time({joined})")
         elif role in ("time_iso", "time_sec", "time_msec", "time_usec"):
@@ -448,22 +640,23 @@ def _generate_builder(
         elif role == "request_line":
             lines.append(f"    r.method, r.target, r.protocol = split_request_line({text})")
         elif role == "method":
-            lines.append(f"    r.method = method_name({v})")
+            lines.append(f"    r.method = method_name({text})")
         elif role == "protocol":
-            lines.append(f"    r.{role} = " + _NULLABLE.format(v=v, u=v))
+            lines.append(f"    r.{role} = " + _NULLABLE.format(v=v, u=text))
         elif role == "path":
             q = index.get("query")
-            query = (
-                f" + ('' if g[{q}] in ('', '-') else g[{q}] if g[{q}][0] == '?' else '?' + g[{q}])"
-                if q is not None
-                else ""
-            )
+            query = ""
+            if q is not None:
+                lines.append(f"    q = g[{q}]" if fast else f"    q = unescape(g[{q}])")
+                query = " + ('' if q in ('', '-') else q if q[0] == '?' else '?' + q)"
             lines.append("    r.target = " + _NULLABLE.format(v=v, u=text + query))
         # Numbers are bounded (parse.bad_number): an integer orjson cannot serialize
         # would fail every rule of the line later, as a rules.error.
         elif role == "status":
             lines.append(f"    r.status = s = None if {v} == '-' else int({v})")
-            lines.append(f"    if s is not None and not {MIN_STATUS} <= s <= {MAX_STATUS}: {_BAD}")
+            lines.append(f"    if s is not None and not {MIN_STATUS} <= s <= {MAX_STATUS}:")
+            lines.append(f"        if s not in {NO_STATUS!r}: {_BAD}")
+            lines.append("        r.status = None")
         elif role == "bytes":
             lines.append(f"    r.bytes_sent = n = 0 if {v} == '-' else int({v})")
             lines.append(f"    if not 0 <= n <= {MAX_BYTES}: {_BAD}")
@@ -495,8 +688,7 @@ def _generate_builder(
         "split_request_line": split_request_line, "unescape": unescape,
         "methods": METHODS, "OTHER_METHOD": OTHER_METHOD, "method_name": method_name,
     }  # fmt: skip
-    if "time_strftime" in first:
-        formats = [f.strptime or "" for f in fields if f.role == "time_strftime"]
-        namespace["strftime_time"] = strftime_parser(" ".join(formats))
+    if strftime_time is not None:
+        namespace["strftime_time"] = strftime_time
     exec(compile("\n".join(lines), "<logformat>", "exec"), namespace)
     return namespace["build"]  # type: ignore[return-value]

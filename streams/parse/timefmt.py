@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import calendar
 import re
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
 from streams.records import PARSE_BAD_TIME, RejectedLine
@@ -40,6 +41,12 @@ MAX_OFFSET = 14 * 3600
 
 #: Times must fall in years 1970..9999 (what ISO/CLF can spell and gmtime can format).
 MAX_EPOCH = 253402300800
+
+# A leap second (23:59:60 UTC, whatever the local minute) is read as :59 in every
+# format: clf_time took it as the next minute's :00, iso_time and %{...}t rejected it
+# (datetime has no second 60), so one second was published or dropped by format (an
+# audit). Published times are bucketed to minutes or more: :59 keeps its minute.
+LEAP_SECOND = 60
 
 
 def _in_range(seconds: int) -> int:
@@ -64,23 +71,38 @@ def clf_time(text: str) -> int:
     Traceback (most recent call last):
     ...
     streams.records.RejectedLine: parse.bad_time
+
+    Numbers are ASCII digits of the widths servers write (int() alone took "-1" as an
+    hour, "1_0" as a day, and a 20-digit year to an OverflowError):
+
+    >>> clf_time("10/Oct/2000:-1:55:36 +0000")
+    Traceback (most recent call last):
+    ...
+    streams.records.RejectedLine: parse.bad_time
     """
     try:
+        if not _CLF_NUMBERS.match(text):
+            raise ValueError
         day, month, rest = text.split("/", 2)
         year, hh, mm, tail = rest.split(":", 3)
         ss, zone = tail.split(" ", 1) if " " in tail else (tail, "+0000")
         y, mo, d, h, mi, sec = int(year), _MONTHS[month], int(day), int(hh), int(mm), int(ss[:2])
         if not (1 <= d <= calendar.monthrange(y, mo)[1] and h < 24 and mi < 60 and sec < 61):
             raise ValueError
+        sec = min(sec, LEAP_SECOND - 1)
         if len(zone) != 5 or zone[0] not in "+-" or not zone[1:].isdigit():
             raise ValueError
         offset = int(zone[1:3]) * 3600 + int(zone[3:5]) * 60
         if zone[3:5] >= "60" or offset > MAX_OFFSET:
             raise ValueError
         seconds = calendar.timegm((y, mo, d, h, mi, sec, 0, 0, 0))
-    except (ValueError, KeyError, IndexError, calendar.IllegalMonthError):
+    except (ValueError, KeyError, IndexError, OverflowError, calendar.IllegalMonthError):
         raise RejectedLine(PARSE_BAD_TIME) from None
     return _in_range(seconds - offset if zone[0] == "+" else seconds + offset)
+
+
+# The numeric fields of a CLF time ([0-9]: \d and int() take any Unicode digit).
+_CLF_NUMBERS = re.compile(r"[0-9]{1,2}/[^/]*/[0-9]{4}:[0-9]{2}:[0-9]{2}:[0-9]{2}")
 
 
 @lru_cache(maxsize=4096)
@@ -93,12 +115,23 @@ def iso_time(text: str) -> int:
     Traceback (most recent call last):
     ...
     streams.records.RejectedLine: parse.bad_time
+
+    A leap second is read as :59, as :func:`clf_time` reads it:
+
+    >>> iso_time("2016-12-31T23:59:60Z") == iso_time("2016-12-31T23:59:59Z")
+    True
     """
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise RejectedLine(PARSE_BAD_TIME) from None
+        leap = _ISO_LEAP.sub(r"\g<1>59", text, count=1)
+        if leap == text:
+            raise RejectedLine(PARSE_BAD_TIME) from None
+        return iso_time(leap)
     return _seconds(parsed)
+
+
+_ISO_LEAP = re.compile(r"([T ][0-9]{2}:[0-9]{2}:)60(?![0-9])")
 
 
 def _seconds(parsed: datetime) -> int:
@@ -164,19 +197,43 @@ def strftime_parser(python_format: str) -> Callable[[str], int]:
     Traceback (most recent call last):
     ...
     ValueError: has no %z (the time zone would be unknown)
+
+    A conversion may appear once (strptime would fail on every line):
+
+    >>> strftime_parser("%Y-%m-%d %H:%M:%S %z %d")
+    Traceback (most recent call last):
+    ...
+    ValueError: repeats %d (a time is read once)
     """
-    if "%z" not in python_format.replace("%%", ""):
+    conversions = re.findall(r"%(.)", python_format.replace("%%", ""))
+    if "z" not in conversions:
         raise ValueError("has no %z (the time zone would be unknown)")
+    repeated = [c for c in conversions if conversions.count(c) > 1]
+    if repeated:
+        raise ValueError(f"repeats %{repeated[0]} (a time is read once)")
 
     @lru_cache(maxsize=4096)
     def parse(value: str) -> int:
         try:
             parsed = datetime.strptime(value, python_format)
-        except ValueError:  # 31/Feb, hour 25, zone +9999 ...
-            raise RejectedLine(PARSE_BAD_TIME) from None
+        except ValueError:  # 31/Feb, hour 25, zone +9999 ... or a leap second
+            parsed = _leap_second(value, python_format)
         return _seconds(parsed)
 
     return parse
+
+
+def _leap_second(value: str, python_format: str) -> datetime:
+    """``value`` read as :59 when its second is 60 (time.strptime takes 60, datetime
+    does not); parse.bad_time otherwise."""
+    try:
+        parsed = time.strptime(value, python_format)
+        if parsed.tm_sec != LEAP_SECOND or parsed.tm_gmtoff is None:
+            raise ValueError
+        zone = timezone(timedelta(seconds=parsed.tm_gmtoff))
+        return datetime(*parsed[:5], LEAP_SECOND - 1, tzinfo=zone)
+    except ValueError:
+        raise RejectedLine(PARSE_BAD_TIME) from None
 
 
 def epoch_time(text: str) -> int:
@@ -208,14 +265,17 @@ def epoch_micros(text: str) -> int:
 
 
 def any_time(value: object) -> int:
-    """A JSON log's time field: epoch number, ISO 8601 text or CLF text."""
+    """A JSON log's time field: epoch number, ISO 8601 text or CLF text.
+
+    An epoch from 1e11 on is milliseconds (1e11 seconds is the year 5138), whether
+    the log writes it as a number or as text (text was read as seconds and rejected
+    as out of range; an audit):
+
+    >>> any_time(1700000000123), any_time("1700000000123"), any_time("1700000000.5")
+    (1700000000, 1700000000, 1700000000)
+    """
     if isinstance(value, bool):
         raise RejectedLine(PARSE_BAD_TIME)
-    if isinstance(value, int | float):
-        try:
-            return _in_range(int(value) if value < 1e11 else int(value) // 1000)
-        except (ValueError, OverflowError):  # NaN, infinity
-            raise RejectedLine(PARSE_BAD_TIME) from None
     if isinstance(value, str) and value:
         if value[0].isdigit() and "-" in value[:5]:
             return iso_time(value)
@@ -223,5 +283,13 @@ def any_time(value: object) -> int:
             return clf_time(value[1:-1])
         if "/" in value[:7]:
             return clf_time(value)
-        return epoch_time(value)
+        try:
+            value = float(value)
+        except ValueError:
+            raise RejectedLine(PARSE_BAD_TIME) from None
+    if isinstance(value, int | float):
+        try:
+            return _in_range(int(value) if value < 1e11 else int(value) // 1000)
+        except (ValueError, OverflowError):  # NaN, infinity
+            raise RejectedLine(PARSE_BAD_TIME) from None
     raise RejectedLine(PARSE_BAD_TIME)

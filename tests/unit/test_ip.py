@@ -52,3 +52,16 @@ def test_xff_garbage_hop_stops_at_last_trusted_address() -> None:
     resolver = ClientResolver(["10.0.0.0/8"])
     assert resolver.resolve("10.0.0.1", "unknown, 10.0.0.3") == "10.0.0.3"
     assert resolver.resolve("10.0.0.1", "-") == "10.0.0.1"
+
+
+def test_a_mapped_trusted_proxy_network_is_trusted() -> None:
+    """A dual-stack server logs IPv4 peers as ::ffff:a.b.c.d; peers are canonicalized
+    to IPv4, but a trusted network "::ffff:10.0.0.0/104" stayed IPv6 and never
+    contained them: XFF was ignored and every client got the proxy's address (an
+    audit)."""
+    resolver = ClientResolver(["::ffff:10.0.0.0/104"])
+    assert resolver.resolve("::ffff:10.0.0.1", "203.0.113.9") == "203.0.113.9"
+    assert resolver.resolve("10.0.0.1", "203.0.113.9, ::ffff:10.0.0.2") == "203.0.113.9"
+    assert resolver.resolve("11.0.0.1", "203.0.113.9") == "11.0.0.1"
+    mixed = ClientResolver(["::ffff:0:0/95"])  # not only mapped addresses: stays IPv6
+    assert mixed.resolve("::fffe:0:1", "203.0.113.9") == "203.0.113.9"

@@ -38,7 +38,9 @@ def test_custom_mapping_with_nested_keys() -> None:
     ("text", "reason"),
     [
         ("{not json", "parse.bad_json"),
-        ("[1, 2]", "parse.bad_json"),
+        ('{"a": 1} x', "parse.bad_json"),
+        ("[1, 2]", "parse.no_match"),  # no object: another format's reason may stand
+        ("garbage", "parse.no_match"),
         (line(remote_addr="nope"), "parse.bad_ip"),
         (line(time_iso8601="later"), "parse.bad_time"),
         (orjson.dumps({"remote_addr": "203.0.113.9"}).decode(), "parse.bad_time"),
@@ -88,3 +90,29 @@ def test_an_object_where_text_is_mapped_is_not_turned_into_text() -> None:
     parse = build_parser("json", json_fields={"path": "p", "user_agent": "ua"})
     r = parse(line(request=None, p={"session": "s3cr3t", "to": "/x"}, ua=["Mozilla", "x"]))
     assert r.target is None and r.user_agent is None
+
+
+@pytest.mark.parametrize("status", ["000", "009", 0, 9])
+def test_nginx_status_000_and_009_are_no_status(status: object) -> None:
+    """nginx's escape=json logs "000" (no response) and "009" (HTTP/0.9): they were
+    parse.bad_number (an audit)."""
+    assert build_parser("json")(line(status=status)).status is None
+
+
+def test_a_text_line_keeps_its_reason_when_json_is_also_listed() -> None:
+    """parse_any lets the last specific reason win, and json rejected every text line
+    as parse.bad_json: ["nginx_main", "json"] reported a bad time or IP as bad_json
+    (an audit)."""
+    parse = build_parser(["nginx_main", "json"])
+    t = "[10/Oct/2000:13:55:36 -0700]"
+    for text, reason in [
+        ('203.0.113.9 - - [10/Foo/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 5 "-" "-" "-"',
+         "parse.bad_time"),
+        (f'nope - - {t} "GET / HTTP/1.1" 200 5 "-" "-" "-"', "parse.bad_ip"),
+        ("garbage", "parse.no_match"),
+        ('{"remote_addr": "203.0.113.9"', "parse.bad_json"),
+        (' {"remote_addr": "nope"}', "parse.bad_ip"),
+    ]:  # fmt: skip
+        with pytest.raises(RejectedLine) as caught:
+            parse(text)
+        assert caught.value.reason == reason

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Callable
+
+import orjson
 import pytest
 
 from streams.parse import build_parser, compile_one
-from streams.parse.logformat import FormatError, compile_apache, compile_nginx
+from streams.parse.logformat import FormatError, compile_apache, compile_nginx, unescape
+from streams.pipeline import Pipeline
 from streams.records import RejectedLine
 
 T = "[10/Oct/2000:13:55:36 -0700]"
@@ -222,13 +228,17 @@ def _outcome(parse: object, text: str) -> tuple[str, ...] | str:
 
 
 _PIECES = ["GET", "POST", "get", "M-SEARCH", " ", "  ", '"', '\\"', "\\", "\\\\", "-", "/a?b=1",
-           "HTTP/1.1", "HTTP/", "\x16\x03", "é", "200", "x"]  # fmt: skip
+           "HTTP/1.1", "HTTP/", "\x16\x03", "é", "200", "x", "\\xc3\\xa9", "\\xff", "\\r", "?"]  # fmt: skip
 
 
 @pytest.mark.parametrize(
     "fmt",
     ["combined", "common", "vhost_combined", "nginx_main",
-     'apache:%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i" "%{X-Junk}i" %D %{c}a'],
+     'apache:%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i" "%{X-Junk}i" %D %{c}a',
+     # Decoded paths (spaces, "?"), fields between quotes but not quoted.
+     'apache:%h %l %u %t "%m %U%q %H" %>s %b "%{Referer}i" "%{User-agent}i"',
+     'nginx:$remote_addr - $remote_user [$time_local] "$request_method $uri $server_protocol" '
+     '$status $body_bytes_sent "$http_referer" "$http_user_agent"'],
 )  # fmt: skip
 def test_the_fast_path_parses_exactly_like_the_escape_aware_path(fmt: str) -> None:
     # Lines without a backslash skip the escape-aware regex (see first_match): for
@@ -241,21 +251,24 @@ def test_the_fast_path_parses_exactly_like_the_escape_aware_path(fmt: str) -> No
     request_line = st.tuples(
         st.sampled_from(["GET", "get", "M-SEARCH", "G3T", "", "A" * 21]),
         st.sampled_from([" ", "  ", "\t"]),
-        st.sampled_from(["/a?b=1", "", "/a b", "/é", '/"', "/\\x"]),
+        st.sampled_from(["/a?b=1", "", "/a b", "/a  b?c d", "/é", '/"', "/\\x", "/\\xc3\\xa9"]),
         st.sampled_from([" ", "  ", ""]),
         st.sampled_from(["HTTP/1.1", "HTTP/", "http/1.1", "HTTP/1.1 x", ""]),
     ).map("".join)
     request = st.one_of(quoted, request_line)
     host = st.sampled_from(["203.0.113.9", "[2001:db8::1]:443", "www.example.com:443", "x"])
+    # User names with spaces fail the fast regex (\S+) and take the exact path.
+    user = st.sampled_from(["-", "frank", "john doe", "", "a[b", "x [y", "j\\xc3\\xa9 d"])
+    status = st.sampled_from(["200", "-", "99", "000"])
 
     @settings(max_examples=300, deadline=None)
-    @given(host, request, quoted, quoted, st.sampled_from(["200", "-", "99"]), st.booleans())
+    @given(host, user, request, quoted, quoted, status, st.booleans())
     def check(
-        client: str, request: str, referrer: str, agent: str, status: str, tail: bool
+        client: str, user: str, request: str, referrer: str, agent: str, status: str, tail: bool
     ) -> None:
-        head = f"{client} 203.0.113.9 - -" if fmt == "vhost_combined" else f"{client} - -"
+        head = f"{client} 203.0.113.9 - {user}" if fmt == "vhost_combined" else f"{client} - {user}"
         text = f'{head} {T} "{request}" {status} 5 "{referrer}" "{agent}"'
-        if fmt.startswith("apache:"):
+        if "%{X-Junk}i" in fmt:
             text += ' "junk" 1520 198.51.100.1' if tail else ' "" - 198.51.100.1'
         elif fmt == "nginx_main":
             text += ' "-"'
@@ -371,3 +384,307 @@ def test_an_unregistered_method_is_other(fmt: str, line: str) -> None:
     assert parse(line.format(m="JOHNDOESECRET")).method == "OTHER"
     assert parse(line.format(m="PROPFIND")).method == "PROPFIND"
     assert parse(line.format(m="GET")).method == "GET"
+
+
+def _apache_escape(text: str) -> str:
+    r"""What Apache's ap_escape_logitem and nginx's escape=default write for ``text``:
+    every byte >= 0x7f (so every byte of a non-ASCII UTF-8 character) as ``\xhh``."""
+    return "".join(c if ord(c) < 0x7F else "".join(f"\\x{b:02x}" for b in c.encode()) for c in text)
+
+
+def test_escaped_utf8_bytes_are_decoded_as_utf8() -> None:
+    """Each ``\\xhh`` was chr(hh): "é" logged as \\xc3\\xa9 became "Ã©" (an audit)."""
+    assert unescape(r"/caf\xc3\xa9") == "/café"
+    assert unescape(r"Mozilla/5.0 \xe6\x97\xa5\xe6\x9c\xac") == "Mozilla/5.0 日本"
+    assert unescape(r"\x22a\x5cb\x22") == '"a\\b"'  # nginx's escaped quote and backslash
+    assert unescape(r"a\xffb\xc3") == "a\ufffdb\ufffd"  # not UTF-8: replaced, not Latin-1
+    r = build_parser("combined")(f'203.0.113.9 - - {T} "GET /caf\\xc3\\xa9 HTTP/1.1" 200 5 "-" "-"')
+    assert r.target == "/café"
+
+
+def test_lookalike_email_escaped_by_the_server_is_still_templated(
+    make_pipeline: Callable[..., Pipeline],
+) -> None:
+    """The same request, logged raw or as Apache/nginx log it (\\xhh per byte): raw, the
+    fullwidth "＠" and ideographic "。" are folded and the email becomes {email}; escaped,
+    the mojibake "janeï¼\\xa0gmailã\\x80\\x82com" passed the URL policy and the sweep,
+    and the person's address was published in ops.route and product.page."""
+    pipeline = make_pipeline()
+    path = "/u/jane＠gmail。com/orders"
+    line = f'203.0.113.9 - - {T} "GET {_apache_escape(path)} HTTP/1.1" 200 5 "-" "curl/8.5.0"'
+    out = pipeline.test([line])
+    assert not out.rejections
+    (ops,) = out.events("ops")
+    (product,) = out.events("product")
+    for value in (ops["route"], product["page"]):
+        assert "jane" not in value and "gmail" not in value, value
+
+
+def test_apache_control_character_escapes() -> None:
+    r"""ap_escape_logitem writes \b \n \r \t \v; only \n and \t were undone, so "\r"
+    became the letter "r"."""
+    assert unescape(r"a\rb\vc\bd\ne\tf") == "a\rb\vc\bd\ne\tf"
+    assert unescape(r"a\\rb") == "a\\rb"  # an escaped backslash, then the letter r
+
+
+def test_unquoted_fields_are_unescaped_too(make_pipeline: Callable[..., Pipeline]) -> None:
+    """Only fields directly between quotes were unescaped. In ``"%m %U%q %H"`` (Apache's
+    %U is ap_escape_logitem(r->uri), the decoded path) the path kept literal
+    ``\\xef\\xbc\\xa0`` text, which no detector reads as "@" (an audit)."""
+    fmt = 'apache:%h %l %u %t "%m %U%q %H" %>s %b'
+    pipeline = make_pipeline(input={"format": fmt})
+    path = _apache_escape("/u/jane＠gmail.com")
+    out = pipeline.test([f'203.0.113.9 - - {T} "GET {path} HTTP/1.1" 200 5'])
+    (ops,) = out.events("ops")
+    (product,) = out.events("product")
+    for value in (ops["route"], product["page"]):  # was "/u/jane\\xef\\xbc\\xa0gmail.com"
+        assert "jane" not in value, value
+    r = compile_one(fmt).parse(f'203.0.113.9 - - {T} "GET /caf\\xc3\\xa9?q=\\x22 HTTP/1.1" 200 5')
+    assert r.target == '/café?q="'
+    r = build_parser("combined")(f'203.0.113.9 - jos\\xc3\\xa9 {T} "GET / HTTP/1.1" 200 5 "-" "-"')
+    assert r.user == "josé"
+    r = compile_nginx("$remote_addr [$time_local] $request_method $uri $host").parse(
+        f"203.0.113.9 {T} GET /caf\\xC3\\xA9 b\\xC3\\xBCcher.example"
+    )
+    assert (r.target, r.host) == ("/café", "bücher.example")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "line"),
+    [
+        # GET /my%20file.pdf: Apache logs %U = r->uri (decoded), a space is not escaped.
+        ('apache:%h %l %u %t "%m %U%q %H" %>s %b',
+         f'203.0.113.9 - - {T} "GET /my file.pdf HTTP/1.1" 200 5'),
+        ('nginx:$remote_addr [$time_local] "$request_method $uri $server_protocol" $status',
+         f'203.0.113.9 {T} "GET /my file.pdf HTTP/1.1" 200'),
+    ],
+)  # fmt: skip
+def test_a_decoded_path_with_a_space_is_parsed(fmt: str, line: str) -> None:
+    """A decoded path with a space made the line parse.no_match (an audit)."""
+    parse = compile_one(fmt).parse
+    r = parse(line)
+    assert (r.method, r.target, r.status) == ("GET", "/my file.pdf", 200)
+    r = parse(line.replace("/my file", '/my \\"file\\"'))  # the escape-aware path
+    assert (r.method, r.target, r.status) == ("GET", '/my "file".pdf', 200)
+
+
+def test_a_decoded_question_mark_in_a_path_without_query_is_parsed() -> None:
+    """%U and $uri decode %3F to "?": the path stops at "?" only when %q follows."""
+    r = compile_one('apache:%h %t "%m %U %H" %>s').parse(
+        f'203.0.113.9 {T} "GET /a?.pdf HTTP/1.1" 200'
+    )
+    assert r.target == "/a?.pdf"
+    r = compile_one("apache:%h %t %m %U %H %>s").parse(f"203.0.113.9 {T} GET /a?.pdf HTTP/1.1 200")
+    assert r.target == "/a?.pdf"
+    r = compile_one('apache:%h %t "%m %U%q %H" %>s').parse(
+        f'203.0.113.9 {T} "GET /a b?x=1 HTTP/1.1" 200'
+    )
+    assert r.target == "/a b?x=1"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        ("a:" * 32767)[:65530] + " x",
+        ("a:" * 32767)[:65530],
+        # A compact JSON line sent to a text-format input: ~1 s each.
+        orjson.dumps({"remote_addr": "203.0.113.9", "e": [{"a": 1}] * 10000}).decode()[:65536],
+    ],
+)
+def test_a_64k_line_of_colons_is_rejected_quickly(line: str) -> None:
+    """``(\\S+):(?:\\S+) `` (vhost_combined's ``%v:%p``) backtracked over every colon of
+    the first token: a 64 KB token of colons took ~9.5 s with the default format list
+    (an audit)."""
+    parse = build_parser(["combined", "vhost_combined", "common"])
+    started = time.perf_counter()
+    with pytest.raises(RejectedLine):
+        parse(line)
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    ("fmt", "tail"),
+    [
+        ("vhost_combined", f' 203.0.113.9 - - {T} "GET / HTTP/1.1" 200 5 "-" "-"'),
+        ("apache:%v:%p:%{c}a %h %t %>s", f" 203.0.113.9 {T} 200"),
+        ("apache:%h %{sec}t.%{msec_frac}t:%D %>s", " 200"),
+    ],
+)
+def test_atomic_words_match_like_backtracking(fmt: str, tail: str) -> None:
+    """Words such as ``%v:%p`` are atomic groups (no backtracking into them): the
+    match and its groups must be those of the plain regex, whatever the word holds."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    parser = compile_one(fmt)
+    for compiled in (parser.regex, parser.fast_regex):  # type: ignore[union-attr]
+        assert "(?>" in compiled.pattern
+    plain = [
+        re.compile(c.pattern.replace("(?>", "(?:").replace(r"(?=\s|\Z))", ")"))
+        for c in (parser.regex, parser.fast_regex)  # type: ignore[union-attr]
+    ]
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(alphabet="a1:.-[ ", max_size=14), st.sampled_from(["", " ", "x"]))
+    def check(word: str, end: str) -> None:
+        head = "203.0.113.9 " if fmt.startswith("apache:%h") else ""
+        text = head + word + tail + end
+        for atomic, backtracking in zip(
+            (parser.regex, parser.fast_regex),  # type: ignore[union-attr]
+            plain,
+            strict=True,
+        ):
+            m, expected = atomic.match(text), backtracking.match(text)
+            assert (m and m.groups()) == (expected and expected.groups())
+
+    check()
+
+
+def test_begin_and_end_strftime_times_in_one_format() -> None:
+    """All %{...}t strftime fields were joined into one strptime format; a conversion
+    used twice (%d in begin: and end:) made every line raise re.error (an audit). The
+    fields of the first time's instant are read, as for the other time fields."""
+    line = "203.0.113.9 [10/Oct/2000:13:55:36 -0700] [10/Oct/2000:13:55:37 -0700] 200"
+    begin_end = "%h [%{begin:%d/%b/%Y:%H:%M:%S %z}t] [%{end:%d/%b/%Y:%H:%M:%S %z}t] %>s"
+    assert compile_apache(begin_end).parse(line).time == 971211336
+    end_begin = "%h [%{end:%d/%b/%Y:%H:%M:%S %z}t] [%{%d/%b/%Y:%H:%M:%S %z}t] %>s"
+    assert compile_apache(end_begin).parse(line).time == 971211336
+    split = "%h [%{end:%d/%b/%Y:%T}t %{end:%z}t] [%{begin:%d/%b/%Y:%T}t %{begin:%z}t] %>s"
+    assert compile_apache(split).parse(line).time == 971211336
+    with pytest.raises(FormatError, match=r"column 4: repeats %d"):
+        compile_apache("%h [%{%d/%b/%Y:%H:%M:%S %z}t] [%{%d}t] %>s")
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [('"x" "5" "0.1"', "parse.no_match"), ('"200" "x" "0.1"', "parse.no_match"),
+     ('"200" "5" "1.2.3"', "parse.no_match"), ('"200" "5" "a\\"b"', "parse.no_match"),
+     ('"200" "5" "' + "9" * 400 + '"', "parse.bad_number")],
+)  # fmt: skip
+def test_quoted_numbers_that_are_not_numbers_are_a_reason_code(fields: str, reason: str) -> None:
+    """A quoted status/bytes/duration field was matched by the quoted-string regex, then
+    int()/float() raised ValueError (with the field's text in its message) instead of
+    RejectedLine; in a format list the later formats were never tried (an audit)."""
+    fmt = '$remote_addr [$time_local] "$request" "$status" "$body_bytes_sent" "$request_time"'
+    parser = compile_nginx(fmt)
+    with pytest.raises(RejectedLine) as caught:
+        parser.parse(f'203.0.113.9 {T} "GET / HTTP/1.1" {fields}')
+    assert caught.value.reason == reason
+    r = parser.parse(f'203.0.113.9 {T} "GET / HTTP/1.1" "200" "5" "0.004"')
+    assert (r.status, r.bytes_sent, r.duration_ms) == (200, 5, 4.0)
+    r = parser.parse(f'203.0.113.9 {T} "GET /\\" HTTP/1.1" "-" "-" "-"')  # escape-aware
+    assert (r.status, r.bytes_sent, r.duration_ms) == (None, 0, None)
+    parse = build_parser([f"nginx:{fmt}", "nginx:$remote_addr [$time_local] $request_uri"])
+    assert parse(f'203.0.113.9 {T} /a"').target == '/a"'  # a later format is tried
+
+
+@pytest.mark.parametrize(
+    ("request_line", "status"), [("GET / HTTP/1.1", "000"), ("GET /old", "009")]
+)
+def test_nginx_status_000_and_009_are_not_rejected(request_line: str, status: str) -> None:
+    """ngx_http_log_status writes "%03ui" of 0 (no status yet, e.g. the client went
+    away) or 9 (HTTP/0.9): the whole request was dropped as parse.bad_number (an
+    audit). Other statuses below 100 still are."""
+    parse = compile_one("nginx_combined").parse
+    for agent in ("curl/8", 'curl/8 \\"x\\"'):  # the fast path, and the escape-aware one
+        line = f'203.0.113.9 - - {T} "{request_line}" {status} 0 "-" "{agent}"'
+        r = parse(line)
+        assert (r.ip, r.status) == ("203.0.113.9", None)
+        with pytest.raises(RejectedLine, match=r"parse\.bad_number"):
+            parse(line.replace(f" {status} ", " 099 "))
+
+
+@pytest.mark.parametrize("fmt", ["nginx_combined", "nginx_main", "combined"])
+def test_a_user_name_with_a_space_is_parsed(fmt: str) -> None:
+    """nginx's $remote_user is decoded from any request's Authorization: Basic header
+    (no auth_basic needed) and a space is not escaped; Apache's %u likewise (401s).
+    Any client could make its own lines unparseable (parse.no_match) (an audit)."""
+    parse = compile_one(fmt).parse
+    tail = ' "-"' if fmt == "nginx_main" else ""
+    for user, agent, expected in [
+        ("john doe", "curl/8", "john doe"),
+        ("john doe", 'curl/8 \\"x\\"', "john doe"),  # the escape-aware path
+        ("a[b] c", "curl/8", "a[b] c"),
+        ("", "curl/8", None),  # Basic auth with an empty name
+    ]:
+        line = f'203.0.113.9 - {user} {T} "GET /admin HTTP/1.1" 401 0 "-" "{agent}"{tail}'
+        r = parse(line)
+        assert (r.ip, r.user, r.target, r.status, r.time) == (
+            "203.0.113.9", expected, "/admin", 401, 971211336,
+        )  # fmt: skip
+
+
+def test_a_long_line_of_brackets_is_rejected_quickly() -> None:
+    """The user name runs to the first " [": no backtracking over later ones."""
+    parse = build_parser(["combined", "nginx_main", "common"])
+    line = "203.0.113.9 - x" + " [" * 32000
+    started = time.perf_counter()
+    with pytest.raises(RejectedLine):
+        parse(line)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_an_empty_unquoted_nginx_variable_is_matched() -> None:
+    """$request_completion, $https, $http2, $is_args are "" when not set, and skipped
+    fields were ``\\S+`` (at least one character) (an audit)."""
+    parser = compile_nginx(
+        '$remote_addr [$time_local] "$request" $status $request_completion $request_time'
+    )
+    r = parser.parse(f'203.0.113.9 {T} "GET / HTTP/1.1" 200  0.005')
+    assert (r.status, r.duration_ms) == (200, 5.0)
+    r = parser.parse(f'203.0.113.9 {T} "GET / HTTP/1.1" 200 OK 0.005')
+    assert (r.status, r.duration_ms) == (200, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("addresses", "times"),
+    [("10.0.0.1:80, 10.0.0.2:80", "0.001, 0.002"), ("10.0.0.1:80", "0.001"), ("-", "-"),
+     ("10.0.0.1:80, unix:/tmp/s : 10.0.0.3:80", "0.001, 0.002 : 0.003")],
+)  # fmt: skip
+def test_unquoted_upstream_lists_are_matched(addresses: str, times: str) -> None:
+    """With several upstreams tried, nginx writes "$upstream_addr" as
+    "10.0.0.1:80, 10.0.0.2:80" and $upstream_response_time as "0.001, 0.002" (an
+    audit)."""
+    parser = compile_nginx(
+        '$remote_addr [$time_local] "$request" $status $upstream_addr $upstream_response_time '
+        "$request_time"
+    )
+    r = parser.parse(f'203.0.113.9 {T} "GET / HTTP/1.1" 502 {addresses} {times} 0.004')
+    assert (r.ip, r.status, r.duration_ms) == ("203.0.113.9", 502, 4.0)
+
+
+def test_apache_ssl_request_log_format_compiles() -> None:
+    """The CustomLog of Apache's stock ssl.conf uses mod_ssl's %{VAR}x: it was refused
+    ("unsupported directive '%x'"), though it can be matched and thrown away (an
+    audit)."""
+    parser = compile_one('apache:%t %h %{SSL_PROTOCOL}x %{SSL_CIPHER}x "%r" %b')
+    r = parser.parse(f'{T} 203.0.113.9 TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256 "GET /a HTTP/1.1" 5')
+    assert (r.ip, r.time, r.target, r.bytes_sent) == ("203.0.113.9", 971211336, "/a", 5)
+    assert "TLS" not in repr([getattr(r, a) for a in r.__slots__])
+    r = compile_one("apache:%h %t %{version}c %>s").parse(f"203.0.113.9 {T} TLSv1.3 200")
+    assert r.status == 200
+    for spec in ("apache:%h %t %x", "apache:%h %t %c"):  # mod_ssl's need a variable
+        with pytest.raises(FormatError, match="unsupported directive"):
+            compile_one(spec)
+
+
+@pytest.mark.parametrize(
+    ("request_line", "expected"),
+    [
+        ("GET /a b HTTP/1.1", ("GET", "/a b", "HTTP/1.1")),
+        ("GET /a  b c HTTP/1.0", ("GET", "/a  b c", "HTTP/1.0")),
+        ("FROB /a b HTTP/1.1", ("OTHER", "/a b", "HTTP/1.1")),
+        ('GET /a \\"b\\" HTTP/1.1', ("GET", '/a "b"', "HTTP/1.1")),  # escape-aware path
+        ("GET /a b", (None, None, None)),  # no protocol, and not HTTP/0.9's two parts
+        ("GET /a HTTP/1.1 x", (None, None, None)),
+    ],
+)
+def test_a_request_line_with_a_space_in_the_uri_keeps_method_and_target(
+    request_line: str, expected: tuple[str | None, ...]
+) -> None:
+    """nginx serves "GET /a b HTTP/1.1" (space_in_uri) and logs it as is; splitting on
+    every space dropped method, target and protocol (an audit)."""
+    r = compile_one("nginx_combined").parse(
+        f'203.0.113.9 - - {T} "{request_line}" 200 5 "-" "curl/8"'
+    )
+    assert (r.method, r.target, r.protocol) == expected

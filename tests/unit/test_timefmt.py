@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import calendar
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streams.parse import build_parser
 from streams.parse.timefmt import (
     MAX_EPOCH,
     MAX_OFFSET,
@@ -17,6 +20,7 @@ from streams.parse.timefmt import (
     epoch_micros,
     epoch_millis,
     iso_time,
+    strftime_parser,
 )
 from streams.records import RejectedLine
 
@@ -140,3 +144,67 @@ def test_clf_results_are_real_dates_in_range(
     month_number = list(calendar.month_abbr).index(month)
     assert day <= calendar.monthrange(year, month_number)[1]
     assert abs(zone) // 100 * 3600 + abs(zone) % 100 * 60 <= MAX_OFFSET and abs(zone) % 100 < 60
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: clf_time("10/Oct/99999999999999999999:13:55:36 +0000"),
+        lambda: any_time("[10/Oct/99999999999999999999:13:55:36 +0000]"),
+        lambda: build_parser("combined")(
+            '203.0.113.9 - - [10/Oct/99999999999999999999:13:55:36 -0700] "GET / HTTP/1.1" '
+            '200 5 "-" "-"'
+        ),
+    ],
+)
+def test_a_huge_year_is_bad_time_not_overflow_error(call: Callable[[], Any]) -> None:
+    """A 20-digit year raised OverflowError (a parse.error) (an audit)."""
+    with pytest.raises(RejectedLine) as caught:
+        call()
+    assert caught.value.reason == "parse.bad_time"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["10/Oct/2000:-1:55:36 +0000", "10/Oct/2000:13:-5:36 +0000", "10/Oct/2000:13:55:-1 +0000",
+     "1_0/Oct/2000:13:55:36 +0000", "10/Oct/2000:+1:55:36 +0000", "10/Oct/2000: 1:55:36 +0000",
+     "１０/Oct/2000:13:55:36 +0000", "10/Oct/02000:13:55:36 +0000", "10/Oct/2000:013:55:36 +0000"],
+)  # fmt: skip
+def test_clf_time_rejects_signed_and_underscored_fields(text: str) -> None:
+    """int() accepts "-1", "+1", " 1", "1_0" and fullwidth digits; only upper bounds
+    were checked, so a negative hour was published as the previous day (an audit)."""
+    with pytest.raises(RejectedLine):
+        clf_time(text)
+
+
+def test_a_leap_second_is_read_alike_in_every_time_format() -> None:
+    """clf_time accepted :60 (as the next minute's :00); iso_time and %{...}t rejected
+    the same second (an audit). All read it as :59."""
+    expected = 1483228799  # 2016-12-31T23:59:59Z
+    assert clf_time("31/Dec/2016:23:59:60 +0000") == expected
+    assert clf_time("01/Jan/2017:00:59:60 +0100") == expected
+    assert iso_time("2016-12-31T23:59:60+00:00") == expected
+    assert iso_time("2016-12-31T23:59:60.5Z") == expected
+    assert any_time("2016-12-31 23:59:60Z") == expected
+    strftime = strftime_parser("%d/%b/%Y:%H:%M:%S %z")
+    assert strftime("31/Dec/2016:23:59:60 +0000") == expected
+    assert strftime("01/Jan/2017:00:59:60 +0100") == expected
+    for bad in ("31/Dec/2016:23:59:61 +0000", "31/Feb/2016:23:59:60 +0000"):
+        with pytest.raises(RejectedLine):
+            strftime(bad)
+        with pytest.raises(RejectedLine):
+            clf_time(bad)
+    with pytest.raises(RejectedLine):
+        iso_time("2016-12-31T23:59:61Z")
+
+
+def test_json_epoch_milliseconds_as_text_are_read_like_numbers() -> None:
+    """A numeric string was read as seconds: "1700000000000" was out of range (an
+    audit)."""
+    assert any_time(1700000000000) == 1700000000
+    assert any_time("1700000000000") == 1700000000
+    assert any_time("1700000000999.5") == 1700000000
+    assert any_time("1700000000") == 1700000000
+    for bad in ("nan", "inf", "1e400", "x1"):
+        with pytest.raises(RejectedLine):
+            any_time(bad)
