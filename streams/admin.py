@@ -39,7 +39,23 @@ from streams.security import PLAINTEXT, KafkaSecurity, kafka_python_settings
 
 log = logging.getLogger(__name__)
 
-_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def topic_name_problem(name: str) -> str | None:
+    """Why Kafka would refuse ``name`` as a topic name, or None.
+
+    >>> topic_name_problem("logs.ops"), topic_name_problem("logs ops") is not None
+    (None, True)
+    """
+    if _TOPIC_RE.fullmatch(name) and name not in (".", ".."):
+        return None
+    return (
+        f"{name!r} is not a Kafka topic name (1 to 249 of a-z, A-Z, 0-9, '.', '_' and '-'; "
+        "not '.' or '..')"
+    )
+
+
 _CLEANUP = {"delete", "compact", "compact,delete", "delete,compact"}
 DAY_MS = 24 * 3600 * 1000
 # A record outlives its retention by up to one segment: 1/24 keeps that to ~4%.
@@ -83,10 +99,10 @@ class TopicSpec:
 
     >>> TopicSpec("raw.access", 3, 3 * DAY_MS).topic_configs()
     {'cleanup.policy': 'delete', 'retention.ms': '259200000', 'segment.ms': '10800000'}
-    >>> TopicSpec("bad name", 1, None)
+    >>> TopicSpec("bad name", 1, None)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: invalid topic name 'bad name' (allowed: [A-Za-z0-9._-], 1-249 chars)
+    ValueError: 'bad name' is not a Kafka topic name (1 to 249 of a-z, A-Z, 0-9, ...
     """
 
     name: str
@@ -102,10 +118,9 @@ class TopicSpec:
     exact: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
-        if not _TOPIC_RE.match(self.name) or self.name in (".", ".."):
-            raise ValueError(
-                f"invalid topic name {self.name!r} (allowed: [A-Za-z0-9._-], 1-249 chars)"
-            )
+        problem = topic_name_problem(self.name)
+        if problem is not None:
+            raise ValueError(problem)
         if self.partitions < 1:
             raise ValueError(f"topic {self.name}: partitions must be >= 1")
         if self.replication_factor < 1:

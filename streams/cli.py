@@ -215,12 +215,20 @@ class _AtomicOutputs:
         self._files: list[tuple[Path, Path, IO[bytes]]] = []  # (final, temporary, file)
 
     def open(self, final: Path) -> IO[bytes]:
-        temporary = final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        # A symlink is followed (renaming over it would replace the link, not write its
+        # target); a path that exists and is no regular file (/dev/stdout, a pipe) is
+        # written in place: nothing can be renamed over it.
+        target = Path(os.path.realpath(final))
         try:
+            if target.exists() and not target.is_file():
+                file = open(target, "wb")  # noqa: SIM115 - closed by commit or discard
+                self._files.append((target, target, file))
+                return file
+            temporary = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
             file = open(temporary, "xb")  # noqa: SIM115 - closed by commit or discard
         except OSError as error:  # name the file the user asked for, not ours
             raise OSError(error.errno, error.strerror, str(final)) from None
-        self._files.append((final, temporary, file))
+        self._files.append((target, temporary, file))
         return file
 
     def commit(self) -> None:
@@ -229,16 +237,18 @@ class _AtomicOutputs:
             file.close()
         while self._files:
             final, temporary, _file = self._files[0]
-            os.replace(temporary, final)
+            if temporary != final:
+                os.replace(temporary, final)
             self._files.pop(0)
 
     def discard(self) -> None:
         """Close and remove every file not committed; quietly (an error is reported)."""
-        for _final, temporary, file in self._files:
+        for final, temporary, file in self._files:
             with contextlib.suppress(OSError):
                 file.close()
-            with contextlib.suppress(OSError):
-                temporary.unlink()
+            if temporary != final:  # never a device or pipe written in place
+                with contextlib.suppress(OSError):
+                    temporary.unlink()
         self._files.clear()
 
 
@@ -249,13 +259,16 @@ def _os_error(error: OSError) -> str:
 
 
 def _check_writable(path: Path, option: str) -> None:
-    """Fail now, with one line, if ``path`` cannot be written when the run ends."""
-    parent = path.parent
-    if path.is_dir():
+    """Fail now, with one line, if ``path`` cannot be written when the run ends: a
+    regular file is written beside it and renamed over it (its directory must be
+    writable), anything else that exists (a device, a pipe) in place."""
+    target = Path(os.path.realpath(path))
+    if target.is_dir():
         raise UserError(f"{option}: {path}: is a directory")
-    if not parent.is_dir():
-        raise UserError(f"{option}: {parent}: no such directory")
-    if not os.access(path if path.exists() else parent, os.W_OK):
+    if not target.parent.is_dir():
+        raise UserError(f"{option}: {target.parent}: no such directory")
+    in_place = target.exists() and not target.is_file()
+    if not os.access(target if in_place else target.parent, os.W_OK):
         raise UserError(f"{option}: {path}: permission denied")
 
 

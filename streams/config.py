@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import yaml
 
 from streams.actions import REGISTRY
 from streams.actions.base import REQUIRED, BuildContext, Option
+from streams.admin import topic_name_problem
 from streams.durations import parse_duration
 from streams.fields import BUCKETED, BUCKETED_ACTIONS, NOT_IN_ANALYTICS, SENSITIVE, SOURCES
 from streams.parse import NAMED_FORMATS, FormatError, compile_one
@@ -179,25 +179,10 @@ RETENTION_LIMITS = {"raw": 3 * DAY, "operations": 30 * DAY, "analytics": 30 * DA
                     "dead_letter": 30 * DAY, "aggregates": 25 * 31 * DAY}  # fmt: skip
 
 
-#: Kafka's rule for topic names. A name it refuses must be a config error with its place:
-#: it used to pass check-config and then crash ``topics create`` and the worker's start
-#: (streams.admin.TopicSpec, whose own check is the same rule).
-_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
-
-
-def _topic_name(value: str) -> str | None:
-    if _TOPIC_NAME.fullmatch(value) and value not in (".", ".."):
-        return None
-    return (
-        f"{value!r} is not a Kafka topic name (1 to 249 of a-z, A-Z, 0-9, '.', '_' and '-'; "
-        "not '.' or '..')"
-    )
-
-
 def _topic(default_topic: str, retention: str, limit_kind: str, partitions: int = 4) -> Section:
     return Section(
         {
-            "topic": Key(str, default_topic, "Kafka topic name", check=_topic_name),
+            "topic": Key(str, default_topic, "Kafka topic name", check=topic_name_problem),
             "partitions": Key(int, partitions, "partitions (bounds worker parallelism)", minimum=1),
             "retention": Key(
                 str,
@@ -334,7 +319,10 @@ SCHEMA = Section(
                     secret=True,
                 ),
                 "topic": Key(
-                    str, "logfog.keys", "Kafka topic of the shared epoch keys", check=_topic_name
+                    str,
+                    "logfog.keys",
+                    "Kafka topic of the shared epoch keys",
+                    check=topic_name_problem,
                 ),
                 "epoch": Key(str, "1d", "pseudonym key lifetime", check=_duration(positive=True)),
                 "grace": Key(
@@ -477,7 +465,7 @@ SCHEMA = Section(
                         "operations or analytics: sets the privacy floors",
                         choices=("operations", "analytics"),
                     ),
-                    "topic": Key(str, REQUIRED, "Kafka topic", check=_topic_name),
+                    "topic": Key(str, REQUIRED, "Kafka topic", check=topic_name_problem),
                     "partitions": Key(int, 4, "partitions", minimum=1),
                     "retention": Key(
                         str,
@@ -917,10 +905,7 @@ def _check_keys(config: Mapping[str, Any], errors: list[str], warnings: list[str
         f"new key every {keys['epoch']} counts one visitor up to {times} times in a "
         f"window; use a multiple of {format_duration(window)}"
     )
-    if keys.get("unsafe") is True:
-        warnings.append(f"UNSAFE (keys.unsafe: true): {problem}")
-    else:
-        errors.append(f"{problem} (or keys.unsafe: true)")
+    _opt_in([problem], "keys", keys, errors, warnings)
 
 
 def _check_privacy_defaults(
@@ -1013,10 +998,9 @@ def worker_key_problems(config: Mapping[str, Any], warnings: list[str]) -> list[
             "recompute every pseudonym, forever (rule 5)"
         )
     problem = f"keys.source: {source!r} in logfog worker: {why}; use auto or shared"
-    if keys.get("unsafe") is True:
-        warnings.append(f"UNSAFE (keys.unsafe: true): {problem}")
-        return []
-    return [f"{problem} (or keys.unsafe: true, for development only)"]
+    errors: list[str] = []
+    _opt_in([problem], "keys", keys, errors, warnings)  # unsafe: for development only
+    return errors
 
 
 def aggregate_input_destination(topic: Mapping[str, Any], has_geo: bool) -> dict[str, Any]:

@@ -83,14 +83,14 @@ _IPV4_RE: Final = re.compile(
     r"(?<!\d)(?<!\d\.)(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:/(\d{1,3}))?(?!\d|\.\d)"
 )
 
-# IPv4 in hexadecimal, as inet_aton and WHATWG URL parsing read it (an audit found
-# "/debug/0xcb007109" kept): one number, or up to four dotted parts at least one of
-# which is hex ("0xcb.0.0x71.9"). Dotted decimal is _IPV4_RE's; whatwg_ipv4 confirms.
-_HEX_V4_RE: Final = re.compile(
-    r"(?<![0-9A-Za-z.])((?:0[xX][0-9A-Fa-f]*|[0-9]+)(?:\.(?:0[xX][0-9A-Fa-f]*|[0-9]+)){0,3})"
-    r"\.?(?![0-9A-Za-z.])"
+# IPv4 in the other notations browsers and inet_aton read (an audit found
+# "/debug/0xcb007109" kept): hex numbers ("0xcb007109", "0xcb.0.0x71.9") and four parts
+# with octal ones ("0313.0.0161.011"). Dotted decimal is _IPV4_RE's; whatwg_ipv4 confirms.
+#: One part of an IPv4 address as WHATWG URL parsing reads it (also urls.py's).
+V4_NUMBER: Final = r"0[xX][0-9A-Fa-f]*|[0-9]+"
+_NUMERIC_V4_RE: Final = re.compile(
+    rf"(?<![0-9A-Za-z.])((?:{V4_NUMBER})(?:\.(?:{V4_NUMBER})){{0,3}})\.?(?![0-9A-Za-z]|\.[0-9])"
 )
-
 _V4_PART_RE: Final = re.compile(r"0[xX][0-9A-Fa-f]*|0[0-7]*|[1-9][0-9]*")
 
 # Candidate text for an IPv6 address: hex groups and colons with at least two colons,
@@ -122,10 +122,11 @@ _CARD_RE: Final = re.compile(r"(?<![0-9])[2-6](?:[ +-]?[0-9]){12,18}(?![0-9])")
 # costs 0.5-6 us per clean string (sre tries every branch at every position); these
 # gates cost 0.1-0.3 us on short strings. Each gate is a necessary condition:
 #   email needs "@"; encoded payloads need "%"; jwt needs "eyJ"; hex ipv4 needs "0x";
+#   octal ipv4, like dotted decimal, >= 3 dots and _V4_PRE;
 #   ipv6 needs "::" or >= 6 colons (8 groups: 7 colons; with IPv4 tail: 6);
 #   ipv4 needs >= 3 dots and _V4_PRE; card needs >= 13 chars and _CARD_PRE;
 #   token needs >= 32 chars and _RUN_PRE (runs are found from their first char only).
-_V4_PRE: Final = re.compile(r"[0-9]\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]")
+_V4_PRE: Final = re.compile(r"[0-9]\.[0-9]{1,4}\.[0-9]{1,4}\.[0-9]")  # octal: "0377"
 _CARD_PRE: Final = re.compile(r"[2-6](?<![0-9][2-6])(?:[ +-]?[0-9]){12}")
 _RUN_PRE: Final = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{32}")
 
@@ -204,6 +205,10 @@ def _has_jwt(text: str) -> bool:
 
 
 def _has_ipv4(text: str) -> bool:
+    return _has_dotted_ipv4(text) or _has_other_ipv4(text)
+
+
+def _has_dotted_ipv4(text: str) -> bool:
     if text.count(".") < 3:
         return False
     for m in _IPV4_RE.finditer(text):
@@ -217,14 +222,22 @@ def _has_ipv4(text: str) -> bool:
     return False
 
 
-def _has_hex_ipv4(text: str) -> bool:
-    if "0x" not in text and "0X" not in text:
+def _has_other_ipv4(text: str) -> bool:
+    hexed = "0x" in text or "0X" in text
+    if not hexed and text.count(".") < 3:
         return False
-    for m in _HEX_V4_RE.finditer(text):
+    for m in _NUMERIC_V4_RE.finditer(text):
         span = m.group(1)
-        if ("0x" in span or "0X" in span) and (whatwg_ipv4(span) or 0) >= 1 << 24:
-            return True  # below 1.0.0.0: "this network", never a client's address
+        other = "0x" in span or "0X" in span or (span.count(".") >= 3 and _has_octal_part(span))
+        # Below 1.0.0.0 is "this network", never a client's address.
+        if other and (whatwg_ipv4(span) or 0) >= 1 << 24:
+            return True
     return False
+
+
+def _has_octal_part(dotted: str) -> bool:
+    # Four parts only: "v1.05" would read as 1.0.0.5.
+    return any(len(p) > 1 and p[0] == "0" for p in dotted.split("."))
 
 
 def whatwg_ipv4(text: str) -> int | None:
@@ -324,7 +337,6 @@ DETECTORS: Final[tuple[tuple[str, Callable[[str], bool]], ...]] = (
     ("card", is_card),
     ("ipv6", _has_ipv6),
     ("ipv4", _has_ipv4),
-    ("ipv4", _has_hex_ipv4),
     ("token", _has_token),
 )
 

@@ -251,9 +251,14 @@ class Pipeline:
         )
         for warning in compiled.unsafe_warnings:
             log.warning("%s", warning)
+        pipeline = cls(config, compiled, keyring=keyring, geo=geo, leaks=leaks, counters=counters)
         if geo is not None and compiled.needs_geo:
-            geo.on_reload(compiled.forget_clients)
-        return cls(config, compiled, keyring=keyring, geo=geo, leaks=leaks, counters=counters)
+            geo.on_reload(pipeline.forget_clients)
+        return pipeline
+
+    def forget_clients(self) -> None:
+        """Empty the per-client memo (after a geo database reload)."""
+        self.compiled.forget_clients()
 
     def new_output(self) -> Output:
         return Output(self.names)

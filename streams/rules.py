@@ -29,8 +29,6 @@ from streams.actions.coarsen_time import FLOORS as TIME_FLOORS
 from streams.actions.coarsen_time import bucket_seconds
 from streams.config import AGGREGATE_INPUT
 from streams.detect import find_leak
-from streams.enrich.agent import MAX_UA_LENGTH
-from streams.enrich.language import MAX_HEADER_LENGTH
 from streams.fields import SOURCES
 from streams.memo import remember
 
@@ -158,7 +156,6 @@ def _memo_group(
     namespace: dict[str, Any],
     leaks: Counter[str],
     size: int,
-    too_long: str | None = None,
 ) -> tuple[list[str], list[str]]:
     """Generated code for values that depend only on ``key`` (an expression over the
     request ``r``): a function ``name(r, key)`` that runs ``lines`` and returns the
@@ -166,8 +163,7 @@ def _memo_group(
     and the lines of ``emit`` that look it up and unpack it.
 
     A key whose values hit the leak sweep is not memoized: every occurrence of a hit
-    is counted. Nor is one for which ``too_long`` (an expression over ``key``) is true:
-    the memo is bounded in entries, and keys of client text must be bounded in size.
+    is counted. Nor is one holding long client text (see :func:`remember`).
     """
     memo: dict[Any, tuple[Any, ...]] = {}
     namespace.update({f"get_{name}": memo.get, f"{name}_memo": memo, "remember": remember,
@@ -179,7 +175,6 @@ def _memo_group(
         *lines,
         f"    values = ({values})",
         "    if leaks.total() != before: return values",
-        *([f"    if {too_long}: return values"] if too_long else []),
         f"    return remember({name}_memo, key, values, cache_size)",
         "",
     ]
@@ -440,18 +435,9 @@ def compile_rules(
             )
             if client_sources & reads
         ]
-        # Client text longer than the parsers read (a 64 KB user agent) is not kept as a
-        # memo key: 65,536 of them would hold 4 GB (an audit). Checked on misses only.
-        limits = {"r.user_agent": MAX_UA_LENGTH, "r.language": MAX_HEADER_LENGTH}
-        too_long = " or ".join(
-            f"(key[{i}] is not None and len(key[{i}]) > {limits[attr]})"
-            for i, attr in enumerate(key_attrs)
-            if attr in limits
-        )
         function, lines = _memo_group(
             "client", "(" + ", ".join(key_attrs) + ",)",
             [*lookups(client_sources), *per_client], client_locals, namespace, leaks, cache_size,
-            too_long or None,
         )  # fmt: skip
         functions += function
         head += lines

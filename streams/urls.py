@@ -57,7 +57,7 @@ import idna
 from publicsuffixlist import PublicSuffixList
 
 from streams import detect
-from streams.memo import remember
+from streams.memo import MAX_KEY_CHARS, remember
 
 __all__ = [
     "QueryAllow",
@@ -180,7 +180,7 @@ def template_segment(segment: str) -> str:
 
 # Segments and whole paths repeat across requests and across destinations (ops and
 # product template the same path): one bounded memo each, shared by every policy.
-_segment_memo = functools.lru_cache(maxsize=65536)(template_segment)
+_segment_memo: dict[str, str] = {}
 _path_memo: dict[str, str] = {}
 _PATH_MEMO_SIZE: Final = 65536
 # Whole segments that hold anything a placeholder could be for: a digit, "@", "%",
@@ -192,7 +192,11 @@ _CANDIDATE_SEGMENT_RE: Final = re.compile(
 
 
 def _replace_segment(m: re.Match[str]) -> str:
-    return _segment_memo(m.group())
+    segment = m.group()
+    out = _segment_memo.get(segment)
+    if out is None:
+        out = remember(_segment_memo, segment, template_segment(segment), _PATH_MEMO_SIZE)
+    return out
 
 
 # The two commonest identifiers, whole segments, replaced without a Python callback.
@@ -414,7 +418,7 @@ def _form_decode(text: str) -> str:
 
 _PSL: Final = PublicSuffixList()
 _HOST_NAME_RE: Final = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
-_NUMERIC_LABEL_RE: Final = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
+_NUMERIC_LABEL_RE: Final = re.compile(detect.V4_NUMBER)
 
 
 # An IPv4 address inside a host name, dotted or dashed: tunnels and dynamic DNS
@@ -458,13 +462,20 @@ def _strip_host(host: str) -> str | None:
     return host
 
 
-@functools.lru_cache(maxsize=16384)
 def registrable_domain(host: str) -> str | None:
     """Registrable domain (eTLD+1) of ``host``, lower-case ASCII; ``None`` if unusable.
 
     ``host`` may carry userinfo and a port. IP-literal hosts give ``None``: an IP must
-    never be published. Cached: referrer hosts repeat far more than referrer URLs.
+    never be published. Cached: referrer hosts repeat far more than referrer URLs (not
+    a long one: see :data:`streams.memo.MAX_KEY_CHARS`).
     """
+    if len(host) > MAX_KEY_CHARS:
+        return _registrable_domain.__wrapped__(host)
+    return _registrable_domain(host)
+
+
+@functools.lru_cache(maxsize=16384)
+def _registrable_domain(host: str) -> str | None:
     stripped = _strip_host(host)
     if not stripped:
         return None

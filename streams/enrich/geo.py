@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final, NamedTuple
 
@@ -357,7 +358,7 @@ class GeoLookup:
         self.cache_size = cache_size
         self.check_interval = check_interval
         self._reload_lock = threading.Lock()
-        self._on_reload: list[Callable[[], None]] = []
+        self._on_reload: list[weakref.WeakMethod[Callable[[], None]]] = []
         self._last_check = time.monotonic()
         signatures = {k: _signature(p) for k, p in paths.items()}
         readers = {k: _open(k, p) for k, p in paths.items()}
@@ -446,14 +447,20 @@ class GeoLookup:
                 log.warning("geo reload failed, keeping the current databases: %s", exc)
                 return False
             self._state = _State(readers, signatures, self.cache_size)
-            for forget in self._on_reload:
-                forget()
+            for ref in list(self._on_reload):
+                forget = ref()
+                if forget is None:
+                    self._on_reload.remove(ref)
+                else:
+                    forget()
             log.info("geo databases reloaded: %s", ", ".join(changed))
             return True
 
     def on_reload(self, forget: Callable[[], None]) -> None:
-        """Call ``forget`` after each reload: for memos of values looked up here."""
-        self._on_reload.append(forget)
+        """Call ``forget`` (a bound method) after each reload: for memos of values
+        looked up here. Held weakly: a pipeline built and dropped (start-up checks)
+        is neither kept alive nor called."""
+        self._on_reload.append(weakref.WeakMethod(forget))
 
     def close(self) -> None:
         """Close all readers; later lookups return :data:`Geo.EMPTY`."""

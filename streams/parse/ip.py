@@ -59,11 +59,25 @@ def _strip_port(text: str) -> str:
     return text
 
 
-@lru_cache(maxsize=65536)
 def canonical_ip(text: str) -> str | None:
     """Canonical text of the address in ``text``, or ``None``. Cached: clients repeat."""
+    try:
+        return canonical_ip_or_raise(text)
+    except ValueError:
+        return None
+
+
+@lru_cache(maxsize=65536)
+def canonical_ip_or_raise(text: str) -> str:
+    """:func:`canonical_ip` that raises ``ValueError`` (without the text) for no address.
+
+    The cache keeps results only: junk, of any length, is never a key (a cached None
+    per distinct 60 KB client field would fill gigabytes).
+    """
     address = parse_ip(text)
-    return None if address is None else str(address)
+    if address is None:
+        raise ValueError("not an IP address")
+    return str(address)
 
 
 def parse_ip(text: str) -> IPAddress | None:

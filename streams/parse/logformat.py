@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import NoReturn
 
-from streams.parse.ip import ClientResolver, canonical_ip
+from streams.parse.ip import ClientResolver, canonical_ip_or_raise
 from streams.parse.timefmt import (
     clf_time,
     epoch_micros,
@@ -609,15 +609,19 @@ def _generate_builder(
     client = index.get("client", index.get("peer"))
     xff = index.get("forwarded_for")
     xff_expr = f"g[{xff}]" if xff is not None and resolver.uses_forwarded_for else "None"
-    lines += [
+    if resolver.uses_forwarded_for:
+        lines += [
+            f"    ip = resolve(g[{client}], {xff_expr})",
+            "    if ip is None: raise RejectedLine(PARSE_BAD_IP)",
+        ]
+    else:
         # Without trusted proxies the client is the peer: the cached canonicalizer
         # directly, one Python frame less per line.
-        f"    ip = resolve(g[{client}], {xff_expr})"
-        if resolver.uses_forwarded_for
-        else f"    ip = canonical_ip(g[{client}])",
-        "    if ip is None: raise RejectedLine(PARSE_BAD_IP)",
-        "    r.ip = ip",
-    ]
+        lines += [
+            f"    try: ip = canonical_ip_or_raise(g[{client}])",
+            "    except ValueError: raise RejectedLine(PARSE_BAD_IP) from None",
+        ]
+    lines.append("    r.ip = ip")
     for role, i in index.items():
         v = f"g[{i}]"
         # Apache and nginx escape every text field they write, quoted or not (%U in
@@ -682,7 +686,8 @@ def _generate_builder(
         "new": object.__new__,
         "Request": Request, "RejectedLine": RejectedLine, "PARSE_BAD_IP": PARSE_BAD_IP,
         "PARSE_BAD_NUMBER": PARSE_BAD_NUMBER,
-        "resolve": resolver.resolve, "canonical_ip": canonical_ip, "clf_time": clf_time,
+        "resolve": resolver.resolve, "canonical_ip_or_raise": canonical_ip_or_raise,
+        "clf_time": clf_time,
         "iso_time": iso_time, "epoch_time": epoch_time, "epoch_millis": epoch_millis,
         "epoch_micros": epoch_micros,
         "split_request_line": split_request_line, "unescape": unescape,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 import re
-import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -19,6 +17,7 @@ from streams.enrich.agent import (
     device_class,
 )
 from streams.fields import SOURCES
+from tests.support.memory import BIG, CHROME, retained
 
 CHROME_WIN = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -524,25 +523,6 @@ def test_well_known_crawlers_fetchers_and_probes_are_bots(parser: AgentParser, u
     assert agent.device == "bot"
 
 
-_BIG = 60_000  # a UA or Accept-Language under input.max_line_bytes (65,536)
-_CHROME = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/124.0.0.0 Safari/537.36 "
-)
-
-
-def _retained(run: object) -> int:
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        run()  # type: ignore[operator]
-        gc.collect()
-        return tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-
-
 def test_agent_cache_does_not_keep_whole_huge_user_agents() -> None:
     """Only MAX_UA_LENGTH (1,024) characters are parsed, but the LRU is keyed by the
     whole string: 65,536 entries of ~64 KB UAs is ~4 GB held by one worker."""
@@ -551,6 +531,6 @@ def test_agent_cache_does_not_keep_whole_huge_user_agents() -> None:
 
     def run() -> None:
         for i in range(n):
-            p.parse(f"{_CHROME}{i:06d}" + "x" * _BIG)
+            p.parse(f"{CHROME}{i:06d}" + "x" * BIG)
 
-    assert _retained(run) < n * 4096  # today: ~n * 60 KB
+    assert retained(run) < n * 4096  # whole strings: about n * 60 KB

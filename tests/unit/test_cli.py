@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -539,3 +542,26 @@ def test_outputs_over_the_file_size_limit_are_one_line_exit_2_and_leave_nothing(
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "logfog: anonymize: File too large"
     assert list(out.iterdir()) == []
+
+
+def test_outputs_follow_symlinks_and_write_pipes_in_place(config: Path, tmp_path: Path) -> None:
+    # Renaming a finished file over a symlink would replace the link and leave its
+    # target empty (a review); a pipe (or /dev/stdout) cannot be renamed over at all.
+    target = tmp_path / "real-summary.json"
+    link = tmp_path / "summary.json"
+    link.symlink_to(target)
+    out = tmp_path / "out"
+    out.mkdir()
+    fifo = out / "ops.ndjson"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    result = run("anonymize", str(SAMPLE), "-c", str(config), "-q", "--summary-json", str(link),
+                 "-o", str(out))  # fmt: skip
+    reader.join(timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and json.loads(target.read_text())["lines"] > 0
+    assert received and received[0].count(b"\n") > 0
+    assert not list(tmp_path.glob(".*.tmp")) and not list(out.glob(".*.tmp"))
+    assert (out / "product.ndjson").is_file()

@@ -536,3 +536,31 @@ def test_dbip_location_isp_enterprise_database_is_accepted_as_city(tmp_path: Pat
     g = GeoLookup(city=path)  # raises GeoDatabaseError today
     got = g.lookup("192.0.2.1")
     assert (got.country, got.city, got.asn) == ("DE", "Berlin", 64496)
+
+
+def test_a_dropped_pipeline_is_not_kept_alive_by_reload_callbacks(tmp_path: Path) -> None:
+    # The worker builds a pipeline only to check the keys, then the one it runs: the
+    # first must not live (with its memos) as long as the geo lookup (a review).
+    import gc
+    import weakref
+
+    from streams.pipeline import Pipeline
+
+    path = tmp_path / "city.mmdb"
+    build_city_db(path, {"192.0.2.0/24": city_record("DE", "EU")})
+    geo = GeoLookup(city=str(path), check_interval=0)
+    config = {
+        "enrich": {"geo": {"city": str(path)}},
+        "destinations": {"d": {"topic": "t", "fields": {"country": {"from": "geo.country",
+                                                                    "action": "keep"}}}},
+    }  # fmt: skip
+    dropped = weakref.ref(Pipeline.from_config(config, geo=geo))
+    kept = Pipeline.from_config(config, geo=geo)
+    gc.collect()
+    assert dropped() is None
+    replacement = tmp_path / "new.mmdb"
+    build_city_db(replacement, {"192.0.2.0/24": city_record("FR", "EU")})
+    os.replace(replacement, path)
+    assert geo.reload_if_changed(force=True)
+    line = '192.0.2.7 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 5 "-" "-"'
+    assert kept.test([line]).events("d")[0]["country"] == "FR"

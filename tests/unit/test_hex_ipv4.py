@@ -81,3 +81,18 @@ def test_sweep_flags_a_6to4_network_that_holds_a_whole_ipv4() -> None:
     assert detect.find_leak("2002:cb00:7109::/48") is not None
     assert detect.find_leak("2002:cb00:7100::/40") is None  # the /24 network
     assert detect.find_leak("2001:db8:85a3::/48") is None  # any other /48
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["/debug/0xcb007109.html", "0xcb.0.0x71.9.json", "/ip/0313.0.0161.011", "0313.0.0161.011/x"],
+)
+def test_sweep_flags_other_notations_before_a_dot_or_as_octal(text: str) -> None:
+    # 203.0.113.9 in hex before an extension, and in octal parts (a review).
+    assert detect.find_leak(text) == "ipv4"
+
+
+@pytest.mark.parametrize("text", ["v1.05", "release 2.010.3", "0x1f"])
+def test_sweep_keeps_version_numbers_with_leading_zeros(text: str) -> None:
+    # Octal parts count only in four parts, and below 1.0.0.0 nothing is an address.
+    assert detect.find_leak(text) is None

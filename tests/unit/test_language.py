@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import gc
 import re
-import tracemalloc
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.enrich.language import MAX_HEADER_LENGTH, _primary_language, primary_language
+from tests.support.memory import BIG, retained
 
 
 @pytest.mark.parametrize(
@@ -69,18 +68,15 @@ def test_cached() -> None:
 def test_the_cache_holds_headers_only_as_long_as_what_is_read() -> None:
     # Keyed by whole headers, its 4,096 entries could hold 64 KB each (an audit).
     _primary_language.cache_clear()
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
+
+    def run() -> None:
         for i in range(50):
-            assert primary_language(f"de,{i:06d}" + "x" * 60_000) == "de"
-        gc.collect()
-        retained = tracemalloc.get_traced_memory()[0] - before
+            assert primary_language(f"de,{i:06d}" + "x" * BIG) == "de"
+
+    try:
+        assert retained(run) < 50 * 4096  # whole headers: about 50 * 60 KB
     finally:
-        tracemalloc.stop()
         _primary_language.cache_clear()
-    assert retained < 50 * 4096  # whole headers: about 50 * 60 KB
 
 
 def test_the_entry_cut_by_the_length_limit_is_left_out() -> None:

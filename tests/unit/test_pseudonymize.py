@@ -84,6 +84,8 @@ def _dicts_reachable_from(*roots: object) -> list[dict[Any, Any]]:
         obj = stack.pop()
         if id(obj) in seen or isinstance(obj, (type, types.ModuleType, str, bytes, int)):
             continue
+        if isinstance(obj, types.FunctionType) and not obj.__module__.startswith("streams"):
+            continue  # the library's own (typing's registries are reachable from Final)
         seen.add(id(obj))
         if isinstance(obj, dict):
             found.append(obj)
