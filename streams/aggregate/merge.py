@@ -65,10 +65,30 @@ the fold (a, b, c), a place contains its sub-places (d, e). Known limits, not ch
   rows of that day, or an ops row minus a product row.
 - Sums: requests are additive, visitor counts are not, so sums of several published
   cells are only bounded, never checked for exact equality.
+- ``bytes`` is a sum over requests, like ``requests``: one visitor's large responses
+  can make most of a cell's bytes.
+- Measures across rows: each published percentile has k visitors' values on each
+  side, but a summary's against its cells', or a day's against its hours', are not
+  checked.
 
-Rows (``version``: the row schema, 1; ``revision``: 1 when a window is first
-published, higher when it is published again): one ``kind: "cell"`` row per
-published (dimension, value),
+Measures are per visitor: a cell's ``p50_ms``/``p95_ms``/``p99_ms`` and ``bot_share``
+count one value per visitor, that of the visitor's first request in the cell (stage 2
+keeps which one came first); ``requests`` and ``bytes`` count every request. With
+per-event values one visitor at the contribution cap (100 requests) made most of a
+10-visitor cell's values and decided its median and bot share. A percentile is
+published only when at least k values (visitors) lie at or below its nearest rank and
+at least k at or above it, else it is ``null``: for k = 10 the median needs 19 visitors,
+p95 180 and p99 900 (below 20 values the nearest-rank p95 *is* the maximum, one
+visitor's own value). ``bot_share`` is the share of the cell's visitors whose first
+request there came from a bot. A summary's measures are over each visitor's first
+request in the window. ``__other__`` rows have no measures (``null``): a visitor in
+several folded cells has a value in each, and the merger, holding counts only, cannot
+keep just one. A window with a partial from before this rule (an upgrade) publishes
+no measures.
+
+Rows (``version``: the row schema, 2 since measures are per visitor (1: per request);
+``revision``: 1 when a window is first published, higher when it is published
+again): one ``kind: "cell"`` row per published (dimension, value),
 ``place`` rows also carry ``level`` (country/region/city) and values like
 ``"DE/Bavaria/Munich"``; one ``__other__`` row when the fold is publishable; one
 ``kind: "summary"`` row per dimension with the totals, the fold
@@ -112,7 +132,8 @@ from streams.aggregate import histogram
 from streams.aggregate.partial import SEP, Cell, Partial, Tail
 from streams.aggregate.spec import OTHER, PERCENTILES, PLACE, AggregateSpec, reconcile
 
-ROW_VERSION = 1
+#: 2: measures per visitor, bracketed by k (1: per request, one visitor could decide them).
+ROW_VERSION = 2
 _LEVELS = ("country", "region", "city")
 
 
@@ -272,15 +293,19 @@ def iso_utc(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _measures(spec: AggregateSpec, cell: Cell, visitors: int | None) -> dict[str, Any]:
+def _measures(
+    spec: AggregateSpec, cell: Cell, visitors: int | None, measured: bool
+) -> dict[str, Any]:
+    """A row's numbers. ``cell.hist`` and ``cell.bots`` hold one value per visitor (see
+    the module docstring), ``measured``: whether they can be published at all."""
     row: dict[str, Any] = {"requests": cell.requests, "visitors": visitors}
     if "bytes" in spec.measures:
         row["bytes"] = cell.bytes
     for name, q in PERCENTILES.items():
         if name in spec.measures:
-            row[name] = histogram.quantile(cell.hist, q)
+            row[name] = histogram.quantile(cell.hist, q, spec.k) if measured else None
     if "bot_share" in spec.measures:
-        row["bot_share"] = round(cell.bots / cell.requests, 4) if cell.requests else None
+        row["bot_share"] = round(cell.bots / visitors, 4) if measured and visitors else None
     return row
 
 
@@ -298,6 +323,15 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
         return []
     total = sum(p.visitors for p in partials)
     start = partials[0].window_start
+    # Partials from code that kept per-event measures (an upgrade's in-flight windows)
+    # would let one visitor weigh more than one: no measures for their window.
+    measured = all(p.per_visitor for p in partials)
+    # The summaries' measures: each visitor's first event in the window (the sums of
+    # the cells' would count a visitor once per cell it touched).
+    window_bots = sum(p.bots for p in partials)
+    window_hist: dict[int, int] = {}
+    for p in partials:
+        histogram.merge(window_hist, p.hist)
     base = {
         "version": ROW_VERSION,
         "revision": 1,
@@ -322,7 +356,7 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
         totals = _sum(cells, top)
         if gate.below_k:
             summary = {**head, "kind": "summary", "value": None}
-            summary.update(dict.fromkeys(_measures(spec, totals, None)))
+            summary.update(dict.fromkeys(_measures(spec, totals, None, False)))
             summary.update(
                 published_cells=0,
                 other=None,
@@ -334,19 +368,22 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
             row = {**head, "kind": "cell", "value": key.replace(SEP, "/")}
             if dim == PLACE:
                 row["level"] = _LEVELS[key.count(SEP)]
-            row.update(_measures(spec, cells[key], cells[key].visitors))
+            row.update(_measures(spec, cells[key], cells[key].visitors, measured))
             rows.append(row)
         other = _sum(cells, gate.folded)
         if gate.folded:
             row = {**head, "kind": "cell", "value": OTHER}
             if dim == PLACE:
                 row["level"] = "country"
-            row.update(_measures(spec, other, gate.other_visitors))
+            # No measures: a visitor in several folded cells has one value in each, and
+            # the merger holds no identities to keep only one (see the module docstring).
+            row.update(_measures(spec, other, gate.other_visitors, False))
             if gate.other_visitors is None:
                 row["visitors_min"] = gate.other_min
             rows.append(row)
         summary = {**head, "kind": "summary", "value": None}
-        summary.update(_measures(spec, totals, total))
+        totals.bots, totals.hist = window_bots, window_hist
+        summary.update(_measures(spec, totals, total, measured))
         summary.update(
             published_cells=len(gate.published) + len(gate.sub_published),
             other={
