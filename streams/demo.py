@@ -281,11 +281,24 @@ def show_aggregates(
         if not mine:
             continue
         counted = [r["visitors"] for r in mine if r["kind"] == "cell" and r["visitors"] is not None]
-        folded = sum(r["other"]["cells"] for r in mine if r["kind"] == "summary" and r["other"])
-        suppressed = sum(r["suppressed"]["cells"] for r in mine if r["kind"] == "summary")
+        summaries = [r for r in mine if r["kind"] == "summary"]
+        folded = sum(_count(r, "other", "cells") for r in summaries)
+        suppressed = sum(_count(r, "suppressed", "cells") for r in summaries)
         say(f"  {spec.name} {spec.window_label}: k = {spec.k}; {len(counted):,} cells "
             f"published, the smallest counting {min(counted, default=0):,} visitors; "
             f"{folded:,} small cells folded into __other__, {suppressed:,} suppressed")  # fmt: skip
+
+
+def _count(summary: dict[str, Any], part: str, name: str) -> int:
+    """A count of a summary row's ``other`` or ``suppressed``; 0 when absent or null:
+    version-1 rows of a window below k had null counts (summing them crashed the demo),
+    version-2 rows have no ``suppressed``.
+
+    >>> _count({"other": None}, "other", "cells"), _count({"suppressed": {"cells": None}},
+    ...                                                  "suppressed", "cells")
+    (0, 0)
+    """
+    return int((summary.get(part) or {}).get(name) or 0)
 
 
 def _window_of(row: dict[str, Any]) -> tuple[str, str, str]:
