@@ -16,7 +16,9 @@ in order, which Kafka gives when the partials topic is keyed by source partition
 re-sent partial for a pending window *replaces* the earlier copy, one for a window
 already emitted is ignored (``stats["stale"]``), so no window is emitted twice (but
 see "Publication" below for the one way its rows are published again).
-Windows with no events at all produce no rows.
+Windows with no events at all produce no rows, and neither do windows with fewer than
+k distinct visitors: a row saying "below k" would tell such a window from an empty one,
+i.e. that somebody (a group smaller than k) was there then.
 
 The gate, per (window, output, dimension), with T = the window's distinct visitors:
 
@@ -37,7 +39,7 @@ The gate, per (window, output, dimension), with T = the window's distinct visito
    (b) on the exact count does not apply, as ``T - other`` cannot be computed from
    published numbers.
    If no candidate survives, everything is ``__other__`` (= T). If T < k, nothing of
-   the window is published except a summary marked ``below_k`` (no numbers).
+   the window is published (as if it had no events).
 3. ``place`` adapts precision top-down: countries go through 1-2 like any dimension.
    A region is published only under a published country and a city only under a
    published region, each needing >= k visitors; a region or city below k is not
@@ -90,11 +92,14 @@ Rows (``version``: the row schema, 2 since measures are per visitor (1: per requ
 ``revision``: 1 when a window is first published, higher when it is published
 again): one ``kind: "cell"`` row per published (dimension, value),
 ``place`` rows also carry ``level`` (country/region/city) and values like
-``"DE/Bavaria/Munich"``; one ``__other__`` row when the fold is publishable; one
-``kind: "summary"`` row per dimension with the totals, the fold
-(``other: {cells, requests, visitors, secondary}``) and ``suppressed: {cells, requests,
-visitors, below_k}``. Late and capped counts stay in :attr:`WindowMerger.stats`: a
-capped count could describe a single heavy visitor.
+``"DE/Bavaria/Munich"``; one ``__other__`` row when cells were folded; one
+``kind: "summary"`` row per dimension with the totals and the fold
+(``other: {cells, requests, visitors, secondary}``). Version 1 summaries also had
+``suppressed: {cells, requests, visitors, below_k}``: null in a window below k (now
+not published at all) and 0 in every other (with T >= k the fold is always
+published), so it is gone.
+Late and capped counts stay in :attr:`WindowMerger.stats`: a capped count could
+describe a single heavy visitor.
 
 Publication: the worker checkpoints the merger *with* the rows it is about to publish
 (:attr:`WindowMerger.outbox`), publishes them, then checkpoints again without them. A
@@ -132,7 +137,8 @@ from streams.aggregate import histogram
 from streams.aggregate.partial import SEP, Cell, Partial, Tail
 from streams.aggregate.spec import OTHER, PERCENTILES, PLACE, AggregateSpec, reconcile
 
-#: 2: measures per visitor, bracketed by k (1: per request, one visitor could decide them).
+#: 2: measures per visitor, bracketed by k (1: per request, one visitor could decide
+#: them); no rows for windows below k, no ``suppressed`` in summaries.
 ROW_VERSION = 2
 _LEVELS = ("country", "region", "city")
 
@@ -318,10 +324,9 @@ def _sum(cells: Mapping[str, Cell], keys: Iterable[str]) -> Cell:
 
 def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[str, Any]]:
     """Final rows of one complete window from its partials (one per source partition)."""
-    total_requests = sum(p.requests for p in partials)
-    if total_requests == 0:
-        return []
     total = sum(p.visitors for p in partials)
+    if total < spec.k:  # no events, or too few visitors to publish anything: no rows
+        return []
     start = partials[0].window_start
     # Partials from code that kept per-event measures (an upgrade's in-flight windows)
     # would let one visitor weigh more than one: no measures for their window.
@@ -354,16 +359,6 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
         gate = (gate_place if dim == PLACE else gate_cells)(cells, tails, total, spec.k)
         head = {**base, "dimension": dim}
         totals = _sum(cells, top)
-        if gate.below_k:
-            summary = {**head, "kind": "summary", "value": None}
-            summary.update(dict.fromkeys(_measures(spec, totals, None, False)))
-            summary.update(
-                published_cells=0,
-                other=None,
-                suppressed={"cells": None, "requests": None, "visitors": None, "below_k": True},
-            )
-            rows.append(summary)
-            continue
         for key in sorted([*gate.published, *gate.sub_published]):
             row = {**head, "kind": "cell", "value": key.replace(SEP, "/")}
             if dim == PLACE:
@@ -394,7 +389,6 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
             }
             if gate.folded
             else None,
-            suppressed={"cells": 0, "requests": 0, "visitors": 0, "below_k": False},
         )
         rows.append(summary)
     return rows
@@ -416,7 +410,8 @@ class WindowMerger:
         if len(self.specs) != len(specs):
             raise ValueError("duplicate (name, window) in specs")
         self._state = {key: _OutputState() for key in self.specs}
-        #: partials received/replaced/ignored, windows emitted, late/capped events.
+        #: partials received/replaced/ignored, windows published (one below k is not,
+        #: like an empty one: the status page shows this), late/capped events.
         self.stats = dict.fromkeys(
             ("partials", "replaced", "stale", "windows", "late", "capped", "republished"), 0
         )
@@ -458,9 +453,11 @@ class WindowMerger:
         rows: list[dict[str, Any]] = []
         for start in sorted(s for s in state.pending if s + spec.window_seconds <= horizon):
             parts = sorted(state.pending.pop(start).values(), key=lambda p: p.partition)
-            self.stats["windows"] += 1
             self.stats["capped"] += sum(p.capped for p in parts)
-            rows.extend(merge_window(spec, parts))
+            window_rows = merge_window(spec, parts)
+            if window_rows:
+                self.stats["windows"] += 1
+            rows.extend(window_rows)
         state.finalized_through = max(horizon, state.finalized_through or horizon)
         return rows
 

@@ -293,3 +293,31 @@ def test_partials_without_per_visitor_measures_publish_none() -> None:
     assert {r[m] for r in rows for m in ("p50_ms", "p95_ms", "p99_ms", "bot_share")} == {None}
     fresh = WindowMerger([OPS]).add(Partial.from_bytes(partial.to_bytes()))
     assert row_of(fresh, "cell", "/")["p50_ms"] == 4.97 and fresh[0]["bot_share"] == 1.0
+
+
+# --- aggregates audit (agg2): a window below k looks like an empty one ------------------
+
+
+def test_a_window_with_fewer_than_k_visitors_looks_like_an_empty_window() -> None:
+    """A window with 1..k-1 visitors published a 'below_k' summary per dimension; a
+    window without events publishes nothing. So the rows said "somebody (fewer than k
+    people) was here between 10:05 and 10:10": a group below k made visible."""
+    spec = AggregateSpec("ops", 300, ("route", "status_class"), OPS_MEASURES, k=10,
+                         allowed_lateness_seconds=0)  # fmt: skip
+    crowd = [{"time": T0, "visitor": f"v{i}", "route": "/", "status_class": "2xx"}
+             for i in range(20)]  # fmt: skip
+    quiet = T0 + 300  # the window after the crowd's
+    alone = [{"time": quiet, "visitor": "night-owl", "route": "/", "status_class": "2xx"}]
+    later = [{"time": quiet + 300, "visitor": f"w{i}", "route": "/", "status_class": "2xx"}
+             for i in range(20)]  # fmt: skip
+
+    def published(events: list[dict[str, Any]]) -> tuple[list[str], int]:
+        agg = PartialAggregator([spec], 0, 1)
+        agg.add(events, offset=0)
+        agg.advance_to(T0 + 10 * 86400)
+        merger = WindowMerger([spec])
+        rows = [row for p in agg.close_ready() for row in merger.add(p)]
+        return sorted({r["window_start"] for r in rows}), merger.stats["windows"]
+
+    with_owl, without = published(crowd + alone + later), published(crowd + later)
+    assert with_owl == without == (["2024-03-04T10:00:00Z", "2024-03-04T10:10:00Z"], 2)

@@ -49,3 +49,34 @@ def test_the_demo_summary_survives_a_window_below_k(monkeypatch: pytest.MonkeyPa
     end = datetime.fromtimestamp(T0 + 3 * 86400, UTC)
     demo.show_aggregates("127.0.0.1:1", aggregates, start, end, timeout_s=1)
     assert any(line.startswith("  ops 5m: k = 10; 4 cells published") for line in said), said
+
+
+def test_the_demo_does_not_wait_for_a_window_below_k(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window with fewer than k visitors publishes nothing, like an empty one: the
+    demo counted it among the windows that "did not arrive" and waited its timeout."""
+    aggregates = normalize({"aggregates": {"enabled": True}}, [], [])["aggregates"]
+    specs = specs_from_config(aggregates)
+    agg = PartialAggregator(specs, 0, 1)
+    for minute in (0, 10, 15):  # 10:05 has one visitor
+        agg.add([{"time": T0 + minute * 60, "visitor": f"v{minute}-{i}", "route": "/"}
+                 for i in range(20)], offset=minute)  # fmt: skip
+    agg.add([{"time": T0 + 5 * 60, "visitor": "night-owl", "route": "/"}], offset=99)
+    agg.advance_to(T0 + 3600)
+    merger = WindowMerger(specs)
+    rows = [row for p in agg.close_ready() for row in merger.add(p)]
+    topic = aggregates["output"]["topic"]
+    done: list[bool] = []
+
+    def consume(bootstrap: str, topics: list[str], until: Any, *a: Any, **kw: Any) -> Any:
+        got = {topic: [Message(r) for r in rows]}
+        done.append(until(got))
+        return got
+
+    monkeypatch.setattr(demo, "consume", consume)
+    said: list[str] = []
+    monkeypatch.setattr(demo, "say", said.append)
+    start = datetime.fromtimestamp(T0, UTC)
+    demo.show_aggregates("127.0.0.1:1", aggregates, start, start + demo.CLOSE_MARGIN * 7)
+    assert done == [True]
+    assert "  (1 windows published nothing: fewer than k visitors)" in said
+    assert not any("did not arrive" in line for line in said), said
