@@ -134,7 +134,7 @@ STATUS_PAGE = """<!doctype html>
  <section><h2>Consumer lag per partition</h2><div id="lag"></div></section>
  <section><h2>Rejections by reason</h2><div id="rejected"></div></section>
  <section><h2>Leaks removed</h2><div id="leaks"></div></section>
- <section><h2>Suppressed by minimum group size</h2><div id="suppressed"></div></section>
+ <section><h2>Folded into __other__ by minimum group size</h2><div id="suppressed"></div></section>
  <section><h2>Last closed window: top routes</h2><div class="muted" id="window"></div>
   <div id="routes"></div></section>
  <section><h2>Last closed window: countries</h2><div id="countries"></div></section>
