@@ -29,9 +29,10 @@ from typing import Any
 #: over all windows and published (k-gated) values.
 AGGREGATE_FIELDS = ("suppressed", "window", "top_routes", "top_countries", "rows_published",
                     "events", "open_partitions", "pending_windows", "watermarks")  # fmt: skip
-#: Merger counts the page may show: partials and windows. Not ``capped`` (events over
-#: the per-visitor cap) or ``late``: in a quiet window those are one visitor's doings.
-MERGER_FIELDS = ("partials", "replaced", "stale", "windows")
+#: Merger counts the page may show: partials, windows, and rows of a left-over outbox
+#: withheld after a spec change. Not ``capped`` (events over the per-visitor cap) or
+#: ``late``: in a quiet window those are one visitor's doings.
+MERGER_FIELDS = ("partials", "replaced", "stale", "windows", "withheld")
 #: The page's "lines/s (last ~20 s)".
 RATE_WINDOW_S = 20.0
 

@@ -107,6 +107,12 @@ new owner of the partials partition restores the latest checkpoint (on every
 assignment) and publishes a left-over outbox again with ``revision`` + 1. So a window
 is never published twice with different numbers without a higher revision: readers
 keep, per (output, window, window_start, dimension), the rows of the highest revision.
+Outbox rows of an output whose spec changed across the restart (a raised k, or any
+other field) or that the config dropped are withheld, not republished: they were
+gated under the old spec, and the partials that made them are gone, so they cannot
+be gated again. Such a window was published by the previous owner, or is lost: the
+rare crash between the two checkpoints, combined with a config change of that
+output (``stats["withheld"]`` counts the rows).
 
 >>> from streams.aggregate.partial import PartialAggregator
 >>> from streams.aggregate.spec import AggregateSpec
@@ -413,8 +419,10 @@ class WindowMerger:
         #: partials received/replaced/ignored, windows published (one below k is not,
         #: like an empty one: the status page shows this), late/capped events.
         self.stats = dict.fromkeys(
-            ("partials", "replaced", "stale", "windows", "late", "capped", "republished"), 0
-        )
+            ("partials", "replaced", "stale", "windows", "late", "capped", "republished",
+             "withheld"),
+            0,
+        )  # fmt: skip
         #: Rows computed but not yet known to be on the output topic (see app.py's
         #: merge agent: checkpointed with them before they are published).
         self.outbox: list[dict[str, Any]] = []
@@ -499,7 +507,16 @@ class WindowMerger:
         specs, from_saved = reconcile(specs, saved_specs)
         merger = cls(specs)
         merger.stats.update(saved["stats"])
-        merger.outbox = saved.get("outbox", [])  # absent from older checkpoints
+        # Republish only rows the current specs would have gated alike: same spec.
+        gated = {(s.name, s.window_label): s for s in saved_specs}
+        current = {(s.name, s.window_label): s for s in specs}
+        outbox = saved.get("outbox", [])  # absent from older checkpoints
+        merger.outbox = [
+            row for row in outbox
+            if (spec := current.get((row["output"], row["window"]))) is not None
+            and gated.get((row["output"], row["window"])) == spec
+        ]  # fmt: skip
+        merger.stats["withheld"] += len(outbox) - len(merger.outbox)
         by_key = {spec.key: o for spec, o in zip(saved_specs, saved["outputs"], strict=True)}
         for spec, old_spec in zip(specs, from_saved, strict=True):
             if old_spec is None:

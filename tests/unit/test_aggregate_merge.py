@@ -321,3 +321,37 @@ def test_a_window_with_fewer_than_k_visitors_looks_like_an_empty_window() -> Non
 
     with_owl, without = published(crowd + alone + later), published(crowd + later)
     assert with_owl == without == (["2024-03-04T10:00:00Z", "2024-03-04T10:10:00Z"], 2)
+
+
+# --- aggregates audit (agg2): a left-over outbox after a spec change --------------------
+
+
+def _outbox_checkpoint(spec: AggregateSpec) -> tuple[bytes, list[dict[str, Any]]]:
+    """A merger checkpointed with its outbox and never published (the crash): 30
+    visitors on Chrome, 12 on Firefox."""
+    events = [{"time": T0, "visitor": f"c{i}", "browser": "Chrome"} for i in range(30)]
+    events += [{"time": T0, "visitor": f"f{i}", "browser": "Firefox"} for i in range(12)]
+    agg = PartialAggregator([spec], 0, 1)
+    agg.add(events, offset=0)
+    agg.advance_to(T0 + 3600)
+    merger = WindowMerger([spec])
+    merger.outbox = [row for p in agg.close_ready() for row in merger.add(p)]
+    return merger.snapshot(), merger.outbox
+
+
+def test_a_left_over_outbox_is_not_published_below_a_raised_k() -> None:
+    """README: after a restart the config's k applies to restored state. The merger's
+    outbox (rows checkpointed, maybe never published) was republished as it was: cells
+    gated with the old k reached the output after k was raised."""
+    from dataclasses import replace
+
+    old = AggregateSpec("ops", 300, ("browser",), k=10, allowed_lateness_seconds=0)
+    saved, rows = _outbox_checkpoint(old)
+    assert ("Firefox", 12) in {(r["value"], r["visitors"]) for r in rows}
+    raised = replace(old, k=20)  # the operator raises k, then restarts
+    again = WindowMerger.restore(saved, [raised])
+    assert again.republish() == [] and again.stats["withheld"] == len(rows)
+    # Unchanged, the same rows come back one revision higher; a dropped output's do not.
+    same = WindowMerger.restore(saved, [old]).republish()
+    assert [{**row, "revision": 1} for row in same] == rows
+    assert WindowMerger.restore(saved, [replace(old, name="other")]).republish() == []
