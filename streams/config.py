@@ -566,8 +566,17 @@ def _join(path: str, name: str) -> str:
 
 
 def _validate_rule(
-    rule: Any, path: str, kind: str, site: str, errors: list[str], warnings: list[str]
+    rule: Any,
+    path: str,
+    kind: str,
+    site: str,
+    errors: list[str],
+    warnings: list[str],
+    internal: bool = False,
 ) -> dict[str, Any] | None:
+    """One field rule, checked and normalized (None: refused, errors appended).
+    ``internal``: the rule belongs to the internal aggregation stream, which never
+    leaves the cluster (the only place ``scope: client`` is allowed)."""
     if not isinstance(rule, dict):
         errors.append(f"{path}: a rule is a mapping like {{from: ..., action: ...}}")
         return None
@@ -635,6 +644,15 @@ def _validate_rule(
     if not ok:
         return None
     assert source_list is not None
+    if action_name == "pseudonymize" and options["scope"] == "client" and not internal:
+        # No unsafe override: a published pseudonym linking sites is scope: global's
+        # case (refused unless unsafe); client scope exists for the internal stream only.
+        errors.append(
+            f"{path}.scope: 'client' is for logfog's internal aggregation stream only: a "
+            "published pseudonym must not link one visitor across sites (rule 5); use "
+            "scope: site"
+        )
+        return None
     if action_name == "keep":
         exposed = [s for s in source_list if s in SENSITIVE]
         if exposed and not unsafe:
@@ -824,6 +842,7 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
                 out.get("site", ""),
                 sub_errors,
                 warnings,
+                internal=True,
             )
             for name, rule in internal["fields"].items()
         }
@@ -1019,8 +1038,11 @@ def aggregate_input_destination(topic: Mapping[str, Any], has_geo: bool) -> dict
         "fields": {
             "time": {"from": "request.time", "action": "coarsen_time", "bucket": "5m",
                      "format": "epoch"},
+            # One pseudonym per client across sites: no aggregate is broken down by
+            # site, so per-site pseudonyms made one client on k sites k visitors, a
+            # published group by itself, with k times the contribution cap.
             "visitor": {"from": ["client.ip", "agent.original"], "action": "pseudonymize",
-                        "scope": "site"},
+                        "scope": "client"},
             "route": {"from": "request.target", "action": "url_policy", "allow_query": []},
             "status_class": {"from": "response.status", "action": "generalize",
                              "to": "status_class"},

@@ -83,7 +83,10 @@ class AggregationCollector(Collector):
         rows.add_metric([], runtime.rows_published)
         yield rows
         suppressed = CounterMetricFamily(
-            "logfog_aggregate_suppressed", "cells, requests and visitors below k", labels=["what"]
+            "logfog_aggregate_suppressed",
+            "cells folded into __other__ by the minimum group size k, their requests, and "
+            "the folds' published visitor counts",
+            labels=["what"],
         )
         for what, count in sorted(runtime.suppressed.items()):
             suppressed.add_metric([what], count)

@@ -338,7 +338,10 @@ def compile_rules(
                 context = BuildContext(
                     destination=name, destination_kind=kind, site=config["site"],
                     keyring=keyring, cache_size=cache_size, unsafe=rule["unsafe"],
-                    sources=tuple(sources), counters=counters,
+                    sources=tuple(sources),
+                    # The summary counts pseudonyms *published* as null; the internal
+                    # stream's own (scope: client) would count each such line twice.
+                    counters=None if name == AGGREGATE_INPUT else counters,
                 )  # fmt: skip
                 transform = spec.build(rule["options"], context)
                 if text_out:
@@ -367,8 +370,8 @@ def compile_rules(
         key_field = dest["key"]
         key_expr = "None"
         if key_field is not None:
-            # The same value keys several destinations (product and the aggregation
-            # input both key by visitor): encode it once per line.
+            # The same value keys several destinations (two published ones keying by
+            # one pseudonym): encode it once per line.
             source_expr = exprs[key_field]
             key_expr = keys.get(source_expr, "")
             if not key_expr:

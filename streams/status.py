@@ -29,9 +29,10 @@ from typing import Any
 #: over all windows and published (k-gated) values.
 AGGREGATE_FIELDS = ("suppressed", "window", "top_routes", "top_countries", "rows_published",
                     "events", "open_partitions", "pending_windows", "watermarks")  # fmt: skip
-#: Merger counts the page may show: partials and windows. Not ``capped`` (events over
-#: the per-visitor cap) or ``late``: in a quiet window those are one visitor's doings.
-MERGER_FIELDS = ("partials", "replaced", "stale", "windows")
+#: Merger counts the page may show: partials, windows, and rows of a left-over outbox
+#: withheld after a spec change. Not ``capped`` (events over the per-visitor cap) or
+#: ``late``: in a quiet window those are one visitor's doings.
+MERGER_FIELDS = ("partials", "replaced", "stale", "windows", "withheld")
 #: The page's "lines/s (last ~20 s)".
 RATE_WINDOW_S = 20.0
 
@@ -134,7 +135,7 @@ STATUS_PAGE = """<!doctype html>
  <section><h2>Consumer lag per partition</h2><div id="lag"></div></section>
  <section><h2>Rejections by reason</h2><div id="rejected"></div></section>
  <section><h2>Leaks removed</h2><div id="leaks"></div></section>
- <section><h2>Suppressed by minimum group size</h2><div id="suppressed"></div></section>
+ <section><h2>Folded into __other__ by minimum group size</h2><div id="suppressed"></div></section>
  <section><h2>Last closed window: top routes</h2><div class="muted" id="window"></div>
   <div id="routes"></div></section>
  <section><h2>Last closed window: countries</h2><div id="countries"></div></section>

@@ -3,7 +3,13 @@
 The key is the epoch key of the request time (``streams/keys.py``); there is no
 static salt. ``scope: site`` mixes in the site (virtual host, else the configured
 site name) so the same visitor on two sites gets unlinkable pseudonyms; two epochs
-use two independent keys, so the same visitor on two days is unlinkable too. When
+use two independent keys, so the same visitor on two days is unlinkable too.
+``scope: client`` leaves the site out: one pseudonym per client (address and user
+agent) across every site of the log. Only the internal aggregation stream uses it
+(the config refuses it anywhere else, ``unsafe`` or not): its aggregates are not broken
+down by site, so a per-site pseudonym made one client on k sites k "visitors", a
+group of k by itself. That stream never leaves the cluster and is as sensitive as
+the raw topic; its pseudonyms are domain-separated from every other scope's. When
 the epoch key is gone (destroyed after the grace period) or refused (a time too far in
 the future) the field is ``None``, counted in ``counters["pseudonym.empty"]``.
 
@@ -21,6 +27,11 @@ short of what the leak detector treats as a token.
 False
 >>> a == f((100, "shop.example.net", "203.0.113.9", "Mozilla/5.0"))  # other site
 False
+>>> c = SPEC.build({"scope": "client", "algorithm": "blake2b", "length": 16},
+...                BuildContext(site="example.org", keyring=ring))
+>>> c((100, "shop.example.net", "203.0.113.9", "Mozilla/5.0")) == c((100, None, "203.0.113.9",
+...     "Mozilla/5.0")) != a
+True
 """
 
 from __future__ import annotations
@@ -47,7 +58,12 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
         raise ValueError("pseudonymize needs a key ring")
     epoch_seconds: int = ring.epoch_seconds
     key_for = ring.key_for
-    per_site = options["scope"] == "site"
+    scope = options["scope"]
+    per_site = scope == "site"
+    # In place of the site, a string no Host header yields (site_name strips leading
+    # whitespace, and str.strip counts \x1d as whitespace), nor global's "": a client
+    # pseudonym never equals a site or global one of the same client.
+    unscoped = _CLIENT_DOMAIN if scope == "client" else ""
     default_site = context.site
     digest_size = options["length"] // 2
     use_hmac = options["algorithm"] == "hmac-sha256"
@@ -65,7 +81,7 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
     counters = context.counters
 
     def compute(key: bytes, values: tuple[Any, ...]) -> str:
-        site = (site_name(values[1]) or default_site) if per_site else ""
+        site = (site_name(values[1]) or default_site) if per_site else unscoped
         message = "\x1f".join(["" if v is None else str(v) for v in values[2:]])
         data = f"{site}\x1e{message}".encode()
         if use_hmac:
@@ -127,6 +143,10 @@ def site_name(host: Any) -> str:
     return name.partition(":")[0].rstrip(".")
 
 
+#: What ``scope: client`` hashes in place of the site (see ``compute`` in :func:`build`).
+_CLIENT_DOMAIN = "\x1dclient"
+
+
 class _EpochMemos(dict[int, dict[tuple[Any, ...], str]]):
     """Per-epoch memos that a key ring can empty (a ``streams.keys.EpochListener``)."""
 
@@ -152,8 +172,9 @@ SPEC = ActionSpec(
             "scope",
             str,
             "site",
-            "'site' (per-site pseudonyms) or 'global'",
-            choices=("site", "global"),
+            "'site' (per-site pseudonyms) or 'global'; 'client' (one per client across "
+            "sites) only in the internal aggregation stream",
+            choices=("site", "global", "client"),
         ),
         Option(
             "algorithm",

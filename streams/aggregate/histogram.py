@@ -14,6 +14,8 @@ clamp to the end buckets.
 (2.09, 103.0)
 >>> quantile({}, 0.5) is None
 True
+>>> quantile(h, 0.5, k=2), quantile(h, 0.99, k=2)  # the top value alone: withheld
+(2.09, None)
 """
 
 from __future__ import annotations
@@ -55,12 +57,19 @@ def midpoint(index: int) -> float:
     return float(f"{value:.3g}")
 
 
-def quantile(hist: Mapping[int, int], q: float) -> float | None:
-    """The ``q`` quantile (nearest rank) of the recorded durations, None when empty."""
+def quantile(hist: Mapping[int, int], q: float, k: int = 1) -> float | None:
+    """The ``q`` quantile (nearest rank) of the recorded durations, None when empty or
+    when fewer than ``k`` values lie at or below its rank, or fewer than ``k`` at or
+    above it. With one value per visitor (the aggregates' histograms), a published
+    quantile is then bracketed by k visitors on each side, never one visitor's own
+    value: below 20 values, the nearest-rank p95 *is* the maximum. For k = 10 that
+    takes 19 values for the median, 180 for p95 and 900 for p99."""
     total = sum(hist.values())
     if total == 0:
         return None
     rank = max(1, math.ceil(q * total))
+    if rank < k or total - rank + 1 < k:
+        return None
     seen = 0
     for i in sorted(hist):
         seen += hist[i]

@@ -16,7 +16,9 @@ in order, which Kafka gives when the partials topic is keyed by source partition
 re-sent partial for a pending window *replaces* the earlier copy, one for a window
 already emitted is ignored (``stats["stale"]``), so no window is emitted twice (but
 see "Publication" below for the one way its rows are published again).
-Windows with no events at all produce no rows.
+Windows with no events at all produce no rows, and neither do windows with fewer than
+k distinct visitors: a row saying "below k" would tell such a window from an empty one,
+i.e. that somebody (a group smaller than k) was there then.
 
 The gate, per (window, output, dimension), with T = the window's distinct visitors:
 
@@ -37,7 +39,7 @@ The gate, per (window, output, dimension), with T = the window's distinct visito
    (b) on the exact count does not apply, as ``T - other`` cannot be computed from
    published numbers.
    If no candidate survives, everything is ``__other__`` (= T). If T < k, nothing of
-   the window is published except a summary marked ``below_k`` (no numbers).
+   the window is published (as if it had no events).
 3. ``place`` adapts precision top-down: countries go through 1-2 like any dimension.
    A region is published only under a published country and a city only under a
    published region, each needing >= k visitors; a region or city below k is not
@@ -65,16 +67,39 @@ the fold (a, b, c), a place contains its sub-places (d, e). Known limits, not ch
   rows of that day, or an ops row minus a product row.
 - Sums: requests are additive, visitor counts are not, so sums of several published
   cells are only bounded, never checked for exact equality.
+- ``bytes`` is a sum over requests, like ``requests``: one visitor's large responses
+  can make most of a cell's bytes.
+- Measures across rows: each published percentile has k visitors' values on each
+  side, but a summary's against its cells', or a day's against its hours', are not
+  checked.
 
-Rows (``version``: the row schema, 1; ``revision``: 1 when a window is first
-published, higher when it is published again): one ``kind: "cell"`` row per
-published (dimension, value),
+Measures are per visitor: a cell's ``p50_ms``/``p95_ms``/``p99_ms`` and ``bot_share``
+count one value per visitor, that of the visitor's first request in the cell (stage 2
+keeps which one came first); ``requests`` and ``bytes`` count every request. With
+per-event values one visitor at the contribution cap (100 requests) made most of a
+10-visitor cell's values and decided its median and bot share. A percentile is
+published only when at least k values (visitors) lie at or below its nearest rank and
+at least k at or above it, else it is ``null``: for k = 10 the median needs 19 visitors,
+p95 180 and p99 900 (below 20 values the nearest-rank p95 *is* the maximum, one
+visitor's own value). ``bot_share`` is the share of the cell's visitors whose first
+request there came from a bot. A summary's measures are over each visitor's first
+request in the window. ``__other__`` rows have no measures (``null``): a visitor in
+several folded cells has a value in each, and the merger, holding counts only, cannot
+keep just one. A window with a partial from before this rule (an upgrade) publishes
+no measures.
+
+Rows (``version``: the row schema, 2 since measures are per visitor (1: per request);
+``revision``: 1 when a window is first published, higher when it is published
+again): one ``kind: "cell"`` row per published (dimension, value),
 ``place`` rows also carry ``level`` (country/region/city) and values like
-``"DE/Bavaria/Munich"``; one ``__other__`` row when the fold is publishable; one
-``kind: "summary"`` row per dimension with the totals, the fold
-(``other: {cells, requests, visitors, secondary}``) and ``suppressed: {cells, requests,
-visitors, below_k}``. Late and capped counts stay in :attr:`WindowMerger.stats`: a
-capped count could describe a single heavy visitor.
+``"DE/Bavaria/Munich"``; one ``__other__`` row when cells were folded; one
+``kind: "summary"`` row per dimension with the totals and the fold
+(``other: {cells, requests, visitors, secondary}``). Version 1 summaries also had
+``suppressed: {cells, requests, visitors, below_k}``: null in a window below k (now
+not published at all) and 0 in every other (with T >= k the fold is always
+published), so it is gone.
+Late and capped counts stay in :attr:`WindowMerger.stats`: a capped count could
+describe a single heavy visitor.
 
 Publication: the worker checkpoints the merger *with* the rows it is about to publish
 (:attr:`WindowMerger.outbox`), publishes them, then checkpoints again without them. A
@@ -82,6 +107,12 @@ new owner of the partials partition restores the latest checkpoint (on every
 assignment) and publishes a left-over outbox again with ``revision`` + 1. So a window
 is never published twice with different numbers without a higher revision: readers
 keep, per (output, window, window_start, dimension), the rows of the highest revision.
+Outbox rows of an output whose spec changed across the restart (a raised k, or any
+other field) or that the config dropped are withheld, not republished: they were
+gated under the old spec, and the partials that made them are gone, so they cannot
+be gated again. Such a window was published by the previous owner, or is lost: the
+rare crash between the two checkpoints, combined with a config change of that
+output (``stats["withheld"]`` counts the rows).
 
 >>> from streams.aggregate.partial import PartialAggregator
 >>> from streams.aggregate.spec import AggregateSpec
@@ -112,7 +143,9 @@ from streams.aggregate import histogram
 from streams.aggregate.partial import SEP, Cell, Partial, Tail
 from streams.aggregate.spec import OTHER, PERCENTILES, PLACE, AggregateSpec, reconcile
 
-ROW_VERSION = 1
+#: 2: measures per visitor, bracketed by k (1: per request, one visitor could decide
+#: them); no rows for windows below k, no ``suppressed`` in summaries.
+ROW_VERSION = 2
 _LEVELS = ("country", "region", "city")
 
 
@@ -272,15 +305,19 @@ def iso_utc(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _measures(spec: AggregateSpec, cell: Cell, visitors: int | None) -> dict[str, Any]:
+def _measures(
+    spec: AggregateSpec, cell: Cell, visitors: int | None, measured: bool
+) -> dict[str, Any]:
+    """A row's numbers. ``cell.hist`` and ``cell.bots`` hold one value per visitor (see
+    the module docstring), ``measured``: whether they can be published at all."""
     row: dict[str, Any] = {"requests": cell.requests, "visitors": visitors}
     if "bytes" in spec.measures:
         row["bytes"] = cell.bytes
     for name, q in PERCENTILES.items():
         if name in spec.measures:
-            row[name] = histogram.quantile(cell.hist, q)
+            row[name] = histogram.quantile(cell.hist, q, spec.k) if measured else None
     if "bot_share" in spec.measures:
-        row["bot_share"] = round(cell.bots / cell.requests, 4) if cell.requests else None
+        row["bot_share"] = round(cell.bots / visitors, 4) if measured and visitors else None
     return row
 
 
@@ -293,11 +330,19 @@ def _sum(cells: Mapping[str, Cell], keys: Iterable[str]) -> Cell:
 
 def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[str, Any]]:
     """Final rows of one complete window from its partials (one per source partition)."""
-    total_requests = sum(p.requests for p in partials)
-    if total_requests == 0:
-        return []
     total = sum(p.visitors for p in partials)
+    if total < spec.k:  # no events, or too few visitors to publish anything: no rows
+        return []
     start = partials[0].window_start
+    # Partials from code that kept per-event measures (an upgrade's in-flight windows)
+    # would let one visitor weigh more than one: no measures for their window.
+    measured = all(p.per_visitor for p in partials)
+    # The summaries' measures: each visitor's first event in the window (the sums of
+    # the cells' would count a visitor once per cell it touched).
+    window_bots = sum(p.bots for p in partials)
+    window_hist: dict[int, int] = {}
+    for p in partials:
+        histogram.merge(window_hist, p.hist)
     base = {
         "version": ROW_VERSION,
         "revision": 1,
@@ -320,33 +365,26 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
         gate = (gate_place if dim == PLACE else gate_cells)(cells, tails, total, spec.k)
         head = {**base, "dimension": dim}
         totals = _sum(cells, top)
-        if gate.below_k:
-            summary = {**head, "kind": "summary", "value": None}
-            summary.update(dict.fromkeys(_measures(spec, totals, None)))
-            summary.update(
-                published_cells=0,
-                other=None,
-                suppressed={"cells": None, "requests": None, "visitors": None, "below_k": True},
-            )
-            rows.append(summary)
-            continue
         for key in sorted([*gate.published, *gate.sub_published]):
             row = {**head, "kind": "cell", "value": key.replace(SEP, "/")}
             if dim == PLACE:
                 row["level"] = _LEVELS[key.count(SEP)]
-            row.update(_measures(spec, cells[key], cells[key].visitors))
+            row.update(_measures(spec, cells[key], cells[key].visitors, measured))
             rows.append(row)
         other = _sum(cells, gate.folded)
         if gate.folded:
             row = {**head, "kind": "cell", "value": OTHER}
             if dim == PLACE:
                 row["level"] = "country"
-            row.update(_measures(spec, other, gate.other_visitors))
+            # No measures: a visitor in several folded cells has one value in each, and
+            # the merger holds no identities to keep only one (see the module docstring).
+            row.update(_measures(spec, other, gate.other_visitors, False))
             if gate.other_visitors is None:
                 row["visitors_min"] = gate.other_min
             rows.append(row)
         summary = {**head, "kind": "summary", "value": None}
-        summary.update(_measures(spec, totals, total))
+        totals.bots, totals.hist = window_bots, window_hist
+        summary.update(_measures(spec, totals, total, measured))
         summary.update(
             published_cells=len(gate.published) + len(gate.sub_published),
             other={
@@ -357,7 +395,6 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
             }
             if gate.folded
             else None,
-            suppressed={"cells": 0, "requests": 0, "visitors": 0, "below_k": False},
         )
         rows.append(summary)
     return rows
@@ -379,10 +416,13 @@ class WindowMerger:
         if len(self.specs) != len(specs):
             raise ValueError("duplicate (name, window) in specs")
         self._state = {key: _OutputState() for key in self.specs}
-        #: partials received/replaced/ignored, windows emitted, late/capped events.
+        #: partials received/replaced/ignored, windows published (one below k is not,
+        #: like an empty one: the status page shows this), late/capped events.
         self.stats = dict.fromkeys(
-            ("partials", "replaced", "stale", "windows", "late", "capped", "republished"), 0
-        )
+            ("partials", "replaced", "stale", "windows", "late", "capped", "republished",
+             "withheld"),
+            0,
+        )  # fmt: skip
         #: Rows computed but not yet known to be on the output topic (see app.py's
         #: merge agent: checkpointed with them before they are published).
         self.outbox: list[dict[str, Any]] = []
@@ -421,9 +461,11 @@ class WindowMerger:
         rows: list[dict[str, Any]] = []
         for start in sorted(s for s in state.pending if s + spec.window_seconds <= horizon):
             parts = sorted(state.pending.pop(start).values(), key=lambda p: p.partition)
-            self.stats["windows"] += 1
             self.stats["capped"] += sum(p.capped for p in parts)
-            rows.extend(merge_window(spec, parts))
+            window_rows = merge_window(spec, parts)
+            if window_rows:
+                self.stats["windows"] += 1
+            rows.extend(window_rows)
         state.finalized_through = max(horizon, state.finalized_through or horizon)
         return rows
 
@@ -465,7 +507,16 @@ class WindowMerger:
         specs, from_saved = reconcile(specs, saved_specs)
         merger = cls(specs)
         merger.stats.update(saved["stats"])
-        merger.outbox = saved.get("outbox", [])  # absent from older checkpoints
+        # Republish only rows the current specs would have gated alike: same spec.
+        gated = {(s.name, s.window_label): s for s in saved_specs}
+        current = {(s.name, s.window_label): s for s in specs}
+        outbox = saved.get("outbox", [])  # absent from older checkpoints
+        merger.outbox = [
+            row for row in outbox
+            if (spec := current.get((row["output"], row["window"]))) is not None
+            and gated.get((row["output"], row["window"])) == spec
+        ]  # fmt: skip
+        merger.stats["withheld"] += len(outbox) - len(merger.outbox)
         by_key = {spec.key: o for spec, o in zip(saved_specs, saved["outputs"], strict=True)}
         for spec, old_spec in zip(specs, from_saved, strict=True):
             if old_spec is None:

@@ -6,8 +6,9 @@ each of its visitors and no other instance sees any of them: per-cell distinct-v
 counts from different partitions are over disjoint visitor sets and add up exactly.
 
 Per output spec and tumbling event-time window it keeps, for every value of every
-dimension (a *cell*): requests, the set of visitor pseudonyms, bytes, bot requests and
-a log-bucket histogram of ``duration_ms``. Why each rule:
+dimension (a *cell*): requests, the set of visitor pseudonyms and bytes; and for specs
+with measures (percentiles, bot share), per visitor the values of its *first* event in
+the cell. Why each rule:
 
 - **Watermark** = event time - ``allowed_lateness_seconds``, where the event time is
   the *lowest* of the highest event times seen per raw partition (the rows carry their
@@ -27,7 +28,18 @@ a log-bucket histogram of ``duration_ms``. Why each rule:
   watermark: one line from a broken clock (or a forged date) would otherwise close
   every open window and make the partition's next events late.
 - **Contribution cap**: a visitor's events beyond ``max_events_per_visitor`` per window
-  are counted ``capped`` and ignored, so one heavy visitor cannot dominate a cell.
+  are counted ``capped`` and ignored, so one heavy visitor cannot dominate a cell's
+  requests.
+- **Measures are per visitor**: a cell's percentiles (a log-bucket histogram of
+  ``duration_ms``) and bot share count one value per visitor, that of the visitor's
+  first request in the cell (its first counted event of the window among those in
+  the cell); the visitor's further requests there count in ``requests`` and ``bytes``
+  only. With per-event values, a visitor at the cap (100 events) made 100 of the 109
+  values of a 10-visitor cell and decided its median and bot share. The window's own
+  values (the summaries') are each visitor's first request in the window. Each is
+  packed in one int per (combination, visitor), ordered by the event's index among
+  the visitor's events of the window, so the smallest one of a visitor in a cell is
+  its first there (:func:`measure_code`).
 - **Cardinality bound**: at most ``max_cells`` distinct values per dimension per window;
   further values go to the ``__other__`` cell (for ``place``: new countries go to
   ``__other__``, new regions/cities are not created and stay counted at the coarser
@@ -107,7 +119,15 @@ from streams.rules import SOURCE_FIELDS
 #: Separator of the levels of a ``place`` cell key: ``"DE"``, ``"DE\x1fBavaria"``,
 #: ``"DE\x1fBavaria\x1fMunich"``. A control character, so no real name contains it.
 SEP = "\x1f"
-SNAPSHOT_VERSION = 1
+#: 2: per-visitor measure codes instead of per-event bot counts and histograms. A
+#: version-1 snapshot still restores; its windows publish no measures (see restore).
+SNAPSHOT_VERSION = 2
+#: The histogram bucket of a measure code whose event had no ``duration_ms``.
+NO_DURATION = histogram.BUCKETS
+#: Bits of a measure code below the event index: 9 for the bucket (0..256), 1 for bot.
+_CODE_SHIFT = 10
+_BUCKET_MASK = (1 << _CODE_SHIFT - 1) - 1
+_bucket = histogram.bucket
 #: Default wall-clock seconds without a row after which a raw partition no longer holds
 #: back the event time (``aggregates.source_idle``; see the module docstring). Longer
 #: than a worker's failover (session timeout, rebalance and restart: ~10 s on the local
@@ -125,9 +145,42 @@ _NO_TIME = -(1 << 62)
 Tail = tuple[tuple[tuple[str, ...], int], ...]
 
 
+def measure_code(n: int, bucket: int | None, bot: bool) -> int:
+    """A visitor's measured values of one event, packed: its duration bucket and bot
+    flag, above them ``n``, the event's index among the visitor's counted events of
+    the window. So the smallest code a visitor has in a cell is its first event there.
+
+    >>> measure_code(0, 70, True), measure_code(1, 70, True)
+    (141, 1165)
+    """
+    return n << _CODE_SHIFT | (NO_DURATION if bucket is None else bucket) << 1 | bot
+
+
+def measured(codes: Iterable[int]) -> tuple[dict[int, int], int]:
+    """The duration histogram and bot count of per-visitor measure codes.
+
+    >>> measured([measure_code(0, 70, True), measure_code(5, 70, False),
+    ...           measure_code(1, None, True)])
+    ({70: 2}, 2)
+    """
+    hist: dict[int, int] = {}
+    bots = 0
+    for code in codes:
+        b = code >> 1 & _BUCKET_MASK
+        if b != NO_DURATION:
+            hist[b] = hist.get(b, 0) + 1
+        bots += code & 1
+    return hist, bots
+
+
 @dataclass(slots=True)
 class Cell:
-    """Counts of one cell; visitors is a distinct count (disjoint across partitions)."""
+    """Counts of one cell; visitors is a distinct count (disjoint across partitions).
+
+    ``requests`` and ``bytes`` count events; ``bots`` and ``hist`` (durations) count
+    visitors, one value each: that of the visitor's first event in the cell (empty for
+    outputs without measures).
+    """
 
     requests: int = 0
     visitors: int = 0
@@ -165,7 +218,12 @@ class Partial:
 
     ``late`` counts events dropped as late since this output's previous partial from
     this partition; ``capped`` the events of this window ignored by the contribution
-    cap. Both are operational counters for metrics, not for publication.
+    cap. Both are operational counters for metrics, not for publication. ``bots`` and
+    ``hist`` are the window's per-visitor measures (each visitor's first event in the
+    window, for the summaries). ``per_visitor`` is False for a partial whose measures
+    cannot be trusted to count one value per visitor (one from code before that rule,
+    or a window restored from such code's checkpoint): the merger publishes no
+    measures for its window.
     """
 
     output: str
@@ -178,6 +236,9 @@ class Partial:
     capped: int
     late: int
     dimensions: dict[str, DimensionPartial]
+    bots: int = 0
+    hist: dict[int, int] = field(default_factory=dict)
+    per_visitor: bool = False
 
     @property
     def key(self) -> tuple[str, int]:
@@ -207,6 +268,9 @@ class Partial:
                 }
                 for name, dim in self.dimensions.items()
             },
+            "bots": self.bots,
+            "hist": histogram.to_pairs(self.hist),
+            "per_visitor": self.per_visitor,
         }
 
     @classmethod
@@ -218,8 +282,11 @@ class Partial:
             )
             for name, d in data["dimensions"].items()
         }
-        scalars = {k: data[k] for k in cls.__dataclass_fields__ if k != "dimensions"}
-        return cls(**scalars, dimensions=dims)
+        scalars = {k: data[k] for k in _PARTIAL_SCALARS}
+        # Absent from older partials (per-event measures): per_visitor False withholds them.
+        return cls(**scalars, dimensions=dims, bots=data.get("bots", 0),
+                   hist=histogram.from_pairs(data.get("hist", ())),
+                   per_visitor=data.get("per_visitor", False))  # fmt: skip
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.to_dict())
@@ -228,6 +295,10 @@ class Partial:
     def from_bytes(cls, data: bytes) -> Partial:
         """Inverse of :meth:`to_bytes`."""
         return cls.from_dict(orjson.loads(data))
+
+
+_PARTIAL_SCALARS = ("output", "window_seconds", "window_start", "partition", "partitions",
+                    "requests", "visitors", "capped", "late")  # fmt: skip
 
 
 def normalize(value: object) -> str:
@@ -246,13 +317,10 @@ def normalize(value: object) -> str:
     return text.replace(SEP, " ") if SEP in text else text
 
 
-# A stage-2 accumulator: [requests, visitor set, bytes, bots, histogram]. A list, not
-# an object: this is the per-event hot path.
+# A stage-2 accumulator: [requests, visitors, bytes]. Visitors: a set, or for outputs
+# with measures a dict of pseudonym -> measure code of its first event here. A list,
+# not an object: this is the per-event hot path.
 _Acc = list[Any]
-
-
-def _new_acc() -> _Acc:
-    return [0, set(), 0, 0, {}]
 
 
 class _Window:
@@ -262,12 +330,17 @@ class _Window:
     so this is also more compact than per-dimension sets for per-visitor-constant
     fields (browser, os, device, country, language)."""
 
-    __slots__ = ("capped", "combos", "requests", "seen", "visitors")
+    __slots__ = ("bots", "capped", "combos", "hist", "per_visitor", "requests", "seen",
+                 "visitors")  # fmt: skip
 
     def __init__(self, nfields: int) -> None:
         self.visitors: dict[str, int] = {}  # pseudonym -> events counted (for the cap)
         self.requests = 0
         self.capped = 0
+        # Per visitor, its first event in the window: the summaries' measures.
+        self.bots = 0
+        self.hist: dict[int, int] = {}
+        self.per_visitor = True  # False: restored from a snapshot without measure codes
         self.combos: dict[tuple[Any, ...], _Acc] = {}
         # Values admitted per field (the cardinality bound). None is always admitted and
         # kept in every set, so that "every value known" is one C-level check (_admit).
@@ -311,7 +384,7 @@ class _Output:
 
     __slots__ = (
         "cap", "closed_through", "fields", "late", "lateness", "max_cells", "max_combos",
-        "overflow", "positions", "spec", "want_hist", "width", "windows",
+        "overflow", "positions", "spec", "want_measures", "width", "windows",
     )  # fmt: skip
 
     def __init__(self, spec: AggregateSpec) -> None:
@@ -328,7 +401,7 @@ class _Output:
             None if self._is_place(i) and self.fields[i] in ("region", "city") else OTHER
             for i in range(len(self.fields))
         )
-        self.want_hist = any(m in PERCENTILES for m in spec.measures)
+        self.want_measures = any(m in PERCENTILES or m == "bot_share" for m in spec.measures)
         self.windows: dict[int, _Window] = {}
         self.closed_through: int | None = None  # every window ending <= this is closed
         self.late = 0  # late events since the previous emitted partial
@@ -341,7 +414,7 @@ class _Output:
         max_time: int,
         nbytes: int,
         bot: bool,
-        hb: int | None,
+        duration: Any,
     ) -> None:
         width = self.width
         start = t - t % width
@@ -372,15 +445,23 @@ class _Output:
                     key = self.overflow
                     acc = combos.get(key)
                 if acc is None:
-                    acc = combos[key] = _new_acc()
+                    acc = combos[key] = [0, {} if self.want_measures else set(), 0]
         acc[0] += 1
-        acc[1].add(visitor)
         acc[2] += nbytes
-        if bot:
-            acc[3] += 1
-        if hb is not None and self.want_hist:
-            h = acc[4]
-            h[hb] = h.get(hb, 0) + 1
+        if not self.want_measures:
+            acc[1].add(visitor)
+        elif visitor not in acc[1]:
+            # The visitor's first event in this combination: its measured values (the
+            # bucket only now, once per visitor and combination). Later events count
+            # in requests and bytes only: no visitor weighs more than one in a measure.
+            # The code is measure_code's, inlined (hot path).
+            b = _bucket(duration)
+            acc[1][visitor] = n << _CODE_SHIFT | (NO_DURATION if b is None else b) << 1 | bot
+            if n == 0:  # and its first in the window: the summaries' measures
+                if b is not None:
+                    win.hist[b] = win.hist.get(b, 0) + 1
+                if bot:
+                    win.bots += 1
 
     def _admit(self, win: _Window, key: tuple[Any, ...]) -> tuple[Any, ...]:
         """Apply the cardinality bound to a new combination: a value beyond
@@ -429,9 +510,11 @@ class _Output:
         return out
 
     def _cells(self, win: _Window) -> list[dict[str, _Acc]]:
-        """Per-dimension cells from the window's combinations (sets are unioned, so a
-        visitor is counted once per cell however many combinations it has)."""
+        """Per-dimension cells from the window's combinations (visitors are unioned, so
+        a visitor is counted once per cell however many combinations it has; with
+        measures, it keeps the code of its first event among them)."""
         dims: list[dict[str, _Acc]] = [{} for _ in self.positions]
+        measures = self.want_measures
         for key, acc in win.combos.items():
             for cells, (name, pos) in zip(dims, self.positions, strict=True):
                 if name == PLACE:
@@ -441,25 +524,38 @@ class _Output:
                 for ck in keys:
                     cell = cells.get(ck)
                     if cell is None:
-                        cell = cells[ck] = _new_acc()
+                        cells[ck] = [acc[0], acc[1].copy(), acc[2]]
+                        continue
                     cell[0] += acc[0]
-                    cell[1] |= acc[1]
                     cell[2] += acc[2]
-                    cell[3] += acc[3]
-                    histogram.merge(cell[4], acc[4])
+                    if not measures:
+                        cell[1] |= acc[1]
+                        continue
+                    mine, other = cell[1], acc[1]
+                    both = mine.keys() & other.keys()
+                    earlier = {v: min(mine[v], other[v]) for v in both}
+                    mine.update(other)
+                    mine.update(earlier)
         return dims
+
+    def _cell(self, acc: _Acc) -> Cell:
+        if not self.want_measures:
+            return Cell(acc[0], len(acc[1]), acc[2])
+        hist, bots = measured(acc[1].values())
+        return Cell(acc[0], len(acc[1]), acc[2], bots, hist)
 
     def _partial(self, start: int, win: _Window, partition: int, partitions: int) -> Partial:
         dims = {}
         for (name, _), cells in zip(self.positions, self._cells(win), strict=True):
             dims[name] = DimensionPartial(
-                {key: Cell(c[0], len(c[1]), c[2], c[3], c[4]) for key, c in sorted(cells.items())},
+                {key: self._cell(c) for key, c in sorted(cells.items())},
                 self._tail(name, cells),
             )
         late, self.late = self.late, 0
         return Partial(
             self.spec.name, self.width, start, partition, partitions,
             win.requests, len(win.visitors), win.capped, late, dims,
+            bots=win.bots, hist=win.hist, per_visitor=win.per_visitor,
         )  # fmt: skip
 
     def _tail(self, name: str, cells: dict[str, _Acc]) -> Tail:
@@ -561,7 +657,6 @@ class PartialAggregator:
         for o in self._outputs:
             groups.setdefault(o.fields, []).append(o)
         self._groups = [(fields, tuple(outs)) for fields, outs in groups.items()]
-        self._want_hist = any(o.want_hist for o in self._outputs)
         needed = dict.fromkeys([*ROW_BASE, *(f for fields in groups for f in fields)])
         #: Field names of the rows :meth:`add_rows` takes, in order.
         self.layout = tuple(layout) if layout is not None else tuple(needed)
@@ -615,8 +710,6 @@ class PartialAggregator:
             return False
         self._applied = offset
         width, base, groups = self._readers
-        want_hist = self._want_hist
-        bucket = histogram.bucket
         now = self._clock()
         horizon = int(now) + FUTURE_SKEW_SECONDS
         source = self._source
@@ -657,11 +750,10 @@ class PartialAggregator:
             if nbytes.__class__ is not int:
                 nbytes = 0
             bot = bot is True
-            hb = bucket(duration) if want_hist else None
             for key_of, outputs in groups:
                 key = key_of(row)
                 for out in outputs:
-                    out.add(key, t, visitor, max_time, nbytes, bot, hb)
+                    out.add(key, t, visitor, max_time, nbytes, bot, duration)
         self._advance_from_sources(now)
         return True
 
@@ -733,9 +825,13 @@ class PartialAggregator:
                     win.capped,
                     [list(seen) for seen in win.seen],
                     [
-                        [list(key), a[0], list(a[1]), a[2], a[3], a[4]]
+                        # Visitors: a list, or with measures {pseudonym: code}.
+                        [list(key), a[0], a[1] if o.want_measures else list(a[1]), a[2]]
                         for key, a in win.combos.items()
                     ],
+                    win.bots,
+                    win.hist,
+                    win.per_visitor,
                 ]
                 for start, win in o.windows.items()
             ]
@@ -775,8 +871,9 @@ class PartialAggregator:
         of the same window and breakdowns with the config's k, lateness and caps (see
         :func:`~streams.aggregate.spec.reconcile`); None: the saved specs."""
         state = orjson.loads(data)
-        if state.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported snapshot version {state.get('version')!r}")
+        version = state.get("version")
+        if version not in (1, SNAPSHOT_VERSION):
+            raise ValueError(f"unsupported snapshot version {version!r}")
         saved_specs = [AggregateSpec.from_dict(s) for s in state["specs"]]
         specs, from_saved = reconcile(specs, saved_specs)
         agg = cls(specs, state["partition"], state["partitions"], layout, clock, sources,
@@ -797,14 +894,27 @@ class PartialAggregator:
             saved = saved_outputs[old_spec.key]
             o.closed_through = saved["closed_through"]
             o.late = saved["late"]
-            for start, visitors, requests, capped, seen, combos in saved["windows"]:
+            for start, visitors, requests, capped, seen, combos, *measures in saved["windows"]:
                 win = _Window(len(o.fields))
                 win.visitors = visitors
                 win.requests = requests
                 win.capped = capped
                 win.seen = [{None, *values} for values in seen]
-                for key, req, vis, nbytes, bots, hist in combos:
-                    acc = [req, set(vis), nbytes, bots, {int(i): n for i, n in hist.items()}]
-                    win.combos[tuple(key)] = acc
+                if measures:
+                    win.bots = measures[0]
+                    win.hist = {int(i): n for i, n in measures[1].items()}
+                    win.per_visitor = measures[2]
+                else:
+                    # Version 1 kept per-event bot counts and histograms, not which of
+                    # a visitor's events came first: this window publishes no measures.
+                    win.per_visitor = False
+                for key, req, vis, nbytes, *_ in combos:
+                    if not o.want_measures:
+                        win.combos[tuple(key)] = [req, set(vis), nbytes]
+                    elif isinstance(vis, dict):
+                        win.combos[tuple(key)] = [req, vis, nbytes]
+                    else:  # version 1 (see above): no code known, none published
+                        unknown = measure_code(0, None, False)
+                        win.combos[tuple(key)] = [req, dict.fromkeys(vis, unknown), nbytes]
                 o.windows[start] = win
         return agg

@@ -95,6 +95,10 @@ class AggregationRuntime:
         self.merger = WindowMerger(self.specs)
         self.last_rows: list[dict[str, Any]] = []
         self.last_window: dict[str, Any] | None = None
+        #: Kept out of their own rows by k, over the summaries published by this
+        #: process: cells folded into __other__, their requests, and the folds'
+        #: visitors where published (a withheld count adds 0). Only published numbers:
+        #: a window below k publishes nothing and adds nothing.
         self.suppressed: dict[str, int] = {"cells": 0, "requests": 0, "visitors": 0}
         self.rows_published = 0
         #: Rows in the records add_rows applied (malformed rows included: they are
@@ -238,8 +242,12 @@ class AggregationRuntime:
         self.rows_published += len(rows)
         for row in rows:
             if row.get("kind") == "summary":
+                # Counted from the fold: the summaries' former "suppressed" was 0 in
+                # every published window (small cells are folded, not suppressed), so
+                # these figures read 0 however many cells k kept out.
+                fold = row.get("other") or {}
                 for name in self.suppressed:
-                    self.suppressed[name] += int((row.get("suppressed") or {}).get(name) or 0)
+                    self.suppressed[name] += int(fold.get(name) or 0)
         self.last_rows = rows
         first = rows[0]
         self.last_window = {

@@ -13,14 +13,20 @@ computation over the event list, and the published rows are checked for:
   place ancestor vs descendant, and a place parent vs what its published children
   leave uncovered (computed exactly here, from the events);
 - the rare visitors' city, country and browser never appear as published values;
-- __other__ + suppressed mass equals the rest exactly (requests are additive).
+- a window with fewer than k visitors publishes nothing, like an empty one;
+- __other__ holds the rest of the mass exactly (requests are additive);
+- measures count one value per visitor, that of its first request in the cell (in
+  the window, for summaries), and a percentile is published only when k visitors'
+  values lie at or below its nearest rank and k at or above it (else null);
+  __other__ publishes none.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +45,7 @@ from streams.aggregate import (
     WindowMerger,
 )
 from streams.aggregate.merge import iso_utc
+from streams.aggregate.spec import MEASURES
 
 T0 = 1709546400  # 2024-03-04T10:00:00Z
 PLACES = [
@@ -178,24 +185,33 @@ def counted(spec: AggregateSpec, events: Sequence[dict[str, Any]]) -> list[dict[
 
 
 class Naive:
-    """Per (window, dimension, value): visitor sets and request counts."""
+    """Per (window, dimension, value): visitor sets, request and byte counts, and each
+    visitor's first event (in the window: ``first_in_window``)."""
 
     def __init__(self, spec: AggregateSpec, events: Sequence[dict[str, Any]]) -> None:
         self.visitors: dict[tuple[str, str, str], set[str]] = defaultdict(set)
         self.requests: dict[tuple[str, str, str], int] = defaultdict(int)
+        self.bytes: dict[tuple[str, str, str], int] = defaultdict(int)
+        self.first: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
         self.total: dict[str, set[str]] = defaultdict(set)
         self.total_requests: dict[str, int] = defaultdict(int)
+        self.total_bytes: dict[str, int] = defaultdict(int)
+        self.first_in_window: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         self.events: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for e in counted(spec, events):
             w = iso_utc(e["time"] - e["time"] % spec.window_seconds)
             self.total[w].add(e["visitor"])
             self.total_requests[w] += 1
+            self.total_bytes[w] += e.get("bytes") or 0
+            self.first_in_window[w].setdefault(e["visitor"], e)
             self.events[w].append(e)
             for dim in spec.dimensions:
                 values = place_paths(e) if dim == PLACE else [_value(e[dim])]
                 for v in values:
                     self.visitors[w, dim, v].add(e["visitor"])
                     self.requests[w, dim, v] += 1
+                    self.bytes[w, dim, v] += e.get("bytes") or 0
+                    self.first[w, dim, v].setdefault(e["visitor"], e)
 
     def top_values(self, w: str, dim: str) -> set[str]:
         """The values that partition the window's events: for place, the countries."""
@@ -204,6 +220,42 @@ class Naive:
             for (ww, d, v) in self.visitors
             if ww == w and d == dim and (d != PLACE or "/" not in v)
         }
+
+
+def nearest_rank(values: Sequence[float], q: float, k: int) -> float | None:
+    """The q quantile when k values lie at or below its rank and k at or above."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q * len(ordered)))
+    if not ordered or rank < k or len(ordered) - rank + 1 < k:
+        return None
+    return ordered[rank - 1]
+
+
+def check_measures(
+    spec: AggregateSpec, row: dict[str, Any], first: dict[str, dict[str, Any]] | None, n_bytes: int
+) -> None:
+    """A row's measures against its visitors' first events (None: __other__, none)."""
+    if "bytes" in spec.measures:
+        assert row["bytes"] == n_bytes
+    for name, q in (("p50_ms", 0.5), ("p95_ms", 0.95), ("p99_ms", 0.99)):
+        if name not in spec.measures:
+            continue
+        durations = [e["duration_ms"] for e in (first or {}).values()
+                     if e.get("duration_ms") is not None]  # fmt: skip
+        truth = None if first is None else nearest_rank(durations, q, spec.k)
+        if truth is None:
+            assert row[name] is None, (name, row[name], len(durations))
+        else:
+            # Published from a log-bucket histogram (buckets 2^(1/8) wide, value at
+            # the geometric midpoint, 3 significant digits).
+            assert row[name] is not None, (name, len(durations))
+            assert 2 ** (-1 / 16) * 0.995 <= row[name] / truth <= 2 ** (1 / 16) * 1.005
+    if "bot_share" in spec.measures:
+        if first is None:
+            assert row["bot_share"] is None
+        else:
+            bots = sum(e.get("bot") is True for e in first.values())
+            assert row["bot_share"] == round(bots / len(first), 4)
 
 
 def check_rows(
@@ -216,8 +268,10 @@ def check_rows(
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in mine:
         groups[r["window_start"], r["dimension"]].append(r)
-    # every window with events is published exactly once per dimension
-    assert {w for w, _ in groups} == set(naive.total)
+    # every window with k or more visitors is published once per dimension, and no
+    # other window (one below k must look like one without events)
+    published = {w for w, visitors in naive.total.items() if len(visitors) >= k}
+    assert set(groups) == {(w, dim) for w in published for dim in spec.dimensions}
     assert len(mine) == len(
         {(r["window_start"], r["dimension"], r["kind"], r["value"]) for r in mine}
     )
@@ -228,23 +282,21 @@ def check_rows(
         assert len(summaries) == 1
         summary = summaries[0]
         total = len(naive.total[w])
-        if total < k:
-            assert summary["visitors"] is None and summary["requests"] is None
-            assert summary["suppressed"]["below_k"] is True
-            assert [r for r in group if r["kind"] == "cell"] == []
-            continue
+        assert "suppressed" not in summary
         assert summary["visitors"] == total
         assert summary["requests"] == naive.total_requests[w]
+        check_measures(spec, summary, naive.first_in_window[w], naive.total_bytes[w])
         cells = {r["value"]: r for r in group if r["kind"] == "cell" and r["value"] != OTHER}
         for value, r in cells.items():
             truth = naive.visitors[w, dim, value]
             assert r["visitors"] == len(truth) >= k, (w, dim, value)
             assert r["requests"] == naive.requests[w, dim, value]
+            check_measures(spec, r, naive.first[w, dim, value], naive.bytes[w, dim, value])
             if len(truth) < k:  # rule 15: quasi-identifier combination held by < k
                 bad_rows += 1
             # subtraction: the total contains every cell
             assert not 0 < total - len(truth) < k, (w, dim, value)
-        # __other__ + suppressed = the rest, exactly (requests); its visitors >= k
+        # __other__ = the rest, exactly (requests); its visitors >= k
         top_published = {v for v in cells if dim != PLACE or "/" not in v}
         rest = naive.top_values(w, dim) - top_published
         rest_requests = sum(naive.requests[w, dim, v] for v in rest)
@@ -253,6 +305,7 @@ def check_rows(
         if rest:
             (other,) = others
             assert other["requests"] == rest_requests
+            check_measures(spec, other, None, sum(naive.bytes[w, dim, v] for v in rest))
             assert summary["other"]["requests"] == rest_requests
             assert len(rest_visitors) >= k
             if other["visitors"] is None:
@@ -300,7 +353,12 @@ def check_place(naive: Naive, w: str, cells: dict[str, dict[str, Any]], total: i
 
 # --- the properties --------------------------------------------------------------------
 
-SPECS = [*DEFAULT_SPECS, AggregateSpec("tiny", 3600, ("browser", PLACE, "route"), k=3)]
+SPECS = [
+    *DEFAULT_SPECS,
+    AggregateSpec("tiny", 3600, ("browser", PLACE, "route"), k=3),
+    # Small k, hour windows, every measure: percentiles up to p99 get published.
+    AggregateSpec("tinyops", 3600, ("route", "status_class", "browser"), MEASURES, k=3),
+]
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -330,6 +388,21 @@ def test_rare_values_are_published_once_k_visitors_share_them() -> None:
     published = {(r["value"], r["visitors"]) for r in rows if r["kind"] == "cell"}
     assert {(RARE_BROWSER, 30), ("IS", 30), ("IS/Westfjords/Isafjordur", 30)} <= published
     assert ("DE/Berlin/Berlin", 100) in published and not any(r["value"] == OTHER for r in rows)
+
+
+def test_measures_are_per_visitor_and_withheld_without_k_visitors_each_side() -> None:
+    """The brute force above checks every measure; this makes sure its cases occur:
+    percentiles published and withheld, and one visitor at the cap in a cell."""
+    events = population(7, 600)  # ~400 visitors an hour: p99 needs 201 (k=3)
+    rows, _, _ = run(SPECS[-1:], events)
+    check_rows(SPECS[-1], events, rows)
+    mine = [r for r in rows if r["output"] == "tinyops" and r["value"] != OTHER]
+    for name in ("p50_ms", "p95_ms", "p99_ms"):
+        assert any(r[name] is not None for r in mine), name
+    for name in ("p95_ms", "p99_ms"):  # p95 needs 41 visitors (k=3), p99 201
+        assert any(r[name] is None for r in mine), name
+    # One visitor beyond the cap: its 100 counted requests weigh one value per cell.
+    assert max(Counter(e["visitor"] for e in events).values()) > 100
 
 
 def test_partitioning_does_not_change_the_output() -> None:

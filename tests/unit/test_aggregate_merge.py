@@ -11,6 +11,7 @@ from streams.aggregate import (
     PLACE,
     AggregateSpec,
     Cell,
+    Partial,
     PartialAggregator,
     WindowMerger,
     gate_cells,
@@ -175,3 +176,182 @@ def test_late_events_are_counted_once_across_a_stage2_restart() -> None:
     for p in again.close_ready():
         merger.add(p)
     assert merger.stats["stale"] > 0 and merger.stats["late"] == 1
+
+
+# --- aggregates audit (agg2): measures per visitor, bracketed by k ----------------------
+
+OPS_MEASURES = ("requests", "visitors", "bytes", "p50_ms", "p95_ms", "p99_ms", "bot_share")
+OPS = AggregateSpec("ops", 300, ("route",), OPS_MEASURES, k=10, allowed_lateness_seconds=0)
+
+
+def publish(specs: list[AggregateSpec], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stage 2 (one partition) and stage 3; every window closed."""
+    agg = PartialAggregator(specs, 0, 1)
+    agg.add(events, offset=0)
+    agg.advance_to(T0 + 10 * 86400)
+    merger = WindowMerger(specs)
+    return [row for p in agg.close_ready() for row in merger.add(p)]
+
+
+def row_of(rows: list[dict[str, Any]], kind: str, value: str | None = None) -> dict[str, Any]:
+    return next(r for r in rows if r["kind"] == kind and r["value"] == value)
+
+
+def test_p95_and_p99_of_a_published_cell_are_not_one_visitors_value() -> None:
+    """A published cell has >= k visitors, but p95/p99 were nearest-rank quantiles over
+    its events: below 20 (p95) or 100 (p99) events they were the cell's maximum, i.e.
+    one visitor's own (bucketed) response time."""
+    events = [{"time": T0, "visitor": f"v{i}", "route": "/account/export", "duration_ms": 20.0}
+              for i in range(9)]  # fmt: skip
+    events.append(
+        {"time": T0, "visitor": "outlier", "route": "/account/export", "duration_ms": 4000.0}
+    )
+    cell = row_of(publish([OPS], events), "cell", "/account/export")
+    assert cell["visitors"] == 10
+    # 4000 ms is held by one visitor of ten: not what p95/p99 publish. 10 visitors are
+    # too few for any quantile bracketed by 10 on each side: all withheld.
+    assert (cell["p50_ms"], cell["p95_ms"], cell["p99_ms"]) == (None, None, None)
+
+
+def test_a_percentile_is_published_once_k_visitors_lie_on_each_side() -> None:
+    def p95(n: int) -> float | None:
+        events = [{"time": T0, "visitor": f"v{i}", "route": "/", "duration_ms": float(i + 1)}
+                  for i in range(n)]  # fmt: skip
+        return row_of(publish([OPS], events), "cell", "/")["p95_ms"]
+
+    # Nearest rank of n=180 is 171: 171 values at or below it, 10 at or above.
+    assert p95(179) is None and p95(180) == 173.0  # 171 ms, bucketed
+    for n, p50 in ((18, None), (19, 9.93)):  # rank 10 of 19: 10 ms, bucketed
+        events = [{"time": T0, "visitor": f"v{i}", "route": "/", "duration_ms": float(i + 1)}
+                  for i in range(n)]  # fmt: skip
+        assert row_of(publish([OPS], events), "cell", "/")["p50_ms"] == p50
+
+
+def test_one_visitor_at_the_cap_does_not_decide_a_cells_measures() -> None:
+    """max_events_per_visitor (100) is 10x k (10): in a cell of k visitors one visitor
+    at the cap made 100 of 109 events, so the cell's median duration and bot_share were
+    that visitor's (the cap exists "so one heavy visitor cannot dominate a cell")."""
+    events = [{"time": T0, "visitor": f"v{i}", "route": "/search", "duration_ms": 20.0,
+               "bytes": 1000, "bot": False} for i in range(19)]  # fmt: skip
+    events += [{"time": T0, "visitor": "heavy", "route": "/search", "duration_ms": 4000.0,
+                "bytes": 1000, "bot": True} for _ in range(150)]  # fmt: skip
+    rows = publish([OPS], events)
+    for row in (row_of(rows, "cell", "/search"), row_of(rows, "summary")):
+        assert row["visitors"] == 20 and row["requests"] == 119  # requests stay per event
+        assert row["bytes"] == 119_000
+        assert row["p50_ms"] == 19.9  # 19 visitors' 20 ms, not the heavy one's 4000
+        assert row["bot_share"] == 0.05  # 1 visitor of 20, not 100 requests of 119
+
+
+def test_a_visitors_measured_request_is_its_first_in_the_cell() -> None:
+    spec = AggregateSpec("ops", 300, ("route", "method"), OPS_MEASURES, k=2,
+                         allowed_lateness_seconds=0)  # fmt: skip
+    events = [{"time": T0, "visitor": f"v{i}", "route": "/", "method": "POST",
+               "duration_ms": 1.0} for i in range(3)]  # fmt: skip
+    # "a" first requests / with GET (a new combination), then with POST (an older one).
+    events += [{"time": T0, "visitor": "a", "route": "/", "method": "GET", "duration_ms": 500.0},
+               {"time": T0, "visitor": "a", "route": "/", "method": "POST", "duration_ms": 1.0}]  # fmt: skip
+    agg = PartialAggregator([spec], 0, 1)
+    agg.add(events, offset=0)
+    agg.advance_to(T0 + 300)
+    (partial,) = agg.close_ready()
+    route = partial.dimensions["route"].cells["/"]
+    assert (route.requests, route.visitors) == (5, 4)
+    assert sorted(route.hist.values()) == [1, 3]  # a's 500 ms once, the others' 1 ms
+    post = partial.dimensions["method"].cells["POST"]
+    assert sum(post.hist.values()) == 4  # a's first POST counts in the POST cell
+
+
+def test_the_fold_publishes_no_measures() -> None:
+    """A visitor in several folded cells has a value in each, and the merger holds no
+    identities to keep one: __other__'s percentiles and bot share are null."""
+    events = [{"time": T0, "visitor": f"v{i}", "route": "/", "duration_ms": 5.0}
+              for i in range(40)]  # fmt: skip
+    events += [{"time": T0, "visitor": "rare", "route": f"/r{j}", "duration_ms": 900.0}
+               for j in range(30)]  # fmt: skip
+    events += [{"time": T0, "visitor": f"w{i}", "route": f"/s{i}"} for i in range(9)]
+    rows = publish([OPS], events)
+    other = row_of(rows, "cell", OTHER)
+    assert other["visitors"] == 10 and other["requests"] == 39
+    assert [other[m] for m in ("p50_ms", "p95_ms", "p99_ms", "bot_share")] == [None] * 4
+    assert row_of(rows, "summary")["p50_ms"] == 4.97
+
+
+def test_partials_without_per_visitor_measures_publish_none() -> None:
+    """A partial from code before per-visitor measures (in flight at an upgrade) has
+    per-event histograms: its window's rows carry counts, no measures."""
+    agg = PartialAggregator([OPS], 0, 1)
+    agg.add([{"time": T0, "visitor": f"v{i}", "route": "/", "duration_ms": 5.0, "bot": True}
+             for i in range(40)], offset=0)  # fmt: skip
+    agg.advance_to(T0 + 300)
+    (partial,) = agg.close_ready()
+    old = partial.to_dict()
+    for name in ("bots", "hist", "per_visitor"):
+        del old[name]
+    rows = WindowMerger([OPS]).add(Partial.from_dict(old))
+    assert {r["visitors"] for r in rows} == {40}
+    assert {r[m] for r in rows for m in ("p50_ms", "p95_ms", "p99_ms", "bot_share")} == {None}
+    fresh = WindowMerger([OPS]).add(Partial.from_bytes(partial.to_bytes()))
+    assert row_of(fresh, "cell", "/")["p50_ms"] == 4.97 and fresh[0]["bot_share"] == 1.0
+
+
+# --- aggregates audit (agg2): a window below k looks like an empty one ------------------
+
+
+def test_a_window_with_fewer_than_k_visitors_looks_like_an_empty_window() -> None:
+    """A window with 1..k-1 visitors published a 'below_k' summary per dimension; a
+    window without events publishes nothing. So the rows said "somebody (fewer than k
+    people) was here between 10:05 and 10:10": a group below k made visible."""
+    spec = AggregateSpec("ops", 300, ("route", "status_class"), OPS_MEASURES, k=10,
+                         allowed_lateness_seconds=0)  # fmt: skip
+    crowd = [{"time": T0, "visitor": f"v{i}", "route": "/", "status_class": "2xx"}
+             for i in range(20)]  # fmt: skip
+    quiet = T0 + 300  # the window after the crowd's
+    alone = [{"time": quiet, "visitor": "night-owl", "route": "/", "status_class": "2xx"}]
+    later = [{"time": quiet + 300, "visitor": f"w{i}", "route": "/", "status_class": "2xx"}
+             for i in range(20)]  # fmt: skip
+
+    def published(events: list[dict[str, Any]]) -> tuple[list[str], int]:
+        agg = PartialAggregator([spec], 0, 1)
+        agg.add(events, offset=0)
+        agg.advance_to(T0 + 10 * 86400)
+        merger = WindowMerger([spec])
+        rows = [row for p in agg.close_ready() for row in merger.add(p)]
+        return sorted({r["window_start"] for r in rows}), merger.stats["windows"]
+
+    with_owl, without = published(crowd + alone + later), published(crowd + later)
+    assert with_owl == without == (["2024-03-04T10:00:00Z", "2024-03-04T10:10:00Z"], 2)
+
+
+# --- aggregates audit (agg2): a left-over outbox after a spec change --------------------
+
+
+def _outbox_checkpoint(spec: AggregateSpec) -> tuple[bytes, list[dict[str, Any]]]:
+    """A merger checkpointed with its outbox and never published (the crash): 30
+    visitors on Chrome, 12 on Firefox."""
+    events = [{"time": T0, "visitor": f"c{i}", "browser": "Chrome"} for i in range(30)]
+    events += [{"time": T0, "visitor": f"f{i}", "browser": "Firefox"} for i in range(12)]
+    agg = PartialAggregator([spec], 0, 1)
+    agg.add(events, offset=0)
+    agg.advance_to(T0 + 3600)
+    merger = WindowMerger([spec])
+    merger.outbox = [row for p in agg.close_ready() for row in merger.add(p)]
+    return merger.snapshot(), merger.outbox
+
+
+def test_a_left_over_outbox_is_not_published_below_a_raised_k() -> None:
+    """README: after a restart the config's k applies to restored state. The merger's
+    outbox (rows checkpointed, maybe never published) was republished as it was: cells
+    gated with the old k reached the output after k was raised."""
+    from dataclasses import replace
+
+    old = AggregateSpec("ops", 300, ("browser",), k=10, allowed_lateness_seconds=0)
+    saved, rows = _outbox_checkpoint(old)
+    assert ("Firefox", 12) in {(r["value"], r["visitors"]) for r in rows}
+    raised = replace(old, k=20)  # the operator raises k, then restarts
+    again = WindowMerger.restore(saved, [raised])
+    assert again.republish() == [] and again.stats["withheld"] == len(rows)
+    # Unchanged, the same rows come back one revision higher; a dropped output's do not.
+    same = WindowMerger.restore(saved, [old]).republish()
+    assert [{**row, "revision": 1} for row in same] == rows
+    assert WindowMerger.restore(saved, [replace(old, name="other")]).republish() == []

@@ -6,6 +6,7 @@ import random
 import zlib
 from typing import Any
 
+import orjson
 import pytest
 
 from streams.aggregate import (
@@ -17,6 +18,7 @@ from streams.aggregate import (
     PartialAggregator,
     WindowMerger,
 )
+from streams.aggregate.spec import MEASURES
 from streams.records import FUTURE_SKEW_SECONDS
 from streams.rules import SOURCE_FIELDS
 from tests.properties.test_reidentification import (
@@ -494,3 +496,27 @@ def test_expected_raw_partitions_are_waited_for_until_they_send_or_go_idle() -> 
     clock[0] += 6
     restored.add_rows([sourced(T0 + 100, "f", 0, 3), sourced(T0 + 100, "g", 1, 2)], offset=4)
     assert restored.watermark_time == T0 + 100
+
+
+def test_a_checkpoint_from_before_per_visitor_measures_restores_without_them() -> None:
+    """Version-1 checkpoints kept per-event bot counts and histograms: their open
+    windows still count requests and visitors after an upgrade, but publish no
+    measures (which of a visitor's events came first is not in them)."""
+    ops = AggregateSpec("ops", 300, ("route",), MEASURES, k=2, allowed_lateness_seconds=0)
+    agg = PartialAggregator([ops], 0, 1)
+    agg.add([ev(T0, f"v{i}", duration_ms=5.0, bot=i == 0) for i in range(4)], offset=0)
+    state = orjson.loads(agg.snapshot())
+    state["version"] = 1  # as the code before wrote it:
+    for output in state["outputs"]:
+        for window in output["windows"]:
+            del window[6:]  # no window-level measures
+            window[5] = [[key, req, list(vis), nbytes, 1, {"77": req}]
+                         for key, req, vis, nbytes in window[5]]  # fmt: skip
+    restored = PartialAggregator.restore(orjson.dumps(state))
+    restored.add([ev(T0, "v9", duration_ms=5.0)], offset=1)
+    restored.advance_to(T0 + 300)
+    (partial,) = restored.close_ready()
+    assert not partial.per_visitor
+    rows = WindowMerger([ops]).add(partial)
+    assert {r["visitors"] for r in rows} == {5}
+    assert {r[m] for r in rows for m in ("p50_ms", "p95_ms", "p99_ms", "bot_share")} == {None}

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from streams.aggregate import PRODUCT_1H
+from streams.aggregate import PRODUCT_1H, AggregateSpec
 from streams.aggregate.partial import SOURCE_IDLE_SECONDS
 from streams.aggregate.runtime import AggregationRuntime
 from streams.rules import SOURCE_FIELDS
 
 SPEC = replace(PRODUCT_1H, dimensions=("route",), k=2)
+T0 = 1709546400  # 2024-03-04T10:00:00Z
 ROWS = ("time", "visitor", "bytes", "bot", "duration_ms", "route", *SOURCE_FIELDS)
 
 
@@ -164,3 +165,33 @@ def test_a_restart_applies_the_configs_k_and_outputs_to_restored_state() -> None
     day = [r for r in rows if r["window"] == "1d" and r["kind"] == "summary"]
     assert [r["visitors"] for r in day if r["dimension"] == "route"] == [42]
     assert not [r for r in rows if r["output"] == "ops"]
+
+
+# --- aggregates audit (agg2) -------------------------------------------------------------
+
+
+def test_status_and_metrics_count_the_cells_kept_out_by_k() -> None:
+    """runtime.suppressed (status page: "Suppressed by minimum group size", metric
+    logfog_aggregate_suppressed) summed the summaries' ``suppressed``, which the merger
+    always set to 0 (or null below k): it read 0 however many small cells were kept
+    out. It now counts the folds the summaries publish."""
+    from streams.metrics import AggregationCollector, Metrics
+    from streams.status import aggregate_status
+
+    spec = AggregateSpec("ops", 300, ("browser",), k=10, allowed_lateness_seconds=0)
+    runtime = AggregationRuntime([spec], partitions=1, snapshot_interval=1e9)
+    runtime.aggregator(0, lambda key: None)
+    events = [{"time": T0, "visitor": f"c{i}", "browser": "Chrome"} for i in range(30)]
+    events += [{"time": T0, "visitor": f"r{i}", "browser": f"Rare{i}"} for i in range(12)]
+    runtime.add_many(0, 0, events)
+    runtime.aggregators[0].advance_to(T0 + 3600)
+    rows = [row for _, p in runtime.close_ready() for row in runtime.merge(p)]
+    summary = next(r for r in rows if r["kind"] == "summary")
+    assert summary["other"] == {"cells": 12, "requests": 12, "visitors": 12, "secondary": 0}
+    assert aggregate_status(runtime)["suppressed"] == {  # type: ignore[index]
+        "cells": 12, "requests": 12, "visitors": 12
+    }  # fmt: skip
+    metrics = Metrics(None)
+    metrics.registry.register(AggregationCollector(runtime))
+    for what in ("cells", "requests", "visitors"):
+        assert metrics.value("logfog_aggregate_suppressed_total", {"what": what}) == 12

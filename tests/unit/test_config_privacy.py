@@ -7,14 +7,17 @@ logged warning when the rule (or ``keys``) says ``unsafe: true``.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 
 from streams.cli import main
 from streams.config import normalize, validate, worker_key_problems
+from streams.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 VISITOR = {"from": ["client.ip", "agent.original"], "action": "pseudonymize"}
@@ -328,3 +331,60 @@ def test_json_host_and_protocol_may_read_keys_of_their_own() -> None:
         json_fields={"host": "server_name", "protocol": "server_protocol"},
     )
     assert validate(config) == []
+
+
+# --- aggregates audit (agg2): one client on several sites ------------------------------
+
+
+def test_one_client_on_k_sites_alone_makes_no_published_cell(
+    make_pipeline: Callable[..., Pipeline],
+) -> None:
+    """The internal stream's visitor was a *per-site* pseudonym (scope: site), but no
+    aggregate is broken down by site: one address + user agent requesting a page on k
+    virtual hosts of one log counted as k distinct visitors, passed the k-gate alone,
+    and got k times the per-visitor contribution cap."""
+    from streams.cli import _FileAggregates
+
+    pipeline = make_pipeline(input={"format": "vhost_combined"})
+    ua = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
+    lines = [  # one person: one address, one browser, ten sites of one operator
+        f"site{i}.example:443 198.51.100.7 - - [04/Mar/2024:10:00:{i:02d} +0000] "
+        f'"GET /rare-page HTTP/1.1" 200 5 "-" "{ua}"'
+        for i in range(10)
+    ]
+    lines += [  # thirty ordinary visitors on one site
+        f"site0.example:443 203.0.113.{j} - - [04/Mar/2024:10:01:00 +0000] "
+        f'"GET / HTTP/1.1" 200 5 "-" "{ua}"'
+        for j in range(30)
+    ]
+    out = pipeline.test(lines)
+    index = [d.internal for d in pipeline.destinations].index(True)
+    at = pipeline.destinations[index].fields.index("visitor")
+    visitors = {orjson.loads(e[1])[at] for e in out.per_destination[index][:10]}
+    assert len(visitors) == 1  # one client, one pseudonym on all ten sites
+    aggregates = _FileAggregates(pipeline)
+    written = aggregates.add(list(out.per_destination[index])) + aggregates.finish()
+    rows = [orjson.loads(line) for line in written.splitlines()]
+    # 31 visitors in every window's totals: the crowd and the one client, once.
+    assert {r["visitors"] for r in rows if r["kind"] == "summary"} == {31}
+    leaked = [(r["output"], r["window"], r["visitors"]) for r in rows
+              if r["kind"] == "cell" and r["value"] == "/rare-page"]  # fmt: skip
+    assert leaked == [], f"one client published as a group: {leaked}"
+
+
+def test_the_internal_stream_pseudonymizes_per_client_and_published_ones_per_site() -> None:
+    normalized = normalize(with_aggregates(config()), [], [])
+    internal = normalized["destinations"]["_aggregate"]["fields"]["visitor"]
+    assert internal["options"]["scope"] == "client"
+    published = normalized["destinations"]["product"]["fields"]["visitor"]
+    assert published["options"]["scope"] == "site"
+
+
+@pytest.mark.parametrize("unsafe", [False, True])
+def test_client_scope_is_refused_in_every_published_destination(unsafe: bool) -> None:
+    rule = {"from": ["client.ip", "agent.original"], "action": "pseudonymize",
+            "scope": "client", "unsafe": unsafe}  # fmt: skip
+    for kind in ("analytics", "operations"):
+        errors = validate(with_rule(rule, kind))
+        assert any(e.startswith("destinations.product.fields.x.scope: 'client' is for "
+                                "logfog's internal aggregation stream only") for e in errors), errors  # fmt: skip

@@ -51,6 +51,15 @@ def test_global_scope_links_sites_on_purpose() -> None:
     assert f((10, "a.example", "x")) == f((10, "b.example", "x"))  # type: ignore[operator]
 
 
+def test_client_scope_is_one_pseudonym_across_sites_and_no_other_scopes() -> None:
+    """The internal aggregation stream's scope: one client on k sites is one visitor."""
+    ring = DerivedKeyRing(b"a" * 32, DAY)
+    client, site, unscoped = (build(ring, scope=s) for s in ("client", "site", "global"))
+    values = [(10, host, "203.0.113.9", "UA") for host in ("a.example", "b.example", None)]
+    assert len({client(v) for v in values}) == 1  # type: ignore[operator]
+    assert client(values[0]) not in {site(values[0]), unscoped(values[0])}  # type: ignore[operator]
+
+
 def test_field_boundaries_are_unambiguous() -> None:
     f = build(DerivedKeyRing(b"a" * 32, DAY))
     assert f((10, None, "ab", "c")) != f((10, None, "a", "bc"))  # type: ignore[operator]

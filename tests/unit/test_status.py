@@ -43,7 +43,8 @@ def test_status_json_leaves_out_per_visitor_figures() -> None:
     state.aggregation = runtime
     snapshot = status_snapshot(state, NoLines(), Metrics(None))
     shown = snapshot["aggregates"]
-    assert shown["merger"] == {k: full[k] for k in ("partials", "replaced", "stale", "windows")}
+    assert shown["merger"] == {k: full[k] for k in ("partials", "replaced", "stale", "windows",
+                                                   "withheld")}  # fmt: skip
     text = orjson.dumps(snapshot).decode()
     assert "capped" not in text and "late" not in text and "37" not in text
     # What stays: totals and the published (k-gated) values.
