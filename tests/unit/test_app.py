@@ -212,10 +212,13 @@ def test_unreadable_aggregation_records_are_skipped_logged_and_counted(
 
     pipeline, runtime = aggregation(make_pipeline)
     metrics = Metrics(pipeline)
-    rows = b"\n".join(pipeline.test([line(1), line(2)]).values("_aggregate"))
+    # k (10) visitors: a window below k publishes nothing, and the last check below
+    # needs rows.
+    visitors = [line(n) for n in range(12)]
+    rows = b"\n".join(pipeline.test(visitors).values("_aggregate"))
     add_input_record(runtime, message("agg.input", 7, b'{"not": json'), metrics)
     add_input_record(runtime, message("agg.input", 8, rows), metrics)
-    assert runtime.events == 2  # the good record after the bad one is applied
+    assert runtime.events == 12  # the good record after the bad one is applied
     for offset, value in enumerate([b'{"a":1}', b"[1,2]", b"null", b"\x00", None]):
         assert merge_record(runtime, message("agg.partials", offset, value), metrics) == []
     skipped = metrics.value("logfog_records_skipped_total", {"topic": "agg.partials"})
