@@ -24,7 +24,7 @@ from typing import Any, Final
 import yaml
 
 from streams.actions import REGISTRY
-from streams.actions.base import REQUIRED, BuildContext, Option
+from streams.actions.base import INTERNAL_DESTINATION, REQUIRED, BuildContext, Option
 from streams.admin import topic_name_problem
 from streams.durations import parse_duration
 from streams.fields import BUCKETED, BUCKETED_ACTIONS, NOT_IN_ANALYTICS, SENSITIVE, SOURCES
@@ -897,7 +897,7 @@ def _geo_problems(rules: Mapping[str, Any], geo: Mapping[str, Any], where: str) 
 RESERVED_DESTINATIONS = ("rejected", "aggregates")
 
 #: Name of the internal destination feeding the aggregator (not a user destination).
-AGGREGATE_INPUT = "_aggregate"
+AGGREGATE_INPUT = INTERNAL_DESTINATION
 
 
 def _check_keys(config: Mapping[str, Any], errors: list[str], warnings: list[str]) -> None:

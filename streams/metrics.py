@@ -69,6 +69,9 @@ class AggregationCollector(Collector):
     (0, 0.0)
     >>> m.value("logfog_aggregate_late_events_total")
     0
+    >>> runtime.merger.stats["withheld"] = 3  # as a restore after a config change sets it
+    >>> m.value("logfog_aggregate_withheld_rows_total")
+    3
     """
 
     def __init__(self, runtime: Any) -> None:
@@ -98,6 +101,13 @@ class AggregationCollector(Collector):
         )
         late.add_metric([], runtime.merger.stats["late"])
         yield late
+        withheld = CounterMetricFamily(
+            "logfog_aggregate_withheld_rows",
+            "checkpointed rows not republished after a restart: gated under another "
+            "config or row version (their windows are lost if they never reached the output)",
+        )
+        withheld.add_metric([], runtime.merger.stats["withheld"])
+        yield withheld
         yield gauge_family(
             "logfog_aggregate_open_partitions", "input partitions held", [],
             [([], float(len(runtime.aggregators)))],

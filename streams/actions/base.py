@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 Transform = Callable[[Any], Any]
 
@@ -52,6 +52,11 @@ class Option:
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
+
+
+#: The internal destination feeding the aggregator (never published; its topic is as
+#: sensitive as the raw one): the only one an action may give client-level values.
+INTERNAL_DESTINATION: Final = "_aggregate"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ False
 >>> a == f((100, "shop.example.net", "203.0.113.9", "Mozilla/5.0"))  # other site
 False
 >>> c = SPEC.build({"scope": "client", "algorithm": "blake2b", "length": 16},
-...                BuildContext(site="example.org", keyring=ring))
+...                BuildContext(destination="_aggregate", site="example.org", keyring=ring))
 >>> c((100, "shop.example.net", "203.0.113.9", "Mozilla/5.0")) == c((100, None, "203.0.113.9",
 ...     "Mozilla/5.0")) != a
 True
@@ -41,7 +41,13 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from streams.actions.base import ActionSpec, BuildContext, Option, Transform
+from streams.actions.base import (
+    INTERNAL_DESTINATION,
+    ActionSpec,
+    BuildContext,
+    Option,
+    Transform,
+)
 from streams.memo import remember
 
 #: Implicit sources prepended to ``from``: the epoch comes from the time, scope from host.
@@ -59,6 +65,9 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
     epoch_seconds: int = ring.epoch_seconds
     key_for = ring.key_for
     scope = options["scope"]
+    if scope == "client" and context.destination != INTERNAL_DESTINATION:
+        # The config refuses it too; this holds for pipelines built without validation.
+        raise ValueError("scope: client is only for the internal aggregation input")
     per_site = scope == "site"
     # In place of the site, a string no Host header yields (site_name strips leading
     # whitespace, and str.strip counts \x1d as whitespace), nor global's "": a client

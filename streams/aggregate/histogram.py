@@ -14,8 +14,8 @@ clamp to the end buckets.
 (2.09, 103.0)
 >>> quantile({}, 0.5) is None
 True
->>> quantile(h, 0.5, k=2), quantile(h, 0.99, k=2)  # the top value alone: withheld
-(2.09, None)
+>>> quantile(h, 0.5, k=2), quantile(h, 0.99, k=2)  # mean of ranks 1-3; the top: withheld
+(2.03, None)
 """
 
 from __future__ import annotations
@@ -53,29 +53,41 @@ def merge(into: dict[int, int], other: Mapping[int, int]) -> None:
 
 def midpoint(index: int) -> float:
     """Representative value of a bucket: its geometric midpoint, 3 significant digits."""
-    value = 2.0 ** ((index - OFFSET + 0.5) / STEPS_PER_OCTAVE)
-    return float(f"{value:.3g}")
+    return float(f"{_raw_midpoint(index):.3g}")
 
 
 def quantile(hist: Mapping[int, int], q: float, k: int = 1) -> float | None:
-    """The ``q`` quantile (nearest rank) of the recorded durations, None when empty or
-    when fewer than ``k`` values lie at or below its rank, or fewer than ``k`` at or
-    above it. With one value per visitor (the aggregates' histograms), a published
-    quantile is then bracketed by k visitors on each side, never one visitor's own
-    value: below 20 values, the nearest-rank p95 *is* the maximum. For k = 10 that
-    takes 19 values for the median, 180 for p95 and 900 for p99."""
+    """The ``q`` quantile of the recorded durations: the mean of the values at the
+    2k - 1 ranks around its nearest rank; None when empty or when those ranks do not
+    all exist (fewer than k values at or below the nearest rank, or at or above it).
+
+    With one value per visitor (the aggregates' histograms), a published quantile is
+    an average over 2k - 1 visitors, never one visitor's own value (a review found a
+    lone visitor's bucket published as the median between two groups of 9), and below
+    20 values the nearest-rank p95 *is* the maximum. For k = 10 that takes 19 values
+    for the median, 180 for p95 and 900 for p99. With ``k = 1`` it is the nearest rank.
+    """
     total = sum(hist.values())
     if total == 0:
         return None
     rank = max(1, math.ceil(q * total))
     if rank < k or total - rank + 1 < k:
         return None
+    first, last = rank - k + 1, rank + k - 1  # the ranks averaged, both included
     seen = 0
+    weighted = 0.0
     for i in sorted(hist):
-        seen += hist[i]
-        if seen >= rank:
-            return midpoint(i)
-    return midpoint(max(hist))  # pragma: no cover - unreachable, ranks never exceed total
+        low, seen = seen + 1, seen + hist[i]  # this bucket holds ranks low..seen
+        overlap = min(seen, last) - max(low, first) + 1
+        if overlap > 0:
+            weighted += overlap * _raw_midpoint(i)
+        if seen >= last:
+            break
+    return float(f"{weighted / (last - first + 1):.3g}")
+
+
+def _raw_midpoint(index: int) -> float:
+    return 2.0 ** ((index - OFFSET + 0.5) / STEPS_PER_OCTAVE)
 
 
 def to_pairs(hist: Mapping[int, int]) -> list[list[int]]:

@@ -74,19 +74,21 @@ the fold (a, b, c), a place contains its sub-places (d, e). Known limits, not ch
   checked.
 
 Measures are per visitor: a cell's ``p50_ms``/``p95_ms``/``p99_ms`` and ``bot_share``
-count one value per visitor, that of the visitor's first request in the cell (stage 2
-keeps which one came first); ``requests`` and ``bytes`` count every request. With
-per-event values one visitor at the contribution cap (100 requests) made most of a
-10-visitor cell's values and decided its median and bot share. A percentile is
-published only when at least k values (visitors) lie at or below its nearest rank and
-at least k at or above it, else it is ``null``: for k = 10 the median needs 19 visitors,
+count one value per visitor, that of the visitor's first counted request in the cell
+(the first to arrive: stage 2 keeps which one came first; a visitor's lines from several
+raw partitions may arrive out of time order); ``requests`` and ``bytes`` count every
+request. With per-event values one visitor at the contribution cap (100 requests) made
+most of a 10-visitor cell's values and decided its median and bot share. A percentile is
+published only when at least k values (visitors) lie at or below its nearest rank and at
+least k at or above it, else it is ``null``: for k = 10 the median needs 19 visitors,
 p95 180 and p99 900 (below 20 values the nearest-rank p95 *is* the maximum, one
-visitor's own value). ``bot_share`` is the share of the cell's visitors whose first
-request there came from a bot. A summary's measures are over each visitor's first
-request in the window. ``__other__`` rows have no measures (``null``): a visitor in
-several folded cells has a value in each, and the merger, holding counts only, cannot
-keep just one. A window with a partial from before this rule (an upgrade) publishes
-no measures.
+visitor's own value); the value published is the mean of the 2k - 1 values around that
+rank, so never one visitor's. ``bot_share`` is the share of the cell's visitors whose
+first counted request there came from a bot, published only when the bots and the others
+are each none or at least k. A summary's measures are over each visitor's first request
+in the window. ``__other__`` rows have no measures (``null``): a visitor in several
+folded cells has a value in each, and the merger, holding counts only, cannot keep just
+one. A window with a partial from before this rule (an upgrade) publishes no measures.
 
 Rows (``version``: the row schema, 2 since measures are per visitor (1: per request);
 ``revision``: 1 when a window is first published, higher when it is published
@@ -132,6 +134,7 @@ output (``stats["withheld"]`` counts the rows).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -142,6 +145,8 @@ import orjson
 from streams.aggregate import histogram
 from streams.aggregate.partial import SEP, Cell, Partial, Tail
 from streams.aggregate.spec import OTHER, PERCENTILES, PLACE, AggregateSpec, reconcile
+
+log = logging.getLogger("logfog.aggregate")
 
 #: 2: measures per visitor, bracketed by k (1: per request, one visitor could decide
 #: them); no rows for windows below k, no ``suppressed`` in summaries.
@@ -317,7 +322,14 @@ def _measures(
         if name in spec.measures:
             row[name] = histogram.quantile(cell.hist, q, spec.k) if measured else None
     if "bot_share" in spec.measures:
-        row["bot_share"] = round(cell.bots / visitors, 4) if measured and visitors else None
+        # Only when the bots and the others are each none or at least k: else the
+        # share names a group of fewer than k (one "bot" can be a person's curl).
+        publish = (
+            measured
+            and visitors
+            and all(n == 0 or n >= spec.k for n in (cell.bots, visitors - cell.bots))
+        )
+        row["bot_share"] = round(cell.bots / visitors, 4) if publish and visitors else None
     return row
 
 
@@ -511,12 +523,23 @@ class WindowMerger:
         gated = {(s.name, s.window_label): s for s in saved_specs}
         current = {(s.name, s.window_label): s for s in specs}
         outbox = saved.get("outbox", [])  # absent from older checkpoints
+        # Rows of an older schema were gated by older rules (version 1 published
+        # windows below k, and measures per request): withheld too (a review).
         merger.outbox = [
             row for row in outbox
-            if (spec := current.get((row["output"], row["window"]))) is not None
+            if row.get("version") == ROW_VERSION
+            and (spec := current.get((row["output"], row["window"]))) is not None
             and gated.get((row["output"], row["window"])) == spec
         ]  # fmt: skip
-        merger.stats["withheld"] += len(outbox) - len(merger.outbox)
+        withheld = len(outbox) - len(merger.outbox)
+        if withheld:
+            merger.stats["withheld"] += withheld
+            # Their windows are lost if the rows never reached the output: say so.
+            log.warning(
+                "aggregates: %d checkpointed rows withheld (gated under another config or "
+                "row version); see logfog_aggregate_withheld_rows",
+                withheld,
+            )
         by_key = {spec.key: o for spec, o in zip(saved_specs, saved["outputs"], strict=True)}
         for spec, old_spec in zip(specs, from_saved, strict=True):
             if old_spec is None:

@@ -219,9 +219,10 @@ def test_a_percentile_is_published_once_k_visitors_lie_on_each_side() -> None:
                   for i in range(n)]  # fmt: skip
         return row_of(publish([OPS], events), "cell", "/")["p95_ms"]
 
-    # Nearest rank of n=180 is 171: 171 values at or below it, 10 at or above.
-    assert p95(179) is None and p95(180) == 173.0  # 171 ms, bucketed
-    for n, p50 in ((18, None), (19, 9.93)):  # rank 10 of 19: 10 ms, bucketed
+    # Nearest rank of n=180 is 171: 171 values at or below it, 10 at or above; the
+    # value is the mean of ranks 162-180 (162-180 ms, bucketed).
+    assert p95(179) is None and p95(180) == 170.0
+    for n, p50 in ((18, None), (19, 10.0)):  # ranks 1-19 of 19: 1-19 ms, bucketed
         events = [{"time": T0, "visitor": f"v{i}", "route": "/", "duration_ms": float(i + 1)}
                   for i in range(n)]  # fmt: skip
         assert row_of(publish([OPS], events), "cell", "/")["p50_ms"] == p50
@@ -240,7 +241,8 @@ def test_one_visitor_at_the_cap_does_not_decide_a_cells_measures() -> None:
         assert row["visitors"] == 20 and row["requests"] == 119  # requests stay per event
         assert row["bytes"] == 119_000
         assert row["p50_ms"] == 19.9  # 19 visitors' 20 ms, not the heavy one's 4000
-        assert row["bot_share"] == 0.05  # 1 visitor of 20, not 100 requests of 119
+        # 1 visitor of 20 (not 100 requests of 119): a group below k, withheld
+        assert row["bot_share"] is None
 
 
 def test_a_visitors_measured_request_is_its_first_in_the_cell() -> None:
@@ -355,3 +357,42 @@ def test_a_left_over_outbox_is_not_published_below_a_raised_k() -> None:
     same = WindowMerger.restore(saved, [old]).republish()
     assert [{**row, "revision": 1} for row in same] == rows
     assert WindowMerger.restore(saved, [replace(old, name="other")]).republish() == []
+
+
+def test_a_left_over_outbox_of_an_older_row_version_is_withheld(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Version 1 rows were gated by older rules (windows below k published, measures
+    # per request): after an upgrade with the same spec they came back (a review).
+    import orjson
+
+    spec = AggregateSpec("ops", 300, ("browser",), k=10, allowed_lateness_seconds=0)
+    saved, rows = _outbox_checkpoint(spec)
+    data = orjson.loads(saved)
+    data["outbox"] = [{**row, "version": 1} for row in data["outbox"]]
+    with caplog.at_level("WARNING", logger="logfog.aggregate"):
+        again = WindowMerger.restore(orjson.dumps(data), [spec])
+    assert again.republish() == [] and again.stats["withheld"] == len(rows)
+    assert f"{len(rows)} checkpointed rows withheld" in caplog.text
+
+
+def test_a_published_percentile_is_no_single_visitors_value() -> None:
+    # A review: 9 visitors at 10 ms, one at 500 ms, 9 at 10 s. The median's nearest
+    # rank is the lone visitor's; the mean of the 19 ranks around it is nobody's.
+    durations = [10.0] * 9 + [500.0] + [10_000.0] * 9
+    events = [{"time": T0, "visitor": f"v{i}", "route": "/", "duration_ms": d}
+              for i, d in enumerate(durations)]  # fmt: skip
+    p50 = row_of(publish([OPS], events), "cell", "/")["p50_ms"]
+    assert p50 is not None and abs(p50 - sum(durations) / 19) / p50 < 0.05
+    assert not 450 < p50 < 550
+
+
+@pytest.mark.parametrize(("bots", "share"), [(0, 0.0), (1, None), (9, None), (10, 0.5), (20, 1.0)])
+def test_bot_share_names_no_group_below_k(bots: int, share: float | None) -> None:
+    # One "bot" of 19 visitors (curl is a bot here, and a person) was published as
+    # 0.0526: the size of a group below k (a review).
+    humans = 0 if bots == 20 else (19 - bots if bots < 10 else 10)
+    agents = ["curl/8.5.0"] * bots + ["Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0"] * humans
+    events = [{"time": T0, "visitor": f"v{i}", "route": "/", "bot": ua.startswith("curl")}
+              for i, ua in enumerate(agents)]  # fmt: skip
+    assert row_of(publish([OPS], events), "cell", "/")["bot_share"] == share

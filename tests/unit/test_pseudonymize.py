@@ -7,6 +7,8 @@ import secrets
 import types
 from typing import Any
 
+import pytest
+
 from streams.actions.base import BuildContext
 from streams.actions.pseudonymize import SPEC
 from streams.keys import DerivedKeyRing, EphemeralKeyRing
@@ -18,8 +20,20 @@ DAY = 86400
 def build(
     ring: object, scope: str = "site", algorithm: str = "blake2b", length: int = 16
 ) -> object:
+    destination = "_aggregate" if scope == "client" else "ops"  # client: internal only
     return SPEC.build({"scope": scope, "algorithm": algorithm, "length": length},
-                      BuildContext(site="www.example.org", keyring=ring))  # fmt: skip
+                      BuildContext(destination=destination, site="www.example.org",
+                                   keyring=ring))  # fmt: skip
+
+
+def test_client_scope_is_refused_outside_the_internal_aggregation_input() -> None:
+    # The config refuses it in published destinations; build() too, for pipelines
+    # compiled without validation (a review).
+    with pytest.raises(ValueError, match="only for the internal aggregation input"):
+        SPEC.build(
+            {"scope": "client", "algorithm": "blake2b", "length": 16},
+            BuildContext(destination="product", keyring=DerivedKeyRing(b"a" * 32, DAY)),
+        )
 
 
 def test_stable_within_epoch_and_site() -> None:
