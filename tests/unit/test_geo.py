@@ -8,7 +8,9 @@ import os
 import sys
 import threading
 import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -478,11 +480,12 @@ def test_file_rewritten_in_place_gives_empty_not_errors(
     assert caplog.text.count("rewritten in place") <= 1
 
 
-def test_published_geo_values_follow_a_database_reload(tmp_path: Path) -> None:
-    # The rules memoize each client's values (geo included): a reload must empty that
-    # memo, or every client already seen keeps the old database's answer (an audit).
-    from streams.pipeline import Pipeline
+_RELOAD_LINE = '192.0.2.7 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 5 "-" "-"'
 
+
+def _country_setup(tmp_path: Path) -> tuple[GeoLookup, dict[str, Any], Callable[[], None]]:
+    """A city database saying DE, a config publishing the country, and a function that
+    replaces the database (atomically) with one saying FR and reloads it."""
     path = tmp_path / "city.mmdb"
     build_city_db(path, {"192.0.2.0/24": city_record("DE", "EU")})
     geo = GeoLookup(city=str(path), check_interval=0)
@@ -491,14 +494,26 @@ def test_published_geo_values_follow_a_database_reload(tmp_path: Path) -> None:
         "destinations": {"d": {"topic": "t", "fields": {"country": {"from": "geo.country",
                                                                     "action": "keep"}}}},
     }  # fmt: skip
+
+    def to_france() -> None:
+        replacement = tmp_path / "new.mmdb"
+        build_city_db(replacement, {"192.0.2.0/24": city_record("FR", "EU")})
+        os.replace(replacement, path)
+        assert geo.reload_if_changed(force=True)
+
+    return geo, config, to_france
+
+
+def test_published_geo_values_follow_a_database_reload(tmp_path: Path) -> None:
+    # The rules memoize each client's values (geo included): a reload must empty that
+    # memo, or every client already seen keeps the old database's answer (an audit).
+    from streams.pipeline import Pipeline
+
+    geo, config, to_france = _country_setup(tmp_path)
     pipeline = Pipeline.from_config(config, geo=geo)
-    line = '192.0.2.7 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 5 "-" "-"'
-    assert pipeline.test([line]).events("d")[0]["country"] == "DE"
-    replacement = tmp_path / "new.mmdb"
-    build_city_db(replacement, {"192.0.2.0/24": city_record("FR", "EU")})
-    os.replace(replacement, path)
-    assert geo.reload_if_changed(force=True)
-    assert pipeline.test([line]).events("d")[0]["country"] == "FR"
+    assert pipeline.test([_RELOAD_LINE]).events("d")[0]["country"] == "DE"
+    to_france()
+    assert pipeline.test([_RELOAD_LINE]).events("d")[0]["country"] == "FR"
 
 
 def test_dbip_city_names_carry_districts_finer_than_the_city(tmp_path: Path) -> None:
@@ -546,21 +561,10 @@ def test_a_dropped_pipeline_is_not_kept_alive_by_reload_callbacks(tmp_path: Path
 
     from streams.pipeline import Pipeline
 
-    path = tmp_path / "city.mmdb"
-    build_city_db(path, {"192.0.2.0/24": city_record("DE", "EU")})
-    geo = GeoLookup(city=str(path), check_interval=0)
-    config = {
-        "enrich": {"geo": {"city": str(path)}},
-        "destinations": {"d": {"topic": "t", "fields": {"country": {"from": "geo.country",
-                                                                    "action": "keep"}}}},
-    }  # fmt: skip
+    geo, config, to_france = _country_setup(tmp_path)
     dropped = weakref.ref(Pipeline.from_config(config, geo=geo))
     kept = Pipeline.from_config(config, geo=geo)
     gc.collect()
     assert dropped() is None
-    replacement = tmp_path / "new.mmdb"
-    build_city_db(replacement, {"192.0.2.0/24": city_record("FR", "EU")})
-    os.replace(replacement, path)
-    assert geo.reload_if_changed(force=True)
-    line = '192.0.2.7 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 5 "-" "-"'
-    assert kept.test([line]).events("d")[0]["country"] == "FR"
+    to_france()
+    assert kept.test([_RELOAD_LINE]).events("d")[0]["country"] == "FR"
