@@ -126,7 +126,7 @@ SNAPSHOT_VERSION = 2
 NO_DURATION = histogram.BUCKETS
 #: Bits of a measure code below the event index: 9 for the bucket (0..256), 1 for bot.
 _CODE_SHIFT = 10
-_BUCKET_MASK = (1 << _CODE_SHIFT - 1) - 1
+_BUCKET_MASK = (1 << (_CODE_SHIFT - 1)) - 1  # 9 bits: the bucket, below the bot bit
 _bucket = histogram.bucket
 #: Default wall-clock seconds without a row after which a raw partition no longer holds
 #: back the event time (``aggregates.source_idle``; see the module docstring). Longer
