@@ -297,6 +297,7 @@ def compile_rules(
     used: set[str] = set()
     values: dict[str, str] = {}  # rule signature -> local variable holding its value
     keys: dict[str, str] = {}  # value expression -> local holding it encoded as a Kafka key
+    shared_args: dict[str, str] = {}  # tuple expression -> the local holding it
     for index, (name, dest) in enumerate(config["destinations"].items()):
         kind = dest["kind"]
         entries = []
@@ -363,6 +364,14 @@ def compile_rules(
                     namespace[f"get_{local}"] = memo.get
                     compute.append(f"    {local} = get_{local}({argument}, MISS)")
                     compute.append(f"    if {local} is MISS: {local} = f_{local}({argument})")
+                elif len(args) > 1:
+                    # Rules reading the same sources (the product's and the aggregation
+                    # input's pseudonyms) share one argument tuple per line.
+                    shared = shared_args.get(argument)
+                    if shared is None:
+                        shared = shared_args[argument] = f"a{len(shared_args)}"
+                        compute.append(f"    {shared} = {argument}")
+                    compute.append(f"    {local} = f_{local}({shared})")
                 else:
                     compute.append(f"    {local} = f_{local}({argument})")
             entries.append(f"{out_name!r}: {local}")
