@@ -50,8 +50,23 @@ def problems(section: Mapping[str, Any]) -> list[str]:
     >>> problems({"protocol": "PLAINTEXT"})
     []
     """
+    return [message for _, message in problems_by_key(section)]
+
+
+def problems_by_key(section: Mapping[str, Any]) -> list[tuple[frozenset[str], str]]:
+    """:func:`problems`, each with the keys it is about (the config check leaves out
+    the problems about keys that already have a type error of their own).
+
+    >>> [(keys, text)] = problems_by_key({"protocol": "SSL", "cert_file": "c.pem"})
+    >>> sorted(keys), text[:40]
+    (['cert_file', 'key_file'], 'kafka.security: cert_file and key_file g')
+    """
     protocol = section.get("protocol", "PLAINTEXT")
-    out: list[str] = []
+    out: list[tuple[frozenset[str], str]] = []
+
+    def problem(keys: tuple[str, ...], message: str) -> None:
+        out.append((frozenset(keys), message))
+
     # An unknown protocol (None: refused by the schema) leaves the rules that depend on
     # it unchecked; the others still run.
     known = protocol in PROTOCOLS
@@ -60,36 +75,41 @@ def problems(section: Mapping[str, Any]) -> list[str]:
     mechanism = section.get("sasl_mechanism")
     username, password = section.get("username"), section.get("password")
     if password is not None and not _is_reference(password):
-        out.append(
+        problem(
+            ("password",),
             f"{WHERE}.password: a literal password is refused; use env:NAME (an environment "
-            "variable) or file:PATH (e.g. a mounted Secret)"
+            "variable) or file:PATH (e.g. a mounted Secret)",
         )
     if (
         username is not None
         and username.startswith(("env:", "file:"))
         and not _is_reference(username)
     ):
-        out.append(f"{WHERE}.username: {username!r} names no variable or file")
+        problem(("username",), f"{WHERE}.username: {username!r} names no variable or file")
     if sasl:
         if mechanism is None:
-            out.append(f"{WHERE}.sasl_mechanism: required with {protocol} "
-                       f"(one of {', '.join(MECHANISMS)})")  # fmt: skip
+            problem(("protocol", "sasl_mechanism"), f"{WHERE}.sasl_mechanism: required with "
+                    f"{protocol} (one of {', '.join(MECHANISMS)})")  # fmt: skip
         if username is None:
-            out.append(f"{WHERE}.username: required with {protocol}")
+            problem(("protocol", "username"), f"{WHERE}.username: required with {protocol}")
         if password is None:
-            out.append(f"{WHERE}.password: required with {protocol} (env:NAME or file:PATH)")
+            problem(
+                ("protocol", "password"),
+                f"{WHERE}.password: required with {protocol} (env:NAME or file:PATH)",
+            )
     elif known:
         for key in ("sasl_mechanism", "username", "password"):
             if section.get(key) is not None:
-                out.append(f"{WHERE}.{key}: set, but protocol {protocol} uses no SASL "
-                           "(use SASL_SSL)")  # fmt: skip
+                problem(("protocol", key), f"{WHERE}.{key}: set, but protocol {protocol} "
+                        "uses no SASL (use SASL_SSL)")  # fmt: skip
     if known and not tls:
         for key in ("ca_file", "cert_file", "key_file"):
             if section.get(key) is not None:
-                out.append(f"{WHERE}.{key}: set, but protocol {protocol} uses no TLS "
-                           "(use SSL or SASL_SSL)")  # fmt: skip
+                problem(("protocol", key), f"{WHERE}.{key}: set, but protocol {protocol} "
+                        "uses no TLS (use SSL or SASL_SSL)")  # fmt: skip
     if (section.get("cert_file") is None) != (section.get("key_file") is None):
-        out.append(f"{WHERE}: cert_file and key_file go together (client certificate)")
+        problem(("cert_file", "key_file"),
+                f"{WHERE}: cert_file and key_file go together (client certificate)")  # fmt: skip
     return out
 
 

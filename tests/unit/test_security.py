@@ -21,6 +21,7 @@ from streams.security import (
     aiokafka_settings,
     faust_credentials,
     kafka_python_settings,
+    problems_by_key,
     resolve,
 )
 
@@ -102,6 +103,24 @@ def test_one_bad_key_does_not_hide_the_cross_key_problems(
     assert len(errors) == len(expected), errors
     for error, start in zip(errors, expected, strict=True):
         assert error.startswith(start), errors
+
+
+@pytest.mark.parametrize(
+    ("security", "expected"),
+    [
+        ({"protocol": "SASL_SSL"}, [{"protocol", "sasl_mechanism"}, {"protocol", "username"},
+                                    {"protocol", "password"}]),
+        ({"protocol": "PLAINTEXT", "ca_file": "/ca.pem"}, [{"protocol", "ca_file"}]),
+        ({"protocol": "SSL", "cert_file": "/c.pem"}, [{"cert_file", "key_file"}]),
+        ({**SASL_SSL, "username": "env:"}, [{"username"}]),
+    ],
+)  # fmt: skip
+def test_each_problem_says_which_keys_it_is_about(
+    security: dict[str, Any], expected: list[set[str]]
+) -> None:
+    """The config check leaves out problems about keys that have a type error of their
+    own by these tags (it used to look for key names in the problem's text)."""
+    assert [set(keys) for keys, _ in problems_by_key(security)] == expected
 
 
 def test_sasl_plain_without_tls_is_a_warning() -> None:
