@@ -864,9 +864,7 @@ def _check_kafka_security(
     # A bad key counts as unset (a bad protocol as unknown: security.problems then skips
     # the rules that depend on it), and a rule about a bad key says nothing new.
     usable = {name: None if name in bad else value for name, value in section.items()}
-    errors.extend(
-        message for keys, message in security.problems_by_key(usable) if not keys & bad
-    )
+    errors.extend(message for keys, message in security.problems_by_key(usable) if not keys & bad)
     warnings.extend(security.warnings(usable))
 
 

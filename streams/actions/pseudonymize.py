@@ -81,7 +81,8 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
     sha256 = hashlib.sha256
 
     size = context.cache_size
-    # Visitors repeat: memoize per epoch. The memo of an epoch maps raw values to its
+    # Visitors repeat: memoize per epoch, by the values the hash reads (not the Host
+    # header, unless the scope is per site). The memo of an epoch maps raw values to its
     # pseudonyms, so it must not outlive the key: the ring tells ``memos`` (from its own
     # thread, for the shared ring) the moment it drops a key (rule 5).
     memos = _EpochMemos()
@@ -126,7 +127,7 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
                 if counters is not None:
                     counters["pseudonym.empty"] += 1
                 return None
-        ident = values[1:]
+        ident = values[1:] if per_site else values[2:]
         out = memo.get(ident)
         if out is None:
             out = remember(memo, ident, compute(key, values), size)

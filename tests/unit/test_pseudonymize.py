@@ -74,6 +74,32 @@ def test_client_scope_is_one_pseudonym_across_sites_and_no_other_scopes() -> Non
     assert client(values[0]) not in {site(values[0]), unscoped(values[0])}  # type: ignore[operator]
 
 
+def test_scopes_without_the_site_memoize_each_client_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The memo of ``client`` and ``global`` scope was keyed by the Host header too, which
+    they do not hash: one client on many sites filled it with copies and hashed again for
+    each."""
+    import hashlib
+
+    calls: list[bytes] = []
+    real = hashlib.blake2b
+
+    def counting(data: bytes, **kwargs: Any) -> Any:
+        if b"203.0.113.9" in data:  # (the key ring derives its keys with BLAKE2b too)
+            calls.append(data)
+        return real(data, **kwargs)
+
+    monkeypatch.setattr(hashlib, "blake2b", counting)
+    ring = DerivedKeyRing(b"a" * 32, DAY)
+    for scope, hashes in (("client", 1), ("global", 1), ("site", 3)):
+        calls.clear()
+        f = build(ring, scope=scope)
+        for host in ("a.example", "b.example", "c.example:8080", "a.example"):
+            f((10, host, "203.0.113.9", "UA"))  # type: ignore[operator]
+        assert len(calls) == hashes, scope
+
+
 def test_field_boundaries_are_unambiguous() -> None:
     f = build(DerivedKeyRing(b"a" * 32, DAY))
     assert f((10, None, "ab", "c")) != f((10, None, "a", "bc"))  # type: ignore[operator]
