@@ -1121,21 +1121,24 @@ def _when_broker_is_up(
     return prepare(config, bootstrap, security)
 
 
-def _run_faust(app: Any, pipeline: Any, loglevel: str, on_stop_signal: Any = None) -> int:
-    """Run a Faust worker for ``app`` until it is stopped; the exit status.
-    ``on_stop_signal``: called first on SIGTERM/SIGINT (the child's stop then runs
-    alongside ours, not after it)."""
-    try:
-        import mode.loop
+def _ignore_sigusr1(worker: Any) -> None:
+    """mode's Worker answers SIGUSR1 by printing every thread's and task's stack *with
+    its local variables* to stderr, around the JSON log formatter: raw lines, addresses
+    and the config in the container log. Operators send it to "reopen logs" (logrotate,
+    nginx habits); logfog writes to stderr and has nothing to reopen."""
+    log.warning("SIGUSR1 ignored: logfog has no log file to reopen and dumps no stacks")
 
-        mode.loop.use("uvloop")  # measured 1.6-2.3x on the send paths (NOTES-faust.md)
-    except Exception:  # pragma: no cover - uvloop missing: asyncio's loop works
-        log.info("uvloop unavailable; using asyncio's event loop")
+
+def _ignore_sigusr2(worker: Any) -> None:
+    """mode's Worker answers SIGUSR2 with ``pdb.set_trace()`` on the event loop: with
+    stdin open (``docker run -i``, a terminal) the worker stops handling records and
+    heartbeats, and hands a debugger over raw lines and keys to whoever holds stdin."""
+    log.warning("SIGUSR2 ignored: no debugger in a worker (it holds raw lines and keys)")
+
+
+def worker_class(on_stop_signal: Callable[[], None] | None = None) -> type[Any]:
+    """Faust's Worker with logfog's signal handling (see the handlers above)."""
     from faust.worker import Worker
-
-    from streams import faust_fetcher
-
-    faust_fetcher.install()  # one line per record: 5.8k -> 13-15k lines/s (see the module)
 
     class BoundedStopWorker(Worker):
         """SIGTERM/SIGINT stop as usual, within a deadline (LOGFOG_STOP_TIMEOUT)."""
@@ -1151,6 +1154,28 @@ def _run_faust(app: Any, pipeline: Any, loglevel: str, on_stop_signal: Any = Non
             if on_stop_signal is not None:
                 on_stop_signal()
             super()._on_sigint()
+
+        _on_sigusr1 = _ignore_sigusr1
+        _on_sigusr2 = _ignore_sigusr2
+
+    return BoundedStopWorker
+
+
+def _run_faust(app: Any, pipeline: Any, loglevel: str, on_stop_signal: Any = None) -> int:
+    """Run a Faust worker for ``app`` until it is stopped; the exit status.
+    ``on_stop_signal``: called first on SIGTERM/SIGINT (the child's stop then runs
+    alongside ours, not after it)."""
+    try:
+        import mode.loop
+
+        mode.loop.use("uvloop")  # measured 1.6-2.3x on the send paths (NOTES-faust.md)
+    except Exception:  # pragma: no cover - uvloop missing: asyncio's loop works
+        log.info("uvloop unavailable; using asyncio's event loop")
+    from streams import faust_fetcher
+
+    faust_fetcher.install()  # one line per record: 5.8k -> 13-15k lines/s (see the module)
+
+    BoundedStopWorker = worker_class(on_stop_signal)
 
     from streams.logjson import faust_logging_config
 

@@ -236,6 +236,11 @@ def test_sigterm_under_load_finishes_in_flight_and_publishes_every_line_once(
     try:
         first.wait_ready()
         ship_lines(broker.bootstrap, t["raw"], lines, tmp_path / "in.log", per_record=20)
+        # mode's answers to these were a stack dump with locals (raw lines) on stderr and
+        # pdb on the event loop; the worker logs and ignores them, and carries on.
+        assert first.proc is not None
+        first.proc.send_signal(signal.SIGUSR1)
+        first.proc.send_signal(signal.SIGUSR2)
         counter.wait(lambda c: len(c.values(t["ops"])) >= 3000, timeout_s=60, settle_s=0)
         started = time.monotonic()
         assert first.terminate(timeout_s=40) == 0, first.tail()
@@ -255,6 +260,9 @@ def test_sigterm_under_load_finishes_in_flight_and_publishes_every_line_once(
         coordinates = {(d["partition"], d["offset"], d["line"]) for d in dead}
         assert len(dead) == len(coordinates) == expected_dead
         print(f"SIGTERM after {seen_at_stop} events, stopped in {stop_seconds:.1f}s")
+        first_log = first.log_path.read_text(errors="replace")
+        assert "SIGUSR1 ignored" in first_log and "SIGUSR2 ignored" in first_log
+        assert "LOCAL VARIABLES" not in first_log
         assert second.terminate() == 0, second.tail()
     finally:
         counter.close()

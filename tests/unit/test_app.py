@@ -299,3 +299,31 @@ def test_the_apps_subscribe_only_to_topics_logfog_creates(
     monkeypatch.setattr(assignor, "_enable_leader_topic", enable_leader_topic)
     asyncio.run(assignor.on_start())  # what the app's start runs
     assert not set(subscribed) - set(partitions), f"subscribed to {subscribed}"
+
+
+def test_sigusr1_and_sigusr2_neither_dump_locals_nor_start_a_debugger(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """mode's Worker answered SIGUSR1 by printing every stack with its local variables
+    to stderr (raw lines from the agent's frames, in the container log) and SIGUSR2
+    with pdb on the event loop (a worker with stdin open stopped; an audit). logfog's
+    worker class logs that it ignores both."""
+    import types
+
+    from streams.app import worker_class
+
+    called: list[str] = []
+    worker = types.SimpleNamespace(
+        add_future=lambda coroutine: called.append(f"add_future {coroutine}"),
+        _cry=lambda: "dump stacks with locals",
+        _enter_debugger=lambda: called.append("pdb"),
+    )
+    cls = worker_class()
+    with caplog.at_level(logging.WARNING, logger="logfog"):
+        cls._on_sigusr1(worker)
+        cls._on_sigusr2(worker)
+    assert called == []
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "SIGUSR1 ignored",
+        "SIGUSR2 ignored",
+    ]
