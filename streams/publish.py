@@ -68,6 +68,7 @@ def latest_timestamp_ms(now: float | None = None) -> int:
 def cap_timestamps(events: list[Emitted], latest: int) -> list[Emitted]:
     """``events`` with no timestamp past ``latest``; the same list when none is (the
     common case: one C-level pass, no copy, the hot loops below stay as they are).
+    The publisher floors ``latest`` to the destination's time bucket first.
 
     >>> cap_timestamps([(None, b"a", 5), (None, b"b", 9)], 7)
     [(None, b'a', 5), (None, b'b', 7)]
@@ -124,6 +125,8 @@ class PublishTarget:
     sticky: int = 0  # next partition for unkeyed events
     #: key -> partition: visitors send many requests, the hex parse is paid once each.
     partition_of: dict[bytes, int] = field(default_factory=dict)
+    #: The destination's time bucket (ms): a capped record timestamp is floored to it.
+    bucket_ms: int = 1000
 
 
 def _next_sticky(target: PublishTarget) -> int:
@@ -145,7 +148,13 @@ class Publisher:
     ) -> None:
         self._producer = producer
         self._targets = [
-            PublishTarget(d.topic, partitions[d.topic], d.framing, d.key_field is not None)
+            PublishTarget(
+                d.topic,
+                partitions[d.topic],
+                d.framing,
+                d.key_field is not None,
+                bucket_ms=d.time_bucket * 1000,
+            )
             for d in destinations
         ]
         self._dead = PublishTarget(dead_letter_topic, partitions[dead_letter_topic])
@@ -162,7 +171,10 @@ class Publisher:
         for target, events in zip(self._targets, out.per_destination, strict=True):
             if not events:
                 continue
-            events = cap_timestamps(events, latest)
+            # Floored to the bucket: a line dated past the clock (a log server's clock or
+            # zone off) would otherwise carry the worker's clock to the second, beside
+            # its pseudonym, every time (an audit).
+            events = cap_timestamps(events, latest - latest % target.bucket_ms)
             if target.keyed:
                 if target.framing == "ndjson":
                     self._append_keyed_ndjson(batches, target, events)

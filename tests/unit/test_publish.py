@@ -207,3 +207,27 @@ def test_record_timestamps_never_lie_in_the_future(
     assert any(e.startswith(b'{"time":"2999-') for e in producer.lines(ops))  # body as it was
     if framing == "record":  # the present-day line's record keeps its 5-minute bucket
         assert min(s for t, s in producer.timestamps if t == ops) == (now - now % 300) * 1000
+
+
+@pytest.mark.parametrize("framing", ["record", "ndjson"])
+def test_a_capped_record_timestamp_is_no_finer_than_its_destinations_bucket(
+    default_config: dict[str, Any], framing: str
+) -> None:
+    """A line dated past the clock got the worker's clock, to the second, as its record
+    timestamp: a log server whose clock or zone is off dates every line ahead, and each
+    of its records then said when the request was read, next to the visitor key, finer
+    than the 5 min (ops) and 1 h (product) of rule 8 (an audit). The cap is floored to
+    the destination's bucket."""
+    config = copy.deepcopy(default_config)
+    for name in ("ops", "product"):
+        config["destinations"][name]["framing"] = framing
+    pipeline = Pipeline.from_normalized(config, keyring=DerivedKeyRing(TEST_KEY, 86400))
+    out = pipeline.new_output()
+    pipeline.process_records([(line(1, time.time() + 7200), "logs.raw", 0, 7)], out)
+    assert not out.rejections
+    producer = RecordingProducer()
+    publish(publisher_for(pipeline, producer), out)
+    stamps = dict(producer.timestamps)
+    assert stamps[topic_of(pipeline, "ops")] % 300_000 == 0
+    assert stamps[topic_of(pipeline, "product")] % 3_600_000 == 0
+    assert max(stamps.values()) <= (time.time() + FUTURE_SKEW_SECONDS) * 1000
