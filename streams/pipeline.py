@@ -404,7 +404,7 @@ class Pipeline:
                     rejected[reason] += 1
                     continue
                 except Exception as error:  # a parser bug: one poison line must not stop us
-                    self._rule_failed(error)
+                    self._rule_failed(error, PARSE_ERROR, topic, partition, offset, number)
                     reject(Rejection("parse", PARSE_ERROR, topic, partition, offset, number))
                     rejected[PARSE_ERROR] += 1
                     continue
@@ -413,14 +413,24 @@ class Pipeline:
                 except Exception as error:  # a bug in a rule must not stop the stream
                     if is_unavailable(error):
                         raise
-                    self._rule_failed(error)
+                    self._rule_failed(error, RULES_ERROR, topic, partition, offset, number)
                     reject(Rejection("rules", RULES_ERROR, topic, partition, offset, number))
                     rejected[RULES_ERROR] += 1
         return seen, replaced
 
-    def _rule_failed(self, error: BaseException) -> None:
-        # (Used for parser bugs too: the same rule applies.)
-        log.error("rules.error: %s at %s", type(error).__name__, raised_at(error))
+    def _rule_failed(
+        self,
+        error: BaseException,
+        reason: str,
+        topic: str | None,
+        partition: int | None,
+        offset: int | None,
+        line: int,
+    ) -> None:
+        # The exception's type and place, and where the line came from: never its text
+        # (a message may quote the value that failed).
+        where = f"line {line}" if topic is None else f"{topic}/{partition}@{offset} line {line}"
+        log.error("%s: %s at %s (%s)", reason, type(error).__name__, raised_at(error), where)
 
     def count_published(self, out: Output) -> None:
         for d, events in zip(self.destinations, out.per_destination, strict=True):

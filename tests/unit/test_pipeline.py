@@ -114,6 +114,29 @@ def test_rules_error_is_logged_without_the_message(caplog: pytest.LogCaptureFixt
     assert "ValueError" in caplog.text and "203.0.113.9" not in caplog.text
 
 
+def test_rules_and_parse_errors_are_logged_with_the_lines_coordinates(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The log line named the exception and its place only: which record failed could
+    not be told (an audit). Now it names topic/partition@offset and the line."""
+    p = Pipeline.from_config(config())
+
+    def broken(r: Any, *appends: Any) -> None:
+        raise ValueError(f"boom {r.ip}")
+
+    object.__setattr__(p.compiled, "emit", broken)
+    good = GOOD.encode()
+    p.process_records([(good + b"\n" + good, "logs.raw", 3, 4711)], p.new_output())
+    object.__setattr__(p, "_parse", broken)
+    p.process_lines([good], p.new_output(), first_line=9)
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m.split(":")[0] for m in messages] == ["rules.error", "rules.error", "parse.error"]
+    assert messages[0].endswith("(logs.raw/3@4711 line 1)")
+    assert messages[1].endswith("(logs.raw/3@4711 line 2)")
+    assert messages[2].endswith("(line 9)")
+    assert "203.0.113.9" not in caplog.text
+
+
 def test_kafka_key_and_timestamp() -> None:
     cfg = config(visitor={"from": ["client.ip", "agent.original"], "action": "pseudonymize"})
     cfg["destinations"]["ops"]["key"] = "visitor"
