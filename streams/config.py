@@ -695,18 +695,20 @@ def _source_problems(
                     f"the limit for {kind} output (rule 8); use coarsen_time"
                 )
     if kind == "analytics" and action != "drop":
-        geo_level = action == "generalize" and options.get("to") in (
-            "continent",
-            "country",
-            "region",
-        )
+        # What the rule publishes: generalize to a geo level reads that level instead.
+        retarget = REGISTRY[action].retarget
         for source in sources:
-            reason = NOT_IN_ANALYTICS.get(source)
-            if reason is not None and not (geo_level and source == "geo.city"):
-                hint = "generalize it to region or country" if source == "geo.city" else "drop it"
-                problems.append(
-                    f"{action} would publish {source} in an analytics destination: {reason}; {hint}"
-                )
+            published = retarget(options, source) if retarget is not None else source
+            reason = NOT_IN_ANALYTICS.get(published)
+            if reason is None:
+                continue
+            what = published if published == source else f"{published} (from {source})"
+            hint = (
+                "generalize it to country" if published in ("geo.region", "geo.city") else "drop it"
+            )
+            problems.append(
+                f"{action} would publish {what} in an analytics destination: {reason}; {hint}"
+            )
     return problems
 
 
