@@ -179,10 +179,16 @@ RETENTION_LIMITS = {"raw": 3 * DAY, "operations": 30 * DAY, "analytics": 30 * DA
                     "dead_letter": 30 * DAY, "aggregates": 25 * 31 * DAY}  # fmt: skip
 
 
-def _topic(default_topic: str, retention: str, limit_kind: str, partitions: int = 4) -> Section:
+def _topic(
+    default_topic: str,
+    retention: str,
+    limit_kind: str,
+    partitions: int = 4,
+    what: str = "Kafka topic name",
+) -> Section:
     return Section(
         {
-            "topic": Key(str, default_topic, "Kafka topic name", check=topic_name_problem),
+            "topic": Key(str, default_topic, what, check=topic_name_problem),
             "partitions": Key(int, partitions, "partitions (bounds worker parallelism)", minimum=1),
             "retention": Key(
                 str,
@@ -437,7 +443,25 @@ SCHEMA = Section(
                     "than a worker's failover (LOGFOG_SESSION_TIMEOUT plus a restart)",
                     check=_duration(positive=True),
                 ),
-                "output": _topic("logs.aggregates", "760d", "aggregates", partitions=1),
+                # Rule 8 buckets analytics to at least 1h and rule 14 keeps operations
+                # data at most 30d: rows of shorter windows (ops, 5m) are operations
+                # data, published apart with a short retention (an audit, D10).
+                "output": _topic(
+                    "logs.aggregates",
+                    "760d",
+                    "aggregates",
+                    partitions=1,
+                    what="Kafka topic of the aggregates of windows of 1h or longer "
+                    "(analytics: product 1h and 1d)",
+                ),
+                "ops_output": _topic(
+                    "logs.aggregates.ops",
+                    "7d",
+                    "operations",
+                    partitions=1,
+                    what="Kafka topic of the aggregates of windows shorter than 1h "
+                    "(operations data: ops 5m)",
+                ),
                 "input": _topic("logfog.agg.input", "1d", "operations"),
                 "partials": Section(
                     {
@@ -726,8 +750,9 @@ def _key_problem(rule: Mapping[str, Any]) -> str | None:
 
 
 #: logfog's own topics, by their place in the config.
-OWN_TOPICS = ("kafka.raw", "kafka.dead_letter", "keys", "aggregates.output", "aggregates.input",
-              "aggregates.partials", "aggregates.state")  # fmt: skip
+OWN_TOPICS = ("kafka.raw", "kafka.dead_letter", "keys", "aggregates.output",
+              "aggregates.ops_output", "aggregates.input", "aggregates.partials",
+              "aggregates.state")  # fmt: skip
 
 
 def _own_topics(config: Mapping[str, Any], errors: list[str]) -> dict[str, str]:
