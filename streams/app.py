@@ -467,12 +467,17 @@ def _add_aggregation(
     from streams.checkpoints import load_latest
     from streams.durations import parse_duration
     from streams.metrics import AggregationCollector
+    from streams.topics import aggregate_output_topics
 
     agg = config["aggregates"]
     input_name, partials_name = agg["input"]["topic"], agg["partials"]["topic"]
-    state_name, output_name = agg["state"]["topic"], agg["output"]["topic"]
+    state_name, ops_name = agg["state"]["topic"], agg["ops_output"]["topic"]
+    specs = specs_from_config(agg)
+    # Rows by (output, window): windows under an hour to the operations aggregates
+    # topic (short retention), the others to the analytics one (rules 8 and 14).
+    output_topics = aggregate_output_topics(agg, specs)
     runtime = AggregationRuntime(
-        specs_from_config(agg),
+        specs,
         partitions=topic_partitions[input_name],
         snapshot_interval=float(parse_duration(agg["snapshot_interval"])),
         layout=layout,
@@ -655,7 +660,10 @@ def _add_aggregation(
         await write_due()
 
     def output_records(rows: list[dict[str, Any]]) -> list[tuple[str, bytes | None, bytes]]:
-        return [(output_name, f"{r['output']}|{r['window']}|{r['dimension']}".encode(),
+        # Rows are of configured outputs (a restored merger withholds others' outbox);
+        # one of no known window would go to the short-kept topic, never the long one.
+        return [(output_topics.get((r["output"], r["window"]), ops_name),
+                 f"{r['output']}|{r['window']}|{r['dimension']}".encode(),
                  orjson.dumps(r)) for r in rows]  # fmt: skip
 
     async def publish_rows(merger: Any, rows: list[dict[str, Any]]) -> bool:

@@ -179,10 +179,16 @@ RETENTION_LIMITS = {"raw": 3 * DAY, "operations": 30 * DAY, "analytics": 30 * DA
                     "dead_letter": 30 * DAY, "aggregates": 25 * 31 * DAY}  # fmt: skip
 
 
-def _topic(default_topic: str, retention: str, limit_kind: str, partitions: int = 4) -> Section:
+def _topic(
+    default_topic: str,
+    retention: str,
+    limit_kind: str,
+    partitions: int = 4,
+    what: str = "Kafka topic name",
+) -> Section:
     return Section(
         {
-            "topic": Key(str, default_topic, "Kafka topic name", check=topic_name_problem),
+            "topic": Key(str, default_topic, what, check=topic_name_problem),
             "partitions": Key(int, partitions, "partitions (bounds worker parallelism)", minimum=1),
             "retention": Key(
                 str,
@@ -437,7 +443,25 @@ SCHEMA = Section(
                     "than a worker's failover (LOGFOG_SESSION_TIMEOUT plus a restart)",
                     check=_duration(positive=True),
                 ),
-                "output": _topic("logs.aggregates", "760d", "aggregates", partitions=1),
+                # Rule 8 buckets analytics to at least 1h and rule 14 keeps operations
+                # data at most 30d: rows of shorter windows (ops, 5m) are operations
+                # data, published apart with a short retention (an audit, D10).
+                "output": _topic(
+                    "logs.aggregates",
+                    "760d",
+                    "aggregates",
+                    partitions=1,
+                    what="Kafka topic of the aggregates of windows of 1h or longer "
+                    "(analytics: product 1h and 1d)",
+                ),
+                "ops_output": _topic(
+                    "logs.aggregates.ops",
+                    "7d",
+                    "operations",
+                    partitions=1,
+                    what="Kafka topic of the aggregates of windows shorter than 1h "
+                    "(operations data: ops 5m)",
+                ),
                 "input": _topic("logfog.agg.input", "1d", "operations"),
                 "partials": Section(
                     {
@@ -695,18 +719,20 @@ def _source_problems(
                     f"the limit for {kind} output (rule 8); use coarsen_time"
                 )
     if kind == "analytics" and action != "drop":
-        geo_level = action == "generalize" and options.get("to") in (
-            "continent",
-            "country",
-            "region",
-        )
+        # What the rule publishes: generalize to a geo level reads that level instead.
+        retarget = REGISTRY[action].retarget
         for source in sources:
-            reason = NOT_IN_ANALYTICS.get(source)
-            if reason is not None and not (geo_level and source == "geo.city"):
-                hint = "generalize it to region or country" if source == "geo.city" else "drop it"
-                problems.append(
-                    f"{action} would publish {source} in an analytics destination: {reason}; {hint}"
-                )
+            published = retarget(options, source) if retarget is not None else source
+            reason = NOT_IN_ANALYTICS.get(published)
+            if reason is None:
+                continue
+            what = published if published == source else f"{published} (from {source})"
+            hint = (
+                "generalize it to country" if published in ("geo.region", "geo.city") else "drop it"
+            )
+            problems.append(
+                f"{action} would publish {what} in an analytics destination: {reason}; {hint}"
+            )
     return problems
 
 
@@ -724,8 +750,9 @@ def _key_problem(rule: Mapping[str, Any]) -> str | None:
 
 
 #: logfog's own topics, by their place in the config.
-OWN_TOPICS = ("kafka.raw", "kafka.dead_letter", "keys", "aggregates.output", "aggregates.input",
-              "aggregates.partials", "aggregates.state")  # fmt: skip
+OWN_TOPICS = ("kafka.raw", "kafka.dead_letter", "keys", "aggregates.output",
+              "aggregates.ops_output", "aggregates.input", "aggregates.partials",
+              "aggregates.state")  # fmt: skip
 
 
 def _own_topics(config: Mapping[str, Any], errors: list[str]) -> dict[str, str]:

@@ -234,34 +234,54 @@ def show_aggregates(
     bootstrap: str, aggregates: dict[str, Any], start: datetime, end: datetime,
     timeout_s: float = 30,
 ) -> None:  # fmt: skip
-    """Print what reached the aggregates topic from the windows the shipped log closed
-    (see :func:`expected_windows`): a cell and its summary for each output, and per
+    """Print what reached the aggregates topics from the windows the shipped log closed
+    (see :func:`expected_windows`), per topic (the operations aggregates of windows under
+    an hour, then the analytics ones): a cell and its summary for each output, and per
     output the smallest visitor count of a published cell next to k."""
     from streams.aggregate.runtime import specs_from_config
+    from streams.topics import aggregate_output_topics
 
     specs = specs_from_config(aggregates)
+    routes = aggregate_output_topics(aggregates, specs)
+    topics = list(dict.fromkeys(routes[s.name, s.window_label] for s in specs))
+    topics.sort(key=lambda t: t != aggregates["ops_output"]["topic"])  # ops first
     # Windows close when every raw partition's event time has passed them, and the
     # partition that received the log's last record furthest from its end lags by a few
     # records: the newest windows may take until the raw partitions count as idle.
     expected = expected_windows(specs, start, end - CLOSE_MARGIN)
-    topic = aggregates["output"]["topic"]
-    rows: list[dict[str, Any]] = []
+    got: dict[str, list[Any]] = {topic: [] for topic in topics}
     if expected:
         # A window's rows are published together: a quiet second after the last
         # expected window arrived (or was passed over: see _settled) means its rows
         # are all in.
         def arrived(got: dict[str, list[Any]]) -> bool:
-            windows = {_window_of(orjson.loads(m.value)) for m in got[topic]}
+            windows = {_window_of(orjson.loads(m.value)) for t in topics for m in got[t]}
             return expected <= _settled(expected, windows)
 
-        messages = consume(bootstrap, [topic], arrived, timeout_s, quiet_s=1.0)[topic]
-        rows = [orjson.loads(m.value) for m in messages]
+        got = consume(bootstrap, topics, arrived, timeout_s, quiet_s=1.0)
+    for topic in topics:
+        mine = [s for s in specs if routes[s.name, s.window_label] == topic]
+        rows = [orjson.loads(m.value) for m in got[topic]]
+        _show_topic(topic, mine, rows, {w for w in expected if routes[w[:2]] == topic},
+                    timeout_s)  # fmt: skip
+
+
+def _show_topic(
+    topic: str,
+    specs: list[AggregateSpec],
+    rows: list[dict[str, Any]],
+    expected: set[tuple[str, str, str]],
+    timeout_s: float,
+) -> None:
+    """One aggregates topic's part of :func:`show_aggregates`."""
     windows = sorted(set(map(_window_of, rows)))
     kinds = ", ".join(sorted({f"{o} {w}" for o, w, _ in windows})) or "none"
     say(f"\n--- {topic}: {len(rows):,} rows from {len(windows)} closed windows ({kinds}):")
     if not rows:
-        say("  (a window is published once event time passes its end plus the allowed "
-            "lateness; the log covers too little of the current key epoch for that)")  # fmt: skip
+        labels = ", ".join(f"{s.name} {s.window_label}" for s in specs)
+        say(f"  ({labels}: a window is published once event time passes its end plus "
+            "the allowed lateness; the log covers too little of the current key epoch "
+            "for that)")  # fmt: skip
         return
     missing = expected - set(windows)
     passed = missing & _settled(expected, set(windows))
@@ -269,7 +289,7 @@ def show_aggregates(
         say(f"  ({len(passed)} windows published nothing: fewer than k visitors)")
     if missing - passed:
         say(f"  ({len(missing - passed)} windows did not arrive within {timeout_s:.0f} s)")
-    for output in ("ops", "product"):
+    for output in dict.fromkeys(s.name for s in specs):
         # The output's newest closed window: one published cell and its dimension's summary.
         newest = max((w for w in windows if w[0] == output), default=None)
         in_window = [r for r in rows if _window_of(r) == newest]

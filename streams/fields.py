@@ -65,12 +65,17 @@ SENSITIVE: Final = frozenset(s.name for s in _ALL if s.sensitive)
 BUCKETED: Final = frozenset({"request.time"})
 BUCKETED_ACTIONS: Final = frozenset({"coarsen_time", "drop", "pseudonymize"})
 
-#: Kept out of analytics destinations (rule 4), with the reason. The city may reach
-#: analytics only through the k-gated aggregates, or generalized to a coarser level.
+#: Kept out of analytics destinations (rule 4), with the reason. The region and the city
+#: may reach analytics only through the k-gated aggregates, or generalized to the country.
+#: A field a rule publishes in place of its source (``generalize ... to: region``) counts.
 NOT_IN_ANALYTICS: Final = {
     "geo.asn": "never the ASN in analytics (rule 4)",
     "geo.city": "the city only through the k-gated aggregates, where every cell holds at "
     "least k visitors (rule 4)",
+    # A first-level subdivision can be small (Appenzell Innerrhoden, ~16k people), and
+    # DB-IP names districts as regions in some countries.
+    "geo.region": "the region only through the k-gated aggregates, where every cell holds "
+    "at least k visitors (rule 4)",
     # Some IANA zones name one town (Europe/Busingen, America/North_Dakota/Beulah).
     "geo.timezone": "some time zones name one town, as fine as the city (rule 4)",
 }

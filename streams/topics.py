@@ -17,12 +17,34 @@ on a production cluster by mistake).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from streams.admin import TopicSpec
+from streams.aggregate.spec import DEFAULT_SPECS, AggregateSpec
 from streams.config import pseudonymizes
 from streams.durations import parse_duration
+
+
+def aggregate_output_topics(
+    aggregates: Mapping[str, Any], specs: Iterable[AggregateSpec] = DEFAULT_SPECS
+) -> dict[tuple[str, str], str]:
+    """(output, window) of each aggregate output -> the topic its rows are published to,
+    looked up per row by the ``output`` and ``window`` fields every row carries.
+
+    Windows shorter than an hour are operations data (privacy rule 8 buckets analytics
+    to at least 1h): they go to ``aggregates.ops_output``, kept at most 30 days (rule
+    14). Only windows of an hour or more go to ``aggregates.output``, the analytics
+    aggregates kept up to 25 months.
+
+    >>> from streams.config import normalize
+    >>> aggregates = normalize({"aggregates": {"enabled": True}}, [], [])["aggregates"]
+    >>> aggregate_output_topics(aggregates)
+    {('ops', '5m'): 'logs.aggregates.ops', ('product', '1h'): 'logs.aggregates', \
+('product', '1d'): 'logs.aggregates'}
+    """
+    ops, analytics = aggregates["ops_output"]["topic"], aggregates["output"]["topic"]
+    return {(s.name, s.window_label): ops if s.operations else analytics for s in specs}
 
 
 def topic_specs(config: Mapping[str, Any]) -> list[TopicSpec]:
@@ -42,6 +64,7 @@ def topic_specs(config: Mapping[str, Any]) -> list[TopicSpec]:
     aggregates = config.get("aggregates", {})
     if aggregates.get("enabled"):
         specs.append(_spec(aggregates["output"]))
+        specs.append(_spec(aggregates["ops_output"]))
         specs.append(_spec(aggregates["partials"]))
         state = _spec(aggregates["state"])
         # Window state (with pseudonyms) is checkpointed here: latest per key matters,

@@ -40,6 +40,10 @@ UNKNOWN = "__unknown__"
 #: Analytics time must be bucketed to at least one hour (privacy rule 8); operations
 #: aggregates may use shorter windows but never below one minute.
 MIN_WINDOW_SECONDS = 60
+#: Outputs with windows shorter than this are operations data (rule 8): their rows are
+#: published to ``aggregates.ops_output``, kept at most 30 days (rule 14), never to the
+#: long-kept analytics topic ``aggregates.output`` (see ``streams.topics``).
+ANALYTICS_MIN_WINDOW_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,16 @@ class AggregateSpec:
     def key(self) -> tuple[str, int]:
         """Identity of the output in partials and the merger: (name, window seconds)."""
         return (self.name, self.window_seconds)
+
+    @property
+    def operations(self) -> bool:
+        """Whether the windows are finer than analytics may be (rule 8): the rows go to
+        the operations aggregates topic.
+
+        >>> OPS_5M.operations, PRODUCT_1H.operations
+        (True, False)
+        """
+        return self.window_seconds < ANALYTICS_MIN_WINDOW_SECONDS
 
     @property
     def window_label(self) -> str:

@@ -157,6 +157,7 @@ def run_case(
         "enabled": True, "k": K, "unsafe": True, "allowed_lateness": f"{lateness}s", "snapshot_interval": "1s",
         "max_events_per_visitor": 1_000_000,  # the brute force applies no cap
         "output": {"topic": f"it.agg.{tag}", "partitions": 1, "retention": "1d"},
+        "ops_output": {"topic": f"it.agg-ops.{tag}", "partitions": 1, "retention": "1d"},
         "input": {"topic": f"it.agg-in.{tag}", "partitions": 2, "retention": "1d"},
         "partials": {"topic": f"it.agg-partials.{tag}", "partitions": 1, "retention": "1d"},
         "state": {"topic": f"it.agg-state.{tag}", "partitions": 1, "retention": "1d"},
@@ -170,7 +171,9 @@ def run_case(
     rows = population(BUSY_LINES if busy else 600, window, seed=3)
     lines = as_lines(rows)
     raw = config["kafka"]["raw"]["topic"]
-    out_topic = config["aggregates"]["output"]["topic"]
+    # The ops 5m rows: on the operations aggregates topic, never the analytics one.
+    out_topic = config["aggregates"]["ops_output"]["topic"]
+    analytics_topic = config["aggregates"]["output"]["topic"]
     if busy:
         (tmp_path / "all.log").write_bytes(b"\n".join(lines))
         ship(str(tmp_path / "all.log"), broker.bootstrap, raw, lines_per_record=10, progress=False)
@@ -179,7 +182,7 @@ def run_case(
     aggregators = [] if child else [
         WorkerProcess(path, tmp_path, "g1", command="aggregator").start()
     ]  # fmt: skip
-    counter = OutputCounter(broker.bootstrap, [out_topic])
+    counter = OutputCounter(broker.bootstrap, [out_topic, analytics_topic])
     try:
         first.wait_ready()
         if separate:
@@ -305,6 +308,8 @@ def run_case(
             assert float(skipped.split()[-1]) > 0, skipped
         text = b"\n".join(counter.values(out_topic))
         assert b"198.51.100." not in text and b"203.0.113." not in text
+        assert all(orjson.loads(v)["output"] == "ops" for v in counter.values(out_topic))
+        assert not [v for v in counter.values(analytics_topic) if orjson.loads(v)["window"] == "5m"]
         if separate or switch or child:  # the aggregator's own figures on /metrics
             last = second or first
             _, scraped = (

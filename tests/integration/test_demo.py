@@ -36,11 +36,17 @@ def test_make_run_demo_shows_every_destination_and_stops_cleanly() -> None:
     # Shipped as a backlog across 4 raw partitions, nothing may be counted late (the
     # highest event time seen used to make a slower partition's rows late).
     assert re.search(r"[\d,]+ rows counted, 0 late;", out), out[-800:]
-    section = out[out.index("--- logs.aggregates:") : out.index("4. summary")]
+    # Two topics: the 5-minute ops windows (operations data, kept 7 d), then the hourly
+    # and daily product windows (analytics, kept 25 months).
+    section = out[out.index("--- logs.aggregates.ops:") : out.index("4. summary")]
+    ops = section[: section.index("--- logs.aggregates:")]
+    kinds = re.findall(r"closed windows \(([^)]*)\)", section)
+    assert len(kinds) == 2 and set(kinds[0].split(", ")) <= {"ops 5m", "none"}, kinds
+    assert "5m" not in kinds[1], kinds
     if seconds < 25 * 60:  # the first minutes of a UTC day: too little to close one
-        assert "the log covers too little of the current key epoch" in section
+        assert "the log covers too little of the current key epoch" in ops
         return
-    closed = int(re.search(r"rows from (\d+) closed windows", section).group(1))  # type: ignore[union-attr]
+    closed = int(re.search(r"rows from (\d+) closed windows", ops).group(1))  # type: ignore[union-attr]
     assert closed >= 2 and "did not arrive" not in section
     rows = [json.loads(line) for line in section.splitlines() if line.startswith("  {")]
     assert rows and all(r["visitors"] >= 10 for r in rows if r["kind"] == "cell")

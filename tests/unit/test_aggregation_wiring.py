@@ -29,8 +29,9 @@ from streams.metrics import Metrics
 from streams.pipeline import aggregate_layout
 
 TP = namedtuple("TP", "topic partition")
-INPUT, PARTIALS, STATE, OUTPUT = (
+INPUT, PARTIALS, STATE, OUTPUT, OPS_OUTPUT = (
     "logfog.agg.input", "logfog.agg.partials", "logfog.agg.state", "logs.aggregates",
+    "logs.aggregates.ops",
 )  # fmt: skip
 
 
@@ -218,6 +219,50 @@ def test_merger_rows_survive_a_crash_while_the_output_topic_refuses_them(
     runtime = AggregationRuntime(specs_from_config(cfg["aggregates"]), 1, 0.0)
     republished = runtime.restore_merger(saved)
     assert republished, "the window's rows are in no outbox: never published"
+
+
+def test_rows_of_windows_under_an_hour_go_to_the_operations_aggregates_topic(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rule 8 buckets analytics to at least 1h, rule 14 keeps operations data at most
+    30 d: the ops output's 5-minute rows used to be published to logs.aggregates (kept
+    760 d) with the hourly and daily product rows (an audit, D10). They go to
+    aggregates.ops_output (7 d) now; logs.aggregates holds windows of 1h and more only."""
+    cfg, parts = config(1)
+    producer = Producer()
+    app, _ = build(monkeypatch, producer, cfg, parts, {TP(PARTIALS, 0)})
+    now = int(time.time())
+    agg = PartialAggregator(specs_from_config(cfg["aggregates"]), 0, 1,
+                            layout=aggregate_layout(cfg))  # fmt: skip
+    agg.add([row(now - 7200, f"v{i}", i) for i in range(12)], offset=0)
+    agg.advance_to(now + 2 * 86400)
+    partials = agg.close_ready()
+
+    def published_then_checkpointed() -> bool:
+        """The rows are out and the merger's outbox-free checkpoint followed them."""
+        topics = [t for t, _, _ in producer.durable]
+        rows = [i for i, t in enumerate(topics) if t not in (STATE, PARTIALS)]
+        return bool(rows) and STATE in topics[rows[-1] :]
+
+    async def scenario() -> None:
+        stream = Stream()
+        task = asyncio.create_task(app.agents["logfog-merge"](stream))
+        await stream.queue.put(
+            [event(PARTIALS, 0, i, p.to_bytes()) for i, p in enumerate(partials)]
+        )
+        await until(published_then_checkpointed)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    windows: dict[str, set[tuple[str, str]]] = {OUTPUT: set(), OPS_OUTPUT: set()}
+    for topic, _, value in producer.durable:
+        if topic in windows:
+            published = orjson.loads(value)
+            windows[topic].add((published["output"], published["window"]))
+    assert windows == {OUTPUT: {("product", "1h"), ("product", "1d")},
+                       OPS_OUTPUT: {("ops", "5m")}}  # fmt: skip
 
 
 def test_a_checkpoint_never_drops_a_window_whose_partial_is_still_in_flight(

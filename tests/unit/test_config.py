@@ -76,6 +76,11 @@ CASES = [
     ({**base(), "input": {"trusted_proxies": ["10.0.0.0/33"]}}, "'10.0.0.0/33' is not a network"),
     ({**base(), "input": {"max_line_bytes": "big"}}, "input.max_line_bytes: must be an integer"),
     ({**base(), "kafka": {"raw": {"retention": "7d"}}}, "kafka.raw.retention: 7d is longer than the raw limit of 3d"),
+    # The 5-minute aggregates are operations data: at most 30 d (rule 14; an audit, D10).
+    ({**base(), "aggregates": {"ops_output": {"retention": "760d"}}},
+     "aggregates.ops_output.retention: 760d is longer than the operations limit of 30d"),
+    ({**base(), "aggregates": {"output": {"retention": "800d"}}},
+     "aggregates.output.retention: 800d is longer than the aggregates limit of 775d"),
     ({"destinations": {}}, "destinations: at least one destination is required"),
     ({"destinations": {"ops": {"fields": {"s": {"from": "response.status", "action": "keep"}}}}},
      "destinations.ops.topic: required"),
@@ -294,6 +299,7 @@ def test_a_geo_rule_with_its_database_is_accepted() -> None:
 
 OWN_TOPICS = {"logs.raw": "kafka.raw.topic", "logs.dead": "kafka.dead_letter.topic",
               "logfog.keys": "keys.topic", "logs.aggregates": "aggregates.output.topic",
+              "logs.aggregates.ops": "aggregates.ops_output.topic",
               "logfog.agg.input": "aggregates.input.topic",
               "logfog.agg.partials": "aggregates.partials.topic",
               "logfog.agg.state": "aggregates.state.topic"}  # fmt: skip

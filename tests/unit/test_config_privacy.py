@@ -229,7 +229,16 @@ RULE_CASES = [
     (with_rule({"from": "geo.city", "action": "keep"}),
      WHERE + "keep would publish geo.city in an analytics destination: the city only through "
      "the k-gated aggregates, where every cell holds at least k visitors (rule 4); generalize "
-     "it to region or country" + OVERRIDE),
+     "it to country" + OVERRIDE),
+    # A subdivision can be small, and each event carries the pseudonym: regions reach
+    # analytics only through the k-gated aggregates (an audit, D9).
+    (with_rule({"from": "geo.region", "action": "keep"}),
+     WHERE + "keep would publish geo.region in an analytics destination: the region only "
+     "through the k-gated aggregates, where every cell holds at least k visitors (rule 4); "
+     "generalize it to country" + OVERRIDE),
+    (with_rule({"from": "geo.city", "action": "generalize", "to": "region"}),
+     WHERE + "generalize would publish geo.region (from geo.city) in an analytics "
+     "destination: the region only through" ),
     (with_rule({"from": ["client.ip", "agent.original"], "action": "pseudonymize",
                 "scope": "global"}),
      WHERE + "scope: global gives a visitor the same pseudonym on every site, linking them "
@@ -257,6 +266,8 @@ def test_rule_below_a_floor_is_refused_with_its_message(cfg: dict[str, Any], mes
         {"from": "request.time", "action": "keep"},
         {"from": "geo.asn", "action": "keep"},
         {"from": "geo.city", "action": "keep"},
+        {"from": "geo.region", "action": "keep"},
+        {"from": "geo.city", "action": "generalize", "to": "region"},
         {"from": ["client.ip"], "action": "pseudonymize", "scope": "global"},
     ],
 )
@@ -271,7 +282,9 @@ def test_unsafe_true_lets_each_through_with_a_warning(rule: dict[str, Any]) -> N
     [
         ({"from": "request.time", "action": "coarsen_time", "bucket": "1h"}, "analytics", None),
         ({"from": "request.time", "action": "drop"}, "analytics", None),
-        ({"from": "geo.city", "action": "generalize", "to": "region"}, "analytics", None),
+        ({"from": "geo.city", "action": "generalize", "to": "country"}, "analytics", None),
+        ({"from": "geo.region", "action": "generalize", "to": "country"}, "analytics", None),
+        ({"from": "geo.region", "action": "keep"}, "operations", None),
         ({"from": "geo.city", "action": "drop"}, "analytics", None),
         ({"from": "geo.asn", "action": "keep"}, "operations", None),
         ({"from": "geo.city", "action": "keep"}, "operations", None),
@@ -281,6 +294,22 @@ def test_unsafe_true_lets_each_through_with_a_warning(rule: dict[str, Any]) -> N
 )
 def test_safe_neighbours_pass(rule: dict[str, Any], kind: str, key: str | None) -> None:
     assert validate(with_rule(rule, kind, key)) == []
+
+
+def test_analytics_destinations_refuse_per_event_region() -> None:
+    """Rule 4: region/city in analytics only where the cell holds at least k visitors. The
+    shipped config's product destination (analytics, keyed by the visitor pseudonym) may
+    not add the region per event, as kept or as the city generalized to it (an audit,
+    D9); the aggregates publish regions behind their k gate."""
+    base = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    assert validate(copy.deepcopy(base)) == []
+    for rule in ({"from": "geo.region", "action": "keep"},
+                 {"from": "geo.city", "action": "generalize", "to": "region"}):  # fmt: skip
+        data = copy.deepcopy(base)
+        data["destinations"]["product"]["fields"]["region"] = rule
+        errors = validate(data)
+        assert any(e.startswith("destinations.product.fields.region: ") and "geo.region" in e
+                   for e in errors), (rule, errors)  # fmt: skip
 
 
 def test_aggregation_input_may_hold_the_city() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,17 @@ class Message:
         self.value = orjson.dumps(row)
 
 
+def by_topic(aggregates: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, list[Message]]:
+    """The rows as the merger publishes them: each on its window's topic."""
+    from streams.topics import aggregate_output_topics
+
+    routes = aggregate_output_topics(aggregates)
+    got: dict[str, list[Message]] = {t: [] for t in routes.values()}
+    for row in rows:
+        got[routes[row["output"], row["window"]]].append(Message(row))
+    return got
+
+
 def test_the_demo_summary_survives_a_window_below_k(monkeypatch: pytest.MonkeyPatch) -> None:
     """show_aggregates summed ``suppressed.cells`` of every summary; a below-k window's
     was None, so `make run` died with a TypeError once any window (e.g. a quiet
@@ -40,9 +52,7 @@ def test_the_demo_summary_survives_a_window_below_k(monkeypatch: pytest.MonkeyPa
     agg.advance_to(T0 + 10 * 86400)
     merger = WindowMerger(specs)
     rows = [row for p in agg.close_ready() for row in merger.add(p)] + [BELOW_K]
-    topic = aggregates["output"]["topic"]
-    monkeypatch.setattr(demo, "consume",
-                        lambda *a, **kw: {topic: [Message(r) for r in rows]})  # fmt: skip
+    monkeypatch.setattr(demo, "consume", lambda *a, **kw: by_topic(aggregates, rows))
     said: list[str] = []
     monkeypatch.setattr(demo, "say", said.append)
     start = datetime.fromtimestamp(T0, UTC)
@@ -64,11 +74,10 @@ def test_the_demo_does_not_wait_for_a_window_below_k(monkeypatch: pytest.MonkeyP
     agg.advance_to(T0 + 3600)
     merger = WindowMerger(specs)
     rows = [row for p in agg.close_ready() for row in merger.add(p)]
-    topic = aggregates["output"]["topic"]
     done: list[bool] = []
 
     def consume(bootstrap: str, topics: list[str], until: Any, *a: Any, **kw: Any) -> Any:
-        got = {topic: [Message(r) for r in rows]}
+        got = by_topic(aggregates, rows)
         done.append(until(got))
         return got
 
@@ -80,3 +89,37 @@ def test_the_demo_does_not_wait_for_a_window_below_k(monkeypatch: pytest.MonkeyP
     assert done == [True]
     assert "  (1 windows published nothing: fewer than k visitors)" in said
     assert not any("did not arrive" in line for line in said), said
+
+
+def test_the_demo_shows_each_aggregates_topic_with_its_windows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The 5-minute ops rows are on the operations aggregates topic (kept 7 d), the
+    hourly and daily product rows on logs.aggregates (an audit, D10): `make run` reads
+    both and shows each with the windows it holds."""
+    aggregates = normalize({"aggregates": {"enabled": True}}, [], [])["aggregates"]
+    specs = specs_from_config(aggregates)
+    agg = PartialAggregator(specs, 0, 1)
+    agg.add([{"time": T0 + 60, "visitor": f"v{i}", "route": "/"} for i in range(20)], offset=0)
+    agg.advance_to(T0 + 10 * 86400)
+    merger = WindowMerger(specs)
+    rows = [row for p in agg.close_ready() for row in merger.add(p)]
+    asked: list[list[str]] = []
+
+    def consume(bootstrap: str, topics: list[str], *a: Any, **kw: Any) -> Any:
+        asked.append(topics)
+        return by_topic(aggregates, rows)
+
+    monkeypatch.setattr(demo, "consume", consume)
+    said: list[str] = []
+    monkeypatch.setattr(demo, "say", said.append)
+    start = datetime.fromtimestamp(T0, UTC)
+    demo.show_aggregates("127.0.0.1:1", aggregates, start,
+                         datetime.fromtimestamp(T0 + 3 * 86400, UTC), timeout_s=1)  # fmt: skip
+    assert asked == [["logs.aggregates.ops", "logs.aggregates"]]
+    headers = [re.sub(r"[\d,]+ rows", "N rows", line) for line in said
+               if line.startswith("\n--- ")]  # fmt: skip
+    assert headers == [
+        "\n--- logs.aggregates.ops: N rows from 1 closed windows (ops 5m):",
+        "\n--- logs.aggregates: N rows from 2 closed windows (product 1d, product 1h):",
+    ], headers

@@ -36,8 +36,38 @@ def default_config() -> dict[str, Any]:
 def test_every_topic_is_listed_with_the_internal_ones(default_config: dict[str, Any]) -> None:
     names = [s.name for s in topic_specs(default_config)]
     assert set(names) >= {"logs.raw", "logs.dead", "logs.product", "logfog.agg.input",
-                          "logs.aggregates", "logfog.agg.partials", "logfog.agg.state",
-                          "logfog.keys"}  # fmt: skip
+                          "logs.aggregates", "logs.aggregates.ops", "logfog.agg.partials",
+                          "logfog.agg.state", "logfog.keys"}  # fmt: skip
+
+
+def test_aggregates_kept_25_months_are_bucketed_to_at_least_an_hour() -> None:
+    """Rule 8 buckets analytics to at least 1h; rule 14 keeps operations data at most
+    30 d and only analytics aggregates up to 25 months. The ops output's 5-minute
+    windows were published to logs.aggregates (760 d) with the product ones (an audit,
+    D10): every output's rows now go to a topic that keeps them at most 30 d unless
+    their windows are 1h or longer, in the shipped config and by default."""
+    from pathlib import Path
+
+    from streams.aggregate.runtime import specs_from_config
+    from streams.config import load_file
+    from streams.durations import parse_duration
+    from streams.topics import aggregate_output_topics
+
+    shipped, _ = load_file(Path(__file__).resolve().parents[2] / "config" / "logfog.yaml")
+    default = normalize({"aggregates": {"enabled": True}}, [], [])
+    for config in (shipped, default):
+        aggregates = config["aggregates"]
+        specs = specs_from_config(aggregates)
+        routes = aggregate_output_topics(aggregates, specs)
+        retention = {s.name: s.retention_ms // 1000 for s in topic_specs(config)
+                     if s.retention_ms is not None}  # fmt: skip
+        kept = {(spec.name, spec.window_label): retention[routes[spec.name, spec.window_label]]
+                for spec in specs}  # fmt: skip
+        fine = [(s.name, s.window_label) for s in specs if s.window_seconds < 3600
+                and kept[s.name, s.window_label] > 30 * 86400]  # fmt: skip
+        assert fine == [], f"kept more than 30 d with windows below 1 h: {fine}"
+        assert ("ops", "5m") in kept and kept["ops", "5m"] <= 30 * 86400
+        assert kept["product", "1h"] == parse_duration(aggregates["output"]["retention"])
 
 
 def test_kafka_replication_applies_to_every_topic(default_config: dict[str, Any]) -> None:
