@@ -3,7 +3,8 @@
 - ``to: status_class``: 404 -> ``"4xx"``.
 - ``to: country | region | continent`` on a geo field: publish that level instead
   (``{from: geo.city, action: generalize, to: country}``). The finer value is never
-  read, so it cannot leak.
+  read, so it cannot leak. Analytics destinations refuse ``to: region`` (rule 4: a
+  region per event is published with no k gate) unless the rule says ``unsafe``.
 - ``bins: [100, 1000]`` on a number: ``"<100"``, ``"100-1000"``, ``">=1000"``.
 
 >>> SPEC.build({"to": "status_class", "bins": []}, BuildContext())(404)

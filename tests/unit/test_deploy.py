@@ -46,7 +46,8 @@ DAY_MS = 86_400_000
 #: <= 25 months (25 x 30.4 d, rounded down to 760 d).
 RULE14_LIMIT_MS = {"raw": 3 * DAY_MS, "output": 30 * DAY_MS, "aggregates": 760 * DAY_MS}
 
-#: Topics logfog uses that are not (yet) in the config: expected settings.
+#: Topics the manifests hold even for a config that would not create them (aggregation
+#: or key sharing off): expected settings.
 EXTRA_TOPICS = {
     "logfog.keys": {"partitions": 1, "cleanup": "compact,delete", "max_retention_ms": 3 * DAY_MS},
     "logs.aggregates": {"partitions": None, "cleanup": "delete",
