@@ -4,6 +4,12 @@ Which JSON key holds which source field is configuration: ``input.json_fields`` 
 source-field role to a key (dotted keys reach into nested objects). The defaults are
 nginx's variable names.
 
+Header arrays: Caddy logs each request header as an array of its values
+(``"User-Agent": ["curl/8.4.0"]``). For a header of one value (referrer, user_agent,
+host) the first is read; a list header is joined as HTTP joins repeated field lines
+(language and forwarded_for with ", ", cookie with "; "). Any other role, and an array
+holding anything but text, is absent: an array is never turned into text.
+
 >>> p = JsonParser()
 >>> r = p.parse('{"remote_addr":"203.0.113.9","time_iso8601":"2000-10-10T20:55:36+00:00",'
 ...             '"request":"GET /x HTTP/1.1","status":"200","body_bytes_sent":"12",'
@@ -72,6 +78,37 @@ def _text(value: Any) -> str | None:
     if isinstance(value, str):
         return None if value in ("", "-") else value
     return None if value is None or isinstance(value, (dict, list)) else str(value)
+
+
+def _header(value: Any) -> str | None:
+    """A request header of one value (User-Agent, Referer, Host). Caddy, like any dump
+    of Go's ``http.Header``, logs every header as an array of its values: the first is
+    read (a repeated header of one value is malformed; Apache and nginx log one value
+    too). An array holding anything but text is absent, like an object.
+
+    >>> _header("curl/8"), _header(["curl/8", "x"]), _header([]), _header([{"a": 1}])
+    ('curl/8', 'curl/8', None, None)
+    """
+    if isinstance(value, list):
+        if not value or not all(isinstance(item, str) for item in value):
+            return None
+        value = value[0]
+    return _text(value)
+
+
+def _header_list(value: Any, separator: str = ", ") -> str | None:
+    """A request header that is a list (Accept-Language, X-Forwarded-For; Cookie with
+    ``separator`` "; "): an array of its values is joined as HTTP combines repeated
+    field lines (RFC 9110 5.3; cookies as RFC 9113 8.2.3 rejoins them).
+
+    >>> _header_list(["de-CH", "fr"]), _header_list(["a=1", "", "b=2"], "; ")
+    ('de-CH, fr', 'a=1; b=2')
+    """
+    if isinstance(value, list):
+        if not all(isinstance(item, str) for item in value):
+            return None
+        value = separator.join([item for item in value if item])
+    return _text(value)
 
 
 def _int(value: Any, low: int, high: int) -> int | None:
@@ -163,7 +200,7 @@ class JsonParser:
         ip = (
             None
             if client is None
-            else self._resolver.resolve(client, _text(get(doc, "forwarded_for")))
+            else self._resolver.resolve(client, _header_list(get(doc, "forwarded_for")))
         )
         if ip is None:
             raise RejectedLine(PARSE_BAD_IP)
@@ -188,10 +225,10 @@ class JsonParser:
         )
         if ms is not None and not 0 <= ms <= MAX_DURATION_MS:  # also NaN, infinity
             raise RejectedLine(PARSE_BAD_NUMBER)
-        r.referrer = _text(get(doc, "referrer"))
-        r.user_agent = _text(get(doc, "user_agent"))
-        r.language = _text(get(doc, "language"))
-        r.host = _text(get(doc, "host"))
+        r.referrer = _header(get(doc, "referrer"))
+        r.user_agent = _header(get(doc, "user_agent"))
+        r.language = _header_list(get(doc, "language"))
+        r.host = _header(get(doc, "host"))
         r.user = _text(get(doc, "user"))
-        r.cookie = _text(get(doc, "cookie"))
+        r.cookie = _header_list(get(doc, "cookie"), "; ")
         return r
