@@ -70,14 +70,15 @@ ROLES: Final = frozenset((*DEFAULT_FIELDS, "duration_ms", "protocol"))
 
 def _text(value: Any) -> str | None:
     """A text field's value; None when absent, or when it is an object or array: its
-    text form would carry whatever the object holds, mapped or not (an audit).
+    text form would carry whatever the object holds, mapped or not (an audit). A
+    boolean is no text either (a referrer ``true`` became the text "True").
 
-    >>> _text("GET"), _text(7), _text("-"), _text({"session": "x"}), _text(["a"])
-    ('GET', '7', None, None, None)
+    >>> _text("GET"), _text(7), _text("-"), _text({"session": "x"}), _text(["a"]), _text(True)
+    ('GET', '7', None, None, None, None)
     """
     if isinstance(value, str):
         return None if value in ("", "-") else value
-    return None if value is None or isinstance(value, (dict, list)) else str(value)
+    return None if value is None or isinstance(value, (dict, list, bool)) else str(value)
 
 
 def _header(value: Any) -> str | None:

@@ -198,3 +198,13 @@ def test_an_array_is_no_text_outside_the_headers() -> None:
     r = parse(line(request=None, m=["GET"], p=["/x", "/y"], h=["a.example"]))
     assert (r.method, r.target) == (None, None)
     assert r.host == "a.example"  # Host is a header (of one value)
+
+
+# --- values of the wrong kind (audit formats, suspicions) --------------------------
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_a_boolean_is_no_text(value: bool) -> None:
+    """A boolean where text is mapped became the text "True" (a referrer "True")."""
+    r = build_parser("json")(line(http_referer=value, http_user_agent=value, host=value))
+    assert (r.referrer, r.user_agent, r.host) == (None, None, None)
