@@ -1,8 +1,10 @@
 """JSON-lines access logs (nginx ``escape=json``, Caddy, load balancers).
 
 Which JSON key holds which source field is configuration: ``input.json_fields`` maps a
-source-field role to a key (dotted keys reach into nested objects). The defaults are
-nginx's variable names.
+source-field role to a key (dotted keys reach into nested objects), or to a list of
+keys, one per level, each taken as it is: a key holding a dot, as OpenTelemetry and
+flattened ECS write them, is ``["source.ip"]`` (``["attributes", "client.address"]``
+inside an object). The defaults are nginx's variable names.
 
 Header arrays: Caddy logs each request header as an array of its values
 (``"User-Agent": ["curl/8.4.0"]``). For a header of one value (referrer, user_agent,
@@ -24,7 +26,7 @@ streams.records.RejectedLine: parse.bad_ip
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import orjson
@@ -66,6 +68,19 @@ DEFAULT_FIELDS: Final[Mapping[str, str]] = {
     "cookie": "http_cookie",
 }
 ROLES: Final = frozenset((*DEFAULT_FIELDS, "duration_ms", "protocol"))
+
+#: What ``json_fields`` maps a role to: a key, dotted for nesting, or a list of keys,
+#: one per level, dots kept.
+JsonKey = str | Sequence[str]
+
+
+def key_path(key: JsonKey) -> tuple[str, ...]:
+    """The keys, one per level, that ``key`` names.
+
+    >>> key_path("client.ip"), key_path(["client.ip"]), key_path(["attributes", "url.path"])
+    (('client', 'ip'), ('client.ip',), ('attributes', 'url.path'))
+    """
+    return tuple(key.split(".")) if isinstance(key, str) else tuple(key)
 
 
 def _text(value: Any) -> str | None:
@@ -155,12 +170,12 @@ class JsonParser:
     name = "json"
 
     def __init__(
-        self, fields: Mapping[str, str] | None = None, trusted_proxies: Iterable[str] = ()
+        self, fields: Mapping[str, JsonKey] | None = None, trusted_proxies: Iterable[str] = ()
     ) -> None:
-        mapping = dict(DEFAULT_FIELDS)
+        mapping: dict[str, JsonKey] = dict(DEFAULT_FIELDS)
         mapping.update(fields or {})
         self._resolver = ClientResolver(trusted_proxies)
-        self._key = {role: tuple(key.split(".")) for role, key in mapping.items()}
+        self._key = {role: key_path(key) for role, key in mapping.items()}
 
     def _get(self, doc: Mapping[str, Any], role: str) -> Any:
         path = self._key.get(role)

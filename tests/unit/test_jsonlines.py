@@ -208,3 +208,38 @@ def test_a_boolean_is_no_text(value: bool) -> None:
     """A boolean where text is mapped became the text "True" (a referrer "True")."""
     r = build_parser("json")(line(http_referer=value, http_user_agent=value, host=value))
     assert (r.referrer, r.user_agent, r.host) == (None, None, None)
+
+
+# --- keys holding a dot (audit formats, FMT-9) -------------------------------------
+
+
+def test_a_json_key_with_a_literal_dot_can_be_mapped() -> None:
+    """A dotted key nests, so the flat dotted keys of OpenTelemetry and flattened ECS
+    ("client.address", "source.ip") could not be mapped: every line was parse.bad_ip.
+    A list of keys names one key per level, each taken as it is. An audit (formats,
+    FMT-9)."""
+    text = orjson.dumps(
+        {"source.ip": "203.0.113.9", "@timestamp": "2000-10-10T20:55:36Z",
+         "http.request.method": "GET", "url.path": "/a", "user_agent.original": "curl/8"}
+    ).decode()  # fmt: skip
+    fields = {"client": ["source.ip"], "time": "@timestamp", "method": ["http.request.method"],
+              "path": ["url.path"], "user_agent": ["user_agent.original"]}  # fmt: skip
+    r = build_parser("json", json_fields=fields)(text)
+    assert (r.ip, r.time, r.method, r.target, r.user_agent) == (
+        "203.0.113.9", 971211336, "GET", "/a", "curl/8",
+    )  # fmt: skip
+
+
+def test_a_list_of_keys_reaches_a_dotted_key_inside_an_object() -> None:
+    """OpenTelemetry's JSON nests its dotted attribute names in "attributes"."""
+    text = orjson.dumps(
+        {"attributes": {"client.address": "203.0.113.9", "url.path": "/a"}, "ts": 971211336,
+         "client": {"address": "198.51.100.7"}}
+    ).decode()  # fmt: skip
+    fields = {"client": ["attributes", "client.address"], "time": "ts",
+              "path": ["attributes", "url.path"]}  # fmt: skip
+    r = build_parser("json", json_fields=fields)(text)
+    assert (r.ip, r.target) == ("203.0.113.9", "/a")
+    # The same keys as one dotted text still nest (the meaning configs have).
+    fields["client"] = "client.address"
+    assert build_parser("json", json_fields=fields)(text).ip == "198.51.100.7"
