@@ -127,10 +127,24 @@ def _header_list(value: Any, separator: str = ", ") -> str | None:
     return _text(value)
 
 
+def _ascii_number(text: str) -> bool:
+    """False for text int() and float() read but no log writes as a number: Unicode
+    digits ("２００", where the text formats' [0-9] refuse the line) and "_" between
+    digits ("2_00").
+
+    >>> _ascii_number("200"), _ascii_number("0.004"), _ascii_number("２００"), _ascii_number("2_00")
+    (True, True, False, False)
+    """
+    return text.isascii() and "_" not in text
+
+
 def _int(value: Any, low: int, high: int) -> int | None:
     """An integer in ``low..high``; None when absent or not a number (JSON logs often
-    hold "-" or free text there); parse.bad_number when out of bounds."""
+    hold "-" or free text there; text must be ASCII, see :func:`_ascii_number`);
+    parse.bad_number when out of bounds."""
     if value is None or value == "" or value == "-" or isinstance(value, bool):
+        return None
+    if isinstance(value, str) and not _ascii_number(value):
         return None
     try:
         number = int(value)
@@ -159,6 +173,8 @@ def _status(value: Any) -> int | None:
 
 def _float(value: Any) -> float | None:
     if value is None or value == "" or value == "-" or isinstance(value, bool):
+        return None
+    if isinstance(value, str) and not _ascii_number(value):
         return None
     try:
         return float(value)
@@ -221,7 +237,8 @@ class JsonParser:
         if ip is None:
             raise RejectedLine(PARSE_BAD_IP)
         time = get(doc, "time")
-        if time is None:
+        # A time text is ASCII as servers write it (any_time's float() read "９７１２...").
+        if time is None or (isinstance(time, str) and not _ascii_number(time)):
             raise RejectedLine(PARSE_BAD_TIME)
         r = Request()
         r.ip = ip

@@ -243,3 +243,36 @@ def test_a_list_of_keys_reaches_a_dotted_key_inside_an_object() -> None:
     # The same keys as one dotted text still nest (the meaning configs have).
     fields["client"] = "client.address"
     assert build_parser("json", json_fields=fields)(text).ip == "198.51.100.7"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"status": "２００"},  # fullwidth digits
+        {"status": "٢٠٠"},  # Arabic-Indic digits
+        {"status": "2_00"},
+        {"body_bytes_sent": "１２"},
+        {"request_time": "０.５"},
+        {"request_time": "0_5"},
+    ],
+)
+def test_numbers_are_ascii_digits(fields: dict[str, object]) -> None:
+    """int() and float() read any Unicode digit and "_" between digits: a status of
+    "２００" was 200, where the text formats' [0-9] refuse the line. Like other text
+    that is no number, such a field is absent."""
+    r = build_parser("json")(line(**fields))
+    status = None if "status" in fields else 200
+    assert (r.status, r.bytes_sent, r.duration_ms) == (status, None, None)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["９７１２１１３３６", "٩٧١٢١١٣٣٦", "971_211_336", "９７１２１１３３６.5",
+     "10/Oct/２０００:13:55:36 +0000", "[10/Oct/2000:13:55:36 +０７００]"],
+)  # fmt: skip
+def test_a_time_is_ascii(value: str) -> None:
+    """An epoch text of Unicode digits was read like ASCII ones (clf_time refuses
+    them): parse.bad_time."""
+    with pytest.raises(RejectedLine) as caught:
+        build_parser("json")(line(time_iso8601=value))
+    assert caught.value.reason == "parse.bad_time"
