@@ -127,6 +127,33 @@ def _header_list(value: Any, separator: str = ", ") -> str | None:
     return _text(value)
 
 
+#: 2286-11-20, 1e10 seconds: an epoch number or text read as a later time is
+#: parse.bad_time. any_time takes an epoch under 1e11 as seconds and from 1e11 as
+#: milliseconds, so 99,999,999,999 was the year 5138, and milliseconds from 1e13 the
+#: year 2286 on; neither is any request's time (times written as dates are read up to
+#: 9999, as in the text formats).
+MAX_EPOCH_SECONDS: Final = 10_000_000_000
+
+
+def _time(value: Any) -> int:
+    """A time field: any_time's reading, an epoch from MAX_EPOCH_SECONDS on refused.
+
+    >>> _time(1700000000), _time("1700000000123"), _time("3000-01-01T00:00:00Z")
+    (1700000000, 1700000000, 32503680000)
+    >>> _time(99_999_999_999)
+    Traceback (most recent call last):
+    ...
+    streams.records.RejectedLine: parse.bad_time
+    """
+    seconds = any_time(value)
+    # Dates hold "-" (ISO) or "/" (CLF); an epoch neither. Checked on late times only.
+    if seconds >= MAX_EPOCH_SECONDS and not (
+        isinstance(value, str) and ("-" in value or "/" in value)
+    ):
+        raise RejectedLine(PARSE_BAD_TIME)
+    return seconds
+
+
 def _ascii_number(text: str) -> bool:
     """False for text int() and float() read but no log writes as a number: Unicode
     digits ("２００", where the text formats' [0-9] refuse the line) and "_" between
@@ -242,7 +269,7 @@ class JsonParser:
             raise RejectedLine(PARSE_BAD_TIME)
         r = Request()
         r.ip = ip
-        r.time = any_time(time)
+        r.time = _time(time)
         line = _text(get(doc, "request_line"))
         if line is not None:
             r.method, r.target, r.protocol = split_request_line(line)

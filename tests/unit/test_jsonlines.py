@@ -276,3 +276,29 @@ def test_a_time_is_ascii(value: str) -> None:
     with pytest.raises(RejectedLine) as caught:
         build_parser("json")(line(time_iso8601=value))
     assert caught.value.reason == "parse.bad_time"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [99_999_999_999, 99_999_999_999.9, "99999999999", 10_000_000_000, "1e10",
+     20_000_000_000_000, "20000000000000"],
+)  # fmt: skip
+def test_an_epoch_from_the_year_2286_is_a_bad_time(value: object) -> None:
+    """An epoch under 1e11 is seconds, from 1e11 milliseconds: 99,999,999,999 was read
+    as the year 5138 and accepted, and a time in milliseconds from 1e13 as well. Read
+    either way, an epoch from 1e10 seconds (2286-11-20) is no request's time."""
+    with pytest.raises(RejectedLine) as caught:
+        build_parser("json")(line(time_iso8601=value))
+    assert caught.value.reason == "parse.bad_time"
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(9_999_999_999, 9_999_999_999), (100_000_000_000, 100_000_000),
+     (1_700_000_000_123, 1_700_000_000), ("1700000000.5", 1_700_000_000),
+     ("9999-12-31T23:59:59Z", 253402300799), ("[31/Dec/9999:23:59:59 +0000]", 253402300799)],
+)  # fmt: skip
+def test_epochs_up_to_2286_and_written_times_up_to_9999_are_read(
+    value: object, seconds: int
+) -> None:
+    assert build_parser("json")(line(time_iso8601=value)).time == seconds
