@@ -105,6 +105,10 @@ def _header(value: Any) -> str | None:
     >>> _header("curl/8"), _header(["curl/8", "x"]), _header([]), _header([{"a": 1}])
     ('curl/8', 'curl/8', None, None)
     """
+    if isinstance(value, str):  # the common cases first: one call per field and line
+        return None if value in ("", "-") else value
+    if value is None:
+        return None
     if isinstance(value, list):
         if not value or not all(isinstance(item, str) for item in value):
             return None
@@ -120,6 +124,10 @@ def _header_list(value: Any, separator: str = ", ") -> str | None:
     >>> _header_list(["de-CH", "fr"]), _header_list(["a=1", "", "b=2"], "; ")
     ('de-CH, fr', 'a=1; b=2')
     """
+    if isinstance(value, str):
+        return None if value in ("", "-") else value
+    if value is None:
+        return None
     if isinstance(value, list):
         if not all(isinstance(item, str) for item in value):
             return None
@@ -135,43 +143,21 @@ def _header_list(value: Any, separator: str = ", ") -> str | None:
 MAX_EPOCH_SECONDS: Final = 10_000_000_000
 
 
-def _time(value: Any) -> int:
-    """A time field: any_time's reading, an epoch from MAX_EPOCH_SECONDS on refused.
-
-    >>> _time(1700000000), _time("1700000000123"), _time("3000-01-01T00:00:00Z")
-    (1700000000, 1700000000, 32503680000)
-    >>> _time(99_999_999_999)
-    Traceback (most recent call last):
-    ...
-    streams.records.RejectedLine: parse.bad_time
-    """
-    seconds = any_time(value)
-    # Dates hold "-" (ISO) or "/" (CLF); an epoch neither. Checked on late times only.
-    if seconds >= MAX_EPOCH_SECONDS and not (
-        isinstance(value, str) and ("-" in value or "/" in value)
-    ):
-        raise RejectedLine(PARSE_BAD_TIME)
-    return seconds
-
-
-def _ascii_number(text: str) -> bool:
-    """False for text int() and float() read but no log writes as a number: Unicode
-    digits ("２００", where the text formats' [0-9] refuse the line) and "_" between
-    digits ("2_00").
-
-    >>> _ascii_number("200"), _ascii_number("0.004"), _ascii_number("２００"), _ascii_number("2_00")
-    (True, True, False, False)
-    """
-    return text.isascii() and "_" not in text
-
-
 def _int(value: Any, low: int, high: int) -> int | None:
     """An integer in ``low..high``; None when absent or not a number (JSON logs often
-    hold "-" or free text there; text must be ASCII, see :func:`_ascii_number`);
-    parse.bad_number when out of bounds."""
-    if value is None or value == "" or value == "-" or isinstance(value, bool):
-        return None
-    if isinstance(value, str) and not _ascii_number(value):
+    hold "-" or free text there); parse.bad_number when out of bounds.
+
+    Text must be ASCII without "_": int() and float() also read Unicode digits
+    ("２００", which the text formats' [0-9] refuse) and "_" between digits ("2_00"),
+    which no log writes as a number:
+
+    >>> _int("200", 0, 999), _int("２００", 0, 999), _int("2_00", 0, 999), _int(200.0, 0, 999)
+    (200, None, None, 200)
+    """
+    if isinstance(value, str):
+        if value in ("", "-") or not value.isascii() or "_" in value:
+            return None
+    elif value is None or isinstance(value, bool):
         return None
     try:
         number = int(value)
@@ -199,9 +185,11 @@ def _status(value: Any) -> int | None:
 
 
 def _float(value: Any) -> float | None:
-    if value is None or value == "" or value == "-" or isinstance(value, bool):
-        return None
-    if isinstance(value, str) and not _ascii_number(value):
+    """A number; None when absent or not a number (text as :func:`_int` takes it)."""
+    if isinstance(value, str):
+        if value in ("", "-") or not value.isascii() or "_" in value:
+            return None
+    elif value is None or isinstance(value, bool):
         return None
     try:
         return float(value)
@@ -264,12 +252,18 @@ class JsonParser:
         if ip is None:
             raise RejectedLine(PARSE_BAD_IP)
         time = get(doc, "time")
-        # A time text is ASCII as servers write it (any_time's float() read "９７１２...").
-        if time is None or (isinstance(time, str) and not _ascii_number(time)):
+        # Time text is ASCII without "_", as servers write it (any_time's float() read
+        # "９７１２１１３３６" and "971_211_336" as epochs).
+        if time is None or (isinstance(time, str) and (not time.isascii() or "_" in time)):
             raise RejectedLine(PARSE_BAD_TIME)
         r = Request()
         r.ip = ip
-        r.time = _time(time)
+        r.time = when = any_time(time)
+        # Dates hold "-" (ISO) or "/" (CLF), an epoch neither: see MAX_EPOCH_SECONDS.
+        if when >= MAX_EPOCH_SECONDS and not (
+            isinstance(time, str) and ("-" in time or "/" in time)
+        ):
+            raise RejectedLine(PARSE_BAD_TIME)
         line = _text(get(doc, "request_line"))
         if line is not None:
             r.method, r.target, r.protocol = split_request_line(line)
