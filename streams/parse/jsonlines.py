@@ -99,8 +99,9 @@ def _text(value: Any) -> str | None:
 def _header(value: Any) -> str | None:
     """A request header of one value (User-Agent, Referer, Host). Caddy, like any dump
     of Go's ``http.Header``, logs every header as an array of its values: the first is
-    read (a repeated header of one value is malformed; Apache and nginx log one value
-    too). An array holding anything but text is absent, like an object.
+    read (the header as sent first: a repeated header of one value is malformed, and
+    joined values are no user agent or URL). An array holding anything but text is
+    absent, like an object.
 
     >>> _header("curl/8"), _header(["curl/8", "x"]), _header([]), _header([{"a": 1}])
     ('curl/8', 'curl/8', None, None)
