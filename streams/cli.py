@@ -22,6 +22,7 @@ from typing import IO, Any
 import orjson
 
 from streams import __version__
+from streams.records import BOM
 
 EXIT_USAGE = 2
 EXIT_NOT_SHIPPED = 3  # logfog ship: the broker did not acknowledge every record
@@ -137,12 +138,16 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     progress = _progress(total, enabled=sys.stderr.isatty() and not args.quiet)
     started = time.perf_counter()
     out = pipeline.new_output()
+    at_start = True
     try:
         while True:
             raw = list(islice(source, BATCH_LINES))
             if not raw:
                 break
             batch = strip_line_ends(raw)
+            if at_start:  # a BOM starting the file is no part of its first line
+                batch[0] = batch[0].removeprefix(BOM)
+                at_start = False
             pipeline.process_lines(batch, out, first_line=pipeline.stats.lines + 1)
             pipeline.count_published(out)
             for name, events in zip(names, out.per_destination, strict=True):

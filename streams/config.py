@@ -31,6 +31,7 @@ from streams.fields import BUCKETED, BUCKETED_ACTIONS, NOT_IN_ANALYTICS, SENSITI
 from streams.parse import NAMED_FORMATS, FormatError, compile_one
 from streams.parse.jsonlines import DEFAULT_FIELDS as JSON_DEFAULT_FIELDS
 from streams.parse.jsonlines import ROLES as JSON_ROLES
+from streams.parse.jsonlines import key_path
 from streams.security import MECHANISMS, PROTOCOLS
 
 
@@ -56,6 +57,8 @@ class Key:
     minimum: int | None = None
     #: Never quote the value in a message (a password given the wrong type).
     secret: bool = False
+    #: More JSON Schema keywords for the key (what its items may be).
+    schema: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,20 +150,44 @@ def _geo_database(kind: str) -> Any:
     return check
 
 
+def _json_key_ok(key: Any) -> bool:
+    """A key, dotted for nesting (no empty part), or a non-empty list of non-empty keys."""
+    if isinstance(key, str):
+        return all(key.split("."))
+    return isinstance(key, list) and bool(key) and all(isinstance(k, str) and k for k in key)
+
+
 def _json_fields(value: Mapping[str, Any]) -> str | None:
     for role, key in value.items():
         if role not in JSON_ROLES:
             return f"unknown role {role!r} (known: {', '.join(sorted(JSON_ROLES))})"
-        if not isinstance(key, str) or not all(key.split(".")):
-            return f"{role}: must be a JSON key (dotted for nesting), not {key!r}"
+        if not _json_key_ok(key):
+            return (
+                f"{role}: must be a JSON key (dotted for nesting) or a list of keys "
+                f"(one per level, dots kept), not {key!r}"
+            )
     # host and protocol are published as text (only leak-swept), so they must not read
     # another field's key: {host: http_cookie} would publish the cookie (an audit).
+    # Compared as paths: [http_cookie] and "a.b" / [a, b] name the same key.
     keys = {**JSON_DEFAULT_FIELDS, **value}
+    paths = {role: key_path(key) for role, key in keys.items()}
     for role in _JSON_TEXT_ROLES:
-        others = sorted(r for r, k in keys.items() if k == keys.get(role) and r != role)
+        others = sorted(r for r, p in paths.items() if p == paths.get(role) and r != role)
         if others:
             return f"{role}: reads {keys[role]!r}, the key of {', '.join(others)}"
     return None
+
+
+#: ``input.json_fields`` in the JSON Schema: roles, and keys as :func:`_json_key_ok`.
+_JSON_FIELDS_SCHEMA: Final = {
+    "propertyNames": {"enum": sorted(JSON_ROLES)},
+    "additionalProperties": {
+        "oneOf": [
+            {"type": "string", "pattern": "^[^.]+([.][^.]+)*$"},
+            {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+        ]
+    },
+}
 
 
 _JSON_TEXT_ROLES: Final = ("host", "protocol")
@@ -268,8 +295,11 @@ SCHEMA = Section(
                 "json_fields": Key(
                     dict,
                     {},
-                    "for json: source role -> JSON key (dotted for nesting)",
+                    "for json: source role -> JSON key, dotted for nesting (request.uri), or "
+                    "a list of keys, one per level, each as it is (a key holding a dot: "
+                    "[source.ip]; nested: [attributes, url.path])",
                     check=_json_fields,
+                    schema=_JSON_FIELDS_SCHEMA,
                 ),
                 "trusted_proxies": Key(
                     list, [], "networks whose X-Forwarded-For is believed", check=_cidrs
@@ -1185,6 +1215,7 @@ def json_schema() -> dict[str, Any]:
             schema["enum"] = list(key.choices)
         if getattr(key, "minimum", None) is not None:
             schema["minimum"] = getattr(key, "minimum", None)
+        schema.update(getattr(key, "schema", None) or {})
         return schema
 
     def section_schema(section: Section) -> dict[str, Any]:

@@ -17,6 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+#: A UTF-8 byte order mark: Windows tools start a text file with one. It is no part of
+#: the first line (whose address it made parse.bad_ip): the readers of files and
+#: streams (``logfog anonymize``, ``logfog ship``) drop it at their start only, since
+#: further on it is the line's own.
+BOM: Final = b"\xef\xbb\xbf"
+
 # Reason codes: stable strings, used as metric labels and in dead letters.
 PARSE_NO_MATCH: Final = "parse.no_match"
 PARSE_BAD_TIME: Final = "parse.bad_time"

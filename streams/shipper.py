@@ -7,7 +7,8 @@ main throughput lever. A record value is ``lines_per_record`` lines joined by
 per record. Consumers count lines as ``value.count(b"\\n") + 1``.
 
 Lines are bytes and are never decoded (access logs contain invalid UTF-8); only the
-line terminator (``\\n`` or ``\\r\\n``) is stripped. Empty lines are shipped as lines,
+line terminator (``\\n`` or ``\\r\\n``) is stripped, and a UTF-8 byte order mark that
+starts a file or stdin (``streams.records.BOM``). Empty lines are shipped as lines,
 because the pipeline counts them. Logs of this module carry counts, never payloads.
 
 Oversize lines: a line longer than the worker's ``input.max_line_bytes`` is shipped
@@ -47,6 +48,7 @@ from types import FrameType
 from typing import Any
 
 from streams.admin import AdminError, describe_topics
+from streams.records import BOM
 from streams.security import PLAINTEXT, KafkaSecurity, kafka_python_settings
 
 log = logging.getLogger(__name__)
@@ -211,15 +213,32 @@ class LineSplitter:
     >>> s = LineSplitter()
     >>> s.feed(b"a\r\nb"), s.feed(b"c\n\n"), s.feed(b"tail"), s.finish(), s.finish()
     ([b'a'], [b'bc', b''], [], b'tail', None)
+
+    ``at_start``: the bytes fed are a file's or stream's start, so a :data:`BOM` there
+    is dropped (however the reads cut it):
+
+    >>> s = LineSplitter(at_start=True)
+    >>> s.feed(b"\xef\xbb"), s.feed(b"\xbfa\n\xef\xbb\xbfb\n")
+    ([], [b'a', b'\xef\xbb\xbfb'])
     """
 
-    __slots__ = ("_pending",)
+    __slots__ = ("_head", "_pending")
 
-    def __init__(self) -> None:
+    def __init__(self, at_start: bool = False) -> None:
         self._pending: list[bytes] = []
+        #: The stream's first bytes while they may still be a BOM (None: past them).
+        self._head: bytes | None = b"" if at_start else None
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Add bytes; return the lines they complete (terminators stripped)."""
+        if self._head is not None:
+            chunk = self._head + chunk
+            if len(chunk) < len(BOM) and BOM.startswith(chunk):
+                self._head = chunk  # a BOM's start, or nothing yet: wait for more
+                return []
+            self._head = None
+            if chunk.startswith(BOM):
+                chunk = chunk[len(BOM) :]
         if b"\n" not in chunk:
             if chunk:
                 self._pending.append(chunk)
@@ -234,6 +253,9 @@ class LineSplitter:
 
     def finish(self) -> bytes | None:
         """Return the pending incomplete line (as a line) or None; reset."""
+        if self._head:  # the stream ended on a BOM's first bytes: they are its line
+            self._pending.append(self._head)
+        self._head = None
         if not self._pending:
             return None
         line = b"".join(self._pending)
@@ -309,12 +331,12 @@ def follow_file(
                 continue
         from_end = False  # written after we started: all of it is new
     rotated: list[_Rotated] = []
-    splitter = LineSplitter()
     ended = False  # the input really ended (no follow): its unterminated tail is a line
     try:
         ident = _file_id(os.fstat(f.fileno()))
         if from_end:
             f.seek(0, os.SEEK_END)
+        splitter = LineSplitter(at_start=f.tell() == 0)  # a BOM is dropped at the start
         while not stop.is_set():
             grew = False
             for old in list(rotated):  # first: its lines were written before the new file's
@@ -355,7 +377,7 @@ def follow_file(
                 except FileNotFoundError:
                     continue
                 rotated.append(_Rotated(f, splitter, time.monotonic()))
-                f, splitter = new_f, LineSplitter()
+                f, splitter = new_f, LineSplitter(at_start=True)
                 ident = _file_id(os.fstat(f.fileno()))
                 log.info("shipper: %s was rotated; following the new file", path.name)
                 continue
@@ -393,7 +415,7 @@ def read_fd(
     unterminated last line is a line at EOF; at ``stop`` it is not shipped, and
     ``on_unfinished`` gets its length (as in :func:`follow_file`).
     """
-    splitter = LineSplitter()
+    splitter = LineSplitter(at_start=True)
     ended = False
     while not stop.is_set():
         try:

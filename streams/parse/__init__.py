@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
 
-from streams.parse.jsonlines import JsonParser
+from streams.parse.jsonlines import JsonKey, JsonParser
 from streams.parse.logformat import (
     FormatError,
     LineParser,
@@ -51,7 +51,7 @@ __all__ = ["NAMED_FORMATS", "FormatError", "Parse", "build_parser", "compile_one
 def compile_one(
     spec: str,
     trusted_proxies: Iterable[str] = (),
-    json_fields: Mapping[str, str] | None = None,
+    json_fields: Mapping[str, JsonKey] | None = None,
 ) -> LineParser | JsonParser:
     """A named format, ``apache:<LogFormat>``, ``nginx:<log_format>`` or ``json``."""
     proxies = tuple(trusted_proxies)
@@ -74,7 +74,7 @@ def compile_one(
 def build_parser(
     formats: str | Sequence[str],
     trusted_proxies: Iterable[str] = (),
-    json_fields: Mapping[str, str] | None = None,
+    json_fields: Mapping[str, JsonKey] | None = None,
 ) -> Parse:
     """One parse function; with several formats the first that matches wins."""
     specs = [formats] if isinstance(formats, str) else list(formats)

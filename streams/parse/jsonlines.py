@@ -1,8 +1,16 @@
 """JSON-lines access logs (nginx ``escape=json``, Caddy, load balancers).
 
 Which JSON key holds which source field is configuration: ``input.json_fields`` maps a
-source-field role to a key (dotted keys reach into nested objects). The defaults are
-nginx's variable names.
+source-field role to a key (dotted keys reach into nested objects), or to a list of
+keys, one per level, each taken as it is: a key holding a dot, as OpenTelemetry and
+flattened ECS write them, is ``["source.ip"]`` (``["attributes", "client.address"]``
+inside an object). The defaults are nginx's variable names.
+
+Header arrays: Caddy logs each request header as an array of its values
+(``"User-Agent": ["curl/8.4.0"]``). For a header of one value (referrer, user_agent,
+host) the first is read; a list header is joined as HTTP joins repeated field lines
+(language and forwarded_for with ", ", cookie with "; "). Any other role, and an array
+holding anything but text, is absent: an array is never turned into text.
 
 >>> p = JsonParser()
 >>> r = p.parse('{"remote_addr":"203.0.113.9","time_iso8601":"2000-10-10T20:55:36+00:00",'
@@ -18,7 +26,7 @@ streams.records.RejectedLine: parse.bad_ip
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import orjson
@@ -61,23 +69,96 @@ DEFAULT_FIELDS: Final[Mapping[str, str]] = {
 }
 ROLES: Final = frozenset((*DEFAULT_FIELDS, "duration_ms", "protocol"))
 
+#: What ``json_fields`` maps a role to: a key, dotted for nesting, or a list of keys,
+#: one per level, dots kept.
+JsonKey = str | Sequence[str]
+
+
+def key_path(key: JsonKey) -> tuple[str, ...]:
+    """The keys, one per level, that ``key`` names.
+
+    >>> key_path("client.ip"), key_path(["client.ip"]), key_path(["attributes", "url.path"])
+    (('client', 'ip'), ('client.ip',), ('attributes', 'url.path'))
+    """
+    return tuple(key.split(".")) if isinstance(key, str) else tuple(key)
+
 
 def _text(value: Any) -> str | None:
     """A text field's value; None when absent, or when it is an object or array: its
-    text form would carry whatever the object holds, mapped or not (an audit).
+    text form would carry whatever the object holds, mapped or not (an audit). A
+    boolean is no text either (a referrer ``true`` became the text "True").
 
-    >>> _text("GET"), _text(7), _text("-"), _text({"session": "x"}), _text(["a"])
-    ('GET', '7', None, None, None)
+    >>> _text("GET"), _text(7), _text("-"), _text({"session": "x"}), _text(["a"]), _text(True)
+    ('GET', '7', None, None, None, None)
     """
     if isinstance(value, str):
         return None if value in ("", "-") else value
-    return None if value is None or isinstance(value, (dict, list)) else str(value)
+    return None if value is None or isinstance(value, (dict, list, bool)) else str(value)
+
+
+def _header(value: Any) -> str | None:
+    """A request header of one value (User-Agent, Referer, Host). Caddy, like any dump
+    of Go's ``http.Header``, logs every header as an array of its values: the first is
+    read (the header as sent first: a repeated header of one value is malformed, and
+    joined values are no user agent or URL). An array holding anything but text is
+    absent, like an object.
+
+    >>> _header("curl/8"), _header(["curl/8", "x"]), _header([]), _header([{"a": 1}])
+    ('curl/8', 'curl/8', None, None)
+    """
+    if isinstance(value, str):  # the common cases first: one call per field and line
+        return None if value in ("", "-") else value
+    if value is None:
+        return None
+    if isinstance(value, list):
+        if not value or not all(isinstance(item, str) for item in value):
+            return None
+        value = value[0]
+    return _text(value)
+
+
+def _header_list(value: Any, separator: str = ", ") -> str | None:
+    """A request header that is a list (Accept-Language, X-Forwarded-For; Cookie with
+    ``separator`` "; "): an array of its values is joined as HTTP combines repeated
+    field lines (RFC 9110 5.3; cookies as RFC 9113 8.2.3 rejoins them).
+
+    >>> _header_list(["de-CH", "fr"]), _header_list(["a=1", "", "b=2"], "; ")
+    ('de-CH, fr', 'a=1; b=2')
+    """
+    if isinstance(value, str):
+        return None if value in ("", "-") else value
+    if value is None:
+        return None
+    if isinstance(value, list):
+        if not all(isinstance(item, str) for item in value):
+            return None
+        value = separator.join([item for item in value if item])
+    return _text(value)
+
+
+#: 2286-11-20, 1e10 seconds: an epoch number or text read as a later time is
+#: parse.bad_time. any_time takes an epoch under 1e11 as seconds and from 1e11 as
+#: milliseconds, so 99,999,999,999 was the year 5138, and milliseconds from 1e13 the
+#: year 2286 on; neither is any request's time (times written as dates are read up to
+#: 9999, as in the text formats).
+MAX_EPOCH_SECONDS: Final = 10_000_000_000
 
 
 def _int(value: Any, low: int, high: int) -> int | None:
     """An integer in ``low..high``; None when absent or not a number (JSON logs often
-    hold "-" or free text there); parse.bad_number when out of bounds."""
-    if value is None or value == "" or value == "-" or isinstance(value, bool):
+    hold "-" or free text there); parse.bad_number when out of bounds.
+
+    Text must be ASCII without "_": int() and float() also read Unicode digits
+    ("２００", which the text formats' [0-9] refuse) and "_" between digits ("2_00"),
+    which no log writes as a number:
+
+    >>> _int("200", 0, 999), _int("２００", 0, 999), _int("2_00", 0, 999), _int(200.0, 0, 999)
+    (200, None, None, 200)
+    """
+    if isinstance(value, str):
+        if value in ("", "-") or not value.isascii() or "_" in value:
+            return None
+    elif value is None or isinstance(value, bool):
         return None
     try:
         number = int(value)
@@ -105,7 +186,11 @@ def _status(value: Any) -> int | None:
 
 
 def _float(value: Any) -> float | None:
-    if value is None or value == "" or value == "-" or isinstance(value, bool):
+    """A number; None when absent or not a number (text as :func:`_int` takes it)."""
+    if isinstance(value, str):
+        if value in ("", "-") or not value.isascii() or "_" in value:
+            return None
+    elif value is None or isinstance(value, bool):
         return None
     try:
         return float(value)
@@ -117,12 +202,12 @@ class JsonParser:
     name = "json"
 
     def __init__(
-        self, fields: Mapping[str, str] | None = None, trusted_proxies: Iterable[str] = ()
+        self, fields: Mapping[str, JsonKey] | None = None, trusted_proxies: Iterable[str] = ()
     ) -> None:
-        mapping = dict(DEFAULT_FIELDS)
+        mapping: dict[str, JsonKey] = dict(DEFAULT_FIELDS)
         mapping.update(fields or {})
         self._resolver = ClientResolver(trusted_proxies)
-        self._key = {role: tuple(key.split(".")) for role, key in mapping.items()}
+        self._key = {role: key_path(key) for role, key in mapping.items()}
 
     def _get(self, doc: Mapping[str, Any], role: str) -> Any:
         path = self._key.get(role)
@@ -163,16 +248,23 @@ class JsonParser:
         ip = (
             None
             if client is None
-            else self._resolver.resolve(client, _text(get(doc, "forwarded_for")))
+            else self._resolver.resolve(client, _header_list(get(doc, "forwarded_for")))
         )
         if ip is None:
             raise RejectedLine(PARSE_BAD_IP)
         time = get(doc, "time")
-        if time is None:
+        # Time text is ASCII without "_", as servers write it (any_time's float() read
+        # "９７１２１１３３６" and "971_211_336" as epochs).
+        if time is None or (isinstance(time, str) and (not time.isascii() or "_" in time)):
             raise RejectedLine(PARSE_BAD_TIME)
         r = Request()
         r.ip = ip
-        r.time = any_time(time)
+        r.time = when = any_time(time)
+        # Dates hold "-" (ISO) or "/" (CLF), an epoch neither: see MAX_EPOCH_SECONDS.
+        if when >= MAX_EPOCH_SECONDS and not (
+            isinstance(time, str) and ("-" in time or "/" in time)
+        ):
+            raise RejectedLine(PARSE_BAD_TIME)
         line = _text(get(doc, "request_line"))
         if line is not None:
             r.method, r.target, r.protocol = split_request_line(line)
@@ -188,10 +280,10 @@ class JsonParser:
         )
         if ms is not None and not 0 <= ms <= MAX_DURATION_MS:  # also NaN, infinity
             raise RejectedLine(PARSE_BAD_NUMBER)
-        r.referrer = _text(get(doc, "referrer"))
-        r.user_agent = _text(get(doc, "user_agent"))
-        r.language = _text(get(doc, "language"))
-        r.host = _text(get(doc, "host"))
+        r.referrer = _header(get(doc, "referrer"))
+        r.user_agent = _header(get(doc, "user_agent"))
+        r.language = _header_list(get(doc, "language"))
+        r.host = _header(get(doc, "host"))
         r.user = _text(get(doc, "user"))
-        r.cookie = _text(get(doc, "cookie"))
+        r.cookie = _header_list(get(doc, "cookie"), "; ")
         return r

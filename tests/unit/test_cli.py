@@ -456,6 +456,22 @@ def test_main_returns_the_status_of_help_and_usage_errors(
     assert "invalid choice" in capsys.readouterr().err
 
 
+def test_a_bom_at_the_start_of_the_log_is_no_part_of_its_first_line(
+    config: Path, tmp_path: Path
+) -> None:
+    """A UTF-8 byte order mark starting a log (Windows tools write one) made its first
+    line parse.bad_ip ("\\ufeff203.0.113.9"); one further on is the line's own and
+    still rejected (audit formats)."""
+    lines = SAMPLE.read_bytes().splitlines()[:3]
+    log = tmp_path / "access.log"
+    log.write_bytes(b"\xef\xbb\xbf" + b"\n".join([*lines, b"\xef\xbb\xbf" + lines[0]]) + b"\n")
+    out = tmp_path / "out"
+    assert main(["anonymize", str(log), "-c", str(config), "-o", str(out), "-q"]) == 0
+    rejected = [orjson.loads(x) for x in (out / "rejected.ndjson").read_bytes().splitlines()]
+    assert [(r["line"], r["reason"]) for r in rejected] == [(4, "parse.bad_ip")]
+    assert len((out / "ops.ndjson").read_bytes().splitlines()) == 3
+
+
 def test_the_progress_bar_reaches_the_files_size_on_crlf_logs(
     config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -105,8 +105,16 @@ RANGE_CASES = [
     ({**base(), "input": {"max_line_bytes": -5}}, "input.max_line_bytes: must be at least 1, not -5"),
     ({**base(), "input": {"max_line_bytes": 0}}, "input.max_line_bytes: must be at least 1, not 0"),
     ({**base(), "input": {"format": "json", "json_fields": {"client": 5}}},
-     "input.json_fields: client: must be a JSON key (dotted for nesting), not 5"),
+     "input.json_fields: client: must be a JSON key (dotted for nesting) or a list of keys "
+     "(one per level, dots kept), not 5"),
     ({**base(), "input": {"format": "json", "json_fields": {"client": "a..b"}}},
+     "input.json_fields: client: must be a JSON key"),
+    ({**base(), "input": {"format": "json", "json_fields": {"client": []}}},
+     "input.json_fields: client: must be a JSON key (dotted for nesting) or a list of keys "
+     "(one per level, dots kept), not []"),
+    ({**base(), "input": {"format": "json", "json_fields": {"client": ["a", ""]}}},
+     "input.json_fields: client: must be a JSON key"),
+    ({**base(), "input": {"format": "json", "json_fields": {"client": ["a", 5]}}},
      "input.json_fields: client: must be a JSON key"),
     ({**base(), "keys": {"epoch": "0s"}}, "keys.epoch: must be longer than 0s"),
     ({**base(), "kafka": {"raw": {"partitions": 0}}}, "kafka.raw.partitions: must be at least 1, not 0"),
@@ -263,6 +271,27 @@ def test_default_config_validates_against_json_schema() -> None:
     jsonschema = pytest.importorskip("jsonschema")
     config = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
     jsonschema.validate(config, json_schema())
+
+
+def test_json_keys_with_a_dot_validate_in_the_config_and_its_json_schema() -> None:
+    """A list of keys maps a key holding a dot (OpenTelemetry's "client.address"):
+    check-config and the published JSON Schema take it (audit formats, FMT-9)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    config = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    config["input"] = {
+        "format": "json",
+        "json_fields": {
+            "client": ["source.ip"],
+            "path": ["attributes", "url.path"],
+            "time": "@timestamp",
+        },
+    }
+    assert validate(config) == []
+    jsonschema.validate(config, json_schema())
+    for wrong in ({"client": []}, {"client": [5]}, {"client": 5}, {"nope": "x"}):
+        config["input"]["json_fields"] = wrong
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(config, json_schema())
 
 
 def test_range_mistakes_are_reported_together() -> None:

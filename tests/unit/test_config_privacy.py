@@ -353,6 +353,26 @@ def test_a_published_text_field_may_not_read_another_fields_json_key(role: str, 
     assert any(f"json_fields: {role}: reads {key!r}" in e for e in errors), errors
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"host": ["http_cookie"]},
+        {"host": ["req", "headers", "Cookie"], "cookie": "req.headers.Cookie"},
+        {"host": "req.headers.Cookie", "cookie": ["req", "headers", "Cookie"]},
+    ],
+)
+def test_a_published_text_field_may_not_read_another_fields_key_as_a_list(
+    fields: dict[str, object],
+) -> None:
+    """A list of keys names the same key as its dotted text: the check compares keys,
+    not their spelling (audit formats, FMT-9)."""
+    config = _one_destination(
+        {"h": {"from": "request.host", "action": "keep"}}, format="json", json_fields=fields
+    )
+    errors = validate(config)
+    assert any("json_fields: host: reads" in e and "the key of cookie" in e for e in errors), errors
+
+
 def test_json_host_and_protocol_may_read_keys_of_their_own() -> None:
     config = _one_destination(
         {"h": {"from": "request.host", "action": "keep"}},

@@ -86,9 +86,10 @@ def test_an_unregistered_method_is_other() -> None:
 
 def test_an_object_where_text_is_mapped_is_not_turned_into_text() -> None:
     """A nested object in a text field became its Python text form, so everything in it
-    (mapped or not, a cookie included) could reach a rule: now the field is absent."""
+    (mapped or not, a cookie included) could reach a rule: now the field is absent.
+    An array is a header's values (Caddy) only when it holds text alone."""
     parse = build_parser("json", json_fields={"path": "p", "user_agent": "ua"})
-    r = parse(line(request=None, p={"session": "s3cr3t", "to": "/x"}, ua=["Mozilla", "x"]))
+    r = parse(line(request=None, p={"session": "s3cr3t", "to": "/x"}, ua=["Mozilla", {"x": 1}]))
     assert r.target is None and r.user_agent is None
 
 
@@ -116,3 +117,188 @@ def test_a_text_line_keeps_its_reason_when_json_is_also_listed() -> None:
         with pytest.raises(RejectedLine) as caught:
             parse(text)
         assert caught.value.reason == reason
+
+
+# --- Caddy: headers as arrays (audit formats, FMT-8) -------------------------------
+
+CADDY = {
+    "level": "info", "ts": 971211336.25, "logger": "http.log.access",
+    "msg": "handled request",
+    "request": {
+        "remote_ip": "203.0.113.9", "remote_port": "51234", "client_ip": "203.0.113.9",
+        "proto": "HTTP/2.0", "method": "GET", "host": "www.example.com", "uri": "/a?b=1",
+        "headers": {"User-Agent": ["curl/8.4.0"], "Referer": ["https://x.example/"],
+                    "Accept-Language": ["de-CH,de;q=0.9"]},
+    },
+    "bytes_read": 0, "user_id": "", "duration": 0.0012, "size": 5, "status": 200,
+}  # fmt: skip
+CADDY_FIELDS = {
+    "client": "request.remote_ip", "time": "ts", "method": "request.method",
+    "path": "request.uri", "protocol": "request.proto", "host": "request.host",
+    "user_agent": "request.headers.User-Agent", "referrer": "request.headers.Referer",
+    "language": "request.headers.Accept-Language", "status": "status", "bytes": "size",
+    "duration_s": "duration", "forwarded_for": "request.headers.X-Forwarded-For",
+    "cookie": "request.headers.Cookie",
+}  # fmt: skip
+
+
+def caddy(**headers: object) -> str:
+    doc = orjson.loads(orjson.dumps(CADDY))
+    doc["request"]["headers"].update(headers)
+    return orjson.dumps(doc).decode()
+
+
+def test_caddy_header_arrays_are_read() -> None:
+    """Caddy (and any Go http.Header dump) logs every request header as an array of
+    its values; arrays were taken as absent, so the user agent, referrer and language
+    of every Caddy line were silently None (no browser, no bot, pseudonyms of
+    (ip, None)). An audit (formats, FMT-8)."""
+    r = build_parser("json", json_fields=CADDY_FIELDS)(caddy())
+    assert (r.ip, r.time, r.target, r.status, r.protocol, r.host) == (
+        "203.0.113.9", 971211336, "/a?b=1", 200, "HTTP/2.0", "www.example.com",
+    )  # fmt: skip
+    assert r.user_agent == "curl/8.4.0"
+    assert r.referrer == "https://x.example/"
+    assert r.language == "de-CH,de;q=0.9"
+
+
+def test_repeated_headers_are_read_as_http_combines_them() -> None:
+    """A header sent twice is an array of two: a list header (Accept-Language,
+    X-Forwarded-For) is its values joined by ", " (RFC 9110 5.3), Cookie by "; "
+    (RFC 9113 8.2.3); a header of one value (User-Agent, Referer) is its first."""
+    parse = build_parser("json", json_fields=CADDY_FIELDS, trusted_proxies=["10.0.0.0/8"])
+    headers = {
+        "User-Agent": ["curl/8.4.0", "evil/1"], "Referer": ["https://x.example/", "y"],
+        "Accept-Language": ["de-CH", "fr;q=0.5"], "Cookie": ["a=1", "b=2"],
+        "X-Forwarded-For": ["198.51.100.7", "10.0.0.2"],
+    }  # fmt: skip
+    r = parse(caddy(**headers))
+    assert (r.user_agent, r.referrer) == ("curl/8.4.0", "https://x.example/")
+    assert (r.language, r.cookie) == ("de-CH, fr;q=0.5", "a=1; b=2")
+    # 203.0.113.9 is no trusted proxy: the forwarded chain is not believed.
+    assert r.ip == "203.0.113.9"
+    doc = orjson.loads(caddy(**{"X-Forwarded-For": ["198.51.100.7", "10.0.0.2"]}))
+    doc["request"]["remote_ip"] = "10.0.0.1"
+    assert parse(orjson.dumps(doc).decode()).ip == "198.51.100.7"
+
+
+@pytest.mark.parametrize(
+    "value", [[], [""], ["-"], [{"a": "b"}], ["x", {"a": "b"}], [["x"]], [1], [None]]
+)
+def test_a_header_array_that_holds_no_text_is_absent(value: object) -> None:
+    r = build_parser("json", json_fields=CADDY_FIELDS)(
+        caddy(**{"User-Agent": value, "Accept-Language": value, "Cookie": value})
+    )
+    assert (r.user_agent, r.language, r.cookie) == (None, None, None)
+
+
+def test_an_array_is_no_text_outside_the_headers() -> None:
+    """Only header roles read arrays: a request target or method is one value."""
+    parse = build_parser("json", json_fields={"method": "m", "path": "p", "host": "h"})
+    r = parse(line(request=None, m=["GET"], p=["/x", "/y"], h=["a.example"]))
+    assert (r.method, r.target) == (None, None)
+    assert r.host == "a.example"  # Host is a header (of one value)
+
+
+# --- values of the wrong kind (audit formats, suspicions) --------------------------
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_a_boolean_is_no_text(value: bool) -> None:
+    """A boolean where text is mapped became the text "True" (a referrer "True")."""
+    r = build_parser("json")(line(http_referer=value, http_user_agent=value, host=value))
+    assert (r.referrer, r.user_agent, r.host) == (None, None, None)
+
+
+# --- keys holding a dot (audit formats, FMT-9) -------------------------------------
+
+
+def test_a_json_key_with_a_literal_dot_can_be_mapped() -> None:
+    """A dotted key nests, so the flat dotted keys of OpenTelemetry and flattened ECS
+    ("client.address", "source.ip") could not be mapped: every line was parse.bad_ip.
+    A list of keys names one key per level, each taken as it is. An audit (formats,
+    FMT-9)."""
+    text = orjson.dumps(
+        {"source.ip": "203.0.113.9", "@timestamp": "2000-10-10T20:55:36Z",
+         "http.request.method": "GET", "url.path": "/a", "user_agent.original": "curl/8"}
+    ).decode()  # fmt: skip
+    fields = {"client": ["source.ip"], "time": "@timestamp", "method": ["http.request.method"],
+              "path": ["url.path"], "user_agent": ["user_agent.original"]}  # fmt: skip
+    r = build_parser("json", json_fields=fields)(text)
+    assert (r.ip, r.time, r.method, r.target, r.user_agent) == (
+        "203.0.113.9", 971211336, "GET", "/a", "curl/8",
+    )  # fmt: skip
+
+
+def test_a_list_of_keys_reaches_a_dotted_key_inside_an_object() -> None:
+    """OpenTelemetry's JSON nests its dotted attribute names in "attributes"."""
+    text = orjson.dumps(
+        {"attributes": {"client.address": "203.0.113.9", "url.path": "/a"}, "ts": 971211336,
+         "client": {"address": "198.51.100.7"}}
+    ).decode()  # fmt: skip
+    fields = {"client": ["attributes", "client.address"], "time": "ts",
+              "path": ["attributes", "url.path"]}  # fmt: skip
+    r = build_parser("json", json_fields=fields)(text)
+    assert (r.ip, r.target) == ("203.0.113.9", "/a")
+    # The same keys as one dotted text still nest (the meaning configs have).
+    fields["client"] = "client.address"
+    assert build_parser("json", json_fields=fields)(text).ip == "198.51.100.7"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"status": "２００"},  # fullwidth digits
+        {"status": "٢٠٠"},  # Arabic-Indic digits
+        {"status": "2_00"},
+        {"body_bytes_sent": "１２"},
+        {"request_time": "０.５"},
+        {"request_time": "0_5"},
+    ],
+)
+def test_numbers_are_ascii_digits(fields: dict[str, object]) -> None:
+    """int() and float() read any Unicode digit and "_" between digits: a status of
+    "２００" was 200, where the text formats' [0-9] refuse the line. Like other text
+    that is no number, such a field is absent."""
+    r = build_parser("json")(line(**fields))
+    status = None if "status" in fields else 200
+    assert (r.status, r.bytes_sent, r.duration_ms) == (status, None, None)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["９７１２１１３３６", "٩٧١٢١١٣٣٦", "971_211_336", "９７１２１１３３６.5",
+     "10/Oct/２０００:13:55:36 +0000", "[10/Oct/2000:13:55:36 +０７００]"],
+)  # fmt: skip
+def test_a_time_is_ascii(value: str) -> None:
+    """An epoch text of Unicode digits was read like ASCII ones (clf_time refuses
+    them): parse.bad_time."""
+    with pytest.raises(RejectedLine) as caught:
+        build_parser("json")(line(time_iso8601=value))
+    assert caught.value.reason == "parse.bad_time"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [99_999_999_999, 99_999_999_999.9, "99999999999", 10_000_000_000, "1e10",
+     20_000_000_000_000, "20000000000000"],
+)  # fmt: skip
+def test_an_epoch_from_the_year_2286_is_a_bad_time(value: object) -> None:
+    """An epoch under 1e11 is seconds, from 1e11 milliseconds: 99,999,999,999 was read
+    as the year 5138 and accepted, and a time in milliseconds from 1e13 as well. Read
+    either way, an epoch from 1e10 seconds (2286-11-20) is no request's time."""
+    with pytest.raises(RejectedLine) as caught:
+        build_parser("json")(line(time_iso8601=value))
+    assert caught.value.reason == "parse.bad_time"
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(9_999_999_999, 9_999_999_999), (100_000_000_000, 100_000_000),
+     (1_700_000_000_123, 1_700_000_000), ("1700000000.5", 1_700_000_000),
+     ("9999-12-31T23:59:59Z", 253402300799), ("[31/Dec/9999:23:59:59 +0000]", 253402300799)],
+)  # fmt: skip
+def test_epochs_up_to_2286_and_written_times_up_to_9999_are_read(
+    value: object, seconds: int
+) -> None:
+    assert build_parser("json")(line(time_iso8601=value)).time == seconds

@@ -151,6 +151,38 @@ def test_stdin_ships_its_last_line_at_eof_but_not_at_a_stop() -> None:
             os.close(write)
 
 
+def test_stdin_drops_a_bom_at_its_start_only() -> None:
+    """A UTF-8 byte order mark starting the input is no part of its first line (it made
+    the line parse.bad_ip); read_fd drops it there and nowhere else (audit formats)."""
+    read, write = os.pipe()
+    try:
+        os.write(write, b"\xef\xbb")  # the BOM in two reads
+        os.write(write, b"\xbfx\n\xef\xbb\xbfy\n")
+        os.close(write)
+        write = -1
+        got = [x for b in read_fd(read, stop=threading.Event(), chunk_size=2) if b for x in b]
+        assert got == [b"x", b"\xef\xbb\xbfy"]
+    finally:
+        os.close(read)
+        if write >= 0:
+            os.close(write)
+
+
+def test_a_bom_starting_the_file_rotation_created_is_dropped(tmp_path: Path) -> None:
+    """After rename rotation the new file is read from its start: its BOM too is no
+    part of its first line."""
+    path = tmp_path / "access.log"
+    path.write_bytes(b"one\n")
+
+    def rotate(tick: int) -> None:
+        if tick == 1:
+            path.rename(tmp_path / "access.log.1")
+            path.write_bytes(b"\xef\xbb\xbftwo\n")
+
+    lines, _ = follow(path, rotate, rotate_wait_s=0.05)
+    assert lines == [b"one", b"two"]
+
+
 def stop_after(ticks: int) -> tuple[threading.Event, Callable[[Any], None]]:
     """A stop event and an ``on_progress`` that sets it after ``ticks`` idle ticks."""
     stop = threading.Event()

@@ -176,3 +176,48 @@ def test_follow_ends_while_waiting_for_a_missing_file(tmp_path: Path) -> None:
 def test_without_follow_a_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         next(follow_file(tmp_path / "none.log", follow=False, stop=threading.Event()))
+
+
+BOM = b"\xef\xbb\xbf"
+COMBINED = b'203.0.113.9 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 5 "-" "curl/8"'
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 4, 1 << 20])
+def test_a_bom_starting_a_file_is_not_part_of_its_first_line(
+    tmp_path: Path, chunk_size: int
+) -> None:
+    """A log written by a Windows tool starts with a UTF-8 byte order mark: it was
+    shipped as the start of the first line, which the worker then rejected
+    (parse.bad_ip: the address was "\\ufeff203.0.113.9"). Only the file's start is a
+    BOM's place: one later is the line's own (audit formats, suspicion)."""
+    p = tmp_path / "access.log"
+    p.write_bytes(BOM + COMBINED + b"\n" + BOM + b"x\n")
+    got = [
+        line
+        for batch in follow_file(p, follow=False, stop=threading.Event(), chunk_size=chunk_size)
+        if batch is not None
+        for line in batch
+    ]
+    assert got == [COMBINED, BOM + b"x"]
+
+
+@given(lines=lines_st, cut=st.integers(1, 7))
+def test_splitter_at_a_streams_start_drops_one_bom_whatever_the_chunks(
+    lines: list[bytes], cut: int
+) -> None:
+    lines = [line.rstrip(b"\r") for line in lines]
+    data = BOM + b"".join(line + b"\n" for line in lines)
+    s = LineSplitter(at_start=True)
+    out: list[bytes] = []
+    for i in range(0, len(data), cut):
+        out.extend(s.feed(data[i : i + cut]))
+    assert s.finish() is None
+    assert out == lines
+
+
+@pytest.mark.parametrize("data", [b"\xef", b"\xef\xbb", b"\xef\xbbx", b"\xefx\n", b"x"])
+def test_bytes_at_a_streams_start_that_are_no_bom_are_kept(data: bytes) -> None:
+    s = LineSplitter(at_start=True)
+    out = [*s.feed(data[:1]), *s.feed(data[1:])]
+    tail = s.finish()
+    assert [*out, *([tail] if tail is not None else [])] == [data.rstrip(b"\n")]
