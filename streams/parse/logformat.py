@@ -4,7 +4,7 @@ A format string becomes one anchored regex plus one generated function that turn
 match groups into a :class:`~streams.records.Request`. Both are built once at startup;
 per line there is one ``match`` and straight-line attribute assignments.
 
-Apache directives: ``%h %a %{c}a %l %u %t %{sec|msec|usec|msec_frac|usec_frac}t
+Apache directives: ``%h %{c}h %a %{c}a %l %u %t %{sec|msec|usec|msec_frac|usec_frac}t
 %{STRFTIME}t`` (``%Y %m %d %b %h %a %H %M %S %T %F %z %%``, with ``%z``), each of these
 ``%{...}t`` also with a ``begin:`` or ``end:`` prefix, ``%r %m %U %q %H
 %s %>s %<s %b %B %O %I %S %D %T %{s|ms|us}T %v %V %p %{...}p %P %k %L %X %R %f %e %{X}i
@@ -144,8 +144,11 @@ def _apache_time(argument: str, column: int, quoted: bool) -> Field:
 
 def _apache_role(directive: str, argument: str | None, column: int) -> str:
     arg = (argument or "").lower()
+    # %{c}a and %{c}h: the TCP peer (a proxy or load balancer), not the client
+    # mod_remoteip resolved; the first client field wins, so %{c}h %a took the peer.
+    peer_or_client = "peer" if arg == "c" else "client"
     simple = {
-        "h": "client", "a": "peer" if arg == "c" else "client", "l": "skip", "u": "user",
+        "h": peer_or_client, "a": peer_or_client, "l": "skip", "u": "user",
         "r": "request_line", "m": "method", "U": "path", "q": "query", "H": "protocol",
         "s": "status", "b": "bytes", "B": "bytes", "O": "bytes", "I": "skip", "S": "skip",
         "D": "duration_us", "v": "host", "V": "host", "p": "skip", "P": "skip", "k": "skip",

@@ -50,6 +50,20 @@ def test_ipv6_and_ports() -> None:
     assert parse("::ffff:198.51.100.7" + tail).ip == "198.51.100.7"
 
 
+@pytest.mark.parametrize("peer", ["%{c}h", "%{c}a"])
+def test_percent_c_h_is_the_peer_not_the_client(peer: str) -> None:
+    """``%{c}h`` is, like ``%{c}a``, the underlying TCP peer (the proxy or load balancer),
+    not the client mod_remoteip resolved; the first client field wins, so ``%{c}h %a``
+    published every visitor as the load balancer (an audit)."""
+    r = compile_apache(f'{peer} %a %t "%r" %>s %b').parse(
+        f'10.0.0.1 203.0.113.9 {T} "GET / HTTP/1.1" 200 5'
+    )
+    assert r.ip == "203.0.113.9"
+    # Alone, the peer is still the address logged (as %{c}a alone).
+    r = compile_apache(f'{peer} %t "%r" %>s %b').parse(f'10.0.0.1 {T} "GET / HTTP/1.1" 200 5')
+    assert r.ip == "10.0.0.1"
+
+
 @pytest.mark.parametrize(
     "request_line",
     ["-", "\\x16\\x03\\x01\\x02\\x00\\x01\\x00\\x01\\xfc\\x03\\x03", "", "GET", "get / HTTP/1.1"],
