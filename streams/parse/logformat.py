@@ -8,7 +8,8 @@ Apache directives: ``%h %{c}h %a %{c}a %l %u %t %{sec|msec|usec|msec_frac|usec_f
 %{STRFTIME}t`` (``%Y %m %d %b %h %a %H %M %S %T %F %z %%``, with ``%z``), each of these
 ``%{...}t`` also with a ``begin:`` or ``end:`` prefix, ``%r %m %U %q %H
 %s %>s %<s %b %B %O %I %S %D %T %{s|ms|us}T %v %V %p %{...}p %P %k %L %X %R %f %e %{X}i
-%{X}C %{X}e %{X}n %{X}o %{X}x %{X}c %%`` with ``<``/``>`` and status-condition modifiers.
+%{X}C %{X}e %{X}n %{X}o %{X}x %{X}c %{X}^ti %{X}^to %%`` with ``<``/``>`` and
+status-condition modifiers. Any other ``%`` is a :class:`FormatError`.
 nginx variables: ``$remote_addr $realip_remote_addr $remote_user $time_local
 $time_iso8601 $msec $request $request_method $request_uri $uri $args $server_protocol
 $status $body_bytes_sent $bytes_sent $request_time $http_NAME $cookie_NAME $host
@@ -164,9 +165,10 @@ def _apache_role(directive: str, argument: str | None, column: int) -> str:
         return _HEADER_ROLES.get(arg, "skip")
     if directive == "C":
         return "cookie"
-    if directive in "xc" and argument is not None:
+    if directive in ("x", "c", "^ti", "^to") and argument is not None:
         # mod_ssl's %{VAR}x and %{...}c (the stock ssl.conf's ssl_request_log uses
-        # %{SSL_PROTOCOL}x %{SSL_CIPHER}x): TLS details, matched and thrown away.
+        # %{SSL_PROTOCOL}x %{SSL_CIPHER}x): TLS details; %{VAR}^ti / %{VAR}^to
+        # (httpd 2.4.24+): a request or response trailer. Matched and thrown away.
         return "skip"
     if directive in simple:
         return simple[directive]
@@ -177,7 +179,9 @@ def _unsupported(what: str, column: int) -> NoReturn:
     raise FormatError(f"unsupported directive {what!r} at column {column}")
 
 
-_APACHE_TOKEN = re.compile(r"%([<>]|!?\d{3}(?:,\d{3})*)*(?:\{([^}]*)\})?([<>]?)([a-zA-Z%])")
+_APACHE_TOKEN = re.compile(r"%([<>]|!?\d{3}(?:,\d{3})*)*(?:\{([^}]*)\})?([<>]?)(\^t[io]|[a-zA-Z%])")
+# What a "%" no directive starts is reported as (up to the next space or quote).
+_STRAY = re.compile(r'%(?:[^\s"{%]*\{[^}]*\}?)?[^\s"%]{0,8}')
 _NGINX_VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 
@@ -189,7 +193,7 @@ def compile_apache(
     pos = 0
     for m in _APACHE_TOKEN.finditer(log_format):
         if m.start() > pos:
-            parts.append(log_format[pos : m.start()])
+            parts.append(_apache_text(log_format, pos, m.start()))
         argument, directive = m.group(2), m.group(4)
         if directive == "%":
             parts.append("%")
@@ -198,13 +202,20 @@ def compile_apache(
             parts.append(_apache_field(directive, argument, m.start(), quoted))
         pos = m.end()
     if pos < len(log_format):
-        stray = log_format.find("%", pos)
-        if stray >= 0:
-            raise FormatError(
-                f"unsupported directive {log_format[stray : stray + 2]!r} at column {stray}"
-            )
-        parts.append(log_format[pos:])
+        parts.append(_apache_text(log_format, pos, len(log_format)))
     return LineParser(name, parts, ClientResolver(trusted_proxies))
+
+
+def _apache_text(log_format: str, start: int, end: int) -> str:
+    """The literal text between two directives. A "%" in it starts no directive logfog
+    knows (``%5``, ``%{X}^tx``, ``%-``): Apache refuses such a format, and taken as
+    text it made every line parse.no_match while check-config passed (only one after
+    the last directive was reported; an audit)."""
+    stray = log_format.find("%", start, end)
+    if stray >= 0:
+        what = _STRAY.match(log_format, stray, end)
+        _unsupported(what.group() if what else "%", stray)
+    return log_format[start:end]
 
 
 def _nginx_role(variable: str) -> str:

@@ -167,6 +167,13 @@ def test_first_matching_format_wins_and_most_specific_reason_is_kept() -> None:
         ("apache:%h %{msec_frac}t", "no request time"),
         ("apache:%h %{%d/%b/%Y:%H:%M:%S}t", "%{...}t at column 3: has no %z"),
         ("apache:%h %{%s}t", "%{%s}t at column 3: cannot read strftime %s"),
+        # A "%" that starts no directive, anywhere in the format (it was text, and every
+        # line parse.no_match, unless it came after the last directive; an audit).
+        ('apache:%h %5 %l %u %t "%r" %>s %b', "unsupported directive '%5' at column 3"),
+        ('apache:%h %l %u %t "%r" %>s %b %5', "unsupported directive '%5' at column 24"),
+        ("apache:%h %{X-Y}^tx %t", "unsupported directive '%{X-Y}^tx' at column 3"),
+        ("apache:%h %-1 %t", "unsupported directive '%-1' at column 3"),
+        ("apache:%h %t %", "unsupported directive '%' at column 6"),
         ("apache:%l %t", "no client address"),
         ("apache:%h %s", "no request time"),
         ("nginx:$status", "no client address"),
@@ -174,8 +181,24 @@ def test_first_matching_format_wins_and_most_specific_reason_is_kept() -> None:
     ],
 )
 def test_format_errors_are_specific(spec: str, message: str) -> None:
-    with pytest.raises(FormatError, match=message.replace("{", r"\{").replace("}", r"\}")):
+    with pytest.raises(FormatError, match=re.escape(message)):
         compile_one(spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "line"),
+    [
+        ('apache:%h %{X-Checksum}^ti %t "%r" %>s %b', f'203.0.113.9 abc {T} "GET / HTTP/1.1" 200 5'),
+        ('apache:%h %{Server-Timing}^to %t "%r" %>s %b', f'203.0.113.9 - {T} "GET / HTTP/1.1" 200 5'),
+        ('apache:%h "%{X-Checksum}^ti" %t "%r" %>s %b', f'203.0.113.9 "a b" {T} "GET / HTTP/1.1" 200 5'),
+    ],
+)  # fmt: skip
+def test_request_and_response_trailers_are_matched_and_thrown_away(spec: str, line: str) -> None:
+    """httpd 2.4.24's ``%{VAR}^ti`` / ``%{VAR}^to`` (trailers) were compiled as literal
+    text: check-config passed and every line was parse.no_match (an audit)."""
+    r = compile_one(spec).parse(line)
+    assert (r.ip, r.time, r.status) == ("203.0.113.9", 971211336, 200)
+    assert "abc" not in repr([getattr(r, a) for a in r.__slots__])
 
 
 def test_unknown_headers_are_matched_but_never_stored() -> None:
