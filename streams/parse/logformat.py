@@ -188,34 +188,59 @@ _NGINX_VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 def compile_apache(
     log_format: str, trusted_proxies: Iterable[str] = (), name: str = "logformat"
 ) -> LineParser:
-    """Compile an Apache ``LogFormat`` string."""
-    parts: list[str | Field] = []
+    """Compile an Apache ``LogFormat`` string, Apache's escapes in its literal text
+    included (``\\t \\n \\r \\\\``), and ``\\"`` read as a quote (as httpd.conf
+    writes one), so a format can be copied from a ``LogFormat`` line as it is."""
+    directives: list[re.Match[str]] = []
+    texts = [""]  # the literal text before each directive, and after the last one
     pos = 0
     for m in _APACHE_TOKEN.finditer(log_format):
-        if m.start() > pos:
-            parts.append(_apache_text(log_format, pos, m.start()))
-        argument, directive = m.group(2), m.group(4)
-        if directive == "%":
-            parts.append("%")
-        else:
-            quoted = _is_quoted(log_format, m.start(), m.end())
-            parts.append(_apache_field(directive, argument, m.start(), quoted))
+        texts[-1] += _apache_text(log_format, pos, m.start())
         pos = m.end()
-    if pos < len(log_format):
-        parts.append(_apache_text(log_format, pos, len(log_format)))
+        if m.group(4) == "%":
+            texts[-1] += "%"
+        else:
+            directives.append(m)
+            texts.append("")
+    texts[-1] += _apache_text(log_format, pos, len(log_format))
+    parts: list[str | Field] = []
+    for k, m in enumerate(directives):
+        if texts[k]:
+            parts.append(texts[k])
+        quoted = texts[k].endswith('"') and texts[k + 1].startswith('"')
+        parts.append(_apache_field(m.group(4), m.group(2), m.start(), quoted))
+    if texts[-1]:
+        parts.append(texts[-1])
     return LineParser(name, parts, ClientResolver(trusted_proxies))
 
 
 def _apache_text(log_format: str, start: int, end: int) -> str:
-    """The literal text between two directives. A "%" in it starts no directive logfog
-    knows (``%5``, ``%{X}^tx``, ``%-``): Apache refuses such a format, and taken as
-    text it made every line parse.no_match while check-config passed (only one after
-    the last directive was reported; an audit)."""
+    """The literal text between two directives, unescaped as Apache does.
+
+    A "%" in it starts no directive logfog knows (``%5``, ``%{X}^tx``, ``%-``): Apache
+    refuses such a format, and taken as text it made every line parse.no_match while
+    check-config passed (only one after the last directive was reported; an audit).
+
+    mod_log_config writes ``\\t \\n \\r \\\\`` as a tab, newline, carriage return
+    and backslash, and keeps any other backslash; httpd's config parser has already
+    turned the ``\\"`` of ``LogFormat "%h \\"%r\\""`` into a quote. Taken as they
+    were, a tab-separated format or one copied from httpd.conf with its ``\\"`` made
+    every line parse.no_match (an audit).
+    """
     stray = log_format.find("%", start, end)
     if stray >= 0:
         what = _STRAY.match(log_format, stray, end)
         _unsupported(what.group() if what else "%", stray)
-    return log_format[start:end]
+    text = log_format[start:end]
+    return _APACHE_ESCAPE.sub(_apache_escape, text) if "\\" in text else text
+
+
+_APACHE_ESCAPE = re.compile(r'\\([\\tnr"])')
+_APACHE_ESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r", '"': '"'}
+
+
+def _apache_escape(m: re.Match[str]) -> str:
+    return _APACHE_ESCAPES[m.group(1)]
 
 
 def _nginx_role(variable: str) -> str:

@@ -201,6 +201,40 @@ def test_request_and_response_trailers_are_matched_and_thrown_away(spec: str, li
     assert "abc" not in repr([getattr(r, a) for a in r.__slots__])
 
 
+def test_apache_escapes_in_a_logformat_are_applied() -> None:
+    """mod_log_config writes \\t \\n \\r \\\\ in a LogFormat's text as a tab, newline,
+    carriage return and backslash: a tab-separated format compiled to a regex wanting a
+    backslash and a "t", and every line was parse.no_match (an audit)."""
+    spec = 'apache:%h\\t%l\\t%u\\t%t\\t"%r"\\t%>s\\t%b'
+    line = f'203.0.113.9\t-\t-\t{T}\t"GET /a HTTP/1.1"\t200\t5'
+    r = compile_one(spec).parse(line)
+    assert (r.ip, r.time, r.target, r.status, r.bytes_sent) == (
+        "203.0.113.9",
+        971211336,
+        "/a",
+        200,
+        5,
+    )
+    # \\\\ is one backslash; any other backslash is kept, as Apache keeps it.
+    r = compile_one("apache:%h \\\\%t \\d%>s").parse(f"203.0.113.9 \\{T} \\d200")
+    assert (r.ip, r.time, r.status) == ("203.0.113.9", 971211336, 200)
+
+
+def test_a_logformat_copied_from_httpd_conf_with_escaped_quotes_is_read() -> None:
+    """httpd.conf spells quotes in a LogFormat \\" (Debian, RHEL, cPanel, Plesk); pasted
+    as they are, they were read as a backslash and a quote: the config validated and
+    every line was parse.no_match (an audit)."""
+    spec = 'apache:%h %l %u %t \\"%r\\" %>s %b \\"%{Referer}i\\" \\"%{User-Agent}i\\"'
+    parser = compile_one(spec)
+    line = f'203.0.113.9 - - {T} "GET /a HTTP/1.1" 200 5 "-" "curl/8"'
+    r = parser.parse(line)
+    assert (r.ip, r.target, r.referrer, r.user_agent) == ("203.0.113.9", "/a", None, "curl/8")
+    # The fields between the quotes are quoted fields, escapes and all.
+    r = parser.parse(line.replace('"curl/8"', '"curl/8 \\"x\\""'))
+    assert r.user_agent == 'curl/8 "x"'
+    assert parser.regex.pattern == compile_one("combined").regex.pattern  # type: ignore[union-attr]
+
+
 def test_unknown_headers_are_matched_but_never_stored() -> None:
     parser = compile_apache('%h %t "%{X-Secret}i"')
     r = parser.parse(f'203.0.113.9 {T} "s3cr3t"')
