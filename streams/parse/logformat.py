@@ -268,6 +268,9 @@ def _nginx_role(variable: str) -> str:
 # redirect). Skipped fields are matched as such (they made the line parse.no_match).
 _NGINX_ANY = r"(\S*)"
 _NGINX_LIST = r"([^\s,]*(?:(?:, | : )[^\s,]*)*)"
+# $args and $query_string are the query without its "?" (Apache's %q starts with one):
+# with %q's regex every request with a query string was parse.no_match (an audit).
+_NGINX_QUERY = r'([^\s"]*)'
 
 
 def compile_nginx(
@@ -285,6 +288,8 @@ def compile_nginx(
         pattern = None
         if role == "skip" and not quoted:
             pattern = _NGINX_LIST if variable.startswith("upstream_") else _NGINX_ANY
+        elif role == "query" and not quoted:
+            pattern = _NGINX_QUERY
         parts.append(Field(role, quoted, m.start(), pattern))
         pos = m.end()
     if pos < len(log_format):
@@ -525,7 +530,7 @@ def _in_context(parts: list[str | Field]) -> list[str | Field]:
 
 # Field regexes that never match whitespace (see _assemble).
 _NO_SPACE = frozenset(
-    {TOKEN, r"(\S*)", r'([^\s"]+)', r"(\d{3})", r"(\d{6})"}
+    {TOKEN, r"(\S*)", r'([^\s"]+)', _NGINX_QUERY, r"(\d{3})", r"(\d{6})"}
     | {_SPECIFIC[r] for r in ("status", "bytes", "duration_us", "duration_ms", "duration_s")}
     | {_SPECIFIC["path"], _SPECIFIC["query"]}
 )
