@@ -72,6 +72,7 @@ _SPECIFIC = {
     "status": r"(\d{3}|-)",
     "bytes": r"(\d+|-)",
     "time_clf_bracketed": r"\[([^\]]+)\]",
+    # The zone is optional here: without one the line is parse.bad_time (clf_time).
     "time_clf": r"(\d{1,2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2}(?: [+-]\d{4})?)",
     "duration_us": r"(\d+|-)",
     # %U%q are written back to back: the path stops at '?', the query keeps it.

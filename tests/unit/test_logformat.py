@@ -176,6 +176,21 @@ def test_rejections_have_reason_codes_and_no_payload(line: str, reason: str) -> 
     assert str(caught.value) == reason  # the message is the code, never the line
 
 
+@pytest.mark.parametrize(
+    ("formats", "line"),
+    [
+        (["combined", "common"], '203.0.113.9 - - [10/Oct/2000:13:55:36] "GET / HTTP/1.1" 200 5'),
+        (["nginx_combined"], '203.0.113.9 - - [10/Oct/2000:13:55:36] "GET / HTTP/1.1" 200 5 "-" "-"'),
+        (["apache:%h %t %>s"], "203.0.113.9 [10/Oct/2000:13:55:36] 200"),
+    ],
+)  # fmt: skip
+def test_a_log_line_whose_time_has_no_zone_is_rejected(formats: list[str], line: str) -> None:
+    """A tool imitating the common format without the zone: its local time was
+    published as if it were UTC (an audit)."""
+    with pytest.raises(RejectedLine, match=r"parse\.bad_time"):
+        build_parser(formats)(line)
+
+
 def test_first_matching_format_wins_and_most_specific_reason_is_kept() -> None:
     parse = build_parser(["combined", "common"])
     assert parse(f'203.0.113.9 - - {T} "GET / HTTP/1.1" 200 5').status == 200
