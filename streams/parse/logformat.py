@@ -595,10 +595,13 @@ def _assemble(parts: list[str | Field], regex: Callable[[Field], str]) -> str:
 # nginx formats): as any quoted text, "x" reached int() and raised ValueError, a
 # parse.error instead of a reason code, and later formats were never tried (an audit).
 _NUMBERS = frozenset({"status", "bytes", "duration_us", "duration_ms", "duration_s"})
+# Likewise Apache's %t between quotes ("%t"): as quoted text it kept its brackets, and
+# every line was parse.bad_time while check-config accepted the format (an audit).
+_OWN_REGEX = _NUMBERS | {"time_clf_bracketed"}
 
 
 def _field_regex(field: Field) -> str:
-    if field.quoted and field.role not in _NUMBERS:
+    if field.quoted and field.role not in _OWN_REGEX:
         pattern = QUOTED
     else:
         pattern = field.pattern or _SPECIFIC.get(field.role, TOKEN)
@@ -618,7 +621,7 @@ def _fast_regex(field: Field) -> str:
         return _FAST_REQUEST_LINE
     if field.fast_pattern is not None:
         return field.fast_pattern
-    if field.quoted and field.role not in _NUMBERS:
+    if field.quoted and field.role not in _OWN_REGEX:
         return r'(?:[^"]*)' if field.role == "skip" else r'([^"]*)'
     return _field_regex(field)
 

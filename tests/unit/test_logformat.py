@@ -691,6 +691,20 @@ def test_quoted_numbers_that_are_not_numbers_are_a_reason_code(fields: str, reas
 
 
 @pytest.mark.parametrize(
+    ("fmt", "time_text"),
+    [('apache:%h "%t" "%r" %>s %b', T), ('apache:%h "%{%d/%b/%Y:%T %z}t" "%r" %>s %b', T[1:-1])],
+)
+def test_a_quoted_percent_t_is_read(fmt: str, time_text: str) -> None:
+    """Apache's %t between quotes got the quoted-text regex, which kept the brackets:
+    every line was parse.bad_time while check-config accepted the format (an audit)."""
+    parser = compile_one(fmt)
+    for line in (f'203.0.113.9 "{time_text}" "GET / HTTP/1.1" 200 5',
+                 f'203.0.113.9 "{time_text}" "GET /\\"a HTTP/1.1" 200 5'):  # fmt: skip
+        r = parser.parse(line)
+        assert (r.ip, r.time, r.status) == ("203.0.113.9", 971211336, 200)
+
+
+@pytest.mark.parametrize(
     ("request_line", "status"), [("GET / HTTP/1.1", "000"), ("GET /old", "009")]
 )
 def test_nginx_status_000_and_009_are_not_rejected(request_line: str, status: str) -> None:
