@@ -116,12 +116,26 @@ class Field:
     fast_pattern: str | None = None
     #: A ``%{end:...}t`` time (when the log entry was written), not the request's start.
     end: bool = False
+    #: The server may write a space in this field (text a client sends: a header, a
+    #: cookie, a decoded path): unquoted, the line then has more words than the format
+    #: and the words after it shift (see :func:`_user_pattern`). False for addresses,
+    #: ports, numbers, times and names from the server's config.
+    spaces: bool = True
+    #: Apache's ``%l`` (identd): "-" unless ``IdentityCheck On``.
+    ident: bool = False
+
+
+# Apache directives written without a space: addresses, the server's name and ports,
+# process/connection ids, numbers, times.
+_APACHE_WORDS = frozenset("haAvpPkLXsbBOISDTt")
 
 
 def _apache_field(directive: str, argument: str | None, column: int, quoted: bool) -> Field:
     if directive == "t" and argument is not None:
-        return _apache_time(argument, column, quoted)
-    return Field(_apache_role(directive, argument, column), quoted, column)
+        field = _apache_time(argument, column, quoted)
+    else:
+        field = Field(_apache_role(directive, argument, column), quoted, column)
+    return replace(field, spaces=directive not in _APACHE_WORDS, ident=directive == "l")
 
 
 def _apache_time(argument: str, column: int, quoted: bool) -> Field:
@@ -274,6 +288,17 @@ _NGINX_LIST = r"([^\s,]*(?:(?:, | : )[^\s,]*)*)"
 _NGINX_QUERY = r'([^\s"]*)'
 
 
+# nginx variables written without a space (as _APACHE_WORDS).
+_NGINX_WORDS = frozenset(
+    {
+        "remote_addr", "realip_remote_addr", "server_addr", "remote_port", "server_port",
+        "realip_remote_port", "server_name", "hostname", "pid", "connection",
+        "connection_requests", "msec", "time_local", "time_iso8601", "status",
+        "body_bytes_sent", "bytes_sent", "request_length", "request_time",
+    }
+)  # fmt: skip
+
+
 def compile_nginx(
     log_format: str, trusted_proxies: Iterable[str] = (), name: str = "nginx"
 ) -> LineParser:
@@ -291,7 +316,8 @@ def compile_nginx(
             pattern = _NGINX_LIST if variable.startswith("upstream_") else _NGINX_ANY
         elif role == "query" and not quoted:
             pattern = _NGINX_QUERY
-        parts.append(Field(role, quoted, m.start(), pattern))
+        spaces = variable not in _NGINX_WORDS
+        parts.append(Field(role, quoted, m.start(), pattern, spaces=spaces))
         pos = m.end()
     if pos < len(log_format):
         parts.append(log_format[pos:])
@@ -449,9 +475,9 @@ def first_match(parsers: Sequence[LineParser]) -> Callable[[str], Request]:
     ``[^"\\]*(?:\\.[^"\\]*)*`` (they match the same strings when there is no
     backslash), nothing needs unescaping, and an HTTP request line is split by the
     regex. Such lines try each format's fast regex first; a line it does not match
-    (``"-"`` or junk as request line, a space in a target or user name) takes that
-    format's exact path, so results never differ (tested on generated lines). Matches
-    and builders are inlined: no Python frame per format.
+    (``"-"`` or junk as request line, a space in a target or user name), or whose
+    fields it rejects, takes that format's exact path, so results never differ (tested
+    on generated lines). Matches and builders are inlined: no Python frame per format.
     """
     steps = tuple((p.fast_regex.match, p.fast_build, p.regex.match, p.build) for p in parsers)
 
@@ -464,9 +490,10 @@ def first_match(parsers: Sequence[LineParser]) -> Callable[[str], Request]:
                 if m is not None:
                     try:
                         return fast_build(m.groups())
-                    except RejectedLine as rejected:  # a later format may still match
+                    except RejectedLine as rejected:
+                        # The exact path may split the line otherwise: after a user
+                        # name "x [y" the fast regex reads "y [10/Oct/..." as the time.
                         reason = rejected.reason
-                        continue
             m = match(text)
             if m is None:
                 continue
@@ -489,23 +516,57 @@ _QUOTED_PATH = {
 
 
 # %u and $remote_user are decoded from any request's Basic auth header, and a space is
-# not escaped: with \S+ any client could make its lines parse.no_match (an audit). A
-# user name runs up to the " [" of the time. No earlier space is followed by "[", so no
-# backtracking can end it anywhere else: linear however long the line. The fast regex
-# keeps \S+ (this pattern cost 3% a line): a name with a space, or empty, fails it and
-# takes the exact path, which reads the same name whenever \S+ matches.
-_USER = r"([^ ]*(?: (?!\[)[^ ]*)*)"
+# not escaped: with \S+ any client could make its lines parse.no_match (an audit). A user
+# name runs up to the " [" that starts the time: for a CLF time (%t, [$time_local]) only
+# a " [" followed by a CLF date, so a name holding " [" ("x [y]") parses too (it was
+# parse.no_match or bad_time: a client could still opt out of every count; an audit).
+# The group is atomic, so linear however long the line: the name is the longest one.
+# The fast regex keeps \S+ (this pattern cost 3% a line): a name with a space, or
+# empty, fails it and takes the exact path, which reads the same name whenever \S+
+# matches and the time is a CLF date.
+_USER = r"[^ ]*(?: (?!{stop})[^ ]*)*"
+_CLF_START = r"\[\d{1,2}/\w{3}/\d{4}:"
 
 
-def _time_follows(parts: list[str | Field], k: int) -> bool:
+def _time_follows(parts: list[str | Field], k: int) -> str | None:
     """Whether ``parts[k:]`` begins with " [" (nginx's ``[$time_local]``) or with " " and
-    Apache's bracketed ``%t``."""
+    Apache's bracketed ``%t``: then what the bracket of the time starts (a lookahead)."""
     text = parts[k] if k < len(parts) else None
     following = parts[k + 1] if k + 1 < len(parts) else None
-    if not isinstance(text, str):
-        return False
-    bracketed = isinstance(following, Field) and following.role == "time_clf_bracketed"
-    return text.startswith(" [") or (text == " " and bracketed)
+    role = following.role if isinstance(following, Field) else None
+    if (text, role) in ((" ", "time_clf_bracketed"), (" [", "time_clf")):
+        return _CLF_START
+    return r"\[" if isinstance(text, str) and text.startswith(" [") else None
+
+
+def _user_pattern(parts: list[str | Field], k: int) -> str | None:
+    """The exact regex of the user name ``parts[k]`` when it may hold a space, or None.
+
+    A name with spaces runs up to the time, so a line with one word too many before it
+    still matched, the extra word shifting every field: a vhost_combined line whose
+    %v is an address under ``[combined, common]`` published the vhost as the client,
+    and an unquoted header before the address (``%{X-Forwarded-For}i %h %l %u``,
+    ``$http_x_forwarded_for $remote_addr - $remote_user``) let the client choose the
+    published address (an audit). So a name may hold a space only when no unquoted
+    field before it may hold one (:attr:`Field.spaces`), and, right after Apache's
+    ``%l``, only when that is "-" (identd is off: an address there is a shifted line).
+    """
+    stop = _time_follows(parts, k + 1)
+    if stop is None:
+        return None
+    before = parts[:k]
+    after_ident = (
+        len(before) >= 2 and before[-1] == " " and isinstance(before[-2], Field)
+        and before[-2].ident
+    )  # fmt: skip
+    if after_ident:
+        before = before[:-2]
+    if any(isinstance(p, Field) and p.spaces and not p.quoted for p in before):
+        return None
+    name = _USER.format(stop=stop)
+    if after_ident:  # "-" is the whole %l: a space or the line's start before it
+        return rf"((?>(?<=(?<!\S)- ){name}|\S+))"
+    return rf"((?>{name}))"
 
 
 def _in_context(parts: list[str | Field]) -> list[str | Field]:
@@ -523,8 +584,10 @@ def _in_context(parts: list[str | Field]) -> list[str | Field]:
                 part = replace(part, pattern=exact, fast_pattern=fast)
             elif not stop:
                 part = replace(part, pattern=r'([^\s"]+)')
-        elif part.role == "user" and not part.quoted and _time_follows(parts, k + 1):
-            part = replace(part, pattern=_USER, fast_pattern=TOKEN)
+        elif part.role == "user" and not part.quoted:
+            pattern = _user_pattern(parts, k)
+            if pattern is not None:
+                part = replace(part, pattern=pattern, fast_pattern=TOKEN)
         out.append(part)
     return out
 
