@@ -565,8 +565,10 @@ def _user_pattern(parts: list[str | Field], k: int) -> str | None:
         return None
     name = _USER.format(stop=stop)
     if after_ident:  # "-" is the whole %l: a space or the line's start before it
-        return rf"((?>(?<=(?<!\S)- ){name}|\S+))"
-    return rf"((?>{name}))"
+        name = r"(?<=(?<!\S)- )" + name
+    # Else one word, as the fast regex reads it: a time that is not a CLF date is then
+    # parse.bad_time on both paths, not parse.no_match on this one.
+    return rf"((?>{name})|\S+)"
 
 
 def _in_context(parts: list[str | Field]) -> list[str | Field]:

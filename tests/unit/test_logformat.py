@@ -167,6 +167,11 @@ def test_nginx_hex_escapes_are_decoded() -> None:
             "parse.bad_time",
         ),
         (f'203.0.113.9 - - {T} "GET / HTTP/1.1" abc 5 "-" "-"', "parse.no_match"),
+        # Not a CLF date, on the exact path too (a backslash): the user name "-" is not
+        # run on to the end of the line.
+        ('203.0.113.9 - - [yesterday] "GET / HTTP/1.1" 200 5 "-" "-"', "parse.bad_time"),
+        ('203.0.113.9 - - [yesterday] "GET /\\"x HTTP/1.1" 200 5 "-" "-"', "parse.bad_time"),
+        ('203.0.113.9 - x [y [yesterday] "GET /\\"x HTTP/1.1" 200 5 "-" "-"', "parse.bad_time"),
     ],
 )
 def test_rejections_have_reason_codes_and_no_payload(line: str, reason: str) -> None:
