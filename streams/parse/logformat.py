@@ -520,7 +520,8 @@ _QUOTED_PATH = {
 # name runs up to the " [" that starts the time: for a CLF time (%t, [$time_local]) only
 # a " [" followed by a CLF date, so a name holding " [" ("x [y]") parses too (it was
 # parse.no_match or bad_time: a client could still opt out of every count; an audit).
-# The group is atomic, so linear however long the line: the name is the longest one.
+# The group is atomic, so linear however long the line: the name is the longest one
+# (or else one word, see _user_pattern).
 # The fast regex keeps \S+ (this pattern cost 3% a line): a name with a space, or
 # empty, fails it and takes the exact path, which reads the same name whenever \S+
 # matches and the time is a CLF date.
@@ -529,8 +530,9 @@ _CLF_START = r"\[\d{1,2}/\w{3}/\d{4}:"
 
 
 def _time_follows(parts: list[str | Field], k: int) -> str | None:
-    """Whether ``parts[k:]`` begins with " [" (nginx's ``[$time_local]``) or with " " and
-    Apache's bracketed ``%t``: then what the bracket of the time starts (a lookahead)."""
+    """When ``parts[k:]`` begins with " [" (nginx's ``[$time_local]``) or with " " and
+    Apache's bracketed ``%t``, a regex for what the time starts with (its bracket, and
+    a CLF date's beginning when the time is one); otherwise None."""
     text = parts[k] if k < len(parts) else None
     following = parts[k + 1] if k + 1 < len(parts) else None
     role = following.role if isinstance(following, Field) else None
