@@ -4,11 +4,12 @@ A format string becomes one anchored regex plus one generated function that turn
 match groups into a :class:`~streams.records.Request`. Both are built once at startup;
 per line there is one ``match`` and straight-line attribute assignments.
 
-Apache directives: ``%h %a %{c}a %l %u %t %{sec|msec|usec|msec_frac|usec_frac}t
+Apache directives: ``%h %{c}h %a %{c}a %l %u %t %{sec|msec|usec|msec_frac|usec_frac}t
 %{STRFTIME}t`` (``%Y %m %d %b %h %a %H %M %S %T %F %z %%``, with ``%z``), each of these
 ``%{...}t`` also with a ``begin:`` or ``end:`` prefix, ``%r %m %U %q %H
 %s %>s %<s %b %B %O %I %S %D %T %{s|ms|us}T %v %V %p %{...}p %P %k %L %X %R %f %e %{X}i
-%{X}C %{X}e %{X}n %{X}o %{X}x %{X}c %%`` with ``<``/``>`` and status-condition modifiers.
+%{X}C %{X}e %{X}n %{X}o %{X}x %{X}c %{X}^ti %{X}^to %%`` with ``<``/``>`` and
+status-condition modifiers. Any other ``%`` is a :class:`FormatError`.
 nginx variables: ``$remote_addr $realip_remote_addr $remote_user $time_local
 $time_iso8601 $msec $request $request_method $request_uri $uri $args $server_protocol
 $status $body_bytes_sent $bytes_sent $request_time $http_NAME $cookie_NAME $host
@@ -71,6 +72,7 @@ _SPECIFIC = {
     "status": r"(\d{3}|-)",
     "bytes": r"(\d+|-)",
     "time_clf_bracketed": r"\[([^\]]+)\]",
+    # The zone is optional here: without one the line is parse.bad_time (clf_time).
     "time_clf": r"(\d{1,2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2}(?: [+-]\d{4})?)",
     "duration_us": r"(\d+|-)",
     # %U%q are written back to back: the path stops at '?', the query keeps it.
@@ -114,12 +116,26 @@ class Field:
     fast_pattern: str | None = None
     #: A ``%{end:...}t`` time (when the log entry was written), not the request's start.
     end: bool = False
+    #: The server may write a space in this field (text a client sends: a header, a
+    #: cookie, a decoded path): unquoted, the line then has more words than the format
+    #: and the words after it shift (see :func:`_user_pattern`). False for addresses,
+    #: ports, numbers, times and names from the server's config.
+    spaces: bool = True
+    #: Apache's ``%l`` (identd): "-" unless ``IdentityCheck On``.
+    ident: bool = False
+
+
+# Apache directives written without a space: addresses, the server's name and ports,
+# process/connection ids, numbers, times.
+_APACHE_WORDS = frozenset("haAvpPkLXsbBOISDTt")
 
 
 def _apache_field(directive: str, argument: str | None, column: int, quoted: bool) -> Field:
     if directive == "t" and argument is not None:
-        return _apache_time(argument, column, quoted)
-    return Field(_apache_role(directive, argument, column), quoted, column)
+        field = _apache_time(argument, column, quoted)
+    else:
+        field = Field(_apache_role(directive, argument, column), quoted, column)
+    return replace(field, spaces=directive not in _APACHE_WORDS, ident=directive == "l")
 
 
 def _apache_time(argument: str, column: int, quoted: bool) -> Field:
@@ -144,8 +160,11 @@ def _apache_time(argument: str, column: int, quoted: bool) -> Field:
 
 def _apache_role(directive: str, argument: str | None, column: int) -> str:
     arg = (argument or "").lower()
+    # %{c}a and %{c}h: the TCP peer (a proxy or load balancer), not the client
+    # mod_remoteip resolved; the first client field wins, so %{c}h %a took the peer.
+    peer_or_client = "peer" if arg == "c" else "client"
     simple = {
-        "h": "client", "a": "peer" if arg == "c" else "client", "l": "skip", "u": "user",
+        "h": peer_or_client, "a": peer_or_client, "l": "skip", "u": "user",
         "r": "request_line", "m": "method", "U": "path", "q": "query", "H": "protocol",
         "s": "status", "b": "bytes", "B": "bytes", "O": "bytes", "I": "skip", "S": "skip",
         "D": "duration_us", "v": "host", "V": "host", "p": "skip", "P": "skip", "k": "skip",
@@ -161,9 +180,10 @@ def _apache_role(directive: str, argument: str | None, column: int) -> str:
         return _HEADER_ROLES.get(arg, "skip")
     if directive == "C":
         return "cookie"
-    if directive in "xc" and argument is not None:
+    if directive in ("x", "c", "^ti", "^to") and argument is not None:
         # mod_ssl's %{VAR}x and %{...}c (the stock ssl.conf's ssl_request_log uses
-        # %{SSL_PROTOCOL}x %{SSL_CIPHER}x): TLS details, matched and thrown away.
+        # %{SSL_PROTOCOL}x %{SSL_CIPHER}x): TLS details; %{VAR}^ti / %{VAR}^to
+        # (httpd 2.4.24+): a request or response trailer. Matched and thrown away.
         return "skip"
     if directive in simple:
         return simple[directive]
@@ -174,34 +194,68 @@ def _unsupported(what: str, column: int) -> NoReturn:
     raise FormatError(f"unsupported directive {what!r} at column {column}")
 
 
-_APACHE_TOKEN = re.compile(r"%([<>]|!?\d{3}(?:,\d{3})*)*(?:\{([^}]*)\})?([<>]?)([a-zA-Z%])")
+_APACHE_TOKEN = re.compile(r"%([<>]|!?\d{3}(?:,\d{3})*)*(?:\{([^}]*)\})?([<>]?)(\^t[io]|[a-zA-Z%])")
+# What a "%" no directive starts is reported as (up to the next space or quote).
+_STRAY = re.compile(r'%(?:[^\s"{%]*\{[^}]*\}?)?[^\s"%]{0,8}')
 _NGINX_VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 
 def compile_apache(
     log_format: str, trusted_proxies: Iterable[str] = (), name: str = "logformat"
 ) -> LineParser:
-    """Compile an Apache ``LogFormat`` string."""
-    parts: list[str | Field] = []
+    """Compile an Apache ``LogFormat`` string, Apache's escapes in its literal text
+    included (``\\t \\n \\r \\\\``), and ``\\"`` read as a quote (as httpd.conf
+    writes one), so a format can be copied from a ``LogFormat`` line as it is."""
+    directives: list[re.Match[str]] = []
+    texts = [""]  # the literal text before each directive, and after the last one
     pos = 0
     for m in _APACHE_TOKEN.finditer(log_format):
-        if m.start() > pos:
-            parts.append(log_format[pos : m.start()])
-        argument, directive = m.group(2), m.group(4)
-        if directive == "%":
-            parts.append("%")
-        else:
-            quoted = _is_quoted(log_format, m.start(), m.end())
-            parts.append(_apache_field(directive, argument, m.start(), quoted))
+        texts[-1] += _apache_text(log_format, pos, m.start())
         pos = m.end()
-    if pos < len(log_format):
-        stray = log_format.find("%", pos)
-        if stray >= 0:
-            raise FormatError(
-                f"unsupported directive {log_format[stray : stray + 2]!r} at column {stray}"
-            )
-        parts.append(log_format[pos:])
+        if m.group(4) == "%":
+            texts[-1] += "%"
+        else:
+            directives.append(m)
+            texts.append("")
+    texts[-1] += _apache_text(log_format, pos, len(log_format))
+    parts: list[str | Field] = []
+    for k, m in enumerate(directives):
+        if texts[k]:
+            parts.append(texts[k])
+        quoted = texts[k].endswith('"') and texts[k + 1].startswith('"')
+        parts.append(_apache_field(m.group(4), m.group(2), m.start(), quoted))
+    if texts[-1]:
+        parts.append(texts[-1])
     return LineParser(name, parts, ClientResolver(trusted_proxies))
+
+
+def _apache_text(log_format: str, start: int, end: int) -> str:
+    """The literal text between two directives, unescaped as Apache does.
+
+    A "%" in it starts no directive logfog knows (``%5``, ``%{X}^tx``, ``%-``): Apache
+    refuses such a format, and taken as text it made every line parse.no_match while
+    check-config passed (only one after the last directive was reported; an audit).
+
+    mod_log_config writes ``\\t \\n \\r \\\\`` as a tab, newline, carriage return
+    and backslash, and keeps any other backslash; httpd's config parser has already
+    turned the ``\\"`` of ``LogFormat "%h \\"%r\\""`` into a quote. Taken as they
+    were, a tab-separated format or one copied from httpd.conf with its ``\\"`` made
+    every line parse.no_match (an audit).
+    """
+    stray = log_format.find("%", start, end)
+    if stray >= 0:
+        what = _STRAY.match(log_format, stray, end)
+        _unsupported(what.group() if what else "%", stray)
+    text = log_format[start:end]
+    return _APACHE_ESCAPE.sub(_apache_escape, text) if "\\" in text else text
+
+
+_APACHE_ESCAPE = re.compile(r'\\([\\tnr"])')
+_APACHE_ESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r", '"': '"'}
+
+
+def _apache_escape(m: re.Match[str]) -> str:
+    return _APACHE_ESCAPES[m.group(1)]
 
 
 def _nginx_role(variable: str) -> str:
@@ -229,6 +283,20 @@ def _nginx_role(variable: str) -> str:
 # redirect). Skipped fields are matched as such (they made the line parse.no_match).
 _NGINX_ANY = r"(\S*)"
 _NGINX_LIST = r"([^\s,]*(?:(?:, | : )[^\s,]*)*)"
+# $args and $query_string are the query without its "?" (Apache's %q starts with one):
+# with %q's regex every request with a query string was parse.no_match (an audit).
+_NGINX_QUERY = r'([^\s"]*)'
+
+
+# nginx variables written without a space (as _APACHE_WORDS).
+_NGINX_WORDS = frozenset(
+    {
+        "remote_addr", "realip_remote_addr", "server_addr", "remote_port", "server_port",
+        "realip_remote_port", "server_name", "hostname", "pid", "connection",
+        "connection_requests", "msec", "time_local", "time_iso8601", "status",
+        "body_bytes_sent", "bytes_sent", "request_length", "request_time",
+    }
+)  # fmt: skip
 
 
 def compile_nginx(
@@ -246,7 +314,10 @@ def compile_nginx(
         pattern = None
         if role == "skip" and not quoted:
             pattern = _NGINX_LIST if variable.startswith("upstream_") else _NGINX_ANY
-        parts.append(Field(role, quoted, m.start(), pattern))
+        elif role == "query" and not quoted:
+            pattern = _NGINX_QUERY
+        spaces = variable not in _NGINX_WORDS
+        parts.append(Field(role, quoted, m.start(), pattern, spaces=spaces))
         pos = m.end()
     if pos < len(log_format):
         parts.append(log_format[pos:])
@@ -404,9 +475,9 @@ def first_match(parsers: Sequence[LineParser]) -> Callable[[str], Request]:
     ``[^"\\]*(?:\\.[^"\\]*)*`` (they match the same strings when there is no
     backslash), nothing needs unescaping, and an HTTP request line is split by the
     regex. Such lines try each format's fast regex first; a line it does not match
-    (``"-"`` or junk as request line, a space in a target or user name) takes that
-    format's exact path, so results never differ (tested on generated lines). Matches
-    and builders are inlined: no Python frame per format.
+    (``"-"`` or junk as request line, a space in a target or user name), or whose
+    fields it rejects, takes that format's exact path, so results never differ (tested
+    on generated lines). Matches and builders are inlined: no Python frame per format.
     """
     steps = tuple((p.fast_regex.match, p.fast_build, p.regex.match, p.build) for p in parsers)
 
@@ -419,9 +490,10 @@ def first_match(parsers: Sequence[LineParser]) -> Callable[[str], Request]:
                 if m is not None:
                     try:
                         return fast_build(m.groups())
-                    except RejectedLine as rejected:  # a later format may still match
+                    except RejectedLine as rejected:
+                        # The exact path may split the line otherwise: after a user
+                        # name "x [y" the fast regex reads "y [10/Oct/..." as the time.
                         reason = rejected.reason
-                        continue
             m = match(text)
             if m is None:
                 continue
@@ -444,23 +516,61 @@ _QUOTED_PATH = {
 
 
 # %u and $remote_user are decoded from any request's Basic auth header, and a space is
-# not escaped: with \S+ any client could make its lines parse.no_match (an audit). A
-# user name runs up to the " [" of the time. No earlier space is followed by "[", so no
-# backtracking can end it anywhere else: linear however long the line. The fast regex
-# keeps \S+ (this pattern cost 3% a line): a name with a space, or empty, fails it and
-# takes the exact path, which reads the same name whenever \S+ matches.
-_USER = r"([^ ]*(?: (?!\[)[^ ]*)*)"
+# not escaped: with \S+ any client could make its lines parse.no_match (an audit). A user
+# name runs up to the " [" that starts the time: for a CLF time (%t, [$time_local]) only
+# a " [" followed by a CLF date, so a name holding " [" ("x [y]") parses too (it was
+# parse.no_match or bad_time: a client could still opt out of every count; an audit).
+# The group is atomic, so linear however long the line: the name is the longest one
+# (or else one word, see _user_pattern).
+# The fast regex keeps \S+ (this pattern cost 3% a line): a name with a space, or
+# empty, fails it and takes the exact path, which reads the same name whenever \S+
+# matches and the time is a CLF date.
+_USER = r"[^ ]*(?: (?!{stop})[^ ]*)*"
+_CLF_START = r"\[\d{1,2}/\w{3}/\d{4}:"
 
 
-def _time_follows(parts: list[str | Field], k: int) -> bool:
-    """Whether ``parts[k:]`` begins with " [" (nginx's ``[$time_local]``) or with " " and
-    Apache's bracketed ``%t``."""
+def _time_follows(parts: list[str | Field], k: int) -> str | None:
+    """When ``parts[k:]`` begins with " [" (nginx's ``[$time_local]``) or with " " and
+    Apache's bracketed ``%t``, a regex for what the time starts with (its bracket, and
+    a CLF date's beginning when the time is one); otherwise None."""
     text = parts[k] if k < len(parts) else None
     following = parts[k + 1] if k + 1 < len(parts) else None
-    if not isinstance(text, str):
-        return False
-    bracketed = isinstance(following, Field) and following.role == "time_clf_bracketed"
-    return text.startswith(" [") or (text == " " and bracketed)
+    role = following.role if isinstance(following, Field) else None
+    if (text, role) in ((" ", "time_clf_bracketed"), (" [", "time_clf")):
+        return _CLF_START
+    return r"\[" if isinstance(text, str) and text.startswith(" [") else None
+
+
+def _user_pattern(parts: list[str | Field], k: int) -> str | None:
+    """The exact regex of the user name ``parts[k]`` when it may hold a space, or None.
+
+    A name with spaces runs up to the time, so a line with one word too many before it
+    still matched, the extra word shifting every field: a vhost_combined line whose
+    %v is an address under ``[combined, common]`` published the vhost as the client,
+    and an unquoted header before the address (``%{X-Forwarded-For}i %h %l %u``,
+    ``$http_x_forwarded_for $remote_addr - $remote_user``) let the client choose the
+    published address (an audit). So a name may hold a space only when no unquoted
+    field before it may hold one (:attr:`Field.spaces`), and, right after Apache's
+    ``%l``, only when that is "-" (identd is off: an address there is a shifted line).
+    """
+    stop = _time_follows(parts, k + 1)
+    if stop is None:
+        return None
+    before = parts[:k]
+    after_ident = (
+        len(before) >= 2 and before[-1] == " " and isinstance(before[-2], Field)
+        and before[-2].ident
+    )  # fmt: skip
+    if after_ident:
+        before = before[:-2]
+    if any(isinstance(p, Field) and p.spaces and not p.quoted for p in before):
+        return None
+    name = _USER.format(stop=stop)
+    if after_ident:  # "-" is the whole %l: a space or the line's start before it
+        name = r"(?<=(?<!\S)- )" + name
+    # Else one word, as the fast regex reads it: a time that is not a CLF date is then
+    # parse.bad_time on both paths, not parse.no_match on this one.
+    return rf"((?>{name})|\S+)"
 
 
 def _in_context(parts: list[str | Field]) -> list[str | Field]:
@@ -478,15 +588,17 @@ def _in_context(parts: list[str | Field]) -> list[str | Field]:
                 part = replace(part, pattern=exact, fast_pattern=fast)
             elif not stop:
                 part = replace(part, pattern=r'([^\s"]+)')
-        elif part.role == "user" and not part.quoted and _time_follows(parts, k + 1):
-            part = replace(part, pattern=_USER, fast_pattern=TOKEN)
+        elif part.role == "user" and not part.quoted:
+            pattern = _user_pattern(parts, k)
+            if pattern is not None:
+                part = replace(part, pattern=pattern, fast_pattern=TOKEN)
         out.append(part)
     return out
 
 
 # Field regexes that never match whitespace (see _assemble).
 _NO_SPACE = frozenset(
-    {TOKEN, r"(\S*)", r'([^\s"]+)', r"(\d{3})", r"(\d{6})"}
+    {TOKEN, r"(\S*)", r'([^\s"]+)', _NGINX_QUERY, r"(\d{3})", r"(\d{6})"}
     | {_SPECIFIC[r] for r in ("status", "bytes", "duration_us", "duration_ms", "duration_s")}
     | {_SPECIFIC["path"], _SPECIFIC["query"]}
 )
@@ -550,10 +662,13 @@ def _assemble(parts: list[str | Field], regex: Callable[[Field], str]) -> str:
 # nginx formats): as any quoted text, "x" reached int() and raised ValueError, a
 # parse.error instead of a reason code, and later formats were never tried (an audit).
 _NUMBERS = frozenset({"status", "bytes", "duration_us", "duration_ms", "duration_s"})
+# Likewise Apache's %t between quotes ("%t"): as quoted text it kept its brackets, and
+# every line was parse.bad_time while check-config accepted the format (an audit).
+_OWN_REGEX = _NUMBERS | {"time_clf_bracketed"}
 
 
 def _field_regex(field: Field) -> str:
-    if field.quoted and field.role not in _NUMBERS:
+    if field.quoted and field.role not in _OWN_REGEX:
         pattern = QUOTED
     else:
         pattern = field.pattern or _SPECIFIC.get(field.role, TOKEN)
@@ -573,7 +688,7 @@ def _fast_regex(field: Field) -> str:
         return _FAST_REQUEST_LINE
     if field.fast_pattern is not None:
         return field.fast_pattern
-    if field.quoted and field.role not in _NUMBERS:
+    if field.quoted and field.role not in _OWN_REGEX:
         return r'(?:[^"]*)' if field.role == "skip" else r'([^"]*)'
     return _field_regex(field)
 

@@ -72,6 +72,15 @@ def clf_time(text: str) -> int:
     ...
     streams.records.RejectedLine: parse.bad_time
 
+    A time without its zone is rejected: it is a local time of an unknown offset, and
+    read as UTC it was published shifted by the server's offset (an audit), as
+    :func:`strftime_parser` refuses a ``%{...}t`` without ``%z``:
+
+    >>> clf_time("10/Oct/2000:13:55:36")
+    Traceback (most recent call last):
+    ...
+    streams.records.RejectedLine: parse.bad_time
+
     Numbers are ASCII digits of the widths servers write (int() alone took "-1" as an
     hour, "1_0" as a day, and a 20-digit year to an OverflowError):
 
@@ -85,7 +94,7 @@ def clf_time(text: str) -> int:
             raise ValueError
         day, month, rest = text.split("/", 2)
         year, hh, mm, tail = rest.split(":", 3)
-        ss, zone = tail.split(" ", 1) if " " in tail else (tail, "+0000")
+        ss, zone = tail.split(" ", 1)  # no zone: ValueError (no default, see above)
         y, mo, d, h, mi, sec = int(year), _MONTHS[month], int(day), int(hh), int(mm), int(ss[:2])
         if not (1 <= d <= calendar.monthrange(y, mo)[1] and h < 24 and mi < 60 and sec < 61):
             raise ValueError
@@ -265,7 +274,8 @@ def epoch_micros(text: str) -> int:
 
 
 def any_time(value: object) -> int:
-    """A JSON log's time field: epoch number, ISO 8601 text or CLF text.
+    """A JSON log's time field: epoch number, ISO 8601 text or CLF text (with its zone,
+    as :func:`clf_time` requires).
 
     An epoch from 1e11 on is milliseconds (1e11 seconds is the year 5138), whether
     the log writes it as a number or as text (text was read as seconds and rejected

@@ -73,6 +73,12 @@ CASES = [
     ({**base(), "inputt": {}}, "inputt: unknown key (did you mean 'input'?)"),
     ({**base(), "input": {"format": "combind"}}, "input.format: unknown format 'combind'"),
     ({**base(), "input": {"format": "apache:%h %Z"}}, "unsupported directive '%Z' at column 3"),
+    # A "%" mid-format that starts no directive was taken as text: check-config passed
+    # and every line was parse.no_match (only one after the last directive was refused).
+    ({**base(), "input": {"format": 'apache:%h %5 %l %u %t "%r" %>s %b'}},
+     "input.format: unsupported directive '%5' at column 3"),
+    ({**base(), "input": {"format": ["combined", 'apache:%h %{X}^tx %t "%r" %>s %b']}},
+     "input.format: unsupported directive '%{X}^tx' at column 3"),
     ({**base(), "input": {"trusted_proxies": ["10.0.0.0/33"]}}, "'10.0.0.0/33' is not a network"),
     ({**base(), "input": {"max_line_bytes": "big"}}, "input.max_line_bytes: must be an integer"),
     ({**base(), "kafka": {"raw": {"retention": "7d"}}}, "kafka.raw.retention: 7d is longer than the raw limit of 3d"),

@@ -50,6 +50,20 @@ def test_ipv6_and_ports() -> None:
     assert parse("::ffff:198.51.100.7" + tail).ip == "198.51.100.7"
 
 
+@pytest.mark.parametrize("peer", ["%{c}h", "%{c}a"])
+def test_percent_c_h_is_the_peer_not_the_client(peer: str) -> None:
+    """``%{c}h`` is, like ``%{c}a``, the underlying TCP peer (the proxy or load balancer),
+    not the client mod_remoteip resolved; the first client field wins, so ``%{c}h %a``
+    published every visitor as the load balancer (an audit)."""
+    r = compile_apache(f'{peer} %a %t "%r" %>s %b').parse(
+        f'10.0.0.1 203.0.113.9 {T} "GET / HTTP/1.1" 200 5'
+    )
+    assert r.ip == "203.0.113.9"
+    # Alone, the peer is still the address logged (as %{c}a alone).
+    r = compile_apache(f'{peer} %t "%r" %>s %b').parse(f'10.0.0.1 {T} "GET / HTTP/1.1" 200 5')
+    assert r.ip == "10.0.0.1"
+
+
 @pytest.mark.parametrize(
     "request_line",
     ["-", "\\x16\\x03\\x01\\x02\\x00\\x01\\x00\\x01\\xfc\\x03\\x03", "", "GET", "get / HTTP/1.1"],
@@ -110,6 +124,32 @@ def test_nginx_custom_variables() -> None:
     )  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("fmt", "line", "target"),
+    [
+        ("nginx:$remote_addr [$time_local] $uri?$args $status", "203.0.113.9 {T} /p?a=1 200", "/p?a=1"),
+        ("nginx:$remote_addr [$time_local] $uri?$args $status", "203.0.113.9 {T} /p?- 200", "/p"),
+        ("nginx:$remote_addr [$time_local] $uri $args $status", "203.0.113.9 {T} /p a=1 200", "/p?a=1"),
+        ("nginx:$remote_addr [$time_local] $uri $args $status", "203.0.113.9 {T} /p - 200", "/p"),
+        ('nginx:$remote_addr [$time_local] "$request_method $uri $args" $status',
+         '203.0.113.9 {T} "GET /p a=1" 200', "/p?a=1"),
+        ("nginx:$remote_addr [$time_local] $uri $query_string $status",
+         "203.0.113.9 {T} /p a=1 200", "/p?a=1"),
+        ("nginx:$remote_addr [$time_local] $uri$is_args$args $status",
+         "203.0.113.9 {T} /p?a=1 200", "/p?a=1"),
+    ],
+)  # fmt: skip
+def test_nginx_args_without_a_question_mark_are_read(fmt: str, line: str, target: str) -> None:
+    """$args and $query_string are written without the "?" that Apache's %q starts with;
+    with %q's regex, every request with a query string was parse.no_match while those
+    without one parsed: a biased, silent loss (an audit)."""
+    parser = compile_one(fmt)
+    text = line.format(T=T)
+    r = parser.parse(text)
+    assert (r.ip, r.time, r.target, r.status) == ("203.0.113.9", 971211336, target, 200)
+    assert _outcome(parser.parse, text) == _outcome(lambda t: _exact(parser, t), text)
+
+
 def test_nginx_hex_escapes_are_decoded() -> None:
     r = build_parser("nginx_combined")(
         '203.0.113.9 - - [10/Oct/2000:13:55:36 -0700] "GET /a\\x22b HTTP/1.1" 200 5 "-" "x\\x22y"'
@@ -127,6 +167,11 @@ def test_nginx_hex_escapes_are_decoded() -> None:
             "parse.bad_time",
         ),
         (f'203.0.113.9 - - {T} "GET / HTTP/1.1" abc 5 "-" "-"', "parse.no_match"),
+        # Not a CLF date, on the exact path too (a backslash): the user name "-" is not
+        # run on to the end of the line.
+        ('203.0.113.9 - - [yesterday] "GET / HTTP/1.1" 200 5 "-" "-"', "parse.bad_time"),
+        ('203.0.113.9 - - [yesterday] "GET /\\"x HTTP/1.1" 200 5 "-" "-"', "parse.bad_time"),
+        ('203.0.113.9 - x [y [yesterday] "GET /\\"x HTTP/1.1" 200 5 "-" "-"', "parse.bad_time"),
     ],
 )
 def test_rejections_have_reason_codes_and_no_payload(line: str, reason: str) -> None:
@@ -134,6 +179,21 @@ def test_rejections_have_reason_codes_and_no_payload(line: str, reason: str) -> 
         build_parser("combined")(line)
     assert caught.value.reason == reason
     assert str(caught.value) == reason  # the message is the code, never the line
+
+
+@pytest.mark.parametrize(
+    ("formats", "line"),
+    [
+        (["combined", "common"], '203.0.113.9 - - [10/Oct/2000:13:55:36] "GET / HTTP/1.1" 200 5'),
+        (["nginx_combined"], '203.0.113.9 - - [10/Oct/2000:13:55:36] "GET / HTTP/1.1" 200 5 "-" "-"'),
+        (["apache:%h %t %>s"], "203.0.113.9 [10/Oct/2000:13:55:36] 200"),
+    ],
+)  # fmt: skip
+def test_a_log_line_whose_time_has_no_zone_is_rejected(formats: list[str], line: str) -> None:
+    """A tool imitating the common format without the zone: its local time was
+    published as if it were UTC (an audit)."""
+    with pytest.raises(RejectedLine, match=r"parse\.bad_time"):
+        build_parser(formats)(line)
 
 
 def test_first_matching_format_wins_and_most_specific_reason_is_kept() -> None:
@@ -153,6 +213,13 @@ def test_first_matching_format_wins_and_most_specific_reason_is_kept() -> None:
         ("apache:%h %{msec_frac}t", "no request time"),
         ("apache:%h %{%d/%b/%Y:%H:%M:%S}t", "%{...}t at column 3: has no %z"),
         ("apache:%h %{%s}t", "%{%s}t at column 3: cannot read strftime %s"),
+        # A "%" that starts no directive, anywhere in the format (it was text, and every
+        # line parse.no_match, unless it came after the last directive; an audit).
+        ('apache:%h %5 %l %u %t "%r" %>s %b', "unsupported directive '%5' at column 3"),
+        ('apache:%h %l %u %t "%r" %>s %b %5', "unsupported directive '%5' at column 24"),
+        ("apache:%h %{X-Y}^tx %t", "unsupported directive '%{X-Y}^tx' at column 3"),
+        ("apache:%h %-1 %t", "unsupported directive '%-1' at column 3"),
+        ("apache:%h %t %", "unsupported directive '%' at column 6"),
         ("apache:%l %t", "no client address"),
         ("apache:%h %s", "no request time"),
         ("nginx:$status", "no client address"),
@@ -160,8 +227,58 @@ def test_first_matching_format_wins_and_most_specific_reason_is_kept() -> None:
     ],
 )
 def test_format_errors_are_specific(spec: str, message: str) -> None:
-    with pytest.raises(FormatError, match=message.replace("{", r"\{").replace("}", r"\}")):
+    with pytest.raises(FormatError, match=re.escape(message)):
         compile_one(spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "line"),
+    [
+        ('apache:%h %{X-Checksum}^ti %t "%r" %>s %b', f'203.0.113.9 abc {T} "GET / HTTP/1.1" 200 5'),
+        ('apache:%h %{Server-Timing}^to %t "%r" %>s %b', f'203.0.113.9 - {T} "GET / HTTP/1.1" 200 5'),
+        ('apache:%h "%{X-Checksum}^ti" %t "%r" %>s %b', f'203.0.113.9 "a b" {T} "GET / HTTP/1.1" 200 5'),
+    ],
+)  # fmt: skip
+def test_request_and_response_trailers_are_matched_and_thrown_away(spec: str, line: str) -> None:
+    """httpd 2.4.24's ``%{VAR}^ti`` / ``%{VAR}^to`` (trailers) were compiled as literal
+    text: check-config passed and every line was parse.no_match (an audit)."""
+    r = compile_one(spec).parse(line)
+    assert (r.ip, r.time, r.status) == ("203.0.113.9", 971211336, 200)
+    assert "abc" not in repr([getattr(r, a) for a in r.__slots__])
+
+
+def test_apache_escapes_in_a_logformat_are_applied() -> None:
+    """mod_log_config writes \\t \\n \\r \\\\ in a LogFormat's text as a tab, newline,
+    carriage return and backslash: a tab-separated format compiled to a regex wanting a
+    backslash and a "t", and every line was parse.no_match (an audit)."""
+    spec = 'apache:%h\\t%l\\t%u\\t%t\\t"%r"\\t%>s\\t%b'
+    line = f'203.0.113.9\t-\t-\t{T}\t"GET /a HTTP/1.1"\t200\t5'
+    r = compile_one(spec).parse(line)
+    assert (r.ip, r.time, r.target, r.status, r.bytes_sent) == (
+        "203.0.113.9",
+        971211336,
+        "/a",
+        200,
+        5,
+    )
+    # \\\\ is one backslash; any other backslash is kept, as Apache keeps it.
+    r = compile_one("apache:%h \\\\%t \\d%>s").parse(f"203.0.113.9 \\{T} \\d200")
+    assert (r.ip, r.time, r.status) == ("203.0.113.9", 971211336, 200)
+
+
+def test_a_logformat_copied_from_httpd_conf_with_escaped_quotes_is_read() -> None:
+    """httpd.conf spells quotes in a LogFormat \\" (Debian, RHEL, cPanel, Plesk); pasted
+    as they are, they were read as a backslash and a quote: the config validated and
+    every line was parse.no_match (an audit)."""
+    spec = 'apache:%h %l %u %t \\"%r\\" %>s %b \\"%{Referer}i\\" \\"%{User-Agent}i\\"'
+    parser = compile_one(spec)
+    line = f'203.0.113.9 - - {T} "GET /a HTTP/1.1" 200 5 "-" "curl/8"'
+    r = parser.parse(line)
+    assert (r.ip, r.target, r.referrer, r.user_agent) == ("203.0.113.9", "/a", None, "curl/8")
+    # The fields between the quotes are quoted fields, escapes and all.
+    r = parser.parse(line.replace('"curl/8"', '"curl/8 \\"x\\""'))
+    assert r.user_agent == 'curl/8 "x"'
+    assert parser.regex.pattern == compile_one("combined").regex.pattern  # type: ignore[union-attr]
 
 
 def test_unknown_headers_are_matched_but_never_stored() -> None:
@@ -258,7 +375,9 @@ def test_the_fast_path_parses_exactly_like_the_escape_aware_path(fmt: str) -> No
     request = st.one_of(quoted, request_line)
     host = st.sampled_from(["203.0.113.9", "[2001:db8::1]:443", "www.example.com:443", "x"])
     # User names with spaces fail the fast regex (\S+) and take the exact path.
-    user = st.sampled_from(["-", "frank", "john doe", "", "a[b", "x [y", "j\\xc3\\xa9 d"])
+    user = st.sampled_from(
+        ["-", "frank", "john doe", "", "a[b", "x [y", "x [y]", "[a] [b]", "j\\xc3\\xa9 d"]
+    )
     status = st.sampled_from(["200", "-", "99", "000"])
 
     @settings(max_examples=300, deadline=None)
@@ -579,6 +698,20 @@ def test_quoted_numbers_that_are_not_numbers_are_a_reason_code(fields: str, reas
 
 
 @pytest.mark.parametrize(
+    ("fmt", "time_text"),
+    [('apache:%h "%t" "%r" %>s %b', T), ('apache:%h "%{%d/%b/%Y:%T %z}t" "%r" %>s %b', T[1:-1])],
+)
+def test_a_quoted_percent_t_is_read(fmt: str, time_text: str) -> None:
+    """Apache's %t between quotes got the quoted-text regex, which kept the brackets:
+    every line was parse.bad_time while check-config accepted the format (an audit)."""
+    parser = compile_one(fmt)
+    for line in (f'203.0.113.9 "{time_text}" "GET / HTTP/1.1" 200 5',
+                 f'203.0.113.9 "{time_text}" "GET /\\"a HTTP/1.1" 200 5'):  # fmt: skip
+        r = parser.parse(line)
+        assert (r.ip, r.time, r.status) == ("203.0.113.9", 971211336, 200)
+
+
+@pytest.mark.parametrize(
     ("request_line", "status"), [("GET / HTTP/1.1", "000"), ("GET /old", "009")]
 )
 def test_nginx_status_000_and_009_are_not_rejected(request_line: str, status: str) -> None:
@@ -614,10 +747,123 @@ def test_a_user_name_with_a_space_is_parsed(fmt: str) -> None:
         )  # fmt: skip
 
 
-def test_a_long_line_of_brackets_is_rejected_quickly() -> None:
-    """The user name runs to the first " [": no backtracking over later ones."""
-    parse = build_parser(["combined", "nginx_main", "common"])
-    line = "203.0.113.9 - x" + " [" * 32000
+@pytest.mark.parametrize("fmt", ["combined", "nginx_combined", "common", "vhost_combined"])
+@pytest.mark.parametrize("user", ["x [y]", "x [y", "[a] [b]", "a [b [c]] d", "x [1/2"])
+@pytest.mark.parametrize("escaped", [False, True])
+def test_a_user_name_with_space_bracket_is_parsed(fmt: str, user: str, escaped: bool) -> None:
+    """The name ran to the first " [", so a Basic-auth name holding " [" still made the
+    line parse.no_match or parse.bad_time: any client could keep its requests out of
+    every count (an audit). It runs to the " [" of a CLF date, on both paths."""
+    parse = compile_one(fmt).parse
+    agent = 'curl/8 \\"x\\"' if escaped else "curl/8"  # a backslash: the exact path only
+    head = "www.example.org:443 203.0.113.9" if fmt == "vhost_combined" else "203.0.113.9"
+    line = f'{head} - {user} {T} "GET /admin HTTP/1.1" 401 0 "-" "{agent}"'
+    if fmt == "common":
+        line = f'{head} - {user} {T} "GET /admin HTTP/1.1" 401 0'
+    r = parse(line)
+    assert (r.ip, r.user, r.time, r.status) == ("203.0.113.9", user, 971211336, 401)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # Debian's other_vhosts_access.log (vhost_combined), ServerName unset: httpd uses
+        # an address (AH00558 "...using 127.0.1.1").
+        f'127.0.1.1:80 203.0.113.9 - - {T} "GET / HTTP/1.1" 200 5 "-" "curl/8"',
+        f'127.0.1.1:80 203.0.113.9 - john doe {T} "GET / HTTP/1.1" 200 5 "-" "curl/8"',
+        # vhost_common with an address-based virtual host.
+        f'192.0.2.10 203.0.113.9 - - {T} "GET / HTTP/1.1" 200 5',
+        f'192.0.2.10 203.0.113.9 - - {T} "GET /\\"x HTTP/1.1" 200 5',
+    ],
+)
+def test_a_vhost_line_under_the_default_formats_does_not_take_the_vhost_as_client(
+    line: str,
+) -> None:
+    """Under ``[combined, common]`` a vhost line has one word too many before the time;
+    with a user name that may hold spaces it matched: %h = the virtual host (published
+    as every visitor's address), %l = the visitor, %u = "- -" (an audit). A space in
+    %u needs %l to be "-": such a line is rejected, or read by vhost_combined when the
+    list has it (as config/logfog.yaml has)."""
+    with pytest.raises(RejectedLine, match=r"parse\.no_match"):
+        build_parser(["combined", "common"])(line)
+    parse = build_parser(["combined", "vhost_combined", "common"])
+    try:
+        r = parse(line)
+    except RejectedLine:
+        assert not line.startswith("127.0.1.1:80")
+    else:
+        assert (r.ip, r.host) == ("203.0.113.9", "127.0.1.1")
+
+
+_XFF_FIRST = 'apache:%{X-Forwarded-For}i %h %l %u %t "%r" %>s %b'
+_NGINX_XFF_FIRST = (
+    'nginx:$http_x_forwarded_for $remote_addr - $remote_user [$time_local] "$request" '
+    "$status $body_bytes_sent"
+)
+
+
+@pytest.mark.parametrize(
+    ("spec", "head", "shifted"),
+    [
+        # The client sends "X-Forwarded-For: 1.1.1.1 8.8.8.8" (no proxy in front).
+        (_XFF_FIRST, "1.1.1.1 203.0.113.9 -", "1.1.1.1 8.8.8.8 203.0.113.9 -"),
+        # ... or "1.1.1.1 8.8.8.8 -", which puts a "-" where %l is read, or more words.
+        (_XFF_FIRST, "1.1.1.1 203.0.113.9 -", "1.1.1.1 8.8.8.8 - 203.0.113.9 -"),
+        (_XFF_FIRST, "a 203.0.113.9 -", "a 8.8.8.8 - b 203.0.113.9 -"),
+        ('apache:%h %{X-Client}i %l %u %t "%r" %>s %b', "203.0.113.9 a -", "203.0.113.9 a 8.8.8.8 -"),
+        # The same through nginx: "X-Forwarded-For: x 8.8.8.8 -", or a cookie.
+        (_NGINX_XFF_FIRST, "x 203.0.113.9 -", "x 8.8.8.8 - 203.0.113.9 -"),
+        (_NGINX_XFF_FIRST.replace("$http_x_forwarded_for", "$cookie_a"),
+         "x 203.0.113.9 -", "x 8.8.8.8 - 203.0.113.9 -"),
+    ],
+)  # fmt: skip
+def test_a_client_header_before_the_address_cannot_choose_the_client(
+    spec: str, head: str, shifted: str
+) -> None:
+    """A header logged unquoted before the address: a value with spaces shifted every
+    field and the line still matched, the user name absorbing the extra words, so the
+    client chose the published address (8.8.8.8) and its own went into user.name (an
+    audit). After an unquoted field that may hold a space, a name may not hold one."""
+    parser = compile_one(spec)
+    for request in ("GET / HTTP/1.1", 'GET /\\"x HTTP/1.1'):  # both paths
+        tail = f'{T} "{request}" 200 5'
+        assert parser.parse(f"{head} - {tail}").ip == "203.0.113.9"
+        with pytest.raises(RejectedLine, match=r"parse\.no_match"):
+            parser.parse(f"{shifted} - {tail}")
+        with pytest.raises(RejectedLine, match=r"parse\.no_match"):
+            parser.parse(f"{head} john doe {tail}")  # the price: no space in the name
+
+
+@pytest.mark.parametrize(
+    ("spec", "head"),
+    [
+        ('apache:"%{X-Forwarded-For}i" %h %l %u %t "%r" %>s %b', '"1.1.1.1 8.8.8.8 -" 203.0.113.9 -'),
+        ('apache:%v %h %l %u %t "%r" %>s %b', "www.example.org 203.0.113.9 -"),
+        ('apache:%h %{c}a:%{remote}p %l %u %t "%r" %>s %b', "203.0.113.9 10.0.0.1:443 -"),
+        ('apache:%h %u %t "%r" %>s %b', "203.0.113.9"),
+        ('nginx:$server_name $remote_addr - $remote_user [$time_local] "$request" $status $bytes_sent',
+         "www.example.org 203.0.113.9 -"),
+        ('nginx:"$http_x_forwarded_for" $remote_addr - $remote_user [$time_local] "$request" $status '
+         "$body_bytes_sent", '"1.1.1.1 8.8.8.8 -" 203.0.113.9 -'),
+    ],
+)  # fmt: skip
+def test_a_user_name_with_a_space_after_fields_without_spaces(spec: str, head: str) -> None:
+    """Quoted fields, addresses, ports and the server's names before the user name
+    cannot shift it: a name with a space parses there."""
+    r = compile_one(spec).parse(f'{head} john doe {T} "GET / HTTP/1.1" 401 0')
+    assert (r.ip, r.user, r.status) == ("203.0.113.9", "john doe", 401)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [" [" * 32000, " [a" * 32000 + "\\", " [1/Jan/2000:" * 10000 + "\\",
+     " [1/Jan/2000:00:00:00 +0000]" * 3000 + ' "\\', " a" * 32000 + "\\"],
+)  # fmt: skip
+def test_a_long_line_of_brackets_is_rejected_quickly(tail: str) -> None:
+    """The user name runs to the first " [" of a CLF date, in an atomic group: no
+    backtracking over later ones (a backslash: the exact path)."""
+    parse = build_parser(["combined", "nginx_main", "common", "vhost_combined"])
+    line = "203.0.113.9 - x" + tail
     started = time.perf_counter()
     with pytest.raises(RejectedLine):
         parse(line)
