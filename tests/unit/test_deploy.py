@@ -800,3 +800,16 @@ def test_the_optional_aggregator_deployment_holds_no_key_and_fits_its_partitions
 
     config, _ = load_file(ROOT / "config" / "logfog.yaml")
     assert deployment["spec"]["replicas"] <= config["aggregates"]["input"]["partitions"]
+
+
+def test_deploy_readme_env_table_lists_every_variable_logfog_reads() -> None:
+    """An audit (docs D4): the table "Environment read by `streams/`" left out
+    LOGFOG_AGGREGATOR_WEB_PORT (set in deployment.yaml and compose) and
+    LOGFOG_STOP_TIMEOUT (bounds the SIGTERM stop, and so the grace period)."""
+    read = _known_logfog_env() - {"LOGFOG_PARENT_PID"}  # internal: set by the worker
+    text = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    table = text.split("Environment\nread by `streams/`:", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `?(LOGFOG_[A-Z0-9_]+)", table, re.M))
+    documented |= set(re.findall(r"`(LOGFOG_[A-Z0-9_]+)`", table))
+    assert sorted(read - documented) == []
+
