@@ -565,7 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="logfog",
         description="Turn raw web access logs into non-identifying events.",
         epilog="Exit status: 0 ok, 1 internal error, 2 bad input (config, files, keys, broker), "
-        "3 records the broker did not acknowledge (ship).",
+        "3 records the broker did not acknowledge (ship) or a stop that outlived "
+        "LOGFOG_STOP_TIMEOUT (worker, aggregator), 130 interrupted (Ctrl-C).",
     )
     parser.add_argument("--version", action="version", version=f"logfog {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

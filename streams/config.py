@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -24,9 +24,15 @@ from typing import Any, Final
 import yaml
 
 from streams.actions import REGISTRY
-from streams.actions.base import INTERNAL_DESTINATION, REQUIRED, BuildContext, Option
+from streams.actions.base import (
+    INTERNAL_DESTINATION,
+    REQUIRED,
+    ActionSpec,
+    BuildContext,
+    Option,
+)
 from streams.admin import topic_name_problem
-from streams.durations import parse_duration
+from streams.durations import DURATION_JSON, parse_duration
 from streams.fields import BUCKETED, BUCKETED_ACTIONS, NOT_IN_ANALYTICS, SENSITIVE, SOURCES
 from streams.parse import NAMED_FORMATS, FormatError, compile_one
 from streams.parse.jsonlines import DEFAULT_FIELDS as JSON_DEFAULT_FIELDS
@@ -57,8 +63,9 @@ class Key:
     minimum: int | None = None
     #: Never quote the value in a message (a password given the wrong type).
     secret: bool = False
-    #: More JSON Schema keywords for the key (what its items may be).
-    schema: Mapping[str, Any] | None = None
+    #: What ``check`` refuses, in JSON Schema keywords (``minimum``, ``pattern``,
+    #: ``items``...), for the schema published for editors, where JSON Schema can say it.
+    json: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +76,14 @@ class Section:
 
 @dataclass(frozen=True, slots=True)
 class MapOf:
-    """A mapping of user-chosen names to sections (destinations, field rules)."""
+    """A mapping of user-chosen names to sections (destinations, field rules).
+    ``min_items`` and ``json`` (JSON Schema keywords, e.g. ``propertyNames``) are for
+    the published schema; :func:`normalize` refuses the same in its own words."""
 
     item: Section | None
     doc: str = ""
+    min_items: int = 0
+    json: Mapping[str, Any] | None = None
 
 
 def _duration(limit: int | None = None, what: str = "", positive: bool = False) -> Any:
@@ -88,6 +99,17 @@ def _duration(limit: int | None = None, what: str = "", positive: bool = False) 
         return None
 
     return check
+
+
+def _duration_key(default: str, doc: str, check: Any) -> Key:
+    """A duration key (text like ``5m``): its syntax is in the JSON Schema too."""
+    return Key(str, default, doc, check=check, json=DURATION_JSON)
+
+
+#: The JSON Schema of what ``admin.topic_name_problem`` refuses.
+TOPIC_JSON: Final = {"pattern": r"^(?!\.\.?$)[A-Za-z0-9._-]{1,249}$"}
+#: ``env:NAME`` or ``file:PATH`` with something after the colon (kafka.security).
+REFERENCE_JSON: Final = {"pattern": r"^(env|file):[\s\S]"}
 
 
 def _cidrs(value: list[Any]) -> str | None:
@@ -113,10 +135,14 @@ def _format(value: Any) -> str | None:
     return None
 
 
+#: The aggregate outputs a k can be set for (``aggregates.k_by_output``).
+K_OUTPUTS: Final = ("ops", "product")
+
+
 def _k_by_output(value: Mapping[str, Any]) -> str | None:
     for name, k in value.items():
-        if name not in ("ops", "product"):
-            return f"unknown output {name!r} (outputs: ops, product)"
+        if name not in K_OUTPUTS:
+            return f"unknown output {name!r} (outputs: {', '.join(K_OUTPUTS)})"
         if not isinstance(k, int) or isinstance(k, bool) or k < 2:
             return f"{name}: k must be an integer of at least 2"
     return None
@@ -135,6 +161,12 @@ def _key_source(value: str) -> str | None:
     if colon and kind == "file":
         return None if rest else "file: needs a path (file:PATH)"
     return "must be auto, shared, ephemeral, env:NAME or file:PATH (the value is not shown)"
+
+
+#: What ``_key_source`` refuses, but for an env: name that would decode as a key.
+KEY_SOURCE_JSON: Final = {
+    "pattern": r"^(auto|shared|ephemeral|env:[A-Za-z_][A-Za-z0-9_]*|file:[\s\S]+)$"
+}
 
 
 def _geo_database(kind: str) -> Any:
@@ -192,6 +224,12 @@ _JSON_FIELDS_SCHEMA: Final = {
 
 _JSON_TEXT_ROLES: Final = ("host", "protocol")
 
+#: One format as ``_format`` takes it, for the JSON Schema (the LogFormat itself unchecked).
+FORMAT_JSON: Final = {
+    "type": "string",
+    "anyOf": [{"enum": list(NAMED_FORMATS)}, {"pattern": "^(apache|nginx):"}],
+}
+
 
 DAY = 86400
 
@@ -215,20 +253,14 @@ def _topic(
 ) -> Section:
     return Section(
         {
-            "topic": Key(str, default_topic, what, check=topic_name_problem),
+            "topic": Key(str, default_topic, what, check=topic_name_problem, json=TOPIC_JSON),
             "partitions": Key(int, partitions, "partitions (bounds worker parallelism)", minimum=1),
-            "retention": Key(
-                str,
+            "retention": _duration_key(
                 retention,
                 f"retention, at most {RETENTION_LIMITS[limit_kind] // DAY}d",
-                check=_duration(RETENTION_LIMITS[limit_kind], limit_kind, positive=True),
+                _duration(RETENTION_LIMITS[limit_kind], limit_kind, positive=True),
             ),
-            "replication": Key(
-                (int, type(None)),
-                None,
-                "replication factor (default: kafka.replication)",
-                check=_replication,
-            ),
+            "replication": REPLICATION,
         }
     )
 
@@ -250,6 +282,15 @@ def _replication(value: int | None) -> str | None:
     return None if value is None or value >= 1 else "must be at least 1"
 
 
+REPLICATION: Final = Key(
+    (int, type(None)),
+    None,
+    "replication factor (default: kafka.replication)",
+    check=_replication,
+    json={"minimum": 1},
+)
+
+
 def _reference(value: str | None) -> str | None:
     if value is not None and value.startswith(("env:", "file:")) and not value.split(":", 1)[1]:
         return "env:/file: needs a name"
@@ -267,14 +308,22 @@ KAFKA_SECURITY = Section(
         "check_hostname": Key(bool, True, "verify the broker certificate's host name"),
         "sasl_mechanism": Key((str, type(None)), None, "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
                               check=lambda v: None if v is None or v in MECHANISMS else
-                              f"{v!r} is not {', '.join(MECHANISMS[:-1])} or {MECHANISMS[-1]}"),
+                              f"{v!r} is not {', '.join(MECHANISMS[:-1])} or {MECHANISMS[-1]}",
+                              json={"enum": [*MECHANISMS, None]}),
         "username": Key((str, type(None)), None, "SASL user: env:NAME, file:PATH or the name",
-                        check=_reference),
+                        check=_reference, json={"not": {"enum": ["env:", "file:"]}}),
+        # security.problems refuses a literal password (and says so without quoting it).
         "password": Key((str, type(None)), None, "SASL password: env:NAME or file:PATH only "
-                        "(a literal password is refused)", check=_reference, secret=True),
+                        "(a literal password is refused)", check=_reference, secret=True,
+                        json=REFERENCE_JSON),
     },
     "TLS and SASL for every Kafka client (worker, aggregator, topics, shipper, key ring)",
 )  # fmt: skip
+
+
+#: Output names of ``logfog anonymize`` besides the destinations (files with --out,
+#: the "destination" of stdout lines).
+RESERVED_DESTINATIONS = ("rejected", "aggregates")
 
 
 SCHEMA = Section(
@@ -291,6 +340,12 @@ SCHEMA = Section(
                     f"{', '.join(NAMED_FORMATS)}, 'apache:<LogFormat>', 'nginx:<log_format>', "
                     "or a list (first match wins)",
                     check=_format,
+                    json={
+                        "anyOf": [
+                            FORMAT_JSON,
+                            {"type": "array", "items": FORMAT_JSON, "minItems": 1},
+                        ]
+                    },
                 ),
                 "json_fields": Key(
                     dict,
@@ -299,7 +354,7 @@ SCHEMA = Section(
                     "a list of keys, one per level, each as it is (a key holding a dot: "
                     "[source.ip]; nested: [attributes, url.path])",
                     check=_json_fields,
-                    schema=_JSON_FIELDS_SCHEMA,
+                    json=_JSON_FIELDS_SCHEMA,
                 ),
                 "trusted_proxies": Key(
                     list, [], "networks whose X-Forwarded-For is believed", check=_cidrs
@@ -353,16 +408,18 @@ SCHEMA = Section(
                     "env:NAME or file:PATH (never a key in config)",
                     check=_key_source,
                     secret=True,
+                    json=KEY_SOURCE_JSON,
                 ),
                 "topic": Key(
                     str,
                     "logfog.keys",
                     "Kafka topic of the shared epoch keys",
                     check=topic_name_problem,
+                    json=TOPIC_JSON,
                 ),
-                "epoch": Key(str, "1d", "pseudonym key lifetime", check=_duration(positive=True)),
-                "grace": Key(
-                    str, "1h", "how long an epoch key outlives its epoch", check=_duration()
+                "epoch": _duration_key("1d", "pseudonym key lifetime", _duration(positive=True)),
+                "grace": _duration_key(
+                    "1h", "how long an epoch key outlives its epoch", _duration()
                 ),
                 "unsafe": Key(
                     bool,
@@ -388,6 +445,7 @@ SCHEMA = Section(
                     "replication factor of every topic whose own 'replication' is not set "
                     "(logfog.keys and the internal aggregation topics included); 3 in production",
                     check=_replication,
+                    json={"minimum": 1},
                 ),
                 "create_topics": Key(
                     bool,
@@ -425,15 +483,22 @@ SCHEMA = Section(
                     10,
                     "minimum distinct visitors per published cell",
                     check=lambda v: None if v >= 2 else "must be at least 2",
+                    json={"minimum": 2},
                 ),
                 "k_by_output": Key(
                     dict,
                     {},
                     "per-output k, e.g. {product: 20}; outputs: ops, product",
                     check=_k_by_output,
+                    json={
+                        "properties": {
+                            name: {"type": "integer", "minimum": 2} for name in K_OUTPUTS
+                        },
+                        "additionalProperties": False,
+                    },
                 ),
-                "allowed_lateness": Key(
-                    str, "10m", "events later than this are counted late", check=_duration()
+                "allowed_lateness": _duration_key(
+                    "10m", "events later than this are counted late", _duration()
                 ),
                 "run_in": Key(
                     str,
@@ -459,19 +524,17 @@ SCHEMA = Section(
                     "further combinations are counted in every dimension's __other__",
                     minimum=1,
                 ),
-                "snapshot_interval": Key(
-                    str,
+                "snapshot_interval": _duration_key(
                     "10s",
                     "minimum gap between window checkpoints (grows with state size)",
-                    check=_duration(),
+                    _duration(),
                 ),
-                "source_idle": Key(
-                    str,
+                "source_idle": _duration_key(
                     "60s",
                     "a raw partition that sent no row for this long stops holding windows "
                     "open (event time follows the slowest raw partition); make it longer "
                     "than a worker's failover (LOGFOG_SESSION_TIMEOUT plus a restart)",
-                    check=_duration(positive=True),
+                    _duration(positive=True),
                 ),
                 # Rule 8 buckets analytics to at least 1h and rule 14 keeps operations
                 # data at most 30d: rows of shorter windows (ops, 5m) are operations
@@ -502,6 +565,7 @@ SCHEMA = Section(
                             "partitions: must be 1 (one merge agent sees every "
                             "input partition's partials)",
                             check=_one_partition,
+                            json={"const": 1},
                         ),
                     }
                 ),
@@ -519,20 +583,16 @@ SCHEMA = Section(
                         "operations or analytics: sets the privacy floors",
                         choices=("operations", "analytics"),
                     ),
-                    "topic": Key(str, REQUIRED, "Kafka topic", check=topic_name_problem),
+                    "topic": Key(
+                        str, REQUIRED, "Kafka topic", check=topic_name_problem, json=TOPIC_JSON
+                    ),
                     "partitions": Key(int, 4, "partitions", minimum=1),
-                    "retention": Key(
-                        str,
+                    "retention": _duration_key(
                         "7d",
                         "retention, at most 30d",
-                        check=_duration(30 * DAY, "pseudonymous output", positive=True),
+                        _duration(30 * DAY, "pseudonymous output", positive=True),
                     ),
-                    "replication": Key(
-                        (int, type(None)),
-                        None,
-                        "replication factor (default: kafka.replication)",
-                        check=_replication,
-                    ),
+                    "replication": REPLICATION,
                     "framing": Key(
                         str,
                         "record",
@@ -540,10 +600,16 @@ SCHEMA = Section(
                         choices=("record", "ndjson"),
                     ),
                     "key": Key((str, type(None)), None, "output field used as the Kafka key"),
-                    "fields": MapOf(None, "output field name -> rule"),
+                    "fields": MapOf(None, "output field name -> rule", min_items=1),
                 }
             ),
             "output streams, each built only from the fields its rules name",
+            min_items=1,
+            json={
+                "propertyNames": {
+                    "not": {"anyOf": [{"enum": list(RESERVED_DESTINATIONS)}, {"pattern": "^_"}]}
+                }
+            },
         ),
     }
 )
@@ -949,10 +1015,6 @@ def _geo_problems(rules: Mapping[str, Any], geo: Mapping[str, Any], where: str) 
     return problems
 
 
-#: Output names of ``logfog anonymize`` besides the destinations (files with --out,
-#: the "destination" of stdout lines).
-RESERVED_DESTINATIONS = ("rejected", "aggregates")
-
 #: Name of the internal destination feeding the aggregator (not a user destination).
 AGGREGATE_INPUT = INTERNAL_DESTINATION
 
@@ -1199,7 +1261,13 @@ def _load_yaml(source: str, text: str) -> Any:
 
 
 def json_schema() -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of the config, generated from the declarations above."""
+    """JSON Schema (draft 2020-12) of the config, generated from the declarations above.
+
+    It refuses what check-config refuses for static reasons that JSON Schema can state
+    (types of list items, bounds, reserved names, the syntax of topics, durations and
+    references, the sources an action reads) and never what check-config accepts.
+    Cross-key rules (security, privacy floors, unique topics) stay with check-config.
+    """
 
     def key_schema(key: Key | Option) -> dict[str, Any]:
         kinds = key.kind if isinstance(key.kind, tuple) else (key.kind,)
@@ -1215,7 +1283,9 @@ def json_schema() -> dict[str, Any]:
             schema["enum"] = list(key.choices)
         if getattr(key, "minimum", None) is not None:
             schema["minimum"] = getattr(key, "minimum", None)
-        schema.update(getattr(key, "schema", None) or {})
+        if list in kinds:
+            schema["items"] = {"type": "string"}  # kind list: a list of strings
+        schema.update(key.json or {})
         return schema
 
     def section_schema(section: Section) -> dict[str, Any]:
@@ -1231,6 +1301,10 @@ def json_schema() -> dict[str, Any]:
                     "description": spec.doc,
                     "additionalProperties": item,
                 }
+                if spec.min_items:
+                    props[name]["minProperties"] = spec.min_items
+                    required.append(name)
+                props[name].update(spec.json or {})
             else:
                 props[name] = key_schema(spec)
                 if spec.default is REQUIRED:
@@ -1242,26 +1316,45 @@ def json_schema() -> dict[str, Any]:
             out["required"] = required
         return out
 
+    def from_schema(spec: ActionSpec, sources: Iterable[str]) -> dict[str, Any]:
+        """A field name or a list of them: one for single-field actions."""
+        names = {"enum": sorted(sources)}
+        many: dict[str, Any] = {"type": "array", "items": names, "minItems": 1}
+        if not spec.multi:
+            many["maxItems"] = 1
+        return {"oneOf": [names, many]}
+
     rule_variants = []
     for spec in REGISTRY.values():
         props: dict[str, Any] = {
             "action": {"const": spec.name, "description": spec.doc},
-            "from": {"oneOf": [{"enum": sorted(SOURCES)},
-                               {"type": "array", "items": {"enum": sorted(SOURCES)}}]}
-            if spec.multi else {"enum": sorted(spec.accepts or SOURCES)},
+            "from": from_schema(spec, spec.accepts or SOURCES),
             "unsafe": {"type": "boolean", "default": False,
                        "description": "allow publishing personal data (logged at startup)"},
         }  # fmt: skip
         for option in spec.options:
             props[option.name] = key_schema(option)
-        rule_variants.append(
-            {
-                "type": "object",
-                "properties": props,
-                "required": ["from", "action"],
-                "additionalProperties": False,
-            }
-        )
+        variant: dict[str, Any] = {
+            "type": "object",
+            "properties": props,
+            "required": ["from", "action"],
+            "additionalProperties": False,
+        }
+        if spec.reads_by is not None:
+            # The sources per option value, unless unsafe: true (then validate warns).
+            option_name, reads = spec.reads_by
+            default = next(o.default for o in spec.options if o.name == option_name)
+            variant["allOf"] = [
+                {
+                    "if": {
+                        "properties": {option_name: {"const": value}, "unsafe": {"const": False}},
+                        **({} if value == default else {"required": [option_name]}),
+                    },
+                    "then": {"properties": {"from": from_schema(spec, reads[value])}},
+                }
+                for value in reads
+            ]
+        rule_variants.append(variant)
     schema = section_schema(SCHEMA)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "logfog configuration"
@@ -1295,18 +1388,27 @@ def reference_markdown() -> str:
                 default = "required" if spec.default is REQUIRED else f"`{spec.default!r}`"
                 kinds = _type_name(spec.kind)
                 choices = f" One of: {', '.join(map(str, spec.choices))}." if spec.choices else ""
-                if spec.minimum is not None:
-                    choices += f" At least {spec.minimum}."
+                minimum = (
+                    spec.minimum if spec.minimum is not None else (spec.json or {}).get("minimum")
+                )
+                if minimum is not None:
+                    choices += f" At least {minimum}."
                 lines.append(f"| `{path}` | {kinds} | {default} | {cell(spec.doc)}{choices} |")
 
     walk(SCHEMA, "")
     lines += ["", "Field rules (`destinations.NAME.fields.FIELD`): `from` (a source field, or a",
-              "list for `pseudonymize`), `action`, optional `unsafe: true`, and the action's",
-              "options:", "", "| action | reads | option | type | default | meaning |",
+              "list of them: several only for `pseudonymize`), `action`, optional `unsafe: true`,",
+              "and the action's options:", "",
+              "| action | reads | option | type | default | meaning |",
               "|---|---|---|---|---|---|"]  # fmt: skip
     for action in sorted(REGISTRY):
         spec_ = REGISTRY[action]
         reads = ", ".join(sorted(spec_.accepts)) if spec_.accepts else "any field"
+        if spec_.reads_by is not None:
+            by, sources = spec_.reads_by
+            reads = "; ".join(f"`{by}: {value}`: {', '.join(sorted(sources[value]))}"
+                              for value in sources)  # fmt: skip
+            reads += " (others only with `unsafe: true`)"
         lines.append(f"| `{action}` | {reads} | | | | {cell(spec_.doc)} |")
         for option in spec_.options:
             default = "required" if option.required else f"`{option.default!r}`"

@@ -11,9 +11,13 @@ ValueError: '5 parsecs' is not a duration (use e.g. 30s, 5m, 1h, 1d, 2w)
 from __future__ import annotations
 
 import re
+from typing import Final
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"\s*(\d+)\s*([smhdw])\s*")
+
+#: JSON Schema of a duration given as text (the config's durations), for editors.
+DURATION_JSON: Final = {"pattern": f"^{_DURATION.pattern}$"}
 
 
 def parse_duration(value: object) -> int:

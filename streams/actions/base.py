@@ -39,7 +39,9 @@ class Option:
 
     ``kind`` is the Python type the YAML/TOML value must have (``list`` means a list of
     strings). ``check`` validates a well-typed value and returns an error message or
-    ``None``; it runs at startup only.
+    ``None``; it runs at startup only. ``json`` states what ``check`` refuses in JSON
+    Schema keywords (``minimum``, ``pattern``, ``items``...) for the schema published
+    for editors (``logfog schema``), where it can.
     """
 
     name: str
@@ -48,6 +50,7 @@ class Option:
     doc: str = ""
     choices: tuple[Any, ...] | None = None
     check: Callable[[Any], str | None] | None = None
+    json: Mapping[str, Any] | None = None
 
     @property
     def required(self) -> bool:
@@ -103,3 +106,8 @@ class ActionSpec:
     implicit_sources: tuple[str, ...] = ()
     #: Maps (options, from-field) to the field actually read (generalize city -> country).
     retarget: Callable[[Mapping[str, Any], str], str] | None = None
+    #: ``(option, {value: sources})``: the sources the action can read for each value of
+    #: one of its options (generalize's ``to``), when ``accepts`` cannot say it alone.
+    #: ``validate`` refuses the others unless ``unsafe: true``; the JSON Schema and the
+    #: README's reference say the same.
+    reads_by: tuple[str, Mapping[Any, frozenset[str]]] | None = None

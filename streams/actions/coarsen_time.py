@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from streams.actions.base import ActionSpec, BuildContext, Option, Transform
-from streams.durations import format_duration, parse_duration
+from streams.durations import DURATION_JSON, format_duration, parse_duration
 from streams.memo import remember
 
 FLOORS = {"operations": 60, "analytics": 3600}
@@ -66,7 +66,14 @@ SPEC = ActionSpec(
     name="coarsen_time",
     doc="Bucket the request time (UTC-aligned).",
     options=(
-        Option("bucket", str, "5m", "bucket width: 1m, 5m, 1h, 1d", check=_check_bucket),
+        Option(
+            "bucket",
+            str,
+            "5m",
+            "bucket width: 1m, 5m, 1h, 1d",
+            check=_check_bucket,
+            json=DURATION_JSON,
+        ),
         Option(
             "format",
             str,

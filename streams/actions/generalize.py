@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from streams.actions.base import ActionSpec, BuildContext, Option, Transform
 
@@ -70,26 +70,36 @@ def retarget(options: Mapping[str, Any], source: str) -> str:
     return source
 
 
+#: The sources each ``to`` reads: a geo level reads that level or a finer one, bins a
+#: number, status_class the status. Of bytes or durations status_class would keep all
+#: but the last two digits (an audit).
+READS: Final[Mapping[str, frozenset[str]]] = {
+    "status_class": frozenset({"response.status"}),
+    **{
+        level: frozenset(f"geo.{finer}" for finer in _GEO_LEVELS[i:])
+        for i, level in enumerate(_GEO_LEVELS[:-1])
+    },
+    "bins": _NUMERIC_SOURCES,
+}
+
+
 def validate(options: Mapping[str, Any], context: BuildContext) -> list[str]:
     to, sources = options["to"], context.sources
     errors = []
     if to == "bins" and not options["bins"]:
         errors.append("to: bins needs a non-empty 'bins' list")
-    if to in _GEO_LEVELS:
-        bad = [s for s in sources if s not in _GEO_SOURCES]
-        if bad:
-            errors.append(f"to: {to} needs a geo.* source, not {bad[0]}")
-        elif any(_GEO_LEVELS.index(s[4:]) < _GEO_LEVELS.index(to) for s in sources):
-            errors.append(f"to: {to} is finer than the source {sources[0]}: not a generalization")
-    if to == "bins":
-        bad = [s for s in sources if s not in _NUMERIC_SOURCES]
-        if bad:
-            errors.append(f"to: {to} needs a numeric response.* source, not {bad[0]}")
-    if to == "status_class":
-        # Of bytes or durations it would keep all but the last two digits (an audit).
-        bad = [s for s in sources if s != "response.status"]
-        if bad:
-            errors.append(f"to: status_class needs response.status, not {bad[0]}")
+    reads = READS.get(to)  # None: a `to` the option's choices refuse
+    bad = [s for s in sources if reads is not None and s not in reads]
+    if not bad:
+        return errors
+    if to in _GEO_LEVELS and all(s in _GEO_SOURCES for s in sources):
+        errors.append(f"to: {to} is finer than the source {sources[0]}: not a generalization")
+    elif to in _GEO_LEVELS:
+        errors.append(f"to: {to} needs a geo.* source, not {bad[0]}")
+    elif to == "bins":
+        errors.append(f"to: {to} needs a numeric response.* source, not {bad[0]}")
+    else:
+        errors.append(f"to: {to} needs response.status, not {bad[0]}")
     return errors
 
 
@@ -110,9 +120,17 @@ SPEC = ActionSpec(
             "status_class, continent, country, region or bins",
             choices=("status_class", "continent", "country", "region", "bins"),
         ),
-        Option("bins", list, [], "bin edges for to: bins", check=_check_bins),
+        Option(
+            "bins",
+            list,
+            [],
+            "bin edges for to: bins",
+            check=_check_bins,
+            json={"items": {"type": "number"}},
+        ),
     ),
     build=build,
     validate=validate,
     retarget=retarget,
+    reads_by=("to", READS),
 )

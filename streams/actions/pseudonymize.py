@@ -185,6 +185,7 @@ SPEC = ActionSpec(
             "'site' (per-site pseudonyms) or 'global'; 'client' (one per client across "
             "sites) only in the internal aggregation stream",
             choices=("site", "global", "client"),
+            json={"enum": ["site", "global"]},  # client: logfog's own rules only
         ),
         Option(
             "algorithm",
@@ -193,7 +194,14 @@ SPEC = ActionSpec(
             "keyed BLAKE2b or HMAC-SHA256",
             choices=("blake2b", "hmac-sha256"),
         ),
-        Option("length", int, 16, "hex digits in the output", check=_check_length),
+        Option(
+            "length",
+            int,
+            16,
+            "hex digits in the output",
+            check=_check_length,
+            json={"minimum": 8, "maximum": 64, "multipleOf": 2},
+        ),
     ),
     build=build,
     validate=validate,

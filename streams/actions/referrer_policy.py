@@ -123,6 +123,7 @@ SPEC: Final = ActionSpec(
             default=list(url_policy.DEFAULT_ALLOW_QUERY),
             doc="query keys kept on same-site paths; 'prefix*' patterns; case-insensitive",
             check=url_policy._check_allow,
+            json=url_policy.ALLOW_QUERY_JSON,
         ),
         Option(
             "keep",

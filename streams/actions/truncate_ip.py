@@ -110,8 +110,22 @@ SPEC = ActionSpec(
     name="truncate_ip",
     doc="Keep the network part of an address; embedded IPv4 forms truncated as IPv4.",
     options=(
-        Option("ipv4_prefix", int, 24, "IPv4 bits kept", check=_check_prefix(32)),
-        Option("ipv6_prefix", int, 48, "IPv6 bits kept", check=_check_prefix(128)),
+        Option(
+            "ipv4_prefix",
+            int,
+            24,
+            "IPv4 bits kept",
+            check=_check_prefix(32),
+            json={"minimum": 0, "maximum": 32},
+        ),
+        Option(
+            "ipv6_prefix",
+            int,
+            48,
+            "IPv6 bits kept",
+            check=_check_prefix(128),
+            json={"minimum": 0, "maximum": 128},
+        ),
         Option(
             "format",
             str,

@@ -71,6 +71,10 @@ def _check_allow(value: Any) -> str | None:
     return urls.check_patterns(value)
 
 
+#: What ``_check_allow`` refuses, for the JSON Schema (all but spaces at either end).
+ALLOW_QUERY_JSON: Final = {"items": {"type": "string", "pattern": r"^[^*&=#?]+\*?$"}}
+
+
 def make_target_policy(
     allow: urls.QueryAllow, template: bool, keep_query: bool
 ) -> Callable[[str], str | None]:
@@ -145,6 +149,7 @@ SPEC: Final = ActionSpec(
             default=list(DEFAULT_ALLOW_QUERY),
             doc="query keys that may pass; 'prefix*' patterns; case-insensitive",
             check=_check_allow,
+            json=ALLOW_QUERY_JSON,
         ),
         Option("template", bool, default=True, doc="replace ids/tokens/emails in the path"),
         Option("keep_query", bool, default=True, doc="False: drop the whole query"),

@@ -42,6 +42,18 @@ def test_help_lists_every_command() -> None:
         assert command in text
 
 
+def test_help_exit_statuses_include_the_stop_timeout_and_ctrl_c() -> None:
+    """An audit (docs D7): ``--help`` listed exit 3 for ship only; worker and aggregator
+    exit 3 too when a stop outlives LOGFOG_STOP_TIMEOUT, and Ctrl-C exits 130."""
+    from streams.app import EXIT_STOP_TIMEOUT
+
+    epilog = " ".join((build_parser().epilog or "").split())
+    assert EXIT_STOP_TIMEOUT == 3
+    three = epilog.split(f" {EXIT_STOP_TIMEOUT} ", 1)[1].split(", 130 ", 1)[0]
+    assert "(ship)" in three and "LOGFOG_STOP_TIMEOUT (worker, aggregator)" in three, epilog
+    assert ", 130 interrupted" in epilog, epilog
+
+
 def test_anonymize_writes_destinations_rejections_and_aggregates(
     config: Path, tmp_path: Path
 ) -> None:

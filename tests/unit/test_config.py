@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +299,180 @@ def test_json_keys_with_a_dot_validate_in_the_config_and_its_json_schema() -> No
         config["input"]["json_fields"] = wrong
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(config, json_schema())
+
+
+def _schema_errors(data: Any) -> list[str]:
+    """What the published schema (the one editors get) says of ``data``."""
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = orjson.loads((ROOT / "config" / "logfog.schema.json").read_bytes())
+    return [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(data)]
+
+
+def _default_with(path: list[str], value: Any) -> dict[str, Any]:
+    """config/logfog.yaml with the key at ``path`` set to ``value``."""
+    data = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    cur = data
+    for part in path[:-1]:
+        cur = cur.setdefault(part, {})
+    cur[path[-1]] = value
+    return data
+
+
+_PRODUCT_VISITOR = ["destinations", "product", "fields", "visitor"]
+_OPS = ["destinations", "ops"]
+_SASL = {"protocol": "SASL_SSL", "sasl_mechanism": "PLAIN", "username": "u"}
+
+
+def test_schema_accepts_a_one_element_from_list_that_check_config_accepts() -> None:
+    """An audit (docs D1): check-config takes ``from`` as a field or a list of them for
+    every action (more than one only for pseudonymize); the schema took a bare string
+    only, so an editor flagged ``from: [request.method]``."""
+    data = _default_with([*_OPS, "fields", "method"],
+                         {"from": ["request.method"], "action": "keep"})  # fmt: skip
+    assert validate(data) == []
+    assert _schema_errors(data) == []
+    data = _default_with([*_OPS, "fields", "method"],
+                         {"from": ["request.method", "request.target"], "action": "keep"})  # fmt: skip
+    assert validate(data) and _schema_errors(data)
+
+
+#: Values check-config refuses for reasons a JSON Schema can state (types of list items,
+#: bounds, a constant, reserved names, the reference syntax, name patterns, the sources
+#: an action reads). Cross-key rules are check-config's alone.
+STATIC_REFUSALS: dict[str, dict[str, Any]] = {
+    "aggregates.k below 2": _default_with(["aggregates", "k"], 1),
+    "kafka.replication 0": _default_with(["kafka", "replication"], 0),
+    "a topic's replication 0": _default_with([*_OPS, "replication"], 0),
+    "aggregates.partials.partitions must be 1": _default_with(["aggregates", "partials"],
+                                                              {"partitions": 2}),
+    "trusted_proxies items are strings (CIDR)": _default_with(["input", "trusted_proxies"], [1]),
+    "input.format empty list": _default_with(["input", "format"], []),
+    "input.format list of non-strings": _default_with(["input", "format"], [1]),
+    "input.format unknown name": _default_with(["input", "format"], "combine"),
+    "input.json_fields unknown role": _default_with(["input", "json_fields"], {"clint": "ip"}),
+    "input.json_fields empty key part": _default_with(["input", "json_fields"], {"client": "a."}),
+    "allow_query items are strings": _default_with([*_OPS, "fields", "route"],
+        {"from": "request.target", "action": "url_policy", "allow_query": [1]}),
+    "allow_query '*' alone": _default_with([*_OPS, "fields", "route"],
+        {"from": "request.target", "action": "url_policy", "allow_query": ["*"]}),
+    "site_domains items are strings": _default_with([*_OPS, "fields", "ref"],
+        {"from": "request.referrer", "action": "referrer_policy", "site_domains": [1]}),
+    "bins items are numbers": _default_with([*_OPS, "fields", "duration_ms"],
+        {"from": "response.duration_ms", "action": "generalize", "to": "bins", "bins": ["a"]}),
+    "ipv4_prefix above 32": _default_with([*_OPS, "fields", "network"],
+        {"from": "client.ip", "action": "truncate_ip", "ipv4_prefix": 40}),
+    "ipv6_prefix below 0": _default_with([*_OPS, "fields", "network"],
+        {"from": "client.ip", "action": "truncate_ip", "ipv6_prefix": -1}),
+    "pseudonym length odd/short": _default_with(_PRODUCT_VISITOR,
+        {"from": ["client.ip", "agent.original"], "action": "pseudonymize", "length": 3}),
+    "pseudonym length odd": _default_with(_PRODUCT_VISITOR,
+        {"from": ["client.ip", "agent.original"], "action": "pseudonymize", "length": 17}),
+    "pseudonymize of no field": _default_with(_PRODUCT_VISITOR,
+        {"from": [], "action": "pseudonymize"}),
+    "scope client outside the internal stream": _default_with(_PRODUCT_VISITOR,
+        {"from": ["client.ip", "agent.original"], "action": "pseudonymize", "scope": "client"}),
+    "bucket that is no duration": _default_with([*_OPS, "fields", "time"],
+        {"from": "request.time", "action": "coarsen_time", "bucket": "5 minutes"}),
+    "reserved destination name 'rejected'": _default_with(["destinations", "rejected"],
+        {"topic": "x.rejected", "fields": {"m": {"from": "request.method", "action": "keep"}}}),
+    "reserved destination name 'aggregates'": _default_with(["destinations", "aggregates"],
+        {"topic": "x.agg", "fields": {"m": {"from": "request.method", "action": "keep"}}}),
+    "reserved destination name '_x'": _default_with(["destinations", "_x"],
+        {"topic": "x.under", "fields": {"m": {"from": "request.method", "action": "keep"}}}),
+    "no destination at all": _default_with(["destinations"], {}),
+    "destination without fields": _default_with([*_OPS, "fields"], {}),
+    "literal SASL password": _default_with(["kafka", "security"],
+                                           {**_SASL, "password": "hunter2"}),
+    "SASL password env: without a name": _default_with(["kafka", "security"],
+                                                        {**_SASL, "password": "env:"}),
+    "SASL username file: without a path": _default_with(["kafka", "security"],
+        {**_SASL, "username": "file:", "password": "env:P"}),
+    "unknown SASL mechanism": _default_with(["kafka", "security"],
+        {**_SASL, "sasl_mechanism": "GSSAPI", "password": "env:P"}),
+    "keys.source that is the key itself": _default_with(["keys", "source"], "deadbeef" * 8),
+    "keys.source env: of no variable name": _default_with(["keys", "source"], "env:1X"),
+    "topic name with a space": _default_with([*_OPS, "topic"], "bad topic!"),
+    "topic name '..'": _default_with(["kafka", "raw", "topic"], ".."),
+    "keys topic of 250 characters": _default_with(["keys", "topic"], "k" * 250),
+    "retention that is no duration": _default_with([*_OPS, "retention"], "5x"),
+    "keys.epoch that is no duration": _default_with(["keys", "epoch"], "1 day"),
+    "k_by_output of an unknown output": _default_with(["aggregates", "k_by_output"], {"x": 20}),
+    "k_by_output below 2": _default_with(["aggregates", "k_by_output"], {"ops": 1}),
+    "generalize of a field it cannot read": _default_with([*_OPS, "fields", "browser"],
+        {"from": "agent.browser", "action": "generalize", "to": "bins", "bins": [1]}),
+    "generalize bins (the default to) of a string": _default_with([*_OPS, "fields", "m"],
+        {"from": "request.method", "action": "generalize", "bins": [1]}),
+    "generalize status_class of bytes": _default_with([*_OPS, "fields", "b"],
+        {"from": "response.bytes", "action": "generalize", "to": "status_class"}),
+    "generalize to a finer geo level": _default_with([*_OPS, "fields", "geo"],
+        {"from": "geo.country", "action": "generalize", "to": "region"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(STATIC_REFUSALS))
+def test_schema_refuses_what_check_config_refuses_for_static_reasons(case: str) -> None:
+    """An audit (docs D2): the schema for editors let through values check-config then
+    refused (list items of any type, bounds declared only through ``check=``, reserved
+    names, the syntax of topics, durations and references, what generalize reads)."""
+    data = STATIC_REFUSALS[case]
+    assert validate(data), f"{case}: check-config should refuse it"
+    assert _schema_errors(data), f"{case}: the editor schema accepts what check-config refuses"
+
+
+#: Valid configs near the edges of the constraints above: the schema must not refuse them.
+STATIC_ACCEPTS: dict[str, dict[str, Any]] = {
+    "replication null": _default_with([*_OPS, "replication"], None),
+    "partials.partitions 1": _default_with(["aggregates", "partials"], {"partitions": 1}),
+    "a one-element from for every single-field action": _default_with([*_OPS, "fields"], {
+        "net": {"from": ["client.ip"], "action": "truncate_ip", "ipv4_prefix": 0,
+                "ipv6_prefix": 0},
+        "time": {"from": ["request.time"], "action": "coarsen_time", "bucket": " 2 h "},
+        "route": {"from": ["request.target"], "action": "url_policy",
+                  "allow_query": ["utm_*", "a b*", "page"]},
+        "ref": {"from": ["request.referrer"], "action": "referrer_policy",
+                "site_domains": ["www.example.org"]},
+        "status": {"from": ["response.status"], "action": "generalize", "to": "status_class"},
+        "country": {"from": ["geo.city"], "action": "generalize", "to": "country"},
+        "bytes": {"from": "response.bytes", "action": "generalize", "bins": [1, 2.5]},
+        "gone": {"from": ["client.ip"], "action": "drop"},
+    }),
+    "generalize of any field with unsafe: true": _default_with([*_OPS, "fields", "x"],
+        {"from": "geo.asn", "action": "generalize", "bins": [1], "unsafe": True}),
+    "prefixes of every bit with unsafe: true": _default_with([*_OPS, "fields", "net"],
+        {"from": "client.ip", "action": "truncate_ip", "ipv4_prefix": 32, "ipv6_prefix": 128,
+         "unsafe": True}),
+    "scope global with unsafe: true": _default_with(["destinations", "product", "fields", "g"],
+        {"from": ["client.ip", "agent.original"], "action": "pseudonymize", "scope": "global",
+         "length": 64, "unsafe": True}),
+    "SASL references": _default_with(["kafka", "security"],
+        {**_SASL, "username": "env:USER", "password": "file:/run/secrets/kafka"}),
+    "key sources": _default_with(["keys"], {"source": "file:/run/key", "unsafe": True}),
+    "an env: key source": _default_with(["keys"], {"source": "env:LOGFOG_KEY", "unsafe": True}),
+    "formats": _default_with(["input"], {"format": ["vhost_combined", "apache:%h %t \"%r\" %>s",
+                                                    "nginx:$remote_addr [$time_local] \"$request\" $status"]}),
+    "json fields": _default_with(["input"], {"format": "json",
+                                             "json_fields": {"client": "http.x_client"}}),
+    "k_by_output": _default_with(["aggregates"], {"k_by_output": {"product": 20, "ops": 10}}),
+    "destination names and topics": _default_with(["destinations", "ops_2-x"],
+        {"topic": "a_b-C.9", "retention": "30d",
+         "fields": {"m": {"from": "request.method", "action": "keep"}}}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(STATIC_ACCEPTS))
+def test_schema_accepts_what_check_config_accepts(case: str) -> None:
+    data = STATIC_ACCEPTS[case]
+    assert validate(data) == [], f"{case}: check-config should accept it"
+    assert _schema_errors(data) == [], case
+
+
+def test_every_shipped_config_validates_against_the_published_schema() -> None:
+    paths = [ROOT / "config" / "logfog.yaml", ROOT / "deploy" / "compose" / "logfog.production.yaml",
+             *sorted((ROOT / "config" / "examples").glob("*.*"))]  # fmt: skip
+    for path in paths:
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        assert _schema_errors(data) == [], path
 
 
 def test_range_mistakes_are_reported_together() -> None:
