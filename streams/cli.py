@@ -670,7 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ship)
 
     p = sub.add_parser("broker", help="run the embedded local broker (Tansu) in the foreground")
-    p.add_argument("--port", type=int, default=9092)
+    p.add_argument("--port", type=_port, default=9092, help="Kafka port (default 9092)")
     p.set_defaults(func=cmd_broker)
     return parser
 

@@ -565,3 +565,19 @@ def test_outputs_follow_symlinks_and_write_pipes_in_place(config: Path, tmp_path
     assert received and received[0].count(b"\n") > 0
     assert not list(tmp_path.glob(".*.tmp")) and not list(out.glob(".*.tmp"))
     assert (out / "product.ndjson").is_file()
+
+
+def test_broker_port_out_of_range_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`logfog broker --port 70000` started Tansu, which failed: exit 1 ("internal
+    error") after the broker's own usage text. Like every other port option it is a
+    one-line usage error, exit 2, and nothing is started."""
+    import streams.broker
+
+    started: list[int] = []
+    monkeypatch.setattr(streams.broker, "run_forever",
+                        lambda port=9092, **_: started.append(port) or 1)  # fmt: skip
+    assert main(["broker", "--port", "70000"]) == 2
+    assert "'70000' is not a port (1-65535)" in capsys.readouterr().err
+    assert started == [], "the broker was started with an impossible port"
