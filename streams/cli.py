@@ -386,7 +386,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     """``create`` (idempotent; ``--fix`` sets retention/segment/cleanup configs of
     existing topics) or ``verify`` (creates nothing). Exit 2 when a topic is missing
     (verify) or would keep records longer than the config declares."""
-    from streams.admin import TopicPolicyError, ensure_topics_detailed
+    from streams.admin import MISSING_VERIFY, TopicPolicyError, ensure_topics_detailed
     from streams.config import load_file
     from streams.security import from_config
     from streams.topics import topic_specs
@@ -395,7 +395,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     bootstrap = _bootstrap(args, config)
     outcomes = ensure_topics_detailed(
         bootstrap, topic_specs(config), create=args.action == "create",
-        fix=args.fix, security=from_config(config),
+        fix=args.fix, security=from_config(config), missing_hint=MISSING_VERIFY,
     )  # fmt: skip
     for outcome in outcomes:
         print(outcome.detail)

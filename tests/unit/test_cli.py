@@ -581,3 +581,28 @@ def test_broker_port_out_of_range_is_a_usage_error(
     assert main(["broker", "--port", "70000"]) == 2
     assert "'70000' is not a port (1-65535)" in capsys.readouterr().err
     assert started == [], "the broker was started with an impossible port"
+
+
+def test_topics_verify_does_not_blame_create_topics_false(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`logfog topics verify` with a topic missing said "kafka.create_topics is false",
+    though the config said true: that is the worker's reason; verify creates nothing
+    whatever the config says, and must say so."""
+    import contextlib
+
+    import streams.admin
+
+    @contextlib.contextmanager
+    def no_client(*_a: Any, **_k: Any) -> Any:
+        yield object()
+
+    config = ROOT / "config" / "logfog.yaml"
+    monkeypatch.setattr(streams.admin, "admin_client", no_client)
+    monkeypatch.setattr(streams.admin, "_describe", lambda client, names: {})
+    assert yaml.safe_load(config.read_text())["kafka"].get("create_topics", True) is True
+    code = main(["topics", "verify", "-c", str(config), "--bootstrap", "127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is missing" in err
+    assert "create_topics is false" not in err, err
+    assert "verify creates nothing: create them with `logfog topics create`" in err, err
