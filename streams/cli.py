@@ -110,7 +110,8 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     sinks: dict[str, IO[bytes]] = {}
     rejected_sink: IO[bytes] | None = None
     internal = len(public) < len(names)
-    aggregates = _FileAggregates(pipeline) if args.out and internal else None
+    # --only with --out: only DIR/<only>.ndjson (no aggregates, no other destination).
+    aggregates = _FileAggregates(pipeline) if args.out and internal and not args.only else None
     source = _open_input(args.file)  # a missing input leaves no empty outputs behind
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None:
@@ -125,8 +126,10 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     if out_dir is not None:
         try:
             for name in public:
-                sinks[name] = outputs.open(out_dir / f"{name}.ndjson")
-            rejected_sink = outputs.open(out_dir / "rejected.ndjson")
+                if not args.only or args.only == name:
+                    sinks[name] = outputs.open(out_dir / f"{name}.ndjson")
+            if not args.only or args.only == REJECTED:
+                rejected_sink = outputs.open(out_dir / "rejected.ndjson")
             if aggregates is not None:
                 sinks["aggregates"] = outputs.open(out_dir / "aggregates.ndjson")
         except OSError as error:
@@ -150,7 +153,8 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
                     if aggregates is not None:
                         sinks["aggregates"].write(aggregates.add(events))
                 elif args.out:
-                    sinks[name].write(b"".join([e[1] + b"\n" for e in events]))
+                    if name in sinks:  # not with --only another name
+                        sinks[name].write(b"".join([e[1] + b"\n" for e in events]))
                 elif not args.only or args.only == name:
                     if args.only:
                         stdout.write(b"".join([e[1] + b"\n" for e in events]))
@@ -575,18 +579,25 @@ def build_parser() -> argparse.ArgumentParser:
                        '{"destination": NAME, "event": {...}}, and so do the rejection records '
                        '(destination "rejected": stage, reason and line number, never the '
                        "line); with --only NAME, plain events of NAME (or plain rejection "
-                       "records: --only rejected). Aggregates: with --out only.")  # fmt: skip
+                       "records: --only rejected). With --out: DIR/<destination>.ndjson, "
+                       "DIR/rejected.ndjson and DIR/aggregates.ndjson (aggregates: with --out "
+                       "only); with --out and --only NAME, DIR/NAME.ndjson alone.")  # fmt: skip
     p.add_argument("file", metavar="FILE", help="log file, or - for stdin")
     p.add_argument(
         "-c", "--config", default="config/logfog.yaml", help="config file (YAML or TOML)"
     )
     p.add_argument(
-        "-o", "--out", metavar="DIR", help="write DIR/<destination>.ndjson and DIR/rejected.ndjson"
+        "-o",
+        "--out",
+        metavar="DIR",
+        help="write DIR/<destination>.ndjson, DIR/rejected.ndjson "
+        "and DIR/aggregates.ndjson (with --only NAME: DIR/NAME.ndjson alone)",
     )
     p.add_argument(
         "--only",
         metavar="NAME",
-        help="write only this destination's events (or 'rejected') to stdout",
+        help="write only this destination's events (or 'rejected'): to stdout, or with "
+        "--out to DIR/NAME.ndjson",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")

@@ -606,3 +606,22 @@ def test_topics_verify_does_not_blame_create_topics_false(
     assert code == 2 and "is missing" in err
     assert "create_topics is false" not in err, err
     assert "verify creates nothing: create them with `logfog topics create`" in err, err
+
+
+@pytest.mark.parametrize("only", ["ops", "rejected"])
+def test_anonymize_only_with_out_writes_that_output_alone(
+    only: str, config: Path, tmp_path: Path
+) -> None:
+    """`anonymize FILE -o DIR --only ops` checked --only's name and then ignored it: every
+    destination (the product events with their visitor pseudonyms too), the rejections
+    and the aggregates were written, exit 0. --only NAME writes NAME alone, to
+    DIR/NAME.ndjson with --out, the same records as on stdout."""
+    out = tmp_path / "out"
+    code = main(["anonymize", str(SAMPLE), "-c", str(config), "-o", str(out), "--only", only,
+                 "-q"])  # fmt: skip
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"{only}.ndjson"]
+    stdout = run("anonymize", str(SAMPLE), "-c", str(config), "--only", only, "-q")
+    assert stdout.returncode == 0, stdout.stderr
+    written = (out / f"{only}.ndjson").read_text()
+    assert written and written == stdout.stdout
