@@ -52,6 +52,8 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         FormatError,
         UserError,
         FileNotFoundError,  # e.g. logfog ship FILE without --follow
+        IsADirectoryError,  # logfog ship DIR
+        PermissionError,  # logfog ship of a file we may not read
     ]
     try:
         # BrokerUnreachable, TopicNotFound (ship), TopicPolicyError, create failures...

@@ -625,3 +625,24 @@ def test_anonymize_only_with_out_writes_that_output_alone(
     assert stdout.returncode == 0, stdout.stderr
     written = (out / f"{only}.ndjson").read_text()
     assert written and written == stdout.stdout
+
+
+@pytest.mark.parametrize("follow", [[], ["--follow"]])
+def test_ship_of_a_directory_is_one_line_and_exit_2_before_connecting(
+    follow: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`logfog ship DIR` got past the missing-file check, connected, and died in
+    follow_file's open() with an IsADirectoryError traceback, exit 1 (`anonymize DIR`
+    says "Is a directory", exit 2). It is refused before any connection."""
+    import streams.shipper
+
+    def describe_topics(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("connected before checking the source")
+
+    monkeypatch.setattr(streams.shipper, "describe_topics", describe_topics)
+    code = main(["ship", str(tmp_path), "--bootstrap", "127.0.0.1:1", "--topic", "t", *follow])
+    assert code == 2
+    assert capsys.readouterr().err == f"logfog: {tmp_path}: Is a directory\n"
