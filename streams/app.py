@@ -1083,6 +1083,8 @@ def run_worker(
     config, bootstrap = _load(config_path, bootstrap)
     env = process_env(config)  # a typo in the environment fails now, before any waiting
     security = _security(config)  # unreadable credentials fail now, before any waiting
+    runs_child = config["aggregates"]["enabled"] and config["aggregates"]["run_in"] == "process"
+    child_port = _child_web_port(web_port, aggregator_web_port) if runs_child else 0
     keys = config["keys"]
     warnings: list[str] = []
     problems = worker_key_problems(config, warnings)
@@ -1101,7 +1103,7 @@ def run_worker(
     else:
         Pipeline.from_normalized(config, geo=geo)  # key errors surface before any waiting
     child = None
-    if config["aggregates"]["enabled"] and config["aggregates"]["run_in"] == "process":
+    if runs_child:
         from streams.supervise import refuse_inspection
 
         # The child must not read the secrets out of this process (see the function).
@@ -1109,8 +1111,7 @@ def run_worker(
             log.warning("could not make the worker non-dumpable: its aggregator child can "
                         "read the worker's environment (/proc)")  # fmt: skip
         # Started before the waiting and compiling below: the two start up side by side.
-        port = web_port + 1 if aggregator_web_port is None else aggregator_web_port
-        child = aggregator_child(config, config_path, bootstrap, port, loglevel).start()
+        child = aggregator_child(config, config_path, bootstrap, child_port, loglevel).start()
     try:
         partitions = _when_broker_is_up(config, bootstrap, security)
         keyring = None
@@ -1137,6 +1138,29 @@ def run_worker(
     finally:
         if child is not None:
             child.stop(timeout=env.stop_timeout_s + 5)
+
+
+def _child_web_port(web_port: int, aggregator_web_port: int | None) -> int:
+    """The aggregator child's web port: ``aggregator_web_port``, else ``web_port`` + 1.
+    Checked before anything starts: the child refuses a port that is none (65535 + 1)
+    and cannot listen on the worker's own, and its supervisor would restart it forever
+    while the worker ran without aggregation."""
+    from streams.cli import UserError
+
+    if aggregator_web_port is None:
+        if web_port + 1 > 65535:
+            raise UserError(
+                f"the aggregator child's web port is --web-port + 1 by default, and "
+                f"{web_port} + 1 is no port: set --aggregator-web-port "
+                "(or LOGFOG_AGGREGATOR_WEB_PORT)"
+            )
+        return web_port + 1
+    if aggregator_web_port == web_port:
+        raise UserError(
+            f"the aggregator child's web port ({aggregator_web_port}, --aggregator-web-port "
+            "or LOGFOG_AGGREGATOR_WEB_PORT) is the worker's own --web-port: give it another"
+        )
+    return aggregator_web_port
 
 
 def aggregator_child(

@@ -625,7 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
     _faust_process_arguments(p, web_port=6066)
     p.add_argument("--aggregator-web-port", type=_port,
                    help="web port of the aggregator child (run_in: process; default: "
-                   "--web-port + 1, or env LOGFOG_AGGREGATOR_WEB_PORT)")  # fmt: skip
+                   "env LOGFOG_AGGREGATOR_WEB_PORT, else --web-port + 1; never the "
+                   "worker's own)")  # fmt: skip
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser(

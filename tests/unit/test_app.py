@@ -429,3 +429,44 @@ def test_the_environment_is_read_once_with_its_defaults(
     settings = faust_settings(config, "127.0.0.1:1", 6066, env=env)
     assert settings["broker_session_timeout"] == 30.0 and settings["web_bind"] == "localhost"
     assert settings["datadir"] == str(tmp_path / "new" / "data")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--web-port", "65535"], "65535 + 1 is no port: set --aggregator-web-port"),
+        (["--web-port", "7000", "--aggregator-web-port", "7000"], "is the worker's own"),
+    ],
+)
+def test_the_aggregator_childs_port_is_a_port_of_its_own(
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    geo_dbs: dict[str, str],
+) -> None:
+    """`worker --web-port 65535` started the aggregator child with --web-port 65536 (the
+    default is the worker's + 1), which the child refused: its supervisor restarted it
+    forever and the worker ran without aggregation. On the worker's own port it cannot
+    listen either. Both are refused before anything starts."""
+    import streams.app
+    import streams.supervise
+    from streams.cli import main
+    from streams.keys import generate_key
+
+    monkeypatch.setenv("LOGFOG_MASTER_KEY", generate_key())
+    monkeypatch.setenv("LOGFOG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("LOGFOG_AGGREGATOR_WEB_PORT", raising=False)
+    ports: list[int] = []
+
+    def child(config: Any, path: str, bootstrap: str, port: int, loglevel: str) -> Any:
+        ports.append(port)
+        raise AssertionError("the child was started")
+
+    monkeypatch.setattr(streams.app, "aggregator_child", child)
+    monkeypatch.setattr(streams.supervise, "refuse_inspection", lambda: True)
+    config = _worker_config(tmp_path, geo_dbs, run_in="process")
+    code = main(["worker", "-c", str(config), "--bootstrap", "127.0.0.1:1", *args])
+    assert code == 2 and ports == []
+    assert message in capsys.readouterr().err
