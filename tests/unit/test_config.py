@@ -99,6 +99,10 @@ RANGE_CASES = [
     ({**base(), "enrich": {"cache_size": -1}}, "enrich.cache_size: must be at least 0, not -1"),
     ({**base(), "input": {"max_line_bytes": -5}}, "input.max_line_bytes: must be at least 1, not -5"),
     ({**base(), "input": {"max_line_bytes": 0}}, "input.max_line_bytes: must be at least 1, not 0"),
+    # Above 512 KiB the shipper's cut line outgrows a Kafka record: "not shipped", no dead letter.
+    ({**base(), "input": {"max_line_bytes": 16 << 20}},
+     "input.max_line_bytes: must be at most 524288 (512 KiB: a line cut to it must fit in one "
+     "Kafka record), not 16777216"),
     ({**base(), "input": {"format": "json", "json_fields": {"client": 5}}},
      "input.json_fields: client: must be a JSON key (dotted for nesting), not 5"),
     ({**base(), "input": {"format": "json", "json_fields": {"client": "a..b"}}},
