@@ -366,6 +366,16 @@ def _days(ms: int) -> str:
     return f"{ms / DAY_MS:.1f} d"
 
 
+#: Why a worker (``kafka.create_topics: false``) creates no missing topic.
+MISSING_NOT_CREATED = (
+    "kafka.create_topics is false: create them with `logfog topics create` or your topic operator"
+)
+#: Why ``logfog topics verify`` creates none, whatever the config says.
+MISSING_VERIFY = (
+    "verify creates nothing: create them with `logfog topics create` or your topic operator"
+)
+
+
 class TopicPolicyError(AdminError):
     """Topics are missing (and may not be created) or break the declared retention."""
 
@@ -411,6 +421,7 @@ def ensure_topics_detailed(
     create: bool = True,
     fix: bool = False,
     security: KafkaSecurity = PLAINTEXT,
+    missing_hint: str = MISSING_NOT_CREATED,
 ) -> list[TopicOutcome]:
     """Create missing topics (unless ``create`` is false); check existing ones.
 
@@ -419,7 +430,9 @@ def ensure_topics_detailed(
     the declared retention is ``"violates"``; with ``fix`` its retention, segment and
     cleanup configs are set to the spec's first (idempotent) and it is then
     ``"exists"``. Callers that must not run on a violation use :func:`require_topics`.
-    With ``create`` false, a missing topic raises :class:`TopicPolicyError`.
+    With ``create`` false, a missing topic raises :class:`TopicPolicyError`, which
+    ends with ``missing_hint``: why nothing was created and what to do (by default,
+    the worker's reason: ``kafka.create_topics`` is false).
     A concurrent creator (TopicAlreadyExists) counts as ``"exists"``.
     """
     from kafka.admin import NewTopic
@@ -434,8 +447,7 @@ def ensure_topics_detailed(
         if missing and not create:
             raise TopicPolicyError(
                 [f"topic {s.name} is missing ({_spec_summary(s)})" for s in missing]
-                + ["kafka.create_topics is false: create them with `logfog topics create` "
-                   "or your topic operator"],
+                + [missing_hint],
                 fixable=False,
             )  # fmt: skip
         if missing:

@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
+import socket
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -108,13 +111,97 @@ def chunk_by_size(events: list[Any], limit: int) -> list[list[Any]]:
     return runs
 
 
+#: LOGFOG_SESSION_TIMEOUT's default, seconds: quick group joins on the local broker.
+DEFAULT_SESSION_TIMEOUT_S = 6.0
+#: LOGFOG_STOP_TIMEOUT's default, seconds: a stop that takes longer exits 3.
+DEFAULT_STOP_TIMEOUT_S = 25.0
+#: LOGFOG_WEB_BIND's default: the status pages have no authentication.
+DEFAULT_WEB_BIND = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessEnv:
+    """The environment a worker or aggregator reads, parsed and checked once at start
+    (:func:`process_env`): a typo is one line and exit 2 before the broker wait, not a
+    traceback after it, nor an exception inside the SIGTERM handler."""
+
+    session_timeout_s: float  # LOGFOG_SESSION_TIMEOUT
+    stop_timeout_s: float  # LOGFOG_STOP_TIMEOUT
+    web_bind: str  # LOGFOG_WEB_BIND
+    data_dir: str  # LOGFOG_DATA_DIR, else <tmp>/logfog/<kafka.group>; exists, writable
+
+
+def process_env(config: Mapping[str, Any]) -> ProcessEnv:
+    """Read and check ``LOGFOG_SESSION_TIMEOUT`` (seconds, at least 1; default 6),
+    ``LOGFOG_STOP_TIMEOUT`` (seconds, 0 or more; default 25), ``LOGFOG_WEB_BIND`` (an
+    address or host name this host can listen on; default 127.0.0.1) and
+    ``LOGFOG_DATA_DIR`` (created if missing; must be a writable directory). Unset or
+    empty: the default. Raises ``streams.cli.UserError`` naming the variable."""
+    from streams.cli import UserError
+
+    data_dir = os.environ.get("LOGFOG_DATA_DIR") or str(
+        Path(tempfile.gettempdir()) / "logfog" / config["kafka"]["group"]
+    )
+    try:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"LOGFOG_DATA_DIR: {data_dir}: {error.strerror}") from None
+    if not os.access(data_dir, os.W_OK | os.X_OK):
+        raise UserError(f"LOGFOG_DATA_DIR: {data_dir}: not writable")
+    return ProcessEnv(
+        session_timeout_s=_env_seconds("LOGFOG_SESSION_TIMEOUT", DEFAULT_SESSION_TIMEOUT_S, 1.0),
+        stop_timeout_s=_env_seconds("LOGFOG_STOP_TIMEOUT", DEFAULT_STOP_TIMEOUT_S, 0.0),
+        web_bind=_env_bind("LOGFOG_WEB_BIND", DEFAULT_WEB_BIND),
+        data_dir=data_dir,
+    )
+
+
+def _env_seconds(name: str, default: float, least: float) -> float:
+    """A number of seconds of at least ``least`` from the environment (unset: default)."""
+    from streams.cli import UserError
+
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < least:
+        raise UserError(f"{name}: {text!r} is not a number of seconds (at least {least:g})")
+    return value
+
+
+def _env_bind(name: str, default: str) -> str:
+    """An address (or host name) to listen on from the environment, tried now: the web
+    server would fail on it only once the broker is up and the app starts."""
+    from streams.cli import UserError
+
+    host = os.environ.get(name, "").strip() or default
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)  # port 0: any free port, released at once
+    except (OSError, UnicodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else "no address"
+        raise UserError(f"{name}: {host!r} is no address to listen on here ({reason})") from None
+    return host
+
+
 def faust_settings(
-    config: Mapping[str, Any], bootstrap: str, web_port: int, security: Any = None
+    config: Mapping[str, Any],
+    bootstrap: str,
+    web_port: int,
+    security: Any = None,
+    env: ProcessEnv | None = None,
 ) -> dict[str, Any]:
     """Faust settings tuned for fast group joins (see bench/NOTES-faust.md).
 
     ``security`` (``streams.security.KafkaSecurity``; default: resolved from the
-    config's ``kafka.security``) becomes Faust's ``broker_credentials``.
+    config's ``kafka.security``) becomes Faust's ``broker_credentials``; ``env`` (default:
+    :func:`process_env`) gives the session timeout, web bind address and data dir.
 
     The short session/rebalance timeouts suit the local broker and tests; on a
     production cluster set ``LOGFOG_SESSION_TIMEOUT`` higher (e.g. 30) to ride out
@@ -122,11 +209,8 @@ def faust_settings(
     """
     from streams.logjson import faust_logging_config
 
-    session = float(os.environ.get("LOGFOG_SESSION_TIMEOUT", "6"))
-    datadir = os.environ.get("LOGFOG_DATA_DIR") or str(
-        Path(tempfile.gettempdir()) / "logfog" / config["kafka"]["group"]
-    )
-    Path(datadir).mkdir(parents=True, exist_ok=True)
+    env = env or process_env(config)
+    session = env.session_timeout_s
     return {
         "broker": [f"kafka://{b.strip()}" for b in bootstrap.split(",")],
         "broker_credentials": broker_credentials(security or _security(config)),
@@ -136,7 +220,7 @@ def faust_settings(
         "web_port": web_port,
         # The status page has no authentication: loopback unless told otherwise (the
         # container image sets 0.0.0.0 for probes and scraping; see streams/status.py).
-        "web_bind": os.environ.get("LOGFOG_WEB_BIND", "127.0.0.1"),
+        "web_bind": env.web_bind,
         "web_in_thread": False,
         "consumer_auto_offset_reset": "earliest",
         "broker_session_timeout": session,
@@ -162,7 +246,7 @@ def faust_settings(
         # app to it, though logfog elects no leader (no on_leader tasks), and it is a
         # topic that `topics create` and deploy/ never make and the ACLs do not cover.
         "topic_disable_leader": True,
-        "datadir": datadir,
+        "datadir": env.data_dir,
         # JSON lines unless --log-format text (None: Faust's own text format).
         "logging_config": faust_logging_config(),
     }
@@ -272,8 +356,10 @@ def create_app(
     topic_partitions: Mapping[str, int],
     role: str = "worker",
     security: Any = None,
+    env: ProcessEnv | None = None,
 ) -> Any:
-    """Build the Faust app, its agents and its web views.
+    """Build the Faust app, its agents and its web views (``env``: see
+    :func:`faust_settings`).
 
     ``role`` "worker": the anonymizing agent, plus the aggregation agents when
     ``aggregates.run_in`` is "worker". ``role`` "aggregator" (``logfog aggregator``, run
@@ -300,7 +386,7 @@ def create_app(
             await super().on_stop()
 
     security = security or _security(config)
-    app = App(group, **faust_settings(config, bootstrap, web_port, security))
+    app = App(group, **faust_settings(config, bootstrap, web_port, security, env))
     state = WorkerState()
     metrics = Metrics(pipeline)
     app.logfog_state = state  # type: ignore[attr-defined]
@@ -930,11 +1016,12 @@ async def _publish_each(
 EXIT_STOP_TIMEOUT = 3
 
 
-def _stop_watchdog() -> None:
-    """Bound the graceful stop. With the broker gone, Faust's final commit and producer
-    flush wait forever; after the deadline the process exits anyway. Nothing is lost:
-    whatever was not committed is replayed by the next owner (at-least-once)."""
-    timeout = float(os.environ.get("LOGFOG_STOP_TIMEOUT", "25"))
+def _stop_watchdog(timeout: float) -> None:
+    """Bound the graceful stop to ``timeout`` seconds (``LOGFOG_STOP_TIMEOUT``, parsed
+    at start: this runs in the signal handler, where an error would stop nothing). With
+    the broker gone, Faust's final commit and producer flush wait forever; after the
+    deadline the process exits anyway. Nothing is lost: whatever was not committed is
+    replayed by the next owner (at-least-once)."""
 
     def expire() -> None:
         time.sleep(timeout)
@@ -1002,7 +1089,10 @@ def run_worker(
     from streams.topics import pseudonymizes
 
     config, bootstrap = _load(config_path, bootstrap)
+    env = process_env(config)  # a typo in the environment fails now, before any waiting
     security = _security(config)  # unreadable credentials fail now, before any waiting
+    runs_child = config["aggregates"]["enabled"] and config["aggregates"]["run_in"] == "process"
+    child_port = _child_web_port(web_port, aggregator_web_port) if runs_child else 0
     keys = config["keys"]
     warnings: list[str] = []
     problems = worker_key_problems(config, warnings)
@@ -1021,7 +1111,7 @@ def run_worker(
     else:
         Pipeline.from_normalized(config, geo=geo)  # key errors surface before any waiting
     child = None
-    if config["aggregates"]["enabled"] and config["aggregates"]["run_in"] == "process":
+    if runs_child:
         from streams.supervise import refuse_inspection
 
         # The child must not read the secrets out of this process (see the function).
@@ -1029,8 +1119,7 @@ def run_worker(
             log.warning("could not make the worker non-dumpable: its aggregator child can "
                         "read the worker's environment (/proc)")  # fmt: skip
         # Started before the waiting and compiling below: the two start up side by side.
-        port = web_port + 1 if aggregator_web_port is None else aggregator_web_port
-        child = aggregator_child(config, config_path, bootstrap, port, loglevel).start()
+        child = aggregator_child(config, config_path, bootstrap, child_port, loglevel).start()
     try:
         partitions = _when_broker_is_up(config, bootstrap, security)
         keyring = None
@@ -1046,17 +1135,40 @@ def run_worker(
                                      security=security)  # fmt: skip
         pipeline = Pipeline.from_normalized(config, keyring=keyring, geo=geo)
         app = create_app(config, pipeline, bootstrap=bootstrap, web_port=web_port,
-                         topic_partitions=partitions, security=security)  # fmt: skip
+                         topic_partitions=partitions, security=security, env=env)  # fmt: skip
         if child is not None:
             from streams.metrics import ChildCollector
 
             app.logfog_state.aggregator = child
             app.logfog_metrics.registry.register(ChildCollector(child))
         on_stop = child.terminate if child else None
-        return _run_faust(app, pipeline, loglevel, on_stop_signal=on_stop)
+        return _run_faust(app, pipeline, loglevel, env.stop_timeout_s, on_stop_signal=on_stop)
     finally:
         if child is not None:
-            child.stop(timeout=float(os.environ.get("LOGFOG_STOP_TIMEOUT", "25")) + 5)
+            child.stop(timeout=env.stop_timeout_s + 5)
+
+
+def _child_web_port(web_port: int, aggregator_web_port: int | None) -> int:
+    """The aggregator child's web port: ``aggregator_web_port``, else ``web_port`` + 1.
+    Checked before anything starts: the child refuses a port that is none (65535 + 1)
+    and cannot listen on the worker's own, and its supervisor would restart it forever
+    while the worker ran without aggregation."""
+    from streams.cli import UserError
+
+    if aggregator_web_port is None:
+        if web_port + 1 > 65535:
+            raise UserError(
+                f"the aggregator child's web port is --web-port + 1 by default, and "
+                f"{web_port} + 1 is no port: set --aggregator-web-port "
+                "(or LOGFOG_AGGREGATOR_WEB_PORT)"
+            )
+        return web_port + 1
+    if aggregator_web_port == web_port:
+        raise UserError(
+            f"the aggregator child's web port ({aggregator_web_port}, --aggregator-web-port "
+            "or LOGFOG_AGGREGATOR_WEB_PORT) is the worker's own --web-port: give it another"
+        )
+    return aggregator_web_port
 
 
 def aggregator_child(
@@ -1099,14 +1211,15 @@ def run_aggregator(
             "or process (with run_in: worker the workers aggregate, and an aggregator "
             "would count every event a second time)"
         ])  # fmt: skip
+    env = process_env(config)  # a typo in the environment fails now, before any waiting
     watch_parent()  # started by a worker (run_in: process): stop when it is gone
     security = _security(config)
     partitions = _when_broker_is_up(config, bootstrap, security)
     lines = NoLines()
     app = create_app(config, lines, bootstrap=bootstrap, web_port=web_port,
                      topic_partitions=partitions, role="aggregator",
-                     security=security)  # fmt: skip
-    return _run_faust(app, lines, loglevel)
+                     security=security, env=env)  # fmt: skip
+    return _run_faust(app, lines, loglevel, env.stop_timeout_s)
 
 
 def _load(config_path: str, bootstrap: str | None) -> tuple[dict[str, Any], str]:
@@ -1144,21 +1257,26 @@ def _ignore_sigusr2(worker: Any) -> None:
     log.warning("SIGUSR2 ignored: no debugger in a worker (it holds raw lines and keys)")
 
 
-def worker_class(on_stop_signal: Callable[[], None] | None = None) -> type[Any]:
-    """Faust's Worker with logfog's signal handling (see the handlers above)."""
+def worker_class(
+    on_stop_signal: Callable[[], None] | None = None,
+    stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
+) -> type[Any]:
+    """Faust's Worker with logfog's signal handling (see the handlers above); a stop
+    signal's stop is bounded to ``stop_timeout_s`` (``LOGFOG_STOP_TIMEOUT``, parsed at
+    start; exit 3 after it)."""
     from faust.worker import Worker
 
     class BoundedStopWorker(Worker):
         """SIGTERM/SIGINT stop as usual, within a deadline (LOGFOG_STOP_TIMEOUT)."""
 
         def _on_sigterm(self) -> None:
-            _stop_watchdog()
+            _stop_watchdog(stop_timeout_s)
             if on_stop_signal is not None:
                 on_stop_signal()
             super()._on_sigterm()
 
         def _on_sigint(self) -> None:
-            _stop_watchdog()
+            _stop_watchdog(stop_timeout_s)
             if on_stop_signal is not None:
                 on_stop_signal()
             super()._on_sigint()
@@ -1169,10 +1287,13 @@ def worker_class(on_stop_signal: Callable[[], None] | None = None) -> type[Any]:
     return BoundedStopWorker
 
 
-def _run_faust(app: Any, pipeline: Any, loglevel: str, on_stop_signal: Any = None) -> int:
-    """Run a Faust worker for ``app`` until it is stopped; the exit status.
-    ``on_stop_signal``: called first on SIGTERM/SIGINT (the child's stop then runs
-    alongside ours, not after it)."""
+def _run_faust(
+    app: Any, pipeline: Any, loglevel: str, stop_timeout_s: float, on_stop_signal: Any = None
+) -> int:
+    """Run a Faust worker for ``app`` until it is stopped; the exit status. A stop
+    signal's stop is bounded to ``stop_timeout_s`` (exit 3 after it). ``on_stop_signal``:
+    called first on SIGTERM/SIGINT (the child's stop then runs alongside ours, not
+    after it)."""
     try:
         import mode.loop
 
@@ -1183,7 +1304,7 @@ def _run_faust(app: Any, pipeline: Any, loglevel: str, on_stop_signal: Any = Non
 
     faust_fetcher.install()  # one line per record: 5.8k -> 13-15k lines/s (see the module)
 
-    BoundedStopWorker = worker_class(on_stop_signal)
+    BoundedStopWorker = worker_class(on_stop_signal, stop_timeout_s)
 
     from streams.logjson import faust_logging_config
 

@@ -53,6 +53,8 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         FormatError,
         UserError,
         FileNotFoundError,  # e.g. logfog ship FILE without --follow
+        IsADirectoryError,  # logfog ship DIR
+        PermissionError,  # logfog ship of a file we may not read
     ]
     try:
         # BrokerUnreachable, TopicNotFound (ship), TopicPolicyError, create failures...
@@ -111,7 +113,8 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     sinks: dict[str, IO[bytes]] = {}
     rejected_sink: IO[bytes] | None = None
     internal = len(public) < len(names)
-    aggregates = _FileAggregates(pipeline) if args.out and internal else None
+    # --only with --out: only DIR/<only>.ndjson (no aggregates, no other destination).
+    aggregates = _FileAggregates(pipeline) if args.out and internal and not args.only else None
     source = _open_input(args.file)  # a missing input leaves no empty outputs behind
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None:
@@ -126,8 +129,10 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     if out_dir is not None:
         try:
             for name in public:
-                sinks[name] = outputs.open(out_dir / f"{name}.ndjson")
-            rejected_sink = outputs.open(out_dir / "rejected.ndjson")
+                if not args.only or args.only == name:
+                    sinks[name] = outputs.open(out_dir / f"{name}.ndjson")
+            if not args.only or args.only == REJECTED:
+                rejected_sink = outputs.open(out_dir / "rejected.ndjson")
             if aggregates is not None:
                 sinks["aggregates"] = outputs.open(out_dir / "aggregates.ndjson")
         except OSError as error:
@@ -155,7 +160,8 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
                     if aggregates is not None:
                         sinks["aggregates"].write(aggregates.add(events))
                 elif args.out:
-                    sinks[name].write(b"".join([e[1] + b"\n" for e in events]))
+                    if name in sinks:  # not with --only another name
+                        sinks[name].write(b"".join([e[1] + b"\n" for e in events]))
                 elif not args.only or args.only == name:
                     if args.only:
                         stdout.write(b"".join([e[1] + b"\n" for e in events]))
@@ -391,7 +397,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     """``create`` (idempotent; ``--fix`` sets retention/segment/cleanup configs of
     existing topics) or ``verify`` (creates nothing). Exit 2 when a topic is missing
     (verify) or would keep records longer than the config declares."""
-    from streams.admin import TopicPolicyError, ensure_topics_detailed
+    from streams.admin import MISSING_VERIFY, TopicPolicyError, ensure_topics_detailed
     from streams.config import load_file
     from streams.security import from_config
     from streams.topics import topic_specs
@@ -400,7 +406,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     bootstrap = _bootstrap(args, config)
     outcomes = ensure_topics_detailed(
         bootstrap, topic_specs(config), create=args.action == "create",
-        fix=args.fix, security=from_config(config),
+        fix=args.fix, security=from_config(config), missing_hint=MISSING_VERIFY,
     )  # fmt: skip
     for outcome in outcomes:
         print(outcome.detail)
@@ -581,18 +587,25 @@ def build_parser() -> argparse.ArgumentParser:
                        '{"destination": NAME, "event": {...}}, and so do the rejection records '
                        '(destination "rejected": stage, reason and line number, never the '
                        "line); with --only NAME, plain events of NAME (or plain rejection "
-                       "records: --only rejected). Aggregates: with --out only.")  # fmt: skip
+                       "records: --only rejected). With --out: DIR/<destination>.ndjson, "
+                       "DIR/rejected.ndjson and DIR/aggregates.ndjson (aggregates: with --out "
+                       "only); with --out and --only NAME, DIR/NAME.ndjson alone.")  # fmt: skip
     p.add_argument("file", metavar="FILE", help="log file, or - for stdin")
     p.add_argument(
         "-c", "--config", default="config/logfog.yaml", help="config file (YAML or TOML)"
     )
     p.add_argument(
-        "-o", "--out", metavar="DIR", help="write DIR/<destination>.ndjson and DIR/rejected.ndjson"
+        "-o",
+        "--out",
+        metavar="DIR",
+        help="write DIR/<destination>.ndjson, DIR/rejected.ndjson "
+        "and DIR/aggregates.ndjson (with --only NAME: DIR/NAME.ndjson alone)",
     )
     p.add_argument(
         "--only",
         metavar="NAME",
-        help="write only this destination's events (or 'rejected') to stdout",
+        help="write only this destination's events (or 'rejected'): to stdout, or with "
+        "--out to DIR/NAME.ndjson",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
@@ -618,7 +631,8 @@ def build_parser() -> argparse.ArgumentParser:
     _faust_process_arguments(p, web_port=6066)
     p.add_argument("--aggregator-web-port", type=_port,
                    help="web port of the aggregator child (run_in: process; default: "
-                   "--web-port + 1, or env LOGFOG_AGGREGATOR_WEB_PORT)")  # fmt: skip
+                   "env LOGFOG_AGGREGATOR_WEB_PORT, else --web-port + 1; never the "
+                   "worker's own)")  # fmt: skip
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser(
@@ -676,7 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ship)
 
     p = sub.add_parser("broker", help="run the embedded local broker (Tansu) in the foreground")
-    p.add_argument("--port", type=int, default=9092)
+    p.add_argument("--port", type=_port, default=9092, help="Kafka port (default 9092)")
     p.set_defaults(func=cmd_broker)
     return parser
 

@@ -232,6 +232,22 @@ FORMAT_JSON: Final = {
 
 
 DAY = 86400
+#: The largest ``input.max_line_bytes``. ``logfog ship`` sends a longer line cut to one
+#: byte more than it, alone in a record at worst; that record must stay within what a
+#: Kafka broker takes by default (``message.max.bytes``, about 1 MiB) and within the
+#: shipper's own record size (``shipper.DEFAULT_MAX_RECORD_BYTES``, 900,000 bytes). A
+#: line shipped whole and refused is lost to the pipeline, with no dead letter.
+MAX_LINE_BYTES_LIMIT = 512 * 1024
+
+
+def _max_line_bytes(value: int) -> str | None:
+    if value > MAX_LINE_BYTES_LIMIT:
+        return (
+            f"must be at most {MAX_LINE_BYTES_LIMIT} (512 KiB: a line cut to it must fit in "
+            f"one Kafka record), not {value}"
+        )
+    return None
+
 
 #: The privacy defaults of ../shared/privacy-requirements.md that a setting of the
 #: aggregates or keys sections can loosen. Tightening is free; loosening needs the
@@ -360,7 +376,14 @@ SCHEMA = Section(
                     list, [], "networks whose X-Forwarded-For is believed", check=_cidrs
                 ),
                 "max_line_bytes": Key(
-                    int, 65536, "longer lines are rejected (parse.too_long)", minimum=1
+                    int,
+                    65536,
+                    "longer lines are rejected (parse.too_long); at most "
+                    f"{MAX_LINE_BYTES_LIMIT} (512 KiB: logfog ship sends a longer line cut, in "
+                    "one Kafka record)",
+                    minimum=1,
+                    check=_max_line_bytes,
+                    json={"maximum": MAX_LINE_BYTES_LIMIT},
                 ),
                 "invalid_utf8": Key(
                     str,

@@ -32,12 +32,14 @@ last line, not shipped, in ``unfinished_lines`` (its writer may be in the middle
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import itertools
 import logging
 import os
 import select
 import signal
+import stat
 import sys
 import threading
 import time
@@ -280,6 +282,24 @@ class _Rotated:
     file: io.FileIO
     splitter: LineSplitter
     last_growth: float  # time.monotonic() of the last bytes read from it
+
+
+def check_source(path: str | Path, *, follow: bool) -> None:
+    """Refuse a source that cannot be read as a log, with the OSError naming it: a
+    missing file (``FileNotFoundError``; following, it is waited for instead), a
+    directory (``IsADirectoryError``) or a file we may not read (``PermissionError``).
+    A FIFO or device is read as it is (``stat``, never ``open``: a FIFO's open waits for
+    its writer)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if follow:
+            return
+        raise
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if not os.access(path, os.R_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
 
 def follow_file(
@@ -557,14 +577,15 @@ def ship(
     ``stop`` ends shipping from another thread; in the main thread SIGINT/SIGTERM
     do the same. The topic must exist (:class:`TopicNotFound` otherwise) because
     kafka-python's producer would auto-create it with the broker's defaults.
-    Raises :class:`streams.admin.BrokerUnreachable` if the broker does not answer.
+    Raises :class:`streams.admin.BrokerUnreachable` if the broker does not answer, and
+    before any connection the OSError of a source that cannot be read (:func:`check_source`).
     """
     from kafka import KafkaProducer
     from kafka.errors import KafkaError, KafkaTimeoutError
 
     started = time.monotonic()
-    if str(source) != "-" and not follow:
-        os.stat(source)  # a missing file: FileNotFoundError now, before any connection
+    if str(source) != "-":
+        check_source(source, follow=follow)  # before any connection
     framer = Framer(lines_per_record, max_record_bytes, max_line_bytes)  # bad limits: now
     if topic not in describe_topics(bootstrap, [topic], timeout_s=timeout_s, security=security):
         raise TopicNotFound(topic, bootstrap)

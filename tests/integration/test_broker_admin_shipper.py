@@ -191,9 +191,11 @@ def test_a_line_over_the_workers_limit_is_shipped_cut_and_counted(
 def test_ship_command_prints_failures_and_exits_non_zero(
     topic_factory: TopicFactory, tmp_path: Path, broker: LocalBroker
 ) -> None:
-    """A record the producer refuses (here: larger than its max request size, with a
-    worker config that accepts 16 MB lines) used to end in a traceback, and records the
-    broker did not acknowledge still printed a success and exit status 0."""
+    """A record the producer refuses (here: larger than its max request size, a line
+    shipped whole) used to end in a traceback, and records the broker did not
+    acknowledge still printed a success and exit status 0. (No config ships such a line
+    any more: input.max_line_bytes is at most 512 KiB. The command's ship() is made to
+    ship lines whole.)"""
     import subprocess
     import sys
 
@@ -201,12 +203,18 @@ def test_ship_command_prints_failures_and_exits_non_zero(
 
     root = Path(__file__).resolve().parents[2]
     config = yaml.safe_load((root / "config" / "logfog.yaml").read_text())
-    config["input"]["max_line_bytes"] = 16 << 20
     config["kafka"]["raw"]["topic"] = topic = topic_factory("refused")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "a.log").write_bytes(b"a\n" + b"x" * (9 << 20) + b"\nb\n")
+    whole = (
+        "import sys, streams.shipper as s\n"
+        "real = s.ship\n"
+        "s.ship = lambda *a, **k: real(*a, **{**k, 'max_line_bytes': None})\n"
+        "from streams.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
     done = subprocess.run(
-        [sys.executable, "-m", "streams", "ship", str(tmp_path / "a.log"), "-c",
+        [sys.executable, "-c", whole, "ship", str(tmp_path / "a.log"), "-c",
          str(tmp_path / "c.yaml"), "--bootstrap", broker.bootstrap, "--lines-per-record", "1"],
         capture_output=True, text=True, cwd=root, timeout=120,
     )  # fmt: skip

@@ -327,3 +327,146 @@ def test_sigusr1_and_sigusr2_neither_dump_locals_nor_start_a_debugger(
         "SIGUSR1 ignored",
         "SIGUSR2 ignored",
     ]
+
+
+def _worker_config(tmp_path: Path, geo_dbs: dict[str, str], **aggregates: Any) -> Path:
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    data = yaml.safe_load((root / "config" / "logfog.yaml").read_text())
+    data["enrich"]["geo"] = {"city": geo_dbs["city"], "asn": geo_dbs["asn"]}
+    data["aggregates"].update(aggregates)
+    path = tmp_path / "logfog.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+#: Values of the variables the worker and aggregator read that they cannot run with.
+_BAD_ENVIRONMENT = [
+    ("LOGFOG_SESSION_TIMEOUT", "30s"),
+    ("LOGFOG_SESSION_TIMEOUT", "0"),
+    ("LOGFOG_SESSION_TIMEOUT", "nan"),
+    ("LOGFOG_STOP_TIMEOUT", "25s"),
+    ("LOGFOG_STOP_TIMEOUT", "-1"),
+    ("LOGFOG_STOP_TIMEOUT", "inf"),
+    ("LOGFOG_WEB_BIND", "no-such-host.invalid"),
+    ("LOGFOG_WEB_BIND", "192.0.2.1"),  # TEST-NET-1: no address of this host
+    ("LOGFOG_DATA_DIR", "{file}/data"),
+]
+
+
+@pytest.mark.parametrize("command", ["worker", "aggregator"])
+@pytest.mark.parametrize(("name", "value"), _BAD_ENVIRONMENT)
+def test_a_bad_environment_variable_is_one_line_and_exit_2_before_the_broker_wait(
+    name: str,
+    value: str,
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    geo_dbs: dict[str, str],
+) -> None:
+    """LOGFOG_SESSION_TIMEOUT was read with a bare float() in faust_settings, only after
+    the broker wait and topic creation: "30s" was a ValueError traceback, exit 1. A bad
+    LOGFOG_WEB_BIND failed in aiohttp (gaierror, exit 1) and a LOGFOG_DATA_DIR that is
+    no directory in mkdir (a traceback), both at the same late point. LOGFOG_STOP_TIMEOUT
+    was parsed inside the SIGTERM handler: with "25s" the handler raised before Faust's
+    stop and the worker (and its aggregator child) kept running. All are read at start:
+    one line naming the variable, exit 2, before the broker is waited for."""
+    import streams.app
+    from streams.cli import main
+    from streams.keys import generate_key
+
+    def broker_reached(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("waited for the broker before checking the environment")
+
+    monkeypatch.setattr(streams.app, "_when_broker_is_up", broker_reached)
+    monkeypatch.setattr(streams.app, "aggregator_child", broker_reached)
+    monkeypatch.setenv("LOGFOG_MASTER_KEY", generate_key())
+    monkeypatch.setenv("LOGFOG_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv(name, value.format(file=tmp_path / "file"))
+    config = _worker_config(tmp_path, geo_dbs)
+    code = main(["--log-format", "text", command, "-c", str(config), "--bootstrap",
+                 "127.0.0.1:1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"logfog: {name}: ") and err.count("\n") == 1, err
+
+
+def test_a_bad_session_timeout_is_an_expected_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """faust_settings itself (create_app's) raises the one-line error, not a ValueError."""
+    from streams.app import faust_settings
+    from streams.cli import UserError
+    from streams.config import load_file
+
+    config, _ = load_file(Path(__file__).resolve().parents[2] / "config" / "logfog.yaml")
+    monkeypatch.setenv("LOGFOG_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("LOGFOG_SESSION_TIMEOUT", "30s")
+    with pytest.raises(UserError, match="LOGFOG_SESSION_TIMEOUT: '30s' is not a number"):
+        faust_settings(config, "127.0.0.1:1", 6066)
+
+
+def test_the_environment_is_read_once_with_its_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streams.app import ProcessEnv, faust_settings, process_env
+    from streams.config import load_file
+
+    config, _ = load_file(Path(__file__).resolve().parents[2] / "config" / "logfog.yaml")
+    for name in ("LOGFOG_SESSION_TIMEOUT", "LOGFOG_STOP_TIMEOUT", "LOGFOG_WEB_BIND"):
+        monkeypatch.setenv(name, "")  # empty: the default, like the ports
+    monkeypatch.setenv("LOGFOG_DATA_DIR", str(tmp_path / "new" / "data"))
+    assert process_env(config) == ProcessEnv(6.0, 25.0, "127.0.0.1", str(tmp_path / "new/data"))
+    assert (tmp_path / "new" / "data").is_dir()
+    monkeypatch.setenv("LOGFOG_SESSION_TIMEOUT", "30")
+    monkeypatch.setenv("LOGFOG_STOP_TIMEOUT", "0")
+    monkeypatch.setenv("LOGFOG_WEB_BIND", "localhost")
+    env = process_env(config)
+    assert (env.session_timeout_s, env.stop_timeout_s, env.web_bind) == (30.0, 0.0, "localhost")
+    settings = faust_settings(config, "127.0.0.1:1", 6066, env=env)
+    assert settings["broker_session_timeout"] == 30.0 and settings["web_bind"] == "localhost"
+    assert settings["datadir"] == str(tmp_path / "new" / "data")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--web-port", "65535"], "65535 + 1 is no port: set --aggregator-web-port"),
+        (["--web-port", "7000", "--aggregator-web-port", "7000"], "is the worker's own"),
+    ],
+)
+def test_the_aggregator_childs_port_is_a_port_of_its_own(
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    geo_dbs: dict[str, str],
+) -> None:
+    """`worker --web-port 65535` started the aggregator child with --web-port 65536 (the
+    default is the worker's + 1), which the child refused: its supervisor restarted it
+    forever and the worker ran without aggregation. On the worker's own port it cannot
+    listen either. Both are refused before anything starts."""
+    import streams.app
+    import streams.supervise
+    from streams.cli import main
+    from streams.keys import generate_key
+
+    monkeypatch.setenv("LOGFOG_MASTER_KEY", generate_key())
+    monkeypatch.setenv("LOGFOG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("LOGFOG_AGGREGATOR_WEB_PORT", raising=False)
+    ports: list[int] = []
+
+    def child(config: Any, path: str, bootstrap: str, port: int, loglevel: str) -> Any:
+        ports.append(port)
+        raise AssertionError("the child was started")
+
+    monkeypatch.setattr(streams.app, "aggregator_child", child)
+    monkeypatch.setattr(streams.supervise, "refuse_inspection", lambda: True)
+    config = _worker_config(tmp_path, geo_dbs, run_in="process")
+    code = main(["worker", "-c", str(config), "--bootstrap", "127.0.0.1:1", *args])
+    assert code == 2 and ports == []
+    assert message in capsys.readouterr().err

@@ -593,3 +593,84 @@ def test_outputs_follow_symlinks_and_write_pipes_in_place(config: Path, tmp_path
     assert received and received[0].count(b"\n") > 0
     assert not list(tmp_path.glob(".*.tmp")) and not list(out.glob(".*.tmp"))
     assert (out / "product.ndjson").is_file()
+
+
+def test_broker_port_out_of_range_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`logfog broker --port 70000` started Tansu, which failed: exit 1 ("internal
+    error") after the broker's own usage text. Like every other port option it is a
+    one-line usage error, exit 2, and nothing is started."""
+    import streams.broker
+
+    started: list[int] = []
+    monkeypatch.setattr(streams.broker, "run_forever",
+                        lambda port=9092, **_: started.append(port) or 1)  # fmt: skip
+    assert main(["broker", "--port", "70000"]) == 2
+    assert "'70000' is not a port (1-65535)" in capsys.readouterr().err
+    assert started == [], "the broker was started with an impossible port"
+
+
+def test_topics_verify_does_not_blame_create_topics_false(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`logfog topics verify` with a topic missing said "kafka.create_topics is false",
+    though the config said true: that is the worker's reason; verify creates nothing
+    whatever the config says, and must say so."""
+    import contextlib
+
+    import streams.admin
+
+    @contextlib.contextmanager
+    def no_client(*_a: Any, **_k: Any) -> Any:
+        yield object()
+
+    config = ROOT / "config" / "logfog.yaml"
+    monkeypatch.setattr(streams.admin, "admin_client", no_client)
+    monkeypatch.setattr(streams.admin, "_describe", lambda client, names: {})
+    assert yaml.safe_load(config.read_text())["kafka"].get("create_topics", True) is True
+    code = main(["topics", "verify", "-c", str(config), "--bootstrap", "127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is missing" in err
+    assert "create_topics is false" not in err, err
+    assert "verify creates nothing: create them with `logfog topics create`" in err, err
+
+
+@pytest.mark.parametrize("only", ["ops", "rejected"])
+def test_anonymize_only_with_out_writes_that_output_alone(
+    only: str, config: Path, tmp_path: Path
+) -> None:
+    """`anonymize FILE -o DIR --only ops` checked --only's name and then ignored it: every
+    destination (the product events with their visitor pseudonyms too), the rejections
+    and the aggregates were written, exit 0. --only NAME writes NAME alone, to
+    DIR/NAME.ndjson with --out, the same records as on stdout."""
+    out = tmp_path / "out"
+    code = main(["anonymize", str(SAMPLE), "-c", str(config), "-o", str(out), "--only", only,
+                 "-q"])  # fmt: skip
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"{only}.ndjson"]
+    stdout = run("anonymize", str(SAMPLE), "-c", str(config), "--only", only, "-q")
+    assert stdout.returncode == 0, stdout.stderr
+    written = (out / f"{only}.ndjson").read_text()
+    assert written and written == stdout.stdout
+
+
+@pytest.mark.parametrize("follow", [[], ["--follow"]])
+def test_ship_of_a_directory_is_one_line_and_exit_2_before_connecting(
+    follow: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`logfog ship DIR` got past the missing-file check, connected, and died in
+    follow_file's open() with an IsADirectoryError traceback, exit 1 (`anonymize DIR`
+    says "Is a directory", exit 2). It is refused before any connection."""
+    import streams.shipper
+
+    def describe_topics(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("connected before checking the source")
+
+    monkeypatch.setattr(streams.shipper, "describe_topics", describe_topics)
+    code = main(["ship", str(tmp_path), "--bootstrap", "127.0.0.1:1", "--topic", "t", *follow])
+    assert code == 2
+    assert capsys.readouterr().err == f"logfog: {tmp_path}: Is a directory\n"

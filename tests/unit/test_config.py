@@ -111,6 +111,10 @@ RANGE_CASES = [
     ({**base(), "enrich": {"cache_size": -1}}, "enrich.cache_size: must be at least 0, not -1"),
     ({**base(), "input": {"max_line_bytes": -5}}, "input.max_line_bytes: must be at least 1, not -5"),
     ({**base(), "input": {"max_line_bytes": 0}}, "input.max_line_bytes: must be at least 1, not 0"),
+    # Above 512 KiB the shipper's cut line outgrows a Kafka record: "not shipped", no dead letter.
+    ({**base(), "input": {"max_line_bytes": 16 << 20}},
+     "input.max_line_bytes: must be at most 524288 (512 KiB: a line cut to it must fit in one "
+     "Kafka record), not 16777216"),
     ({**base(), "input": {"format": "json", "json_fields": {"client": 5}}},
      "input.json_fields: client: must be a JSON key (dotted for nesting) or a list of keys "
      "(one per level, dots kept), not 5"),
@@ -346,6 +350,7 @@ STATIC_REFUSALS: dict[str, dict[str, Any]] = {
     "aggregates.partials.partitions must be 1": _default_with(["aggregates", "partials"],
                                                               {"partitions": 2}),
     "trusted_proxies items are strings (CIDR)": _default_with(["input", "trusted_proxies"], [1]),
+    "input.max_line_bytes above 512 KiB": _default_with(["input", "max_line_bytes"], 1 << 20),
     "input.format empty list": _default_with(["input", "format"], []),
     "input.format list of non-strings": _default_with(["input", "format"], [1]),
     "input.format unknown name": _default_with(["input", "format"], "combine"),

@@ -89,6 +89,22 @@ def test_lines_over_max_line_bytes_are_cut_to_one_byte_more_and_counted() -> Non
     assert f.flush() == [b"abc\nxxxxxx\nabcdef\n12345"] and f.cut_lines == 2
 
 
+def test_the_largest_max_line_bytes_a_config_allows_ships_a_cut_line_in_one_record() -> None:
+    """input.max_line_bytes had no upper bound: above about 1 MiB the shipper shipped
+    long lines whole, in records a default broker refuses ("not shipped", exit 3, no
+    parse.too_long dead letter). At the config's limit, a cut line fits one record."""
+    from streams.config import MAX_LINE_BYTES_LIMIT, validate
+    from streams.shipper import DEFAULT_MAX_RECORD_BYTES
+
+    refused = validate({"input": {"max_line_bytes": MAX_LINE_BYTES_LIMIT + 1}})
+    assert any(e.startswith("input.max_line_bytes: must be at most") for e in refused)
+    f = Framer(500, DEFAULT_MAX_RECORD_BYTES, max_line_bytes=MAX_LINE_BYTES_LIMIT)
+    records = f.add(b"a") + f.add(b"x" * (2 << 20)) + f.add(b"b") + f.flush()
+    assert f.cut_lines == 1 and max(map(len, records)) <= DEFAULT_MAX_RECORD_BYTES < 1 << 20
+    assert [len(line) for r in records for line in r.split(b"\n")] == [
+        1, MAX_LINE_BYTES_LIMIT + 1, 1]  # fmt: skip
+
+
 @given(lines=lines_st, per=st.integers(1, 10), max_line=st.integers(0, 30))
 def test_cutting_keeps_every_line_and_only_shortens_long_ones(
     lines: list[bytes], per: int, max_line: int
