@@ -139,6 +139,19 @@ def _format(value: Any) -> str | None:
 K_OUTPUTS: Final = ("ops", "product")
 
 
+def _windows(value: list[Any]) -> str | None:
+    from streams.aggregate.spec import OUTPUT_WINDOWS
+
+    if not value:
+        return "name at least one (or set aggregates.enabled: false)"
+    for name in value:
+        if name not in OUTPUT_WINDOWS:
+            return f"unknown output window {name!r} (one of {', '.join(OUTPUT_WINDOWS)})"
+    if len(set(value)) != len(value):
+        return "names an output window twice"
+    return None
+
+
 def _k_by_output(value: Mapping[str, Any]) -> str | None:
     for name, k in value.items():
         if name not in K_OUTPUTS:
@@ -507,6 +520,20 @@ SCHEMA = Section(
                     "minimum distinct visitors per published cell",
                     check=lambda v: None if v >= 2 else "must be at least 2",
                     json={"minimum": 2},
+                ),
+                "windows": Key(
+                    list,
+                    ["ops/5m", "product/1h", "product/1d"],
+                    "the aggregate outputs and windows to publish. Rows of one window can be "
+                    "differenced against a longer window's or another output's over the same "
+                    "time (README, Privacy guarantees, known limits): publish one of them to "
+                    "rule that out",
+                    check=_windows,
+                    json={
+                        "items": {"enum": ["ops/5m", "product/1h", "product/1d"]},
+                        "minItems": 1,
+                        "uniqueItems": True,
+                    },
                 ),
                 "k_by_output": Key(
                     dict,
@@ -1054,7 +1081,10 @@ def _check_keys(config: Mapping[str, Any], errors: list[str], warnings: list[str
         epoch = parse_duration(keys["epoch"])
     except ValueError:
         return  # reported by the schema check
-    window = max(spec.window_seconds for spec in DEFAULT_SPECS)
+    chosen = config["aggregates"].get("windows")
+    chosen = chosen if isinstance(chosen, list) else ()  # a wrong type: reported elsewhere
+    windows = [s.window_seconds for s in DEFAULT_SPECS if s.output_window in chosen]
+    window = max(windows or [s.window_seconds for s in DEFAULT_SPECS])
     if epoch <= 0 or epoch % window == 0:
         return
     # Aggregates count distinct visitors by pseudonym: a window that spans two key

@@ -27,7 +27,7 @@ from typing import Any
 
 from streams.aggregate.merge import WindowMerger
 from streams.aggregate.partial import SOURCE_IDLE_SECONDS, Partial, PartialAggregator
-from streams.aggregate.spec import DEFAULT_SPECS, PLACE, AggregateSpec
+from streams.aggregate.spec import DEFAULT_SPECS, OUTPUT_WINDOWS, PLACE, AggregateSpec
 from streams.durations import parse_duration
 
 MERGER_KEY = "merger"
@@ -35,8 +35,16 @@ CHECKPOINT_COST_FACTOR = 50
 
 
 def specs_from_config(aggregates: Mapping[str, Any]) -> tuple[AggregateSpec, ...]:
-    """The default outputs with the config's k, lateness, cap and cardinality bound."""
+    """The outputs ``aggregates.windows`` names, with the config's k, lateness, cap
+    and cardinality bound.
+
+    >>> [s.output_window for s in specs_from_config({"windows": ["product/1d"], "k": 10,
+    ...     "allowed_lateness": "10m", "max_events_per_visitor": 100, "max_cells": 1000,
+    ...     "max_combinations": 1000})]
+    ['product/1d']
+    """
     per_output = aggregates.get("k_by_output") or {}
+    chosen = set(aggregates.get("windows") or OUTPUT_WINDOWS)
     return tuple(
         replace(
             spec,
@@ -47,6 +55,7 @@ def specs_from_config(aggregates: Mapping[str, Any]) -> tuple[AggregateSpec, ...
             max_combinations=aggregates["max_combinations"],
         )
         for spec in DEFAULT_SPECS
+        if spec.output_window in chosen
     )
 
 

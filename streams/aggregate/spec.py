@@ -99,6 +99,11 @@ class AggregateSpec:
         """``"5m"``, ``"1h"``, ``"1d"``: the ``window`` field of published rows."""
         return format_duration(self.window_seconds)
 
+    @property
+    def output_window(self) -> str:
+        """``"ops/5m"``: how ``aggregates.windows`` names this output and window."""
+        return f"{self.name}/{self.window_label}"
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (stored inside snapshots so a restore needs no config)."""
         return asdict(self)
@@ -164,3 +169,5 @@ _PRODUCT_DIMENSIONS = (
 PRODUCT_1H = AggregateSpec("product", 3600, _PRODUCT_DIMENSIONS, ("requests", "visitors"))
 PRODUCT_1D = AggregateSpec("product", 86400, _PRODUCT_DIMENSIONS, ("requests", "visitors"))
 DEFAULT_SPECS: tuple[AggregateSpec, ...] = (OPS_5M, PRODUCT_1H, PRODUCT_1D)
+#: Their names in ``aggregates.windows``.
+OUTPUT_WINDOWS: tuple[str, ...] = tuple(spec.output_window for spec in DEFAULT_SPECS)

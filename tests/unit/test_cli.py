@@ -80,6 +80,19 @@ def test_anonymize_writes_destinations_rejections_and_aggregates(
     assert any(r["kind"] == "summary" for r in rows)
 
 
+def test_aggregates_publish_only_the_windows_the_config_names(config: Path, tmp_path: Path) -> None:
+    """``aggregates.windows``: one output and window, so that no published row can be
+    differenced against a longer window's or another output's."""
+    data = yaml.safe_load(config.read_text())
+    data["aggregates"]["windows"] = ["product/1d"]
+    config.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    result = run("anonymize", str(SAMPLE), "-c", str(config), "-o", str(out), "-q")
+    assert result.returncode == 0, result.stderr
+    rows = [orjson.loads(x) for x in (out / "aggregates.ndjson").read_bytes().splitlines()]
+    assert rows and {(r["output"], r["window"]) for r in rows} == {("product", "1d")}
+
+
 def test_only_and_stdin(config: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "streams", "anonymize", "-", "-c", str(config),
                              "--only", "ops", "-q"], input=SAMPLE.read_bytes(),

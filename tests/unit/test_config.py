@@ -179,6 +179,13 @@ RANGE_CASES = [
         "s": {"from": "response.status", "action": "keep"}}}}},
      "destinations.ops.retention: must be longer than 0s"),
     ({**base(), "kafka": {"raw": {"retention": "0d"}}}, "kafka.raw.retention: must be longer than 0s"),
+    ({**base(), "aggregates": {"windows": ["product/1w"]}},
+     "aggregates.windows: unknown output window 'product/1w' (one of ops/5m, product/1h, "
+     "product/1d)"),
+    ({**base(), "aggregates": {"windows": []}},
+     "aggregates.windows: name at least one (or set aggregates.enabled: false)"),
+    ({**base(), "aggregates": {"windows": ["ops/5m", "ops/5m"]}},
+     "aggregates.windows: names an output window twice"),
 ]  # fmt: skip
 
 
@@ -403,6 +410,8 @@ STATIC_REFUSALS: dict[str, dict[str, Any]] = {
     "keys.epoch that is no duration": _default_with(["keys", "epoch"], "1 day"),
     "k_by_output of an unknown output": _default_with(["aggregates", "k_by_output"], {"x": 20}),
     "k_by_output below 2": _default_with(["aggregates", "k_by_output"], {"ops": 1}),
+    "windows unknown": _default_with(["aggregates", "windows"], ["ops/1h"]),
+    "windows empty": _default_with(["aggregates", "windows"], []),
     "generalize of a field it cannot read": _default_with([*_OPS, "fields", "browser"],
         {"from": "agent.browser", "action": "generalize", "to": "bins", "bins": [1]}),
     "generalize bins (the default to) of a string": _default_with([*_OPS, "fields", "m"],
@@ -458,6 +467,7 @@ STATIC_ACCEPTS: dict[str, dict[str, Any]] = {
     "json fields": _default_with(["input"], {"format": "json",
                                              "json_fields": {"client": "http.x_client"}}),
     "k_by_output": _default_with(["aggregates"], {"k_by_output": {"product": 20, "ops": 10}}),
+    "one window": _default_with(["aggregates", "windows"], ["product/1d"]),
     "destination names and topics": _default_with(["destinations", "ops_2-x"],
         {"topic": "a_b-C.9", "retention": "30d",
          "fields": {"m": {"from": "request.method", "action": "keep"}}}),
@@ -562,3 +572,11 @@ def test_two_of_logfogs_own_topics_may_not_be_one() -> None:
         "kafka.dead_letter.topic: 'logs.raw' is already kafka.raw.topic",
         "aggregates.state.topic: 'logfog.keys' is already keys.topic",
     ]
+
+
+def test_the_window_names_are_the_aggregate_outputs() -> None:
+    """``aggregates.windows`` lists the outputs by name in its default and its schema."""
+    from streams.aggregate.spec import OUTPUT_WINDOWS
+
+    schema = json_schema()["properties"]["aggregates"]["properties"]["windows"]
+    assert tuple(schema["default"]) == tuple(schema["items"]["enum"]) == OUTPUT_WINDOWS
