@@ -157,13 +157,15 @@ def _seconds(parsed: datetime) -> int:
 
 
 # strftime conversions an Apache %{FORMAT}t may use: the regex matching what it writes
-# (C locale), and the equivalent for datetime.strptime.
+# (C locale; [0-9]: strptime, like \d, also reads Unicode digits), and the equivalent
+# for datetime.strptime.
 _STRFTIME: dict[str, tuple[str, str]] = {
-    "Y": (r"\d{4}", "%Y"), "m": (r"\d{2}", "%m"), "d": (r"\d{2}", "%d"),
+    "Y": (r"[0-9]{4}", "%Y"), "m": (r"[0-9]{2}", "%m"), "d": (r"[0-9]{2}", "%d"),
     "b": (r"[A-Z][a-z]{2}", "%b"), "h": (r"[A-Z][a-z]{2}", "%b"),
-    "a": (r"[A-Z][a-z]{2}", "%a"), "H": (r"\d{2}", "%H"), "M": (r"\d{2}", "%M"),
-    "S": (r"\d{2}", "%S"), "z": (r"[+-]\d{4}", "%z"),
-    "T": (r"\d{2}:\d{2}:\d{2}", "%H:%M:%S"), "F": (r"\d{4}-\d{2}-\d{2}", "%Y-%m-%d"),
+    "a": (r"[A-Z][a-z]{2}", "%a"), "H": (r"[0-9]{2}", "%H"), "M": (r"[0-9]{2}", "%M"),
+    "S": (r"[0-9]{2}", "%S"), "z": (r"[+-][0-9]{4}", "%z"),
+    "T": (r"[0-9]{2}:[0-9]{2}:[0-9]{2}", "%H:%M:%S"),
+    "F": (r"[0-9]{4}-[0-9]{2}-[0-9]{2}", "%Y-%m-%d"),
     "%": ("%", "%%"),
 }  # fmt: skip
 

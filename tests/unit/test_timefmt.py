@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -21,6 +22,7 @@ from streams.parse.timefmt import (
     epoch_millis,
     iso_time,
     strftime_parser,
+    strftime_regex,
 )
 from streams.records import RejectedLine
 
@@ -221,3 +223,15 @@ def test_json_epoch_milliseconds_as_text_are_read_like_numbers() -> None:
     for bad in ("nan", "inf", "1e400", "x1"):
         with pytest.raises(RejectedLine):
             any_time(bad)
+
+
+@pytest.mark.parametrize(
+    "text", ["1０/Oct/2000 13:55:36 +0000", "10/Oct/２000 13:55:36 +0000",
+             "10/Oct/2000 1３:55:36 +0000", "10/Oct/2000 13:55:36 +０000"],
+)  # fmt: skip
+def test_strftime_numbers_are_ascii_digits(text: str) -> None:
+    """strptime reads Unicode digits (its regexes use \\d): the regex a %{...}t field
+    matches refuses them."""
+    regex, _ = strftime_regex("%d/%b/%Y %T %z")
+    assert re.fullmatch(regex, text) is None
+    assert re.fullmatch(regex, "10/Oct/2000 13:55:36 +0000") is not None
