@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
+from typing import Final
 
 from streams.records import PARSE_BAD_TIME, RejectedLine
 
@@ -247,32 +248,59 @@ def _leap_second(value: str, python_format: str) -> datetime:
         raise RejectedLine(PARSE_BAD_TIME) from None
 
 
-def epoch_time(text: str) -> int:
-    """Seconds (``$msec``, ``%{sec}t``), possibly with a fraction.
+#: 2286-11-20, 1e10 seconds: an epoch (number or text) read as a later time is
+#: parse.bad_time, in every format. :func:`any_time` takes an epoch under 1e11 as
+#: seconds and from 1e11 as milliseconds, so 99,999,999,999 was the year 5138, and
+#: milliseconds from 1e13 the year 2286 on; neither is any request's time. Times
+#: written as dates are read up to 9999 (:data:`MAX_EPOCH`).
+MAX_EPOCH_SECONDS: Final = 10_000_000_000
 
-    >>> epoch_time("9" * 400)  # float infinity: a reason code, not an OverflowError
+
+def _epoch_range(seconds: int) -> int:
+    if 0 <= seconds < MAX_EPOCH_SECONDS:
+        return seconds
+    raise RejectedLine(PARSE_BAD_TIME)
+
+
+# What servers write for an epoch: ASCII digits (int() and float() also read Unicode
+# digits, "_" between digits, signs, spaces, exponents, "inf"), at most as many as
+# MAX_EPOCH_SECONDS allows (so int() never reads a huge number).
+_EPOCH_SECONDS = re.compile(r"([0-9]{1,10})(?:\.[0-9]*)?")
+_EPOCH_MILLIS = re.compile(r"[0-9]{1,13}")
+_EPOCH_MICROS = re.compile(r"[0-9]{1,16}")
+
+
+def epoch_time(text: str) -> int:
+    """Seconds (``$msec``, ``%{sec}t``), possibly with a fraction: ASCII digits, a time
+    before :data:`MAX_EPOCH_SECONDS`.
+
+    >>> epoch_time("9" * 400)
+    Traceback (most recent call last):
+    ...
+    streams.records.RejectedLine: parse.bad_time
+    >>> epoch_time("９７１２１１３３６")
     Traceback (most recent call last):
     ...
     streams.records.RejectedLine: parse.bad_time
     """
-    try:
-        return _in_range(int(float(text)))
-    except (ValueError, OverflowError):
-        raise RejectedLine(PARSE_BAD_TIME) from None
+    m = _EPOCH_SECONDS.fullmatch(text)
+    if m is None:
+        raise RejectedLine(PARSE_BAD_TIME)
+    return _epoch_range(int(m.group(1)))
 
 
 def epoch_millis(text: str) -> int:
-    try:
-        return _in_range(int(text) // 1000)
-    except ValueError:
-        raise RejectedLine(PARSE_BAD_TIME) from None
+    """Milliseconds (``%{msec}t``), as :func:`epoch_time` reads seconds."""
+    if _EPOCH_MILLIS.fullmatch(text) is None:
+        raise RejectedLine(PARSE_BAD_TIME)
+    return _epoch_range(int(text) // 1000)
 
 
 def epoch_micros(text: str) -> int:
-    try:
-        return _in_range(int(text) // 1_000_000)
-    except ValueError:
-        raise RejectedLine(PARSE_BAD_TIME) from None
+    """Microseconds (``%{usec}t``), as :func:`epoch_time` reads seconds."""
+    if _EPOCH_MICROS.fullmatch(text) is None:
+        raise RejectedLine(PARSE_BAD_TIME)
+    return _epoch_range(int(text) // 1_000_000)
 
 
 def any_time(value: object) -> int:
@@ -285,6 +313,16 @@ def any_time(value: object) -> int:
 
     >>> any_time(1700000000123), any_time("1700000000123"), any_time("1700000000.5")
     (1700000000, 1700000000, 1700000000)
+
+    An epoch read as a time from 2286-11-20 on (:data:`MAX_EPOCH_SECONDS`) is
+    parse.bad_time; a date is read up to 9999:
+
+    >>> any_time(99_999_999_999)
+    Traceback (most recent call last):
+    ...
+    streams.records.RejectedLine: parse.bad_time
+    >>> any_time("2286-11-20T17:46:40Z")
+    10000000000
     """
     if isinstance(value, bool):
         raise RejectedLine(PARSE_BAD_TIME)
@@ -301,7 +339,7 @@ def any_time(value: object) -> int:
             raise RejectedLine(PARSE_BAD_TIME) from None
     if isinstance(value, int | float):
         try:
-            return _in_range(int(value) if value < 1e11 else int(value) // 1000)
+            return _epoch_range(int(value) if value < 1e11 else int(value) // 1000)
         except (ValueError, OverflowError):  # NaN, infinity
             raise RejectedLine(PARSE_BAD_TIME) from None
     raise RejectedLine(PARSE_BAD_TIME)

@@ -972,3 +972,42 @@ def test_numbers_of_unicode_digits_are_refused(fmt: str, line: str) -> None:
 def _ascii_digits(text: str) -> str:
     """``text`` with every decimal digit written in ASCII (the line as it should be)."""
     return "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in text)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "epoch"),
+    [
+        ("apache:%h %{sec}t %>s", "９７１２１１３３６"),
+        ("apache:%h %{sec}t %>s", "971_211_336"),
+        ("apache:%h %{sec}t %>s", "+971211336"),
+        ("apache:%h %{msec}t %>s", "９７１２１１３３６１２３"),
+        ("apache:%h %{usec}t %>s", "971_211_336_123_456"),
+        ("nginx:$remote_addr $msec $status", "９７１２１１３３６.１２３"),
+        ("nginx:$remote_addr $msec $status", "971211336.1_23"),
+        ("nginx:$remote_addr $msec $status", "9.71211336e8"),
+        # From 1e10 seconds (2286-11-20): no request's time, as in JSON logs.
+        ("apache:%h %{sec}t %>s", "10000000000"),
+        ("apache:%h %{msec}t %>s", "10000000000000"),
+        ("apache:%h %{usec}t %>s", "10000000000000000"),
+        ("nginx:$remote_addr $msec $status", "10000000000.000"),
+        ("nginx:$remote_addr $msec $status", "99999999999.999"),
+    ],
+)
+def test_epochs_are_ascii_and_before_2286(fmt: str, epoch: str) -> None:
+    with pytest.raises(RejectedLine) as caught:
+        build_parser(fmt)(f"203.0.113.9 {epoch} 200")
+    assert caught.value.reason == "parse.bad_time"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "epoch", "seconds"),
+    [
+        ("apache:%h %{sec}t %>s", "9999999999", 9_999_999_999),
+        ("apache:%h %{msec}t %>s", "9999999999999", 9_999_999_999),
+        ("apache:%h %{usec}t %>s", "9999999999999999", 9_999_999_999),
+        ("nginx:$remote_addr $msec $status", "9999999999.999", 9_999_999_999),
+        ("nginx:$remote_addr $msec $status", "971211336.123", 971211336),
+    ],
+)
+def test_epochs_up_to_2286_are_read(fmt: str, epoch: str, seconds: int) -> None:
+    assert build_parser(fmt)(f"203.0.113.9 {epoch} 200").time == seconds

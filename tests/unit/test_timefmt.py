@@ -15,11 +15,13 @@ from hypothesis import strategies as st
 from streams.parse import build_parser
 from streams.parse.timefmt import (
     MAX_EPOCH,
+    MAX_EPOCH_SECONDS,
     MAX_OFFSET,
     any_time,
     clf_time,
     epoch_micros,
     epoch_millis,
+    epoch_time,
     iso_time,
     strftime_parser,
     strftime_regex,
@@ -223,6 +225,43 @@ def test_json_epoch_milliseconds_as_text_are_read_like_numbers() -> None:
     for bad in ("nan", "inf", "1e400", "x1"):
         with pytest.raises(RejectedLine):
             any_time(bad)
+
+
+@pytest.mark.parametrize(
+    ("call", "text"),
+    [
+        (epoch_time, "９７１２１１３３６"), (epoch_time, "٩٧١٢١١٣٣٦"), (epoch_time, "971_211_336"),
+        (epoch_time, "９７１２１１３３６.5"), (epoch_time, "971211336.５"), (epoch_time, "+971211336"),
+        (epoch_time, " 971211336"), (epoch_time, "9.7e8"), (epoch_time, "nan"), (epoch_time, ""),
+        (epoch_millis, "９７１２１１３３６１２３"), (epoch_millis, "971_211_336_123"),
+        (epoch_millis, "+971211336123"), (epoch_micros, "９７１２１１３３６１２３４５６"),
+        (epoch_micros, "971_211_336_123_456"), (epoch_micros, " 971211336123456"),
+    ],
+)  # fmt: skip
+def test_epoch_text_is_ascii_digits(call: Callable[[str], int], text: str) -> None:
+    """int() and float() read Unicode digits, "_", signs and spaces: "９７１２１１３３６"
+    was a time in %{sec}t and $msec (JSON logs refuse it already)."""
+    with pytest.raises(RejectedLine) as caught:
+        call(text)
+    assert caught.value.reason == "parse.bad_time"
+
+
+@pytest.mark.parametrize(
+    ("call", "scale"), [(epoch_time, 1), (epoch_millis, 1000), (epoch_micros, 1_000_000)]
+)
+def test_text_epochs_end_at_2286_as_json_epochs_do(call: Callable[[str], int], scale: int) -> None:
+    """An epoch read as a time from 2286-11-20 on (1e10 seconds) was accepted in text
+    formats up to 9999, where JSON logs refuse it: one bound for every format."""
+    last = MAX_EPOCH_SECONDS - 1
+    assert call(str(last * scale)) == last
+    for seconds in (MAX_EPOCH_SECONDS, MAX_EPOCH - 1, 10**15):
+        with pytest.raises(RejectedLine) as caught:
+            call(str(seconds * scale))
+        assert caught.value.reason == "parse.bad_time"
+    assert epoch_time(f"{last}.999") == last
+    for number in (MAX_EPOCH_SECONDS, MAX_EPOCH_SECONDS * 1000):  # seconds, milliseconds
+        with pytest.raises(RejectedLine):
+            any_time(number)
 
 
 @pytest.mark.parametrize(
