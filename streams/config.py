@@ -337,6 +337,9 @@ KAFKA_SECURITY = Section(
 )  # fmt: skip
 
 
+#: Destination kinds; the first is the default.
+_KINDS: Final = ("operations", "analytics")
+
 #: Output names of ``logfog anonymize`` besides the destinations (files with --out,
 #: the "destination" of stdout lines).
 RESERVED_DESTINATIONS = ("rejected", "aggregates")
@@ -602,9 +605,9 @@ SCHEMA = Section(
                 {
                     "kind": Key(
                         str,
-                        "operations",
+                        _KINDS[0],
                         "operations or analytics: sets the privacy floors",
-                        choices=("operations", "analytics"),
+                        choices=_KINDS,
                     ),
                     "topic": Key(
                         str, REQUIRED, "Kafka topic", check=topic_name_problem, json=TOPIC_JSON
@@ -950,19 +953,22 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
             fields = {}
         elif not fields:
             errors.append(f"{where}.fields: at least one field rule is required")
+        # A kind of the wrong type or value is reported above; the rules are still
+        # checked, against the default kind (a list or mapping here raised TypeError).
+        kind = d["kind"] if d["kind"] in _KINDS else _KINDS[0]
         rules: dict[str, Any] = {}
         for field_name, rule in fields.items():
             checked = _validate_rule(
-                rule, f"{where}.fields.{field_name}", d.get("kind", "operations"),
-                out.get("site", ""), errors, warnings,
+                rule, f"{where}.fields.{field_name}", kind, out.get("site", ""), errors,
+                warnings,
             )  # fmt: skip
             if checked is not None:
                 rules[str(field_name)] = checked
         d["fields"] = rules
-        key = d.get("key")
+        key = d.get("key")  # not a string: reported above (a list raised TypeError here)
         if isinstance(key, str) and key not in fields:
             errors.append(f"{where}.key: {key!r} is not one of this destination's fields")
-        elif key is not None and key in rules:
+        elif isinstance(key, str) and key in rules:
             problem = _key_problem(rules[key])
             if problem:
                 errors.append(f"{where}.key: {key!r} {problem}")
