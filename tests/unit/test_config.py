@@ -411,6 +411,14 @@ STATIC_REFUSALS: dict[str, dict[str, Any]] = {
         {"from": "response.bytes", "action": "generalize", "to": "status_class"}),
     "generalize to a finer geo level": _default_with([*_OPS, "fields", "geo"],
         {"from": "geo.country", "action": "generalize", "to": "region"}),
+    # unsafe loosens privacy floors, not what `to` can apply to (a TypeError per line).
+    "generalize bins of a string, unsafe": _default_with([*_OPS, "fields", "browser"],
+        {"from": "agent.browser", "action": "generalize", "bins": [1], "unsafe": True}),
+    "generalize to a geo level of the IP, unsafe": _default_with([*_OPS, "fields", "c"],
+        {"from": "client.ip", "action": "generalize", "to": "country", "unsafe": True}),
+    "generalize status_class of text, unsafe": _default_with([*_OPS, "fields", "s"],
+        {"from": "request.method", "action": "generalize", "to": "status_class",
+         "unsafe": True}),
 }  # fmt: skip
 
 
