@@ -350,6 +350,9 @@ KAFKA_SECURITY = Section(
 )  # fmt: skip
 
 
+#: Destination kinds; the first is the default.
+_KINDS: Final = ("operations", "analytics")
+
 #: Output names of ``logfog anonymize`` besides the destinations (files with --out,
 #: the "destination" of stdout lines).
 RESERVED_DESTINATIONS = ("rejected", "aggregates")
@@ -629,9 +632,9 @@ SCHEMA = Section(
                 {
                     "kind": Key(
                         str,
-                        "operations",
+                        _KINDS[0],
                         "operations or analytics: sets the privacy floors",
-                        choices=("operations", "analytics"),
+                        choices=_KINDS,
                     ),
                     "topic": Key(
                         str, REQUIRED, "Kafka topic", check=topic_name_problem, json=TOPIC_JSON
@@ -833,14 +836,19 @@ def _validate_rule(
             return None
         if exposed:
             warnings.append(f"{path}: UNSAFE: publishes {exposed[0]} unchanged (unsafe: true)")
+    context = BuildContext(
+        destination_kind=kind, site=site, unsafe=unsafe, sources=tuple(source_list)
+    )
+    if spec.refuse is not None:  # whatever unsafe says, and before "or set unsafe: true"
+        problems = spec.refuse(options, context)
+        if problems:
+            errors.extend(f"{path}: {p}" for p in problems)
+            return None
     problems = _source_problems(spec.name, options, source_list, kind)
     if problems and not unsafe:
         errors.extend(f"{path}: {p} (or set unsafe: true to override)" for p in problems)
         return None
     warnings.extend(f"{path}: UNSAFE: {p}" for p in problems)
-    context = BuildContext(
-        destination_kind=kind, site=site, unsafe=unsafe, sources=tuple(source_list)
-    )
     if spec.validate is not None:
         problems = spec.validate(options, context)
         if problems and unsafe:
@@ -977,19 +985,22 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
             fields = {}
         elif not fields:
             errors.append(f"{where}.fields: at least one field rule is required")
+        # A kind of the wrong type or value is reported above; the rules are still
+        # checked, against the default kind (a list or mapping here raised TypeError).
+        kind = d["kind"] if d["kind"] in _KINDS else _KINDS[0]
         rules: dict[str, Any] = {}
         for field_name, rule in fields.items():
             checked = _validate_rule(
-                rule, f"{where}.fields.{field_name}", d.get("kind", "operations"),
-                out.get("site", ""), errors, warnings,
+                rule, f"{where}.fields.{field_name}", kind, out.get("site", ""), errors,
+                warnings,
             )  # fmt: skip
             if checked is not None:
                 rules[str(field_name)] = checked
         d["fields"] = rules
-        key = d.get("key")
+        key = d.get("key")  # not a string: reported above (a list raised TypeError here)
         if isinstance(key, str) and key not in fields:
             errors.append(f"{where}.key: {key!r} is not one of this destination's fields")
-        elif key is not None and key in rules:
+        elif isinstance(key, str) and key in rules:
             problem = _key_problem(rules[key])
             if problem:
                 errors.append(f"{where}.key: {key!r} {problem}")
@@ -1394,18 +1405,24 @@ def json_schema() -> dict[str, Any]:
             "additionalProperties": False,
         }
         if spec.reads_by is not None:
-            # The sources per option value, unless unsafe: true (then validate warns).
+            # The sources per option value, unless unsafe: true (then validate warns);
+            # with it, those the value applies to at all (refuse refuses the others).
             option_name, reads = spec.reads_by
             default = next(o.default for o in spec.options if o.name == option_name)
+            by_unsafe = [(False, reads), (None, spec.applies_by or {})]
             variant["allOf"] = [
                 {
                     "if": {
-                        "properties": {option_name: {"const": value}, "unsafe": {"const": False}},
+                        "properties": {
+                            option_name: {"const": value},
+                            **({} if unsafe is None else {"unsafe": {"const": unsafe}}),
+                        },
                         **({} if value == default else {"required": [option_name]}),
                     },
-                    "then": {"properties": {"from": from_schema(spec, reads[value])}},
+                    "then": {"properties": {"from": from_schema(spec, sources[value])}},
                 }
-                for value in reads
+                for unsafe, sources in by_unsafe
+                for value in sources
             ]
         rule_variants.append(variant)
     schema = section_schema(SCHEMA)
@@ -1413,6 +1430,21 @@ def json_schema() -> dict[str, Any]:
     schema["title"] = "logfog configuration"
     schema["$defs"] = {"rule": {"oneOf": rule_variants}}
     return schema
+
+
+def _reads_by_cell(spec: ActionSpec) -> str:
+    """What an action with ``reads_by`` reads, per option value, in the reference."""
+    assert spec.reads_by is not None
+    by, sources = spec.reads_by
+    if spec.applies_by is None:
+        return "; ".join(f"`{by}: {value}`: {', '.join(sorted(sources[value]))}"
+                         for value in sources) + " (others only with `unsafe: true`)"  # fmt: skip
+    cells = []
+    for value, reads in sources.items():
+        extra = sorted(spec.applies_by.get(value, frozenset()) - reads)
+        more = f" (with `unsafe: true` also {', '.join(extra)})" if extra else ""
+        cells.append(f"`{by}: {value}`: {', '.join(sorted(reads))}{more}")
+    return "; ".join(cells) + " (no other field, even with `unsafe: true`)"
 
 
 def reference_markdown() -> str:
@@ -1458,10 +1490,7 @@ def reference_markdown() -> str:
         spec_ = REGISTRY[action]
         reads = ", ".join(sorted(spec_.accepts)) if spec_.accepts else "any field"
         if spec_.reads_by is not None:
-            by, sources = spec_.reads_by
-            reads = "; ".join(f"`{by}: {value}`: {', '.join(sorted(sources[value]))}"
-                              for value in sources)  # fmt: skip
-            reads += " (others only with `unsafe: true`)"
+            reads = _reads_by_cell(spec_)
         lines.append(f"| `{action}` | {reads} | | | | {cell(spec_.doc)} |")
         for option in spec_.options:
             default = "required" if option.required else f"`{option.default!r}`"

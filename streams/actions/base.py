@@ -111,3 +111,11 @@ class ActionSpec:
     #: ``validate`` refuses the others unless ``unsafe: true``; the JSON Schema and the
     #: README's reference say the same.
     reads_by: tuple[str, Mapping[Any, frozenset[str]]] | None = None
+    #: ``{value: sources}`` for the same option: the sources each value can apply to at
+    #: all (a superset of ``reads_by``'s), ``unsafe`` or not: ``refuse`` refuses the
+    #: others, and so do the JSON Schema and the README's reference.
+    applies_by: Mapping[Any, frozenset[str]] | None = None
+    #: Like ``validate``, for problems ``unsafe: true`` does not override: ``unsafe``
+    #: loosens privacy floors, not what an option can apply to (such a rule raised at
+    #: build, or for every value).
+    refuse: Callable[[Mapping[str, Any], BuildContext], list[str]] | None = None

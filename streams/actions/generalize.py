@@ -7,6 +7,10 @@
   region per event is published with no k gate) unless the rule says ``unsafe``.
 - ``bins: [100, 1000]`` on a number: ``"<100"``, ``"100-1000"``, ``">=1000"``.
 
+``unsafe: true`` lets a rule read a source its ``to`` should not (:data:`READS`: a
+finer geo level, the status class of a byte count), never one it cannot apply to
+(:data:`APPLIES`: bins of text, a geo level of the IP), nor ``to: bins`` without bins.
+
 >>> SPEC.build({"to": "status_class", "bins": []}, BuildContext())(404)
 '4xx'
 >>> f = SPEC.build({"to": "bins", "bins": [100, 1000]}, BuildContext())
@@ -24,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from streams.actions.base import ActionSpec, BuildContext, Option, Transform
+from streams.fields import SOURCES
 
 _GEO_LEVELS = ("continent", "country", "region", "city")
 _GEO_SOURCES = frozenset(f"geo.{level}" for level in _GEO_LEVELS)
@@ -83,24 +88,54 @@ READS: Final[Mapping[str, frozenset[str]]] = {
 }
 
 
-def validate(options: Mapping[str, Any], context: BuildContext) -> list[str]:
+def _of_kind(*kinds: str) -> frozenset[str]:
+    return frozenset(name for name, source in SOURCES.items() if source.kind in kinds)
+
+
+#: The sources each ``to`` can apply to at all, even with ``unsafe: true``: a geo level
+#: a geo field (one finer than the source only with unsafe), status_class an integer,
+#: bins a number. Of any other source the rule raised for every value (bins of text:
+#: TypeError), or published it unchanged (a geo level of client.ip).
+APPLIES: Final[Mapping[str, frozenset[str]]] = {
+    "status_class": _of_kind("int"),
+    **{level: _GEO_SOURCES for level in _GEO_LEVELS[:-1]},
+    "bins": _of_kind("int", "float"),
+}
+
+
+def refuse(options: Mapping[str, Any], context: BuildContext) -> list[str]:
+    """What no ``unsafe: true`` allows: a ``to`` of a source it cannot apply to
+    (:data:`APPLIES`), and ``to: bins`` without bins (an IndexError at build)."""
     to, sources = options["to"], context.sources
     errors = []
     if to == "bins" and not options["bins"]:
         errors.append("to: bins needs a non-empty 'bins' list")
+    applies = APPLIES.get(to)  # None: a `to` the option's choices refuse
+    bad = [s for s in sources if applies is not None and s not in applies]
+    if bad:
+        kind = SOURCES[bad[0]].kind if bad[0] in SOURCES else "unknown"
+        needs = {"status_class": "an integer field such as response.status",
+                 "bins": "a numeric field (int or float)"}.get(to, "a geo.* field")  # fmt: skip
+        errors.append(
+            f"to: {to} cannot apply to {bad[0]} ({kind}): it needs {needs} "
+            "(unsafe: true does not change what a rule can read)"
+        )
+    return errors
+
+
+def validate(options: Mapping[str, Any], context: BuildContext) -> list[str]:
+    """Sources ``to`` applies to but should not read (:data:`READS`): allowed with
+    ``unsafe: true``, with a warning."""
+    to, sources = options["to"], context.sources
     reads = READS.get(to)  # None: a `to` the option's choices refuse
     bad = [s for s in sources if reads is not None and s not in reads]
     if not bad:
-        return errors
-    if to in _GEO_LEVELS and all(s in _GEO_SOURCES for s in sources):
-        errors.append(f"to: {to} is finer than the source {sources[0]}: not a generalization")
-    elif to in _GEO_LEVELS:
-        errors.append(f"to: {to} needs a geo.* source, not {bad[0]}")
-    elif to == "bins":
-        errors.append(f"to: {to} needs a numeric response.* source, not {bad[0]}")
-    else:
-        errors.append(f"to: {to} needs response.status, not {bad[0]}")
-    return errors
+        return []
+    if to in _GEO_LEVELS:
+        return [f"to: {to} is finer than the source {bad[0]}: not a generalization"]
+    if to == "bins":
+        return [f"to: {to} needs a numeric response.* source, not {bad[0]}"]
+    return [f"to: {to} needs response.status, not {bad[0]}"]
 
 
 def _check_bins(value: list[Any]) -> str | None:
@@ -124,7 +159,7 @@ SPEC = ActionSpec(
             "bins",
             list,
             [],
-            "bin edges for to: bins",
+            "bin edges for to: bins (at least one)",
             check=_check_bins,
             json={"items": {"type": "number"}},
         ),
@@ -133,4 +168,6 @@ SPEC = ActionSpec(
     validate=validate,
     retarget=retarget,
     reads_by=("to", READS),
+    applies_by=APPLIES,
+    refuse=refuse,
 )

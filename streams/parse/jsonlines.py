@@ -136,14 +136,6 @@ def _header_list(value: Any, separator: str = ", ") -> str | None:
     return _text(value)
 
 
-#: 2286-11-20, 1e10 seconds: an epoch number or text read as a later time is
-#: parse.bad_time. any_time takes an epoch under 1e11 as seconds and from 1e11 as
-#: milliseconds, so 99,999,999,999 was the year 5138, and milliseconds from 1e13 the
-#: year 2286 on; neither is any request's time (times written as dates are read up to
-#: 9999, as in the text formats).
-MAX_EPOCH_SECONDS: Final = 10_000_000_000
-
-
 def _int(value: Any, low: int, high: int) -> int | None:
     """An integer in ``low..high``; None when absent or not a number (JSON logs often
     hold "-" or free text there); parse.bad_number when out of bounds.
@@ -259,12 +251,7 @@ class JsonParser:
             raise RejectedLine(PARSE_BAD_TIME)
         r = Request()
         r.ip = ip
-        r.time = when = any_time(time)
-        # Dates hold "-" (ISO) or "/" (CLF), an epoch neither: see MAX_EPOCH_SECONDS.
-        if when >= MAX_EPOCH_SECONDS and not (
-            isinstance(time, str) and ("-" in time or "/" in time)
-        ):
-            raise RejectedLine(PARSE_BAD_TIME)
+        r.time = any_time(time)  # an epoch from 2286 on: parse.bad_time (MAX_EPOCH_SECONDS)
         line = _text(get(doc, "request_line"))
         if line is not None:
             r.method, r.target, r.protocol = split_request_line(line)

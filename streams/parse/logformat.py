@@ -68,18 +68,19 @@ class FormatError(ValueError):
 # Unrolled "escaped string" loop: about 5x faster than (?:[^"\\]|\\.)* in CPython's re.
 QUOTED = r'([^"\\]*(?:\\.[^"\\]*)*)'
 TOKEN = r"(\S+)"
+# Numbers are [0-9]: \d matches any Unicode digit ("２００"), and int() reads them.
 _SPECIFIC = {
-    "status": r"(\d{3}|-)",
-    "bytes": r"(\d+|-)",
+    "status": r"([0-9]{3}|-)",
+    "bytes": r"([0-9]+|-)",
     "time_clf_bracketed": r"\[([^\]]+)\]",
     # The zone is optional here: without one the line is parse.bad_time (clf_time).
-    "time_clf": r"(\d{1,2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2}(?: [+-]\d{4})?)",
-    "duration_us": r"(\d+|-)",
+    "time_clf": r"([0-9]{1,2}/\w{3}/[0-9]{4}:[0-9]{2}:[0-9]{2}:[0-9]{2}(?: [+-][0-9]{4})?)",
+    "duration_us": r"([0-9]+|-)",
     # %U%q are written back to back: the path stops at '?', the query keeps it.
     "path": r"([^\s?\"]+)",
     "query": r"(\?[^\s\"]*|)",
-    "duration_ms": r"(\d+(?:\.\d*)?|-)",
-    "duration_s": r"(\d+(?:\.\d*)?|-)",
+    "duration_ms": r"([0-9]+(?:\.[0-9]*)?|-)",
+    "duration_s": r"([0-9]+(?:\.[0-9]*)?|-)",
 }
 
 # Roles a captured field can play; "skip" means matched and discarded.
@@ -148,7 +149,7 @@ def _apache_time(argument: str, column: int, quoted: bool) -> Field:
         return Field(epoch[form.lower()], quoted, column)
     if form.lower() in ("msec_frac", "usec_frac"):  # sub-second digits; times are seconds
         digits = 3 if form.lower() == "msec_frac" else 6
-        return Field("skip", quoted, column, rf"(\d{{{digits}}})")
+        return Field("skip", quoted, column, rf"([0-9]{{{digits}}})")
     if "%" in form:
         try:
             regex, strptime = strftime_regex(form)
@@ -194,7 +195,9 @@ def _unsupported(what: str, column: int) -> NoReturn:
     raise FormatError(f"unsupported directive {what!r} at column {column}")
 
 
-_APACHE_TOKEN = re.compile(r"%([<>]|!?\d{3}(?:,\d{3})*)*(?:\{([^}]*)\})?([<>]?)(\^t[io]|[a-zA-Z%])")
+_APACHE_TOKEN = re.compile(
+    r"%([<>]|!?[0-9]{3}(?:,[0-9]{3})*)*(?:\{([^}]*)\})?([<>]?)(\^t[io]|[a-zA-Z%])"
+)
 # What a "%" no directive starts is reported as (up to the next space or quote).
 _STRAY = re.compile(r'%(?:[^\s"{%]*\{[^}]*\}?)?[^\s"%]{0,8}')
 _NGINX_VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
@@ -526,7 +529,7 @@ _QUOTED_PATH = {
 # empty, fails it and takes the exact path, which reads the same name whenever \S+
 # matches and the time is a CLF date.
 _USER = r"[^ ]*(?: (?!{stop})[^ ]*)*"
-_CLF_START = r"\[\d{1,2}/\w{3}/\d{4}:"
+_CLF_START = r"\[[0-9]{1,2}/\w{3}/[0-9]{4}:"
 
 
 def _time_follows(parts: list[str | Field], k: int) -> str | None:
@@ -598,7 +601,7 @@ def _in_context(parts: list[str | Field]) -> list[str | Field]:
 
 # Field regexes that never match whitespace (see _assemble).
 _NO_SPACE = frozenset(
-    {TOKEN, r"(\S*)", r'([^\s"]+)', _NGINX_QUERY, r"(\d{3})", r"(\d{6})"}
+    {TOKEN, r"(\S*)", r'([^\s"]+)', _NGINX_QUERY, r"([0-9]{3})", r"([0-9]{6})"}
     | {_SPECIFIC[r] for r in ("status", "bytes", "duration_us", "duration_ms", "duration_s")}
     | {_SPECIFIC["path"], _SPECIFIC["query"]}
 )

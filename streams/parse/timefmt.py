@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
+from typing import Final
 
 from streams.records import PARSE_BAD_TIME, RejectedLine
 
@@ -157,13 +158,15 @@ def _seconds(parsed: datetime) -> int:
 
 
 # strftime conversions an Apache %{FORMAT}t may use: the regex matching what it writes
-# (C locale), and the equivalent for datetime.strptime.
+# (C locale; [0-9]: strptime, like \d, also reads Unicode digits), and the equivalent
+# for datetime.strptime.
 _STRFTIME: dict[str, tuple[str, str]] = {
-    "Y": (r"\d{4}", "%Y"), "m": (r"\d{2}", "%m"), "d": (r"\d{2}", "%d"),
+    "Y": (r"[0-9]{4}", "%Y"), "m": (r"[0-9]{2}", "%m"), "d": (r"[0-9]{2}", "%d"),
     "b": (r"[A-Z][a-z]{2}", "%b"), "h": (r"[A-Z][a-z]{2}", "%b"),
-    "a": (r"[A-Z][a-z]{2}", "%a"), "H": (r"\d{2}", "%H"), "M": (r"\d{2}", "%M"),
-    "S": (r"\d{2}", "%S"), "z": (r"[+-]\d{4}", "%z"),
-    "T": (r"\d{2}:\d{2}:\d{2}", "%H:%M:%S"), "F": (r"\d{4}-\d{2}-\d{2}", "%Y-%m-%d"),
+    "a": (r"[A-Z][a-z]{2}", "%a"), "H": (r"[0-9]{2}", "%H"), "M": (r"[0-9]{2}", "%M"),
+    "S": (r"[0-9]{2}", "%S"), "z": (r"[+-][0-9]{4}", "%z"),
+    "T": (r"[0-9]{2}:[0-9]{2}:[0-9]{2}", "%H:%M:%S"),
+    "F": (r"[0-9]{4}-[0-9]{2}-[0-9]{2}", "%Y-%m-%d"),
     "%": ("%", "%%"),
 }  # fmt: skip
 
@@ -245,32 +248,59 @@ def _leap_second(value: str, python_format: str) -> datetime:
         raise RejectedLine(PARSE_BAD_TIME) from None
 
 
-def epoch_time(text: str) -> int:
-    """Seconds (``$msec``, ``%{sec}t``), possibly with a fraction.
+#: 2286-11-20, 1e10 seconds: an epoch (number or text) read as a later time is
+#: parse.bad_time, in every format. :func:`any_time` takes an epoch under 1e11 as
+#: seconds and from 1e11 as milliseconds, so 99,999,999,999 was the year 5138, and
+#: milliseconds from 1e13 the year 2286 on; neither is any request's time. Times
+#: written as dates are read up to 9999 (:data:`MAX_EPOCH`).
+MAX_EPOCH_SECONDS: Final = 10_000_000_000
 
-    >>> epoch_time("9" * 400)  # float infinity: a reason code, not an OverflowError
+
+def _epoch_range(seconds: int) -> int:
+    if 0 <= seconds < MAX_EPOCH_SECONDS:
+        return seconds
+    raise RejectedLine(PARSE_BAD_TIME)
+
+
+# What servers write for an epoch: ASCII digits (int() and float() also read Unicode
+# digits, "_" between digits, signs, spaces, exponents, "inf"), at most as many as
+# MAX_EPOCH_SECONDS allows (so int() never reads a huge number).
+_EPOCH_SECONDS = re.compile(r"([0-9]{1,10})(?:\.[0-9]*)?")
+_EPOCH_MILLIS = re.compile(r"[0-9]{1,13}")
+_EPOCH_MICROS = re.compile(r"[0-9]{1,16}")
+
+
+def epoch_time(text: str) -> int:
+    """Seconds (``$msec``, ``%{sec}t``), possibly with a fraction: ASCII digits, a time
+    before :data:`MAX_EPOCH_SECONDS`.
+
+    >>> epoch_time("9" * 400)
+    Traceback (most recent call last):
+    ...
+    streams.records.RejectedLine: parse.bad_time
+    >>> epoch_time("９７１２１１３３６")
     Traceback (most recent call last):
     ...
     streams.records.RejectedLine: parse.bad_time
     """
-    try:
-        return _in_range(int(float(text)))
-    except (ValueError, OverflowError):
-        raise RejectedLine(PARSE_BAD_TIME) from None
+    m = _EPOCH_SECONDS.fullmatch(text)
+    if m is None:
+        raise RejectedLine(PARSE_BAD_TIME)
+    return _epoch_range(int(m.group(1)))
 
 
 def epoch_millis(text: str) -> int:
-    try:
-        return _in_range(int(text) // 1000)
-    except ValueError:
-        raise RejectedLine(PARSE_BAD_TIME) from None
+    """Milliseconds (``%{msec}t``), as :func:`epoch_time` reads seconds."""
+    if _EPOCH_MILLIS.fullmatch(text) is None:
+        raise RejectedLine(PARSE_BAD_TIME)
+    return _epoch_range(int(text) // 1000)
 
 
 def epoch_micros(text: str) -> int:
-    try:
-        return _in_range(int(text) // 1_000_000)
-    except ValueError:
-        raise RejectedLine(PARSE_BAD_TIME) from None
+    """Microseconds (``%{usec}t``), as :func:`epoch_time` reads seconds."""
+    if _EPOCH_MICROS.fullmatch(text) is None:
+        raise RejectedLine(PARSE_BAD_TIME)
+    return _epoch_range(int(text) // 1_000_000)
 
 
 def any_time(value: object) -> int:
@@ -283,6 +313,16 @@ def any_time(value: object) -> int:
 
     >>> any_time(1700000000123), any_time("1700000000123"), any_time("1700000000.5")
     (1700000000, 1700000000, 1700000000)
+
+    An epoch read as a time from 2286-11-20 on (:data:`MAX_EPOCH_SECONDS`) is
+    parse.bad_time; a date is read up to 9999:
+
+    >>> any_time(99_999_999_999)
+    Traceback (most recent call last):
+    ...
+    streams.records.RejectedLine: parse.bad_time
+    >>> any_time("2286-11-20T17:46:40Z")
+    10000000000
     """
     if isinstance(value, bool):
         raise RejectedLine(PARSE_BAD_TIME)
@@ -299,7 +339,7 @@ def any_time(value: object) -> int:
             raise RejectedLine(PARSE_BAD_TIME) from None
     if isinstance(value, int | float):
         try:
-            return _in_range(int(value) if value < 1e11 else int(value) // 1000)
+            return _epoch_range(int(value) if value < 1e11 else int(value) // 1000)
         except (ValueError, OverflowError):  # NaN, infinity
             raise RejectedLine(PARSE_BAD_TIME) from None
     raise RejectedLine(PARSE_BAD_TIME)

@@ -420,6 +420,14 @@ STATIC_REFUSALS: dict[str, dict[str, Any]] = {
         {"from": "response.bytes", "action": "generalize", "to": "status_class"}),
     "generalize to a finer geo level": _default_with([*_OPS, "fields", "geo"],
         {"from": "geo.country", "action": "generalize", "to": "region"}),
+    # unsafe loosens privacy floors, not what `to` can apply to (a TypeError per line).
+    "generalize bins of a string, unsafe": _default_with([*_OPS, "fields", "browser"],
+        {"from": "agent.browser", "action": "generalize", "bins": [1], "unsafe": True}),
+    "generalize to a geo level of the IP, unsafe": _default_with([*_OPS, "fields", "c"],
+        {"from": "client.ip", "action": "generalize", "to": "country", "unsafe": True}),
+    "generalize status_class of text, unsafe": _default_with([*_OPS, "fields", "s"],
+        {"from": "request.method", "action": "generalize", "to": "status_class",
+         "unsafe": True}),
 }  # fmt: skip
 
 
@@ -580,3 +588,51 @@ def test_the_window_names_are_the_aggregate_outputs() -> None:
 
     schema = json_schema()["properties"]["aggregates"]["properties"]["windows"]
     assert tuple(schema["default"]) == tuple(schema["items"]["enum"]) == OUTPUT_WINDOWS
+
+
+@pytest.mark.parametrize("place", ["key", "kind"])
+@pytest.mark.parametrize("wrong", [["visitor"], [], {"a": 1}, {}])
+def test_a_destination_key_or_kind_of_the_wrong_type_is_a_config_error(
+    place: str, wrong: Any
+) -> None:
+    """A list or mapping as destinations.X.key or .kind raised TypeError (unhashable
+    type) from check-config; it is an error naming the place, and the rules are still
+    checked."""
+    config = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    config["destinations"]["product"][place] = wrong
+    config["destinations"]["product"]["fields"]["ip"] = {"from": "client.ip", "action": "keep"}
+    errors = validate(config)
+    assert f"destinations.product.{place}: must be " in errors[0], errors
+    assert any("fields.ip: keep would publish client.ip" in e for e in errors), errors
+
+
+def _string_places(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """The places of every string in ``node`` (keys of mappings, indexes of lists)."""
+    if isinstance(node, str):
+        return [path]
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _string_places(v, (*path, k))]
+    if isinstance(node, list):
+        return [p for k, v in enumerate(node) for p in _string_places(v, (*path, k))]
+    return []
+
+
+def test_no_string_in_the_default_config_crashes_check_config_when_mistyped() -> None:
+    """Every string in config/logfog.yaml replaced by a list, a mapping or a number:
+    check-config reports a problem, never a traceback (a list as a destination's key
+    or kind raised TypeError)."""
+    default = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    places = _string_places(default)
+    assert len(places) > 50
+    for place in places:
+        for wrong in (["a"], {"a": 1}, 7):
+            config = copy.deepcopy(default)
+            node = config
+            for part in place[:-1]:
+                node = node[part]
+            node[place[-1]] = wrong
+            try:
+                errors = validate(config)
+            except Exception as error:
+                pytest.fail(f"{'.'.join(map(str, place))} = {wrong!r}: {error!r}")
+            assert errors, place

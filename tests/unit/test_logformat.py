@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+import unicodedata
 from collections.abc import Callable
 
 import orjson
@@ -934,3 +935,79 @@ def test_a_request_line_with_a_space_in_the_uri_keeps_method_and_target(
         f'203.0.113.9 - - {T} "{request_line}" 200 5 "-" "curl/8"'
     )
     assert (r.method, r.target, r.protocol) == expected
+
+
+@pytest.mark.parametrize(
+    ("fmt", "line"),
+    [
+        ("combined", '203.0.113.9 - - {T} "GET /{p} HTTP/1.1" ２００ 5 "-" "-"'),  # %>s
+        ("combined", '203.0.113.9 - - {T} "GET /{p} HTTP/1.1" 200 ５ "-" "-"'),  # %b
+        ("combined", '203.0.113.9 - - {T} "GET /{p} HTTP/1.1" ٢٠٠ 5 "-" "-"'),  # Arabic-Indic
+        ('apache:%h %t "%r" %>s %b %D', '203.0.113.9 {T} "GET /{p} HTTP/1.1" 200 5 １５'),
+        ('apache:%h %t "%r" %>s %b %{ms}T', '203.0.113.9 {T} "GET /{p} HTTP/1.1" 200 5 ０.５'),
+        ('apache:%h %t "%r" %>s %b "%D"', '203.0.113.9 {T} "GET /{p} HTTP/1.1" 200 5 "１５"'),
+        ('apache:%h %t %{msec_frac}t "%r" %>s', '203.0.113.9 {T} １２３ "GET /{p} HTTP/1.1" 200'),
+        ('nginx:$remote_addr [$time_local] "$request" $status $body_bytes_sent $request_time',
+         '203.0.113.9 [10/Oct/2000:13:55:36 -0700] "GET /{p} HTTP/1.1" ２００ 5 0.1'),
+        ('nginx:$remote_addr [$time_local] "$request" $status $body_bytes_sent $request_time',
+         '203.0.113.9 [10/Oct/2000:13:55:36 -0700] "GET /{p} HTTP/1.1" 200 5 ０.1'),
+        ('nginx:$remote_addr [$time_local] "$request" $status',
+         '203.0.113.9 [１0/Oct/2000:13:55:36 -0700] "GET /{p} HTTP/1.1" 200'),
+        ('apache:%h [%{%d/%b/%Y:%H:%M:%S %z}t] "%r" %>s',
+         '203.0.113.9 [1０/Oct/2000:13:55:36 -0700] "GET /{p} HTTP/1.1" 200'),
+    ],
+)  # fmt: skip
+def test_numbers_of_unicode_digits_are_refused(fmt: str, line: str) -> None:
+    r"""\d matches any Unicode digit and int()/strptime read them: a status "２００"
+    was 200, a strftime day "1０" the 10th. Numbers are ASCII, as the JSON parser
+    reads them; a line with other digits matches no format."""
+    parse = build_parser(fmt)
+    for path in ("", "\\"):  # the fast path, and the escape-aware one
+        with pytest.raises(RejectedLine) as caught:
+            parse(line.format(T=T, p=path))
+        assert caught.value.reason == "parse.no_match"
+        assert parse(_ascii_digits(line).format(T=T, p=path)).time == 971211336
+
+
+def _ascii_digits(text: str) -> str:
+    """``text`` with every decimal digit written in ASCII (the line as it should be)."""
+    return "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in text)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "epoch"),
+    [
+        ("apache:%h %{sec}t %>s", "９７１２１１３３６"),
+        ("apache:%h %{sec}t %>s", "971_211_336"),
+        ("apache:%h %{sec}t %>s", "+971211336"),
+        ("apache:%h %{msec}t %>s", "９７１２１１３３６１２３"),
+        ("apache:%h %{usec}t %>s", "971_211_336_123_456"),
+        ("nginx:$remote_addr $msec $status", "９７１２１１３３６.１２３"),
+        ("nginx:$remote_addr $msec $status", "971211336.1_23"),
+        ("nginx:$remote_addr $msec $status", "9.71211336e8"),
+        # From 1e10 seconds (2286-11-20): no request's time, as in JSON logs.
+        ("apache:%h %{sec}t %>s", "10000000000"),
+        ("apache:%h %{msec}t %>s", "10000000000000"),
+        ("apache:%h %{usec}t %>s", "10000000000000000"),
+        ("nginx:$remote_addr $msec $status", "10000000000.000"),
+        ("nginx:$remote_addr $msec $status", "99999999999.999"),
+    ],
+)
+def test_epochs_are_ascii_and_before_2286(fmt: str, epoch: str) -> None:
+    with pytest.raises(RejectedLine) as caught:
+        build_parser(fmt)(f"203.0.113.9 {epoch} 200")
+    assert caught.value.reason == "parse.bad_time"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "epoch", "seconds"),
+    [
+        ("apache:%h %{sec}t %>s", "9999999999", 9_999_999_999),
+        ("apache:%h %{msec}t %>s", "9999999999999", 9_999_999_999),
+        ("apache:%h %{usec}t %>s", "9999999999999999", 9_999_999_999),
+        ("nginx:$remote_addr $msec $status", "9999999999.999", 9_999_999_999),
+        ("nginx:$remote_addr $msec $status", "971211336.123", 971211336),
+    ],
+)
+def test_epochs_up_to_2286_are_read(fmt: str, epoch: str, seconds: int) -> None:
+    assert build_parser(fmt)(f"203.0.113.9 {epoch} 200").time == seconds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -14,13 +15,16 @@ from hypothesis import strategies as st
 from streams.parse import build_parser
 from streams.parse.timefmt import (
     MAX_EPOCH,
+    MAX_EPOCH_SECONDS,
     MAX_OFFSET,
     any_time,
     clf_time,
     epoch_micros,
     epoch_millis,
+    epoch_time,
     iso_time,
     strftime_parser,
+    strftime_regex,
 )
 from streams.records import RejectedLine
 
@@ -221,3 +225,52 @@ def test_json_epoch_milliseconds_as_text_are_read_like_numbers() -> None:
     for bad in ("nan", "inf", "1e400", "x1"):
         with pytest.raises(RejectedLine):
             any_time(bad)
+
+
+@pytest.mark.parametrize(
+    ("call", "text"),
+    [
+        (epoch_time, "９７１２１１３３６"), (epoch_time, "٩٧١٢١١٣٣٦"), (epoch_time, "971_211_336"),
+        (epoch_time, "９７１２１１３３６.5"), (epoch_time, "971211336.５"), (epoch_time, "+971211336"),
+        (epoch_time, " 971211336"), (epoch_time, "9.7e8"), (epoch_time, "nan"), (epoch_time, ""),
+        (epoch_millis, "９７１２１１３３６１２３"), (epoch_millis, "971_211_336_123"),
+        (epoch_millis, "+971211336123"), (epoch_micros, "９７１２１１３３６１２３４５６"),
+        (epoch_micros, "971_211_336_123_456"), (epoch_micros, " 971211336123456"),
+    ],
+)  # fmt: skip
+def test_epoch_text_is_ascii_digits(call: Callable[[str], int], text: str) -> None:
+    """int() and float() read Unicode digits, "_", signs and spaces: "９７１２１１３３６"
+    was a time in %{sec}t and $msec (JSON logs refuse it already)."""
+    with pytest.raises(RejectedLine) as caught:
+        call(text)
+    assert caught.value.reason == "parse.bad_time"
+
+
+@pytest.mark.parametrize(
+    ("call", "scale"), [(epoch_time, 1), (epoch_millis, 1000), (epoch_micros, 1_000_000)]
+)
+def test_text_epochs_end_at_2286_as_json_epochs_do(call: Callable[[str], int], scale: int) -> None:
+    """An epoch read as a time from 2286-11-20 on (1e10 seconds) was accepted in text
+    formats up to 9999, where JSON logs refuse it: one bound for every format."""
+    last = MAX_EPOCH_SECONDS - 1
+    assert call(str(last * scale)) == last
+    for seconds in (MAX_EPOCH_SECONDS, MAX_EPOCH - 1, 10**15):
+        with pytest.raises(RejectedLine) as caught:
+            call(str(seconds * scale))
+        assert caught.value.reason == "parse.bad_time"
+    assert epoch_time(f"{last}.999") == last
+    for number in (MAX_EPOCH_SECONDS, MAX_EPOCH_SECONDS * 1000):  # seconds, milliseconds
+        with pytest.raises(RejectedLine):
+            any_time(number)
+
+
+@pytest.mark.parametrize(
+    "text", ["1０/Oct/2000 13:55:36 +0000", "10/Oct/２000 13:55:36 +0000",
+             "10/Oct/2000 1３:55:36 +0000", "10/Oct/2000 13:55:36 +０000"],
+)  # fmt: skip
+def test_strftime_numbers_are_ascii_digits(text: str) -> None:
+    """strptime reads Unicode digits (its regexes use \\d): the regex a %{...}t field
+    matches refuses them."""
+    regex, _ = strftime_regex("%d/%b/%Y %T %z")
+    assert re.fullmatch(regex, text) is None
+    assert re.fullmatch(regex, "10/Oct/2000 13:55:36 +0000") is not None
