@@ -2,6 +2,10 @@
 
 >>> parse_duration("5m"), parse_duration("1d"), parse_duration(90)
 (300, 86400, 90)
+>>> parse_duration("１h")
+Traceback (most recent call last):
+...
+ValueError: '１h' is not a duration (use e.g. 30s, 5m, 1h, 1d, 2w)
 >>> parse_duration("5 parsecs")
 Traceback (most recent call last):
 ...
@@ -14,7 +18,9 @@ import re
 from typing import Final
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"\s*(\d+)\s*([smhdw])\s*")
+# ASCII digits: Python's \d also takes "１h" (fullwidth), which an editor's schema
+# (JavaScript's \d) refuses; the config and the schema must agree.
+_DURATION = re.compile(r"\s*([0-9]+)\s*([smhdw])\s*")
 
 #: JSON Schema of a duration given as text (the config's durations), for editors.
 DURATION_JSON: Final = {"pattern": f"^{_DURATION.pattern}$"}
