@@ -101,7 +101,11 @@ again): one ``kind: "cell"`` row per published (dimension, value),
 not published at all) and 0 in every other (with T >= k the fold is always
 published), so it is gone.
 Late and capped counts stay in :attr:`WindowMerger.stats`: a capped count could
-describe a single heavy visitor.
+describe a single heavy visitor. Stage 2 drops a late or capped event from every
+output at once and counts it in one output's partial only, so these sums count
+events (not events times outputs), and nested windows of different outputs hold the
+same events: a day minus its hours (or an hour minus its ops windows) is not the late
+events, or a heavy visitor's capped requests.
 
 Publication: the worker checkpoints the merger *with* the rows it is about to publish
 (:attr:`WindowMerger.outbox`), publishes them, then checkpoints again without them. A
