@@ -24,7 +24,12 @@ The gate, per (window, output, dimension), with T = the window's distinct visito
 
 1. Cells with >= k visitors are candidates; smaller ones (and stage 2's cardinality
    overflow) are folded into ``__other__``. Its distinct visitors are computed exactly
-   from the partials' tails (a visitor in several small cells counts once).
+   from the partials' tails (a visitor in several small cells counts once). A tail
+   holds the cells below *stage 2's* k: a partial made before k was raised (pending
+   across the restart, or still on the topic) lacks the cells between the two ks, so
+   a fold holding one of them (:func:`untailed`) has no exact count: it is published
+   like a fold of a cell with >= k visitors (see below: ``visitors: null`` with a
+   lower bound), and only if that bound is >= k, else secondary suppression.
 2. Subtraction checks, each "difference must be 0 or >= k", in visitors:
    a. ``T - cell`` for every published cell (the total contains every cell);
    b. ``T - other`` (the total contains ``__other__``);
@@ -198,8 +203,45 @@ def _violates(difference: int, k: int) -> bool:
     return 0 < difference < k
 
 
-def gate_cells(cells: Mapping[str, Cell], tails: Sequence[Tail], total: int, k: int) -> Gate:
-    """Decide which cells to publish (checks a-c of the module docstring).
+def untailed(partials: Sequence[Partial], dimension: str) -> frozenset[str]:
+    """Top-level cells some partial counted visitors in but left out of its tail: stage
+    2 tails the cells below *its* k (see :mod:`~streams.aggregate.partial`), so after k
+    was raised, a partial made under the lower k (pending in a restored merger, or
+    still on the partials topic) lacks the cells between the two ks. A fold holding one
+    of them has no exact distinct count (:func:`union_visitors` would leave its
+    visitors out): :func:`gate_cells` treats it as not derivable. Read from the tails
+    themselves, so it holds for partials of any version and any k.
+
+    >>> from streams.aggregate.partial import DimensionPartial
+    >>> part = DimensionPartial({"a": Cell(12, 12), "b": Cell(3, 3)}, ((("b",), 3),))
+    >>> p = Partial("t", 3600, 0, 0, 1, 15, 15, 0, 0, {"browser": part})
+    >>> sorted(untailed([p], "browser"))
+    ['a']
+    """
+    out: set[str] = set()
+    for p in partials:
+        part = p.dimensions.get(dimension)
+        if part is None:
+            continue
+        tailed = {value for values, _ in part.tail for value in values}
+        out.update(
+            key
+            for key, cell in part.cells.items()
+            if cell.visitors and SEP not in key and key not in tailed
+        )
+    return frozenset(out)
+
+
+def gate_cells(
+    cells: Mapping[str, Cell],
+    tails: Sequence[Tail],
+    total: int,
+    k: int,
+    untailed: frozenset[str] = frozenset(),
+) -> Gate:
+    """Decide which cells to publish (checks a-c of the module docstring). ``untailed``:
+    cells missing from some partition's tail (:func:`untailed`): a fold holding one has
+    no exact count, only the lower bound of a forced fold, and must be >= k by it.
 
     >>> cells = {"DE": Cell(40, 30), "FR": Cell(20, 12), "IS": Cell(1, 1)}
     >>> tails = [((("IS",), 1),)]
@@ -208,6 +250,10 @@ def gate_cells(cells: Mapping[str, Cell], tails: Sequence[Tail], total: int, k: 
     (['DE'], ['FR', 'IS'], None, 13, 1)
     >>> gate_cells(cells, tails, total=9, k=10).below_k
     True
+    >>> cells = {"C": Cell(60, 60), "S": Cell(12, 12), "E": Cell(15, 15)}  # S: no tail
+    >>> g = gate_cells(cells, [((("E",), 15),)], total=87, k=20, untailed=frozenset("S"))
+    >>> g.published, g.other_visitors, g.other_min
+    (['C'], None, 27)
     """
     if total < k:
         return Gate([], sorted(cells), None, below_k=True)
@@ -227,6 +273,19 @@ def gate_cells(cells: Mapping[str, Cell], tails: Sequence[Tail], total: int, k: 
             other_visitors = total  # every visitor has some event in the fold
         elif forced:
             other_visitors = None  # >= k for sure, exact count not derivable
+        elif not untailed.isdisjoint(rest):
+            # Some partition tailed these cells under a lower k: no exact count. The fold
+            # holds at least its biggest cell and what the published cells leave out of
+            # T; unless that bound is >= k, fold the smallest published cell as well
+            # (then the fold is >= k for sure, as above).
+            bound = max(cells[key].visitors for key in rest)
+            bound = max(bound, total - sum(cells[key].visitors for key in published))
+            if bound < k:
+                key = _smallest(published, cells)
+                published.discard(key)
+                forced.add(key)
+                continue
+            other_visitors = None
         else:
             other_visitors = union_visitors(tails, rest)
             if _violates(other_visitors, k) or _violates(total - other_visitors, k):
@@ -257,7 +316,13 @@ def gate_cells(cells: Mapping[str, Cell], tails: Sequence[Tail], total: int, k: 
     )
 
 
-def gate_place(cells: Mapping[str, Cell], tails: Sequence[Tail], total: int, k: int) -> Gate:
+def gate_place(
+    cells: Mapping[str, Cell],
+    tails: Sequence[Tail],
+    total: int,
+    k: int,
+    untailed: frozenset[str] = frozenset(),
+) -> Gate:
     """:func:`gate_cells` on countries, then regions and cities (checks d-e).
 
     >>> S = SEP
@@ -268,7 +333,7 @@ def gate_place(cells: Mapping[str, Cell], tails: Sequence[Tail], total: int, k: 
     (['DE'], ['DE/BE', 'DE/BY'])
     """
     countries = {key: c for key, c in cells.items() if SEP not in key}
-    gate = gate_cells(countries, tails, total, k)
+    gate = gate_cells(countries, tails, total, k, untailed)
     children: dict[str, list[str]] = {}
     for key in cells:
         if SEP in key:
@@ -378,7 +443,9 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
             for key, cell in part.cells.items():
                 cells.setdefault(key, Cell()).add(cell)
         top = [key for key in cells if SEP not in key]
-        gate = (gate_place if dim == PLACE else gate_cells)(cells, tails, total, spec.k)
+        gate = (gate_place if dim == PLACE else gate_cells)(
+            cells, tails, total, spec.k, untailed(partials, dim)
+        )
         head = {**base, "dimension": dim}
         totals = _sum(cells, top)
         for key in sorted([*gate.published, *gate.sub_published]):

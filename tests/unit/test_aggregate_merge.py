@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from streams.aggregate import (
     gate_cells,
     gate_place,
 )
+from streams.aggregate.merge import untailed
 from streams.aggregate.partial import SEP
 
 T0 = 1709546400
@@ -396,3 +398,52 @@ def test_bot_share_names_no_group_below_k(bots: int, share: float | None) -> Non
     events = [{"time": T0, "visitor": f"v{i}", "route": "/", "bot": ua.startswith("curl")}
               for i, ua in enumerate(agents)]  # fmt: skip
     assert row_of(publish([OPS], events), "cell", "/")["bot_share"] == share
+
+
+def test_raised_k_with_pending_partials_publishes_no_wrong_fold() -> None:
+    """Audit D7: stage 2 tails only the cells below *its* k. After k was raised (10 ->
+    20) and the merger restarted, it gated partials tailed under k = 10 (pending, or
+    still on the topic) with k = 20: a cell of 10..19 visitors folded but in no tail,
+    so union_visitors() left it out of __other__'s "exact" count (30 instead of 42),
+    and with browser one per visitor, T - Chrome - other = 12 = the hidden Safari
+    group. A fold holding a cell some partial did not tail now has no exact count."""
+    old = AggregateSpec("t", 3600, ("browser",), k=10, allowed_lateness_seconds=0)
+    new = replace(old, k=20)
+
+    def partial(spec: AggregateSpec, partition: int, counts: dict[str, int]) -> Partial:
+        agg = PartialAggregator([spec], partition, 2)
+        events = [
+            {"time": T0, "visitor": f"p{partition}-{name}-{i}", "browser": name}
+            for name, n in counts.items()
+            for i in range(n)
+        ]
+        agg.add(events, offset=0)
+        agg.advance_to(T0 + 3600)
+        (p,) = agg.close_ready()
+        return p
+
+    before = WindowMerger([old])
+    # Partition 0 closed the window under k = 10 before the restart: pending.
+    first = partial(old, 0, {"Chrome": 30, "Safari": 12, "Edge": 8, "Opera": 8})
+    assert before.add(first) == []
+    assert untailed([first], "browser") == {"Chrome", "Safari"}
+    merger = WindowMerger.restore(before.snapshot(), [new])  # restarted with k = 20
+    rows = merger.add(partial(new, 1, {"Chrome": 30, "Edge": 7, "Opera": 7}))
+    by_value = {r["value"]: r for r in rows}
+    total, chrome = by_value[None]["visitors"], by_value["Chrome"]["visitors"]
+    assert (total, chrome) == (102, 60)
+    # Truth: 42 folded visitors (Safari 12, Edge 15, Opera 15). Before the fix: 30.
+    other = by_value[OTHER]
+    assert other["visitors"] is None and other["visitors_min"] == 42
+    assert by_value[None]["other"]["visitors"] is None
+    assert not 0 < total - chrome - (other["visitors"] or 0) < new.k
+
+
+def test_a_fold_without_an_exact_count_is_still_k_visitors_or_more() -> None:
+    # An untailed cell in a fold that could be below k: the smallest published cell is
+    # folded too, as for check (c), so the fold is >= k for sure.
+    cells = {"A": Cell(40, 40), "B": Cell(25, 25), "S": Cell(3, 3)}
+    gate = gate_cells(cells, [], total=68, k=20, untailed=frozenset({"S"}))
+    assert gate.published == ["A"] and gate.folded == ["B", "S"]
+    assert gate.other_visitors is None and gate.secondary == 1
+    assert gate.other_min is not None and gate.other_min >= 20
