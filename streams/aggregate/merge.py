@@ -76,7 +76,7 @@ the fold (a, b, c), a place contains its sub-places (d, e). Known limits, not ch
   can make most of a cell's bytes.
 - Measures across rows: each published percentile has k visitors' values on each
   side, but a summary's against its cells', or a day's against its hours', are not
-  checked.
+  checked. ``bot_share`` is (see below), within one window and dimension.
 
 Measures are per visitor: a cell's ``p50_ms``/``p95_ms``/``p99_ms`` and ``bot_share``
 count one value per visitor, that of the visitor's first counted request in the cell
@@ -90,7 +90,13 @@ p95 180 and p99 900 (below 20 values the nearest-rank p95 *is* the maximum, one
 visitor's own value); the value published is the mean of the 2k - 1 values around that
 rank, so never one visitor's. ``bot_share`` is the share of the cell's visitors whose
 first counted request there came from a bot, published only when the bots and the others
-are each none or at least k. A summary's measures are over each visitor's first request
+are each none or at least k. With visitors published, share * visitors is a row's bot
+count, so the shares are also gated against each other (:func:`gate_bot_share`):
+the summary's bots minus a cell's, and minus all cells' whose share is published (what
+the withheld shares and ``__other__`` hold together), must each be 0 or >= k, in bots
+and in others; else further cells' shares are withheld (complementary suppression).
+Before, a summary of 11 bots in 40 visitors beside DE's 10 in 30 gave FR's withheld
+single bot (an audit). A summary's measures are over each visitor's first request
 in the window. ``__other__`` rows have no measures (``null``): a visitor in several
 folded cells has a value in each, and the merger, holding counts only, cannot keep just
 one. A window with a partial from before this rule (an upgrade) publishes no measures.
@@ -379,11 +385,100 @@ def iso_utc(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _share_publishable(bots: int, visitors: int, k: int) -> bool:
+    """A row's own bot_share rule: bots and others each none or at least k."""
+    return visitors > 0 and not _violates(bots, k) and not _violates(visitors - bots, k)
+
+
+def gate_bot_share(
+    cells: Mapping[str, Cell], keys: Iterable[str], parent: tuple[int, int] | None, k: int
+) -> set[str]:
+    """The cells of ``keys`` (published rows) whose ``bot_share`` may be published
+    beside their parent's (the summary for top-level cells, the enclosing place for a
+    region or city): complementary suppression on the table cells x {bots, others}.
+
+    With visitors published, ``share * visitors`` is a row's bot count, so a parent's
+    bots minus its cells' bots is the bots of the rest (for a dimension with one value
+    per visitor, exactly; for routes, "the bots who never requested X"). Each cell must
+    pass the row's own rule; then, in bots and in others (visitors - bots) alike:
+
+    a. ``parent - cell`` must be 0 or >= k for every cell whose share is published;
+    c. ``parent - sum(published cells)``, the rows whose share is withheld and the
+       ``__other__`` fold together, must be 0 or >= k: otherwise the share of the
+       smallest published cell with bots (others) is withheld too, and the checks
+       repeat (a withheld share is never left alone to be recovered).
+
+    ``parent``: its (bots, others), or None when its own share is withheld (nothing
+    exact to subtract from: the cells' own rule only).
+
+    >>> cells = {"DE": Cell(30, 30, bots=10), "FR": Cell(10, 10, bots=1)}
+    >>> sorted(gate_bot_share(cells, ["DE", "FR"], None, k=10))  # FR: 1 bot < k
+    ['DE']
+    >>> sorted(gate_bot_share(cells, ["DE", "FR"], (11, 29), k=10))  # 11 - 10 = FR's bot
+    []
+    >>> cells["IT"] = Cell(20, 20, bots=10)
+    >>> sorted(gate_bot_share(cells, ["DE", "FR", "IT"], (21, 39), k=10))  # rest: 1 bot
+    ['DE']
+    """
+    shared = {key for key in keys if _share_publishable(cells[key].bots, cells[key].visitors, k)}
+    if parent is None:
+        return shared
+    bots, others = parent
+
+    def size(key: str) -> tuple[int, str]:
+        return (cells[key].visitors, key)
+
+    while shared:
+        bad = {
+            key
+            for key in shared
+            if _violates(bots - cells[key].bots, k)
+            or _violates(others - (cells[key].visitors - cells[key].bots), k)
+        }
+        if bad:
+            shared -= bad
+            continue
+        rest_bots = bots - sum(cells[key].bots for key in shared)
+        rest_others = others - sum(cells[key].visitors - cells[key].bots for key in shared)
+        if _violates(rest_bots, k):
+            shared.discard(min((key for key in shared if cells[key].bots), key=size))
+        elif _violates(rest_others, k):
+            shared.discard(
+                min((key for key in shared if cells[key].visitors > cells[key].bots), key=size)
+            )
+        else:
+            break
+    return shared
+
+
+def _bot_shares(cells: Mapping[str, Cell], gate: Gate, bots: int, total: int, k: int) -> set[str]:
+    """:func:`gate_bot_share` from the summary down: top-level cells against the
+    summary, then a place's regions against their country and its cities against the
+    region. A sub-place's share is published only under a parent whose share is (its
+    difference to every further ancestor is then the sum of checked differences)."""
+    summary = (bots, total - bots) if _share_publishable(bots, total, k) else None
+    shared = gate_bot_share(cells, gate.published, summary, k)
+    children: dict[str, list[str]] = {}
+    for key in gate.sub_published:
+        children.setdefault(key.rsplit(SEP, 1)[0], []).append(key)
+    parents = list(shared)
+    while parents:
+        parent = parents.pop()
+        if parent not in children:
+            continue
+        cell = cells[parent]
+        below = gate_bot_share(cells, children[parent], (cell.bots, cell.visitors - cell.bots), k)
+        shared |= below
+        parents.extend(below)
+    return shared
+
+
 def _measures(
-    spec: AggregateSpec, cell: Cell, visitors: int | None, measured: bool
+    spec: AggregateSpec, cell: Cell, visitors: int | None, measured: bool, share: bool = True
 ) -> dict[str, Any]:
     """A row's numbers. ``cell.hist`` and ``cell.bots`` hold one value per visitor (see
-    the module docstring), ``measured``: whether they can be published at all."""
+    the module docstring), ``measured``: whether they can be published at all,
+    ``share``: whether ``bot_share`` may (:func:`gate_bot_share`)."""
     row: dict[str, Any] = {"requests": cell.requests, "visitors": visitors}
     if "bytes" in spec.measures:
         row["bytes"] = cell.bytes
@@ -395,6 +490,7 @@ def _measures(
         # share names a group of fewer than k (one "bot" can be a person's curl).
         publish = (
             measured
+            and share
             and visitors
             and all(n == 0 or n >= spec.k for n in (cell.bots, visitors - cell.bots))
         )
@@ -448,11 +544,17 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
         )
         head = {**base, "dimension": dim}
         totals = _sum(cells, top)
+        shares = (
+            _bot_shares(cells, gate, window_bots, total, spec.k)
+            if measured and "bot_share" in spec.measures
+            else set()
+        )
         for key in sorted([*gate.published, *gate.sub_published]):
             row = {**head, "kind": "cell", "value": key.replace(SEP, "/")}
             if dim == PLACE:
                 row["level"] = _LEVELS[key.count(SEP)]
-            row.update(_measures(spec, cells[key], cells[key].visitors, measured))
+            cell = cells[key]
+            row.update(_measures(spec, cell, cell.visitors, measured, key in shares))
             rows.append(row)
         other = _sum(cells, gate.folded)
         if gate.folded:

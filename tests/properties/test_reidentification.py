@@ -18,11 +18,12 @@ computation over the event list, and the published rows are checked for:
 - measures count one value per visitor, that of its first request in the cell (in
   the window, for summaries), and a percentile is published only when k visitors'
   values lie at or below its nearest rank and k at or above it (else null);
-  __other__ publishes none.
+  __other__ publishes none; no bot count below k follows from the summary's bot share
+  minus the published cells' (complementary suppression).
 
 The tests at the end play the analyst with the default config's outputs (an audit,
 branch audit-differencing): they combine published rows of nested windows of
-different outputs, and check that no group
+different outputs, or a summary's bot share with its cells', and check that no group
 of 1..k-1 visitors (or one heavy visitor's capped volume) follows.
 """
 
@@ -280,10 +281,12 @@ def check_measures(
         else:
             bots = sum(e.get("bot") is True for e in first.values())
             others = len(first) - bots
-            if all(n == 0 or n >= spec.k for n in (bots, others)):
+            if not all(n == 0 or n >= spec.k for n in (bots, others)):
+                assert row["bot_share"] is None  # the bots or the others: a group below k
+            elif row["kind"] == "summary":
                 assert row["bot_share"] == round(bots / len(first), 4)
-            else:  # the bots or the others would be a group below k
-                assert row["bot_share"] is None
+            else:  # a cell's may also be withheld to protect another's (check_bot_shares)
+                assert row["bot_share"] in (None, round(bots / len(first), 4))
 
 
 def check_rows(
@@ -356,7 +359,39 @@ def check_rows(
         )
         if dim == PLACE:
             check_place(naive, w, cells, total, k)
+        if "bot_share" in spec.measures:
+            check_bot_shares(naive, w, dim, summary, cells, k)
     assert bad_rows == 0
+
+
+def check_bot_shares(
+    naive: Naive,
+    w: str,
+    dim: str,
+    summary: dict[str, Any],
+    cells: dict[str, dict[str, Any]],
+    k: int,
+) -> None:
+    """No bot count (or count of others) of 1..k-1 follows from the summary's bots
+    minus one published cell's, or minus all top-level published cells' (visitors are
+    published, so share * visitors is a row's bot count)."""
+    if summary["bot_share"] is None:
+        return
+
+    def bots_others(first: dict[str, dict[str, Any]]) -> tuple[int, int]:
+        bots = sum(e.get("bot") is True for e in first.values())
+        return bots, len(first) - bots
+
+    bots, others = bots_others(naive.first_in_window[w])
+    shared = [
+        bots_others(naive.first[w, dim, v])
+        for v, r in cells.items()
+        if r["bot_share"] is not None and (dim != PLACE or "/" not in v)
+    ]
+    for b, o in shared:
+        assert not 0 < bots - b < k and not 0 < others - o < k, (w, dim)
+    assert not 0 < bots - sum(b for b, _ in shared) < k, (w, dim)
+    assert not 0 < others - sum(o for _, o in shared) < k, (w, dim)
 
 
 def check_place(naive: Naive, w: str, cells: dict[str, dict[str, Any]], total: int, k: int) -> None:
@@ -581,3 +616,24 @@ def test_the_capped_volume_of_a_heavy_visitor_is_not_published_by_the_difference
     assert requests == 0, f"the ops windows hold {-requests} requests the product hour capped"
     day = rows_of(rows, "product", "1d", "route")[iso_utc(DAY)]["/"]["requests"]
     assert day == 140
+
+
+def test_summary_bot_share_minus_cell_bot_share_recovers_no_withheld_bot_count() -> None:
+    """Audit D6: bot_share was gated per row only. With visitors published, share *
+    visitors is a row's bot count: ops 10:00-10:05 by country, DE 30 visitors (10 bots)
+    and FR 10 (1 bot, FR's share withheld) gave 0.275 * 40 - 0.3333 * 30 = 1, FR's
+    single bot. The shares are now gated against the summary's (complementary
+    suppression): here DE's share is withheld too."""
+    t = DAY + 10 * H
+    de = crowd("d", 20, t, country="DE") + crowd("D", 10, t, country="DE", bot=True)
+    fr = [*crowd("f", 9, t, country="FR"), person("curl", t, country="FR", bot=True)]
+    rows = publish([de + fr])
+    got = rows_of(rows, "ops", "5m", "country")[iso_utc(t)]
+    assert got[None]["bot_share"] == 0.275  # the summary's: 11 bots, 29 others
+    assert got["FR"]["bot_share"] is None  # FR's 1 bot: withheld
+    assert got["DE"]["bot_share"] is None  # before: 0.3333, and 11 - 10 = FR's bot
+    cells = [r for v, r in got.items() if v is not None and r["bot_share"] is not None]
+    rest = round(got[None]["bot_share"] * got[None]["visitors"]) - sum(
+        round(c["bot_share"] * c["visitors"]) for c in cells
+    )
+    assert not 0 < rest < K, f"{rest} bot(s) among the countries whose share is withheld"
