@@ -101,7 +101,8 @@ in the window. ``__other__`` rows have no measures (``null``): a visitor in seve
 folded cells has a value in each, and the merger, holding counts only, cannot keep just
 one. A window with a partial from before this rule (an upgrade) publishes no measures.
 
-Rows (``version``: the row schema, 2 since measures are per visitor (1: per request);
+Rows (``version``: the row schema and gating rules, 3 since bot shares are gated
+against each other (2: since measures are per visitor; 1: per request);
 ``revision``: 1 when a window is first published, higher when it is published
 again): one ``kind: "cell"`` row per published (dimension, value),
 ``place`` rows also carry ``level`` (country/region/city) and values like
@@ -163,9 +164,13 @@ from streams.aggregate.spec import OTHER, PERCENTILES, PLACE, AggregateSpec, rec
 
 log = logging.getLogger("logfog.aggregate")
 
-#: 2: measures per visitor, bracketed by k (1: per request, one visitor could decide
-#: them); no rows for windows below k, no ``suppressed`` in summaries.
-ROW_VERSION = 2
+#: 3: ``bot_share`` gated against the summary's (complementary suppression), folds
+#: counted exactly only from complete tails, one fate per event for all outputs (2:
+#: a withheld bot count could follow by subtraction). 2: measures per visitor,
+#: bracketed by k (1: per request, one visitor could decide them); no rows for windows
+#: below k, no ``suppressed`` in summaries. A left-over outbox of an older version was
+#: gated by older rules: withheld, not republished (:meth:`WindowMerger.restore`).
+ROW_VERSION = 3
 _LEVELS = ("country", "region", "city")
 
 
