@@ -449,3 +449,17 @@ def test_a_fold_without_an_exact_count_is_still_k_visitors_or_more() -> None:
     assert gate.published == ["A"] and gate.folded == ["B", "S"]
     assert gate.other_visitors is None and gate.secondary == 1
     assert gate.other_min is not None and gate.other_min >= 20
+
+
+def test_a_regions_bot_share_is_gated_against_its_countrys() -> None:
+    # DE: Bavaria 20 visitors (10 bots), Berlin 10 (1 bot: its share withheld). With
+    # Bavaria's share published beside DE's, 11 - 10 = Berlin's single bot.
+    spec = AggregateSpec("t", 3600, (PLACE,), ("requests", "visitors", "bot_share"), k=10)
+    bavaria = {"country": "DE", "region": "Bavaria"}
+    events = [{"time": T0, "visitor": f"b{i}", **bavaria, "bot": i < 10} for i in range(20)]
+    events += [{"time": T0, "visitor": f"e{i}", "country": "DE", "region": "Berlin",
+                "bot": i == 0} for i in range(10)]  # fmt: skip
+    rows = publish([spec], events)
+    shares = {r["value"]: r["bot_share"] for r in rows if r["kind"] == "cell"}
+    assert shares == {"DE": round(11 / 30, 4), "DE/Bavaria": None, "DE/Berlin": None}
+    assert row_of(rows, "summary")["bot_share"] == round(11 / 30, 4)
