@@ -31,7 +31,10 @@ the cell. Why each rule:
   and 1d) held different events, and a big window minus the published small ones
   was exactly the late events, or a heavy visitor's capped requests (an audit). Each
   dropped event is counted once: ``late`` in the first output (in spec order) it was
-  late for, ``capped`` in the window of the first output whose cap it reached.
+  late for, ``capped`` in the window of the first output whose cap it reached. One
+  comparison per event decides lateness (the latest of the outputs' earliest counted
+  times), and only the caps that can bind are checked (:func:`_binding`: by default
+  the day's, whose windows contain the others' and hold every event they hold).
 - **Future events**: an event dated more than ``FUTURE_SKEW_SECONDS`` after the wall
   clock (read once per record) is counted ``future`` and dropped. It does not move the
   watermark: one line from a broken clock (or a forged date) would otherwise close
@@ -603,6 +606,32 @@ class _Output:
         return tuple(sorted(counts.items()))
 
 
+def _dominates(big: _Output, small: _Output, i: int, j: int) -> bool:
+    """Whether the cap of ``big`` (index ``i``) binds before that of ``small`` (``j``):
+    its windows contain small's (windows start at multiples of their width) and its cap
+    is no higher, so under one fate per event it has counted at least as many of a
+    visitor's events as small has (ties: the earlier output)."""
+    if big is small or big.width % small.width or big.cap > small.cap:
+        return False
+    return big.width != small.width or big.cap != small.cap or i < j
+
+
+def _binding(outputs: Sequence[_Output]) -> list[int]:
+    """The outputs whose cap must be checked for each event: those no other output
+    dominates (:func:`_dominates`). With the defaults (5m, 1h, 1d, cap 100 each): the
+    day's only.
+
+    >>> from streams.aggregate.spec import DEFAULT_SPECS
+    >>> _binding([_Output(s) for s in DEFAULT_SPECS])
+    [2]
+    """
+    return [
+        j
+        for j, small in enumerate(outputs)
+        if not any(_dominates(big, small, i, j) for i, big in enumerate(outputs))
+    ]
+
+
 #: Fields every row must have, read first: event time, visitor, and the measures.
 ROW_BASE = ("time", "visitor", "bytes", "bot", "duration_ms")
 
@@ -683,8 +712,13 @@ class PartialAggregator:
         self.partition = partition
         self.partitions = partitions
         self._outputs = [_Output(s) for s in self.specs]
-        # Per output, what its cap is judged on: (open windows, width, cap).
-        self._caps = [(o.windows, o.width, o.cap) for o in self._outputs]
+        # What the cap is judged on, per output: (open windows, width, cap). Only the
+        # outputs whose cap can bind (_binding) are checked, unless restored windows
+        # break what that relies on: then all, until those windows close.
+        self._all_caps = [(o.windows, o.width, o.cap) for o in self._outputs]
+        self._binding = _binding(self._outputs)
+        self._caps = [self._all_caps[i] for i in self._binding]
+        self._all_caps_until: int | None = None
         # Per output, the earliest event time it counts (_Output.accept_from), valid
         # for the event time _floors_at (None: to compute).
         self._floors: list[int] = []
@@ -765,6 +799,11 @@ class PartialAggregator:
         floors = self._floors
         accept_from = max(floors)
         caps = self._caps
+        if self._all_caps_until is not None:
+            if accept_from < self._all_caps_until:
+                caps = self._all_caps
+            else:  # the restored windows that needed it take no more events
+                self._all_caps_until = None
         for row in rows:
             raw_partition = None
             if row.__class__ is not list or len(row) != width:
@@ -977,4 +1016,27 @@ class PartialAggregator:
                         unknown = measure_code(0, None, False)
                         win.combos[tuple(key)] = [req, dict.fromkeys(vis, unknown), nbytes]
                 o.windows[start] = win
+        agg._all_caps_until = agg._unbound_until()
         return agg
+
+    def _unbound_until(self) -> int | None:
+        """After a restore: the end of the last open window in which checking only the
+        binding outputs' caps (:func:`_binding`) could let an output exceed its own
+        cap, or None. Under one fate per event a dominated output counts every event
+        its binding dominator counts, so ``count - count(dominator)`` never grows; a
+        checkpoint of older code, changed caps or a new output (empty) can start it
+        above ``cap - cap(dominator)``."""
+        outputs = self._outputs
+        until = None
+        for i, o in enumerate(outputs):
+            if i in self._binding:
+                continue
+            d = next(outputs[j] for j in self._binding if _dominates(outputs[j], o, j, i))
+            slack = o.cap - d.cap
+            for start, win in o.windows.items():
+                big = d.windows.get(start - start % d.width)
+                theirs = {} if big is None else big.visitors
+                if any(n - theirs.get(v, 0) > slack for v, n in win.visitors.items()):
+                    end = start + o.width
+                    until = end if until is None or end > until else until
+        return until

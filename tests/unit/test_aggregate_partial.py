@@ -131,6 +131,29 @@ def test_an_event_over_the_cap_of_one_output_counts_in_none() -> None:
     assert sum(p.capped for p in partials) == 6  # each ignored event once
 
 
+def test_only_the_binding_caps_are_checked_unless_restored_windows_need_all() -> None:
+    # Stage 2 checks per event only the caps that can bind (the day's, by default): the
+    # outputs whose windows the day's contain count no more of a visitor's events. A
+    # restore can break that (here: an output added, empty): then every cap is checked
+    # until the restored windows close.
+    five = AggregateSpec("five", 300, ("route",), k=2, max_events_per_visitor=3)
+    hour = AggregateSpec("hour", 3600, ("route",), k=2, max_events_per_visitor=3)
+    assert PartialAggregator([five, hour], 0, 1)._binding == [1]
+    agg = PartialAggregator([five], 0, 1)
+    agg.add([ev(T0, "heavy")] * 3, offset=0)
+    agg = PartialAggregator.restore(agg.snapshot(), specs=[five, hour])  # hour: empty
+    agg.add([ev(T0, "heavy")] * 2 + [ev(T0 + 300, "heavy")] * 4, offset=1)
+    agg.advance_to(T0 + 7200)
+    partials = agg.close_ready()
+    got = {(p.output, p.window_start - T0): p.requests for p in partials if p.requests}
+    # five at T0 was at its cap: 2 capped there (checking the hour's only took them);
+    # then the hour's cap (3) binds, and five's.
+    assert got == {("five", 0): 3, ("five", 300): 3, ("hour", 0): 3}
+    assert sum(p.capped for p in partials) == 3
+    agg.add([ev(T0 + 7200, "later")], offset=2)
+    assert agg._all_caps_until is None  # five's restored window closed: the hour's only
+
+
 def test_raised_lateness_never_reopens_a_closed_window() -> None:
     """Audit D8: after a restart with a raised allowed_lateness (10 min -> 1 h), stage 2
     took events for a window it had already closed and sent, and later sent a second
