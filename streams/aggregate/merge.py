@@ -165,11 +165,11 @@ from streams.aggregate.spec import OTHER, PERCENTILES, PLACE, AggregateSpec, rec
 log = logging.getLogger("logfog.aggregate")
 
 #: 3: ``bot_share`` gated against the summary's (complementary suppression), folds
-#: counted exactly only from complete tails, one fate per event for all outputs (2:
-#: a withheld bot count could follow by subtraction). 2: measures per visitor,
-#: bracketed by k (1: per request, one visitor could decide them); no rows for windows
-#: below k, no ``suppressed`` in summaries. A left-over outbox of an older version was
-#: gated by older rules: withheld, not republished (:meth:`WindowMerger.restore`).
+#: counted exactly only from complete tails, one fate per event for all outputs.
+#: 2: measures per visitor, bracketed by k (1: per request, one visitor could decide
+#: them); no rows for windows below k, no ``suppressed`` in summaries. A left-over
+#: outbox of an older version was gated by older rules: withheld, not republished
+#: (:meth:`WindowMerger.restore`).
 ROW_VERSION = 3
 _LEVELS = ("country", "region", "city")
 
