@@ -722,6 +722,7 @@ class PartialAggregator:
         # Per output, the earliest event time it counts (_Output.accept_from), valid
         # for the event time _floors_at (None: to compute).
         self._floors: list[int] = []
+        self._accept_from = _NO_TIME  # their latest: earlier events are late for some output
         self._floors_at: int | None = None
         # Outputs reading the same fields (product per hour and per day) share one key.
         groups: dict[tuple[str, ...], list[_Output]] = {}
@@ -795,9 +796,10 @@ class PartialAggregator:
         outputs = self._outputs
         if self._floors_at != max_time:  # the closes since then reset it too
             self._floors = [o.accept_from(max_time) for o in outputs]
+            self._accept_from = max(self._floors)
             self._floors_at = max_time
         floors = self._floors
-        accept_from = max(floors)
+        accept_from = self._accept_from
         caps = self._caps
         if self._all_caps_until is not None:
             if accept_from < self._all_caps_until:
@@ -949,6 +951,9 @@ class PartialAggregator:
                 "sources": [[p, o, n] for p, (o, n) in self.sources.items()],
                 "source_times": [[p, t] for p, t in self.source_times.items()],
                 "outputs": outputs,
+                # Counted with one fate per event for all outputs, and no restored window
+                # left that breaks checking only the binding caps (see _unbound_until).
+                "one_fate": self._all_caps_until is None,
             },
             option=orjson.OPT_NON_STR_KEYS,  # histograms as they are: {bucket: count}
         )
@@ -1016,7 +1021,14 @@ class PartialAggregator:
                         unknown = measure_code(0, None, False)
                         win.combos[tuple(key)] = [req, dict.fromkeys(vis, unknown), nbytes]
                 o.windows[start] = win
-        agg._all_caps_until = agg._unbound_until()
+        # Windows counted with one fate per event under the same caps keep what checking
+        # only the binding caps relies on; else (older code, a cap changed, an output
+        # added) see which restored windows need every cap checked.
+        if not state.get("one_fate") or any(
+            old is None or old.max_events_per_visitor != spec.max_events_per_visitor
+            for spec, old in zip(specs, from_saved, strict=True)
+        ):
+            agg._all_caps_until = agg._unbound_until()
         return agg
 
     def _unbound_until(self) -> int | None:

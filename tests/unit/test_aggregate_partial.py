@@ -142,6 +142,10 @@ def test_only_the_binding_caps_are_checked_unless_restored_windows_need_all() ->
     agg = PartialAggregator([five], 0, 1)
     agg.add([ev(T0, "heavy")] * 3, offset=0)
     agg = PartialAggregator.restore(agg.snapshot(), specs=[five, hour])  # hour: empty
+    assert agg._all_caps_until == T0 + 300
+    # and so does a checkpoint taken meanwhile
+    agg = PartialAggregator.restore(agg.snapshot(), specs=[five, hour])
+    assert agg._all_caps_until == T0 + 300
     agg.add([ev(T0, "heavy")] * 2 + [ev(T0 + 300, "heavy")] * 4, offset=1)
     agg.advance_to(T0 + 7200)
     partials = agg.close_ready()
@@ -152,6 +156,8 @@ def test_only_the_binding_caps_are_checked_unless_restored_windows_need_all() ->
     assert sum(p.capped for p in partials) == 3
     agg.add([ev(T0 + 7200, "later")], offset=2)
     assert agg._all_caps_until is None  # five's restored window closed: the hour's only
+    # A checkpoint of one fate per event, same caps: nothing to check on restore.
+    assert PartialAggregator.restore(agg.snapshot(), specs=[five, hour])._all_caps_until is None
 
 
 def test_raised_lateness_never_reopens_a_closed_window() -> None:
