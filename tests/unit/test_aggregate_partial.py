@@ -157,7 +157,14 @@ def test_only_the_binding_caps_are_checked_unless_restored_windows_need_all() ->
     agg.add([ev(T0 + 7200, "later")], offset=2)
     assert agg._all_caps_until is None  # five's restored window closed: the hour's only
     # A checkpoint of one fate per event, same caps: nothing to check on restore.
+    agg.add([ev(T0 + 7200, "heavy")] * 3, offset=3)
     assert PartialAggregator.restore(agg.snapshot(), specs=[five, hour])._all_caps_until is None
+    # One of older code (main's: no "one_fate") is checked, and here holds.
+    old = orjson.loads(agg.snapshot())
+    del old["one_fate"]
+    assert PartialAggregator.restore(orjson.dumps(old))._all_caps_until is None
+    old["outputs"][1]["windows"][0][1]["heavy"] = 1  # five counted more than the hour
+    assert PartialAggregator.restore(orjson.dumps(old))._all_caps_until == T0 + 7500
 
 
 def test_raised_lateness_never_reopens_a_closed_window() -> None:
