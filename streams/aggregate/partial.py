@@ -31,8 +31,8 @@ the cell. Why each rule:
   and 1d) held different events, and a big window minus the published small ones
   was exactly the late events, or a heavy visitor's capped requests (an audit). Each
   dropped event is counted once: ``late`` in the first output (in spec order) it was
-  late for, ``capped`` in the window of the first output whose cap it reached. One
-  comparison per event decides lateness (the latest of the outputs' earliest counted
+  late for, ``capped`` in the window of the first checked output whose cap it reached.
+  One comparison per event decides lateness (the latest of the outputs' earliest counted
   times), and only the caps that can bind are checked (:func:`_binding`: by default
   the day's, whose windows contain the others' and hold every event they hold).
 - **Future events**: an event dated more than ``FUTURE_SKEW_SECONDS`` after the wall
@@ -232,8 +232,8 @@ class Partial:
 
     ``late`` counts events dropped as late since this output's previous partial from
     this partition; ``capped`` the events of this window ignored by the contribution
-    cap. A dropped event is dropped from every output but counted once, by the first
-    output it was late for or whose cap it reached (see the module docstring), so the
+    cap. A dropped event is dropped from every output but counted once, by one output
+    it was late for or whose cap it reached (see the module docstring), so the
     sums over all outputs count events. Both are operational counters for metrics,
     not for publication. ``bots`` and
     ``hist`` are the window's per-visitor measures (each visitor's first event in the
@@ -844,7 +844,7 @@ class PartialAggregator:
             for windows, w, cap in caps:
                 win = windows.get(t - t % w)
                 if win is not None and win.visitors.get(visitor, 0) >= cap:
-                    win.capped += 1  # counted once, by the first window it is over the cap of
+                    win.capped += 1  # once, in the first checked window it is over the cap of
                     break
             else:
                 if nbytes.__class__ is not int:
