@@ -97,7 +97,8 @@ class AggregationCollector(Collector):
         # Where the merger runs: from the partials of every input partition.
         late = CounterMetricFamily(
             "logfog_aggregate_late_events",
-            "events left out of an output's window as later than the allowed lateness",
+            "events left out of every output as late (after the allowed lateness, or for a "
+            "window already closed), each counted once",
         )
         late.add_metric([], runtime.merger.stats["late"])
         yield late

@@ -24,7 +24,12 @@ The gate, per (window, output, dimension), with T = the window's distinct visito
 
 1. Cells with >= k visitors are candidates; smaller ones (and stage 2's cardinality
    overflow) are folded into ``__other__``. Its distinct visitors are computed exactly
-   from the partials' tails (a visitor in several small cells counts once).
+   from the partials' tails (a visitor in several small cells counts once). A tail
+   holds the cells below *stage 2's* k: a partial made before k was raised (pending
+   across the restart, or still on the topic) lacks the cells between the two ks, so
+   a fold holding one of them (:func:`untailed`) has no exact count: it is published
+   like a fold of a cell with >= k visitors (see below: ``visitors: null`` with a
+   lower bound), and only if that bound is >= k, else secondary suppression.
 2. Subtraction checks, each "difference must be 0 or >= k", in visitors:
    a. ``T - cell`` for every published cell (the total contains every cell);
    b. ``T - other`` (the total contains ``__other__``);
@@ -71,7 +76,7 @@ the fold (a, b, c), a place contains its sub-places (d, e). Known limits, not ch
   can make most of a cell's bytes.
 - Measures across rows: each published percentile has k visitors' values on each
   side, but a summary's against its cells', or a day's against its hours', are not
-  checked.
+  checked. ``bot_share`` is (see below), within one window and dimension.
 
 Measures are per visitor: a cell's ``p50_ms``/``p95_ms``/``p99_ms`` and ``bot_share``
 count one value per visitor, that of the visitor's first counted request in the cell
@@ -85,12 +90,19 @@ p95 180 and p99 900 (below 20 values the nearest-rank p95 *is* the maximum, one
 visitor's own value); the value published is the mean of the 2k - 1 values around that
 rank, so never one visitor's. ``bot_share`` is the share of the cell's visitors whose
 first counted request there came from a bot, published only when the bots and the others
-are each none or at least k. A summary's measures are over each visitor's first request
+are each none or at least k. With visitors published, share * visitors is a row's bot
+count, so the shares are also gated against each other (:func:`gate_bot_share`):
+the summary's bots minus a cell's, and minus all cells' whose share is published (what
+the withheld shares and ``__other__`` hold together), must each be 0 or >= k, in bots
+and in others; else further cells' shares are withheld (complementary suppression).
+Before, a summary of 11 bots in 40 visitors beside DE's 10 in 30 gave FR's withheld
+single bot (an audit). A summary's measures are over each visitor's first request
 in the window. ``__other__`` rows have no measures (``null``): a visitor in several
 folded cells has a value in each, and the merger, holding counts only, cannot keep just
 one. A window with a partial from before this rule (an upgrade) publishes no measures.
 
-Rows (``version``: the row schema, 2 since measures are per visitor (1: per request);
+Rows (``version``: the row schema and gating rules, 3 since bot shares are gated
+against each other (2: since measures are per visitor; 1: per request);
 ``revision``: 1 when a window is first published, higher when it is published
 again): one ``kind: "cell"`` row per published (dimension, value),
 ``place`` rows also carry ``level`` (country/region/city) and values like
@@ -101,7 +113,11 @@ again): one ``kind: "cell"`` row per published (dimension, value),
 not published at all) and 0 in every other (with T >= k the fold is always
 published), so it is gone.
 Late and capped counts stay in :attr:`WindowMerger.stats`: a capped count could
-describe a single heavy visitor.
+describe a single heavy visitor. Stage 2 drops a late or capped event from every
+output at once and counts it in one output's partial only, so these sums count
+events (not events times outputs), and nested windows of different outputs hold the
+same events: a day minus its hours (or an hour minus its ops windows) is not the late
+events, or a heavy visitor's capped requests.
 
 Publication: the worker checkpoints the merger *with* the rows it is about to publish
 (:attr:`WindowMerger.outbox`), publishes them, then checkpoints again without them. A
@@ -148,9 +164,13 @@ from streams.aggregate.spec import OTHER, PERCENTILES, PLACE, AggregateSpec, rec
 
 log = logging.getLogger("logfog.aggregate")
 
+#: 3: ``bot_share`` gated against the summary's (complementary suppression), folds
+#: counted exactly only from complete tails, one fate per event for all outputs.
 #: 2: measures per visitor, bracketed by k (1: per request, one visitor could decide
-#: them); no rows for windows below k, no ``suppressed`` in summaries.
-ROW_VERSION = 2
+#: them); no rows for windows below k, no ``suppressed`` in summaries. A left-over
+#: outbox of an older version was gated by older rules: withheld, not republished
+#: (:meth:`WindowMerger.restore`).
+ROW_VERSION = 3
 _LEVELS = ("country", "region", "city")
 
 
@@ -194,8 +214,45 @@ def _violates(difference: int, k: int) -> bool:
     return 0 < difference < k
 
 
-def gate_cells(cells: Mapping[str, Cell], tails: Sequence[Tail], total: int, k: int) -> Gate:
-    """Decide which cells to publish (checks a-c of the module docstring).
+def untailed(partials: Sequence[Partial], dimension: str) -> frozenset[str]:
+    """Top-level cells some partial counted visitors in but left out of its tail: stage
+    2 tails the cells below *its* k (see :mod:`~streams.aggregate.partial`), so after k
+    was raised, a partial made under the lower k (pending in a restored merger, or
+    still on the partials topic) lacks the cells between the two ks. A fold holding one
+    of them has no exact distinct count (:func:`union_visitors` would leave its
+    visitors out): :func:`gate_cells` treats it as not derivable. Read from the tails
+    themselves, so it holds for partials of any version and any k.
+
+    >>> from streams.aggregate.partial import DimensionPartial
+    >>> part = DimensionPartial({"a": Cell(12, 12), "b": Cell(3, 3)}, ((("b",), 3),))
+    >>> p = Partial("t", 3600, 0, 0, 1, 15, 15, 0, 0, {"browser": part})
+    >>> sorted(untailed([p], "browser"))
+    ['a']
+    """
+    out: set[str] = set()
+    for p in partials:
+        part = p.dimensions.get(dimension)
+        if part is None:
+            continue
+        tailed = {value for values, _ in part.tail for value in values}
+        out.update(
+            key
+            for key, cell in part.cells.items()
+            if cell.visitors and SEP not in key and key not in tailed
+        )
+    return frozenset(out)
+
+
+def gate_cells(
+    cells: Mapping[str, Cell],
+    tails: Sequence[Tail],
+    total: int,
+    k: int,
+    untailed: frozenset[str] = frozenset(),
+) -> Gate:
+    """Decide which cells to publish (checks a-c of the module docstring). ``untailed``:
+    cells missing from some partition's tail (:func:`untailed`): a fold holding one has
+    no exact count, only the lower bound of a forced fold, and must be >= k by it.
 
     >>> cells = {"DE": Cell(40, 30), "FR": Cell(20, 12), "IS": Cell(1, 1)}
     >>> tails = [((("IS",), 1),)]
@@ -204,6 +261,10 @@ def gate_cells(cells: Mapping[str, Cell], tails: Sequence[Tail], total: int, k: 
     (['DE'], ['FR', 'IS'], None, 13, 1)
     >>> gate_cells(cells, tails, total=9, k=10).below_k
     True
+    >>> cells = {"C": Cell(60, 60), "S": Cell(12, 12), "E": Cell(15, 15)}  # S: no tail
+    >>> g = gate_cells(cells, [((("E",), 15),)], total=87, k=20, untailed=frozenset("S"))
+    >>> g.published, g.other_visitors, g.other_min
+    (['C'], None, 27)
     """
     if total < k:
         return Gate([], sorted(cells), None, below_k=True)
@@ -223,6 +284,19 @@ def gate_cells(cells: Mapping[str, Cell], tails: Sequence[Tail], total: int, k: 
             other_visitors = total  # every visitor has some event in the fold
         elif forced:
             other_visitors = None  # >= k for sure, exact count not derivable
+        elif not untailed.isdisjoint(rest):
+            # Some partition tailed these cells under a lower k: no exact count. The fold
+            # holds at least its biggest cell and what the published cells leave out of
+            # T; unless that bound is >= k, fold the smallest published cell as well
+            # (then the fold is >= k for sure, as above).
+            bound = max(cells[key].visitors for key in rest)
+            bound = max(bound, total - sum(cells[key].visitors for key in published))
+            if bound < k:
+                key = _smallest(published, cells)
+                published.discard(key)
+                forced.add(key)
+                continue
+            other_visitors = None
         else:
             other_visitors = union_visitors(tails, rest)
             if _violates(other_visitors, k) or _violates(total - other_visitors, k):
@@ -253,7 +327,13 @@ def gate_cells(cells: Mapping[str, Cell], tails: Sequence[Tail], total: int, k: 
     )
 
 
-def gate_place(cells: Mapping[str, Cell], tails: Sequence[Tail], total: int, k: int) -> Gate:
+def gate_place(
+    cells: Mapping[str, Cell],
+    tails: Sequence[Tail],
+    total: int,
+    k: int,
+    untailed: frozenset[str] = frozenset(),
+) -> Gate:
     """:func:`gate_cells` on countries, then regions and cities (checks d-e).
 
     >>> S = SEP
@@ -264,7 +344,7 @@ def gate_place(cells: Mapping[str, Cell], tails: Sequence[Tail], total: int, k: 
     (['DE'], ['DE/BE', 'DE/BY'])
     """
     countries = {key: c for key, c in cells.items() if SEP not in key}
-    gate = gate_cells(countries, tails, total, k)
+    gate = gate_cells(countries, tails, total, k, untailed)
     children: dict[str, list[str]] = {}
     for key in cells:
         if SEP in key:
@@ -310,11 +390,100 @@ def iso_utc(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _share_publishable(bots: int, visitors: int, k: int) -> bool:
+    """A row's own bot_share rule: bots and others each none or at least k."""
+    return visitors > 0 and not _violates(bots, k) and not _violates(visitors - bots, k)
+
+
+def gate_bot_share(
+    cells: Mapping[str, Cell], keys: Iterable[str], parent: tuple[int, int] | None, k: int
+) -> set[str]:
+    """The cells of ``keys`` (published rows) whose ``bot_share`` may be published
+    beside their parent's (the summary for top-level cells, the enclosing place for a
+    region or city): complementary suppression on the table cells x {bots, others}.
+
+    With visitors published, ``share * visitors`` is a row's bot count, so a parent's
+    bots minus its cells' bots is the bots of the rest (for a dimension with one value
+    per visitor, exactly; for routes, "the bots who never requested X"). Each cell must
+    pass the row's own rule; then, in bots and in others (visitors - bots) alike:
+
+    a. ``parent - cell`` must be 0 or >= k for every cell whose share is published;
+    c. ``parent - sum(published cells)``, the rows whose share is withheld and the
+       ``__other__`` fold together, must be 0 or >= k: otherwise the share of the
+       smallest published cell with bots (others) is withheld too, and the checks
+       repeat (a withheld share is never left alone to be recovered).
+
+    ``parent``: its (bots, others), or None when its own share is withheld (nothing
+    exact to subtract from: the cells' own rule only).
+
+    >>> cells = {"DE": Cell(30, 30, bots=10), "FR": Cell(10, 10, bots=1)}
+    >>> sorted(gate_bot_share(cells, ["DE", "FR"], None, k=10))  # FR: 1 bot < k
+    ['DE']
+    >>> sorted(gate_bot_share(cells, ["DE", "FR"], (11, 29), k=10))  # 11 - 10 = FR's bot
+    []
+    >>> cells["IT"] = Cell(20, 20, bots=10)
+    >>> sorted(gate_bot_share(cells, ["DE", "FR", "IT"], (21, 39), k=10))  # rest: 1 bot
+    ['DE']
+    """
+    shared = {key for key in keys if _share_publishable(cells[key].bots, cells[key].visitors, k)}
+    if parent is None:
+        return shared
+    bots, others = parent
+
+    def size(key: str) -> tuple[int, str]:
+        return (cells[key].visitors, key)
+
+    while shared:
+        bad = {
+            key
+            for key in shared
+            if _violates(bots - cells[key].bots, k)
+            or _violates(others - (cells[key].visitors - cells[key].bots), k)
+        }
+        if bad:
+            shared -= bad
+            continue
+        rest_bots = bots - sum(cells[key].bots for key in shared)
+        rest_others = others - sum(cells[key].visitors - cells[key].bots for key in shared)
+        if _violates(rest_bots, k):
+            shared.discard(min((key for key in shared if cells[key].bots), key=size))
+        elif _violates(rest_others, k):
+            shared.discard(
+                min((key for key in shared if cells[key].visitors > cells[key].bots), key=size)
+            )
+        else:
+            break
+    return shared
+
+
+def _bot_shares(cells: Mapping[str, Cell], gate: Gate, bots: int, total: int, k: int) -> set[str]:
+    """:func:`gate_bot_share` from the summary down: top-level cells against the
+    summary, then a place's regions against their country and its cities against the
+    region. A sub-place's share is published only under a parent whose share is (its
+    difference to every further ancestor is then the sum of checked differences)."""
+    summary = (bots, total - bots) if _share_publishable(bots, total, k) else None
+    shared = gate_bot_share(cells, gate.published, summary, k)
+    children: dict[str, list[str]] = {}
+    for key in gate.sub_published:
+        children.setdefault(key.rsplit(SEP, 1)[0], []).append(key)
+    parents = list(shared)
+    while parents:
+        parent = parents.pop()
+        if parent not in children:
+            continue
+        cell = cells[parent]
+        below = gate_bot_share(cells, children[parent], (cell.bots, cell.visitors - cell.bots), k)
+        shared |= below
+        parents.extend(below)
+    return shared
+
+
 def _measures(
-    spec: AggregateSpec, cell: Cell, visitors: int | None, measured: bool
+    spec: AggregateSpec, cell: Cell, visitors: int | None, measured: bool, share: bool = True
 ) -> dict[str, Any]:
     """A row's numbers. ``cell.hist`` and ``cell.bots`` hold one value per visitor (see
-    the module docstring), ``measured``: whether they can be published at all."""
+    the module docstring), ``measured``: whether they can be published at all,
+    ``share``: whether ``bot_share`` may (:func:`gate_bot_share`)."""
     row: dict[str, Any] = {"requests": cell.requests, "visitors": visitors}
     if "bytes" in spec.measures:
         row["bytes"] = cell.bytes
@@ -326,6 +495,7 @@ def _measures(
         # share names a group of fewer than k (one "bot" can be a person's curl).
         publish = (
             measured
+            and share
             and visitors
             and all(n == 0 or n >= spec.k for n in (cell.bots, visitors - cell.bots))
         )
@@ -374,14 +544,22 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
             for key, cell in part.cells.items():
                 cells.setdefault(key, Cell()).add(cell)
         top = [key for key in cells if SEP not in key]
-        gate = (gate_place if dim == PLACE else gate_cells)(cells, tails, total, spec.k)
+        gate = (gate_place if dim == PLACE else gate_cells)(
+            cells, tails, total, spec.k, untailed(partials, dim)
+        )
         head = {**base, "dimension": dim}
         totals = _sum(cells, top)
+        shares = (
+            _bot_shares(cells, gate, window_bots, total, spec.k)
+            if measured and "bot_share" in spec.measures
+            else set()
+        )
         for key in sorted([*gate.published, *gate.sub_published]):
             row = {**head, "kind": "cell", "value": key.replace(SEP, "/")}
             if dim == PLACE:
                 row["level"] = _LEVELS[key.count(SEP)]
-            row.update(_measures(spec, cells[key], cells[key].visitors, measured))
+            cell = cells[key]
+            row.update(_measures(spec, cell, cell.visitors, measured, key in shares))
             rows.append(row)
         other = _sum(cells, gate.folded)
         if gate.folded:

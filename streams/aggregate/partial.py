@@ -21,15 +21,29 @@ the cell. Why each rule:
   A window ``[s, s+W)`` is closed by :meth:`PartialAggregator.close_ready` once the
   watermark is >= ``s+W``. An event whose window end is already <= the watermark
   (judged against the event time at the start of its record, so the outcome does not
-  depend on when ``close_ready`` is called) is counted ``late`` and dropped: a closed
-  window is never reopened or double-counted.
+  depend on when ``close_ready`` is called), or <= the end of the last window closed
+  (``closed_through``: after a restart with a raised lateness, the watermark can be
+  behind windows already sent), is counted ``late`` and dropped: a closed window is
+  never reopened or double-counted.
+- **One fate per event for every output**: an event late for one output's window is
+  dropped from every output, and one over the contribution cap of one output's window
+  counts in none. Otherwise nested windows of different outputs (ops 5m, product 1h
+  and 1d) held different events, and a big window minus the published small ones
+  was exactly the late events, or a heavy visitor's capped requests (an audit). Each
+  dropped event is counted once: ``late`` in the first output (in spec order) it was
+  late for, ``capped`` in the window of the first checked output whose cap it reached.
+  One comparison per event decides lateness (the latest of the outputs' earliest counted
+  times), and only the caps that can bind are checked (:func:`_binding`: by default
+  the day's, whose windows contain the others' and hold every event they hold).
 - **Future events**: an event dated more than ``FUTURE_SKEW_SECONDS`` after the wall
   clock (read once per record) is counted ``future`` and dropped. It does not move the
   watermark: one line from a broken clock (or a forged date) would otherwise close
   every open window and make the partition's next events late.
 - **Contribution cap**: a visitor's events beyond ``max_events_per_visitor`` per window
   are counted ``capped`` and ignored, so one heavy visitor cannot dominate a cell's
-  requests.
+  requests. As the fate is one for every output, the cap of the widest window binds
+  them all: with the defaults, 100 counted events per visitor and UTC day, in the
+  5-minute ops windows too.
 - **Measures are per visitor**: a cell's percentiles (a log-bucket histogram of
   ``duration_ms``) and bot share count one value per visitor, that of the visitor's
   first request in the cell (its first counted event of the window among those in
@@ -218,7 +232,10 @@ class Partial:
 
     ``late`` counts events dropped as late since this output's previous partial from
     this partition; ``capped`` the events of this window ignored by the contribution
-    cap. Both are operational counters for metrics, not for publication. ``bots`` and
+    cap. A dropped event is dropped from every output but counted once, by one output
+    it was late for or whose cap it reached (see the module docstring), so the
+    sums over all outputs count events. Both are operational counters for metrics,
+    not for publication. ``bots`` and
     ``hist`` are the window's per-visitor measures (each visitor's first event in the
     window, for the summaries). ``per_visitor`` is False for a partial whose measures
     cannot be trusted to count one value per visitor (one from code before that rule,
@@ -404,31 +421,48 @@ class _Output:
         self.want_measures = any(m in PERCENTILES or m == "bot_share" for m in spec.measures)
         self.windows: dict[int, _Window] = {}
         self.closed_through: int | None = None  # every window ending <= this is closed
-        self.late = 0  # late events since the previous emitted partial
+        # Events dropped as late since the previous emitted partial, each counted by
+        # the first output it was late for (PartialAggregator.add_rows).
+        self.late = 0
+
+    def accept_from(self, max_time: int) -> int:
+        """The earliest event time this output still counts at event time ``max_time``:
+        an event is late here when its window ends at or before the watermark
+        (``max_time`` - lateness) or at or before :attr:`closed_through`. The latter
+        matters after a restart with a raised lateness: a window already closed and
+        sent is never reopened (its second partial would replace the first one in the
+        merger, or be ignored as stale).
+
+        >>> o = _Output(AggregateSpec("t", 300, ("route",), allowed_lateness_seconds=600))
+        >>> o.accept_from(1000), o.accept_from(1200)  # the window [0, 300) closed at 900
+        (300, 600)
+        >>> o.closed_through = 900
+        >>> o.accept_from(1000)
+        900
+        """
+        limit = max_time - self.lateness
+        if self.closed_through is not None and self.closed_through > limit:
+            limit = self.closed_through
+        return limit // self.width * self.width  # the window ending at limit ends <= limit
 
     def add(
         self,
         key: tuple[Any, ...],
         t: int,
         visitor: str,
-        max_time: int,
         nbytes: int,
         bot: bool,
         duration: Any,
     ) -> None:
+        """Count one event whose fate was decided for every output (neither late nor
+        over the cap: :meth:`PartialAggregator.add_rows`)."""
         width = self.width
         start = t - t % width
-        if start + width <= max_time - self.lateness:
-            self.late += 1
-            return
         win = self.windows.get(start)
         if win is None:
             win = self.windows[start] = _Window(len(self.fields))
         counts = win.visitors
         n = counts.get(visitor, 0)
-        if n >= self.cap:
-            win.capped += 1
-            return
         counts[visitor] = n + 1
         win.requests += 1
         combos = win.combos
@@ -572,6 +606,32 @@ class _Output:
         return tuple(sorted(counts.items()))
 
 
+def _dominates(big: _Output, small: _Output, i: int, j: int) -> bool:
+    """Whether the cap of ``big`` (index ``i``) binds before that of ``small`` (``j``):
+    its windows contain small's (windows start at multiples of their width) and its cap
+    is no higher, so under one fate per event it has counted at least as many of a
+    visitor's events as small has (ties: the earlier output)."""
+    if big is small or big.width % small.width or big.cap > small.cap:
+        return False
+    return big.width != small.width or big.cap != small.cap or i < j
+
+
+def _binding(outputs: Sequence[_Output]) -> list[int]:
+    """The outputs whose cap must be checked for each event: those no other output
+    dominates (:func:`_dominates`). With the defaults (5m, 1h, 1d, cap 100 each): the
+    day's only.
+
+    >>> from streams.aggregate.spec import DEFAULT_SPECS
+    >>> _binding([_Output(s) for s in DEFAULT_SPECS])
+    [2]
+    """
+    return [
+        j
+        for j, small in enumerate(outputs)
+        if not any(_dominates(big, small, i, j) for i, big in enumerate(outputs))
+    ]
+
+
 #: Fields every row must have, read first: event time, visitor, and the measures.
 ROW_BASE = ("time", "visitor", "bytes", "bot", "duration_ms")
 
@@ -652,6 +712,18 @@ class PartialAggregator:
         self.partition = partition
         self.partitions = partitions
         self._outputs = [_Output(s) for s in self.specs]
+        # What the cap is judged on, per output: (open windows, width, cap). Only the
+        # outputs whose cap can bind (_binding) are checked, unless restored windows
+        # break what that relies on: then all, until those windows close.
+        self._all_caps = [(o.windows, o.width, o.cap) for o in self._outputs]
+        self._binding = _binding(self._outputs)
+        self._caps = [self._all_caps[i] for i in self._binding]
+        self._all_caps_until: int | None = None
+        # Per output, the earliest event time it counts (_Output.accept_from), valid
+        # for the event time _floors_at (None: to compute).
+        self._floors: list[int] = []
+        self._accept_from = _NO_TIME  # their latest: earlier events are late for some output
+        self._floors_at: int | None = None
         # Outputs reading the same fields (product per hour and per day) share one key.
         groups: dict[tuple[str, ...], list[_Output]] = {}
         for o in self._outputs:
@@ -719,6 +791,21 @@ class PartialAggregator:
         # Judged against the event time before this record: rows of the same record
         # from a faster raw partition must not make a slower one's rows late.
         max_time = _NO_TIME if self._max_time is None else self._max_time
+        # One fate per event for every output (see the module docstring): late for one
+        # output's window is late for all, and over one output's cap counts in none.
+        outputs = self._outputs
+        if self._floors_at != max_time:  # the closes since then reset it too
+            self._floors = [o.accept_from(max_time) for o in outputs]
+            self._accept_from = max(self._floors)
+            self._floors_at = max_time
+        floors = self._floors
+        accept_from = self._accept_from
+        caps = self._caps
+        if self._all_caps_until is not None:
+            if accept_from < self._all_caps_until:
+                caps = self._all_caps
+            else:  # the restored windows that needed it take no more events
+                self._all_caps_until = None
         for row in rows:
             raw_partition = None
             if row.__class__ is not list or len(row) != width:
@@ -747,13 +834,26 @@ class PartialAggregator:
             if latest is None or t > latest:
                 times[raw_partition] = t
             seen[raw_partition] = now
-            if nbytes.__class__ is not int:
-                nbytes = 0
-            bot = bot is True
-            for key_of, outputs in groups:
-                key = key_of(row)
-                for out in outputs:
-                    out.add(key, t, visitor, max_time, nbytes, bot, duration)
+            if t < accept_from:
+                # Counted once, by the first output it is late for.
+                for out, floor in zip(outputs, floors, strict=True):
+                    if t < floor:
+                        out.late += 1
+                        break
+                continue
+            for windows, w, cap in caps:
+                win = windows.get(t - t % w)
+                if win is not None and win.visitors.get(visitor, 0) >= cap:
+                    win.capped += 1  # once, in the first checked window it is over the cap of
+                    break
+            else:
+                if nbytes.__class__ is not int:
+                    nbytes = 0
+                bot = bot is True
+                for key_of, group in groups:
+                    key = key_of(row)
+                    for out in group:
+                        out.add(key, t, visitor, nbytes, bot, duration)
         self._advance_from_sources(now)
         return True
 
@@ -797,6 +897,7 @@ class PartialAggregator:
         out: list[Partial] = []
         for o in self._outputs:
             out.extend(o.close(self._max_time, self.partition, self.partitions))
+        self._floors_at = None  # closed_through moved
         return out
 
     def state_size(self) -> dict[str, int]:
@@ -850,6 +951,9 @@ class PartialAggregator:
                 "sources": [[p, o, n] for p, (o, n) in self.sources.items()],
                 "source_times": [[p, t] for p, t in self.source_times.items()],
                 "outputs": outputs,
+                # Counted with one fate per event for all outputs, and no restored window
+                # left that breaks checking only the binding caps (see _unbound_until).
+                "one_fate": self._all_caps_until is None,
             },
             option=orjson.OPT_NON_STR_KEYS,  # histograms as they are: {bucket: count}
         )
@@ -917,4 +1021,34 @@ class PartialAggregator:
                         unknown = measure_code(0, None, False)
                         win.combos[tuple(key)] = [req, dict.fromkeys(vis, unknown), nbytes]
                 o.windows[start] = win
+        # Windows counted with one fate per event under the same caps keep what checking
+        # only the binding caps relies on; else (older code, a cap changed, an output
+        # added) see which restored windows need every cap checked.
+        if not state.get("one_fate") or any(
+            old is None or old.max_events_per_visitor != spec.max_events_per_visitor
+            for spec, old in zip(specs, from_saved, strict=True)
+        ):
+            agg._all_caps_until = agg._unbound_until()
         return agg
+
+    def _unbound_until(self) -> int | None:
+        """After a restore: the end of the last open window in which checking only the
+        binding outputs' caps (:func:`_binding`) could let an output exceed its own
+        cap, or None. Under one fate per event a dominated output counts every event
+        its binding dominator counts, so ``count - count(dominator)`` never grows; a
+        checkpoint of older code, changed caps or a new output (empty) can start it
+        above ``cap - cap(dominator)``."""
+        outputs = self._outputs
+        until = None
+        for i, o in enumerate(outputs):
+            if i in self._binding:
+                continue
+            d = next(outputs[j] for j in self._binding if _dominates(outputs[j], o, j, i))
+            slack = o.cap - d.cap
+            for start, win in o.windows.items():
+                big = d.windows.get(start - start % d.width)
+                theirs = {} if big is None else big.visitors
+                if any(n - theirs.get(v, 0) > slack for v, n in win.visitors.items()):
+                    end = start + o.width
+                    until = end if until is None or end > until else until
+        return until

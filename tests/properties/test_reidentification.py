@@ -18,7 +18,13 @@ computation over the event list, and the published rows are checked for:
 - measures count one value per visitor, that of its first request in the cell (in
   the window, for summaries), and a percentile is published only when k visitors'
   values lie at or below its nearest rank and k at or above it (else null);
-  __other__ publishes none.
+  __other__ publishes none; no bot count below k follows from the summary's bot share
+  minus the published cells' (complementary suppression).
+
+The tests at the end play the analyst with the default config's outputs (an audit,
+branch audit-differencing): they combine published rows of nested windows of
+different outputs, or a summary's bot share with its cells', and check that no group
+of 1..k-1 visitors (or one heavy visitor's capped volume) follows.
 """
 
 from __future__ import annotations
@@ -27,10 +33,13 @@ import math
 import random
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -45,7 +54,9 @@ from streams.aggregate import (
     WindowMerger,
 )
 from streams.aggregate.merge import iso_utc
+from streams.aggregate.runtime import specs_from_config
 from streams.aggregate.spec import MEASURES
+from streams.config import load_file
 
 T0 = 1709546400  # 2024-03-04T10:00:00Z
 PLACES = [
@@ -172,14 +183,19 @@ def place_paths(e: dict[str, Any]) -> list[str]:
     return out
 
 
-def counted(spec: AggregateSpec, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Events that survive the contribution cap (no event here is late)."""
-    seen: dict[tuple[int, str], int] = defaultdict(int)
+def counted(
+    specs: Sequence[AggregateSpec], events: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Events that survive the contribution cap (no event here is late). One fate per
+    event for all the outputs run together: an event over the cap of one output's
+    window counts in none (else nested windows differ by the capped events)."""
+    seen: dict[tuple[int, int, str], int] = defaultdict(int)
     out = []
     for e in events:
-        key = (e["time"] // spec.window_seconds, e["visitor"])
-        seen[key] += 1
-        if seen[key] <= spec.max_events_per_visitor:
+        keys = [(i, e["time"] // s.window_seconds, e["visitor"]) for i, s in enumerate(specs)]
+        if all(seen[key] < s.max_events_per_visitor for key, s in zip(keys, specs, strict=True)):
+            for key in keys:
+                seen[key] += 1
             out.append(e)
     return out
 
@@ -188,7 +204,12 @@ class Naive:
     """Per (window, dimension, value): visitor sets, request and byte counts, and each
     visitor's first event (in the window: ``first_in_window``)."""
 
-    def __init__(self, spec: AggregateSpec, events: Sequence[dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        spec: AggregateSpec,
+        events: Sequence[dict[str, Any]],
+        specs: Sequence[AggregateSpec] | None = None,
+    ) -> None:
         self.visitors: dict[tuple[str, str, str], set[str]] = defaultdict(set)
         self.requests: dict[tuple[str, str, str], int] = defaultdict(int)
         self.bytes: dict[tuple[str, str, str], int] = defaultdict(int)
@@ -198,7 +219,7 @@ class Naive:
         self.total_bytes: dict[str, int] = defaultdict(int)
         self.first_in_window: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         self.events: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for e in counted(spec, events):
+        for e in counted([spec] if specs is None else specs, events):
             w = iso_utc(e["time"] - e["time"] % spec.window_seconds)
             self.total[w].add(e["visitor"])
             self.total_requests[w] += 1
@@ -260,18 +281,24 @@ def check_measures(
         else:
             bots = sum(e.get("bot") is True for e in first.values())
             others = len(first) - bots
-            if all(n == 0 or n >= spec.k for n in (bots, others)):
+            if not all(n == 0 or n >= spec.k for n in (bots, others)):
+                assert row["bot_share"] is None  # the bots or the others: a group below k
+            elif row["kind"] == "summary":
                 assert row["bot_share"] == round(bots / len(first), 4)
-            else:  # the bots or the others would be a group below k
-                assert row["bot_share"] is None
+            else:  # a cell's may also be withheld to protect another's (check_bot_shares)
+                assert row["bot_share"] in (None, round(bots / len(first), 4))
 
 
 def check_rows(
-    spec: AggregateSpec, events: Sequence[dict[str, Any]], rows: list[dict[str, Any]]
+    spec: AggregateSpec,
+    events: Sequence[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    specs: Sequence[AggregateSpec] | None = None,
 ) -> None:
-    """Everything the module docstring promises, for one spec's rows."""
+    """Everything the module docstring promises, for one spec's rows (``specs``: all
+    the outputs run with it, which share each event's fate; None: it alone)."""
     k = spec.k
-    naive = Naive(spec, events)
+    naive = Naive(spec, events, specs)
     mine = [r for r in rows if r["output"] == spec.name and r["window"] == spec.window_label]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in mine:
@@ -332,7 +359,39 @@ def check_rows(
         )
         if dim == PLACE:
             check_place(naive, w, cells, total, k)
+        if "bot_share" in spec.measures:
+            check_bot_shares(naive, w, dim, summary, cells, k)
     assert bad_rows == 0
+
+
+def check_bot_shares(
+    naive: Naive,
+    w: str,
+    dim: str,
+    summary: dict[str, Any],
+    cells: dict[str, dict[str, Any]],
+    k: int,
+) -> None:
+    """No bot count (or count of others) of 1..k-1 follows from the summary's bots
+    minus one published cell's, or minus all top-level published cells' (visitors are
+    published, so share * visitors is a row's bot count)."""
+    if summary["bot_share"] is None:
+        return
+
+    def bots_others(first: dict[str, dict[str, Any]]) -> tuple[int, int]:
+        bots = sum(e.get("bot") is True for e in first.values())
+        return bots, len(first) - bots
+
+    bots, others = bots_others(naive.first_in_window[w])
+    shared = [
+        bots_others(naive.first[w, dim, v])
+        for v, r in cells.items()
+        if r["bot_share"] is not None and (dim != PLACE or "/" not in v)
+    ]
+    for b, o in shared:
+        assert not 0 < bots - b < k and not 0 < others - o < k, (w, dim)
+    assert not 0 < bots - sum(b for b, _ in shared) < k, (w, dim)
+    assert not 0 < others - sum(o for _, o in shared) < k, (w, dim)
 
 
 def check_place(naive: Naive, w: str, cells: dict[str, dict[str, Any]], total: int, k: int) -> None:
@@ -375,7 +434,7 @@ def test_published_rows_pass_the_gate_and_match_brute_force(seed: int, visitors:
     events = population(seed, visitors)
     rows, partials, _ = run(SPECS, events)
     for spec in SPECS:
-        check_rows(spec, events, rows)
+        check_rows(spec, events, rows, SPECS)
     published_values = {r["value"] for r in rows}
     for rare in (RARE_BROWSER, "IS", "IS/Westfjords", "IS/Westfjords/Isafjordur", "KI"):
         assert rare not in published_values
@@ -420,3 +479,161 @@ def test_partitioning_does_not_change_the_output() -> None:
     five, _, _ = run(SPECS, events, partitions=5, batch=500)
     assert canonical(one) == canonical(three) == canonical(five)
     assert len(one) == len(canonical(one))  # and no row twice
+
+
+# --- differencing with the default config's outputs ------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+DAY = 1709510400  # 2024-03-04T00:00:00Z, a UTC day start (1d windows are UTC days)
+H = 3600
+
+
+def default_specs() -> dict[str, AggregateSpec]:
+    """The specs the default config (config/logfog.yaml) runs, by 'name window'."""
+    config, _ = load_file(ROOT / "config" / "logfog.yaml")
+    return {f"{s.name} {s.window_label}": s for s in specs_from_config(config["aggregates"])}
+
+
+DEFAULTS = default_specs()
+K = DEFAULTS["product 1h"].k
+assert K == 10 and DEFAULTS["ops 5m"].allowed_lateness_seconds == 600
+
+
+def person(visitor: str, t: int, **fields: Any) -> dict[str, Any]:
+    """One request of the internal aggregation stream (every default dimension set)."""
+    row = {
+        "time": t - t % 300,  # the internal stream's time is coarsened to 5 min
+        "visitor": visitor,
+        "route": "/",
+        "status_class": "2xx",
+        "method": "GET",
+        "country": "DE",
+        "region": "Berlin",
+        "city": "Berlin",
+        "browser": "Firefox",
+        "os": "Linux",
+        "device": "desktop",
+        "referrer": None,
+        "language": "de",
+        "bytes": 1000,
+        "duration_ms": 20.0,
+        "bot": False,
+    }
+    row.update(fields)
+    return row
+
+
+def crowd(prefix: str, n: int, t: int, **fields: Any) -> list[dict[str, Any]]:
+    return [person(f"{prefix}{i:03d}", t, **fields) for i in range(n)]
+
+
+def publish(
+    records: Sequence[Iterable[dict[str, Any]]],
+    specs: Sequence[AggregateSpec] | None = None,
+    until: int = DAY + 3 * 86400,
+) -> list[dict[str, Any]]:
+    """Stage 2 (one input partition, one Kafka record per list, in arrival order) and
+    stage 3; windows close as the watermark passes them, the rest at the end."""
+    specs = list(DEFAULTS.values()) if specs is None else list(specs)
+    agg = PartialAggregator(specs, 0, 1)
+    merger = WindowMerger(specs)
+    rows: list[dict[str, Any]] = []
+    for offset, events in enumerate(records):
+        agg.add(list(events), offset=offset)
+        rows.extend(r for p in agg.close_ready() for r in merger.add(p))
+    agg.advance_to(until)
+    rows.extend(r for p in agg.close_ready() for r in merger.add(p))
+    return rows
+
+
+def rows_of(
+    rows: list[dict[str, Any]], output: str, window: str, dimension: str
+) -> dict[str, dict[str | None, dict[str, Any]]]:
+    """{window_start: {value (None: the summary): row}} of one output and dimension."""
+    out: dict[str, dict[str | None, dict[str, Any]]] = {}
+    for r in rows:
+        if (r["output"], r["window"], r["dimension"]) == (output, window, dimension):
+            out.setdefault(r["window_start"], {})[r["value"]] = r
+    return out
+
+
+def difference(
+    rows: list[dict[str, Any]], big: tuple[str, str, str], small: tuple[str, str], value: str
+) -> int:
+    """The analyst's subtraction, in requests (additive): the ``big`` (output, window,
+    window_start) route row minus every published ``small`` (output, window) route row
+    inside it, for one route."""
+    output, window, start = big
+    big_row = rows_of(rows, output, window, "route")[start][value]
+    width = {"5m": 300, "1h": H, "1d": 86400}
+    first = int(datetime.fromisoformat(start[:-1] + "+00:00").timestamp())
+    published = rows_of(rows, small[0], small[1], "route")
+    inside = [iso_utc(first + i * width[small[1]]) for i in range(width[window] // width[small[1]])]
+    smalls = [published[s][value] for s in inside if value in published.get(s, {})]
+    return int(big_row["requests"] - sum(r["requests"] for r in smalls))
+
+
+@pytest.mark.parametrize(
+    ("small", "big", "late_at", "closer_at"),
+    [
+        # late for ops 10:00-10:05 (closed at 10:15), in time for product 10:00-11:00
+        (("ops", "5m"), ("product", "1h"), DAY + 10 * H + 60, DAY + 10 * H + 20 * 60),
+        # late for product 10:00-11:00 (closed at 11:10), in time for the product day
+        (("product", "1h"), ("product", "1d"), DAY + 10 * H + 30 * 60, DAY + 11 * H + 20 * 60),
+    ],
+)
+def test_a_late_event_dropped_from_one_output_is_dropped_from_all(
+    small: tuple[str, str], big: tuple[str, str], late_at: int, closer_at: int
+) -> None:
+    """Audit D3: lateness was judged per output. An event arriving after the 5-minute
+    ops window closed (or the hour) was dropped there but counted in the product hour
+    (or day), still open: big window minus the published small windows = exactly the
+    late event (1 visitor, 1 request, its route), with every window >= k. Stage 2 now
+    decides an event's fate once: late for one output's window, late for all."""
+    first = crowd("a", 20, late_at - late_at % 300, route="/late")
+    closer = crowd("b", 20, closer_at, route="/late")  # moves the watermark on
+    late = [person("late", late_at, route="/late")]
+    rows = publish([first, closer, late])
+    start = late_at - late_at % {"1h": H, "1d": 86400}[big[1]]
+    requests = difference(rows, (*big, iso_utc(start)), small, "/late")
+    # The small windows are two published crowds: the requests differed by the late one.
+    assert requests == 0, f"the big window holds {requests} request(s) the small ones do not"
+
+
+def test_the_capped_volume_of_a_heavy_visitor_is_not_published_by_the_difference() -> None:
+    """Audit D4: max_events_per_visitor (100) applied per output and window. A visitor
+    with 100 requests in each of two 5-minute windows counted 100 + 100 in ops but
+    only 100 in the product hour: the hour's ops windows minus the product hour = the
+    requests the cap dropped, which the merger keeps private ("a capped count could
+    describe a single heavy visitor"). An event over the cap of one output's window
+    now counts in none."""
+    a = crowd("a", 20, DAY + 10 * H)
+    b = crowd("b", 20, DAY + 10 * H + 300)
+    heavy = [person("heavy", DAY + 10 * H)] * 100 + [person("heavy", DAY + 10 * H + 300)] * 100
+    rows = publish([a + b + heavy])
+    requests = difference(rows, ("product", "1h", iso_utc(DAY + 10 * H)), ("ops", "5m"), "/")
+    # Before the fix: 140 - 240 = -100, the capped requests.
+    assert requests == 0, f"the ops windows hold {-requests} requests the product hour capped"
+    day = rows_of(rows, "product", "1d", "route")[iso_utc(DAY)]["/"]["requests"]
+    assert day == 140
+
+
+def test_summary_bot_share_minus_cell_bot_share_recovers_no_withheld_bot_count() -> None:
+    """Audit D6: bot_share was gated per row only. With visitors published, share *
+    visitors is a row's bot count: ops 10:00-10:05 by country, DE 30 visitors (10 bots)
+    and FR 10 (1 bot, FR's share withheld) gave 0.275 * 40 - 0.3333 * 30 = 1, FR's
+    single bot. The shares are now gated against the summary's (complementary
+    suppression): here DE's share is withheld too."""
+    t = DAY + 10 * H
+    de = crowd("d", 20, t, country="DE") + crowd("D", 10, t, country="DE", bot=True)
+    fr = [*crowd("f", 9, t, country="FR"), person("curl", t, country="FR", bot=True)]
+    rows = publish([de + fr])
+    got = rows_of(rows, "ops", "5m", "country")[iso_utc(t)]
+    assert got[None]["bot_share"] == 0.275  # the summary's: 11 bots, 29 others
+    assert got["FR"]["bot_share"] is None  # FR's 1 bot: withheld
+    assert got["DE"]["bot_share"] is None  # before: 0.3333, and 11 - 10 = FR's bot
+    cells = [r for v, r in got.items() if v is not None and r["bot_share"] is not None]
+    rest = round(got[None]["bot_share"] * got[None]["visitors"]) - sum(
+        round(c["bot_share"] * c["visitors"]) for c in cells
+    )
+    assert not 0 < rest < K, f"{rest} bot(s) among the countries whose share is withheld"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from streams.aggregate import (
     gate_cells,
     gate_place,
 )
+from streams.aggregate.merge import untailed
 from streams.aggregate.partial import SEP
 
 T0 = 1709546400
@@ -359,17 +361,19 @@ def test_a_left_over_outbox_is_not_published_below_a_raised_k() -> None:
     assert WindowMerger.restore(saved, [replace(old, name="other")]).republish() == []
 
 
+@pytest.mark.parametrize("version", [1, 2])
 def test_a_left_over_outbox_of_an_older_row_version_is_withheld(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, version: int
 ) -> None:
     # Version 1 rows were gated by older rules (windows below k published, measures
     # per request): after an upgrade with the same spec they came back (a review).
+    # Version 2 rows: bot shares not gated against each other (audit D6).
     import orjson
 
     spec = AggregateSpec("ops", 300, ("browser",), k=10, allowed_lateness_seconds=0)
     saved, rows = _outbox_checkpoint(spec)
     data = orjson.loads(saved)
-    data["outbox"] = [{**row, "version": 1} for row in data["outbox"]]
+    data["outbox"] = [{**row, "version": version} for row in data["outbox"]]
     with caplog.at_level("WARNING", logger="logfog.aggregate"):
         again = WindowMerger.restore(orjson.dumps(data), [spec])
     assert again.republish() == [] and again.stats["withheld"] == len(rows)
@@ -396,3 +400,66 @@ def test_bot_share_names_no_group_below_k(bots: int, share: float | None) -> Non
     events = [{"time": T0, "visitor": f"v{i}", "route": "/", "bot": ua.startswith("curl")}
               for i, ua in enumerate(agents)]  # fmt: skip
     assert row_of(publish([OPS], events), "cell", "/")["bot_share"] == share
+
+
+def test_raised_k_with_pending_partials_publishes_no_wrong_fold() -> None:
+    """Audit D7: stage 2 tails only the cells below *its* k. After k was raised (10 ->
+    20) and the merger restarted, it gated partials tailed under k = 10 (pending, or
+    still on the topic) with k = 20: a cell of 10..19 visitors folded but in no tail,
+    so union_visitors() left it out of __other__'s "exact" count (30 instead of 42),
+    and with browser one per visitor, T - Chrome - other = 12 = the hidden Safari
+    group. A fold holding a cell some partial did not tail now has no exact count."""
+    old = AggregateSpec("t", 3600, ("browser",), k=10, allowed_lateness_seconds=0)
+    new = replace(old, k=20)
+
+    def partial(spec: AggregateSpec, partition: int, counts: dict[str, int]) -> Partial:
+        agg = PartialAggregator([spec], partition, 2)
+        events = [
+            {"time": T0, "visitor": f"p{partition}-{name}-{i}", "browser": name}
+            for name, n in counts.items()
+            for i in range(n)
+        ]
+        agg.add(events, offset=0)
+        agg.advance_to(T0 + 3600)
+        (p,) = agg.close_ready()
+        return p
+
+    before = WindowMerger([old])
+    # Partition 0 closed the window under k = 10 before the restart: pending.
+    first = partial(old, 0, {"Chrome": 30, "Safari": 12, "Edge": 8, "Opera": 8})
+    assert before.add(first) == []
+    assert untailed([first], "browser") == {"Chrome", "Safari"}
+    merger = WindowMerger.restore(before.snapshot(), [new])  # restarted with k = 20
+    rows = merger.add(partial(new, 1, {"Chrome": 30, "Edge": 7, "Opera": 7}))
+    by_value = {r["value"]: r for r in rows}
+    total, chrome = by_value[None]["visitors"], by_value["Chrome"]["visitors"]
+    assert (total, chrome) == (102, 60)
+    # Truth: 42 folded visitors (Safari 12, Edge 15, Opera 15). Before the fix: 30.
+    other = by_value[OTHER]
+    assert other["visitors"] is None and other["visitors_min"] == 42
+    assert by_value[None]["other"]["visitors"] is None
+    assert not 0 < total - chrome - (other["visitors"] or 0) < new.k
+
+
+def test_a_fold_without_an_exact_count_is_still_k_visitors_or_more() -> None:
+    # An untailed cell in a fold that could be below k: the smallest published cell is
+    # folded too, as for check (c), so the fold is >= k for sure.
+    cells = {"A": Cell(40, 40), "B": Cell(25, 25), "S": Cell(3, 3)}
+    gate = gate_cells(cells, [], total=68, k=20, untailed=frozenset({"S"}))
+    assert gate.published == ["A"] and gate.folded == ["B", "S"]
+    assert gate.other_visitors is None and gate.secondary == 1
+    assert gate.other_min is not None and gate.other_min >= 20
+
+
+def test_a_regions_bot_share_is_gated_against_its_countrys() -> None:
+    # DE: Bavaria 20 visitors (10 bots), Berlin 10 (1 bot: its share withheld). With
+    # Bavaria's share published beside DE's, 11 - 10 = Berlin's single bot.
+    spec = AggregateSpec("t", 3600, (PLACE,), ("requests", "visitors", "bot_share"), k=10)
+    bavaria = {"country": "DE", "region": "Bavaria"}
+    events = [{"time": T0, "visitor": f"b{i}", **bavaria, "bot": i < 10} for i in range(20)]
+    events += [{"time": T0, "visitor": f"e{i}", "country": "DE", "region": "Berlin",
+                "bot": i == 0} for i in range(10)]  # fmt: skip
+    rows = publish([spec], events)
+    shares = {r["value"]: r["bot_share"] for r in rows if r["kind"] == "cell"}
+    assert shares == {"DE": round(11 / 30, 4), "DE/Bavaria": None, "DE/Berlin": None}
+    assert row_of(rows, "summary")["bot_share"] == round(11 / 30, 4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import zlib
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -18,6 +19,7 @@ from streams.aggregate import (
     PartialAggregator,
     WindowMerger,
 )
+from streams.aggregate.merge import iso_utc
 from streams.aggregate.spec import MEASURES
 from streams.records import FUTURE_SKEW_SECONDS
 from streams.rules import SOURCE_FIELDS
@@ -25,8 +27,11 @@ from tests.properties.test_reidentification import (
     SPECS,
     T0,
     canonical,
+    crowd,
     partition_of,
+    person,
     population,
+    rows_of,
     run,
 )
 
@@ -92,6 +97,110 @@ def test_events_older_than_lateness_are_late_and_excluded() -> None:
     for p in partials + later:
         merger.add(p)
     assert merger.stats["late"] == 1
+
+
+def test_an_event_late_for_one_output_is_late_for_all_and_counted_once() -> None:
+    # Lateness was judged per output: late for the 5-minute window, counted in the
+    # still open hour (audit D3). Now its fate is one for every output, and the late
+    # total counts it once (it was counted once per output it was late for).
+    five = AggregateSpec("five", 300, ("route",), k=2, allowed_lateness_seconds=0)
+    hour = AggregateSpec("hour", 3600, ("route",), k=2, allowed_lateness_seconds=0)
+    agg = PartialAggregator([five, hour], 0, 1)
+    agg.add([ev(T0, "a"), ev(T0 + 300, "b")], offset=0)
+    agg.add([ev(T0 + 60, "late")], offset=1)  # 5-minute window T0 closed, hour open
+    agg.advance_to(T0 + 7200)
+    partials = agg.close_ready()
+    counts = {(p.output, p.window_start - T0): (p.requests, p.visitors) for p in partials}
+    assert counts[("hour", 0)] == (2, 2) and counts[("five", 0)] == (1, 1)
+    assert sum(p.late for p in partials) == 1
+    assert [p.output for p in partials if p.late] == ["five"]  # the output it was late for
+
+
+def test_an_event_over_the_cap_of_one_output_counts_in_none() -> None:
+    # The cap was per output and window: the 5-minute windows counted a heavy visitor's
+    # requests beyond the hour's cap (audit D4). Capped counts it once.
+    five = AggregateSpec("five", 300, ("route",), k=2, max_events_per_visitor=3)
+    hour = AggregateSpec("hour", 3600, ("route",), k=2, max_events_per_visitor=4)
+    agg = PartialAggregator([five, hour], 0, 1)
+    agg.add([ev(T0, "heavy")] * 5 + [ev(T0 + 300, "heavy")] * 5, offset=0)
+    agg.advance_to(T0 + 7200)
+    partials = [p for p in agg.close_ready() if p.requests or p.capped]
+    got = {(p.output, p.window_start - T0): (p.requests, p.capped) for p in partials}
+    # 3 at T0 (five's cap), 1 at T0+300 (the hour's cap of 4): the same in both outputs.
+    assert got == {("five", 0): (3, 2), ("five", 300): (1, 0), ("hour", 0): (4, 4)}
+    assert sum(p.capped for p in partials) == 6  # each ignored event once
+
+
+def test_only_the_binding_caps_are_checked_unless_restored_windows_need_all() -> None:
+    # Stage 2 checks per event only the caps that can bind (the day's, by default): the
+    # outputs whose windows the day's contain count no more of a visitor's events. A
+    # restore can break that (here: an output added, empty): then every cap is checked
+    # until the restored windows close.
+    five = AggregateSpec("five", 300, ("route",), k=2, max_events_per_visitor=3)
+    hour = AggregateSpec("hour", 3600, ("route",), k=2, max_events_per_visitor=3)
+    assert PartialAggregator([five, hour], 0, 1)._binding == [1]
+    agg = PartialAggregator([five], 0, 1)
+    agg.add([ev(T0, "heavy")] * 3, offset=0)
+    agg = PartialAggregator.restore(agg.snapshot(), specs=[five, hour])  # hour: empty
+    assert agg._all_caps_until == T0 + 300
+    # and so does a checkpoint taken meanwhile
+    agg = PartialAggregator.restore(agg.snapshot(), specs=[five, hour])
+    assert agg._all_caps_until == T0 + 300
+    agg.add([ev(T0, "heavy")] * 2 + [ev(T0 + 300, "heavy")] * 4, offset=1)
+    agg.advance_to(T0 + 7200)
+    partials = agg.close_ready()
+    got = {(p.output, p.window_start - T0): p.requests for p in partials if p.requests}
+    # five at T0 was at its cap: 2 capped there (checking the hour's only took them);
+    # then the hour's cap (3) binds, and five's.
+    assert got == {("five", 0): 3, ("five", 300): 3, ("hour", 0): 3}
+    assert sum(p.capped for p in partials) == 3
+    agg.add([ev(T0 + 7200, "later")], offset=2)
+    assert agg._all_caps_until is None  # five's restored window closed: the hour's only
+    # A checkpoint of one fate per event, same caps: nothing to check on restore.
+    agg.add([ev(T0 + 7200, "heavy")] * 3, offset=3)
+    assert PartialAggregator.restore(agg.snapshot(), specs=[five, hour])._all_caps_until is None
+    # One of older code (main's: no "one_fate") is checked, and here holds.
+    old = orjson.loads(agg.snapshot())
+    del old["one_fate"]
+    assert PartialAggregator.restore(orjson.dumps(old))._all_caps_until is None
+    old["outputs"][1]["windows"][0][1]["heavy"] = 1  # five counted more than the hour
+    assert PartialAggregator.restore(orjson.dumps(old))._all_caps_until == T0 + 7500
+
+
+def test_raised_lateness_never_reopens_a_closed_window() -> None:
+    """Audit D8: after a restart with a raised allowed_lateness (10 min -> 1 h), stage 2
+    took events for a window it had already closed and sent, and later sent a second
+    partial for it holding only them. The merger, still waiting for the other
+    partition, replaced the first copy: the window was published with 21 visitors
+    instead of 41 (or, already published, the events were lost as stale, counted
+    nowhere). An event for a window at or before ``closed_through`` is late."""
+    old = AggregateSpec("t", 300, ("route",), k=10, allowed_lateness_seconds=600)
+    new = replace(old, allowed_lateness_seconds=3600)
+    t = T0
+    p0 = PartialAggregator([old], 0, 2)
+    p0.add(crowd("a", 20, t), offset=0)
+    p0.add([person("x", t + 900)], offset=1)  # event time 10:15: 10:00-10:05 closes
+    merger = WindowMerger([old])
+    for partial in p0.close_ready():
+        assert merger.add(partial) == []  # waits for partition 1
+    # Restart with the raised lateness, stage 2 and merger alike.
+    p0 = PartialAggregator.restore(p0.snapshot(), specs=[new])
+    merger = WindowMerger.restore(merger.snapshot(), [new])
+    p0.add([person("straggler", t)], offset=2)  # 10:00, within the new hour of lateness
+    p0.advance_to(t + 2 * 3600)
+    late = 0
+    for partial in p0.close_ready():
+        assert partial.window_start != t  # not reopened
+        late += partial.late
+        merger.add(partial)
+    assert late == 1
+    p1 = PartialAggregator([new], 1, 2)
+    p1.add(crowd("b", 20, t), offset=0)
+    p1.advance_to(t + 2 * 3600)
+    rows = [row for partial in p1.close_ready() for row in merger.add(partial)]
+    summary = rows_of(rows, "t", "5m", "route")[iso_utc(t)][None]
+    assert summary["visitors"] == 40  # 20 (partition 0) + 20 (partition 1)
+    assert merger.stats["replaced"] == 0
 
 
 def test_no_window_is_emitted_twice() -> None:
