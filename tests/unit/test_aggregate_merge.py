@@ -113,6 +113,23 @@ def test_the_folds_lower_bound_never_undoes_check_a() -> None:
     assert g.other_min == 33 and 43 - g.other_min >= 10
 
 
+def test_gate_check_b_folds_a_cell_that_other_would_isolate() -> None:
+    """Check (b): ``T - other`` must be 0 or >= k. T = 25, A has 15 (T - A = 10 passes
+    check a), B and C hold 17 distinct visitors: A next to ``__other__`` = 17 tells that
+    8 visitors (< k) saw A and nothing else. A is folded too."""
+    tails = [((("B",), 9), (("C",), 8))]
+    g = gate_cells(cells(A=15, B=9, C=8), tails, total=25, k=10)
+    assert (g.published, g.folded, g.other_visitors) == ([], ["A", "B", "C"], 25)
+
+
+def test_gate_never_publishes_the_partials_overflow_cell_as_a_value() -> None:
+    """Stage 2's ``__other__`` (values past max_cells) mixes many rare values: with k
+    visitors it is still no value, and is folded into the merger's own ``__other__``."""
+    c = {"A": Cell(30, 20), OTHER: Cell(15, 12)}
+    g = gate_cells(c, [(((OTHER,), 12),)], total=32, k=10)
+    assert (g.published, g.folded, g.other_visitors) == (["A"], [OTHER], 12)
+
+
 def test_gate_everything_folded_and_below_k() -> None:
     g = gate_cells(cells(a=4, b=4, c=4), [((("a",), 4), (("b",), 4), (("c",), 4))], 12, k=10)
     assert g.published == [] and g.other_visitors == 12
@@ -391,11 +408,14 @@ def test_a_published_percentile_is_no_single_visitors_value() -> None:
     assert not 450 < p50 < 550
 
 
-@pytest.mark.parametrize(("bots", "share"), [(0, 0.0), (1, None), (9, None), (10, 0.5), (20, 1.0)])
-def test_bot_share_names_no_group_below_k(bots: int, share: float | None) -> None:
+@pytest.mark.parametrize(
+    ("bots", "humans", "share"),
+    [(0, 19, 0.0), (1, 18, None), (9, 10, None), (10, 10, 0.5), (20, 0, 1.0), (10, 5, None)],
+)
+def test_bot_share_names_no_group_below_k(bots: int, humans: int, share: float | None) -> None:
     # One "bot" of 19 visitors (curl is a bot here, and a person) was published as
-    # 0.0526: the size of a group below k (a review).
-    humans = 0 if bots == 20 else (19 - bots if bots < 10 else 10)
+    # 0.0526: the size of a group below k (a review). Humans too: 10 bots of 15 visitors
+    # (0.6667) tell that 5 people, fewer than k, are the rest of the cell.
     agents = ["curl/8.5.0"] * bots + ["Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0"] * humans
     events = [{"time": T0, "visitor": f"v{i}", "route": "/", "bot": ua.startswith("curl")}
               for i, ua in enumerate(agents)]  # fmt: skip

@@ -317,6 +317,24 @@ def test_contribution_cap() -> None:
     assert set(p.dimensions["route"].cells) == {"/", "/0", "/1", "/2"}  # the first three
 
 
+def test_the_overflow_cell_is_in_the_tail_and_its_visitors_counted_exactly() -> None:
+    """Values past ``max_cells`` are counted in ``__other__``, and the merger counts the
+    fold's distinct visitors from the tails: without the overflow cell there, the
+    published ``__other__`` said 0 visitors for a cell of 4 (and checks b and c ran on
+    that count)."""
+    spec = AggregateSpec("t", 3600, ("browser",), k=3, max_cells=1, allowed_lateness_seconds=0)
+    events = [{"time": T0, "visitor": f"f{i}", "browser": "Firefox"} for i in range(5)]
+    events += [{"time": T0, "visitor": f"o{i}", "browser": f"B{i}"} for i in range(4)]
+    agg = PartialAggregator([spec], 0, 1)
+    agg.add(events, offset=0)
+    agg.advance_to(T0 + 3600)
+    rows = [r for p in agg.close_ready() for r in WindowMerger([spec]).add(p)]
+    assert {r["value"]: r["visitors"] for r in rows if r["kind"] == "cell"} == {
+        "Firefox": 5,
+        OTHER: 4,
+    }
+
+
 def test_cardinality_bound_and_memory_bounded_by_open_windows() -> None:
     spec = AggregateSpec("t", 300, ("route", PLACE), k=2, max_cells=5, allowed_lateness_seconds=0)
     agg = PartialAggregator([spec], 0, 1)

@@ -66,6 +66,14 @@ def test_epoch_multiple_of_the_day_is_accepted() -> None:
     assert validate(with_aggregates(config(epoch="1d"))) == []
 
 
+def test_an_epoch_one_second_over_a_day_is_refused() -> None:
+    assert validate(config(epoch="86400s")) == []
+    assert validate(config(epoch="86401s")) == [
+        "keys.epoch: 86401s is longer than 1d, the daily keys of privacy rule 5 (one key "
+        "links a visitor's requests for its whole epoch) (or keys.unsafe: true)"
+    ]
+
+
 @pytest.mark.parametrize("epoch", ["2d", "7d"])
 def test_epoch_multiple_of_the_day_but_longer_needs_unsafe(epoch: str) -> None:
     warnings: list[str] = []
@@ -117,6 +125,37 @@ def test_loosening_a_privacy_default_needs_unsafe_and_is_logged(
     assert [w for w in warnings if message in w] == [
         f"UNSAFE ({section}.unsafe: true): {errors[0].removesuffix(f' (or {section}.unsafe: true)')}"
     ]
+
+
+@pytest.mark.parametrize("unsafe", ["yes", None, 1])
+def test_only_a_real_true_opts_in(unsafe: Any) -> None:
+    """``aggregates.unsafe: "yes"`` (or null, or 1) is a schema error, and k below 10
+    stays an error: a malformed opt-in downgrades nothing to a warning."""
+    cfg = with_aggregates(config())
+    cfg["aggregates"].update({"k": 5, "unsafe": unsafe})
+    errors = validate(cfg)
+    assert errors[0].startswith("aggregates.unsafe: must be true/false")
+    assert errors[1].startswith("aggregates.k: 5 is below 10") and len(errors) == 2
+
+
+def test_a_rule_with_a_malformed_unsafe_is_checked_as_a_safe_one() -> None:
+    """A rule's ``unsafe: "yes"`` is refused, and the rest of the rule is checked as if
+    it said false: one mistake must not hide another."""
+    errors = validate(with_rule({"from": "client.ip", "action": "keep", "unsafe": "yes"}))
+    assert errors == [
+        WHERE.removesuffix(": ") + ".unsafe: must be true/false",
+        WHERE + "keep would publish client.ip as it is (raw personal data); use a "
+        "transforming action, or set unsafe: true to override",
+    ]
+
+
+@pytest.mark.parametrize("unsafe", [False, True])
+def test_k_below_two_is_refused_even_with_unsafe(unsafe: bool) -> None:
+    """k = 1 makes every visitor a cell: the schema refuses it, ``unsafe`` or not
+    (``_check_privacy_defaults`` only looks at 2 <= k < 10)."""
+    cfg = with_aggregates(config())
+    cfg["aggregates"].update({"k": 1, "unsafe": unsafe})
+    assert validate(cfg) == ["aggregates.k: must be at least 2"]
 
 
 def test_tightening_a_privacy_default_needs_nothing() -> None:
@@ -226,6 +265,18 @@ RULE_CASES = [
      "analytics (rule 4); drop it" + OVERRIDE),
     (with_rule({"from": "geo.asn", "action": "pseudonymize"}),
      WHERE + "pseudonymize would publish geo.asn in an analytics destination"),
+    # Binned or not: ASN bins of a small network are the network.
+    (with_rule({"from": "geo.asn", "action": "generalize", "to": "bins",
+                "bins": [0, 1000, 100000]}),
+     WHERE + "generalize would publish geo.asn in an analytics destination: never the ASN "
+     "in analytics (rule 4)"),
+    # A geo level "to" publishes that level, checked like the source it replaces: it
+    # exempts nothing by itself (the region to: region), and the time zone has no geo
+    # level to be generalized to.
+    (with_rule({"from": "geo.region", "action": "generalize", "to": "region"}),
+     WHERE + "generalize would publish geo.region in an analytics destination"),
+    (with_rule({"from": "geo.timezone", "action": "generalize", "to": "country"}),
+     WHERE + "to: country cannot apply to geo.timezone"),
     (with_rule({"from": "geo.city", "action": "keep"}),
      WHERE + "keep would publish geo.city in an analytics destination: the city only through "
      "the k-gated aggregates, where every cell holds at least k visitors (rule 4); generalize "

@@ -64,6 +64,8 @@ LEAKS = [
     ("john%252540example.com", "email"),
     ("jöhn@bücher.de", "email"),
     ("x@y.xn--p1ai", "email"),
+    ("contact bob@10xgenomics.com", "email"),  # a mail domain, no image density "@2x."
+    ("/debug/0x1000000", "ipv4"),  # 1.0.0.0: the lowest address past "this network" 0/8
     ("1.2.3.4", "ipv4"),
     ("ip=192.0.2.7:8080", "ipv4"),
     ("v1.2.3.4", "ipv4"),
@@ -87,11 +89,17 @@ LEAKS = [
     ("2001:DB8::ABCD", "ipv6"),
     ("2001:db8::1/48", "ipv6"),
     ("2001:db8::/64", "ipv6"),
+    ("2001:db8:1234:5600::/56", "ipv6"),  # a /56 is a household (RIPE-690): longer than /48
+    ("1::2001:db8::/48", "ipv6"),  # the prefix is the whole span's, not a suffix's
+    ("id=12345::2001:db8:5:6", "ipv6"),  # after a too-long group, the "::" suffix
     ("::1", "ipv6"),
     ("2001%3Adb8%3A%3A1", "ipv6"),
     ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc", "jwt"),
     ("Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.", "jwt"),
     ("0123456789abcdef0123456789abcdef", "token"),
+    ("/v/12345678901234567890123456789012", "token"),  # 32 hex digits, all of them digits
+    ("a1-b2-c3-d4-e5-f6-g7-h8-i9-j0-k1", "token"),  # irregular pieces of 2 characters
+    ("a1b2c3d4e5f6g7h8-abcdefghijklmnop", "token"),  # exactly half irregular
     ("550e8400-e29b-41d4-a716-446655440000", "token"),
     ("sig=dGhpcyBpcyBhIHNlY3JldCB0b2tlbiAxMjM0", "token"),
     ("9f86d081884c7d65-9f86d081884c7d65", "token"),  # documented
@@ -100,6 +108,8 @@ LEAKS = [
     ("4111111111111111", "card"),
     ("378282246310005", "card"),  # Amex, 15 digits
     ("card 5555555555554444 exp", "card"),
+    ("card 2223 0000 4840 0011", "card"),  # Mastercard's 2-series (2221-2720)
+    ("/pay/4222222222222", "card"),  # 13 digits: the shortest card numbers (Visa)
 ]
 
 
@@ -124,6 +134,11 @@ def test_is_card_luhn() -> None:
 def test_looks_random() -> None:
     assert not looks_random("best-4k-tvs-top10-under-500-usd-reviews")
     assert looks_random("Ab3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3")
+    assert looks_random("a1b2c3d4e5f6g7h8-abcdefghijklmnop")  # half irregular is enough
+    # Both conditions: enough irregular characters (not a short run) and at least half
+    # of the run (not one mixed piece in a long slug).
+    assert not looks_random("a1b2c3d4")
+    assert not looks_random("how-to-cook-pasta-in-the-oven-with-friends-a1b2c3d4e5f6g7h8")
 
 
 def test_very_long_clean_string_is_fast_enough() -> None:

@@ -51,6 +51,9 @@ def test_xff_all_trusted_gives_leftmost() -> None:
 def test_xff_garbage_hop_stops_at_last_trusted_address() -> None:
     resolver = ClientResolver(["10.0.0.0/8"])
     assert resolver.resolve("10.0.0.1", "unknown, 10.0.0.3") == "10.0.0.3"
+    # The walk ends at the garbage: a hop no trusted proxy wrote (its standard append)
+    # makes nothing left of it believable, or a client chose the address it is counted as.
+    assert resolver.resolve("10.1.2.3", "203.0.113.9, unknown, 10.0.0.5") == "10.0.0.5"
     assert resolver.resolve("10.0.0.1", "-") == "10.0.0.1"
 
 

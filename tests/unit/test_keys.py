@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from streams.keys import DerivedKeyRing, EphemeralKeyRing, KeyError_, generate_key, load_secret
+from streams.keys import (
+    DerivedKeyRing,
+    EphemeralKeyRing,
+    KeyError_,
+    generate_key,
+    keyring_from_config,
+    load_secret,
+)
+
+DAY = 86400
 
 
 def test_env_hex_and_base64(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,11 +63,29 @@ def test_ephemeral_keys_are_random_and_expire() -> None:
     assert a.key_for(0, now=70) is None
 
 
+def test_key_for_without_a_time_means_the_end_of_that_epoch() -> None:
+    """``key_for(epoch)`` (the shared ring's lookups) ages the ring as of the epoch's
+    last second: asking for epoch 1 destroys epoch 0's key past its grace, as an
+    explicit time would."""
+    ring = EphemeralKeyRing(DAY, 3600, clock=lambda: 100 * DAY)
+    ring.key_for(0)
+    ring.key_for(1)
+    assert ring.live_epochs == [1]
+
+
+def test_keys_source_auto_gives_batch_jobs_ephemeral_keys() -> None:
+    """The default ``auto`` is random, destroyed keys for ``logfog anonymize``, not a
+    secret source."""
+    assert isinstance(keyring_from_config("auto", DAY, 3600), EphemeralKeyRing)
+
+
 def test_a_line_from_the_future_neither_gets_a_key_nor_destroys_others() -> None:
     """One line dated 2099 used to become "now": every earlier epoch's key destroyed."""
     wall = 1_800_000_000.0
     ring = EphemeralKeyRing(86400, 3600, clock=lambda: wall)
     today = int(wall // 86400)
+    # A present time does not make a future epoch's key: it would exist before its epoch.
+    assert ring.key_for(today + 10, now=wall) is None and ring.live_epochs == []
     key = ring.key_for(today, now=wall)
     assert key is not None
     year_2099 = 4_070_908_800
@@ -76,6 +103,9 @@ def test_a_line_from_the_future_neither_gets_a_key_nor_destroys_others() -> None
         "0123456789abcdef" * 3,  # 48 hex digits, 192 bits
         "password" * 6,  # letters only: valid base64 of 36 bytes, but nothing random
         "correct horse battery staple and then some more word",  # spaces were dropped
+        bytes(range(100, 131)).hex(),  # 31 random-looking bytes: 248 bits
+        bytes(i % 12 for i in range(32)).hex(),  # 12 distinct byte values: typed or padded
+        bytes(range(100, 132)).hex() + "a",  # 65 hex digits: damaged, never truncated
     ],
 )
 def test_a_secret_under_256_random_bits_is_refused(
@@ -95,7 +125,12 @@ def test_a_secret_under_256_random_bits_is_refused(
 def test_keygens_keys_and_random_base64_ones_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     import secrets
 
-    for value in (generate_key(), base64.b64encode(secrets.token_bytes(32)).decode()):
+    for value in (
+        generate_key(),
+        base64.b64encode(secrets.token_bytes(32)).decode(),
+        bytes(range(100, 132)).hex(),  # exactly 256 bits
+        bytes(i % 16 for i in range(32)).hex(),  # 16 distinct byte values: the minimum
+    ):
         monkeypatch.setenv("K", value)
         assert len(load_secret("env:K")) == 32
 

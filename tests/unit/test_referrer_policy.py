@@ -42,6 +42,9 @@ def test_spec_examples(options: dict[str, object], value: object, expected: obje
          "/account/{id}?utm_source=mail"),
         ("https://example.com", "/"),
         ("https://EXAMPLE.com/u/john@x.com/", "/u/{email}/"),
+        ("https://www.google.com/" + "a" * 9000, None),  # over 8 KiB
+        ("junk https://www.google.com/", None),  # the URL must start the referrer
+        ("android-app://com.example/https://www.google.com/", None),
         ("http://192.0.2.7/admin", None),
         ("http://192.0.2.7:8080/", None),
         ("http://[2001:db8::1]/", None),
@@ -88,6 +91,11 @@ def test_site_from_context() -> None:
 def test_allow_query_option() -> None:
     f = build(allow_query=["page"], **SITE)
     assert f("https://example.com/a?page=2&utm_source=x") == "/a?page=2"
+    # Same-site paths keep allowlisted keys: search terms and session ids need unsafe
+    # here exactly as in url_policy.
+    assert SPEC.validate is not None
+    assert SPEC.validate({"allow_query": ["sid"]}, CTX) != []
+    assert SPEC.validate({"allow_query": ["q"]}, BuildContext(unsafe=True)) == []
 
 
 def test_site_domains_check() -> None:

@@ -25,6 +25,7 @@ def build(v4: int = 24, v6: int = 48, fmt: str = "cidr") -> object:
         ("2001:db8:abcd:1234:5678::1", "2001:db8:abcd::/48"),
         ("2002:cb00:714d::1", "203.0.113.0/24"),  # 6to4 of 203.0.113.77
         ("64:ff9b::203.0.113.77", "203.0.113.0/24"),  # NAT64 well-known prefix
+        ("64:ff9b::1:cb00:7109", "64:ff9b::/48"),  # not NAT64 (only 64:ff9b::/96 is)
         ("2001:0:4136:e378:8000:63bf:34ff:8eb2", "203.0.113.0/24"),  # Teredo, client 203.0.113.77
         ("::ffff:203.0.113.77", "203.0.113.0/24"),  # mapped (parsers already unwrap it)
     ],
@@ -42,6 +43,29 @@ def test_analytics_prefixes_and_address_format() -> None:
 def test_none_and_garbage() -> None:
     assert build()(None) is None  # type: ignore[operator]
     assert build()("not-an-ip") is None  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("text", ["256.1.2.3", "259.0.113.7", "203.0.113.7:8080", "203.0.113.77x"])
+def test_only_a_whole_valid_address_is_truncated(text: str) -> None:
+    """No guess: an octet over 255 masked away by the fast path published an invented
+    network (0.1.2.0/24), and text after the address is not the parser's address."""
+    assert build()(text) is None  # type: ignore[operator]
+
+
+def test_prefix_options_stop_at_the_address_size() -> None:
+    """/33 or /129 is refused by the option check, before build's mask would shift by a
+    negative count at startup."""
+    checks = {o.name: o.check for o in SPEC.options if o.check}
+    assert checks["ipv4_prefix"](32) is None and checks["ipv4_prefix"](33) is not None
+    assert checks["ipv6_prefix"](128) is None and checks["ipv6_prefix"](129) is not None
+
+
+def test_a_destination_of_unknown_kind_gets_the_operations_floors() -> None:
+    """Fail closed: a context of neither kind (a pipeline built without the config's
+    normalization) is held to /24 and /48 like operations."""
+    assert SPEC.validate is not None
+    options = {"ipv4_prefix": 32, "ipv6_prefix": 128, "format": "cidr"}
+    assert len(SPEC.validate(options, BuildContext(destination_kind="internal"))) == 2
 
 
 @pytest.mark.parametrize(

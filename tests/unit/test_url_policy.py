@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.actions.base import BuildContext
-from streams.actions.url_policy import DEFAULT_ALLOW_QUERY, SPEC
+from streams.actions.url_policy import DEFAULT_ALLOW_QUERY, SPEC, validate_loosening
 from streams.detect import find_leak
 
 CTX = BuildContext()
@@ -89,6 +89,27 @@ def test_validate_loosening_needs_unsafe() -> None:
     assert SPEC.validate({"allow_query": ["utm_*", "Q"]}, CTX)
     assert not SPEC.validate({"allow_query": ["utm_*"]}, CTX)
     assert not SPEC.validate({"template": False}, BuildContext(unsafe=True))
+
+
+#: Keys that never pass ``allow_query`` without ``unsafe: true`` (rule 10: session ids,
+#: tokens and secrets, click ids, search terms, emails), spelled out so
+#: that dropping one from RISKY_KEYS fails here.
+SENSITIVE_KEYS = (
+    "email", "mail", "token", "access_token", "id_token", "code", "state", "session",
+    "sessionid", "sid", "jsessionid", "phpsessid", "password", "pass", "pwd", "key",
+    "api_key", "apikey", "signature", "sig", "auth", "gclid", "fbclid", "msclkid",
+    "dclid", "wbraid", "gbraid", "q", "query", "search", "user", "uid", "ref",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("key", SENSITIVE_KEYS)
+def test_every_sensitive_query_key_needs_unsafe(key: str) -> None:
+    """Each by name, in any case; only a handful used to be pinned (jsessionid, apikey
+    or mail could leave the set unnoticed). The default allowlist needs nothing."""
+    assert validate_loosening({"allow_query": [key]}, CTX) != []
+    assert validate_loosening({"allow_query": [key.upper()]}, CTX) != []
+    assert validate_loosening({"allow_query": [key]}, BuildContext(unsafe=True)) == []
+    assert validate_loosening({"allow_query": list(DEFAULT_ALLOW_QUERY)}, CTX) == []
 
 
 def test_option_check_refuses_wildcard() -> None:

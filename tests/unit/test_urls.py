@@ -38,6 +38,9 @@ PATHS = [
     ("/u/john%2540example.com", "/u/{email}"),  # double-encoded
     ("/u/user-john@x.com", "/u/{email}"),
     ("/img/logo@2x.png", "/img/logo@2x.png"),
+    ("/m/@10xgenomics.com", "/m/{email}"),  # a mailbox domain (left of a split address)
+    ("/o/order-12345-confirmation", "/o/{id}"),  # a 5-digit run identifies
+    ("/t/a1b2c3d4e5f6-abcdefgh", "/t/{token}"),  # 21 characters, 12 irregular: a token
     ("/t/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig", "/t/{token}"),
     ("/p/4111-1111-1111-1111", "/p/{id}"),
     ("/p/4111%201111%201111%201111", "/p/{id}"),
@@ -165,6 +168,13 @@ def test_check_patterns_accepts() -> None:
         ("foo.123", None),
         ("a..b", None),
         ("%31.2.3.4", None),
+        ("www.%65xample.com", "example.com"),  # browsers decode the host
+        ("jane@doe@www.example.com", "example.com"),  # the host follows the last "@"
+        # Fullwidth digits and dots: UTS 46 maps them to an IP (the check after IDNA).
+        ("１９２.０.２.７", None),
+        ("１９２．０．２．７", None),
+        ("１２７．１", None),
+        ("www.example.１２３", None),
     ],
 )
 def test_registrable_domain(host: str, expected: str | None) -> None:
