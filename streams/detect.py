@@ -18,8 +18,9 @@ Decisions (each is pinned by a test in ``tests/unit/test_detect.py``):
   ``2001%3Adb8%3A%3A1``).
 * email: ``local@domain.tld`` with a dot in the domain and a TLD of 2+ letters
   (or an ``xn--`` label); Unicode letters allowed. Obfuscated forms such as
-  ``john (at) example (dot) com`` are *not* detected. Image density suffixes
-  (``logo@2x.png``, ``icon@1.5x.webp``) are not emails.
+  ``john (at) example (dot) com`` are *not* detected. Image names with a density
+  suffix (``logo@2x.png``, ``icon@1.5x.webp``: the whole domain is the density and an
+  image extension, which no TLD is) are not emails; ``jane@1x.com`` is one.
 * ipv4: four dot-separated decimal parts 0-255 (leading zeros accepted, because some
   parsers read them as octal: fail closed). Not part of a longer dotted-number run,
   so version strings ``1.2.3`` and ``1.2.3.4.5`` are not addresses, but a 4-part
@@ -74,8 +75,11 @@ __all__ = ["DETECTORS", "find_leak", "is_card", "looks_random", "whatwg_ipv4"]
 _EMAIL_RE: Final = re.compile(
     r"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]+@((?:[^\W_](?:[\w-]*[^\W_])?\.)+(?:[^\W\d_]{2,}|xn--[\w-]+))"
 )
-# "@2x.png", "@1.5x.webp": retina image names, not addresses.
-_DENSITY_RE: Final = re.compile(r"\d+(?:\.\d+)?x\.")
+# "logo@2x.png", "@1.5x.webp": retina image names, not addresses. Only a whole domain
+# of a density and an image extension (none is a top-level domain): "jane@1x.com" and
+# "jane@2x.example.org" are addresses.
+IMAGE_DENSITY: Final = r"\d+(?:\.\d+)?x\.(?:png|jpe?g|gif|webp|avif|svg|ico|bmp)"
+_DENSITY_RE: Final = re.compile(IMAGE_DENSITY + r"\Z", re.IGNORECASE)
 
 _JWT_RE: Final = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
 

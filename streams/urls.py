@@ -91,7 +91,8 @@ _EMAIL_RE: Final = re.compile(  # lookbehind: start only at a run's first char (
     r"(?<![^\s@/\\,;:<>()\[\]\"])[^\s@/\\,;:<>()\[\]\"]*@"
     r"(?:[^\W_](?:[\w-]*[^\W_])?\.)+(?:[^\W\d_]{2,}|xn--[\w-]+)"
 )
-_DENSITY_RE: Final = re.compile(r"@\d+(?:\.\d+)?x\.")
+# A retina image name ("logo@2x.png"), not a mailbox: see detect.IMAGE_DENSITY.
+_DENSITY_RE: Final = re.compile("@" + detect.IMAGE_DENSITY + r"\Z", re.IGNORECASE)
 _JWT_RE: Final = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{2,}")
 _UUID_RE: Final = re.compile(
     r"[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}"

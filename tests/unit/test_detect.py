@@ -34,6 +34,7 @@ CLEAN = [
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0.6099.109",
     "logo@2x.png",
     "icon@1.5x.webp",
+    "/img/Hero@3X.JPG",
     "a::before",
     "Foo::Bar",
     "07:00:00",
@@ -64,7 +65,12 @@ LEAKS = [
     ("john%252540example.com", "email"),
     ("jöhn@bücher.de", "email"),
     ("x@y.xn--p1ai", "email"),
-    ("contact bob@10xgenomics.com", "email"),  # a mail domain, no image density "@2x."
+    # Digits and "x" start the domain, but it is no image name (the retina exclusion
+    # is the whole domain "2x.png"; it used to be any "<digits>x." prefix).
+    ("contact bob@10xgenomics.com", "email"),
+    ("mail jane@1x.com", "email"),
+    ("jane.doe@2x.example.org", "email"),
+    ("a@3x.io", "email"),
     ("/debug/0x1000000", "ipv4"),  # 1.0.0.0: the lowest address past "this network" 0/8
     ("1.2.3.4", "ipv4"),
     ("ip=192.0.2.7:8080", "ipv4"),

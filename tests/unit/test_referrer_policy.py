@@ -42,6 +42,7 @@ def test_spec_examples(options: dict[str, object], value: object, expected: obje
          "/account/{id}?utm_source=mail"),
         ("https://example.com", "/"),
         ("https://EXAMPLE.com/u/john@x.com/", "/u/{email}/"),
+        ("https://shop.example.com/u/jane@1x.com", "/u/{email}"),  # not an image name
         ("https://www.google.com/" + "a" * 9000, None),  # over 8 KiB
         ("junk https://www.google.com/", None),  # the URL must start the referrer
         ("android-app://com.example/https://www.google.com/", None),

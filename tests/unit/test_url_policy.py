@@ -52,6 +52,16 @@ CASES = [
     ("/u/john%40example.com/orders", "/u/{email}/orders"),
     ("/u/john%2540example.com", "/u/{email}"),
     ("/u/JOHN+x@EXAMPLE.COM", "/u/{email}"),
+    # A domain starting with digits and "x" is no retina image name ("logo@2x.png"):
+    # these were kept whole (an audit, M1).
+    (
+        "/u/jane@1x.com/orders?utm_source=jane%402x.example.org",
+        "/u/{email}/orders?utm_source={email}",
+    ),
+    (
+        "/img/logo@2x.png?utm_source=icon%401.5x.webp",
+        "/img/logo@2x.png?utm_source=icon%401.5x.webp",
+    ),
     ("/reset?token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.x", "/reset"),
     ("/a?utm_content=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.x", "/a?utm_content={token}"),
     ("/caf%C3%A9?lang=fr", "/caf%C3%A9?lang=fr"),

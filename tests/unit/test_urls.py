@@ -38,6 +38,9 @@ PATHS = [
     ("/u/john%2540example.com", "/u/{email}"),  # double-encoded
     ("/u/user-john@x.com", "/u/{email}"),
     ("/img/logo@2x.png", "/img/logo@2x.png"),
+    ("/img/Icon@1.5X.WEBP", "/img/Icon@1.5X.WEBP"),
+    ("/u/jane@1x.com", "/u/{email}"),  # digits and x: a domain, not an image density
+    ("/u/jane@2x.example.org/x", "/u/{email}/x"),
     ("/m/@10xgenomics.com", "/m/{email}"),  # a mailbox domain (left of a split address)
     ("/o/order-12345-confirmation", "/o/{id}"),  # a 5-digit run identifies
     ("/t/a1b2c3d4e5f6-abcdefgh", "/t/{token}"),  # 21 characters, 12 irregular: a token
