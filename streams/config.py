@@ -269,8 +269,10 @@ def _max_line_bytes(value: int) -> str | None:
 MIN_K = 10  # rule 9: every published cell counts at least k = 10 distinct visitors
 MAX_EPOCH = DAY  # rule 5: epoch keys, daily by default (a key links a visitor's requests)
 MAX_GRACE = 3600  # rule 5: destroyed after the epoch plus a *short* grace (default 1h)
+#: Rule 14, per topic kind. Aggregates: 25 months, which never span more than 762 days
+#: (two years and 31 days, one of them a 29 February).
 RETENTION_LIMITS = {"raw": 3 * DAY, "operations": 30 * DAY, "analytics": 30 * DAY,
-                    "dead_letter": 30 * DAY, "aggregates": 25 * 31 * DAY}  # fmt: skip
+                    "dead_letter": 30 * DAY, "aggregates": 762 * DAY}  # fmt: skip
 
 
 def _topic(

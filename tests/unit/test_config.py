@@ -86,8 +86,12 @@ CASES = [
     # The 5-minute aggregates are operations data: at most 30 d (rule 14; an audit, D10).
     ({**base(), "aggregates": {"ops_output": {"retention": "760d"}}},
      "aggregates.ops_output.retention: 760d is longer than the operations limit of 30d"),
-    ({**base(), "aggregates": {"output": {"retention": "800d"}}},
-     "aggregates.output.retention: 800d is longer than the aggregates limit of 775d"),
+    # Rule 14: analytics aggregates at most 25 months, and 25 months are at most 762 days
+    # (the limit was 25 x 31 = 775 d: 770 d passed; an audit, M2).
+    ({**base(), "aggregates": {"output": {"retention": "763d"}}},
+     "aggregates.output.retention: 763d is longer than the aggregates limit of 762d"),
+    ({**base(), "aggregates": {"output": {"retention": "770d"}}},
+     "aggregates.output.retention: 770d is longer than the aggregates limit of 762d"),
     ({"destinations": {}}, "destinations: at least one destination is required"),
     ({"destinations": {"ops": {"fields": {"s": {"from": "response.status", "action": "keep"}}}}},
      "destinations.ops.topic: required"),
