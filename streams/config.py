@@ -269,8 +269,9 @@ def _max_line_bytes(value: int) -> str | None:
 MIN_K = 10  # rule 9: every published cell counts at least k = 10 distinct visitors
 MAX_EPOCH = DAY  # rule 5: epoch keys, daily by default (a key links a visitor's requests)
 MAX_GRACE = 3600  # rule 5: destroyed after the epoch plus a *short* grace (default 1h)
-#: Rule 14, per topic kind. Aggregates: 25 months, which never span more than 762 days
-#: (two years and 31 days, one of them a 29 February).
+#: Rule 14, per topic kind; "operations" and "analytics" are also the destination kinds'
+#: limits. Aggregates: 25 months, which never span more than 762 days (two years and 31
+#: days, one of them a 29 February).
 RETENTION_LIMITS = {"raw": 3 * DAY, "operations": 30 * DAY, "analytics": 30 * DAY,
                     "dead_letter": 30 * DAY, "aggregates": 762 * DAY}  # fmt: skip
 
@@ -644,8 +645,9 @@ SCHEMA = Section(
                     "partitions": Key(int, 4, "partitions", minimum=1),
                     "retention": _duration_key(
                         "7d",
-                        "retention, at most 30d",
-                        _duration(30 * DAY, "pseudonymous output", positive=True),
+                        f"retention, at most {RETENTION_LIMITS['operations'] // DAY}d "
+                        f"(operations) or {RETENTION_LIMITS['analytics'] // DAY}d (analytics)",
+                        _duration(positive=True),  # the limit of its kind: _check_retention
                     ),
                     "replication": REPLICATION,
                     "framing": Key(
@@ -1011,6 +1013,7 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
     out["destinations"] = normalized
     _check_keys(out, errors, warnings)
     _check_privacy_defaults(out, errors, warnings)
+    _check_retention(normalized, errors)
     if out.get("aggregates", {}).get("enabled") and not errors:
         # The internal, visitor-keyed stream that feeds aggregation: built by the same
         # rules machinery (default deny, sweep), never published outside the cluster.
@@ -1149,6 +1152,26 @@ def _check_privacy_defaults(
                 f"keys.{name}: {keys[name]} is longer than {format_duration(limit)}, {why}"
             )
     _opt_in(problems, "keys", keys, errors, warnings)
+
+
+def _check_retention(destinations: Mapping[str, Any], errors: list[str]) -> None:
+    """Each destination's retention against the limit of its kind (rule 14,
+    ``RETENTION_LIMITS``). Values the schema refused are left to its message."""
+    for name, dest in destinations.items():
+        kind, retention = dest.get("kind"), dest.get("retention")
+        if not isinstance(retention, str):
+            continue
+        if kind not in ("operations", "analytics"):  # refused by the schema
+            kind = "operations"
+        try:
+            seconds = parse_duration(retention)
+        except ValueError:
+            continue
+        if seconds > RETENTION_LIMITS[kind]:
+            errors.append(
+                f"destinations.{name}.retention: {retention} is longer than the {kind} "
+                f"limit of {RETENTION_LIMITS[kind] // DAY}d"
+            )
 
 
 def _opt_in(

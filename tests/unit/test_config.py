@@ -100,7 +100,11 @@ CASES = [
     ({"destinations": {"ops": {"topic": "t", "fields": [{"from": "response.status", "action": "keep"}]}}},
      "destinations.ops.fields: must be a mapping of output field names to rules, not a list"),
     ({"destinations": {"ops": {"topic": "t", "retention": "90d", "fields": {
-        "s": {"from": "response.status", "action": "keep"}}}}}, "retention: 90d is longer"),
+        "s": {"from": "response.status", "action": "keep"}}}}},
+     "destinations.ops.retention: 90d is longer than the operations limit of 30d"),
+    ({"destinations": {"ops": {"topic": "t", "kind": "analytics", "retention": "31d", "fields": {
+        "s": {"from": "response.status", "action": "keep"}}}}},
+     "destinations.ops.retention: 31d is longer than the analytics limit of 30d"),
     ({"destinations": {"a": {"topic": "t", "fields": {"s": {"from": "response.status", "action": "keep"}}},
                        "b": {"topic": "t", "fields": {"s": {"from": "response.status", "action": "keep"}}}}},
      "destinations.b.topic: 't' is already used by destinations.a"),
@@ -640,3 +644,29 @@ def test_no_string_in_the_default_config_crashes_check_config_when_mistyped() ->
             except Exception as error:
                 pytest.fail(f"{'.'.join(map(str, place))} = {wrong!r}: {error!r}")
             assert errors, place
+
+
+def test_each_destination_kind_has_its_retention_limit_from_one_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``RETENTION_LIMITS`` is the one table of rule 14: a destination's limit is that of
+    its kind (the analytics entry was never read: destinations had a 30 d of their own,
+    so tightening the table changed nothing; an audit). 762 d, 25 months at most, is
+    the longest analytics aggregates retention."""
+    from streams import config as config_module
+
+    def dest(kind: str, retention: str) -> dict[str, Any]:
+        return {"destinations": {"p": {"topic": "t", "kind": kind, "retention": retention,
+                                       "fields": {"s": {"from": "response.status",
+                                                        "action": "keep"}}}}}  # fmt: skip
+
+    assert validate(dest("analytics", "30d")) == []
+    assert (
+        validate({**dest("operations", "30d"), "aggregates": {"output": {"retention": "762d"}}})
+        == []
+    )
+    monkeypatch.setitem(config_module.RETENTION_LIMITS, "analytics", 10 * 86400)
+    assert validate(dest("analytics", "14d")) == [
+        "destinations.p.retention: 14d is longer than the analytics limit of 10d"
+    ]
+    assert validate(dest("operations", "14d")) == []
