@@ -274,6 +274,10 @@ MAX_GRACE = 3600  # rule 5: destroyed after the epoch plus a *short* grace (defa
 #: days, one of them a 29 February).
 RETENTION_LIMITS = {"raw": 3 * DAY, "operations": 30 * DAY, "analytics": 30 * DAY,
                     "dead_letter": 30 * DAY, "aggregates": 762 * DAY}  # fmt: skip
+#: Rule 9's contribution cap: a visitor's events counted per window, by default...
+DEFAULT_MAX_EVENTS_PER_VISITOR = 100
+#: ...and at most, even with ``aggregates.unsafe: true`` (100 times the default).
+MAX_EVENTS_PER_VISITOR = 10_000
 
 
 def _topic(
@@ -518,7 +522,8 @@ SCHEMA = Section(
                     bool,
                     False,
                     "allow k or k_by_output below 10, the minimum group size of privacy "
-                    "rule 9 (logged at startup)",
+                    "rule 9, or a max_events_per_visitor above its default (logged at "
+                    "startup)",
                 ),
                 "k": Key(
                     int,
@@ -567,7 +572,18 @@ SCHEMA = Section(
                     choices=("process", "worker", "aggregator"),
                 ),
                 "max_events_per_visitor": Key(
-                    int, 100, "contribution cap per visitor and window", minimum=1
+                    int,
+                    DEFAULT_MAX_EVENTS_PER_VISITOR,
+                    "contribution cap per visitor and window (privacy rule 9): above "
+                    f"{DEFAULT_MAX_EVENTS_PER_VISITOR} needs aggregates.unsafe: true (logged "
+                    f"at startup), at most {MAX_EVENTS_PER_VISITOR}.",
+                    check=lambda v: (
+                        None
+                        if v <= MAX_EVENTS_PER_VISITOR
+                        else f"must be at most {MAX_EVENTS_PER_VISITOR}"
+                    ),
+                    minimum=1,
+                    json={"maximum": MAX_EVENTS_PER_VISITOR},
                 ),
                 "max_cells": Key(
                     int, 10_000, "distinct values per dimension and window", minimum=1
@@ -1118,9 +1134,9 @@ def _check_keys(config: Mapping[str, Any], errors: list[str], warnings: list[str
 def _check_privacy_defaults(
     config: Mapping[str, Any], errors: list[str], warnings: list[str]
 ) -> None:
-    """Settings past a privacy default (MIN_K, MAX_EPOCH, MAX_GRACE): an error, or with
-    the section's ``unsafe: true`` a warning, which every command logs at startup.
-    Values the schema refused are left to its message."""
+    """Settings past a privacy default (MIN_K, DEFAULT_MAX_EVENTS_PER_VISITOR, MAX_EPOCH,
+    MAX_GRACE): an error, or with the section's ``unsafe: true`` a warning, which every
+    command logs at startup. Values the schema refused are left to its message."""
     from streams.durations import format_duration
 
     aggregates = config.get("aggregates") or {}
@@ -1134,6 +1150,17 @@ def _check_privacy_defaults(
         for place, k in small
         if isinstance(k, int) and not isinstance(k, bool) and 2 <= k < MIN_K
     ]
+    cap = aggregates.get("max_events_per_visitor")
+    if (
+        isinstance(cap, int)
+        and not isinstance(cap, bool)
+        and DEFAULT_MAX_EVENTS_PER_VISITOR < cap <= MAX_EVENTS_PER_VISITOR
+    ):
+        problems.append(
+            f"aggregates.max_events_per_visitor: {cap} is above "
+            f"{DEFAULT_MAX_EVENTS_PER_VISITOR}, the contribution cap of privacy rule 9 (one "
+            "heavy visitor decides a cell's requests and bytes)"
+        )
     _opt_in(problems, "aggregates", aggregates, errors, warnings)
     keys = config.get("keys") or {}
     problems = []

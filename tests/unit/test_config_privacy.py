@@ -106,14 +106,21 @@ def test_short_epoch_without_aggregates_or_with_unsafe() -> None:
         ("keys", {"grace": "365d"}, "keys.grace: 365d is longer than 1h, the short grace of "
                                     "privacy rule 5"),
         ("keys", {"grace": "61m"}, "keys.grace: 61m is longer than 1h"),
+        # Rule 9's contribution cap: 10**9 passed without a word, switching it off (an
+        # audit, M3).
+        ("aggregates", {"max_events_per_visitor": 101}, "aggregates.max_events_per_visitor: "
+                       "101 is above 100, the contribution cap of privacy rule 9"),
+        ("aggregates", {"max_events_per_visitor": 10_000}, "aggregates.max_events_per_visitor: "
+                       "10000 is above 100"),
     ],
 )  # fmt: skip
 def test_loosening_a_privacy_default_needs_unsafe_and_is_logged(
     section: str, patch: dict[str, Any], message: str
 ) -> None:
     """privacy-requirements.md: "config may tighten, loosening needs an explicit, logged
-    opt-in". k below 10 (rule 9), a ten-year key epoch or a year of grace (rule 5: daily
-    keys, destroyed after a *short* grace) used to pass without an error or a warning."""
+    opt-in". k below 10 or a raised contribution cap (rule 9), a ten-year key epoch or a
+    year of grace (rule 5: daily keys, destroyed after a *short* grace) used to pass
+    without an error or a warning."""
     shipped = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
     shipped[section].update(patch)
     errors = validate(shipped)
@@ -160,10 +167,20 @@ def test_k_below_two_is_refused_even_with_unsafe(unsafe: bool) -> None:
 
 def test_tightening_a_privacy_default_needs_nothing() -> None:
     shipped = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
-    shipped["aggregates"].update({"k": 25, "k_by_output": {"product": 50}})
+    shipped["aggregates"].update({"k": 25, "k_by_output": {"product": 50},
+                                  "max_events_per_visitor": 20})  # fmt: skip
     shipped["keys"].update({"epoch": "1d", "grace": "10m"})
     warnings: list[str] = []
     assert validate(shipped, warnings) == [] and warnings == []
+
+
+@pytest.mark.parametrize("unsafe", [False, True])
+def test_the_contribution_cap_stops_at_10000_even_with_unsafe(unsafe: bool) -> None:
+    """Past 10,000 events per visitor and window (100 times the default) the cap is no
+    cap: refused by the schema's bound, ``unsafe`` or not."""
+    shipped = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    shipped["aggregates"].update({"max_events_per_visitor": 10**9, "unsafe": unsafe})
+    assert validate(shipped) == ["aggregates.max_events_per_visitor: must be at most 10000"]
 
 
 def test_the_worker_logs_an_unsafe_aggregates_k_at_startup(
