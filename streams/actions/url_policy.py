@@ -41,14 +41,19 @@ from streams.actions.base import ActionSpec, BuildContext, Option, Transform
 
 DEFAULT_ALLOW_QUERY: Final = ("utm_*", "page", "lang")
 
-# Keys whose values are secrets or personal by design. Allowing them by name needs
-# unsafe: true even though values would still be templated.
+# Keys whose values are secrets or personal by design: allowing them in allow_query (by
+# name or by a prefix* pattern that covers them) needs unsafe: true even though values
+# would still be templated. Click ids and subscriber ids name one person's click or
+# mailbox (mc_eid: Mailchimp, yclid: Yandex, ttclid: TikTok, twclid: X, li_fat_id:
+# LinkedIn, _hsenc: HubSpot, igshid: Instagram); OAuth and one-time secrets too.
 RISKY_KEYS: Final = frozenset(
     {
         "email", "mail", "token", "access_token", "id_token", "code", "state", "session",
         "sessionid", "sid", "jsessionid", "phpsessid", "password", "pass", "pwd", "key",
         "api_key", "apikey", "signature", "sig", "auth", "gclid", "fbclid", "msclkid",
         "dclid", "wbraid", "gbraid", "q", "query", "search", "user", "uid", "ref",
+        "mc_eid", "yclid", "ttclid", "twclid", "li_fat_id", "_hsenc", "igshid",
+        "oauth_token", "refresh_token", "client_secret", "otp",
     }
 )  # fmt: skip
 

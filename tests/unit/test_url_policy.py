@@ -102,13 +102,15 @@ def test_validate_loosening_needs_unsafe() -> None:
 
 
 #: Keys that never pass ``allow_query`` without ``unsafe: true`` (rule 10: session ids,
-#: tokens and secrets, click ids, search terms, emails), spelled out so
+#: tokens and secrets, click and subscriber ids, search terms, emails), spelled out so
 #: that dropping one from RISKY_KEYS fails here.
 SENSITIVE_KEYS = (
     "email", "mail", "token", "access_token", "id_token", "code", "state", "session",
     "sessionid", "sid", "jsessionid", "phpsessid", "password", "pass", "pwd", "key",
     "api_key", "apikey", "signature", "sig", "auth", "gclid", "fbclid", "msclkid",
     "dclid", "wbraid", "gbraid", "q", "query", "search", "user", "uid", "ref",
+    "mc_eid", "yclid", "ttclid", "twclid", "li_fat_id", "_hsenc", "igshid",
+    "oauth_token", "refresh_token", "client_secret", "otp",
 )  # fmt: skip
 
 
@@ -195,7 +197,8 @@ def test_a_key_allowed_by_a_prefix_is_published_only_when_plain() -> None:
 @pytest.mark.parametrize(
     ("pattern", "covered"),
     [("q*", "q"), ("sid*", "sid"), ("s*", "session"), ("email*", "email"),
-     ("token*", "token"), ("ref*", "ref"), ("Q", "q")],
+     ("token*", "token"), ("ref*", "ref"), ("Q", "q"), ("o*", "oauth_token"),
+     ("tt*", "ttclid"), ("mc_*", "mc_eid")],
 )  # fmt: skip
 @pytest.mark.parametrize("action", ["url_policy", "referrer_policy"])
 def test_patterns_covering_a_sensitive_key_need_unsafe(
