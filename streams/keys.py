@@ -262,26 +262,39 @@ class EphemeralKeyRing:
         if now > self._newest:
             if max(now, epoch * self.epoch_seconds) > self._clock() + self._future_tolerance:
                 return None  # from the future: no key, and "now" stays where it was
-            self._newest = now
-            self._expire()
+            self._expire(now)
         if (epoch + 1) * self.epoch_seconds + self.grace_seconds <= self._newest:
             return None  # the epoch is over: its key is gone or must never be made
         key = self._keys.get(epoch)
         if key is None:
             with self._lock:
+                # Asked again under the lock: another thread may have moved "now" past
+                # this epoch's grace (and destroyed its key) since the check above.
+                if (epoch + 1) * self.epoch_seconds + self.grace_seconds <= self._newest:
+                    return None
                 key = self._keys.setdefault(epoch, secrets.token_bytes(MIN_KEY_BYTES))
         return key
 
-    def _expire(self) -> None:
-        limit = self._newest - self.grace_seconds
-        expired = [e for e in self._keys if (e + 1) * self.epoch_seconds <= limit]
-        for epoch in expired:
-            del self._keys[epoch]
+    def _expire(self, now: float) -> None:
+        """Make ``now`` the newest time and destroy the keys it puts past their grace.
+
+        Under the lock that inserts take: a ring shared by threads would otherwise change
+        size while it is iterated here, or move "now" back (another thread's newer time
+        written over). Listeners are told outside it."""
+        with self._lock:
+            if now <= self._newest:
+                return  # another thread went further
+            self._newest = now
+            limit = now - self.grace_seconds
+            expired = [e for e in self._keys if (e + 1) * self.epoch_seconds <= limit]
+            for epoch in expired:
+                del self._keys[epoch]
         self._listeners.notify(expired)
 
     @property
     def live_epochs(self) -> list[int]:
-        return sorted(self._keys)
+        with self._lock:
+            return sorted(self._keys)
 
 
 def keyring_from_config(source: str, epoch_seconds: int, grace_seconds: int) -> KeyRing:

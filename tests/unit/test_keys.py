@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 import pytest
 
@@ -77,6 +81,67 @@ def test_keys_source_auto_gives_batch_jobs_ephemeral_keys() -> None:
     """The default ``auto`` is random, destroyed keys for ``logfog anonymize``, not a
     secret source."""
     assert isinstance(keyring_from_config("auto", DAY, 3600), EphemeralKeyRing)
+
+
+class _RacingLock:
+    """The ring's lock, where another thread's ``key_for`` runs first the first time it
+    is taken: the interleaving a shared ring meets, made deterministic."""
+
+    def __init__(self, other: Callable[[], Any]) -> None:
+        self.inner = threading.Lock()
+        self.other: Callable[[], Any] | None = other
+
+    def __enter__(self) -> bool:
+        other, self.other = self.other, None
+        if other is not None:
+            other()
+        return self.inner.__enter__()
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.inner.__exit__(*exc)  # type: ignore[arg-type]
+
+    def locked(self) -> bool:
+        return self.inner.locked()
+
+
+def test_an_older_time_never_moves_now_back_over_a_newer_one() -> None:
+    """Thread A sees time 50, thread B time 2d + 10 and destroys epoch 0's key: A must
+    not then write "now" back to 50, which made epoch 0 live again, with a new key."""
+    ring = EphemeralKeyRing(DAY, 3600, clock=lambda: 100 * DAY)
+    ring._lock = _RacingLock(lambda: ring.key_for(2, now=2 * DAY + 10))  # type: ignore[assignment]
+    assert ring.key_for(0, now=50) is None
+    assert ring.live_epochs == [2]
+
+
+def test_no_key_is_made_for_an_epoch_another_thread_just_ended() -> None:
+    """Between the check that an epoch is live and the insert of its new key, another
+    thread may move "now" past the epoch's grace: the insert must not happen."""
+    ring = EphemeralKeyRing(DAY, 3600, clock=lambda: 100 * DAY)
+    assert ring.key_for(1, now=DAY + 10) is not None
+    ring._lock = _RacingLock(lambda: ring.key_for(2, now=2 * DAY + 3600))  # type: ignore[assignment]
+    assert ring.key_for(0, now=DAY + 5) is None
+    assert ring.live_epochs == [2]
+
+
+def test_keys_are_only_destroyed_under_the_rings_lock() -> None:
+    """Expiry iterates and deletes the keys that ``key_for`` inserts under its lock: it
+    takes the lock too (a shared ring: "dictionary changed size during iteration")."""
+    ring = EphemeralKeyRing(DAY, 3600, clock=lambda: 100 * DAY)
+    lock = ring._lock
+
+    class Keys(dict[int, bytes]):
+        def __iter__(self) -> Any:
+            assert lock.locked()
+            return super().__iter__()
+
+        def __delitem__(self, epoch: int) -> None:
+            assert lock.locked()
+            super().__delitem__(epoch)
+
+    ring._keys = Keys()
+    ring.key_for(0, now=10)
+    ring.key_for(3, now=3 * DAY + 10)
+    assert ring.live_epochs == [3]
 
 
 def test_a_line_from_the_future_neither_gets_a_key_nor_destroys_others() -> None:
