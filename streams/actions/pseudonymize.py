@@ -3,7 +3,9 @@
 The key is the epoch key of the request time (``streams/keys.py``); there is no
 static salt. ``scope: site`` mixes in the site (virtual host, else the configured
 site name) so the same visitor on two sites gets unlinkable pseudonyms; two epochs
-use two independent keys, so the same visitor on two days is unlinkable too.
+use two independent keys, so the same visitor on two days is unlinkable too. The site
+and the values are joined with control-character separators, escaped inside them (see
+``_escape``): two different tuples never hash the same text.
 ``scope: client`` leaves the site out: one pseudonym per client (address and user
 agent) across every site of the log. Only the internal aggregation stream uses it
 (the config refuses it anywhere else, ``unsafe`` or not): its aggregates are not broken
@@ -38,8 +40,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from streams.actions.base import (
     INTERNAL_DESTINATION,
@@ -73,6 +76,7 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
     # whitespace, and str.strip counts \x1d as whitespace), nor global's "": a client
     # pseudonym never equals a site or global one of the same client.
     unscoped = _CLIENT_DOMAIN if scope == "client" else ""
+    domain_marks = unscoped.count("\x1d")  # in the text of a site and values without any
     default_site = context.site
     digest_size = options["length"] // 2
     use_hmac = options["algorithm"] == "hmac-sha256"
@@ -92,8 +96,20 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
 
     def compute(key: bytes, values: tuple[Any, ...]) -> str:
         site = (site_name(values[1]) or default_site) if per_site else unscoped
-        message = "\x1f".join(["" if v is None else str(v) for v in values[2:]])
-        data = f"{site}\x1e{message}".encode()
+        texts = ["" if v is None else str(v) for v in values[2:]]
+        text = f"{site}\x1e" + "\x1f".join(texts)
+        # Escaped (see _escape) only if the site or a value holds what is escaped: a few
+        # scans of the joined text, not a call per value (this runs on each memo miss).
+        if (
+            "\\" in text
+            or text.count("\x1d") != domain_marks
+            or text.count("\x1e") != 1
+            or text.count("\x1f") != len(texts) - 1
+        ):
+            if per_site:
+                site = _escape(site)
+            text = f"{site}\x1e" + "\x1f".join([_escape(t) for t in texts])
+        data = text.encode()
         if use_hmac:
             return hmac_new(key, data, sha256).hexdigest()[: digest_size * 2]
         return blake2b(data, key=key, digest_size=digest_size).hexdigest()
@@ -155,6 +171,23 @@ def site_name(host: Any) -> str:
 
 #: What ``scope: client`` hashes in place of the site (see ``compute`` in :func:`build`).
 _CLIENT_DOMAIN = "\x1dclient"
+
+#: The hashed text is ``site \x1e value \x1f value ...``. In the site and in each value
+#: ``\`` and the separators are escaped, so that one text is one tuple: unescaped, the
+#: values ("a\x1fb", "c") and ("a", "b\x1fc") of two clients hashed the same text (a
+#: rule of two client texts, such as a cookie and the User-Agent, gave them one pseudonym).
+_ESCAPES: Final = str.maketrans({"\\": "\\\\", "\x1d": "\\d", "\x1e": "\\e", "\x1f": "\\f"})
+_NEEDS_ESCAPE: Final = re.compile(r"[\\\x1d-\x1f]").search
+
+
+def _escape(text: str) -> str:
+    r"""``text`` with ``\`` and the separators escaped; text without them as it is (so
+    ordinary values hash exactly as they did before the escaping).
+
+    >>> _escape("Mozilla/5.0"), _escape("a\x1fb\\")
+    ('Mozilla/5.0', 'a\\fb\\\\')
+    """
+    return text.translate(_ESCAPES) if _NEEDS_ESCAPE(text) else text
 
 
 class _EpochMemos(dict[int, dict[tuple[Any, ...], str]]):

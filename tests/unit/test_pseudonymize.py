@@ -74,6 +74,24 @@ def test_hmac_sha256_is_the_hmac_of_site_and_values_under_the_epoch_key(scope: s
     assert key is not None and a == hmac.new(key, data, hashlib.sha256).hexdigest()[:16]
 
 
+@pytest.mark.parametrize(
+    ("scope", "algorithm", "expected"),
+    [("site", "blake2b", ("9d75a2c6f94b9792", "093bd52f79f37b3a")),
+     ("site", "hmac-sha256", ("909889ac6c7a4c3d", "c6d449e5e92f31d1")),
+     ("client", "blake2b", ("8e470e2f67b0e2e5", "5d5ec9d68905d25d")),
+     ("global", "hmac-sha256", ("42155e554ca01e95", "537f899578314440"))],
+)  # fmt: skip
+def test_pseudonyms_of_ordinary_values_are_those_of_before_the_escaping(
+    scope: str, algorithm: str, expected: tuple[str, str]
+) -> None:
+    """Escaping the separators changed nothing for values without them: the same key
+    gives the pseudonyms it gave before (computed with the unescaped code)."""
+    f = build(DerivedKeyRing(b"a" * 32, DAY), scope, algorithm)
+    ua = "Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0"
+    assert (f((10, "shop.example.net", "203.0.113.9", ua)),
+            f((10, None, "203.0.113.9", ua, "de"))) == expected  # fmt: skip
+
+
 def test_client_scope_never_equals_a_site_pseudonym() -> None:
     """The client scope's text is domain-separated from every site's: with a plain
     "client", a request with Host "client" got, on a published stream, the pseudonym the
@@ -139,6 +157,30 @@ def test_field_boundaries_are_unambiguous() -> None:
     assert f((10, None, "ab", "c")) != f((10, None, "a", "bc"))
     # Site and values: host x.com1 with 0.0.0.1, host x.com with 10.0.0.1.
     assert f((10, "x.com1", "0.0.0.1", "UA")) != f((10, "x.com", "10.0.0.1", "UA"))
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        # Two client texts (a cookie and the User-Agent): the separator inside one of them
+        # hashed the same text as the other split.
+        ((None, "203.0.113.9", "a\x1fb", "c"), (None, "203.0.113.9", "a", "b\x1fc")),
+        # The site's separator inside a Host header.
+        (("s.example\x1ea", "b"), ("s.example", "a\x1eb")),
+        (("s.example", "a\x1db"), ("s.example", "a\\db")),
+        # The escape itself is escaped: a literal "\\f" is not an escaped separator.
+        ((None, "203.0.113.9", "a\\f", "b"), (None, "203.0.113.9", "a\x1f", "b")),
+        ((None, "203.0.113.9", "a\\", "\x1fb"), (None, "203.0.113.9", "a\\\x1f", "b")),
+    ],
+)
+@pytest.mark.parametrize("scope", ["site", "client", "global"])
+def test_separators_inside_values_are_escaped(
+    a: tuple[Any, ...], b: tuple[Any, ...], scope: str
+) -> None:
+    """Values are joined with \\x1f after the site and \\x1e: unescaped, client text
+    that holds them made two different tuples one text, so one pseudonym (an audit)."""
+    f = build(DerivedKeyRing(b"a" * 32, DAY), scope)
+    assert f((10, *a)) != f((10, *b))
 
 
 def test_hmac_and_length() -> None:
