@@ -200,6 +200,8 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     summary = {**stats, "seconds": round(elapsed, 3),
                "lines_per_second": round(pipeline.stats.lines / elapsed) if elapsed else None,
                "peak_rss_mb": _peak_rss_mb()}  # fmt: skip
+    if aggregates is not None:
+        summary["aggregates_late"] = aggregates.late
     if not args.quiet:
         _print_summary(summary)
     if args.summary_json:
@@ -313,6 +315,13 @@ class _FileAggregates:
         self._aggregator.advance_to(self._max_time + 10 * 86400)
         return self._rows()
 
+    @property
+    def late(self) -> int:
+        """Events left out of every aggregate as late: dated more than
+        ``aggregates.allowed_lateness`` before newer lines already read (a log out of
+        time order, or two concatenated)."""
+        return int(self._runtime.merger.stats["late"])
+
     def _rows(self) -> bytes:
         rows = []
         for _p, partial in self._runtime.close_ready():
@@ -347,6 +356,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
         # Key destroyed (line older than its epoch + grace) or time in the future.
         print(f"no pseudonym   {summary['pseudonyms_empty']:>12,}  (published as null: "
               "key destroyed, or time in the future)", file=err)  # fmt: skip
+    if summary.get("aggregates_late"):
+        print(f"late for aggs  {summary['aggregates_late']:>12,}  (left out of every "
+              "aggregate: dated more than aggregates.allowed_lateness before lines read "
+              "earlier; sort the log by time)", file=err)  # fmt: skip
     if summary["invalid_utf8_replaced"]:
         print(f"bad UTF-8 fixed{summary['invalid_utf8_replaced']:>12,}", file=err)
     rate = summary["lines_per_second"]
