@@ -117,7 +117,14 @@ _CLF_NUMBERS = re.compile(r"[0-9]{1,2}/[^/]*/[0-9]{4}:[0-9]{2}:[0-9]{2}:[0-9]{2}
 
 @lru_cache(maxsize=4096)
 def iso_time(text: str) -> int:
-    """ISO 8601 (nginx ``$time_iso8601``, JSON logs). Naive times are taken as UTC.
+    """ISO 8601 (nginx ``$time_iso8601``, JSON logs). Naive times are taken as UTC
+    (JSON application logs commonly write UTC without a zone; nginx always writes its
+    offset). A date without a time of day is no request time:
+
+    >>> iso_time("2000-10-10")
+    Traceback (most recent call last):
+    ...
+    streams.records.RejectedLine: parse.bad_time
 
     The same zone and year limits as :func:`clf_time`:
 
@@ -131,6 +138,8 @@ def iso_time(text: str) -> int:
     >>> iso_time("2016-12-31T23:59:60Z") == iso_time("2016-12-31T23:59:59Z")
     True
     """
+    if len(text) <= 10:  # a date alone (2000-10-10, 20001010): no time of day
+        raise RejectedLine(PARSE_BAD_TIME)
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

@@ -115,6 +115,15 @@ def test_impossible_iso_times_are_rejected(text: str) -> None:
         iso_time(text)
 
 
+@pytest.mark.parametrize("text", ["2000-10-10", "20001010", "2000-W41-2"])
+def test_a_date_without_a_time_of_day_is_no_request_time(text: str) -> None:
+    """A bare date was read as midnight UTC: a day's lines in its first hour (a review).
+    Naive date-times stay UTC (JSON application logs write UTC without a zone)."""
+    with pytest.raises(RejectedLine, match=r"parse\.bad_time"):
+        iso_time(text)
+    assert iso_time("2000-10-10t13:55:36") == iso_time("2000-10-10T13:55:36Z")
+
+
 def test_the_edges_are_accepted() -> None:
     assert clf_time("29/Feb/2024:10:00:00 +0000") == 1709200800
     assert clf_time("01/Jan/1970:00:00:00 +0000") == 0
