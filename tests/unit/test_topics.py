@@ -40,6 +40,25 @@ def test_every_topic_is_listed_with_the_internal_ones(default_config: dict[str, 
                           "logfog.agg.state", "logfog.keys"}  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("windows", "expected"),
+    [
+        (["product/1d"], {"logs.aggregates"}),
+        (["ops/5m"], {"logs.aggregates.ops"}),
+        (["ops/5m", "product/1h"], {"logs.aggregates", "logs.aggregates.ops"}),
+    ],
+)
+def test_only_the_aggregate_topics_the_chosen_windows_write_are_made(
+    default_config: dict[str, Any], windows: list[str], expected: set[str]
+) -> None:
+    """Topics of outputs ``aggregates.windows`` leaves out were made and required (a
+    worker with create_topics: false waited for a topic nothing writes; a review)."""
+    config = copy.deepcopy(default_config)
+    config["aggregates"]["windows"] = windows
+    names = {s.name for s in topic_specs(config)}
+    assert names & {"logs.aggregates", "logs.aggregates.ops"} == expected
+
+
 def test_aggregates_kept_25_months_are_bucketed_to_at_least_an_hour() -> None:
     """Rule 8 buckets analytics to at least 1h; rule 14 keeps operations data at most
     30 d and only analytics aggregates up to 25 months. The ops output's 5-minute
