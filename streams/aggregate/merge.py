@@ -610,7 +610,7 @@ class WindowMerger:
         #: like an empty one: the status page shows this), late/capped events.
         self.stats = dict.fromkeys(
             ("partials", "replaced", "stale", "windows", "late", "capped", "republished",
-             "withheld"),
+             "withheld", "unconfigured"),
             0,
         )  # fmt: skip
         #: Rows computed but not yet known to be on the output topic (see app.py's
@@ -621,7 +621,10 @@ class WindowMerger:
         """Take one partial; return the rows of every window it completes (else [])."""
         spec = self.specs.get(partial.key)
         if spec is None:
-            raise ValueError(f"no spec for output {partial.key}")
+            # An output the config no longer publishes (aggregates.windows narrowed; its
+            # partials stay on the topic a while): not an unreadable record.
+            self.stats["unconfigured"] += 1
+            return []
         state = self._state[partial.key]
         if state.partitions is None:
             state.partitions = partial.partitions
