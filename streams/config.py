@@ -13,6 +13,7 @@ destinations.ops.fields.route: unknown option 'allow_qery' (did you mean 'allow_
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import tomllib
@@ -732,7 +733,9 @@ def _validate_section(
         elif name not in data:
             if spec.default is REQUIRED:
                 errors.append(f"{where}: required")
-            out[name] = spec.default
+            # A copy: a normalized config may be changed by its user; the next
+            # normalize must still see the declared default.
+            out[name] = copy.deepcopy(spec.default)
         else:
             out[name] = _check_value(data[name], spec, where, errors)
 
@@ -833,7 +836,7 @@ def _validate_rule(
             errors.append(f"{path}.{name}: required by {action_name}")
             ok = False
         else:
-            options[name] = option.default
+            options[name] = copy.deepcopy(option.default)
     if not ok:
         return None
     assert source_list is not None

@@ -2,6 +2,10 @@
 
 >>> parse_duration("5m"), parse_duration("1d"), parse_duration(90)
 (300, 86400, 90)
+>>> parse_duration("10m" + chr(0x1C))  # an editor's schema (JavaScript's regex) refuses it
+Traceback (most recent call last):
+...
+ValueError: '10m\\x1c' is not a duration (use e.g. 30s, 5m, 1h, 1d, 2w)
 >>> parse_duration("１h")
 Traceback (most recent call last):
 ...
@@ -20,7 +24,8 @@ from typing import Final
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 # ASCII digits: Python's \d also takes "１h" (fullwidth), which an editor's schema
 # (JavaScript's \d) refuses; the config and the schema must agree.
-_DURATION = re.compile(r"\s*([0-9]+)\s*([smhdw])\s*")
+# Spaces and tabs only: Python's \s also takes \x1c-\x1f, JavaScript's does not.
+_DURATION = re.compile(r"[ \t]*([0-9]+)[ \t]*([smhdw])[ \t]*")
 
 #: JSON Schema of a duration given as text (the config's durations), for editors.
 DURATION_JSON: Final = {"pattern": f"^{_DURATION.pattern}$"}

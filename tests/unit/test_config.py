@@ -11,7 +11,7 @@ import orjson
 import pytest
 import yaml
 
-from streams.config import ConfigError, json_schema, load_file, validate
+from streams.config import ConfigError, json_schema, load_file, normalize, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -670,3 +670,14 @@ def test_each_destination_kind_has_its_retention_limit_from_one_table(
         "destinations.p.retention: 14d is longer than the analytics limit of 10d"
     ]
     assert validate(dest("operations", "14d")) == []
+
+
+def test_a_normalized_configs_defaults_are_its_own() -> None:
+    """normalize returned the declared default lists themselves: changing one config's
+    aggregates.windows or trusted_proxies changed every later config's (a review)."""
+    first = normalize({"destinations": base()["destinations"]}, [], [])
+    first["aggregates"]["windows"].append("changed")
+    first["input"]["trusted_proxies"].append("10.0.0.0/8")
+    second = normalize({"destinations": base()["destinations"]}, [], [])
+    assert "changed" not in second["aggregates"]["windows"]
+    assert second["input"]["trusted_proxies"] == []
