@@ -168,7 +168,7 @@ def test_every_manifest_validates_against_kubernetes_schemas() -> None:
                 pytest.fail(f"{path.name}: no Kubernetes schema for {doc['kind']}")
         validated.add(doc["kind"])
     expected = {"Namespace", "ConfigMap", "Secret", "Deployment", "PodDisruptionBudget",
-                "Service", "PersistentVolumeClaim", "Job", "Pod"}  # fmt: skip
+                "Service", "PersistentVolumeClaim", "Job", "Pod", "NetworkPolicy"}  # fmt: skip
     assert expected <= validated, f"missing manifests: {expected - validated}"
 
 
@@ -202,6 +202,7 @@ def test_kustomization_lists_the_manifests() -> None:
         "job-topics.yaml",
         "geo-loader.yaml",
         "aggregator.yaml",
+        "networkpolicy.yaml",
     }  # applied by hand (fmt: skip)
     assert "secret.example.yaml" not in resources, "an example secret must not be applied"
     assert {p.name for p in _manifest_files()} - optional == set(resources)
@@ -830,3 +831,24 @@ def test_deploy_readme_quotes_the_readmes_throughput_figures() -> None:
     for text in (deploy, (K8S / "deployment.yaml").read_text(encoding="utf-8")):
         assert "lines/s of pure pipeline" not in text
         assert "35-40k" not in text
+
+
+def test_the_network_policy_admits_only_the_web_ports_of_logfogs_pods() -> None:
+    """The web pages have no authentication and their live counters can show single
+    requests on a quiet site (an audit): the policy lets only the monitoring namespace
+    reach the ports the worker and the aggregators declare, and no other ingress."""
+    (policy,) = _docs(K8S / "networkpolicy.yaml")
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "logfog"}
+    (rule,) = spec["ingress"]
+    assert [f.keys() for f in rule["from"]] == [{"namespaceSelector": 1}.keys()]
+    declared = {
+        port["containerPort"]
+        for name in ("deployment.yaml", "aggregator.yaml")
+        for doc in _docs(K8S / name)
+        if doc["kind"] == "Deployment"
+        for container in doc["spec"]["template"]["spec"]["containers"]
+        for port in container.get("ports", [])
+    }
+    assert {p["port"] for p in rule["ports"]} == declared == {6066, 6067}
