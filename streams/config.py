@@ -1106,7 +1106,7 @@ AGGREGATE_INPUT = INTERNAL_DESTINATION
 
 def _check_keys(config: Mapping[str, Any], errors: list[str], warnings: list[str]) -> None:
     """The key epoch against the aggregate windows (visitor counts)."""
-    from streams.aggregate.spec import DEFAULT_SPECS
+    from streams.aggregate.spec import DEFAULT_SPECS, published_specs
     from streams.durations import format_duration
 
     keys = config.get("keys") or {}
@@ -1116,10 +1116,9 @@ def _check_keys(config: Mapping[str, Any], errors: list[str], warnings: list[str
         epoch = parse_duration(keys["epoch"])
     except ValueError:
         return  # reported by the schema check
-    chosen = config["aggregates"].get("windows")
-    chosen = chosen if isinstance(chosen, list) else ()  # a wrong type: reported elsewhere
-    windows = [s.window_seconds for s in DEFAULT_SPECS if s.output_window in chosen]
-    window = max(windows or [s.window_seconds for s in DEFAULT_SPECS])
+    # Unknown names are reported by their own check: judge the defaults meanwhile.
+    windows = published_specs(config["aggregates"].get("windows")) or DEFAULT_SPECS
+    window = max(spec.window_seconds for spec in windows)
     if epoch <= 0 or epoch % window == 0:
         return
     # Aggregates count distinct visitors by pseudonym: a window that spans two key

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from streams.admin import TopicSpec
-from streams.aggregate.spec import DEFAULT_SPECS, OUTPUT_WINDOWS, AggregateSpec
+from streams.aggregate.spec import DEFAULT_SPECS, AggregateSpec, published_specs
 from streams.config import pseudonymizes
 from streams.durations import parse_duration
 
@@ -63,8 +63,7 @@ def topic_specs(config: Mapping[str, Any]) -> list[TopicSpec]:
     specs += [_spec(d) for d in config["destinations"].values()]
     aggregates = config.get("aggregates", {})
     if aggregates.get("enabled"):
-        chosen = set(aggregates.get("windows") or OUTPUT_WINDOWS)
-        published = [s for s in DEFAULT_SPECS if s.output_window in chosen]
+        published = published_specs(aggregates.get("windows"))
         # Only the topics the chosen windows write (a worker with create_topics: false
         # would wait for one nothing is ever written to).
         if any(not s.operations for s in published):

@@ -27,7 +27,7 @@ from typing import Any
 
 from streams.aggregate.merge import WindowMerger
 from streams.aggregate.partial import SOURCE_IDLE_SECONDS, Partial, PartialAggregator
-from streams.aggregate.spec import DEFAULT_SPECS, OUTPUT_WINDOWS, PLACE, AggregateSpec
+from streams.aggregate.spec import PLACE, AggregateSpec, published_specs
 from streams.durations import parse_duration
 
 MERGER_KEY = "merger"
@@ -44,7 +44,6 @@ def specs_from_config(aggregates: Mapping[str, Any]) -> tuple[AggregateSpec, ...
     ['product/1d']
     """
     per_output = aggregates.get("k_by_output") or {}
-    chosen = set(aggregates.get("windows") or OUTPUT_WINDOWS)
     return tuple(
         replace(
             spec,
@@ -54,8 +53,7 @@ def specs_from_config(aggregates: Mapping[str, Any]) -> tuple[AggregateSpec, ...
             max_cells=aggregates["max_cells"],
             max_combinations=aggregates["max_combinations"],
         )
-        for spec in DEFAULT_SPECS
-        if spec.output_window in chosen
+        for spec in published_specs(aggregates.get("windows"))
     )
 
 

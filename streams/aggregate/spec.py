@@ -171,3 +171,17 @@ PRODUCT_1D = AggregateSpec("product", 86400, _PRODUCT_DIMENSIONS, ("requests", "
 DEFAULT_SPECS: tuple[AggregateSpec, ...] = (OPS_5M, PRODUCT_1H, PRODUCT_1D)
 #: Their names in ``aggregates.windows``.
 OUTPUT_WINDOWS: tuple[str, ...] = tuple(spec.output_window for spec in DEFAULT_SPECS)
+
+
+def published_specs(windows: object) -> tuple[AggregateSpec, ...]:
+    """The default outputs ``aggregates.windows`` names; all of them when it names none
+    (or is not a list: a config error reported by the config check).
+
+    >>> [s.output_window for s in published_specs(["product/1d", "ops/5m"])]
+    ['ops/5m', 'product/1d']
+    >>> len(published_specs(None)) == len(DEFAULT_SPECS)
+    True
+    """
+    named = {w for w in windows if isinstance(w, str)} if isinstance(windows, list) else None
+    chosen = named or set(OUTPUT_WINDOWS)
+    return tuple(spec for spec in DEFAULT_SPECS if spec.output_window in chosen)
