@@ -41,17 +41,24 @@ def by_topic(aggregates: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str
     return got
 
 
-def test_the_demo_summary_survives_a_window_below_k(monkeypatch: pytest.MonkeyPatch) -> None:
-    """show_aggregates summed ``suppressed.cells`` of every summary; a below-k window's
-    was None, so `make run` died with a TypeError once any window (e.g. a quiet
-    5-minute ops window) had fewer than k visitors."""
+def twenty_visitors_at_ten() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The default aggregates section, and the rows of 20 visitors at 10:01 once every
+    window has closed (one cell per output, each above k)."""
     aggregates = normalize({"aggregates": {"enabled": True}}, [], [])["aggregates"]
     specs = specs_from_config(aggregates)
     agg = PartialAggregator(specs, 0, 1)
     agg.add([{"time": T0 + 60, "visitor": f"v{i}", "route": "/"} for i in range(20)], offset=0)
     agg.advance_to(T0 + 10 * 86400)
     merger = WindowMerger(specs)
-    rows = [row for p in agg.close_ready() for row in merger.add(p)] + [BELOW_K]
+    return aggregates, [row for p in agg.close_ready() for row in merger.add(p)]
+
+
+def test_the_demo_summary_survives_a_window_below_k(monkeypatch: pytest.MonkeyPatch) -> None:
+    """show_aggregates summed ``suppressed.cells`` of every summary; a below-k window's
+    was None, so `make run` died with a TypeError once any window (e.g. a quiet
+    5-minute ops window) had fewer than k visitors."""
+    aggregates, rows = twenty_visitors_at_ten()
+    rows.append(BELOW_K)
     monkeypatch.setattr(demo, "consume", lambda *a, **kw: by_topic(aggregates, rows))
     said: list[str] = []
     monkeypatch.setattr(demo, "say", said.append)
@@ -97,13 +104,7 @@ def test_the_demo_shows_each_aggregates_topic_with_its_windows(
     """The 5-minute ops rows are on the operations aggregates topic (kept 7 d), the
     hourly and daily product rows on logs.aggregates (an audit, D10): `make run` reads
     both and shows each with the windows it holds."""
-    aggregates = normalize({"aggregates": {"enabled": True}}, [], [])["aggregates"]
-    specs = specs_from_config(aggregates)
-    agg = PartialAggregator(specs, 0, 1)
-    agg.add([{"time": T0 + 60, "visitor": f"v{i}", "route": "/"} for i in range(20)], offset=0)
-    agg.advance_to(T0 + 10 * 86400)
-    merger = WindowMerger(specs)
-    rows = [row for p in agg.close_ready() for row in merger.add(p)]
+    aggregates, rows = twenty_visitors_at_ten()
     asked: list[list[str]] = []
 
     def consume(bootstrap: str, topics: list[str], *a: Any, **kw: Any) -> Any:
