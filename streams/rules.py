@@ -298,6 +298,19 @@ def compile_rules(
     values: dict[str, str] = {}  # rule signature -> local variable holding its value
     keys: dict[str, str] = {}  # value expression -> local holding it encoded as a Kafka key
     shared_args: dict[str, str] = {}  # tuple expression -> the local holding it
+    # (action, argument local) -> [(value local, options, context)]: see build_group
+    groups: dict[tuple[str, str], list[tuple[str, Mapping[str, Any], BuildContext]]] = {}
+
+    def _context(name: str, kind: str, rule: Mapping[str, Any], sources: list[str]) -> BuildContext:
+        return BuildContext(
+            destination=name, destination_kind=kind, site=config["site"],
+            keyring=keyring, cache_size=cache_size, unsafe=rule["unsafe"],
+            sources=tuple(sources),
+            # The summary counts pseudonyms *published* as null; the internal
+            # stream's own (scope: client) would count each such line twice.
+            counters=None if name == AGGREGATE_INPUT else counters,
+        )  # fmt: skip
+
     for index, (name, dest) in enumerate(config["destinations"].items()):
         kind = dest["kind"]
         entries = []
@@ -334,17 +347,21 @@ def compile_rules(
                 local = values[signature] = f"v{len(values)}"
                 per_client.append(f"    {local} = {argument}")
                 client_locals.append(local)
+            elif local is None and spec.build_group is not None and len(args) > 1:
+                # Built after the loop with the other rules of this action over the same
+                # sources (one call a line for all of them), in the place of the first.
+                local = values[signature] = f"v{len(values)}"
+                shared = shared_args.get(argument)
+                if shared is None:
+                    shared = shared_args[argument] = f"a{len(shared_args)}"
+                    compute.append(f"    {shared} = {argument}")
+                group = groups.setdefault((rule["action"], shared), [])
+                if not group:
+                    compute.append(f"    # group {rule['action']} {shared}")
+                group.append((local, rule["options"], _context(name, kind, rule, sources)))
             elif local is None:
                 local = values[signature] = f"v{len(values)}"
-                context = BuildContext(
-                    destination=name, destination_kind=kind, site=config["site"],
-                    keyring=keyring, cache_size=cache_size, unsafe=rule["unsafe"],
-                    sources=tuple(sources),
-                    # The summary counts pseudonyms *published* as null; the internal
-                    # stream's own (scope: client) would count each such line twice.
-                    counters=None if name == AGGREGATE_INPUT else counters,
-                )  # fmt: skip
-                transform = spec.build(rule["options"], context)
+                transform = spec.build(rule["options"], _context(name, kind, rule, sources))
                 if text_out:
                     wrapped = swept(transform, leaks, cache_size)
                 elif rule["action"] in _MEMOIZED or _FEW_VALUED_SOURCES.issuperset(sources):
@@ -414,6 +431,17 @@ def compile_rules(
                 internal=internal,
             )
         )
+    for (action, shared), members in groups.items():
+        marker = compute.index(f"    # group {action} {shared}")
+        if len(members) == 1:
+            local, options, context = members[0]
+            namespace[f"f_{local}"] = REGISTRY[action].build(options, context)
+            compute[marker] = f"    {local} = f_{local}({shared})"
+        else:
+            build_group = REGISTRY[action].build_group
+            assert build_group is not None
+            namespace[f"g_{shared}"] = build_group([(o, c) for _, o, c in members])
+            compute[marker] = f"    {', '.join(m[0] for m in members)}, = g_{shared}({shared})"
     needs_geo = any(s.startswith("geo.") for s in used)
     needs_agent = any(s in _AGENT_INDEX for s in used)
     needs_language = "request.language" in used

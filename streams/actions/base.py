@@ -18,7 +18,7 @@ False
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -84,6 +84,10 @@ class BuildContext:
     counters: Counter[str] | None = None
 
 
+#: A rule's typed options and the context to build it in.
+RuleToBuild = tuple[Mapping[str, Any], BuildContext]
+
+
 @dataclass(frozen=True, slots=True)
 class ActionSpec:
     """Declaration of one field action.
@@ -119,3 +123,7 @@ class ActionSpec:
     #: loosens privacy floors, not what an option can apply to (such a rule raised at
     #: build, or for every value).
     refuse: Callable[[Mapping[str, Any], BuildContext], list[str]] | None = None
+    #: Builds several rules of this action that read the same sources as one transform
+    #: returning their values in order, sharing work per line (pseudonyms: one key and
+    #: one memo lookup for the product's visitor and the aggregation input's).
+    build_group: Callable[[Sequence[RuleToBuild]], Callable[[Any], tuple[Any, ...]]] | None = None

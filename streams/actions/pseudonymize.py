@@ -41,7 +41,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from streams.actions.base import (
@@ -49,6 +49,7 @@ from streams.actions.base import (
     ActionSpec,
     BuildContext,
     Option,
+    RuleToBuild,
     Transform,
 )
 from streams.memo import remember
@@ -62,11 +63,107 @@ def _check_length(value: int) -> str | None:
 
 
 def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
-    ring = context.keyring
+    return _build([(options, context)], single=True)
+
+
+def build_group(
+    rules: Sequence[RuleToBuild],
+) -> Callable[[tuple[Any, ...]], tuple[str | None, ...]]:
+    """One transform for several pseudonymize rules over the same sources (the
+    product's visitor and the aggregation input's): their pseudonyms, in order, from
+    one epoch key lookup and one memo lookup a line. The same values as each rule's
+    own :func:`build` gives, empty (``None``) and counted alike.
+
+    >>> from streams.keys import DerivedKeyRing
+    >>> ring = DerivedKeyRing(b"k" * 32, epoch_seconds=86400)
+    >>> site = ({"scope": "site", "algorithm": "blake2b", "length": 16},
+    ...         BuildContext(site="example.org", keyring=ring))
+    >>> client = ({"scope": "client", "algorithm": "hmac-sha256", "length": 32},
+    ...           BuildContext(destination="_aggregate", keyring=ring))
+    >>> values = (100, "shop.example.net", "203.0.113.9", "Mozilla/5.0")
+    >>> build_group([site, client])(values) == (SPEC.build(*site)(values),
+    ...                                         SPEC.build(*client)(values))
+    True
+    """
+    return _build(rules, single=False)
+
+
+def _build(rules: Sequence[RuleToBuild], *, single: bool) -> Any:
+    """The transform of ``rules``: one pseudonym (``single``), or a tuple of them."""
+    rings = {id(context.keyring) for _, context in rules}
+    ring = rules[0][1].keyring
     if ring is None:
         raise ValueError("pseudonymize needs a key ring")
+    if len(rings) != 1:
+        raise ValueError("pseudonymize rules built together must share one key ring")
     epoch_seconds: int = ring.epoch_seconds
     key_for = ring.key_for
+    hashers = [_hasher(options, context) for options, context in rules]
+    # Memoized by the values the hashes read: the Host header only if a scope is per site.
+    per_site = any(per_site for per_site, _ in hashers)
+    computes = [compute for _, compute in hashers]
+    size = rules[0][1].cache_size
+    # Visitors repeat: memoize per epoch. The memo of an epoch maps raw values to its
+    # pseudonyms, so it must not outlive the key: the ring tells ``memos`` (from its own
+    # thread, for the shared ring) the moment it drops a key (rule 5).
+    memos = _EpochMemos()
+    ring.on_destroy(memos)
+    memo_of = memos.get
+    # One count per rule that counts (each is a published field; the internal stream's
+    # are not counted), as if each rule were built alone.
+    counted = [context.counters for _, context in rules if context.counters is not None]
+    empty: Any = None if single else (None,) * len(rules)
+    if single:
+        compute: Callable[[bytes, tuple[Any, ...]], Any] = computes[0]
+    else:
+
+        def compute(key: bytes, values: tuple[Any, ...]) -> tuple[str, ...]:
+            return tuple([one(key, values) for one in computes])
+
+    def no_key() -> Any:
+        for counters in counted:
+            counters["pseudonym.empty"] += 1
+        return empty
+
+    def new_memo(epoch: int, when: int) -> dict[tuple[Any, ...], Any] | None:
+        memo: dict[tuple[Any, ...], Any] = {}
+        memos[epoch] = memo
+        # The key may have been dropped between key_for and the line above (another
+        # thread): asking again after the memo is in place closes that window.
+        if key_for(epoch, when) is None:
+            memos.pop(epoch, None)
+            return None
+        # Keys that are never destroyed (derived rings): bound the memos by count.
+        for old in sorted(memos)[:-3]:
+            memos.pop(old, None)
+        return memo
+
+    def pseudonymize(values: tuple[Any, ...]) -> Any:
+        when = values[0]
+        epoch = when // epoch_seconds
+        key = key_for(epoch, when)
+        if key is None:
+            memos.pop(epoch, None)
+            return no_key()
+        memo = memo_of(epoch)
+        if memo is None:
+            memo = new_memo(epoch, when)
+            if memo is None:
+                return no_key()
+        ident = values[1:] if per_site else values[2:]
+        out = memo.get(ident)
+        if out is None:
+            out = remember(memo, ident, compute(key, values), size)
+        return out
+
+    return pseudonymize
+
+
+def _hasher(
+    options: Mapping[str, Any], context: BuildContext
+) -> tuple[bool, Callable[[bytes, tuple[Any, ...]], str]]:
+    """Whether the rule's scope is per site, and its hash of ``(time, host, *values)``
+    under an epoch key."""
     scope = options["scope"]
     if scope == "client" and context.destination != INTERNAL_DESTINATION:
         # The config refuses it too; this holds for pipelines built without validation.
@@ -83,16 +180,6 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
     blake2b = hashlib.blake2b
     hmac_new = hmac.new
     sha256 = hashlib.sha256
-
-    size = context.cache_size
-    # Visitors repeat: memoize per epoch, by the values the hash reads (not the Host
-    # header, unless the scope is per site). The memo of an epoch maps raw values to its
-    # pseudonyms, so it must not outlive the key: the ring tells ``memos`` (from its own
-    # thread, for the shared ring) the moment it drops a key (rule 5).
-    memos = _EpochMemos()
-    ring.on_destroy(memos)
-    memo_of = memos.get
-    counters = context.counters
 
     def compute(key: bytes, values: tuple[Any, ...]) -> str:
         site = (site_name(values[1]) or default_site) if per_site else unscoped
@@ -114,42 +201,7 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
             return hmac_new(key, data, sha256).hexdigest()[: digest_size * 2]
         return blake2b(data, key=key, digest_size=digest_size).hexdigest()
 
-    def new_memo(epoch: int, when: int) -> dict[tuple[Any, ...], str] | None:
-        memo: dict[tuple[Any, ...], str] = {}
-        memos[epoch] = memo
-        # The key may have been dropped between key_for and the line above (another
-        # thread): asking again after the memo is in place closes that window.
-        if key_for(epoch, when) is None:
-            memos.pop(epoch, None)
-            return None
-        # Keys that are never destroyed (derived rings): bound the memos by count.
-        for old in sorted(memos)[:-3]:
-            memos.pop(old, None)
-        return memo
-
-    def pseudonymize(values: tuple[Any, ...]) -> str | None:
-        when = values[0]
-        epoch = when // epoch_seconds
-        key = key_for(epoch, when)
-        if key is None:
-            memos.pop(epoch, None)
-            if counters is not None:
-                counters["pseudonym.empty"] += 1
-            return None
-        memo = memo_of(epoch)
-        if memo is None:
-            memo = new_memo(epoch, when)
-            if memo is None:
-                if counters is not None:
-                    counters["pseudonym.empty"] += 1
-                return None
-        ident = values[1:] if per_site else values[2:]
-        out = memo.get(ident)
-        if out is None:
-            out = remember(memo, ident, compute(key, values), size)
-        return out
-
-    return pseudonymize
+    return per_site, compute
 
 
 def site_name(host: Any) -> str:
@@ -237,6 +289,7 @@ SPEC = ActionSpec(
         ),
     ),
     build=build,
+    build_group=build_group,
     validate=validate,
     multi=True,
     implicit_sources=IMPLICIT_SOURCES,
