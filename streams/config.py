@@ -539,7 +539,8 @@ SCHEMA = Section(
                     "the aggregate outputs and windows to publish. Rows of one window can be "
                     "differenced against a longer window's or another output's over the same "
                     "time (README, Privacy guarantees, known limits): publish one of them to "
-                    "rule that out",
+                    "rule that out. Regions and cities are published in each output's longest "
+                    "window only",
                     check=_windows,
                     json={
                         "items": {"enum": ["ops/5m", "product/1h", "product/1d"]},

@@ -19,7 +19,7 @@ ValueError: unknown measures ['median'] (see MEASURES)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from streams.durations import format_duration
@@ -181,7 +181,26 @@ def published_specs(windows: object) -> tuple[AggregateSpec, ...]:
     ['ops/5m', 'product/1d']
     >>> len(published_specs(None)) == len(DEFAULT_SPECS)
     True
+
+    Regions and cities (``place`` below the country) are published in one window of an
+    output, its longest: a product day's cities minus the same day's hours' cities gave
+    the visitors of a city in the hours whose gate withheld it, fewer than k (an audit).
+    The shorter windows keep the ``country`` dimension.
+
+    >>> [(s.window_label, PLACE in s.dimensions) for s in published_specs(None)]
+    [('5m', False), ('1h', False), ('1d', True)]
+    >>> [PLACE in s.dimensions for s in published_specs(["product/1h"])]
+    [True]
     """
     named = {w for w in windows if isinstance(w, str)} if isinstance(windows, list) else None
     chosen = named or set(OUTPUT_WINDOWS)
-    return tuple(spec for spec in DEFAULT_SPECS if spec.output_window in chosen)
+    specs = [spec for spec in DEFAULT_SPECS if spec.output_window in chosen]
+    longest: dict[str, int] = {}
+    for spec in specs:
+        longest[spec.name] = max(longest.get(spec.name, 0), spec.window_seconds)
+    return tuple(
+        spec
+        if spec.window_seconds == longest[spec.name] or PLACE not in spec.dimensions
+        else replace(spec, dimensions=tuple(d for d in spec.dimensions if d != PLACE))
+        for spec in specs
+    )

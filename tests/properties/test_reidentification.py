@@ -637,3 +637,29 @@ def test_summary_bot_share_minus_cell_bot_share_recovers_no_withheld_bot_count()
         round(c["bot_share"] * c["visitors"]) for c in cells
     )
     assert not 0 < rest < K, f"{rest} bot(s) among the countries whose share is withheld"
+
+
+def test_a_day_city_minus_the_hours_cities_recovers_no_small_group() -> None:
+    """Audit D5: the product hour and day both published regions and cities. Munich had
+    3 visitors at 10:00 (withheld in that hour, below k) and 10 others at 11:00
+    (published then); the day published Munich with 13, so the day's Munich minus the
+    11:00 Munich was the 3 visitors of 10:00, their city, requests and hour. Places
+    below the country are now published in the output's longest window only."""
+    ten, eleven = DAY + 10 * H, DAY + 11 * H
+    berlin = {"region": "Berlin", "city": "Berlin"}
+    munich = {"region": "Bavaria", "city": "Munich"}
+    hamburg = {"region": "Hamburg", "city": "Hamburg"}
+    records = [
+        crowd("a", 20, ten, **berlin) + crowd("b", 15, ten, **hamburg) + crowd("c", 3, ten, **munich),
+        crowd("d", 20, eleven, **berlin) + crowd("e", 10, eleven, **munich),
+    ]
+    rows = publish(records)
+    day = rows_of(rows, "product", "1d", "place")[iso_utc(DAY)]
+    hours = rows_of(rows, "product", "1h", "place")
+    assert day["DE/Bavaria/Munich"]["visitors"] == 13  # the day still has its cities
+    for value, row in day.items():
+        if value is None or value == OTHER:
+            continue
+        inside = [hours[h][value]["visitors"] for h in hours if value in hours[h]]
+        rest = row["visitors"] - sum(inside)  # each visitor came in one hour only
+        assert not 0 < rest < K, f"{value}: {rest} visitor(s) in the hours that withheld it"
