@@ -378,6 +378,46 @@ def _layout(dimensions: Sequence[str]) -> tuple[tuple[str, ...], list[tuple[str,
     return tuple(fields), positions
 
 
+def _projection(saved: Sequence[str], current: Sequence[str]) -> list[int]:
+    """For each raw field of the ``current`` dimensions' layout, its index in the layout
+    of the ``saved`` dimensions (which hold every current one).
+
+    >>> _projection(("route", "country", "place", "browser"), ("route", "country", "browser"))
+    [0, 1, 5]
+    """
+    starts = dict(_layout(saved)[1])
+    return [
+        starts[name] + offset
+        for name in current
+        for offset in range(len(PLACE_FIELDS) if name == PLACE else 1)
+    ]
+
+
+def _merge_combo(combos: dict[tuple[Any, ...], _Acc], key: tuple[Any, ...], acc: _Acc) -> None:
+    """Add the restored combination ``acc`` under ``key``: requests and bytes add up,
+    visitors unite (with measure codes, a visitor keeps its smallest: its first event).
+
+    >>> combos = {}
+    >>> _merge_combo(combos, ("/",), [2, {"a": 5, "b": 9}, 10])
+    >>> _merge_combo(combos, ("/",), [1, {"a": 3}, 4])
+    >>> combos
+    {('/',): [3, {'a': 3, 'b': 9}, 14]}
+    """
+    mine = combos.get(key)
+    if mine is None:
+        combos[key] = acc
+        return
+    mine[0] += acc[0]
+    mine[2] += acc[2]
+    if isinstance(mine[1], set):
+        mine[1] |= acc[1]
+    else:
+        codes = mine[1]
+        for visitor, code in acc[1].items():
+            if code < codes.get(visitor, code + 1):
+                codes[visitor] = code
+
+
 def _place_keys(country: Any, region: Any, city: Any) -> list[str]:
     """Cell keys of one event in the ``place`` dimension, coarsest first.
 
@@ -994,16 +1034,19 @@ class PartialAggregator:
         saved_outputs = dict(zip([s.key for s in saved_specs], state["outputs"], strict=True))
         for o, old_spec in zip(agg._outputs, from_saved, strict=True):
             if old_spec is None:
-                continue  # new, or a changed window or breakdowns: starts empty
+                continue  # new, or a changed window or measures: starts empty
             saved = saved_outputs[old_spec.key]
             o.closed_through = saved["closed_through"]
             o.late = saved["late"]
+            # Fewer breakdowns than saved (the hour that stops publishing ``place``):
+            # each saved field's place in the new layout, and combinations summed.
+            index = _projection(old_spec.dimensions, o.spec.dimensions)
             for start, visitors, requests, capped, seen, combos, *measures in saved["windows"]:
                 win = _Window(len(o.fields))
                 win.visitors = visitors
                 win.requests = requests
                 win.capped = capped
-                win.seen = [{None, *values} for values in seen]
+                win.seen = [{None, *seen[i]} for i in index]
                 if measures:
                     win.bots = measures[0]
                     win.hist = {int(i): n for i, n in measures[1].items()}
@@ -1014,12 +1057,13 @@ class PartialAggregator:
                     win.per_visitor = False
                 for key, req, vis, nbytes, *_ in combos:
                     if not o.want_measures:
-                        win.combos[tuple(key)] = [req, set(vis), nbytes]
+                        acc = [req, set(vis), nbytes]
                     elif isinstance(vis, dict):
-                        win.combos[tuple(key)] = [req, vis, nbytes]
+                        acc = [req, vis, nbytes]
                     else:  # version 1 (see above): no code known, none published
                         unknown = measure_code(0, None, False)
-                        win.combos[tuple(key)] = [req, dict.fromkeys(vis, unknown), nbytes]
+                        acc = [req, dict.fromkeys(vis, unknown), nbytes]
+                    _merge_combo(win.combos, tuple([key[i] for i in index]), acc)
                 o.windows[start] = win
         # Windows counted with one fate per event under the same caps keep what checking
         # only the binding caps relies on; else (older code, a cap changed, an output

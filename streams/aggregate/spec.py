@@ -121,18 +121,23 @@ class AggregateSpec:
         data["measures"] = tuple(data["measures"])
         return cls(**data)
 
-    def same_state(self, other: AggregateSpec) -> bool:
-        """Whether window state kept under ``other`` is valid state of this output: the
-        same window and breakdowns. The rest (k, lateness, the caps) is policy, which
-        the current config decides.
+    def continues(self, other: AggregateSpec) -> bool:
+        """Whether window state kept under ``other`` can go on as this output's: the
+        same window and measures, and breakdowns the same or fewer (the state's extra
+        ones are summed away: a product hour that stops publishing ``place`` keeps its
+        counts). The rest (k, lateness, the caps) is policy, which the current config
+        decides.
 
         >>> from dataclasses import replace
-        >>> OPS_5M.same_state(replace(OPS_5M, k=20)), OPS_5M.same_state(PRODUCT_1H)
+        >>> OPS_5M.continues(replace(OPS_5M, k=20)), OPS_5M.continues(PRODUCT_1H)
+        (True, False)
+        >>> hour = published_specs(None)[1]
+        >>> hour.continues(PRODUCT_1H), PRODUCT_1H.continues(hour)
         (True, False)
         """
-        return (self.key, self.dimensions, self.measures) == (
-            other.key, other.dimensions, other.measures
-        )  # fmt: skip
+        return (self.key, self.measures) == (other.key, other.measures) and set(
+            self.dimensions
+        ) <= set(other.dimensions)
 
 
 def reconcile(
@@ -140,10 +145,10 @@ def reconcile(
 ) -> tuple[list[AggregateSpec], list[AggregateSpec | None]]:
     """The outputs a restored checkpoint continues: the current config's (``current``;
     None: the checkpoint's own), each paired with the saved spec whose state it takes
-    over, or None (a new output, or one whose window or breakdowns changed: it starts
-    empty). Saved outputs the config no longer has are dropped. Without this, a
-    restored checkpoint kept its old k and breakdowns for good, whatever the config
-    said after a restart.
+    over, or None (a new output, or one whose window, measures or breakdowns changed,
+    other than breakdowns dropped: it starts empty). Saved outputs the config no longer
+    has are dropped. Without this, a restored checkpoint kept its old k and breakdowns
+    for good, whatever the config said after a restart.
 
     >>> from dataclasses import replace
     >>> specs, states = reconcile([replace(OPS_5M, k=20), PRODUCT_1D], [OPS_5M, PRODUCT_1H])
@@ -153,7 +158,7 @@ def reconcile(
     if current is None:
         return list(saved), list(saved)
     return list(current), [
-        next((old for old in saved if spec.same_state(old)), None) for spec in current
+        next((old for old in saved if spec.continues(old)), None) for spec in current
     ]
 
 

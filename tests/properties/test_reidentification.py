@@ -650,7 +650,9 @@ def test_a_day_city_minus_the_hours_cities_recovers_no_small_group() -> None:
     munich = {"region": "Bavaria", "city": "Munich"}
     hamburg = {"region": "Hamburg", "city": "Hamburg"}
     records = [
-        crowd("a", 20, ten, **berlin) + crowd("b", 15, ten, **hamburg) + crowd("c", 3, ten, **munich),
+        crowd("a", 20, ten, **berlin)
+        + crowd("b", 15, ten, **hamburg)
+        + crowd("c", 3, ten, **munich),
         crowd("d", 20, eleven, **berlin) + crowd("e", 10, eleven, **munich),
     ]
     rows = publish(records)

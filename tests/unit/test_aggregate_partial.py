@@ -270,6 +270,36 @@ def test_restore_gives_identical_partials() -> None:
     assert [p.to_bytes() for p in a.close_ready()] == [p.to_bytes() for p in b.close_ready()]
 
 
+@pytest.mark.parametrize("measures", [("requests", "visitors"), SPEC.measures])
+def test_restore_under_fewer_breakdowns_keeps_the_open_windows_counts(
+    measures: tuple[str, ...],
+) -> None:
+    """Session 12 took ``place`` out of the product hour (its cities are the day's
+    only). A checkpoint of the hour with ``place`` restored under the hour without it
+    starts from its counts, summed over the places, instead of empty: an upgrade mid-hour
+    lost the hour's events so far, which the day still held (day minus hours: them).
+    The partials are those of an aggregator that never had ``place``."""
+    with_place = AggregateSpec("t", 3600, ("route", "country", PLACE, "browser"), measures, k=2)
+    without = replace(with_place, dimensions=("route", "country", "browser"))
+    events = sorted(population(4, 60), key=lambda e: e["time"])
+    old = PartialAggregator([with_place], 0, 1)
+    new = PartialAggregator([without], 0, 1)
+    for agg in (old, new):
+        for i, e in enumerate(events[:200]):
+            agg.add([e], offset=i)
+    assert any(len(w.combos) > 1 for o in old._outputs for w in o.windows.values())
+    restored = PartialAggregator.restore(old.snapshot(), specs=[without])
+    for agg in (new, restored):
+        for i, e in enumerate(events[200:], start=200):
+            agg.add([e], offset=i)
+        agg.advance_to(T0 + 5 * 86400)
+    expected = [p.to_bytes() for p in new.close_ready()]
+    assert expected and [p.to_bytes() for p in restored.close_ready()] == expected
+    # A breakdown the checkpoint does not have: that output starts empty.
+    other = replace(with_place, dimensions=("route", "os"))
+    assert not PartialAggregator.restore(old.snapshot(), specs=[other])._outputs[0].windows
+
+
 def test_checkpoints_are_made_and_loaded_without_garbage_collections() -> None:
     # Copying a day of state makes many short-lived lists; collections they trigger
     # walk the whole state (a checkpoint cost 4x more with them). See streams.gctune.
