@@ -95,7 +95,15 @@ def kill_while_publishing(worker: WorkerProcess, lines: list[bytes], broker: Loc
         time.sleep(0.01)
     os.kill(broker.pid, signal.SIGSTOP)
     try:
-        time.sleep(1.0)  # the worker finishes its batch and sends it: no answer
+        # The worker finishes the batch it is anonymizing, if any (its line count
+        # moves), and sends it: no answer. Else it is already waiting for the answer
+        # to one. A fixed second was not always enough for the first on a slow machine:
+        # then nothing was in flight, and the replacement had no duplicate to skip.
+        counted = worker.status()["lines"]
+        deadline = time.monotonic() + 5
+        while worker.status()["lines"] == counted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
         worker.kill9()
     finally:
         os.kill(broker.pid, signal.SIGCONT)
