@@ -297,9 +297,9 @@ def compile_rules(
     used: set[str] = set()
     values: dict[str, str] = {}  # rule signature -> local variable holding its value
     keys: dict[str, str] = {}  # value expression -> local holding it encoded as a Kafka key
-    shared_args: dict[str, str] = {}  # tuple expression -> the local holding it
-    # (action, argument local) -> [(value local, options, context)]: see build_group
-    groups: dict[tuple[str, str], list[tuple[str, Mapping[str, Any], BuildContext]]] = {}
+    # (action, argument expression) -> (the local holding the argument, the index of the
+    # call in ``compute``, [(value local, options, context)]): see ActionSpec.build_group
+    groups: dict[tuple[str, str], tuple[str, int, list[tuple[str, Any, BuildContext]]]] = {}
 
     def _context(name: str, kind: str, rule: Mapping[str, Any], sources: list[str]) -> BuildContext:
         return BuildContext(
@@ -347,18 +347,18 @@ def compile_rules(
                 local = values[signature] = f"v{len(values)}"
                 per_client.append(f"    {local} = {argument}")
                 client_locals.append(local)
-            elif local is None and spec.build_group is not None and len(args) > 1:
-                # Built after the loop with the other rules of this action over the same
-                # sources (one call a line for all of them), in the place of the first.
+            elif local is None and spec.build_group is not None:
+                # Rules of one action over the same sources (the product's and the
+                # aggregation input's pseudonyms) share one argument tuple and one call a
+                # line, built after the loop, in the place of the first of them.
                 local = values[signature] = f"v{len(values)}"
-                shared = shared_args.get(argument)
-                if shared is None:
-                    shared = shared_args[argument] = f"a{len(shared_args)}"
+                group = groups.get((rule["action"], argument))
+                if group is None:
+                    shared = f"a{len(groups)}"
                     compute.append(f"    {shared} = {argument}")
-                group = groups.setdefault((rule["action"], shared), [])
-                if not group:
-                    compute.append(f"    # group {rule['action']} {shared}")
-                group.append((local, rule["options"], _context(name, kind, rule, sources)))
+                    group = groups[rule["action"], argument] = (shared, len(compute), [])
+                    compute.append("")  # the call: see below
+                group[2].append((local, rule["options"], _context(name, kind, rule, sources)))
             elif local is None:
                 local = values[signature] = f"v{len(values)}"
                 transform = spec.build(rule["options"], _context(name, kind, rule, sources))
@@ -381,14 +381,6 @@ def compile_rules(
                     namespace[f"get_{local}"] = memo.get
                     compute.append(f"    {local} = get_{local}({argument}, MISS)")
                     compute.append(f"    if {local} is MISS: {local} = f_{local}({argument})")
-                elif len(args) > 1:
-                    # Rules reading the same sources (the product's and the aggregation
-                    # input's pseudonyms) share one argument tuple per line.
-                    shared = shared_args.get(argument)
-                    if shared is None:
-                        shared = shared_args[argument] = f"a{len(shared_args)}"
-                        compute.append(f"    {shared} = {argument}")
-                    compute.append(f"    {local} = f_{local}({shared})")
                 else:
                     compute.append(f"    {local} = f_{local}({argument})")
             entries.append(f"{out_name!r}: {local}")
@@ -431,17 +423,16 @@ def compile_rules(
                 internal=internal,
             )
         )
-    for (action, shared), members in groups.items():
-        marker = compute.index(f"    # group {action} {shared}")
+    for (action, _), (shared, call, members) in groups.items():
         if len(members) == 1:
             local, options, context = members[0]
             namespace[f"f_{local}"] = REGISTRY[action].build(options, context)
-            compute[marker] = f"    {local} = f_{local}({shared})"
+            compute[call] = f"    {local} = f_{local}({shared})"
         else:
             build_group = REGISTRY[action].build_group
             assert build_group is not None
             namespace[f"g_{shared}"] = build_group([(o, c) for _, o, c in members])
-            compute[marker] = f"    {', '.join(m[0] for m in members)}, = g_{shared}({shared})"
+            compute[call] = f"    {', '.join(m[0] for m in members)}, = g_{shared}({shared})"
     needs_geo = any(s.startswith("geo.") for s in used)
     needs_agent = any(s in _AGENT_INDEX for s in used)
     needs_language = "request.language" in used

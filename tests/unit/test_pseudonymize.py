@@ -324,3 +324,68 @@ def test_an_epochs_memo_goes_when_its_key_is_gone_untold() -> None:
     assert 0 in ring.listeners[0]
     assert f((11, None, "203.0.113.9", "UA")) is None
     assert 0 not in ring.listeners[0]
+
+
+# -- rules built together (build_group) ----------------------------------------------------
+
+
+def _group(ring: object, counters: collections.Counter[str]) -> Any:
+    """The product's visitor (site, counted) and the aggregation input's (client, not)."""
+    assert SPEC.build_group is not None
+    return SPEC.build_group([
+        ({"scope": "site", "algorithm": "blake2b", "length": 16},
+         BuildContext(destination="product", site="www.example.org", keyring=ring,
+                      counters=counters)),
+        ({"scope": "client", "algorithm": "hmac-sha256", "length": 16},
+         BuildContext(destination="_aggregate", site="www.example.org", keyring=ring)),
+    ])  # fmt: skip
+
+
+def test_rules_built_together_give_each_rules_own_pseudonyms_and_counts() -> None:
+    """One key and memo lookup a line for both visitor pseudonyms (session 12): the same
+    values as each rule built alone, in order, under every host, client, epoch and a
+    destroyed key; and the same null counts (the site rule's only)."""
+    alone_ring, group_ring = EphemeralKeyRing(DAY, 3600), EphemeralKeyRing(DAY, 3600)
+    alone_counts: collections.Counter[str] = collections.Counter()
+    group_counts: collections.Counter[str] = collections.Counter()
+    site = build(alone_ring, "site", counters=alone_counts)
+    client = build(alone_ring, "client", algorithm="hmac-sha256")
+    both = _group(group_ring, group_counts)
+    # Equal keys in both rings: the same random key for each epoch.
+    for ring in (alone_ring, group_ring):
+        ring._keys.update({e: bytes([e + 1]) * 32 for e in range(4)})
+    lines = [
+        (t, host, ip, ua)
+        for t in (100, 5000, DAY + 100, 3 * DAY + 7200, 100)  # the last: epoch 0 is gone
+        for host in (None, "shop.example.net", "www.example.org:443")
+        for ip in ("203.0.113.9", "2001:db8::1")
+        for ua in ("Mozilla/5.0", None)
+    ]
+    got = [both(values) for values in lines]
+    assert got == [(site(values), client(values)) for values in lines]
+    assert (None, None) in got and got.count((None, None)) == 12  # the stale epoch
+    # Epochs 0, 1 and 3; two sites (no Host header is the configured one); two
+    # addresses; two agents.
+    assert len({pair for pair in got if pair[0]}) == 3 * 2 * 2 * 2
+    assert group_counts == alone_counts == {"pseudonym.empty": 12}
+
+
+def test_rules_built_together_forget_an_epoch_with_its_key() -> None:
+    ring = EphemeralKeyRing(DAY, grace_seconds=3600)
+    both = _group(ring, collections.Counter())
+    pair = both((100, "www.example.org", "203.0.113.9", "UA"))
+    reachable = _dicts_reachable_from(both, ring)
+    assert any(pair in d.values() for d in reachable)  # memoized while the key lives
+    both((DAY + 7200, None, "198.51.100.2", "UA"))  # key 0 destroyed
+    assert not any(pair in d.values() for d in _dicts_reachable_from(both, ring))
+    assert not any(p in list(d.values()) for p in pair for d in _dicts_reachable_from(both, ring))
+
+
+def test_rules_built_together_must_share_one_key_ring() -> None:
+    assert SPEC.build_group is not None
+    options = {"scope": "site", "algorithm": "blake2b", "length": 16}
+    with pytest.raises(ValueError, match="one key ring"):
+        SPEC.build_group([
+            (options, BuildContext(keyring=DerivedKeyRing(b"a" * 32, DAY))),
+            (options, BuildContext(keyring=DerivedKeyRing(b"a" * 32, DAY))),
+        ])  # fmt: skip
