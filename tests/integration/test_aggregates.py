@@ -133,7 +133,7 @@ def run_case(
     switch: bool = False,
     busy: bool = False,
     child: bool = False,
-) -> None:
+) -> float:
     """``kill``: SIGKILL mid-window and a replacement (the worker, or with ``separate``
     the aggregator: ``aggregates.run_in: aggregator``, a ``logfog aggregator`` process).
     ``child``: ``run_in: process``, the default: each worker's aggregator child counts;
@@ -143,7 +143,8 @@ def run_case(
     moves to ``run_in: aggregator``: a new worker and an aggregator take over.
     ``busy`` (with ``kill``): the worker is killed while it is anonymizing and
     publishing a stream, not while idle: rows it published but did not commit are
-    published again by its replacement, and must count once."""
+    published again by its replacement, and must count once. Returns how many rows
+    published twice the replacement skipped (0 unless ``busy``)."""
     # The window: the 5 minutes before the current ones (never in yesterday: that
     # epoch's key is gone, by design, so its events would carry no pseudonym).
     now = int(time.time())
@@ -311,11 +312,12 @@ def run_case(
             if orjson.loads(m.value)["window_start"] == published[0]["window_start"]
         }
         assert stamps == {window * 1000}, stamps
-        if busy:  # the replacement did see rows published twice, and skipped them
+        duplicates = 0.0
+        if busy:  # how many rows published twice the replacement skipped
             _, scraped = (second or first).get("/metrics")
             (skipped,) = [line for line in scraped.decode().splitlines()
                           if line.startswith('logfog_aggregate_skipped_rows{reason="duplicate"}')]  # fmt: skip
-            assert float(skipped.split()[-1]) > 0, skipped
+            duplicates = float(skipped.split()[-1])
         text = b"\n".join(counter.values(out_topic))
         assert b"198.51.100." not in text and b"203.0.113." not in text
         assert all(orjson.loads(v)["output"] == "ops" for v in counter.values(out_topic))
@@ -334,6 +336,7 @@ def run_case(
         for w in (first, second, *aggregators):
             if w is not None and w.proc and w.proc.poll() is None:
                 w.proc.kill()
+    return duplicates
 
 
 def test_aggregates_match_brute_force(
@@ -363,7 +366,17 @@ def test_moving_the_aggregation_out_of_running_workers_neither_loses_nor_doubles
 def test_kill_9_while_publishing_neither_loses_nor_doubles(
     broker: LocalBroker, geo_dbs: dict[str, str], tmp_path: Path
 ) -> None:
-    run_case(broker, geo_dbs, tmp_path, kill=True, busy=True)
+    """Whether the killed worker's last rows reach the broker is up to timing: a produce
+    request the broker had not wholly read when the worker died is dropped, and then
+    nothing is published twice (1 run in 3 on a slow machine). So up to three attempts,
+    each checked in full (nothing lost, nothing doubled), until one had rows published
+    twice for the replacement to skip."""
+    for attempt in range(3):
+        attempt_dir = tmp_path / f"attempt{attempt}"
+        attempt_dir.mkdir()
+        if run_case(broker, geo_dbs, attempt_dir, kill=True, busy=True) > 0:
+            return
+    pytest.fail("in three attempts the replacement never had a row published twice to skip")
 
 
 def test_each_workers_aggregator_child_survives_a_worker_kill_9(
