@@ -301,7 +301,9 @@ def compile_rules(
     # call in ``compute``, [(value local, options, context)]): see ActionSpec.build_group
     groups: dict[tuple[str, str], tuple[str, int, list[tuple[str, Any, BuildContext]]]] = {}
 
-    def _context(name: str, kind: str, rule: Mapping[str, Any], sources: list[str]) -> BuildContext:
+    def context_for(
+        name: str, kind: str, rule: Mapping[str, Any], sources: list[str]
+    ) -> BuildContext:
         return BuildContext(
             destination=name, destination_kind=kind, site=config["site"],
             keyring=keyring, cache_size=cache_size, unsafe=rule["unsafe"],
@@ -358,10 +360,10 @@ def compile_rules(
                     compute.append(f"    {shared} = {argument}")
                     group = groups[rule["action"], argument] = (shared, len(compute), [])
                     compute.append("")  # the call: see below
-                group[2].append((local, rule["options"], _context(name, kind, rule, sources)))
+                group[2].append((local, rule["options"], context_for(name, kind, rule, sources)))
             elif local is None:
                 local = values[signature] = f"v{len(values)}"
-                transform = spec.build(rule["options"], _context(name, kind, rule, sources))
+                transform = spec.build(rule["options"], context_for(name, kind, rule, sources))
                 if text_out:
                     wrapped = swept(transform, leaks, cache_size)
                 elif rule["action"] in _MEMOIZED or _FEW_VALUED_SOURCES.issuperset(sources):
