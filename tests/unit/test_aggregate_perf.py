@@ -32,8 +32,25 @@ def test_add_costs_a_few_microseconds_per_event() -> None:
     for offset, event in enumerate(events):
         agg.add((event,), offset)  # one Kafka record per event: the worst case
     per_event = (time.perf_counter() - start) / n * 1e6
-    print(f"\nstage 2 add: {per_event:.2f} us/event ({len(DEFAULT_SPECS)} specs)")
-    assert per_event < 30  # generous: CI machines vary; typically ~5 us
+    # The same machine's pace, measured just after: per event and spec, the least a
+    # count needs (the combination's key, a counter, the visitor's set). The machines
+    # differ 2x and more from day to day (24-31 us/event on a slow one, ~5 on a fast
+    # one), the ratio much less.
+    fields = [tuple(spec.dimensions) for spec in DEFAULT_SPECS]
+    floor: dict[tuple[object, ...], list[object]] = {}
+    start = time.perf_counter()
+    for event in events:
+        for names in fields:
+            key = tuple([event.get(name) for name in names])
+            cell = floor.get(key)
+            if cell is None:
+                cell = floor[key] = [0, set()]
+            cell[0] += 1
+            cell[1].add(event["visitor"])
+    bare = (time.perf_counter() - start) / n * 1e6
+    print(f"\nstage 2 add: {per_event:.2f} us/event ({len(DEFAULT_SPECS)} specs), "
+          f"{per_event / bare:.1f}x the bare count ({bare:.2f} us)")  # fmt: skip
+    assert per_event / bare < 10  # generous: 2.8-3.7x measured
     start = time.perf_counter()
     closed = agg.close_ready()
     print(f"close_ready: {time.perf_counter() - start:.3f} s for {len(closed)} partials")
