@@ -3,8 +3,10 @@
 Why batched framing: the stream processor's cost is per Kafka record (Faust spends
 roughly 100 us per event before any work of ours), so many lines per record is the
 main throughput lever. A record value is ``lines_per_record`` lines joined by
-``b"\\n"`` (no trailing newline), key ``None``; ``lines_per_record=1`` gives one line
-per record. Consumers count lines as ``value.count(b"\\n") + 1``.
+``b"\\n"`` (no trailing newline), key ``None``, to the topic's partitions in turn
+(:mod:`streams.round_robin`: the raw partitions' event times move together, so the
+aggregator's windows close on time); ``lines_per_record=1`` gives one line per record.
+Consumers count lines as ``value.count(b"\\n") + 1``.
 
 Lines are bytes and are never decoded (access logs contain invalid UTF-8); only the
 line terminator (``\\n`` or ``\\r\\n``) is stripped, and a UTF-8 byte order mark that
@@ -583,6 +585,8 @@ def ship(
     from kafka import KafkaProducer
     from kafka.errors import KafkaError, KafkaTimeoutError
 
+    from streams.round_robin import RoundRobinPartitioner
+
     started = time.monotonic()
     if str(source) != "-":
         check_source(source, follow=follow)  # before any connection
@@ -687,6 +691,7 @@ def ship(
         bootstrap_servers=bootstrap,
         client_id="logfog-shipper",
         acks="all",
+        partitioner=RoundRobinPartitioner(),
         compression_type=codec,
         linger_ms=linger_ms,
         batch_size=1 << 20,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -78,10 +79,12 @@ class LineCollector:
         self.consumer.seek_to_beginning(*tps)
         self.lines: list[bytes] = []
         self.records: list[bytes] = []
+        self.records_per_partition: Counter[int] = Counter()
 
     def _poll(self, timeout_ms: int) -> None:
         batch = self.consumer.poll(timeout_ms=timeout_ms)
-        for msgs in batch.values():
+        for tp, msgs in batch.items():
+            self.records_per_partition[tp.partition] += len(msgs)
             for m in msgs:
                 self.records.append(m.value)
                 self.lines.extend(m.value.split(b"\n"))
