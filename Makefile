@@ -29,7 +29,10 @@ test: $(STAMP)
 	# The status page is tested in real headless Chromium (Debian's package; installed
 	# here when missing and we are root).
 	$(PY) -c "from tests.support.browser import ensure_chromium; ensure_chromium()"
-	$(VENV)/bin/pytest -q
+	# Two processes, a test file each at a time, in file order: the integration files
+	# (mostly waiting on workers, the broker and the clock) start first, and the unit
+	# files fill the other process meanwhile.
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q --ignore=tests/integration
