@@ -35,7 +35,7 @@ test: $(STAMP)
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 unit: $(STAMP)
-	$(VENV)/bin/pytest -q --ignore=tests/integration
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile --ignore=tests/integration
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check streams tests bench
