@@ -245,10 +245,10 @@ def show_aggregates(
     of wall clock). Usually the windows are in within two seconds."""
     from streams.aggregate.partial import SOURCE_IDLE_SECONDS
     from streams.aggregate.runtime import specs_from_config
+    from streams.topics import aggregate_output_topics
 
     if timeout_s is None:
         timeout_s = SOURCE_IDLE_SECONDS + 30
-    from streams.topics import aggregate_output_topics
 
     specs = specs_from_config(aggregates)
     routes = aggregate_output_topics(aggregates, specs)

@@ -174,8 +174,8 @@ def test_ship_file_counts_exactly(
     else:
         assert sorted(got) == sorted(lines)
     # Keyless records go to the partitions in turn, so their event times move together
-    # (kafka-python's default picks one at random: 335 records in 2 split 168/167 by
-    # chance about once in 11, 2,345 in 3 within one of even far more rarely).
+    # (kafka-python's default picks one at random: 335 records split 168/167 over 2
+    # partitions about once in 11 runs, 2,345 over 3 within one record far more rarely).
     per_partition = collector.records_per_partition
     assert len(per_partition) == partitions, per_partition
     assert max(per_partition.values()) - min(per_partition.values()) <= 1, per_partition
