@@ -7,14 +7,16 @@ runs where a partition gets nothing: with 4 partitions, the 26 records of 50 lin
 5 minutes of a 20,000-line, 75-minute log make miss one partition with a probability
 of about 1 in 400, and its windows then wait for the aggregator's idle rule (a minute
 of wall clock) instead of the next records. In turn, each partition gets every
-4th record, and the raw partitions' event times move together. Keyed records keep
-kafka-python's murmur2 placement (the Java client's), so a key's records stay together.
+4th record, and the raw partitions' event times move together. The first turn is a
+random one, so that many short runs (a shipper per file, from cron) do not all begin
+with the first partition. Keyed records keep kafka-python's murmur2 placement (the
+Java client's), so a key's records stay together.
 
 >>> class Cluster:  # kafka-python's ClusterMetadata, the calls used
 ...     def topics(self): return {"raw"}
 ...     def partitions_for_topic(self, topic): return {0, 1, 2}
 ...     def available_partitions_for_topic(self, topic): return {0, 2} if down else {0, 1, 2}
->>> spread, cluster, down = RoundRobinPartitioner(), Cluster(), False
+>>> spread, cluster, down = RoundRobinPartitioner(start=0), Cluster(), False
 >>> [spread.partition("raw", None, None, b"x", b"x", cluster) for _ in range(4)]
 [0, 1, 2, 0]
 >>> spread.on_new_batch("raw", cluster, 0)  # the producer asks again for the same record
@@ -30,6 +32,7 @@ kafka-python's murmur2 placement (the Java client's), so a key's records stay to
 from __future__ import annotations
 
 import itertools
+import random
 from typing import Any
 
 from kafka.partitioner import DefaultPartitioner, Partitioner
@@ -37,10 +40,12 @@ from kafka.partitioner import DefaultPartitioner, Partitioner
 
 class RoundRobinPartitioner(Partitioner):
     """Keyless records: the available partitions in turn (all of them if none is
-    available). Keyed records: as :class:`kafka.partitioner.DefaultPartitioner`."""
+    available), from turn ``start`` (random if None). Keyed records: as
+    :class:`kafka.partitioner.DefaultPartitioner`."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: int | None = None) -> None:
         self._keyed = DefaultPartitioner()
+        self._start = start
         self._turns: dict[str, itertools.count[int]] = {}
         self._again: dict[str, int] = {}
 
@@ -69,7 +74,8 @@ class RoundRobinPartitioner(Partitioner):
                 return again
         turn = self._turns.get(topic)
         if turn is None:
-            turn = self._turns[topic] = itertools.count()
+            first = random.randrange(1 << 16) if self._start is None else self._start
+            turn = self._turns[topic] = itertools.count(first)
         pool = sorted(cluster.available_partitions_for_topic(topic) or ()) or sorted(
             cluster.partitions_for_topic(topic)
         )
