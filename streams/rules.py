@@ -103,27 +103,69 @@ def swept(transform: Transform, leaks: Counter[str], size: int) -> Transform:
     memo: dict[Any, Any] = {}
     get = memo.get
     missing = _MISS
-    # Inputs are often unique (URLs with ids) while outputs repeat ("/products/{id}"):
-    # a second memo keyed by the output runs the detectors once per distinct output.
-    verdicts: dict[str, str | None] = {}
-    verdict = verdicts.get
+    sweep = _sweeper(leaks, size)
 
     def apply(value: Any) -> Any:
         out = get(value, missing)
         if out is not missing:
             return out
         out = transform(value)
-        if type(out) is str:
-            hit = verdict(out, missing)
-            if hit is missing:
-                hit = remember(verdicts, out, find_leak(out), size)
-            if hit is not None:
-                leaks[hit] += 1
-                return None  # not memoized: every occurrence is counted
+        if type(out) is str and sweep(out) is None:
+            return None  # not memoized: every occurrence is counted
         return remember(memo, value, out, size)
 
     apply.memo = memo  # type: ignore[attr-defined] # the generated code inlines lookups
     return apply
+
+
+def swept_group(
+    transform: Callable[[Any], tuple[Any, ...]], leaks: Counter[str], size: int
+) -> Callable[[Any], tuple[Any, ...]]:
+    """:func:`swept` for a transform of several rules (``ActionSpec.build_group``): each
+    text value is swept; the tuple is memoized unless one of them was a hit.
+
+    >>> leaks = Counter()
+    >>> f = swept_group(lambda v: (v.lower(), v.upper()), leaks, 100)
+    >>> f("/Cart"), f("Me@Example.com"), f("Me@Example.com"), leaks["email"], list(f.memo)
+    (('/cart', '/CART'), (None, None), (None, None), 4, ['/Cart'])
+    """
+    memo: dict[Any, tuple[Any, ...]] = {}
+    get = memo.get
+    missing = _MISS
+    sweep = _sweeper(leaks, size)
+
+    def apply(value: Any) -> tuple[Any, ...]:
+        out = get(value, missing)
+        if out is not missing:
+            return out
+        made = transform(value)
+        values = tuple([sweep(v) if type(v) is str else v for v in made])
+        if values != made:  # a hit, now None: not memoized, every occurrence is counted
+            return values
+        return remember(memo, value, values, size)
+
+    apply.memo = memo  # type: ignore[attr-defined] # the generated code inlines lookups
+    return apply
+
+
+def _sweeper(leaks: Counter[str], size: int) -> Callable[[str], str | None]:
+    """The leak sweep of one text value: itself, or None (counted) if a detector hits."""
+    # Inputs are often unique (URLs with ids) while outputs repeat ("/products/{id}"):
+    # a memo keyed by the output runs the detectors once per distinct output.
+    verdicts: dict[str, str | None] = {}
+    verdict = verdicts.get
+    missing = _MISS
+
+    def sweep(out: str) -> str | None:
+        hit = verdict(out, missing)
+        if hit is missing:
+            hit = remember(verdicts, out, find_leak(out), size)
+        if hit is not None:
+            leaks[hit] += 1
+            return None
+        return out
+
+    return sweep
 
 
 def memoized(transform: Transform, size: int) -> Transform:
@@ -300,6 +342,7 @@ def compile_rules(
     # (action, argument expression) -> (the local holding the argument, the index of the
     # call in ``compute``, [(value local, options, context)]): see ActionSpec.build_group
     groups: dict[tuple[str, str], tuple[str, int, list[tuple[str, Any, BuildContext]]]] = {}
+    text_groups: set[str] = set()  # the shared locals of groups of text transforms
 
     def context_for(
         name: str, kind: str, rule: Mapping[str, Any], sources: list[str]
@@ -360,6 +403,8 @@ def compile_rules(
                     compute.append(f"    {shared} = {argument}")
                     group = groups[rule["action"], argument] = (shared, len(compute), [])
                     compute.append("")  # the call: see below
+                    if text_out:
+                        text_groups.add(shared)
                 group[2].append((local, rule["options"], context_for(name, kind, rule, sources)))
             elif local is None:
                 local = values[signature] = f"v{len(values)}"
@@ -426,15 +471,34 @@ def compile_rules(
             )
         )
     for (action, _), (shared, call, members) in groups.items():
+        # Text values are swept and memoized per argument, like single rules above; the
+        # pseudonyms (keyed, not text) memoize themselves.
+        text = shared in text_groups
         if len(members) == 1:
             local, options, context = members[0]
-            namespace[f"f_{local}"] = REGISTRY[action].build(options, context)
-            compute[call] = f"    {local} = f_{local}({shared})"
+            single = REGISTRY[action].build(options, context)
+            if text:
+                single = swept(single, leaks, cache_size)
+                namespace[f"get_{local}"] = single.memo.get  # type: ignore[attr-defined]
+                lookup = f"    {local} = get_{local}({shared}, MISS)\n"
+                compute[call] = lookup + f"    if {local} is MISS: {local} = f_{local}({shared})"
+            else:
+                compute[call] = f"    {local} = f_{local}({shared})"
+            namespace[f"f_{local}"] = single
         else:
             build_group = REGISTRY[action].build_group
             assert build_group is not None
-            namespace[f"g_{shared}"] = build_group([(o, c) for _, o, c in members])
-            compute[call] = f"    {', '.join(m[0] for m in members)}, = g_{shared}({shared})"
+            group_transform = build_group([(o, c) for _, o, c in members])
+            names = ", ".join(m[0] for m in members)
+            if text:
+                group_transform = swept_group(group_transform, leaks, cache_size)
+                namespace[f"get_{shared}"] = group_transform.memo.get  # type: ignore[attr-defined]
+                compute[call] = (f"    m = get_{shared}({shared}, MISS)\n"
+                                 f"    if m is MISS: m = g_{shared}({shared})\n"
+                                 f"    {names}, = m")  # fmt: skip
+            else:
+                compute[call] = f"    {names}, = g_{shared}({shared})"
+            namespace[f"g_{shared}"] = group_transform
     needs_geo = any(s.startswith("geo.") for s in used)
     needs_agent = any(s in _AGENT_INDEX for s in used)
     needs_language = "request.language" in used

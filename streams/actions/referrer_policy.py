@@ -33,12 +33,12 @@ True
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from streams import urls
 from streams.actions import url_policy
-from streams.actions.base import ActionSpec, BuildContext, Option, Transform
+from streams.actions.base import ActionSpec, BuildContext, Option, RuleToBuild, Transform
 
 MAX_REFERRER: Final = 8192
 # scheme://netloc path ?query #fragment, as urlsplit splits an http(s) URL.
@@ -66,23 +66,15 @@ def _site_set(options: Mapping[str, Any], ctx: BuildContext) -> frozenset[str]:
     return frozenset(out)
 
 
-def _build(options: Mapping[str, Any], ctx: BuildContext) -> Transform:
+def _decider(options: Mapping[str, Any], ctx: BuildContext) -> Callable[[str, Any], str | None]:
+    """One rule's choice, given an http(s) referrer's registrable domain and its match."""
     sites = _site_set(options, ctx)
     same_site_path = options.get("same_site", "path") == "path"
     keep_cross = options.get("keep", "registrable_domain") == "registrable_domain"
     allow = urls.compile_allow(options.get("allow_query", url_policy.DEFAULT_ALLOW_QUERY))
     path_policy = url_policy.make_target_policy(allow, template=True, keep_query=True)
 
-    # Uncached on purpose: the rules compiler memoizes every text transform once.
-    def referrer_policy(value: Any) -> str | None:
-        if not isinstance(value, str) or not value or len(value) > MAX_REFERRER:
-            return None
-        m = _HTTP_URL.match(value.strip())
-        if m is None:
-            return None
-        domain = urls.registrable_domain(m.group(1))
-        if domain is None:
-            return None
+    def decide(domain: str, m: Any) -> str | None:
         if domain in sites:
             if not same_site_path:
                 return domain
@@ -92,7 +84,53 @@ def _build(options: Mapping[str, Any], ctx: BuildContext) -> Transform:
             return path_policy(target if target.startswith("/") else "/" + target)
         return domain if keep_cross else None
 
+    return decide
+
+
+def _split(value: Any) -> tuple[str, Any] | None:
+    """An http(s) referrer's registrable domain and its match; None for anything else."""
+    if not isinstance(value, str) or not value or len(value) > MAX_REFERRER:
+        return None
+    m = _HTTP_URL.match(value.strip())
+    if m is None:
+        return None
+    domain = urls.registrable_domain(m.group(1))
+    return None if domain is None else (domain, m)
+
+
+def _build(options: Mapping[str, Any], ctx: BuildContext) -> Transform:
+    decide = _decider(options, ctx)
+
+    # Uncached on purpose: the rules compiler memoizes every text transform once.
+    def referrer_policy(value: Any) -> str | None:
+        split = _split(value)
+        return None if split is None else decide(*split)
+
     return referrer_policy
+
+
+def build_group(rules: Sequence[RuleToBuild]) -> Callable[[Any], tuple[str | None, ...]]:
+    """Several rules over the same Referer (the product's path-or-domain and the
+    aggregation input's domain) from one match and one domain lookup a referrer.
+
+    >>> from streams.actions.base import BuildContext
+    >>> rules = [({"site_domains": ["example.com"]}, BuildContext()),
+    ...          ({"site_domains": ["example.com"], "same_site": "domain"}, BuildContext())]
+    >>> both = build_group(rules)
+    >>> both("https://www.example.com/cart/12345?x=1"), both("https://t.co/x"), both("-")
+    (('/cart/{id}', 'example.com'), ('t.co', 't.co'), (None, None))
+    """
+    deciders = [_decider(options, ctx) for options, ctx in rules]
+    nothing = (None,) * len(deciders)
+
+    def referrer_policies(value: Any) -> tuple[str | None, ...]:
+        split = _split(value)
+        if split is None:
+            return nothing
+        domain, m = split
+        return tuple([decide(domain, m) for decide in deciders])
+
+    return referrer_policies
 
 
 def _validate(options: Mapping[str, Any], ctx: BuildContext) -> list[str]:
@@ -134,6 +172,7 @@ SPEC: Final = ActionSpec(
         ),
     ),
     build=_build,
+    build_group=build_group,
     accepts=frozenset({"request.referrer"}),
     validate=_validate,
     examples=(
