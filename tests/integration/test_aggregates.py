@@ -87,26 +87,67 @@ def kill_while_publishing(worker: WorkerProcess, lines: list[bytes], broker: Loc
     The broker is paused (SIGSTOP) around the kill: the worker's batch in flight is
     sent but neither acknowledged nor committed. Resumed, the broker stores those
     records (they were in its socket buffers), so the replacement, replaying from the
-    last commit, publishes the same lines' rows again: what stage 2 must count once."""
+    last commit, publishes the same lines' rows again: what stage 2 must count once.
+    That needs the produce request wholly in the broker's socket: one larger than its
+    receive window (about 48 KB here) is cut by the kill and dropped. So the broker is
+    paused until a pause catches a whole one (see :func:`whole_request_waiting`)."""
     assert broker.pid is not None
+    port = int(broker.bootstrap.rsplit(":", 1)[1])
     deadline = time.monotonic() + 60
     while worker.status()["lines"] < len(lines) // 3:
         assert time.monotonic() < deadline, worker.tail()
         time.sleep(0.01)
-    os.kill(broker.pid, signal.SIGSTOP)
+    for _ in range(30):
+        os.kill(broker.pid, signal.SIGSTOP)
+        try:
+            if whole_request_waiting(port):
+                worker.kill9()
+                return
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+        time.sleep(0.02)
+    os.kill(broker.pid, signal.SIGSTOP)  # none caught: the test's next attempt may be luckier
     try:
-        # The worker finishes the batch it is anonymizing, if any (its line count
-        # moves), and sends it: no answer. Else it is already waiting for the answer
-        # to one. A fixed second was not always enough for the first on a slow machine:
-        # then nothing was in flight, and the replacement had no duplicate to skip.
-        counted = worker.status()["lines"]
-        deadline = time.monotonic() + 5
-        while worker.status()["lines"] == counted and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
         worker.kill9()
     finally:
         os.kill(broker.pid, signal.SIGCONT)
+
+
+def whole_request_waiting(port: int, quiet_s: float = 0.3, timeout_s: float = 2.0) -> bool:
+    """With the broker on ``port`` stopped: whether, once the bytes sent to it stop
+    moving, a request of at least 8 KB (a produce request; fetches and heartbeats are
+    ~100 bytes) waits unread in its sockets and nothing more is stuck on the senders'
+    side (their send queues hold what did not fit the broker's receive window)."""
+    deadline = time.monotonic() + timeout_s
+    seen, since = socket_queues(port), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = socket_queues(port)
+        if now != seen:
+            seen, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+    unread, unsent = seen
+    return unread >= 8192 and unsent == 0
+
+
+def socket_queues(port: int) -> tuple[int, int]:
+    """Over the established local TCP connections of ``port`` (/proc/net/tcp, tcp6):
+    the bytes its process has not read yet, and the bytes its clients have not been
+    able to send yet."""
+    unread = unsent = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            local, remote, state, queues = fields[1], fields[2], fields[3], fields[4]
+            if state != "01":
+                continue
+            tx, rx = (int(q, 16) for q in queues.split(":"))
+            if int(local.rsplit(":", 1)[1], 16) == port:
+                unread += rx
+            elif int(remote.rsplit(":", 1)[1], 16) == port:
+                unsent += tx
+    return unread, unsent
 
 
 def skipped_duplicates(worker: WorkerProcess) -> float:
@@ -375,8 +416,8 @@ def test_kill_9_while_publishing_neither_loses_nor_doubles(
     broker: LocalBroker, geo_dbs: dict[str, str], tmp_path: Path
 ) -> None:
     """Whether the killed worker's last rows reach the broker is up to timing: a produce
-    request the broker had not wholly read when the worker died is dropped, and then
-    nothing is published twice (1 run in 3 on a slow machine). So up to three attempts,
+    request the broker had not wholly received when the worker died is dropped, and then
+    nothing is published twice (see :func:`kill_while_publishing`). So up to three attempts,
     until one had rows published twice for the replacement to skip; that one is checked
     in full (nothing lost, nothing doubled). An attempt without is given up as soon as
     the replacement has caught up, before its window closes (a wait of up to two
