@@ -417,17 +417,18 @@ def test_kill_9_while_publishing_neither_loses_nor_doubles(
 ) -> None:
     """Whether the killed worker's last rows reach the broker is up to timing: a produce
     request the broker had not wholly received when the worker died is dropped, and then
-    nothing is published twice (see :func:`kill_while_publishing`). So up to three attempts,
+    nothing is published twice (see :func:`kill_while_publishing`; a whole request may
+    also hold no aggregation rows: 1 attempt in 5 measured). So up to four attempts,
     until one had rows published twice for the replacement to skip; that one is checked
     in full (nothing lost, nothing doubled). An attempt without is given up as soon as
     the replacement has caught up, before its window closes (a wait of up to two
     minutes)."""
-    for attempt in range(3):
+    for attempt in range(4):
         attempt_dir = tmp_path / f"attempt{attempt}"
         attempt_dir.mkdir()
         if run_case(broker, geo_dbs, attempt_dir, kill=True, busy=True) > 0:
             return
-    pytest.fail("in three attempts the replacement never had a row published twice to skip")
+    pytest.fail("in four attempts the replacement never had a row published twice to skip")
 
 
 def test_each_workers_aggregator_child_survives_a_worker_kill_9(
