@@ -138,11 +138,15 @@ def swept_group(
         out = get(value, missing)
         if out is not missing:
             return out
-        made = transform(value)
-        values = tuple([sweep(v) if type(v) is str else v for v in made])
-        if values != made:  # a hit, now None: not memoized, every occurrence is counted
-            return values
-        return remember(memo, value, values, size)
+        values = []
+        clean = True
+        for made in transform(value):
+            if type(made) is str and sweep(made) is None:
+                made, clean = None, False
+            values.append(made)
+        if not clean:  # not memoized: every occurrence of a hit is counted
+            return tuple(values)
+        return remember(memo, value, tuple(values), size)
 
     apply.memo = memo  # type: ignore[attr-defined] # the generated code inlines lookups
     return apply
@@ -227,6 +231,17 @@ def _memo_group(
         f"    {values} = m",
     ]
     return function, lookup
+
+
+def _memo_lookup(local: str, get: str, function: str, argument: str) -> list[str]:
+    """Generated lines setting ``local`` to ``function(argument)`` through its memo,
+    whose ``get`` is called inline: a hit costs one dict lookup and no Python call.
+
+    >>> _memo_lookup("v3", "get_v3", "f_v3", "r.target")
+    ['    v3 = get_v3(r.target, MISS)', '    if v3 is MISS: v3 = f_v3(r.target)']
+    """
+    return [f"    {local} = {get}({argument}, MISS)",
+            f"    if {local} is MISS: {local} = {function}({argument})"]  # fmt: skip
 
 
 def emitted_fields(destination: Mapping[str, Any]) -> tuple[str, ...]:
@@ -426,8 +441,7 @@ def compile_rules(
                     second_locals.append(local)
                 elif memo is not None:
                     namespace[f"get_{local}"] = memo.get
-                    compute.append(f"    {local} = get_{local}({argument}, MISS)")
-                    compute.append(f"    if {local} is MISS: {local} = f_{local}({argument})")
+                    compute.extend(_memo_lookup(local, f"get_{local}", f"f_{local}", argument))
                 else:
                     compute.append(f"    {local} = f_{local}({argument})")
             entries.append(f"{out_name!r}: {local}")
@@ -480,8 +494,7 @@ def compile_rules(
             if text:
                 single = swept(single, leaks, cache_size)
                 namespace[f"get_{local}"] = single.memo.get  # type: ignore[attr-defined]
-                lookup = f"    {local} = get_{local}({shared}, MISS)\n"
-                compute[call] = lookup + f"    if {local} is MISS: {local} = f_{local}({shared})"
+                compute[call] = "\n".join(_memo_lookup(local, f"get_{local}", f"f_{local}", shared))
             else:
                 compute[call] = f"    {local} = f_{local}({shared})"
             namespace[f"f_{local}"] = single
@@ -493,9 +506,8 @@ def compile_rules(
             if text:
                 group_transform = swept_group(group_transform, leaks, cache_size)
                 namespace[f"get_{shared}"] = group_transform.memo.get  # type: ignore[attr-defined]
-                compute[call] = (f"    m = get_{shared}({shared}, MISS)\n"
-                                 f"    if m is MISS: m = g_{shared}({shared})\n"
-                                 f"    {names}, = m")  # fmt: skip
+                lookup = _memo_lookup("m", f"get_{shared}", f"g_{shared}", shared)
+                compute[call] = "\n".join([*lookup, f"    {names}, = m"])
             else:
                 compute[call] = f"    {names}, = g_{shared}({shared})"
             namespace[f"g_{shared}"] = group_transform
