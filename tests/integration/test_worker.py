@@ -318,9 +318,15 @@ def test_worker_waits_for_a_broker_that_is_not_up_yet(
     path = write_config(config, tmp_path / "logfog.yaml")
     worker = WorkerProcess(path, tmp_path, "early").start()
     try:
-        time.sleep(4)
-        assert worker.proc is not None and worker.proc.poll() is None, worker.tail()
-        assert "not reachable yet" in worker.log_path.read_text()
+        # Until it says it waits (its first probe ends after a few seconds; a fixed 4 s
+        # was too short with a second test process on the cores), alive all along.
+        deadline = time.monotonic() + 30
+        while "not reachable yet" not in worker.log_path.read_text():
+            assert worker.proc is not None and worker.proc.poll() is None, worker.tail()
+            assert time.monotonic() < deadline, worker.tail()
+            time.sleep(0.2)
+        time.sleep(1.0)  # and still up after saying so
+        assert worker.proc.poll() is None, worker.tail()
         with LocalBroker(port=port) as late:
             worker.wait_ready(timeout_s=60)
             lines, good = numbered_lines(200)
