@@ -283,7 +283,17 @@ def test_two_workers_split_partitions_and_survive_one_dying(
     try:
         a.wait_ready()
         b.wait_ready()
-        time.sleep(3)  # let the group settle with both members
+        # The group settles with both members: each holds partitions, and the split has
+        # not changed for 2 s (a fixed 3 s could be too short on a busy machine, and a
+        # rebalance mid-stream replays, which the exact split below does not allow).
+        deadline = time.monotonic() + 60
+        split, since = None, time.monotonic()
+        while time.monotonic() - since < 2.0:
+            assert time.monotonic() < deadline, (split, a.tail(), b.tail())
+            now = tuple(orjson.loads(w.get("/readyz")[1])["assigned_partitions"] for w in (a, b))
+            if now != split or 0 in now:
+                split, since = now, time.monotonic()
+            time.sleep(0.2)
         ship_lines(broker.bootstrap, t["raw"], lines[:10000], tmp_path / "in1.log", per_record=50)
         # Every id, not 10,000 values: duplicates (a rebalance replays what its previous
         # owner published but had not committed) ended the wait early, and ids that
