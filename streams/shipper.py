@@ -515,6 +515,19 @@ def available_compression() -> str | None:
     return "gzip"
 
 
+def checksums_in_c() -> bool:
+    """Whether kafka-python computes record-batch checksums (CRC32C) with the C module
+    ``crc32c``, a dependency: without it, in pure Python at about 3.7 MB/s, the shipper
+    sent 4-11x fewer lines a second.
+
+    >>> checksums_in_c()
+    True
+    """
+    from kafka.record import util
+
+    return util.crc32c_c is not None
+
+
 @contextlib.contextmanager
 def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """Turn SIGINT/SIGTERM into ``stop.set()`` (main thread only)."""
@@ -594,6 +607,9 @@ def ship(
     if topic not in describe_topics(bootstrap, [topic], timeout_s=timeout_s, security=security):
         raise TopicNotFound(topic, bootstrap)
     codec = available_compression() if compression == "auto" else compression
+    if not checksums_in_c():
+        log.warning("shipper: the crc32c module is missing, record checksums run in pure "
+                    "Python: shipping is several times slower (pip install crc32c)")  # fmt: skip
     stop = stop or threading.Event()
     result = ShipResult()
     # The producer's callbacks run on its I/O thread: everything below under ``lock``.
