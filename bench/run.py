@@ -136,7 +136,7 @@ def section_pure(n: int, results: dict[str, Any]) -> None:
     # The first pipeline run in a process is the slowest whatever its config (27.7k
     # and 32.9k lines/s against 33.0-46.1k for the later runs of one process, session
     # 14): a warm-up run, not measured. Before, the default config always ran first,
-    # and the aggregation input seemed to cost the pure pipeline 28.5% instead of 12%.
+    # and the aggregation input seemed to cost the pure pipeline 28.5%, not 6-15%.
     pipeline_rate(lines[: n // 4], default)
     # Rounds of bare, default, no aggregation, interleaved (the two configs in turn
     # first): these machines are noisy, and a ratio is only meaningful between runs
