@@ -459,8 +459,13 @@ def ship_summary(result: Any, topic: str, max_line_bytes: int) -> str:
     shipped 9 lines in 2 records to logs.raw
     1 line over 65,536 bytes shipped cut (the worker dead-letters it as parse.too_long)
     error: 1 record (4 lines) not acknowledged by the broker: not shipped
+    >>> print(ship_summary(ShipResult(lines=300_000, records=600, seconds=1.7), "raw", 65536))
+    shipped 300,000 lines in 600 records to raw in 1.7 s (176,471 lines/s)
     """
-    lines = [f"shipped {result.lines:,} lines in {result.records:,} records to {topic}"]
+    shipped = f"shipped {result.lines:,} lines in {result.records:,} records to {topic}"
+    if result.seconds > 0:  # following: the average over the whole run
+        shipped += f" in {result.seconds:,.1f} s ({result.lines / result.seconds:,.0f} lines/s)"
+    lines = [shipped]
     if result.cut_lines:
         one = result.cut_lines == 1
         lines.append(
