@@ -463,7 +463,7 @@ def ship_summary(result: Any, topic: str, max_line_bytes: int) -> str:
     shipped 300,000 lines in 600 records to raw in 1.7 s (176,471 lines/s)
     """
     shipped = f"shipped {result.lines:,} lines in {result.records:,} records to {topic}"
-    if result.seconds > 0:  # following: the average over the whole run
+    if result.seconds > 0:  # the average rate (with --follow, waits for the file included)
         shipped += f" in {result.seconds:,.1f} s ({result.lines / result.seconds:,.0f} lines/s)"
     lines = [shipped]
     if result.cut_lines:
