@@ -16,6 +16,10 @@ Decisions (each is pinned by a test in ``tests/unit/test_detect.py``):
 * Percent-encoding: if the string holds ``%XX`` sequences it is also checked after
   decoding, up to three times (catches ``john%40x.com``, double-encoded ``%2540``,
   ``2001%3Adb8%3A%3A1``).
+* Look-alikes and invisible characters: text that is not ASCII is checked after
+  :func:`fold_lookalikes` (fullwidth ``＠``, ideographic ``。``, and no zero-width
+  spaces, joiners, soft hyphens or no-break spaces: ``jane@gmail\u200b.com``), also
+  each decoding of it.
 * email: ``local@domain.tld`` with a dot in the domain and a TLD of 2+ letters
   (or an ``xn--`` label); Unicode letters allowed. Obfuscated forms such as
   ``john (at) example (dot) com`` are *not* detected. Image names with a density
@@ -25,10 +29,15 @@ Decisions (each is pinned by a test in ``tests/unit/test_detect.py``):
   parsers read them as octal: fail closed). Not part of a longer dotted-number run,
   so version strings ``1.2.3`` and ``1.2.3.4.5`` are not addresses, but a 4-part
   version whose parts are all <= 255 (``1.0.0.1``) is flagged: indistinguishable.
+  Also four numbers 0-255 joined by ``-`` or ``_``, in any longer run of them
+  (``ec2-203-0-113-7.compute-1.amazonaws.com``, ``log_198_51_100_77.txt``): host and
+  file names spell addresses that way. Hex and octal forms: see ``whatwg_ipv4``.
 * ipv6: every textual form ``ipaddress`` accepts: compressed, full, embedded IPv4
   (``::ffff:1.2.3.4``), with a zone (``fe80::1%eth0``), inside brackets. The
   unspecified ``::`` and loopback ``::1`` count too (they parse). MAC addresses and
-  clock times (``07:00:00``) do not parse and are not flagged.
+  clock times (``07:00:00``) do not parse and are not flagged. Glued to letters or
+  ``_`` (``ip_2a06:cff::1_log``), an address counts when it has three colons or a
+  global unicast first group (``2400::b``): ``Foo::Bar`` and ``a::before`` do not.
 * Truncated networks are allowed: a CIDR string whose host bits are all zero and
   whose prefix is <= 24 (IPv4) or <= 48 (IPv6), e.g. ``192.0.2.0/24``,
   ``2001:db8::/48``; that is what IP truncation produces. ``192.0.2.0`` without a
@@ -36,7 +45,8 @@ Decisions (each is pinned by a test in ``tests/unit/test_detect.py``):
 * jwt: ``eyJ...`` header, payload, optional signature (``alg: none``), base64url.
 * token: UUIDs; hex runs >= 32; base64/base64url runs >= 32 that look random
   (:func:`looks_random`: most of their alphanumeric characters sit in pieces that
-  mix letters and digits). Long slugs such as ``how-to-cook-pasta-in-2024`` are
+  mix letters and digits, or have 16 letters or more that do not read like words:
+  :mod:`streams.wordlike`). Long slugs such as ``how-to-cook-pasta-in-2024`` are
   not tokens; long camelCase words with digits can be (fail closed).
   16-hex pseudonyms (``9f86d081884c7d65``) are below every threshold; two
   pseudonyms glued together (33+ characters) are flagged.
@@ -66,7 +76,16 @@ from collections.abc import Callable, Iterator
 from typing import Final
 from urllib.parse import unquote
 
-__all__ = ["DETECTORS", "find_leak", "is_card", "looks_random", "whatwg_ipv4"]
+from streams.wordlike import reads_like_words
+
+__all__ = [
+    "DETECTORS",
+    "dashed_ipv4",
+    "find_leak",
+    "is_card",
+    "looks_random",
+    "whatwg_ipv4",
+]
 
 # --- exact detector patterns -------------------------------------------------------
 
@@ -109,6 +128,28 @@ _IPV6_RE: Final = re.compile(
     r"(?![0-9A-Za-z_])"
 )
 
+# The same without the letter boundaries, for addresses glued to other text
+# ("ip_2a06:...", "...::1_log"; an audit found them kept). Only hex digits and colons
+# may not touch it, and a hit needs three colons or a global unicast first group
+# (2000::/3: "2400::b_log"), so "Foo::Bar", "a::before" and "Vec3::dot" stay out.
+_IPV6_GLUED_RE: Final = re.compile(
+    r"(?<![0-9A-Fa-f:])"
+    r"(?=[0-9A-Fa-f]*:[0-9A-Fa-f]*:)"
+    r"([0-9A-Fa-f:]{2,45}(?:\.\d{1,3}){0,3})"
+    r"(?:%[0-9A-Za-z._~-]+)?"
+    r"(?:/(\d{1,3}))?"
+    r"(?![0-9A-Fa-f:])"
+)
+
+# An IPv4 address written with dashes, as tunnels, dynamic DNS and cloud providers
+# name hosts after it ("ec2-203-0-113-7.compute-1.amazonaws.com", an audit found it
+# kept in paths and query values), or with underscores, as in file names. Every
+# window of four numbers in a longer run is tried (the lookahead finds overlapping
+# ones): "ec2-203-0-113-7" holds one.
+_DASHED_V4_RE: Final = re.compile(
+    r"(?<![0-9])(?=([0-9]{1,3})[-_]([0-9]{1,3})[-_]([0-9]{1,3})[-_]([0-9]{1,3})(?![0-9]))"
+)
+
 _UUID_RE: Final = re.compile(
     r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 )
@@ -128,9 +169,11 @@ _CARD_RE: Final = re.compile(r"(?<![0-9])[2-6](?:[ +-]?[0-9]){12,18}(?![0-9])")
 #   email needs "@"; encoded payloads need "%"; jwt needs "eyJ"; hex ipv4 needs "0x";
 #   octal ipv4, like dotted decimal, >= 3 dots and _V4_PRE;
 #   ipv6 needs "::" or >= 6 colons (8 groups: 7 colons; with IPv4 tail: 6);
-#   ipv4 needs >= 3 dots and _V4_PRE; card needs >= 13 chars and _CARD_PRE;
+#   ipv4 needs >= 3 dots and _V4_PRE, or >= 3 "-" or "_" and _DASHED_V4_PRE;
+#   card needs >= 13 chars and _CARD_PRE;
 #   token needs >= 32 chars and _RUN_PRE (runs are found from their first char only).
 _V4_PRE: Final = re.compile(r"[0-9]\.[0-9]{1,4}\.[0-9]{1,4}\.[0-9]")  # octal: "0377"
+_DASHED_V4_PRE: Final = re.compile(r"[0-9][-_][0-9]{1,3}[-_][0-9]{1,3}[-_][0-9]")
 _CARD_PRE: Final = re.compile(r"[2-6](?<![0-9][2-6])(?:[ +-]?[0-9]){12}")
 _RUN_PRE: Final = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{32}")
 
@@ -143,32 +186,49 @@ def _maybe_leak(text: str) -> bool:
         return True
     if text.count(".") >= 3 and _V4_PRE.search(text) is not None:
         return True
+    if text.count("-") + text.count("_") >= 3 and _DASHED_V4_PRE.search(text) is not None:
+        return True
     n = len(text)
     if n >= 13 and _CARD_PRE.search(text) is not None:
         return True
     return n >= 32 and _RUN_PRE.search(text) is not None
 
 
+#: Letters in one piece from which a word-shaped piece must also read like words.
+MIN_WORDLIKE_LETTERS: Final = 16
+
+
 def looks_random(run: str, min_mixed: int = 16) -> bool:
     """Whether a base64-alphabet run looks like a random token rather than words.
 
     The run is cut into pieces at separators (``-_+/=.~``). A piece is *irregular* if
-    it mixes letters and digits, or if its letters do not have a word shape (lower,
-    Capitalized, camelCase, ALLCAPS). Random tokens are mostly irregular pieces;
-    slugs are words and numbers. True when irregular pieces cover at least
-    ``min_mixed`` characters and at least half of the run's letters and digits.
+    it mixes letters and digits, if its letters do not have a word shape (lower,
+    Capitalized, camelCase, ALLCAPS), or if it has a word shape and 16 letters or more
+    but its letter pairs do not read like words
+    (:func:`streams.wordlike.reads_like_words`: random lowercase or uppercase tokens,
+    an audit found them kept). Random tokens are mostly irregular pieces; slugs are
+    words and numbers. True when irregular pieces cover at least ``min_mixed``
+    characters and at least half of the run's letters and digits.
 
     >>> looks_random("how-to-cook-pasta-in-2024-with-friends")
     False
     >>> looks_random("dGhpcyBpcyBhIHNlY3JldCB0b2tlbiAxMjM0")
     True
+    >>> looks_random("qzkxvbnmwplrtjhgfdsazxcvbnmqwertyp")
+    True
+    >>> looks_random("internationalization-and-localization")
+    False
     """
     mixed = 0
     total = 0
     for piece in _PIECE_SPLIT_RE.split(run):
         n = len(piece)
         total += n
-        if n > 1 and not piece.isdigit() and _WORD_SHAPE_RE.fullmatch(piece) is None:
+        if n < 2 or piece.isdigit():
+            continue
+        if _WORD_SHAPE_RE.fullmatch(piece) is None or (
+            n >= MIN_WORDLIKE_LETTERS and not reads_like_words(piece)
+        ):
             mixed += n
     return mixed >= min_mixed and mixed * 2 >= total
 
@@ -209,7 +269,23 @@ def _has_jwt(text: str) -> bool:
 
 
 def _has_ipv4(text: str) -> bool:
-    return _has_dotted_ipv4(text) or _has_other_ipv4(text)
+    return _has_dotted_ipv4(text) or _has_other_ipv4(text) or dashed_ipv4(text)
+
+
+def dashed_ipv4(text: str) -> bool:
+    """Whether ``text`` holds four numbers of 0-255 separated by "-" or "_" (leading
+    zeros too, as in the dotted form: fail closed), not touching other digits.
+
+    >>> dashed_ipv4("ec2-203-0-113-7.compute-1.amazonaws.com"), dashed_ipv4("2024-05-17")
+    (True, False)
+    >>> dashed_ipv4("home-198-051-100-077.example"), dashed_ipv4("999-203-0-113-70")
+    (True, True)
+    >>> dashed_ipv4("log_198_51_100_77.txt"), dashed_ipv4("size-10-12-14")
+    (True, False)
+    """
+    if text.count("-") + text.count("_") < 3:
+        return False
+    return any(all(int(n) <= 255 for n in m.groups()) for m in _DASHED_V4_RE.finditer(text))
 
 
 def _has_dotted_ipv4(text: str) -> bool:
@@ -312,9 +388,21 @@ def _max_v6_prefix(address: str) -> int:
 def _has_ipv6(text: str) -> bool:
     if ":" not in text:
         return False
-    for m in _IPV6_RE.finditer(text):
+    return _ipv6_in(_IPV6_RE.finditer(text), False) or _ipv6_in(_IPV6_GLUED_RE.finditer(text), True)
+
+
+_GLOBAL_UNICAST_GROUP: Final = re.compile(r"[23][0-9A-Fa-f]{3}:")
+
+
+def _ipv6_in(matches: Iterator[re.Match[str]], glued: bool) -> bool:
+    """Whether a match holds an IPv6 address that is not a truncated network; glued
+    to text (``_IPV6_GLUED_RE``), only one with three colons or a global unicast
+    first group."""
+    for m in matches:
         prefix = m.group(2)
         for cand in _ipv6_candidates(m.group(1)):
+            if glued and cand.count(":") < 3 and _GLOBAL_UNICAST_GROUP.match(cand) is None:
+                continue
             try:
                 ipaddress.IPv6Address(cand)
             except ValueError:
@@ -355,18 +443,33 @@ def _detect(text: str) -> str | None:
 # Look-alikes of "@" and "." that people and mail clients accept (an audit found
 # "name＠gmail。com" kept): NFKC folds the fullwidth and small forms, not these two.
 _IDEOGRAPHIC_STOPS: Final = {0x3002: ".", 0xFF61: "."}
+# Characters a reader does not see: Unicode's Default_Ignorable_Code_Point (zero-width
+# spaces and joiners, soft hyphen, direction marks, variation selectors, tags...),
+# which IDNA's mapping drops from host names too, and the no-break spaces. An audit
+# found "jane.doe@gmail\u200b.com" kept: NFKC leaves them all in place.
+_INVISIBLE_RE: Final = re.compile(
+    "[\u00a0\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2007"
+    "\u200b-\u200f\u202a-\u202f\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0"
+    "\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]+"
+)
 
 
 def fold_lookalikes(text: str) -> str:
-    """``text`` with compatibility forms folded (NFKC: fullwidth "＠", "．", digits) and
-    ideographic full stops read as dots, as IDNA reads them in host names.
+    """``text`` with compatibility forms folded (NFKC: fullwidth "＠", "．", digits),
+    ideographic full stops read as dots, as IDNA reads them in host names, and
+    invisible characters removed.
 
     >>> fold_lookalikes("jane＠example。com"), fold_lookalikes("plain")
     ('jane@example.com', 'plain')
+    >>> fold_lookalikes("jane.doe@gmail\u200b.com"), fold_lookalikes("a\u00a0b\u00adc")
+    ('jane.doe@gmail.com', 'abc')
     """
     if text.isascii():
         return text
-    return unicodedata.normalize("NFKC", text).translate(_IDEOGRAPHIC_STOPS)
+    # Before NFKC (it turns no-break spaces into spaces) and after it (it turns the
+    # Hangul fillers U+3164 and U+FFA0 into U+1160).
+    text = unicodedata.normalize("NFKC", _INVISIBLE_RE.sub("", text))
+    return _INVISIBLE_RE.sub("", text).translate(_IDEOGRAPHIC_STOPS)
 
 
 def find_leak(text: str) -> str | None:
@@ -382,6 +485,7 @@ def find_leak(text: str) -> str | None:
         or "0X" in text
         or (":" in text and ("::" in text or text.count(":") >= 6))
         or (text.count(".") >= 3 and _V4_PRE.search(text) is not None)
+        or (text.count("-") + text.count("_") >= 3 and _DASHED_V4_PRE.search(text) is not None)
         or (len(text) >= 13 and _CARD_PRE.search(text) is not None)
         or (len(text) >= 32 and _RUN_PRE.search(text) is not None)
     ):
@@ -391,6 +495,8 @@ def find_leak(text: str) -> str | None:
         return hit
     # Percent-encoded payloads: check each decoding level (double encoding included).
     for decoded in percent_decodings(text):
+        if not decoded.isascii():  # "gmail%E2%80%8B.com", "jane%EF%BC%A0example.com"
+            decoded = fold_lookalikes(decoded)
         if _maybe_leak(decoded):
             hit = _detect(decoded)
             if hit is not None:

@@ -85,7 +85,23 @@ def client(draw: st.DrawFn) -> tuple[str, list[str]]:
 
 @st.composite
 def secret(draw: st.DrawFn) -> str:
-    kind = draw(st.sampled_from(["email", "hex", "b64", "jwt", "uuid", "session", "v4hex"]))
+    kind = draw(st.sampled_from([
+        "email", "hex", "b64", "jwt", "uuid", "session", "v4hex",
+        "v4dashed", "v6glued", "email_invisible",
+    ]))  # fmt: skip
+    # An audit (session 15) found these kept: an address with dashes or underscores in a
+    # host or file name, an IPv6 address glued to "_" or letters, an email with an
+    # invisible character in its domain.
+    if kind == "v4dashed":
+        parts = [str(b) for b in draw(ipv4()).packed]
+        sep = draw(st.sampled_from(["-", "_"]))
+        glue = draw(st.sampled_from(["ec2-{}.compute-1.amazonaws.com", "home-{}", "log_{}.txt"]))
+        return glue.format(sep.join(parts))
+    if kind == "v6glued":
+        return f"{draw(st.sampled_from(['ip_', 'x', 'v6-']))}{draw(ipv6())}_log"
+    if kind == "email_invisible":
+        mark = draw(st.sampled_from(["\u200b", "\u2060", "\u00ad", "\ufeff", "\u200d"]))
+        return f"{draw(word)}.{draw(word)}@{draw(word)}{mark}.com"
     if kind == "v4hex":  # an IPv4 address as browsers and inet_aton also read it
         packed = draw(ipv4()).packed
         if packed[0] == 0:
