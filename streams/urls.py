@@ -426,9 +426,17 @@ _NUMERIC_LABEL_RE: Final = re.compile(detect.V4_NUMBER)
 # ("1a2b-203-0-113-7.ngrok.io", "home-203-0-113-7.duckdns.org", "203.0.113.7.nip.io")
 # and cloud host names ("ec2-203-0-113-7.compute-1.amazonaws.com") carry one, often a
 # home connection's. Their registrable domain (PSL private section) is the whole name.
+# Zero-padded parts too ("198-051-100-077.ip.linodeusercontent.com", an audit).
 _EMBEDDED_V4_RE: Final = re.compile(
-    r"(?<![0-9])(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(?:[-.](?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}(?![0-9])"
+    r"(?<![0-9])(?=([0-9]{1,3})[-.]([0-9]{1,3})[-.]([0-9]{1,3})[-.]([0-9]{1,3})(?![0-9]))"
 )
+# A label that spells a whole address another way, kept by the private suffixes that
+# name hosts after them (an audit: "cb00714d.ip.linodeusercontent.com" is 203.0.113.77,
+# "2600-3c01--f03c-93ff-fe12-abcd.ip.linodeusercontent.com" an IPv6 address): eight
+# hex digits, a 32-bit number, or an IPv6 address with dashes for colons.
+_HEX32_LABEL_RE: Final = re.compile(r"(?:0x)?[0-9a-f]{8}")
+_NUMBER_LABEL_RE: Final = re.compile(r"[0-9]{8,10}")
+_DASHED_V6_LABEL_RE: Final = re.compile(r"[0-9a-f-]*-[0-9a-f]*-[0-9a-f]*-[0-9a-f-]*")
 
 
 def _is_ip_like(host: str) -> bool:
@@ -440,8 +448,9 @@ def _is_ip_like(host: str) -> bool:
     """
     if ":" in host:  # only IPv6 literals have colons once the port is gone
         return True
-    if _EMBEDDED_V4_RE.search(host):
-        return True
+    for m in _EMBEDDED_V4_RE.finditer(host):
+        if all(int(n) <= 255 for n in m.groups()):
+            return True
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -499,4 +508,25 @@ def _registrable_domain(host: str) -> str | None:
     if _HOST_NAME_RE.fullmatch(ascii_name) is None:
         return None
     result = _PSL.privatesuffix(ascii_name)
-    return result.lower() if result else None
+    if not result or any(map(_spells_address, result.split("."))):
+        return None
+    return result.lower()
+
+
+def _spells_address(label: str) -> bool:
+    """Whether a host-name label spells a whole IPv4 or IPv6 address on its own.
+
+    >>> [_spells_address(x) for x in ["cb00714d", "3405803885", "2600-3c01--f03c-93ff-fe12-abcd"]]
+    [True, True, True]
+    >>> [_spells_address(x) for x in ["example", "web-2024", "decade", "20241130"]]
+    [False, False, False, True]
+    """
+    if _HEX32_LABEL_RE.fullmatch(label) or _NUMBER_LABEL_RE.fullmatch(label):
+        return True
+    if _DASHED_V6_LABEL_RE.fullmatch(label):
+        try:
+            ipaddress.IPv6Address(label.replace("-", ":"))
+        except ValueError:
+            return False
+        return True
+    return False

@@ -51,3 +51,29 @@ def test_dashed_ipv4_referrer_host_never_in_published_aggregates(make_pipeline: 
     assert cells, "no aggregate rows"
     leaked = sum(DASHED in str(c.get("value")) for c in cells)
     assert leaked == 0, "an IPv4 address in aggregates"
+
+
+# Found by an audit (session 15): labels that spell a whole address another way, under
+# a private suffix that names hosts after them (ip.linodeusercontent.com).
+SPELLED = {
+    "dashed IPv6": "2600-3c01--f03c-93ff-fe12-abcd.ip.linodeusercontent.com",
+    "hex IPv4": "cb00710d.ip.linodeusercontent.com",
+    "zero-padded IPv4": "198-051-100-077.ip.linodeusercontent.com",
+    "IPv4 as one number": "3405803789.ip.linodeusercontent.com",
+}
+
+
+@pytest.mark.parametrize("form", list(SPELLED))
+def test_labels_spelling_an_address_give_no_domain(form: str) -> None:
+    from streams.urls import registrable_domain
+
+    assert registrable_domain(f"https://{SPELLED[form]}/".split("/")[2]) is None
+
+
+def test_ordinary_labels_under_the_same_suffix_still_give_their_domain() -> None:
+    from streams.urls import registrable_domain
+
+    assert registrable_domain("web-2024.ip.linodeusercontent.com") == (
+        "web-2024.ip.linodeusercontent.com"
+    )
+    assert registrable_domain("www.decade.example") == "decade.example"
