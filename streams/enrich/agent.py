@@ -11,7 +11,7 @@ Only coarse values leave this module; the original string never does:
 * ``browser`` / ``os``: family names as uap-core spells them (``"Chrome Mobile"``,
   ``"Mac OS X"``); ``None`` when uap-core says ``"Other"``, or when its rule copied
   the name from the User-Agent itself (:mod:`streams.enrich.families`);
-* ``browser_major`` / ``os_major``: ASCII digits only, else ``None`` (``"XP"`` -> None);
+* ``browser_major`` / ``os_major``: 1-7 ASCII digits only, else ``None`` (``"XP"`` -> None);
 * ``device``: ``desktop | mobile | tablet | bot | other`` (see :func:`device_class`);
 * ``is_bot``: uap-core's device family ``"Spider"`` (search engines, crawlers, monitors,
   link previewers...) **or** a scripted HTTP client or headless/automated browser:
@@ -303,12 +303,16 @@ def _has(ua: str, tokens: tuple[str, ...]) -> bool:
 
 
 def _digits(value: str | None) -> str | None:
-    """``value`` if it is a non-empty run of ASCII digits (at most 8), else None.
+    """``value`` if it is a non-empty run of ASCII digits (at most 7), else None.
 
-    >>> _digits("124"), _digits("XP"), _digits(None), _digits("٣")
-    ('124', None, None, None)
+    Eight digits can spell an IPv4 address as one number (an audit: ``Chrome/16909060``
+    is 1.2.3.4); seven reach 0.152.150.127 at most, in 0.0.0.0/8, no client's. Majors
+    have up to five (Chrome OS's platform version, ``14541``).
+
+    >>> _digits("124"), _digits("XP"), _digits(None), _digits("٣"), _digits("16909060")
+    ('124', None, None, None, None)
     """
-    if value and len(value) <= 8 and value.isascii() and value.isdigit():
+    if value and len(value) <= 7 and value.isascii() and value.isdigit():
         return value
     return None
 

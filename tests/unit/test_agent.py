@@ -534,3 +534,15 @@ def test_agent_cache_does_not_keep_whole_huge_user_agents() -> None:
             p.parse(f"{CHROME}{i:06d}" + "x" * BIG)
 
     assert retained(run) < n * 4096  # whole strings: about n * 60 KB
+
+
+def test_a_major_long_enough_to_spell_an_address_is_not_published(parser: AgentParser) -> None:
+    # An audit (session 15): "Chrome/16909060" is 1.2.3.4 written as one number.
+    ua = (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/16909060.0.0.0 Safari/537.36"
+    )
+    agent = parser.parse(ua)
+    assert agent.browser == "Chrome"
+    assert agent.browser_major is None
+    assert parser.parse(ua.replace("16909060", "1690906")).browser_major == "1690906"
