@@ -251,7 +251,7 @@ class JsonParser:
             raise RejectedLine(PARSE_BAD_TIME)
         r = Request()
         r.ip = ip
-        r.time = any_time(time)  # an epoch from 2286 on: parse.bad_time (MAX_EPOCH_SECONDS)
+        r.time = any_time(time)  # an epoch from 1e10 s: parse.bad_time (MAX_EPOCH_SECONDS)
         line = _text(get(doc, "request_line"))
         if line is not None:
             r.method, r.target, r.protocol = split_request_line(line)
