@@ -31,7 +31,13 @@ PARSE_NOT_UTF8: Final = "parse.not_utf8"
 PARSE_TOO_LONG: Final = "parse.too_long"
 PARSE_EMPTY: Final = "parse.empty"
 PARSE_BAD_JSON: Final = "parse.bad_json"
-#: A status, byte count or duration outside the bounds below (e.g. a 26-digit %b).
+#: A JSON line without a client address or request time: its key absent, null, or
+#: "-" or "" (nginx's unset variable). Not bad_ip/bad_time: often the mapping
+#: (``input.json_fields``) names a key the log does not have.
+PARSE_MISSING_CLIENT: Final = "parse.missing_client"
+PARSE_MISSING_TIME: Final = "parse.missing_time"
+#: A status, byte count or duration outside the bounds below (e.g. a 26-digit %b), or
+#: in JSON logs no number at all (true, "abc", a status 200.5).
 PARSE_BAD_NUMBER: Final = "parse.bad_number"
 PARSE_ERROR: Final = "parse.error"
 RULES_ERROR: Final = "rules.error"
@@ -52,6 +58,8 @@ REASONS: Final = (
     PARSE_TOO_LONG,
     PARSE_EMPTY,
     PARSE_BAD_JSON,
+    PARSE_MISSING_CLIENT,
+    PARSE_MISSING_TIME,
     PARSE_BAD_NUMBER,
     PARSE_ERROR,
     RULES_ERROR,

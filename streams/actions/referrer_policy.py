@@ -6,9 +6,14 @@ treatment (templated path + allowlisted query), or just the domain.
 
 Decisions:
 
-* Same site means: the referrer's registrable domain equals the registrable domain
-  of one of ``site_domains``; if that option is empty, of ``ctx.site`` when it looks
-  like a host name (contains a dot). Otherwise nothing is same-site.
+* Same site means: the referrer's registrable domain is that of the request's host
+  (the vhost: ``%v``, ``$host``, the Host header; read as ``pseudonymize`` reads it
+  for its per-site scope) or of one of ``site_domains``. When the line has no host,
+  ``site_domains`` or, if that option is empty, ``ctx.site`` when it looks like a host
+  name (contains a dot). Otherwise nothing is same-site. (An audit: the vhost was
+  ignored, so with ``site: other.example.net`` a shop's own cart page was published
+  as the cross-site referrer "example.com", while the reference says ``site`` is the
+  fallback for logs without a vhost.)
 * Only ``http``/``https`` referrers are used. ``android-app://``, ``file:``,
   ``data:``, ``javascript:``, ``about:``, scheme-less values and junk give ``None``
   (default deny; an app package name could be added later as an explicit option).
@@ -18,16 +23,24 @@ Decisions:
 * ``keep`` applies to cross-site referrers: ``registrable_domain`` (default) or
   ``none`` (drop them). Output is a domain (no ``/``) or a path (starts with ``/``).
 
+The transform reads ``(host, referrer)``: the request's host is an implicit source,
+as it is for ``pseudonymize``.
+
 >>> from streams.actions.base import BuildContext
 >>> f = SPEC.build({"site_domains": ["shop.example.com"]}, BuildContext())
->>> f("https://www.google.co.uk/search?q=x")
+>>> f((None, "https://www.google.co.uk/search?q=x"))
 'google.co.uk'
->>> f("https://www.example.com/account/12345?utm_source=mail&sid=abc#x")
+>>> f((None, "https://www.example.com/account/12345?utm_source=mail&sid=abc#x"))
 '/account/{id}?utm_source=mail'
->>> f("http://192.0.2.7/admin") is None, f("android-app://com.google.android.gm/") is None
-(True, True)
->>> f("-") is None
+>>> f((None, "http://192.0.2.7/admin")), f((None, "android-app://com.google.android.gm/"))
+(None, None)
+>>> f((None, "-")) is None
 True
+>>> g = SPEC.build({}, BuildContext(site="other.example.net"))
+>>> g(("shop.example.com:443", "https://shop.example.com/cart?utm_source=a"))
+'/cart?utm_source=a'
+>>> g((None, "https://shop.example.com/cart?utm_source=a"))  # no vhost: the site
+'example.com'
 """
 
 from __future__ import annotations
@@ -39,6 +52,8 @@ from typing import Any, Final
 from streams import urls
 from streams.actions import url_policy
 from streams.actions.base import ActionSpec, BuildContext, Option, RuleToBuild, Transform
+from streams.actions.pseudonymize import site_name
+from streams.memo import remember
 
 MAX_REFERRER: Final = 8192
 # scheme://netloc path ?query #fragment, as urlsplit splits an http(s) URL.
@@ -54,10 +69,11 @@ def _check_domains(value: Any) -> str | None:
     return None
 
 
-def _site_set(options: Mapping[str, Any], ctx: BuildContext) -> frozenset[str]:
-    names = list(options.get("site_domains") or [])
-    if not names and "." in ctx.site:
-        names = [ctx.site]
+#: Read before the ``from`` field: the transform gets ``(host, referrer)``.
+IMPLICIT_SOURCES: Final = ("request.host",)
+
+
+def _domains(names: Sequence[str]) -> frozenset[str]:
     out = set()
     for name in names:
         domain = urls.registrable_domain(name)
@@ -66,16 +82,47 @@ def _site_set(options: Mapping[str, Any], ctx: BuildContext) -> frozenset[str]:
     return frozenset(out)
 
 
-def _decider(options: Mapping[str, Any], ctx: BuildContext) -> Callable[[str, Any], str | None]:
-    """One rule's choice, given an http(s) referrer's registrable domain and its match."""
-    sites = _site_set(options, ctx)
+#: Per rule: the domains of ``site_domains``, for a line with a host (besides the
+#: host's own), and for a line without one (``site_domains``, else ``ctx.site``).
+Sites = tuple[frozenset[str], frozenset[str]]
+
+
+def _site_sets(options: Mapping[str, Any], ctx: BuildContext) -> Sites:
+    listed = _domains(list(options.get("site_domains") or []))
+    return listed, listed or _domains([ctx.site] if "." in ctx.site else [])
+
+
+def _host_domains(size: int) -> Callable[[Any], str | None]:
+    """The registrable domain of a request's host, "" for a host without one (an
+    address, ``localhost``), None for a line without a host; memoized per host."""
+    memo: dict[Any, str | None] = {}
+    get = memo.get
+    missing: Any = object()
+
+    def host_domain(host: Any) -> str | None:
+        own = get(host, missing)
+        if own is missing:
+            name = site_name(host)  # as pseudonymize's per-site scope reads the host
+            own = None if not name else urls.registrable_domain(name) or ""
+            remember(memo, host, own, size)
+        return own
+
+    return host_domain
+
+
+def _decider(
+    options: Mapping[str, Any], ctx: BuildContext
+) -> Callable[[str | None, str, Any], str | None]:
+    """One rule's choice, given the registrable domain of the request's host (see
+    :func:`_host_domains`), an http(s) referrer's registrable domain and its match."""
+    with_host, without_host = _site_sets(options, ctx)
     same_site_path = options.get("same_site", "path") == "path"
     keep_cross = options.get("keep", "registrable_domain") == "registrable_domain"
     allow = urls.compile_allow(options.get("allow_query", url_policy.DEFAULT_ALLOW_QUERY))
     path_policy = url_policy.make_target_policy(allow, template=True, keep_query=True)
 
-    def decide(domain: str, m: Any) -> str | None:
-        if domain in sites:
+    def decide(own: str | None, domain: str, m: Any) -> str | None:
+        if domain == own or domain in (without_host if own is None else with_host):
             if not same_site_path:
                 return domain
             target = m.group(2).replace("\\", "/") or "/"
@@ -100,16 +147,21 @@ def _split(value: Any) -> tuple[str, Any] | None:
 
 def _build(options: Mapping[str, Any], ctx: BuildContext) -> Transform:
     decide = _decider(options, ctx)
+    host_domain = _host_domains(ctx.cache_size)
 
-    # Uncached on purpose: the rules compiler memoizes every text transform once.
-    def referrer_policy(value: Any) -> str | None:
-        split = _split(value)
-        return None if split is None else decide(*split)
+    # Uncached on purpose: the rules compiler memoizes every text transform once, here
+    # per (host, referrer), so a referrer's answer is never reused for another site.
+    def referrer_policy(value: tuple[Any, Any]) -> str | None:
+        host, referrer = value
+        split = _split(referrer)
+        return None if split is None else decide(host_domain(host), *split)
 
     return referrer_policy
 
 
-def build_group(rules: Sequence[RuleToBuild]) -> Callable[[Any], tuple[str | None, ...]]:
+def build_group(
+    rules: Sequence[RuleToBuild],
+) -> Callable[[tuple[Any, Any]], tuple[str | None, ...]]:
     """Several rules over the same Referer (the product's path-or-domain and the
     aggregation input's domain) from one match and one domain lookup a referrer.
 
@@ -117,18 +169,23 @@ def build_group(rules: Sequence[RuleToBuild]) -> Callable[[Any], tuple[str | Non
     >>> rules = [({"site_domains": ["example.com"]}, BuildContext()),
     ...          ({"site_domains": ["example.com"], "same_site": "domain"}, BuildContext())]
     >>> both = build_group(rules)
-    >>> both("https://www.example.com/cart/12345?x=1"), both("https://t.co/x"), both("-")
-    (('/cart/{id}', 'example.com'), ('t.co', 't.co'), (None, None))
+    >>> both((None, "https://www.example.com/cart/12345?x=1")), both((None, "https://t.co/x"))
+    (('/cart/{id}', 'example.com'), ('t.co', 't.co'))
+    >>> both(("t.co", "https://t.co/x")), both((None, "-"))
+    (('/x', 't.co'), (None, None))
     """
     deciders = [_decider(options, ctx) for options, ctx in rules]
+    host_domain = _host_domains(rules[0][1].cache_size)
     nothing = (None,) * len(deciders)
 
-    def referrer_policies(value: Any) -> tuple[str | None, ...]:
-        split = _split(value)
+    def referrer_policies(value: tuple[Any, Any]) -> tuple[str | None, ...]:
+        host, referrer = value
+        split = _split(referrer)
         if split is None:
             return nothing
+        own = host_domain(host)
         domain, m = split
-        return tuple([decide(domain, m) for decide in deciders])
+        return tuple([decide(own, domain, m) for decide in deciders])
 
     return referrer_policies
 
@@ -139,13 +196,15 @@ def _validate(options: Mapping[str, Any], ctx: BuildContext) -> list[str]:
 
 SPEC: Final = ActionSpec(
     name="referrer_policy",
-    doc="Referer -> registrable domain (cross-site) or templated path (same-site)",
+    doc="Referer -> registrable domain (cross-site) or templated path (same-site: the "
+    "request's host, else site)",
     options=(
         Option(
             "site_domains",
             list,
             default=[],
-            doc="host names of this site (default: ctx.site if it is a host name)",
+            doc="host names of this site besides the request's host (vhost); for logs "
+            "without one, default: site if it is a host name",
             check=_check_domains,
         ),
         Option(
@@ -176,8 +235,10 @@ SPEC: Final = ActionSpec(
     accepts=frozenset({"request.referrer"}),
     validate=_validate,
     examples=(
-        ({}, "https://www.google.co.uk/search?q=x", "google.co.uk"),
-        ({}, "http://192.0.2.7/", None),
-        ({"keep": "none"}, "https://news.example.org/a", None),
+        ({}, (None, "https://www.google.co.uk/search?q=x"), "google.co.uk"),
+        ({}, (None, "http://192.0.2.7/"), None),
+        ({"keep": "none"}, (None, "https://news.example.org/a"), None),
+        ({}, ("news.example.org", "https://www.example.org/a/12345?page=2"), "/a/{id}?page=2"),
     ),
+    implicit_sources=IMPLICIT_SOURCES,
 )

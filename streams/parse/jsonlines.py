@@ -44,6 +44,8 @@ from streams.records import (
     PARSE_BAD_JSON,
     PARSE_BAD_NUMBER,
     PARSE_BAD_TIME,
+    PARSE_MISSING_CLIENT,
+    PARSE_MISSING_TIME,
     PARSE_NO_MATCH,
     RejectedLine,
     Request,
@@ -136,28 +138,40 @@ def _header_list(value: Any, separator: str = ", ") -> str | None:
     return _text(value)
 
 
+#: What nginx writes for an unset variable (and JSON's null): a field that is absent.
+_UNSET: Final = (None, "", "-")
+
+
 def _int(value: Any, low: int, high: int) -> int | None:
-    """An integer in ``low..high``; None when absent or not a number (JSON logs often
-    hold "-" or free text there); parse.bad_number when out of bounds.
+    """An integer in ``low..high``; None when absent (null, "-", ""). Anything else is
+    parse.bad_number: a boolean, an object, a fraction, text that is not ASCII digits,
+    as an out-of-range number is (text, true and 200.5 were None or 200, while 99999
+    and -5 were bad numbers; an audit). The text formats refuse such a line too.
 
-    Text must be ASCII without "_": int() and float() also read Unicode digits
-    ("２００", which the text formats' [0-9] refuse) and "_" between digits ("2_00"),
-    which no log writes as a number:
+    Text is ASCII digits alone: int() also reads Unicode digits ("２００", which the
+    text formats' [0-9] refuse), "_" between digits, signs and spaces. A JSON number of
+    integral value is that integer (JSON has one number type: 200.0 is 200):
 
-    >>> _int("200", 0, 999), _int("２００", 0, 999), _int("2_00", 0, 999), _int(200.0, 0, 999)
-    (200, None, None, 200)
+    >>> _int("200", 0, 999), _int(200.0, 0, 999), _int("-", 0, 999), _int(None, 0, 999)
+    (200, 200, None, None)
+    >>> _int("２００", 0, 999)
+    Traceback (most recent call last):
+    ...
+    streams.records.RejectedLine: parse.bad_number
     """
-    if isinstance(value, str):
-        if value in ("", "-") or not value.isascii() or "_" in value:
-            return None
-    elif value is None or isinstance(value, bool):
+    if type(value) is int:  # the common cases first: one call per field and line
+        number = value
+    elif type(value) is str and value.isdigit() and value.isascii():
+        try:
+            number = int(value)
+        except ValueError:  # more digits than int() reads: out of bounds anyway
+            raise RejectedLine(PARSE_BAD_NUMBER) from None
+    elif value in _UNSET:
         return None
-    try:
+    elif type(value) is float and value.is_integer():  # not NaN nor infinity
         number = int(value)
-    except (TypeError, ValueError):
-        return None
-    except OverflowError:  # float infinity
-        raise RejectedLine(PARSE_BAD_NUMBER) from None
+    else:
+        raise RejectedLine(PARSE_BAD_NUMBER)
     if not low <= number <= high:
         raise RejectedLine(PARSE_BAD_NUMBER)
     return number
@@ -178,16 +192,22 @@ def _status(value: Any) -> int | None:
 
 
 def _float(value: Any) -> float | None:
-    """A number; None when absent or not a number (text as :func:`_int` takes it)."""
-    if isinstance(value, str):
-        if value in ("", "-") or not value.isascii() or "_" in value:
-            return None
-    elif value is None or isinstance(value, bool):
-        return None
-    try:
+    """A number; None when absent, parse.bad_number when it is none (as :func:`_int`;
+    text is read by float(), ASCII and without "_").
+
+    >>> _float("0.004"), _float(2), _float("-")
+    (0.004, 2.0, None)
+    """
+    if type(value) is float or type(value) is int:
         return float(value)
-    except (TypeError, ValueError):
+    if type(value) is str and value not in _UNSET and value.isascii() and "_" not in value:
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    elif value in _UNSET:
         return None
+    raise RejectedLine(PARSE_BAD_NUMBER)
 
 
 class JsonParser:
@@ -236,22 +256,27 @@ class JsonParser:
         if not isinstance(doc, dict):
             raise RejectedLine(PARSE_BAD_JSON)
         get = self._get
-        client = _text(get(doc, "client"))
-        ip = (
-            None
-            if client is None
-            else self._resolver.resolve(client, _header_list(get(doc, "forwarded_for")))
-        )
+        value = get(doc, "client")
+        client = _text(value)
+        if client is None:  # absent: missing; an object or a boolean: a bad address
+            raise RejectedLine(PARSE_MISSING_CLIENT if value in _UNSET else PARSE_BAD_IP)
+        ip = self._resolver.resolve(client, _header_list(get(doc, "forwarded_for")))
         if ip is None:
             raise RejectedLine(PARSE_BAD_IP)
         time = get(doc, "time")
         # Time text is ASCII without "_", as servers write it (any_time's float() read
         # "９７１２１１３３６" and "971_211_336" as epochs).
-        if time is None or (isinstance(time, str) and (not time.isascii() or "_" in time)):
+        if isinstance(time, str) and (not time.isascii() or "_" in time):
             raise RejectedLine(PARSE_BAD_TIME)
         r = Request()
         r.ip = ip
-        r.time = any_time(time)  # an epoch from 2286 on: parse.bad_time (MAX_EPOCH_SECONDS)
+        try:
+            r.time = any_time(time)  # an epoch from 1e10 s: parse.bad_time (MAX_EPOCH_SECONDS)
+        except RejectedLine:
+            # any_time refuses None, "" and "-": told apart only on this (rare) path.
+            if time in _UNSET:
+                raise RejectedLine(PARSE_MISSING_TIME) from None
+            raise
         line = _text(get(doc, "request_line"))
         if line is not None:
             r.method, r.target, r.protocol = split_request_line(line)

@@ -16,6 +16,8 @@ $status $body_bytes_sent $bytes_sent $request_time $http_NAME $cookie_NAME $host
 $server_name`` (anything else is matched and ignored).
 
 A field not in this list is matched and thrown away: default deny starts at parsing.
+Of several fields giving one value (``%T/%D``, ``%s %>s``, ``%b %O``) the most precise
+or final one is read, whatever their order (see :data:`_VALUE_OF_ROLE`).
 
 >>> p = compile_apache('%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i" %D')
 >>> r = p.parse('203.0.113.9 - - [10/Oct/2000:13:55:36 -0700] "GET /a?b=1 HTTP/1.1" '
@@ -124,6 +126,9 @@ class Field:
     spaces: bool = True
     #: Apache's ``%l`` (identd): "-" unless ``IdentityCheck On``.
     ident: bool = False
+    #: Among fields that give the same value (:data:`_VALUE_OF_ROLE`), the one of the
+    #: highest rank is read, the first of them on a tie (see :func:`_read_fields`).
+    rank: int = 0
 
 
 # Apache directives written without a space: addresses, the server's name and ports,
@@ -131,12 +136,63 @@ class Field:
 _APACHE_WORDS = frozenset("haAvpPkLXsbBOISDTt")
 
 
-def _apache_field(directive: str, argument: str | None, column: int, quoted: bool) -> Field:
+def _apache_field(
+    directive: str, argument: str | None, column: int, quoted: bool, modifiers: str = ""
+) -> Field:
     if directive == "t" and argument is not None:
         field = _apache_time(argument, column, quoted)
     else:
         field = Field(_apache_role(directive, argument, column), quoted, column)
-    return replace(field, spaces=directive not in _APACHE_WORDS, ident=directive == "l")
+    rank = _rank(field.role)
+    if field.role == "status":
+        # %>s is the final status of an internally redirected request; %s and %<s the
+        # original one (mod_log_config: the last "<" or ">" decides, "<" by default).
+        rank = int(modifiers.rfind(">") > modifiers.rfind("<"))
+    elif field.role == "bytes":
+        rank = int(directive in "bB")  # the body over %O's headers and body
+    return replace(field, spaces=directive not in _APACHE_WORDS, ident=directive == "l", rank=rank)
+
+
+# Directives that give one value, and which of them is read (an audit: the first one
+# in the format won, so "%T/%D" published whole seconds where %D said 2.5 ms, "%s %>s"
+# the status before an internal redirect, and "%b %O" and "%O %b" two byte counts):
+#
+# * a duration: the most precise, %D or %{us}T, then %{ms}T, then %T or %{s}T;
+# * the status: Apache's %>s, the final status, over %s and %<s (the original one);
+# * the byte count: the response body, %b, %B or $body_bytes_sent (what the named
+#   formats other than vhost_combined log), over %O or $bytes_sent (headers included).
+#
+# Among equals, the first in the format. The choice is made at startup: a line reads
+# one field per value, the others are matched and thrown away.
+_VALUE_OF_ROLE: dict[str, str] = {
+    "duration_us": "duration",
+    "duration_ms": "duration",
+    "duration_s": "duration",
+}
+_DURATION_RANK = {"duration_us": 2, "duration_ms": 1, "duration_s": 0}
+
+
+def _rank(role: str) -> int:
+    return _DURATION_RANK.get(role, 0)
+
+
+def _read_fields(fields: Sequence[Field]) -> dict[int, Field]:
+    """The fields a builder reads, by position: for each value the field of the highest
+    :attr:`Field.rank`, the first of them on a tie.
+
+    >>> fields = compile_apache("%h %t %s %T/%D %b %>s %O %>s").fields
+    >>> [(f.role, f.column) for f in _read_fields(fields).values()]
+    [('client', 0), ('time_clf_bracketed', 3), ('duration_us', 12), ('bytes', 15), ('status', 18)]
+    """
+    best: dict[str, int] = {}
+    for n, field in enumerate(fields):
+        if field.role == "skip":
+            continue
+        value = _VALUE_OF_ROLE.get(field.role, field.role)
+        chosen = best.get(value)
+        if chosen is None or field.rank > fields[chosen].rank:
+            best[value] = n
+    return {n: fields[n] for n in sorted(best.values())}
 
 
 def _apache_time(argument: str, column: int, quoted: bool) -> Field:
@@ -226,7 +282,11 @@ def compile_apache(
         if texts[k]:
             parts.append(texts[k])
         quoted = texts[k].endswith('"') and texts[k + 1].startswith('"')
-        parts.append(_apache_field(m.group(4), m.group(2), m.start(), quoted))
+        # The "<", ">" and status conditions written before and after the braces.
+        modifiers = m.group(0)[1 : m.start(4) - m.start()]
+        if m.group(2) is not None:
+            modifiers = modifiers.replace("{" + m.group(2) + "}", "", 1)
+        parts.append(_apache_field(m.group(4), m.group(2), m.start(), quoted, modifiers))
     if texts[-1]:
         parts.append(texts[-1])
     return LineParser(name, parts, ClientResolver(trusted_proxies))
@@ -320,7 +380,9 @@ def compile_nginx(
         elif role == "query" and not quoted:
             pattern = _NGINX_QUERY
         spaces = variable not in _NGINX_WORDS
-        parts.append(Field(role, quoted, m.start(), pattern, spaces=spaces))
+        # $body_bytes_sent over $bytes_sent, as %b over %O (see _VALUE_OF_ROLE).
+        rank = 1 if variable == "body_bytes_sent" else _rank(role)
+        parts.append(Field(role, quoted, m.start(), pattern, spaces=spaces, rank=rank))
         pos = m.end()
     if pos < len(log_format):
         parts.append(log_format[pos:])
@@ -721,9 +783,11 @@ def _generate_builder(
         if f.role != "skip":
             groups[n] = position
             position += 3 if fast and f.quoted and f.role == "request_line" else 1
-    # The first field of each role wins.
-    first = {f.role: f for f in reversed(fields)}
-    index = {f.role: groups[n] for n, f in reversed(list(enumerate(fields))) if n in groups}
+    # One field a value (_read_fields); the others' groups are not read. In reverse, so
+    # that of roles setting one attribute (%r and %m) the first one's line comes last.
+    read = _read_fields(fields)
+    first = {f.role: f for f in read.values()}
+    index = {f.role: groups[n] for n, f in reversed(read.items())}
     client = index.get("client", index.get("peer"))
     xff = index.get("forwarded_for")
     xff_expr = f"g[{xff}]" if xff is not None and resolver.uses_forwarded_for else "None"

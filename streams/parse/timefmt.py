@@ -257,9 +257,10 @@ def _leap_second(value: str, python_format: str) -> datetime:
         raise RejectedLine(PARSE_BAD_TIME) from None
 
 
-#: 2286-11-20, 1e10 seconds: an epoch (number or text) read as a later time is
-#: parse.bad_time, in every format. :func:`any_time` takes an epoch under 1e11 as
-#: seconds and from 1e11 as milliseconds, so 99,999,999,999 was the year 5138, and
+#: 1e10 seconds, 2286-11-20T17:46:40Z: an epoch (number or text) read as this time or
+#: a later one is parse.bad_time, in every format (9999999999 is read).
+#: :func:`any_time` takes an epoch under 1e11 as seconds and from 1e11 as
+#: milliseconds, so 99,999,999,999 was the year 5138, and
 #: milliseconds from 1e13 the year 2286 on; neither is any request's time. Times
 #: written as dates are read up to 9999 (:data:`MAX_EPOCH`).
 MAX_EPOCH_SECONDS: Final = 10_000_000_000
@@ -323,8 +324,8 @@ def any_time(value: object) -> int:
     >>> any_time(1700000000123), any_time("1700000000123"), any_time("1700000000.5")
     (1700000000, 1700000000, 1700000000)
 
-    An epoch read as a time from 2286-11-20 on (:data:`MAX_EPOCH_SECONDS`) is
-    parse.bad_time; a date is read up to 9999:
+    An epoch read as a time from 2286-11-20T17:46:40Z on (:data:`MAX_EPOCH_SECONDS`)
+    is parse.bad_time; a date is read up to 9999:
 
     >>> any_time(99_999_999_999)
     Traceback (most recent call last):

@@ -423,18 +423,19 @@ _NUMBERS = 'apache:%h %t "%r" %>s %b %D %{ms}T'
 
 
 @pytest.mark.parametrize(
-    ("fields", "reason"),
+    ("fmt", "fields", "reason"),
     [
-        ("200 " + "9" * 26 + " 1 1", "parse.bad_number"),  # was a rules.error (orjson)
-        ("200 9007199254740992 1 1", "parse.bad_number"),  # 2**53
-        ("099 5 1 1", "parse.bad_number"),
-        ("200 5 " + "9" * 400 + " 1", "parse.bad_number"),  # microseconds: inf, not Overflow
-        ("200 5 1 " + "9" * 400, "parse.bad_number"),
-        ("200 5 1 1.2.3", "parse.no_match"),  # was a parse.error (float ValueError)
+        (_NUMBERS, "200 " + "9" * 26 + " 1 1", "parse.bad_number"),  # was a rules.error (orjson)
+        (_NUMBERS, "200 9007199254740992 1 1", "parse.bad_number"),  # 2**53
+        (_NUMBERS, "099 5 1 1", "parse.bad_number"),
+        (_NUMBERS, "200 5 " + "9" * 400 + " 1", "parse.bad_number"),  # µs: inf, not Overflow
+        # %{ms}T alone: next to %D it is not read (the more precise one is).
+        (_NUMBERS.replace("%D", "%I"), "200 5 1 " + "9" * 400, "parse.bad_number"),
+        (_NUMBERS, "200 5 1 1.2.3", "parse.no_match"),  # was a parse.error (float ValueError)
     ],
 )
-def test_numbers_out_of_bounds_are_rejected(fields: str, reason: str) -> None:
-    parse = build_parser(_NUMBERS)
+def test_numbers_out_of_bounds_are_rejected(fmt: str, fields: str, reason: str) -> None:
+    parse = build_parser(fmt)
     for path in ("", "\\"):  # the fast path, and the escape-aware one
         with pytest.raises(RejectedLine) as caught:
             parse(f'203.0.113.9 {T} "GET /{path} HTTP/1.1" {fields}')
@@ -447,9 +448,66 @@ def test_numbers_at_the_bounds_are_kept() -> None:
         999,
         2**53 - 1,
         1.5,
-    )  # the first duration wins
+    )  # %D, the more precise duration, wins
     r = build_parser(_NUMBERS)(f'203.0.113.9 {T} "GET / HTTP/1.1" 100 - - -')
     assert (r.status, r.bytes_sent, r.duration_ms) == (100, 0, None)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "tail", "expected"),
+    [
+        # A duration: %D (µs) over %{ms}T over %T, in either order. "%T/%D" is a
+        # widely used LogFormat: the whole seconds won, 0.0 where %D said 2.5 ms.
+        ("%T/%D", "0/2500", (200, 100, 2.5)),
+        ("%D %T", "2500 0", (200, 100, 2.5)),
+        ("%{ms}T %D", "3 2500", (200, 100, 2.5)),
+        ("%T %{ms}T", "0 3", (200, 100, 3.0)),
+        ("%{us}T %D", "2500 2600", (200, 100, 2.5)),  # equals: the first
+        ("%D %D", "2500 2600", (200, 100, 2.5)),
+    ],
+)
+def test_the_more_precise_duration_is_read_in_any_order(
+    fmt: str, tail: str, expected: tuple[int, int, float]
+) -> None:
+    line = f'203.0.113.9 {T} "GET / HTTP/1.1" 200 100 {tail}'
+    parser = compile_apache(f'%h %t "%r" %>s %b {fmt}')
+    for text in (line, line.replace("GET /", "GET /\\")):  # fast and escape-aware paths
+        r = parser.parse(text)
+        assert (r.status, r.bytes_sent, r.duration_ms) == expected
+
+
+@pytest.mark.parametrize(
+    ("fmt", "numbers", "status"),
+    [
+        ("%s %>s", "302 200", 200),  # %>s: the final status, whatever the order
+        ("%>s %s", "200 302", 200),
+        ("%<s %>s", "302 200", 200),
+        ("%>s %<s", "200 302", 200),
+        ("%s %<s", "302 200", 302),  # both the original one: the first
+        ("%>s %>s", "200 201", 200),
+    ],
+)
+def test_the_final_status_is_read_in_any_order(fmt: str, numbers: str, status: int) -> None:
+    r = compile_apache(f'%h %t "%r" {fmt}').parse(f'203.0.113.9 {T} "GET / HTTP/1.1" {numbers}')
+    assert r.status == status
+
+
+@pytest.mark.parametrize(
+    ("spec", "numbers"),
+    [
+        ("apache:%h %t %>s %b %O", "200 5 300"),
+        ("apache:%h %t %>s %O %b", "200 300 5"),
+        ("apache:%h %t %>s %O %B", "200 300 5"),
+        ("apache:%h %t %>s %b %I %O", "200 5 80 300"),  # Apache's combinedio
+        ("nginx:$remote_addr [$time_local] $status $bytes_sent $body_bytes_sent", "200 300 5"),
+        ("nginx:$remote_addr [$time_local] $status $body_bytes_sent $bytes_sent", "200 5 300"),
+    ],
+)
+def test_the_body_size_is_read_over_bytes_on_the_wire(spec: str, numbers: str) -> None:
+    """One byte count whatever the order: the body (%b, %B, $body_bytes_sent), as the
+    named formats but vhost_combined log it; %O and $bytes_sent only alone."""
+    assert build_parser(spec)(f"203.0.113.9 {T} {numbers}").bytes_sent == 5
+    assert build_parser("apache:%h %t %>s %O")(f"203.0.113.9 {T} 200 300").bytes_sent == 300
 
 
 @pytest.mark.parametrize(

@@ -75,3 +75,19 @@ def test_no_consumer_or_no_assignment_yet() -> None:
     metrics.update_lag(SimpleNamespace(consumer=None))
     metrics.update_lag(SimpleNamespace(consumer=Consumer()))
     assert b"logfog_consumer_lag{" not in metrics.render()
+
+
+def test_the_readme_lists_every_reason_code_of_the_rejected_metric() -> None:
+    """``logfog_rejected_total{reason}``'s values are the reason codes: the README's
+    metrics list names each of them (parse.missing_client and parse.missing_time came
+    with a JSON-lines audit)."""
+    import re
+    from pathlib import Path
+
+    from streams.records import REASONS
+
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    listed = re.search(r"`logfog_rejected_total\{reason\}` \(reasons: ([^)]*)\)", readme)
+    assert listed is not None
+    assert re.findall(r"`([a-z0-9_.]+)`", listed.group(1).split(";")[0]) == list(REASONS)
+    assert {"parse.missing_client", "parse.missing_time"} <= set(REASONS)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -16,8 +18,10 @@ CTX = BuildContext()
 SITE = {"site_domains": ["shop.example.com"]}
 
 
-def build(ctx: BuildContext = CTX, **options: object) -> object:
-    return SPEC.build(options, ctx)
+def build(ctx: BuildContext = CTX, **options: object) -> Callable[[object], object]:
+    """The rule, on lines without a host (the transform reads ``(host, referrer)``)."""
+    f = SPEC.build(options, ctx)
+    return lambda referrer: f((None, referrer))
 
 
 def test_spec_shape() -> None:
@@ -135,7 +139,7 @@ def test_idn_domains_are_encoded_as_browsers_do() -> None:
 
     assert registrable_domain("www.straße.de") == registrable_domain("xn--strae-oqa.de")
     assert registrable_domain("straße.de") == "xn--strae-oqa.de"
-    f = SPEC.build({"site_domains": ["straße.de"]}, BuildContext())
+    f = build(site_domains=["straße.de"])
     assert f("https://www.xn--strae-oqa.de/a?x=1") == "/a"
 
 
@@ -149,12 +153,12 @@ def test_idn_domains_are_encoded_as_browsers_do() -> None:
     ],
 )
 def test_only_host_names_are_published(referrer: str, expected: str | None) -> None:
-    f = SPEC.build({"site_domains": ["www.example.org"]}, BuildContext())
+    f = build(site_domains=["www.example.org"])
     assert f(referrer) == expected
 
 
 def test_a_backslash_in_a_same_site_referrer_is_a_path_separator() -> None:
-    f = SPEC.build({"site_domains": ["www.example.org"]}, BuildContext())
+    f = build(site_domains=["www.example.org"])
     assert f("https://www.example.org\\u\\12345") == "/u/{id}"
 
 
@@ -192,14 +196,21 @@ RULES = [
 ]
 
 
+HOSTS = st.sampled_from(
+    [None, "shop.example.com", "www.example.net:443", "Blog.Example.NET.", "203.0.113.9",
+     "localhost", "a.b.example.net"]
+)  # fmt: skip
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.lists(REFERRERS, max_size=12))
+@given(st.lists(st.tuples(HOSTS, REFERRERS), max_size=12))
 def test_rules_built_together_give_each_rules_own_values_and_leak_counts(
-    referrers: list[object],
+    values: list[tuple[str | None, object]],
 ) -> None:
     """One match and one domain lookup a referrer for several rules (session 13): the
     same values as each rule alone, swept and memoized as the rules compiler does, and
-    the same leak counts (a hit counted at every occurrence, in both)."""
+    the same leak counts (a hit counted at every occurrence, in both). Memoized per
+    (host, referrer): a referrer's answer for one site is not another's."""
     from collections import Counter
 
     from streams.rules import swept, swept_group
@@ -207,10 +218,14 @@ def test_rules_built_together_give_each_rules_own_values_and_leak_counts(
     assert SPEC.build_group is not None
     alone_leaks: Counter[str] = Counter()
     group_leaks: Counter[str] = Counter()
-    alone = [swept(SPEC.build(options, CTX), alone_leaks, 4) for options in RULES]
-    together = swept_group(SPEC.build_group([(o, CTX) for o in RULES]), group_leaks, 4)
-    for referrer in referrers * 2:  # the second time from the memos
-        assert together(referrer) == tuple(rule(referrer) for rule in alone)
+    ctx = BuildContext(site="www.example.com", cache_size=4)
+    alone = [swept(SPEC.build(options, ctx), alone_leaks, 4) for options in RULES]
+    together = swept_group(SPEC.build_group([(o, ctx) for o in RULES]), group_leaks, 4)
+    fresh = [SPEC.build(options, ctx) for options in RULES]  # no memo at all
+    for value in values * 2:  # the second time from the memos
+        expected = tuple(rule(value) for rule in alone)
+        assert together(value) == expected
+        assert all(e is None or e == f(value) for e, f in zip(expected, fresh, strict=True))
     assert group_leaks == alone_leaks
 
 
@@ -223,5 +238,48 @@ def test_a_leak_in_rules_built_together_is_counted_at_every_occurrence() -> None
     leaks: Counter[str] = Counter()
     together = swept_group(SPEC.build_group([(o, CTX) for o in RULES]), leaks, 100)
     for _ in range(3):
-        assert together("https://www.a8f3kq9z0x7c2v5b1n4m6l8k0j3h5g7f.com/") == (None, None, None)
+        value = (None, "https://www.a8f3kq9z0x7c2v5b1n4m6l8k0j3h5g7f.com/")
+        assert together(value) == (None, None, None)
     assert leaks == {"token": 2 * 3}  # the third rule drops cross-site referrers
+
+
+# --- the request's host is the site (an audit) -----------------------------------------
+
+
+VHOST_LINE = (
+    'shop.example.com:443 1.2.3.4 - - [10/Oct/2024:13:55:36 +0000] "GET /x HTTP/1.1" 200 100 '
+    '"https://shop.example.com/cart?utm_source=a" "curl/8"'
+)
+
+
+def test_a_referrer_from_the_requests_own_host_is_same_site() -> None:
+    """The same-site test ignored the vhost: with site: other.example.net, a shop's own
+    cart page was published as the cross-site "example.com", though ``site`` is only the
+    fallback for logs without a vhost (and pseudonyms already used the vhost)."""
+    f = SPEC.build({}, BuildContext(site="other.example.net"))
+    cart = "https://shop.example.com/cart?utm_source=a"
+    for host in ("shop.example.com", "Shop.Example.COM:443", "www.example.com."):
+        assert f((host, cart)) == "/cart?utm_source=a"
+    assert f((None, cart)) == "example.com"  # no vhost: the site decides
+    assert f((None, "https://www.other.example.net/a")) == "/a"
+    # With a vhost the site is not this line's site; hosts without a registrable
+    # domain (an address, localhost) make nothing same-site but site_domains.
+    assert f(("shop.example.com", "https://www.other.example.net/a")) == "example.net"
+    assert f(("203.0.113.9", cart)) == "example.com"
+    assert f(("[2001:db8::1]:443", cart)) == "example.com"
+    g = SPEC.build({"site_domains": ["example.org"]}, BuildContext(site="other.example.net"))
+    assert g(("shop.example.com", "https://example.org/b")) == "/b"  # listed: too
+    assert g(("shop.example.com", cart)) == "/cart?utm_source=a"  # and the host's own
+    assert g((None, "https://www.other.example.net/a")) == "example.net"  # listed replace site
+
+
+def test_a_vhost_log_publishes_same_site_referrers_as_paths(
+    make_pipeline: Callable[..., Any],
+) -> None:
+    """End to end, as the audit found it: vhost_combined input, site: other.example.net."""
+    pipeline = make_pipeline(input={"format": ["vhost_combined"]}, site="other.example.net")
+    other_host = VHOST_LINE.replace("shop.example.com:443 ", "blog.example.org:443 ", 1)
+    out = pipeline.test([VHOST_LINE, other_host, VHOST_LINE])
+    assert [e["referrer"] for e in out.events("product")] == [
+        "/cart?utm_source=a", "example.com", "/cart?utm_source=a",
+    ]  # fmt: skip

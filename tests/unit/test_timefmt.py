@@ -273,6 +273,28 @@ def test_text_epochs_end_at_2286_as_json_epochs_do(call: Callable[[str], int], s
             any_time(number)
 
 
+def test_the_readme_gives_the_epoch_cutoff_to_the_second() -> None:
+    """The README said epochs "from 2286-11-20 on" are parse.bad_time, but %{sec}t
+    9999999999 (2286-11-20T17:46:39Z) is read: the cutoff is 1e10 seconds, in the
+    middle of that day (an audit). Both of its statements (text and JSON logs) give it."""
+    from pathlib import Path
+
+    cutoff = datetime.fromtimestamp(MAX_EPOCH_SECONDS, UTC)
+    stated = f"{cutoff:%Y-%m-%dT%H:%M:%S}Z (1e10 seconds)"
+    assert stated == "2286-11-20T17:46:40Z (1e10 seconds)"
+    last = str(MAX_EPOCH_SECONDS - 1)  # 2286-11-20T17:46:39Z
+    assert build_parser("apache:%h %{sec}t %>s")(f"203.0.113.9 {last} 200").time == int(last)
+    assert any_time(int(last)) == any_time(last) == int(last)
+    for first_refused in (str(MAX_EPOCH_SECONDS), MAX_EPOCH_SECONDS):
+        with pytest.raises(RejectedLine):
+            any_time(first_refused)
+    with pytest.raises(RejectedLine):
+        epoch_time(str(MAX_EPOCH_SECONDS))
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    assert "2286-11-20 on" not in readme
+    assert readme.count(f"from {stated} on") == 2
+
+
 @pytest.mark.parametrize(
     "text", ["1０/Oct/2000 13:55:36 +0000", "10/Oct/２000 13:55:36 +0000",
              "10/Oct/2000 1３:55:36 +0000", "10/Oct/2000 13:55:36 +０000"],
