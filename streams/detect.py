@@ -13,9 +13,9 @@ the exact detectors run. A single combined alternation regex was measured slower
 
 Decisions (each is pinned by a test in ``tests/unit/test_detect.py``):
 
-* Percent-encoding: if the string holds ``%XX`` sequences it is also checked after
-  decoding, up to three times (catches ``john%40x.com``, double-encoded ``%2540``,
-  ``2001%3Adb8%3A%3A1``).
+* Percent-encoding: if the string holds ``%XX`` or ``%uXXXX`` sequences it is also
+  checked after decoding, up to eight times (catches ``john%40x.com``, double-encoded
+  ``%2540``, ``2001%3Adb8%3A%3A1``, ``john%u0040x.com``).
 * Look-alikes and invisible characters: text that is not ASCII is checked after
   :func:`fold_lookalikes` (fullwidth ``＠``, ideographic ``。``, and no zero-width
   spaces, joiners, soft hyphens or no-break spaces: ``jane@gmail\u200b.com``), also
@@ -76,13 +76,17 @@ from collections.abc import Callable, Iterator
 from typing import Final
 from urllib.parse import unquote
 
+from publicsuffixlist import PublicSuffixList
+
 from streams.wordlike import reads_like_words
 
 __all__ = [
     "DETECTORS",
+    "PUBLIC_SUFFIXES",
     "dashed_ipv4",
     "find_leak",
     "is_card",
+    "label_spells_address",
     "looks_random",
     "whatwg_ipv4",
 ]
@@ -144,11 +148,9 @@ _IPV6_GLUED_RE: Final = re.compile(
 # An IPv4 address written with dashes, as tunnels, dynamic DNS and cloud providers
 # name hosts after it ("ec2-203-0-113-7.compute-1.amazonaws.com", an audit found it
 # kept in paths and query values), or with underscores, as in file names. Every
-# window of four numbers in a longer run is tried (the lookahead finds overlapping
-# ones): "ec2-203-0-113-7" holds one.
-_DASHED_V4_RE: Final = re.compile(
-    r"(?<![0-9])(?=([0-9]{1,3})[-_]([0-9]{1,3})[-_]([0-9]{1,3})[-_]([0-9]{1,3})(?![0-9]))"
-)
+# window of four numbers in a longer run is tried: "ec2-203-0-113-7" holds one.
+_NUMBER_RUN_RE: Final = re.compile(r"(?<![0-9])[0-9]+(?:[-_][0-9]+){3,}(?![0-9])")
+_RUN_SEPARATOR_RE: Final = re.compile(r"[-_]")
 
 _UUID_RE: Final = re.compile(
     r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
@@ -169,11 +171,15 @@ _CARD_RE: Final = re.compile(r"(?<![0-9])[2-6](?:[ +-]?[0-9]){12,18}(?![0-9])")
 #   email needs "@"; encoded payloads need "%"; jwt needs "eyJ"; hex ipv4 needs "0x";
 #   octal ipv4, like dotted decimal, >= 3 dots and _V4_PRE;
 #   ipv6 needs "::" or >= 6 colons (8 groups: 7 colons; with IPv4 tail: 6);
-#   ipv4 needs >= 3 dots and _V4_PRE, or >= 3 "-" or "_" and _DASHED_V4_PRE;
+#   ipv4 needs >= 3 dots and _V4_PRE, or >= 3 "-" or "_" and _DASHED_V4_PRE, or a
+#   label of 8 hex digits or 8-10 digits before a dot (_ADDRESS_LABEL_PRE); ipv6 with
+#   other separators needs _SEPARATED_V6_PRE;
 #   card needs >= 13 chars and _CARD_PRE;
 #   token needs >= 32 chars and _RUN_PRE (runs are found from their first char only).
 _V4_PRE: Final = re.compile(r"[0-9]\.[0-9]{1,4}\.[0-9]{1,4}\.[0-9]")  # octal: "0377"
 _DASHED_V4_PRE: Final = re.compile(r"[0-9][-_][0-9]{1,3}[-_][0-9]{1,3}[-_][0-9]")
+_SEPARATED_V6_PRE: Final = re.compile(r"[23][0-9A-Fa-f]{3}[-_.][0-9A-Fa-f]{0,4}[-_.]")
+_ADDRESS_LABEL_PRE: Final = re.compile(r"(?<![0-9A-Za-z-])(?:[0-9A-Fa-f]{8}|[0-9]{8,10})\.[A-Za-z]")
 _CARD_PRE: Final = re.compile(r"[2-6](?<![0-9][2-6])(?:[ +-]?[0-9]){12}")
 _RUN_PRE: Final = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{32}")
 
@@ -187,6 +193,8 @@ def _maybe_leak(text: str) -> bool:
     if text.count(".") >= 3 and _V4_PRE.search(text) is not None:
         return True
     if text.count("-") + text.count("_") >= 3 and _DASHED_V4_PRE.search(text) is not None:
+        return True
+    if _SEPARATED_V6_PRE.search(text) is not None or _ADDRESS_LABEL_PRE.search(text) is not None:
         return True
     n = len(text)
     if n >= 13 and _CARD_PRE.search(text) is not None:
@@ -269,7 +277,62 @@ def _has_jwt(text: str) -> bool:
 
 
 def _has_ipv4(text: str) -> bool:
-    return _has_dotted_ipv4(text) or _has_other_ipv4(text) or dashed_ipv4(text)
+    return (
+        _has_dotted_ipv4(text)
+        or _has_other_ipv4(text)
+        or dashed_ipv4(text)
+        or _has_address_label_host(text)
+    )
+
+
+# Host names in text, for the check below; lower case (PSL lookups are).
+_HOST_RUN_RE: Final = re.compile(r"(?<![0-9a-z.-])(?:[0-9a-z-]+\.)+[a-z]{2,63}(?![0-9a-z-])")
+#: The Public Suffix List, private section included (also urls.py's).
+PUBLIC_SUFFIXES: Final = PublicSuffixList()
+_HEX32_LABEL_RE: Final = re.compile(r"(?:0x)?[0-9a-f]{8}")
+_NUMBER_LABEL_RE: Final = re.compile(r"[0-9]{8,10}")
+_DASHED_V6_LABEL_RE: Final = re.compile(r"[0-9a-f-]*-[0-9a-f]*-[0-9a-f]*-[0-9a-f-]*")
+
+
+def label_spells_address(label: str) -> bool:
+    """Whether a host-name label spells a whole IPv4 or IPv6 address on its own:
+    eight hex digits, a 32-bit number, an IPv6 address with dashes for colons.
+
+    >>> [label_spells_address(x) for x in ["cb00714d", "3405803885", "2600-3c01--f03c-93ff"]]
+    [True, True, True]
+    >>> [label_spells_address(x) for x in ["example", "web-2024", "decade", "20241130"]]
+    [False, False, False, True]
+    """
+    if _HEX32_LABEL_RE.fullmatch(label) or _NUMBER_LABEL_RE.fullmatch(label):
+        return True
+    if _DASHED_V6_LABEL_RE.fullmatch(label):
+        try:
+            ipaddress.IPv6Address(label.replace("-", ":"))
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+def _has_address_label_host(text: str) -> bool:
+    """Whether ``text`` holds a host name whose registrable domain starts with a label
+    that spells an address: private suffixes name hosts that way
+    (``b9acbeef.ip.linodeusercontent.com`` is 185.172.190.239; an audit found it kept
+    in paths and query values). Only known suffixes count: ``main.3f2a9b1c.js`` is
+    no host name.
+
+    >>> _has_address_label_host("/go?u=b9acbeef.ip.linodeusercontent.com")
+    True
+    >>> _has_address_label_host("/static/main.3f2a9b1c.js")
+    False
+    >>> _has_address_label_host("a.3f2a9b1c.js.map")
+    False
+    """
+    for m in _HOST_RUN_RE.finditer(text.lower()):
+        domain = PUBLIC_SUFFIXES.privatesuffix(m.group(), accept_unknown=False)
+        if domain is not None and label_spells_address(domain.partition(".")[0]):
+            return True
+    return False
 
 
 def dashed_ipv4(text: str) -> bool:
@@ -282,10 +345,19 @@ def dashed_ipv4(text: str) -> bool:
     (True, True)
     >>> dashed_ipv4("log_198_51_100_77.txt"), dashed_ipv4("size-10-12-14")
     (True, False)
+    >>> dashed_ipv4("backup-2024-11-30-12-05-33.sql")
+    False
     """
     if text.count("-") + text.count("_") < 3:
         return False
-    return any(all(int(n) <= 255 for n in m.groups()) for m in _DASHED_V4_RE.finditer(text))
+    for run in _NUMBER_RUN_RE.finditer(text):
+        numbers = _RUN_SEPARATOR_RE.split(run.group())
+        if len(numbers[0]) == 4 and numbers[0][:2] in ("19", "20"):
+            continue  # a date and time ("2024-11-30-12-05-33"), not a host name
+        for i in range(len(numbers) - 3):
+            if all(len(n) <= 3 and int(n) <= 255 for n in numbers[i : i + 4]):
+                return True
+    return False
 
 
 def _has_dotted_ipv4(text: str) -> bool:
@@ -387,20 +459,40 @@ def _max_v6_prefix(address: str) -> int:
 
 def _has_ipv6(text: str) -> bool:
     if ":" not in text:
-        return False
-    return _ipv6_in(_IPV6_RE.finditer(text), False) or _ipv6_in(_IPV6_GLUED_RE.finditer(text), True)
+        return _separated_ipv6(text)
+    return (
+        _ipv6_in(_IPV6_RE.finditer(text), False)
+        or _ipv6_in(_IPV6_GLUED_RE.finditer(text), True)
+        or _separated_ipv6(text)
+    )
 
 
 _GLOBAL_UNICAST_GROUP: Final = re.compile(r"[23][0-9A-Fa-f]{3}:")
+
+
+def _glued_candidates(span: str) -> list[str]:
+    """:func:`_ipv6_candidates`, and for hex letters glued to either end ("::1face",
+    an audit), each with its first or last group cut to its 1-4 digits nearest the
+    address."""
+    out = _ipv6_candidates(span)
+    head, _, rest = span.partition(":")
+    lead, _, tail = span.rpartition(":")
+    for n in range(1, 5):
+        if len(tail) > 4:
+            out.append(f"{lead}:{tail[:n]}")
+        if len(head) > 4:
+            out.append(f"{head[-n:]}:{rest}")
+    return out
 
 
 def _ipv6_in(matches: Iterator[re.Match[str]], glued: bool) -> bool:
     """Whether a match holds an IPv6 address that is not a truncated network; glued
     to text (``_IPV6_GLUED_RE``), only one with three colons or a global unicast
     first group."""
+    candidates = _glued_candidates if glued else _ipv6_candidates
     for m in matches:
         prefix = m.group(2)
-        for cand in _ipv6_candidates(m.group(1)):
+        for cand in candidates(m.group(1)):
             if glued and cand.count(":") < 3 and _GLOBAL_UNICAST_GROUP.match(cand) is None:
                 continue
             try:
@@ -414,6 +506,35 @@ def _ipv6_in(matches: Iterator[re.Match[str]], glued: bool) -> bool:
             ):
                 break
             return True
+    return False
+
+
+# An IPv6 address with "-", "_" or "." for its colons, as ipv6-literal.net and cloud
+# providers name hosts ("2a01-4f8-c2c-abcd--1.ipv6-literal.net", an audit found it
+# kept). Only from a global unicast first group (2000::/3: the clients' addresses),
+# so that dates and versions, which never read as an address anyway, are not tried.
+_SEPARATED_V6_RE: Final = re.compile(
+    r"(?<![0-9A-Fa-f])[23][0-9A-Fa-f]{3}(?:[-_.][0-9A-Fa-f]{0,4}){2,7}"
+)
+
+
+def _separated_ipv6(text: str) -> bool:
+    """Whether ``text`` holds an IPv6 address written with "-", "_" or "." for ":".
+
+    >>> _separated_ipv6("2a01-4f8-c2c-abcd--1.ipv6-literal.net"), _separated_ipv6("2024-11-30")
+    (True, False)
+    """
+    for m in _SEPARATED_V6_RE.finditer(text):
+        span = m.group().rstrip("-_.")
+        for sep in "-_.":
+            span = span.replace(sep, ":")
+        if span.count(":") < 3:
+            continue
+        try:
+            ipaddress.IPv6Address(span)
+        except ValueError:
+            continue
+        return True
     return False
 
 
@@ -440,36 +561,50 @@ def _detect(text: str) -> str | None:
     return None
 
 
-# Look-alikes of "@" and "." that people and mail clients accept (an audit found
-# "name＠gmail。com" kept): NFKC folds the fullwidth and small forms, not these two.
-_IDEOGRAPHIC_STOPS: Final = {0x3002: ".", 0xFF61: "."}
-# Characters a reader does not see: Unicode's Default_Ignorable_Code_Point (zero-width
-# spaces and joiners, soft hyphen, direction marks, variation selectors, tags...),
-# which IDNA's mapping drops from host names too, and the no-break spaces. An audit
-# found "jane.doe@gmail\u200b.com" kept: NFKC leaves them all in place.
+# Look-alikes of "@", "." and "-" that people and mail clients accept (audits found
+# "name＠gmail。com", "gmail·com" and "ec2‑203‑0‑113‑7" kept): NFKC folds the fullwidth
+# and small forms, not these.
+_LOOKALIKES: Final = {
+    **dict.fromkeys(
+        (0x3002, 0xFF61, 0x00B7, 0x02D9, 0x0589, 0x06D4, 0x0701, 0x2027, 0x2219, 0x30FB, 0xFF65),
+        ".",
+    ),
+    **dict.fromkeys((0x2010, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212, 0xFE58), "-"),
+}
+# What a reader does not see, or sees as a space: Unicode's Default_Ignorable_Code_Point
+# (zero-width spaces and joiners, soft hyphen, direction marks, variation selectors,
+# tags...), which IDNA's mapping drops from host names too, and every space but the
+# ASCII one. Audits found "jane.doe@gmail\u200b.com" and "gmail\u2009.com" kept: NFKC
+# leaves the first kind in place and turns the second into spaces.
 _INVISIBLE_RE: Final = re.compile(
-    "[\u00a0\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2007"
-    "\u200b-\u200f\u202a-\u202f\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0"
+    "[\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180b-\u180f"
+    "\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0"
     "\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]+"
 )
 
 
 def fold_lookalikes(text: str) -> str:
-    """``text`` with compatibility forms folded (NFKC: fullwidth "＠", "．", digits),
-    ideographic full stops read as dots, as IDNA reads them in host names, and
-    invisible characters removed.
+    """``text`` as a reader sees it, for the detectors: compatibility forms folded
+    (NFKC: fullwidth "＠", "．", digits), look-alikes of ".", "@" and "-" read as
+    them (ideographic full stops as IDNA reads them in host names, middle dots,
+    Unicode hyphens), invisible characters and spaces other than " " removed, and
+    combining marks dropped (an audit found "jane@\u0301gmail.com" kept).
 
     >>> fold_lookalikes("jane＠example。com"), fold_lookalikes("plain")
     ('jane@example.com', 'plain')
-    >>> fold_lookalikes("jane.doe@gmail\u200b.com"), fold_lookalikes("a\u00a0b\u00adc")
-    ('jane.doe@gmail.com', 'abc')
+    >>> fold_lookalikes("jane.doe@gmail\u200b.com"), fold_lookalikes("a\u00a0b\u2009c\u00add")
+    ('jane.doe@gmail.com', 'abcd')
+    >>> fold_lookalikes("jane@\u0301gmail·com"), fold_lookalikes("ec2‑203‑0‑113‑7")
+    ('jane@gmail.com', 'ec2-203-0-113-7')
     """
     if text.isascii():
         return text
-    # Before NFKC (it turns no-break spaces into spaces) and after it (it turns the
-    # Hangul fillers U+3164 and U+FFA0 into U+1160).
-    text = unicodedata.normalize("NFKC", _INVISIBLE_RE.sub("", text))
-    return _INVISIBLE_RE.sub("", text).translate(_IDEOGRAPHIC_STOPS)
+    # Invisible characters go before NFKC (it turns the spaces into " ") and after
+    # it (it turns the Hangul fillers U+3164 and U+FFA0 into U+1160).
+    text = unicodedata.normalize("NFKD", _INVISIBLE_RE.sub("", text))
+    text = "".join([c for c in text if not unicodedata.combining(c)])
+    text = unicodedata.normalize("NFKC", text)
+    return _INVISIBLE_RE.sub("", text).translate(_LOOKALIKES)
 
 
 def find_leak(text: str) -> str | None:
@@ -486,6 +621,8 @@ def find_leak(text: str) -> str | None:
         or (":" in text and ("::" in text or text.count(":") >= 6))
         or (text.count(".") >= 3 and _V4_PRE.search(text) is not None)
         or (text.count("-") + text.count("_") >= 3 and _DASHED_V4_PRE.search(text) is not None)
+        or _SEPARATED_V6_PRE.search(text) is not None
+        or _ADDRESS_LABEL_PRE.search(text) is not None
         or (len(text) >= 13 and _CARD_PRE.search(text) is not None)
         or (len(text) >= 32 and _RUN_PRE.search(text) is not None)
     ):
@@ -504,16 +641,27 @@ def find_leak(text: str) -> str | None:
     return None
 
 
-def percent_decodings(text: str, levels: int = 3) -> Iterator[str]:
-    """Each successive percent-decoding of ``text``, until it stops changing.
+# IIS and old JavaScript escape() write "%u0040" for "@" (an audit found it kept).
+_PERCENT_U_RE: Final = re.compile(r"%[uU]([0-9A-Fa-f]{4})")
 
-    >>> list(percent_decodings("a%2540b"))
-    ['a%40b', 'a@b']
+
+def _percent_u(m: re.Match[str]) -> str:
+    return chr(int(m.group(1), 16))
+
+
+def percent_decodings(text: str, levels: int = 8) -> Iterator[str]:
+    """Each successive percent-decoding of ``text`` (``%XX`` and ``%uXXXX``), until it
+    stops changing.
+
+    >>> list(percent_decodings("a%2540b")), list(percent_decodings("jane%u0040x.io"))
+    (['a%40b', 'a@b'], ['jane@x.io'])
     """
     for _ in range(levels):
         if "%" not in text:
             return
         decoded = unquote(text)
+        if "%u" in decoded or "%U" in decoded:
+            decoded = _PERCENT_U_RE.sub(_percent_u, decoded)
         if decoded == text:
             return
         text = decoded

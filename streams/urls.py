@@ -54,7 +54,6 @@ from typing import Any, Final
 from urllib.parse import quote, unquote
 
 import idna
-from publicsuffixlist import PublicSuffixList
 
 from streams import detect
 from streams.memo import MAX_KEY_CHARS, remember
@@ -417,7 +416,7 @@ def _form_decode(text: str) -> str:
     return text
 
 
-_PSL: Final = PublicSuffixList()
+_PSL: Final = detect.PUBLIC_SUFFIXES
 _HOST_NAME_RE: Final = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 _NUMERIC_LABEL_RE: Final = re.compile(detect.V4_NUMBER)
 
@@ -430,13 +429,6 @@ _NUMERIC_LABEL_RE: Final = re.compile(detect.V4_NUMBER)
 _EMBEDDED_V4_RE: Final = re.compile(
     r"(?<![0-9])(?=([0-9]{1,3})[-.]([0-9]{1,3})[-.]([0-9]{1,3})[-.]([0-9]{1,3})(?![0-9]))"
 )
-# A label that spells a whole address another way, kept by the private suffixes that
-# name hosts after them (an audit: "cb00714d.ip.linodeusercontent.com" is 203.0.113.77,
-# "2600-3c01--f03c-93ff-fe12-abcd.ip.linodeusercontent.com" an IPv6 address): eight
-# hex digits, a 32-bit number, or an IPv6 address with dashes for colons.
-_HEX32_LABEL_RE: Final = re.compile(r"(?:0x)?[0-9a-f]{8}")
-_NUMBER_LABEL_RE: Final = re.compile(r"[0-9]{8,10}")
-_DASHED_V6_LABEL_RE: Final = re.compile(r"[0-9a-f-]*-[0-9a-f]*-[0-9a-f]*-[0-9a-f-]*")
 
 
 def _is_ip_like(host: str) -> bool:
@@ -508,25 +500,9 @@ def _registrable_domain(host: str) -> str | None:
     if _HOST_NAME_RE.fullmatch(ascii_name) is None:
         return None
     result = _PSL.privatesuffix(ascii_name)
-    if not result or any(map(_spells_address, result.split("."))):
+    # A label that spells a whole address another way, kept by the private suffixes
+    # that name hosts after them (an audit: "cb00714d.ip.linodeusercontent.com" is
+    # 203.0.113.77).
+    if not result or any(map(detect.label_spells_address, result.split("."))):
         return None
     return result.lower()
-
-
-def _spells_address(label: str) -> bool:
-    """Whether a host-name label spells a whole IPv4 or IPv6 address on its own.
-
-    >>> [_spells_address(x) for x in ["cb00714d", "3405803885", "2600-3c01--f03c-93ff-fe12-abcd"]]
-    [True, True, True]
-    >>> [_spells_address(x) for x in ["example", "web-2024", "decade", "20241130"]]
-    [False, False, False, True]
-    """
-    if _HEX32_LABEL_RE.fullmatch(label) or _NUMBER_LABEL_RE.fullmatch(label):
-        return True
-    if _DASHED_V6_LABEL_RE.fullmatch(label):
-        try:
-            ipaddress.IPv6Address(label.replace("-", ":"))
-        except ValueError:
-            return False
-        return True
-    return False

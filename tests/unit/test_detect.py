@@ -61,6 +61,15 @@ CLEAN = [
     "ns_a::b_c",
     "Deadbeef::Cafe_face",
     "/docs/Vec3::dot",
+    # Hex file names and hashes are not host names spelling an address.
+    "/static/main.3f2a9b1c.js",
+    "/static/app.3f2a9b1c.chunk.js.map",
+    "/x/bcfbb050",
+    "cb00714d.example.com",  # a subdomain of an ordinary domain: not its site
+    # Separators for colons, but no address: dates, versions.
+    "2024-11-30-12-05-33",
+    "release-2023.10.1.4",
+    "/u/jane @ example.com",  # an ASCII space: a documented non-goal, like "(at)"
     # Long words, in any case, are not random tokens.
     "/wiki/Donaudampfschifffahrtsgesellschaft_and_internationalization_stories",
     "/blog/INCOMPREHENSIBILITIES-OF-ANTIDISESTABLISHMENTARIANISM",
@@ -150,6 +159,22 @@ LEAKS = [
     ("/u/jane.doe%EF%BC%A0gmail.com", "email"),  # fullwidth "@", once decoded
     ("/reset/qzkxvbnmwplrtjhgfdsazxcvbnmqwertyp", "token"),
     ("/reset/QZKXVBNMWPLRTJHGFDSAZXCVBNMQWERTYP", "token"),
+    # Found by a second audit the same day.
+    ("/u/jane.doe%40gmail%E2%80%89.com", "email"),  # a thin space, once decoded
+    ("jane.doe@gmail\u3000.com", "email"),  # an ideographic space
+    ("/u/jane%40gmail%C2%B7com", "email"),  # a middle dot for the dot
+    ("jane@gmail\u30fbcom", "email"),
+    ("/u/jane%40%CC%81gmail.com", "email"),  # a combining mark after "@"
+    ("/u/jane%u0040example.com", "email"),  # IIS-style %u escapes
+    ("jane%U0040example%u002ecom", "email"),
+    ("/u/jane%2525252540x.com", "email"),  # four levels of encoding
+    ("/go?utm_source=b9acbeef.ip.linodeusercontent.com", "ipv4"),  # a hex label
+    ("3405803785.ip.linodeusercontent.com", "ipv4"),  # the address as one number
+    ("ec2\u2011203\u20110\u2011113\u20117.compute-1.amazonaws.com", "ipv4"),  # Unicode hyphens
+    ("/h/2a01-4f8-c2c-abcd--1.ipv6-literal.net", "ipv6"),  # dashes for colons
+    ("2600_3c01__f03c_93ff_fe12_abcd", "ipv6"),
+    ("/h/ip2a01:4f8:c2c:abcd::1face", "ipv6"),  # hex letters glued after it
+    ("/h/feed2a01:4f8:c2c:abcd::1", "ipv6"),  # and before it
 ]
 
 
