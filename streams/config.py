@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -364,6 +365,11 @@ _KINDS: Final = ("operations", "analytics")
 #: Output names of ``logfog anonymize`` besides the destinations (files with --out,
 #: the "destination" of stdout lines).
 RESERVED_DESTINATIONS = ("rejected", "aggregates")
+#: A destination name is the file name ``NAME.ndjson`` of ``logfog anonymize -o DIR``
+#: (a name like ``../../evil`` wrote outside DIR): no path, no hidden file, and short
+#: enough for the temporary ``.NAME.ndjson.<pid>-<hex>.tmp`` to fit in 255 bytes.
+DESTINATION_NAME_JSON: Final = {"pattern": r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"}
+_DESTINATION_NAME: Final = re.compile(DESTINATION_NAME_JSON["pattern"])
 
 
 SCHEMA = Section(
@@ -675,14 +681,20 @@ SCHEMA = Section(
                         choices=("record", "ndjson"),
                     ),
                     "key": Key((str, type(None)), None, "output field used as the Kafka key"),
-                    "fields": MapOf(None, "output field name -> rule", min_items=1),
+                    "fields": MapOf(
+                        None,
+                        "output field name -> rule",
+                        min_items=1,
+                        json={"propertyNames": {"minLength": 1}},
+                    ),
                 }
             ),
             "output streams, each built only from the fields its rules name",
             min_items=1,
             json={
                 "propertyNames": {
-                    "not": {"anyOf": [{"enum": list(RESERVED_DESTINATIONS)}, {"pattern": "^_"}]}
+                    **DESTINATION_NAME_JSON,
+                    "not": {"anyOf": [{"enum": list(RESERVED_DESTINATIONS)}, {"pattern": "^_"}]},
                 }
             },
         ),
@@ -990,6 +1002,12 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
                 f"{where}: the name is reserved for logfog's own outputs "
                 f"({', '.join(RESERVED_DESTINATIONS)}, and names starting with '_')"
             )
+        elif not _DESTINATION_NAME.fullmatch(str(name)):
+            errors.append(
+                f"{where}: {str(name)!r} is not a safe name (it names the file NAME.ndjson of "
+                "logfog anonymize -o): up to 200 letters, digits, '_', '.' and '-', starting "
+                "with a letter or digit, without '..'"
+            )
         d: dict[str, Any] = {}
         _validate_section(dest, dest_schema.item, where, errors, d)
         topic = d.get("topic")
@@ -1013,6 +1031,8 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
         # checked, against the default kind (a list or mapping here raised TypeError).
         kind = d["kind"] if d["kind"] in _KINDS else _KINDS[0]
         rules: dict[str, Any] = {}
+        if "" in fields:  # published as {"": ...}
+            errors.append(f"{where}.fields: an output field name must not be empty")
         for field_name, rule in fields.items():
             checked = _validate_rule(
                 rule, f"{where}.fields.{field_name}", kind, out.get("site", ""), errors,

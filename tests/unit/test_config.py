@@ -399,6 +399,12 @@ STATIC_REFUSALS: dict[str, dict[str, Any]] = {
         {"topic": "x.agg", "fields": {"m": {"from": "request.method", "action": "keep"}}}),
     "reserved destination name '_x'": _default_with(["destinations", "_x"],
         {"topic": "x.under", "fields": {"m": {"from": "request.method", "action": "keep"}}}),
+    "destination name that is a path": _default_with(["destinations", "../../evil"],
+        {"topic": "x.evil", "fields": {"m": {"from": "request.method", "action": "keep"}}}),
+    "destination name with '..'": _default_with(["destinations", "a..b"],
+        {"topic": "x.dots", "fields": {"m": {"from": "request.method", "action": "keep"}}}),
+    "empty output field name": _default_with([*_OPS, "fields", ""],
+        {"from": "request.method", "action": "keep"}),
     "no destination at all": _default_with(["destinations"], {}),
     "destination without fields": _default_with([*_OPS, "fields"], {}),
     "literal SASL password": _default_with(["kafka", "security"],
@@ -504,6 +510,29 @@ def test_every_shipped_config_validates_against_the_published_schema() -> None:
         text = path.read_text()
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
         assert _schema_errors(data) == [], path
+
+
+@pytest.mark.parametrize(
+    "name", ["../../evil", "a/b", "..", "a..b", ".hidden", "-x", "é", "a b", "x" * 201]
+)
+def test_a_destination_name_must_be_a_safe_file_name(name: str) -> None:
+    """``logfog anonymize -o DIR`` writes DIR/NAME.ndjson: a destination ``../../evil``
+    passed check-config and wrote two directories above DIR, ``a/b`` failed only at
+    the end of a run (an audit). Names are letters, digits, ``_ . -``, no ``..``."""
+    cfg = base()
+    cfg["destinations"][name] = cfg["destinations"].pop("ops")
+    assert validate(cfg) == [
+        f"destinations.{name}: {name!r} is not a safe name (it names the file NAME.ndjson of "
+        "logfog anonymize -o): up to 200 letters, digits, '_', '.' and '-', starting with a "
+        "letter or digit, without '..'"
+    ]
+
+
+def test_an_output_field_needs_a_name() -> None:
+    """A field named ``""`` was accepted and published as ``{"": ...}`` (an audit)."""
+    cfg = base()
+    cfg["destinations"]["ops"]["fields"][""] = {"from": "response.status", "action": "keep"}
+    assert validate(cfg) == ["destinations.ops.fields: an output field name must not be empty"]
 
 
 def test_range_mistakes_are_reported_together() -> None:
