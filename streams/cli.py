@@ -15,7 +15,6 @@ import secrets
 import sys
 import time
 from collections.abc import Sequence
-from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,7 +25,8 @@ from streams.records import BOM
 
 EXIT_USAGE = 2
 EXIT_NOT_SHIPPED = 3  # logfog ship: the broker did not acknowledge every record
-BATCH_LINES = 2048
+#: Bytes ``logfog anonymize`` reads at a time: about 2,000 log lines, a batch.
+READ_BYTES = 1 << 19
 #: The rejection records' name on stdout and in --out (config refuses it as a destination).
 REJECTED = "rejected"  # in streams.config.RESERVED_DESTINATIONS
 _REJECTED_PREFIX = b'{"destination":"rejected","event":'
@@ -66,17 +66,63 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def strip_line_ends(raw: list[bytes]) -> list[bytes]:
-    r"""Lines without their line ending (``\n`` or ``\r\n``); bytes as they are (decoding
-    is the parser's job).
+class LineReader:
+    r"""The lines of a binary stream in batches, without their line ends (``\n`` or
+    ``\r\n``; an unterminated last line as it is), bytes as they are (decoding is the
+    parser's job).
 
-    >>> strip_line_ends([b"a\r\n", b"b\n", b"\r\n", b"c\r"])
-    [b'a', b'b', b'', b'c\r']
+    A line longer than ``max_bytes`` is cut to ``max_bytes + 1`` bytes (still too
+    long: one ``parse.too_long``, as ``logfog ship`` cuts it) and the rest of it is
+    read and thrown away: a line is never held whole (``/dev/zero`` used up memory).
+    Splitting blocks is also faster than reading line by line.
+
+    >>> import io
+    >>> r = LineReader(io.BytesIO(b"a\r\n\n" + b"x" * 9 + b"\r\nb\r"), max_bytes=3)
+    >>> r.batch()
+    ([b'a', b'', b'xxxx'], 17)
+    >>> r.batch(), r.batch()
+    (([b'b\r'], 0), ([], 0))
+    >>> r = LineReader(io.BytesIO(b"x" * 9 + b"\nab\n"), max_bytes=3, block=4)
+    >>> r.batch(), r.batch()  # the line's end is three blocks on
+    (([b'xxxx'], 12), ([b'ab'], 1))
     """
-    return [
-        line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
-        for line in raw
-    ]
+
+    def __init__(self, source: IO[bytes], max_bytes: int, block: int = READ_BYTES) -> None:
+        self._read = source.read
+        self._block = block
+        self._keep = max_bytes + 1
+        self._tail = b""  # the start of a line whose end is not read yet
+        self._cut = False  # the tail was cut: the rest of its line is thrown away
+
+    def batch(self) -> tuple[list[bytes], int]:
+        """The next lines (none at the end of the stream) and the bytes read for them."""
+        keep = self._keep
+        done = 0
+        while True:
+            block = self._read(self._block)
+            if not block:
+                lines = [self._tail] if self._tail else []
+                self._tail, self._cut = b"", False
+                return lines, done
+            done += len(block)
+            lines = block.split(b"\n")
+            tail = lines.pop()
+            if not lines:  # no line ends here
+                if not self._cut:
+                    self._tail += tail
+                    self._cut = len(self._tail) > keep
+                    self._tail = self._tail[:keep]
+                continue
+            if not self._cut:
+                lines[0] = self._tail + lines[0]
+            if b"\r\n" in block or lines[0].endswith(b"\r"):
+                lines = [x[:-1] if x.endswith(b"\r") else x for x in lines]
+            if self._cut:  # a line cut in an earlier block (cut, a \r is its own)
+                lines[0] = self._tail
+            if max(map(len, lines)) > keep:
+                lines = [x[:keep] for x in lines]
+            self._tail, self._cut = tail[:keep], len(tail) > keep
+            return lines, done
 
 
 def _open_input(path: str) -> IO[bytes]:
@@ -143,13 +189,13 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     progress = _progress(total, enabled=sys.stderr.isatty() and not args.quiet)
     started = time.perf_counter()
     out = pipeline.new_output()
+    reader = LineReader(source, pipeline.config["input"]["max_line_bytes"])
     at_start = True
     try:
         while True:
-            raw = list(islice(source, BATCH_LINES))
-            if not raw:
+            batch, read = reader.batch()
+            if not batch:
                 break
-            batch = strip_line_ends(raw)
             if at_start:  # a BOM starting the file is no part of its first line
                 batch[0] = batch[0].removeprefix(BOM)
                 at_start = False
@@ -176,7 +222,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
                 stdout.write(b"".join(_REJECTED_PREFIX + dead_letter(r) + b"}\n"
                                       for r in out.rejections))  # fmt: skip
             if progress is not None:  # the bytes read, line ends as they were (CRLF: 2)
-                progress.update(sum(map(len, raw)))
+                progress.update(read)
             out.clear()
         if aggregates is not None:
             sinks["aggregates"].write(aggregates.finish())

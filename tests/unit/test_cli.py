@@ -709,3 +709,29 @@ def test_lines_too_late_for_the_aggregates_are_reported(config: Path, tmp_path: 
     assert result.returncode == 0, result.stderr
     assert orjson.loads(summary.read_bytes())["aggregates_late"] == 25
     assert "late for aggs" in result.stderr and "25" in result.stderr
+
+
+def test_a_line_far_over_max_line_bytes_is_never_held_whole(config: Path, tmp_path: Path) -> None:
+    """``head -c 200M /dev/zero | logfog anonymize - --only rejected`` read the whole line
+    before comparing it with ``input.max_line_bytes``: a peak RSS of 462 MB, and
+    ``/dev/zero`` would have used up memory (an audit). A line is cut where it
+    outgrows the limit, the rest read and thrown away: one parse.too_long, and the
+    next line is read as usual."""
+    good = tmp_path / "good.log"
+    good.write_bytes(b"\n" + SAMPLE.read_bytes().splitlines(keepends=True)[0])
+    summary = tmp_path / "s.json"
+    # Started by a shell: a child of this (large) process would inherit its peak RSS.
+    feed = f"{{ head -c 150000000 /dev/zero; cat '{good}'; }} | \"$@\""
+    result = subprocess.run(
+        ["sh", "-c", feed, "sh", sys.executable, "-m", "streams", "anonymize", "-", "-c",
+         str(config), "--only", "rejected", "-q", "--summary-json", str(summary)],
+        capture_output=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    stats = orjson.loads(summary.read_bytes())
+    assert stats["peak_rss_mb"] < 140, stats["peak_rss_mb"]  # it held 150 MB and more
+    assert stats["lines"] == 2 and stats["published"]["ops"] == 1
+    limit = yaml.safe_load(config.read_text())["input"]["max_line_bytes"]
+    assert [orjson.loads(x) for x in result.stdout.splitlines()] == [
+        {"stage": "parse", "reason": "parse.too_long", "line": 1, "length": limit + 1}
+    ]
