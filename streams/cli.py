@@ -14,7 +14,7 @@ import resource
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -184,7 +184,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
         except OSError as error:
             outputs.discard()
             raise UserError(f"--out: {_os_error(error)}") from None
-    stdout = sys.stdout.buffer
+    write_out = _stdout_writer()
     total = None if args.file == "-" else os.path.getsize(args.file)
     progress = _progress(total, enabled=sys.stderr.isatty() and not args.quiet)
     started = time.perf_counter()
@@ -210,17 +210,17 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
                         sinks[name].write(b"".join([e[1] + b"\n" for e in events]))
                 elif not args.only or args.only == name:
                     if args.only:
-                        stdout.write(b"".join([e[1] + b"\n" for e in events]))
+                        write_out(b"".join([e[1] + b"\n" for e in events]))
                     else:
                         prefix = b'{"destination":' + orjson.dumps(name) + b',"event":'
-                        stdout.write(b"".join([prefix + e[1] + b"}\n" for e in events]))
+                        write_out(b"".join([prefix + e[1] + b"}\n" for e in events]))
             if rejected_sink is not None:
                 rejected_sink.write(b"".join(dead_letter(r) + b"\n" for r in out.rejections))
             elif args.only == REJECTED:
-                stdout.write(b"".join(dead_letter(r) + b"\n" for r in out.rejections))
+                write_out(b"".join(dead_letter(r) + b"\n" for r in out.rejections))
             elif not args.only:
-                stdout.write(b"".join(_REJECTED_PREFIX + dead_letter(r) + b"}\n"
-                                      for r in out.rejections))  # fmt: skip
+                write_out(b"".join(_REJECTED_PREFIX + dead_letter(r) + b"}\n"
+                                   for r in out.rejections))  # fmt: skip
             if progress is not None:  # the bytes read, line ends as they were (CRLF: 2)
                 progress.update(read)
             out.clear()
@@ -423,7 +423,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{n} -> {d['topic']} ({len(d['fields'])} fields)"
         for n, d in config["destinations"].items()
     )
-    print(f"{args.config}: OK: {dests}")
+    _write_out("check-config", f"{args.config}: OK: {dests}\n")
     return 0
 
 
@@ -431,17 +431,53 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from streams.config import json_schema, reference_markdown
 
     if args.markdown:
-        sys.stdout.write(reference_markdown())
+        _write_out("schema", reference_markdown())
     else:
-        sys.stdout.buffer.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2) + b"\n")
+        _write_out("schema", orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2) + b"\n")
     return 0
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     from streams.keys import generate_key
 
-    print(generate_key())
+    _write_out("keygen", generate_key() + "\n")
     return 0
+
+
+def _write_out(command: str, text: str | bytes) -> None:
+    """``text`` on stdout, now: a failure (``keygen > keyfile`` on a full disk) is the
+    command's, one line. Printed, it was a traceback and exit 1, or an "Exception
+    ignored" and exit 120 when stdout was flushed at exit, after a "success"."""
+    out = sys.stdout
+    data = text.encode(out.encoding, out.errors or "strict") if isinstance(text, str) else text
+    try:
+        _stdout_writer()(data)
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise UserError(f"{command}: stdout: {_os_error(error)}") from None
+
+
+def _stdout_writer() -> Callable[[bytes], object]:
+    """A function writing bytes to stdout whole and at once, raising what failed.
+
+    Not through ``sys.stdout.buffer``: buffered, what is left when the command ends is
+    written at exit, where a failure cannot be the command's; unbuffered (``python -u``,
+    PYTHONUNBUFFERED=1 as in deploy/Dockerfile) it is a raw file, whose write() may
+    write a part (a nearly full disk) and say so only in the count it returns.
+    """
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # no file (a test's capture): written as it is
+        return sys.stdout.buffer.write
+
+    def write(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    return write
 
 
 def _bootstrap(args: argparse.Namespace, config: dict[str, Any] | None) -> str:

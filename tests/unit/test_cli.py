@@ -735,3 +735,35 @@ def test_a_line_far_over_max_line_bytes_is_never_held_whole(config: Path, tmp_pa
     assert [orjson.loads(x) for x in result.stdout.splitlines()] == [
         {"stage": "parse", "reason": "parse.too_long", "line": 1, "length": limit + 1}
     ]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["keygen"], ["schema"], ["check-config", "config/logfog.yaml"],
+     ["anonymize", "tests/data/samples/combined.log", "--only", "ops", "-q"]],
+)  # fmt: skip
+@pytest.mark.parametrize("unbuffered", [False, True])
+def test_stdout_on_a_full_disk_is_one_line_and_a_failure(
+    command: list[str], unbuffered: bool, tmp_path: Path
+) -> None:
+    """``logfog schema > /dev/full`` was a traceback, exit 1; ``keygen > keyfile`` on a
+    full disk exited 120 after an "Exception ignored" (stdout was flushed at exit,
+    after the command "succeeded"; an audit). With PYTHONUNBUFFERED=1 (deploy's image)
+    a write cut short went unreported: exit 0, a part of the output. Writes past
+    RLIMIT_FSIZE fail like those on a full disk (EFBIG)."""
+    import resource
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    with (tmp_path / "out").open("wb") as out:
+        result = subprocess.run(
+            [sys.executable, "-m", "streams", *command], stdout=out, stderr=subprocess.PIPE,
+            text=True, cwd=ROOT, timeout=120, preexec_fn=limit_file_size, env=env,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("logfog: ") and result.stderr.endswith("File too large\n")
+    assert result.stderr.count("\n") == 1, result.stderr
