@@ -12,6 +12,7 @@ import logging
 import os
 import resource
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,16 @@ _REJECTED_PREFIX = b'{"destination":"rejected","event":'
 
 class UserError(Exception):
     """An expected failure: printed as one line, no traceback."""
+
+
+class Terminated(BaseException):
+    """SIGTERM during ``logfog anonymize``: it stops as on Ctrl-C (its temporary
+    outputs removed), with exit status 143. A BaseException, like KeyboardInterrupt:
+    the pipeline's ``except Exception`` (a poison line) must not take it for a bug."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
@@ -145,6 +156,15 @@ def _load_pipeline(config_path: str) -> Any:
 
 
 def cmd_anonymize(args: argparse.Namespace) -> int:
+    # Killed by SIGTERM (kill, a container stopped), a run left its temporary outputs.
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _anonymize(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _anonymize(args: argparse.Namespace) -> int:
     from streams.gctune import tune_for_throughput
     from streams.pipeline import dead_letter
 
@@ -181,9 +201,11 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
                 rejected_sink = outputs.open(out_dir / "rejected.ndjson")
             if aggregates is not None:
                 sinks["aggregates"] = outputs.open(out_dir / "aggregates.ndjson")
-        except OSError as error:
+        except BaseException as error:  # a file we may not write, Ctrl-C, SIGTERM
             outputs.discard()
-            raise UserError(f"--out: {_os_error(error)}") from None
+            if isinstance(error, OSError):
+                raise UserError(f"--out: {_os_error(error)}") from None
+            raise
     write_out = _stdout_writer()
     total = None if args.file == "-" else os.path.getsize(args.file)
     progress = _progress(total, enabled=sys.stderr.isatty() and not args.quiet)
@@ -672,7 +694,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn raw web access logs into non-identifying events.",
         epilog="Exit status: 0 ok, 1 internal error, 2 bad input (config, files, keys, broker), "
         "3 records the broker did not acknowledge (ship) or a stop that outlived "
-        "LOGFOG_STOP_TIMEOUT (worker, aggregator), 130 interrupted (Ctrl-C).",
+        "LOGFOG_STOP_TIMEOUT (worker, aggregator), 130 interrupted (Ctrl-C), 143 stopped by "
+        "SIGTERM (anonymize).",
     )
     parser.add_argument("--version", action="version", version=f"logfog {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -823,5 +846,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Terminated:
+        return 128 + signal.SIGTERM
     except BrokenPipeError:  # `logfog anonymize x | head`
         return 0

@@ -767,3 +767,28 @@ def test_stdout_on_a_full_disk_is_one_line_and_a_failure(
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("logfog: ") and result.stderr.endswith("File too large\n")
     assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_sigterm_leaves_no_temporary_output_behind(config: Path, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) removed the temporary outputs of ``anonymize -o DIR`` and exited
+    130; SIGTERM (``kill``, a container stopped) killed it with them left behind as
+    ``.ops.ndjson.<pid>-xxxx.tmp`` (an audit). It stops the same way, exit 143."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    with subprocess.Popen(
+        [sys.executable, "-m", "streams", "anonymize", "-", "-c", str(config), "-o", str(out),
+         "-q"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+    ) as child:  # fmt: skip
+        assert child.stdin is not None and child.stderr is not None
+        child.stdin.write(SAMPLE.read_bytes())  # and more to come: the run goes on
+        child.stdin.flush()
+        deadline = time.monotonic() + 60
+        while len(list(out.glob(".*.tmp"))) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(list(out.glob(".*.tmp"))) == 4, "the outputs were not opened"
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=60) == 128 + signal.SIGTERM
+        assert child.stderr.read() == b""
+    assert list(out.iterdir()) == []
