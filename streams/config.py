@@ -19,7 +19,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -862,6 +862,7 @@ def _validate_rule(
             "scope: site"
         )
         return None
+    warned = len(warnings)
     if action_name == "keep":
         exposed = [s for s in source_list if s in SENSITIVE]
         if exposed and not unsafe:
@@ -886,13 +887,27 @@ def _validate_rule(
         return None
     warnings.extend(f"{path}: UNSAFE: {p}" for p in problems)
     if spec.validate is not None:
-        problems = spec.validate(options, context)
+        # Judged as if unsafe were false (an action passes anything unsafe), so that
+        # what unsafe: true overrides is a warning here, which check-config shows and
+        # every command logs: the single list of them.
+        problems = spec.validate(options, replace(context, unsafe=False))
         if problems and unsafe:
-            warnings.extend(f"{path}: UNSAFE: {p}" for p in problems)
+            warnings.extend(f"{path}: UNSAFE: {_OVERRIDE_HINT.sub('', p)}" for p in problems)
         elif problems:
             errors.extend(f"{path}: {p}" for p in problems)
             return None
+    if unsafe and len(warnings) == warned:
+        warnings.append(
+            f"{path}: unsafe: true overrides no privacy check of this rule; remove it (with "
+            "it, a later edit of the rule would pass unchecked)"
+        )
     return {"action": action_name, "from": source_list, "unsafe": unsafe, "options": options}
+
+
+#: How an action's message says that unsafe: true would allow it: not in a warning.
+_OVERRIDE_HINT: Final = re.compile(
+    r" \((?:or )?set unsafe: true to override\)$|; needs unsafe: true$"
+)
 
 
 def _source_problems(

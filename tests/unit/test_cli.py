@@ -792,3 +792,30 @@ def test_sigterm_leaves_no_temporary_output_behind(config: Path, tmp_path: Path)
         assert child.wait(timeout=60) == 128 + signal.SIGTERM
         assert child.stderr.read() == b""
     assert list(out.iterdir()) == []
+
+
+def test_check_config_shows_every_unsafe_warning_the_run_logs(tmp_path: Path) -> None:
+    """check-config said just OK of ``truncate_ip`` with ``ipv4_prefix: 32, unsafe:
+    true`` or ``coarsen_time`` with ``bucket: 10s, unsafe: true``, while anonymize
+    logged "UNSAFE rule publishes personal data" (an audit): the rules compiler had
+    warnings of its own. Both now show the config's, the same lines."""
+    rules = {
+        "net": {"from": "client.ip", "action": "truncate_ip", "ipv4_prefix": 32},
+        "time": {"from": "request.time", "action": "coarsen_time", "bucket": "10s"},
+        "ip": {"from": "client.ip", "action": "keep"},
+        "route": {"from": "request.target", "action": "url_policy", "template": False},
+        "status": {"from": "response.status", "action": "keep"},  # overrides nothing
+    }
+    path = tmp_path / "unsafe.yaml"
+    path.write_text(yaml.safe_dump({"keys": {"epoch": "2d", "unsafe": True}, "destinations": {
+        "ops": {"topic": "t", "fields": {n: {**r, "unsafe": True} for n, r in rules.items()}}}}))
+    checked = run("check-config", str(path))
+    assert checked.returncode == 0, checked.stderr
+    shown = [x.removeprefix("warning: ") for x in checked.stderr.splitlines()]
+    ran = run("--log-format", "text", "anonymize", str(SAMPLE), "-c", str(path), "-q",
+              "--only", "ops")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    logged = [x.split("]: ", 1)[1] for x in ran.stderr.splitlines() if " WARNING " in x]
+    assert shown == logged
+    for name in (*rules, "keys.epoch"):
+        assert sum(f"{name}: " in x for x in shown) == 1, (name, shown)
