@@ -40,6 +40,7 @@ from streams.parse import NAMED_FORMATS, FormatError, compile_one
 from streams.parse.jsonlines import DEFAULT_FIELDS as JSON_DEFAULT_FIELDS
 from streams.parse.jsonlines import ROLES as JSON_ROLES
 from streams.parse.jsonlines import key_path
+from streams.parse.logformat import NGINX_STORED, nginx_unstored
 from streams.security import MECHANISMS, PROTOCOLS
 
 
@@ -117,12 +118,13 @@ REFERENCE_JSON: Final = {"pattern": r"^(env|file):[\s\S]"}
 def _cidrs(value: list[Any]) -> str | None:
     import ipaddress
 
+    bad = []
     for item in value:
         try:
             ipaddress.ip_network(str(item), strict=False)
         except ValueError:
-            return f"{item!r} is not a network (CIDR)"
-    return None
+            bad.append(f"{item!r} is not a network (CIDR)")
+    return "; ".join(bad) or None
 
 
 def _format(value: Any) -> str | None:
@@ -998,6 +1000,7 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
     """Validate, fill defaults, and return the normalized config (meaningful if no errors)."""
     out: dict[str, Any] = {}
     _validate_section(data, SCHEMA, "", errors, out)
+    _check_input(out["input"], errors, warnings)
     _check_kafka_security(out["kafka"]["security"], errors, warnings)
     destinations = out.get("destinations") or {}
     if not isinstance(destinations, dict):
@@ -1093,6 +1096,40 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
         errors.extend(sub_errors)
         normalized[AGGREGATE_INPUT] = d
     return out
+
+
+def _check_input(section: Mapping[str, Any], errors: list[str], warnings: list[str]) -> None:
+    """Input settings that are valid but likely mistakes (values refused are left to
+    their message): nginx variables the parser throws away (a misspelled one among
+    them) and a trusted proxy network of every address."""
+    import ipaddress
+
+    bad = {e.split(":", 1)[0] for e in errors}
+    formats = section["format"]
+    if "input.format" not in bad:
+        for i, spec in enumerate([formats] if isinstance(formats, str) else formats):
+            unstored = nginx_unstored(spec[6:]) if spec.startswith("nginx:") else []
+            if unstored:
+                where = "input.format" if isinstance(formats, str) else f"input.format[{i}]"
+                names = ", ".join(f"${name}{_did_you_mean(name)}" for name in unstored)
+                warnings.append(
+                    f"{where}: nginx variables matched but not stored (logfog does not read "
+                    f"them; a misspelled one leaves its field null): {names}"
+                )
+    if "input.trusted_proxies" not in bad:
+        for item in section["trusted_proxies"]:
+            if ipaddress.ip_network(str(item), strict=False).prefixlen == 0:
+                warnings.append(
+                    f"input.trusted_proxies: {item!r} is every address: any client can "
+                    "choose the address logged for it (its X-Forwarded-For is believed); "
+                    "name only your proxies' networks"
+                )
+
+
+def _did_you_mean(name: str) -> str:
+    # Closer than difflib's default: $request_length is no typo of $request_method.
+    close = difflib.get_close_matches(name, NGINX_STORED, n=1, cutoff=0.85)
+    return f" (did you mean ${close[0]}?)" if close else ""
 
 
 def _check_kafka_security(

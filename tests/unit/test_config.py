@@ -535,6 +535,49 @@ def test_an_output_field_needs_a_name() -> None:
     assert validate(cfg) == ["destinations.ops.fields: an output field name must not be empty"]
 
 
+def test_nginx_variables_matched_but_not_stored_are_warned_of() -> None:
+    """nginx has hundreds of variables: one logfog does not read is matched and thrown
+    away, and so was a misspelled one: ``$staus`` passed check-config and every event
+    had ``status: null`` (an audit). They are allowed, and listed in a warning."""
+    cfg = base()
+    cfg["input"] = {"format": ["combined", 'nginx:$remote_addr [$time_local] "$request" $staus '
+                               "$body_bytes_sent $request_length $staus"]}  # fmt: skip
+    warnings: list[str] = []
+    assert validate(cfg, warnings) == []
+    assert warnings == [
+        "input.format[1]: nginx variables matched but not stored (logfog does not read them; "
+        "a misspelled one leaves its field null): $staus (did you mean $status?), "
+        "$request_length"
+    ]
+    cfg["input"] = {"format": ["nginx_main", 'nginx:$remote_addr [$time_local] "$request"']}
+    assert validate(cfg, warnings := []) == [] and warnings == []
+
+
+def test_every_bad_trusted_proxy_is_reported() -> None:
+    """``trusted_proxies: [10.0.0.0/33, foo]`` reported the first only (an audit)."""
+    cfg = base()
+    cfg["input"] = {"trusted_proxies": ["10.0.0.0/33", "10.0.0.0/8", "foo"]}
+    assert validate(cfg) == [
+        "input.trusted_proxies: '10.0.0.0/33' is not a network (CIDR); 'foo' is not a network "
+        "(CIDR)"
+    ]
+
+
+@pytest.mark.parametrize("everyone", ["0.0.0.0/0", "::/0"])
+def test_trusting_every_proxy_is_warned_of(everyone: str) -> None:
+    """A proxy network of every address believes every client's X-Forwarded-For: any
+    client then chooses the address logged for it (an audit)."""
+    cfg = base()
+    cfg["input"] = {"trusted_proxies": ["10.0.0.0/8", everyone]}
+    warnings: list[str] = []
+    assert validate(cfg, warnings) == []
+    assert warnings == [
+        f"input.trusted_proxies: {everyone!r} is every address: any client can choose the "
+        "address logged for it (its X-Forwarded-For is believed); name only your proxies' "
+        "networks"
+    ]
+
+
 def test_range_mistakes_are_reported_together() -> None:
     cfg = with_rule({"from": [], "action": "pseudonymize"})
     cfg["enrich"] = {"cache_size": -1}
