@@ -16,8 +16,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final, cast
 
 import orjson
 
@@ -136,13 +137,66 @@ class LineReader:
             return lines, done
 
 
-def _open_input(path: str) -> IO[bytes]:
+@dataclass(frozen=True, slots=True)
+class _Input:
+    """The log to read: ``stream`` yields its lines' bytes; for a compressed file,
+    ``file`` is the file itself (its position is the progress), ``kind`` its
+    compression and ``damaged`` what a damaged or truncated one raises."""
+
+    stream: IO[bytes]
+    file: IO[bytes] | None = None
+    kind: str = ""
+    damaged: tuple[type[BaseException], ...] = ()
+
+    def close(self) -> None:
+        if self.stream is not sys.stdin.buffer:
+            self.stream.close()
+        if self.file is not None:
+            self.file.close()
+
+
+#: The magic bytes starting a compressed file. Read as it is, every line of one was
+#: parse.no_match (an audit); zstd is not in Python's standard library.
+_MAGIC: Final = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",
+                 b"\x28\xb5\x2f\xfd": "zstd"}  # fmt: skip
+
+
+def _open_input(path: str) -> _Input:
+    """stdin, or the file at ``path``, decompressed when it starts as a gzip, bzip2 or
+    xz file does (``access.log.2.gz``), whatever its name."""
     if path == "-":
-        return sys.stdin.buffer
+        return _Input(sys.stdin.buffer)
     try:
-        return open(path, "rb")
+        file = open(path, "rb")  # noqa: SIM115 - closed by _Input.close
     except OSError as error:
         raise UserError(f"{path}: {error.strerror}") from None
+    try:
+        start = file.peek(6)[:6]
+    except OSError as error:
+        file.close()
+        raise UserError(f"{path}: {error.strerror}") from None
+    kind = next((k for magic, k in _MAGIC.items() if start.startswith(magic)), None)
+    if kind is None:
+        return _Input(file)
+    if kind == "gzip":
+        import gzip
+        import zlib
+
+        stream = cast(IO[bytes], gzip.GzipFile(fileobj=file, mode="rb"))  # a BufferedIOBase
+        return _Input(stream, file, kind, (EOFError, zlib.error, gzip.BadGzipFile))
+    if kind == "bzip2":
+        import bz2
+
+        return _Input(bz2.BZ2File(file), file, kind, (EOFError,))
+    if kind == "xz":
+        import lzma
+
+        return _Input(lzma.LZMAFile(file), file, kind, (EOFError, lzma.LZMAError))
+    file.close()
+    raise UserError(
+        f"{path}: compressed with {kind}, which logfog cannot read: decompress it "
+        "(zstd -dc FILE | logfog anonymize - ...)"
+    )
 
 
 def _load_pipeline(config_path: str) -> Any:
@@ -181,7 +235,7 @@ def _anonymize(args: argparse.Namespace) -> int:
     internal = len(public) < len(names)
     # --only with --out: only DIR/<only>.ndjson (no aggregates, no other destination).
     aggregates = _FileAggregates(pipeline) if args.out and internal and not args.only else None
-    source = _open_input(args.file)  # a missing input leaves no empty outputs behind
+    log = _open_input(args.file)  # a missing input leaves no empty outputs behind
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None:
         try:
@@ -211,11 +265,16 @@ def _anonymize(args: argparse.Namespace) -> int:
     progress = _progress(total, enabled=sys.stderr.isatty() and not args.quiet)
     started = time.perf_counter()
     out = pipeline.new_output()
-    reader = LineReader(source, pipeline.config["input"]["max_line_bytes"])
+    reader = LineReader(log.stream, pipeline.config["input"]["max_line_bytes"])
+    # Compressed, the bytes read outgrow the file's size: its position is the progress.
+    position = log.file.tell if log.file is not None and log.file.seekable() else None
     at_start = True
     try:
         while True:
-            batch, read = reader.batch()
+            try:
+                batch, read = reader.batch()
+            except log.damaged:  # a truncated download: EOFError (messages may quote bytes)
+                raise UserError(f"{args.file}: damaged or truncated {log.kind} data") from None
             if not batch:
                 break
             if at_start:  # a BOM starting the file is no part of its first line
@@ -244,7 +303,7 @@ def _anonymize(args: argparse.Namespace) -> int:
                 write_out(b"".join(_REJECTED_PREFIX + dead_letter(r) + b"}\n"
                                    for r in out.rejections))  # fmt: skip
             if progress is not None:  # the bytes read, line ends as they were (CRLF: 2)
-                progress.update(read)
+                progress.update(read if position is None else position() - progress.n)
             out.clear()
         if aggregates is not None:
             sinks["aggregates"].write(aggregates.finish())
@@ -259,8 +318,7 @@ def _anonymize(args: argparse.Namespace) -> int:
         outputs.discard()  # after an error: no partial file under a final name
         if progress is not None:
             progress.close()
-        if source is not sys.stdin.buffer:
-            source.close()
+        log.close()
     elapsed = time.perf_counter() - started
     stats = pipeline.stats.as_dict()
     # The aggregation input is internal: its rows are not output (aggregates.ndjson is).

@@ -807,8 +807,19 @@ def test_check_config_shows_every_unsafe_warning_the_run_logs(tmp_path: Path) ->
         "status": {"from": "response.status", "action": "keep"},  # overrides nothing
     }
     path = tmp_path / "unsafe.yaml"
-    path.write_text(yaml.safe_dump({"keys": {"epoch": "2d", "unsafe": True}, "destinations": {
-        "ops": {"topic": "t", "fields": {n: {**r, "unsafe": True} for n, r in rules.items()}}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "keys": {"epoch": "2d", "unsafe": True},
+                "destinations": {
+                    "ops": {
+                        "topic": "t",
+                        "fields": {n: {**r, "unsafe": True} for n, r in rules.items()},
+                    }
+                },
+            }
+        )
+    )
     checked = run("check-config", str(path))
     assert checked.returncode == 0, checked.stderr
     shown = [x.removeprefix("warning: ") for x in checked.stderr.splitlines()]
@@ -819,3 +830,40 @@ def test_check_config_shows_every_unsafe_warning_the_run_logs(tmp_path: Path) ->
     assert shown == logged
     for name in (*rules, "keys.epoch"):
         assert sum(f"{name}: " in x for x in shown) == 1, (name, shown)
+
+
+@pytest.mark.parametrize("codec", ["gzip", "bz2", "lzma"])
+def test_a_compressed_log_is_read_as_its_lines(codec: str, config: Path, tmp_path: Path) -> None:
+    """``anonymize access.log.gz`` read the compressed bytes as lines: every one
+    parse.no_match, exit 0 (an audit). A file starting with gzip, bzip2 or xz magic is
+    read decompressed, whatever its name."""
+    import importlib
+
+    log = tmp_path / "access.log.1"
+    log.write_bytes(importlib.import_module(codec).compress(SAMPLE.read_bytes()))
+    plain = run("anonymize", str(SAMPLE), "-c", str(config), "-q", "--only", "ops")
+    result = run("anonymize", str(log), "-c", str(config), "-q", "--only", "ops")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == plain.stdout and plain.stdout.count("\n") > 10
+
+
+def test_a_damaged_or_zstd_compressed_log_is_one_line_exit_2(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A truncated gzip file (EOFError) or one of zstd (not in the standard library)
+    is an expected failure: one line naming the file, and no output left."""
+    import gzip
+
+    truncated = tmp_path / "cut.log.gz"
+    truncated.write_bytes(gzip.compress(SAMPLE.read_bytes())[:200])
+    zstd = tmp_path / "access.log.zst"
+    zstd.write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 20)
+    for log, message in (
+        (truncated, "damaged or truncated gzip data"),
+        (zstd, "compressed with zstd"),
+    ):
+        out = tmp_path / "out"
+        assert main(["anonymize", str(log), "-c", str(config), "-o", str(out), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"logfog: {log}: {message}") and err.count("\n") == 1, err
+        assert not out.exists() or list(out.iterdir()) == []
