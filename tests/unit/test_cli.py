@@ -106,7 +106,7 @@ def test_only_and_stdin(config: Path) -> None:
     ("args", "message"),
     [
         (["anonymize", "missing.log"], "missing.log: No such file or directory"),
-        (["anonymize", "-", "-c", "nope.yaml"], "nope.yaml: 1 problem(s)"),
+        (["anonymize", "-", "-c", "nope.yaml"], "nope.yaml: 1 problem\n"),
         (["check-config", "config/examples/missing.yaml"], "cannot read"),
         (["worker", "-c", "config/logfog.yaml"], "LOGFOG_MASTER_KEY is not set"),
     ],
@@ -234,7 +234,7 @@ def test_a_config_that_is_not_utf8_is_a_config_error(
     path.write_bytes("version: 1\nsite: caf\u00e9\n".encode("latin-1"))
     assert main(["check-config", str(path)]) == 2
     err = capsys.readouterr().err
-    assert f"{path}: 1 problem(s)" in err and "Traceback" not in err
+    assert f"{path}: 1 problem\n" in err and "Traceback" not in err
     assert "line 2: not UTF-8 text (byte 0xe9); save it as UTF-8" in err
 
 

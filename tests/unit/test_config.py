@@ -240,6 +240,12 @@ def test_load_file_errors(tmp_path: Path) -> None:
         load_file(tmp_path / "missing.yaml")
 
 
+@pytest.mark.parametrize(("problems", "count"), [(["a"], "1 problem"), (["a", "b"], "2 problems")])
+def test_the_count_of_problems_is_singular_or_plural(problems: list[str], count: str) -> None:
+    """It said "1 problem(s)" (an audit)."""
+    assert str(ConfigError("c.yaml", problems)).startswith(f"c.yaml: {count}\n  a")
+
+
 def test_yaml_duplicate_keys_are_errors_as_in_toml(tmp_path: Path) -> None:
     """PyYAML keeps the last of two equal keys, tomllib refuses them: a second `kafka:`
     section silently dropped the first (here the raw retention), a second field of the
