@@ -373,6 +373,21 @@ def test_summary_hides_the_internal_aggregation_input(config: Path, tmp_path: Pa
     assert "_aggregate" not in result.stderr
 
 
+@pytest.mark.parametrize(("only", "written"), [("ops", ["ops"]), ("rejected", [])])
+def test_summary_with_only_counts_what_was_written(
+    only: str, written: list[str], config: Path, tmp_path: Path
+) -> None:
+    """With ``--only ops`` the summary still said "published N product", though no
+    product event was written (an audit)."""
+    summary = tmp_path / "s.json"
+    result = run("anonymize", str(SAMPLE), "-c", str(config), "--only", only,
+                 "--summary-json", str(summary))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert list(orjson.loads(summary.read_bytes())["published"]) == written
+    published = [x.split()[-1] for x in result.stderr.splitlines() if x.startswith("published")]
+    assert published == written
+
+
 def test_summary_counts_lines_left_without_a_pseudonym(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -730,7 +745,7 @@ def test_a_line_far_over_max_line_bytes_is_never_held_whole(config: Path, tmp_pa
     assert result.returncode == 0, result.stderr
     stats = orjson.loads(summary.read_bytes())
     assert stats["peak_rss_mb"] < 140, stats["peak_rss_mb"]  # it held 150 MB and more
-    assert stats["lines"] == 2 and stats["published"]["ops"] == 1
+    assert stats["lines"] == 2 and stats["rejected"] == {"parse.too_long": 1}
     limit = yaml.safe_load(config.read_text())["input"]["max_line_bytes"]
     assert [orjson.loads(x) for x in result.stdout.splitlines()] == [
         {"stage": "parse", "reason": "parse.too_long", "line": 1, "length": limit + 1}
