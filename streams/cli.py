@@ -324,7 +324,7 @@ def _anonymize(args: argparse.Namespace) -> int:
     # The aggregation input is internal: its rows are not output (aggregates.ndjson is).
     # With --only, the other destinations' events were made, not written: not published.
     written = [n for n in public if not args.only or args.only == n]
-    stats["published"] = {n: c for n, c in stats["published"].items() if n in written}
+    stats["published"] = {n: stats["published"].get(n, 0) for n in written}  # 0s too
     summary = {**stats, "seconds": round(elapsed, 3),
                "lines_per_second": round(pipeline.stats.lines / elapsed) if elapsed else None,
                "peak_rss_mb": _peak_rss_mb()}  # fmt: skip

@@ -388,6 +388,19 @@ def test_summary_with_only_counts_what_was_written(
     assert published == written
 
 
+def test_summary_of_an_empty_log_shows_zeros(config: Path, tmp_path: Path) -> None:
+    """An empty input left the "published" lines out of the summary (an audit)."""
+    empty = tmp_path / "empty.log"
+    empty.write_bytes(b"")
+    summary = tmp_path / "s.json"
+    result = run("anonymize", str(empty), "-c", str(config), "-o", str(tmp_path / "out"),
+                 "--summary-json", str(summary))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert orjson.loads(summary.read_bytes())["published"] == {"ops": 0, "product": 0}
+    published = [x.split() for x in result.stderr.splitlines() if x.startswith("published")]
+    assert published == [["published", "0", "ops"], ["published", "0", "product"]]
+
+
 def test_summary_counts_lines_left_without_a_pseudonym(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
