@@ -12,12 +12,13 @@ import logging
 import os
 import resource
 import secrets
+import signal
 import sys
 import time
-from collections.abc import Sequence
-from itertools import islice
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final, cast
 
 import orjson
 
@@ -26,7 +27,8 @@ from streams.records import BOM
 
 EXIT_USAGE = 2
 EXIT_NOT_SHIPPED = 3  # logfog ship: the broker did not acknowledge every record
-BATCH_LINES = 2048
+#: Bytes ``logfog anonymize`` reads at a time: about 2,000 log lines, a batch.
+READ_BYTES = 1 << 19
 #: The rejection records' name on stdout and in --out (config refuses it as a destination).
 REJECTED = "rejected"  # in streams.config.RESERVED_DESTINATIONS
 _REJECTED_PREFIX = b'{"destination":"rejected","event":'
@@ -34,6 +36,16 @@ _REJECTED_PREFIX = b'{"destination":"rejected","event":'
 
 class UserError(Exception):
     """An expected failure: printed as one line, no traceback."""
+
+
+class Terminated(BaseException):
+    """SIGTERM during ``logfog anonymize``: it stops as on Ctrl-C (its temporary
+    outputs removed), with exit status 143. A BaseException, like KeyboardInterrupt:
+    the pipeline's ``except Exception`` (a poison line) must not take it for a bug."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
@@ -66,26 +78,125 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def strip_line_ends(raw: list[bytes]) -> list[bytes]:
-    r"""Lines without their line ending (``\n`` or ``\r\n``); bytes as they are (decoding
-    is the parser's job).
+class LineReader:
+    r"""The lines of a binary stream in batches, without their line ends (``\n`` or
+    ``\r\n``; an unterminated last line as it is), bytes as they are (decoding is the
+    parser's job).
 
-    >>> strip_line_ends([b"a\r\n", b"b\n", b"\r\n", b"c\r"])
-    [b'a', b'b', b'', b'c\r']
+    A line longer than ``max_bytes`` is cut to ``max_bytes + 1`` bytes (still too
+    long: one ``parse.too_long``, as ``logfog ship`` cuts it) and the rest of it is
+    read and thrown away: a line is never held whole (``/dev/zero`` used up memory).
+    Splitting blocks is also faster than reading line by line.
+
+    >>> import io
+    >>> r = LineReader(io.BytesIO(b"a\r\n\n" + b"x" * 9 + b"\r\nb\r"), max_bytes=3)
+    >>> r.batch()
+    ([b'a', b'', b'xxxx'], 17)
+    >>> r.batch(), r.batch()
+    (([b'b\r'], 0), ([], 0))
+    >>> r = LineReader(io.BytesIO(b"x" * 9 + b"\nab\n"), max_bytes=3, block=4)
+    >>> r.batch(), r.batch()  # the line's end is three blocks on
+    (([b'xxxx'], 12), ([b'ab'], 1))
     """
-    return [
-        line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
-        for line in raw
-    ]
+
+    def __init__(self, source: IO[bytes], max_bytes: int, block: int = READ_BYTES) -> None:
+        self._read = source.read
+        self._block = block
+        self._keep = max_bytes + 1
+        self._tail = b""  # the start of a line whose end is not read yet
+        self._cut = False  # the tail was cut: the rest of its line is thrown away
+
+    def batch(self) -> tuple[list[bytes], int]:
+        """The next lines (none at the end of the stream) and the bytes read for them."""
+        keep = self._keep
+        done = 0
+        while True:
+            block = self._read(self._block)
+            if not block:
+                lines = [self._tail] if self._tail else []
+                self._tail, self._cut = b"", False
+                return lines, done
+            done += len(block)
+            lines = block.split(b"\n")
+            tail = lines.pop()
+            if not lines:  # no line ends here
+                if not self._cut:
+                    self._tail += tail
+                    self._cut = len(self._tail) > keep
+                    self._tail = self._tail[:keep]
+                continue
+            if not self._cut:
+                lines[0] = self._tail + lines[0]
+            if b"\r\n" in block or lines[0].endswith(b"\r"):
+                lines = [x[:-1] if x.endswith(b"\r") else x for x in lines]
+            if self._cut:  # a line cut in an earlier block (cut, a \r is its own)
+                lines[0] = self._tail
+            if max(map(len, lines)) > keep:
+                lines = [x[:keep] for x in lines]
+            self._tail, self._cut = tail[:keep], len(tail) > keep
+            return lines, done
 
 
-def _open_input(path: str) -> IO[bytes]:
+@dataclass(frozen=True, slots=True)
+class _Input:
+    """The log to read: ``stream`` yields its lines' bytes; for a compressed file,
+    ``file`` is the file itself (its position is the progress), ``kind`` its
+    compression and ``damaged`` what a damaged or truncated one raises."""
+
+    stream: IO[bytes]
+    file: IO[bytes] | None = None
+    kind: str = ""
+    damaged: tuple[type[BaseException], ...] = ()
+
+    def close(self) -> None:
+        if self.stream is not sys.stdin.buffer:
+            self.stream.close()
+        if self.file is not None:
+            self.file.close()
+
+
+#: The magic bytes starting a compressed file. Read as it is, every line of one was
+#: parse.no_match (an audit); zstd is not in Python's standard library.
+_MAGIC: Final = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",
+                 b"\x28\xb5\x2f\xfd": "zstd"}  # fmt: skip
+
+
+def _open_input(path: str) -> _Input:
+    """stdin, or the file at ``path``, decompressed when it starts as a gzip, bzip2 or
+    xz file does (``access.log.2.gz``), whatever its name."""
     if path == "-":
-        return sys.stdin.buffer
+        return _Input(sys.stdin.buffer)
     try:
-        return open(path, "rb")
+        file = open(path, "rb")  # noqa: SIM115 - closed by _Input.close
     except OSError as error:
         raise UserError(f"{path}: {error.strerror}") from None
+    try:
+        start = file.peek(6)[:6]
+    except OSError as error:
+        file.close()
+        raise UserError(f"{path}: {error.strerror}") from None
+    kind = next((k for magic, k in _MAGIC.items() if start.startswith(magic)), None)
+    if kind is None:
+        return _Input(file)
+    if kind == "gzip":
+        import gzip
+        import zlib
+
+        stream = cast(IO[bytes], gzip.GzipFile(fileobj=file, mode="rb"))  # a BufferedIOBase
+        return _Input(stream, file, kind, (EOFError, zlib.error, gzip.BadGzipFile))
+    if kind == "bzip2":
+        import bz2
+
+        return _Input(bz2.BZ2File(file), file, kind, (EOFError,))
+    if kind == "xz":
+        import lzma
+
+        return _Input(lzma.LZMAFile(file), file, kind, (EOFError, lzma.LZMAError))
+    file.close()
+    raise UserError(
+        f"{path}: compressed with {kind}, which logfog cannot read: decompress it "
+        "(zstd -dc FILE | logfog anonymize - ...)"
+    )
 
 
 def _load_pipeline(config_path: str) -> Any:
@@ -99,6 +210,15 @@ def _load_pipeline(config_path: str) -> Any:
 
 
 def cmd_anonymize(args: argparse.Namespace) -> int:
+    # Killed by SIGTERM (kill, a container stopped), a run left its temporary outputs.
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _anonymize(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _anonymize(args: argparse.Namespace) -> int:
     from streams.gctune import tune_for_throughput
     from streams.pipeline import dead_letter
 
@@ -115,7 +235,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     internal = len(public) < len(names)
     # --only with --out: only DIR/<only>.ndjson (no aggregates, no other destination).
     aggregates = _FileAggregates(pipeline) if args.out and internal and not args.only else None
-    source = _open_input(args.file)  # a missing input leaves no empty outputs behind
+    log = _open_input(args.file)  # a missing input leaves no empty outputs behind
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None:
         try:
@@ -135,21 +255,28 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
                 rejected_sink = outputs.open(out_dir / "rejected.ndjson")
             if aggregates is not None:
                 sinks["aggregates"] = outputs.open(out_dir / "aggregates.ndjson")
-        except OSError as error:
+        except BaseException as error:  # a file we may not write, Ctrl-C, SIGTERM
             outputs.discard()
-            raise UserError(f"--out: {_os_error(error)}") from None
-    stdout = sys.stdout.buffer
+            if isinstance(error, OSError):
+                raise UserError(f"--out: {_os_error(error)}") from None
+            raise
+    write_out = _stdout_writer()
     total = None if args.file == "-" else os.path.getsize(args.file)
     progress = _progress(total, enabled=sys.stderr.isatty() and not args.quiet)
     started = time.perf_counter()
     out = pipeline.new_output()
+    reader = LineReader(log.stream, pipeline.config["input"]["max_line_bytes"])
+    # Compressed, the bytes read outgrow the file's size: its position is the progress.
+    position = log.file.tell if log.file is not None and log.file.seekable() else None
     at_start = True
     try:
         while True:
-            raw = list(islice(source, BATCH_LINES))
-            if not raw:
+            try:
+                batch, read = reader.batch()
+            except log.damaged:  # a truncated download: EOFError (messages may quote bytes)
+                raise UserError(f"{args.file}: damaged or truncated {log.kind} data") from None
+            if not batch:
                 break
-            batch = strip_line_ends(raw)
             if at_start:  # a BOM starting the file is no part of its first line
                 batch[0] = batch[0].removeprefix(BOM)
                 at_start = False
@@ -164,19 +291,19 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
                         sinks[name].write(b"".join([e[1] + b"\n" for e in events]))
                 elif not args.only or args.only == name:
                     if args.only:
-                        stdout.write(b"".join([e[1] + b"\n" for e in events]))
+                        write_out(b"".join([e[1] + b"\n" for e in events]))
                     else:
                         prefix = b'{"destination":' + orjson.dumps(name) + b',"event":'
-                        stdout.write(b"".join([prefix + e[1] + b"}\n" for e in events]))
+                        write_out(b"".join([prefix + e[1] + b"}\n" for e in events]))
             if rejected_sink is not None:
                 rejected_sink.write(b"".join(dead_letter(r) + b"\n" for r in out.rejections))
             elif args.only == REJECTED:
-                stdout.write(b"".join(dead_letter(r) + b"\n" for r in out.rejections))
+                write_out(b"".join(dead_letter(r) + b"\n" for r in out.rejections))
             elif not args.only:
-                stdout.write(b"".join(_REJECTED_PREFIX + dead_letter(r) + b"}\n"
-                                      for r in out.rejections))  # fmt: skip
+                write_out(b"".join(_REJECTED_PREFIX + dead_letter(r) + b"}\n"
+                                   for r in out.rejections))  # fmt: skip
             if progress is not None:  # the bytes read, line ends as they were (CRLF: 2)
-                progress.update(sum(map(len, raw)))
+                progress.update(read if position is None else position() - progress.n)
             out.clear()
         if aggregates is not None:
             sinks["aggregates"].write(aggregates.finish())
@@ -191,12 +318,13 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
         outputs.discard()  # after an error: no partial file under a final name
         if progress is not None:
             progress.close()
-        if source is not sys.stdin.buffer:
-            source.close()
+        log.close()
     elapsed = time.perf_counter() - started
     stats = pipeline.stats.as_dict()
     # The aggregation input is internal: its rows are not output (aggregates.ndjson is).
-    stats["published"] = {n: c for n, c in stats["published"].items() if n in public}
+    # With --only, the other destinations' events were made, not written: not published.
+    written = [n for n in public if not args.only or args.only == n]
+    stats["published"] = {n: stats["published"].get(n, 0) for n in written}  # 0s too
     summary = {**stats, "seconds": round(elapsed, 3),
                "lines_per_second": round(pipeline.stats.lines / elapsed) if elapsed else None,
                "peak_rss_mb": _peak_rss_mb()}  # fmt: skip
@@ -377,7 +505,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{n} -> {d['topic']} ({len(d['fields'])} fields)"
         for n, d in config["destinations"].items()
     )
-    print(f"{args.config}: OK: {dests}")
+    _write_out("check-config", f"{args.config}: OK: {dests}\n")
     return 0
 
 
@@ -385,17 +513,53 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from streams.config import json_schema, reference_markdown
 
     if args.markdown:
-        sys.stdout.write(reference_markdown())
+        _write_out("schema", reference_markdown())
     else:
-        sys.stdout.buffer.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2) + b"\n")
+        _write_out("schema", orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2) + b"\n")
     return 0
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     from streams.keys import generate_key
 
-    print(generate_key())
+    _write_out("keygen", generate_key() + "\n")
     return 0
+
+
+def _write_out(command: str, text: str | bytes) -> None:
+    """``text`` on stdout, now: a failure (``keygen > keyfile`` on a full disk) is the
+    command's, one line. Printed, it was a traceback and exit 1, or an "Exception
+    ignored" and exit 120 when stdout was flushed at exit, after a "success"."""
+    out = sys.stdout
+    data = text.encode(out.encoding, out.errors or "strict") if isinstance(text, str) else text
+    try:
+        _stdout_writer()(data)
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise UserError(f"{command}: stdout: {_os_error(error)}") from None
+
+
+def _stdout_writer() -> Callable[[bytes], object]:
+    """A function writing bytes to stdout whole and at once, raising what failed.
+
+    Not through ``sys.stdout.buffer``: buffered, what is left when the command ends is
+    written at exit, where a failure cannot be the command's; unbuffered (``python -u``,
+    PYTHONUNBUFFERED=1 as in deploy/Dockerfile) it is a raw file, whose write() may
+    write a part (a nearly full disk) and say so only in the count it returns.
+    """
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # no file (a test's capture): written as it is
+        return sys.stdout.buffer.write
+
+    def write(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    return write
 
 
 def _bootstrap(args: argparse.Namespace, config: dict[str, Any] | None) -> str:
@@ -590,7 +754,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn raw web access logs into non-identifying events.",
         epilog="Exit status: 0 ok, 1 internal error, 2 bad input (config, files, keys, broker), "
         "3 records the broker did not acknowledge (ship) or a stop that outlived "
-        "LOGFOG_STOP_TIMEOUT (worker, aggregator), 130 interrupted (Ctrl-C).",
+        "LOGFOG_STOP_TIMEOUT (worker, aggregator), 130 interrupted (Ctrl-C), 143 stopped by "
+        "SIGTERM (anonymize).",
     )
     parser.add_argument("--version", action="version", version=f"logfog {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -741,5 +906,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Terminated:
+        return 128 + signal.SIGTERM
     except BrokenPipeError:  # `logfog anonymize x | head`
         return 0

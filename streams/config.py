@@ -16,9 +16,10 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -39,6 +40,7 @@ from streams.parse import NAMED_FORMATS, FormatError, compile_one
 from streams.parse.jsonlines import DEFAULT_FIELDS as JSON_DEFAULT_FIELDS
 from streams.parse.jsonlines import ROLES as JSON_ROLES
 from streams.parse.jsonlines import key_path
+from streams.parse.logformat import NGINX_STORED, nginx_unstored
 from streams.security import MECHANISMS, PROTOCOLS
 
 
@@ -48,7 +50,8 @@ class ConfigError(Exception):
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
         self.problems = problems
-        super().__init__(f"{source}: {len(problems)} problem(s)\n  " + "\n  ".join(problems))
+        count = f"{len(problems)} problem{'' if len(problems) == 1 else 's'}"
+        super().__init__(f"{source}: {count}\n  " + "\n  ".join(problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +119,13 @@ REFERENCE_JSON: Final = {"pattern": r"^(env|file):[\s\S]"}
 def _cidrs(value: list[Any]) -> str | None:
     import ipaddress
 
+    bad = []
     for item in value:
         try:
             ipaddress.ip_network(str(item), strict=False)
         except ValueError:
-            return f"{item!r} is not a network (CIDR)"
-    return None
+            bad.append(f"{item!r} is not a network (CIDR)")
+    return "; ".join(bad) or None
 
 
 def _format(value: Any) -> str | None:
@@ -364,6 +368,11 @@ _KINDS: Final = ("operations", "analytics")
 #: Output names of ``logfog anonymize`` besides the destinations (files with --out,
 #: the "destination" of stdout lines).
 RESERVED_DESTINATIONS = ("rejected", "aggregates")
+#: A destination name is the file name ``NAME.ndjson`` of ``logfog anonymize -o DIR``
+#: (a name like ``../../evil`` wrote outside DIR): no path, no hidden file, and short
+#: enough for the temporary ``.NAME.ndjson.<pid>-<hex>.tmp`` to fit in 255 bytes.
+DESTINATION_NAME_JSON: Final = {"pattern": r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"}
+_DESTINATION_NAME: Final = re.compile(DESTINATION_NAME_JSON["pattern"])
 
 
 SCHEMA = Section(
@@ -675,14 +684,20 @@ SCHEMA = Section(
                         choices=("record", "ndjson"),
                     ),
                     "key": Key((str, type(None)), None, "output field used as the Kafka key"),
-                    "fields": MapOf(None, "output field name -> rule", min_items=1),
+                    "fields": MapOf(
+                        None,
+                        "output field name -> rule",
+                        min_items=1,
+                        json={"propertyNames": {"minLength": 1}},
+                    ),
                 }
             ),
             "output streams, each built only from the fields its rules name",
             min_items=1,
             json={
                 "propertyNames": {
-                    "not": {"anyOf": [{"enum": list(RESERVED_DESTINATIONS)}, {"pattern": "^_"}]}
+                    **DESTINATION_NAME_JSON,
+                    "not": {"anyOf": [{"enum": list(RESERVED_DESTINATIONS)}, {"pattern": "^_"}]},
                 }
             },
         ),
@@ -850,6 +865,7 @@ def _validate_rule(
             "scope: site"
         )
         return None
+    warned = len(warnings)
     if action_name == "keep":
         exposed = [s for s in source_list if s in SENSITIVE]
         if exposed and not unsafe:
@@ -874,13 +890,27 @@ def _validate_rule(
         return None
     warnings.extend(f"{path}: UNSAFE: {p}" for p in problems)
     if spec.validate is not None:
-        problems = spec.validate(options, context)
+        # Judged as if unsafe were false (an action passes anything unsafe), so that
+        # what unsafe: true overrides is a warning here, which check-config shows and
+        # every command logs: the single list of them.
+        problems = spec.validate(options, replace(context, unsafe=False))
         if problems and unsafe:
-            warnings.extend(f"{path}: UNSAFE: {p}" for p in problems)
+            warnings.extend(f"{path}: UNSAFE: {_OVERRIDE_HINT.sub('', p)}" for p in problems)
         elif problems:
             errors.extend(f"{path}: {p}" for p in problems)
             return None
+    if unsafe and len(warnings) == warned:
+        warnings.append(
+            f"{path}: unsafe: true overrides no privacy check of this rule; remove it (with "
+            "it, a later edit of the rule would pass unchecked)"
+        )
     return {"action": action_name, "from": source_list, "unsafe": unsafe, "options": options}
+
+
+#: How an action's message says that unsafe: true would allow it: not in a warning.
+_OVERRIDE_HINT: Final = re.compile(
+    r" \((?:or )?set unsafe: true to override\)$|; needs unsafe: true$"
+)
 
 
 def _source_problems(
@@ -971,6 +1001,7 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
     """Validate, fill defaults, and return the normalized config (meaningful if no errors)."""
     out: dict[str, Any] = {}
     _validate_section(data, SCHEMA, "", errors, out)
+    _check_input(out["input"], errors, warnings)
     _check_kafka_security(out["kafka"]["security"], errors, warnings)
     destinations = out.get("destinations") or {}
     if not isinstance(destinations, dict):
@@ -989,6 +1020,12 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
             errors.append(
                 f"{where}: the name is reserved for logfog's own outputs "
                 f"({', '.join(RESERVED_DESTINATIONS)}, and names starting with '_')"
+            )
+        elif not _DESTINATION_NAME.fullmatch(str(name)):
+            errors.append(
+                f"{where}: {str(name)!r} is not a safe name (it names the file NAME.ndjson of "
+                "logfog anonymize -o): up to 200 letters, digits, '_', '.' and '-', starting "
+                "with a letter or digit, without '..'"
             )
         d: dict[str, Any] = {}
         _validate_section(dest, dest_schema.item, where, errors, d)
@@ -1013,6 +1050,8 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
         # checked, against the default kind (a list or mapping here raised TypeError).
         kind = d["kind"] if d["kind"] in _KINDS else _KINDS[0]
         rules: dict[str, Any] = {}
+        if "" in fields:  # published as {"": ...}
+            errors.append(f"{where}.fields: an output field name must not be empty")
         for field_name, rule in fields.items():
             checked = _validate_rule(
                 rule, f"{where}.fields.{field_name}", kind, out.get("site", ""), errors,
@@ -1058,6 +1097,40 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
         errors.extend(sub_errors)
         normalized[AGGREGATE_INPUT] = d
     return out
+
+
+def _check_input(section: Mapping[str, Any], errors: list[str], warnings: list[str]) -> None:
+    """Input settings that are valid but likely mistakes (values refused are left to
+    their message): nginx variables the parser throws away (a misspelled one among
+    them) and a trusted proxy network of every address."""
+    import ipaddress
+
+    bad = {e.split(":", 1)[0] for e in errors}
+    formats = section["format"]
+    if "input.format" not in bad:
+        for i, spec in enumerate([formats] if isinstance(formats, str) else formats):
+            unstored = nginx_unstored(spec[6:]) if spec.startswith("nginx:") else []
+            if unstored:
+                where = "input.format" if isinstance(formats, str) else f"input.format[{i}]"
+                names = ", ".join(f"${name}{_did_you_mean(name)}" for name in unstored)
+                warnings.append(
+                    f"{where}: nginx variables matched but not stored (logfog does not read "
+                    f"them; a misspelled one leaves its field null): {names}"
+                )
+    if "input.trusted_proxies" not in bad:
+        for item in section["trusted_proxies"]:
+            if ipaddress.ip_network(str(item), strict=False).prefixlen == 0:
+                warnings.append(
+                    f"input.trusted_proxies: {item!r} is every address: any client can "
+                    "choose the address logged for it (its X-Forwarded-For is believed); "
+                    "name only your proxies' networks"
+                )
+
+
+def _did_you_mean(name: str) -> str:
+    # Closer than difflib's default: $request_length is no typo of $request_method.
+    close = difflib.get_close_matches(name, NGINX_STORED, n=1, cutoff=0.85)
+    return f" (did you mean ${close[0]}?)" if close else ""
 
 
 def _check_kafka_security(

@@ -249,8 +249,6 @@ class Pipeline:
             leaks=leaks,
             counters=counters,
         )
-        for warning in compiled.unsafe_warnings:
-            log.warning("%s", warning)
         pipeline = cls(config, compiled, keyring=keyring, geo=geo, leaks=leaks, counters=counters)
         if geo is not None and compiled.needs_geo:
             geo.on_reload(pipeline.forget_clients)

@@ -301,7 +301,6 @@ class Compiled:
     needs_geo: bool
     needs_agent: bool
     needs_language: bool
-    unsafe_warnings: tuple[str, ...]
     #: Empties the per-client memo (geo and user-agent values by address, agent and
     #: language): called when the geo databases are reloaded, or it would keep
     #: publishing the old database's answers for every client already seen.
@@ -562,15 +561,9 @@ def compile_rules(
     source = "\n".join([*functions, f"def emit({signature}):", *head, *compute, *body, *tail])
     exec(compile(source, "<logfog rules>", "exec"), namespace)
     log.debug("generated rules code:\n%s", source)
-    warnings = tuple(
-        f"destinations.{n}.fields.{f}: UNSAFE rule publishes personal data"
-        for n, d in config["destinations"].items()
-        for f, rule in d["fields"].items()
-        if rule["unsafe"]
-    )
     client_memo = namespace.get("client_memo")
     return Compiled(
         destinations=tuple(destinations), emit=namespace["emit"], needs_geo=needs_geo,
-        needs_agent=needs_agent, needs_language=needs_language, unsafe_warnings=warnings,
+        needs_agent=needs_agent, needs_language=needs_language,
         forget_clients=client_memo.clear if client_memo is not None else lambda: None,
     )  # fmt: skip

@@ -37,7 +37,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import NoReturn
+from typing import Final, NoReturn
 
 from streams.parse.ip import ClientResolver, canonical_ip_or_raise
 from streams.parse.timefmt import (
@@ -321,18 +321,37 @@ def _apache_escape(m: re.Match[str]) -> str:
     return _APACHE_ESCAPES[m.group(1)]
 
 
+_NGINX_ROLES: Final = {
+    "remote_addr": "client", "realip_remote_addr": "peer", "binary_remote_addr": "skip",
+    "remote_user": "user", "time_local": "time_clf", "time_iso8601": "time_iso",
+    "msec": "time_sec", "request": "request_line", "request_method": "method",
+    "request_uri": "target", "uri": "path", "args": "query", "query_string": "query",
+    "server_protocol": "protocol", "status": "status", "body_bytes_sent": "bytes",
+    "bytes_sent": "bytes", "request_time": "duration_s", "host": "host",
+    "server_name": "host",
+}  # fmt: skip
+#: The nginx variables logfog stores (``$http_<header>`` of the headers it reads too).
+NGINX_STORED: Final = frozenset(
+    [*(v for v, role in _NGINX_ROLES.items() if role != "skip"),
+     *(f"http_{header.replace('-', '_')}" for header in _HEADER_ROLES)]
+)  # fmt: skip
+
+
+def nginx_unstored(log_format: str) -> list[str]:
+    """The variables of an nginx ``log_format`` that are matched but not stored, each
+    once: those logfog has no use for, and those it does not know (nginx has hundreds),
+    a misspelled one among them.
+
+    >>> nginx_unstored('$remote_addr [$time_local] "$request" $staus $pid $staus $cookie_a')
+    ['staus', 'pid']
+    """
+    names = (m.group(1) or m.group(2) for m in _NGINX_VAR.finditer(log_format))
+    return list(dict.fromkeys(name for name in names if _nginx_role(name) == "skip"))
+
+
 def _nginx_role(variable: str) -> str:
-    simple = {
-        "remote_addr": "client", "realip_remote_addr": "peer", "binary_remote_addr": "skip",
-        "remote_user": "user", "time_local": "time_clf", "time_iso8601": "time_iso",
-        "msec": "time_sec", "request": "request_line", "request_method": "method",
-        "request_uri": "target", "uri": "path", "args": "query", "query_string": "query",
-        "server_protocol": "protocol", "status": "status", "body_bytes_sent": "bytes",
-        "bytes_sent": "bytes", "request_time": "duration_s", "host": "host",
-        "server_name": "host",
-    }  # fmt: skip
-    if variable in simple:
-        return simple[variable]
+    if variable in _NGINX_ROLES:
+        return _NGINX_ROLES[variable]
     if variable.startswith("http_"):
         return _HEADER_ROLES.get(variable[5:].replace("_", "-"), "skip")
     if variable.startswith("cookie_"):

@@ -106,7 +106,7 @@ def test_only_and_stdin(config: Path) -> None:
     ("args", "message"),
     [
         (["anonymize", "missing.log"], "missing.log: No such file or directory"),
-        (["anonymize", "-", "-c", "nope.yaml"], "nope.yaml: 1 problem(s)"),
+        (["anonymize", "-", "-c", "nope.yaml"], "nope.yaml: 1 problem\n"),
         (["check-config", "config/examples/missing.yaml"], "cannot read"),
         (["worker", "-c", "config/logfog.yaml"], "LOGFOG_MASTER_KEY is not set"),
     ],
@@ -234,7 +234,7 @@ def test_a_config_that_is_not_utf8_is_a_config_error(
     path.write_bytes("version: 1\nsite: caf\u00e9\n".encode("latin-1"))
     assert main(["check-config", str(path)]) == 2
     err = capsys.readouterr().err
-    assert f"{path}: 1 problem(s)" in err and "Traceback" not in err
+    assert f"{path}: 1 problem\n" in err and "Traceback" not in err
     assert "line 2: not UTF-8 text (byte 0xe9); save it as UTF-8" in err
 
 
@@ -371,6 +371,34 @@ def test_summary_hides_the_internal_aggregation_input(config: Path, tmp_path: Pa
     summary = orjson.loads((tmp_path / "s.json").read_bytes())
     assert set(summary["published"]) == {"ops", "product"}
     assert "_aggregate" not in result.stderr
+
+
+@pytest.mark.parametrize(("only", "written"), [("ops", ["ops"]), ("rejected", [])])
+def test_summary_with_only_counts_what_was_written(
+    only: str, written: list[str], config: Path, tmp_path: Path
+) -> None:
+    """With ``--only ops`` the summary still said "published N product", though no
+    product event was written (an audit)."""
+    summary = tmp_path / "s.json"
+    result = run("anonymize", str(SAMPLE), "-c", str(config), "--only", only,
+                 "--summary-json", str(summary))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert list(orjson.loads(summary.read_bytes())["published"]) == written
+    published = [x.split()[-1] for x in result.stderr.splitlines() if x.startswith("published")]
+    assert published == written
+
+
+def test_summary_of_an_empty_log_shows_zeros(config: Path, tmp_path: Path) -> None:
+    """An empty input left the "published" lines out of the summary (an audit)."""
+    empty = tmp_path / "empty.log"
+    empty.write_bytes(b"")
+    summary = tmp_path / "s.json"
+    result = run("anonymize", str(empty), "-c", str(config), "-o", str(tmp_path / "out"),
+                 "--summary-json", str(summary))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert orjson.loads(summary.read_bytes())["published"] == {"ops": 0, "product": 0}
+    published = [x.split() for x in result.stderr.splitlines() if x.startswith("published")]
+    assert published == [["published", "0", "ops"], ["published", "0", "product"]]
 
 
 def test_summary_counts_lines_left_without_a_pseudonym(
@@ -709,3 +737,161 @@ def test_lines_too_late_for_the_aggregates_are_reported(config: Path, tmp_path: 
     assert result.returncode == 0, result.stderr
     assert orjson.loads(summary.read_bytes())["aggregates_late"] == 25
     assert "late for aggs" in result.stderr and "25" in result.stderr
+
+
+def test_a_line_far_over_max_line_bytes_is_never_held_whole(config: Path, tmp_path: Path) -> None:
+    """``head -c 200M /dev/zero | logfog anonymize - --only rejected`` read the whole line
+    before comparing it with ``input.max_line_bytes``: a peak RSS of 462 MB, and
+    ``/dev/zero`` would have used up memory (an audit). A line is cut where it
+    outgrows the limit, the rest read and thrown away: one parse.too_long, and the
+    next line is read as usual."""
+    good = tmp_path / "good.log"
+    good.write_bytes(b"\n" + SAMPLE.read_bytes().splitlines(keepends=True)[0])
+    summary = tmp_path / "s.json"
+    # Started by a shell: a child of this (large) process would inherit its peak RSS.
+    feed = f"{{ head -c 150000000 /dev/zero; cat '{good}'; }} | \"$@\""
+    result = subprocess.run(
+        ["sh", "-c", feed, "sh", sys.executable, "-m", "streams", "anonymize", "-", "-c",
+         str(config), "--only", "rejected", "-q", "--summary-json", str(summary)],
+        capture_output=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    stats = orjson.loads(summary.read_bytes())
+    assert stats["peak_rss_mb"] < 140, stats["peak_rss_mb"]  # it held 150 MB and more
+    assert stats["lines"] == 2 and stats["rejected"] == {"parse.too_long": 1}
+    limit = yaml.safe_load(config.read_text())["input"]["max_line_bytes"]
+    assert [orjson.loads(x) for x in result.stdout.splitlines()] == [
+        {"stage": "parse", "reason": "parse.too_long", "line": 1, "length": limit + 1}
+    ]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["keygen"], ["schema"], ["check-config", "config/logfog.yaml"],
+     ["anonymize", "tests/data/samples/combined.log", "--only", "ops", "-q"]],
+)  # fmt: skip
+@pytest.mark.parametrize("unbuffered", [False, True])
+def test_stdout_on_a_full_disk_is_one_line_and_a_failure(
+    command: list[str], unbuffered: bool, tmp_path: Path
+) -> None:
+    """``logfog schema > /dev/full`` was a traceback, exit 1; ``keygen > keyfile`` on a
+    full disk exited 120 after an "Exception ignored" (stdout was flushed at exit,
+    after the command "succeeded"; an audit). With PYTHONUNBUFFERED=1 (deploy's image)
+    a write cut short went unreported: exit 0, a part of the output. Writes past
+    RLIMIT_FSIZE fail like those on a full disk (EFBIG)."""
+    import resource
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    with (tmp_path / "out").open("wb") as out:
+        result = subprocess.run(
+            [sys.executable, "-m", "streams", *command], stdout=out, stderr=subprocess.PIPE,
+            text=True, cwd=ROOT, timeout=120, preexec_fn=limit_file_size, env=env,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("logfog: ") and result.stderr.endswith("File too large\n")
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_sigterm_leaves_no_temporary_output_behind(config: Path, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) removed the temporary outputs of ``anonymize -o DIR`` and exited
+    130; SIGTERM (``kill``, a container stopped) killed it with them left behind as
+    ``.ops.ndjson.<pid>-xxxx.tmp`` (an audit). It stops the same way, exit 143."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    with subprocess.Popen(
+        [sys.executable, "-m", "streams", "anonymize", "-", "-c", str(config), "-o", str(out),
+         "-q"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+    ) as child:  # fmt: skip
+        assert child.stdin is not None and child.stderr is not None
+        child.stdin.write(SAMPLE.read_bytes())  # and more to come: the run goes on
+        child.stdin.flush()
+        deadline = time.monotonic() + 60
+        while len(list(out.glob(".*.tmp"))) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(list(out.glob(".*.tmp"))) == 4, "the outputs were not opened"
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=60) == 128 + signal.SIGTERM
+        assert child.stderr.read() == b""
+    assert list(out.iterdir()) == []
+
+
+def test_check_config_shows_every_unsafe_warning_the_run_logs(tmp_path: Path) -> None:
+    """check-config said just OK of ``truncate_ip`` with ``ipv4_prefix: 32, unsafe:
+    true`` or ``coarsen_time`` with ``bucket: 10s, unsafe: true``, while anonymize
+    logged "UNSAFE rule publishes personal data" (an audit): the rules compiler had
+    warnings of its own. Both now show the config's, the same lines."""
+    rules = {
+        "net": {"from": "client.ip", "action": "truncate_ip", "ipv4_prefix": 32},
+        "time": {"from": "request.time", "action": "coarsen_time", "bucket": "10s"},
+        "ip": {"from": "client.ip", "action": "keep"},
+        "route": {"from": "request.target", "action": "url_policy", "template": False},
+        "status": {"from": "response.status", "action": "keep"},  # overrides nothing
+    }
+    path = tmp_path / "unsafe.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "keys": {"epoch": "2d", "unsafe": True},
+                "destinations": {
+                    "ops": {
+                        "topic": "t",
+                        "fields": {n: {**r, "unsafe": True} for n, r in rules.items()},
+                    }
+                },
+            }
+        )
+    )
+    checked = run("check-config", str(path))
+    assert checked.returncode == 0, checked.stderr
+    shown = [x.removeprefix("warning: ") for x in checked.stderr.splitlines()]
+    ran = run("--log-format", "text", "anonymize", str(SAMPLE), "-c", str(path), "-q",
+              "--only", "ops")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    logged = [x.split("]: ", 1)[1] for x in ran.stderr.splitlines() if " WARNING " in x]
+    assert shown == logged
+    for name in (*rules, "keys.epoch"):
+        assert sum(f"{name}: " in x for x in shown) == 1, (name, shown)
+
+
+@pytest.mark.parametrize("codec", ["gzip", "bz2", "lzma"])
+def test_a_compressed_log_is_read_as_its_lines(codec: str, config: Path, tmp_path: Path) -> None:
+    """``anonymize access.log.gz`` read the compressed bytes as lines: every one
+    parse.no_match, exit 0 (an audit). A file starting with gzip, bzip2 or xz magic is
+    read decompressed, whatever its name."""
+    import importlib
+
+    log = tmp_path / "access.log.1"
+    log.write_bytes(importlib.import_module(codec).compress(SAMPLE.read_bytes()))
+    plain = run("anonymize", str(SAMPLE), "-c", str(config), "-q", "--only", "ops")
+    result = run("anonymize", str(log), "-c", str(config), "-q", "--only", "ops")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == plain.stdout and plain.stdout.count("\n") > 10
+
+
+def test_a_damaged_or_zstd_compressed_log_is_one_line_exit_2(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A truncated gzip file (EOFError) or one of zstd (not in the standard library)
+    is an expected failure: one line naming the file, and no output left."""
+    import gzip
+
+    truncated = tmp_path / "cut.log.gz"
+    truncated.write_bytes(gzip.compress(SAMPLE.read_bytes())[:200])
+    zstd = tmp_path / "access.log.zst"
+    zstd.write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 20)
+    for log, message in (
+        (truncated, "damaged or truncated gzip data"),
+        (zstd, "compressed with zstd"),
+    ):
+        out = tmp_path / "out"
+        assert main(["anonymize", str(log), "-c", str(config), "-o", str(out), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"logfog: {log}: {message}") and err.count("\n") == 1, err
+        assert not out.exists() or list(out.iterdir()) == []

@@ -240,6 +240,12 @@ def test_load_file_errors(tmp_path: Path) -> None:
         load_file(tmp_path / "missing.yaml")
 
 
+@pytest.mark.parametrize(("problems", "count"), [(["a"], "1 problem"), (["a", "b"], "2 problems")])
+def test_the_count_of_problems_is_singular_or_plural(problems: list[str], count: str) -> None:
+    """It said "1 problem(s)" (an audit)."""
+    assert str(ConfigError("c.yaml", problems)).startswith(f"c.yaml: {count}\n  a")
+
+
 def test_yaml_duplicate_keys_are_errors_as_in_toml(tmp_path: Path) -> None:
     """PyYAML keeps the last of two equal keys, tomllib refuses them: a second `kafka:`
     section silently dropped the first (here the raw retention), a second field of the
@@ -399,6 +405,12 @@ STATIC_REFUSALS: dict[str, dict[str, Any]] = {
         {"topic": "x.agg", "fields": {"m": {"from": "request.method", "action": "keep"}}}),
     "reserved destination name '_x'": _default_with(["destinations", "_x"],
         {"topic": "x.under", "fields": {"m": {"from": "request.method", "action": "keep"}}}),
+    "destination name that is a path": _default_with(["destinations", "../../evil"],
+        {"topic": "x.evil", "fields": {"m": {"from": "request.method", "action": "keep"}}}),
+    "destination name with '..'": _default_with(["destinations", "a..b"],
+        {"topic": "x.dots", "fields": {"m": {"from": "request.method", "action": "keep"}}}),
+    "empty output field name": _default_with([*_OPS, "fields", ""],
+        {"from": "request.method", "action": "keep"}),
     "no destination at all": _default_with(["destinations"], {}),
     "destination without fields": _default_with([*_OPS, "fields"], {}),
     "literal SASL password": _default_with(["kafka", "security"],
@@ -504,6 +516,72 @@ def test_every_shipped_config_validates_against_the_published_schema() -> None:
         text = path.read_text()
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
         assert _schema_errors(data) == [], path
+
+
+@pytest.mark.parametrize(
+    "name", ["../../evil", "a/b", "..", "a..b", ".hidden", "-x", "é", "a b", "x" * 201]
+)
+def test_a_destination_name_must_be_a_safe_file_name(name: str) -> None:
+    """``logfog anonymize -o DIR`` writes DIR/NAME.ndjson: a destination ``../../evil``
+    passed check-config and wrote two directories above DIR, ``a/b`` failed only at
+    the end of a run (an audit). Names are letters, digits, ``_ . -``, no ``..``."""
+    cfg = base()
+    cfg["destinations"][name] = cfg["destinations"].pop("ops")
+    assert validate(cfg) == [
+        f"destinations.{name}: {name!r} is not a safe name (it names the file NAME.ndjson of "
+        "logfog anonymize -o): up to 200 letters, digits, '_', '.' and '-', starting with a "
+        "letter or digit, without '..'"
+    ]
+
+
+def test_an_output_field_needs_a_name() -> None:
+    """A field named ``""`` was accepted and published as ``{"": ...}`` (an audit)."""
+    cfg = base()
+    cfg["destinations"]["ops"]["fields"][""] = {"from": "response.status", "action": "keep"}
+    assert validate(cfg) == ["destinations.ops.fields: an output field name must not be empty"]
+
+
+def test_nginx_variables_matched_but_not_stored_are_warned_of() -> None:
+    """nginx has hundreds of variables: one logfog does not read is matched and thrown
+    away, and so was a misspelled one: ``$staus`` passed check-config and every event
+    had ``status: null`` (an audit). They are allowed, and listed in a warning."""
+    cfg = base()
+    cfg["input"] = {"format": ["combined", 'nginx:$remote_addr [$time_local] "$request" $staus '
+                               "$body_bytes_sent $request_length $staus"]}  # fmt: skip
+    warnings: list[str] = []
+    assert validate(cfg, warnings) == []
+    assert warnings == [
+        "input.format[1]: nginx variables matched but not stored (logfog does not read them; "
+        "a misspelled one leaves its field null): $staus (did you mean $status?), "
+        "$request_length"
+    ]
+    cfg["input"] = {"format": ["nginx_main", 'nginx:$remote_addr [$time_local] "$request"']}
+    assert validate(cfg, warnings := []) == [] and warnings == []
+
+
+def test_every_bad_trusted_proxy_is_reported() -> None:
+    """``trusted_proxies: [10.0.0.0/33, foo]`` reported the first only (an audit)."""
+    cfg = base()
+    cfg["input"] = {"trusted_proxies": ["10.0.0.0/33", "10.0.0.0/8", "foo"]}
+    assert validate(cfg) == [
+        "input.trusted_proxies: '10.0.0.0/33' is not a network (CIDR); 'foo' is not a network "
+        "(CIDR)"
+    ]
+
+
+@pytest.mark.parametrize("everyone", ["0.0.0.0/0", "::/0"])
+def test_trusting_every_proxy_is_warned_of(everyone: str) -> None:
+    """A proxy network of every address believes every client's X-Forwarded-For: any
+    client then chooses the address logged for it (an audit)."""
+    cfg = base()
+    cfg["input"] = {"trusted_proxies": ["10.0.0.0/8", everyone]}
+    warnings: list[str] = []
+    assert validate(cfg, warnings) == []
+    assert warnings == [
+        f"input.trusted_proxies: {everyone!r} is every address: any client can choose the "
+        "address logged for it (its X-Forwarded-For is believed); name only your proxies' "
+        "networks"
+    ]
 
 
 def test_range_mistakes_are_reported_together() -> None:
