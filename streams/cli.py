@@ -100,7 +100,9 @@ class LineReader:
     """
 
     def __init__(self, source: IO[bytes], max_bytes: int, block: int = READ_BYTES) -> None:
-        self._read = source.read
+        # read1: what a pipe has now, up to a block, so that "tail -f access.log |
+        # logfog anonymize -" shows each line as it comes (read waits for a full block).
+        self._read = getattr(source, "read1", source.read)
         self._block = block
         self._keep = max_bytes + 1
         self._tail = b""  # the start of a line whose end is not read yet
