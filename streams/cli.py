@@ -97,6 +97,12 @@ class LineReader:
     >>> r = LineReader(io.BytesIO(b"x" * 9 + b"\nab\n"), max_bytes=3, block=4)
     >>> r.batch(), r.batch()  # the line's end is three blocks on
     (([b'xxxx'], 12), ([b'ab'], 1))
+
+    A byte order mark starting the stream is removed first (a long first line after
+    it is still cut to ``max_bytes + 1``, so still too long):
+
+    >>> LineReader(io.BytesIO(b"\xef\xbb\xbf" + b"x" * 9), max_bytes=3).batch()
+    ([b'xxxx'], 12)
     """
 
     def __init__(self, source: IO[bytes], max_bytes: int, block: int = READ_BYTES) -> None:
@@ -107,6 +113,7 @@ class LineReader:
         self._keep = max_bytes + 1
         self._tail = b""  # the start of a line whose end is not read yet
         self._cut = False  # the tail was cut: the rest of its line is thrown away
+        self._at_start = True
 
     def batch(self) -> tuple[list[bytes], int]:
         """The next lines (none at the end of the stream) and the bytes read for them."""
@@ -119,6 +126,10 @@ class LineReader:
                 self._tail, self._cut = b"", False
                 return lines, done
             done += len(block)
+            if self._at_start:  # a BOM starting the stream is no part of its first line,
+                # nor of its length: removed before a long line is cut (a review)
+                block = block.removeprefix(BOM)
+                self._at_start = False
             lines = block.split(b"\n")
             tail = lines.pop()
             if not lines:  # no line ends here
@@ -270,7 +281,6 @@ def _anonymize(args: argparse.Namespace) -> int:
     reader = LineReader(log.stream, pipeline.config["input"]["max_line_bytes"])
     # Compressed, the bytes read outgrow the file's size: its position is the progress.
     position = log.file.tell if log.file is not None and log.file.seekable() else None
-    at_start = True
     try:
         while True:
             try:
@@ -279,9 +289,6 @@ def _anonymize(args: argparse.Namespace) -> int:
                 raise UserError(f"{args.file}: damaged or truncated {log.kind} data") from None
             if not batch:
                 break
-            if at_start:  # a BOM starting the file is no part of its first line
-                batch[0] = batch[0].removeprefix(BOM)
-                at_start = False
             pipeline.process_lines(batch, out, first_line=pipeline.stats.lines + 1)
             pipeline.count_published(out)
             for name, events in zip(names, out.per_destination, strict=True):

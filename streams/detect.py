@@ -36,8 +36,9 @@ Decisions (each is pinned by a test in ``tests/unit/test_detect.py``):
   (``::ffff:1.2.3.4``), with a zone (``fe80::1%eth0``), inside brackets. The
   unspecified ``::`` and loopback ``::1`` count too (they parse). MAC addresses and
   clock times (``07:00:00``) do not parse and are not flagged. Glued to letters or
-  ``_`` (``ip_2a06:cff::1_log``), an address counts when it has three colons or a
-  global unicast first group (``2400::b``): ``Foo::Bar`` and ``a::before`` do not.
+  ``_`` (``ip_2a06:cff::1_log``), an address counts when it has three colons or an
+  allocated global unicast first group (``2400::b``): ``Foo::Bar`` and ``a::before``
+  do not.
 * Truncated networks are allowed: a CIDR string whose host bits are all zero and
   whose prefix is <= 24 (IPv4) or <= 48 (IPv6), e.g. ``192.0.2.0/24``,
   ``2001:db8::/48``; that is what IP truncation produces. ``192.0.2.0`` without a
@@ -134,8 +135,9 @@ _IPV6_RE: Final = re.compile(
 
 # The same without the letter boundaries, for addresses glued to other text
 # ("ip_2a06:...", "...::1_log"; an audit found them kept). Only hex digits and colons
-# may not touch it, and a hit needs three colons or a global unicast first group
-# (2000::/3: "2400::b_log"), so "Foo::Bar", "a::before" and "Vec3::dot" stay out.
+# may not touch it, and a hit needs three colons or an allocated global unicast first
+# group ("2400::b_log"; ALLOCATED_V6_GROUP), so "Foo::Bar", "a::before" and "Vec3::dot"
+# stay out.
 _IPV6_GLUED_RE: Final = re.compile(
     r"(?<![0-9A-Fa-f:])"
     r"(?=[0-9A-Fa-f]*:[0-9A-Fa-f]*:)"
@@ -178,7 +180,7 @@ _CARD_RE: Final = re.compile(r"(?<![0-9])[2-6](?:[ +-]?[0-9]){12,18}(?![0-9])")
 #   token needs >= 32 chars and _RUN_PRE (runs are found from their first char only).
 _V4_PRE: Final = re.compile(r"[0-9]\.[0-9]{1,4}\.[0-9]{1,4}\.[0-9]")  # octal: "0377"
 _DASHED_V4_PRE: Final = re.compile(r"[0-9][-_][0-9]{1,3}[-_][0-9]{1,3}[-_][0-9]")
-_SEPARATED_V6_PRE: Final = re.compile(r"[23][0-9A-Fa-f]{3}[-_.][0-9A-Fa-f]{0,4}[-_.]")
+_SEPARATED_V6_PRE: Final = re.compile(r"2[0-9A-Ca-c][0-9A-Fa-f]{2}[-_.][0-9A-Fa-f]{0,4}[-_.]")
 _ADDRESS_LABEL_PRE: Final = re.compile(r"(?<![0-9A-Za-z-])(?:[0-9A-Fa-f]{8}|[0-9]{8,10})\.[A-Za-z]")
 _CARD_PRE: Final = re.compile(r"[2-6](?<![0-9][2-6])(?:[ +-]?[0-9]){12}")
 _RUN_PRE: Final = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{32}")
@@ -194,7 +196,7 @@ def _maybe_leak(text: str) -> bool:
         return True
     if text.count("-") + text.count("_") >= 3 and _DASHED_V4_PRE.search(text) is not None:
         return True
-    if ("2" in text or "3" in text) and _SEPARATED_V6_PRE.search(text) is not None:
+    if "2" in text and _SEPARATED_V6_PRE.search(text) is not None:
         return True
     if "." in text and _ADDRESS_LABEL_PRE.search(text) is not None:
         return True
@@ -320,21 +322,26 @@ def _has_address_label_host(text: str) -> bool:
     """Whether ``text`` holds a host name whose registrable domain starts with a label
     that spells an address: private suffixes name hosts that way
     (``b9acbeef.ip.linodeusercontent.com`` is 185.172.190.239; an audit found it kept
-    in paths and query values). Only known suffixes count: ``main.3f2a9b1c.js`` is
-    no host name.
+    in paths and query values). Only known suffixes of two labels or more count:
+    ``main.3f2a9b1c.js`` and ``20241130.zip`` are file names.
 
     >>> _has_address_label_host("/go?u=b9acbeef.ip.linodeusercontent.com")
     True
     >>> _has_address_label_host("/static/main.3f2a9b1c.js")
     False
-    >>> _has_address_label_host("a.3f2a9b1c.js.map")
-    False
+    >>> _has_address_label_host("a.3f2a9b1c.js.map"), _has_address_label_host("/b/20241130.zip")
+    (False, False)
     """
     if "." not in text or _ADDRESS_LABEL_PRE.search(text) is None:
         return False  # no such label at all: the common case, without a PSL lookup
     for m in _HOST_RUN_RE.finditer(text.lower()):
         domain = PUBLIC_SUFFIXES.privatesuffix(m.group(), accept_unknown=False)
-        if domain is not None and label_spells_address(domain.partition(".")[0]):
+        if domain is None:
+            continue
+        label, _, suffix = domain.partition(".")
+        # A suffix of one label is a top-level domain, and file extensions are some
+        # (".zip", ".mov", ".md", ".io"): "20241130.zip" is a file name (a review).
+        if "." in suffix and label_spells_address(label):
             return True
     return False
 
@@ -349,19 +356,45 @@ def dashed_ipv4(text: str) -> bool:
     (True, True)
     >>> dashed_ipv4("log_198_51_100_77.txt"), dashed_ipv4("size-10-12-14")
     (True, False)
-    >>> dashed_ipv4("backup-2024-11-30-12-05-33.sql")
-    False
+    >>> dashed_ipv4("backup-2024-11-30-12-05-33.sql"), dashed_ipv4("backup-v2-2024-11-30-12-05")
+    (False, False)
+    >>> dashed_ipv4("/logs/2024-203-0-113-7"), dashed_ipv4("access_2024_198_51_100_7.log")
+    (True, True)
     """
     if text.count("-") + text.count("_") < 3:
         return False
     for run in _NUMBER_RUN_RE.finditer(text):
         numbers = _RUN_SEPARATOR_RE.split(run.group())
-        if len(numbers[0]) == 4 and numbers[0][:2] in ("19", "20"):
-            continue  # a date and time ("2024-11-30-12-05-33"), not a host name
+        dated = _dated(numbers)
         for i in range(len(numbers) - 3):
-            if all(len(n) <= 3 and int(n) <= 255 for n in numbers[i : i + 4]):
+            if dated.isdisjoint(range(i, i + 4)) and all(
+                len(n) <= 3 and int(n) <= 255 for n in numbers[i : i + 4]
+            ):
                 return True
     return False
+
+
+def _dated(numbers: list[str]) -> set[int]:
+    """Indexes of a run's numbers that are a date and time: a year of 19xx or 20xx, a
+    month and a day, then up to three more numbers of a clock ("2024-11-30-12-05-33").
+    No address is read across them, one elsewhere in the run still is (a review).
+
+    >>> sorted(_dated("2-2024-11-30-12-05".split("-"))), sorted(_dated("2024-203-0-113".split("-")))
+    ([1, 2, 3, 4, 5], [])
+    """
+    out: set[int] = set()
+    for i, n in enumerate(numbers[:-2]):
+        if (
+            len(n) == 4
+            and n[:2] in ("19", "20")
+            and int(numbers[i + 1]) <= 12
+            and (int(numbers[i + 2]) <= 31)
+        ):
+            end = i + 3
+            while end < len(numbers) and end < i + 6 and int(numbers[end]) <= 59:
+                end += 1
+            out.update(range(i, end))
+    return out
 
 
 def _has_dotted_ipv4(text: str) -> bool:
@@ -471,7 +504,10 @@ def _has_ipv6(text: str) -> bool:
     )
 
 
-_GLOBAL_UNICAST_GROUP: Final = re.compile(r"[23][0-9A-Fa-f]{3}:")
+# The first groups of the global unicast blocks the registries have allocated
+# (2001::/16, 2002::/16 6to4, 2003::/16, 2400::/12 to 2c00::/12): not "2024", a year.
+ALLOCATED_V6_GROUP: Final = r"(?:200[123]|2[4-9a-cA-C][0-9A-Fa-f]{2})"
+_GLOBAL_UNICAST_GROUP: Final = re.compile(ALLOCATED_V6_GROUP + ":")
 
 
 def _glued_candidates(span: str) -> list[str]:
@@ -515,10 +551,10 @@ def _ipv6_in(matches: Iterator[re.Match[str]], glued: bool) -> bool:
 
 # An IPv6 address with "-", "_" or "." for its colons, as ipv6-literal.net and cloud
 # providers name hosts ("2a01-4f8-c2c-abcd--1.ipv6-literal.net", an audit found it
-# kept). Only from a global unicast first group (2000::/3: the clients' addresses),
-# so that dates and versions, which never read as an address anyway, are not tried.
+# kept). Only from an allocated global unicast first group (the clients' addresses),
+# so that dates ("2024-11-30--2024-12-01") are not read as one (a review).
 _SEPARATED_V6_RE: Final = re.compile(
-    r"(?<![0-9A-Fa-f])[23][0-9A-Fa-f]{3}(?:[-_.][0-9A-Fa-f]{0,4}){2,7}"
+    r"(?<![0-9A-Fa-f])" + ALLOCATED_V6_GROUP + r"(?:[-_.][0-9A-Fa-f]{0,4}){2,7}"
 )
 
 
@@ -527,6 +563,8 @@ def _separated_ipv6(text: str) -> bool:
 
     >>> _separated_ipv6("2a01-4f8-c2c-abcd--1.ipv6-literal.net"), _separated_ipv6("2024-11-30")
     (True, False)
+    >>> _separated_ipv6("/range/2024-11-30--2024-12-01")
+    False
     """
     for m in _SEPARATED_V6_RE.finditer(text):
         span = m.group().rstrip("-_.")
@@ -606,7 +644,8 @@ def fold_lookalikes(text: str) -> str:
     # Invisible characters go before NFKC (it turns the spaces into " ") and after
     # it (it turns the Hangul fillers U+3164 and U+FFA0 into U+1160).
     text = unicodedata.normalize("NFKD", _INVISIBLE_RE.sub("", text))
-    text = "".join([c for c in text if not unicodedata.combining(c)])
+    # By category: 800 marks have combining class 0 ("jane@\u0489gmail.com", a review).
+    text = "".join([c for c in text if unicodedata.category(c) not in ("Mn", "Me")])
     text = unicodedata.normalize("NFKC", text)
     return _INVISIBLE_RE.sub("", text).translate(_LOOKALIKES)
 
@@ -626,7 +665,7 @@ def find_leak(text: str) -> str | None:
         or (text.count(".") >= 3 and _V4_PRE.search(text) is not None)
         or (text.count("-") + text.count("_") >= 3 and _DASHED_V4_PRE.search(text) is not None)
         # "in" scans first: most clean strings have neither (templated routes, words).
-        or (("2" in text or "3" in text) and _SEPARATED_V6_PRE.search(text) is not None)
+        or ("2" in text and _SEPARATED_V6_PRE.search(text) is not None)
         or ("." in text and _ADDRESS_LABEL_PRE.search(text) is not None)
         or (len(text) >= 13 and _CARD_PRE.search(text) is not None)
         or (len(text) >= 32 and _RUN_PRE.search(text) is not None)

@@ -443,6 +443,8 @@ def _is_ip_like(host: str) -> bool:
     for m in _EMBEDDED_V4_RE.finditer(host):
         if all(int(n) <= 255 for n in m.groups()):
             return True
+    if detect.dashed_ipv4(host):  # also "_" ("x_203_0_113_7.duckdns.org", a review)
+        return True
     try:
         ipaddress.ip_address(host)
     except ValueError:

@@ -9,6 +9,7 @@ Decisions:
 * Same site means: the referrer's registrable domain is that of the request's host
   (the vhost: ``%v``, ``$host``, the Host header; read as ``pseudonymize`` reads it
   for its per-site scope) or of one of ``site_domains``. When the line has no host,
+  or one without a registrable domain (an address, ``localhost``, nginx's ``_``),
   ``site_domains`` or, if that option is empty, ``ctx.site`` when it looks like a host
   name (contains a dot). Otherwise nothing is same-site. (An audit: the vhost was
   ignored, so with ``site: other.example.net`` a shop's own cart page was published
@@ -122,7 +123,9 @@ def _decider(
     path_policy = url_policy.make_target_policy(allow, template=True, keep_query=True)
 
     def decide(own: str | None, domain: str, m: Any) -> str | None:
-        if domain == own or domain in (without_host if own is None else with_host):
+        # A host without a registrable domain (an address, localhost, nginx's "_")
+        # names no site: the fallback then, as for a line without a host (a review).
+        if domain == own or domain in (with_host if own else without_host):
             if not same_site_path:
                 return domain
             target = m.group(2).replace("\\", "/") or "/"

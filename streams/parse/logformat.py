@@ -399,8 +399,9 @@ def compile_nginx(
         elif role == "query" and not quoted:
             pattern = _NGINX_QUERY
         spaces = variable not in _NGINX_WORDS
-        # $body_bytes_sent over $bytes_sent, as %b over %O (see _VALUE_OF_ROLE).
-        rank = 1 if variable == "body_bytes_sent" else _rank(role)
+        # $body_bytes_sent over $bytes_sent, as %b over %O (see _VALUE_OF_ROLE); $host
+        # over $server_name, which is "_" for a catch-all "server_name _;" (a review).
+        rank = 1 if variable in ("body_bytes_sent", "host") else _rank(role)
         parts.append(Field(role, quoted, m.start(), pattern, spaces=spaces, rank=rank))
         pos = m.end()
     if pos < len(log_format):

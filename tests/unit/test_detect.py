@@ -70,6 +70,15 @@ CLEAN = [
     "2024-11-30-12-05-33",
     "release-2023.10.1.4",
     "/u/jane @ example.com",  # an ASCII space: a documented non-goal, like "(at)"
+    # A review's false positives: file extensions that are top-level domains, date
+    # ranges, and dates glued to other numbers.
+    "/backup/20241130.zip",
+    "report.20241130.mov",
+    "/range/2024-11-30--2024-12-01",
+    "2024_11_30__1",
+    "2024-11-30_12-05-33-123.deb",
+    "backup-v2-2024-11-30-12-05.sql",
+    "report_1_2024-11-30-12-05.csv",
     # Long words, in any case, are not random tokens.
     "/wiki/Donaudampfschifffahrtsgesellschaft_and_internationalization_stories",
     "/blog/INCOMPREHENSIBILITIES-OF-ANTIDISESTABLISHMENTARIANISM",
@@ -175,6 +184,11 @@ LEAKS = [
     ("2600_3c01__f03c_93ff_fe12_abcd", "ipv6"),
     ("/h/ip2a01:4f8:c2c:abcd::1face", "ipv6"),  # hex letters glued after it
     ("/h/feed2a01:4f8:c2c:abcd::1", "ipv6"),  # and before it
+    # A review's false negatives.
+    ("jane@\u0489gmail.com", "email"),  # marks of combining class 0
+    ("jane\u0941@gmail.com", "email"),
+    ("/logs/2024-203-0-113-7", "ipv4"),  # a year before it, no date
+    ("access_2024_198_51_100_7.log", "ipv4"),
 ]
 
 

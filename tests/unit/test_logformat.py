@@ -511,6 +511,23 @@ def test_the_body_size_is_read_over_bytes_on_the_wire(spec: str, numbers: str) -
 
 
 @pytest.mark.parametrize(
+    "spec",
+    ["nginx:$server_name $host $remote_addr [$time_local] $status",
+     "nginx:$host $server_name $remote_addr [$time_local] $status"],
+)  # fmt: skip
+def test_the_host_is_read_over_the_server_name(spec: str) -> None:
+    """A review: with a catch-all "server_name _;", $server_name is "_" and names no
+    site; $host is the request's."""
+    first, second = (
+        ("_", "shop.example.com")
+        if spec.index("server") < spec.index("$host")
+        else ("shop.example.com", "_")
+    )
+    line = f"{first} {second} 203.0.113.9 [10/Oct/2000:13:55:36 -0700] 200"
+    assert build_parser(spec)(line).host == "shop.example.com"
+
+
+@pytest.mark.parametrize(
     ("fmt", "text"),
     [
         ("%h %{begin:sec}t %s", "971211336"),

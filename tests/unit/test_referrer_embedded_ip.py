@@ -60,6 +60,7 @@ SPELLED = {
     "hex IPv4": "cb00710d.ip.linodeusercontent.com",
     "zero-padded IPv4": "198-051-100-077.ip.linodeusercontent.com",
     "IPv4 as one number": "3405803789.ip.linodeusercontent.com",
+    "IPv4 with underscores": "x_203_0_113_7.duckdns.org",
 }
 
 

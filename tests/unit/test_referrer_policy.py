@@ -262,11 +262,14 @@ def test_a_referrer_from_the_requests_own_host_is_same_site() -> None:
         assert f((host, cart)) == "/cart?utm_source=a"
     assert f((None, cart)) == "example.com"  # no vhost: the site decides
     assert f((None, "https://www.other.example.net/a")) == "/a"
-    # With a vhost the site is not this line's site; hosts without a registrable
-    # domain (an address, localhost) make nothing same-site but site_domains.
+    # With a vhost the site is not this line's site; a host without a registrable
+    # domain (an address, localhost, nginx's catch-all "_") names none: the site
+    # decides, as without a host (a review: it made nothing same-site).
     assert f(("shop.example.com", "https://www.other.example.net/a")) == "example.net"
     assert f(("203.0.113.9", cart)) == "example.com"
     assert f(("[2001:db8::1]:443", cart)) == "example.com"
+    for nameless in ("localhost", "_", "10.0.0.5:8080", "web01"):
+        assert f((nameless, "https://www.other.example.net/a")) == "/a", nameless
     g = SPEC.build({"site_domains": ["example.org"]}, BuildContext(site="other.example.net"))
     assert g(("shop.example.com", "https://example.org/b")) == "/b"  # listed: too
     assert g(("shop.example.com", cart)) == "/cart?utm_source=a"  # and the host's own
