@@ -26,6 +26,8 @@ from streams import __version__
 from streams.records import BOM
 
 EXIT_USAGE = 2
+DEFAULT_CONFIG = "config/logfog.yaml"
+CONFIG_HELP = "config file, YAML or TOML (default: %(default)s, from the current directory)"
 EXIT_NOT_SHIPPED = 3  # logfog ship: the broker did not acknowledge every record
 #: Bytes ``logfog anonymize`` reads at a time: about 2,000 log lines, a batch.
 READ_BYTES = 1 << 19
@@ -726,7 +728,7 @@ def _web_port(args: argparse.Namespace) -> int:
 
 def _faust_process_arguments(p: argparse.ArgumentParser, web_port: int) -> None:
     """The options of the long-running Faust processes (worker, aggregator)."""
-    p.add_argument("-c", "--config", default="config/logfog.yaml")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     p.add_argument("--bootstrap", help="host:port[,...] (default: config, or env LOGFOG_BOOTSTRAP)")
     p.add_argument("--web-port", type=_port,
                    help=f"metrics/status web port (default: env LOGFOG_WEB_PORT, "
@@ -783,9 +785,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "DIR/rejected.ndjson and DIR/aggregates.ndjson (aggregates: with --out "
                        "only); with --out and --only NAME, DIR/NAME.ndjson alone.")  # fmt: skip
     p.add_argument("file", metavar="FILE", help="log file, or - for stdin")
-    p.add_argument(
-        "-c", "--config", default="config/logfog.yaml", help="config file (YAML or TOML)"
-    )
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     p.add_argument(
         "-o",
         "--out",
@@ -845,7 +845,7 @@ def build_parser() -> argparse.ArgumentParser:
         "exit 2 when an existing topic would keep records longer than the config declares.",
     )  # fmt: skip
     p.add_argument("action", choices=["create", "verify"])
-    p.add_argument("-c", "--config", default="config/logfog.yaml")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     p.add_argument("--bootstrap")
     p.add_argument(
         "--fix",

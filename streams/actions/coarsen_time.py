@@ -70,7 +70,8 @@ SPEC = ActionSpec(
             "bucket",
             str,
             "5m",
-            "bucket width: 1m, 5m, 1h, 1d",
+            "bucket width, a duration: 1m, 5m, 1h, 1d, 2w... (at least 1m, 1h in analytics "
+            "destinations, unless unsafe)",
             check=_check_bucket,
             json=DURATION_JSON,
         ),

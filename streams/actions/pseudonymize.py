@@ -283,7 +283,7 @@ SPEC = ActionSpec(
             "length",
             int,
             16,
-            "hex digits in the output",
+            "hex digits in the output: an even number from 8 to 64",
             check=_check_length,
             json={"minimum": 8, "maximum": 64, "multipleOf": 2},
         ),
