@@ -141,7 +141,7 @@ _IPV6_RE: Final = re.compile(
 _IPV6_GLUED_RE: Final = re.compile(
     r"(?<![0-9A-Fa-f:])"
     r"(?=[0-9A-Fa-f]*:[0-9A-Fa-f]*:)"
-    r"([0-9A-Fa-f:]{2,45}(?:\.\d{1,3}){0,3})"
+    r"([0-9A-Fa-f:]{2,64}(?:\.\d{1,3}){0,3})"
     r"(?:%[0-9A-Za-z._~-]+)?"
     r"(?:/(\d{1,3}))?"
     r"(?![0-9A-Fa-f:])"
@@ -565,18 +565,23 @@ def _separated_ipv6(text: str) -> bool:
     (True, False)
     >>> _separated_ipv6("/range/2024-11-30--2024-12-01")
     False
+    >>> _separated_ipv6("2a01-0-c386-bbc4-cd61-3e30--.ipv6-literal.net")
+    True
     """
     for m in _SEPARATED_V6_RE.finditer(text):
-        span = m.group().rstrip("-_.")
-        for sep in "-_.":
-            span = span.replace(sep, ":")
-        if span.count(":") < 3:
-            continue
-        try:
-            ipaddress.IPv6Address(span)
-        except ValueError:
-            continue
-        return True
+        span = m.group()
+        # A trailing separator may end the address ("...-3e30--", "::" at its end) or
+        # the host name label (".ipv6-literal.net"): try both.
+        for cand in {span, span[:-1], span.rstrip("-_.")}:
+            for sep in "-_.":
+                cand = cand.replace(sep, ":")
+            if cand.count(":") < 3:
+                continue
+            try:
+                ipaddress.IPv6Address(cand)
+            except ValueError:
+                continue
+            return True
     return False
 
 

@@ -189,6 +189,9 @@ LEAKS = [
     ("jane\u0941@gmail.com", "email"),
     ("/logs/2024-203-0-113-7", "ipv4"),  # a year before it, no date
     ("access_2024_198_51_100_7.log", "ipv4"),
+    ("2a01-0-c386-bbc4-cd61-3e30--", "ipv6"),  # "::" at its end, with dashes
+    ("2a01-0-c386-bbc4-cd61-3e30--.ipv6-literal.net", "ipv6"),
+    ("/x/ip2a01%3A3b6f%3A8c5f%3Ae8f8%3Adc3b%3Af364%3Aeb8a%3Ac8cedeadbeef/y", "ipv6"),  # long glue
 ]
 
 
