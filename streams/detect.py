@@ -293,29 +293,24 @@ def _has_ipv4(text: str) -> bool:
 _HOST_RUN_RE: Final = re.compile(r"(?<![0-9a-z.-])(?:[0-9a-z-]+\.)+[a-z]{2,63}(?![0-9a-z-])")
 #: The Public Suffix List, private section included (also urls.py's).
 PUBLIC_SUFFIXES: Final = PublicSuffixList()
-_HEX32_LABEL_RE: Final = re.compile(r"(?:0x)?[0-9a-f]{8}")
-_NUMBER_LABEL_RE: Final = re.compile(r"[0-9]{8,10}")
-_DASHED_V6_LABEL_RE: Final = re.compile(r"[0-9a-f-]*-[0-9a-f]*-[0-9a-f]*-[0-9a-f-]*")
+_HEX32_LABEL_RE: Final = re.compile(r"[0-9a-f]{8}")
 
 
 def label_spells_address(label: str) -> bool:
     """Whether a host-name label spells a whole IPv4 or IPv6 address on its own:
-    eight hex digits, a 32-bit number, an IPv6 address with dashes for colons.
+    eight hex digits, a number a browser reads as one (:func:`whatwg_ipv4`), an IPv6
+    address with dashes for colons (:func:`_separated_ipv6`).
 
     >>> [label_spells_address(x) for x in ["cb00714d", "3405803885", "2600-3c01--f03c-93ff"]]
     [True, True, True]
     >>> [label_spells_address(x) for x in ["example", "web-2024", "decade", "20241130"]]
     [False, False, False, True]
+    >>> label_spells_address("0xcb00714d"), label_spells_address("9999999999")  # > 2**32
+    (True, False)
     """
-    if _HEX32_LABEL_RE.fullmatch(label) or _NUMBER_LABEL_RE.fullmatch(label):
+    if _HEX32_LABEL_RE.fullmatch(label) or (whatwg_ipv4(label) or 0) >= 1 << 24:
         return True
-    if _DASHED_V6_LABEL_RE.fullmatch(label):
-        try:
-            ipaddress.IPv6Address(label.replace("-", ":"))
-        except ValueError:
-            return False
-        return True
-    return False
+    return _separated_ipv6(label)
 
 
 def _has_address_label_host(text: str) -> bool:

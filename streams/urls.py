@@ -425,9 +425,11 @@ _NUMERIC_LABEL_RE: Final = re.compile(detect.V4_NUMBER)
 # ("1a2b-203-0-113-7.ngrok.io", "home-203-0-113-7.duckdns.org", "203.0.113.7.nip.io")
 # and cloud host names ("ec2-203-0-113-7.compute-1.amazonaws.com") carry one, often a
 # home connection's. Their registrable domain (PSL private section) is the whole name.
-# Zero-padded parts too ("198-051-100-077.ip.linodeusercontent.com", an audit).
+# Zero-padded parts and "_" too ("198-051-100-077.ip.linodeusercontent.com",
+# "x_203_0_113_7.duckdns.org": an audit and a review). Unlike the sweep's
+# detect.dashed_ipv4, no date is spared: a host name is no file name.
 _EMBEDDED_V4_RE: Final = re.compile(
-    r"(?<![0-9])(?=([0-9]{1,3})[-.]([0-9]{1,3})[-.]([0-9]{1,3})[-.]([0-9]{1,3})(?![0-9]))"
+    r"(?<![0-9])(?=([0-9]{1,3})[-._]([0-9]{1,3})[-._]([0-9]{1,3})[-._]([0-9]{1,3})(?![0-9]))"
 )
 
 
@@ -443,8 +445,6 @@ def _is_ip_like(host: str) -> bool:
     for m in _EMBEDDED_V4_RE.finditer(host):
         if all(int(n) <= 255 for n in m.groups()):
             return True
-    if detect.dashed_ipv4(host):  # also "_" ("x_203_0_113_7.duckdns.org", a review)
-        return True
     try:
         ipaddress.ip_address(host)
     except ValueError:
