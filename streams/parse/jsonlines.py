@@ -286,10 +286,12 @@ class JsonParser:
             r.protocol = _text(get(doc, "protocol"))
         r.status = _status(get(doc, "status"))
         r.bytes_sent = _int(get(doc, "bytes"), 0, MAX_BYTES)
-        seconds = _float(get(doc, "duration_s"))
-        r.duration_ms = ms = (
-            seconds * 1000 if seconds is not None else _float(get(doc, "duration_ms"))
-        )
+        # Milliseconds first: ``duration_s`` is mapped by default (nginx's request_time),
+        # so a mapped ``duration_ms`` is the user's explicit, finer choice (as %D over %T).
+        ms = _float(get(doc, "duration_ms"))
+        if ms is None and (seconds := _float(get(doc, "duration_s"))) is not None:
+            ms = seconds * 1000
+        r.duration_ms = ms
         if ms is not None and not 0 <= ms <= MAX_DURATION_MS:  # also NaN, infinity
             raise RejectedLine(PARSE_BAD_NUMBER)
         r.referrer = _header(get(doc, "referrer"))

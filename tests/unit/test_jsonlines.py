@@ -378,3 +378,15 @@ def test_epochs_up_to_2286_and_written_times_up_to_9999_are_read(
     value: object, seconds: int
 ) -> None:
     assert build_parser("json")(line(time_iso8601=value)).time == seconds
+
+
+def test_a_mapped_duration_ms_is_read_over_the_default_duration_s() -> None:
+    """``duration_s`` is mapped by default (nginx's ``request_time``), so a document
+    holding both keys took the seconds even where the user had mapped ``duration_ms``
+    on purpose, a finer value (a review, session 15). As %D over %T in a LogFormat,
+    the milliseconds win; the seconds stay the fallback."""
+    parse = build_parser("json", json_fields={"duration_ms": "upstream_ms"})
+    line = {"remote_addr": "203.0.113.9", "time_iso8601": "2024-11-30T12:00:00+00:00",
+            "request": "GET / HTTP/1.1", "status": 200, "request_time": "0.5"}  # fmt: skip
+    assert parse(orjson.dumps({**line, "upstream_ms": 123.4}).decode()).duration_ms == 123.4
+    assert parse(orjson.dumps(line).decode()).duration_ms == 500.0
