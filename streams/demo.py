@@ -317,11 +317,10 @@ def _show_topic(
             continue
         counted = [r["visitors"] for r in mine if r["kind"] == "cell" and r["visitors"] is not None]
         summaries = [r for r in mine if r["kind"] == "summary"]
-        folded = sum(_count(r, "other", "cells") for r in summaries)
-        suppressed = sum(_count(r, "suppressed", "cells") for r in summaries)
+        folded = sum(_count(r, "other", "requests") for r in summaries)
         say(f"  {spec.name} {spec.window_label}: k = {spec.k}; {len(counted):,} cells "
             f"published, the smallest counting {min(counted, default=0):,} visitors; "
-            f"{folded:,} small cells folded into __other__, {suppressed:,} suppressed")  # fmt: skip
+            f"{folded:,} requests of cells below k folded into __other__")  # fmt: skip
 
 
 def _count(summary: dict[str, Any], part: str, name: str) -> int:
@@ -329,8 +328,8 @@ def _count(summary: dict[str, Any], part: str, name: str) -> int:
     version-1 rows of a window below k had null counts (summing them crashed the demo),
     version-2 rows have no ``suppressed``.
 
-    >>> _count({"other": None}, "other", "cells"), _count({"suppressed": {"cells": None}},
-    ...                                                  "suppressed", "cells")
+    >>> _count({"other": None}, "other", "requests"), _count({"suppressed": {"cells": None}},
+    ...                                                      "suppressed", "cells")
     (0, 0)
     """
     return int((summary.get(part) or {}).get(name) or 0)

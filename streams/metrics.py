@@ -87,8 +87,8 @@ class AggregationCollector(Collector):
         yield rows
         suppressed = CounterMetricFamily(
             "logfog_aggregate_suppressed",
-            "cells folded into __other__ by the minimum group size k, their requests, and "
-            "the folds' published visitor counts",
+            "requests folded into __other__ by the minimum group size k, and the folds' "
+            "published visitor counts",
             labels=["what"],
         )
         for what, count in sorted(runtime.suppressed.items()):

@@ -76,7 +76,14 @@ the fold (a, b, c), a place contains its sub-places (d, e). Known limits, not ch
   can make most of a cell's bytes.
 - Measures across rows: each published percentile has k visitors' values on each
   side, but a summary's against its cells', or a day's against its hours', are not
-  checked. ``bot_share`` is (see below), within one window and dimension.
+  checked. Two percentiles over the same visitors but one (a summary and a cell that
+  holds all but one visitor's first request) differ only where that visitor's value
+  sits at an end of the ranks used, and then by the step to the next visitor's value:
+  its order, not its value. ``bot_share`` is checked (see below), within one window
+  and dimension.
+- Traffic made to single someone out: k - 1 visitors made up by an attacker (one
+  address with k - 1 user agents of one browser family) beside a victim's rare value
+  make a cell of k. Counting distinct visitors cannot tell them from people.
 
 Measures are per visitor: a cell's ``p50_ms``/``p95_ms``/``p99_ms`` and ``bot_share``
 count one value per visitor, that of the visitor's first counted request in the cell
@@ -84,11 +91,13 @@ count one value per visitor, that of the visitor's first counted request in the 
 raw partitions may arrive out of time order); ``requests`` and ``bytes`` count every
 request. With per-event values one visitor at the contribution cap (100 requests) made
 most of a 10-visitor cell's values and decided its median and bot share. A percentile is
-published only when at least k values (visitors) lie at or below its nearest rank and at
-least k at or above it, else it is ``null``: for k = 10 the median needs 19 visitors,
-p95 180 and p99 900 (below 20 values the nearest-rank p95 *is* the maximum, one
-visitor's own value); the value published is the mean of the 2k - 1 values around that
-rank, so never one visitor's. ``bot_share`` is the share of the cell's visitors whose
+published only when more than k values (visitors) lie below its nearest rank and at
+least k above it, else it is ``null``: for k = 10 the median needs 21 visitors,
+p95 200 and p99 1,000 (below 20 values the nearest-rank p95 *is* the maximum, one
+visitor's own value); the value published is the geometric midpoint of the values k - 1
+ranks below and above that rank (:func:`~streams.aggregate.histogram.quantile`), so
+never one visitor's, nor the maximum's, and one visitor's value moves it by one rank
+at most. ``bot_share`` is the share of the cell's visitors whose
 first counted request there came from a bot, published only when the bots and the others
 are each none or at least k. With visitors published, share * visitors is a row's bot
 count, so the shares are also gated against each other (:func:`gate_bot_share`):
@@ -101,14 +110,17 @@ in the window. ``__other__`` rows have no measures (``null``): a visitor in seve
 folded cells has a value in each, and the merger, holding counts only, cannot keep just
 one. A window with a partial from before this rule (an upgrade) publishes no measures.
 
-Rows (``version``: the row schema and gating rules, 3 since bot shares are gated
-against each other (2: since measures are per visitor; 1: per request);
+Rows (``version``: the row schema and gating rules, 4 since percentiles and the fold's
+totals changed (below; 3: since bot shares are gated against each other; 2: since
+measures are per visitor; 1: per request);
 ``revision``: 1 when a window is first published, higher when it is published
 again): one ``kind: "cell"`` row per published (dimension, value),
 ``place`` rows also carry ``level`` (country/region/city) and values like
 ``"DE/Bavaria/Munich"``; one ``__other__`` row when cells were folded; one
 ``kind: "summary"`` row per dimension with the totals and the fold
-(``other: {cells, requests, visitors, secondary}``). Version 1 summaries also had
+(``other: {requests, visitors}``; until version 4 also ``cells`` and ``secondary``, the
+number of cells folded and of those with k visitors, which gave the size of a group
+below k: 2 cells, 1 secondary and 11 visitors are 10 and 1). Version 1 summaries also had
 ``suppressed: {cells, requests, visitors, below_k}``: null in a window below k (now
 not published at all) and 0 in every other (with T >= k the fold is always
 published), so it is gone.
@@ -164,13 +176,16 @@ from streams.aggregate.spec import OTHER, PERCENTILES, PLACE, AggregateSpec, rec
 
 log = logging.getLogger("logfog.aggregate")
 
+#: 4: percentiles from the two ends of the 2k - 1 ranks around the nearest rank (not
+#: their mean), bot shares gated against a withheld summary share too, no fold ``cells``
+#: or ``secondary`` in summaries.
 #: 3: ``bot_share`` gated against the summary's (complementary suppression), folds
 #: counted exactly only from complete tails, one fate per event for all outputs.
 #: 2: measures per visitor, bracketed by k (1: per request, one visitor could decide
 #: them); no rows for windows below k, no ``suppressed`` in summaries. A left-over
 #: outbox of an older version was gated by older rules: withheld, not republished
 #: (:meth:`WindowMerger.restore`).
-ROW_VERSION = 3
+ROW_VERSION = 4
 _LEVELS = ("country", "region", "city")
 
 
@@ -396,7 +411,7 @@ def _share_publishable(bots: int, visitors: int, k: int) -> bool:
 
 
 def gate_bot_share(
-    cells: Mapping[str, Cell], keys: Iterable[str], parent: tuple[int, int] | None, k: int
+    cells: Mapping[str, Cell], keys: Iterable[str], parent: tuple[int, int], k: int
 ) -> set[str]:
     """The cells of ``keys`` (published rows) whose ``bot_share`` may be published
     beside their parent's (the summary for top-level cells, the enclosing place for a
@@ -413,21 +428,25 @@ def gate_bot_share(
        smallest published cell with bots (others) is withheld too, and the checks
        repeat (a withheld share is never left alone to be recovered).
 
-    ``parent``: its (bots, others), or None when its own share is withheld (nothing
-    exact to subtract from: the cells' own rule only).
+    ``parent``: its (bots, others), whether its own share is published or not. A
+    withheld parent share used to leave the cells to their own rule, but its withheld
+    side (fewer than k bots, or others) then lay in the cells whose share was withheld:
+    30 bots and 2 people in a window, every cell but one at 1.0, located the two (an
+    audit, session 16). Checked against the true parent, such cells fail (a).
 
     >>> cells = {"DE": Cell(30, 30, bots=10), "FR": Cell(10, 10, bots=1)}
-    >>> sorted(gate_bot_share(cells, ["DE", "FR"], None, k=10))  # FR: 1 bot < k
+    >>> sorted(gate_bot_share(cells, ["DE", "FR"], (10, 30), k=10))  # FR: 1 bot < k
     ['DE']
     >>> sorted(gate_bot_share(cells, ["DE", "FR"], (11, 29), k=10))  # 11 - 10 = FR's bot
+    []
+    >>> bots = {"US": Cell(20, 20, bots=20), "DE": Cell(12, 12, bots=10)}
+    >>> sorted(gate_bot_share(bots, ["US", "DE"], (30, 2), k=10))  # 2 people: in DE
     []
     >>> cells["IT"] = Cell(20, 20, bots=10)
     >>> sorted(gate_bot_share(cells, ["DE", "FR", "IT"], (21, 39), k=10))  # rest: 1 bot
     ['DE']
     """
     shared = {key for key in keys if _share_publishable(cells[key].bots, cells[key].visitors, k)}
-    if parent is None:
-        return shared
     bots, others = parent
 
     def size(key: str) -> tuple[int, str]:
@@ -461,8 +480,7 @@ def _bot_shares(cells: Mapping[str, Cell], gate: Gate, bots: int, total: int, k:
     summary, then a place's regions against their country and its cities against the
     region. A sub-place's share is published only under a parent whose share is (its
     difference to every further ancestor is then the sum of checked differences)."""
-    summary = (bots, total - bots) if _share_publishable(bots, total, k) else None
-    shared = gate_bot_share(cells, gate.published, summary, k)
+    shared = gate_bot_share(cells, gate.published, (bots, total - bots), k)
     children: dict[str, list[str]] = {}
     for key in gate.sub_published:
         children.setdefault(key.rsplit(SEP, 1)[0], []).append(key)
@@ -577,12 +595,10 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
         summary.update(_measures(spec, totals, total, measured))
         summary.update(
             published_cells=len(gate.published) + len(gate.sub_published),
-            other={
-                "cells": len(gate.folded),
-                "requests": other.requests,
-                "visitors": gate.other_visitors if gate.folded else 0,
-                "secondary": gate.secondary,
-            }
+            # The fold's totals only: how many cells it holds, and how many of them had
+            # k visitors (secondary suppression), gave the sizes of groups below k by
+            # subtraction (an audit, session 16: ten one-visitor countries in an hour).
+            other={"requests": other.requests, "visitors": gate.other_visitors}
             if gate.folded
             else None,
         )

@@ -106,7 +106,7 @@ class AggregationRuntime:
         #: process: cells folded into __other__, their requests, and the folds'
         #: visitors where published (a withheld count adds 0). Only published numbers:
         #: a window below k publishes nothing and adds nothing.
-        self.suppressed: dict[str, int] = {"cells": 0, "requests": 0, "visitors": 0}
+        self.suppressed: dict[str, int] = {"requests": 0, "visitors": 0}
         self.rows_published = 0
         #: Rows in the records add_rows applied (malformed rows included: they are
         #: counted in the aggregator's ``invalid``); replays of applied records excluded.

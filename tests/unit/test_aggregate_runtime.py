@@ -170,7 +170,7 @@ def test_a_restart_applies_the_configs_k_and_outputs_to_restored_state() -> None
 # --- aggregates audit (agg2) -------------------------------------------------------------
 
 
-def test_status_and_metrics_count_the_cells_kept_out_by_k() -> None:
+def test_status_and_metrics_count_what_k_kept_out() -> None:
     """runtime.suppressed (status page: "Suppressed by minimum group size", metric
     logfog_aggregate_suppressed) summed the summaries' ``suppressed``, which the merger
     always set to 0 (or null below k): it read 0 however many small cells were kept
@@ -187,11 +187,13 @@ def test_status_and_metrics_count_the_cells_kept_out_by_k() -> None:
     runtime.aggregators[0].advance_to(T0 + 3600)
     rows = [row for _, p in runtime.close_ready() for row in runtime.merge(p)]
     summary = next(r for r in rows if r["kind"] == "summary")
-    assert summary["other"] == {"cells": 12, "requests": 12, "visitors": 12, "secondary": 0}
+    assert summary["other"] == {"requests": 12, "visitors": 12}
     assert aggregate_status(runtime)["suppressed"] == {  # type: ignore[index]
-        "cells": 12, "requests": 12, "visitors": 12
+        "requests": 12, "visitors": 12
     }  # fmt: skip
     metrics = Metrics(None)
     metrics.registry.register(AggregationCollector(runtime))
-    for what in ("cells", "requests", "visitors"):
+    for what in ("requests", "visitors"):
         assert metrics.value("logfog_aggregate_suppressed_total", {"what": what}) == 12
+    # The number of cells folded gave the sizes of groups below k (an audit, session 16).
+    assert metrics.value("logfog_aggregate_suppressed_total", {"what": "cells"}) is None
