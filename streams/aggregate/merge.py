@@ -157,7 +157,7 @@ output (``stats["withheld"]`` counts the rows).
 >>> [(r["kind"], r["value"], r["visitors"]) for r in rows]
 [('cell', 'Chrome', 3), ('cell', 'Firefox', 4), ('cell', '__other__', 3), ('summary', None, 10)]
 >>> rows[-1]["other"]
-{'cells': 2, 'requests': 3, 'visitors': 3, 'secondary': 0}
+{'requests': 3, 'visitors': 3}
 """
 
 from __future__ import annotations
