@@ -874,6 +874,33 @@ def test_check_config_shows_every_unsafe_warning_the_run_logs(tmp_path: Path) ->
         assert sum(f"{name}: " in x for x in shown) == 1, (name, shown)
 
 
+def test_check_config_shows_settings_without_effect_as_the_run_logs_them(tmp_path: Path) -> None:
+    """``allow_query`` beside ``keep_query: false``, or ``bins`` beside ``to:
+    status_class``, were accepted in silence (an audit): the config reads as if they
+    applied. check-config shows them, and a run logs the same lines at startup."""
+    data = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    fields = data["destinations"]["ops"]["fields"]
+    fields["route"] = {"from": "request.target", "action": "url_policy", "keep_query": False,
+                       "allow_query": ["page"]}  # fmt: skip
+    fields["status"] = {"from": "response.status", "action": "generalize",
+                        "to": "status_class", "bins": [400]}  # fmt: skip
+    data["input"]["json_fields"] = {"client": "remote_addr"}
+    path = tmp_path / "ignored.yaml"
+    path.write_text(yaml.safe_dump(data))
+    checked = run("check-config", str(path))
+    assert checked.returncode == 0, checked.stderr
+    shown = [x.removeprefix("warning: ") for x in checked.stderr.splitlines()]
+    assert [x.split(": has no effect: ")[0] for x in shown] == [
+        "input.json_fields",
+        "destinations.ops.fields.route.allow_query",
+        "destinations.ops.fields.status.bins",
+    ], shown
+    ran = run("--log-format", "text", "anonymize", str(SAMPLE), "-c", str(path), "-q",
+              "--only", "ops")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert [x.split("]: ", 1)[1] for x in ran.stderr.splitlines() if " WARNING " in x] == shown
+
+
 @pytest.mark.parametrize("codec", ["gzip", "bz2", "lzma"])
 def test_a_compressed_log_is_read_as_its_lines(codec: str, config: Path, tmp_path: Path) -> None:
     """``anonymize access.log.gz`` read the compressed bytes as lines: every one
