@@ -507,9 +507,17 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from streams.config import load_file
+    from streams.config import ConfigError, load_file
 
-    config, warnings = load_file(args.config)
+    try:
+        config, warnings = load_file(args.config)
+    except ConfigError as error:
+        # The warnings too, after the errors: whoever fixes the errors wants everything
+        # at once, not a second round for the warnings. Exit 2 still.
+        print(f"logfog: {error}", file=sys.stderr)
+        for warning in error.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        return EXIT_USAGE
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     dests = ", ".join(

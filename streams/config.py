@@ -45,11 +45,14 @@ from streams.security import MECHANISMS, PROTOCOLS
 
 
 class ConfigError(Exception):
-    """One or more problems in a config file; ``str()`` lists them all, one per line."""
+    """One or more problems in a config file; ``str()`` lists them all, one per line.
+    ``warnings`` are those found beside them (``str()`` leaves them out): check-config
+    shows them too, so that one round shows everything to fix."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: list[str], warnings: list[str] | None = None) -> None:
         self.source = source
         self.problems = problems
+        self.warnings = list(warnings or [])
         count = f"{len(problems)} problem{'' if len(problems) == 1 else 's'}"
         super().__init__(f"{source}: {count}\n  " + "\n  ".join(problems))
 
@@ -1531,7 +1534,7 @@ def load_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[str]]:
     warnings: list[str] = []
     config = normalize(data or {}, errors, warnings)
     if errors:
-        raise ConfigError(source, errors)
+        raise ConfigError(source, errors, warnings)
     return config, warnings
 
 

@@ -167,6 +167,44 @@ def test_check_config_lists_every_problem(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_check_config_shows_the_warnings_after_the_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With an error in the config, check-config printed the errors only: the warnings
+    it had found showed once the errors were fixed, a second round (an audit)."""
+    path = tmp_path / "both.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "input": {"trusted_proxies": ["0.0.0.0/0"]},
+                "destinations": {
+                    "ops": {
+                        "topic": "t",
+                        "fields": {
+                            "ip": {"from": "client.ip", "action": "keep"},
+                            "route": {"from": "request.target", "action": "url_policy",
+                                      "keep_query": False, "allow_query": ["page"]},
+                        },
+                    }
+                },
+            }
+        )
+    )  # fmt: skip
+    assert main(["check-config", str(path)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert lines[:2] == [
+        f"logfog: {path}: 1 problem",
+        "  destinations.ops.fields.ip: keep would publish client.ip as it is (raw personal "
+        "data); use a transforming action, or set unsafe: true to override",
+    ]
+    assert [x.split(":", 2)[:2] for x in lines[2:]] == [
+        ["warning", " input.trusted_proxies"],
+        ["warning", " destinations.ops.fields.route.allow_query"],
+    ], lines
+
+
 def test_missing_geo_database_is_one_clear_line(tmp_path: Path) -> None:
     data = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
     data["enrich"]["geo"] = {"city": str(tmp_path / "nope.mmdb")}
