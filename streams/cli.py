@@ -507,7 +507,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from streams.config import ConfigError, load_file
+    from streams.config import AGGREGATE_INPUT, ConfigError, load_file
 
     try:
         config, warnings = load_file(args.config)
@@ -521,7 +521,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     dests = ", ".join(
-        f"{n} -> {d['topic']} ({len(d['fields'])} fields)"
+        # The aggregation input is logfog's own stream, not a destination the config
+        # names: said so, rather than by its reserved name "_aggregate".
+        f"aggregation input -> {d['topic']} ({len(d['fields'])} fields, internal)"
+        if n == AGGREGATE_INPUT
+        else f"{n} -> {d['topic']} ({len(d['fields'])} fields)"
         for n, d in config["destinations"].items()
     )
     _write_out("check-config", f"{args.config}: OK: {dests}\n")

@@ -205,6 +205,20 @@ def test_check_config_shows_the_warnings_after_the_errors(
     ], lines
 
 
+def test_check_config_names_the_aggregation_input_as_internal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """check-config listed ``_aggregate -> logfog.agg.input (16 fields)`` among the
+    destinations, a name the config never wrote (and may not: '_' is reserved). It is
+    the internal aggregation input, and says so."""
+    path = ROOT / "config" / "logfog.yaml"
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "_aggregate" not in out
+    assert out.startswith(f"{path}: OK: ops -> logs.ops (10 fields), product -> logs.product (")
+    assert out.endswith(", aggregation input -> logfog.agg.input (16 fields, internal)\n"), out
+
+
 def test_missing_geo_database_is_one_clear_line(tmp_path: Path) -> None:
     data = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
     data["enrich"]["geo"] = {"city": str(tmp_path / "nope.mmdb")}
