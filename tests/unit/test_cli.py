@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 import subprocess
@@ -966,6 +968,87 @@ def test_a_compressed_log_is_read_as_its_lines(codec: str, config: Path, tmp_pat
     result = run("anonymize", str(log), "-c", str(config), "-q", "--only", "ops")
     assert result.returncode == 0, result.stderr
     assert result.stdout == plain.stdout and plain.stdout.count("\n") > 10
+
+
+@pytest.mark.parametrize("codec", ["gzip", "bz2", "lzma"])
+def test_compressed_stdin_is_read_as_its_lines(codec: str, config: Path) -> None:
+    """``logfog anonymize -`` read a compressed stream's bytes as lines, every one
+    parse.no_match (an audit), though a compressed FILE was read decompressed. stdin's
+    magic bytes are sniffed the same way, and kept for a stream that is not compressed."""
+    import importlib
+
+    compressed = importlib.import_module(codec).compress(SAMPLE.read_bytes())
+    command = [sys.executable, "-m", "streams", "anonymize", "-", "-c", str(config), "-q",
+               "--only", "ops"]  # fmt: skip
+    results = [
+        subprocess.run(command, input=data, capture_output=True, cwd=ROOT, timeout=120)
+        for data in (SAMPLE.read_bytes(), compressed)
+    ]
+    plain, decompressed = results
+    assert decompressed.returncode == 0 and decompressed.stderr == b"", decompressed.stderr
+    assert decompressed.stdout == plain.stdout and plain.stdout.count(b"\n") > 10
+
+
+class _Trickle(io.RawIOBase):
+    """A pipe whose writer sends one byte at a time."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        buffer[: min(1, len(self._data))] = self._data[:1]
+        taken, self._data = self._data[:1], self._data[1:]
+        return len(taken)
+
+
+@pytest.mark.parametrize(
+    ("data", "trickle"),
+    [
+        (gzip.compress(b"a\nb\n"), True),  # sniffed a byte at a time
+        (b"", True),
+        (b"x", True),  # shorter than any magic
+        (b"\x1f not gzip\n", True),  # the first byte of gzip's magic only
+        (b"\xfd7zX but not xz\n", True),  # most of xz's
+        # A BOM is removed from a first read that holds it whole (one split over reads
+        # of a pipe is kept, as before: LineReader's, and a pipe gives 3 bytes at once).
+        (BOM + b"BZ not bzip2\n", False),
+    ],
+)
+def test_stdin_loses_no_byte_to_the_sniffing(
+    data: bytes, trickle: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever stdin starts with, its lines are what was sent (decompressed when it
+    starts with a magic), even from a pipe that gives one byte a read."""
+    from streams.cli import LineReader, _open_input
+
+    raw = _Trickle(data) if trickle else io.BytesIO(data)
+    stdin = io.TextIOWrapper(io.BufferedReader(raw, buffer_size=1))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    log = _open_input("-")
+    reader = LineReader(log.stream, max_bytes=1000)
+    lines = []
+    while batch := reader.batch()[0]:
+        lines += batch
+    log.close()
+    assert not stdin.closed
+    plain = gzip.decompress(data) if data.startswith(b"\x1f\x8b") else data
+    assert lines == plain.removeprefix(BOM).splitlines()
+
+
+def test_damaged_or_zstd_compressed_stdin_is_one_line_exit_2(
+    config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for data, message in (
+        (gzip.compress(SAMPLE.read_bytes())[:200], "damaged or truncated gzip data"),
+        (b"\x28\xb5\x2f\xfd" + b"\0" * 20, "compressed with zstd, which logfog cannot read"),
+    ):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        assert main(["anonymize", "-", "-c", str(config), "-q", "--only", "ops"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"logfog: stdin: {message}") and err.count("\n") == 1, err
 
 
 def test_a_damaged_or_zstd_compressed_log_is_one_line_exit_2(
