@@ -1007,14 +1007,14 @@ class _Trickle(io.RawIOBase):
 @pytest.mark.parametrize(
     ("data", "trickle"),
     [
-        (gzip.compress(b"a\nb\n"), True),  # sniffed a byte at a time
-        (b"", True),
-        (b"x", True),  # shorter than any magic
-        (b"\x1f not gzip\n", True),  # the first byte of gzip's magic only
-        (b"\xfd7zX but not xz\n", True),  # most of xz's
+        pytest.param(gzip.compress(b"a\nb\n"), True, id="gzip-sniffed-a-byte-a-read"),
+        pytest.param(b"", True, id="empty"),
+        pytest.param(b"x", True, id="shorter-than-any-magic"),
+        pytest.param(b"\x1f not gzip\n", True, id="gzip-first-byte-only"),
+        pytest.param(b"\xfd7zX but not xz\n", True, id="most-of-xz"),
         # A BOM is removed from a first read that holds it whole (one split over reads
         # of a pipe is kept, as before: LineReader's, and a pipe gives 3 bytes at once).
-        (BOM + b"BZ not bzip2\n", False),
+        pytest.param(BOM + b"BZ not bzip2\n", False, id="bom-then-bz"),
     ],
 )
 def test_stdin_loses_no_byte_to_the_sniffing(
