@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import logging
 import os
 import resource
@@ -156,7 +157,8 @@ class LineReader:
 class _Input:
     """The log to read: ``stream`` yields its lines' bytes; for a compressed file,
     ``file`` is the file itself (its position is the progress), ``kind`` its
-    compression and ``damaged`` what a damaged or truncated one raises."""
+    compression and ``damaged`` what a damaged or truncated one raises. Closing it
+    never closes stdin (``stream`` reads it through :class:`_Replay`)."""
 
     stream: IO[bytes]
     file: IO[bytes] | None = None
@@ -164,8 +166,7 @@ class _Input:
     damaged: tuple[type[BaseException], ...] = ()
 
     def close(self) -> None:
-        if self.stream is not sys.stdin.buffer:
-            self.stream.close()
+        self.stream.close()
         if self.file is not None:
             self.file.close()
 
@@ -174,22 +175,81 @@ class _Input:
 #: parse.no_match (an audit); zstd is not in Python's standard library.
 _MAGIC: Final = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",
                  b"\x28\xb5\x2f\xfd": "zstd"}  # fmt: skip
+#: The longest of them (xz's): what is sniffed.
+_MAGIC_BYTES: Final = max(map(len, _MAGIC))
+
+
+class _Replay(io.RawIOBase):
+    """A stream that gives ``start`` (bytes already read from ``rest``) and then the
+    rest of ``rest``, each read taking what ``rest`` has now (``read1``): what
+    :func:`_sniff` read of stdin is not lost, and ``tail -f log | logfog anonymize -``
+    still shows each line as it comes. Closing it leaves ``rest`` open.
+
+    >>> replay = io.BufferedReader(_Replay(b"ab", io.BytesIO(b"c\\nd\\n")))
+    >>> replay.read1(1), replay.read()
+    (b'a', b'bc\\nd\\n')
+    """
+
+    def __init__(self, start: bytes, rest: IO[bytes]) -> None:
+        super().__init__()
+        self._start = start
+        self._read = getattr(rest, "read1", rest.read)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._start[: len(buffer)] if self._start else self._read(len(buffer))
+        self._start = self._start[len(data) :]
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _sniff(stream: IO[bytes]) -> bytes:
+    """The first bytes of a stream that cannot be peeked at (a pipe): read until they
+    start a compression magic, can no longer start one, or the stream ends. A text log
+    is not held back for bytes it may never send (a first line typed on a terminal).
+
+    >>> _sniff(io.BytesIO(b"\\x1f\\x8b\\x08rest")), _sniff(io.BytesIO(b"x\\n"))
+    (b'\\x1f\\x8b\\x08res', b'x\\n')
+    """
+    read = getattr(stream, "read1", stream.read)
+    start = b""
+    while any(len(m) > len(start) and m.startswith(start) for m in _MAGIC):
+        more = read(_MAGIC_BYTES - len(start))
+        if not more:
+            break
+        start += more
+    return start
 
 
 def _open_input(path: str) -> _Input:
     """stdin, or the file at ``path``, decompressed when it starts as a gzip, bzip2 or
-    xz file does (``access.log.2.gz``), whatever its name."""
+    xz file does (``access.log.2.gz``, ``zcat``'s input piped as it is), whatever its
+    name. Named "stdin" in messages."""
     if path == "-":
-        return _Input(sys.stdin.buffer)
+        try:
+            start = _sniff(sys.stdin.buffer)
+        except OSError as error:
+            raise UserError(f"stdin: {error.strerror}") from None
+        # Buffered: read1 and peek over the replayed bytes, as a file opened with open().
+        replayed = io.BufferedReader(_Replay(start, sys.stdin.buffer))
+        return _decompressed(cast(IO[bytes], replayed), start, "stdin")
     try:
         file = open(path, "rb")  # noqa: SIM115 - closed by _Input.close
     except OSError as error:
         raise UserError(f"{path}: {error.strerror}") from None
     try:
-        start = file.peek(6)[:6]
+        start = file.peek(_MAGIC_BYTES)[:_MAGIC_BYTES]
     except OSError as error:
         file.close()
         raise UserError(f"{path}: {error.strerror}") from None
+    return _decompressed(file, start, path)
+
+
+def _decompressed(file: IO[bytes], start: bytes, name: str) -> _Input:
+    """``file``, whose first bytes are ``start`` (still to be read), as an input:
+    through the decompressor its magic bytes name, if any."""
     kind = next((k for magic, k in _MAGIC.items() if start.startswith(magic)), None)
     if kind is None:
         return _Input(file)
@@ -208,9 +268,13 @@ def _open_input(path: str) -> _Input:
 
         return _Input(lzma.LZMAFile(file), file, kind, (EOFError, lzma.LZMAError))
     file.close()
+    how = (
+        "zstd -dc FILE | logfog anonymize - ..."
+        if name != "stdin"
+        else "... | zstd -dc | logfog anonymize - ..."
+    )
     raise UserError(
-        f"{path}: compressed with {kind}, which logfog cannot read: decompress it "
-        "(zstd -dc FILE | logfog anonymize - ...)"
+        f"{name}: compressed with {kind}, which logfog cannot read: decompress it ({how})"
     )
 
 
@@ -288,7 +352,8 @@ def _anonymize(args: argparse.Namespace) -> int:
             try:
                 batch, read = reader.batch()
             except log.damaged:  # a truncated download: EOFError (messages may quote bytes)
-                raise UserError(f"{args.file}: damaged or truncated {log.kind} data") from None
+                name = "stdin" if args.file == "-" else args.file
+                raise UserError(f"{name}: damaged or truncated {log.kind} data") from None
             if not batch:
                 break
             pipeline.process_lines(batch, out, first_line=pipeline.stats.lines + 1)
@@ -507,13 +572,25 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from streams.config import load_file
+    from streams.config import AGGREGATE_INPUT, ConfigError, load_file
 
-    config, warnings = load_file(args.config)
+    try:
+        config, warnings = load_file(args.config)
+    except ConfigError as error:
+        # The warnings too, after the errors: whoever fixes the errors wants everything
+        # at once, not a second round for the warnings. Exit 2 still.
+        print(f"logfog: {error}", file=sys.stderr)
+        for warning in error.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        return EXIT_USAGE
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     dests = ", ".join(
-        f"{n} -> {d['topic']} ({len(d['fields'])} fields)"
+        # The aggregation input is logfog's own stream, not a destination the config
+        # names: said so, rather than by its reserved name "_aggregate".
+        f"aggregation input -> {d['topic']} ({len(d['fields'])} fields, internal)"
+        if n == AGGREGATE_INPUT
+        else f"{n} -> {d['topic']} ({len(d['fields'])} fields)"
         for n, d in config["destinations"].items()
     )
     _write_out("check-config", f"{args.config}: OK: {dests}\n")

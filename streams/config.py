@@ -45,11 +45,14 @@ from streams.security import MECHANISMS, PROTOCOLS
 
 
 class ConfigError(Exception):
-    """One or more problems in a config file; ``str()`` lists them all, one per line."""
+    """One or more problems in a config file; ``str()`` lists them all, one per line.
+    ``warnings`` are those found beside them (``str()`` leaves them out): check-config
+    shows them too, so that one round shows everything to fix."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: list[str], warnings: list[str] | None = None) -> None:
         self.source = source
         self.problems = problems
+        self.warnings = list(warnings or [])
         count = f"{len(problems)} problem{'' if len(problems) == 1 else 's'}"
         super().__init__(f"{source}: {count}\n  " + "\n  ".join(problems))
 
@@ -904,7 +907,41 @@ def _validate_rule(
             f"{path}: unsafe: true overrides no privacy check of this rule; remove it (with "
             "it, a later edit of the rule would pass unchecked)"
         )
+    # After the check above: an ignored option is no privacy check that unsafe overrides.
+    warnings.extend(_ignored_options(spec.name, rule, options, path))
     return {"action": action_name, "from": source_list, "unsafe": unsafe, "options": options}
+
+
+def _ignored_options(
+    action: str, rule: Mapping[str, Any], options: Mapping[str, Any], path: str
+) -> list[str]:
+    """Options a rule gives that its other options leave without effect. Valid, so not
+    errors; but whoever reads the rule believes them in force (an audit: bins beside
+    ``to: status_class``, an allow_query beside ``keep_query: false``). Only options
+    the rule gives itself: a default is nobody's claim.
+
+    >>> _ignored_options("generalize", {"to": "status_class", "bins": [100]},
+    ...                  {"to": "status_class", "bins": [100]}, "d.fields.s")
+    ['d.fields.s.bins: has no effect: to: status_class does not bin (bins are the edges \
+of to: bins only); remove bins']
+    """
+    if action == "generalize" and rule.get("bins") and options["to"] != "bins":
+        return [
+            f"{path}.bins: has no effect: to: {options['to']} does not bin (bins are the "
+            "edges of to: bins only); remove bins"
+        ]
+    if action == "url_policy" and rule.get("allow_query") and not options["keep_query"]:
+        return [
+            f"{path}.allow_query: has no effect: keep_query: false drops the whole query; "
+            "remove allow_query, or set keep_query: true to keep the keys it lists"
+        ]
+    if action == "referrer_policy" and rule.get("allow_query") and options["same_site"] == "domain":
+        return [
+            f"{path}.allow_query: has no effect: same_site: domain publishes a same-site "
+            "referrer as its domain, with no path or query (allow_query filters the query "
+            "of same-site paths only); remove allow_query, or set same_site: path"
+        ]
+    return []
 
 
 #: How an action's message says that unsafe: true would allow it: not in a warning.
@@ -1073,6 +1110,7 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
     _check_keys(out, errors, warnings)
     _check_privacy_defaults(out, errors, warnings)
     _check_retention(normalized, errors)
+    _check_ignored_settings(data, out, errors, warnings)
     if out.get("aggregates", {}).get("enabled") and not errors:
         # The internal, visitor-keyed stream that feeds aggregation: built by the same
         # rules machinery (default deny, sweep), never published outside the cluster.
@@ -1102,7 +1140,8 @@ def normalize(data: Any, errors: list[str], warnings: list[str]) -> dict[str, An
 def _check_input(section: Mapping[str, Any], errors: list[str], warnings: list[str]) -> None:
     """Input settings that are valid but likely mistakes (values refused are left to
     their message): nginx variables the parser throws away (a misspelled one among
-    them) and a trusted proxy network of every address."""
+    them), json_fields without the json format, and a trusted proxy network of every
+    address."""
     import ipaddress
 
     bad = {e.split(":", 1)[0] for e in errors}
@@ -1117,6 +1156,17 @@ def _check_input(section: Mapping[str, Any], errors: list[str], warnings: list[s
                     f"{where}: nginx variables matched but not stored (logfog does not read "
                     f"them; a misspelled one leaves its field null): {names}"
                 )
+    # Only the json format reads lines by key: a mapping beside text formats alone looks
+    # like it configures their parsing, and nothing reads it.
+    if (
+        section["json_fields"]
+        and not {"input.format", "input.json_fields"} & bad
+        and "json" not in ([formats] if isinstance(formats, str) else formats)
+    ):
+        warnings.append(
+            "input.json_fields: has no effect: input.format has no json (the keys it maps "
+            "are read from JSON lines only); remove it, or add json to input.format"
+        )
     if "input.trusted_proxies" not in bad:
         for item in section["trusted_proxies"]:
             if ipaddress.ip_network(str(item), strict=False).prefixlen == 0:
@@ -1255,6 +1305,81 @@ def _check_privacy_defaults(
                 f"keys.{name}: {keys[name]} is longer than {format_duration(limit)}, {why}"
             )
     _opt_in(problems, "keys", keys, errors, warnings)
+
+
+def _given(data: Any, section: str) -> list[str]:
+    """The keys the user wrote in a top-level section (defaults fill in the rest, and a
+    default is nobody's claim)."""
+    part = data.get(section) if isinstance(data, Mapping) else None
+    return [str(name) for name in part] if isinstance(part, Mapping) else []
+
+
+def _check_ignored_settings(
+    data: Any, config: Mapping[str, Any], errors: list[str], warnings: list[str]
+) -> None:
+    """Settings of the aggregates and keys sections that other settings leave without
+    effect: valid, but a reader of the config believes them in force (``k: 20`` with
+    aggregation off publishes nothing at k = 20). Only keys the config gives; values the
+    schema refused are left to its message.
+
+    Rule options are :func:`_ignored_options`', input's :func:`_check_input`'s."""
+    from streams.aggregate.spec import OUTPUT_WINDOWS, published_specs
+
+    bad = {e.split(":", 1)[0] for e in errors}
+    aggregates, given = config["aggregates"], _given(data, "aggregates")
+    enabled = aggregates["enabled"] if "aggregates.enabled" not in bad else None
+    if enabled is False:
+        # unsafe left out: it still turns a k below 10 from an error into a warning.
+        idle = [f"aggregates.{n}" for n in given if n not in ("enabled", "unsafe")]
+        if idle:
+            warnings.append(
+                f"{', '.join(idle)}: {'has' if len(idle) == 1 else 'have'} no effect: "
+                "aggregates.enabled is false, so nothing is aggregated; set enabled: true, "
+                f"or remove {'it' if len(idle) == 1 else 'them'}"
+            )
+    elif enabled and "aggregates.windows" not in bad:
+        published = published_specs(aggregates["windows"])
+        outputs = sorted({spec.name for spec in published})
+        by_output = aggregates["k_by_output"] if "aggregates.k_by_output" not in bad else {}
+        for name in by_output:
+            if name not in outputs:
+                its = ", ".join(w for w in OUTPUT_WINDOWS if w.startswith(f"{name}/"))
+                warnings.append(
+                    f"aggregates.k_by_output.{name}: has no effect: aggregates.windows "
+                    f"publishes no {name} window; remove it, or name one in "
+                    f"aggregates.windows ({its})"
+                )
+        if "k" in given and all(name in by_output for name in outputs):
+            warnings.append(
+                "aggregates.k: has no effect: aggregates.k_by_output sets the k of every "
+                f"published output ({', '.join(outputs)}); remove aggregates.k"
+            )
+        # Rows go to output (windows of 1h or more) or ops_output (shorter): a topic no
+        # published window writes is never created nor written (streams.topics).
+        for place, operations, what in (
+            ("output", False, "of 1h or longer"),
+            ("ops_output", True, "shorter than 1h"),
+        ):
+            if place in given and not any(s.operations == operations for s in published):
+                warnings.append(
+                    f"aggregates.{place}: has no effect: aggregates.windows publishes no "
+                    f"window {what}, so nothing is written to this topic; remove it"
+                )
+    keys, given = config["keys"], _given(data, "keys")
+    source = keys["source"]
+    if "keys.source" not in bad and source not in ("auto", "shared"):
+        # Never quoted: keys.source is secret (the likeliest mistake is the key itself).
+        kind = "ephemeral" if source == "ephemeral" else "an env: or file: secret"
+        if "topic" in given:
+            warnings.append(
+                f"keys.topic: has no effect: keys.source is {kind}, and only auto or "
+                "shared keys go through this topic; remove it"
+            )
+        if "grace" in given and source != "ephemeral":
+            warnings.append(
+                "keys.grace: has no effect: keys derived from an env: or file: secret are "
+                "never destroyed, so no grace ends them; remove it"
+            )
 
 
 def _check_retention(destinations: Mapping[str, Any], errors: list[str]) -> None:
@@ -1409,7 +1534,7 @@ def load_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[str]]:
     warnings: list[str] = []
     config = normalize(data or {}, errors, warnings)
     if errors:
-        raise ConfigError(source, errors)
+        raise ConfigError(source, errors, warnings)
     return config, warnings
 
 

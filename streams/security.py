@@ -114,7 +114,7 @@ def problems_by_key(section: Mapping[str, Any]) -> list[tuple[frozenset[str], st
 
 
 def warnings(section: Mapping[str, Any]) -> list[str]:
-    """Allowed but risky settings (logged at startup)."""
+    """Allowed but risky or ineffective settings (logged at startup)."""
     out = []
     protocol = section.get("protocol", "PLAINTEXT") or ""
     if protocol == "SASL_PLAINTEXT" and section.get("sasl_mechanism") == "PLAIN":
@@ -122,6 +122,11 @@ def warnings(section: Mapping[str, Any]) -> list[str]:
                    "text; use SASL_SSL")  # fmt: skip
     if protocol.endswith("SSL") and section.get("check_hostname") is False:
         out.append(f"{WHERE}.check_hostname: false: any certificate the CA signed is accepted")
+    elif protocol in PROTOCOLS and section.get("check_hostname") is False:
+        # Not an error like ca_file without TLS: false only loosens, so ignoring it
+        # weakens nothing; but it reads as if certificates were checked at all.
+        out.append(f"{WHERE}.check_hostname: false has no effect: protocol {protocol} uses "
+                   "no TLS, so there is no certificate to check; remove it")  # fmt: skip
     return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 import subprocess
@@ -165,6 +167,58 @@ def test_check_config_lists_every_problem(tmp_path: Path) -> None:
     assert "keep would publish client.ip" in result.stderr
     assert "did you mean 'allow_query'?" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_config_shows_the_warnings_after_the_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With an error in the config, check-config printed the errors only: the warnings
+    it had found showed once the errors were fixed, a second round (an audit)."""
+    path = tmp_path / "both.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "input": {"trusted_proxies": ["0.0.0.0/0"]},
+                "destinations": {
+                    "ops": {
+                        "topic": "t",
+                        "fields": {
+                            "ip": {"from": "client.ip", "action": "keep"},
+                            "route": {"from": "request.target", "action": "url_policy",
+                                      "keep_query": False, "allow_query": ["page"]},
+                        },
+                    }
+                },
+            }
+        )
+    )  # fmt: skip
+    assert main(["check-config", str(path)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert lines[:2] == [
+        f"logfog: {path}: 1 problem",
+        "  destinations.ops.fields.ip: keep would publish client.ip as it is (raw personal "
+        "data); use a transforming action, or set unsafe: true to override",
+    ]
+    assert [x.split(":", 2)[:2] for x in lines[2:]] == [
+        ["warning", " input.trusted_proxies"],
+        ["warning", " destinations.ops.fields.route.allow_query"],
+    ], lines
+
+
+def test_check_config_names_the_aggregation_input_as_internal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """check-config listed ``_aggregate -> logfog.agg.input (16 fields)`` among the
+    destinations, a name the config never wrote (and may not: '_' is reserved). It is
+    the internal aggregation input, and says so."""
+    path = ROOT / "config" / "logfog.yaml"
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "_aggregate" not in out
+    assert out.startswith(f"{path}: OK: ops -> logs.ops (10 fields), product -> logs.product (")
+    assert out.endswith(", aggregation input -> logfog.agg.input (16 fields, internal)\n"), out
 
 
 def test_missing_geo_database_is_one_clear_line(tmp_path: Path) -> None:
@@ -874,6 +928,33 @@ def test_check_config_shows_every_unsafe_warning_the_run_logs(tmp_path: Path) ->
         assert sum(f"{name}: " in x for x in shown) == 1, (name, shown)
 
 
+def test_check_config_shows_settings_without_effect_as_the_run_logs_them(tmp_path: Path) -> None:
+    """``allow_query`` beside ``keep_query: false``, or ``bins`` beside ``to:
+    status_class``, were accepted in silence (an audit): the config reads as if they
+    applied. check-config shows them, and a run logs the same lines at startup."""
+    data = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    fields = data["destinations"]["ops"]["fields"]
+    fields["route"] = {"from": "request.target", "action": "url_policy", "keep_query": False,
+                       "allow_query": ["page"]}  # fmt: skip
+    fields["status"] = {"from": "response.status", "action": "generalize",
+                        "to": "status_class", "bins": [400]}  # fmt: skip
+    data["input"]["json_fields"] = {"client": "remote_addr"}
+    path = tmp_path / "ignored.yaml"
+    path.write_text(yaml.safe_dump(data))
+    checked = run("check-config", str(path))
+    assert checked.returncode == 0, checked.stderr
+    shown = [x.removeprefix("warning: ") for x in checked.stderr.splitlines()]
+    assert [x.split(": has no effect: ")[0] for x in shown] == [
+        "input.json_fields",
+        "destinations.ops.fields.route.allow_query",
+        "destinations.ops.fields.status.bins",
+    ], shown
+    ran = run("--log-format", "text", "anonymize", str(SAMPLE), "-c", str(path), "-q",
+              "--only", "ops")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert [x.split("]: ", 1)[1] for x in ran.stderr.splitlines() if " WARNING " in x] == shown
+
+
 @pytest.mark.parametrize("codec", ["gzip", "bz2", "lzma"])
 def test_a_compressed_log_is_read_as_its_lines(codec: str, config: Path, tmp_path: Path) -> None:
     """``anonymize access.log.gz`` read the compressed bytes as lines: every one
@@ -887,6 +968,87 @@ def test_a_compressed_log_is_read_as_its_lines(codec: str, config: Path, tmp_pat
     result = run("anonymize", str(log), "-c", str(config), "-q", "--only", "ops")
     assert result.returncode == 0, result.stderr
     assert result.stdout == plain.stdout and plain.stdout.count("\n") > 10
+
+
+@pytest.mark.parametrize("codec", ["gzip", "bz2", "lzma"])
+def test_compressed_stdin_is_read_as_its_lines(codec: str, config: Path) -> None:
+    """``logfog anonymize -`` read a compressed stream's bytes as lines, every one
+    parse.no_match (an audit), though a compressed FILE was read decompressed. stdin's
+    magic bytes are sniffed the same way, and kept for a stream that is not compressed."""
+    import importlib
+
+    compressed = importlib.import_module(codec).compress(SAMPLE.read_bytes())
+    command = [sys.executable, "-m", "streams", "anonymize", "-", "-c", str(config), "-q",
+               "--only", "ops"]  # fmt: skip
+    results = [
+        subprocess.run(command, input=data, capture_output=True, cwd=ROOT, timeout=120)
+        for data in (SAMPLE.read_bytes(), compressed)
+    ]
+    plain, decompressed = results
+    assert decompressed.returncode == 0 and decompressed.stderr == b"", decompressed.stderr
+    assert decompressed.stdout == plain.stdout and plain.stdout.count(b"\n") > 10
+
+
+class _Trickle(io.RawIOBase):
+    """A pipe whose writer sends one byte at a time."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        buffer[: min(1, len(self._data))] = self._data[:1]
+        taken, self._data = self._data[:1], self._data[1:]
+        return len(taken)
+
+
+@pytest.mark.parametrize(
+    ("data", "trickle"),
+    [
+        pytest.param(gzip.compress(b"a\nb\n"), True, id="gzip-sniffed-a-byte-a-read"),
+        pytest.param(b"", True, id="empty"),
+        pytest.param(b"x", True, id="shorter-than-any-magic"),
+        pytest.param(b"\x1f not gzip\n", True, id="gzip-first-byte-only"),
+        pytest.param(b"\xfd7zX but not xz\n", True, id="most-of-xz"),
+        # A BOM is removed from a first read that holds it whole (one split over reads
+        # of a pipe is kept, as before: LineReader's, and a pipe gives 3 bytes at once).
+        pytest.param(BOM + b"BZ not bzip2\n", False, id="bom-then-bz"),
+    ],
+)
+def test_stdin_loses_no_byte_to_the_sniffing(
+    data: bytes, trickle: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever stdin starts with, its lines are what was sent (decompressed when it
+    starts with a magic), even from a pipe that gives one byte a read."""
+    from streams.cli import LineReader, _open_input
+
+    raw = _Trickle(data) if trickle else io.BytesIO(data)
+    stdin = io.TextIOWrapper(io.BufferedReader(raw, buffer_size=1))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    log = _open_input("-")
+    reader = LineReader(log.stream, max_bytes=1000)
+    lines = []
+    while batch := reader.batch()[0]:
+        lines += batch
+    log.close()
+    assert not stdin.closed
+    plain = gzip.decompress(data) if data.startswith(b"\x1f\x8b") else data
+    assert lines == plain.removeprefix(BOM).splitlines()
+
+
+def test_damaged_or_zstd_compressed_stdin_is_one_line_exit_2(
+    config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for data, message in (
+        (gzip.compress(SAMPLE.read_bytes())[:200], "damaged or truncated gzip data"),
+        (b"\x28\xb5\x2f\xfd" + b"\0" * 20, "compressed with zstd, which logfog cannot read"),
+    ):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        assert main(["anonymize", "-", "-c", str(config), "-q", "--only", "ops"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"logfog: stdin: {message}") and err.count("\n") == 1, err
 
 
 def test_a_damaged_or_zstd_compressed_log_is_one_line_exit_2(

@@ -759,3 +759,164 @@ def test_a_normalized_configs_defaults_are_its_own() -> None:
     second = normalize({"destinations": base()["destinations"]}, [], [])
     assert "changed" not in second["aggregates"]["windows"]
     assert second["input"]["trusted_proxies"] == []
+
+
+def _rule_at(field: str, rule: dict[str, Any]) -> dict[str, Any]:
+    cfg = base()
+    cfg["destinations"]["ops"]["fields"][field] = rule
+    return cfg
+
+
+#: Settings the config accepts that others leave without effect: each was silently
+#: ignored, so whoever read the config believed it in force (an audit). Each is now a
+#: warning naming its place and why it does nothing.
+IGNORED = [
+    pytest.param(
+        {**base(), "input": {"format": ["combined", "common"],
+                             "json_fields": {"client": "remote_addr"}}},
+        "input.json_fields: has no effect: input.format has no json (the keys it maps are "
+        "read from JSON lines only); remove it, or add json to input.format",
+        id="json_fields-without-json",
+    ),
+    pytest.param(
+        _rule_at("status", {"from": "response.status", "action": "generalize",
+                            "to": "status_class", "bins": [100, 1000]}),
+        "destinations.ops.fields.status.bins: has no effect: to: status_class does not bin "
+        "(bins are the edges of to: bins only); remove bins",
+        id="bins-with-status_class",
+    ),
+    pytest.param(
+        {**_rule_at("country", {"from": "geo.city", "action": "generalize", "to": "country",
+                                "bins": [1]}), "enrich": {"geo": {"city": "city.mmdb"}}},
+        "destinations.ops.fields.country.bins: has no effect: to: country does not bin "
+        "(bins are the edges of to: bins only); remove bins",
+        id="bins-with-a-geo-level",
+    ),
+    pytest.param(
+        _rule_at("route", {"from": "request.target", "action": "url_policy",
+                           "keep_query": False, "allow_query": ["page"]}),
+        "destinations.ops.fields.route.allow_query: has no effect: keep_query: false drops "
+        "the whole query; remove allow_query, or set keep_query: true to keep the keys it "
+        "lists",
+        id="allow_query-without-keep_query",
+    ),
+    pytest.param(
+        _rule_at("ref", {"from": "request.referrer", "action": "referrer_policy",
+                         "same_site": "domain", "allow_query": ["page"]}),
+        "destinations.ops.fields.ref.allow_query: has no effect: same_site: domain publishes "
+        "a same-site referrer as its domain, with no path or query (allow_query filters the "
+        "query of same-site paths only); remove allow_query, or set same_site: path",
+        id="referrer-allow_query-with-same_site-domain",
+    ),
+    pytest.param(
+        {**base(), "aggregates": {"enabled": False, "unsafe": True, "k": 20,
+                                  "windows": ["product/1d"]}},
+        "aggregates.k, aggregates.windows: have no effect: aggregates.enabled is false, so "
+        "nothing is aggregated; set enabled: true, or remove them",
+        id="aggregates-off",
+    ),
+    pytest.param(
+        {**base(), "aggregates": {"k_by_output": {"ops": 20}}},
+        "aggregates.k_by_output: has no effect: aggregates.enabled is false, so nothing is "
+        "aggregated; set enabled: true, or remove it",
+        id="aggregates-off-by-default",
+    ),
+    pytest.param(
+        {**base(), "aggregates": {"enabled": True, "windows": ["product/1d"],
+                                  "k_by_output": {"ops": 20}}},
+        "aggregates.k_by_output.ops: has no effect: aggregates.windows publishes no ops "
+        "window; remove it, or name one in aggregates.windows (ops/5m)",
+        id="k_by_output-of-an-unpublished-output",
+    ),
+    pytest.param(
+        {**base(), "aggregates": {"enabled": True, "windows": ["product/1h", "product/1d"],
+                                  "k": 12, "k_by_output": {"product": 20}}},
+        "aggregates.k: has no effect: aggregates.k_by_output sets the k of every published "
+        "output (product); remove aggregates.k",
+        id="k-overridden-everywhere",
+    ),
+    pytest.param(
+        {**base(), "aggregates": {"enabled": True, "windows": ["product/1d"],
+                                  "ops_output": {"topic": "agg.ops"}}},
+        "aggregates.ops_output: has no effect: aggregates.windows publishes no window "
+        "shorter than 1h, so nothing is written to this topic; remove it",
+        id="ops_output-without-an-ops-window",
+    ),
+    pytest.param(
+        {**base(), "aggregates": {"enabled": True, "windows": ["ops/5m"],
+                                  "output": {"retention": "400d"}}},
+        "aggregates.output: has no effect: aggregates.windows publishes no window of 1h or "
+        "longer, so nothing is written to this topic; remove it",
+        id="output-without-an-analytics-window",
+    ),
+    pytest.param(
+        {**base(), "keys": {"source": "ephemeral", "topic": "my.keys"}},
+        "keys.topic: has no effect: keys.source is ephemeral, and only auto or shared keys "
+        "go through this topic; remove it",
+        id="keys-topic-of-ephemeral-keys",
+    ),
+    pytest.param(
+        {**base(), "keys": {"source": "file:/etc/logfog/key", "grace": "10m"}},
+        "keys.grace: has no effect: keys derived from an env: or file: secret are never "
+        "destroyed, so no grace ends them; remove it",
+        id="keys-grace-of-derived-keys",
+    ),
+    pytest.param(
+        {**base(), "kafka": {"security": {"protocol": "SASL_PLAINTEXT",
+                                          "sasl_mechanism": "SCRAM-SHA-512", "username": "u",
+                                          "password": "env:P", "check_hostname": False}}},
+        "kafka.security.check_hostname: false has no effect: protocol SASL_PLAINTEXT uses "
+        "no TLS, so there is no certificate to check; remove it",
+        id="check_hostname-without-tls",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("cfg", "warning"), IGNORED)
+def test_a_setting_without_effect_is_a_warning(cfg: dict[str, Any], warning: str) -> None:
+    warnings: list[str] = []
+    assert validate(cfg, warnings) == []
+    assert warnings == [warning]
+
+
+#: The same settings where they do have an effect, or where only a default is
+#: ignored (nobody wrote it): no warning.
+EFFECTIVE = [
+    pytest.param({**base(), "input": {"format": ["combined", "json"],
+                                      "json_fields": {"client": "remote_addr"}}}, id="json"),
+    pytest.param({**base(), "input": {"format": "json", "json_fields": {"client": "ip"}}},
+                 id="json-alone"),
+    pytest.param(_rule_at("b", {"from": "response.bytes", "action": "generalize",
+                                "bins": [100]}), id="bins-by-default"),
+    pytest.param(_rule_at("s", {"from": "response.status", "action": "generalize",
+                                "to": "status_class", "bins": []}), id="no-bins"),
+    pytest.param(_rule_at("r", {"from": "request.target", "action": "url_policy",
+                                "keep_query": False}), id="default-allow_query"),
+    pytest.param(_rule_at("r", {"from": "request.target", "action": "url_policy",
+                                "keep_query": False, "allow_query": []}), id="empty-allow_query"),
+    pytest.param(_rule_at("r", {"from": "request.referrer", "action": "referrer_policy",
+                                "allow_query": ["page"]}), id="same_site-path"),
+    pytest.param({**base(), "aggregates": {"enabled": False}}, id="aggregates-just-off"),
+    pytest.param({**base(), "aggregates": {"enabled": True, "k": 12,
+                                           "k_by_output": {"product": 20}}},
+                 id="k-still-the-ops-k"),
+    pytest.param({**base(), "keys": {"source": "ephemeral", "grace": "10m"}},
+                 id="grace-of-ephemeral-keys"),
+    pytest.param({**base(), "keys": {"source": "shared", "topic": "my.keys"}}, id="shared"),
+    pytest.param({**base(), "kafka": {"security": {"check_hostname": True}}},
+                 id="check_hostname-true"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("cfg", EFFECTIVE)
+def test_a_setting_with_an_effect_is_no_warning(cfg: dict[str, Any]) -> None:
+    warnings: list[str] = []
+    assert validate(cfg, warnings) == [] and warnings == []
+
+
+def test_a_setting_without_effect_is_warned_of_in_the_internal_aggregation_stream_too() -> None:
+    """The generated aggregation input is checked by the same rule code, and none of
+    its rules gives an option it does not use (its warnings would be nobody's to fix)."""
+    cfg = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    warnings: list[str] = []
+    assert validate(cfg, warnings) == [] and warnings == []
