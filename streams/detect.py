@@ -17,9 +17,10 @@ Decisions (each is pinned by a test in ``tests/unit/test_detect.py``):
   checked after decoding, up to eight times (catches ``john%40x.com``, double-encoded
   ``%2540``, ``2001%3Adb8%3A%3A1``, ``john%u0040x.com``).
 * Look-alikes and invisible characters: text that is not ASCII is checked after
-  :func:`fold_lookalikes` (fullwidth ``＠``, ideographic ``。``, and no zero-width
-  spaces, joiners, soft hyphens or no-break spaces: ``jane@gmail\u200b.com``), also
-  each decoding of it.
+  :func:`fold_lookalikes` (fullwidth ``＠``, ideographic ``。``, dots and colons of
+  other scripts, every script's decimal digits as ASCII ones: ``٢٠٣.٠.١١٣.٧٧``, and
+  no zero-width spaces, joiners, soft hyphens or no-break spaces:
+  ``jane@gmail\u200b.com``), also each decoding of it.
 * email: ``local@domain.tld`` with a dot in the domain and a TLD of 2+ letters
   (or an ``xn--`` label); Unicode letters allowed. Obfuscated forms such as
   ``john (at) example (dot) com`` are *not* detected. Image names with a density
@@ -613,6 +614,53 @@ _LOOKALIKES: Final = {
     ),
     **dict.fromkeys((0x2010, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212, 0xFE58), "-"),
 }
+# The other look-alikes of "." and ":" (an audit found "gmail⋅com", "gmail%EA%93%B8com"
+# and "2a01꞉4f8꞉c2c꞉abcd꞉꞉1" kept), generated from two sources rather than picked:
+# every character of category Po, Sm, Sk, Lm or Mc whose Unicode name ends in FULL
+# STOP, DOT or BULLET (read as ".") or COLON (":") and names one dot or colon (none of
+# TWO...SIX, DOUBLE, TRIPLE, DOTS, WITH, WITHIN, WHITE, CIRCLED, SQUARED, BLACK,
+# INVERSE, TRIANGULAR, HEART, SESAME, TAG, HYPHEN, EQUALS in it), and the single
+# characters Unicode's confusables.txt maps to ".", "·" or ":", which win where the two
+# disagree (MONGOLIAN FULL STOP looks like ":"). Left out: what NFKC already folds
+# (fullwidth, small and vertical forms), _LOOKALIKES above, and the Arabic-Indic zeros
+# U+0660 and U+06F0 (digits: see _ARABIC_ZERO_DOT_RE). Unicode 14 (Python 3.11);
+# tests/unit/test_detect.py re-derives the name part from unicodedata.
+_DOT_LOOKALIKES: Final = (
+    0x0702, 0x0888, 0x0971, 0x1362, 0x1427, 0x166E, 0x16EB, 0x2022, 0x22C5, 0x2CF9,
+    0x2CFE, 0x2E31, 0x2E33, 0x2E3C, 0xA4F8, 0xA4FF, 0xA60E, 0xA6F3, 0xA78F, 0x10101,
+    0x10A50, 0x10AF4, 0x11049, 0x115C4, 0x16AF5, 0x16E98, 0x1BC9F, 0x1D16D, 0x1DA88,
+)  # fmt: skip
+_COLON_LOOKALIKES: Final = (
+    0x02D0, 0x02F8, 0x05C3, 0x0703, 0x0704, 0x0705, 0x0903, 0x0A83, 0x1365, 0x1366,
+    0x16EC, 0x1803, 0x1804, 0x1809, 0x205A, 0x2236, 0x2982, 0xA4FD, 0xA6F4, 0xA789,
+    0x12471, 0x12472, 0x1DA8A,
+)  # fmt: skip
+# The zero of each run of ten decimal digits (category Nd) but ASCII's, from
+# unicodedata (Unicode 14: 65 scripts' digits; the test re-derives them). NFKC folds
+# only the fullwidth and mathematical ones: "٢٠٣.٠.١١٣.٧٧" and "२०३-०-११३-७७" are
+# addresses a reader sees (an audit found them kept); the detectors match [0-9].
+_DECIMAL_ZEROS: Final = (
+    0x0660, 0x06F0, 0x07C0, 0x0966, 0x09E6, 0x0A66, 0x0AE6, 0x0B66, 0x0BE6, 0x0C66,
+    0x0CE6, 0x0D66, 0x0DE6, 0x0E50, 0x0ED0, 0x0F20, 0x1040, 0x1090, 0x17E0, 0x1810,
+    0x1946, 0x19D0, 0x1A80, 0x1A90, 0x1B50, 0x1BB0, 0x1C40, 0x1C50, 0xA620, 0xA8D0,
+    0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10, 0x104A0, 0x10D30, 0x11066, 0x110F0,
+    0x11136, 0x111D0, 0x112F0, 0x11450, 0x114D0, 0x11650, 0x116C0, 0x11730, 0x118E0,
+    0x11950, 0x11C50, 0x11D50, 0x11DA0, 0x16A60, 0x16AC0, 0x16B50, 0x1D7CE, 0x1D7D8,
+    0x1D7E2, 0x1D7EC, 0x1D7F6, 0x1E140, 0x1E2F0, 0x1E950, 0x1FBF0,
+)  # fmt: skip
+_FOLD_TABLE: Final = {
+    **{zero + i: chr(0x30 + i) for zero in _DECIMAL_ZEROS for i in range(10)},
+    **dict.fromkeys(_DOT_LOOKALIKES, "."),
+    **dict.fromkeys(_COLON_LOOKALIKES, ":"),
+    **_LOOKALIKES,
+}
+# U+0660 and U+06F0, the Arabic-Indic zeros, look like "." (confusables.txt). Between
+# two letters or digits of another script ("gmail٠com", "203٠0٠113٠77") one is read as
+# a dot; next to a digit of its own script or to punctuation it is a zero
+# ("٢٠٣.٠.١١٣.٧٧", "١٠").
+_ARABIC_ZERO_DOT_RE: Final = re.compile(
+    r"(?<=[^\W_\u0660-\u0669\u06f0-\u06f9])[\u0660\u06f0](?=[^\W_\u0660-\u0669\u06f0-\u06f9])"
+)
 # What a reader does not see, or sees as a space: Unicode's Default_Ignorable_Code_Point
 # (zero-width spaces and joiners, soft hyphen, direction marks, variation selectors,
 # tags...), which IDNA's mapping drops from host names too, and every space but the
@@ -627,10 +675,12 @@ _INVISIBLE_RE: Final = re.compile(
 
 def fold_lookalikes(text: str) -> str:
     """``text`` as a reader sees it, for the detectors: compatibility forms folded
-    (NFKC: fullwidth "＠", "．", digits), look-alikes of ".", "@" and "-" read as
+    (NFKC: fullwidth "＠", "．", digits), look-alikes of ".", ":", "@" and "-" read as
     them (ideographic full stops as IDNA reads them in host names, middle dots,
-    Unicode hyphens), invisible characters and spaces other than " " removed, and
-    combining marks dropped (an audit found "jane@\u0301gmail.com" kept).
+    bullets, Unicode hyphens, modifier colons: ``_DOT_LOOKALIKES``), the decimal
+    digits of every script read as ASCII digits, invisible characters and spaces other
+    than " " removed, and combining marks dropped (an audit found
+    "jane@\u0301gmail.com" kept).
 
     >>> fold_lookalikes("jane＠example。com"), fold_lookalikes("plain")
     ('jane@example.com', 'plain')
@@ -638,6 +688,10 @@ def fold_lookalikes(text: str) -> str:
     ('jane.doe@gmail.com', 'abcd')
     >>> fold_lookalikes("jane@\u0301gmail·com"), fold_lookalikes("ec2‑203‑0‑113‑7")
     ('jane@gmail.com', 'ec2-203-0-113-7')
+    >>> fold_lookalikes("٢٠٣.٠.١١٣.٧٧"), fold_lookalikes("jane@gmail٠com")
+    ('203.0.113.77', 'jane@gmail.com')
+    >>> fold_lookalikes("2a01꞉4f8꞉꞉1"), fold_lookalikes("jane@gmail⋅com")
+    ('2a01:4f8::1', 'jane@gmail.com')
     """
     if text.isascii():
         return text
@@ -646,8 +700,10 @@ def fold_lookalikes(text: str) -> str:
     text = unicodedata.normalize("NFKD", _INVISIBLE_RE.sub("", text))
     # By category: 800 marks have combining class 0 ("jane@\u0489gmail.com", a review).
     text = "".join([c for c in text if unicodedata.category(c) not in ("Mn", "Me")])
-    text = unicodedata.normalize("NFKC", text)
-    return _INVISIBLE_RE.sub("", text).translate(_LOOKALIKES)
+    text = _INVISIBLE_RE.sub("", unicodedata.normalize("NFKC", text))
+    if "\u0660" in text or "\u06f0" in text:
+        text = _ARABIC_ZERO_DOT_RE.sub(".", text)
+    return text.translate(_FOLD_TABLE)
 
 
 def find_leak(text: str) -> str | None:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import random
+import re
 import string
+import unicodedata
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams import detect
 from streams.detect import find_leak, is_card, looks_random
 from streams.urls import template_path
 
@@ -83,6 +87,12 @@ CLEAN = [
     "/wiki/Donaudampfschifffahrtsgesellschaft_and_internationalization_stories",
     "/blog/INCOMPREHENSIBILITIES-OF-ANTIDISESTABLISHMENTARIANISM",
     "kraftfahrzeughaftpflichtversicherung-vergleich-2024",
+    # Other scripts' digits and punctuation, folded, are no address or mailbox.
+    "/ar/صفحة-١٢٣",
+    "/hi/दुःख",  # a visarga, a colon look-alike
+    "• sale • 20% off",
+    "١٠",
+    "x٠y",  # an Arabic-Indic zero between letters reads as a dot: "x.y"
 ]
 
 
@@ -192,6 +202,19 @@ LEAKS = [
     ("2a01-0-c386-bbc4-cd61-3e30--", "ipv6"),  # "::" at its end, with dashes
     ("2a01-0-c386-bbc4-cd61-3e30--.ipv6-literal.net", "ipv6"),
     ("/x/ip2a01%3A3b6f%3A8c5f%3Ae8f8%3Adc3b%3Af364%3Aeb8a%3Ac8cedeadbeef/y", "ipv6"),  # long glue
+    # Found by an audit (session 16), each kept before: digits of other scripts
+    ("\u0662\u0660\u0663.\u0660.\u0661\u0661\u0663.\u0667\u0667", "ipv4"),  # Arabic-Indic
+    ("\u0968\u0966\u0969.\u0966.\u0967\u0967\u0969.\u096d\u096d", "ipv4"),  # Devanagari
+    ("\u06f2\u06f0\u06f3.\u06f0.\u06f1\u06f1\u06f3.\u06f7\u06f7", "ipv4"),  # Persian
+    ("/h/\u0968\u0966\u0969-\u0966-\u0967\u0967\u0969-\u096d\u096d.duckdns.org", "ipv4"),
+    ("203\u06600\u0660113\u066077", "ipv4"),  # Arabic-Indic zeros for dots
+    # and look-alike dots and colons, raw and percent-encoded
+    ("/reset/jane.doe@gmail\u22c5com", "email"),
+    ("jane@gmail\u0660com", "email"),
+    ("/u/jane.doe%40gmail%EA%93%B8com", "email"),  # U+A4F8
+    ("utm_content=jane.doe%40gmail%E2%80%A2com", "email"),  # a bullet
+    ("/debug/client/2a01\ua7894f8\ua789c2c\ua789abcd\ua789\ua7891", "ipv6"),
+    ("/admin/ip/2a01%EA%9E%894f8%EA%9E%89c2c%EA%9E%89abcd%EA%9E%89%EA%9E%891", "ipv6"),
 ]
 
 
@@ -310,3 +333,60 @@ def test_glued_ipv6_needs_three_colons_or_a_global_first_group() -> None:
     assert find_leak("x_fe80::1:2_y") == "ipv6"
     assert find_leak("ip_2400::b_log") == "ipv6"  # 2000::/3, the clients' addresses
     assert find_leak("/docs/Vec3::dot") is None
+
+
+# The audit's look-alikes (session 16); U+FE13, U+FE55 and U+FF1A are NFKC's.
+DOT_LOOKALIKES = "\ua4f8\u0660\u06f0\u0702\ua60e\U00010a50\U0001d16d\u2022\u22c5\u2e31"
+COLON_LOOKALIKES = "\ua789\u2236\u02d0\u05c3\u0703\u0704\u1365\ufe13\ufe55\uff1a"
+
+
+@pytest.mark.parametrize("dot", list(DOT_LOOKALIKES))
+def test_lookalike_dots_do_not_hide_an_email(dot: str) -> None:
+    assert find_leak(f"/reset/jane.doe@gmail{dot}com") == "email"
+    assert find_leak(f"/reset/jane.doe@gmail{quote(dot)}com") == "email"
+
+
+@pytest.mark.parametrize("colon", list(COLON_LOOKALIKES))
+def test_lookalike_colons_do_not_hide_an_ipv6_address(colon: str) -> None:
+    address = "2a01:4f8:c2c:abcd::1".replace(":", colon)
+    assert find_leak(f"/debug/client/{address}") == "ipv6"
+    assert find_leak(f"/debug/client/{quote(address)}") == "ipv6"
+
+
+@pytest.mark.parametrize("zero", detect._DECIMAL_ZEROS)
+def test_an_address_in_any_scripts_digits_is_found(zero: int) -> None:
+    digits = {ord(str(i)): zero + i for i in range(10)}
+    assert find_leak("203.0.113.77".translate(digits)) == "ipv4"
+    assert find_leak("/h/ec2-203-0-113-77.compute-1.amazonaws.com".translate(digits)) == "ipv4"
+
+
+def _name_lookalikes() -> dict[int, str]:
+    """The name rule of detect._DOT_LOOKALIKES, re-derived from this Python's Unicode."""
+    ends = re.compile(r"\b(FULL STOP|DOT|BULLET|COLON)$")
+    others = {"TWO", "THREE", "FOUR", "FIVE", "SIX", "DOUBLE", "TRIPLE", "DOTS", "WITH",
+              "WITHIN", "WHITE", "CIRCLED", "SQUARED", "BLACK", "INVERSE", "TRIANGULAR",
+              "HEART", "SESAME", "TAG", "HYPHEN", "EQUALS"}  # fmt: skip
+    out = {}
+    for cp in range(0x80, 0x110000):
+        char = chr(cp)
+        name = unicodedata.name(char, "")
+        end = ends.search(name)
+        if (
+            end is not None
+            and unicodedata.category(char) in ("Po", "Sm", "Sk", "Lm", "Mc")
+            and not others.intersection(name.split())
+            and unicodedata.normalize("NFKC", char) == char
+        ):
+            out[cp] = ":" if end.group(1) == "COLON" else "."
+    return out
+
+
+def test_lookalike_and_digit_tables_match_unicodedata() -> None:
+    # A Python upgrade (a new Unicode version) adds characters: re-generate the constants.
+    table = detect._FOLD_TABLE
+    confusable = {0x1803: ":", 0x1809: ":"}  # confusables.txt wins where they disagree
+    for cp, target in _name_lookalikes().items():
+        assert table.get(cp) == confusable.get(cp, target), f"U+{cp:04X}"
+    zeros = [cp for cp in range(0x80, 0x110000) if unicodedata.category(chr(cp)) == "Nd"
+             and unicodedata.decimal(chr(cp)) == 0]  # fmt: skip
+    assert list(detect._DECIMAL_ZEROS) == zeros
