@@ -27,9 +27,11 @@ Decisions (each is pinned by a test in ``tests/unit/test_detect.py``):
   suffix (``logo@2x.png``, ``icon@1.5x.webp``: the whole domain is the density and an
   image extension, which no TLD is) are not emails; ``jane@1x.com`` is one.
 * ipv4: four dot-separated decimal parts 0-255 (leading zeros accepted, because some
-  parsers read them as octal: fail closed). Not part of a longer dotted-number run,
-  so version strings ``1.2.3`` and ``1.2.3.4.5`` are not addresses, but a 4-part
-  version whose parts are all <= 255 (``1.0.0.1``) is flagged: indistinguishable.
+  parsers read them as octal: fail closed), also inside a longer dotted-number run
+  (``10.203.0.113.77``, ``app-1.203.0.113.77.nip.io``: host names put labels before
+  an address). A version string of four or more parts all <= 255 (``1.0.0.1``,
+  ``1.2.3.4.5``) is flagged: indistinguishable; ``1.2.3`` and
+  ``120.0.6099.109`` are not.
   Also four numbers 0-255 joined by ``-`` or ``_``, in any longer run of them
   (``ec2-203-0-113-7.compute-1.amazonaws.com``, ``log_198_51_100_77.txt``): host and
   file names spell addresses that way. Hex and octal forms: see ``whatwg_ipv4``.
@@ -108,8 +110,12 @@ _DENSITY_RE: Final = re.compile(IMAGE_DENSITY + r"\Z", re.IGNORECASE)
 
 _JWT_RE: Final = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
 
+# Every window of four numbers in a longer dotted run is tried (a lookahead: matches
+# overlap): "app-1.203.0.113.77.nip.io" and "10.203.0.113.77" hold one (an audit found
+# them kept when runs of five numbers or more were skipped as version strings).
 _IPV4_RE: Final = re.compile(
-    r"(?<!\d)(?<!\d\.)(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:/(\d{1,3}))?(?!\d|\.\d)"
+    r"(?<![0-9])(?=([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})"
+    r"(?:/([0-9]{1,3}))?(?![0-9]))"
 )
 
 # IPv4 in the other notations browsers and inet_aton read (an audit found
@@ -128,9 +134,9 @@ _V4_PART_RE: Final = re.compile(r"0[xX][0-9A-Fa-f]*|0[0-7]*|[1-9][0-9]*")
 _IPV6_RE: Final = re.compile(
     r"(?<![0-9A-Za-z_])"
     r"(?=[0-9A-Fa-f]*:[0-9A-Fa-f]*:)"
-    r"([0-9A-Fa-f:]{2,45}(?:\.\d{1,3}){0,3})"
+    r"([0-9A-Fa-f:]{2,45}(?:\.[0-9]{1,3}){0,3})"
     r"(?:%[0-9A-Za-z._~-]+)?"
-    r"(?:/(\d{1,3}))?"
+    r"(?:/([0-9]{1,3}))?"
     r"(?![0-9A-Za-z_])"
 )
 
@@ -142,9 +148,9 @@ _IPV6_RE: Final = re.compile(
 _IPV6_GLUED_RE: Final = re.compile(
     r"(?<![0-9A-Fa-f:])"
     r"(?=[0-9A-Fa-f]*:[0-9A-Fa-f]*:)"
-    r"([0-9A-Fa-f:]{2,64}(?:\.\d{1,3}){0,3})"
+    r"([0-9A-Fa-f:]{2,64}(?:\.[0-9]{1,3}){0,3})"
     r"(?:%[0-9A-Za-z._~-]+)?"
-    r"(?:/(\d{1,3}))?"
+    r"(?:/([0-9]{1,3}))?"
     r"(?![0-9A-Fa-f:])"
 )
 
