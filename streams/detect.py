@@ -31,7 +31,11 @@ Decisions (each is pinned by a test in ``tests/unit/test_detect.py``):
   (``10.203.0.113.77``, ``app-1.203.0.113.77.nip.io``: host names put labels before
   an address). A version string of four or more parts all <= 255 (``1.0.0.1``,
   ``1.2.3.4.5``) is flagged: indistinguishable; ``1.2.3`` and
-  ``120.0.6099.109`` are not.
+  ``120.0.6099.109`` are not. Two or three numbers as browsers and ``inet_aton`` read
+  them (``203.0.29005``, ``203.29005``, ``0313.0.070515``: 203.0.113.77) where a host
+  stands (the whole string, after ``//`` or ``@``) when the last number is past 255
+  or one before it is octal (``1.2.3``, ``2024.11.30``, ``19.99`` are not;
+  ``3.14159`` alone is): see ``_has_short_ipv4``.
   Also four numbers 0-255 joined by ``-`` or ``_``, in any longer run of them
   (``ec2-203-0-113-7.compute-1.amazonaws.com``, ``log_198_51_100_77.txt``): host and
   file names spell addresses that way. Hex and octal forms: see ``whatwg_ipv4``.
@@ -127,6 +131,12 @@ _NUMERIC_V4_RE: Final = re.compile(
     rf"(?<![0-9A-Za-z.])((?:{V4_NUMBER})(?:\.(?:{V4_NUMBER})){{0,3}})\.?(?![0-9A-Za-z]|\.[0-9])"
 )
 _V4_PART_RE: Final = re.compile(r"0[xX][0-9A-Fa-f]*|0[0-7]*|[1-9][0-9]*")
+# The short forms, two or three numbers ("203.0.29005", "203.29005", "0313.0.070515" are
+# all 203.0.113.77: an audit found them published in ops.host), where a host stands:
+# the whole text, or after "//" or "@", up to a port, path, query or fragment.
+_SHORT_V4_RE: Final = re.compile(
+    rf"(?:\A|//|@)((?:{V4_NUMBER})(?:\.(?:{V4_NUMBER})){{1,2}})\.?(?=\Z|[:/?#\\])"
+)
 
 # Candidate text for an IPv6 address: hex groups and colons with at least two colons,
 # an optional dotted IPv4 tail, zone and prefix. ipaddress confirms; the regex only
@@ -179,6 +189,8 @@ _CARD_RE: Final = re.compile(r"(?<![0-9])[2-6](?:[ +-]?[0-9]){12,18}(?![0-9])")
 # gates cost 0.1-0.3 us on short strings. Each gate is a necessary condition:
 #   email needs "@"; encoded payloads need "%"; jwt needs "eyJ"; hex ipv4 needs "0x";
 #   octal ipv4, like dotted decimal, >= 3 dots and _V4_PRE;
+#   ipv4 of 2-3 numbers a "." and the text starting with a digit or holding "//" (or
+#   "@"), and _SHORT_V4_RE itself;
 #   ipv6 needs "::" or >= 6 colons (8 groups: 7 colons; with IPv4 tail: 6);
 #   ipv4 needs >= 3 dots and _V4_PRE, or >= 3 "-" or "_" and _DASHED_V4_PRE, or a
 #   label of 8 hex digits or 8-10 digits before a dot (_ADDRESS_LABEL_PRE); ipv6 with
@@ -189,6 +201,7 @@ _V4_PRE: Final = re.compile(r"[0-9]\.[0-9]{1,4}\.[0-9]{1,4}\.[0-9]")  # octal: "
 _DASHED_V4_PRE: Final = re.compile(r"[0-9][-_][0-9]{1,3}[-_][0-9]{1,3}[-_][0-9]")
 _SEPARATED_V6_PRE: Final = re.compile(r"2[0-9A-Ca-c][0-9A-Fa-f]{2}[-_.][0-9A-Fa-f]{0,4}[-_.]")
 _ADDRESS_LABEL_PRE: Final = re.compile(r"(?<![0-9A-Za-z-])(?:[0-9A-Fa-f]{8}|[0-9]{8,10})\.[A-Za-z]")
+_ASCII_DIGITS: Final = "0123456789"
 _CARD_PRE: Final = re.compile(r"[2-6](?<![0-9][2-6])(?:[ +-]?[0-9]){12}")
 _RUN_PRE: Final = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{32}")
 
@@ -200,6 +213,12 @@ def _maybe_leak(text: str) -> bool:
     if ":" in text and ("::" in text or text.count(":") >= 6):
         return True
     if text.count(".") >= 3 and _V4_PRE.search(text) is not None:
+        return True
+    if (
+        "." in text
+        and (text[:1] in _ASCII_DIGITS or "//" in text)
+        and _SHORT_V4_RE.search(text) is not None
+    ):
         return True
     if text.count("-") + text.count("_") >= 3 and _DASHED_V4_PRE.search(text) is not None:
         return True
@@ -291,6 +310,7 @@ def _has_ipv4(text: str) -> bool:
     return (
         _has_dotted_ipv4(text)
         or _has_other_ipv4(text)
+        or _has_short_ipv4(text)
         or dashed_ipv4(text)
         or _has_address_label_host(text)
     )
@@ -422,6 +442,36 @@ def _has_other_ipv4(text: str) -> bool:
         other = "0x" in span or "0X" in span or (span.count(".") >= 3 and _has_octal_part(span))
         # Below 1.0.0.0 is "this network", never a client's address.
         if other and (whatwg_ipv4(span) or 0) >= 1 << 24:
+            return True
+    return False
+
+
+def _has_short_ipv4(text: str) -> bool:
+    """Whether ``text`` is, or has after "//" or "@", a host of two or three numbers
+    that a browser reads as an address (:func:`whatwg_ipv4`) and that is written as
+    one: its last number past 255 (it fills two or three bytes) or an octal number
+    before it. Versions, dates and most decimals are not: the last number of ``1.2.3``
+    and ``2024.11.30`` fits one byte, and ``3.05`` is octal only in its last. A
+    decimal with more than three places is flagged: ``3.14159`` is 3.0.55.79.
+
+    >>> [_has_short_ipv4(x) for x in ["203.0.29005", "203.29005:443", "0313.0161.7"]]
+    [True, True, True]
+    >>> _has_short_ipv4("http://203.29005/"), _has_short_ipv4("jane@203.29005")
+    (True, True)
+    >>> [_has_short_ipv4(x) for x in ["1.2.3", "2024.11.30", "19.99", "3.05", "0.29005"]]
+    [False, False, False, False, False]
+    >>> _has_short_ipv4("/v/203.29005"), _has_short_ipv4("Chrome/124.0.6367")  # no host
+    (False, False)
+    """
+    for m in _SHORT_V4_RE.finditer(text):
+        span = m.group(1)
+        value = whatwg_ipv4(span)
+        # Below 1.0.0.0 is "this network", never a client's address.
+        if value is None or value < 1 << 24:
+            continue
+        *head, _ = span.split(".")
+        last = value & (0xFFFFFF if len(head) == 1 else 0xFFFF)
+        if last > 255 or any(len(p) > 1 and p[0] == "0" and p[1] in "01234567" for p in head):
             return True
     return False
 
@@ -725,6 +775,11 @@ def find_leak(text: str) -> str | None:
         or "0X" in text
         or (":" in text and ("::" in text or text.count(":") >= 6))
         or (text.count(".") >= 3 and _V4_PRE.search(text) is not None)
+        or (
+            "." in text
+            and (text[:1] in _ASCII_DIGITS or "//" in text)
+            and _SHORT_V4_RE.search(text) is not None
+        )
         or (text.count("-") + text.count("_") >= 3 and _DASHED_V4_PRE.search(text) is not None)
         # "in" scans first: most clean strings have neither (templated routes, words).
         or ("2" in text and _SEPARATED_V6_PRE.search(text) is not None)

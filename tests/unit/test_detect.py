@@ -94,6 +94,15 @@ CLEAN = [
     "• sale • 20% off",
     "١٠",
     "x٠y",  # an Arabic-Indic zero between letters reads as a dot: "x.y"
+    # Two or three numbers that are no host: a version, a date, a price, a decimal
+    # whose last number fits a byte or is octal only there, one in a path.
+    "1.2.3",
+    "2024.11.30",
+    "19.99",
+    "3.05",
+    "0.29005",  # "this network"
+    "/v/203.29005",
+    "Chrome/124.0.6367",
 ]
 
 
@@ -222,6 +231,16 @@ LEAKS = [
     ("10.203.0.113.77", "ipv4"),
     ("203.0.113.77.5", "ipv4"),
     ("1.2.3.4.5", "ipv4"),  # a 5-part version of small numbers: indistinguishable (documented)
+    # and an address in two or three numbers where a host stands (inet_aton, browsers)
+    ("203.0.29005", "ipv4"),
+    ("203.29005", "ipv4"),
+    ("0313.0.070515", "ipv4"),
+    ("0313.0161.7", "ipv4"),  # an octal number before the last
+    ("203.29005:8443", "ipv4"),
+    ("203.0.29005.", "ipv4"),
+    ("https://203.29005/admin", "ipv4"),
+    ("/go?u=http%3A%2F%2F203.0.29005%2F", "ipv4"),
+    ("jane@203.29005", "ipv4"),  # userinfo before a host
 ]
 
 
