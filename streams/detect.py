@@ -21,6 +21,8 @@ Decisions (each is pinned by a test in ``tests/unit/test_detect.py``):
   other scripts, every script's decimal digits as ASCII ones: ``٢٠٣.٠.١١٣.٧٧``, and
   no zero-width spaces, joiners, soft hyphens or no-break spaces:
   ``jane@gmail\u200b.com``), also each decoding of it.
+* Punycode: a label ``xn--...`` is also checked decoded, once, as :func:`readable`
+  (``xn------mphbhackf9ba.duckdns.org`` is ``२०३-०-११३-७७.duckdns.org``).
 * email: ``local@domain.tld`` with a dot in the domain and a TLD of 2+ letters
   (or an ``xn--`` label); Unicode letters allowed. Obfuscated forms such as
   ``john (at) example (dot) com`` are *not* detected. Image names with a density
@@ -96,6 +98,7 @@ __all__ = [
     "is_card",
     "label_spells_address",
     "looks_random",
+    "readable",
     "whatwg_ipv4",
 ]
 
@@ -193,14 +196,17 @@ _CARD_RE: Final = re.compile(r"(?<![0-9])[2-6](?:[ +-]?[0-9]){12,18}(?![0-9])")
 #   "@"), and _SHORT_V4_RE itself;
 #   ipv6 needs "::" or >= 6 colons (8 groups: 7 colons; with IPv4 tail: 6);
 #   ipv4 needs >= 3 dots and _V4_PRE, or >= 3 "-" or "_" and _DASHED_V4_PRE, or a
-#   label of 8 hex digits or 8-10 digits before a dot (_ADDRESS_LABEL_PRE); ipv6 with
-#   other separators needs _SEPARATED_V6_PRE;
+#   label of 8 hex digits or 8-10 or 12 digits before a dot (_ADDRESS_LABEL_PRE); ipv6
+#   with other separators needs _SEPARATED_V6_PRE; a punycode label ("xn--") is
+#   checked decoded;
 #   card needs >= 13 chars and _CARD_PRE;
 #   token needs >= 32 chars and _RUN_PRE (runs are found from their first char only).
 _V4_PRE: Final = re.compile(r"[0-9]\.[0-9]{1,4}\.[0-9]{1,4}\.[0-9]")  # octal: "0377"
 _DASHED_V4_PRE: Final = re.compile(r"[0-9][-_][0-9]{1,3}[-_][0-9]{1,3}[-_][0-9]")
 _SEPARATED_V6_PRE: Final = re.compile(r"2[0-9A-Ca-c][0-9A-Fa-f]{2}[-_.][0-9A-Fa-f]{0,4}[-_.]")
-_ADDRESS_LABEL_PRE: Final = re.compile(r"(?<![0-9A-Za-z-])(?:[0-9A-Fa-f]{8}|[0-9]{8,10})\.[A-Za-z]")
+_ADDRESS_LABEL_PRE: Final = re.compile(
+    r"(?<![0-9A-Za-z-])(?:[0-9A-Fa-f]{8}|[0-9]{8,10}|[0-9]{12})\.[A-Za-z]"
+)
 _ASCII_DIGITS: Final = "0123456789"
 _CARD_PRE: Final = re.compile(r"[2-6](?<![0-9][2-6])(?:[ +-]?[0-9]){12}")
 _RUN_PRE: Final = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{32}")
@@ -321,12 +327,16 @@ _HOST_RUN_RE: Final = re.compile(r"(?<![0-9a-z.-])(?:[0-9a-z-]+\.)+[a-z]{2,63}(?
 #: The Public Suffix List, private section included (also urls.py's).
 PUBLIC_SUFFIXES: Final = PublicSuffixList()
 _HEX32_LABEL_RE: Final = re.compile(r"[0-9a-f]{8}")
+_PADDED_V4_LABEL_RE: Final = re.compile(r"(?!000)([0-9]{3})([0-9]{3})([0-9]{3})([0-9]{3})")
 
 
 def label_spells_address(label: str) -> bool:
     """Whether a host-name label spells a whole IPv4 or IPv6 address on its own:
-    eight hex digits, a number a browser reads as one (:func:`whatwg_ipv4`), an IPv6
-    address with dashes for colons (:func:`_separated_ipv6`).
+    eight hex digits, a number a browser reads as one (:func:`whatwg_ipv4`), four
+    zero-padded numbers of 0-255 (``203000113077``: dynamic DNS names), an IPv6
+    address with dashes for colons (:func:`_separated_ipv6`); a punycode label also
+    as a reader sees it (:func:`readable`: ``xn------mphbhackf9ba`` is
+    ``२०३-०-११३-७७``, 203.0.113.77).
 
     >>> [label_spells_address(x) for x in ["cb00714d", "3405803885", "2600-3c01--f03c-93ff"]]
     [True, True, True]
@@ -334,9 +344,20 @@ def label_spells_address(label: str) -> bool:
     [False, False, False, True]
     >>> label_spells_address("0xcb00714d"), label_spells_address("9999999999")  # > 2**32
     (True, False)
+    >>> label_spells_address("203000113077"), label_spells_address("203000113256")
+    (True, False)
+    >>> label_spells_address("xn------mphbhackf9ba"), label_spells_address("xn--bcher-kva")
+    (True, False)
     """
     if _HEX32_LABEL_RE.fullmatch(label) or (whatwg_ipv4(label) or 0) >= 1 << 24:
         return True
+    padded = _PADDED_V4_LABEL_RE.fullmatch(label)
+    if padded is not None and all(int(n) <= 255 for n in padded.groups()):
+        return True
+    if label[:4].lower() == "xn--":
+        seen = readable(label)
+        if seen != label and (label_spells_address(seen) or _has_ipv4(seen) or _has_ipv6(seen)):
+            return True
     return _separated_ipv6(label)
 
 
@@ -762,8 +783,34 @@ def fold_lookalikes(text: str) -> str:
     return text.translate(_FOLD_TABLE)
 
 
-def find_leak(text: str) -> str | None:
-    """Name of the first detector that fires on ``text``, or ``None`` if it is clean."""
+# A punycode label: IDNA's ASCII form of a label that is not ("xn--bcher-kva" is
+# "bücher"), in which digits of other scripts hide (an audit found
+# "xn------mphbhackf9ba.duckdns.org", "२०३-०-११३-७७", published as a referrer).
+_PUNYCODE_LABEL_RE: Final = re.compile(r"(?<![0-9A-Za-z-])[xX][nN]--([0-9A-Za-z-]+)")
+
+
+def _punycode_decoded(m: re.Match[str]) -> str:
+    try:
+        return m.group(1).encode("ascii").decode("punycode")
+    except (UnicodeError, ValueError, OverflowError):  # not valid punycode: as it is
+        return m.group()
+
+
+def readable(text: str) -> str:
+    """``text`` as a reader sees it: punycode labels decoded, then
+    :func:`fold_lookalikes`.
+
+    >>> readable("xn------mphbhackf9ba.duckdns.org"), readable("xn--bcher-kva.de")
+    ('203-0-113-77.duckdns.org', 'bucher.de')
+    """
+    if "n--" in text or "N--" in text:
+        text = _PUNYCODE_LABEL_RE.sub(_punycode_decoded, text)
+    return text if text.isascii() else fold_lookalikes(text)
+
+
+def find_leak(text: str, *, labels: bool = True) -> str | None:
+    """Name of the first detector that fires on ``text``, or ``None`` if it is clean;
+    with ``labels``, punycode labels are also checked decoded (once: no more levels)."""
     if not text.isascii():  # O(1) in CPython: the common ASCII case pays nothing
         text = fold_lookalikes(text)
     # _maybe_leak inlined: the clean path is the hot path and a call costs ~0.1 us.
@@ -786,6 +833,8 @@ def find_leak(text: str) -> str | None:
         or ("." in text and _ADDRESS_LABEL_PRE.search(text) is not None)
         or (len(text) >= 13 and _CARD_PRE.search(text) is not None)
         or (len(text) >= 32 and _RUN_PRE.search(text) is not None)
+        or "n--" in text  # punycode: "xn--", as any case
+        or "N--" in text
     ):
         return None
     hit = _detect(text)
@@ -799,6 +848,10 @@ def find_leak(text: str) -> str | None:
             hit = _detect(decoded)
             if hit is not None:
                 return hit
+    if labels and ("n--" in text or "N--" in text):
+        seen = readable(text)
+        if seen != text:
+            return find_leak(seen, labels=False)
     return None
 
 

@@ -103,6 +103,12 @@ CLEAN = [
     "0.29005",  # "this network"
     "/v/203.29005",
     "Chrome/124.0.6367",
+    # Punycode labels with no address in them, valid or not; 12 digits that are not
+    # four numbers of 0-255.
+    "xn--bcher-kva.de",
+    "/tag/xn--zzzzzzzzzz-",
+    "XN--80AKHBYKNJ4F.XN--P1AI",
+    "123456789012.dkr.ecr.us-east-1.amazonaws.com",
 ]
 
 
@@ -241,6 +247,10 @@ LEAKS = [
     ("https://203.29005/admin", "ipv4"),
     ("/go?u=http%3A%2F%2F203.0.29005%2F", "ipv4"),
     ("jane@203.29005", "ipv4"),  # userinfo before a host
+    # and host names whose label spells an address zero-padded, or in other digits
+    ("/go?u=203000113077.duckdns.org", "ipv4"),
+    ("/go?u=xn------mphbhackf9ba.duckdns.org", "ipv4"),  # २०३-०-११३-७७
+    ("XN------MPHBHACKF9BA.DUCKDNS.ORG", "ipv4"),
 ]
 
 
@@ -417,3 +427,11 @@ def test_lookalike_and_digit_tables_match_unicodedata() -> None:
     zeros = [cp for cp in range(0x80, 0x110000) if unicodedata.category(chr(cp)) == "Nd"
              and unicodedata.decimal(chr(cp)) == 0]  # fmt: skip
     assert list(detect._DECIMAL_ZEROS) == zeros
+
+
+@settings(max_examples=300)
+@given(st.text(alphabet=string.ascii_letters + string.digits + "-.", max_size=40))
+def test_any_punycode_label_is_decoded_or_kept(code: str) -> None:
+    # Invalid punycode is checked as written: no exception escapes the sweep.
+    assert find_leak(f"xn--{code}") in {None, "ipv4", "ipv6", "token", "card"}
+    assert detect.readable(f"XN--{code}") is not None
