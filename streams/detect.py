@@ -137,9 +137,9 @@ _V4_PART_RE: Final = re.compile(r"0[xX][0-9A-Fa-f]*|0[0-7]*|[1-9][0-9]*")
 # The short forms, two or three numbers ("203.0.29005", "203.29005", "0313.0.070515" are
 # all 203.0.113.77: an audit found them published in ops.host), where a host stands:
 # the whole text, or after "//" or "@", up to a port, path, query or fragment.
-_SHORT_V4_RE: Final = re.compile(
-    rf"(?:\A|//|@)((?:{V4_NUMBER})(?:\.(?:{V4_NUMBER})){{1,2}})\.?(?=\Z|[:/?#\\])"
-)
+_SHORT_V4: Final = rf"((?:{V4_NUMBER})(?:\.(?:{V4_NUMBER})){{1,2}})\.?(?=\Z|[:/?#\\])"
+_SHORT_V4_WHOLE_RE: Final = re.compile(_SHORT_V4)  # .match: the text starts with it
+_SHORT_V4_AFTER_RE: Final = re.compile(f"(?://|@){_SHORT_V4}")
 
 # Candidate text for an IPv6 address: hex groups and colons with at least two colons,
 # an optional dotted IPv4 tail, zone and prefix. ipaddress confirms; the regex only
@@ -192,8 +192,8 @@ _CARD_RE: Final = re.compile(r"(?<![0-9])[2-6](?:[ +-]?[0-9]){12,18}(?![0-9])")
 # gates cost 0.1-0.3 us on short strings. Each gate is a necessary condition:
 #   email needs "@"; encoded payloads need "%"; jwt needs "eyJ"; hex ipv4 needs "0x";
 #   octal ipv4, like dotted decimal, >= 3 dots and _V4_PRE;
-#   ipv4 of 2-3 numbers a "." and the text starting with a digit or holding "//" (or
-#   "@"), and _SHORT_V4_RE itself;
+#   ipv4 of 2-3 numbers a "." and the text starting with it or holding "//" (or "@")
+#   and it after them (_SHORT_V4_WHOLE_RE, _SHORT_V4_AFTER_RE);
 #   ipv6 needs "::" or >= 6 colons (8 groups: 7 colons; with IPv4 tail: 6);
 #   ipv4 needs >= 3 dots and _V4_PRE, or >= 3 "-" or "_" and _DASHED_V4_PRE, or a
 #   label of 8 hex digits or 8-10 or 12 digits before a dot (_ADDRESS_LABEL_PRE); ipv6
@@ -207,7 +207,6 @@ _SEPARATED_V6_PRE: Final = re.compile(r"2[0-9A-Ca-c][0-9A-Fa-f]{2}[-_.][0-9A-Fa-
 _ADDRESS_LABEL_PRE: Final = re.compile(
     r"(?<![0-9A-Za-z-])(?:[0-9A-Fa-f]{8}|[0-9]{8,10}|[0-9]{12})\.[A-Za-z]"
 )
-_ASCII_DIGITS: Final = "0123456789"
 _CARD_PRE: Final = re.compile(r"[2-6](?<![0-9][2-6])(?:[ +-]?[0-9]){12}")
 _RUN_PRE: Final = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{32}")
 
@@ -220,10 +219,9 @@ def _maybe_leak(text: str) -> bool:
         return True
     if text.count(".") >= 3 and _V4_PRE.search(text) is not None:
         return True
-    if (
-        "." in text
-        and (text[:1] in _ASCII_DIGITS or "//" in text)
-        and _SHORT_V4_RE.search(text) is not None
+    if "." in text and (
+        (text[:1] in "0123456789" and _SHORT_V4_WHOLE_RE.match(text) is not None)
+        or ("//" in text and _SHORT_V4_AFTER_RE.search(text) is not None)
     ):
         return True
     if text.count("-") + text.count("_") >= 3 and _DASHED_V4_PRE.search(text) is not None:
@@ -484,7 +482,12 @@ def _has_short_ipv4(text: str) -> bool:
     >>> _has_short_ipv4("/v/203.29005"), _has_short_ipv4("Chrome/124.0.6367")  # no host
     (False, False)
     """
-    for m in _SHORT_V4_RE.finditer(text):
+    found = [_SHORT_V4_WHOLE_RE.match(text)]
+    if "//" in text or "@" in text:
+        found.extend(_SHORT_V4_AFTER_RE.finditer(text))
+    for m in found:
+        if m is None:
+            continue
         span = m.group(1)
         value = whatwg_ipv4(span)
         # Below 1.0.0.0 is "this network", never a client's address.
@@ -803,7 +806,7 @@ def readable(text: str) -> str:
     >>> readable("xn------mphbhackf9ba.duckdns.org"), readable("xn--bcher-kva.de")
     ('203-0-113-77.duckdns.org', 'bucher.de')
     """
-    if "n--" in text or "N--" in text:
+    if "--" in text:
         text = _PUNYCODE_LABEL_RE.sub(_punycode_decoded, text)
     return text if text.isascii() else fold_lookalikes(text)
 
@@ -824,8 +827,10 @@ def find_leak(text: str, *, labels: bool = True) -> str | None:
         or (text.count(".") >= 3 and _V4_PRE.search(text) is not None)
         or (
             "." in text
-            and (text[:1] in _ASCII_DIGITS or "//" in text)
-            and _SHORT_V4_RE.search(text) is not None
+            and (
+                (text[:1] in "0123456789" and _SHORT_V4_WHOLE_RE.match(text) is not None)
+                or ("//" in text and _SHORT_V4_AFTER_RE.search(text) is not None)
+            )
         )
         or (text.count("-") + text.count("_") >= 3 and _DASHED_V4_PRE.search(text) is not None)
         # "in" scans first: most clean strings have neither (templated routes, words).
@@ -833,8 +838,7 @@ def find_leak(text: str, *, labels: bool = True) -> str | None:
         or ("." in text and _ADDRESS_LABEL_PRE.search(text) is not None)
         or (len(text) >= 13 and _CARD_PRE.search(text) is not None)
         or (len(text) >= 32 and _RUN_PRE.search(text) is not None)
-        or "n--" in text  # punycode: "xn--", as any case
-        or "N--" in text
+        or "--" in text  # punycode: "xn--", in any case
     ):
         return None
     hit = _detect(text)
@@ -848,7 +852,7 @@ def find_leak(text: str, *, labels: bool = True) -> str | None:
             hit = _detect(decoded)
             if hit is not None:
                 return hit
-    if labels and ("n--" in text or "N--" in text):
+    if labels and "--" in text:
         seen = readable(text)
         if seen != text:
             return find_leak(seen, labels=False)
