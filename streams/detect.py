@@ -17,18 +17,27 @@ Decisions (each is pinned by a test in ``tests/unit/test_detect.py``):
   checked after decoding, up to eight times (catches ``john%40x.com``, double-encoded
   ``%2540``, ``2001%3Adb8%3A%3A1``, ``john%u0040x.com``).
 * Look-alikes and invisible characters: text that is not ASCII is checked after
-  :func:`fold_lookalikes` (fullwidth ``＠``, ideographic ``。``, and no zero-width
-  spaces, joiners, soft hyphens or no-break spaces: ``jane@gmail\u200b.com``), also
-  each decoding of it.
+  :func:`fold_lookalikes` (fullwidth ``＠``, ideographic ``。``, dots and colons of
+  other scripts, every script's decimal digits as ASCII ones: ``٢٠٣.٠.١١٣.٧٧``, and
+  no zero-width spaces, joiners, soft hyphens or no-break spaces:
+  ``jane@gmail\u200b.com``), also each decoding of it.
+* Punycode: a label ``xn--...`` is also checked decoded, once, as :func:`readable`
+  (``xn------mphbhackf9ba.duckdns.org`` is ``२०३-०-११३-७७.duckdns.org``).
 * email: ``local@domain.tld`` with a dot in the domain and a TLD of 2+ letters
   (or an ``xn--`` label); Unicode letters allowed. Obfuscated forms such as
   ``john (at) example (dot) com`` are *not* detected. Image names with a density
   suffix (``logo@2x.png``, ``icon@1.5x.webp``: the whole domain is the density and an
   image extension, which no TLD is) are not emails; ``jane@1x.com`` is one.
 * ipv4: four dot-separated decimal parts 0-255 (leading zeros accepted, because some
-  parsers read them as octal: fail closed). Not part of a longer dotted-number run,
-  so version strings ``1.2.3`` and ``1.2.3.4.5`` are not addresses, but a 4-part
-  version whose parts are all <= 255 (``1.0.0.1``) is flagged: indistinguishable.
+  parsers read them as octal: fail closed), also inside a longer dotted-number run
+  (``10.203.0.113.77``, ``app-1.203.0.113.77.nip.io``: host names put labels before
+  an address). A version string of four or more parts all <= 255 (``1.0.0.1``,
+  ``1.2.3.4.5``) is flagged: indistinguishable; ``1.2.3`` and
+  ``120.0.6099.109`` are not. Two or three numbers as browsers and ``inet_aton`` read
+  them (``203.0.29005``, ``203.29005``, ``0313.0.070515``: 203.0.113.77) where a host
+  stands (the whole string, after ``//`` or ``@``) when the last number is past 255
+  or one before it is octal (``1.2.3``, ``2024.11.30``, ``19.99`` are not;
+  ``3.14159`` alone is): see ``_has_short_ipv4``.
   Also four numbers 0-255 joined by ``-`` or ``_``, in any longer run of them
   (``ec2-203-0-113-7.compute-1.amazonaws.com``, ``log_198_51_100_77.txt``): host and
   file names spell addresses that way. Hex and octal forms: see ``whatwg_ipv4``.
@@ -89,6 +98,7 @@ __all__ = [
     "is_card",
     "label_spells_address",
     "looks_random",
+    "readable",
     "whatwg_ipv4",
 ]
 
@@ -107,8 +117,12 @@ _DENSITY_RE: Final = re.compile(IMAGE_DENSITY + r"\Z", re.IGNORECASE)
 
 _JWT_RE: Final = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
 
+# Every window of four numbers in a longer dotted run is tried (a lookahead: matches
+# overlap): "app-1.203.0.113.77.nip.io" and "10.203.0.113.77" hold one (an audit found
+# them kept when runs of five numbers or more were skipped as version strings).
 _IPV4_RE: Final = re.compile(
-    r"(?<!\d)(?<!\d\.)(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:/(\d{1,3}))?(?!\d|\.\d)"
+    r"(?<![0-9])(?=([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})"
+    r"(?:/([0-9]{1,3}))?(?![0-9]))"
 )
 
 # IPv4 in the other notations browsers and inet_aton read (an audit found
@@ -120,6 +134,12 @@ _NUMERIC_V4_RE: Final = re.compile(
     rf"(?<![0-9A-Za-z.])((?:{V4_NUMBER})(?:\.(?:{V4_NUMBER})){{0,3}})\.?(?![0-9A-Za-z]|\.[0-9])"
 )
 _V4_PART_RE: Final = re.compile(r"0[xX][0-9A-Fa-f]*|0[0-7]*|[1-9][0-9]*")
+# The short forms, two or three numbers ("203.0.29005", "203.29005", "0313.0.070515" are
+# all 203.0.113.77: an audit found them published in ops.host), where a host stands:
+# the whole text, or after "//" or "@", up to a port, path, query or fragment.
+_SHORT_V4: Final = rf"((?:{V4_NUMBER})(?:\.(?:{V4_NUMBER})){{1,2}})\.?(?=\Z|[:/?#\\])"
+_SHORT_V4_WHOLE_RE: Final = re.compile(_SHORT_V4)  # .match: the text starts with it
+_SHORT_V4_AFTER_RE: Final = re.compile(f"(?://|@){_SHORT_V4}")
 
 # Candidate text for an IPv6 address: hex groups and colons with at least two colons,
 # an optional dotted IPv4 tail, zone and prefix. ipaddress confirms; the regex only
@@ -127,9 +147,9 @@ _V4_PART_RE: Final = re.compile(r"0[xX][0-9A-Fa-f]*|0[0-7]*|[1-9][0-9]*")
 _IPV6_RE: Final = re.compile(
     r"(?<![0-9A-Za-z_])"
     r"(?=[0-9A-Fa-f]*:[0-9A-Fa-f]*:)"
-    r"([0-9A-Fa-f:]{2,45}(?:\.\d{1,3}){0,3})"
+    r"([0-9A-Fa-f:]{2,45}(?:\.[0-9]{1,3}){0,3})"
     r"(?:%[0-9A-Za-z._~-]+)?"
-    r"(?:/(\d{1,3}))?"
+    r"(?:/([0-9]{1,3}))?"
     r"(?![0-9A-Za-z_])"
 )
 
@@ -141,9 +161,9 @@ _IPV6_RE: Final = re.compile(
 _IPV6_GLUED_RE: Final = re.compile(
     r"(?<![0-9A-Fa-f:])"
     r"(?=[0-9A-Fa-f]*:[0-9A-Fa-f]*:)"
-    r"([0-9A-Fa-f:]{2,64}(?:\.\d{1,3}){0,3})"
+    r"([0-9A-Fa-f:]{2,64}(?:\.[0-9]{1,3}){0,3})"
     r"(?:%[0-9A-Za-z._~-]+)?"
-    r"(?:/(\d{1,3}))?"
+    r"(?:/([0-9]{1,3}))?"
     r"(?![0-9A-Fa-f:])"
 )
 
@@ -172,16 +192,21 @@ _CARD_RE: Final = re.compile(r"(?<![0-9])[2-6](?:[ +-]?[0-9]){12,18}(?![0-9])")
 # gates cost 0.1-0.3 us on short strings. Each gate is a necessary condition:
 #   email needs "@"; encoded payloads need "%"; jwt needs "eyJ"; hex ipv4 needs "0x";
 #   octal ipv4, like dotted decimal, >= 3 dots and _V4_PRE;
+#   ipv4 of 2-3 numbers a "." and the text starting with it or holding "//" (or "@")
+#   and it after them (_SHORT_V4_WHOLE_RE, _SHORT_V4_AFTER_RE);
 #   ipv6 needs "::" or >= 6 colons (8 groups: 7 colons; with IPv4 tail: 6);
 #   ipv4 needs >= 3 dots and _V4_PRE, or >= 3 "-" or "_" and _DASHED_V4_PRE, or a
-#   label of 8 hex digits or 8-10 digits before a dot (_ADDRESS_LABEL_PRE); ipv6 with
-#   other separators needs _SEPARATED_V6_PRE;
+#   label of 8 hex digits or 8-10 or 12 digits before a dot (_ADDRESS_LABEL_PRE); ipv6
+#   with other separators needs _SEPARATED_V6_PRE; a punycode label ("xn--") is
+#   checked decoded;
 #   card needs >= 13 chars and _CARD_PRE;
 #   token needs >= 32 chars and _RUN_PRE (runs are found from their first char only).
 _V4_PRE: Final = re.compile(r"[0-9]\.[0-9]{1,4}\.[0-9]{1,4}\.[0-9]")  # octal: "0377"
 _DASHED_V4_PRE: Final = re.compile(r"[0-9][-_][0-9]{1,3}[-_][0-9]{1,3}[-_][0-9]")
 _SEPARATED_V6_PRE: Final = re.compile(r"2[0-9A-Ca-c][0-9A-Fa-f]{2}[-_.][0-9A-Fa-f]{0,4}[-_.]")
-_ADDRESS_LABEL_PRE: Final = re.compile(r"(?<![0-9A-Za-z-])(?:[0-9A-Fa-f]{8}|[0-9]{8,10})\.[A-Za-z]")
+_ADDRESS_LABEL_PRE: Final = re.compile(
+    r"(?<![0-9A-Za-z-])(?:[0-9A-Fa-f]{8}|[0-9]{8,10}|[0-9]{12})\.[A-Za-z]"
+)
 _CARD_PRE: Final = re.compile(r"[2-6](?<![0-9][2-6])(?:[ +-]?[0-9]){12}")
 _RUN_PRE: Final = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{32}")
 
@@ -193,6 +218,11 @@ def _maybe_leak(text: str) -> bool:
     if ":" in text and ("::" in text or text.count(":") >= 6):
         return True
     if text.count(".") >= 3 and _V4_PRE.search(text) is not None:
+        return True
+    if "." in text and (
+        (text[:1] in "0123456789" and _SHORT_V4_WHOLE_RE.match(text) is not None)
+        or ("//" in text and _SHORT_V4_AFTER_RE.search(text) is not None)
+    ):
         return True
     if text.count("-") + text.count("_") >= 3 and _DASHED_V4_PRE.search(text) is not None:
         return True
@@ -284,6 +314,7 @@ def _has_ipv4(text: str) -> bool:
     return (
         _has_dotted_ipv4(text)
         or _has_other_ipv4(text)
+        or _has_short_ipv4(text)
         or dashed_ipv4(text)
         or _has_address_label_host(text)
     )
@@ -294,12 +325,16 @@ _HOST_RUN_RE: Final = re.compile(r"(?<![0-9a-z.-])(?:[0-9a-z-]+\.)+[a-z]{2,63}(?
 #: The Public Suffix List, private section included (also urls.py's).
 PUBLIC_SUFFIXES: Final = PublicSuffixList()
 _HEX32_LABEL_RE: Final = re.compile(r"[0-9a-f]{8}")
+_PADDED_V4_LABEL_RE: Final = re.compile(r"(?!000)([0-9]{3})([0-9]{3})([0-9]{3})([0-9]{3})")
 
 
 def label_spells_address(label: str) -> bool:
     """Whether a host-name label spells a whole IPv4 or IPv6 address on its own:
-    eight hex digits, a number a browser reads as one (:func:`whatwg_ipv4`), an IPv6
-    address with dashes for colons (:func:`_separated_ipv6`).
+    eight hex digits, a number a browser reads as one (:func:`whatwg_ipv4`), four
+    zero-padded numbers of 0-255 (``203000113077``: dynamic DNS names), an IPv6
+    address with dashes for colons (:func:`_separated_ipv6`); a punycode label also
+    as a reader sees it (:func:`readable`: ``xn------mphbhackf9ba`` is
+    ``२०३-०-११३-७७``, 203.0.113.77).
 
     >>> [label_spells_address(x) for x in ["cb00714d", "3405803885", "2600-3c01--f03c-93ff"]]
     [True, True, True]
@@ -307,9 +342,20 @@ def label_spells_address(label: str) -> bool:
     [False, False, False, True]
     >>> label_spells_address("0xcb00714d"), label_spells_address("9999999999")  # > 2**32
     (True, False)
+    >>> label_spells_address("203000113077"), label_spells_address("203000113256")
+    (True, False)
+    >>> label_spells_address("xn------mphbhackf9ba"), label_spells_address("xn--bcher-kva")
+    (True, False)
     """
     if _HEX32_LABEL_RE.fullmatch(label) or (whatwg_ipv4(label) or 0) >= 1 << 24:
         return True
+    padded = _PADDED_V4_LABEL_RE.fullmatch(label)
+    if padded is not None and all(int(n) <= 255 for n in padded.groups()):
+        return True
+    if label[:4].lower() == "xn--":
+        seen = readable(label)
+        if seen != label and (label_spells_address(seen) or _has_ipv4(seen) or _has_ipv6(seen)):
+            return True
     return _separated_ipv6(label)
 
 
@@ -415,6 +461,41 @@ def _has_other_ipv4(text: str) -> bool:
         other = "0x" in span or "0X" in span or (span.count(".") >= 3 and _has_octal_part(span))
         # Below 1.0.0.0 is "this network", never a client's address.
         if other and (whatwg_ipv4(span) or 0) >= 1 << 24:
+            return True
+    return False
+
+
+def _has_short_ipv4(text: str) -> bool:
+    """Whether ``text`` is, or has after "//" or "@", a host of two or three numbers
+    that a browser reads as an address (:func:`whatwg_ipv4`) and that is written as
+    one: its last number past 255 (it fills two or three bytes) or an octal number
+    before it. Versions, dates and most decimals are not: the last number of ``1.2.3``
+    and ``2024.11.30`` fits one byte, and ``3.05`` is octal only in its last. A
+    decimal with more than three places is flagged: ``3.14159`` is 3.0.55.79.
+
+    >>> [_has_short_ipv4(x) for x in ["203.0.29005", "203.29005:443", "0313.0161.7"]]
+    [True, True, True]
+    >>> _has_short_ipv4("http://203.29005/"), _has_short_ipv4("jane@203.29005")
+    (True, True)
+    >>> [_has_short_ipv4(x) for x in ["1.2.3", "2024.11.30", "19.99", "3.05", "0.29005"]]
+    [False, False, False, False, False]
+    >>> _has_short_ipv4("/v/203.29005"), _has_short_ipv4("Chrome/124.0.6367")  # no host
+    (False, False)
+    """
+    found = [_SHORT_V4_WHOLE_RE.match(text)]
+    if "//" in text or "@" in text:
+        found.extend(_SHORT_V4_AFTER_RE.finditer(text))
+    for m in found:
+        if m is None:
+            continue
+        span = m.group(1)
+        value = whatwg_ipv4(span)
+        # Below 1.0.0.0 is "this network", never a client's address.
+        if value is None or value < 1 << 24:
+            continue
+        *head, _ = span.split(".")
+        last = value & (0xFFFFFF if len(head) == 1 else 0xFFFF)
+        if last > 255 or any(len(p) > 1 and p[0] == "0" and p[1] in "01234567" for p in head):
             return True
     return False
 
@@ -613,6 +694,53 @@ _LOOKALIKES: Final = {
     ),
     **dict.fromkeys((0x2010, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212, 0xFE58), "-"),
 }
+# The other look-alikes of "." and ":" (an audit found "gmail⋅com", "gmail%EA%93%B8com"
+# and "2a01꞉4f8꞉c2c꞉abcd꞉꞉1" kept), generated from two sources rather than picked:
+# every character of category Po, Sm, Sk, Lm or Mc whose Unicode name ends in FULL
+# STOP, DOT or BULLET (read as ".") or COLON (":") and names one dot or colon (none of
+# TWO...SIX, DOUBLE, TRIPLE, DOTS, WITH, WITHIN, WHITE, CIRCLED, SQUARED, BLACK,
+# INVERSE, TRIANGULAR, HEART, SESAME, TAG, HYPHEN, EQUALS in it), and the single
+# characters Unicode's confusables.txt maps to ".", "·" or ":", which win where the two
+# disagree (MONGOLIAN FULL STOP looks like ":"). Left out: what NFKC already folds
+# (fullwidth, small and vertical forms), _LOOKALIKES above, and the Arabic-Indic zeros
+# U+0660 and U+06F0 (digits: see _ARABIC_ZERO_DOT_RE). Unicode 14 (Python 3.11);
+# tests/unit/test_detect.py re-derives the name part from unicodedata.
+_DOT_LOOKALIKES: Final = (
+    0x0702, 0x0888, 0x0971, 0x1362, 0x1427, 0x166E, 0x16EB, 0x2022, 0x22C5, 0x2CF9,
+    0x2CFE, 0x2E31, 0x2E33, 0x2E3C, 0xA4F8, 0xA4FF, 0xA60E, 0xA6F3, 0xA78F, 0x10101,
+    0x10A50, 0x10AF4, 0x11049, 0x115C4, 0x16AF5, 0x16E98, 0x1BC9F, 0x1D16D, 0x1DA88,
+)  # fmt: skip
+_COLON_LOOKALIKES: Final = (
+    0x02D0, 0x02F8, 0x05C3, 0x0703, 0x0704, 0x0705, 0x0903, 0x0A83, 0x1365, 0x1366,
+    0x16EC, 0x1803, 0x1804, 0x1809, 0x205A, 0x2236, 0x2982, 0xA4FD, 0xA6F4, 0xA789,
+    0x12471, 0x12472, 0x1DA8A,
+)  # fmt: skip
+# The zero of each run of ten decimal digits (category Nd) but ASCII's, from
+# unicodedata (Unicode 14: 65 scripts' digits; the test re-derives them). NFKC folds
+# only the fullwidth and mathematical ones: "٢٠٣.٠.١١٣.٧٧" and "२०३-०-११३-७७" are
+# addresses a reader sees (an audit found them kept); the detectors match [0-9].
+_DECIMAL_ZEROS: Final = (
+    0x0660, 0x06F0, 0x07C0, 0x0966, 0x09E6, 0x0A66, 0x0AE6, 0x0B66, 0x0BE6, 0x0C66,
+    0x0CE6, 0x0D66, 0x0DE6, 0x0E50, 0x0ED0, 0x0F20, 0x1040, 0x1090, 0x17E0, 0x1810,
+    0x1946, 0x19D0, 0x1A80, 0x1A90, 0x1B50, 0x1BB0, 0x1C40, 0x1C50, 0xA620, 0xA8D0,
+    0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10, 0x104A0, 0x10D30, 0x11066, 0x110F0,
+    0x11136, 0x111D0, 0x112F0, 0x11450, 0x114D0, 0x11650, 0x116C0, 0x11730, 0x118E0,
+    0x11950, 0x11C50, 0x11D50, 0x11DA0, 0x16A60, 0x16AC0, 0x16B50, 0x1D7CE, 0x1D7D8,
+    0x1D7E2, 0x1D7EC, 0x1D7F6, 0x1E140, 0x1E2F0, 0x1E950, 0x1FBF0,
+)  # fmt: skip
+_FOLD_TABLE: Final = {
+    **{zero + i: chr(0x30 + i) for zero in _DECIMAL_ZEROS for i in range(10)},
+    **dict.fromkeys(_DOT_LOOKALIKES, "."),
+    **dict.fromkeys(_COLON_LOOKALIKES, ":"),
+    **_LOOKALIKES,
+}
+# U+0660 and U+06F0, the Arabic-Indic zeros, look like "." (confusables.txt). Between
+# two letters or digits of another script ("gmail٠com", "203٠0٠113٠77") one is read as
+# a dot; next to a digit of its own script or to punctuation it is a zero
+# ("٢٠٣.٠.١١٣.٧٧", "١٠").
+_ARABIC_ZERO_DOT_RE: Final = re.compile(
+    r"(?<=[^\W_\u0660-\u0669\u06f0-\u06f9])[\u0660\u06f0](?=[^\W_\u0660-\u0669\u06f0-\u06f9])"
+)
 # What a reader does not see, or sees as a space: Unicode's Default_Ignorable_Code_Point
 # (zero-width spaces and joiners, soft hyphen, direction marks, variation selectors,
 # tags...), which IDNA's mapping drops from host names too, and every space but the
@@ -627,10 +755,12 @@ _INVISIBLE_RE: Final = re.compile(
 
 def fold_lookalikes(text: str) -> str:
     """``text`` as a reader sees it, for the detectors: compatibility forms folded
-    (NFKC: fullwidth "＠", "．", digits), look-alikes of ".", "@" and "-" read as
+    (NFKC: fullwidth "＠", "．", digits), look-alikes of ".", ":", "@" and "-" read as
     them (ideographic full stops as IDNA reads them in host names, middle dots,
-    Unicode hyphens), invisible characters and spaces other than " " removed, and
-    combining marks dropped (an audit found "jane@\u0301gmail.com" kept).
+    bullets, Unicode hyphens, modifier colons: ``_DOT_LOOKALIKES``), the decimal
+    digits of every script read as ASCII digits, invisible characters and spaces other
+    than " " removed, and combining marks dropped (an audit found
+    "jane@\u0301gmail.com" kept).
 
     >>> fold_lookalikes("jane＠example。com"), fold_lookalikes("plain")
     ('jane@example.com', 'plain')
@@ -638,6 +768,10 @@ def fold_lookalikes(text: str) -> str:
     ('jane.doe@gmail.com', 'abcd')
     >>> fold_lookalikes("jane@\u0301gmail·com"), fold_lookalikes("ec2‑203‑0‑113‑7")
     ('jane@gmail.com', 'ec2-203-0-113-7')
+    >>> fold_lookalikes("٢٠٣.٠.١١٣.٧٧"), fold_lookalikes("jane@gmail٠com")
+    ('203.0.113.77', 'jane@gmail.com')
+    >>> fold_lookalikes("2a01꞉4f8꞉꞉1"), fold_lookalikes("jane@gmail⋅com")
+    ('2a01:4f8::1', 'jane@gmail.com')
     """
     if text.isascii():
         return text
@@ -646,12 +780,40 @@ def fold_lookalikes(text: str) -> str:
     text = unicodedata.normalize("NFKD", _INVISIBLE_RE.sub("", text))
     # By category: 800 marks have combining class 0 ("jane@\u0489gmail.com", a review).
     text = "".join([c for c in text if unicodedata.category(c) not in ("Mn", "Me")])
-    text = unicodedata.normalize("NFKC", text)
-    return _INVISIBLE_RE.sub("", text).translate(_LOOKALIKES)
+    text = _INVISIBLE_RE.sub("", unicodedata.normalize("NFKC", text))
+    if "\u0660" in text or "\u06f0" in text:
+        text = _ARABIC_ZERO_DOT_RE.sub(".", text)
+    return text.translate(_FOLD_TABLE)
 
 
-def find_leak(text: str) -> str | None:
-    """Name of the first detector that fires on ``text``, or ``None`` if it is clean."""
+# A punycode label: IDNA's ASCII form of a label that is not ("xn--bcher-kva" is
+# "bücher"), in which digits of other scripts hide (an audit found
+# "xn------mphbhackf9ba.duckdns.org", "२०३-०-११३-७७", published as a referrer).
+_PUNYCODE_LABEL_RE: Final = re.compile(r"(?<![0-9A-Za-z-])[xX][nN]--([0-9A-Za-z-]+)")
+
+
+def _punycode_decoded(m: re.Match[str]) -> str:
+    try:
+        return m.group(1).encode("ascii").decode("punycode")
+    except (UnicodeError, ValueError, OverflowError):  # not valid punycode: as it is
+        return m.group()
+
+
+def readable(text: str) -> str:
+    """``text`` as a reader sees it: punycode labels decoded, then
+    :func:`fold_lookalikes`.
+
+    >>> readable("xn------mphbhackf9ba.duckdns.org"), readable("xn--bcher-kva.de")
+    ('203-0-113-77.duckdns.org', 'bucher.de')
+    """
+    if "--" in text:
+        text = _PUNYCODE_LABEL_RE.sub(_punycode_decoded, text)
+    return text if text.isascii() else fold_lookalikes(text)
+
+
+def find_leak(text: str, *, labels: bool = True) -> str | None:
+    """Name of the first detector that fires on ``text``, or ``None`` if it is clean;
+    with ``labels``, punycode labels are also checked decoded (once: no more levels)."""
     if not text.isascii():  # O(1) in CPython: the common ASCII case pays nothing
         text = fold_lookalikes(text)
     # _maybe_leak inlined: the clean path is the hot path and a call costs ~0.1 us.
@@ -663,12 +825,20 @@ def find_leak(text: str) -> str | None:
         or "0X" in text
         or (":" in text and ("::" in text or text.count(":") >= 6))
         or (text.count(".") >= 3 and _V4_PRE.search(text) is not None)
+        or (
+            "." in text
+            and (
+                (text[:1] in "0123456789" and _SHORT_V4_WHOLE_RE.match(text) is not None)
+                or ("//" in text and _SHORT_V4_AFTER_RE.search(text) is not None)
+            )
+        )
         or (text.count("-") + text.count("_") >= 3 and _DASHED_V4_PRE.search(text) is not None)
         # "in" scans first: most clean strings have neither (templated routes, words).
         or ("2" in text and _SEPARATED_V6_PRE.search(text) is not None)
         or ("." in text and _ADDRESS_LABEL_PRE.search(text) is not None)
         or (len(text) >= 13 and _CARD_PRE.search(text) is not None)
         or (len(text) >= 32 and _RUN_PRE.search(text) is not None)
+        or "--" in text  # punycode: "xn--", in any case
     ):
         return None
     hit = _detect(text)
@@ -682,6 +852,10 @@ def find_leak(text: str) -> str | None:
             hit = _detect(decoded)
             if hit is not None:
                 return hit
+    if labels and "--" in text:
+        seen = readable(text)
+        if seen != text:
+            return find_leak(seen, labels=False)
     return None
 
 

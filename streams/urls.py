@@ -435,11 +435,23 @@ _EMBEDDED_V4_RE: Final = re.compile(
 
 def _is_ip_like(host: str) -> bool:
     """True for anything a browser or resolver could read as an IP address, and for
-    host names that carry one.
+    host names that carry one, also as a reader sees them (:func:`detect.readable`:
+    punycode labels decoded, other scripts' digits and look-alike dots folded; an
+    audit found "२०३-०-११३-७७.duckdns.org" published as its punycode form).
 
     >>> _is_ip_like("203-0-113-7.example.net"), _is_ip_like("web-2024.example.net")
     (True, False)
+    >>> _is_ip_like("xn------mphbhackf9ba.duckdns.org"), _is_ip_like("٢٠٣.٠.١١٣.٧٧")
+    (True, True)
     """
+    if not host.isascii() or "xn--" in host:
+        seen = detect.readable(host)
+        if seen != host and _is_ip_like_as_written(seen):
+            return True
+    return _is_ip_like_as_written(host)
+
+
+def _is_ip_like_as_written(host: str) -> bool:
     if ":" in host:  # only IPv6 literals have colons once the port is gone
         return True
     for m in _EMBEDDED_V4_RE.finditer(host):

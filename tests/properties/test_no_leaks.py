@@ -17,7 +17,9 @@ import copy
 import ipaddress
 import uuid
 from typing import Any
+from urllib.parse import quote
 
+import idna
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,6 +30,10 @@ from streams.keys import EphemeralKeyRing
 from streams.pipeline import Pipeline, dead_letter
 
 ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+# Look-alikes of "." and ":" (an audit, session 16), see detect._DOT_LOOKALIKES; an
+# Arabic-Indic zero reads as a dot between letters.
+DOT_LOOKALIKES = list("\u22c5\u2022\ua4f8\u2e31\u0702\ua60e\u0660\u06f0")
+COLON_LOOKALIKES = list("\ua789\u2236\u02d0\u05c3\u0703\u1365")
 word = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=10)
 
 
@@ -88,7 +94,32 @@ def secret(draw: st.DrawFn) -> str:
     kind = draw(st.sampled_from([
         "email", "hex", "b64", "jwt", "uuid", "session", "v4hex",
         "v4dashed", "v6glued", "email_invisible",
+        "v4short", "v4digits", "v4labelled", "email_lookalike", "v6lookalike",
     ]))  # fmt: skip
+    # An audit (session 16) found these kept: an IPv4 address in two or three numbers
+    # (inet_aton), in another script's digits, after a label ending in a digit
+    # (nip.io); an email or IPv6 address with a look-alike dot or colon.
+    if kind == "v4short":
+        a, b, c, d = draw(ipv4()).packed
+        c = c or 1  # a last number past 255
+        octal = draw(st.booleans())
+        first = f"0{a:o}" if octal else str(a)
+        return draw(
+            st.sampled_from([f"{first}.{b}.{c << 8 | d}", f"{first}.{b << 16 | c << 8 | d}"])
+        )
+    if kind == "v4digits":
+        zero = draw(st.sampled_from([0x0660, 0x06F0, 0x0966]))
+        sep = draw(st.sampled_from([".", "-"]))
+        text = sep.join(str(b) for b in draw(ipv4()).packed)
+        return text.translate({ord(str(i)): zero + i for i in range(10)})
+    if kind == "v4labelled":
+        label = draw(st.sampled_from(["app-1", "v1", "10", "web2"]))
+        return f"{label}.{draw(ipv4())}.{draw(st.sampled_from(['nip.io', 'sslip.io']))}"
+    if kind == "email_lookalike":
+        dot = draw(st.sampled_from(DOT_LOOKALIKES))
+        return f"{draw(word)}.{draw(word)}@{draw(word)}{dot}com"
+    if kind == "v6lookalike":
+        return str(draw(ipv6())).replace(":", draw(st.sampled_from(COLON_LOOKALIKES)))
     # An audit (session 15) found these kept: an address with dashes or underscores in a
     # host or file name, an IPv6 address glued to "_" or letters, an email with an
     # invisible character in its domain.
@@ -144,14 +175,33 @@ def log_line(draw: st.DrawFn) -> tuple[str, list[str]]:
     target = place(
         secrets[0], draw(st.sampled_from(["path", "query", "utm", "encoded", "fragment"])), w
     )
-    ref_host = draw(st.sampled_from(["www.example.com", f"{w}.example.net", "t.co"]))
+    ref_host, ref_forbidden = draw(referrer_host(w))
     referrer = f"https://{ref_host}{place(secrets[1], draw(st.sampled_from(['path', 'query', 'encoded'])), w)}"
     agent = f"Mozilla/5.0 (X11; {secrets[2]}) Firefox/{draw(st.integers(1, 200))}.0"
     user = draw(st.sampled_from(["-", secrets[3]]))
     cookie = f"sid={secrets[3]}; theme=dark"
     line = (f'{text} - {user} [10/Oct/2000:13:55:36 -0700] "GET {target} HTTP/1.1" 200 '
             f'{draw(st.integers(0, 10**6))} "{referrer}" "{agent}" "{cookie}"')  # fmt: skip
-    return line, [*forbidden, *secrets]
+    # A secret of other scripts may come out percent-encoded.
+    encoded = [quote(v, safe="") for v in secrets if not v.isascii()]
+    return line, [*forbidden, *encoded, *ref_forbidden, *secrets]  # the user last
+
+
+@st.composite
+def referrer_host(draw: st.DrawFn, w: str) -> tuple[str, list[str]]:
+    """(a referrer's host, the forms of it that must never appear): ordinary hosts, and
+    dynamic-DNS names that spell an address, zero-padded or in Devanagari digits,
+    published as punycode (an audit, session 16)."""
+    kind = draw(st.sampled_from(["plain", "padded", "devanagari"]))
+    if kind == "plain":
+        return draw(st.sampled_from(["www.example.com", f"{w}.example.net", "t.co"])), []
+    packed = draw(ipv4()).packed
+    if kind == "padded":
+        host = "".join(f"{b:03d}" for b in packed) + ".duckdns.org"
+        return host, [host]
+    dashed = "-".join(str(b) for b in packed)
+    label = dashed.translate({ord(str(i)): 0x0966 + i for i in range(10)})
+    return f"{label}.duckdns.org", [label, idna.encode(label, uts46=True).decode()]
 
 
 @st.composite

@@ -61,6 +61,13 @@ SPELLED = {
     "zero-padded IPv4": "198-051-100-077.ip.linodeusercontent.com",
     "IPv4 as one number": "3405803789.ip.linodeusercontent.com",
     "IPv4 with underscores": "x_203_0_113_7.duckdns.org",
+    # and by another (session 16): twelve zero-padded digits, and digits of other
+    # scripts, written in Unicode or in punycode, which is how they are published.
+    "IPv4 zero-padded to 12 digits": "203000113077.duckdns.org",
+    "dashed IPv4 in Devanagari digits": "\u0968\u0966\u0969-\u0966-\u0967\u0967\u0969-\u096d\u096d.duckdns.org",
+    "the same in punycode": "xn------mphbhackf9ba.duckdns.org",
+    "zero-padded, Arabic-Indic digits": "\u0662\u0660\u0663\u0660\u0660\u0660\u0661\u0661\u0663\u0660\u0667\u0667.duckdns.org",
+    "dotted IPv4 in Arabic-Indic digits": "\u0662\u0660\u0663.\u0660.\u0661\u0661\u0663.\u0667\u0667",
 }
 
 
@@ -78,3 +85,14 @@ def test_ordinary_labels_under_the_same_suffix_still_give_their_domain() -> None
         "web-2024.ip.linodeusercontent.com"
     )
     assert registrable_domain("www.decade.example") == "decade.example"
+    assert registrable_domain("203000113256.duckdns.org") == "203000113256.duckdns.org"  # > 255
+    assert registrable_domain("www.xn--bcher-kva.de") == "xn--bcher-kva.de"
+    assert registrable_domain("b\u00fccher-24.de") == "xn--bcher-24-65a.de"
+
+
+def test_unicode_digit_referrer_is_published_as_no_domain(make_pipeline: Any) -> None:
+    # The audit's path: a referrer in Devanagari digits, published as punycode.
+    pipeline = make_pipeline()
+    out = pipeline.test([_line(f"https://{SPELLED['dashed IPv4 in Devanagari digits']}/")])
+    product = orjson.loads(out.per_destination[pipeline.names.index("product")][0][1])
+    assert product["referrer"] is None
