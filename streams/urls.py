@@ -30,6 +30,13 @@ Decisions:
   as browsers see it). Any host that is or could be read as an IP address (IPv6
   literal, dotted or single-number IPv4, numeric last label as in WHATWG URL
   parsing) gives ``None``.
+* :func:`cross_site_domain` is what a cross-site referrer publishes of that domain:
+  the part a registry holds (the list's ICANN section: ``alice.github.io`` and
+  ``jane-nas.duckdns.org`` give ``github.io`` and ``duckdns.org``), and nothing for a
+  name under no registry's suffix (``jane-macbook.local``, ``nas.lan``,
+  ``pc.home.arpa``). Below a private suffix, and in a local network's names, a name is
+  often one person's or one household's: a device's, a home's dynamic DNS name (an
+  audit found them published as referrers).
 
 >>> template_path("/users/12345/orders/550e8400-e29b-41d4-a716-446655440000")
 '/users/{id}/orders/{uuid}'
@@ -54,6 +61,7 @@ from typing import Any, Final
 from urllib.parse import quote, unquote
 
 import idna
+from publicsuffixlist import PublicSuffixList
 
 from streams import detect
 from streams.memo import MAX_KEY_CHARS, remember
@@ -61,6 +69,7 @@ from streams.memo import MAX_KEY_CHARS, remember
 __all__ = [
     "QueryAllow",
     "compile_allow",
+    "cross_site_domain",
     "filter_query",
     "registrable_domain",
     "template_path",
@@ -417,6 +426,7 @@ def _form_decode(text: str) -> str:
 
 
 _PSL: Final = detect.PUBLIC_SUFFIXES
+_ICANN_PSL: Final = PublicSuffixList(only_icann=True)
 _HOST_NAME_RE: Final = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 _NUMERIC_LABEL_RE: Final = re.compile(detect.V4_NUMBER)
 
@@ -476,6 +486,25 @@ def _strip_host(host: str) -> str | None:
         return None  # bracketed: always an IPv6 (or IPvFuture) literal
     host = host.partition(":")[0]
     return host
+
+
+@functools.lru_cache(maxsize=4096)
+def cross_site_domain(domain: str) -> str | None:
+    """What a cross-site referrer publishes of its registrable ``domain`` (as
+    :func:`registrable_domain` gives it): the domain under a registry's suffix (the
+    Public Suffix List's ICANN section), None when no registry's suffix holds it
+    (unknown top-level names such as ``.local``, ``.lan``, ``.internal``) or it is
+    under ``.arpa`` (``home.arpa`` names home networks, ``in-addr.arpa`` addresses).
+
+    >>> [cross_site_domain(d) for d in ("google.co.uk", "alice.github.io", "jane-nas.duckdns.org")]
+    ['google.co.uk', 'github.io', 'duckdns.org']
+    >>> [cross_site_domain(d) for d in ("jane-macbook.local", "nas.home.arpa", "pc.lan")]
+    [None, None, None]
+    """
+    if domain == "arpa" or domain.endswith(".arpa"):
+        return None
+    result = _ICANN_PSL.privatesuffix(domain, accept_unknown=False)
+    return None if result is None else str(result)
 
 
 def registrable_domain(host: str) -> str | None:

@@ -1,8 +1,11 @@
 """``referrer_policy``: publish the Referer header without identifying anyone.
 
 Privacy rule 11. Cross-site referrers become their registrable domain (eTLD+1, see
-:func:`streams.urls.registrable_domain`); same-site referrers get the ``url_policy``
-treatment (templated path + allowlisted query), or just the domain.
+:func:`streams.urls.registrable_domain`), as a registry holds it
+(:func:`streams.urls.cross_site_domain`: ``alice.github.io`` is published as
+``github.io``, a local network's ``jane-macbook.local`` not at all); same-site
+referrers get the ``url_policy`` treatment (templated path + allowlisted query), or
+just the domain.
 
 Decisions:
 
@@ -20,7 +23,10 @@ Decisions:
   (default deny; an app package name could be added later as an explicit option).
 * IP-literal referrer hosts (``http://192.0.2.7/``, ``http://[2001:db8::1]/``,
   ``http://3232235777/``) and hosts without a registrable domain (``localhost``,
-  bare public suffixes) give ``None``.
+  bare public suffixes) give ``None``; so do cross-site hosts under no registry's
+  suffix (``.local``, ``.lan``, ``.internal``, ``.home.arpa``: device and home names,
+  an audit). Same-site is still judged with the whole list (``bob.github.io`` is not
+  ``alice.github.io``'s site).
 * ``keep`` applies to cross-site referrers: ``registrable_domain`` (default) or
   ``none`` (drop them). Output is a domain (no ``/``) or a path (starts with ``/``).
 
@@ -132,8 +138,9 @@ def _decider(
             if m.group(3):
                 target = f"{target}?{m.group(3)}"
             return path_policy(target if target.startswith("/") else "/" + target)
-        return domain if keep_cross else None
+        return cross_site_domain(domain) if keep_cross else None
 
+    cross_site_domain = urls.cross_site_domain
     return decide
 
 

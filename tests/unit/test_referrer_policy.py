@@ -40,7 +40,7 @@ def test_spec_examples(options: dict[str, object], value: object, expected: obje
         ("https://www.google.co.uk/search?q=john%40x.com", "google.co.uk"),
         ("HTTPS://WWW.BING.COM/", "bing.com"),
         ("https://user:pw@news.ycombinator.com:443/item?id=1", "ycombinator.com"),
-        ("https://alice.github.io/post", "alice.github.io"),
+        ("https://alice.github.io/post", "github.io"),  # a registry holds github.io
         ("https://bücher.de/x", "xn--bcher-kva.de"),
         ("https://www.example.com/account/12345?utm_source=mail&sid=abc#x",
          "/account/{id}?utm_source=mail"),
@@ -286,3 +286,36 @@ def test_a_vhost_log_publishes_same_site_referrers_as_paths(
     assert [e["referrer"] for e in out.events("product")] == [
         "/cart?utm_source=a", "example.com", "/cart?utm_source=a",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("referrer", "expected"),
+    [
+        ("http://Jane-Does-MacBook-Pro.local:8080/", None),
+        ("http://janes-iphone.lan/", None),
+        ("https://jsmith-laptop.internal/wiki", None),
+        ("http://jane-nas.home.arpa/", None),
+        ("http://router.home/", None),
+        ("https://jane-nas.duckdns.org/", "duckdns.org"),
+        ("https://ab12cd34ef56gh78.myfritz.net/", "myfritz.net"),
+        ("https://news.ycombinator.com/item?id=1", "ycombinator.com"),
+        ("https://www.bbc.co.uk/news", "bbc.co.uk"),
+    ],
+)
+def test_a_cross_site_referrer_publishes_only_what_a_registry_holds(
+    referrer: str, expected: str | None
+) -> None:
+    """The list's private section and unknown top-level names made device and home
+    names "registrable domains": a page on the visitor's own machine or home network
+    (``jane-does-macbook-pro.local``, a dynamic DNS name that resolves to the home's
+    address) was published as the referrer (an audit, session 16)."""
+    f = SPEC.build({}, BuildContext(site="shop.example.com"))
+    assert f(("shop.example.com", referrer)) == expected
+
+
+def test_same_site_is_still_judged_below_a_private_suffix() -> None:
+    """A site on github.io keeps its own referrers as paths; another github.io site's
+    is cross-site, published as the registry's domain."""
+    f = SPEC.build({}, BuildContext())
+    assert f(("alice.github.io", "https://alice.github.io/post/7")) == "/post/{id}"
+    assert f(("alice.github.io", "https://bob.github.io/")) == "github.io"
