@@ -14,17 +14,16 @@ clamp to the end buckets.
 (2.09, 103.0)
 >>> quantile({}, 0.5) is None
 True
->>> quantile(h, 0.5, k=2), quantile(h, 0.99, k=2)  # 4 values: too few for k = 2
-(None, None)
->>> h = {bucket(d): 1 for d in (1.0, 2.0, 3.0, 4.0, 100.0)}
->>> quantile(h, 0.5, k=2)  # ranks 2 and 4 around rank 3: 2 and 4 ms, bucketed
-2.95
+>>> quantile(h, 0.99, k=2) is None  # the top value alone: withheld
+True
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterable, Mapping
+from typing import Final
 
 STEPS_PER_OCTAVE = 8
 OFFSET = 64
@@ -59,43 +58,89 @@ def midpoint(index: int) -> float:
     return float(f"{_raw_midpoint(index):.3g}")
 
 
-def quantile(hist: Mapping[int, int], q: float, k: int = 1) -> float | None:
-    """The ``q`` quantile of the recorded durations: the geometric midpoint of the
-    values at ranks ``r - (k - 1)`` and ``r + (k - 1)`` around its nearest rank ``r``
-    (for ``k = 1``, the value at ``r``); None when empty or, for ``k > 1``, unless more
-    than k values lie below ``r`` and at least k above it, so that neither end of that
-    range is the lowest or the highest value.
+#: Privacy loss of one published percentile: one visitor's value changes the odds of
+#: any value being published by a factor of at most e**EPSILON (about 7.4).
+EPSILON: Final = 2.0
+_RANDOM: Final = random.SystemRandom()
 
-    With one value per visitor (the aggregates' histograms), no single visitor sets a
-    published quantile:
 
-    - it is not a lone visitor's own value (a review found one visitor's bucket
-      published as the median between two groups of 9: the ends are k - 1 ranks away);
-    - nor the maximum or a mean pulled by it: an audit (session 16) found the mean of
-      the 2k - 1 values around the rank, the rule before, decided by one visitor's
-      45-second request at the smallest publishable sizes (p95 of 180 visitors took the
-      top 19 values), and the difference of two such means (a summary's and a cell's
-      holding the same visitors but one) gave that visitor's value times 1/19 exactly.
-      An order statistic moves by at most one rank when one value changes, and both
-      ends here have another visitor's value beyond them.
+def quantile(
+    hist: Mapping[int, int], q: float, k: int = 1, rng: random.Random | None = None
+) -> float | None:
+    """The ``q`` quantile of the recorded durations, a bucket's value (:func:`value`):
+    for ``k = 1`` that of its nearest rank; for ``k > 1`` one drawn at random, None
+    when empty or unless k values lie at or below the nearest rank and k at or above.
 
-    For k = 10 that takes 21 values for the median, 200 for p95 and 1,000 for p99.
+    With one value per visitor (the aggregates' histograms) no visitor's value may be
+    read off a published quantile, and every deterministic rule tried let it be:
+    nearest rank published a lone visitor's bucket between two groups of 9 (a review);
+    the mean of the 2k - 1 values around the rank took in the maximum, and the means of
+    a summary and a cell over the same visitors but one differed by that visitor's
+    value / 19; the two ends of those ranks gave a visitor's value when it sat in a
+    gap at an end (two audits, session 16). So the bucket is drawn by the exponential
+    mechanism (:func:`rank_weights`): a bucket's odds fall by e**(EPSILON / 2) for each
+    value that would have to move for it to hold the nearest rank, so one visitor's
+    value changes the odds of any published value by at most e**EPSILON, and a value
+    alone in a gap is published about as often as each of the gap's empty buckets. On
+    the many values of a busy cell the draw lands on or next to the nearest rank.
+    ``rng``: for tests (default: the operating system's randomness).
+
+    For k = 10 that takes 19 values for the median, 180 for p95 and 900 for p99.
+
+    >>> quantile({bucket(20.0): 40}, 0.5, k=10)  # 40 values in one bucket: that bucket
+    19.9
     """
     total = sum(hist.values())
     if total == 0:
         return None
     rank = max(1, math.ceil(q * total))
-    if k > 1 and not k < rank <= total - k:
+    if k == 1:
+        seen = 0
+        for i in sorted(hist):
+            seen += hist[i]
+            if seen >= rank:
+                return value(i)
+    if rank < k or total - rank + 1 < k:
         return None
-    first, last = rank - k + 1, rank + k - 1  # the ends, both another visitor's value
-    ends: list[float] = []
-    seen = 0
-    for i in sorted(hist):
-        low, seen = seen + 1, seen + hist[i]  # this bucket holds ranks low..seen
-        ends.extend(_raw_midpoint(i) for rank_ in (first, last) if low <= rank_ <= seen)
-        if seen >= last:
-            break
-    return float(f"{math.sqrt(ends[0] * ends[-1]):.3g}")
+    (drawn,) = (rng or _RANDOM).choices(range(BUCKETS), rank_weights(hist, rank))
+    return value(drawn)
+
+
+def rank_weights(hist: Mapping[int, int], rank: int) -> list[float]:
+    """Each bucket's odds of being published as the quantile of nearest rank ``rank``
+    (:func:`quantile`): e**(-EPSILON / 2 * d), d = how many values would have to move
+    for the bucket to hold that rank (0 for the bucket holding it): one value changed
+    moves each d by one at most.
+
+    >>> [round(w, 3) for w in rank_weights({3: 1, 4: 2, 6: 1}, 2)[2:8]]
+    [0.135, 0.368, 1.0, 0.135, 0.135, 0.05]
+    """
+    decay = -EPSILON / 2
+    weights = []
+    below = 0
+    get = hist.get
+    for i in range(BUCKETS):
+        count = get(i, 0)
+        if below >= rank:
+            distance = below + 1 - rank
+        elif below + count >= rank:
+            distance = 0
+        else:
+            distance = rank - below - count
+        weights.append(math.exp(decay * distance))
+        below += count
+    return weights
+
+
+def value(index: int) -> float:
+    """What a bucket publishes: its midpoint (:func:`midpoint`), 0.0 for the bottom
+    bucket, which holds 0 ms (a log with millisecond resolution writes sub-millisecond
+    requests so) and whose midpoint 0.004 ms would read as a real time.
+
+    >>> value(0), value(bucket(20.0))
+    (0.0, 19.9)
+    """
+    return 0.0 if index == 0 else midpoint(index)
 
 
 def _raw_midpoint(index: int) -> float:

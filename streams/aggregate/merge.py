@@ -75,11 +75,11 @@ the fold (a, b, c), a place contains its sub-places (d, e). Known limits, not ch
 - ``bytes`` is a sum over requests, like ``requests``: one visitor's large responses
   can make most of a cell's bytes.
 - Measures across rows: each published percentile has k visitors' values on each
-  side, but a summary's against its cells', or a day's against its hours', are not
-  checked. Two percentiles over the same visitors but one (a summary and a cell that
-  holds all but one visitor's first request) differ only where that visitor's value
-  sits at an end of the ranks used, and then by the step to the next visitor's value:
-  its order, not its value. ``bot_share`` is checked (see below), within one window
+  side and is drawn at random (below), so two percentiles over the same visitors but
+  one (a summary and a cell that holds all but one visitor's first request) are two
+  draws whose odds that visitor's value changes by e**EPSILON at most; but several
+  rows hold each visitor's values, and their draws add up (no budget is kept across
+  rows, windows or outputs). ``bot_share`` is checked (see below), within one window
   and dimension.
 - Traffic made to single someone out: k - 1 visitors made up by an attacker (one
   address with k - 1 user agents of one browser family) beside a victim's rare value
@@ -91,13 +91,16 @@ count one value per visitor, that of the visitor's first counted request in the 
 raw partitions may arrive out of time order); ``requests`` and ``bytes`` count every
 request. With per-event values one visitor at the contribution cap (100 requests) made
 most of a 10-visitor cell's values and decided its median and bot share. A percentile is
-published only when more than k values (visitors) lie below its nearest rank and at
-least k above it, else it is ``null``: for k = 10 the median needs 21 visitors,
-p95 200 and p99 1,000 (below 20 values the nearest-rank p95 *is* the maximum, one
-visitor's own value); the value published is the geometric midpoint of the values k - 1
-ranks below and above that rank (:func:`~streams.aggregate.histogram.quantile`), so
-never one visitor's, nor the maximum's, and one visitor's value moves it by one rank
-at most. ``bot_share`` is the share of the cell's visitors whose
+published only when at least k values (visitors) lie at or below its nearest rank and
+at least k at or above it, else it is ``null``: for k = 10 the median needs 19
+visitors, p95 180 and p99 900 (below 20 values the nearest-rank p95 *is* the maximum,
+one visitor's own value). The value published is a bucket drawn by the exponential
+mechanism around that rank (:func:`~streams.aggregate.histogram.quantile`, epsilon 2):
+on a busy cell the nearest rank's bucket or a neighbour, and never a value one visitor
+decides (each deterministic rule tried published one: the nearest rank, the mean of the
+2k - 1 values around it, the two ends of those; a review and two audits). Rows are
+published once (a republished window repeats its checkpointed rows), so no window
+shows two draws of one percentile. ``bot_share`` is the share of the cell's visitors whose
 first counted request there came from a bot, published only when the bots and the others
 are each none or at least k. With visitors published, share * visitors is a row's bot
 count, so the shares are also gated against each other (:func:`gate_bot_share`):
@@ -176,9 +179,9 @@ from streams.aggregate.spec import OTHER, PERCENTILES, PLACE, AggregateSpec, rec
 
 log = logging.getLogger("logfog.aggregate")
 
-#: 4: percentiles from the two ends of the 2k - 1 ranks around the nearest rank (not
-#: their mean), bot shares gated against a withheld summary share too, no fold ``cells``
-#: or ``secondary`` in summaries.
+#: 4: percentiles drawn by the exponential mechanism (not the mean of the 2k - 1
+#: values around the rank), bot shares gated against a withheld summary share too, no
+#: fold ``cells`` or ``secondary`` in summaries.
 #: 3: ``bot_share`` gated against the summary's (complementary suppression), folds
 #: counted exactly only from complete tails, one fate per event for all outputs.
 #: 2: measures per visitor, bracketed by k (1: per request, one visitor could decide
