@@ -320,7 +320,7 @@ def _show_topic(
         folded = sum(_count(r, "other", "requests") for r in summaries)
         say(f"  {spec.name} {spec.window_label}: k = {spec.k}; {len(counted):,} cells "
             f"published, the smallest counting {min(counted, default=0):,} visitors; "
-            f"{folded:,} requests of cells below k folded into __other__")  # fmt: skip
+            f"{folded:,} requests folded into __other__ (summed over the dimensions)")  # fmt: skip
 
 
 def _count(summary: dict[str, Any], part: str, name: str) -> int:

@@ -81,6 +81,11 @@ the fold (a, b, c), a place contains its sub-places (d, e). Known limits, not ch
   rows hold each visitor's values, and their draws add up (no budget is kept across
   rows, windows or outputs). ``bot_share`` is checked (see below), within one window
   and dimension.
+- What the pattern of withheld bot shares implies: a cell's share is withheld when its
+  bots or others number 1..k-1 (or to protect another), so ten withheld cells beside a
+  rest of ten bots are one bot each (an audit, session 16). The checks compare sums,
+  not the ranges each withheld cell can take. Bots are mostly crawlers, but one
+  "bot" can be a person's script.
 - Traffic made to single someone out: k - 1 visitors made up by an attacker (one
   address with k - 1 user agents of one browser family) beside a victim's rare value
   make a cell of k. Counting distinct visitors cannot tell them from people.

@@ -103,7 +103,7 @@ class AggregationRuntime:
         self.last_rows: list[dict[str, Any]] = []
         self.last_window: dict[str, Any] | None = None
         #: Kept out of their own rows by k, over the summaries published by this
-        #: process: cells folded into __other__, their requests, and the folds'
+        #: process: the requests folded into __other__, and the folds'
         #: visitors where published (a withheld count adds 0). Only published numbers:
         #: a window below k publishes nothing and adds nothing.
         self.suppressed: dict[str, int] = {"requests": 0, "visitors": 0}

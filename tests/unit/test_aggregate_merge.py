@@ -385,7 +385,7 @@ def test_a_left_over_outbox_is_not_published_below_a_raised_k() -> None:
     assert WindowMerger.restore(saved, [replace(old, name="other")]).republish() == []
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_a_left_over_outbox_of_an_older_row_version_is_withheld(
     caplog: pytest.LogCaptureFixture, version: int
 ) -> None:
