@@ -28,8 +28,8 @@ The gate, per (window, output, dimension), with T = the window's distinct visito
    holds the cells below *stage 2's* k: a partial made before k was raised (pending
    across the restart, or still on the topic) lacks the cells between the two ks, so
    a fold holding one of them (:func:`untailed`) has no exact count: it is published
-   like a fold of a cell with >= k visitors (see below: ``visitors: null`` with a
-   lower bound), and only if that bound is >= k, else secondary suppression.
+   only if a lower bound the merger knows (its biggest cell, T minus the published
+   cells) is >= k, else secondary suppression.
 2. Subtraction checks, each "difference must be 0 or >= k", in visitors:
    a. ``T - cell`` for every published cell (the total contains every cell);
    b. ``T - other`` (the total contains ``__other__``);
@@ -37,12 +37,38 @@ The gate, per (window, output, dimension), with T = the window's distinct visito
       must have 0 or >= k visitors (< k -> not publishable on its own).
    A cell failing (a) is folded into ``__other__``; if (b) or (c) fails the smallest
    published cell is folded too (secondary suppression), and the checks repeat. Once a
-   cell with >= k visitors has been folded, ``__other__`` certainly has >= k visitors,
-   but its exact distinct count is no longer derivable from partials, so it is
-   published as ``visitors: null`` with ``visitors_min``, a true lower bound that
-   passes (b) itself: ``T - visitors_min`` >= k (``null`` when no bound >= k does);
-   (b) on the exact count does not apply, as ``T - other`` cannot be computed from
-   published numbers.
+   cell with >= k visitors has been folded (a *forced* fold), ``__other__`` certainly
+   has >= k visitors, but its exact distinct count is no longer derivable from
+   partials; (b) and (c) on the exact count then do not apply, but (b) on its bounds
+   does:
+   b'. What anyone can tell of the fold's visitors (:func:`fold_bounds`): at least k
+   (it is published), T minus the published cells (every visitor has a value in
+   every dimension) and its requests / cap (``max_events_per_visitor``); at most T
+   and its requests (each of its visitors has a request in it). The merger also knows
+   at most its cells' visitors summed (exactly, for a fold of one cell or one value
+   per visitor) or its exact count. If, with the highest lower and the lowest upper
+   bound, ``T - fold`` is certainly in 1..k-1, the smallest published cell is folded
+   too, and the checks repeat. (An audit, session 16: 13 visitors on "/", 10 of them
+   on /pricing, folded by (a); the fold's 10 requests made it exactly 10 visitors,
+   and T - 10 = 3 was the difference (a) withheld.)
+   Every fold is published alike, forced or not: ``visitors: null`` and
+   ``visitors_min``, the lower bound of (b'), from published numbers only. Until
+   session 16 a fold published its exact count when the merger had one and ``null``
+   otherwise, so ``null`` said "forced": DE 20, FR 10 (folded to cover IS) and IS 1
+   published ``__other__`` null beside T = 31, i.e. 11 by one value per visitor, i.e.
+   a cell of >= 10 and exactly one visitor below k (an audit).
+   Why a fold's numbers give no group below k: a forced fold holds a cell C of >= k
+   visitors, so C's requests are >= k too, and "fold requests - k" (or "fold - k" by
+   one value per visitor) would bound the rest, the group the fold covers. That
+   subtraction needs to know the fold was forced, and no published number tells: the
+   same rows come from a fold of cells all below k. Take its size F anywhere in the
+   interval of (b'), with T - F 0 or >= k (there is one: the interval is not inside
+   1..k-1), as disjoint cells below k: F <= requests and F >= requests / cap, so the
+   requests fit, and (b) and (c) hold on its exact count, so the gate publishes the
+   same cells and fold. (With one value per visitor F = T - published cells, and
+   T - F is then their sum: >= k.) Requests are additive, so the fold's must be
+   published for the rows to add up; their only other use, a bound on the visitors,
+   is in (b').
    If no candidate survives, everything is ``__other__`` (= T). If T < k, nothing of
    the window is published (as if it had no events).
 3. ``place`` adapts precision top-down: countries go through 1-2 like any dimension.
@@ -81,6 +107,12 @@ the fold (a, b, c), a place contains its sub-places (d, e). Known limits, not ch
   sits at an end of the ranks used, and then by the step to the next visitor's value:
   its order, not its value. ``bot_share`` is checked (see below), within one window
   and dimension.
+- Value domains and side knowledge of the fold: whoever knows which values it holds
+  (few values of a small domain, such as status classes or a site's routes, or one:
+  "/pricing" alone) may know that no k visitors fit in them below k each, i.e. that
+  it was forced, and then it holds a group of 1..k-1 (T - a cell it holds, or the
+  rest). Whoever knows a folded cell had >= k visitors (another window) bounds the
+  rest by the fold's requests - k. Rows do not say which values a fold holds.
 - Traffic made to single someone out: k - 1 visitors made up by an attacker (one
   address with k - 1 user agents of one browser family) beside a victim's rare value
   make a cell of k. Counting distinct visitors cannot tell them from people.
@@ -116,11 +148,13 @@ measures are per visitor; 1: per request);
 ``revision``: 1 when a window is first published, higher when it is published
 again): one ``kind: "cell"`` row per published (dimension, value),
 ``place`` rows also carry ``level`` (country/region/city) and values like
-``"DE/Bavaria/Munich"``; one ``__other__`` row when cells were folded; one
-``kind: "summary"`` row per dimension with the totals and the fold
-(``other: {requests, visitors}``; until version 4 also ``cells`` and ``secondary``, the
-number of cells folded and of those with k visitors, which gave the size of a group
-below k: 2 cells, 1 secondary and 11 visitors are 10 and 1). Version 1 summaries also had
+``"DE/Bavaria/Munich"``; one ``__other__`` row when cells were folded (``visitors``
+always ``null``, with ``visitors_min``); one ``kind: "summary"`` row per dimension
+with the totals and the fold (``other: {requests, visitors: null, visitors_min}``;
+until version 4 ``other: {requests, visitors}`` with the exact count when derivable,
+and also ``cells`` and ``secondary``, the number of cells folded and of those with k
+visitors, which gave the size of a group below k: 2 cells, 1 secondary and 11
+visitors are 10 and 1). Version 1 summaries also had
 ``suppressed: {cells, requests, visitors, below_k}``: null in a window below k (now
 not published at all) and 0 in every other (with T >= k the fold is always
 published), so it is gone.
@@ -155,9 +189,9 @@ output (``stats["withheld"]`` counts the rows).
 >>> merger = WindowMerger([spec])
 >>> rows = [row for p in agg.close_ready() for row in merger.add(p)]
 >>> [(r["kind"], r["value"], r["visitors"]) for r in rows]
-[('cell', 'Chrome', 3), ('cell', 'Firefox', 4), ('cell', '__other__', 3), ('summary', None, 10)]
->>> rows[-1]["other"]
-{'requests': 3, 'visitors': 3}
+[('cell', 'Chrome', 3), ('cell', 'Firefox', 4), ('cell', '__other__', None), ('summary', None, 10)]
+>>> rows[-1]["other"]  # 10 - 7 published: 3 (not said whether a cell of k was folded)
+{'requests': 3, 'visitors': None, 'visitors_min': 3}
 """
 
 from __future__ import annotations
@@ -178,7 +212,9 @@ log = logging.getLogger("logfog.aggregate")
 
 #: 4: percentiles from the two ends of the 2k - 1 ranks around the nearest rank (not
 #: their mean), bot shares gated against a withheld summary share too, no fold ``cells``
-#: or ``secondary`` in summaries.
+#: or ``secondary`` in summaries; every fold's ``visitors`` null, with ``visitors_min``
+#: from published numbers (in the summary's ``other`` too), and check (b) on the
+#: bounds of the fold's visitors (its requests bound them).
 #: 3: ``bot_share`` gated against the summary's (complementary suppression), folds
 #: counted exactly only from complete tails, one fate per event for all outputs.
 #: 2: measures per visitor, bracketed by k (1: per request, one visitor could decide
@@ -207,10 +243,12 @@ class Gate:
 
     published: list[str]
     folded: list[str]  # into __other__ (or, when below_k, suppressed)
-    other_visitors: int | None  # exact; None when withheld (then >= other_min)
-    #: A lower bound safe to publish beside T (None: withheld too; the fold still has
-    #: >= k visitors).
-    other_min: int | None = 0
+    #: The merger's exact count, None when not derivable (a cell of >= k folded, or an
+    #: untailed one); never published: a fold's ``visitors`` is always null.
+    other_visitors: int | None
+    #: The fold's ``visitors_min``: the lower bound anyone can compute from the published
+    #: numbers (:func:`fold_bounds`), the same way for every fold.
+    other_min: int = 0
     secondary: int = 0  # cells with >= k visitors folded to block subtraction
     below_k: bool = False
     sub_published: list[str] = field(default_factory=list)  # place: regions and cities
@@ -258,16 +296,38 @@ def untailed(partials: Sequence[Partial], dimension: str) -> frozenset[str]:
     return frozenset(out)
 
 
+def fold_bounds(
+    requests: int, published: int, total: int, k: int, cap: int | None
+) -> tuple[int, int]:
+    """What anyone can tell of a fold's distinct visitors from the published numbers
+    (``requests``: the fold's, ``published``: the sum of the published top-level cells'
+    visitors, ``cap``: ``max_events_per_visitor``, one for every output in the config):
+    at least k (a fold is published only then), every visitor outside the published
+    cells (each visitor has a value in every dimension) and requests / cap; at most
+    its requests (a visitor has a request in it) and T.
+
+    >>> fold_bounds(requests=11, published=20, total=31, k=10, cap=100)
+    (11, 11)
+    >>> fold_bounds(requests=10, published=13, total=13, k=10, cap=100)  # audit F2
+    (10, 10)
+    """
+    lower = max(k, total - published, -(-requests // cap) if cap else 0)
+    return lower, min(requests, total)
+
+
 def gate_cells(
     cells: Mapping[str, Cell],
     tails: Sequence[Tail],
     total: int,
     k: int,
     untailed: frozenset[str] = frozenset(),
+    cap: int | None = None,
 ) -> Gate:
     """Decide which cells to publish (checks a-c of the module docstring). ``untailed``:
     cells missing from some partition's tail (:func:`untailed`): a fold holding one has
-    no exact count, only the lower bound of a forced fold, and must be >= k by it.
+    no exact count, and must be >= k by a lower bound the merger knows. ``cap``: the
+    output's ``max_events_per_visitor``, which bounds the fold's visitors from below by
+    its requests (:func:`fold_bounds`).
 
     >>> cells = {"DE": Cell(40, 30), "FR": Cell(20, 12), "IS": Cell(1, 1)}
     >>> tails = [((("IS",), 1),)]
@@ -286,6 +346,12 @@ def gate_cells(
     published = {key for key, c in cells.items() if key != OTHER and c.visitors >= k}
     forced: set[str] = set()
     other_visitors: int | None
+
+    def fold_smallest() -> None:
+        key = _smallest(published, cells)
+        published.discard(key)
+        forced.add(key)
+
     while True:
         bad = {key for key in published if _violates(total - cells[key].visitors, k)}
         if bad:
@@ -295,9 +361,11 @@ def gate_cells(
         rest = {key for key in cells if key not in published}
         if not rest:
             other_visitors = 0
-        elif not published:
+            break
+        if not published:
             other_visitors = total  # every visitor has some event in the fold
-        elif forced:
+            break
+        if forced:
             other_visitors = None  # >= k for sure, exact count not derivable
         elif not untailed.isdisjoint(rest):
             # Some partition tailed these cells under a lower k: no exact count. The fold
@@ -307,37 +375,47 @@ def gate_cells(
             bound = max(cells[key].visitors for key in rest)
             bound = max(bound, total - sum(cells[key].visitors for key in published))
             if bound < k:
-                key = _smallest(published, cells)
-                published.discard(key)
-                forced.add(key)
+                fold_smallest()
                 continue
             other_visitors = None
         else:
             other_visitors = union_visitors(tails, rest)
             if _violates(other_visitors, k) or _violates(total - other_visitors, k):
-                key = _smallest(published, cells)
-                published.discard(key)
-                forced.add(key)
+                fold_smallest()
                 continue
+        # Check (b) on what an observer can tell of the fold, and on what the merger
+        # knows of it (its exact count, else its cells' visitors summed): if T - fold
+        # is certainly in 1..k-1, fold the smallest published cell too (audit F2: a
+        # fold of k requests has exactly k visitors).
+        lower, upper = fold_bounds(
+            sum(cells[key].requests for key in rest),
+            sum(cells[key].visitors for key in published),
+            total,
+            k,
+            cap,
+        )
+        known = sum(cells[key].visitors for key in rest)
+        upper = min(upper, known if other_visitors is None else other_visitors)
+        if total - upper > 0 and total - lower < k:
+            fold_smallest()
+            continue
         break
     folded = sorted(key for key in cells if key not in published)
-    lower = max((cells[key].visitors for key in folded), default=0)
-    lower = max(lower, total - sum(cells[key].visitors for key in published))
-    if other_visitors is None:
-        # The bound is published next to T: T - bound must not isolate fewer than k
-        # visitors either. The largest folded cell is often the one check (a) withheld
-        # for exactly that, so its count would undo the check. T - k is still a true
-        # lower bound there (a withheld cell has more than T - k visitors) and reveals
-        # nothing new. Below k (T < 2k) no bound is both safe and worth saying: none.
-        lower = min(lower, total - k)
-        other_min: int | None = lower if lower >= k else None
-    else:
-        other_min = other_visitors
+    # The bound published as ``visitors_min``: from published numbers only, the same
+    # way for every fold, forced or not (the merger's own counts of folded cells
+    # would tell a forced fold, or undo check a: audit F1).
+    other_min, _ = fold_bounds(
+        sum(cells[key].requests for key in folded),
+        sum(cells[key].visitors for key in published),
+        total,
+        k,
+        cap,
+    )
     return Gate(
         sorted(published),
         folded,
         other_visitors,
-        other_min=other_min,
+        other_min=other_min if folded else 0,
         secondary=len(forced),
     )
 
@@ -348,6 +426,7 @@ def gate_place(
     total: int,
     k: int,
     untailed: frozenset[str] = frozenset(),
+    cap: int | None = None,
 ) -> Gate:
     """:func:`gate_cells` on countries, then regions and cities (checks d-e).
 
@@ -359,7 +438,7 @@ def gate_place(
     (['DE'], ['DE/BE', 'DE/BY'])
     """
     countries = {key: c for key, c in cells.items() if SEP not in key}
-    gate = gate_cells(countries, tails, total, k, untailed)
+    gate = gate_cells(countries, tails, total, k, untailed, cap)
     children: dict[str, list[str]] = {}
     for key in cells:
         if SEP in key:
@@ -563,7 +642,7 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
                 cells.setdefault(key, Cell()).add(cell)
         top = [key for key in cells if SEP not in key]
         gate = (gate_place if dim == PLACE else gate_cells)(
-            cells, tails, total, spec.k, untailed(partials, dim)
+            cells, tails, total, spec.k, untailed(partials, dim), spec.max_events_per_visitor
         )
         head = {**base, "dimension": dim}
         totals = _sum(cells, top)
@@ -586,9 +665,9 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
                 row["level"] = "country"
             # No measures: a visitor in several folded cells has one value in each, and
             # the merger holds no identities to keep only one (see the module docstring).
-            row.update(_measures(spec, other, gate.other_visitors, False))
-            if gate.other_visitors is None:
-                row["visitors_min"] = gate.other_min
+            # Every fold alike: visitors null, the bound anyone can compute (audit F1).
+            row.update(_measures(spec, other, None, False))
+            row["visitors_min"] = gate.other_min
             rows.append(row)
         summary = {**head, "kind": "summary", "value": None}
         totals.bots, totals.hist = window_bots, window_hist
@@ -598,7 +677,8 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
             # The fold's totals only: how many cells it holds, and how many of them had
             # k visitors (secondary suppression), gave the sizes of groups below k by
             # subtraction (an audit, session 16: ten one-visitor countries in an hour).
-            other={"requests": other.requests, "visitors": gate.other_visitors}
+            # Its visitors: null with the bound, like the __other__ row's (audit F1).
+            other={"requests": other.requests, "visitors": None, "visitors_min": gate.other_min}
             if gate.folded
             else None,
         )
