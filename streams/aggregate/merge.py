@@ -39,36 +39,37 @@ The gate, per (window, output, dimension), with T = the window's distinct visito
    published cell is folded too (secondary suppression), and the checks repeat. Once a
    cell with >= k visitors has been folded (a *forced* fold), ``__other__`` certainly
    has >= k visitors, but its exact distinct count is no longer derivable from
-   partials; (b) and (c) on the exact count then do not apply, but (b) on its bounds
-   does:
-   b'. What anyone can tell of the fold's visitors (:func:`fold_bounds`): at least k
-   (it is published), T minus the published cells (every visitor has a value in
-   every dimension) and its requests / cap (``max_events_per_visitor``); at most T
-   and its requests (each of its visitors has a request in it). The merger also knows
-   at most its cells' visitors summed (exactly, for a fold of one cell or one value
-   per visitor) or its exact count. If, with the highest lower and the lowest upper
-   bound, ``T - fold`` is certainly in 1..k-1, the smallest published cell is folded
-   too, and the checks repeat. (An audit, session 16: 13 visitors on "/", 10 of them
-   on /pricing, folded by (a); the fold's 10 requests made it exactly 10 visitors,
-   and T - 10 = 3 was the difference (a) withheld.)
+   partials; (b) and (c) on the exact count then do not apply, but (b') does:
+   b'. (b) on the most the published numbers leave outside the fold: ``T -
+   visitors_min`` must be 0 or >= k, ``visitors_min`` (:func:`fold_min`) being the
+   least the fold can hold as anyone can tell: k (it is published), T minus the
+   published cells (every visitor has a value in every dimension), its requests /
+   cap (``max_events_per_visitor``). Else the smallest published cell is folded too,
+   and the checks repeat. Whatever bounds the fold from above (T; its requests, as
+   each of its visitors has one there; the merger's own counts), T - fold is then a
+   range that reaches 0 or k: never certainly 1..k-1, nor "none or fewer than k".
+   (An audit, session 16: 13 visitors on "/", 10 of them on /pricing, folded by (a):
+   the fold's 10 requests made it at most 10 visitors, so exactly 10, and T - 10 = 3
+   was the difference (a) withheld. Now T - k = 3 folds "/" too.) So in a window of
+   k < T < 2k, a dimension with a fold publishes no cell (a cell there has all T).
    Every fold is published alike, forced or not: ``visitors: null`` and
-   ``visitors_min``, the lower bound of (b'), from published numbers only. Until
-   session 16 a fold published its exact count when the merger had one and ``null``
-   otherwise, so ``null`` said "forced": DE 20, FR 10 (folded to cover IS) and IS 1
-   published ``__other__`` null beside T = 31, i.e. 11 by one value per visitor, i.e.
-   a cell of >= 10 and exactly one visitor below k (an audit).
+   ``visitors_min``. Until session 16 a fold published its exact count when the
+   merger had one and ``null`` otherwise, so ``null`` said "forced": DE 20, FR 10
+   (folded to cover IS) and IS 1 published ``__other__`` null beside T = 31, i.e. 11
+   by one value per visitor, i.e. a cell of >= 10 and exactly one visitor below k
+   (an audit).
    Why a fold's numbers give no group below k: a forced fold holds a cell C of >= k
    visitors, so C's requests are >= k too, and "fold requests - k" (or "fold - k" by
-   one value per visitor) would bound the rest, the group the fold covers. That
+   one value per visitor) would bound the rest, the group C was folded to cover. That
    subtraction needs to know the fold was forced, and no published number tells: the
-   same rows come from a fold of cells all below k. Take its size F anywhere in the
-   interval of (b'), with T - F 0 or >= k (there is one: the interval is not inside
-   1..k-1), as disjoint cells below k: F <= requests and F >= requests / cap, so the
-   requests fit, and (b) and (c) hold on its exact count, so the gate publishes the
-   same cells and fold. (With one value per visitor F = T - published cells, and
-   T - F is then their sum: >= k.) Requests are additive, so the fold's must be
-   published for the rows to add up; their only other use, a bound on the visitors,
-   is in (b').
+   same rows come from a fold of cells all below k. Take F = ``visitors_min``
+   visitors in disjoint cells below k (F >= k, so two or more): F is at most the
+   true count, so at most the requests, and at least requests / cap, so the requests
+   fit; (c) holds (F >= k), (b) and (b') hold (T - F = T - visitors_min), so the gate
+   publishes the same cells and fold. (With one value per visitor, visitors_min is
+   the fold's exact size, T - published cells.) Requests are additive, so the fold's
+   are published for the rows to add up; their other use, bounding its visitors, is
+   in (b'). A fold's ``visitors`` is ``null`` even when everything is folded (T).
    If no candidate survives, everything is ``__other__`` (= T). If T < k, nothing of
    the window is published (as if it had no events).
 3. ``place`` adapts precision top-down: countries go through 1-2 like any dimension.
@@ -247,7 +248,7 @@ class Gate:
     #: untailed one); never published: a fold's ``visitors`` is always null.
     other_visitors: int | None
     #: The fold's ``visitors_min``: the lower bound anyone can compute from the published
-    #: numbers (:func:`fold_bounds`), the same way for every fold.
+    #: numbers (:func:`fold_min`), the same way for every fold.
     other_min: int = 0
     secondary: int = 0  # cells with >= k visitors folded to block subtraction
     below_k: bool = False
@@ -296,23 +297,19 @@ def untailed(partials: Sequence[Partial], dimension: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def fold_bounds(
-    requests: int, published: int, total: int, k: int, cap: int | None
-) -> tuple[int, int]:
-    """What anyone can tell of a fold's distinct visitors from the published numbers
-    (``requests``: the fold's, ``published``: the sum of the published top-level cells'
-    visitors, ``cap``: ``max_events_per_visitor``, one for every output in the config):
-    at least k (a fold is published only then), every visitor outside the published
-    cells (each visitor has a value in every dimension) and requests / cap; at most
-    its requests (a visitor has a request in it) and T.
+def fold_min(requests: int, published: int, total: int, k: int, cap: int | None) -> int:
+    """The least a fold's distinct visitors can be, as anyone can tell from published
+    numbers (``requests``: the fold's, ``published``: the published top-level cells'
+    visitors summed, ``cap``: ``max_events_per_visitor``, one for all outputs): k (a
+    fold is published only then), T minus the published cells (every visitor has a
+    value in every dimension), its requests / cap.
 
-    >>> fold_bounds(requests=11, published=20, total=31, k=10, cap=100)
-    (11, 11)
-    >>> fold_bounds(requests=10, published=13, total=13, k=10, cap=100)  # audit F2
-    (10, 10)
+    >>> fold_min(requests=11, published=20, total=31, k=10, cap=100)  # audit F1
+    11
+    >>> fold_min(requests=10, published=13, total=13, k=10, cap=100)  # audit F2
+    10
     """
-    lower = max(k, total - published, -(-requests // cap) if cap else 0)
-    return lower, min(requests, total)
+    return max(k, total - published, -(-requests // cap) if cap else 0)
 
 
 def gate_cells(
@@ -327,7 +324,7 @@ def gate_cells(
     cells missing from some partition's tail (:func:`untailed`): a fold holding one has
     no exact count, and must be >= k by a lower bound the merger knows. ``cap``: the
     output's ``max_events_per_visitor``, which bounds the fold's visitors from below by
-    its requests (:func:`fold_bounds`).
+    its requests (:func:`fold_min`).
 
     >>> cells = {"DE": Cell(40, 30), "FR": Cell(20, 12), "IS": Cell(1, 1)}
     >>> tails = [((("IS",), 1),)]
@@ -383,20 +380,17 @@ def gate_cells(
             if _violates(other_visitors, k) or _violates(total - other_visitors, k):
                 fold_smallest()
                 continue
-        # Check (b) on what an observer can tell of the fold, and on what the merger
-        # knows of it (its exact count, else its cells' visitors summed): if T - fold
-        # is certainly in 1..k-1, fold the smallest published cell too (audit F2: a
-        # fold of k requests has exactly k visitors).
-        lower, upper = fold_bounds(
+        # Check (b') on the most that can be outside the fold, T - its lower bound:
+        # else its requests (or the merger's count) can pin T - fold in 1..k-1 (audit
+        # F2: a fold of k requests has exactly k visitors).
+        lower = fold_min(
             sum(cells[key].requests for key in rest),
             sum(cells[key].visitors for key in published),
             total,
             k,
             cap,
         )
-        known = sum(cells[key].visitors for key in rest)
-        upper = min(upper, known if other_visitors is None else other_visitors)
-        if total - upper > 0 and total - lower < k:
+        if _violates(total - lower, k):
             fold_smallest()
             continue
         break
@@ -404,7 +398,7 @@ def gate_cells(
     # The bound published as ``visitors_min``: from published numbers only, the same
     # way for every fold, forced or not (the merger's own counts of folded cells
     # would tell a forced fold, or undo check a: audit F1).
-    other_min, _ = fold_bounds(
+    other_min = fold_min(
         sum(cells[key].requests for key in folded),
         sum(cells[key].visitors for key in published),
         total,

@@ -643,21 +643,27 @@ def test_the_folds_requests_do_not_pin_what_check_a_withheld() -> None:
                for i in range(10)]  # fmt: skip
     rows = fold_rows(publish([PRODUCT], events), "route")
     low, high = observed(rows, PRODUCT.k) or (0, 0)
-    assert not (low > 0 and high < PRODUCT.k), (low, high)
+    assert not (low > 0 and high < PRODUCT.k), (low, high)  # not pinned
+    assert not 0 < high < PRODUCT.k  # and the most outside the fold is none or k
     assert [r["value"] for r in rows] == [OTHER, None]  # everything folded: T - fold = 0
     # Twice each: requests 20 bound nothing, but the merger knows the fold is 10.
     rows = fold_rows(publish([PRODUCT], events + events[13:]), "route")
     assert [r["value"] for r in rows] == [OTHER, None]
 
 
-def test_the_interval_check_folds_the_smallest_published_cell() -> None:
+def test_the_most_outside_the_fold_is_none_or_k() -> None:
+    """Check (b'): T - visitors_min, the most the published numbers leave outside the
+    fold, must be 0 or >= k, whatever bounds the fold from above."""
     # T = 13: "/" and "/q" seen by all, "/p" by 10 (fails a: 3). The fold {/p} has >= k
-    # visitors and <= 10 (its requests; the merger's count too): T - fold = 3. "/" (the
-    # smallest, by name) is folded too: the fold then has 10..13, T - fold 0..3.
+    # visitors, so T - fold <= 3 (and its 10 requests make it 3): "/" is folded too,
+    # then "/q" (T - k is still 3), and the fold is T.
     g = gate_cells(cells(**{"/": 13, "/p": 10, "/q": 13}), [], total=13, k=10)
-    assert g.published == ["/q"] and g.folded == ["/", "/p"] and g.other_min == 10
-    # "/" by 43, "/p" by 40 (fails a), "/q" by 12: the fold {/p} has 10..40 visitors,
-    # T - fold 3..33 pins nothing; published as before.
+    assert g.published == [] and g.other_visitors == 13 and g.other_min == 13
+    # "/p" seen twice each: its 20 requests bound nothing, T - fold is 0..3: the same.
+    twice = {"/": Cell(13, 13), "/p": Cell(20, 10), "/q": Cell(13, 13)}
+    assert gate_cells(twice, [], total=13, k=10).published == []
+    # "/" by 43, "/p" by 40 (fails a), "/q" by 12: the fold {/p} has >= 10 visitors,
+    # T - fold <= 33: published as before.
     g = gate_cells(cells(**{"/": 43, "/p": 40, "/q": 12}), [], total=43, k=10)
     assert g.published == ["/", "/q"] and g.folded == ["/p"] and g.other_min == 10
 
