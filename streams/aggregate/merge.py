@@ -214,8 +214,8 @@ log = logging.getLogger("logfog.aggregate")
 #: 4: percentiles from the two ends of the 2k - 1 ranks around the nearest rank (not
 #: their mean), bot shares gated against a withheld summary share too, no fold ``cells``
 #: or ``secondary`` in summaries; every fold's ``visitors`` null, with ``visitors_min``
-#: from published numbers (in the summary's ``other`` too), and check (b) on the
-#: bounds of the fold's visitors (its requests bound them).
+#: from published numbers (in the summary's ``other`` too), and check (b') on
+#: ``T - visitors_min`` (a fold's requests pinned its visitors).
 #: 3: ``bot_share`` gated against the summary's (complementary suppression), folds
 #: counted exactly only from complete tails, one fate per event for all outputs.
 #: 2: measures per visitor, bracketed by k (1: per request, one visitor could decide
