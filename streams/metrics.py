@@ -88,7 +88,7 @@ class AggregationCollector(Collector):
         suppressed = CounterMetricFamily(
             "logfog_aggregate_suppressed",
             "requests folded into __other__ by the minimum group size k, and the folds' "
-            "published visitor counts",
+            "published lower bounds of visitors (visitors_min)",
             labels=["what"],
         )
         for what, count in sorted(runtime.suppressed.items()):

@@ -28,8 +28,8 @@ The gate, per (window, output, dimension), with T = the window's distinct visito
    holds the cells below *stage 2's* k: a partial made before k was raised (pending
    across the restart, or still on the topic) lacks the cells between the two ks, so
    a fold holding one of them (:func:`untailed`) has no exact count: it is published
-   like a fold of a cell with >= k visitors (see below: ``visitors: null`` with a
-   lower bound), and only if that bound is >= k, else secondary suppression.
+   only if a lower bound the merger knows (its biggest cell, T minus the published
+   cells) is >= k, else secondary suppression.
 2. Subtraction checks, each "difference must be 0 or >= k", in visitors:
    a. ``T - cell`` for every published cell (the total contains every cell);
    b. ``T - other`` (the total contains ``__other__``);
@@ -37,12 +37,39 @@ The gate, per (window, output, dimension), with T = the window's distinct visito
       must have 0 or >= k visitors (< k -> not publishable on its own).
    A cell failing (a) is folded into ``__other__``; if (b) or (c) fails the smallest
    published cell is folded too (secondary suppression), and the checks repeat. Once a
-   cell with >= k visitors has been folded, ``__other__`` certainly has >= k visitors,
-   but its exact distinct count is no longer derivable from partials, so it is
-   published as ``visitors: null`` with ``visitors_min``, a true lower bound that
-   passes (b) itself: ``T - visitors_min`` >= k (``null`` when no bound >= k does);
-   (b) on the exact count does not apply, as ``T - other`` cannot be computed from
-   published numbers.
+   cell with >= k visitors has been folded (a *forced* fold), ``__other__`` certainly
+   has >= k visitors, but its exact distinct count is no longer derivable from
+   partials; (b) and (c) on the exact count then do not apply, but (b') does:
+   b'. (b) on the most the published numbers leave outside the fold: ``T -
+   visitors_min`` must be 0 or >= k, ``visitors_min`` (:func:`fold_min`) being the
+   least the fold can hold as anyone can tell: k (it is published), T minus the
+   published cells (every visitor has a value in every dimension), its requests /
+   cap (``max_events_per_visitor``). Else the smallest published cell is folded too,
+   and the checks repeat. Whatever bounds the fold from above (T; its requests, as
+   each of its visitors has one there; the merger's own counts), T - fold is then a
+   range that reaches 0 or k: never certainly 1..k-1, nor "none or fewer than k".
+   (An audit, session 16: 13 visitors on "/", 10 of them on /pricing, folded by (a):
+   the fold's 10 requests made it at most 10 visitors, so exactly 10, and T - 10 = 3
+   was the difference (a) withheld. Now T - k = 3 folds "/" too.) So in a window of
+   k < T < 2k, a dimension with a fold publishes no cell (a cell there has all T).
+   Every fold is published alike, forced or not: ``visitors: null`` and
+   ``visitors_min``. Until session 16 a fold published its exact count when the
+   merger had one and ``null`` otherwise, so ``null`` said "forced": DE 20, FR 10
+   (folded to cover IS) and IS 1 published ``__other__`` null beside T = 31, i.e. 11
+   by one value per visitor, i.e. a cell of >= 10 and exactly one visitor below k
+   (an audit).
+   Why a fold's numbers give no group below k: a forced fold holds a cell C of >= k
+   visitors, so C's requests are >= k too, and "fold requests - k" (or "fold - k" by
+   one value per visitor) would bound the rest, the group C was folded to cover. That
+   subtraction needs to know the fold was forced, and no published number tells: the
+   same rows come from a fold of cells all below k. Take F = ``visitors_min``
+   visitors in disjoint cells below k (F >= k, so two or more): F is at most the
+   true count, so at most the requests, and at least requests / cap, so the requests
+   fit; (c) holds (F >= k), (b) and (b') hold (T - F = T - visitors_min), so the gate
+   publishes the same cells and fold. (With one value per visitor, visitors_min is
+   the fold's exact size, T - published cells.) Requests are additive, so the fold's
+   are published for the rows to add up; their other use, bounding its visitors, is
+   in (b'). A fold's ``visitors`` is ``null`` even when everything is folded (T).
    If no candidate survives, everything is ``__other__`` (= T). If T < k, nothing of
    the window is published (as if it had no events).
 3. ``place`` adapts precision top-down: countries go through 1-2 like any dimension.
@@ -86,6 +113,12 @@ the fold (a, b, c), a place contains its sub-places (d, e). Known limits, not ch
   rest of ten bots are one bot each (an audit, session 16). The checks compare sums,
   not the ranges each withheld cell can take. Bots are mostly crawlers, but one
   "bot" can be a person's script.
+- Value domains and side knowledge of the fold: whoever knows which values it holds
+  (few values of a small domain, such as status classes or a site's routes, or one:
+  "/pricing" alone) may know that no k visitors fit in them below k each, i.e. that
+  it was forced, and then it holds a group of 1..k-1 (T - a cell it holds, or the
+  rest). Whoever knows a folded cell had >= k visitors (another window) bounds the
+  rest by the fold's requests - k. Rows do not say which values a fold holds.
 - Traffic made to single someone out: k - 1 visitors made up by an attacker (one
   address with k - 1 user agents of one browser family) beside a victim's rare value
   make a cell of k. Counting distinct visitors cannot tell them from people.
@@ -124,11 +157,13 @@ measures are per visitor; 1: per request);
 ``revision``: 1 when a window is first published, higher when it is published
 again): one ``kind: "cell"`` row per published (dimension, value),
 ``place`` rows also carry ``level`` (country/region/city) and values like
-``"DE/Bavaria/Munich"``; one ``__other__`` row when cells were folded; one
-``kind: "summary"`` row per dimension with the totals and the fold
-(``other: {requests, visitors}``; until version 4 also ``cells`` and ``secondary``, the
-number of cells folded and of those with k visitors, which gave the size of a group
-below k: 2 cells, 1 secondary and 11 visitors are 10 and 1). Version 1 summaries also had
+``"DE/Bavaria/Munich"``; one ``__other__`` row when cells were folded (``visitors``
+always ``null``, with ``visitors_min``); one ``kind: "summary"`` row per dimension
+with the totals and the fold (``other: {requests, visitors: null, visitors_min}``;
+until version 4 ``other: {requests, visitors}`` with the exact count when derivable,
+and also ``cells`` and ``secondary``, the number of cells folded and of those with k
+visitors, which gave the size of a group below k: 2 cells, 1 secondary and 11
+visitors are 10 and 1). Version 1 summaries also had
 ``suppressed: {cells, requests, visitors, below_k}``: null in a window below k (now
 not published at all) and 0 in every other (with T >= k the fold is always
 published), so it is gone.
@@ -163,9 +198,9 @@ output (``stats["withheld"]`` counts the rows).
 >>> merger = WindowMerger([spec])
 >>> rows = [row for p in agg.close_ready() for row in merger.add(p)]
 >>> [(r["kind"], r["value"], r["visitors"]) for r in rows]
-[('cell', 'Chrome', 3), ('cell', 'Firefox', 4), ('cell', '__other__', 3), ('summary', None, 10)]
->>> rows[-1]["other"]
-{'requests': 3, 'visitors': 3}
+[('cell', 'Chrome', 3), ('cell', 'Firefox', 4), ('cell', '__other__', None), ('summary', None, 10)]
+>>> rows[-1]["other"]  # 10 - 7 published: 3 (not said whether a cell of k was folded)
+{'requests': 3, 'visitors': None, 'visitors_min': 3}
 """
 
 from __future__ import annotations
@@ -186,7 +221,9 @@ log = logging.getLogger("logfog.aggregate")
 
 #: 4: percentiles drawn by the exponential mechanism (not the mean of the 2k - 1
 #: values around the rank), bot shares gated against a withheld summary share too, no
-#: fold ``cells`` or ``secondary`` in summaries.
+#: fold ``cells`` or ``secondary`` in summaries; every fold's ``visitors`` null, with
+#: ``visitors_min`` from published numbers (in the summary's ``other`` too), and check
+#: (b') on ``T - visitors_min`` (a fold's requests pinned its visitors).
 #: 3: ``bot_share`` gated against the summary's (complementary suppression), folds
 #: counted exactly only from complete tails, one fate per event for all outputs.
 #: 2: measures per visitor, bracketed by k (1: per request, one visitor could decide
@@ -215,10 +252,12 @@ class Gate:
 
     published: list[str]
     folded: list[str]  # into __other__ (or, when below_k, suppressed)
-    other_visitors: int | None  # exact; None when withheld (then >= other_min)
-    #: A lower bound safe to publish beside T (None: withheld too; the fold still has
-    #: >= k visitors).
-    other_min: int | None = 0
+    #: The merger's exact count, None when not derivable (a cell of >= k folded, or an
+    #: untailed one); never published: a fold's ``visitors`` is always null.
+    other_visitors: int | None
+    #: The fold's ``visitors_min``: the lower bound anyone can compute from the published
+    #: numbers (:func:`fold_min`), the same way for every fold.
+    other_min: int = 0
     secondary: int = 0  # cells with >= k visitors folded to block subtraction
     below_k: bool = False
     sub_published: list[str] = field(default_factory=list)  # place: regions and cities
@@ -266,16 +305,34 @@ def untailed(partials: Sequence[Partial], dimension: str) -> frozenset[str]:
     return frozenset(out)
 
 
+def fold_min(requests: int, published: int, total: int, k: int, cap: int | None) -> int:
+    """The least a fold's distinct visitors can be, as anyone can tell from published
+    numbers (``requests``: the fold's, ``published``: the published top-level cells'
+    visitors summed, ``cap``: ``max_events_per_visitor``, one for all outputs): k (a
+    fold is published only then), T minus the published cells (every visitor has a
+    value in every dimension), its requests / cap.
+
+    >>> fold_min(requests=11, published=20, total=31, k=10, cap=100)  # audit F1
+    11
+    >>> fold_min(requests=10, published=13, total=13, k=10, cap=100)  # audit F2
+    10
+    """
+    return max(k, total - published, -(-requests // cap) if cap else 0)
+
+
 def gate_cells(
     cells: Mapping[str, Cell],
     tails: Sequence[Tail],
     total: int,
     k: int,
     untailed: frozenset[str] = frozenset(),
+    cap: int | None = None,
 ) -> Gate:
     """Decide which cells to publish (checks a-c of the module docstring). ``untailed``:
     cells missing from some partition's tail (:func:`untailed`): a fold holding one has
-    no exact count, only the lower bound of a forced fold, and must be >= k by it.
+    no exact count, and must be >= k by a lower bound the merger knows. ``cap``: the
+    output's ``max_events_per_visitor``, which bounds the fold's visitors from below by
+    its requests (:func:`fold_min`).
 
     >>> cells = {"DE": Cell(40, 30), "FR": Cell(20, 12), "IS": Cell(1, 1)}
     >>> tails = [((("IS",), 1),)]
@@ -294,6 +351,12 @@ def gate_cells(
     published = {key for key, c in cells.items() if key != OTHER and c.visitors >= k}
     forced: set[str] = set()
     other_visitors: int | None
+
+    def fold_smallest() -> None:
+        key = _smallest(published, cells)
+        published.discard(key)
+        forced.add(key)
+
     while True:
         bad = {key for key in published if _violates(total - cells[key].visitors, k)}
         if bad:
@@ -303,9 +366,11 @@ def gate_cells(
         rest = {key for key in cells if key not in published}
         if not rest:
             other_visitors = 0
-        elif not published:
+            break
+        if not published:
             other_visitors = total  # every visitor has some event in the fold
-        elif forced:
+            break
+        if forced:
             other_visitors = None  # >= k for sure, exact count not derivable
         elif not untailed.isdisjoint(rest):
             # Some partition tailed these cells under a lower k: no exact count. The fold
@@ -315,37 +380,44 @@ def gate_cells(
             bound = max(cells[key].visitors for key in rest)
             bound = max(bound, total - sum(cells[key].visitors for key in published))
             if bound < k:
-                key = _smallest(published, cells)
-                published.discard(key)
-                forced.add(key)
+                fold_smallest()
                 continue
             other_visitors = None
         else:
             other_visitors = union_visitors(tails, rest)
             if _violates(other_visitors, k) or _violates(total - other_visitors, k):
-                key = _smallest(published, cells)
-                published.discard(key)
-                forced.add(key)
+                fold_smallest()
                 continue
+        # Check (b') on the most that can be outside the fold, T - its lower bound:
+        # else its requests (or the merger's count) can pin T - fold in 1..k-1 (audit
+        # F2: a fold of k requests has exactly k visitors).
+        lower = fold_min(
+            sum(cells[key].requests for key in rest),
+            sum(cells[key].visitors for key in published),
+            total,
+            k,
+            cap,
+        )
+        if _violates(total - lower, k):
+            fold_smallest()
+            continue
         break
     folded = sorted(key for key in cells if key not in published)
-    lower = max((cells[key].visitors for key in folded), default=0)
-    lower = max(lower, total - sum(cells[key].visitors for key in published))
-    if other_visitors is None:
-        # The bound is published next to T: T - bound must not isolate fewer than k
-        # visitors either. The largest folded cell is often the one check (a) withheld
-        # for exactly that, so its count would undo the check. T - k is still a true
-        # lower bound there (a withheld cell has more than T - k visitors) and reveals
-        # nothing new. Below k (T < 2k) no bound is both safe and worth saying: none.
-        lower = min(lower, total - k)
-        other_min: int | None = lower if lower >= k else None
-    else:
-        other_min = other_visitors
+    # The bound published as ``visitors_min``: from published numbers only, the same
+    # way for every fold, forced or not (the merger's own counts of folded cells
+    # would tell a forced fold, or undo check a: audit F1).
+    other_min = fold_min(
+        sum(cells[key].requests for key in folded),
+        sum(cells[key].visitors for key in published),
+        total,
+        k,
+        cap,
+    )
     return Gate(
         sorted(published),
         folded,
         other_visitors,
-        other_min=other_min,
+        other_min=other_min if folded else 0,
         secondary=len(forced),
     )
 
@@ -356,6 +428,7 @@ def gate_place(
     total: int,
     k: int,
     untailed: frozenset[str] = frozenset(),
+    cap: int | None = None,
 ) -> Gate:
     """:func:`gate_cells` on countries, then regions and cities (checks d-e).
 
@@ -367,7 +440,7 @@ def gate_place(
     (['DE'], ['DE/BE', 'DE/BY'])
     """
     countries = {key: c for key, c in cells.items() if SEP not in key}
-    gate = gate_cells(countries, tails, total, k, untailed)
+    gate = gate_cells(countries, tails, total, k, untailed, cap)
     children: dict[str, list[str]] = {}
     for key in cells:
         if SEP in key:
@@ -571,7 +644,7 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
                 cells.setdefault(key, Cell()).add(cell)
         top = [key for key in cells if SEP not in key]
         gate = (gate_place if dim == PLACE else gate_cells)(
-            cells, tails, total, spec.k, untailed(partials, dim)
+            cells, tails, total, spec.k, untailed(partials, dim), spec.max_events_per_visitor
         )
         head = {**base, "dimension": dim}
         totals = _sum(cells, top)
@@ -594,9 +667,9 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
                 row["level"] = "country"
             # No measures: a visitor in several folded cells has one value in each, and
             # the merger holds no identities to keep only one (see the module docstring).
-            row.update(_measures(spec, other, gate.other_visitors, False))
-            if gate.other_visitors is None:
-                row["visitors_min"] = gate.other_min
+            # Every fold alike: visitors null, the bound anyone can compute (audit F1).
+            row.update(_measures(spec, other, None, False))
+            row["visitors_min"] = gate.other_min
             rows.append(row)
         summary = {**head, "kind": "summary", "value": None}
         totals.bots, totals.hist = window_bots, window_hist
@@ -606,7 +679,8 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
             # The fold's totals only: how many cells it holds, and how many of them had
             # k visitors (secondary suppression), gave the sizes of groups below k by
             # subtraction (an audit, session 16: ten one-visitor countries in an hour).
-            other={"requests": other.requests, "visitors": gate.other_visitors}
+            # Its visitors: null with the bound, like the __other__ row's (audit F1).
+            other={"requests": other.requests, "visitors": None, "visitors_min": gate.other_min}
             if gate.folded
             else None,
         )

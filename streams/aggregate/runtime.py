@@ -103,9 +103,9 @@ class AggregationRuntime:
         self.last_rows: list[dict[str, Any]] = []
         self.last_window: dict[str, Any] | None = None
         #: Kept out of their own rows by k, over the summaries published by this
-        #: process: the requests folded into __other__, and the folds'
-        #: visitors where published (a withheld count adds 0). Only published numbers:
-        #: a window below k publishes nothing and adds nothing.
+        #: process: the requests folded into __other__, and the folds' visitors as far as
+        #: published (``visitors_min``: a fold's count is never published). Only
+        #: published numbers: a window below k publishes nothing and adds nothing.
         self.suppressed: dict[str, int] = {"requests": 0, "visitors": 0}
         self.rows_published = 0
         #: Rows in the records add_rows applied (malformed rows included: they are
@@ -253,8 +253,8 @@ class AggregationRuntime:
                 # every published window (small cells are folded, not suppressed), so
                 # these figures read 0 however many cells k kept out.
                 fold = row.get("other") or {}
-                for name in self.suppressed:
-                    self.suppressed[name] += int(fold.get(name) or 0)
+                self.suppressed["requests"] += int(fold.get("requests") or 0)
+                self.suppressed["visitors"] += int(fold.get("visitors_min") or 0)
         self.last_rows = rows
         first = rows[0]
         self.last_window = {

@@ -302,9 +302,10 @@ def check_rows(
     events: Sequence[dict[str, Any]],
     rows: list[dict[str, Any]],
     specs: Sequence[AggregateSpec] | None = None,
-) -> None:
+) -> Counter[str]:
     """Everything the module docstring promises, for one spec's rows (``specs``: all
-    the outputs run with it, which share each event's fate; None: it alone)."""
+    the outputs run with it, which share each event's fate; None: it alone). Returns
+    how many folds of each :func:`fold_kind` the rows hold."""
     k = spec.k
     naive = Naive(spec, events, specs)
     mine = [r for r in rows if r["output"] == spec.name and r["window"] == spec.window_label]
@@ -320,6 +321,7 @@ def check_rows(
     )
 
     bad_rows = 0
+    folds: Counter[str] = Counter()
     for (w, dim), group in groups.items():
         summaries = [r for r in group if r["kind"] == "summary"]
         assert len(summaries) == 1
@@ -351,15 +353,26 @@ def check_rows(
             check_measures(spec, other, None, sum(naive.bytes[w, dim, v] for v in rest))
             assert summary["other"]["requests"] == rest_requests
             assert len(rest_visitors) >= k
-            if other["visitors"] is None:
-                bound = other["visitors_min"]
-                if bound is not None:
-                    assert k <= bound <= len(rest_visitors)
-                    # a bound that reveals no withheld count: T - bound isolates no one
-                    assert not 0 < total - bound < k
-            else:
-                assert other["visitors"] == len(rest_visitors)
-                assert not 0 < total - len(rest_visitors) < k
+            folds[fold_kind(naive, w, dim, rest, total, k, bool(top_published))] += 1
+            # Every fold alike, forced or not (audit F1): no count, and the bound anyone
+            # computes from the published numbers: k, T - published cells, requests / cap.
+            assert other["visitors"] is None and summary["other"]["visitors"] is None
+            lower = max(
+                k,
+                total - sum(cells[v]["visitors"] for v in top_published),
+                math.ceil(rest_requests / spec.max_events_per_visitor),
+            )
+            assert other["visitors_min"] == summary["other"]["visitors_min"] == lower
+            assert lower <= len(rest_visitors)
+            # What anyone can tell of T - fold: [T - min(requests, T), T - lower] (each
+            # fold visitor has a request in it). Never inside 1..k-1 (audit F2), and
+            # its top, the most outside the fold, none or >= k (check b').
+            upper = min(rest_requests, total)
+            assert not (total - upper > 0 and total - lower < k), (w, dim, upper, lower)
+            assert not 0 < total - lower < k, (w, dim, lower)
+            # Also with the merger's own bound, the folded cells' visitors summed.
+            upper = min(upper, sum(len(naive.visitors[w, dim, v]) for v in rest))
+            assert not (total - upper > 0 and total - lower < k), (w, dim, upper, lower)
         else:
             assert others == [] and summary["other"] is None
         assert (
@@ -370,6 +383,21 @@ def check_rows(
         if "bot_share" in spec.measures:
             check_bot_shares(naive, w, dim, summary, cells, k)
     assert bad_rows == 0
+    return folds
+
+
+def fold_kind(
+    naive: Naive, w: str, dim: str, rest: set[str], total: int, k: int, beside: bool
+) -> str:
+    """How the gate came to a fold, from the truth: "forced (a)" holds a cell failing
+    check a, "forced" a cell of >= k folded to cover others (secondary suppression),
+    "small" only cells below k; "all" when nothing is published beside it."""
+    sizes = [len(naive.visitors[w, dim, v]) for v in rest]
+    if not beside:
+        return "all"
+    if any(0 < total - n < k for n in sizes):
+        return "forced (a)"
+    return "forced" if any(n >= k for n in sizes) else "small"
 
 
 def check_bot_shares(
@@ -480,6 +508,19 @@ def test_measures_are_per_visitor_and_withheld_without_k_visitors_each_side() ->
         assert any(r[name] is None for r in mine), name
     # One visitor beyond the cap: its 100 counted requests weigh one value per cell.
     assert max(Counter(e["visitor"] for e in events).values()) > 100
+
+
+def test_the_populations_exercise_every_kind_of_fold() -> None:
+    """The brute force above checks every fold; this makes sure its cases occur: folds
+    holding a cell check (a) withheld, a cell of >= k folded to cover smaller ones
+    (secondary suppression), only cells below k, and everything."""
+    kinds: Counter[str] = Counter()
+    for seed, visitors in ((1, 12), (2, 60), (3, 240)):
+        events = population(seed, visitors)
+        rows, _, _ = run(SPECS, events)
+        for spec in SPECS:
+            kinds += check_rows(spec, events, rows, SPECS)
+    assert {"forced (a)", "forced", "small", "all"} <= set(kinds), kinds
 
 
 def test_partitioning_does_not_change_the_output() -> None:
@@ -675,3 +716,23 @@ def test_a_day_city_minus_the_hours_cities_recovers_no_small_group() -> None:
         inside = [hours[h][value]["visitors"] for h in hours if value in hours[h]]
         rest = row["visitors"] - sum(inside)  # each visitor came in one hour only
         assert not 0 < rest < K, f"{value}: {rest} visitor(s) in the hours that withheld it"
+
+
+@pytest.mark.parametrize(
+    ("dimension", "events"),
+    [
+        # Audit F1: DE 20, FR 10 (folded to cover IS), IS 1: the fold said "forced".
+        ("country", [*crowd("d", 20, DAY, country="DE"), *crowd("f", 10, DAY, country="FR"),
+                     person("victim", DAY, country="IS")]),
+        # Audit F2: 13 on "/", 10 of them on /pricing once (folded by check a): the
+        # fold's 10 requests made it exactly 10 visitors, T - 10 = 3.
+        ("route", [*crowd("v", 13, DAY), *crowd("v", 10, DAY, route="/pricing")]),
+    ],
+)  # fmt: skip
+def test_a_fold_gives_no_group_below_k(dimension: str, events: list[dict[str, Any]]) -> None:
+    """Brute force over the audit's two windows (check_rows: every fold alike, and
+    T - fold never pinned in 1..k-1 by its bounds)."""
+    spec = DEFAULTS["product 1h"]
+    rows, _, _ = run([spec], events)
+    kinds = check_rows(spec, events, rows)
+    assert kinds[{"country": "forced", "route": "all"}[dimension]] >= 1

@@ -102,15 +102,16 @@ def test_gate_total_minus_cell_below_k_folds_the_cell() -> None:
     g = gate_cells(cells(home=95, cart=40), [], total=100, k=10)  # 5 never saw "home"
     assert g.published == ["cart"] and g.folded == ["home"]
     # The fold's lower bound is published next to T: "home"'s 95 there would be the
-    # subtraction check (a) just prevented (found by an audit).
-    assert g.other_visitors is None and g.other_min == 90
+    # subtraction check (a) just prevented (found by an audit). It is T - cart, as
+    # anyone can compute (before: T - k = 90, which told a cell of > 90 was folded).
+    assert g.other_visitors is None and g.other_min == 60
 
 
 def test_the_folds_lower_bound_never_undoes_check_a() -> None:
     """43 visitors, 40 of them saw "/" (withheld: 3 never did), 12 saw "/p"."""
     g = gate_cells(cells(**{"/": 40, "/p": 12}), [], total=43, k=10)
     assert g.published == ["/p"] and g.other_visitors is None
-    assert g.other_min == 33 and 43 - g.other_min >= 10
+    assert g.other_min == 31 and 43 - g.other_min >= 10  # 43 - 12
 
 
 def test_gate_check_b_folds_a_cell_that_other_would_isolate() -> None:
@@ -300,7 +301,7 @@ def test_the_fold_publishes_no_measures() -> None:
     events += [{"time": T0, "visitor": f"w{i}", "route": f"/s{i}"} for i in range(9)]
     rows = publish([OPS], events)
     other = row_of(rows, "cell", OTHER)
-    assert other["visitors"] == 10 and other["requests"] == 39
+    assert other["visitors"] is None and other["requests"] == 39
     assert [other[m] for m in ("p50_ms", "p95_ms", "p99_ms", "bot_share")] == [None] * 4
     assert row_of(rows, "summary")["p50_ms"] == 4.97
 
@@ -554,4 +555,99 @@ def test_the_fold_does_not_say_how_many_cells_it_holds() -> None:
     events = [{"time": T0, "visitor": f"d{i}", "country": "DE"} for i in range(30)]
     events += [{"time": T0, "visitor": f"x{i}", "country": f"C{i}"} for i in range(10)]
     summary = row_of(publish([spec], events), "summary")
-    assert summary["other"] == {"requests": 10, "visitors": 10}
+    assert summary["other"] == {"requests": 10, "visitors": None, "visitors_min": 10}
+
+
+PRODUCT = AggregateSpec("product", 3600, ("country", "route"), ("requests", "visitors"), k=10,
+                        allowed_lateness_seconds=0)  # fmt: skip
+
+
+def fold_rows(rows: list[dict[str, Any]], dimension: str) -> list[dict[str, Any]]:
+    """One dimension's rows, without the window's labels (for comparing two windows)."""
+    keep = ("kind", "value", "requests", "visitors", "visitors_min", "other")
+    return [{k: r.get(k) for k in keep} for r in rows if r["dimension"] == dimension]
+
+
+def visits(counts: dict[str, int], dimension: str = "country") -> list[dict[str, Any]]:
+    return [
+        {"time": T0, "visitor": f"{value}{i}", dimension: value, "route": "/"}
+        for value, n in counts.items()
+        for i in range(n)
+    ]
+
+
+def test_a_forced_fold_is_published_like_an_unforced_one() -> None:
+    """Audit F1: DE 20, FR 10, IS 1. FR passes (a), but the fold {IS} (1 visitor) fails
+    (c), so FR is folded too. ``visitors: null`` was published only for such forced
+    folds, and in a dimension with one value per visitor the fold is T - DE = 11: a
+    cell of >= 10 plus exactly one visitor from countries below k. Every fold is now
+    published alike: 11 visitors in FR 9 and IS 2 (no cell of k) give the same rows."""
+    forced = fold_rows(publish([PRODUCT], visits({"DE": 20, "FR": 10, "IS": 1})), "country")
+    unforced = fold_rows(publish([PRODUCT], visits({"DE": 20, "FR": 9, "IS": 2})), "country")
+    assert forced == unforced
+    other = next(r for r in forced if r["value"] == OTHER)
+    assert other["visitors"] is None and other["visitors_min"] == 11  # T - DE: published
+    assert forced[-1]["other"] == {"requests": 11, "visitors": None, "visitors_min": 11}
+
+
+def observed(rows: list[dict[str, Any]], k: int, cap: int = 100) -> tuple[int, int] | None:
+    """What anyone can tell of ``T - fold`` from one dimension's rows: the fold has >= k
+    visitors (else it is not published), every visitor outside the published cells is
+    in it, it has at most ``requests`` visitors and at least requests / cap."""
+    summary = next(r for r in rows if r["kind"] == "summary")
+    other = next((r for r in rows if r["value"] == OTHER), None)
+    if other is None:
+        return None
+    total = summary["visitors"]
+    published = sum(r["visitors"] for r in rows if r["kind"] == "cell" and r["value"] != OTHER)
+    lower = max(k, total - published, -(-other["requests"] // cap), other["visitors_min"] or 0)
+    upper = min(other["requests"], total)
+    if other["visitors"] is not None:
+        lower = upper = other["visitors"]
+    return total - upper, total - lower
+
+
+def test_the_folds_requests_do_not_pin_what_check_a_withheld() -> None:
+    """Audit F2: 13 visitors view /, 10 of them /pricing once. /pricing fails (a) (13 -
+    10 = 3) and was folded alone, with requests 10: a published fold has >= 10 visitors
+    and at most 10 (one request each at least), so exactly 10, and 3 visitors never
+    requested the folded route. Check (b) now holds for the interval an observer gets
+    (and for the merger's own count of a one-cell fold): / is folded too."""
+    events = [{"time": T0, "visitor": f"v{i}", "country": "DE", "route": "/"} for i in range(13)]
+    events += [{"time": T0, "visitor": f"v{i}", "country": "DE", "route": "/pricing"}
+               for i in range(10)]  # fmt: skip
+    rows = fold_rows(publish([PRODUCT], events), "route")
+    low, high = observed(rows, PRODUCT.k) or (0, 0)
+    assert not (low > 0 and high < PRODUCT.k), (low, high)  # not pinned
+    assert not 0 < high < PRODUCT.k  # and the most outside the fold is none or k
+    assert [r["value"] for r in rows] == [OTHER, None]  # everything folded: T - fold = 0
+    # Twice each: requests 20 bound nothing, but the merger knows the fold is 10.
+    rows = fold_rows(publish([PRODUCT], events + events[13:]), "route")
+    assert [r["value"] for r in rows] == [OTHER, None]
+
+
+def test_the_most_outside_the_fold_is_none_or_k() -> None:
+    """Check (b'): T - visitors_min, the most the published numbers leave outside the
+    fold, must be 0 or >= k, whatever bounds the fold from above."""
+    # T = 13: "/" and "/q" seen by all, "/p" by 10 (fails a: 3). The fold {/p} has >= k
+    # visitors, so T - fold <= 3 (and its 10 requests make it 3): "/" is folded too,
+    # then "/q" (T - k is still 3), and the fold is T.
+    g = gate_cells(cells(**{"/": 13, "/p": 10, "/q": 13}), [], total=13, k=10)
+    assert g.published == [] and g.other_visitors == 13 and g.other_min == 13
+    # "/p" seen twice each: its 20 requests bound nothing, T - fold is 0..3: the same.
+    twice = {"/": Cell(13, 13), "/p": Cell(20, 10), "/q": Cell(13, 13)}
+    assert gate_cells(twice, [], total=13, k=10).published == []
+    # "/" by 43, "/p" by 40 (fails a), "/q" by 12: the fold {/p} has >= 10 visitors,
+    # T - fold <= 33: published as before.
+    g = gate_cells(cells(**{"/": 43, "/p": 40, "/q": 12}), [], total=43, k=10)
+    assert g.published == ["/", "/q"] and g.folded == ["/p"] and g.other_min == 10
+
+
+def test_the_published_bound_is_one_anyone_can_compute() -> None:
+    """``visitors_min`` is k, T - published cells, or requests / cap, whichever is
+    highest, for every fold alike: never the merger's own count of a folded cell."""
+    # Everyone saw "A"; "B" and "C" 9 visitors each, 100 requests each (the cap): 1,800
+    # requests in the fold are 18 visitors at least.
+    heavy = {"A": Cell(1900, 50), "B": Cell(900, 9), "C": Cell(900, 9)}
+    g = gate_cells(heavy, [((("B",), 9), (("C",), 9))], total=50, k=10, cap=100)
+    assert g.published == ["A"] and g.other_visitors == 18 and g.other_min == 18
