@@ -35,7 +35,7 @@ Decisions (each is pinned by a test in ``tests/unit/test_detect.py``):
   ``1.2.3.4.5``) is flagged: indistinguishable; ``1.2.3`` and
   ``120.0.6099.109`` are not. Two or three numbers as browsers and ``inet_aton`` read
   them (``203.0.29005``, ``203.29005``, ``0313.0.070515``: 203.0.113.77) where a host
-  stands (the whole string, after ``//`` or ``@``) when the last number is past 255
+  stands (the whole string, after ``//`` and any userinfo) when the last number is past 255
   or one before it is octal (``1.2.3``, ``2024.11.30``, ``19.99`` are not;
   ``3.14159`` alone is): see ``_has_short_ipv4``.
   Also four numbers 0-255 joined by ``-`` or ``_``, in any longer run of them
@@ -136,10 +136,11 @@ _NUMERIC_V4_RE: Final = re.compile(
 _V4_PART_RE: Final = re.compile(r"0[xX][0-9A-Fa-f]*|0[0-7]*|[1-9][0-9]*")
 # The short forms, two or three numbers ("203.0.29005", "203.29005", "0313.0.070515" are
 # all 203.0.113.77: an audit found them published in ops.host), where a host stands:
-# the whole text, or after "//" or "@", up to a port, path, query or fragment.
+# the whole text, or after "//" and any userinfo, up to a port, path, query or fragment.
 _SHORT_V4: Final = rf"((?:{V4_NUMBER})(?:\.(?:{V4_NUMBER})){{1,2}})\.?(?=\Z|[:/?#\\])"
 _SHORT_V4_WHOLE_RE: Final = re.compile(_SHORT_V4)  # .match: the text starts with it
-_SHORT_V4_AFTER_RE: Final = re.compile(f"(?://|@){_SHORT_V4}")
+# After "//" and any userinfo only: "pkg@1.4.600" in a CDN path is a version (a review).
+_SHORT_V4_AFTER_RE: Final = re.compile(f"//(?:[^/?#@\\s]*@)?{_SHORT_V4}")
 
 # Candidate text for an IPv6 address: hex groups and colons with at least two colons,
 # an optional dotted IPv4 tail, zone and prefix. ipaddress confirms; the regex only
@@ -354,7 +355,13 @@ def label_spells_address(label: str) -> bool:
         return True
     if label[:4].lower() == "xn--":
         seen = readable(label)
-        if seen != label and (label_spells_address(seen) or _has_ipv4(seen) or _has_ipv6(seen)):
+        # One level: a decoded label that is punycode again is no host name (and
+        # decoding it again and again made a nested label cost seconds; a review).
+        if (
+            seen != label
+            and _PUNYCODE_PRE.search(seen) is None
+            and (label_spells_address(seen) or _has_ipv4(seen) or _has_ipv6(seen))
+        ):
             return True
     return _separated_ipv6(label)
 
@@ -466,24 +473,28 @@ def _has_other_ipv4(text: str) -> bool:
 
 
 def _has_short_ipv4(text: str) -> bool:
-    """Whether ``text`` is, or has after "//" or "@", a host of two or three numbers
+    """Whether ``text`` is, or has after "//" (and userinfo), a host of two or three numbers
     that a browser reads as an address (:func:`whatwg_ipv4`) and that is written as
     one: its last number past 255 (it fills two or three bytes) or an octal number
     before it. Versions, dates and most decimals are not: the last number of ``1.2.3``
-    and ``2024.11.30`` fits one byte, and ``3.05`` is octal only in its last. A
-    decimal with more than three places is flagged: ``3.14159`` is 3.0.55.79.
+    and ``2024.11.30`` fits one byte, and ``3.05`` is octal only in its last. Standing
+    alone, a decimal whose last number is past 255 is flagged (``1.500``, ``3.14159``
+    is 3.0.55.79), and so is a version such as ``124.0.6367``; after "@" without "//"
+    a host is not looked for (``pkg@1.4.600`` in CDN paths is a version).
 
     >>> [_has_short_ipv4(x) for x in ["203.0.29005", "203.29005:443", "0313.0161.7"]]
     [True, True, True]
-    >>> _has_short_ipv4("http://203.29005/"), _has_short_ipv4("jane@203.29005")
+    >>> _has_short_ipv4("http://203.29005/"), _has_short_ipv4("//jane@203.29005")
     (True, True)
+    >>> _has_short_ipv4("/npm/electron-to-chromium@1.4.600/dist/x.js")
+    False
     >>> [_has_short_ipv4(x) for x in ["1.2.3", "2024.11.30", "19.99", "3.05", "0.29005"]]
     [False, False, False, False, False]
     >>> _has_short_ipv4("/v/203.29005"), _has_short_ipv4("Chrome/124.0.6367")  # no host
     (False, False)
     """
     found = [_SHORT_V4_WHOLE_RE.match(text)]
-    if "//" in text or "@" in text:
+    if "//" in text:
         found.extend(_SHORT_V4_AFTER_RE.finditer(text))
     for m in found:
         if m is None:
@@ -789,7 +800,12 @@ def fold_lookalikes(text: str) -> str:
 # A punycode label: IDNA's ASCII form of a label that is not ("xn--bcher-kva" is
 # "bücher"), in which digits of other scripts hide (an audit found
 # "xn------mphbhackf9ba.duckdns.org", "२०३-०-११३-७७", published as a referrer).
-_PUNYCODE_LABEL_RE: Final = re.compile(r"(?<![0-9A-Za-z-])[xX][nN]--([0-9A-Za-z-]+)")
+# At most a DNS label's 63 characters: longer ones are no host name, and decoding them
+# cost time growing with their length's square (a review: nested "xn--xn--..." labels).
+_PUNYCODE_LABEL_RE: Final = re.compile(
+    r"(?<![0-9A-Za-z-])[xX][nN]--([0-9A-Za-z-]{1,59})(?![0-9A-Za-z-])"
+)
+_PUNYCODE_PRE: Final = re.compile(r"[xX][nN]--")
 
 
 def _punycode_decoded(m: re.Match[str]) -> str:
@@ -838,7 +854,8 @@ def find_leak(text: str, *, labels: bool = True) -> str | None:
         or ("." in text and _ADDRESS_LABEL_PRE.search(text) is not None)
         or (len(text) >= 13 and _CARD_PRE.search(text) is not None)
         or (len(text) >= 32 and _RUN_PRE.search(text) is not None)
-        or "--" in text  # punycode: "xn--", in any case
+        # punycode: "xn--", in any case ("--" alone is common: "block--modifier.css")
+        or ("--" in text and _PUNYCODE_PRE.search(text) is not None)
     ):
         return None
     hit = _detect(text)
@@ -852,7 +869,12 @@ def find_leak(text: str, *, labels: bool = True) -> str | None:
             hit = _detect(decoded)
             if hit is not None:
                 return hit
-    if labels and "--" in text:
+        if labels and "--" in decoded and _PUNYCODE_PRE.search(decoded) is not None:
+            # "https%3A%2F%2Fxn--..." (a review: only the raw text was decoded)
+            seen = readable(decoded)
+            if seen != decoded and (hit := find_leak(seen, labels=False)) is not None:
+                return hit
+    if labels and "--" in text and _PUNYCODE_PRE.search(text) is not None:
         seen = readable(text)
         if seen != text:
             return find_leak(seen, labels=False)

@@ -246,7 +246,7 @@ LEAKS = [
     ("203.0.29005.", "ipv4"),
     ("https://203.29005/admin", "ipv4"),
     ("/go?u=http%3A%2F%2F203.0.29005%2F", "ipv4"),
-    ("jane@203.29005", "ipv4"),  # userinfo before a host
+    ("//jane@203.29005", "ipv4"),  # userinfo before a host (without "//": a version)
     # and host names whose label spells an address zero-padded, or in other digits
     ("/go?u=203000113077.duckdns.org", "ipv4"),
     ("/go?u=xn------mphbhackf9ba.duckdns.org", "ipv4"),  # २०३-०-११३-७७
@@ -435,3 +435,48 @@ def test_any_punycode_label_is_decoded_or_kept(code: str) -> None:
     # Invalid punycode is checked as written: no exception escapes the sweep.
     assert find_leak(f"xn--{code}") in {None, "ipv4", "ipv6", "token", "card"}
     assert detect.readable(f"XN--{code}") is not None
+
+
+def _nested_punycode(levels: int) -> str:
+    label = "abc"
+    for _ in range(levels):  # each level decodes (the mark folded away) to the one below
+        label = "xn--" + (label + "\u0301").encode("punycode").decode()
+    return label
+
+
+def test_nested_punycode_labels_cost_no_more_than_one_decoding() -> None:
+    """A label decoded to another punycode label was decoded again, level after
+    level: a 7 KB referrer took 2.2 s a line, a 12 KB Host header raised
+    RecursionError and the line was lost (a review). Labels longer than DNS allows
+    are not decoded, and a decoded label is not decoded again."""
+    import time
+
+    from streams.urls import registrable_domain
+
+    for levels in (3, 40, 400):
+        nested = _nested_punycode(levels)
+        started = time.perf_counter()
+        registrable_domain(nested + ".duckdns.org")
+        find_leak(f"12345678.a {nested}.duckdns.org")
+        find_leak(f"https://{nested}.example.com/")
+        assert time.perf_counter() - started < 0.5, levels
+
+
+def test_punycode_is_read_in_percent_decoded_text_too() -> None:
+    """Only the raw text's labels were decoded: an address label behind "%2F%2F" or a
+    percent-encoded "x" was kept (a review)."""
+    for text in (
+        "/go?u=https%3A%2F%2Fxn------mphbhackf9ba.duckdns.org%2F",
+        "/go?u=%78n------mphbhackf9ba.duckdns.org",
+        "xn%2D%2D----mphbhackf9ba.duckdns.org",
+    ):
+        assert find_leak(text) is not None, text
+
+
+def test_a_version_after_at_in_a_path_is_no_address() -> None:
+    """ "pkg@1.4.600" (jsDelivr, unpkg) read as a host of three numbers was templated
+    away (a review); only "//" and userinfo before a host count."""
+    assert find_leak("/npm/electron-to-chromium@1.4.600/dist/x.js") is None
+    assert find_leak("/static/css/block--modifier.css") is None
+    assert find_leak("http://user@203.29005/") == "ipv4"
+    assert find_leak("https://203.0.29005:8443/x") == "ipv4"
