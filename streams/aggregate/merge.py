@@ -137,8 +137,10 @@ mechanism around that rank (:func:`~streams.aggregate.histogram.quantile`, epsil
 on a busy cell the nearest rank's bucket or a neighbour, and never a value one visitor
 decides (each deterministic rule tried published one: the nearest rank, the mean of the
 2k - 1 values around it, the two ends of those; a review and two audits). Rows are
-published once (a republished window repeats its checkpointed rows), so no window
-shows two draws of one percentile. ``bot_share`` is the share of the cell's visitors whose
+published once (a republished window repeats its checkpointed rows), and a window's
+summaries, one per dimension, share one draw (they drew one each: an audit), so no
+window shows two draws of one histogram's percentile; a cell holding the same visitors
+as the summary is another draw (across rows, see the known limits above). ``bot_share`` is the share of the cell's visitors whose
 first counted request there came from a bot, published only when the bots and the others
 are each none or at least k. With visitors published, share * visitors is a row's bot
 count, so the shares are also gated against each other (:func:`gate_bot_share`):
@@ -578,17 +580,21 @@ def _bot_shares(cells: Mapping[str, Cell], gate: Gate, bots: int, total: int, k:
 
 
 def _measures(
-    spec: AggregateSpec, cell: Cell, visitors: int | None, measured: bool, share: bool = True
+    spec: AggregateSpec,
+    cell: Cell,
+    visitors: int | None,
+    measured: bool,
+    share: bool = True,
+    drawn: Mapping[str, float | None] | None = None,
 ) -> dict[str, Any]:
     """A row's numbers. ``cell.hist`` and ``cell.bots`` hold one value per visitor (see
     the module docstring), ``measured``: whether they can be published at all,
-    ``share``: whether ``bot_share`` may (:func:`gate_bot_share`)."""
+    ``share``: whether ``bot_share`` may (:func:`gate_bot_share`), ``drawn``: its
+    percentiles, already drawn (:func:`_percentiles`)."""
     row: dict[str, Any] = {"requests": cell.requests, "visitors": visitors}
     if "bytes" in spec.measures:
         row["bytes"] = cell.bytes
-    for name, q in PERCENTILES.items():
-        if name in spec.measures:
-            row[name] = histogram.quantile(cell.hist, q, spec.k) if measured else None
+    row.update(_percentiles(spec, cell.hist, measured) if drawn is None else drawn)
     if "bot_share" in spec.measures:
         # Only when the bots and the others are each none or at least k: else the
         # share names a group of fewer than k (one "bot" can be a person's curl).
@@ -600,6 +606,16 @@ def _measures(
         )
         row["bot_share"] = round(cell.bots / visitors, 4) if publish and visitors else None
     return row
+
+
+def _percentiles(spec: AggregateSpec, hist: Mapping[int, int], measured: bool) -> dict[str, Any]:
+    """The spec's percentiles of ``hist``, each a random draw
+    (:func:`~streams.aggregate.histogram.quantile`)."""
+    return {
+        name: histogram.quantile(hist, q, spec.k) if measured else None
+        for name, q in PERCENTILES.items()
+        if name in spec.measures
+    }
 
 
 def _sum(cells: Mapping[str, Cell], keys: Iterable[str]) -> Cell:
@@ -624,6 +640,9 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
     window_hist: dict[int, int] = {}
     for p in partials:
         histogram.merge(window_hist, p.hist)
+    # Drawn once for the window: each dimension's summary repeats them (a draw per
+    # summary gave four draws of one histogram in an ops window; an audit).
+    window_percentiles = _percentiles(spec, window_hist, measured)
     base = {
         "version": ROW_VERSION,
         "revision": 1,
@@ -673,7 +692,7 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
             rows.append(row)
         summary = {**head, "kind": "summary", "value": None}
         totals.bots, totals.hist = window_bots, window_hist
-        summary.update(_measures(spec, totals, total, measured))
+        summary.update(_measures(spec, totals, total, measured, drawn=window_percentiles))
         summary.update(
             published_cells=len(gate.published) + len(gate.sub_published),
             # The fold's totals only: how many cells it holds, and how many of them had
