@@ -140,8 +140,9 @@ decides (each deterministic rule tried published one: the nearest rank, the mean
 published once (a republished window repeats its checkpointed rows), and a window's
 summaries, one per dimension, share one draw (they drew one each: an audit), so no
 window shows two draws of one histogram's percentile; a cell holding the same visitors
-as the summary is another draw (across rows, see the known limits above). ``bot_share`` is the share of the cell's visitors whose
-first counted request there came from a bot, published only when the bots and the others
+as the summary is another draw (across rows, see the known limits above).
+``bot_share`` is the share of the cell's visitors whose first counted request there
+came from a bot, published only when the bots and the others
 are each none or at least k. With visitors published, share * visitors is a row's bot
 count, so the shares are also gated against each other (:func:`gate_bot_share`):
 the summary's bots minus a cell's, and minus all cells' whose share is published (what
