@@ -127,6 +127,7 @@ def _decider(
     keep_cross = options.get("keep", "registrable_domain") == "registrable_domain"
     allow = urls.compile_allow(options.get("allow_query", url_policy.DEFAULT_ALLOW_QUERY))
     path_policy = url_policy.make_target_policy(allow, template=True, keep_query=True)
+    cross_site_domain = urls.cross_site_domain
 
     def decide(own: str | None, domain: str, m: Any) -> str | None:
         # A host without a registrable domain (an address, localhost, nginx's "_")
@@ -140,7 +141,6 @@ def _decider(
             return path_policy(target if target.startswith("/") else "/" + target)
         return cross_site_domain(domain) if keep_cross else None
 
-    cross_site_domain = urls.cross_site_domain
     return decide
 
 

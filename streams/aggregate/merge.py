@@ -360,6 +360,13 @@ def gate_cells(
         published.discard(key)
         forced.add(key)
 
+    def public_min(fold: Iterable[str]) -> int:
+        # From published numbers only, the same way for every fold, forced or not (the
+        # merger's own counts of folded cells would tell a forced fold, or undo check
+        # a: audit F1).
+        requests = sum(cells[key].requests for key in fold)
+        return fold_min(requests, sum(cells[key].visitors for key in published), total, k, cap)
+
     while True:
         bad = {key for key in published if _violates(total - cells[key].visitors, k)}
         if bad:
@@ -394,33 +401,16 @@ def gate_cells(
         # Check (b') on the most that can be outside the fold, T - its lower bound:
         # else its requests (or the merger's count) can pin T - fold in 1..k-1 (audit
         # F2: a fold of k requests has exactly k visitors).
-        lower = fold_min(
-            sum(cells[key].requests for key in rest),
-            sum(cells[key].visitors for key in published),
-            total,
-            k,
-            cap,
-        )
-        if _violates(total - lower, k):
+        if _violates(total - public_min(rest), k):
             fold_smallest()
             continue
         break
     folded = sorted(key for key in cells if key not in published)
-    # The bound published as ``visitors_min``: from published numbers only, the same
-    # way for every fold, forced or not (the merger's own counts of folded cells
-    # would tell a forced fold, or undo check a: audit F1).
-    other_min = fold_min(
-        sum(cells[key].requests for key in folded),
-        sum(cells[key].visitors for key in published),
-        total,
-        k,
-        cap,
-    )
     return Gate(
         sorted(published),
         folded,
         other_visitors,
-        other_min=other_min if folded else 0,
+        other_min=public_min(folded) if folded else 0,  # the published visitors_min
         secondary=len(forced),
     )
 
