@@ -495,10 +495,16 @@ class _FileAggregates:
 
     def __init__(self, pipeline: Any) -> None:
         from streams.aggregate.runtime import AggregationRuntime, specs_from_config
+        from streams.keys import DerivedKeyRing
 
+        # With a key from env: or file:, a rerun over the same log draws the same
+        # percentiles (two runs' independent draws would average toward the true value);
+        # with ephemeral keys each run draws anew, as its pseudonyms are new too.
+        keyring = pipeline.keyring
+        draw_key = keyring.derived(b"logfog-draws") if isinstance(keyring, DerivedKeyRing) else None
         self._runtime = AggregationRuntime(
             specs_from_config(pipeline.config["aggregates"]), partitions=1, snapshot_interval=1e9,
-            layout=pipeline.aggregate_layout,
+            layout=pipeline.aggregate_layout, draw_key=draw_key,
         )  # fmt: skip
         self._aggregator = self._runtime.aggregator(0, lambda key: None)
         self._time_at = self._aggregator.layout.index("time")

@@ -204,6 +204,16 @@ class DerivedKeyRing:
     def on_destroy(self, listener: EpochListener) -> None:
         """Derived keys are never destroyed (the secret recomputes them): nothing to tell."""
 
+    def derived(self, purpose: bytes) -> bytes:
+        """A 256-bit key for another use than pseudonyms (``purpose``: BLAKE2b's
+        personalization, at most 16 bytes), which tells nothing about the epoch keys.
+
+        >>> ring = DerivedKeyRing(b"m" * 32, 86400)
+        >>> ring.derived(b"logfog-draws") == ring.derived(b"logfog-draws") != ring.key_for(0)
+        True
+        """
+        return hashlib.blake2b(key=self._master, person=purpose, digest_size=32).digest()
+
     def key_for(self, epoch: int, now: float | None = None) -> bytes | None:
         key = self._cache.get(epoch)
         if key is None:

@@ -20,9 +20,12 @@ True
 
 from __future__ import annotations
 
+import bisect
+import hashlib
+import itertools
 import math
-import random
-from collections.abc import Iterable, Mapping
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 STEPS_PER_OCTAVE = 8
@@ -61,11 +64,12 @@ def midpoint(index: int) -> float:
 #: Privacy loss of one published percentile: one visitor's value changes the odds of
 #: any value being published by a factor of at most e**EPSILON (about 7.4).
 EPSILON: Final = 2.0
-_RANDOM: Final = random.SystemRandom()
+#: The draws' key when the caller has none (:func:`quantile`): this process's own.
+_PROCESS_KEY: Final = secrets.token_bytes(32)
 
 
 def quantile(
-    hist: Mapping[int, int], q: float, k: int = 1, rng: random.Random | None = None
+    hist: Mapping[int, int], q: float, k: int = 1, key: bytes | None = None
 ) -> float | None:
     """The ``q`` quantile of the recorded durations, a bucket's value (:func:`value`):
     for ``k = 1`` that of its nearest rank; for ``k > 1`` one drawn at random, None
@@ -83,12 +87,22 @@ def quantile(
     value changes the odds of any published value by at most e**EPSILON, and a value
     alone in a gap is published about as often as each of the gap's empty buckets. On
     the many values of a busy cell the draw lands on or next to the nearest rank.
-    ``rng``: for tests (default: the operating system's randomness).
+
+    The draw is keyed (:func:`draw`): the same histogram and ``q`` under the same
+    ``key`` always give the same bucket, so publishing a window again (a rerun of a
+    file with the same key, a merger restored after a crash or paused past its
+    turn, a cell that holds the same visitors as its summary) repeats the value instead
+    of drawing anew: independent draws of one histogram average out to its nearest
+    rank. A histogram that differs in any count is an independent draw to whoever
+    lacks the key. ``key``: None for this process's own random key.
 
     For k = 10 that takes 19 values for the median, 180 for p95 and 900 for p99.
 
     >>> quantile({bucket(20.0): 40}, 0.5, k=10)  # 40 values in one bucket: that bucket
     19.9
+    >>> h = {bucket(float(ms)): 3 for ms in range(10, 400, 10)}
+    >>> len({quantile(h, 0.5, k=10, key=b"k" * 32) for _ in range(20)})  # one value
+    1
     """
     total = sum(hist.values())
     if total == 0:
@@ -102,8 +116,29 @@ def quantile(
                 return value(i)
     if rank < k or total - rank + 1 < k:
         return None
-    (drawn,) = (rng or _RANDOM).choices(range(BUCKETS), rank_weights(hist, rank))
-    return value(drawn)
+    basis = repr(q).encode() + b"".join(
+        i.to_bytes(1, "big") + hist[i].to_bytes(8, "big") for i in sorted(hist) if hist[i]
+    )
+    return value(draw(rank_weights(hist, rank), basis, _PROCESS_KEY if key is None else key))
+
+
+def draw(weights: Sequence[float], basis: bytes, key: bytes) -> int:
+    """An index drawn with odds ``weights`` from a keyed hash of ``basis``: a uniform
+    number to whoever lacks ``key`` (BLAKE2b is a pseudorandom function under its
+    key), and the same index for the same ``basis``, ``weights`` and ``key``.
+
+    >>> weights, key = [0.0, 1.0, 3.0], b"k" * 32
+    >>> picks = [draw(weights, bytes([n]), key) for n in range(200)]
+    >>> picks.count(0), 30 < picks.count(1) < 70
+    (0, True)
+    >>> draw(weights, b"x", key) == draw(weights, b"x", key)
+    True
+    """
+    digest = hashlib.blake2b(basis, key=key[:64], person=b"logfog-draw", digest_size=8).digest()
+    cumulative = list(itertools.accumulate(weights))
+    # 53 bits: a float's mantissa, so each index's odds are its weight's share.
+    target = (int.from_bytes(digest, "big") >> 11) / (1 << 53) * cumulative[-1]
+    return min(bisect.bisect_right(cumulative, target), len(weights) - 1)
 
 
 def rank_weights(hist: Mapping[int, int], rank: int) -> list[float]:

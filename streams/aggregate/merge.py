@@ -104,10 +104,10 @@ the fold (a, b, c), a place contains its sub-places (d, e). Known limits, not ch
 - Measures across rows: each published percentile has k visitors' values on each
   side and is drawn at random (below), so two percentiles over the same visitors but
   one (a summary and a cell that holds all but one visitor's first request) are two
-  draws whose odds that visitor's value changes by e**EPSILON at most; but several
-  rows hold each visitor's values, and their draws add up (no budget is kept across
-  rows, windows or outputs). ``bot_share`` is checked (see below), within one window
-  and dimension.
+  independent draws whose odds that visitor's value changes by e**EPSILON at most;
+  but several rows hold each visitor's values, and their draws add up (no budget is
+  kept across rows, windows or outputs). ``bot_share`` is checked (see below), within
+  one window and dimension.
 - What the pattern of withheld bot shares implies: a cell's share is withheld when its
   bots or others number 1..k-1 (or to protect another), so ten withheld cells beside a
   rest of ten bots are one bot each (an audit, session 16). The checks compare sums,
@@ -138,9 +138,12 @@ on a busy cell the nearest rank's bucket or a neighbour, and never a value one v
 decides (each deterministic rule tried published one: the nearest rank, the mean of the
 2k - 1 values around it, the two ends of those; a review and two audits). Rows are
 published once (a republished window repeats its checkpointed rows), and a window's
-summaries, one per dimension, share one draw (they drew one each: an audit), so no
-window shows two draws of one histogram's percentile; a cell holding the same visitors
-as the summary is another draw (across rows, see the known limits above).
+summaries, one per dimension, share one draw (they drew one each: an audit). Draws
+are keyed by :attr:`WindowMerger.draw_key`, which the merger's checkpoint carries: a
+histogram always draws the same value under it (a cell holding the same visitors as
+its summary; a restored merger, or one paused past its turn, merging the same
+partials again), so no histogram's percentile is ever published as two independent
+draws, which would average toward its nearest rank.
 ``bot_share`` is the share of the cell's visitors whose first counted request there
 came from a bot, published only when the bots and the others
 are each none or at least k. With visitors published, share * visitors is a row's bot
@@ -209,6 +212,7 @@ output (``stats["withheld"]`` counts the rows).
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -575,17 +579,19 @@ def _measures(
     cell: Cell,
     visitors: int | None,
     measured: bool,
+    key: bytes | None,
     share: bool = True,
     drawn: Mapping[str, float | None] | None = None,
 ) -> dict[str, Any]:
     """A row's numbers. ``cell.hist`` and ``cell.bots`` hold one value per visitor (see
     the module docstring), ``measured``: whether they can be published at all,
-    ``share``: whether ``bot_share`` may (:func:`gate_bot_share`), ``drawn``: its
-    percentiles, already drawn (:func:`_percentiles`)."""
+    ``key``: the percentiles' draw key, ``share``: whether ``bot_share`` may
+    (:func:`gate_bot_share`), ``drawn``: its percentiles, already drawn
+    (:func:`_percentiles`)."""
     row: dict[str, Any] = {"requests": cell.requests, "visitors": visitors}
     if "bytes" in spec.measures:
         row["bytes"] = cell.bytes
-    row.update(_percentiles(spec, cell.hist, measured) if drawn is None else drawn)
+    row.update(_percentiles(spec, cell.hist, measured, key) if drawn is None else drawn)
     if "bot_share" in spec.measures:
         # Only when the bots and the others are each none or at least k: else the
         # share names a group of fewer than k (one "bot" can be a person's curl).
@@ -599,11 +605,13 @@ def _measures(
     return row
 
 
-def _percentiles(spec: AggregateSpec, hist: Mapping[int, int], measured: bool) -> dict[str, Any]:
-    """The spec's percentiles of ``hist``, each a random draw
+def _percentiles(
+    spec: AggregateSpec, hist: Mapping[int, int], measured: bool, key: bytes | None
+) -> dict[str, Any]:
+    """The spec's percentiles of ``hist``, each a keyed random draw
     (:func:`~streams.aggregate.histogram.quantile`)."""
     return {
-        name: histogram.quantile(hist, q, spec.k) if measured else None
+        name: histogram.quantile(hist, q, spec.k, key) if measured else None
         for name, q in PERCENTILES.items()
         if name in spec.measures
     }
@@ -616,8 +624,11 @@ def _sum(cells: Mapping[str, Cell], keys: Iterable[str]) -> Cell:
     return total
 
 
-def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[str, Any]]:
-    """Final rows of one complete window from its partials (one per source partition)."""
+def merge_window(
+    spec: AggregateSpec, partials: Sequence[Partial], draw_key: bytes | None = None
+) -> list[dict[str, Any]]:
+    """Final rows of one complete window from its partials (one per source partition);
+    ``draw_key``: the percentiles' draw key (:attr:`WindowMerger.draw_key`)."""
     total = sum(p.visitors for p in partials)
     if total < spec.k:  # no events, or too few visitors to publish anything: no rows
         return []
@@ -631,9 +642,9 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
     window_hist: dict[int, int] = {}
     for p in partials:
         histogram.merge(window_hist, p.hist)
-    # Drawn once for the window: each dimension's summary repeats them (a draw per
-    # summary gave four draws of one histogram in an ops window; an audit).
-    window_percentiles = _percentiles(spec, window_hist, measured)
+    # Each dimension's summary publishes them (a draw per summary gave four draws of
+    # one histogram in an ops window; an audit): drawn once, a keyed draw would repeat.
+    window_percentiles = _percentiles(spec, window_hist, measured, draw_key)
     base = {
         "version": ROW_VERSION,
         "revision": 1,
@@ -668,7 +679,7 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
             if dim == PLACE:
                 row["level"] = _LEVELS[key.count(SEP)]
             cell = cells[key]
-            row.update(_measures(spec, cell, cell.visitors, measured, key in shares))
+            row.update(_measures(spec, cell, cell.visitors, measured, draw_key, key in shares))
             rows.append(row)
         other = _sum(cells, gate.folded)
         if gate.folded:
@@ -678,12 +689,12 @@ def merge_window(spec: AggregateSpec, partials: Sequence[Partial]) -> list[dict[
             # No measures: a visitor in several folded cells has one value in each, and
             # the merger holds no identities to keep only one (see the module docstring).
             # Every fold alike: visitors null, the bound anyone can compute (audit F1).
-            row.update(_measures(spec, other, None, False))
+            row.update(_measures(spec, other, None, False, draw_key))
             row["visitors_min"] = gate.other_min
             rows.append(row)
         summary = {**head, "kind": "summary", "value": None}
         totals.bots, totals.hist = window_bots, window_hist
-        summary.update(_measures(spec, totals, total, measured, drawn=window_percentiles))
+        summary.update(_measures(spec, totals, total, measured, draw_key, drawn=window_percentiles))
         summary.update(
             published_cells=len(gate.published) + len(gate.sub_published),
             # The fold's totals only: how many cells it holds, and how many of them had
@@ -709,8 +720,13 @@ class _OutputState:
 class WindowMerger:
     """Stage 3: one instance for all partials of the given specs (or one per spec)."""
 
-    def __init__(self, specs: Sequence[AggregateSpec]) -> None:
+    def __init__(self, specs: Sequence[AggregateSpec], draw_key: bytes | None = None) -> None:
         self.specs = {s.key: s for s in specs}
+        #: The key of the percentiles' draws (:func:`~streams.aggregate.histogram.quantile`):
+        #: random unless given, and checkpointed, so a restored merger (or one paused
+        #: past its turn while the next owner works) draws what this one would have
+        #: from the same partials instead of a second, independent value.
+        self.draw_key = draw_key if draw_key is not None else secrets.token_bytes(32)
         if len(self.specs) != len(specs):
             raise ValueError("duplicate (name, window) in specs")
         self._state = {key: _OutputState() for key in self.specs}
@@ -763,7 +779,7 @@ class WindowMerger:
         for start in sorted(s for s in state.pending if s + spec.window_seconds <= horizon):
             parts = sorted(state.pending.pop(start).values(), key=lambda p: p.partition)
             self.stats["capped"] += sum(p.capped for p in parts)
-            window_rows = merge_window(spec, parts)
+            window_rows = merge_window(spec, parts, self.draw_key)
             if window_rows:
                 self.stats["windows"] += 1
             rows.extend(window_rows)
@@ -783,7 +799,9 @@ class WindowMerger:
         return {key: sorted(s.pending) for key, s in self._state.items() if s.pending}
 
     def snapshot(self) -> bytes:
-        """Pending partials and horizons (no pseudonyms: partials hold counts only)."""
+        """Pending partials and horizons (no pseudonyms: partials hold counts only), and
+        the draw key: whoever reads it holds the pending partials' exact counts and
+        histograms too, which the key's draws are made from."""
         outputs = [
             {
                 "spec": self.specs[key].to_dict(),
@@ -795,7 +813,13 @@ class WindowMerger:
             for key, s in self._state.items()
         ]
         return orjson.dumps(
-            {"version": 1, "outputs": outputs, "stats": self.stats, "outbox": self.outbox}
+            {
+                "version": 1,
+                "outputs": outputs,
+                "stats": self.stats,
+                "outbox": self.outbox,
+                "draw_key": self.draw_key.hex(),
+            }
         )
 
     @classmethod
@@ -806,7 +830,8 @@ class WindowMerger:
         saved = orjson.loads(data)
         saved_specs = [AggregateSpec.from_dict(o["spec"]) for o in saved["outputs"]]
         specs, from_saved = reconcile(specs, saved_specs)
-        merger = cls(specs)
+        draw_key = saved.get("draw_key")  # absent from older checkpoints: a new one
+        merger = cls(specs, bytes.fromhex(draw_key) if draw_key else None)
         merger.stats.update(saved["stats"])
         # Republish only rows the current specs would have gated alike: same spec.
         gated = {(s.name, s.window_label): s for s in saved_specs}

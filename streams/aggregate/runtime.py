@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import secrets
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -73,12 +74,14 @@ class AggregationRuntime:
         raw_partitions: int = 0,
         clock: Callable[[], float] = time.time,
         source_idle: float = SOURCE_IDLE_SECONDS,
+        draw_key: bytes | None = None,
     ) -> None:
         """``raw_partitions``: of the raw topic, whose partitions the rows come from
         (each stage-2 aggregator waits for them all before time moves on; see
         :class:`PartialAggregator`, also for ``source_idle``); 0: none expected (a
         file). ``clock``: the wall clock of the stage-2 aggregators (future rows, idle
-        raw partitions)."""
+        raw partitions). ``draw_key``: of the percentiles' draws
+        (:attr:`WindowMerger.draw_key`); None: a random one for this process."""
         self.specs = tuple(specs)
         self.raw_partitions = raw_partitions
         self._clock = clock
@@ -99,7 +102,9 @@ class AggregationRuntime:
         # crash grows instead; never loss). At 20x it measured 8% of the main thread
         # (serializing is only part of a checkpoint's cost: producing it is the rest).
         self._gap: dict[int, float] = {}
-        self.merger = WindowMerger(self.specs)
+        # A merger restored from a checkpoint draws with the checkpoint's key instead.
+        self._draw_key = draw_key if draw_key is not None else secrets.token_bytes(32)
+        self.merger = WindowMerger(self.specs, self._draw_key)
         self.last_rows: list[dict[str, Any]] = []
         self.last_window: dict[str, Any] | None = None
         #: Kept out of their own rows by k, over the summaries published by this
@@ -223,7 +228,7 @@ class AggregationRuntime:
         the rows its previous owner checkpointed but may not have published, one
         revision higher: publish them before merging anything else."""
         self.merger = (
-            WindowMerger(self.specs)
+            WindowMerger(self.specs, self._draw_key)
             if data is None
             else WindowMerger.restore(zlib.decompress(data), self.specs)
         )
@@ -234,7 +239,7 @@ class AggregationRuntime:
 
     def drop_merger(self) -> None:
         """Forget the merger's state: another worker owns the partials partition now."""
-        self.merger = WindowMerger(self.specs)
+        self.merger = WindowMerger(self.specs, self._draw_key)
 
     def merger_snapshot(self, merger: WindowMerger | None = None) -> bytes:
         return zlib.compress((merger or self.merger).snapshot(), 1)

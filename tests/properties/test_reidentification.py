@@ -60,7 +60,7 @@ from streams.aggregate.merge import iso_utc
 from streams.aggregate.runtime import specs_from_config
 from streams.aggregate.spec import MEASURES
 from streams.config import load_file
-from tests.support.draws import MostLikely
+from tests.support.draws import most_likely
 
 T0 = 1709546400  # 2024-03-04T10:00:00Z
 PLACES = [
@@ -251,7 +251,7 @@ class Naive:
 def most_likely_percentiles() -> Iterable[None]:
     """Percentiles as their most likely draw, so rows compare with a brute force."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(histogram, "_RANDOM", MostLikely())
+        patch.setattr(histogram, "draw", most_likely)
         yield
 
 

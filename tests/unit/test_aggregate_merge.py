@@ -21,7 +21,7 @@ from streams.aggregate import (
 )
 from streams.aggregate.merge import untailed
 from streams.aggregate.partial import SEP
-from tests.support.draws import MostLikely
+from tests.support.draws import most_likely as most_likely_draw
 
 T0 = 1709546400
 SPEC = AggregateSpec("t", 3600, ("browser",), k=3, allowed_lateness_seconds=0)
@@ -69,6 +69,41 @@ def test_merger_snapshot_restore() -> None:
     restored = WindowMerger.restore(merger.snapshot())
     last = partials(1, 2, people(5, "Firefox", "b"), T0 + 3600)[0]
     assert restored.add(last) == merger.add(last) != []
+
+
+def test_a_restored_merger_draws_the_percentiles_its_previous_owner_would() -> None:
+    """The draw key is checkpointed: a new owner restoring the merger (or the old one,
+    paused past its turn, finishing the same windows) publishes the same percentiles,
+    not a second independent draw of each (two draws of one histogram average toward
+    its nearest rank). Mergers with keys of their own draw apart."""
+    spec = AggregateSpec("ops", 300, ("route",), ("requests", "visitors", "p50_ms"), k=10,
+                         allowed_lateness_seconds=0)  # fmt: skip
+
+    def windows(partition: int) -> list:
+        # Per window 19 visitors per partition, durations an octave apart: the median's
+        # odds spread over many buckets.
+        events = [
+            {"time": T0 + 300 * w, "visitor": f"{partition}-{w}-{i}", "route": "/",
+             "duration_ms": float(2 ** (i + w % 3))}
+            for w in range(8) for i in range(19)
+        ]  # fmt: skip
+        agg = PartialAggregator([spec], partition, 2)
+        agg.add(events, offset=0)
+        agg.advance_to(T0 + 3000)
+        return agg.close_ready()
+
+    first, last = windows(0), windows(1)
+    merger = WindowMerger([spec])
+    for p in first:
+        assert merger.add(p) == []
+    restored = WindowMerger.restore(merger.snapshot(), [spec])
+    other = WindowMerger.restore(merger.snapshot(), [spec])
+    other.draw_key = b"o" * 32
+    rows = [r for p in last for r in merger.add(p)]
+    p50s = [r["p50_ms"] for r in rows if r["kind"] == "summary"]
+    assert len(p50s) == 8 and None not in p50s
+    assert [r for p in last for r in restored.add(p)] == rows
+    assert [r["p50_ms"] for p in last for r in other.add(p) if r["kind"] == "summary"] != p50s
 
 
 def test_partition_count_must_match() -> None:
@@ -236,7 +271,7 @@ def test_p95_and_p99_of_a_published_cell_are_not_one_visitors_value() -> None:
 @pytest.fixture
 def most_likely(monkeypatch: pytest.MonkeyPatch) -> None:
     """Percentiles as their most likely draw: the nearest rank's bucket."""
-    monkeypatch.setattr(histogram, "_RANDOM", MostLikely())
+    monkeypatch.setattr(histogram, "draw", most_likely_draw)
 
 
 @pytest.mark.usefixtures("most_likely")

@@ -35,7 +35,7 @@ from tests.properties.test_reidentification import (
     rows_of,
     run,
 )
-from tests.support.draws import MostLikely
+from tests.support.draws import most_likely
 
 SPEC = AggregateSpec("t", 300, ("route", PLACE), ("requests", "visitors", "p50_ms"), k=2)
 
@@ -45,7 +45,7 @@ def most_likely_percentiles(monkeypatch: pytest.MonkeyPatch) -> None:
     """Percentiles as their most likely draw: these tests compare the rows of two runs
     (shuffled against sorted input, a restart against none), which hold the same
     counts but, with real draws, not the same percentiles."""
-    monkeypatch.setattr(histogram, "_RANDOM", MostLikely())
+    monkeypatch.setattr(histogram, "draw", most_likely)
 
 
 def ev(t: int, visitor: str = "v1", **fields: Any) -> dict[str, Any]:

@@ -1071,3 +1071,30 @@ def test_a_damaged_or_zstd_compressed_log_is_one_line_exit_2(
         err = capsys.readouterr().err
         assert err.startswith(f"logfog: {log}: {message}") and err.count("\n") == 1, err
         assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_a_file_rerun_with_a_key_draws_the_same_percentiles(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With keys from env: or file:, the file command's percentile draws are keyed by a
+    key derived from that secret, so publishing a rerun's aggregates repeats them
+    instead of adding a second draw; with ephemeral keys every run draws anew."""
+    from streams.cli import _FileAggregates
+    from streams.config import load_file
+    from streams.pipeline import Pipeline
+
+    secret = "5f0c9a3e7b21d48e6a9f03c2b7e54d1a8c6f2e09b3d7a54c1e8f6b2d9a03c7e4"
+    monkeypatch.setenv("LOGFOG_TEST_KEY", secret)
+    data = yaml.safe_load(config.read_text())
+    data["keys"]["source"] = "env:LOGFOG_TEST_KEY"
+    config.write_text(yaml.safe_dump(data))
+
+    def draw_key() -> bytes:
+        normalized, _ = load_file(config)
+        return _FileAggregates(Pipeline.from_normalized(normalized))._runtime.merger.draw_key
+
+    keyed = draw_key()
+    assert keyed == draw_key() != bytes.fromhex(secret)
+    data["keys"]["source"] = "ephemeral"
+    config.write_text(yaml.safe_dump(data))
+    assert draw_key() != draw_key()

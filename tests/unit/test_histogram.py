@@ -93,3 +93,46 @@ def test_zero_durations_publish_zero() -> None:
     bottom bucket, which used to publish as 0.004 ms."""
     assert quantile(hist_of([0.0] * 30), 0.5, k=10) == 0.0
     assert histogram.value(0) == 0.0 and histogram.value(BUCKETS - 1) > 1e7
+
+
+def test_a_keyed_draw_follows_the_weights() -> None:
+    """Over many histograms (bases) the keyed draw picks each index with its weight's
+    share: it is the exponential mechanism, only made repeatable."""
+    weights = [0.0, 1.0, 2.0, 7.0]
+    picks = [histogram.draw(weights, n.to_bytes(4, "big"), b"k" * 32) for n in range(20_000)]
+    shares = [picks.count(i) / len(picks) for i in range(len(weights))]
+    assert shares[0] == 0.0
+    for share, expected in zip(shares[1:], (0.1, 0.2, 0.7), strict=True):
+        assert abs(share - expected) < 0.015, shares
+
+
+def test_the_same_histogram_draws_the_same_value_and_another_key_draws_anew() -> None:
+    """A window published again (a file rerun with the same key, a restored merger)
+    repeats its percentile: two independent draws of one histogram would average
+    toward the nearest rank. Under another key the draws are independent."""
+    # 19 values an octave apart: the median's odds spread over the buckets around it.
+    hist = hist_of([float(2**i) for i in range(19)])
+    key = b"k" * 32
+    first = quantile(hist, 0.5, k=10, key=key)
+    assert all(quantile(dict(hist), 0.5, k=10, key=key) == first for _ in range(50))
+    # The process's own key when none is given: repeatable within the process too.
+    assert len({quantile(hist, 0.5, k=10) for _ in range(20)}) == 1
+    others = {quantile(hist, 0.5, k=10, key=bytes([n]) * 32) for n in range(60)}
+    assert len(others) > 3  # many buckets have fair odds: keys disagree
+    # Each quantile is its own draw: q is part of what is hashed.
+    assert histogram.draw([1.0] * 256, b"0.5", key) != histogram.draw([1.0] * 256, b"0.95", key)
+
+
+def test_a_histogram_one_count_apart_draws_independently() -> None:
+    """What is hashed is every bucket's count: a neighbouring histogram (one visitor
+    more) is a new draw under one key. One value more above all others leaves the
+    median's rank and the odds of the buckets around it as they were, so the same
+    random number would pick the same bucket every time."""
+    base = hist_of([float(2**i) for i in range(19)])
+    key = b"k" * 32
+    draws = set()
+    for extra in range(30):
+        neighbour = dict(base)
+        histogram.add(neighbour, 220 + extra)
+        draws.add(quantile(neighbour, 0.5, k=10, key=key))
+    assert len(draws) > 5
