@@ -499,7 +499,7 @@ class _FileAggregates:
 
         # With a key from env: or file:, a rerun over the same log draws the same
         # percentiles (two runs' independent draws would average toward the true value);
-        # with ephemeral keys each run draws anew, as its pseudonyms are new too.
+        # with ephemeral keys there is no secret to derive one from: each run draws anew.
         keyring = pipeline.keyring
         draw_key = keyring.derived(b"logfog-draws") if isinstance(keyring, DerivedKeyRing) else None
         self._runtime = AggregationRuntime(

@@ -42,6 +42,7 @@ from typing import Protocol
 from streams.records import FUTURE_SKEW_SECONDS
 
 MIN_KEY_BYTES = 32
+_BLAKE2B_KEY_BYTES = 64
 
 
 class KeyError_(ValueError):
@@ -198,6 +199,11 @@ class DerivedKeyRing:
 
     def __init__(self, master: bytes, epoch_seconds: int) -> None:
         self.epoch_seconds = epoch_seconds
+        # BLAKE2b takes keys of up to 64 bytes; a longer secret (a raw key file of 4 KB
+        # is accepted) is hashed down to that, as HMAC does (it made every line a
+        # rules.error before, and the file command's draw key a traceback; an audit).
+        if len(master) > _BLAKE2B_KEY_BYTES:
+            master = hashlib.blake2b(master, person=b"logfog-master").digest()
         self._master = master
         self._cache: dict[int, bytes] = {}
 

@@ -28,6 +28,8 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
+import orjson
+
 STEPS_PER_OCTAVE = 8
 OFFSET = 64
 BUCKETS = 256
@@ -69,7 +71,11 @@ _PROCESS_KEY: Final = secrets.token_bytes(32)
 
 
 def quantile(
-    hist: Mapping[int, int], q: float, k: int = 1, key: bytes | None = None
+    hist: Mapping[int, int],
+    q: float,
+    k: int = 1,
+    key: bytes | None = None,
+    row: Sequence[str | int] = (),
 ) -> float | None:
     """The ``q`` quantile of the recorded durations, a bucket's value (:func:`value`):
     for ``k = 1`` that of its nearest rank; for ``k > 1`` one drawn at random, None
@@ -88,20 +94,22 @@ def quantile(
     alone in a gap is published about as often as each of the gap's empty buckets. On
     the many values of a busy cell the draw lands on or next to the nearest rank.
 
-    The draw is keyed (:func:`draw`): the same histogram and ``q`` under the same
-    ``key`` always give the same bucket, so publishing a window again (a rerun of a
-    file with the same key, a merger restored after a crash or paused past its
-    turn, a cell that holds the same visitors as its summary) repeats the value instead
-    of drawing anew: independent draws of one histogram average out to its nearest
-    rank. A histogram that differs in any count is an independent draw to whoever
-    lacks the key. ``key``: None for this process's own random key.
+    The draw is keyed (:func:`draw`) by ``key`` and made from ``row`` (what identifies
+    the published row: output, window, dimension, value), ``q`` and the histogram: the
+    same row publishing the same histogram again (a merger restored after a crash, a
+    rerun of a file with the same key) repeats its value instead of drawing anew, as
+    independent draws of one histogram average toward its nearest rank. The row is in
+    what is hashed because without it any row could repeat another's draw: a cell of an
+    attacker's visitors plus one at a guessed value repeated the victim's cell's value
+    exactly when the guess was right (an audit, session 17). ``key``: None for this
+    process's own random key.
 
     For k = 10 that takes 19 values for the median, 180 for p95 and 900 for p99.
 
     >>> quantile({bucket(20.0): 40}, 0.5, k=10)  # 40 values in one bucket: that bucket
     19.9
     >>> h = {bucket(float(ms)): 3 for ms in range(10, 400, 10)}
-    >>> len({quantile(h, 0.5, k=10, key=b"k" * 32) for _ in range(20)})  # one value
+    >>> len({quantile(h, 0.5, k=10, key=b"k" * 32, row=("ops", 0)) for _ in range(20)})
     1
     """
     total = sum(hist.values())
@@ -116,16 +124,18 @@ def quantile(
                 return value(i)
     if rank < k or total - rank + 1 < k:
         return None
-    basis = repr(q).encode() + b"".join(
-        i.to_bytes(1, "big") + hist[i].to_bytes(8, "big") for i in sorted(hist) if hist[i]
-    )
+    # JSON: every field delimited, so no two (row, q, histogram) encode alike; zero
+    # counts left out, as the weights do not tell them from absent buckets.
+    basis = orjson.dumps([list(row), q, [[i, c] for i, c in sorted(hist.items()) if c]])
     return value(draw(rank_weights(hist, rank), basis, _PROCESS_KEY if key is None else key))
 
 
 def draw(weights: Sequence[float], basis: bytes, key: bytes) -> int:
     """An index drawn with odds ``weights`` from a keyed hash of ``basis``: a uniform
-    number to whoever lacks ``key`` (BLAKE2b is a pseudorandom function under its
-    key), and the same index for the same ``basis``, ``weights`` and ``key``.
+    number to whoever lacks ``key`` (BLAKE2b is a pseudorandom function under its key,
+    at most 64 bytes), and the same index for the same ``basis``, ``weights`` and
+    ``key``. Whoever holds the key can compute every draw: it must be kept as secret
+    as the values drawn from.
 
     >>> weights, key = [0.0, 1.0, 3.0], b"k" * 32
     >>> picks = [draw(weights, bytes([n]), key) for n in range(200)]
@@ -134,7 +144,7 @@ def draw(weights: Sequence[float], basis: bytes, key: bytes) -> int:
     >>> draw(weights, b"x", key) == draw(weights, b"x", key)
     True
     """
-    digest = hashlib.blake2b(basis, key=key[:64], person=b"logfog-draw", digest_size=8).digest()
+    digest = hashlib.blake2b(basis, key=key, person=b"logfog-draw", digest_size=8).digest()
     cumulative = list(itertools.accumulate(weights))
     # 53 bits: a float's mantissa, so each index's odds are its weight's share.
     target = (int.from_bytes(digest, "big") >> 11) / (1 << 53) * cumulative[-1]

@@ -139,11 +139,12 @@ decides (each deterministic rule tried published one: the nearest rank, the mean
 2k - 1 values around it, the two ends of those; a review and two audits). Rows are
 published once (a republished window repeats its checkpointed rows), and a window's
 summaries, one per dimension, share one draw (they drew one each: an audit). Draws
-are keyed by :attr:`WindowMerger.draw_key`, which the merger's checkpoint carries: a
-histogram always draws the same value under it (a cell holding the same visitors as
-its summary; a restored merger, or one paused past its turn, merging the same
-partials again), so no histogram's percentile is ever published as two independent
-draws, which would average toward its nearest rank.
+are keyed (:attr:`WindowMerger.draw_key`: a random key per window, checkpointed with
+its partials) and made from the row and its histogram, so a restored merger merging
+the same partials again publishes the same values: two independent draws of one
+histogram would average toward its nearest rank. Two owners can still draw apart: a
+merger paused past its turn that completes a window from partials no checkpoint
+held when the next owner restored (no fencing; the rows are revision 1 both).
 ``bot_share`` is the share of the cell's visitors whose first counted request there
 came from a bot, published only when the bots and the others
 are each none or at least k. With visitors published, share * visitors is a row's bot
@@ -579,19 +580,17 @@ def _measures(
     cell: Cell,
     visitors: int | None,
     measured: bool,
-    key: bytes | None,
+    drawn: Mapping[str, float | None],
     share: bool = True,
-    drawn: Mapping[str, float | None] | None = None,
 ) -> dict[str, Any]:
     """A row's numbers. ``cell.hist`` and ``cell.bots`` hold one value per visitor (see
     the module docstring), ``measured``: whether they can be published at all,
-    ``key``: the percentiles' draw key, ``share``: whether ``bot_share`` may
-    (:func:`gate_bot_share`), ``drawn``: its percentiles, already drawn
-    (:func:`_percentiles`)."""
+    ``drawn``: its percentiles (:func:`_percentiles`), ``share``: whether ``bot_share``
+    may (:func:`gate_bot_share`)."""
     row: dict[str, Any] = {"requests": cell.requests, "visitors": visitors}
     if "bytes" in spec.measures:
         row["bytes"] = cell.bytes
-    row.update(_percentiles(spec, cell.hist, measured, key) if drawn is None else drawn)
+    row.update(drawn)
     if "bot_share" in spec.measures:
         # Only when the bots and the others are each none or at least k: else the
         # share names a group of fewer than k (one "bot" can be a person's curl).
@@ -606,12 +605,17 @@ def _measures(
 
 
 def _percentiles(
-    spec: AggregateSpec, hist: Mapping[int, int], measured: bool, key: bytes | None
+    spec: AggregateSpec,
+    hist: Mapping[int, int],
+    measured: bool,
+    key: bytes | None = None,
+    row: Sequence[str | int] = (),
 ) -> dict[str, Any]:
-    """The spec's percentiles of ``hist``, each a keyed random draw
+    """The spec's percentiles of ``hist``, each a random draw keyed by ``key`` and made
+    from ``row``, what identifies the published row
     (:func:`~streams.aggregate.histogram.quantile`)."""
     return {
-        name: histogram.quantile(hist, q, spec.k, key) if measured else None
+        name: histogram.quantile(hist, q, spec.k, key, row) if measured else None
         for name, q in PERCENTILES.items()
         if name in spec.measures
     }
@@ -628,7 +632,7 @@ def merge_window(
     spec: AggregateSpec, partials: Sequence[Partial], draw_key: bytes | None = None
 ) -> list[dict[str, Any]]:
     """Final rows of one complete window from its partials (one per source partition);
-    ``draw_key``: the percentiles' draw key (:attr:`WindowMerger.draw_key`)."""
+    ``draw_key``: the window's percentile draws' key (see :class:`WindowMerger`)."""
     total = sum(p.visitors for p in partials)
     if total < spec.k:  # no events, or too few visitors to publish anything: no rows
         return []
@@ -642,9 +646,10 @@ def merge_window(
     window_hist: dict[int, int] = {}
     for p in partials:
         histogram.merge(window_hist, p.hist)
-    # Each dimension's summary publishes them (a draw per summary gave four draws of
-    # one histogram in an ops window; an audit): drawn once, a keyed draw would repeat.
-    window_percentiles = _percentiles(spec, window_hist, measured, draw_key)
+    # Drawn once for the window: each dimension's summary repeats them (a draw per
+    # summary gave four draws of one histogram in an ops window; an audit).
+    identity = (spec.name, spec.window_label, start)
+    window_percentiles = _percentiles(spec, window_hist, measured, draw_key, (*identity, "summary"))
     base = {
         "version": ROW_VERSION,
         "revision": 1,
@@ -679,7 +684,8 @@ def merge_window(
             if dim == PLACE:
                 row["level"] = _LEVELS[key.count(SEP)]
             cell = cells[key]
-            row.update(_measures(spec, cell, cell.visitors, measured, draw_key, key in shares))
+            drawn = _percentiles(spec, cell.hist, measured, draw_key, (*identity, dim, key))
+            row.update(_measures(spec, cell, cell.visitors, measured, drawn, key in shares))
             rows.append(row)
         other = _sum(cells, gate.folded)
         if gate.folded:
@@ -689,12 +695,12 @@ def merge_window(
             # No measures: a visitor in several folded cells has one value in each, and
             # the merger holds no identities to keep only one (see the module docstring).
             # Every fold alike: visitors null, the bound anyone can compute (audit F1).
-            row.update(_measures(spec, other, None, False, draw_key))
+            row.update(_measures(spec, other, None, False, _percentiles(spec, {}, False)))
             row["visitors_min"] = gate.other_min
             rows.append(row)
         summary = {**head, "kind": "summary", "value": None}
         totals.bots, totals.hist = window_bots, window_hist
-        summary.update(_measures(spec, totals, total, measured, draw_key, drawn=window_percentiles))
+        summary.update(_measures(spec, totals, total, measured, window_percentiles))
         summary.update(
             published_cells=len(gate.published) + len(gate.sub_published),
             # The fold's totals only: how many cells it holds, and how many of them had
@@ -715,6 +721,7 @@ class _OutputState:
     coverage: dict[int, int] = field(default_factory=dict)  # partition -> closed-through
     pending: dict[int, dict[int, Partial]] = field(default_factory=dict)  # start -> p -> partial
     finalized_through: int | None = None
+    draw_keys: dict[int, bytes] = field(default_factory=dict)  # start -> its draws' key
 
 
 class WindowMerger:
@@ -722,11 +729,15 @@ class WindowMerger:
 
     def __init__(self, specs: Sequence[AggregateSpec], draw_key: bytes | None = None) -> None:
         self.specs = {s.key: s for s in specs}
-        #: The key of the percentiles' draws (:func:`~streams.aggregate.histogram.quantile`):
-        #: random unless given, and checkpointed, so a restored merger (or one paused
-        #: past its turn while the next owner works) draws what this one would have
-        #: from the same partials instead of a second, independent value.
-        self.draw_key = draw_key if draw_key is not None else secrets.token_bytes(32)
+        #: The key of every window's percentile draws
+        #: (:func:`~streams.aggregate.histogram.quantile`), when given (the file
+        #: command's, derived from its key secret). Else each pending window gets a
+        #: random key of its own with its first partial, checkpointed with the window's
+        #: partials and forgotten when the window is merged: a restored merger draws
+        #: what its previous owner would have from the same partials, and a key read
+        #: from a checkpoint opens the draws of the windows then pending only, whose
+        #: exact counts and histograms the checkpoint holds anyway.
+        self.draw_key = draw_key
         if len(self.specs) != len(specs):
             raise ValueError("duplicate (name, window) in specs")
         self._state = {key: _OutputState() for key in self.specs}
@@ -764,7 +775,11 @@ class WindowMerger:
             # events were counted with the original.
             self.stats["stale"] += 1
             return []
-        slot = state.pending.setdefault(partial.window_start, {})
+        slot = state.pending.get(partial.window_start)
+        if slot is None:
+            slot = state.pending[partial.window_start] = {}
+            if self.draw_key is None:
+                state.draw_keys[partial.window_start] = secrets.token_bytes(32)
         if partial.partition in slot:
             self.stats["replaced"] += 1
             self.stats["late"] -= slot[partial.partition].late  # the copy counts them
@@ -779,7 +794,9 @@ class WindowMerger:
         for start in sorted(s for s in state.pending if s + spec.window_seconds <= horizon):
             parts = sorted(state.pending.pop(start).values(), key=lambda p: p.partition)
             self.stats["capped"] += sum(p.capped for p in parts)
-            window_rows = merge_window(spec, parts, self.draw_key)
+            # A window restored from a checkpoint older than its key: a key of its own.
+            key = state.draw_keys.pop(start, None) or self.draw_key or secrets.token_bytes(32)
+            window_rows = merge_window(spec, parts, key)
             if window_rows:
                 self.stats["windows"] += 1
             rows.extend(window_rows)
@@ -800,8 +817,7 @@ class WindowMerger:
 
     def snapshot(self) -> bytes:
         """Pending partials and horizons (no pseudonyms: partials hold counts only), and
-        the draw key: whoever reads it holds the pending partials' exact counts and
-        histograms too, which the key's draws are made from."""
+        the pending windows' draw keys (see :attr:`draw_key`)."""
         outputs = [
             {
                 "spec": self.specs[key].to_dict(),
@@ -809,29 +825,29 @@ class WindowMerger:
                 "coverage": [[p, e] for p, e in sorted(s.coverage.items())],
                 "finalized_through": s.finalized_through,
                 "pending": [p.to_dict() for slot in s.pending.values() for p in slot.values()],
+                "draw_keys": [[start, key.hex()] for start, key in sorted(s.draw_keys.items())],
             }
             for key, s in self._state.items()
         ]
         return orjson.dumps(
-            {
-                "version": 1,
-                "outputs": outputs,
-                "stats": self.stats,
-                "outbox": self.outbox,
-                "draw_key": self.draw_key.hex(),
-            }
+            {"version": 1, "outputs": outputs, "stats": self.stats, "outbox": self.outbox}
         )
 
     @classmethod
-    def restore(cls, data: bytes, specs: Sequence[AggregateSpec] | None = None) -> WindowMerger:
+    def restore(
+        cls,
+        data: bytes,
+        specs: Sequence[AggregateSpec] | None = None,
+        draw_key: bytes | None = None,
+    ) -> WindowMerger:
         """A merger in the state :meth:`snapshot` captured. ``specs``: the config's
         outputs, gating with the config's k (see
-        :func:`~streams.aggregate.spec.reconcile`); None: the saved specs."""
+        :func:`~streams.aggregate.spec.reconcile`); None: the saved specs.
+        ``draw_key``: as for a new merger."""
         saved = orjson.loads(data)
         saved_specs = [AggregateSpec.from_dict(o["spec"]) for o in saved["outputs"]]
         specs, from_saved = reconcile(specs, saved_specs)
-        draw_key = saved.get("draw_key")  # absent from older checkpoints: a new one
-        merger = cls(specs, bytes.fromhex(draw_key) if draw_key else None)
+        merger = cls(specs, draw_key)
         merger.stats.update(saved["stats"])
         # Republish only rows the current specs would have gated alike: same spec.
         gated = {(s.name, s.window_label): s for s in saved_specs}
@@ -866,4 +882,7 @@ class WindowMerger:
             for d in o["pending"]:
                 p = Partial.from_dict(d)
                 state.pending.setdefault(p.window_start, {})[p.partition] = p
+            # Absent from checkpoints before session 17: merge() makes those windows one.
+            keys = {start: bytes.fromhex(key) for start, key in o.get("draw_keys", ())}
+            state.draw_keys = {start: keys[start] for start in state.pending if start in keys}
         return merger

@@ -19,7 +19,6 @@ True
 
 from __future__ import annotations
 
-import secrets
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -80,8 +79,8 @@ class AggregationRuntime:
         (each stage-2 aggregator waits for them all before time moves on; see
         :class:`PartialAggregator`, also for ``source_idle``); 0: none expected (a
         file). ``clock``: the wall clock of the stage-2 aggregators (future rows, idle
-        raw partitions). ``draw_key``: of the percentiles' draws
-        (:attr:`WindowMerger.draw_key`); None: a random one for this process."""
+        raw partitions). ``draw_key``: of every window's percentile draws (see
+        :attr:`WindowMerger.draw_key`); None: a random key per window."""
         self.specs = tuple(specs)
         self.raw_partitions = raw_partitions
         self._clock = clock
@@ -102,8 +101,7 @@ class AggregationRuntime:
         # crash grows instead; never loss). At 20x it measured 8% of the main thread
         # (serializing is only part of a checkpoint's cost: producing it is the rest).
         self._gap: dict[int, float] = {}
-        # A merger restored from a checkpoint draws with the checkpoint's key instead.
-        self._draw_key = draw_key if draw_key is not None else secrets.token_bytes(32)
+        self._draw_key = draw_key
         self.merger = WindowMerger(self.specs, self._draw_key)
         self.last_rows: list[dict[str, Any]] = []
         self.last_window: dict[str, Any] | None = None
@@ -230,7 +228,7 @@ class AggregationRuntime:
         self.merger = (
             WindowMerger(self.specs, self._draw_key)
             if data is None
-            else WindowMerger.restore(zlib.decompress(data), self.specs)
+            else WindowMerger.restore(zlib.decompress(data), self.specs, self._draw_key)
         )
         rows = self.merger.republish()
         if rows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import orjson
 import pytest
 
 from streams.aggregate import (
@@ -72,10 +73,11 @@ def test_merger_snapshot_restore() -> None:
 
 
 def test_a_restored_merger_draws_the_percentiles_its_previous_owner_would() -> None:
-    """The draw key is checkpointed: a new owner restoring the merger (or the old one,
-    paused past its turn, finishing the same windows) publishes the same percentiles,
-    not a second independent draw of each (two draws of one histogram average toward
-    its nearest rank). Mergers with keys of their own draw apart."""
+    """Each pending window's draw key is checkpointed with its partials: a new owner
+    restoring the merger (or the old one, paused past its turn, finishing the same
+    windows) publishes the same percentiles, not a second independent draw of each
+    (two draws of one histogram average toward its nearest rank). A checkpoint from
+    before the keys draws anew; a merged window's key is forgotten."""
     spec = AggregateSpec("ops", 300, ("route",), ("requests", "visitors", "p50_ms"), k=10,
                          allowed_lateness_seconds=0)  # fmt: skip
 
@@ -96,14 +98,38 @@ def test_a_restored_merger_draws_the_percentiles_its_previous_owner_would() -> N
     merger = WindowMerger([spec])
     for p in first:
         assert merger.add(p) == []
-    restored = WindowMerger.restore(merger.snapshot(), [spec])
-    other = WindowMerger.restore(merger.snapshot(), [spec])
-    other.draw_key = b"o" * 32
+    snapshot = merger.snapshot()
+    restored = WindowMerger.restore(snapshot, [spec])
+    saved = orjson.loads(snapshot)
+    assert len(saved["outputs"][0]["draw_keys"]) == 9  # and the empty newest window
+    del saved["outputs"][0]["draw_keys"]
+    keyless = WindowMerger.restore(orjson.dumps(saved), [spec])
     rows = [r for p in last for r in merger.add(p)]
     p50s = [r["p50_ms"] for r in rows if r["kind"] == "summary"]
     assert len(p50s) == 8 and None not in p50s
     assert [r for p in last for r in restored.add(p)] == rows
-    assert [r["p50_ms"] for p in last for r in other.add(p) if r["kind"] == "summary"] != p50s
+    assert [r["p50_ms"] for p in last for r in keyless.add(p) if r["kind"] == "summary"] != p50s
+    assert orjson.loads(merger.snapshot())["outputs"][0]["draw_keys"] == []
+
+
+def test_two_cells_with_one_histogram_publish_independent_draws() -> None:
+    """Every row's draw is its own: a cell of an attacker's visitors plus one at a
+    guessed value, beside (or after) a victim's cell of the same histogram but the
+    victim's, repeated the victim's cell's value exactly when the guess was right,
+    while the draws were keyed by the histogram alone (an audit, session 17)."""
+    spec = AggregateSpec("ops", 300, ("route",), ("requests", "visitors", "p50_ms"), k=10,
+                         allowed_lateness_seconds=0)  # fmt: skip
+    events = [
+        {"time": T0 + 300 * w, "visitor": f"{route}{w}-{i}", "route": route,
+         "duration_ms": float(2**i)}
+        for w in range(40) for route in ("/a", "/b") for i in range(19)
+    ]  # fmt: skip
+    rows = publish([spec], events)
+    p50 = {(r["window_start"], r["value"]): r["p50_ms"] for r in rows if r["kind"] == "cell"}
+    starts = {start for start, _ in p50}
+    assert len(starts) == 40 and None not in p50.values()
+    same = sum(p50[start, "/a"] == p50[start, "/b"] for start in starts)
+    assert same < 12  # independent draws agree about 1 time in 25 here
 
 
 def test_partition_count_must_match() -> None:

@@ -1081,6 +1081,7 @@ def test_a_file_rerun_with_a_key_draws_the_same_percentiles(
     instead of adding a second draw; with ephemeral keys every run draws anew."""
     from streams.cli import _FileAggregates
     from streams.config import load_file
+    from streams.keys import DerivedKeyRing
     from streams.pipeline import Pipeline
 
     secret = "5f0c9a3e7b21d48e6a9f03c2b7e54d1a8c6f2e09b3d7a54c1e8f6b2d9a03c7e4"
@@ -1089,12 +1090,15 @@ def test_a_file_rerun_with_a_key_draws_the_same_percentiles(
     data["keys"]["source"] = "env:LOGFOG_TEST_KEY"
     config.write_text(yaml.safe_dump(data))
 
-    def draw_key() -> bytes:
+    def draw_key() -> bytes | None:
         normalized, _ = load_file(config)
         return _FileAggregates(Pipeline.from_normalized(normalized))._runtime.merger.draw_key
 
     keyed = draw_key()
-    assert keyed == draw_key() != bytes.fromhex(secret)
+    ring = DerivedKeyRing(bytes.fromhex(secret), 86400)
+    # Its own key, derived: not the secret, nor any epoch's pseudonym key.
+    assert keyed == draw_key() == ring.derived(b"logfog-draws")
+    assert keyed not in {bytes.fromhex(secret), *(ring.key_for(e) for e in range(-2, 20_000, 97))}
     data["keys"]["source"] = "ephemeral"
     config.write_text(yaml.safe_dump(data))
-    assert draw_key() != draw_key()
+    assert draw_key() is None  # a random key per window

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import threading
 from collections.abc import Callable
@@ -55,6 +56,24 @@ def test_derived_keys_differ_per_epoch() -> None:
     ring = DerivedKeyRing(b"m" * 32, 86400)
     assert ring.key_for(1) != ring.key_for(2)
     assert ring.key_for(1) == DerivedKeyRing(b"m" * 32, 86400).key_for(1)
+
+
+def test_a_raw_key_file_longer_than_blake2bs_key_works(tmp_path: Path) -> None:
+    """A 4 KB raw key file is accepted; BLAKE2b keys stop at 64 bytes, so every line
+    was a rules.error (and the file command's draw key a traceback; an audit). A long
+    secret is hashed down; one of 64 bytes or fewer is used as it is, as before."""
+    path = tmp_path / "key"
+    path.write_bytes(os.urandom(4096))
+    ring = DerivedKeyRing(load_secret(f"file:{path}"), DAY)
+    assert len(ring.key_for(1) or b"") == 32 and ring.key_for(1) != ring.key_for(2)
+    assert len(ring.derived(b"logfog-draws")) == 32
+    longer = DerivedKeyRing(load_secret(f"file:{path}") + b"x", DAY)
+    assert longer.key_for(1) != ring.key_for(1)
+    epoch_one = (1).to_bytes(8, "big", signed=True)
+    assert (
+        DerivedKeyRing(b"m" * 64, DAY).key_for(1)
+        == (hashlib.blake2b(epoch_one, key=b"m" * 64, person=b"logfog-epoch").digest()[:32])
+    )
 
 
 def test_ephemeral_keys_are_random_and_expire() -> None:
