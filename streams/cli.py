@@ -17,13 +17,22 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final, cast
+from typing import IO, Any, cast
 
 import orjson
 
 from streams import __version__
+from streams.compressed import (
+    MAGIC_BYTES,
+    CompressedLogError,
+    Damaged,
+    Decompressed,
+    Replay,
+    decompressed,
+    readable,
+    sniff,
+)
 from streams.records import BOM
 
 EXIT_USAGE = 2
@@ -67,6 +76,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         KeyShareError,
         FormatError,
         UserError,
+        CompressedLogError,  # zstd; damaged; logfog ship --follow of a compressed file
         FileNotFoundError,  # e.g. logfog ship FILE without --follow
         IsADirectoryError,  # logfog ship DIR
         PermissionError,  # logfog ship of a file we may not read
@@ -153,129 +163,32 @@ class LineReader:
             return lines, done
 
 
-@dataclass(frozen=True, slots=True)
-class _Input:
-    """The log to read: ``stream`` yields its lines' bytes; for a compressed file,
-    ``file`` is the file itself (its position is the progress), ``kind`` its
-    compression and ``damaged`` what a damaged or truncated one raises. Closing it
-    never closes stdin (``stream`` reads it through :class:`_Replay`)."""
-
-    stream: IO[bytes]
-    file: IO[bytes] | None = None
-    kind: str = ""
-    damaged: tuple[type[BaseException], ...] = ()
-
-    def close(self) -> None:
-        self.stream.close()
-        if self.file is not None:
-            self.file.close()
-
-
-#: The magic bytes starting a compressed file. Read as it is, every line of one was
-#: parse.no_match (an audit); zstd is not in Python's standard library.
-_MAGIC: Final = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",
-                 b"\x28\xb5\x2f\xfd": "zstd"}  # fmt: skip
-#: The longest of them (xz's): what is sniffed.
-_MAGIC_BYTES: Final = max(map(len, _MAGIC))
-
-
-class _Replay(io.RawIOBase):
-    """A stream that gives ``start`` (bytes already read from ``rest``) and then the
-    rest of ``rest``, each read taking what ``rest`` has now (``read1``): what
-    :func:`_sniff` read of stdin is not lost, and ``tail -f log | logfog anonymize -``
-    still shows each line as it comes. Closing it leaves ``rest`` open.
-
-    >>> replay = io.BufferedReader(_Replay(b"ab", io.BytesIO(b"c\\nd\\n")))
-    >>> replay.read1(1), replay.read()
-    (b'a', b'bc\\nd\\n')
-    """
-
-    def __init__(self, start: bytes, rest: IO[bytes]) -> None:
-        super().__init__()
-        self._start = start
-        self._read = getattr(rest, "read1", rest.read)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._start[: len(buffer)] if self._start else self._read(len(buffer))
-        self._start = self._start[len(data) :]
-        buffer[: len(data)] = data
-        return len(data)
-
-
-def _sniff(stream: IO[bytes]) -> bytes:
-    """The first bytes of a stream that cannot be peeked at (a pipe): read until they
-    start a compression magic, can no longer start one, or the stream ends. A text log
-    is not held back for bytes it may never send (a first line typed on a terminal).
-
-    >>> _sniff(io.BytesIO(b"\\x1f\\x8b\\x08rest")), _sniff(io.BytesIO(b"x\\n"))
-    (b'\\x1f\\x8b\\x08res', b'x\\n')
-    """
-    read = getattr(stream, "read1", stream.read)
-    start = b""
-    while any(len(m) > len(start) and m.startswith(start) for m in _MAGIC):
-        more = read(_MAGIC_BYTES - len(start))
-        if not more:
-            break
-        start += more
-    return start
-
-
-def _open_input(path: str) -> _Input:
+def _open_input(path: str) -> Decompressed:
     """stdin, or the file at ``path``, decompressed when it starts as a gzip, bzip2 or
     xz file does (``access.log.2.gz``, ``zcat``'s input piped as it is), whatever its
     name. Named "stdin" in messages."""
     if path == "-":
         try:
-            start = _sniff(sys.stdin.buffer)
+            start = sniff(sys.stdin.buffer)
         except OSError as error:
             raise UserError(f"stdin: {error.strerror}") from None
+        kind = readable(start, "stdin", "anonymize")
         # Buffered: read1 and peek over the replayed bytes, as a file opened with open().
-        replayed = io.BufferedReader(_Replay(start, sys.stdin.buffer))
-        return _decompressed(cast(IO[bytes], replayed), start, "stdin")
+        replayed = io.BufferedReader(Replay(start, sys.stdin.buffer))
+        return decompressed(cast(IO[bytes], replayed), kind)
     try:
-        file = open(path, "rb")  # noqa: SIM115 - closed by _Input.close
+        file = open(path, "rb")  # noqa: SIM115 - closed by Decompressed.close
     except OSError as error:
         raise UserError(f"{path}: {error.strerror}") from None
     try:
-        start = file.peek(_MAGIC_BYTES)[:_MAGIC_BYTES]
+        kind = readable(file.peek(MAGIC_BYTES)[:MAGIC_BYTES], path, "anonymize")
     except OSError as error:
         file.close()
         raise UserError(f"{path}: {error.strerror}") from None
-    return _decompressed(file, start, path)
-
-
-def _decompressed(file: IO[bytes], start: bytes, name: str) -> _Input:
-    """``file``, whose first bytes are ``start`` (still to be read), as an input:
-    through the decompressor its magic bytes name, if any."""
-    kind = next((k for magic, k in _MAGIC.items() if start.startswith(magic)), None)
-    if kind is None:
-        return _Input(file)
-    if kind == "gzip":
-        import gzip
-        import zlib
-
-        stream = cast(IO[bytes], gzip.GzipFile(fileobj=file, mode="rb"))  # a BufferedIOBase
-        return _Input(stream, file, kind, (EOFError, zlib.error, gzip.BadGzipFile))
-    if kind == "bzip2":
-        import bz2
-
-        return _Input(bz2.BZ2File(file), file, kind, (EOFError,))
-    if kind == "xz":
-        import lzma
-
-        return _Input(lzma.LZMAFile(file), file, kind, (EOFError, lzma.LZMAError))
-    file.close()
-    how = (
-        "zstd -dc FILE | logfog anonymize - ..."
-        if name != "stdin"
-        else "... | zstd -dc | logfog anonymize - ..."
-    )
-    raise UserError(
-        f"{name}: compressed with {kind}, which logfog cannot read: decompress it ({how})"
-    )
+    except CompressedLogError:
+        file.close()
+        raise
+    return decompressed(file, kind)
 
 
 def _load_pipeline(config_path: str) -> Any:
@@ -352,8 +265,7 @@ def _anonymize(args: argparse.Namespace) -> int:
             try:
                 batch, read = reader.batch()
             except log.damaged:  # a truncated download: EOFError (messages may quote bytes)
-                name = "stdin" if args.file == "-" else args.file
-                raise UserError(f"{name}: damaged or truncated {log.kind} data") from None
+                raise Damaged("stdin" if args.file == "-" else args.file, log.kind) from None
             if not batch:
                 break
             pipeline.process_lines(batch, out, first_line=pipeline.stats.lines + 1)

@@ -1055,15 +1055,19 @@ def test_a_damaged_or_zstd_compressed_log_is_one_line_exit_2(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A truncated gzip file (EOFError) or one of zstd (not in the standard library)
-    is an expected failure: one line naming the file, and no output left."""
+    is an expected failure: one line naming the file, and no output left. bz2 reports
+    bad data as a bare OSError: it read "anonymize: Invalid data stream"."""
     import gzip
 
     truncated = tmp_path / "cut.log.gz"
     truncated.write_bytes(gzip.compress(SAMPLE.read_bytes())[:200])
+    bad_bzip2 = tmp_path / "bad.log.bz2"
+    bad_bzip2.write_bytes(b"BZh9" + b"\0" * 40)
     zstd = tmp_path / "access.log.zst"
     zstd.write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 20)
     for log, message in (
         (truncated, "damaged or truncated gzip data"),
+        (bad_bzip2, "damaged or truncated bzip2 data"),
         (zstd, "compressed with zstd"),
     ):
         out = tmp_path / "out"
