@@ -610,6 +610,8 @@ def cmd_ship(args: argparse.Namespace) -> int:
         rotate_wait_s=DEFAULT_ROTATE_WAIT_S if args.rotate_wait is None else args.rotate_wait,
     )  # fmt: skip
     print(ship_summary(result, topic, max_line), file=sys.stderr)
+    if result.damaged:  # bad input, like a missing file: shipping it again cannot help
+        return EXIT_USAGE
     return EXIT_NOT_SHIPPED if result.failed_records or result.gave_up else 0
 
 
@@ -625,6 +627,10 @@ def ship_summary(result: Any, topic: str, max_line_bytes: int) -> str:
     error: 1 record (4 lines) not acknowledged by the broker: not shipped
     >>> print(ship_summary(ShipResult(lines=300_000, records=600, seconds=1.7), "raw", 65536))
     shipped 300,000 lines in 600 records to raw in 1.7 s (176,471 lines/s)
+    >>> print(ship_summary(ShipResult(lines=2, records=1, damaged="a.gz: damaged or "
+    ...                               "truncated gzip data"), "raw", 65536))  # doctest: +ELLIPSIS
+    shipped 2 lines in 1 records to raw
+    error: a.gz: damaged or truncated gzip data: shipping stopped there (the lines before it...
     """
     shipped = f"shipped {result.lines:,} lines in {result.records:,} records to {topic}"
     if result.seconds > 0:  # the average rate (with --follow, waits for the file included)
@@ -656,6 +662,11 @@ def ship_summary(result: Any, topic: str, max_line_bytes: int) -> str:
         lines.append(
             "error: the broker took no record through every retry: shipping stopped before "
             "the end of the input"
+        )
+    if result.damaged:
+        lines.append(
+            f"error: {result.damaged}: shipping stopped there (the lines before it are "
+            "shipped, a line it cut short is not)"
         )
     return "\n".join(lines)
 
@@ -844,8 +855,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_topics)
 
-    p = sub.add_parser("ship", help="produce a log file (or stdin) into the raw topic")
-    p.add_argument("file", metavar="FILE", help="log file, or - for stdin")
+    p = sub.add_parser("ship", help="produce a log file (or stdin) into the raw topic",
+                       description="Ship FILE's lines into the raw topic, many lines a "
+                       "record. A FILE or stdin compressed with gzip, bzip2 or xz "
+                       "(access.log.1.gz) is shipped decompressed: its first bytes decide, "
+                       "not its name. Exit 2 when a compressed input is damaged or "
+                       "truncated, after shipping the lines before the damage.")  # fmt: skip
+    p.add_argument("file", metavar="FILE", help="log file, or - for stdin (plain, or "
+                   "compressed with gzip, bzip2 or xz)")  # fmt: skip
     p.add_argument("-c", "--config", help="config (for bootstrap, raw topic and "
                    "input.max_line_bytes: longer lines are shipped cut, dead-lettered as "
                    "parse.too_long by the worker)")  # fmt: skip
@@ -862,7 +879,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep reading as the file grows, across rotation (rename or copytruncate); "
         "a line is shipped once its newline is read: on stop, an unterminated last line "
-        "is not shipped (the summary counts it)",
+        "is not shipped (the summary counts it). Not for a compressed file (refused: it "
+        "does not grow line by line)",
     )
     p.add_argument("--rotate-wait", type=_non_negative_seconds, metavar="SECONDS",
                    help="with --follow: read a file renamed away by rotation until it has "
