@@ -33,7 +33,7 @@ from streams.compressed import (
     readable,
     sniff,
 )
-from streams.records import BOM
+from streams.records import without_bom
 
 EXIT_USAGE = 2
 DEFAULT_CONFIG = "config/logfog.yaml"
@@ -116,6 +116,13 @@ class LineReader:
 
     >>> LineReader(io.BytesIO(b"\xef\xbb\xbf" + b"x" * 9), max_bytes=3).batch()
     ([b'xxxx'], 12)
+
+    however the reads cut it (a pipe's ``read1`` may give a byte at a time):
+
+    >>> LineReader(io.BytesIO(b"\xef\xbb\xbf" + b"x" * 9 + b"\ny"), max_bytes=3, block=1).batch()
+    ([b'xxxx'], 13)
+    >>> LineReader(io.BytesIO(b"\xef\xbb"), max_bytes=3, block=1).batch()  # no BOM: a line
+    ([b'\xef\xbb'], 2)
     """
 
     def __init__(self, source: IO[bytes], max_bytes: int, block: int = READ_BYTES) -> None:
@@ -126,7 +133,8 @@ class LineReader:
         self._keep = max_bytes + 1
         self._tail = b""  # the start of a line whose end is not read yet
         self._cut = False  # the tail was cut: the rest of its line is thrown away
-        self._at_start = True
+        #: The stream's first bytes while they may still be a BOM (None: past them).
+        self._head: bytes | None = b""
 
     def batch(self) -> tuple[list[bytes], int]:
         """The next lines (none at the end of the stream) and the bytes read for them."""
@@ -135,14 +143,20 @@ class LineReader:
         while True:
             block = self._read(self._block)
             if not block:
+                if self._head:  # the stream was a BOM's first bytes: they are its line
+                    self._tail, self._head = self._head[:keep], None
                 lines = [self._tail] if self._tail else []
                 self._tail, self._cut = b"", False
                 return lines, done
             done += len(block)
-            if self._at_start:  # a BOM starting the stream is no part of its first line,
-                # nor of its length: removed before a long line is cut (a review)
-                block = block.removeprefix(BOM)
-                self._at_start = False
+            if self._head is not None:  # a BOM starting the stream is no part of its first
+                # line, nor of its length: removed before a long line is cut (a review),
+                # and held for while a pipe's reads give it in pieces
+                start = without_bom(self._head + block)
+                if start is None:
+                    self._head += block
+                    continue
+                block, self._head = start, None
             lines = block.split(b"\n")
             tail = lines.pop()
             if not lines:  # no line ends here

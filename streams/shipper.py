@@ -68,7 +68,7 @@ from streams.compressed import (
     readable,
     undecided,
 )
-from streams.records import BOM
+from streams.records import without_bom
 from streams.security import PLAINTEXT, KafkaSecurity, kafka_python_settings
 
 log = logging.getLogger(__name__)
@@ -234,8 +234,9 @@ class LineSplitter:
     >>> s.feed(b"a\r\nb"), s.feed(b"c\n\n"), s.feed(b"tail"), s.finish(), s.finish()
     ([b'a'], [b'bc', b''], [], b'tail', None)
 
-    ``at_start``: the bytes fed are a file's or stream's start, so a :data:`BOM` there
-    is dropped (however the reads cut it):
+    ``at_start``: the bytes fed are a file's or stream's start, so a
+    :data:`~streams.records.BOM` there is dropped (however the reads cut it:
+    :func:`~streams.records.without_bom`):
 
     >>> s = LineSplitter(at_start=True)
     >>> s.feed(b"\xef\xbb"), s.feed(b"\xbfa\n\xef\xbb\xbfb\n")
@@ -252,13 +253,11 @@ class LineSplitter:
     def feed(self, chunk: bytes) -> list[bytes]:
         """Add bytes; return the lines they complete (terminators stripped)."""
         if self._head is not None:
-            chunk = self._head + chunk
-            if len(chunk) < len(BOM) and BOM.startswith(chunk):
-                self._head = chunk  # a BOM's start, or nothing yet: wait for more
+            stripped = without_bom(self._head + chunk)
+            if stripped is None:  # a BOM's start, or nothing yet: wait for more
+                self._head += chunk
                 return []
-            self._head = None
-            if chunk.startswith(BOM):
-                chunk = chunk[len(BOM) :]
+            chunk, self._head = stripped, None
         if b"\n" not in chunk:
             if chunk:
                 self._pending.append(chunk)
@@ -560,9 +559,9 @@ def _read_decompressed(
     on_unfinished: Callable[[int], None] | None = None,
 ) -> LineBatches:
     """Yield the lines of a compressed input (closed at the end), as :func:`read_fd`
-    does; a :data:`BOM` starting the decompressed bytes is dropped. There are no idle
-    ticks: a compressed file is a finished log, and a decompressor cannot be asked
-    what has come so far without waiting for it.
+    does; a :data:`~streams.records.BOM` starting the decompressed bytes is dropped.
+    There are no idle ticks: a compressed file is a finished log, and a decompressor
+    cannot be asked what has come so far without waiting for it.
 
     At damage (a truncated download, bad data) it raises :class:`Damaged`, naming
     ``name`` and no byte, once the lines before it have been yielded; a line the

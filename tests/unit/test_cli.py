@@ -1012,9 +1012,11 @@ class _Trickle(io.RawIOBase):
         pytest.param(b"x", True, id="shorter-than-any-magic"),
         pytest.param(b"\x1f not gzip\n", True, id="gzip-first-byte-only"),
         pytest.param(b"\xfd7zX but not xz\n", True, id="most-of-xz"),
-        # A BOM is removed from a first read that holds it whole (one split over reads
-        # of a pipe is kept, as before: LineReader's, and a pipe gives 3 bytes at once).
+        # A BOM is removed however a pipe's reads cut it: LineReader kept the bytes
+        # of one given in pieces (LineReader holds them back, as the shipper does).
         pytest.param(BOM + b"BZ not bzip2\n", False, id="bom-then-bz"),
+        pytest.param(BOM + b"BZ not bzip2\n", True, id="bom-a-byte-a-read"),
+        pytest.param(BOM[:2], True, id="half-a-bom-is-a-line"),
     ],
 )
 def test_stdin_loses_no_byte_to_the_sniffing(
