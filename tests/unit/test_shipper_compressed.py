@@ -171,3 +171,15 @@ def test_ship_counts_what_it_shipped_before_the_damage(
     assert 0 < len(shipped) < len(LINES) and shipped == LINES[: len(shipped)]
     assert (result.lines, result.failed_records, result.ok) == (len(shipped), 0, True)
     assert result.damaged == f"{path}: damaged or truncated gzip data"
+
+
+def test_stdin_compressed_with_zstd_is_refused_once_its_first_bytes_are_read() -> None:
+    read, write = os.pipe()
+    os.write(write, b"\x28\xb5\x2f\xfd" + b"\0" * 20)
+    os.close(write)
+    try:
+        with pytest.raises(CompressedLogError, match=r"^stdin: compressed with zstd, .*\(\.\.\. \| "
+                           r"zstd -dc \| logfog ship - \.\.\.\)$"):  # fmt: skip
+            lines_of(read_fd(read, stop=threading.Event(), poll_interval_s=0.01))
+    finally:
+        os.close(read)
