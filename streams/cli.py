@@ -17,14 +17,23 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final, cast
+from typing import IO, Any, cast
 
 import orjson
 
 from streams import __version__
-from streams.records import BOM
+from streams.compressed import (
+    MAGIC_BYTES,
+    CompressedLogError,
+    Damaged,
+    Decompressed,
+    Replay,
+    decompressed,
+    readable,
+    sniff,
+)
+from streams.records import without_bom
 
 EXIT_USAGE = 2
 DEFAULT_CONFIG = "config/logfog.yaml"
@@ -67,6 +76,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         KeyShareError,
         FormatError,
         UserError,
+        CompressedLogError,  # zstd; damaged; logfog ship --follow of a compressed file
         FileNotFoundError,  # e.g. logfog ship FILE without --follow
         IsADirectoryError,  # logfog ship DIR
         PermissionError,  # logfog ship of a file we may not read
@@ -106,6 +116,13 @@ class LineReader:
 
     >>> LineReader(io.BytesIO(b"\xef\xbb\xbf" + b"x" * 9), max_bytes=3).batch()
     ([b'xxxx'], 12)
+
+    however the reads cut it (a pipe's ``read1`` may give a byte at a time):
+
+    >>> LineReader(io.BytesIO(b"\xef\xbb\xbf" + b"x" * 9 + b"\ny"), max_bytes=3, block=1).batch()
+    ([b'xxxx'], 13)
+    >>> LineReader(io.BytesIO(b"\xef\xbb"), max_bytes=3, block=1).batch()  # no BOM: a line
+    ([b'\xef\xbb'], 2)
     """
 
     def __init__(self, source: IO[bytes], max_bytes: int, block: int = READ_BYTES) -> None:
@@ -116,7 +133,8 @@ class LineReader:
         self._keep = max_bytes + 1
         self._tail = b""  # the start of a line whose end is not read yet
         self._cut = False  # the tail was cut: the rest of its line is thrown away
-        self._at_start = True
+        #: The stream's first bytes while they may still be a BOM (None: past them).
+        self._head: bytes | None = b""
 
     def batch(self) -> tuple[list[bytes], int]:
         """The next lines (none at the end of the stream) and the bytes read for them."""
@@ -125,14 +143,20 @@ class LineReader:
         while True:
             block = self._read(self._block)
             if not block:
+                if self._head:  # the stream was a BOM's first bytes: they are its line
+                    self._tail, self._head = self._head[:keep], None
                 lines = [self._tail] if self._tail else []
                 self._tail, self._cut = b"", False
                 return lines, done
             done += len(block)
-            if self._at_start:  # a BOM starting the stream is no part of its first line,
-                # nor of its length: removed before a long line is cut (a review)
-                block = block.removeprefix(BOM)
-                self._at_start = False
+            if self._head is not None:  # a BOM starting the stream is no part of its first
+                # line, nor of its length: removed before a long line is cut (a review),
+                # and held for while a pipe's reads give it in pieces
+                start = without_bom(self._head + block)
+                if start is None:
+                    self._head += block
+                    continue
+                block, self._head = start, None
             lines = block.split(b"\n")
             tail = lines.pop()
             if not lines:  # no line ends here
@@ -153,129 +177,32 @@ class LineReader:
             return lines, done
 
 
-@dataclass(frozen=True, slots=True)
-class _Input:
-    """The log to read: ``stream`` yields its lines' bytes; for a compressed file,
-    ``file`` is the file itself (its position is the progress), ``kind`` its
-    compression and ``damaged`` what a damaged or truncated one raises. Closing it
-    never closes stdin (``stream`` reads it through :class:`_Replay`)."""
-
-    stream: IO[bytes]
-    file: IO[bytes] | None = None
-    kind: str = ""
-    damaged: tuple[type[BaseException], ...] = ()
-
-    def close(self) -> None:
-        self.stream.close()
-        if self.file is not None:
-            self.file.close()
-
-
-#: The magic bytes starting a compressed file. Read as it is, every line of one was
-#: parse.no_match (an audit); zstd is not in Python's standard library.
-_MAGIC: Final = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",
-                 b"\x28\xb5\x2f\xfd": "zstd"}  # fmt: skip
-#: The longest of them (xz's): what is sniffed.
-_MAGIC_BYTES: Final = max(map(len, _MAGIC))
-
-
-class _Replay(io.RawIOBase):
-    """A stream that gives ``start`` (bytes already read from ``rest``) and then the
-    rest of ``rest``, each read taking what ``rest`` has now (``read1``): what
-    :func:`_sniff` read of stdin is not lost, and ``tail -f log | logfog anonymize -``
-    still shows each line as it comes. Closing it leaves ``rest`` open.
-
-    >>> replay = io.BufferedReader(_Replay(b"ab", io.BytesIO(b"c\\nd\\n")))
-    >>> replay.read1(1), replay.read()
-    (b'a', b'bc\\nd\\n')
-    """
-
-    def __init__(self, start: bytes, rest: IO[bytes]) -> None:
-        super().__init__()
-        self._start = start
-        self._read = getattr(rest, "read1", rest.read)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._start[: len(buffer)] if self._start else self._read(len(buffer))
-        self._start = self._start[len(data) :]
-        buffer[: len(data)] = data
-        return len(data)
-
-
-def _sniff(stream: IO[bytes]) -> bytes:
-    """The first bytes of a stream that cannot be peeked at (a pipe): read until they
-    start a compression magic, can no longer start one, or the stream ends. A text log
-    is not held back for bytes it may never send (a first line typed on a terminal).
-
-    >>> _sniff(io.BytesIO(b"\\x1f\\x8b\\x08rest")), _sniff(io.BytesIO(b"x\\n"))
-    (b'\\x1f\\x8b\\x08res', b'x\\n')
-    """
-    read = getattr(stream, "read1", stream.read)
-    start = b""
-    while any(len(m) > len(start) and m.startswith(start) for m in _MAGIC):
-        more = read(_MAGIC_BYTES - len(start))
-        if not more:
-            break
-        start += more
-    return start
-
-
-def _open_input(path: str) -> _Input:
+def _open_input(path: str) -> Decompressed:
     """stdin, or the file at ``path``, decompressed when it starts as a gzip, bzip2 or
     xz file does (``access.log.2.gz``, ``zcat``'s input piped as it is), whatever its
     name. Named "stdin" in messages."""
     if path == "-":
         try:
-            start = _sniff(sys.stdin.buffer)
+            start = sniff(sys.stdin.buffer)
         except OSError as error:
             raise UserError(f"stdin: {error.strerror}") from None
+        kind = readable(start, "stdin", "anonymize")
         # Buffered: read1 and peek over the replayed bytes, as a file opened with open().
-        replayed = io.BufferedReader(_Replay(start, sys.stdin.buffer))
-        return _decompressed(cast(IO[bytes], replayed), start, "stdin")
+        replayed = io.BufferedReader(Replay(start, sys.stdin.buffer))
+        return decompressed(cast(IO[bytes], replayed), kind)
     try:
-        file = open(path, "rb")  # noqa: SIM115 - closed by _Input.close
+        file = open(path, "rb")  # noqa: SIM115 - closed by Decompressed.close
     except OSError as error:
         raise UserError(f"{path}: {error.strerror}") from None
     try:
-        start = file.peek(_MAGIC_BYTES)[:_MAGIC_BYTES]
+        kind = readable(file.peek(MAGIC_BYTES)[:MAGIC_BYTES], path, "anonymize")
     except OSError as error:
         file.close()
         raise UserError(f"{path}: {error.strerror}") from None
-    return _decompressed(file, start, path)
-
-
-def _decompressed(file: IO[bytes], start: bytes, name: str) -> _Input:
-    """``file``, whose first bytes are ``start`` (still to be read), as an input:
-    through the decompressor its magic bytes name, if any."""
-    kind = next((k for magic, k in _MAGIC.items() if start.startswith(magic)), None)
-    if kind is None:
-        return _Input(file)
-    if kind == "gzip":
-        import gzip
-        import zlib
-
-        stream = cast(IO[bytes], gzip.GzipFile(fileobj=file, mode="rb"))  # a BufferedIOBase
-        return _Input(stream, file, kind, (EOFError, zlib.error, gzip.BadGzipFile))
-    if kind == "bzip2":
-        import bz2
-
-        return _Input(bz2.BZ2File(file), file, kind, (EOFError,))
-    if kind == "xz":
-        import lzma
-
-        return _Input(lzma.LZMAFile(file), file, kind, (EOFError, lzma.LZMAError))
-    file.close()
-    how = (
-        "zstd -dc FILE | logfog anonymize - ..."
-        if name != "stdin"
-        else "... | zstd -dc | logfog anonymize - ..."
-    )
-    raise UserError(
-        f"{name}: compressed with {kind}, which logfog cannot read: decompress it ({how})"
-    )
+    except CompressedLogError:
+        file.close()
+        raise
+    return decompressed(file, kind)
 
 
 def _load_pipeline(config_path: str) -> Any:
@@ -352,8 +279,7 @@ def _anonymize(args: argparse.Namespace) -> int:
             try:
                 batch, read = reader.batch()
             except log.damaged:  # a truncated download: EOFError (messages may quote bytes)
-                name = "stdin" if args.file == "-" else args.file
-                raise UserError(f"{name}: damaged or truncated {log.kind} data") from None
+                raise Damaged("stdin" if args.file == "-" else args.file, log.kind) from None
             if not batch:
                 break
             pipeline.process_lines(batch, out, first_line=pipeline.stats.lines + 1)
@@ -704,6 +630,8 @@ def cmd_ship(args: argparse.Namespace) -> int:
         rotate_wait_s=DEFAULT_ROTATE_WAIT_S if args.rotate_wait is None else args.rotate_wait,
     )  # fmt: skip
     print(ship_summary(result, topic, max_line), file=sys.stderr)
+    if result.damaged:  # bad input, like a missing file: shipping it again cannot help
+        return EXIT_USAGE
     return EXIT_NOT_SHIPPED if result.failed_records or result.gave_up else 0
 
 
@@ -719,6 +647,10 @@ def ship_summary(result: Any, topic: str, max_line_bytes: int) -> str:
     error: 1 record (4 lines) not acknowledged by the broker: not shipped
     >>> print(ship_summary(ShipResult(lines=300_000, records=600, seconds=1.7), "raw", 65536))
     shipped 300,000 lines in 600 records to raw in 1.7 s (176,471 lines/s)
+    >>> print(ship_summary(ShipResult(lines=2, records=1, damaged="a.gz: damaged or "
+    ...                               "truncated gzip data"), "raw", 65536))  # doctest: +ELLIPSIS
+    shipped 2 lines in 1 records to raw
+    error: a.gz: damaged or truncated gzip data: shipping stopped there (the lines before it...
     """
     shipped = f"shipped {result.lines:,} lines in {result.records:,} records to {topic}"
     if result.seconds > 0:  # the average rate (with --follow, waits for the file included)
@@ -750,6 +682,11 @@ def ship_summary(result: Any, topic: str, max_line_bytes: int) -> str:
         lines.append(
             "error: the broker took no record through every retry: shipping stopped before "
             "the end of the input"
+        )
+    if result.damaged:
+        lines.append(
+            f"error: {result.damaged}: shipping stopped there (the lines before it are "
+            "shipped, a line it cut short is not)"
         )
     return "\n".join(lines)
 
@@ -938,8 +875,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_topics)
 
-    p = sub.add_parser("ship", help="produce a log file (or stdin) into the raw topic")
-    p.add_argument("file", metavar="FILE", help="log file, or - for stdin")
+    p = sub.add_parser("ship", help="produce a log file (or stdin) into the raw topic",
+                       description="Ship FILE's lines into the raw topic, many lines a "
+                       "record. A FILE or stdin compressed with gzip, bzip2 or xz "
+                       "(access.log.1.gz) is shipped decompressed: its first bytes decide, "
+                       "not its name. Exit 2 when a compressed input is damaged or "
+                       "truncated, after shipping the lines before the damage.")  # fmt: skip
+    p.add_argument("file", metavar="FILE", help="log file, or - for stdin (plain, or "
+                   "compressed with gzip, bzip2 or xz)")  # fmt: skip
     p.add_argument("-c", "--config", help="config (for bootstrap, raw topic and "
                    "input.max_line_bytes: longer lines are shipped cut, dead-lettered as "
                    "parse.too_long by the worker)")  # fmt: skip
@@ -956,7 +899,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep reading as the file grows, across rotation (rename or copytruncate); "
         "a line is shipped once its newline is read: on stop, an unterminated last line "
-        "is not shipped (the summary counts it)",
+        "is not shipped (the summary counts it). Not for a compressed file (refused: it "
+        "does not grow line by line)",
     )
     p.add_argument("--rotate-wait", type=_non_negative_seconds, metavar="SECONDS",
                    help="with --follow: read a file renamed away by rotation until it has "

@@ -23,6 +23,22 @@ from typing import Any, Final
 #: further on it is the line's own.
 BOM: Final = b"\xef\xbb\xbf"
 
+
+def without_bom(start: bytes) -> bytes | None:
+    """A stream's first bytes so far, ``start``, without the :data:`BOM` starting them;
+    None while they may still be a BOM's start (read more to tell: a pipe's read may
+    give one or two of its bytes, and the next read the rest).
+
+    >>> without_bom(b"\\xef\\xbb"), without_bom(b"\\xef\\xbb\\xbfa"), without_bom(b"\\xefa")
+    (None, b'a', b'\\xefa')
+    >>> without_bom(b""), without_bom(b"\\xef\\xbb\\xbf")
+    (None, b'')
+    """
+    if len(start) < len(BOM) and BOM.startswith(start):
+        return None
+    return start.removeprefix(BOM)
+
+
 # Reason codes: stable strings, used as metric labels and in dead letters.
 PARSE_NO_MATCH: Final = "parse.no_match"
 PARSE_BAD_TIME: Final = "parse.bad_time"

@@ -29,6 +29,12 @@ file has ended (EOF without follow, a rotated file after the rotate wait).
 SIGINT/SIGTERM (or the ``stop`` event) end shipping with a final flush;
 :class:`ShipResult` then holds what the broker acknowledged, and counts an unterminated
 last line, not shipped, in ``unfinished_lines`` (its writer may be in the middle of it).
+
+Compressed input (``access.log.1.gz``, ``.bz2``, ``.xz``; a file or stdin, told by its
+first bytes as ``logfog anonymize`` tells it: :mod:`streams.compressed`) is shipped
+decompressed, and cannot be followed (a compressed file is rewritten whole, never
+appended to). Damage in it (a truncated download) ends the reading: the lines before it
+are shipped, and :class:`ShipResult` says why it ended (``damaged``).
 """
 
 from __future__ import annotations
@@ -49,10 +55,20 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any, cast
 
 from streams.admin import AdminError, describe_topics
-from streams.records import BOM
+from streams.compressed import (
+    MAGIC_BYTES,
+    CompressedLogError,
+    Damaged,
+    Decompressed,
+    Replay,
+    decompressed,
+    readable,
+    undecided,
+)
+from streams.records import without_bom
 from streams.security import PLAINTEXT, KafkaSecurity, kafka_python_settings
 
 log = logging.getLogger(__name__)
@@ -218,8 +234,9 @@ class LineSplitter:
     >>> s.feed(b"a\r\nb"), s.feed(b"c\n\n"), s.feed(b"tail"), s.finish(), s.finish()
     ([b'a'], [b'bc', b''], [], b'tail', None)
 
-    ``at_start``: the bytes fed are a file's or stream's start, so a :data:`BOM` there
-    is dropped (however the reads cut it):
+    ``at_start``: the bytes fed are a file's or stream's start, so a
+    :data:`~streams.records.BOM` there is dropped (however the reads cut it:
+    :func:`~streams.records.without_bom`):
 
     >>> s = LineSplitter(at_start=True)
     >>> s.feed(b"\xef\xbb"), s.feed(b"\xbfa\n\xef\xbb\xbfb\n")
@@ -236,13 +253,11 @@ class LineSplitter:
     def feed(self, chunk: bytes) -> list[bytes]:
         """Add bytes; return the lines they complete (terminators stripped)."""
         if self._head is not None:
-            chunk = self._head + chunk
-            if len(chunk) < len(BOM) and BOM.startswith(chunk):
-                self._head = chunk  # a BOM's start, or nothing yet: wait for more
+            stripped = without_bom(self._head + chunk)
+            if stripped is None:  # a BOM's start, or nothing yet: wait for more
+                self._head += chunk
                 return []
-            self._head = None
-            if chunk.startswith(BOM):
-                chunk = chunk[len(BOM) :]
+            chunk, self._head = stripped, None
         if b"\n" not in chunk:
             if chunk:
                 self._pending.append(chunk)
@@ -289,9 +304,10 @@ class _Rotated:
 def check_source(path: str | Path, *, follow: bool) -> None:
     """Refuse a source that cannot be read as a log, with the OSError naming it: a
     missing file (``FileNotFoundError``; following, it is waited for instead), a
-    directory (``IsADirectoryError``) or a file we may not read (``PermissionError``).
-    A FIFO or device is read as it is (``stat``, never ``open``: a FIFO's open waits for
-    its writer)."""
+    directory (``IsADirectoryError``) or a file we may not read (``PermissionError``);
+    or with a :class:`~streams.compressed.CompressedLogError`, a regular file compressed
+    with zstd, or with anything when following (:func:`_compression`). A FIFO or device
+    is read as it is (``stat``, never ``open``: a FIFO's open waits for its writer)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -302,6 +318,25 @@ def check_source(path: str | Path, *, follow: bool) -> None:
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     if not os.access(path, os.R_OK):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+    if stat.S_ISREG(st.st_mode):
+        with open(path, "rb", buffering=0) as f:
+            _compression(f, path, follow=follow)
+
+
+def _compression(f: io.FileIO, path: str | Path, *, follow: bool) -> str | None:
+    """The compression a regular file's first bytes name (None: none, or not a regular
+    file: a FIFO's bytes cannot be looked at without taking them). Refuses one logfog
+    cannot read, and any with ``follow``: a compressed file does not grow line by line
+    (its writer rewrites it whole), so following one can only ship it again."""
+    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        return None
+    kind = readable(os.pread(f.fileno(), MAGIC_BYTES, 0), str(path), "ship")
+    if kind is not None and follow:
+        raise CompressedLogError(
+            f"{path}: compressed with {kind}: a compressed file cannot be followed "
+            "(it does not grow line by line); ship it without --follow"
+        )
+    return kind
 
 
 def follow_file(
@@ -318,7 +353,9 @@ def follow_file(
     """Yield lists of lines read from ``path``; ``None`` when idle (follow mode).
 
     Without ``follow`` it ends at EOF, where an unterminated last line is a line (the
-    file has ended). With ``follow`` it polls like ``tail -F``:
+    file has ended); a compressed file is read decompressed (:func:`_read_decompressed`).
+    With ``follow`` it refuses a compressed file (:func:`_compression`), and polls like
+    ``tail -F``:
 
     - rename rotation (the path now names a different inode): the new file is read
       from its start, and the old one is still read until nothing was added to it for
@@ -355,6 +392,12 @@ def follow_file(
     rotated: list[_Rotated] = []
     ended = False  # the input really ended (no follow): its unterminated tail is a line
     try:
+        kind = _compression(f, path, follow=follow)  # checked again: it may have changed
+        if kind is not None:
+            source = decompressed(f, kind)
+            yield from _read_decompressed(source, str(path), stop=stop, chunk_size=chunk_size,
+                                          on_unfinished=on_unfinished)  # fmt: skip
+            return
         ident = _file_id(os.fstat(f.fileno()))
         if from_end:
             f.seek(0, os.SEEK_END)
@@ -429,6 +472,7 @@ def read_fd(
     poll_interval_s: float = 0.2,
     chunk_size: int = READ_CHUNK,
     on_unfinished: Callable[[int], None] | None = None,
+    name: str = "stdin",
 ) -> LineBatches:
     """Yield lines from a pipe/tty/file descriptor (stdin) until EOF or ``stop``.
 
@@ -436,8 +480,12 @@ def read_fd(
     writer is silent, and so partial records can be flushed when input is idle. An
     unterminated last line is a line at EOF; at ``stop`` it is not shipped, and
     ``on_unfinished`` gets its length (as in :func:`follow_file`).
+
+    Input that starts with a gzip, bzip2 or xz magic is read decompressed (see
+    :func:`_read_decompressed`; ``name`` names it in messages).
     """
     splitter = LineSplitter(at_start=True)
+    head: bytes | None = b""  # the first bytes while they may start a magic (None: plain)
     ended = False
     while not stop.is_set():
         try:
@@ -447,18 +495,103 @@ def read_fd(
         if not ready:
             yield None
             continue
-        chunk = os.read(fd, chunk_size)
+        chunk = data = os.read(fd, chunk_size)
+        if head is not None:
+            head += chunk
+            if chunk and undecided(head):
+                continue
+            kind = readable(head, name, "ship")
+            if kind is not None:
+                stream = Replay(head, _FdReader(fd, stop, poll_interval_s))
+                yield from _read_decompressed(decompressed(cast(IO[bytes], stream), kind), name,
+                                              stop=stop, chunk_size=chunk_size,
+                                              on_unfinished=on_unfinished)  # fmt: skip
+                return
+            data, head = head, None
         if not chunk:
             ended = True
-            break
-        lines = splitter.feed(chunk)
+        lines = splitter.feed(data)
         if lines:
             yield lines
+        if ended:
+            break
+    if head:  # stopped while telling: the first bytes of a line (no magic holds a newline)
+        splitter.feed(head)
     tail = splitter.finish()
     if tail is not None:
         if ended:  # EOF: the writer is done, its last line is complete
             yield [tail]
         elif on_unfinished is not None:  # stopped: the writer may be in the middle of it
+            on_unfinished(len(tail))
+
+
+class _Stopped(Exception):
+    """``stop`` was set while :class:`_FdReader` waited for input."""
+
+
+class _FdReader(io.RawIOBase):
+    """A descriptor's bytes as a stream for a decompressor to read, each read waiting
+    with ``select`` so that a stop is noticed while the writer is silent (it raises
+    :class:`_Stopped`: a decompressor would take an end of file for a truncation)."""
+
+    def __init__(self, fd: int, stop: threading.Event, poll_interval_s: float) -> None:
+        super().__init__()
+        self._fd = fd
+        self._stop = stop
+        self._poll_interval_s = poll_interval_s
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not select.select([self._fd], [], [], self._poll_interval_s)[0]:
+            if self._stop.is_set():
+                raise _Stopped
+        return os.readv(self._fd, [buffer])
+
+
+def _read_decompressed(
+    source: Decompressed,
+    name: str,
+    *,
+    stop: threading.Event,
+    chunk_size: int = READ_CHUNK,
+    on_unfinished: Callable[[int], None] | None = None,
+) -> LineBatches:
+    """Yield the lines of a compressed input (closed at the end), as :func:`read_fd`
+    does; a :data:`~streams.records.BOM` starting the decompressed bytes is dropped.
+    There are no idle ticks: a compressed file is a finished log, and a decompressor
+    cannot be asked what has come so far without waiting for it.
+
+    At damage (a truncated download, bad data) it raises :class:`Damaged`, naming
+    ``name`` and no byte, once the lines before it have been yielded; a line the
+    damage cut short is not one (shipped, it would be a different line).
+    """
+    splitter = LineSplitter(at_start=True)
+    # read1: what has been decompressed so far (read would wait for chunk_size bytes).
+    read = getattr(source.stream, "read1", source.stream.read)
+    ended = False
+    try:
+        while not stop.is_set():
+            try:
+                chunk = read(chunk_size)
+            except _Stopped:
+                break
+            except source.damaged:
+                raise Damaged(name, source.kind) from None  # its message may quote bytes
+            if not chunk:
+                ended = True
+                break
+            lines = splitter.feed(chunk)
+            if lines:
+                yield lines
+    finally:
+        source.close()
+    tail = splitter.finish()
+    if tail is not None:
+        if ended:
+            yield [tail]
+        elif on_unfinished is not None:
             on_unfinished(len(tail))
 
 
@@ -486,6 +619,9 @@ class ShipResult:
     #: Shipping stopped before the end of the input: the broker took nothing through
     #: every retry (without --follow; a follower waits for it).
     gave_up: bool = False
+    #: Shipping stopped at damage in a compressed input (a truncated download): what
+    #: it is, naming the input (never its bytes); the lines before it are shipped.
+    damaged: str = ""
 
     @property
     def ok(self) -> bool:
@@ -548,6 +684,16 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(s, h)
 
 
+@contextlib.contextmanager
+def _damage_ends_reading(result: ShipResult) -> Iterator[None]:
+    """Damage in a compressed input ends the reading, as its end would: what was read
+    before it is still shipped, and ``result.damaged`` says why it ended early."""
+    try:
+        yield
+    except Damaged as error:
+        result.damaged = str(error)  # reported once, by the summary
+
+
 def _make_bar(progress: bool) -> Any:
     if not (progress and sys.stderr.isatty()):
         return None
@@ -594,8 +740,12 @@ def ship(
     ``stop`` ends shipping from another thread; in the main thread SIGINT/SIGTERM
     do the same. The topic must exist (:class:`TopicNotFound` otherwise) because
     kafka-python's producer would auto-create it with the broker's defaults.
+    A compressed source (gzip, bzip2 or xz, by its first bytes) is shipped
+    decompressed; damage in it ends the reading, as its end would (``damaged``).
     Raises :class:`streams.admin.BrokerUnreachable` if the broker does not answer, and
-    before any connection the OSError of a source that cannot be read (:func:`check_source`).
+    before any connection the OSError of a source that cannot be read, or the
+    :class:`~streams.compressed.CompressedLogError` of a file compressed with zstd or
+    followed (:func:`check_source`; for stdin, once its first bytes are read).
     """
     from kafka import KafkaProducer
     from kafka.errors import KafkaError, KafkaTimeoutError
@@ -740,7 +890,7 @@ def ship(
                     rotate_wait_s=rotate_wait_s,
                     on_unfinished=unfinished,
                 )
-            with contextlib.closing(batches):
+            with contextlib.closing(batches), _damage_ends_reading(result):
                 for lines in batches:
                     if lines is None:  # idle: don't let a partial record wait forever
                         send(framer.flush())

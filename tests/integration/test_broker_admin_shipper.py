@@ -181,6 +181,21 @@ def test_ship_file_counts_exactly(
     assert max(per_partition.values()) - min(per_partition.values()) <= 1, per_partition
 
 
+def test_a_compressed_file_is_shipped_decompressed(
+    topic_factory: TopicFactory, collect: Collect, tmp_path: Path, broker: LocalBroker
+) -> None:
+    """A rotated log (``access.log.1.gz``) was shipped as its compressed bytes."""
+    import gzip
+
+    lines = _lines(500, "gz")
+    p = tmp_path / "access.log.1.gz"
+    p.write_bytes(gzip.compress(b"".join(line + b"\n" for line in lines)))
+    topic = topic_factory("gz")
+    res = ship(p, broker.bootstrap, topic, lines_per_record=50, progress=False)
+    assert (res.lines, res.records, res.damaged, res.ok) == (500, 10, "", True)
+    assert collect(topic).wait_for(500) == lines
+
+
 def test_a_line_over_the_workers_limit_is_shipped_cut_and_counted(
     topic_factory: TopicFactory, collect: Collect, tmp_path: Path, broker: LocalBroker
 ) -> None:
