@@ -369,6 +369,9 @@ def follow_file(
     - a missing path is waited for (idle ticks meanwhile; a file that appears later is
       read from its start), else FileNotFoundError.
 
+    A path that names a FIFO or device is read as :func:`read_fd` reads stdin, to its
+    end, with or without ``follow``.
+
     ``stop`` ends following: an unterminated line then is not shipped (its writer may
     be in the middle of it; cut, it would be a different line), and ``on_unfinished``
     gets its length in bytes.
@@ -392,6 +395,13 @@ def follow_file(
     rotated: list[_Rotated] = []
     ended = False  # the input really ended (no follow): its unterminated tail is a line
     try:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            # A FIFO or device (a named pipe, /dev/stdin, bash's <(...)): a pipe, which
+            # can be neither sought nor rotated (tell() raised "Illegal seek").
+            yield from read_fd(f.fileno(), stop=stop, poll_interval_s=poll_interval_s,
+                               chunk_size=chunk_size, on_unfinished=on_unfinished,
+                               name=str(path))  # fmt: skip
+            return
         kind = _compression(f, path, follow=follow)  # checked again: it may have changed
         if kind is not None:
             source = decompressed(f, kind)

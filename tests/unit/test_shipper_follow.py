@@ -302,3 +302,20 @@ def test_a_record_refused_for_good_is_failed_at_once_and_shipping_goes_on(
     result = shipper.ship(log, "127.0.0.1:9", "logs.raw", lines_per_record=1, progress=False)
     assert ScriptedProducer.instances[-1].acked == [b"0", b"2"]
     assert (result.failed_records, result.resent_records, result.gave_up) == (1, 0, False)
+
+
+def test_a_named_pipe_is_read_as_stdin_is(tmp_path: Path) -> None:
+    """``logfog ship /dev/fd/3`` or a named pipe: a FIFO cannot be sought ("OSError:
+    Illegal seek" before), so it is read as stdin is, to its writer's end, its last
+    line shipped at EOF and a gzip stream decompressed."""
+    import gzip
+
+    for payload in (b"a\nb\nlast", gzip.compress(b"a\nb\nlast")):
+        path = tmp_path / "fifo"
+        os.mkfifo(path)
+        writer = threading.Thread(target=path.write_bytes, args=(payload,))
+        writer.start()
+        batches = follow_file(path, follow=False, stop=threading.Event(), poll_interval_s=0.01)
+        assert [line for batch in batches if batch for line in batch] == [b"a", b"b", b"last"]
+        writer.join()
+        path.unlink()
