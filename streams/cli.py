@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import logging
 import os
@@ -423,14 +424,28 @@ class _FileAggregates:
         from streams.aggregate.runtime import AggregationRuntime, specs_from_config
         from streams.keys import DerivedKeyRing
 
-        # With a key from env: or file:, a rerun over the same log draws the same
-        # percentiles (two runs' independent draws would average toward the true value);
-        # with ephemeral keys there is no secret to derive one from: each run draws anew.
+        specs = specs_from_config(pipeline.config["aggregates"])
         keyring = pipeline.keyring
-        draw_key = keyring.derived(b"logfog-draws") if isinstance(keyring, DerivedKeyRing) else None
+        # With keys from env: or file:, a window's percentile draws are keyed by that
+        # secret and the window's events: a rerun over the same events (the same log,
+        # or one grown since) repeats them, as two independent draws of a histogram
+        # would average toward its nearest rank; any other events draw anew (one key
+        # for all runs let a rerun over an attacker's log, the victim's cell with a
+        # guessed value in the victim's place, repeat its value when the guess was
+        # right; an audit). With ephemeral keys: a random key per window.
+        self._secret: bytes | None = None
+        draw_keys = None
+        if isinstance(keyring, DerivedKeyRing):
+            self._secret = keyring.derived(b"logfog-draws")
+            draw_keys = self._draw_key
+        #: Per (output, window start): the sum of the window's events' hashes, which
+        #: no order of the same events changes.
+        self._digests: dict[tuple[Any, int], int] = {}
+        self._merged: dict[Any, int] = {}  # per output: the latest window merged
+        self._widths = [(spec.key, spec.window_seconds) for spec in specs]
         self._runtime = AggregationRuntime(
-            specs_from_config(pipeline.config["aggregates"]), partitions=1, snapshot_interval=1e9,
-            layout=pipeline.aggregate_layout, draw_key=draw_key,
+            specs, partitions=1, snapshot_interval=1e9, layout=pipeline.aggregate_layout,
+            draw_keys=draw_keys,
         )  # fmt: skip
         self._aggregator = self._runtime.aggregator(0, lambda key: None)
         self._time_at = self._aggregator.layout.index("time")
@@ -439,13 +454,35 @@ class _FileAggregates:
 
     def add(self, events: list[Any]) -> bytes:
         time_at = self._time_at
+        digest = self._secret is not None
         for _key, value, _ts in events:
             # Decoded from the bytes, as the worker's aggregation stage reads them.
             row = orjson.loads(value)
             self._offset += 1
             self._aggregator.add_rows((row,), self._offset)
-            self._max_time = max(self._max_time, int(row[time_at] or 0))
+            t = int(row[time_at] or 0)
+            self._max_time = max(self._max_time, t)
+            if digest:
+                self._add_digest(t, value)
         return self._rows()
+
+    def _add_digest(self, t: int, value: bytes) -> None:
+        # Without the line's coordinates (the last three fields): a log with lines
+        # before it added (a rotation's) holds the same events.
+        event = value.rsplit(b",", 3)[0]
+        h = int.from_bytes(hashlib.blake2b(event, digest_size=16).digest(), "big")
+        digests, merged = self._digests, self._merged
+        for key, width in self._widths:
+            start = t - t % width
+            if start > merged.get(key, start - 1):  # else late: its window is merged
+                window = (key, start)
+                digests[window] = (digests.get(window, 0) + h) % (1 << 128)
+
+    def _draw_key(self, spec: Any, start: int) -> bytes:
+        assert self._secret is not None
+        self._merged[spec.key] = start
+        window = self._digests.pop((spec.key, start), 0).to_bytes(16, "big")
+        return hashlib.blake2b(window, key=self._secret, person=b"logfog-window").digest()[:32]
 
     def finish(self) -> bytes:
         self._aggregator.advance_to(self._max_time + 10 * 86400)

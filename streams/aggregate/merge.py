@@ -139,10 +139,13 @@ decides (each deterministic rule tried published one: the nearest rank, the mean
 2k - 1 values around it, the two ends of those; a review and two audits). Rows are
 published once (a republished window repeats its checkpointed rows), and a window's
 summaries, one per dimension, share one draw (they drew one each: an audit). Draws
-are keyed (:attr:`WindowMerger.draw_key`: a random key per window, checkpointed with
-its partials) and made from the row and its histogram, so a restored merger merging
-the same partials again publishes the same values: two independent draws of one
-histogram would average toward its nearest rank. Two owners can still draw apart: a
+are keyed (a random key per window, created with its first partial and checkpointed
+with its partials; see :class:`WindowMerger`) and made from the row and its
+histogram, so a restored merger merging the same partials again publishes the same
+values: two independent draws of one histogram would average toward its nearest
+rank. A cell holding every visitor of the window with the summary's histogram
+repeats the summary's draw (a quiet window's one route, country and status were
+four more draws of it; an audit). Two owners can still draw apart: a
 merger paused past its turn that completes a window from partials no checkpoint
 held when the next owner restored (no fencing; the rows are revision 1 both).
 ``bot_share`` is the share of the cell's visitors whose first counted request there
@@ -214,7 +217,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -684,7 +687,13 @@ def merge_window(
             if dim == PLACE:
                 row["level"] = _LEVELS[key.count(SEP)]
             cell = cells[key]
-            drawn = _percentiles(spec, cell.hist, measured, draw_key, (*identity, dim, key))
+            # A cell of every visitor with the window's histogram repeats the summary's
+            # draw: its own would be another draw of the same values (an audit).
+            drawn = (
+                window_percentiles
+                if cell.visitors == total and cell.hist == window_hist
+                else _percentiles(spec, cell.hist, measured, draw_key, (*identity, dim, key))
+            )
             row.update(_measures(spec, cell, cell.visitors, measured, drawn, key in shares))
             rows.append(row)
         other = _sum(cells, gate.folded)
@@ -715,6 +724,10 @@ def merge_window(
     return rows
 
 
+#: The key of a window's percentile draws, by its spec and start (:class:`WindowMerger`).
+DrawKeys = Callable[[AggregateSpec, int], bytes]
+
+
 @dataclass
 class _OutputState:
     partitions: int | None = None
@@ -727,17 +740,19 @@ class _OutputState:
 class WindowMerger:
     """Stage 3: one instance for all partials of the given specs (or one per spec)."""
 
-    def __init__(self, specs: Sequence[AggregateSpec], draw_key: bytes | None = None) -> None:
+    def __init__(self, specs: Sequence[AggregateSpec], draw_keys: DrawKeys | None = None) -> None:
         self.specs = {s.key: s for s in specs}
-        #: The key of every window's percentile draws
-        #: (:func:`~streams.aggregate.histogram.quantile`), when given (the file
-        #: command's, derived from its key secret). Else each pending window gets a
-        #: random key of its own with its first partial, checkpointed with the window's
-        #: partials and forgotten when the window is merged: a restored merger draws
-        #: what its previous owner would have from the same partials, and a key read
-        #: from a checkpoint opens the draws of the windows then pending only, whose
-        #: exact counts and histograms the checkpoint holds anyway.
-        self.draw_key = draw_key
+        #: The key of a window's percentile draws
+        #: (:func:`~streams.aggregate.histogram.quantile`) by (spec, window start), when
+        #: given (the file command's: its key secret and the window's events). Else each
+        #: pending window gets a random key of its own with its first partial,
+        #: checkpointed with the window's partials and dropped from the merger when the
+        #: window is merged: a restored merger draws what its previous owner would
+        #: have from the same partials. A key read from a checkpoint opens the draws of
+        #: the windows then pending, whose partials (exact counts and histograms) are
+        #: on the state and partials topics beside it; superseded checkpoints keep it
+        #: there until compaction or retention (3 days) removes them.
+        self.draw_keys = draw_keys
         if len(self.specs) != len(specs):
             raise ValueError("duplicate (name, window) in specs")
         self._state = {key: _OutputState() for key in self.specs}
@@ -778,7 +793,7 @@ class WindowMerger:
         slot = state.pending.get(partial.window_start)
         if slot is None:
             slot = state.pending[partial.window_start] = {}
-            if self.draw_key is None:
+            if self.draw_keys is None:
                 state.draw_keys[partial.window_start] = secrets.token_bytes(32)
         if partial.partition in slot:
             self.stats["replaced"] += 1
@@ -794,8 +809,11 @@ class WindowMerger:
         for start in sorted(s for s in state.pending if s + spec.window_seconds <= horizon):
             parts = sorted(state.pending.pop(start).values(), key=lambda p: p.partition)
             self.stats["capped"] += sum(p.capped for p in parts)
-            # A window restored from a checkpoint older than its key: a key of its own.
-            key = state.draw_keys.pop(start, None) or self.draw_key or secrets.token_bytes(32)
+            key = state.draw_keys.pop(start, None)
+            if self.draw_keys is not None:
+                key = self.draw_keys(spec, start)
+            elif key is None:  # restored from a checkpoint older than window keys
+                key = secrets.token_bytes(32)
             window_rows = merge_window(spec, parts, key)
             if window_rows:
                 self.stats["windows"] += 1
@@ -817,7 +835,7 @@ class WindowMerger:
 
     def snapshot(self) -> bytes:
         """Pending partials and horizons (no pseudonyms: partials hold counts only), and
-        the pending windows' draw keys (see :attr:`draw_key`)."""
+        the pending windows' draw keys (see :attr:`draw_keys`)."""
         outputs = [
             {
                 "spec": self.specs[key].to_dict(),
@@ -838,16 +856,16 @@ class WindowMerger:
         cls,
         data: bytes,
         specs: Sequence[AggregateSpec] | None = None,
-        draw_key: bytes | None = None,
+        draw_keys: DrawKeys | None = None,
     ) -> WindowMerger:
         """A merger in the state :meth:`snapshot` captured. ``specs``: the config's
         outputs, gating with the config's k (see
         :func:`~streams.aggregate.spec.reconcile`); None: the saved specs.
-        ``draw_key``: as for a new merger."""
+        ``draw_keys``: as for a new merger."""
         saved = orjson.loads(data)
         saved_specs = [AggregateSpec.from_dict(o["spec"]) for o in saved["outputs"]]
         specs, from_saved = reconcile(specs, saved_specs)
-        merger = cls(specs, draw_key)
+        merger = cls(specs, draw_keys)
         merger.stats.update(saved["stats"])
         # Republish only rows the current specs would have gated alike: same spec.
         gated = {(s.name, s.window_label): s for s in saved_specs}

@@ -101,7 +101,8 @@ def test_a_restored_merger_draws_the_percentiles_its_previous_owner_would() -> N
     snapshot = merger.snapshot()
     restored = WindowMerger.restore(snapshot, [spec])
     saved = orjson.loads(snapshot)
-    assert len(saved["outputs"][0]["draw_keys"]) == 9  # and the empty newest window
+    keys = [key for _, key in saved["outputs"][0]["draw_keys"]]
+    assert len(set(keys)) == len(keys) == 9  # a key per window (the empty newest too)
     del saved["outputs"][0]["draw_keys"]
     keyless = WindowMerger.restore(orjson.dumps(saved), [spec])
     rows = [r for p in last for r in merger.add(p)]
@@ -130,6 +131,45 @@ def test_two_cells_with_one_histogram_publish_independent_draws() -> None:
     assert len(starts) == 40 and None not in p50.values()
     same = sum(p50[start, "/a"] == p50[start, "/b"] for start in starts)
     assert same < 12  # independent draws agree about 1 time in 25 here
+
+
+def test_one_key_for_every_window_still_draws_each_window_anew() -> None:
+    """The file command keys every window by its secret and events; what is hashed
+    holds the window's start too, so one cell's histogram in two windows is two
+    independent draws even under one key (without the start, a cell of an attacker's
+    visitors in a later window repeated the victim's; an audit)."""
+    spec = AggregateSpec("ops", 300, ("route",), ("requests", "visitors", "p50_ms"), k=10,
+                         allowed_lateness_seconds=0)  # fmt: skip
+    events = [
+        {"time": T0 + 300 * w, "visitor": f"{route}{w}-{i}", "route": route,
+         "duration_ms": float(2**i)}
+        for w in range(40) for route in ("/a", "/b") for i in range(19)
+    ]  # fmt: skip
+    agg = PartialAggregator([spec], 0, 1)
+    agg.add(events, offset=0)
+    agg.advance_to(T0 + 10 * 86400)
+    merger = WindowMerger([spec], lambda spec, start: b"k" * 32)
+    rows = [row for p in agg.close_ready() for row in merger.add(p)]
+    p50s = [r["p50_ms"] for r in rows if r["kind"] == "cell" and r["value"] == "/a"]
+    assert len(p50s) == 40 and len(set(p50s)) > 5
+
+
+def test_a_cell_of_every_visitor_with_the_windows_histogram_repeats_the_summarys_draw() -> None:
+    """A quiet window's one route, status and country hold every visitor with the
+    window's histogram: their own draws were more draws of the summary's values
+    (an audit: five per ops window)."""
+    spec = AggregateSpec("ops", 300, ("route", "status_class"), ("requests", "visitors", "p50_ms"),
+                         k=10, allowed_lateness_seconds=0)  # fmt: skip
+    events = [
+        {"time": T0 + 300 * w, "visitor": f"{w}-{i}", "route": "/", "status_class": "2xx",
+         "duration_ms": float(2**i)}
+        for w in range(20) for i in range(19)
+    ]  # fmt: skip
+    rows = publish([spec], events)
+    by_window: dict[str, set[float | None]] = {}
+    for r in rows:
+        by_window.setdefault(r["window_start"], set()).add(r["p50_ms"])
+    assert len(by_window) == 20 and all(len(v) == 1 and None not in v for v in by_window.values())
 
 
 def test_partition_count_must_match() -> None:

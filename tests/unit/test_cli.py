@@ -1079,35 +1079,60 @@ def test_a_damaged_or_zstd_compressed_log_is_one_line_exit_2(
         assert not out.exists() or list(out.iterdir()) == []
 
 
-def test_a_file_rerun_with_a_key_draws_the_same_percentiles(
-    config: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With keys from env: or file:, the file command's percentile draws are keyed by a
-    key derived from that secret, so publishing a rerun's aggregates repeats them
-    instead of adding a second draw; with ephemeral keys every run draws anew."""
-    from streams.cli import _FileAggregates
-    from streams.config import load_file
-    from streams.keys import DerivedKeyRing
-    from streams.pipeline import Pipeline
+def test_a_file_rerun_with_a_key_draws_the_same_percentiles(config: Path, tmp_path: Path) -> None:
+    """With keys from env: or file:, a window's percentile draws are keyed by that
+    secret and the window's events: a rerun over the same log repeats them (two
+    independent draws of a histogram average toward its nearest rank), and a log whose
+    windows hold other events draws anew, even with the same histograms. One key for
+    every run let a rerun over an attacker's log, a guessed value in the victim's
+    place, repeat the victim's value when the guess was right (an audit)."""
+    from datetime import UTC, datetime, timedelta
 
-    secret = "5f0c9a3e7b21d48e6a9f03c2b7e54d1a8c6f2e09b3d7a54c1e8f6b2d9a03c7e4"
-    monkeypatch.setenv("LOGFOG_TEST_KEY", secret)
+    from streams.keys import generate_key
+
     data = yaml.safe_load(config.read_text())
-    data["keys"]["source"] = "env:LOGFOG_TEST_KEY"
+    data["input"]["format"] = 'apache:%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i" %D'
+    data["keys"] = {"source": "env:LOGFOG_TEST_KEY", "epoch": "1d"}
     config.write_text(yaml.safe_dump(data))
+    start = datetime(2026, 11, 30, 10, tzinfo=UTC)
+    agent = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
 
-    def draw_key() -> bytes | None:
-        normalized, _ = load_file(config)
-        return _FileAggregates(Pipeline.from_normalized(normalized))._runtime.merger.draw_key
+    def log(name: str, first_address: str) -> Path:
+        """Six 5-minute windows of 19 visitors each, their times an octave apart (the
+        median's odds spread over many buckets); ``first_address``: the first one's."""
+        lines = []
+        for w in range(6):
+            for i in range(19):
+                address = f"198.51.{w}.{i + 1}" if i else first_address
+                at = (start + timedelta(minutes=5 * w, seconds=i)).strftime(
+                    "%d/%b/%Y:%H:%M:%S +0000"
+                )
+                lines.append(
+                    f'{address} - - [{at}] "GET /v HTTP/1.1" 200 1 "-" "{agent}" {2**i * 1000}'
+                )
+        path = tmp_path / f"{name}.log"
+        path.write_text("\n".join(lines) + "\n")
+        return path
 
-    keyed = draw_key()
-    ring = DerivedKeyRing(bytes.fromhex(secret), 86400)
-    # Its own key, derived: not the secret, nor any epoch's pseudonym key.
-    assert keyed == draw_key() == ring.derived(b"logfog-draws")
-    assert keyed not in {bytes.fromhex(secret), *(ring.key_for(e) for e in range(-2, 20_000, 97))}
-    data["keys"]["source"] = "ephemeral"
-    config.write_text(yaml.safe_dump(data))
-    assert draw_key() is None  # a random key per window
+    env = {**os.environ, "LOGFOG_TEST_KEY": generate_key()}
+
+    def medians(path: Path, out: str) -> list[float | None]:
+        result = run("anonymize", str(path), "-c", str(config), "-o", str(tmp_path / out), "-q",
+                     env=env)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        rows = [
+            orjson.loads(x)
+            for x in (tmp_path / out / "aggregates.ndjson").read_bytes().splitlines()
+        ]
+        return [r["p50_ms"] for r in rows
+                if r["kind"] == "summary" and r["output"] == "ops" and r["dimension"] == "route"]  # fmt: skip
+
+    victim, other = log("victim", "203.0.113.7"), log("other", "203.0.113.8")
+    first = medians(victim, "1")
+    assert len(first) == 6 and None not in first
+    assert medians(victim, "2") == first
+    # The same histograms, one visitor in each window another: each window drawn anew.
+    assert medians(other, "3") != first
 
 
 def test_ship_of_a_damaged_compressed_log_prints_what_it_shipped_and_exits_2(
