@@ -34,7 +34,7 @@ from streams.compressed import (
     readable,
     sniff,
 )
-from streams.records import without_bom
+from streams.records import FUTURE_SKEW_SECONDS, without_bom
 
 EXIT_USAGE = 2
 DEFAULT_CONFIG = "config/logfog.yaml"
@@ -427,12 +427,15 @@ class _FileAggregates:
         specs = specs_from_config(pipeline.config["aggregates"])
         keyring = pipeline.keyring
         # With keys from env: or file:, a window's percentile draws are keyed by that
-        # secret and the window's events: a rerun over the same events (the same log,
-        # or one grown since) repeats them, as two independent draws of a histogram
-        # would average toward its nearest rank; any other events draw anew (one key
-        # for all runs let a rerun over an attacker's log, the victim's cell with a
-        # guessed value in the victim's place, repeat its value when the guess was
-        # right; an audit). With ephemeral keys: a random key per window.
+        # secret, the window's events (their keyed pseudonyms included) and what it
+        # counts (its partials): a rerun over the same log repeats them, as independent
+        # draws of a histogram would average toward its nearest rank. Three audits
+        # found an attacker's log repeating a victim's value when a guess was right:
+        # keyed by the secret alone (the attacker's visitor at the guessed value in
+        # the victim's place), by the events alone (the lines' order deciding which
+        # count), by the counts alone (the attacker's visitor again). Both can only be
+        # matched by the victim's own events counted alike: the same published rows.
+        # With ephemeral keys: a random key per window.
         self._secret: bytes | None = None
         draw_keys = None
         if isinstance(keyring, DerivedKeyRing):
@@ -455,6 +458,8 @@ class _FileAggregates:
     def add(self, events: list[Any]) -> bytes:
         time_at = self._time_at
         digest = self._secret is not None
+        # Rows dated past this are dropped as future (the aggregator's rule): no window.
+        horizon = int(time.time()) + FUTURE_SKEW_SECONDS
         for _key, value, _ts in events:
             # Decoded from the bytes, as the worker's aggregation stage reads them.
             row = orjson.loads(value)
@@ -462,7 +467,7 @@ class _FileAggregates:
             self._aggregator.add_rows((row,), self._offset)
             t = int(row[time_at] or 0)
             self._max_time = max(self._max_time, t)
-            if digest:
+            if digest and t <= horizon:
                 self._add_digest(t, value)
         return self._rows()
 
@@ -478,11 +483,19 @@ class _FileAggregates:
                 window = (key, start)
                 digests[window] = (digests.get(window, 0) + h) % (1 << 128)
 
-    def _draw_key(self, spec: Any, start: int) -> bytes:
+    def _draw_key(self, spec: Any, start: int, parts: Any) -> bytes:
+        from streams.aggregate.merge import partials_digest
+
         assert self._secret is not None
         self._merged[spec.key] = start
-        window = self._digests.pop((spec.key, start), 0).to_bytes(16, "big")
-        return hashlib.blake2b(window, key=self._secret, person=b"logfog-window").digest()[:32]
+        digests = self._digests
+        events = digests.pop((spec.key, start), 0).to_bytes(16, "big")
+        # Windows before it that never got a partial (every event capped): gone too.
+        for window in [w for w in digests if w[0] == spec.key and w[1] < start]:
+            del digests[window]
+        key = hashlib.blake2b(events + partials_digest(parts), key=self._secret,
+                              person=b"logfog-window")  # fmt: skip
+        return key.digest()[:32]
 
     def finish(self) -> bytes:
         self._aggregator.advance_to(self._max_time + 10 * 86400)

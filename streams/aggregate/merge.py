@@ -143,11 +143,13 @@ are keyed (a random key per window, created with its first partial and checkpoin
 with its partials; see :class:`WindowMerger`) and made from the row and its
 histogram, so a restored merger merging the same partials again publishes the same
 values: two independent draws of one histogram would average toward its nearest
-rank. A cell holding every visitor of the window with the summary's histogram
-repeats the summary's draw (a quiet window's one route, country and status were
-four more draws of it; an audit). Two owners can still draw apart: a
-merger paused past its turn that completes a window from partials no checkpoint
-held when the next owner restored (no fencing; the rows are revision 1 both).
+rank. A cell holding every visitor of the window publishes the summary's values (a
+quiet window's one route, country and status were four more draws of nearly its
+histogram; an audit): decided by the published visitors alone, as whether the two
+histograms were equal told one visitor's request order (a third audit). Two owners
+can still draw apart: a merger paused past its turn that completes a window from
+partials no checkpoint held when the next owner restored (no fencing; the rows are
+revision 1 both).
 ``bot_share`` is the share of the cell's visitors whose first counted request there
 came from a bot, published only when the bots and the others
 are each none or at least k. With visitors published, share * visitors is a row's bot
@@ -687,11 +689,12 @@ def merge_window(
             if dim == PLACE:
                 row["level"] = _LEVELS[key.count(SEP)]
             cell = cells[key]
-            # A cell of every visitor with the window's histogram repeats the summary's
-            # draw: its own would be another draw of the same values (an audit).
+            # A cell of every visitor publishes the summary's values: its own draw would
+            # be another of (nearly) the same values (an audit). Decided on published
+            # numbers only: "and the same histogram" told one visitor's request order.
             drawn = (
                 window_percentiles
-                if cell.visitors == total and cell.hist == window_hist
+                if cell.visitors == total
                 else _percentiles(spec, cell.hist, measured, draw_key, (*identity, dim, key))
             )
             row.update(_measures(spec, cell, cell.visitors, measured, drawn, key in shares))
@@ -724,8 +727,37 @@ def merge_window(
     return rows
 
 
-#: The key of a window's percentile draws, by its spec and start (:class:`WindowMerger`).
-DrawKeys = Callable[[AggregateSpec, int], bytes]
+#: The key of a window's percentile draws, from its spec, start and partials
+#: (:class:`WindowMerger`).
+DrawKeys = Callable[[AggregateSpec, int, Sequence[Partial]], bytes]
+
+
+def partials_digest(parts: Sequence[Partial]) -> bytes:
+    """What a window's partials count, in one canonical form: the same counts, cells
+    and histograms give the same bytes whatever the order of the events behind them.
+
+    >>> from streams.aggregate.partial import PartialAggregator
+    >>> from streams.aggregate.spec import AggregateSpec
+    >>> spec = AggregateSpec("t", 300, ("route",), k=2, allowed_lateness_seconds=0)
+    >>> def window(events):
+    ...     agg = PartialAggregator([spec], 0, 1)
+    ...     agg.add(events, offset=0)
+    ...     agg.advance_to(600)
+    ...     return agg.close_ready()
+    >>> a = {"time": 0, "visitor": "a", "route": "/a"}
+    >>> b = {"time": 1, "visitor": "b", "route": "/b"}
+    >>> partials_digest(window([a, b])) == partials_digest(window([b, a]))
+    True
+    >>> partials_digest(window([a, b])) == partials_digest(window([a]))
+    False
+    """
+    canonical = []
+    for part in sorted(parts, key=lambda p: p.partition):
+        data = part.to_dict()
+        for dim in data["dimensions"].values():
+            dim["tail"] = sorted(dim["tail"])
+        canonical.append(data)
+    return orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
 
 
 @dataclass
@@ -743,8 +775,9 @@ class WindowMerger:
     def __init__(self, specs: Sequence[AggregateSpec], draw_keys: DrawKeys | None = None) -> None:
         self.specs = {s.key: s for s in specs}
         #: The key of a window's percentile draws
-        #: (:func:`~streams.aggregate.histogram.quantile`) by (spec, window start), when
-        #: given (the file command's: its key secret and the window's events). Else each
+        #: (:func:`~streams.aggregate.histogram.quantile`) from (spec, window start,
+        #: partials), when given (the file command's: its key secret and
+        #: :func:`partials_digest`, so that what is counted decides it). Else each
         #: pending window gets a random key of its own with its first partial,
         #: checkpointed with the window's partials and dropped from the merger when the
         #: window is merged: a restored merger draws what its previous owner would
@@ -811,7 +844,7 @@ class WindowMerger:
             self.stats["capped"] += sum(p.capped for p in parts)
             key = state.draw_keys.pop(start, None)
             if self.draw_keys is not None:
-                key = self.draw_keys(spec, start)
+                key = self.draw_keys(spec, start, parts)
             elif key is None:  # restored from a checkpoint older than window keys
                 key = secrets.token_bytes(32)
             window_rows = merge_window(spec, parts, key)

@@ -1135,6 +1135,46 @@ def test_a_file_rerun_with_a_key_draws_the_same_percentiles(config: Path, tmp_pa
     assert medians(other, "3") != first
 
 
+def test_a_file_windows_draw_key_holds_its_events_and_what_it_counts(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file command's window key (env:/file: keys) changes with the window's events
+    (the same counts from an attacker's visitor at a guessed value in the victim's
+    place) and with what the window counts (the same events in another order, other
+    events late): each alone let a rerun repeat a victim's value (two audits)."""
+    from streams.aggregate.partial import PartialAggregator
+    from streams.aggregate.spec import AggregateSpec
+    from streams.cli import _FileAggregates
+    from streams.config import load_file
+    from streams.keys import generate_key
+    from streams.pipeline import Pipeline
+
+    monkeypatch.setenv("LOGFOG_TEST_KEY", generate_key())
+    data = yaml.safe_load(config.read_text())
+    data["keys"] = {"source": "env:LOGFOG_TEST_KEY", "epoch": "1d"}
+    config.write_text(yaml.safe_dump(data))
+    pipeline = Pipeline.from_normalized(load_file(config)[0])
+    spec = AggregateSpec("ops", 300, ("route",), k=2, allowed_lateness_seconds=0)
+
+    def parts(*routes: str) -> list[Any]:
+        agg = PartialAggregator([spec], 0, 1)
+        agg.add([{"time": 0, "visitor": f"v{i}", "route": r} for i, r in enumerate(routes)], 0)
+        agg.advance_to(600)
+        return agg.close_ready()[:1]
+
+    def key(event: bytes, counted: list[Any]) -> bytes:
+        files = _FileAggregates(pipeline)
+        files._add_digest(10, event)
+        return files._draw_key(spec, 0, counted)
+
+    event = b'[10,"v1","/a",null,null,null,1,2,3]'
+    assert key(event, parts("/a", "/b")) == key(event, parts("/b", "/a"))  # the same, repeated
+    assert key(event, parts("/a", "/b")) != key(event, parts("/a", "/a"))
+    assert key(event, parts("/a")) != key(event.replace(b"v1", b"v2"), parts("/a"))
+    # The line's coordinates (its last three fields) are not the event.
+    assert key(event, parts("/a")) == key(event.replace(b",1,2,3]", b",1,9,9]"), parts("/a"))
+
+
 def test_ship_of_a_damaged_compressed_log_prints_what_it_shipped_and_exits_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
