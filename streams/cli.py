@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
 import logging
 import os
@@ -34,7 +33,7 @@ from streams.compressed import (
     readable,
     sniff,
 )
-from streams.records import FUTURE_SKEW_SECONDS, without_bom
+from streams.records import without_bom
 
 EXIT_USAGE = 2
 DEFAULT_CONFIG = "config/logfog.yaml"
@@ -422,33 +421,10 @@ class _FileAggregates:
 
     def __init__(self, pipeline: Any) -> None:
         from streams.aggregate.runtime import AggregationRuntime, specs_from_config
-        from streams.keys import DerivedKeyRing
 
-        specs = specs_from_config(pipeline.config["aggregates"])
-        keyring = pipeline.keyring
-        # With keys from env: or file:, a window's percentile draws are keyed by that
-        # secret, the window's events (their keyed pseudonyms included) and what it
-        # counts (its partials): a rerun over the same log repeats them, as independent
-        # draws of a histogram would average toward its nearest rank. Three audits
-        # found an attacker's log repeating a victim's value when a guess was right:
-        # keyed by the secret alone (the attacker's visitor at the guessed value in
-        # the victim's place), by the events alone (the lines' order deciding which
-        # count), by the counts alone (the attacker's visitor again). Both can only be
-        # matched by the victim's own events counted alike: the same published rows.
-        # With ephemeral keys: a random key per window.
-        self._secret: bytes | None = None
-        draw_keys = None
-        if isinstance(keyring, DerivedKeyRing):
-            self._secret = keyring.derived(b"logfog-draws")
-            draw_keys = self._draw_key
-        #: Per (output, window start): the sum of the window's events' hashes, which
-        #: no order of the same events changes.
-        self._digests: dict[tuple[Any, int], int] = {}
-        self._merged: dict[Any, int] = {}  # per output: the latest window merged
-        self._widths = [(spec.key, spec.window_seconds) for spec in specs]
         self._runtime = AggregationRuntime(
-            specs, partitions=1, snapshot_interval=1e9, layout=pipeline.aggregate_layout,
-            draw_keys=draw_keys,
+            specs_from_config(pipeline.config["aggregates"]), partitions=1, snapshot_interval=1e9,
+            layout=pipeline.aggregate_layout,
         )  # fmt: skip
         self._aggregator = self._runtime.aggregator(0, lambda key: None)
         self._time_at = self._aggregator.layout.index("time")
@@ -457,45 +433,13 @@ class _FileAggregates:
 
     def add(self, events: list[Any]) -> bytes:
         time_at = self._time_at
-        digest = self._secret is not None
-        # Rows dated past this are dropped as future (the aggregator's rule): no window.
-        horizon = int(time.time()) + FUTURE_SKEW_SECONDS
         for _key, value, _ts in events:
             # Decoded from the bytes, as the worker's aggregation stage reads them.
             row = orjson.loads(value)
             self._offset += 1
             self._aggregator.add_rows((row,), self._offset)
-            t = int(row[time_at] or 0)
-            self._max_time = max(self._max_time, t)
-            if digest and t <= horizon:
-                self._add_digest(t, value)
+            self._max_time = max(self._max_time, int(row[time_at] or 0))
         return self._rows()
-
-    def _add_digest(self, t: int, value: bytes) -> None:
-        # Without the line's coordinates (the last three fields): a log with lines
-        # before it added (a rotation's) holds the same events.
-        event = value.rsplit(b",", 3)[0]
-        h = int.from_bytes(hashlib.blake2b(event, digest_size=16).digest(), "big")
-        digests, merged = self._digests, self._merged
-        for key, width in self._widths:
-            start = t - t % width
-            if start > merged.get(key, start - 1):  # else late: its window is merged
-                window = (key, start)
-                digests[window] = (digests.get(window, 0) + h) % (1 << 128)
-
-    def _draw_key(self, spec: Any, start: int, parts: Any) -> bytes:
-        from streams.aggregate.merge import partials_digest
-
-        assert self._secret is not None
-        self._merged[spec.key] = start
-        digests = self._digests
-        events = digests.pop((spec.key, start), 0).to_bytes(16, "big")
-        # Windows before it that never got a partial (every event capped): gone too.
-        for window in [w for w in digests if w[0] == spec.key and w[1] < start]:
-            del digests[window]
-        key = hashlib.blake2b(events + partials_digest(parts), key=self._secret,
-                              person=b"logfog-window")  # fmt: skip
-        return key.digest()[:32]
 
     def finish(self) -> bytes:
         self._aggregator.advance_to(self._max_time + 10 * 86400)

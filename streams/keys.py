@@ -201,7 +201,7 @@ class DerivedKeyRing:
         self.epoch_seconds = epoch_seconds
         # BLAKE2b takes keys of up to 64 bytes; a longer secret (a raw key file of 4 KB
         # is accepted) is hashed down to that, as HMAC does (it made every line a
-        # rules.error before, and the file command's draw key a traceback; an audit).
+        # rules.error before; an audit).
         if len(master) > _BLAKE2B_KEY_BYTES:
             master = hashlib.blake2b(master, person=b"logfog-master").digest()
         self._master = master
@@ -209,16 +209,6 @@ class DerivedKeyRing:
 
     def on_destroy(self, listener: EpochListener) -> None:
         """Derived keys are never destroyed (the secret recomputes them): nothing to tell."""
-
-    def derived(self, purpose: bytes) -> bytes:
-        """A 256-bit key for another use than pseudonyms (``purpose``: BLAKE2b's
-        personalization, at most 16 bytes), which tells nothing about the epoch keys.
-
-        >>> ring = DerivedKeyRing(b"m" * 32, 86400)
-        >>> ring.derived(b"logfog-draws") == ring.derived(b"logfog-draws") != ring.key_for(0)
-        True
-        """
-        return hashlib.blake2b(key=self._master, person=purpose, digest_size=32).digest()
 
     def key_for(self, epoch: int, now: float | None = None) -> bytes | None:
         key = self._cache.get(epoch)

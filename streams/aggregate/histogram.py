@@ -95,13 +95,15 @@ def quantile(
     the many values of a busy cell the draw lands on or next to the nearest rank.
 
     The draw is keyed (:func:`draw`) by ``key`` and made from ``row`` (what identifies
-    the published row: output, window, dimension, value), ``q`` and the histogram: the
-    same row publishing the same histogram again (a merger restored after a crash, a
-    rerun of a file with the same key) repeats its value instead of drawing anew, as
-    independent draws of one histogram average toward its nearest rank. The row is in
-    what is hashed because without it any row could repeat another's draw: a cell of an
-    attacker's visitors plus one at a guessed value repeated the victim's cell's value
-    exactly when the guess was right (an audit, session 17). ``key``: None for this
+    the published row: output, window and its start, dimension, value), ``q`` and the
+    histogram: the same row publishing the same histogram again under the same key (a
+    merger restored after a crash, with the window's key from its checkpoint) repeats
+    its value instead of drawing anew, as independent draws of one histogram average
+    toward its nearest rank. The row is in what is hashed because without it any row
+    could repeat another's draw: a cell of an attacker's visitors plus one at a guessed
+    value repeated the victim's cell's value exactly when the guess was right (an
+    audit, session 17). A key must not outlive what it keys (one window, one run):
+    every key kept across runs made the same equality test. ``key``: None for this
     process's own random key.
 
     For k = 10 that takes 19 values for the median, 180 for p95 and 900 for p99.

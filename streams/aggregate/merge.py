@@ -143,13 +143,14 @@ are keyed (a random key per window, created with its first partial and checkpoin
 with its partials; see :class:`WindowMerger`) and made from the row and its
 histogram, so a restored merger merging the same partials again publishes the same
 values: two independent draws of one histogram would average toward its nearest
-rank. A cell holding every visitor of the window publishes the summary's values (a
-quiet window's one route, country and status were four more draws of nearly its
-histogram; an audit): decided by the published visitors alone, as whether the two
-histograms were equal told one visitor's request order (a third audit). Two owners
-can still draw apart: a merger paused past its turn that completes a window from
-partials no checkpoint held when the next owner restored (no fencing; the rows are
-revision 1 both).
+rank. What is hashed names the row: keyed by the histogram alone, a cell of an
+attacker's visitors plus one at a guessed value repeated a victim's cell's value
+exactly when the guess was right (an audit, session 17); keys that outlive a run
+(the file command's, derived from its key secret and its input) gave the same
+oracle across runs in three ways, so each run draws anew. Two owners can still
+draw apart: a merger paused past its turn that completes a window from partials no
+checkpoint held when the next owner restored (no fencing; the rows are revision 1
+both).
 ``bot_share`` is the share of the cell's visitors whose first counted request there
 came from a bot, published only when the bots and the others
 are each none or at least k. With visitors published, share * visitors is a row's bot
@@ -219,7 +220,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -689,14 +690,7 @@ def merge_window(
             if dim == PLACE:
                 row["level"] = _LEVELS[key.count(SEP)]
             cell = cells[key]
-            # A cell of every visitor publishes the summary's values: its own draw would
-            # be another of (nearly) the same values (an audit). Decided on published
-            # numbers only: "and the same histogram" told one visitor's request order.
-            drawn = (
-                window_percentiles
-                if cell.visitors == total
-                else _percentiles(spec, cell.hist, measured, draw_key, (*identity, dim, key))
-            )
+            drawn = _percentiles(spec, cell.hist, measured, draw_key, (*identity, dim, key))
             row.update(_measures(spec, cell, cell.visitors, measured, drawn, key in shares))
             rows.append(row)
         other = _sum(cells, gate.folded)
@@ -727,39 +721,6 @@ def merge_window(
     return rows
 
 
-#: The key of a window's percentile draws, from its spec, start and partials
-#: (:class:`WindowMerger`).
-DrawKeys = Callable[[AggregateSpec, int, Sequence[Partial]], bytes]
-
-
-def partials_digest(parts: Sequence[Partial]) -> bytes:
-    """What a window's partials count, in one canonical form: the same counts, cells
-    and histograms give the same bytes whatever the order of the events behind them.
-
-    >>> from streams.aggregate.partial import PartialAggregator
-    >>> from streams.aggregate.spec import AggregateSpec
-    >>> spec = AggregateSpec("t", 300, ("route",), k=2, allowed_lateness_seconds=0)
-    >>> def window(events):
-    ...     agg = PartialAggregator([spec], 0, 1)
-    ...     agg.add(events, offset=0)
-    ...     agg.advance_to(600)
-    ...     return agg.close_ready()
-    >>> a = {"time": 0, "visitor": "a", "route": "/a"}
-    >>> b = {"time": 1, "visitor": "b", "route": "/b"}
-    >>> partials_digest(window([a, b])) == partials_digest(window([b, a]))
-    True
-    >>> partials_digest(window([a, b])) == partials_digest(window([a]))
-    False
-    """
-    canonical = []
-    for part in sorted(parts, key=lambda p: p.partition):
-        data = part.to_dict()
-        for dim in data["dimensions"].values():
-            dim["tail"] = sorted(dim["tail"])
-        canonical.append(data)
-    return orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
-
-
 @dataclass
 class _OutputState:
     partitions: int | None = None
@@ -772,20 +733,8 @@ class _OutputState:
 class WindowMerger:
     """Stage 3: one instance for all partials of the given specs (or one per spec)."""
 
-    def __init__(self, specs: Sequence[AggregateSpec], draw_keys: DrawKeys | None = None) -> None:
+    def __init__(self, specs: Sequence[AggregateSpec]) -> None:
         self.specs = {s.key: s for s in specs}
-        #: The key of a window's percentile draws
-        #: (:func:`~streams.aggregate.histogram.quantile`) from (spec, window start,
-        #: partials), when given (the file command's: its key secret and
-        #: :func:`partials_digest`, so that what is counted decides it). Else each
-        #: pending window gets a random key of its own with its first partial,
-        #: checkpointed with the window's partials and dropped from the merger when the
-        #: window is merged: a restored merger draws what its previous owner would
-        #: have from the same partials. A key read from a checkpoint opens the draws of
-        #: the windows then pending, whose partials (exact counts and histograms) are
-        #: on the state and partials topics beside it; superseded checkpoints keep it
-        #: there until compaction or retention (3 days) removes them.
-        self.draw_keys = draw_keys
         if len(self.specs) != len(specs):
             raise ValueError("duplicate (name, window) in specs")
         self._state = {key: _OutputState() for key in self.specs}
@@ -826,8 +775,12 @@ class WindowMerger:
         slot = state.pending.get(partial.window_start)
         if slot is None:
             slot = state.pending[partial.window_start] = {}
-            if self.draw_keys is None:
-                state.draw_keys[partial.window_start] = secrets.token_bytes(32)
+            # The window's draw key (see the module docstring): random, checkpointed
+            # with the window's partials and dropped once it is merged, so a key read
+            # from a checkpoint opens only the windows then pending, whose partials
+            # (exact counts, histograms) lie beside it on the state and partials
+            # topics; superseded checkpoints keep it until compaction or retention.
+            state.draw_keys[partial.window_start] = secrets.token_bytes(32)
         if partial.partition in slot:
             self.stats["replaced"] += 1
             self.stats["late"] -= slot[partial.partition].late  # the copy counts them
@@ -842,11 +795,8 @@ class WindowMerger:
         for start in sorted(s for s in state.pending if s + spec.window_seconds <= horizon):
             parts = sorted(state.pending.pop(start).values(), key=lambda p: p.partition)
             self.stats["capped"] += sum(p.capped for p in parts)
-            key = state.draw_keys.pop(start, None)
-            if self.draw_keys is not None:
-                key = self.draw_keys(spec, start, parts)
-            elif key is None:  # restored from a checkpoint older than window keys
-                key = secrets.token_bytes(32)
+            # None: restored from a checkpoint older than window keys (a new one).
+            key = state.draw_keys.pop(start, None) or secrets.token_bytes(32)
             window_rows = merge_window(spec, parts, key)
             if window_rows:
                 self.stats["windows"] += 1
@@ -868,7 +818,7 @@ class WindowMerger:
 
     def snapshot(self) -> bytes:
         """Pending partials and horizons (no pseudonyms: partials hold counts only), and
-        the pending windows' draw keys (see :attr:`draw_keys`)."""
+        the pending windows' draw keys."""
         outputs = [
             {
                 "spec": self.specs[key].to_dict(),
@@ -889,16 +839,14 @@ class WindowMerger:
         cls,
         data: bytes,
         specs: Sequence[AggregateSpec] | None = None,
-        draw_keys: DrawKeys | None = None,
     ) -> WindowMerger:
         """A merger in the state :meth:`snapshot` captured. ``specs``: the config's
         outputs, gating with the config's k (see
-        :func:`~streams.aggregate.spec.reconcile`); None: the saved specs.
-        ``draw_keys``: as for a new merger."""
+        :func:`~streams.aggregate.spec.reconcile`); None: the saved specs."""
         saved = orjson.loads(data)
         saved_specs = [AggregateSpec.from_dict(o["spec"]) for o in saved["outputs"]]
         specs, from_saved = reconcile(specs, saved_specs)
-        merger = cls(specs, draw_keys)
+        merger = cls(specs)
         merger.stats.update(saved["stats"])
         # Republish only rows the current specs would have gated alike: same spec.
         gated = {(s.name, s.window_label): s for s in saved_specs}

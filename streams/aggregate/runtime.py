@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from streams.aggregate.merge import DrawKeys, WindowMerger
+from streams.aggregate.merge import WindowMerger
 from streams.aggregate.partial import SOURCE_IDLE_SECONDS, Partial, PartialAggregator
 from streams.aggregate.spec import PLACE, AggregateSpec, published_specs
 from streams.durations import parse_duration
@@ -73,14 +73,12 @@ class AggregationRuntime:
         raw_partitions: int = 0,
         clock: Callable[[], float] = time.time,
         source_idle: float = SOURCE_IDLE_SECONDS,
-        draw_keys: DrawKeys | None = None,
     ) -> None:
         """``raw_partitions``: of the raw topic, whose partitions the rows come from
         (each stage-2 aggregator waits for them all before time moves on; see
         :class:`PartialAggregator`, also for ``source_idle``); 0: none expected (a
         file). ``clock``: the wall clock of the stage-2 aggregators (future rows, idle
-        raw partitions). ``draw_keys``: of the windows' percentile draws (see
-        :attr:`WindowMerger.draw_keys`); None: a random key per window."""
+        raw partitions)."""
         self.specs = tuple(specs)
         self.raw_partitions = raw_partitions
         self._clock = clock
@@ -101,8 +99,7 @@ class AggregationRuntime:
         # crash grows instead; never loss). At 20x it measured 8% of the main thread
         # (serializing is only part of a checkpoint's cost: producing it is the rest).
         self._gap: dict[int, float] = {}
-        self._draw_keys = draw_keys
-        self.merger = WindowMerger(self.specs, draw_keys)
+        self.merger = WindowMerger(self.specs)
         self.last_rows: list[dict[str, Any]] = []
         self.last_window: dict[str, Any] | None = None
         #: Kept out of their own rows by k, over the summaries published by this
@@ -226,9 +223,9 @@ class AggregationRuntime:
         the rows its previous owner checkpointed but may not have published, one
         revision higher: publish them before merging anything else."""
         self.merger = (
-            WindowMerger(self.specs, self._draw_keys)
+            WindowMerger(self.specs)
             if data is None
-            else WindowMerger.restore(zlib.decompress(data), self.specs, self._draw_keys)
+            else WindowMerger.restore(zlib.decompress(data), self.specs)
         )
         rows = self.merger.republish()
         if rows:
@@ -237,7 +234,7 @@ class AggregationRuntime:
 
     def drop_merger(self) -> None:
         """Forget the merger's state: another worker owns the partials partition now."""
-        self.merger = WindowMerger(self.specs, self._draw_keys)
+        self.merger = WindowMerger(self.specs)
 
     def merger_snapshot(self, merger: WindowMerger | None = None) -> bytes:
         return zlib.compress((merger or self.merger).snapshot(), 1)

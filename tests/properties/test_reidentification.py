@@ -266,22 +266,15 @@ def around_rank(values: Sequence[float], q: float, k: int) -> float | None:
 
 
 def check_measures(
-    spec: AggregateSpec,
-    row: dict[str, Any],
-    first: dict[str, dict[str, Any]] | None,
-    n_bytes: int,
-    timed: dict[str, dict[str, Any]] | None = None,
+    spec: AggregateSpec, row: dict[str, Any], first: dict[str, dict[str, Any]] | None, n_bytes: int
 ) -> None:
-    """A row's measures against its visitors' first events (None: __other__, none);
-    ``timed``: the first events its percentiles come from, when not ``first`` (a cell
-    of every visitor publishes the summary's)."""
+    """A row's measures against its visitors' first events (None: __other__, none)."""
     if "bytes" in spec.measures:
         assert row["bytes"] == n_bytes
     for name, q in (("p50_ms", 0.5), ("p95_ms", 0.95), ("p99_ms", 0.99)):
         if name not in spec.measures:
             continue
-        source = first if timed is None else timed
-        durations = [e["duration_ms"] for e in (source or {}).values()
+        durations = [e["duration_ms"] for e in (first or {}).values()
                      if e.get("duration_ms") is not None]  # fmt: skip
         truth = None if first is None else around_rank(durations, q, spec.k)
         if truth is None:
@@ -343,9 +336,7 @@ def check_rows(
             truth = naive.visitors[w, dim, value]
             assert r["visitors"] == len(truth) >= k, (w, dim, value)
             assert r["requests"] == naive.requests[w, dim, value]
-            # A cell of every visitor publishes the summary's percentiles.
-            timed = naive.first_in_window[w] if len(truth) == total else None
-            check_measures(spec, r, naive.first[w, dim, value], naive.bytes[w, dim, value], timed)
+            check_measures(spec, r, naive.first[w, dim, value], naive.bytes[w, dim, value])
             if len(truth) < k:  # rule 15: quasi-identifier combination held by < k
                 bad_rows += 1
             # subtraction: the total contains every cell

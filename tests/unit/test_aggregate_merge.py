@@ -20,7 +20,7 @@ from streams.aggregate import (
     gate_place,
     histogram,
 )
-from streams.aggregate.merge import untailed
+from streams.aggregate.merge import merge_window, untailed
 from streams.aggregate.partial import SEP
 from tests.support.draws import most_likely as most_likely_draw
 
@@ -134,10 +134,9 @@ def test_two_cells_with_one_histogram_publish_independent_draws() -> None:
 
 
 def test_one_key_for_every_window_still_draws_each_window_anew() -> None:
-    """The file command keys every window by its secret and events; what is hashed
-    holds the window's start too, so one cell's histogram in two windows is two
-    independent draws even under one key (without the start, a cell of an attacker's
-    visitors in a later window repeated the victim's; an audit)."""
+    """What is hashed holds the window's start: one cell's histogram in two windows
+    is two independent draws even under one key (without the start, a cell of an
+    attacker's visitors in a later window repeated the victim's; an audit)."""
     spec = AggregateSpec("ops", 300, ("route",), ("requests", "visitors", "p50_ms"), k=10,
                          allowed_lateness_seconds=0)  # fmt: skip
     events = [
@@ -148,34 +147,9 @@ def test_one_key_for_every_window_still_draws_each_window_anew() -> None:
     agg = PartialAggregator([spec], 0, 1)
     agg.add(events, offset=0)
     agg.advance_to(T0 + 10 * 86400)
-    merger = WindowMerger([spec], lambda spec, start, parts: b"k" * 32)
-    rows = [row for p in agg.close_ready() for row in merger.add(p)]
+    rows = [row for p in agg.close_ready() for row in merge_window(spec, [p], b"k" * 32)]
     p50s = [r["p50_ms"] for r in rows if r["kind"] == "cell" and r["value"] == "/a"]
     assert len(p50s) == 40 and len(set(p50s)) > 5
-
-
-def test_a_cell_of_every_visitor_publishes_the_summarys_percentiles() -> None:
-    """A quiet window's one route, status and country hold every visitor: their own
-    draws were more draws of (nearly) the summary's values (an audit: five per ops
-    window). Decided by the published visitors alone: "and the same histogram" (the
-    cell's first requests against the window's) told a visitor's request order."""
-    spec = AggregateSpec("ops", 300, ("route", "status_class"), ("requests", "visitors", "p50_ms"),
-                         k=10, allowed_lateness_seconds=0)  # fmt: skip
-    events = []
-    for w in range(20):
-        for i in range(19):
-            # Each visitor's first request a 4xx, then a 2xx of another duration: the 2xx
-            # cell holds every visitor, with a histogram other than the window's.
-            first = {"time": T0 + 300 * w, "visitor": f"{w}-{i}", "route": "/",
-                     "status_class": "4xx", "duration_ms": float(2**i)}  # fmt: skip
-            events += [first, {**first, "time": first["time"] + 1, "status_class": "2xx",
-                               "duration_ms": float(3**i)}]  # fmt: skip
-    rows = publish([spec], events)
-    by_window: dict[str, set[float | None]] = {}
-    for r in rows:
-        if r["value"] in (None, "/", "2xx", "4xx"):
-            by_window.setdefault(r["window_start"], set()).add(r["p50_ms"])
-    assert len(by_window) == 20 and all(len(v) == 1 and None not in v for v in by_window.values())
 
 
 def test_partition_count_must_match() -> None:

@@ -60,13 +60,12 @@ def test_derived_keys_differ_per_epoch() -> None:
 
 def test_a_raw_key_file_longer_than_blake2bs_key_works(tmp_path: Path) -> None:
     """A 4 KB raw key file is accepted; BLAKE2b keys stop at 64 bytes, so every line
-    was a rules.error (and the file command's draw key a traceback; an audit). A long
-    secret is hashed down; one of 64 bytes or fewer is used as it is, as before."""
+    was a rules.error (an audit). A long secret is hashed down; one of 64 bytes or
+    fewer is used as it is, as before."""
     path = tmp_path / "key"
     path.write_bytes(os.urandom(4096))
     ring = DerivedKeyRing(load_secret(f"file:{path}"), DAY)
     assert len(ring.key_for(1) or b"") == 32 and ring.key_for(1) != ring.key_for(2)
-    assert len(ring.derived(b"logfog-draws")) == 32
     longer = DerivedKeyRing(load_secret(f"file:{path}") + b"x", DAY)
     assert longer.key_for(1) != ring.key_for(1)
     epoch_one = (1).to_bytes(8, "big", signed=True)
