@@ -795,8 +795,7 @@ class WindowMerger:
         for start in sorted(s for s in state.pending if s + spec.window_seconds <= horizon):
             parts = sorted(state.pending.pop(start).values(), key=lambda p: p.partition)
             self.stats["capped"] += sum(p.capped for p in parts)
-            # None: restored from a checkpoint older than window keys (a new one).
-            key = state.draw_keys.pop(start, None) or secrets.token_bytes(32)
+            key = state.draw_keys.pop(start, None) or secrets.token_bytes(32)  # always set
             window_rows = merge_window(spec, parts, key)
             if window_rows:
                 self.stats["windows"] += 1
@@ -881,7 +880,10 @@ class WindowMerger:
             for d in o["pending"]:
                 p = Partial.from_dict(d)
                 state.pending.setdefault(p.window_start, {})[p.partition] = p
-            # Absent from checkpoints before session 17: merge() makes those windows one.
+            # Absent from checkpoints before session 17: such windows get one now, which
+            # the next checkpoint carries to any later owner.
             keys = {start: bytes.fromhex(key) for start, key in o.get("draw_keys", ())}
-            state.draw_keys = {start: keys[start] for start in state.pending if start in keys}
+            state.draw_keys = {
+                start: keys.get(start) or secrets.token_bytes(32) for start in state.pending
+            }
         return merger

@@ -108,9 +108,9 @@ def test_a_keyed_draw_follows_the_weights() -> None:
 
 
 def test_the_same_row_and_histogram_draw_the_same_value_and_another_key_draws_anew() -> None:
-    """A row published again (a file rerun with the same key, a restored merger)
-    repeats its percentile: two independent draws of one histogram would average
-    toward the nearest rank. Under another key the draws are independent."""
+    """A row published again under its window's key (a restored merger) repeats its
+    percentile: two independent draws of one histogram would average toward the
+    nearest rank. Under another key the draws are independent."""
     # 19 values an octave apart: the median's odds spread over the buckets around it.
     hist = hist_of([float(2**i) for i in range(19)])
     key, row = b"k" * 32, ("ops", "5m", 0, "route", "/")
