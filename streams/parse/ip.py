@@ -27,6 +27,7 @@ True
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from functools import lru_cache
 
@@ -73,7 +74,20 @@ def canonical_ip_or_raise(text: str) -> str:
 
     The cache keeps results only: junk, of any length, is never a key (a cached None
     per distinct 60 KB client field would fill gigabytes).
+
+    A dotted quad already in canonical form is returned as it is, without
+    ``ipaddress`` (pure Python, about half of a new client's parsing cost): most
+    clients are such IPv4 addresses, and ``str(IPv4Address(text))`` is ``text`` itself.
+
+    >>> canonical_ip_or_raise("203.0.113.9")
+    '203.0.113.9'
+    >>> canonical_ip_or_raise("203.0.113.009")  # leading zeros: ipaddress refuses them too
+    Traceback (most recent call last):
+    ...
+    ValueError: not an IP address
     """
+    if _canonical_v4(text) is not None:
+        return text
     address = parse_ip(text)
     if address is None:
         raise ValueError("not an IP address")
@@ -87,7 +101,9 @@ def parse_ip(text: str) -> IPAddress | None:
     if zone > 0:
         raw = raw[:zone]
     try:
-        address = ipaddress.ip_address(raw)
+        # What ip_address does, without its IPv4 attempt (and exception) for IPv6 text:
+        # a colon parses as IPv6 only, text without one as IPv4 only.
+        address = ipaddress.IPv6Address(raw) if ":" in raw else ipaddress.IPv4Address(raw)
     except ValueError:
         return None
     if address.version == 6 and address.ipv4_mapped is not None:
@@ -96,6 +112,12 @@ def parse_ip(text: str) -> IPAddress | None:
 
 
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+#: A dotted quad as ``str(IPv4Address)`` writes it: four decimal octets up to 255 in
+#: ASCII digits, without leading zeros (which ``ipaddress`` refuses).
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+_canonical_v4 = re.compile(r"\.".join([_OCTET] * 4)).fullmatch
 
 
 def _unmapped(network: IPNetwork) -> IPNetwork:

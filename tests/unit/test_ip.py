@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.parse.ip import ClientResolver, canonical_ip
 
@@ -29,6 +33,45 @@ def test_canonical_forms(text: str, expected: str) -> None:
 @pytest.mark.parametrize("text", ["-", "", "example.org", "999.1.1.1", "1.2.3", "[::1", "unknown"])
 def test_not_an_address(text: str) -> None:
     assert canonical_ip(text) is None
+
+
+def _by_ipaddress(text: str) -> str | None:
+    """What canonical_ip gave before its shortcuts: ``ipaddress.ip_address`` on the
+    text without port, brackets and zone, IPv4-mapped as the IPv4 it carries."""
+    raw = text.strip()
+    if raw.startswith("["):
+        end = raw.find("]")
+        raw = raw[1:end] if end > 0 else raw
+    elif raw.count(":") == 1:
+        raw = raw.split(":", 1)[0]
+    zone = raw.find("%")
+    if zone > 0:
+        raw = raw[:zone]
+    try:
+        address = ipaddress.ip_address(raw)
+    except ValueError:
+        return None
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+_OCTETS = st.one_of(
+    st.integers(0, 300).map(str), st.from_regex(r"0[0-9]{1,3}", fullmatch=True), st.just("")
+)
+
+
+@given(
+    st.one_of(
+        st.lists(_OCTETS, min_size=3, max_size=5).map(".".join),
+        st.text(alphabet="0123456789.:abcdefABCDEF%[] \n\u0663", max_size=16),
+        st.ip_addresses().map(str),
+    )
+)
+def test_the_shortcuts_agree_with_ipaddress(text: str) -> None:
+    # canonical_ip returns a canonical dotted quad as it is and parses text with a
+    # colon as IPv6 only (without ip_address's IPv4 attempt): the same answers.
+    assert canonical_ip(text) == _by_ipaddress(text)
 
 
 def test_xff_ignored_without_trusted_proxies() -> None:
