@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from streams.actions.base import ActionSpec, BuildContext, Option, Transform
-from streams.parse.ip import embedded_ipv4
+from streams.parse.ip import embedded_ipv4, ipv6_text
 
 __all__ = ["SPEC", "embedded_ipv4"]
 
@@ -81,7 +81,7 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
         if address.version == 6:
             carried = embedded_ipv4(address)
             if carried is None:
-                text = str(v6(int(address) & v6_mask))
+                text = ipv6_text(v6(int(address) & v6_mask))
                 return text + v6_suffix if as_cidr else text
             address = carried
         text = str(v4(int(address) & v4_mask))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from streams.parse.ip import ClientResolver, canonical_ip
+from streams.parse.ip import ClientResolver, canonical_ip, ipv6_text
 
 
 @pytest.mark.parametrize(
@@ -72,6 +72,35 @@ def test_the_shortcuts_agree_with_ipaddress(text: str) -> None:
     # canonical_ip returns a canonical dotted quad as it is and parses text with a
     # colon as IPv6 only (without ip_address's IPv4 attempt): the same answers.
     assert canonical_ip(text) == _by_ipaddress(text)
+
+
+# Groups of the special ranges and zero runs of every length, where the formatting rules
+# (which run of zeros becomes "::", the dotted forms inet_ntop writes) differ.
+_GROUPS = st.one_of(
+    st.sampled_from([0, 0, 0, 1, 0xFFFF, 0x2001, 0x2002, 0x64, 0xFF9B]), st.integers(0, 0xFFFF)
+)
+
+
+@given(
+    st.one_of(
+        st.ip_addresses(v=6),
+        st.lists(_GROUPS, min_size=8, max_size=8).map(
+            lambda g: ipaddress.IPv6Address(b"".join(w.to_bytes(2, "big") for w in g))
+        ),
+    )
+)
+@example(ipaddress.IPv6Address("::ffff:c000:207"))
+@example(ipaddress.IPv6Address("::c000:207"))
+@example(ipaddress.IPv6Address("::ffff:0:1"))
+@example(ipaddress.IPv6Address("::1"))
+@example(ipaddress.IPv6Address("::"))
+@example(ipaddress.IPv6Address("1::"))
+@example(ipaddress.IPv6Address("1:0:0:1:0:0:1:0"))
+@example(ipaddress.IPv6Address("0:0:1::"))
+def test_ipv6_text_is_what_ipaddress_writes(address: ipaddress.IPv6Address) -> None:
+    assert ipv6_text(address) == str(address)
+    scoped = ipaddress.IPv6Address(f"{address}%eth0")
+    assert ipv6_text(scoped) == str(scoped)
 
 
 def test_xff_ignored_without_trusted_proxies() -> None:
