@@ -24,7 +24,6 @@ True
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 import os
 import threading
@@ -35,7 +34,7 @@ from typing import Any, ClassVar, Final, NamedTuple
 
 import maxminddb
 
-from streams.parse.ip import embedded_ipv4
+from streams.parse.ip import embedded_ipv4, parse_ipv6
 
 __all__ = [
     "BUILTIN_DBIP_CITY_LITE",
@@ -192,7 +191,7 @@ def _embedded_v4(ip: str) -> str:
     if ip.partition(":")[0].lower().lstrip("0") not in _MAY_EMBED:
         return ip
     try:
-        v4 = embedded_ipv4(ipaddress.IPv6Address(ip))
+        v4 = embedded_ipv4(parse_ipv6(ip))
     except ValueError:
         return ip
     return str(v4) if v4 is not None else ip

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from streams.parse.ip import ClientResolver, canonical_ip, ipv6_text
+from streams.parse.ip import ClientResolver, canonical_ip, ipv6_text, parse_ipv6
 
 
 @pytest.mark.parametrize(
@@ -101,6 +101,41 @@ def test_ipv6_text_is_what_ipaddress_writes(address: ipaddress.IPv6Address) -> N
     assert ipv6_text(address) == str(address)
     scoped = ipaddress.IPv6Address(f"{address}%eth0")
     assert ipv6_text(scoped) == str(scoped)
+
+
+def _ipaddress_v6(text: str) -> ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.IPv6Address(text)
+    except ValueError:
+        return None
+
+
+def _parsed_v6(text: str) -> ipaddress.IPv6Address | None:
+    try:
+        return parse_ipv6(text)
+    except ValueError:
+        return None
+
+
+@example("1:2:3:4:5:6:7::")
+@example("::1:2:3:4:5:6:7")
+@example("1::2:3:4:5:6:7:8")
+@example("1:2:3:4:5:6:7:8::")
+@example(":1:2:3:4:5:6:7")
+@example(":::")
+@example("12345::")
+@example("::ffff:1.2.3.4")
+@example("fe80::1%eth0")
+@given(
+    st.one_of(
+        st.text(alphabet="0123456789abcdefABCDEF:", max_size=41),
+        st.lists(st.text(alphabet="0123456789abcdefABCDEF", max_size=5), max_size=10).map(":".join),
+        st.ip_addresses(v=6).map(str),
+        st.ip_addresses(v=6).map(lambda a: a.exploded),
+    )
+)
+def test_parse_ipv6_takes_what_ipaddress_takes(text: str) -> None:
+    assert _parsed_v6(text) == _ipaddress_v6(text)
 
 
 def test_xff_ignored_without_trusted_proxies() -> None:
