@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from streams.actions.base import ActionSpec, BuildContext, Option, Transform
-from streams.parse.ip import embedded_ipv4
+from streams.parse.ip import embedded_ipv4, ipv6_text, parse_ipv6
 
 __all__ = ["SPEC", "embedded_ipv4"]
 
@@ -71,7 +71,7 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
                 text = f"{n >> 24}.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
                 return text + v4_suffix if as_cidr else text
             # With a colon only IPv6 can parse: skip ip_address's failing IPv4 attempt.
-            parse = v6 if ":" in ip else ip_address
+            parse = parse_ipv6 if ":" in ip else ip_address
         else:
             parse = ip_address
         try:
@@ -81,7 +81,7 @@ def build(options: Mapping[str, Any], context: BuildContext) -> Transform:
         if address.version == 6:
             carried = embedded_ipv4(address)
             if carried is None:
-                text = str(v6(int(address) & v6_mask))
+                text = ipv6_text(v6(int(address) & v6_mask))
                 return text + v6_suffix if as_cidr else text
             address = carried
         text = str(v4(int(address) & v4_mask))

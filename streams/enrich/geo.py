@@ -24,7 +24,6 @@ True
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 import os
 import threading
@@ -35,7 +34,7 @@ from typing import Any, ClassVar, Final, NamedTuple
 
 import maxminddb
 
-from streams.parse.ip import embedded_ipv4
+from streams.parse.ip import embedded_ipv4, parse_ipv6
 
 __all__ = [
     "BUILTIN_DBIP_CITY_LITE",
@@ -186,11 +185,21 @@ def _embedded_v4(ip: str) -> str:
     >>> _embedded_v4("2002:c000:0207::1"), _embedded_v4("2001:db8::1")
     ('192.0.2.7', '2001:db8::1')
     """
+    # Only 6to4 (2002::/16), Teredo (2001:0::/32), NAT64 (64:ff9b::/96) and mapped
+    # (::ffff:0:0/96) addresses carry one: the first group tells, without parsing the
+    # address (pure Python, most of a new IPv6 client's lookup).
+    if ip.partition(":")[0].lower().lstrip("0") not in _MAY_EMBED:
+        return ip
     try:
-        v4 = embedded_ipv4(ipaddress.IPv6Address(ip))
+        v4 = embedded_ipv4(parse_ipv6(ip))
     except ValueError:
         return ip
     return str(v4) if v4 is not None else ip
+
+
+#: The first group of an address that may carry an IPv4 (see _embedded_v4), leading
+#: zeros stripped ("" for 0 and for an address that starts with "::").
+_MAY_EMBED: Final = frozenset({"2002", "2001", "64", ""})
 
 
 def _name(obj: Any) -> str | None:

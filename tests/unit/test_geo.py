@@ -22,8 +22,10 @@ from streams.enrich.geo import (
     Geo,
     GeoDatabaseError,
     GeoLookup,
+    _embedded_v4,
 )
 from streams.fields import SOURCES
+from streams.parse.ip import embedded_ipv4
 from tests.support.mmdb import (
     DEFAULT_CITY,
     SAMPLE_IPS,
@@ -568,3 +570,38 @@ def test_a_dropped_pipeline_is_not_kept_alive_by_reload_callbacks(tmp_path: Path
     assert dropped() is None
     to_france()
     assert kept.test([_RELOAD_LINE]).events("d")[0]["country"] == "FR"
+
+
+def _embedded_by_parsing(ip: str) -> str:
+    """_embedded_v4 as it was: every address parsed."""
+    try:
+        v4 = embedded_ipv4(ipaddress.IPv6Address(ip))
+    except ValueError:
+        return ip
+    return str(v4) if v4 is not None else ip
+
+
+@given(
+    st.one_of(
+        st.ip_addresses(v=6).map(str),
+        st.ip_addresses(v=6).map(lambda a: a.exploded.upper()),
+        st.sampled_from(
+            [
+                "2002:c000:207::1",
+                "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+                "64:ff9b::c000:207",
+                "0064:ff9b::c000:207",
+                "::ffff:c000:207",
+                "0:0:0:0:0:ffff:c000:207",
+                "::1",
+                "x:y",
+                " 2002::1",
+                "2001::1",
+            ]
+        ),
+        st.text(alphabet="0123456789abcdefABCDEF:. ", max_size=24),
+    )
+)
+def test_embedded_v4_parses_only_what_may_carry_one(ip: str) -> None:
+    # The first group decides whether the address is parsed at all (see _MAY_EMBED).
+    assert _embedded_v4(ip) == _embedded_by_parsing(ip)
