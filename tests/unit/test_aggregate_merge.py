@@ -125,18 +125,26 @@ def test_a_restored_merger_draws_the_percentiles_its_previous_owner_would() -> N
     assert orjson.loads(merger.snapshot())["outputs"][0]["draw_keys"] == []
 
 
+P50_SPEC = AggregateSpec("ops", 300, ("route",), ("requests", "visitors", "p50_ms"), k=10,
+                         allowed_lateness_seconds=0)  # fmt: skip
+
+
+def two_routes_alike() -> list[dict[str, Any]]:
+    """40 windows of 19 visitors on each of /a and /b, with the same durations an
+    octave apart (the median's odds spread over many buckets)."""
+    return [
+        {"time": T0 + 300 * w, "visitor": f"{route}{w}-{i}", "route": route,
+         "duration_ms": float(2**i)}
+        for w in range(40) for route in ("/a", "/b") for i in range(19)
+    ]  # fmt: skip
+
+
 def test_two_cells_with_one_histogram_publish_independent_draws() -> None:
     """Every row's draw is its own: a cell of an attacker's visitors plus one at a
     guessed value, beside (or after) a victim's cell of the same histogram but the
     victim's, repeated the victim's cell's value exactly when the guess was right,
     while the draws were keyed by the histogram alone (an audit, session 17)."""
-    spec = AggregateSpec("ops", 300, ("route",), ("requests", "visitors", "p50_ms"), k=10,
-                         allowed_lateness_seconds=0)  # fmt: skip
-    events = [
-        {"time": T0 + 300 * w, "visitor": f"{route}{w}-{i}", "route": route,
-         "duration_ms": float(2**i)}
-        for w in range(40) for route in ("/a", "/b") for i in range(19)
-    ]  # fmt: skip
+    spec, events = P50_SPEC, two_routes_alike()
     rows = publish([spec], events)
     p50 = {(r["window_start"], r["value"]): r["p50_ms"] for r in rows if r["kind"] == "cell"}
     starts = {start for start, _ in p50}
@@ -149,13 +157,7 @@ def test_one_key_for_every_window_still_draws_each_window_anew() -> None:
     """What is hashed holds the window's start: one cell's histogram in two windows
     is two independent draws even under one key (without the start, a cell of an
     attacker's visitors in a later window repeated the victim's; an audit)."""
-    spec = AggregateSpec("ops", 300, ("route",), ("requests", "visitors", "p50_ms"), k=10,
-                         allowed_lateness_seconds=0)  # fmt: skip
-    events = [
-        {"time": T0 + 300 * w, "visitor": f"{route}{w}-{i}", "route": route,
-         "duration_ms": float(2**i)}
-        for w in range(40) for route in ("/a", "/b") for i in range(19)
-    ]  # fmt: skip
+    spec, events = P50_SPEC, two_routes_alike()
     agg = PartialAggregator([spec], 0, 1)
     agg.add(events, offset=0)
     agg.advance_to(T0 + 10 * 86400)
