@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -260,10 +261,22 @@ def test_a_follower_stopped_during_an_outage_reads_no_further_and_counts_what_is
     """Reading pauses while the broker is away; the stop ends the retrying, and the
     records never taken are the failed ones (exit 3), nothing else."""
     use_producer(monkeypatch, DownFromTheFourth)
+    monkeypatch.setattr(ScriptedProducer, "instances", [])  # this test's producer only
     log = tmp_path / "access.log"
     log.write_bytes(b"".join(b"%d\n" % n for n in range(5)))
     stop = threading.Event()
-    threading.Timer(0.3, stop.set).start()
+
+    def stop_once_retried() -> None:
+        # Not a fixed delay: under a loaded CI run 0.3 s passed before any retry.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not stop.is_set():
+            instances = ScriptedProducer.instances
+            if instances and instances[-1].sends > 6:
+                break
+            time.sleep(0.01)
+        stop.set()
+
+    threading.Thread(target=stop_once_retried, daemon=True).start()
     result = shipper.ship(log, "127.0.0.1:9", "logs.raw", lines_per_record=1, follow=True,
                           progress=False, poll_interval_s=0.01, stop=stop,
                           retry_backoff_s=0.01)  # fmt: skip
