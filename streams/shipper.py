@@ -17,7 +17,9 @@ Oversize lines: a line longer than the worker's ``input.max_line_bytes`` is ship
 cut to one byte more than that, which the worker dead-letters as ``parse.too_long``
 (what it would do with the whole line), and counted in :class:`ShipResult`. Shipped
 whole, a line over ~1 MiB is a record Apache Kafka refuses (``message.max.bytes``):
-the line would be lost to the pipeline, with no dead letter.
+the line would be lost to the pipeline, with no dead letter. Only that much of a line
+is ever held while its end is awaited (:class:`LineSplitter`'s ``keep``): a writer
+that never ends its line cannot fill the shipper's memory.
 
 Follow mode behaves like ``tail -F``: it survives rename rotation (the new file at
 the path is read from its start, and the old one is read on until it has been silent
@@ -241,14 +243,31 @@ class LineSplitter:
     >>> s = LineSplitter(at_start=True)
     >>> s.feed(b"\xef\xbb"), s.feed(b"\xbfa\n\xef\xbb\xbfb\n")
     ([], [b'a', b'\xef\xbb\xbfb'])
+
+    ``keep``: at most this many bytes of a pending line are held; the rest of a longer
+    one is read and dropped, so a stream without newlines (``/dev/zero``, a writer gone
+    wrong) cannot fill the memory. The shipper keeps ``max_line_bytes + 1``: the cut
+    line is still too long, and the worker dead-letters it as the whole would be. A
+    cut line keeps a ``\r`` it ends on (stripped, the line could fit). ``size`` is the
+    pending line's whole length, dropped bytes included:
+
+    >>> s = LineSplitter(keep=3)
+    >>> s.feed(b"a"), s.feed(b"b\r"), s.feed(b"cd"), s.size, s.feed(b"e\nxy\r\n"), s.size
+    ([], [], [], 5, [b'ab\r', b'xy'], 0)
     """
 
-    __slots__ = ("_head", "_pending")
+    __slots__ = ("_head", "_keep", "_kept", "_pending", "size")
 
-    def __init__(self, at_start: bool = False) -> None:
+    def __init__(self, at_start: bool = False, keep: int | None = None) -> None:
+        if keep is not None and keep < 1:
+            raise ValueError("keep must be >= 1")  # a cut line must still be a line
         self._pending: list[bytes] = []
         #: The stream's first bytes while they may still be a BOM (None: past them).
         self._head: bytes | None = b"" if at_start else None
+        self._keep = keep
+        self._kept = 0  # bytes in _pending
+        #: The pending line's length in bytes, what was dropped of it included.
+        self.size = 0
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Add bytes; return the lines they complete (terminators stripped)."""
@@ -259,27 +278,47 @@ class LineSplitter:
                 return []
             chunk, self._head = stripped, None
         if b"\n" not in chunk:
-            if chunk:
-                self._pending.append(chunk)
+            self._hold(chunk)
             return []
         parts = chunk.split(b"\n")
+        keep = self._keep
+        cut = keep is not None and self.size + len(parts[0]) > keep
         if self._pending:
             self._pending.append(parts[0])
             parts[0] = b"".join(self._pending)
-        tail = parts.pop()
-        self._pending = [tail] if tail else []
-        return [p[:-1] if p.endswith(b"\r") else p for p in parts]
+            self._pending, self._kept = [], 0
+        self.size = 0
+        self._hold(parts.pop())
+        lines = [p[:-1] if p.endswith(b"\r") else p for p in parts]
+        if cut:
+            lines[0] = parts[0][:keep]
+        return lines
+
+    def _hold(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self.size += len(chunk)
+        if self._keep is not None:
+            room = self._keep - self._kept
+            if len(chunk) > room:
+                if room <= 0:
+                    return
+                chunk = chunk[:room]
+        self._pending.append(chunk)
+        self._kept += len(chunk)
 
     def finish(self) -> bytes | None:
         """Return the pending incomplete line (as a line) or None; reset."""
         if self._head:  # the stream ended on a BOM's first bytes: they are its line
-            self._pending.append(self._head)
+            self._hold(self._head)
         self._head = None
         if not self._pending:
+            self.size = 0
             return None
+        cut = self.size > self._kept
         line = b"".join(self._pending)
-        self._pending = []
-        return line[:-1] if line.endswith(b"\r") else line
+        self._pending, self._kept, self.size = [], 0, 0
+        return line[:-1] if line.endswith(b"\r") and not cut else line
 
 
 # --------------------------------------------------------------------------- sources
@@ -349,6 +388,7 @@ def follow_file(
     chunk_size: int = READ_CHUNK,
     rotate_wait_s: float = DEFAULT_ROTATE_WAIT_S,
     on_unfinished: Callable[[int], None] | None = None,
+    keep: int | None = None,
 ) -> LineBatches:
     """Yield lists of lines read from ``path``; ``None`` when idle (follow mode).
 
@@ -400,18 +440,18 @@ def follow_file(
             # can be neither sought nor rotated (tell() raised "Illegal seek").
             yield from read_fd(f.fileno(), stop=stop, poll_interval_s=poll_interval_s,
                                chunk_size=chunk_size, on_unfinished=on_unfinished,
-                               name=str(path))  # fmt: skip
+                               keep=keep, name=str(path))  # fmt: skip
             return
         kind = _compression(f, path, follow=follow)  # checked again: it may have changed
         if kind is not None:
             source = decompressed(f, kind)
             yield from _read_decompressed(source, str(path), stop=stop, chunk_size=chunk_size,
-                                          on_unfinished=on_unfinished)  # fmt: skip
+                                          on_unfinished=on_unfinished, keep=keep)  # fmt: skip
             return
         ident = _file_id(os.fstat(f.fileno()))
         if from_end:
             f.seek(0, os.SEEK_END)
-        splitter = LineSplitter(at_start=f.tell() == 0)  # a BOM is dropped at the start
+        splitter = LineSplitter(f.tell() == 0, keep)  # a BOM is dropped at the start
         while not stop.is_set():
             grew = False
             for old in list(rotated):  # first: its lines were written before the new file's
@@ -452,7 +492,7 @@ def follow_file(
                 except FileNotFoundError:
                     continue
                 rotated.append(_Rotated(f, splitter, time.monotonic()))
-                f, splitter = new_f, LineSplitter(at_start=True)
+                f, splitter = new_f, LineSplitter(True, keep)
                 ident = _file_id(os.fstat(f.fileno()))
                 log.info("shipper: %s was rotated; following the new file", path.name)
                 continue
@@ -466,9 +506,9 @@ def follow_file(
                 yield [tail]
         else:
             for unfinished in (*(old.splitter for old in rotated), splitter):
-                tail = unfinished.finish()
-                if tail is not None and on_unfinished is not None:
-                    on_unfinished(len(tail))
+                size = unfinished.size
+                if unfinished.finish() is not None and on_unfinished is not None:
+                    on_unfinished(size)
     finally:
         f.close()
         for old in rotated:
@@ -482,6 +522,7 @@ def read_fd(
     poll_interval_s: float = 0.2,
     chunk_size: int = READ_CHUNK,
     on_unfinished: Callable[[int], None] | None = None,
+    keep: int | None = None,
     name: str = "stdin",
 ) -> LineBatches:
     """Yield lines from a pipe/tty/file descriptor (stdin) until EOF or ``stop``.
@@ -494,7 +535,7 @@ def read_fd(
     Input that starts with a gzip, bzip2 or xz magic is read decompressed (see
     :func:`_read_decompressed`; ``name`` names it in messages).
     """
-    splitter = LineSplitter(at_start=True)
+    splitter = LineSplitter(True, keep)
     head: bytes | None = b""  # the first bytes while they may start a magic (None: plain)
     ended = False
     while not stop.is_set():
@@ -515,7 +556,7 @@ def read_fd(
                 stream = Replay(head, _FdReader(fd, stop, poll_interval_s))
                 yield from _read_decompressed(decompressed(cast(IO[bytes], stream), kind), name,
                                               stop=stop, chunk_size=chunk_size,
-                                              on_unfinished=on_unfinished)  # fmt: skip
+                                              on_unfinished=on_unfinished, keep=keep)  # fmt: skip
                 return
             data, head = head, None
         if not chunk:
@@ -527,12 +568,13 @@ def read_fd(
             break
     if head:  # stopped while telling: the first bytes of a line (no magic holds a newline)
         splitter.feed(head)
+    size = splitter.size
     tail = splitter.finish()
     if tail is not None:
         if ended:  # EOF: the writer is done, its last line is complete
             yield [tail]
         elif on_unfinished is not None:  # stopped: the writer may be in the middle of it
-            on_unfinished(len(tail))
+            on_unfinished(size)
 
 
 class _Stopped(Exception):
@@ -567,6 +609,7 @@ def _read_decompressed(
     stop: threading.Event,
     chunk_size: int = READ_CHUNK,
     on_unfinished: Callable[[int], None] | None = None,
+    keep: int | None = None,
 ) -> LineBatches:
     """Yield the lines of a compressed input (closed at the end), as :func:`read_fd`
     does; a :data:`~streams.records.BOM` starting the decompressed bytes is dropped.
@@ -577,7 +620,7 @@ def _read_decompressed(
     ``name`` and no byte, once the lines before it have been yielded; a line the
     damage cut short is not one (shipped, it would be a different line).
     """
-    splitter = LineSplitter(at_start=True)
+    splitter = LineSplitter(True, keep)
     # read1: what has been decompressed so far (read would wait for chunk_size bytes).
     read = getattr(source.stream, "read1", source.stream.read)
     ended = False
@@ -597,12 +640,13 @@ def _read_decompressed(
                 yield lines
     finally:
         source.close()
+    size = splitter.size
     tail = splitter.finish()
     if tail is not None:
         if ended:
             yield [tail]
         elif on_unfinished is not None:
-            on_unfinished(len(tail))
+            on_unfinished(size)
 
 
 # --------------------------------------------------------------------------- shipping
@@ -766,6 +810,8 @@ def ship(
     if str(source) != "-":
         check_source(source, follow=follow)  # before any connection
     framer = Framer(lines_per_record, max_record_bytes, max_line_bytes)  # bad limits: now
+    # A line is held at most cut, as shipped: an endless one does not fill the memory.
+    keep = None if max_line_bytes is None else max_line_bytes + 1
     if topic not in describe_topics(bootstrap, [topic], timeout_s=timeout_s, security=security):
         raise TopicNotFound(topic, bootstrap)
     codec = available_compression() if compression == "auto" else compression
@@ -889,7 +935,7 @@ def ship(
             batches: LineBatches
             if str(source) == "-":
                 batches = read_fd(sys.stdin.fileno(), stop=stop, poll_interval_s=poll_interval_s,
-                                  on_unfinished=unfinished)  # fmt: skip
+                                  on_unfinished=unfinished, keep=keep)  # fmt: skip
             else:
                 batches = follow_file(
                     Path(source),
@@ -899,6 +945,7 @@ def ship(
                     poll_interval_s=poll_interval_s,
                     rotate_wait_s=rotate_wait_s,
                     on_unfinished=unfinished,
+                    keep=keep,
                 )
             with contextlib.closing(batches), _damage_ends_reading(result):
                 for lines in batches:

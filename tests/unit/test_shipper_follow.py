@@ -332,3 +332,57 @@ def test_a_named_pipe_is_read_as_stdin_is(tmp_path: Path) -> None:
         assert [line for batch in batches if batch for line in batch] == [b"a", b"b", b"last"]
         writer.join()
         path.unlink()
+
+
+# --------------------------------------------------------------------------- long lines
+
+
+class HeldAtMost(shipper.LineSplitter):
+    """A LineSplitter that records the most bytes it ever held of a pending line."""
+
+    most = 0
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        lines = super().feed(chunk)
+        HeldAtMost.most = max(HeldAtMost.most, sum(map(len, self._pending)))
+        return lines
+
+
+@pytest.mark.parametrize("source", ["file", "stdin", "gzip"])
+def test_an_endless_line_is_held_cut_not_whole(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that never ends its line (``/dev/zero``, a broken logger) held the whole
+    line in memory until its newline: now at most ``max_line_bytes + 1`` bytes of it,
+    shipped cut as before (the worker dead-letters it as too long), and an unterminated
+    one left at a stop is counted at its whole size."""
+    import gzip
+
+    use_producer(monkeypatch, ScriptedProducer)
+    monkeypatch.setattr(shipper, "LineSplitter", HeldAtMost)
+    HeldAtMost.most = 0
+    data = b"a\n" + b"z" * 3_000_000 + b"\nb\n"
+    log = tmp_path / "access.log"
+    log.write_bytes(gzip.compress(data) if source == "gzip" else data)
+    if source == "stdin":
+        monkeypatch.setattr("sys.stdin", open(log, "rb"))  # noqa: SIM115
+    result = shipper.ship("-" if source == "stdin" else log, "127.0.0.1:9", "logs.raw",
+                          progress=False, max_line_bytes=10)  # fmt: skip
+    sent = [line for r in ScriptedProducer.instances[-1].acked for line in r.split(b"\n")]
+    assert sent == [b"a", b"z" * 11, b"b"] and result.cut_lines == 1
+    assert HeldAtMost.most <= 11
+
+
+def test_an_endless_unterminated_line_at_a_stop_counts_its_whole_size(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    log.write_bytes(b"a\n" + b"z" * 2_500_000)
+    stop = threading.Event()
+    unfinished: list[int] = []
+    got: list[bytes] = []
+    for batch in follow_file(log, follow=True, stop=stop, poll_interval_s=0.01, keep=11,
+                             on_unfinished=unfinished.append):  # fmt: skip
+        if batch is None:
+            stop.set()
+            continue
+        got.extend(batch)
+    assert got == [b"a"] and unfinished == [2_500_000]

@@ -145,6 +145,46 @@ def test_splitter_any_chunking(lines: list[bytes], cut: int) -> None:
     assert out == lines
 
 
+@given(
+    data=st.binary(max_size=300).map(lambda b: b.replace(b"x", b"\n")),
+    cut=st.integers(1, 40),
+    keep=st.integers(1, 30),
+)
+def test_a_bounded_splitter_holds_at_most_keep_bytes_and_cuts_only_what_it_held(
+    data: bytes, cut: int, keep: int
+) -> None:
+    """The pending line never grows past ``keep`` (an endless line used up memory),
+    every line still comes out, and a line differs from the unbounded splitter's only
+    where its end came in a later read than its first ``keep + 1`` bytes: then it is
+    its first ``keep`` bytes, a ``\r`` there kept (the line is too long either way)."""
+    bounded, whole = LineSplitter(keep=keep), LineSplitter()
+    out: list[bytes] = []
+    want: list[bytes] = []
+    for i in range(0, len(data), cut):
+        out.extend(bounded.feed(data[i : i + cut]))
+        want.extend(whole.feed(data[i : i + cut]))
+        assert sum(map(len, bounded._pending)) <= keep
+    last = bounded.finish()
+    if (tail := whole.finish()) is not None:
+        want.append(tail)
+    out.extend([last] if last is not None else [])
+    raw = data.split(b"\n")
+    if raw[-1] == b"":  # after the last newline: no line
+        raw.pop()
+    assert len(out) == len(want) == len(raw)
+    for got, line, unbounded in zip(out, raw, want, strict=True):
+        assert got == unbounded or (len(line) > keep and got == line[:keep])
+
+
+def test_an_endless_line_is_held_cut_and_its_size_counted() -> None:
+    s = LineSplitter(keep=4)
+    for _ in range(1000):
+        assert s.feed(b"y" * 1000) == []
+    assert s.size == 1_000_000 and sum(map(len, s._pending)) == 4
+    assert s.feed(b"y\r\nok\r\n") == [b"yyyy", b"ok"]
+    assert s.size == 0
+
+
 def test_splitter_unterminated_last_line() -> None:
     s = LineSplitter()
     assert s.feed(b"a\nb") == [b"a"]
