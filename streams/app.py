@@ -455,6 +455,7 @@ def _add_anonymizer(
     in_flight: InFlight,
 ) -> None:
     """The agent that reads raw lines and publishes every destination (see module doc)."""
+    from streams.faust_take import take_events
     from streams.publish import Publisher
 
     kafka = config["kafka"]
@@ -518,7 +519,9 @@ def _add_anonymizer(
                 )  # fmt: skip
             out.clear()
 
-        async for taken in stream.noack_take(BATCH_EVENTS, within=BATCH_WITHIN):
+        # Not stream.noack_take: it iterates every event through the stream first
+        # (streams/faust_take.py: 10-12k -> 15-21k events/s for a bare agent).
+        async for taken in take_events(stream, BATCH_EVENTS, BATCH_WITHIN):
             if not in_flight.begin():
                 continue  # stopping: left unacknowledged, the next owner reads it
             try:
