@@ -23,7 +23,8 @@ stream's per-event work what offsets depend on:
   consumer's unacknowledged set): a rebalance waits for it to be acknowledged
   (``stream_wait_empty``) before offsets are committed and partitions revoked.
 - errors a channel was sent (``channel.throw``) are raised in the agent, as the
-  stream's iteration raises them.
+  stream's iteration raises them; ``StopAsyncIteration``, which Faust throws to end an
+  agent's stream, ends the iteration, as it ends the stream's.
 
 Left out: Faust's monitor sensors per event (``on_stream_event_in``/``out``,
 ``on_message_in``/``out``); logfog's metrics are its own. Events are never
@@ -50,34 +51,43 @@ async def take_events(stream: Any, most: int, within: float) -> AsyncIterator[li
     acking_topics = app.topics.acking_topics
     flow_control = app.flow_control
     loop = asyncio.get_running_loop()
-    while not stream.should_stop:
-        taken: list[Any] = []
-        deadline = 0.0
-        while len(taken) < most:
-            if errors:
-                raise errors.popleft()
-            if not queue.empty():
-                item = queue.get_nowait()
-            elif not taken:
-                item = await queue.get()
-            else:
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(queue.get(), left)
-                except TimeoutError:
-                    break
-            message = getattr(item, "message", None)
-            if message is None:
-                continue  # not an event (no topic channel delivers one)
-            if not flow_control.is_active() or message.generation_id != app.consumer_generation_id:
-                continue  # stale: read again by whoever is assigned its partition
-            if message.topic in acking_topics and not message.tracked:
-                message.tracked = True
-                unacked.add(message)
-            if not taken:
-                deadline = loop.time() + within
-            taken.append(item)
-        if taken:
-            yield taken
+    try:
+        while not stream.should_stop:
+            taken: list[Any] = []
+            deadline = 0.0
+            while len(taken) < most:
+                if errors:
+                    raise errors.popleft()
+                if not queue.empty():
+                    item = queue.get_nowait()
+                elif not taken:
+                    item = await queue.get()
+                else:
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(queue.get(), left)
+                    except TimeoutError:
+                        break
+                message = getattr(item, "message", None)
+                if message is None:
+                    continue  # not an event (no topic channel delivers one)
+                if (
+                    not flow_control.is_active()
+                    or message.generation_id != app.consumer_generation_id
+                ):
+                    continue  # stale: read again by whoever is assigned its partition
+                if message.topic in acking_topics and not message.tracked:
+                    message.tracked = True
+                    unacked.add(message)
+                if not taken:
+                    deadline = loop.time() + within
+                taken.append(item)
+            if taken:
+                yield taken
+    except StopAsyncIteration:
+        # How Faust ends an agent's stream (thrown into its channel at a stop). Raised
+        # in an async generator it would become a RuntimeError, logged as a crash;
+        # events taken but not yielded are unacknowledged, read again after it.
+        return

@@ -126,3 +126,19 @@ def test_draining_a_full_buffer_resumes_the_partitions_flow_control_stopped() ->
     assert queue._pending_pressure_drop_callbacks
     asyncio.run(first_batches(stream, 1, most=9, within=0.0))
     assert resumed == [True] and not queue._pending_pressure_drop_callbacks
+
+
+def test_faust_ending_the_stream_ends_the_iteration_without_a_crash() -> None:
+    """At a stop Faust throws StopAsyncIteration into the agent's channel: raised inside
+    the generator it became "RuntimeError: async generator raised StopAsyncIteration",
+    which Faust logged as the agent crashing on every worker stop."""
+    stream = make_stream()
+    queue = stream.channel.queue
+
+    async def run() -> list[list[Any]]:
+        asyncio.get_running_loop().call_later(0.05, queue._throw, StopAsyncIteration())
+        return [b async for b in take_events(stream, 5, 0.0)]  # waiting in queue.get()
+
+    assert asyncio.run(run()) == []
+    queue._throw(StopAsyncIteration())  # and when it is queued before the first get
+    assert asyncio.run(first_batches(stream, 1, most=5, within=0.0)) == []
