@@ -12,7 +12,9 @@ verifies the out topic by consuming it, kills everything; all bounded by --timeo
 
 Modes: iter (no produce), send (``await out.send``), send_soon, take
 (``stream.take`` + ``await out.send``), producer (``await app.producer.send`` per
-record, i.e. enqueue only), take_producer (take + producer enqueue).
+record, i.e. enqueue only), take_producer (take + producer enqueue), take_events
+(no produce: batches from ``streams.faust_take.take_events``, each event acknowledged,
+as logfog's worker takes them: its ceiling).
 ``--fetcher-fixes``: with logfog's fetcher fixes (``streams/faust_fetcher.py``).
 Payloads are synthetic; nothing is logged per record.
 """
@@ -36,7 +38,7 @@ if str(ROOT) not in sys.path:
 
 IN_TOPIC = "bench.in"
 OUT_TOPIC = "bench.out"
-MODES = ("iter", "send", "send_soon", "take", "producer", "take_producer")
+MODES = ("iter", "send", "send_soon", "take", "producer", "take_producer", "take_events")
 
 FAST_SETTINGS: dict[str, Any] = {
     "broker_session_timeout": 6.0,
@@ -143,7 +145,15 @@ def run_worker(args: argparse.Namespace) -> None:
 
     @app.agent(in_t)
     async def passthrough(stream: Any) -> None:
-        if mode_ == "iter":
+        if mode_ == "take_events":
+            from streams.faust_take import take_events
+
+            async for events in take_events(stream, args.take, 0.05):
+                for event in events:
+                    event.ack()
+                if seen(len(events)):
+                    await finish()
+        elif mode_ == "iter":
             async for _v in stream:
                 if seen(1):
                     await finish()
@@ -277,7 +287,8 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
             tail = wlog.read_text(errors="replace").splitlines()[-15:]
             return {"mode": args.mode, "error": "worker timed out or failed", "log": tail}
         r = json.loads(result.read_text())
-        out_records = 0 if args.mode == "iter" else count_out(broker.bootstrap, n_records, 60)
+        produced = args.mode not in ("iter", "take_events")
+        out_records = count_out(broker.bootstrap, n_records, 60) if produced else 0
     span = r["t_last"] - r["t_first"]
     return {
         "mode": args.mode,

@@ -11,7 +11,9 @@ same run on the same data, and the ratio is what to compare across runs.
 2. End to end through the local broker (Tansu), one worker process each:
    a. one line per record in, one event per record out: logfog vs a bare Faust
       pass-through agent (take + producer, uvloop: the fastest bare variant measured in
-      bench/NOTES-faust.md) and vs Faust iterating events without producing (ceiling);
+      bench/NOTES-faust.md) and vs Faust iterating events without producing (ceiling;
+      also with logfog's fetcher fixes, and taking events as logfog's worker does:
+      logfog's own ceiling);
    b. 500 lines per record in, NDJSON batches out: logfog (default: each worker runs
       an aggregator child, ``aggregates.run_in: process``) vs the bare pass-through over
       the same batched records; logfog with and without aggregation in three pairs of
@@ -374,20 +376,25 @@ def section_e2e(quick: bool, results: dict[str, Any]) -> None:
     lines = make_lines(single_n, start=now)
     ceiling = bare_faust("iter", single_n, 1)
     bare = bare_faust("take_producer", single_n, 1)
-    # The ceiling of a worker with logfog's fetcher fixes (streams/faust_fetcher).
+    # The ceiling of a worker with logfog's fetcher fixes (streams/faust_fetcher) and
+    # its way of taking events (streams/faust_take): events taken and acknowledged.
     fixed_ceiling = bare_faust("iter", single_n, 1, fetcher_fixes=True)
+    intake_ceiling = bare_faust("take_events", single_n, 1, fetcher_fixes=True)
     ours = logfog_e2e(lines, 1, "record", workers=1, partitions=1)
     print(f"bare Faust, iterate only     {ceiling['records_per_s']:>10,} records/s (ceiling)")
     print(f"bare Faust pass-through      {bare['records_per_s']:>10,} records/s")
-    print(f"iterate only, fetcher fixes {fixed_ceiling['records_per_s']:>10,} records/s "
-          "(logfog's ceiling)")  # fmt: skip
+    print(f"iterate only, fetcher fixes  {fixed_ceiling['records_per_s']:>10,} records/s")
+    print(f"logfog's intake, no work     {intake_ceiling['records_per_s']:>10,} records/s "
+          "(fetcher fixes + take_events: logfog's ceiling)")  # fmt: skip
     print(f"logfog worker                {ours['lines_per_s']:>10,} lines/s   "
           f"ratio {ours['lines_per_s'] / bare['records_per_s']:.2f}x pass-through, "
           f"{ours['lines_per_s'] / ceiling['records_per_s']:.2f}x ceiling, "
           f"{ours['lines_per_s'] / fixed_ceiling['records_per_s']:.2f}x fetcher-fixes "
-          "ceiling")  # fmt: skip
+          f"ceiling, {ours['lines_per_s'] / intake_ceiling['records_per_s']:.2f}x "
+          "logfog's ceiling")  # fmt: skip
     results["e2e_single"] = {
-        "ceiling": ceiling, "bare": bare, "fetcher_fixes_ceiling": fixed_ceiling, "logfog": ours,
+        "ceiling": ceiling, "bare": bare, "fetcher_fixes_ceiling": fixed_ceiling,
+        "intake_ceiling": intake_ceiling, "logfog": ours,
     }  # fmt: skip
 
     print(f"\n== 2b. end to end, 500 lines per record in, NDJSON out ({batched_n:,} lines) ==",
