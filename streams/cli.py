@@ -626,6 +626,8 @@ def cmd_ship(args: argparse.Namespace) -> int:
     print(ship_summary(result, topic, max_line), file=sys.stderr)
     if result.damaged:  # bad input, like a missing file: shipping it again cannot help
         return EXIT_USAGE
+    if result.interrupted_by:  # `ship x && rm x` must not remove a log shipped in part
+        return 128 + result.interrupted_by
     return EXIT_NOT_SHIPPED if result.failed_records or result.gave_up else 0
 
 
@@ -641,6 +643,9 @@ def ship_summary(result: Any, topic: str, max_line_bytes: int) -> str:
     error: 1 record (4 lines) not acknowledged by the broker: not shipped
     >>> print(ship_summary(ShipResult(lines=300_000, records=600, seconds=1.7), "raw", 65536))
     shipped 300,000 lines in 600 records to raw in 1.7 s (176,471 lines/s)
+    >>> print(ship_summary(ShipResult(lines=2, records=1, interrupted_by=2), "raw", 65536))
+    shipped 2 lines in 1 records to raw
+    error: stopped by SIGINT before the end of the input: the rest of it is not shipped
     >>> print(ship_summary(ShipResult(lines=2, records=1, damaged="a.gz: damaged or "
     ...                               "truncated gzip data"), "raw", 65536))  # doctest: +ELLIPSIS
     shipped 2 lines in 1 records to raw
@@ -681,6 +686,11 @@ def ship_summary(result: Any, topic: str, max_line_bytes: int) -> str:
         lines.append(
             f"error: {result.damaged}: shipping stopped there (the lines before it are "
             "shipped, a line it cut short is not)"
+        )
+    if result.interrupted_by:
+        lines.append(
+            f"error: stopped by {signal.Signals(result.interrupted_by).name} before the end "
+            "of the input: the rest of it is not shipped"
         )
     return "\n".join(lines)
 
@@ -780,7 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 ok, 1 internal error, 2 bad input (config, files, keys, broker), "
         "3 records the broker did not acknowledge (ship) or a stop that outlived "
         "LOGFOG_STOP_TIMEOUT (worker, aggregator), 130 interrupted (Ctrl-C), 143 stopped by "
-        "SIGTERM (anonymize).",
+        "SIGTERM (anonymize; ship before the end of its input: ship --follow ends so with 0).",
     )
     parser.add_argument("--version", action="version", version=f"logfog {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -676,6 +676,10 @@ class ShipResult:
     #: Shipping stopped at damage in a compressed input (a truncated download): what
     #: it is, naming the input (never its bytes); the lines before it are shipped.
     damaged: str = ""
+    #: The signal (SIGINT, SIGTERM) that stopped the reading of an input that has an
+    #: end (no --follow) before that end: the rest of it is not shipped. A follower is
+    #: stopped that way as its normal end, and reports none.
+    interrupted_by: int = 0
 
     @property
     def ok(self) -> bool:
@@ -721,13 +725,15 @@ def checksums_in_c() -> bool:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Turn SIGINT/SIGTERM into ``stop.set()`` (main thread only)."""
+def _stop_on_signals(stop: threading.Event, received: list[int]) -> Iterator[None]:
+    """Turn SIGINT/SIGTERM into ``stop.set()`` (main thread only); ``received`` gets
+    the signal numbers."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
         stop.set()
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -930,8 +936,9 @@ def ship(
         result.unfinished_lines += 1
         result.unfinished_bytes += size
 
+    signals: list[int] = []
     try:
-        with _stop_on_signals(stop):
+        with _stop_on_signals(stop, signals):
             batches: LineBatches
             if str(source) == "-":
                 batches = read_fd(sys.stdin.fileno(), stop=stop, poll_interval_s=poll_interval_s,
@@ -963,6 +970,10 @@ def ship(
                         # rest of the input is not read.
                         result.gave_up = not stop.is_set()
                         break
+            # The reading ended at a signal, not at the input's end (a signal after
+            # it was read only waits less for acknowledgements).
+            if signals and not follow and not result.damaged:
+                result.interrupted_by = signals[0]
             if result.gave_up:
                 for record in framer.flush():  # read, never sent: not shipped
                     result.failed_records += 1

@@ -7,6 +7,7 @@ line the writer may still be writing is never shipped cut.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -386,3 +387,35 @@ def test_an_endless_unterminated_line_at_a_stop_counts_its_whole_size(tmp_path: 
             continue
         got.extend(batch)
     assert got == [b"a"] and unfinished == [2_500_000]
+
+
+# --------------------------------------------------------------------------- signals
+
+
+@pytest.mark.parametrize(("follow", "signum"), [(False, signal.SIGINT), (False, signal.SIGTERM),
+                                                (True, signal.SIGINT)])  # fmt: skip
+def test_a_signal_before_the_end_of_the_input_is_reported_and_exits_128_plus_it(
+    follow: bool, signum: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``logfog ship`` stopped by Ctrl-C or SIGTERM with input left unread exited 0, so
+    ``logfog ship access.log.1.gz && rm access.log.1.gz`` removed a log it had shipped
+    in part (a README audit). A follower ends that way normally: exit 0."""
+    from streams import cli
+
+    use_producer(monkeypatch, ScriptedProducer)
+    read, write = os.pipe()
+    os.write(write, b"a\nb\n")  # the writer stays: the input has not ended
+    monkeypatch.setattr("sys.stdin", os.fdopen(read, "rb"))
+    if follow:
+        log = tmp_path / "access.log"
+        log.write_bytes(b"a\nb\n")
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signum))
+    timer.start()
+    try:
+        args = ["ship", str(log) if follow else "-", "--bootstrap", "127.0.0.1:9"]
+        status = cli.main([*args, "--follow"] if follow else args)
+    finally:
+        timer.cancel()
+        os.close(write)
+    assert ScriptedProducer.instances[-1].acked == [b"a\nb"]
+    assert status == (0 if follow else 128 + signum)
