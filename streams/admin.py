@@ -573,7 +573,7 @@ def reader_from_beginning(
 
     For reading a topic whole (checkpoints, demos, tests): never auto-creates a topic,
     commits nothing, and leaves finding the end to the caller (the local broker's high
-    watermark cannot be trusted, see ../shared/landscape.md).
+    watermark cannot be trusted: README, "Operations", the local broker's quirks).
     """
     from kafka import KafkaConsumer, TopicPartition
 

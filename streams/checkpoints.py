@@ -10,7 +10,7 @@ least up to them; what is not read by the deadline raises
 older checkpoint while the committed input offsets are already past it: events lost.
 Past the end offsets it keeps reading until the topic stays quiet briefly, because
 the local broker reports a low end offset for multi-record batches (the last batch's
-base offset + 1, see ../shared/landscape.md): reaching it means the last batch is
+base offset + 1: README, "Operations"): reaching it means the last batch is
 being fetched, and its remaining records arrive with it.
 """
 

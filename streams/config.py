@@ -270,7 +270,7 @@ def _max_line_bytes(value: int) -> str | None:
     return None
 
 
-#: The privacy defaults of ../shared/privacy-requirements.md that a setting of the
+#: The privacy defaults of docs/privacy-requirements.md that a setting of the
 #: aggregates or keys sections can loosen. Tightening is free; loosening needs the
 #: section's ``unsafe: true`` and is then logged at startup (the rules' "explicit,
 #: logged opt-in").

@@ -5,7 +5,7 @@ the bits a /48 cut keeps (6to4 ``2002:AABB:CCDD::/48``, NAT64 ``64:ff9b::/96``, 
 ``2001:0::/32``; IPv4-mapped is already IPv4 after parsing) is truncated as the IPv4 it
 carries: otherwise a "/48" would publish a whole IPv4 address.
 
-Privacy floors (``../shared/privacy-requirements.md`` rule 3): operations keep at most
+Privacy floors (``docs/privacy-requirements.md`` rule 3): operations keep at most
 /24 and /48, analytics at most /16 and /32. More bits need ``unsafe: true``.
 
 >>> f = SPEC.build({"ipv4_prefix": 24, "ipv6_prefix": 48, "format": "cidr"}, BuildContext())
