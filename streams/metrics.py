@@ -114,11 +114,12 @@ class AggregationCollector(Collector):
             [([], float(len(runtime.aggregators)))],
         )  # fmt: skip
         held = {"windows": 0, "combinations": 0, "entries": 0}
-        skipped = {"invalid": 0, "future": 0, "duplicate": 0}
+        skipped = {"invalid": 0, "no_visitor": 0, "future": 0, "duplicate": 0}
         for aggregator in list(runtime.aggregators.values()):
             for name, n in aggregator.state_size().items():
                 held[name] += n
             skipped["invalid"] += aggregator.invalid
+            skipped["no_visitor"] += aggregator.no_visitor
             skipped["future"] += aggregator.future
             skipped["duplicate"] += aggregator.duplicates
         # Per held partition, restored with its checkpoint: a gauge, not a counter.

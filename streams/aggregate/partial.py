@@ -789,6 +789,9 @@ class PartialAggregator:
         self._clock = clock
         #: Events without an int ``time`` or a string ``visitor`` (skipped, counted).
         self.invalid = 0
+        #: Events without a visitor pseudonym: their epoch's key was gone (a line older
+        #: than the epoch and its grace) or refused (too far ahead). Skipped, counted.
+        self.no_visitor = 0
         #: Events dated over FUTURE_SKEW_SECONDS past the wall clock (skipped, counted).
         self.future = 0
         #: Rows re-published by the anonymizer, already applied (skipped, counted).
@@ -816,7 +819,8 @@ class PartialAggregator:
         An event is a row: a list of values in :attr:`layout` order (what the worker's
         internal stream carries, as JSON arrays). Per event and output: one dict and
         one set update; nothing is logged. Malformed rows are counted in ``invalid``,
-        rows dated too far ahead of the wall clock in ``future``.
+        rows without a visitor pseudonym in ``no_visitor``, rows dated too far ahead of
+        the wall clock in ``future``.
         """
         if offset <= self._applied:
             return False
@@ -865,7 +869,10 @@ class PartialAggregator:
                     sources[raw_partition] = position
             t, visitor, nbytes, bot, duration = base(row)
             if t.__class__ is not int or visitor.__class__ is not str or not visitor:
-                self.invalid += 1
+                if t.__class__ is int and visitor is None:
+                    self.no_visitor += 1
+                else:
+                    self.invalid += 1
                 continue
             if t > horizon:
                 self.future += 1
@@ -986,6 +993,7 @@ class PartialAggregator:
                 "applied_offset": self._applied,
                 "max_time": self._max_time,
                 "invalid": self.invalid,
+                "no_visitor": self.no_visitor,
                 "future": self.future,
                 "duplicates": self.duplicates,
                 "sources": [[p, o, n] for p, (o, n) in self.sources.items()],
@@ -1025,7 +1033,8 @@ class PartialAggregator:
         agg._applied = state["applied_offset"]
         agg._max_time = state["max_time"]
         agg.invalid = state["invalid"]
-        agg.future = state.get("future", 0)  # these three are absent from older snapshots
+        agg.no_visitor = state.get("no_visitor", 0)  # absent from older snapshots, as are
+        agg.future = state.get("future", 0)  # these three
         agg.duplicates = state.get("duplicates", 0)
         agg.sources = {p: (o, n) for p, o, n in state.get("sources", ())}
         agg.source_times = {p: t for p, t in state.get("source_times", ())}

@@ -428,7 +428,7 @@ def test_invalid_events_are_counted_not_applied() -> None:
     agg = PartialAggregator([SPEC], 0, 1)
     agg.add([{"time": "noon", "visitor": "a"}, {"time": T0}, {"time": True, "visitor": "b"}], 0)
     agg.add([{"time": T0, "visitor": "a", "route": ["unhashable"], "country": None}], 1)
-    assert agg.invalid == 3
+    assert (agg.invalid, agg.no_visitor) == (2, 1)  # a time and no pseudonym: no_visitor
     agg.advance_to(T0 + 3600)
     (p,) = [p for p in agg.close_ready() if p.requests]
     assert p.requests == 1 and set(p.dimensions[PLACE].cells) == {"__unknown__"}
@@ -491,6 +491,18 @@ def test_rows_in_any_layout_aggregate_exactly_like_mappings() -> None:
     assert [p.to_bytes() for p in by_row.close_ready()] == [
         p.to_bytes() for p in by_mapping.close_ready()
     ]
+
+
+def test_rows_without_a_pseudonym_are_counted_apart_from_malformed_ones() -> None:
+    """An old log shipped after its epoch key was destroyed gives rows without a
+    visitor: counted as no_visitor (an operator read "invalid" as corrupt data)."""
+    agg = PartialAggregator([SPEC], 0, 1, ("time", "visitor", "bytes", "bot", "duration_ms",
+                                            "route", "country", "region", "city"))  # fmt: skip
+    row = [T0, None, 10, False, 12.0, "/", "DE", None, None]
+    assert agg.add_rows([row, row, [T0, "", *row[2:]], ["noon", None, *row[2:]]], 0)
+    assert (agg.no_visitor, agg.invalid) == (2, 2)
+    restored = PartialAggregator.restore(agg.snapshot())
+    assert (restored.no_visitor, restored.invalid) == (2, 2)
 
 
 def test_malformed_rows_are_counted_not_fatal() -> None:
