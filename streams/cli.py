@@ -613,7 +613,10 @@ def cmd_ship(args: argparse.Namespace) -> int:
     from streams.security import PLAINTEXT, from_config
     from streams.shipper import DEFAULT_MAX_LINE_BYTES, DEFAULT_ROTATE_WAIT_S, ship
 
-    config = load_file(args.config)[0] if args.config else None
+    if args.rotate_wait is not None and not args.follow:
+        raise UserError("--rotate-wait is for --follow (how long a rotated file is read on)")
+    path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
+    config = load_file(path)[0] if path else None
     topic = args.topic or (config["kafka"]["raw"]["topic"] if config else "logs.raw")
     max_line = config["input"]["max_line_bytes"] if config else DEFAULT_MAX_LINE_BYTES
     result = ship(
@@ -887,11 +890,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "truncated, after shipping the lines before the damage.")  # fmt: skip
     p.add_argument("file", metavar="FILE", help="log file, or - for stdin (plain, or "
                    "compressed with gzip, bzip2 or xz)")  # fmt: skip
-    p.add_argument("-c", "--config", help="config (for bootstrap, raw topic and "
-                   "input.max_line_bytes: longer lines are shipped cut, dead-lettered as "
-                   "parse.too_long by the worker)")  # fmt: skip
-    p.add_argument("--bootstrap")
-    p.add_argument("--topic")
+    p.add_argument("-c", "--config", help="config (for bootstrap, raw topic, kafka.security "
+                   "and input.max_line_bytes: longer lines are shipped cut, dead-lettered as "
+                   f"parse.too_long by the worker; default: {DEFAULT_CONFIG} when it exists, "
+                   "else 127.0.0.1:9092, logs.raw, no TLS, 65,536 bytes)")  # fmt: skip
+    p.add_argument(
+        "--bootstrap",
+        metavar="HOST:PORT",
+        help="Kafka bootstrap servers (default: LOGFOG_BOOTSTRAP, then the config's)",
+    )
+    p.add_argument("--topic", help="topic to ship into (default: the config's kafka.raw.topic)")
     p.add_argument("--lines-per-record", type=_positive_int, default=500,
                    help="lines batched in one record (1: one line per record)")  # fmt: skip
     p.add_argument("--compression", choices=("auto", "lz4", "gzip", "none"), default="auto",
@@ -904,7 +912,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep reading as the file grows, across rotation (rename or copytruncate); "
         "a line is shipped once its newline is read: on stop, an unterminated last line "
         "is not shipped (the summary counts it). Not for a compressed file (refused: it "
-        "does not grow line by line)",
+        "does not grow line by line). With - (stdin, read until it ends anyway): a stop by "
+        "Ctrl-C or SIGTERM is then the stream's normal end, exit 0 (else 130 or 143)",
     )
     p.add_argument("--rotate-wait", type=_non_negative_seconds, metavar="SECONDS",
                    help="with --follow: read a file renamed away by rotation until it has "

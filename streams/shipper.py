@@ -994,7 +994,7 @@ def ship(
         to_resend.clear()
     result.seconds = time.monotonic() - started
     result.cut_lines = framer.cut_lines
-    log.info(
+    log.debug(  # the command prints its summary; a log line would say it twice
         "shipper: %d lines in %d records (%d bytes) to %s; %d lines cut; %d records failed",
         result.lines,
         result.records,

@@ -419,3 +419,28 @@ def test_a_signal_before_the_end_of_the_input_is_reported_and_exits_128_plus_it(
         os.close(write)
     assert ScriptedProducer.instances[-1].acked == [b"a\nb"]
     assert status == (0 if follow else 128 + signum)
+
+
+def test_ship_reads_the_default_config_when_it_exists_and_rotate_wait_needs_follow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every other command reads config/logfog.yaml by default; ship ignored it and
+    shipped to 127.0.0.1:9092's logs.raw whatever the config said (a README audit)."""
+    import yaml
+
+    from streams import cli
+
+    use_producer(monkeypatch, ScriptedProducer)
+    monkeypatch.setattr(shipper, "describe_topics", lambda *a, **k: {"edge.raw": object()})
+    config = yaml.safe_load(Path("config/logfog.yaml").read_text())
+    config["kafka"]["raw"]["topic"] = "edge.raw"
+    config["input"]["max_line_bytes"] = 3
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "logfog.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "access.log").write_bytes(b"a\nbcdef\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["ship", "access.log", "--bootstrap", "127.0.0.1:9"]) == 0
+    assert ScriptedProducer.instances[-1].acked == [b"a\nbcde"]  # cut to 3 + 1
+    assert "to edge.raw" in capsys.readouterr().err
+    assert cli.main(["ship", "access.log", "--rotate-wait", "1"]) == 2
+    assert "--rotate-wait is for --follow" in capsys.readouterr().err
