@@ -390,9 +390,12 @@ class TopicPolicyError(AdminError):
         super().__init__("topics do not match the config: " + "; ".join(problems) + hint)
 
 
-def _alter(client: Any, specs: Sequence[TopicSpec], infos: Mapping[str, TopicInfo]) -> None:
+def _alter(
+    client: Any, specs: Sequence[TopicSpec], infos: Mapping[str, TopicInfo]
+) -> dict[str, list[str]]:
     """Set the spec's configs on existing topics (IncrementalAlterConfigs: other configs
-    of the topic are left alone). Partitions and replicas are never changed here."""
+    of the topic are left alone); the configs set, by topic. Partitions and replicas
+    are never changed here."""
     from kafka.admin import ConfigResource, ConfigResourceType
 
     resources = []
@@ -402,7 +405,7 @@ def _alter(client: Any, specs: Sequence[TopicSpec], infos: Mapping[str, TopicInf
         if changes:
             resources.append(ConfigResource(ConfigResourceType.TOPIC, spec.name, changes))
     if not resources:
-        return
+        return {}
     try:
         client.alter_configs(resources, raise_on_unknown=False)
     except Exception as exc:
@@ -411,6 +414,7 @@ def _alter(client: Any, specs: Sequence[TopicSpec], infos: Mapping[str, TopicInf
         raise AdminError(f"cannot alter topic configs: {type(exc).__name__}: {exc}") from None
     for resource in resources:
         log.info("altered topic %s: %s", resource.name, ", ".join(sorted(resource.configs)))
+    return {r.name: sorted(r.configs) for r in resources}
 
 
 def ensure_topics_detailed(
@@ -441,6 +445,7 @@ def ensure_topics_detailed(
     if len(set(names)) != len(names):
         raise ValueError("duplicate topic names in specs")
     outcomes: dict[str, TopicOutcome] = {}
+    fixed: dict[str, list[str]] = {}  # configs --fix set, by topic
     with admin_client(bootstrap, timeout_s, security) as client:
         existing = _describe(client, names)
         missing = [s for s in specs if s.name not in existing]
@@ -480,7 +485,7 @@ def ensure_topics_detailed(
             broken = [s for s in specs if s.name not in outcomes and s.name in existing
                       and compare(s, existing[s.name])[0]]  # fmt: skip
             if broken:
-                _alter(client, broken, existing)
+                fixed = _alter(client, broken, existing)
                 existing.update(_describe(client, [s.name for s in broken]))
     for s in specs:
         if s.name in outcomes:
@@ -489,14 +494,20 @@ def ensure_topics_detailed(
         if info is None:
             raise AdminError(f"topic {s.name} neither exists nor could be created")
         bad, diffs = compare(s, info)
+        if s.name in fixed:  # said on stdout too, not only in the log
+            diffs = [f"fixed {', '.join(fixed[s.name])}", *diffs]
         if bad:
             detail = f"exists {s.name}, VIOLATES declared retention: " + "; ".join(bad + diffs)
             log.error("topic %s", detail)
             outcomes[s.name] = TopicOutcome(s.name, "violates", detail)
         elif diffs:
             detail = f"exists {s.name}, differs: " + "; ".join(diffs)
-            log.warning("topic %s", detail)
-            outcomes[s.name] = TopicOutcome(s.name, "differs", detail)
+            if s.name in fixed and len(diffs) == 1:
+                detail = f"exists {s.name}, {diffs[0]} (now as wanted)"
+                outcomes[s.name] = TopicOutcome(s.name, "exists", detail)
+            else:
+                log.warning("topic %s", detail)
+                outcomes[s.name] = TopicOutcome(s.name, "differs", detail)
         else:
             outcomes[s.name] = TopicOutcome(s.name, "exists", f"exists {s.name} (as wanted)")
     return [outcomes[s.name] for s in specs]

@@ -91,10 +91,18 @@ def test_ensure_topics_is_idempotent(broker: LocalBroker) -> None:
         require_topics(broker.bootstrap, changed)
     (fixed,) = ensure_topics_detailed(broker.bootstrap, changed, fix=True)
     assert fixed.status == "differs", fixed.detail  # partitions are never changed
+    # What was fixed is said in the outcome (printed), not only in the log.
+    assert fixed.detail.startswith(f"exists it.raw.{tag}, differs: fixed retention.ms")
     after = describe_topics(broker.bootstrap, [f"it.raw.{tag}"])[f"it.raw.{tag}"]
     assert (after.partitions, after.retention_ms, after.segment_ms) == (3, 86_400_000, 3_600_000)
     (again,) = ensure_topics_detailed(broker.bootstrap, changed, fix=True)  # idempotent
-    assert again == fixed
+    assert again.status == "differs" and "fixed" not in again.detail
+    assert again.detail == fixed.detail.replace("fixed retention.ms, segment.ms; ", "")
+    # Only configs to fix: the topic is as wanted afterwards, and says what was fixed.
+    only = [TopicSpec(f"it.raw.{tag}", 3, 86_400_000 // 2)]
+    (now,) = ensure_topics_detailed(broker.bootstrap, only, fix=True)
+    assert now.status == "exists", now.detail
+    assert now.detail == f"exists it.raw.{tag}, fixed retention.ms, segment.ms (now as wanted)"
 
 
 def test_verify_only_refuses_missing_topics(broker: LocalBroker) -> None:
