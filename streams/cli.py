@@ -479,7 +479,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     rejected = summary["rejected"]
     print(f"rejected       {sum(rejected.values()):>12,}", file=err)
     for reason, count in sorted(rejected.items()):
-        print(f"  {reason:<20}{count:>8,}", file=err)
+        print(f"{'':15}{count:>12,}  {reason}", file=err)  # as the published lines
     leaks = summary["leaks_removed"]
     print(f"leaks removed  {sum(leaks.values()):>12,}" + (f"  {leaks}" if leaks else ""), file=err)
     if summary["pseudonyms_empty"]:
@@ -516,7 +516,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         # names: said so, rather than by its reserved name "_aggregate".
         f"aggregation input -> {d['topic']} ({len(d['fields'])} fields, internal)"
         if n == AGGREGATE_INPUT
-        else f"{n} -> {d['topic']} ({len(d['fields'])} fields)"
+        else f"{n} -> {d['topic']} ({len(d['fields'])} field{'' if len(d['fields']) == 1 else 's'})"
         for n, d in config["destinations"].items()
     )
     _write_out("check-config", f"{args.config}: OK: {dests}\n")
