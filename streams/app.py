@@ -455,6 +455,7 @@ def _add_anonymizer(
     in_flight: InFlight,
 ) -> None:
     """The agent that reads raw lines and publishes every destination (see module doc)."""
+    from streams.faust_schema import RawBytesSchema
     from streams.faust_take import take_events
     from streams.publish import Publisher
 
@@ -462,10 +463,7 @@ def _add_anonymizer(
     raw_topic = app.topic(
         kafka["raw"]["topic"],
         partitions=kafka["raw"]["partitions"],
-        value_type=bytes,
-        key_type=bytes,
-        value_serializer="raw",
-        key_serializer="raw",
+        schema=RawBytesSchema(),  # bytes as they are, without the registry's round trip
     )
     dead_topic = kafka["dead_letter"]["topic"]
     publisher_box: dict[str, Publisher] = {}
