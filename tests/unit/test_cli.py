@@ -707,6 +707,26 @@ def test_broker_port_out_of_range_is_a_usage_error(
     assert started == [], "the broker was started with an impossible port"
 
 
+def test_broker_port_in_use_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`logfog broker --port P` with P taken said so in one line but exited 1, the
+    status of an internal error: a taken port is an expected failure, exit 2."""
+    import socket
+
+    import streams.broker
+
+    monkeypatch.setattr(streams.broker, "resolve_binary", lambda: "/bin/false")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["broker", "--port", str(port)]) == 2
+    assert capsys.readouterr().err == (
+        f"logfog broker: port {port} on 127.0.0.1 is already in use\n"
+    )
+
+
 def test_topics_verify_does_not_blame_create_topics_false(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
