@@ -28,6 +28,7 @@ Web endpoints (Faust's web server): ``/healthz``, ``/readyz``, ``/metrics``
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import math
 import os
@@ -188,6 +189,37 @@ def _env_bind(name: str, default: str) -> str:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else "no address"
         raise UserError(f"{name}: {host!r} is no address to listen on here ({reason})") from None
     return host
+
+
+def check_web_port(host: str, port: int, what: str, options: str) -> None:
+    """Fail now, in one line, if the web server cannot listen on ``port`` of ``host``
+    (``LOGFOG_WEB_BIND``). Faust binds it only after the broker wait and the topic
+    checks: a port in use was an OSError stack and exit 1 there, and the aggregator
+    child's a restart loop while the worker reported ready. Probed as asyncio binds
+    (``SO_REUSEADDR``, every address of the host) and released at once: a process that
+    takes the port between this check and Faust's own bind still fails there."""
+    from streams.cli import UserError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):  # pragma: no cover - process_env checked the host
+        return
+    for family, kind, proto, _name, address in dict.fromkeys(infos):
+        try:
+            probe = socket.socket(family, kind, proto)
+        except OSError:  # pragma: no cover - a family this host lacks: asyncio skips it
+            continue
+        with probe:
+            try:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(address)
+            except OSError as error:
+                in_use = error.errno == errno.EADDRINUSE
+                reason = "already in use" if in_use else error.strerror or type(error).__name__
+                raise UserError(f"{what} {port} on {host}: {reason} (give another with "
+                                f"{options})") from None  # fmt: skip
 
 
 def faust_settings(
@@ -1111,6 +1143,12 @@ def run_worker(
         MasterKeys.from_sources()  # a missing or short LOGFOG_MASTER_KEY fails now, clearly
     else:
         Pipeline.from_normalized(config, geo=geo)  # key errors surface before any waiting
+    # A web port in use fails now, not in Faust after the broker wait (nor in a child
+    # that its supervisor would restart forever).
+    check_web_port(env.web_bind, web_port, "web port", "--web-port or LOGFOG_WEB_PORT")
+    if runs_child:
+        check_web_port(env.web_bind, child_port, "the aggregator child's web port",
+                       "--aggregator-web-port or LOGFOG_AGGREGATOR_WEB_PORT")  # fmt: skip
     child = None
     if runs_child:
         from streams.supervise import refuse_inspection
@@ -1213,6 +1251,7 @@ def run_aggregator(
             "would count every event a second time)"
         ])  # fmt: skip
     env = process_env(config)  # a typo in the environment fails now, before any waiting
+    check_web_port(env.web_bind, web_port, "web port", "--web-port or LOGFOG_WEB_PORT")
     watch_parent()  # started by a worker (run_in: process): stop when it is gone
     security = _security(config)
     partitions = _when_broker_is_up(config, bootstrap, security)

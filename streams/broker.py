@@ -46,6 +46,10 @@ class BrokerError(RuntimeError):
     """The local broker could not be found, started or reached."""
 
 
+class PortInUse(BrokerError):
+    """The broker's port is taken: an expected failure (``logfog broker`` exits 2)."""
+
+
 def resolve_binary() -> str:
     """Return the path of the Tansu binary, or raise :class:`BrokerError`.
 
@@ -237,7 +241,7 @@ class LocalBroker:
             self._log_path = Path(name)
         self._log_file = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop()
         if self.host in ("127.0.0.1", "localhost") and _port_open(self.host, self.port):
-            raise BrokerError(f"port {self.port} on {self.host} is already in use")
+            raise PortInUse(f"port {self.port} on {self.host} is already in use")
         env = dict(os.environ)
         env.pop("RUST_LOG", None)  # default level: never record-level tracing
         self._proc = subprocess.Popen(
@@ -379,7 +383,7 @@ def run_forever(
 
     Prints the bootstrap address and, with ``check``, the :func:`self_test`
     verdict, so operators know whether end offsets can be trusted. Returns the
-    process exit code to use (0 on a clean stop).
+    process exit code to use (0 on a clean stop, 2 when the port is already in use).
     """
     say = out or (lambda s: print(s, file=sys.stderr, flush=True))
     stop = threading.Event()
@@ -394,7 +398,7 @@ def run_forever(
             broker.start()
         except BrokerError as exc:
             say(f"logfog broker: {exc}")
-            return 1
+            return 2 if isinstance(exc, PortInUse) else 1
         say(f"logfog broker: listening on {broker.bootstrap} (in-memory, pid {broker.pid})")
         if check:
             try:

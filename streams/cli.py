@@ -38,6 +38,9 @@ from streams.records import without_bom
 EXIT_USAGE = 2
 DEFAULT_CONFIG = "config/logfog.yaml"
 CONFIG_HELP = "config file, YAML or TOML (default: %(default)s, from the current directory)"
+#: --loglevel of the worker and aggregator: what Faust (and logging) accept, checked by
+#: argparse (a bad one was a TypeError stack from Faust's logging setup, exit 1).
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 EXIT_NOT_SHIPPED = 3  # logfog ship: the broker did not acknowledge every record
 #: Bytes ``logfog anonymize`` reads at a time: about 2,000 log lines, a batch.
 READ_BYTES = 1 << 19
@@ -761,7 +764,9 @@ def _faust_process_arguments(p: argparse.ArgumentParser, web_port: int) -> None:
                    help=f"metrics/status web port (default: env LOGFOG_WEB_PORT, "
                    f"else {web_port})")  # fmt: skip
     p.set_defaults(default_web_port=web_port)
-    p.add_argument("--loglevel", default="info")
+    p.add_argument("--loglevel", type=str.lower, choices=LOG_LEVELS, default="info",
+                   metavar="LEVEL", help="log level: debug, info, warning, error or critical "
+                   "(any case; default: %(default)s)")  # fmt: skip
 
 
 def _positive_int(text: str) -> int:

@@ -762,6 +762,26 @@ def _make_bar(progress: bool) -> Any:
     return tqdm(unit=" lines", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
 
 
+def _close_producer(producer: Any, timeout_s: float) -> None:
+    """Close kafka-python's producer within about ``timeout_s``, its errors suppressed.
+
+    Its ``close()`` flushes first: with records the broker never acknowledged (a broker
+    that stopped answering) that raises KafkaTimeoutError before the sender thread is
+    stopped and the producer marked closed, and its ``__del__`` closed it again when it
+    was collected: Python printed "Exception ignored in: KafkaProducer.__del__" and a
+    traceback. Then the sender is stopped without sending (what it held is counted as
+    not shipped) and the producer marked closed: nothing is left for ``__del__``."""
+    try:
+        producer.close(timeout=timeout_s)
+    except Exception:
+        with contextlib.suppress(Exception):
+            sender = producer._sender  # kafka-python's own attributes: no public way
+            sender.force_close()
+            sender.join(timeout_s)
+        with contextlib.suppress(Exception):
+            producer._closed = True
+
+
 def ship(
     source: str | Path,
     bootstrap: str,
@@ -836,6 +856,7 @@ def ship(
     #: producer's own retries): sent again, in order, before anything new is read.
     to_resend: dict[int, tuple[bytes, int]] = {}
     numbers = itertools.count()
+    closing = threading.Event()  # what the producer's close drops is no error to log
 
     def acked(number: int) -> Callable[[Any], None]:
         def cb(_meta: Any) -> None:
@@ -854,7 +875,9 @@ def ship(
                 entry = in_flight.pop(number, None)
                 if entry is None:
                     return
-                if isinstance(exc, KafkaError) and exc.retriable:
+                # Dropped by the producer's close (counted below), or failed for a
+                # reason that passes: held for resending.
+                if closing.is_set() or (isinstance(exc, KafkaError) and exc.retriable):
                     to_resend[number] = entry
                     return
                 # Refused for good (e.g. too large): resending cannot help.
@@ -982,8 +1005,8 @@ def ship(
                 send(framer.flush())
                 deliver()
     finally:
-        with contextlib.suppress(Exception):
-            producer.close(timeout=timeout_s)
+        closing.set()
+        _close_producer(producer, timeout_s)
         if bar is not None:
             bar.close()
     with lock:  # never acknowledged (in time), or never resent: not shipped

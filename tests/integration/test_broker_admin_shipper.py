@@ -254,6 +254,56 @@ def test_ship_command_prints_failures_and_exits_non_zero(
     assert "Traceback" not in done.stderr and "xxxx" not in done.stderr
 
 
+def test_ship_to_a_broker_that_stops_answering_exits_3_without_a_producer_traceback(
+    tmp_path: Path,
+) -> None:
+    """With the broker frozen (SIGSTOP) in the middle of `logfog ship`, exit 3 was right,
+    but the producer's close() raised KafkaTimeoutError (its flush) before it marked
+    itself closed, and its __del__ closed it again: "Exception ignored in: <function
+    KafkaProducer.__del__ ...>" and a traceback on stderr. A broker of its own: this one
+    is frozen."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.integration.conftest import LineCollector
+
+    short = (
+        "import functools, sys\n"
+        "import streams.shipper as shipper\n"
+        "shipper.ship = functools.partial(shipper.ship, timeout_s=1.0)\n"
+        "from streams.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    with LocalBroker(startup_timeout_s=30.0) as frozen:
+        assert frozen.pid is not None
+        topic = f"test.frozen.{uuid.uuid4().hex[:10]}"
+        ensure_topics(frozen.bootstrap, [TopicSpec(topic, 1, None)])
+        ship_ = subprocess.Popen(
+            [sys.executable, "-c", short, "--log-format", "text", "ship", "-", "--topic", topic,
+             "--bootstrap", frozen.bootstrap],
+            stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2],
+        )  # fmt: skip
+        assert ship_.stdin is not None
+        ship_.stdin.write(b"acknowledged\n" * 1000)
+        ship_.stdin.flush()
+        collector = LineCollector(frozen.bootstrap, topic)
+        try:
+            assert len(collector.wait_for(1000, timeout_s=60)) >= 1000
+        finally:
+            collector.close()
+        os.kill(frozen.pid, signal.SIGSTOP)
+        try:
+            err = ship_.communicate(b"never acknowledged\n" * 5000, timeout=120)[1].decode()
+        finally:
+            os.kill(frozen.pid, signal.SIGCONT)
+    assert ship_.returncode == 3, err
+    assert "(5,000 lines) not acknowledged by the broker" in err, err
+    assert "Exception ignored" not in err and "Traceback" not in err, err
+    assert "IllegalStateError" not in err, err  # records the close dropped: counted, not logged
+
+
 def test_ship_command_to_a_missing_topic_is_one_line_exit_2(
     tmp_path: Path, broker: LocalBroker
 ) -> None:

@@ -470,3 +470,62 @@ def test_the_aggregator_childs_port_is_a_port_of_its_own(
     code = main(["worker", "-c", str(config), "--bootstrap", "127.0.0.1:1", *args])
     assert code == 2 and ports == []
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "taken_option", "message"),
+    [
+        ("worker", "--web-port", "logfog: web port {port} on 127.0.0.1: already in use "
+         "(give another with --web-port or LOGFOG_WEB_PORT)\n"),
+        ("worker", "--aggregator-web-port", "logfog: the aggregator child's web port {port} "
+         "on 127.0.0.1: already in use (give another with --aggregator-web-port or "
+         "LOGFOG_AGGREGATOR_WEB_PORT)\n"),
+        ("aggregator", "--web-port", "logfog: web port {port} on 127.0.0.1: already in use "
+         "(give another with --web-port or LOGFOG_WEB_PORT)\n"),
+    ],
+)  # fmt: skip
+def test_a_web_port_in_use_is_one_line_and_exit_2_before_the_broker_wait(
+    command: str,
+    taken_option: str,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    geo_dbs: dict[str, str],
+) -> None:
+    """A web port in use was found only by Faust's bind, after the broker wait and the
+    topic checks: an OSError stack ("Error: 'OSError'", the port never named) and exit
+    1; the aggregator child's made it crash and restart forever while the worker
+    reported ready. Both are tried at start: one line naming the port, exit 2."""
+    import socket
+
+    import streams.app
+    import streams.supervise
+    from streams.cli import main
+    from streams.keys import generate_key
+
+    def started(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("started before checking the web ports")
+
+    monkeypatch.setattr(streams.app, "_when_broker_is_up", started)
+    monkeypatch.setattr(streams.app, "aggregator_child", started)
+    monkeypatch.setattr(streams.supervise, "refuse_inspection", lambda: True)
+    monkeypatch.setenv("LOGFOG_MASTER_KEY", generate_key())
+    monkeypatch.setenv("LOGFOG_DATA_DIR", str(tmp_path / "data"))
+    for name in ("LOGFOG_WEB_BIND", "LOGFOG_WEB_PORT", "LOGFOG_AGGREGATOR_WEB_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    config = _worker_config(tmp_path, geo_dbs, run_in="process")
+    with socket.socket() as taken, socket.socket() as free:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        free.bind(("127.0.0.1", 0))  # reserved, not listening: the other port, bindable
+        port, other = taken.getsockname()[1], free.getsockname()[1]
+        free.close()
+        ports = {"--web-port": other}
+        if command == "worker":
+            ports["--aggregator-web-port"] = other
+        ports[taken_option] = port  # the worker's and the child's: one taken, one free
+        args = [arg for option, value in ports.items() for arg in (option, str(value))]
+        code = main([command, "-c", str(config), "--bootstrap", "127.0.0.1:1", *args])
+    assert code == 2
+    assert capsys.readouterr().err == message.format(port=port)

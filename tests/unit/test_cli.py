@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import io
 import json
@@ -705,6 +706,60 @@ def test_broker_port_out_of_range_is_a_usage_error(
     assert main(["broker", "--port", "70000"]) == 2
     assert "'70000' is not a port (1-65535)" in capsys.readouterr().err
     assert started == [], "the broker was started with an impossible port"
+
+
+@pytest.mark.parametrize(("command", "runner"),
+                         [("worker", "run_worker"), ("aggregator", "run_aggregator")])  # fmt: skip
+def test_a_bad_loglevel_is_a_usage_error(
+    command: str, runner: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`logfog worker --loglevel bogus` reached Faust's logging setup: a TypeError stack
+    (in the worker and its aggregator child) and exit 1 after 5 s. argparse checks it:
+    a usage error, exit 2, nothing started; any case, passed on lower-cased."""
+    import streams.app
+
+    seen: list[str] = []
+
+    def run(*_a: Any, loglevel: str, **_k: Any) -> int:
+        seen.append(loglevel)
+        return 0
+
+    monkeypatch.setattr(streams.app, runner, run)
+    assert main([command, "--loglevel", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "argument --loglevel: invalid choice: 'bogus'" in err and "Traceback" not in err
+    assert seen == []
+    for level in ("DEBUG", "Info", "warning", "error", "CRITICAL"):
+        assert main([command, "--loglevel", level]) == 0
+    assert seen == ["debug", "info", "warning", "error", "critical"]
+    # Every command with --loglevel checks it.
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    having = {name for name, sub in subparsers.choices.items()
+              if any(a.choices for a in sub._actions if "--loglevel" in a.option_strings)}  # fmt: skip
+    with_option = {name for name, sub in subparsers.choices.items()
+                   if any("--loglevel" in a.option_strings for a in sub._actions)}  # fmt: skip
+    assert having == with_option == {"worker", "aggregator"}
+
+
+def test_broker_port_in_use_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`logfog broker --port P` with P taken said so in one line but exited 1, the
+    status of an internal error: a taken port is an expected failure, exit 2."""
+    import socket
+
+    import streams.broker
+
+    monkeypatch.setattr(streams.broker, "resolve_binary", lambda: "/bin/false")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["broker", "--port", str(port)]) == 2
+    assert capsys.readouterr().err == (
+        f"logfog broker: port {port} on 127.0.0.1 is already in use\n"
+    )
 
 
 def test_topics_verify_does_not_blame_create_topics_false(
