@@ -32,6 +32,7 @@ import errno
 import logging
 import math
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -1160,7 +1161,11 @@ def run_worker(
         # Started before the waiting and compiling below: the two start up side by side.
         child = aggregator_child(config, config_path, bootstrap, child_port, loglevel).start()
     try:
-        partitions = _when_broker_is_up(config, bootstrap, security)
+        try:
+            partitions = _when_broker_is_up(config, bootstrap, security)
+        except StoppedWaiting as stopped:
+            log.info("stopped by %s while waiting for the broker", stopped.args[0])
+            return 0
         keyring = None
         if shared:
             from streams.durations import parse_duration
@@ -1254,7 +1259,11 @@ def run_aggregator(
     check_web_port(env.web_bind, web_port, "web port", "--web-port or LOGFOG_WEB_PORT")
     watch_parent()  # started by a worker (run_in: process): stop when it is gone
     security = _security(config)
-    partitions = _when_broker_is_up(config, bootstrap, security)
+    try:
+        partitions = _when_broker_is_up(config, bootstrap, security)
+    except StoppedWaiting as stopped:
+        log.info("stopped by %s while waiting for the broker", stopped.args[0])
+        return 0
     lines = NoLines()
     app = create_app(config, lines, bootstrap=bootstrap, web_port=web_port,
                      topic_partitions=partitions, role="aggregator",
@@ -1274,12 +1283,29 @@ def _load(config_path: str, bootstrap: str | None) -> tuple[dict[str, Any], str]
     return config, str(chosen)
 
 
+class StoppedWaiting(Exception):
+    """SIGINT or SIGTERM while the worker or aggregator waited for the broker."""
+
+
 def _when_broker_is_up(
     config: Mapping[str, Any], bootstrap: str, security: Any = None
 ) -> dict[str, int]:
-    """Wait for the broker, then create/verify the topics: partitions by topic."""
-    wait_for_broker(bootstrap, security=security)
-    return prepare(config, bootstrap, security)
+    """Wait for the broker, then create/verify the topics: partitions by topic.
+
+    SIGINT and SIGTERM end the wait with :class:`StoppedWaiting` (the command exits 0,
+    as a running worker does: nothing was taken yet); they killed the process (143),
+    its aggregator child left to notice its parent gone."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise StoppedWaiting(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        wait_for_broker(bootstrap, security=security)
+        return prepare(config, bootstrap, security)
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 def _ignore_sigusr1(worker: Any) -> None:

@@ -529,3 +529,61 @@ def test_a_web_port_in_use_is_one_line_and_exit_2_before_the_broker_wait(
         code = main([command, "-c", str(config), "--bootstrap", "127.0.0.1:1", *args])
     assert code == 2
     assert capsys.readouterr().err == message.format(port=port)
+
+
+@pytest.mark.parametrize("command", ["worker", "aggregator"])
+def test_a_stop_while_waiting_for_the_broker_exits_0_and_stops_the_child(
+    command: str, tmp_path: Path, geo_dbs: dict[str, str]
+) -> None:
+    """SIGTERM during the broker wait killed the worker (143, its child left to notice
+    the parent gone); a running worker stops with 0: so does a waiting one now."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from streams.keys import generate_key
+
+    config = _worker_config(tmp_path, geo_dbs, run_in="process" if command == "worker" else
+                            "aggregator")  # fmt: skip
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    env = {**os.environ, "LOGFOG_MASTER_KEY": generate_key(), "LOGFOG_DATA_DIR": str(tmp_path)}
+    log = tmp_path / "out.log"
+    args = [sys.executable, "-m", "streams", "--log-format", "json", command, "-c", str(config),
+            "--bootstrap", "127.0.0.1:1", "--web-port", str(ports[0])]  # fmt: skip
+    if command == "worker":
+        args += ["--aggregator-web-port", str(ports[1])]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while b"not reachable yet" not in log.read_bytes():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+    finally:
+        proc.kill()
+    assert b"stopped by SIGTERM while waiting for the broker" in log.read_bytes()
+    assert b"Traceback" not in log.read_bytes()
+
+    def children() -> list[str]:  # processes started with this test's config
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(config).encode() in cmdline:
+                found.append(pid)
+        return found
+
+    deadline = time.monotonic() + 10
+    while children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not children()
