@@ -1133,7 +1133,7 @@ def run_worker(
     if problems:
         raise ConfigError(config_path, problems)
     for warning in warnings:
-        log.warning("%s", warning)
+        log.warning("%s", warning, extra={"event": "config.warning"})
     # A missing or wrong geo database fails now, on both key paths: with the broker down
     # too, the worker would otherwise wait for it and never say what else is wrong.
     geo = open_geo(config)
@@ -1278,7 +1278,7 @@ def _load(config_path: str, bootstrap: str | None) -> tuple[dict[str, Any], str]
 
     config, warnings = load_file(config_path)
     for warning in warnings:
-        log.warning("%s", warning)
+        log.warning("%s", warning, extra={"event": "config.warning"})
     chosen = bootstrap or os.environ.get("LOGFOG_BOOTSTRAP") or config["kafka"]["bootstrap"]
     return config, str(chosen)
 

@@ -214,7 +214,7 @@ def _load_pipeline(config_path: str) -> Any:
 
     config, warnings = load_file(config_path)
     for warning in warnings:
-        logging.getLogger("logfog").warning("%s", warning)
+        logging.getLogger("logfog").warning("%s", warning, extra={"event": "config.warning"})
     return Pipeline.from_normalized(config)
 
 
