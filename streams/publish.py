@@ -22,7 +22,9 @@ Partitioning, documented because ordering depends on it:
 - a keyed destination is decided by its config, never by its events: an event whose
   key is None (no pseudonym: a stale or future-dated line, a destroyed epoch) is
   sticky like an unkeyed one, and the keyed events around it still go where their
-  key says. The partition is chosen per event, in both framings.
+  key says. The partition is chosen per event, in both framings. An NDJSON
+  destination's keys reach the publisher as text (its records carry no key; the rules
+  skip encoding them): they are partitioned as their UTF-8 bytes, as above.
 
 Record timestamps are the coarsened request time, but never later than the wall clock
 plus ``FUTURE_SKEW_SECONDS``: Kafka deletes a segment by time only once its *largest*
@@ -238,7 +240,9 @@ class Publisher:
     ) -> None:
         """NDJSON records per partition of the key: every event still lands where its
         key says (per-key order kept), in a few large records instead of one per event.
-        Events without a key share one sticky partition."""
+        Events without a key share one sticky partition. The keys are text (``rules``
+        gives NDJSON destinations their key unencoded: the records carry none), and the
+        partition is :func:`key_partition` of its UTF-8."""
         count = target.partitions
         # A list per partition, indexed: no dict lookup and no test an event.
         groups: list[list[Any]] = [[] for _ in range(count)]
@@ -254,7 +258,8 @@ class Publisher:
                         keyless = _next_sticky(target)
                     partition = keyless
                 else:
-                    partition = remember(cached, key, key_partition(key, count), _KEY_CACHE)
+                    encoded = key.encode() if type(key) is str else key
+                    partition = remember(cached, key, key_partition(encoded, count), _KEY_CACHE)
             groups[partition].append(event)
         # The groups in partition order, not in order of first appearance: a partition's
         # records and their order are what they were, only the requests' order moved.
