@@ -22,7 +22,9 @@ Partitioning, documented because ordering depends on it:
 - a keyed destination is decided by its config, never by its events: an event whose
   key is None (no pseudonym: a stale or future-dated line, a destroyed epoch) is
   sticky like an unkeyed one, and the keyed events around it still go where their
-  key says. The partition is chosen per event, in both framings.
+  key says. The partition is chosen per event, in both framings. An NDJSON
+  destination's keys reach the publisher as text (its records carry no key; the rules
+  skip encoding them): they are partitioned as their UTF-8 bytes, as above.
 
 Record timestamps are the coarsened request time, but never later than the wall clock
 plus ``FUTURE_SKEW_SECONDS``: Kafka deletes a segment by time only once its *largest*
@@ -99,8 +101,11 @@ def ndjson_records(values: Iterable[bytes], limit: int = MAX_NDJSON_BYTES) -> li
     [b'{"a":1}\\n{"a":2}', b'{"a":3}']
     """
     values = values if isinstance(values, list) else list(values)
-    if sum(map(len, values)) + len(values) <= limit:  # the common case: one record
-        return [b"\n".join(values)] if values else []
+    if not values:
+        return []
+    joined = b"\n".join(values)
+    if len(joined) < limit:  # the common case, one record: no pass to add up the sizes
+        return [joined]
     records: list[bytes] = []
     current: list[bytes] = []
     size = 0
@@ -174,18 +179,21 @@ class Publisher:
             # Floored to the bucket: a line dated past the clock (a log server's clock or
             # zone off) would otherwise carry the worker's clock to the second, beside
             # its pseudonym, every time (an audit).
-            events = cap_timestamps(events, latest - latest % target.bucket_ms)
-            if target.keyed:
-                if target.framing == "ndjson":
-                    self._append_keyed_ndjson(batches, target, events)
+            cap = latest - latest % target.bucket_ms
+            if target.framing == "ndjson":
+                # A record's timestamp is its events' latest, capped: the same as the
+                # latest of the capped timestamps, without a pass to cap them.
+                if target.keyed:
+                    self._append_keyed_ndjson(batches, target, events, cap)
                 else:
-                    self._append_keyed(batches, target, events)
-            elif target.framing == "ndjson":
-                timestamp = max(map(_TIMESTAMP, events))
-                records = ndjson_records(list(map(_VALUE, events)))
-                self._append_unkeyed(batches, target, ((None, r, timestamp) for r in records))
+                    timestamp = min(max(map(_TIMESTAMP, events)), cap)
+                    records = ndjson_records(list(map(_VALUE, events)))
+                    records_out = ((None, r, timestamp) for r in records)
+                    self._append_unkeyed(batches, target, records_out)
+            elif target.keyed:
+                self._append_keyed(batches, target, cap_timestamps(events, cap))
             else:
-                self._append_unkeyed(batches, target, events)
+                self._append_unkeyed(batches, target, cap_timestamps(events, cap))
         if out.rejections:
             letters = ((None, dead_letter(r), None) for r in out.rejections)
             self._append_unkeyed(batches, self._dead, letters)
@@ -224,13 +232,20 @@ class Publisher:
         batches.extend((b, target.topic, p) for p, b in builders.items())
 
     def _append_keyed_ndjson(
-        self, batches: list[tuple[Any, str, int]], target: PublishTarget, events: Sequence[Any]
+        self,
+        batches: list[tuple[Any, str, int]],
+        target: PublishTarget,
+        events: Sequence[Any],
+        cap: int,
     ) -> None:
         """NDJSON records per partition of the key: every event still lands where its
         key says (per-key order kept), in a few large records instead of one per event.
-        Events without a key share one sticky partition."""
-        by_partition: dict[int, list[Any]] = {}
+        Events without a key share one sticky partition. The keys are text (``rules``
+        gives NDJSON destinations their key unencoded: the records carry none), and the
+        partition is :func:`key_partition` of its UTF-8."""
         count = target.partitions
+        # A list per partition, indexed: no dict lookup and no test an event.
+        groups: list[list[Any]] = [[] for _ in range(count)]
         cached = target.partition_of
         cached_get = cached.get
         keyless = -1
@@ -243,13 +258,15 @@ class Publisher:
                         keyless = _next_sticky(target)
                     partition = keyless
                 else:
-                    partition = remember(cached, key, key_partition(key, count), _KEY_CACHE)
-            group = by_partition.get(partition)
-            if group is None:
-                group = by_partition[partition] = []
-            group.append(event)
-        for partition, group in by_partition.items():
-            timestamp = max(map(_TIMESTAMP, group))
+                    encoded = key.encode() if type(key) is str else key
+                    partition = remember(cached, key, key_partition(encoded, count), _KEY_CACHE)
+            groups[partition].append(event)
+        # The groups in partition order, not in order of first appearance: a partition's
+        # records and their order are what they were, only the requests' order moved.
+        for partition, group in enumerate(groups):
+            if not group:
+                continue
+            timestamp = min(max(map(_TIMESTAMP, group)), cap)
             builder = self._producer.create_batch()
             for record in ndjson_records(list(map(_VALUE, group))):
                 if builder.append(timestamp=timestamp, key=None, value=record) is None:

@@ -352,7 +352,9 @@ def compile_rules(
     destinations = []
     used: set[str] = set()
     values: dict[str, str] = {}  # rule signature -> local variable holding its value
-    keys: dict[str, str] = {}  # value expression -> local holding it encoded as a Kafka key
+    # value expression -> local holding it encoded as a Kafka key ("text " + expression:
+    # as text, for NDJSON destinations)
+    keys: dict[str, str] = {}
     # (action, argument expression) -> (the local holding the argument, the index of the
     # call in ``compute``, [(value local, options, context)]): see ActionSpec.build_group
     groups: dict[tuple[str, str], tuple[str, int, list[tuple[str, Any, BuildContext]]]] = {}
@@ -447,7 +449,22 @@ def compile_rules(
             exprs[out_name] = local
         key_field = dest["key"]
         key_expr = "None"
-        if key_field is not None:
+        if key_field is not None and dest["framing"] == "ndjson":
+            # NDJSON records carry no key: the event's key only picks its partition, and
+            # the publisher reads it as text (key_partition of its UTF-8, which is what
+            # the bytes were). A pseudonym is text already, the memo's own str, whose
+            # hash is computed once: no str() and encode() a line, nor the bytes' hash
+            # in the publisher (520 instructions a line of the pure pipeline; session 18).
+            source_expr = exprs[key_field]
+            if dest["fields"][key_field]["action"] == "pseudonymize":
+                key_expr = source_expr
+            else:
+                key_expr = keys.get("text " + source_expr, "")
+                if not key_expr:
+                    key_expr = keys["text " + source_expr] = f"k{len(keys)}"
+                    as_text = f"None if {source_expr} is None else str({source_expr})"
+                    compute.append(f"    {key_expr} = {as_text}")
+        elif key_field is not None:
             # The same value keys several destinations (two published ones keying by
             # one pseudonym): encode it once per line.
             source_expr = exprs[key_field]

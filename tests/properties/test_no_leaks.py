@@ -232,8 +232,8 @@ def all_outputs(pipeline: Pipeline, lines: list[bytes]) -> tuple[list[bytes], An
         for key, value, _ts in events:
             orjson.loads(value)  # every output is valid JSON
             blobs.append(value)
-            if key is not None:
-                blobs.append(key)
+            if key is not None:  # checked though an NDJSON destination's (text) is not sent
+                blobs.append(key.encode() if isinstance(key, str) else key)
     blobs.extend(dead_letter(r) for r in out.rejections)
     return blobs, out
 

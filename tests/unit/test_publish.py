@@ -150,6 +150,43 @@ def test_keyless_events_of_one_batch_share_a_partition_and_batches_rotate() -> N
     ]
 
 
+@pytest.mark.parametrize("cache", [65536, 12])
+def test_ndjson_text_keys_go_where_their_bytes_went(
+    monkeypatch: pytest.MonkeyPatch, cache: int
+) -> None:
+    """NDJSON destinations get their keys as text (the records carry none): each event
+    goes to key_partition of the key's UTF-8, as when keys were bytes, whether the key
+    is hex, not hex, longer than the memo keeps, or None (one sticky partition a batch),
+    and when the partition cache overflows (``cache``). Per-key order holds."""
+    import streams.publish as publish_module
+
+    monkeypatch.setattr(publish_module, "_KEY_CACHE", cache)
+    dest = CompiledDestination("k", 0, "k", "ndjson", "operations", "x", 300, ("x",))
+    producer = RecordingProducer()
+    publisher = Publisher(producer, [dest], DEAD, {"k": 5, DEAD: 1})
+    keys = ["%016x" % (i * 0x9E3779B1) for i in range(12)] + ["not-hex", "é" * 8, "z" * 2000]
+    for batch in range(3):  # 10 keys, 4 more (a cache of 12 overflows), then a long one
+        out = Output(("k",))
+        some = keys[: (10, 14, 15)[batch]]
+        events = [(k, orjson.dumps([k, batch, i]), 1000 * i) for i, k in enumerate(some * 2)]
+        events[3:3] = [(None, orjson.dumps([None, batch, n]), 7) for n in range(2)]
+        if batch == 2:  # a batch of known keys only: no None, nothing new
+            events = [e for e in events if e[0] is not None]
+        out.per_destination[0].extend(events)
+        publish(publisher, out)
+    seen: dict[str | None, list[tuple[int, int, int]]] = defaultdict(list)
+    for partition, key, value in producer.records("k"):
+        assert key is None
+        for row in value.split(b"\n"):
+            k, batch, i = orjson.loads(row)
+            seen[k].append((partition, batch, i))
+    for k in keys:
+        assert {p for p, _, _ in seen[k]} == {key_partition(k.encode(), 5)}, k
+        assert [(b, i) for _, b, i in seen[k]] == sorted((b, i) for _, b, i in seen[k])
+    assert sorted(p for p, b, _ in seen[None] if b == 0) == [0, 0]  # sticky: first batch 0
+    assert {p for p, b, _ in seen[None] if b == 1} == {1}  # and the next batch the next
+
+
 def test_a_full_builder_is_submitted_and_a_new_one_started() -> None:
     dest = CompiledDestination("p", 0, "p", "record", "analytics", "v", 3600, ("v",))
     producer = RecordingProducer(batch_size=200)  # a handful of records per builder
