@@ -341,6 +341,21 @@ def _worker_config(tmp_path: Path, geo_dbs: dict[str, str], **aggregates: Any) -
     return path
 
 
+def _no_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, failure: str) -> None:
+    """A worker or aggregator with a key and a data directory that fails the test with
+    ``failure`` if it gets as far as the broker wait or starting its child."""
+    import streams.app
+    from streams.keys import generate_key
+
+    def reached(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError(failure)
+
+    monkeypatch.setattr(streams.app, "_when_broker_is_up", reached)
+    monkeypatch.setattr(streams.app, "aggregator_child", reached)
+    monkeypatch.setenv("LOGFOG_MASTER_KEY", generate_key())
+    monkeypatch.setenv("LOGFOG_DATA_DIR", str(tmp_path / "data"))
+
+
 #: Values of the variables the worker and aggregator read that they cannot run with.
 _BAD_ENVIRONMENT = [
     ("LOGFOG_SESSION_TIMEOUT", "30s"),
@@ -373,17 +388,9 @@ def test_a_bad_environment_variable_is_one_line_and_exit_2_before_the_broker_wai
     was parsed inside the SIGTERM handler: with "25s" the handler raised before Faust's
     stop and the worker (and its aggregator child) kept running. All are read at start:
     one line naming the variable, exit 2, before the broker is waited for."""
-    import streams.app
     from streams.cli import main
-    from streams.keys import generate_key
 
-    def broker_reached(*_a: Any, **_k: Any) -> Any:
-        raise AssertionError("waited for the broker before checking the environment")
-
-    monkeypatch.setattr(streams.app, "_when_broker_is_up", broker_reached)
-    monkeypatch.setattr(streams.app, "aggregator_child", broker_reached)
-    monkeypatch.setenv("LOGFOG_MASTER_KEY", generate_key())
-    monkeypatch.setenv("LOGFOG_DATA_DIR", str(tmp_path / "data"))
+    _no_start(monkeypatch, tmp_path, "waited for the broker before checking the environment")
     (tmp_path / "file").write_text("")
     monkeypatch.setenv(name, value.format(file=tmp_path / "file"))
     config = _worker_config(tmp_path, geo_dbs)
@@ -499,19 +506,11 @@ def test_a_web_port_in_use_is_one_line_and_exit_2_before_the_broker_wait(
     reported ready. Both are tried at start: one line naming the port, exit 2."""
     import socket
 
-    import streams.app
     import streams.supervise
     from streams.cli import main
-    from streams.keys import generate_key
 
-    def started(*_a: Any, **_k: Any) -> Any:
-        raise AssertionError("started before checking the web ports")
-
-    monkeypatch.setattr(streams.app, "_when_broker_is_up", started)
-    monkeypatch.setattr(streams.app, "aggregator_child", started)
+    _no_start(monkeypatch, tmp_path, "started before checking the web ports")
     monkeypatch.setattr(streams.supervise, "refuse_inspection", lambda: True)
-    monkeypatch.setenv("LOGFOG_MASTER_KEY", generate_key())
-    monkeypatch.setenv("LOGFOG_DATA_DIR", str(tmp_path / "data"))
     for name in ("LOGFOG_WEB_BIND", "LOGFOG_WEB_PORT", "LOGFOG_AGGREGATOR_WEB_PORT"):
         monkeypatch.delenv(name, raising=False)
     config = _worker_config(tmp_path, geo_dbs, run_in="process")
