@@ -1386,7 +1386,11 @@ def _run_faust(
         worker.execute_from_commandline()
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 0
-        log.info("stopped: %s", pipeline.stats.as_dict())
+        if isinstance(pipeline, NoLines):  # an aggregator reads no lines: nothing to say
+            log.info("stopped", extra={"event": "stopped"})
+        else:  # counts only; JSON, not a Python repr, in either log format
+            totals = orjson.dumps(pipeline.stats.as_dict()).decode()
+            log.info("stopped: %s", totals, extra={"event": "stopped"})
         return code
     return 0
 
