@@ -247,6 +247,9 @@ def _anonymize(args: argparse.Namespace) -> int:
     log = _open_input(args.file)  # a missing input leaves no empty outputs behind
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None:
+        if out_dir.exists() and not out_dir.is_dir():  # mkdir said only "File exists"
+            raise UserError(f"--out: {out_dir}: not a directory (--out names a directory "
+                            "for one file per destination)")  # fmt: skip
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -835,7 +838,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
     p.set_defaults(func=cmd_anonymize)
 
-    p = sub.add_parser("check-config", help="validate a config; list every problem")
+    p = sub.add_parser("check-config", help="validate a config; list every problem",
+                       description="Validate a config (YAML or TOML): every problem with "
+                       "where it is, then the warnings; exit 2 if there is a problem.")  # fmt: skip
     p.add_argument("config", metavar="PATH")
     p.set_defaults(func=cmd_check_config)
 

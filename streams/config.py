@@ -766,7 +766,9 @@ def _check_value(value: Any, spec: Key | Option, where: str, errors: list[str]) 
         return value
     minimum = getattr(spec, "minimum", None)
     if spec.choices is not None and value not in spec.choices:
-        errors.append(f"{where}: {value!r} is not one of {', '.join(map(str, spec.choices))}")
+        choices = list(map(str, spec.choices))
+        wanted = choices[0] if len(choices) == 1 else "one of " + ", ".join(choices)
+        errors.append(f"{where}: {value!r} is not {wanted}")
     elif minimum is not None and value < minimum:
         errors.append(f"{where}: must be at least {minimum}, not {value!r}")
     elif spec.check is not None:

@@ -140,6 +140,7 @@ RANGE_CASES = [
     # zstd and snappy: kafka-python, which reads the checkpoints back, has neither
     ({**base(), "kafka": {"compression": "zstd"}},
      "kafka.compression: 'zstd' is not one of none, gzip, lz4"),
+    ({**base(), "version": 2}, "version: 2 is not 1"),  # one choice: no "one of 1"
     ({**base(), "aggregates": {"max_cells": 0}}, "aggregates.max_cells: must be at least 1, not 0"),
     ({**base(), "aggregates": {"source_idle": "0s"}}, "aggregates.source_idle: must be longer than 0s"),
     (with_rule({"from": [], "action": "pseudonymize"}),
