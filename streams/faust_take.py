@@ -20,8 +20,12 @@ stream's per-event work what offsets depend on:
   assignment reads it again from the committed offset. (Faust's iteration
   acknowledges it, which could commit past events of the partition not yet read.)
 - every other event is *tracked* as the stream does (``message.tracked``, the
-  consumer's unacknowledged set): a rebalance waits for it to be acknowledged
-  (``stream_wait_empty``) before offsets are committed and partitions revoked.
+  consumer's unacknowledged set), so that Faust's ``stream_wait_empty`` would wait for
+  it at a rebalance. logfog turns that setting off (``app.faust_settings``): its
+  at-least-once rests on acknowledging an event only once its lines are published, and
+  on Faust committing no offset of a partition it no longer holds; a take in flight at
+  a rebalance is read again by the partition's next owner (duplicates, never loss:
+  ``tests/integration/test_worker.py``, rebalances with both workers alive).
 - errors a channel was sent (``channel.throw``) are raised in the agent, as the
   stream's iteration raises them; ``StopAsyncIteration``, which Faust throws to end an
   agent's stream, ends the iteration, as it ends the stream's.
