@@ -43,11 +43,17 @@ def test_make_run_demo_shows_every_destination_and_stops_cleanly() -> None:
     kinds = re.findall(r"closed windows \(([^)]*)\)", section)
     assert len(kinds) == 2 and set(kinds[0].split(", ")) <= {"ops 5m", "none"}, kinds
     assert "5m" not in kinds[1], kinds
-    if seconds < 25 * 60:  # the first minutes of a UTC day: too little to close one
-        assert "the log covers too little of the current key epoch" in ops
+    # In the first minutes of a UTC day the log starts at 00:00 (the key epoch). A
+    # 5-minute window closes once event time passes its end plus the allowed lateness
+    # (10 minutes): a log under 15 minutes long closes none, and one of 25 minutes
+    # closes two; in between it depends on the seconds the demo itself takes (it
+    # failed at 00:20, two windows closed where "none" was expected).
+    if "the log covers too little of the current key epoch" in ops:
+        assert seconds < 25 * 60, ops
         return
+    assert seconds >= 15 * 60 - 60, ops  # a minute for the demo's own run
     closed = int(re.search(r"rows from (\d+) closed windows", ops).group(1))  # type: ignore[union-attr]
-    assert closed >= 2 and "did not arrive" not in section
+    assert closed >= (2 if seconds >= 25 * 60 else 1) and "did not arrive" not in section
     rows = [json.loads(line) for line in section.splitlines() if line.startswith("  {")]
     assert rows and all(r["visitors"] >= 10 for r in rows if r["kind"] == "cell")
     gates = re.findall(r"k = (\d+); ([\d,]+) cells published, the smallest counting ([\d,]+)",
