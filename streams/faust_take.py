@@ -49,7 +49,6 @@ async def take_events(stream: Any, most: int, within: float) -> AsyncIterator[li
     app = stream.app
     channel = stream.channel
     queue = channel.queue
-    errors = queue._errors  # ThrowableQueue: what channel.throw() queued
     consumer = app.consumer
     unacked = consumer.unacked  # the set wait_empty() waits to see empty
     acking_topics = app.topics.acking_topics
@@ -60,8 +59,8 @@ async def take_events(stream: Any, most: int, within: float) -> AsyncIterator[li
             taken: list[Any] = []
             deadline = 0.0
             while len(taken) < most:
-                if errors:
-                    raise errors.popleft()
+                # A ThrowableQueue holding an error is not empty, and its get_nowait()
+                # raises the error (what channel.throw() queued), as its get() does.
                 if not queue.empty():
                     item = queue.get_nowait()
                 elif not taken:
