@@ -1161,11 +1161,9 @@ def run_worker(
         # Started before the waiting and compiling below: the two start up side by side.
         child = aggregator_child(config, config_path, bootstrap, child_port, loglevel).start()
     try:
-        try:
-            partitions = _when_broker_is_up(config, bootstrap, security)
-        except StoppedWaiting as stopped:
-            log.info("stopped by %s while waiting for the broker", stopped.args[0])
-            return 0
+        partitions = _when_broker_is_up(config, bootstrap, security)
+        if partitions is None:
+            return 0  # stopped while waiting: nothing was taken yet
         keyring = None
         if shared:
             from streams.durations import parse_duration
@@ -1259,11 +1257,9 @@ def run_aggregator(
     check_web_port(env.web_bind, web_port, "web port", "--web-port or LOGFOG_WEB_PORT")
     watch_parent()  # started by a worker (run_in: process): stop when it is gone
     security = _security(config)
-    try:
-        partitions = _when_broker_is_up(config, bootstrap, security)
-    except StoppedWaiting as stopped:
-        log.info("stopped by %s while waiting for the broker", stopped.args[0])
-        return 0
+    partitions = _when_broker_is_up(config, bootstrap, security)
+    if partitions is None:
+        return 0  # stopped while waiting: nothing was taken yet
     lines = NoLines()
     app = create_app(config, lines, bootstrap=bootstrap, web_port=web_port,
                      topic_partitions=partitions, role="aggregator",
@@ -1283,26 +1279,29 @@ def _load(config_path: str, bootstrap: str | None) -> tuple[dict[str, Any], str]
     return config, str(chosen)
 
 
-class StoppedWaiting(Exception):
+class _StoppedWaiting(Exception):
     """SIGINT or SIGTERM while the worker or aggregator waited for the broker."""
 
 
 def _when_broker_is_up(
     config: Mapping[str, Any], bootstrap: str, security: Any = None
-) -> dict[str, int]:
+) -> dict[str, int] | None:
     """Wait for the broker, then create/verify the topics: partitions by topic.
 
-    SIGINT and SIGTERM end the wait with :class:`StoppedWaiting` (the command exits 0,
-    as a running worker does: nothing was taken yet); they killed the process (143),
-    its aggregator child left to notice its parent gone."""
+    None when SIGINT or SIGTERM ended the wait: the command then exits 0, as a running
+    worker does (nothing was taken yet); those signals killed the process (143), its
+    aggregator child left to notice its parent gone."""
 
     def stop(signum: int, frame: Any) -> None:
-        raise StoppedWaiting(signal.Signals(signum).name)
+        raise _StoppedWaiting(signal.Signals(signum).name)
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         wait_for_broker(bootstrap, security=security)
         return prepare(config, bootstrap, security)
+    except _StoppedWaiting as stopped:
+        log.info("stopped by %s while waiting for the broker", stopped.args[0])
+        return None
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
