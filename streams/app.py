@@ -489,7 +489,7 @@ def _add_anonymizer(
 ) -> None:
     """The agent that reads raw lines and publishes every destination (see module doc)."""
     from streams.faust_schema import RawBytesSchema
-    from streams.faust_take import take_events
+    from streams.faust_take import acknowledge, take_events
     from streams.publish import Publisher
 
     kafka = config["kafka"]
@@ -538,8 +538,9 @@ def _add_anonymizer(
                 # "\n" is an empty last line (dead-lettered as parse.empty), so every
                 # line a shipper framed is counted, empty ones included.
                 await work_chunk(pipeline, publisher(), records, out, state, metrics)
-                for event in events:  # only now may their offsets be committed
-                    event.ack()  # (Stream.ack adds only monitor bookkeeping, per event)
+                # Only now may their offsets be committed. (Stream.ack would add only
+                # monitor bookkeeping per event.)
+                acknowledge(app, events)
                 state.batches += 1
                 state.records_in += len(events)
                 state.last_batch_at = time.time()
@@ -586,6 +587,7 @@ def _add_aggregation(
     from streams.aggregate.runtime import MERGER_KEY, AggregationRuntime, specs_from_config
     from streams.checkpoints import load_latest
     from streams.durations import parse_duration
+    from streams.faust_take import acknowledge
     from streams.metrics import AggregationCollector
     from streams.topics import aggregate_output_topics
 
@@ -755,8 +757,7 @@ def _add_aggregation(
                 # Acknowledge only what a written checkpoint contains: the partitions
                 # whose checkpoint was not due keep their events unacknowledged.
                 for partition in written:
-                    for event in pending.pop(partition, ()):
-                        event.ack()
+                    acknowledge(app, pending.pop(partition, ()))
                 await app.consumer.commit()
 
     @app.timer(2.0)
@@ -836,8 +837,7 @@ def _add_aggregation(
                 rows.extend(merge_record(runtime, message, metrics))
             if not await publish_rows(merger, rows):
                 continue  # revoked: the new owner replays these partials
-            for event in events:
-                event.ack()
+            acknowledge(app, events)
             await app.consumer.commit()
 
 
