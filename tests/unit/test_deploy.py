@@ -822,11 +822,16 @@ def test_deploy_readme_quotes_the_readmes_throughput_figures() -> None:
     "pure pipeline", which the README measures at ~70k."""
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     deploy = " ".join((DEPLOY / "README.md").read_text(encoding="utf-8").split())
-    ours = re.search(r"In the worker's own process it costs (\d+-\d+)%", readme)
+    ours = re.search(
+        r"In the worker's own process \(`run_in: worker`\) the aggregation costs (\d+-\d+)%",
+        readme,
+    )
     theirs = re.search(r"`run_in: worker`\) the aggregation costs the worker (\d+-\d+)%", deploy)
     assert ours and theirs
     assert theirs.group(1) == ours.group(1)
-    batched = re.search(r"batched: [\d,]+ lines/s \((\d+-\d+k) by default", readme)
+    batched = re.search(
+        r"\*\*Batched: 75,000 lines/s\.\*\* [^;]+; (\d+-\d+k) at full speed", readme
+    )
     assert batched and f"{batched.group(1)} lines/s end to end" in deploy
     for text in (deploy, (K8S / "deployment.yaml").read_text(encoding="utf-8")):
         assert "lines/s of pure pipeline" not in text
