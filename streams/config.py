@@ -68,6 +68,9 @@ class Key:
     check: Any = None  # Callable[[Any], str | None]
     #: Smallest allowed integer: counts and sizes the runtime cannot take below it.
     minimum: int | None = None
+    #: Largest allowed integer; an integer key without one takes at most
+    #: :data:`INT32_MAX` (see there).
+    maximum: int | None = None
     #: Never quote the value in a message (a password given the wrong type).
     secret: bool = False
     #: What ``check`` refuses, in JSON Schema keywords (``minimum``, ``pattern``,
@@ -260,6 +263,14 @@ DAY = 86400
 #: line shipped whole and refused is lost to the pipeline, with no dead letter.
 MAX_LINE_BYTES_LIMIT = 512 * 1024
 
+#: The largest value of an integer key without a ``maximum`` of its own: what Kafka's
+#: INT32 fields (partitions) take. Python's integers are unbounded, and a cache size of
+#: 2**70 reached ``functools.lru_cache`` as a traceback (a config fuzz).
+INT32_MAX: Final = 2**31 - 1
+
+#: Kafka's replication factor is an INT16 in CreateTopics.
+INT16_MAX: Final = 2**15 - 1
+
 
 def _max_line_bytes(value: int) -> str | None:
     if value > MAX_LINE_BYTES_LIMIT:
@@ -331,6 +342,7 @@ REPLICATION: Final = Key(
     None,
     "replication factor (default: kafka.replication)",
     check=_replication,
+    maximum=INT16_MAX,
     json={"minimum": 1},
 )
 
@@ -504,6 +516,7 @@ SCHEMA = Section(
                     "replication factor of every topic whose own 'replication' is not set "
                     "(logfog.keys and the internal aggregation topics included); 3 in production",
                     check=_replication,
+                    maximum=INT16_MAX,
                     json={"minimum": 1},
                 ),
                 "create_topics": Key(
@@ -771,6 +784,8 @@ def _check_value(value: Any, spec: Key | Option, where: str, errors: list[str]) 
         errors.append(f"{where}: {value!r} is not {wanted}")
     elif minimum is not None and value < minimum:
         errors.append(f"{where}: must be at least {minimum}, not {value!r}")
+    elif isinstance(spec, Key) and type(value) is int and value > (spec.maximum or INT32_MAX):
+        errors.append(f"{where}: must be at most {spec.maximum or INT32_MAX}, not {value!r}")
     elif spec.check is not None:
         problem = spec.check(value)
         if problem:
@@ -1602,6 +1617,8 @@ def json_schema() -> dict[str, Any]:
             schema["enum"] = list(key.choices)
         if getattr(key, "minimum", None) is not None:
             schema["minimum"] = getattr(key, "minimum", None)
+        if int in kinds and isinstance(key, Key):
+            schema["maximum"] = key.maximum or INT32_MAX
         if list in kinds:
             schema["items"] = {"type": "string"}  # kind list: a list of strings
         schema.update(key.json or {})
@@ -1733,6 +1750,8 @@ def reference_markdown() -> str:
                 )
                 if minimum is not None:
                     choices += f" At least {minimum}."
+                if spec.maximum is not None:
+                    choices += f" At most {spec.maximum}."
                 lines.append(f"| `{path}` | {kinds} | {default} | {cell(spec.doc)}{choices} |")
 
     walk(SCHEMA, "")

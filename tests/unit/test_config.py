@@ -117,6 +117,14 @@ CASES = [
 #: then crashed ``logfog anonymize`` or made every line fail.
 RANGE_CASES = [
     ({**base(), "enrich": {"cache_size": -1}}, "enrich.cache_size: must be at least 0, not -1"),
+    # Accepted once, then an OverflowError traceback from functools.lru_cache (a fuzz).
+    ({**base(), "enrich": {"cache_size": 2**70}},
+     "enrich.cache_size: must be at most 2147483647, not 1180591620717411303424"),
+    ({**base(), "kafka": {"raw": {"partitions": 2**31}}},
+     "kafka.raw.partitions: must be at most 2147483647, not 2147483648"),
+    ({**base(), "kafka": {"replication": 40000}}, "kafka.replication: must be at most 32767"),
+    ({**base(), "kafka": {"dead_letter": {"replication": 2**15}}},
+     "kafka.dead_letter.replication: must be at most 32767, not 32768"),
     ({**base(), "input": {"max_line_bytes": -5}}, "input.max_line_bytes: must be at least 1, not -5"),
     ({**base(), "input": {"max_line_bytes": 0}}, "input.max_line_bytes: must be at least 1, not 0"),
     # Above 512 KiB the shipper's cut line outgrows a Kafka record: "not shipped", no dead letter.
@@ -723,6 +731,46 @@ def test_no_string_in_the_default_config_crashes_check_config_when_mistyped() ->
             except Exception as error:
                 pytest.fail(f"{'.'.join(map(str, place))} = {wrong!r}: {error!r}")
             assert errors, place
+
+
+def _int_places(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if type(node) is int:
+        return [path]
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _int_places(v, (*path, k))]
+    return []
+
+
+def test_no_integer_of_the_normalized_default_config_takes_any_size() -> None:
+    """Every integer of the normalized default config (defaults filled in: partitions,
+    replication, sizes, k...) set to 2**70 is a problem check-config reports; a cache
+    size that large reached functools.lru_cache as an OverflowError traceback."""
+    from streams.config import load_file
+
+    normalized, _ = load_file(ROOT / "config" / "logfog.yaml")
+    default = yaml.safe_load((ROOT / "config" / "logfog.yaml").read_text())
+    places = _int_places(normalized)
+    assert len(places) > 15
+    for place in places:
+        config = copy.deepcopy(default)
+        node = config
+        for part in place[:-1]:
+            node = node.setdefault(part, {})
+        node[place[-1]] = 2**70
+        errors = validate(config)
+        assert errors, place
+
+
+def test_the_largest_cache_size_accepted_compiles() -> None:
+    from streams.config import INT32_MAX
+    from streams.pipeline import Pipeline
+
+    config = copy.deepcopy(base())
+    config["enrich"] = {"cache_size": INT32_MAX}
+    errors: list[str] = []
+    normalized = normalize(config, errors, [])
+    assert errors == []
+    assert Pipeline.from_normalized(normalized).test(["-"]).rejections
 
 
 def test_each_destination_kind_has_its_retention_limit_from_one_table(
