@@ -587,7 +587,6 @@ def _add_aggregation(
     from streams.aggregate.runtime import MERGER_KEY, AggregationRuntime, specs_from_config
     from streams.checkpoints import load_latest
     from streams.durations import parse_duration
-    from streams.faust_take import acknowledge
     from streams.metrics import AggregationCollector
     from streams.topics import aggregate_output_topics
 
@@ -757,7 +756,8 @@ def _add_aggregation(
                 # Acknowledge only what a written checkpoint contains: the partitions
                 # whose checkpoint was not due keep their events unacknowledged.
                 for partition in written:
-                    acknowledge(app, pending.pop(partition, ()))
+                    for event in pending.pop(partition, ()):
+                        event.ack()
                 await app.consumer.commit()
 
     @app.timer(2.0)
@@ -837,7 +837,8 @@ def _add_aggregation(
                 rows.extend(merge_record(runtime, message, metrics))
             if not await publish_rows(merger, rows):
                 continue  # revoked: the new owner replays these partials
-            acknowledge(app, events)
+            for event in events:
+                event.ack()
             await app.consumer.commit()
 
 
