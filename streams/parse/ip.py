@@ -221,3 +221,23 @@ class ClientResolver:
             if not self._trusted(address):
                 return address
         return client
+
+    def resolve_forwarded(self, forwarded_for: str) -> str | None:
+        """The client of a line that logs the X-Forwarded-For header in place of the
+        peer address (Apache's ``%{X-Forwarded-For}i`` for ``%h`` behind a load
+        balancer). Its last hop is the address the nearest proxy saw connect, which the
+        proxy wrote itself: from there the walk is :meth:`resolve`'s, leftwards while
+        the hop is a trusted proxy. None for no header ("-") or an unparseable last hop.
+
+        >>> ClientResolver().resolve_forwarded("198.51.100.7, 203.0.113.9")
+        '203.0.113.9'
+        >>> ClientResolver(["203.0.113.0/24"]).resolve_forwarded("198.51.100.7, 203.0.113.9")
+        '198.51.100.7'
+        >>> ClientResolver().resolve_forwarded("-") is None
+        True
+        """
+        earlier, _, last = forwarded_for.rpartition(",")
+        peer = canonical_ip(last)
+        if peer is None:
+            return None
+        return self.resolve(peer, earlier or None)

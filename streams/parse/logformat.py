@@ -83,6 +83,11 @@ _SPECIFIC = {
     "query": r"(\?[^\s\"]*|)",
     "duration_ms": r"([0-9]+(?:\.[0-9]*)?|-)",
     "duration_s": r"([0-9]+(?:\.[0-9]*)?|-)",
+    # Unquoted, an X-Forwarded-For chain of several hops holds ", ": as one word, its
+    # last hop was read as the next field and the line did not match (every line that
+    # came through two proxies). Only ", " (or ",") continues it: a client's value with
+    # a bare space still ends it, as any unquoted header (see _user_pattern).
+    "forwarded_for": r"([^\s,]+(?:, *[^\s,]+)*,?)",
 }
 
 # Roles a captured field can play; "skip" means matched and discarded.
@@ -515,8 +520,11 @@ class LineParser:
         parts = _in_context(parts)
         fields = [p for p in parts if isinstance(p, Field)]
         roles = [f.role for f in fields]
-        if "client" not in roles and "peer" not in roles:
-            raise FormatError(f"{name}: the format has no client address (%h, %a, $remote_addr)")
+        if not {"client", "peer", "forwarded_for"} & set(roles):
+            raise FormatError(
+                f"{name}: the format has no client address (%h, %a, $remote_addr or "
+                "X-Forwarded-For)"
+            )
         if not any(r.startswith("time") for r in roles):
             raise FormatError(f"{name}: the format has no request time (%t, $time_local, ...)")
         strftime = _strftime_fields(fields)
@@ -811,7 +819,14 @@ def _generate_builder(
     client = index.get("client", index.get("peer"))
     xff = index.get("forwarded_for")
     xff_expr = f"g[{xff}]" if xff is not None and resolver.uses_forwarded_for else "None"
-    if resolver.uses_forwarded_for:
+    if client is None:
+        # X-Forwarded-For in place of the peer (behind a load balancer: Apache's
+        # "%{X-Forwarded-For}i %l %u %t ..."): its last hop is the peer its proxy saw.
+        lines += [
+            f"    ip = resolve_forwarded(g[{xff}])",
+            "    if ip is None: raise RejectedLine(PARSE_BAD_IP)",
+        ]
+    elif resolver.uses_forwarded_for:
         lines += [
             f"    ip = resolve(g[{client}], {xff_expr})",
             "    if ip is None: raise RejectedLine(PARSE_BAD_IP)",
@@ -888,7 +903,8 @@ def _generate_builder(
         "new": object.__new__,
         "Request": Request, "RejectedLine": RejectedLine, "PARSE_BAD_IP": PARSE_BAD_IP,
         "PARSE_BAD_NUMBER": PARSE_BAD_NUMBER,
-        "resolve": resolver.resolve, "canonical_ip_or_raise": canonical_ip_or_raise,
+        "resolve": resolver.resolve, "resolve_forwarded": resolver.resolve_forwarded,
+        "canonical_ip_or_raise": canonical_ip_or_raise,
         "clf_time": clf_time,
         "iso_time": iso_time, "epoch_time": epoch_time, "epoch_millis": epoch_millis,
         "epoch_micros": epoch_micros,

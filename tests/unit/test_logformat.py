@@ -356,7 +356,9 @@ _PIECES = ["GET", "POST", "get", "M-SEARCH", " ", "  ", '"', '\\"', "\\", "\\\\"
      # Decoded paths (spaces, "?"), fields between quotes but not quoted.
      'apache:%h %l %u %t "%m %U%q %H" %>s %b "%{Referer}i" "%{User-agent}i"',
      'nginx:$remote_addr - $remote_user [$time_local] "$request_method $uri $server_protocol" '
-     '$status $body_bytes_sent "$http_referer" "$http_user_agent"'],
+     '$status $body_bytes_sent "$http_referer" "$http_user_agent"',
+     # X-Forwarded-For in place of the peer: the hosts below are its values there.
+     'apache:%{X-Forwarded-For}i %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"'],
 )  # fmt: skip
 def test_the_fast_path_parses_exactly_like_the_escape_aware_path(fmt: str) -> None:
     # Lines without a backslash skip the escape-aware regex (see first_match): for
@@ -374,7 +376,8 @@ def test_the_fast_path_parses_exactly_like_the_escape_aware_path(fmt: str) -> No
         st.sampled_from(["HTTP/1.1", "HTTP/", "http/1.1", "HTTP/1.1 x", ""]),
     ).map("".join)
     request = st.one_of(quoted, request_line)
-    host = st.sampled_from(["203.0.113.9", "[2001:db8::1]:443", "www.example.com:443", "x"])
+    host = st.sampled_from(["203.0.113.9", "[2001:db8::1]:443", "www.example.com:443", "x",
+                            "198.51.100.7, 203.0.113.9", "-"])  # fmt: skip
     # User names with spaces fail the fast regex (\S+) and take the exact path.
     user = st.sampled_from(
         ["-", "frank", "john doe", "", "a[b", "x [y", "x [y]", "[a] [b]", "j\\xc3\\xa9 d"]
@@ -908,6 +911,61 @@ def test_a_client_header_before_the_address_cannot_choose_the_client(
             parser.parse(f"{shifted} - {tail}")
         with pytest.raises(RejectedLine, match=r"parse\.no_match"):
             parser.parse(f"{head} john doe {tail}")  # the price: no space in the name
+
+
+# Apache behind a load balancer, as AWS documents it: X-Forwarded-For in place of %h.
+_PROXY_FORMAT = 'apache:%{X-Forwarded-For}i %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"'
+_NGINX_PROXY_FORMAT = (
+    'nginx:$http_x_forwarded_for - $remote_user [$time_local] "$request" $status '
+    '$body_bytes_sent "$http_referer" "$http_user_agent"'
+)
+
+
+@pytest.mark.parametrize("spec", [_PROXY_FORMAT, _NGINX_PROXY_FORMAT])
+@pytest.mark.parametrize(
+    ("forwarded_for", "trusted", "client"),
+    [
+        ("203.0.113.9", [], "203.0.113.9"),
+        # The last hop is the address the balancer saw: the earlier ones, which the
+        # client may have written, are read only behind trusted proxies.
+        ("198.51.100.7, 203.0.113.9", [], "203.0.113.9"),
+        ("198.51.100.7, 10.0.0.2", ["10.0.0.0/8"], "198.51.100.7"),
+        ("198.51.100.7,10.0.0.2", ["10.0.0.0/8"], "198.51.100.7"),
+        ("[2001:db8::7]:4711, 10.0.0.3, 10.0.0.2", ["10.0.0.0/8"], "2001:db8::7"),
+    ],
+)  # fmt: skip
+def test_a_format_that_logs_x_forwarded_for_in_place_of_the_peer(
+    spec: str, forwarded_for: str, trusted: list[str], client: str
+) -> None:
+    """Such a format was a config error ("the format has no client address"), and a
+    chain of several hops could not be read unquoted."""
+    parser = compile_one(spec, trusted)
+    for request in ("GET /a HTTP/1.1", 'GET /\\"a HTTP/1.1'):  # both paths
+        line = f'{forwarded_for} - frank {T} "{request}" 200 5 "-" "{UA}"'
+        r = parser.parse(line)
+        assert (r.ip, r.user, r.status, r.user_agent) == (client, "frank", 200, UA)
+
+
+@pytest.mark.parametrize("spec", [_PROXY_FORMAT, _NGINX_PROXY_FORMAT])
+@pytest.mark.parametrize("forwarded_for", ["-", "unknown", "198.51.100.7, x", "198.51.100.7,"])
+def test_no_client_in_the_x_forwarded_for_in_place_of_the_peer_is_bad_ip(
+    spec: str, forwarded_for: str
+) -> None:
+    # "-": a request that reached the server without the balancer (a health check).
+    line = f'{forwarded_for} - - {T} "GET / HTTP/1.1" 200 5 "-" "{UA}"'
+    with pytest.raises(RejectedLine, match=r"parse\.bad_ip"):
+        compile_one(spec).parse(line)
+
+
+def test_an_unquoted_x_forwarded_for_chain_beside_the_peer_is_read_whole() -> None:
+    """Unquoted, a chain of two hops was read as one word plus the next field: every
+    line that came through two proxies was parse.no_match."""
+    parser = compile_one('apache:%h %{X-Forwarded-For}i %l %u %t "%r" %>s %b', ["10.0.0.0/8"])
+    r = parser.parse(f'10.0.0.1 198.51.100.7, 10.0.0.2 - - {T} "GET / HTTP/1.1" 200 5')
+    assert (r.ip, r.status) == ("198.51.100.7", 200)
+    end = compile_one('apache:%h %l %u %t "%r" %>s %b %{X-Forwarded-For}i', ["10.0.0.0/8"])
+    r = end.parse(f'10.0.0.1 - - {T} "GET / HTTP/1.1" 200 5 198.51.100.7, 10.0.0.2')
+    assert r.ip == "198.51.100.7"
 
 
 @pytest.mark.parametrize(
