@@ -67,6 +67,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import CoroutineType
 from typing import Any
@@ -89,6 +90,25 @@ _EXPECTED = (
 )  # fmt: skip
 
 
+def faust_source(function: Any, *, code_only: bool = False) -> str:
+    """The source of one of Faust's functions with its layout removed (whitespace runs
+    as one space), to compare with what a fix was written against; with ``code_only``
+    also without docstrings and comments. "" when there is no source to read.
+
+    >>> faust_source(_as_coroutine)
+    'async def _as_coroutine(awaitable: Awaitable[Any]) -> Any: return await awaitable'
+    >>> faust_source(len)  # a builtin: no source
+    ''
+    """
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""
+    if code_only:
+        source = re.sub(r"#[^\n]*", "", re.sub(r'""".*?"""', "", source, flags=re.S))
+    return " ".join(source.split())
+
+
 def install() -> bool:
     """All four fixes, if Faust's code is still what they were written against (else
     it logs why, changes nothing and returns False). Idempotent."""
@@ -101,11 +121,7 @@ def install() -> bool:
         function = getattr(classes[class_name], method)
         if getattr(function, "logfog_fix", False):
             continue  # installed already
-        try:
-            source = " ".join(inspect.getsource(function).split())
-        except (OSError, TypeError):
-            source = ""
-        if expected not in source:
+        if expected not in faust_source(function):
             log.info("faust's %s differs from 0.15's: fetcher fixes not installed", where)
             return False
     install_first_to_finish(Consumer)
@@ -124,11 +140,7 @@ def install_buffer_size_once_configured() -> bool:
     getter = getattr(prop, "fget", None)
     if getattr(getter, "logfog_fix", False):
         return True
-    try:
-        source = " ".join(inspect.getsource(getter).split())  # type: ignore[arg-type]
-    except (OSError, TypeError):
-        source = ""
-    if "if app.conf.producer_threaded:" not in source:
+    if "if app.conf.producer_threaded:" not in faust_source(getter):
         log.info("faust's ProducerBuffer.size differs from 0.15's: not replaced")
         return False
 

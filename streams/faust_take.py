@@ -49,12 +49,12 @@ gets ``event.ack()`` as before.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
-import re
 from collections.abc import AsyncIterator, Sequence
 from functools import cache
 from typing import Any
+
+from streams.faust_fetcher import faust_source
 
 log = logging.getLogger("logfog.worker")
 
@@ -82,15 +82,6 @@ _FAUST_ACK = {
 }
 
 
-def _code(function: Any) -> str:
-    try:
-        source = inspect.getsource(function)
-    except (OSError, TypeError):
-        return ""
-    source = re.sub(r'""".*?"""', "", source, flags=re.S)
-    return " ".join(re.sub(r"#[^\n]*", "", source).split())
-
-
 @cache
 def faust_ack_is_known() -> bool:
     """Whether the installed Faust acknowledges as :func:`acknowledge` does (checked
@@ -106,7 +97,7 @@ def faust_ack_is_known() -> bool:
         "Consumer.ack": Consumer.ack, "Conductor.acks_enabled_for": Conductor.acks_enabled_for,
     }  # fmt: skip
     for name, function in functions.items():
-        if _code(function) != _FAUST_ACK[name]:
+        if faust_source(function, code_only=True) != _FAUST_ACK[name]:
             log.info("faust's %s differs from 0.15's: events are acknowledged one by one", name)
             return False
     return True
