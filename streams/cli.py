@@ -653,14 +653,18 @@ def ship_summary(result: Any, topic: str, max_line_bytes: int) -> str:
     >>> print(ship_summary(ShipResult(lines=300_000, records=600, seconds=1.7), "raw", 65536))
     shipped 300,000 lines in 600 records to raw in 1.7 s (176,471 lines/s)
     >>> print(ship_summary(ShipResult(lines=2, records=1, interrupted_by=2), "raw", 65536))
-    shipped 2 lines in 1 records to raw
+    shipped 2 lines in 1 record to raw
     error: stopped by SIGINT before the end of the input: the rest of it is not shipped
     >>> print(ship_summary(ShipResult(lines=2, records=1, damaged="a.gz: damaged or "
     ...                               "truncated gzip data"), "raw", 65536))  # doctest: +ELLIPSIS
-    shipped 2 lines in 1 records to raw
+    shipped 2 lines in 1 record to raw
     error: a.gz: damaged or truncated gzip data: shipping stopped there (the lines before it...
     """
-    shipped = f"shipped {result.lines:,} lines in {result.records:,} records to {topic}"
+    lines_word = "line" if result.lines == 1 else "lines"
+    records_word = "record" if result.records == 1 else "records"
+    shipped = (
+        f"shipped {result.lines:,} {lines_word} in {result.records:,} {records_word} to {topic}"
+    )
     if result.seconds > 0:  # the average rate (with --follow, waits for the file included)
         shipped += f" in {result.seconds:,.1f} s ({result.lines / result.seconds:,.0f} lines/s)"
     lines = [shipped]

@@ -1163,7 +1163,8 @@ def test_ship_of_a_damaged_compressed_log_prints_what_it_shipped_and_exits_2(
             shipped = ScriptedProducer.instances[-1].acked
             lines = sum(record.count(b"\n") + 1 for record in shipped)
             assert code == 2 and lines > 0, err
-            assert f"shipped {lines:,} lines in {len(shipped)} records to logs.raw" in err
+            records = f"{len(shipped)} record{'' if len(shipped) == 1 else 's'}"
+            assert f"shipped {lines:,} lines in {records} to logs.raw" in err
             error = f"error: {name}: damaged or truncated gzip data: shipping stopped there"
             assert [x for x in err.splitlines() if "error" in x.lower()] == [
                 error + " (the lines before it are shipped, a line it cut short is not)"
